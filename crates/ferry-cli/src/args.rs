@@ -1,0 +1,117 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Ferry: build, test, package, deploy — one fast binary.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a pipeline file and report every problem in it.
+    Lint(LintArgs),
+    /// Run the pipeline of a repository locally.
+    Run(RunArgs),
+    /// Show what `ferry run` would run, in which order, and what it would skip and why.
+    Plan(RunArgs),
+    /// Print the JSON Schema of `.ferry.yml`.
+    Schema,
+    /// List earlier local runs.
+    Runs(RunsArgs),
+    /// Show the logs of a run, or of one of its jobs.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// A repository directory (its `.ferry.yml` is checked) or a pipeline file.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Print diagnostics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the store is: shared by the commands that read or write runs.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// The data directory (default: `.ferry/` at the repository root).
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The repository (any directory inside it).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Run a committed revision instead of the working tree.
+    #[arg(long, value_name = "REF")]
+    pub commit: Option<String>,
+    /// The event to behave as: push, tag, pull_request, schedule, manual, api.
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// The branch (default: the current branch).
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// A tag (implies `--event tag` unless `--event` is given).
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+    /// Run only this job and the jobs it needs (repeatable).
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs_only: Vec<String>,
+    /// How many jobs may run at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: Option<u32>,
+    /// Keep the jobs' workspaces after the run.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the plan and do not run it (same as `ferry plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON event per line instead of text.
+    #[arg(long, conflicts_with = "quiet")]
+    pub json: bool,
+    /// Print only the summary.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The repository (any directory inside it).
+    #[arg(short = 'C', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// How many runs to list.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The run's number (as `ferry runs` shows it), or `last`.
+    pub run: String,
+    /// One job (its full name, or its name in the file for a single job).
+    pub job: Option<String>,
+    /// The repository (any directory inside it).
+    #[arg(short = 'C', long = "dir", default_value = ".")]
+    pub dir: PathBuf,
+    /// Prefix each line with the time it was written.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

@@ -1,0 +1,180 @@
+//! `ferry runs` and `ferry logs`.
+
+use std::io::Write;
+
+use ferry_store::Status;
+
+use crate::args::{LogsArgs, RunsArgs};
+use crate::{Failure, exit, local, style};
+
+fn time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
+    let local = local::open(&args.dir, &args.store).await?;
+    let runs = local
+        .store
+        .list_runs(&local.repository_id, args.limit as i64)
+        .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    if runs.is_empty() {
+        println!("no runs yet: start one with `ferry run`");
+        return Ok(exit::OK);
+    }
+    let color = style::color_enabled(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let mut out = format!(
+        "{:>4}  {:<9}  {:<12}  {:<20}  {:<10}  {:<19}  {:>8}\n",
+        "RUN", "STATUS", "EVENT", "REF", "COMMIT", "STARTED", "DURATION"
+    );
+    for r in runs {
+        let reference = r
+            .tag
+            .clone()
+            .or(r.branch.clone())
+            .unwrap_or_else(|| r.git_ref.clone());
+        let commit = format!(
+            "{}{}",
+            &r.commit_sha[..r.commit_sha.len().min(8)],
+            if r.dirty { "+" } else { "" }
+        );
+        let duration = match (r.started_at, r.finished_at) {
+            (Some(s), Some(f)) => style::duration((f - s).max(0) as u64),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:>4}  {}  {:<12}  {:<20}  {:<10}  {:<19}  {:>8}\n",
+            r.number,
+            style::paint(
+                &format!("{:<9}", r.status.as_str()),
+                style::status_code(r.status),
+                color
+            ),
+            r.event,
+            reference,
+            commit,
+            time(r.started_at.unwrap_or(r.created_at)),
+            duration
+        ));
+    }
+    print!("{out}");
+    Ok(exit::OK)
+}
+
+pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
+    let local = local::open(&args.dir, &args.store).await?;
+    let number = if args.run == "last" {
+        local
+            .store
+            .list_runs(&local.repository_id, 1)
+            .await?
+            .first()
+            .map(|r| r.number)
+            .ok_or_else(|| Failure::usage("there are no runs yet"))?
+    } else {
+        args.run
+            .trim_start_matches('#')
+            .parse::<i64>()
+            .map_err(|_| {
+                Failure::usage(format!(
+                    "`{}` is not a run number (see `ferry runs`)",
+                    args.run
+                ))
+            })?
+    };
+    let run = local
+        .store
+        .run_by_number(&local.repository_id, number)
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::NotFound(_) => {
+                Failure::usage(format!("there is no run {number} (see `ferry runs`)"))
+            }
+            e => e.into(),
+        })?;
+    let jobs = local.store.jobs(&run.id).await?;
+    let selected: Vec<&ferry_store::Job> = match &args.job {
+        None => jobs.iter().collect(),
+        Some(name) => {
+            let exact: Vec<_> = jobs.iter().filter(|j| &j.name == name).collect();
+            let matched = if exact.is_empty() {
+                jobs.iter()
+                    .filter(|j| j.name.split(" (").next() == Some(name.as_str()))
+                    .collect()
+            } else {
+                exact
+            };
+            if matched.is_empty() {
+                let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+                return Err(Failure::usage(format!(
+                    "run {number} has no job `{name}`; its jobs are: {}",
+                    names.join(", ")
+                )));
+            }
+            matched
+        }
+    };
+    let color = style::color_enabled(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let prefix_jobs = selected.len() > 1;
+    let width = selected
+        .iter()
+        .map(|j| j.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    for (i, job) in selected.iter().enumerate() {
+        if job.status == Status::Skipped {
+            if prefix_jobs {
+                let _ = writeln!(
+                    out,
+                    "{:<width$} │ (skipped: {})",
+                    job.name,
+                    job.reason.clone().unwrap_or_default()
+                );
+            }
+            continue;
+        }
+        let prefix = if prefix_jobs {
+            format!(
+                "{} │ ",
+                style::paint(&format!("{:<width$}", job.name), style::job_color(i), color)
+            )
+        } else {
+            String::new()
+        };
+        let reader = local.store.read_log(&run.id, &job.id).await?;
+        for line in reader {
+            let line = line.map_err(|e| Failure::failed(format!("cannot read the log: {e}")))?;
+            let stamp = if args.timestamps {
+                chrono::DateTime::from_timestamp_millis(line.ts)
+                    .map(|t| format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let ok = out.write_all(prefix.as_bytes()).is_ok()
+                && out.write_all(stamp.as_bytes()).is_ok()
+                && out.write_all(&line.text).is_ok()
+                && out.write_all(b"\n").is_ok();
+            if !ok {
+                // The reader went away (e.g. `| head`): stop quietly.
+                return Ok(exit::OK);
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(exit::OK)
+}

@@ -1,0 +1,106 @@
+//! `ferry`: the command-line front end. Thin: it parses arguments, calls the crates
+//! that do the work, and turns results into output and exit codes.
+
+mod args;
+mod lint;
+mod local;
+mod logs;
+mod output;
+mod run;
+mod style;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes (documented in docs/pipeline.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A job failed (or lint found problems is 2, see below).
+    pub const FAILED: u8 = 1;
+    /// Invalid configuration or usage.
+    pub const USAGE: u8 = 2;
+    /// Interrupted by Ctrl-C or SIGTERM.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// An error that ends the command: a message and the exit code that goes with it.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::FAILED,
+            message: message.into(),
+        }
+    }
+    /// Already reported (e.g. diagnostics were printed): exit quietly with `code`.
+    pub fn silent(code: u8) -> Self {
+        Self {
+            code,
+            message: String::new(),
+        }
+    }
+}
+
+impl From<ferry_store::Error> for Failure {
+    fn from(e: ferry_store::Error) -> Self {
+        Failure::failed(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for blocking tasks still reading (e.g. a stuck stdin): we are done.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("{}", style::error_line(&f.message));
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
+    use args::Command;
+    match cli.command {
+        Command::Lint(a) => lint::lint(a),
+        Command::Schema => {
+            let schema = ferry_config::schema::schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(exit::OK)
+        }
+        Command::Plan(a) => run::plan(a).await,
+        Command::Run(a) => run::run(a).await,
+        Command::Runs(a) => logs::runs(a).await,
+        Command::Logs(a) => logs::logs(a).await,
+    }
+}

@@ -1,0 +1,65 @@
+//! Ferry's pipeline file: `.ferry.yml` text → a typed, validated [`Pipeline`].
+//!
+//! Pure: no I/O. Every problem in the file is collected as a [`Diagnostic`] before
+//! anything is reported, so a user fixes them all in one round.
+
+mod check;
+pub mod diagnostic;
+pub mod duration;
+pub mod expr;
+mod load;
+pub mod model;
+pub mod schema;
+mod yaml;
+
+pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
+pub use model::*;
+
+/// The file name Ferry looks for at the root of a repository.
+pub const FILE_NAME: &str = ".ferry.yml";
+
+/// The most bytes a pipeline file may have.
+pub const MAX_SIZE: usize = 1 << 20;
+
+/// A valid pipeline and the warnings found in it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub pipeline: Pipeline,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates a pipeline. On failure returns every diagnostic (errors and
+/// warnings); on success the pipeline and its warnings.
+pub fn load(source: &str) -> Result<Loaded, Vec<Diagnostic>> {
+    if source.len() > MAX_SIZE {
+        return Err(vec![
+            Diagnostic::error(
+                Span::default_at_start(),
+                format!("the file is larger than {} KiB", MAX_SIZE / 1024),
+            )
+            .with_help(
+                "a pipeline file should be small; move scripts into files in the repository",
+            ),
+        ]);
+    }
+    let root = yaml::parse(source).map_err(|d| vec![d])?;
+    let mut loader = load::Loader::new();
+    let pipeline = loader.pipeline(root.as_ref());
+    let mut diags = loader.diags;
+    check::check(&pipeline, source, &mut diags);
+    if diags.iter().any(Diagnostic::is_error) {
+        diags.sort_by_key(|d| (d.span.start, d.severity));
+        return Err(diags);
+    }
+    Ok(Loaded {
+        pipeline,
+        warnings: diags,
+    })
+}
+
+/// The key lists the loader accepts, for the schema's consistency test.
+pub mod keys {
+    pub use crate::load::{
+        FILTER_KEYS, JOB_KEYS, ON_KEYS, REPORT_KEYS, RETRY_KEYS, STEP_KEYS, TOP_KEYS,
+    };
+}

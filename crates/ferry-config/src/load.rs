@@ -1,0 +1,801 @@
+//! From the YAML tree to the typed [`Pipeline`], collecting every problem on the way.
+//!
+//! Each section has a list of the keys it accepts; the schema test checks that
+//! `ferry schema` lists exactly these.
+
+use std::time::Duration;
+
+use crate::diagnostic::{Diagnostic, Span, did_you_mean};
+use crate::duration::parse_duration;
+use crate::model::*;
+use crate::yaml::{Kind, Node, Style};
+
+pub const TOP_KEYS: &[&str] = &["on", "env", "jobs"];
+pub const JOB_KEYS: &[&str] = &[
+    "steps",
+    "run",
+    "needs",
+    "if",
+    "matrix",
+    "env",
+    "working_directory",
+    "timeout",
+    "retry",
+    "allow_failure",
+    "artifacts",
+    "reports",
+];
+pub const STEP_KEYS: &[&str] = &["name", "run", "env", "working_directory", "timeout"];
+pub const ON_KEYS: &[&str] = &["push", "tag", "pull_request", "schedule", "manual"];
+pub const FILTER_KEYS: &[&str] = &["branches", "paths"];
+pub const RETRY_KEYS: &[&str] = &["max", "when", "exit_codes"];
+pub const REPORT_KEYS: &[&str] = &["junit"];
+pub const MATRIX_SPECIAL: &[&str] = &["include", "exclude"];
+
+/// The most attempts `retry` may ask for.
+pub const MAX_RETRY: u32 = 10;
+
+pub(crate) struct Loader {
+    pub diags: Vec<Diagnostic>,
+}
+
+impl Loader {
+    pub fn new() -> Self {
+        Self { diags: Vec::new() }
+    }
+
+    fn error(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(span, message).with_help(help));
+    }
+
+    fn type_error(&mut self, node: &Node, what: &str, expected: &str, example: &str) {
+        self.error(
+            node.span,
+            format!("{what} must be {expected}, found {}", node.type_name()),
+            format!("for example: {example}"),
+        );
+    }
+
+    /// The entries of a mapping, with unknown and duplicate keys reported.
+    /// `allowed: None` accepts any key (names chosen by the user).
+    fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: Option<&[&str]>,
+        example: &str,
+    ) -> Vec<(&'n str, &'n Node, &'n Node)> {
+        let Kind::Map(items) = &node.kind else {
+            if !node.is_null() {
+                self.type_error(node, what, "a mapping", example);
+            }
+            return Vec::new();
+        };
+        let mut out: Vec<(&str, &Node, &Node)> = Vec::new();
+        for (k, v) in items {
+            let Some(key) = k
+                .as_str()
+                .filter(|_| !matches!(k.kind, Kind::Scalar(_, Style::Block)))
+            else {
+                self.error(
+                    k.span,
+                    format!(
+                        "keys in {what} must be plain names, found {}",
+                        k.type_name()
+                    ),
+                    "write the key as a simple word",
+                );
+                continue;
+            };
+            if let Some(allowed) = allowed
+                && !allowed.contains(&key)
+            {
+                let help = match did_you_mean(key, allowed.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("{what} accepts: {}", allowed.join(", ")),
+                };
+                self.error(k.span, format!("unknown key `{key}` in {what}"), help);
+                continue;
+            }
+            if let Some((_, first, _)) = out.iter().find(|(name, _, _)| *name == key) {
+                let line = first.span.start.line;
+                self.error(
+                    k.span,
+                    format!("duplicate key `{key}` in {what}"),
+                    format!("`{key}` is already defined on line {line}; remove or rename one"),
+                );
+                continue;
+            }
+            out.push((key, k, v));
+        }
+        out
+    }
+
+    /// A scalar as text (numbers and booleans as written). Null and collections are errors.
+    fn string(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar(s, _) if !node.is_null() => Some(s.clone()),
+            _ => {
+                self.type_error(node, what, "a string", example);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.kind {
+            Kind::Scalar(s, Style::Plain) if s == "true" => Some(true),
+            Kind::Scalar(s, Style::Plain) if s == "false" => Some(false),
+            _ => {
+                self.type_error(node, what, "`true` or `false`", &format!("`{what}: true`"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+        let text = match &node.kind {
+            Kind::Scalar(s, _) if !node.is_null() => s,
+            _ => {
+                self.type_error(node, what, "a duration", "`timeout: 10m`");
+                return None;
+            }
+        };
+        match parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.error(
+                    node.span,
+                    format!("invalid duration for {what}: {msg}"),
+                    "write a number and a unit: `500ms`, `90s`, `20m`, `1h30m`",
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single string is accepted as a list of one.
+    fn strings(&mut self, node: &Node, what: &str, example: &str) -> Vec<Spanned<String>> {
+        match &node.kind {
+            Kind::Seq(items) => items
+                .iter()
+                .filter_map(|item| {
+                    self.string(item, &format!("each item of {what}"), example)
+                        .map(|s| Spanned::new(s, item.span))
+                })
+                .collect(),
+            Kind::Scalar(..) if !node.is_null() => self
+                .string(node, what, example)
+                .map(|s| vec![Spanned::new(s, node.span)])
+                .unwrap_or_default(),
+            _ => {
+                self.type_error(node, what, "a list of strings", example);
+                Vec::new()
+            }
+        }
+    }
+
+    fn env(&mut self, node: &Node, what: &str) -> EnvVars {
+        let mut out = Vec::new();
+        for (name, key, value) in self.entries(node, what, None, "`env: { RUST_LOG: debug }`") {
+            if !is_env_name(name) {
+                self.error(
+                    key.span,
+                    format!("invalid variable name `{name}` in {what}"),
+                    "names are letters, digits and `_`, and do not start with a digit",
+                );
+                continue;
+            }
+            if name.starts_with("FERRY_") || name == "CI" {
+                self.error(
+                    key.span,
+                    format!("`{name}` is a built-in variable and cannot be set in {what}"),
+                    "choose another name; built-ins are listed in docs/pipeline.md",
+                );
+                continue;
+            }
+            let value = match &value.kind {
+                _ if value.is_null() => Some(String::new()),
+                Kind::Scalar(s, _) => Some(s.clone()),
+                _ => {
+                    self.type_error(
+                        value,
+                        &format!("`{name}` in {what}"),
+                        "a string",
+                        "`PORT: \"8080\"`",
+                    );
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.push((name.to_string(), v));
+            }
+        }
+        out
+    }
+
+    fn relative_dir(&mut self, node: &Node, what: &str) -> Option<String> {
+        let dir = self.string(node, what, "`working_directory: app`")?;
+        let escapes = dir.starts_with('/')
+            || std::path::Path::new(&dir)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        if escapes {
+            self.error(
+                node.span,
+                format!("{what} must stay inside the workspace, found `{dir}`"),
+                "use a path relative to the repository root, without `..`",
+            );
+            return None;
+        }
+        Some(dir)
+    }
+
+    pub fn pipeline(&mut self, root: Option<&Node>) -> Pipeline {
+        let mut pipeline = Pipeline::default();
+        let Some(root) = root.filter(|r| !r.is_null()) else {
+            self.error(
+                Span::default_at_start(),
+                "the pipeline is empty",
+                "add a `jobs:` section, e.g. `jobs: { build: { run: make } }`",
+            );
+            return pipeline;
+        };
+        if !matches!(root.kind, Kind::Map(_)) {
+            self.type_error(
+                root,
+                "the pipeline",
+                "a mapping",
+                "`jobs: { build: { run: make } }`",
+            );
+            return pipeline;
+        }
+        let mut saw_jobs = false;
+        pipeline.on.default = true;
+        for (key, k, v) in self.entries(root, "the pipeline", Some(TOP_KEYS), "") {
+            match key {
+                "on" => pipeline.on = self.triggers(v),
+                "env" => pipeline.env = self.env(v, "the pipeline's `env`"),
+                "jobs" => {
+                    saw_jobs = true;
+                    pipeline.jobs = self.jobs(k, v);
+                }
+                _ => {}
+            }
+        }
+        if !saw_jobs {
+            self.error(
+                root.span.start_only(),
+                "the pipeline has no `jobs:` section",
+                "add one, e.g. `jobs: { build: { run: make } }`",
+            );
+        }
+        pipeline
+    }
+
+    fn triggers(&mut self, node: &Node) -> Triggers {
+        let mut t = Triggers::default();
+        for (key, _, v) in self.entries(
+            node,
+            "`on`",
+            Some(ON_KEYS),
+            "`on: { push: { branches: [main] } }`",
+        ) {
+            match key {
+                "push" => t.push = Some(self.filter(v, "`on.push`")),
+                "pull_request" => t.pull_request = Some(self.filter(v, "`on.pull_request`")),
+                "tag" => {
+                    t.tag = Some(if v.is_null() {
+                        Vec::new()
+                    } else {
+                        self.strings(v, "`on.tag`", "`tag: [\"v*\"]`")
+                            .into_iter()
+                            .map(|s| s.value)
+                            .collect()
+                    })
+                }
+                "schedule" => {
+                    for cron in self.strings(v, "`on.schedule`", "`schedule: [\"0 3 * * *\"]`") {
+                        let fields = cron.value.split_whitespace().count();
+                        if fields != 5 {
+                            self.error(
+                                cron.span,
+                                format!("invalid cron expression `{}`: expected 5 fields, found {fields}", cron.value),
+                                "write minute hour day-of-month month day-of-week, e.g. `0 3 * * *`",
+                            );
+                        } else {
+                            t.schedule.push(cron.value);
+                        }
+                    }
+                }
+                "manual" => {
+                    t.manual = if matches!(v.kind, Kind::Map(_)) || v.is_null() {
+                        let _ = self.entries(v, "`on.manual`", Some(&[]), "");
+                        Some(true)
+                    } else {
+                        self.bool(v, "`on.manual`")
+                    }
+                }
+                _ => {}
+            }
+        }
+        t
+    }
+
+    fn filter(&mut self, node: &Node, what: &str) -> RefFilter {
+        let mut f = RefFilter::default();
+        for (key, _, v) in self.entries(node, what, Some(FILTER_KEYS), "`{ branches: [main] }`") {
+            let list: Vec<String> = self
+                .strings(v, &format!("`{key}` in {what}"), "`[main, \"release/*\"]`")
+                .into_iter()
+                .filter_map(|s| {
+                    if let Err(e) = globset::Glob::new(&s.value) {
+                        self.error(
+                            s.span,
+                            format!("invalid pattern `{}`: {e}", s.value),
+                            "use `*` for any characters within a name and `**` across `/`",
+                        );
+                        None
+                    } else {
+                        Some(s.value)
+                    }
+                })
+                .collect();
+            match key {
+                "branches" => f.branches = list,
+                _ => f.paths = list,
+            }
+        }
+        f
+    }
+
+    fn jobs(&mut self, key: &Node, node: &Node) -> Vec<Job> {
+        if node.is_null() || matches!(&node.kind, Kind::Map(m) if m.is_empty()) {
+            self.error(
+                key.span,
+                "the pipeline has no jobs",
+                "add a job, e.g. `jobs: { build: { run: make } }`",
+            );
+            return Vec::new();
+        }
+        let mut jobs = Vec::new();
+        for (name, k, v) in self.entries(node, "`jobs`", None, "`jobs: { build: { run: make } }`") {
+            if !is_job_name(name) {
+                self.error(
+                    k.span,
+                    format!("invalid job name `{name}`"),
+                    "job names are letters, digits, `-`, `_` and `.`, starting with a letter or digit",
+                );
+                continue;
+            }
+            if let Some(job) = self.job(name, k, v) {
+                jobs.push(job);
+            }
+        }
+        jobs
+    }
+
+    fn job(&mut self, name: &str, key: &Node, node: &Node) -> Option<Job> {
+        let what = format!("job `{name}`");
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, &what, "a mapping", "`build: { run: make }`");
+            return None;
+        }
+        let mut job = Job {
+            name: name.to_string(),
+            span: key.span,
+            steps: Vec::new(),
+            needs: Vec::new(),
+            condition: None,
+            matrix: None,
+            env: Vec::new(),
+            working_directory: None,
+            timeout: None,
+            retry: Retry::default(),
+            allow_failure: false,
+            artifacts: Vec::new(),
+            junit: Vec::new(),
+        };
+        let mut run_key: Option<&Node> = None;
+        let mut steps_key: Option<&Node> = None;
+        for (k, knode, v) in self.entries(node, &what, Some(JOB_KEYS), "") {
+            match k {
+                "run" => {
+                    run_key = Some(knode);
+                    if let Some(run) =
+                        self.string(v, &format!("`run` in {what}"), "`run: make test`")
+                    {
+                        job.steps.push(Step {
+                            name: None,
+                            run,
+                            env: Vec::new(),
+                            working_directory: None,
+                            timeout: None,
+                            run_span: v.span,
+                        });
+                    }
+                }
+                "steps" => {
+                    steps_key = Some(knode);
+                    job.steps.extend(self.steps(v, &what));
+                }
+                "needs" => {
+                    job.needs = self.strings(v, &format!("`needs` in {what}"), "`needs: [build]`")
+                }
+                "if" => {
+                    job.condition = match &v.kind {
+                        Kind::Scalar(s, _) if !v.is_null() => Some(Spanned::new(s.clone(), v.span)),
+                        _ => {
+                            self.type_error(
+                                v,
+                                &format!("`if` in {what}"),
+                                "an expression",
+                                "`if: event.branch == 'main'`",
+                            );
+                            None
+                        }
+                    }
+                }
+                "matrix" => job.matrix = self.matrix(v, &what),
+                "env" => job.env = self.env(v, &format!("the `env` of {what}")),
+                "working_directory" => {
+                    job.working_directory =
+                        self.relative_dir(v, &format!("`working_directory` in {what}"))
+                }
+                "timeout" => job.timeout = self.duration(v, &format!("`timeout` in {what}")),
+                "retry" => job.retry = self.retry(v, &what),
+                "allow_failure" => {
+                    job.allow_failure = self
+                        .bool(v, &format!("`allow_failure` in {what}"))
+                        .unwrap_or(false)
+                }
+                "artifacts" => {
+                    job.artifacts = self.paths(
+                        v,
+                        &format!("`artifacts` in {what}"),
+                        "`artifacts: [target/release/app]`",
+                    )
+                }
+                "reports" => {
+                    for (rk, _, rv) in self.entries(
+                        v,
+                        &format!("`reports` in {what}"),
+                        Some(REPORT_KEYS),
+                        "`reports: { junit: junit.xml }`",
+                    ) {
+                        if rk == "junit" {
+                            job.junit = self.paths(
+                                rv,
+                                &format!("`reports.junit` in {what}"),
+                                "`junit: target/junit.xml`",
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        match (run_key, steps_key) {
+            (Some(r), Some(_)) => self.error(
+                r.span,
+                format!("{what} has both `run` and `steps`"),
+                "use `run` for a single command or `steps` for several, not both",
+            ),
+            (None, None) => self.error(
+                key.span,
+                format!("{what} has nothing to run"),
+                "add `run: <command>` or a list of `steps`",
+            ),
+            _ => {}
+        }
+        Some(job)
+    }
+
+    /// Relative paths or globs inside the workspace.
+    fn paths(&mut self, node: &Node, what: &str, example: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in self.strings(node, what, example) {
+            let bad = p.value.starts_with('/')
+                || p.value.split('/').any(|c| c == "..")
+                || p.value.trim().is_empty();
+            if bad {
+                self.error(
+                    p.span,
+                    format!("{what}: `{}` must be a path inside the workspace", p.value),
+                    "use a path relative to the workspace root, without `..`",
+                );
+            } else if let Err(e) = globset::Glob::new(&p.value) {
+                self.error(
+                    p.span,
+                    format!("invalid pattern `{}`: {e}", p.value),
+                    "check the brackets and braces of the pattern",
+                );
+            } else {
+                out.push(p.value);
+            }
+        }
+        out
+    }
+
+    fn steps(&mut self, node: &Node, what: &str) -> Vec<Step> {
+        let Kind::Seq(items) = &node.kind else {
+            self.type_error(
+                node,
+                &format!("`steps` in {what}"),
+                "a list",
+                "`steps: [{ run: make }]`",
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error(
+                node.span,
+                format!("`steps` in {what} is empty"),
+                "add at least one step, e.g. `- run: make`",
+            );
+        }
+        let mut steps = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let swhat = format!("step {} of {what}", i + 1);
+            if let Kind::Scalar(s, _) = &item.kind
+                && !item.is_null()
+            {
+                steps.push(Step {
+                    name: None,
+                    run: s.clone(),
+                    env: Vec::new(),
+                    working_directory: None,
+                    timeout: None,
+                    run_span: item.span,
+                });
+                continue;
+            }
+            if !matches!(item.kind, Kind::Map(_)) {
+                self.type_error(
+                    item,
+                    &swhat,
+                    "a command or a mapping with `run`",
+                    "`- run: make`",
+                );
+                continue;
+            }
+            let mut step = Step {
+                name: None,
+                run: String::new(),
+                env: Vec::new(),
+                working_directory: None,
+                timeout: None,
+                run_span: item.span,
+            };
+            let mut has_run = false;
+            for (k, _, v) in self.entries(item, &swhat, Some(STEP_KEYS), "") {
+                match k {
+                    "name" => {
+                        step.name =
+                            self.string(v, &format!("`name` in {swhat}"), "`name: Unit tests`")
+                    }
+                    "run" => {
+                        has_run = true;
+                        step.run_span = v.span;
+                        step.run = self
+                            .string(v, &format!("`run` in {swhat}"), "`run: make test`")
+                            .unwrap_or_default();
+                    }
+                    "env" => step.env = self.env(v, &format!("the `env` of {swhat}")),
+                    "working_directory" => {
+                        step.working_directory =
+                            self.relative_dir(v, &format!("`working_directory` in {swhat}"))
+                    }
+                    "timeout" => step.timeout = self.duration(v, &format!("`timeout` in {swhat}")),
+                    _ => {}
+                }
+            }
+            if !has_run {
+                self.error(
+                    item.span,
+                    format!("{swhat} has no `run`"),
+                    "add `run: <command>` to the step",
+                );
+            }
+            steps.push(step);
+        }
+        steps
+    }
+
+    fn matrix(&mut self, node: &Node, what: &str) -> Option<Matrix> {
+        let mwhat = format!("`matrix` in {what}");
+        let mut m = Matrix::default();
+        let entries = self.entries(node, &mwhat, None, "`matrix: { db: [\"15\", \"16\"] }`");
+        for (key, knode, v) in entries {
+            match key {
+                "include" | "exclude" => {
+                    let Kind::Seq(items) = &v.kind else {
+                        self.type_error(
+                            v,
+                            &format!("`{key}` in {mwhat}"),
+                            "a list of mappings",
+                            "`exclude: [{ db: \"15\" }]`",
+                        );
+                        continue;
+                    };
+                    for item in items {
+                        let mut combo = Vec::new();
+                        for (ck, _, cv) in self.entries(
+                            item,
+                            &format!("an item of `{key}`"),
+                            None,
+                            "`{ db: \"15\" }`",
+                        ) {
+                            if let Some(s) = self.scalar(cv, &format!("`{ck}` in `{key}`")) {
+                                combo.push((ck.to_string(), s));
+                            }
+                        }
+                        if key == "include" {
+                            m.include.push(combo)
+                        } else {
+                            m.exclude.push(combo)
+                        }
+                    }
+                }
+                _ => {
+                    if !is_env_name(key) {
+                        self.error(
+                            knode.span,
+                            format!("invalid matrix key `{key}`"),
+                            "matrix keys are letters, digits and `_`",
+                        );
+                        continue;
+                    }
+                    let Kind::Seq(items) = &v.kind else {
+                        self.type_error(
+                            v,
+                            &format!("`{key}` in {mwhat}"),
+                            "a list of values",
+                            &format!("`{key}: [a, b]`"),
+                        );
+                        continue;
+                    };
+                    if items.is_empty() {
+                        self.error(
+                            v.span,
+                            format!("`{key}` in {mwhat} has no values"),
+                            "list at least one value",
+                        );
+                        continue;
+                    }
+                    let values: Vec<String> = items
+                        .iter()
+                        .filter_map(|i| self.scalar(i, &format!("a value of `{key}` in {mwhat}")))
+                        .collect();
+                    m.axes.push((key.to_string(), values));
+                }
+            }
+        }
+        let _ = MATRIX_SPECIAL;
+        if m.axes.is_empty() && m.include.is_empty() {
+            if !node.is_null() && matches!(node.kind, Kind::Map(_)) {
+                self.error(
+                    node.span,
+                    format!("{mwhat} has no keys"),
+                    "add a key with a list of values, e.g. `db: [\"15\", \"16\"]`",
+                );
+            }
+            return None;
+        }
+        Some(m)
+    }
+
+    fn scalar(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.kind {
+            Kind::Scalar(s, _) if !node.is_null() => Some(s.clone()),
+            _ => {
+                self.type_error(node, what, "a string, number or boolean", "`\"16\"`");
+                None
+            }
+        }
+    }
+
+    fn retry(&mut self, node: &Node, what: &str) -> Retry {
+        let rwhat = format!("`retry` in {what}");
+        let mut r = Retry {
+            max: 0,
+            when: vec![RetryWhen::Failure, RetryWhen::Timeout],
+            exit_codes: Vec::new(),
+        };
+        if let Kind::Scalar(..) = node.kind {
+            r.max = self.count(node, &rwhat).unwrap_or(0);
+            return r;
+        }
+        for (k, _, v) in self.entries(
+            node,
+            &rwhat,
+            Some(RETRY_KEYS),
+            "`retry: { max: 2, when: [failure] }`",
+        ) {
+            match k {
+                "max" => r.max = self.count(v, &format!("`max` in {rwhat}")).unwrap_or(0),
+                "when" => {
+                    r.when = Vec::new();
+                    for w in self.strings(
+                        v,
+                        &format!("`when` in {rwhat}"),
+                        "`when: [failure, timeout]`",
+                    ) {
+                        match w.value.as_str() {
+                            "failure" => r.when.push(RetryWhen::Failure),
+                            "timeout" => r.when.push(RetryWhen::Timeout),
+                            other => {
+                                let help = match did_you_mean(other, ["failure", "timeout"]) {
+                                    Some(s) => format!("did you mean `{s}`?"),
+                                    None => "`when` accepts: failure, timeout".into(),
+                                };
+                                self.error(
+                                    w.span,
+                                    format!("unknown retry condition `{other}`"),
+                                    help,
+                                );
+                            }
+                        }
+                    }
+                }
+                "exit_codes" => {
+                    for c in self.strings(
+                        v,
+                        &format!("`exit_codes` in {rwhat}"),
+                        "`exit_codes: [137]`",
+                    ) {
+                        match c.value.parse::<i32>() {
+                            Ok(n) if (0..=255).contains(&n) => r.exit_codes.push(n),
+                            _ => self.error(
+                                c.span,
+                                format!("`{}` is not an exit code", c.value),
+                                "exit codes are whole numbers from 0 to 255",
+                            ),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    fn count(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let text = match &node.kind {
+            Kind::Scalar(s, Style::Plain) => s,
+            _ => {
+                self.type_error(node, what, "a whole number", "`retry: 2`");
+                return None;
+            }
+        };
+        match text.parse::<u32>() {
+            Ok(n) if n <= MAX_RETRY => Some(n),
+            Ok(n) => {
+                self.error(
+                    node.span,
+                    format!("{what} is {n}, more than the limit of {MAX_RETRY}"),
+                    format!("use a number from 0 to {MAX_RETRY}"),
+                );
+                None
+            }
+            Err(_) => {
+                self.type_error(node, what, "a whole number", "`retry: 2`");
+                None
+            }
+        }
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_job_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 100
+        && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}

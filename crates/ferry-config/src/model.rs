@@ -1,0 +1,170 @@
+//! The typed pipeline: what a valid `.ferry.yml` means, with the places of the values
+//! that later stages may need to point at.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Span;
+
+/// A value and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spanned<T> {
+    pub value: T,
+    #[serde(skip)]
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn new(value: T, span: Span) -> Self {
+        Self { value, span }
+    }
+}
+
+/// Ordered `NAME: value` pairs (order is kept so that later entries can refer to earlier).
+pub type EnvVars = Vec<(String, String)>;
+
+#[derive(Debug, Clone, Default)]
+pub struct Pipeline {
+    pub on: Triggers,
+    pub env: EnvVars,
+    pub jobs: Vec<Job>,
+}
+
+impl Pipeline {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// The `on:` section: which events start a run on a server. `None` means "not listed".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Triggers {
+    /// True when the file has no `on:` section: every push and manual trigger runs.
+    pub default: bool,
+    pub push: Option<RefFilter>,
+    pub tag: Option<Vec<String>>,
+    pub pull_request: Option<RefFilter>,
+    pub schedule: Vec<String>,
+    /// `Some(false)` refuses manual and API triggers; they are allowed otherwise.
+    pub manual: Option<bool>,
+}
+
+/// Branch and path filters (glob patterns; empty means any).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefFilter {
+    pub branches: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// The span of the job's key in `jobs:`.
+    pub span: Span,
+    pub steps: Vec<Step>,
+    pub needs: Vec<Spanned<String>>,
+    pub condition: Option<Spanned<String>>,
+    pub matrix: Option<Matrix>,
+    pub env: EnvVars,
+    pub working_directory: Option<String>,
+    pub timeout: Option<Duration>,
+    pub retry: Retry,
+    pub allow_failure: bool,
+    pub artifacts: Vec<String>,
+    pub junit: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Step {
+    pub name: Option<String>,
+    pub run: String,
+    pub env: EnvVars,
+    pub working_directory: Option<String>,
+    #[serde(with = "opt_millis")]
+    pub timeout: Option<Duration>,
+    /// Where `run` is written, to point into its `${{ }}` expressions.
+    #[serde(skip)]
+    pub run_span: Span,
+}
+
+impl Step {
+    /// The name shown for the step: its `name`, or the first line of its command.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => {
+                let first = self
+                    .run
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let first = first.trim();
+                if first.chars().count() > 60 {
+                    format!("{}…", first.chars().take(59).collect::<String>())
+                } else {
+                    first.to_string()
+                }
+            }
+        }
+    }
+}
+
+/// `matrix:` — each key with its values; `include` adds combinations, `exclude` removes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matrix {
+    pub axes: Vec<(String, Vec<String>)>,
+    pub include: Vec<Vec<(String, String)>>,
+    pub exclude: Vec<Vec<(String, String)>>,
+}
+
+impl Matrix {
+    /// Every key a combination can have.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.axes.iter().map(|(k, _)| k.clone()).collect();
+        for combo in &self.include {
+            for (k, _) in combo {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// Which failures a job is retried on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryWhen {
+    /// A step exited with a non-zero status.
+    Failure,
+    /// A step or the job ran out of time.
+    Timeout,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Extra attempts after the first (0: no retry).
+    pub max: u32,
+    pub when: Vec<RetryWhen>,
+    /// If not empty, only these exit codes are retried.
+    pub exit_codes: Vec<i32>,
+}
+
+pub mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}

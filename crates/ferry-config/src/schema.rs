@@ -1,0 +1,128 @@
+//! The JSON Schema of `.ferry.yml`, for editors and other tools. Ferry itself validates
+//! with its own loader (which gives better messages); a test keeps the two in step.
+
+use serde_json::{Value, json};
+
+/// The schema as a JSON value (draft 2020-12).
+pub fn schema() -> Value {
+    let string_or_list = json!({
+        "oneOf": [
+            { "type": "string" },
+            { "type": "array", "items": { "type": "string" } }
+        ]
+    });
+    let scalar = json!({ "type": ["string", "number", "boolean"] });
+    let env = json!({
+        "type": "object",
+        "description": "Environment variables: NAME: value.",
+        "propertyNames": { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" },
+        "additionalProperties": { "type": ["string", "number", "boolean", "null"] }
+    });
+    let duration = json!({
+        "type": "string",
+        "description": "A duration such as 500ms, 90s, 20m or 1h30m.",
+        "pattern": "^\\s*([0-9]+\\s*(ms|s|m|h|d)\\s*)+$"
+    });
+    let filter = json!({
+        "type": ["object", "null"],
+        "additionalProperties": false,
+        "properties": {
+            "branches": string_or_list,
+            "paths": string_or_list
+        }
+    });
+    let step = json!({
+        "oneOf": [
+            { "type": "string", "description": "A shell command." },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["run"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "run": { "type": "string", "description": "Shell commands, run with `sh -e -c`." },
+                    "env": env,
+                    "working_directory": { "type": "string" },
+                    "timeout": duration
+                }
+            }
+        ]
+    });
+    let combo = json!({ "type": "object", "additionalProperties": scalar });
+    let job = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "run": { "type": "string", "description": "A single shell command (instead of `steps`)." },
+            "steps": { "type": "array", "minItems": 1, "items": step },
+            "needs": string_or_list,
+            "if": { "type": ["string", "boolean"], "description": "A condition; the job is skipped when false." },
+            "matrix": {
+                "type": "object",
+                "properties": {
+                    "include": { "type": "array", "items": combo },
+                    "exclude": { "type": "array", "items": combo }
+                },
+                "additionalProperties": { "type": "array", "minItems": 1, "items": scalar }
+            },
+            "env": env,
+            "working_directory": { "type": "string" },
+            "timeout": duration,
+            "retry": {
+                "oneOf": [
+                    { "type": "integer", "minimum": 0, "maximum": 10 },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "max": { "type": "integer", "minimum": 0, "maximum": 10 },
+                            "when": {
+                                "oneOf": [
+                                    { "enum": ["failure", "timeout"] },
+                                    { "type": "array", "items": { "enum": ["failure", "timeout"] } }
+                                ]
+                            },
+                            "exit_codes": { "type": "array", "items": { "type": "integer", "minimum": 0, "maximum": 255 } }
+                        }
+                    }
+                ]
+            },
+            "allow_failure": { "type": "boolean" },
+            "artifacts": string_or_list,
+            "reports": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": { "junit": string_or_list }
+            }
+        },
+        "oneOf": [ { "required": ["run"] }, { "required": ["steps"] } ]
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://ferry.dev/schema/ferry.yml.json",
+        "title": "Ferry pipeline (.ferry.yml)",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["jobs"],
+        "properties": {
+            "on": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "push": filter,
+                    "pull_request": filter,
+                    "tag": { "oneOf": [ { "type": "null" }, string_or_list ] },
+                    "schedule": string_or_list,
+                    "manual": { "type": ["object", "null", "boolean"] }
+                }
+            },
+            "env": env,
+            "jobs": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": { "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$" },
+                "additionalProperties": job
+            }
+        }
+    })
+}

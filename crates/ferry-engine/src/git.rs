@@ -1,0 +1,206 @@
+//! The little Ferry needs from git, through the `git` command (no build cost, and
+//! worktrees, submodules and every URL scheme just work).
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+/// A commit's identity and description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub sha: String,
+    pub author: String,
+    pub message: String,
+    /// Files the commit changed against its first parent (all files for a root commit).
+    pub changed_files: Vec<String>,
+}
+
+/// The state of a working tree.
+#[derive(Debug, Clone)]
+pub struct WorkingTree {
+    pub root: PathBuf,
+    /// `refs/heads/<branch>`, or `HEAD` when detached.
+    pub head_ref: String,
+    /// Whether there are uncommitted changes (including untracked, non-ignored files).
+    pub dirty: bool,
+    /// Files that differ from HEAD (modified, added, deleted, untracked).
+    pub changed_files: Vec<String>,
+}
+
+async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.trim().trim_start_matches("fatal: ").to_string());
+    }
+    Ok(out.stdout)
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).trim_end().to_string()
+}
+
+fn split_z(bytes: &[u8]) -> Vec<String> {
+    bytes
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The root of the repository holding `dir`.
+pub async fn toplevel(dir: &Path) -> Result<PathBuf, String> {
+    let out = git(dir, &["rev-parse", "--show-toplevel"]).await?;
+    Ok(PathBuf::from(text(out)))
+}
+
+/// Resolves `rev` to a commit and describes it.
+pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
+    let spec = format!("{rev}^{{commit}}");
+    let sha = text(
+        git(
+            root,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &spec,
+            ],
+        )
+        .await
+        .map_err(|_| format!("`{rev}` is not a commit in {}", root.display()))?,
+    );
+    if sha.is_empty() {
+        return Err(format!("`{rev}` is not a commit in {}", root.display()));
+    }
+    let out = git(
+        root,
+        &[
+            "log",
+            "-1",
+            "-z",
+            "--format=%an <%ae>%x00%B%x00",
+            "--name-only",
+            "--no-renames",
+            &sha,
+        ],
+    )
+    .await?;
+    let mut parts = out.split(|b| *b == 0);
+    let author = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+    let message = String::from_utf8_lossy(parts.next().unwrap_or_default())
+        .trim()
+        .to_string();
+    let changed_files = parts
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            String::from_utf8_lossy(s)
+                .trim_start_matches('\n')
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    Ok(Commit {
+        sha,
+        author,
+        message,
+        changed_files,
+    })
+}
+
+/// The working tree at `root`: its HEAD ref and uncommitted changes.
+pub async fn working_tree(root: &Path) -> Result<WorkingTree, String> {
+    let (head, status) = tokio::join!(
+        git(root, &["symbolic-ref", "-q", "HEAD"]),
+        git(
+            root,
+            &[
+                "status",
+                "--porcelain=v1",
+                "-z",
+                "--untracked-files=all",
+                "--no-renames"
+            ]
+        ),
+    );
+    let head_ref = head.map(text).unwrap_or_else(|_| "HEAD".to_string());
+    let status = status?;
+    let changed_files: Vec<String> = split_z(&status)
+        .into_iter()
+        .filter_map(|entry| entry.get(3..).map(str::to_string))
+        .collect();
+    Ok(WorkingTree {
+        root: root.to_path_buf(),
+        head_ref,
+        dirty: !changed_files.is_empty(),
+        changed_files,
+    })
+}
+
+/// Files of the working tree a job's workspace gets: tracked and untracked, not ignored.
+pub async fn working_tree_files(root: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = git(
+        root,
+        &[
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ],
+    )
+    .await?;
+    let mut files: Vec<PathBuf> = split_z(&out).into_iter().map(PathBuf::from).collect();
+    files.dedup();
+    Ok(files)
+}
+
+/// Writes the tree of commit `sha` into `dest` (which must not exist yet), without
+/// touching the repository's index or working tree.
+pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let index = dest.with_extension("index");
+    let index_s = index.to_string_lossy().to_string();
+    let prefix = format!("{}/", dest.display());
+    let run = |args: Vec<String>| {
+        let index_s = index_s.clone();
+        async move {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(root)
+                .args(&args)
+                .env("GIT_INDEX_FILE", &index_s)
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run git: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
+        }
+    };
+    let result = async {
+        run(vec!["read-tree".into(), sha.into()]).await?;
+        run(vec![
+            "checkout-index".into(),
+            "-a".into(),
+            "-f".into(),
+            format!("--prefix={prefix}"),
+        ])
+        .await
+    }
+    .await;
+    let _ = std::fs::remove_file(&index);
+    result
+}

@@ -1,0 +1,16 @@
+//! The engine: executes a [`Plan`](ferry_plan::Plan) with an executor, records
+//! everything in the store, and tells an [`EventSink`] what happens as it happens.
+//!
+//! One engine serves every front end: `ferry run` gives it a terminal sink, the server
+//! (later) a broadcast sink. There is no second implementation of "how a pipeline runs".
+
+mod artifacts;
+mod events;
+pub mod git;
+mod junit;
+mod run;
+mod workspace;
+
+pub use events::{EngineEvent, EventSink, NullSink};
+pub use junit::parse_junit;
+pub use run::{Engine, EngineConfig, JobResult, RunOutcome, Source};

@@ -1,0 +1,831 @@
+//! Executing one run: scheduling jobs, attempts and steps.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_config::RetryWhen;
+use ferry_config::duration::format_duration;
+use ferry_config::expr;
+use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
+use ferry_plan::{Plan, PlanJob};
+use ferry_store::{JobEnd, LogWriter, NewJob, NewRun, Run, Status, Store, TestSummary};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EngineEvent, EventSink};
+use crate::{artifacts, junit, workspace};
+
+/// How the engine runs jobs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The most jobs running at once.
+    pub concurrency: usize,
+    /// Where workspaces are made: `<work_root>/<run id>/<NNN-job>`.
+    pub work_root: PathBuf,
+    /// Keep workspaces after the run (for debugging).
+    pub keep_workspaces: bool,
+}
+
+/// Where a run's source comes from: a directory, and optionally the files of it to use
+/// (for a working tree: tracked and untracked files, not ignored ones).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub root: PathBuf,
+    pub files: Option<Arc<Vec<PathBuf>>>,
+}
+
+/// The engine. Cheap to clone; all clones share the store and the executor.
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    executor: Arc<dyn Executor>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// How one job ended.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub name: String,
+    pub status: Status,
+    pub reason: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run: Run,
+    pub status: Status,
+    pub jobs: Vec<JobResult>,
+}
+
+/// Everything a job task needs, shared by the jobs of one run.
+struct RunCtx {
+    store: Store,
+    executor: Arc<dyn Executor>,
+    plan: Plan,
+    run: Run,
+    job_ids: Vec<String>,
+    sink: Arc<dyn EventSink>,
+    cancel: CancellationToken,
+    source: Source,
+    work_dir: PathBuf,
+    artifacts_dir: PathBuf,
+    keep: bool,
+}
+
+/// The result of one attempt of a job.
+enum Attempt {
+    Success,
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+        kind: RetryWhen,
+    },
+    Cancelled,
+}
+
+impl Engine {
+    pub fn new(store: Store, executor: Arc<dyn Executor>, config: EngineConfig) -> Self {
+        Self {
+            store,
+            executor,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records a run for `plan` (queued, with its jobs and steps).
+    pub async fn create_run(
+        &self,
+        repository_id: &str,
+        plan: &Plan,
+        dirty: bool,
+    ) -> ferry_store::Result<(Run, Vec<String>)> {
+        let new = NewRun {
+            repository_id: repository_id.to_string(),
+            event: plan.event.kind.as_str().to_string(),
+            git_ref: plan.event.git_ref.clone(),
+            branch: plan.event.branch.clone(),
+            tag: plan.event.tag.clone(),
+            commit_sha: plan.event.sha.clone(),
+            dirty,
+            author: plan.event.author.clone(),
+            message: plan.event.message.clone(),
+            plan: serde_json::to_string(plan)
+                .map_err(|e| ferry_store::Error::Corrupt(e.to_string()))?,
+            jobs: plan
+                .jobs
+                .iter()
+                .map(|j| NewJob {
+                    name: j.name.clone(),
+                    allow_failure: j.allow_failure,
+                    skipped: match &j.decision {
+                        ferry_plan::Decision::Skip { reason } => Some(reason.clone()),
+                        ferry_plan::Decision::Run => None,
+                    },
+                    steps: j.steps.iter().map(|s| s.display_name()).collect(),
+                })
+                .collect(),
+        };
+        self.store.create_run(&new).await
+    }
+
+    /// Executes a created run to its end. Cancelling `cancel` stops running steps (their
+    /// whole process trees), marks the rest cancelled, and returns promptly.
+    pub async fn execute(
+        &self,
+        run: Run,
+        job_ids: Vec<String>,
+        plan: Plan,
+        source: Source,
+        sink: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> ferry_store::Result<RunOutcome> {
+        let started = Instant::now();
+        let work_dir = self.config.work_root.join(&run.id);
+        let artifacts_dir = self.store.data_dir().join("artifacts").join(&run.id);
+        self.store.start_run(&run.id).await?;
+        sink.event(&EngineEvent::RunStarted {
+            run_id: &run.id,
+            number: run.number,
+            jobs: plan.jobs.len(),
+        });
+        let ctx = Arc::new(RunCtx {
+            store: self.store.clone(),
+            executor: self.executor.clone(),
+            plan,
+            run,
+            job_ids,
+            sink,
+            cancel,
+            source,
+            work_dir: work_dir.clone(),
+            artifacts_dir,
+            keep: self.config.keep_workspaces,
+        });
+        let jobs = &ctx.plan.jobs;
+        let index: HashMap<&str, usize> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| (j.name.as_str(), i))
+            .collect();
+        // None: not finished; Some(status).
+        let mut done: Vec<Option<(Status, Option<String>)>> = jobs
+            .iter()
+            .map(|j| match &j.decision {
+                ferry_plan::Decision::Skip { reason } => {
+                    Some((Status::Skipped, Some(reason.clone())))
+                }
+                ferry_plan::Decision::Run => None,
+            })
+            .collect();
+        let mut started_jobs = vec![false; jobs.len()];
+        let mut set: JoinSet<(usize, Status, Option<String>)> = JoinSet::new();
+        let concurrency = self.config.concurrency.max(1);
+
+        loop {
+            if !ctx.cancel.is_cancelled() {
+                for i in 0..jobs.len() {
+                    if started_jobs[i] || done[i].is_some() {
+                        continue;
+                    }
+                    let needs: Vec<usize> = jobs[i]
+                        .needs
+                        .iter()
+                        .filter_map(|n| index.get(n.as_str()).copied())
+                        .collect();
+                    if needs.iter().any(|d| done[*d].is_none()) {
+                        continue;
+                    }
+                    let blocked = needs.iter().find_map(|d| {
+                        let (status, _) = done[*d].as_ref()?;
+                        let ok = *status == Status::Success
+                            || (*status == Status::Failed && jobs[*d].allow_failure);
+                        (!ok).then(|| {
+                            let what = match status {
+                                Status::Failed => "failed",
+                                Status::Cancelled => "was cancelled",
+                                _ => "is skipped",
+                            };
+                            format!("needs `{}`, which {what}", jobs[*d].name)
+                        })
+                    });
+                    if let Some(reason) = blocked {
+                        self.end_unstarted(&ctx, i, Status::Skipped, &reason)
+                            .await?;
+                        done[i] = Some((Status::Skipped, Some(reason)));
+                        continue;
+                    }
+                    if set.len() >= concurrency {
+                        continue;
+                    }
+                    started_jobs[i] = true;
+                    let ctx = ctx.clone();
+                    set.spawn(async move {
+                        let (status, reason) = run_job(&ctx, i).await;
+                        (i, status, reason)
+                    });
+                }
+            }
+            if set.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = set.join_next() => match joined {
+                    Some(Ok((i, status, reason))) => done[i] = Some((status, reason)),
+                    Some(Err(e)) => return Err(ferry_store::Error::Corrupt(format!("a job task failed: {e}"))),
+                    None => {}
+                },
+                _ = ctx.cancel.cancelled() => {
+                    // Running jobs see the same token; wait for them to wind down.
+                    while let Some(joined) = set.join_next().await {
+                        if let Ok((i, status, reason)) = joined {
+                            done[i] = Some((status, reason));
+                        }
+                    }
+                }
+            }
+        }
+
+        for (i, slot) in done.iter_mut().enumerate() {
+            if slot.is_none() {
+                let reason = "the run was cancelled before it started".to_string();
+                self.end_unstarted(&ctx, i, Status::Cancelled, &reason)
+                    .await?;
+                *slot = Some((Status::Cancelled, Some(reason)));
+            }
+        }
+        let results: Vec<JobResult> = jobs
+            .iter()
+            .zip(&done)
+            .map(|(j, d)| {
+                let (status, reason) = d.clone().unwrap_or((Status::Cancelled, None));
+                JobResult {
+                    name: j.name.clone(),
+                    status,
+                    reason,
+                }
+            })
+            .collect();
+        let failed = jobs
+            .iter()
+            .zip(&results)
+            .any(|(j, r)| r.status == Status::Failed && !j.allow_failure);
+        let status = if ctx.cancel.is_cancelled() {
+            Status::Cancelled
+        } else if failed || results.iter().any(|r| r.status == Status::Cancelled) {
+            Status::Failed
+        } else {
+            Status::Success
+        };
+        self.store.finish_run(&ctx.run.id, status, None).await?;
+        ctx.sink.event(&EngineEvent::RunFinished {
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        if !ctx.keep {
+            let dir = work_dir.clone();
+            let _ = tokio::task::spawn_blocking(move || workspace::remove(&dir)).await;
+        }
+        let mut run = ctx.run.clone();
+        run.status = status;
+        Ok(RunOutcome {
+            run,
+            status,
+            jobs: results,
+        })
+    }
+
+    async fn end_unstarted(
+        &self,
+        ctx: &RunCtx,
+        i: usize,
+        status: Status,
+        reason: &str,
+    ) -> ferry_store::Result<()> {
+        let job = &ctx.plan.jobs[i];
+        self.store
+            .finish_job(
+                &ctx.job_ids[i],
+                &JobEnd {
+                    status,
+                    reason: Some(reason.to_string()),
+                    exit_code: None,
+                    attempts: 0,
+                    log_bytes: 0,
+                    log_lines: 0,
+                    tests: None,
+                },
+            )
+            .await?;
+        ctx.sink.event(&EngineEvent::JobFinished {
+            job: &job.name,
+            status,
+            reason: Some(reason),
+            duration_ms: 0,
+            tests: None,
+        });
+        Ok(())
+    }
+}
+
+/// Feeds a step's output to the job's log and to the sink.
+struct JobOutput<'a> {
+    log: &'a mut LogWriter,
+    sink: &'a dyn EventSink,
+    job: &'a str,
+    error: Option<std::io::Error>,
+}
+
+impl OutputSink for JobOutput<'_> {
+    fn chunk(&mut self, data: &[u8]) {
+        if let Err(e) = self.log.write(data)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self.sink.event(&EngineEvent::Output {
+            job: self.job,
+            data,
+        });
+    }
+}
+
+impl JobOutput<'_> {
+    /// A line from Ferry itself, in the job's log.
+    fn say(&mut self, message: &str) {
+        let line = format!("ferry: {message}\n");
+        self.chunk(line.as_bytes());
+    }
+}
+
+/// Runs job `i` through all its attempts and records how it ended.
+async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) {
+    let job = &ctx.plan.jobs[i];
+    let job_id = &ctx.job_ids[i];
+    let started = Instant::now();
+    let mut log = match ctx.store.log_writer(&ctx.run.id, job_id) {
+        Ok(l) => l,
+        Err(e) => {
+            return finish(
+                ctx,
+                i,
+                started,
+                None,
+                Status::Failed,
+                Some(format!("cannot open the log: {e}")),
+                None,
+                1,
+                None,
+            )
+            .await;
+        }
+    };
+    let dir = workspace::job_dir(&ctx.work_dir, i, &job.name);
+    let max_attempts = job.retry.max + 1;
+    let mut attempt = 0;
+    let mut tests: Option<TestSummary>;
+    let result = loop {
+        attempt += 1;
+        let _ = ctx.store.start_job(job_id, attempt as i64).await;
+        ctx.sink.event(&EngineEvent::JobStarted {
+            job: &job.name,
+            attempt,
+        });
+        let mut out = JobOutput {
+            log: &mut log,
+            sink: ctx.sink.as_ref(),
+            job: &job.name,
+            error: None,
+        };
+        if attempt > 1 {
+            out.say(&format!("attempt {attempt} of {max_attempts}"));
+        }
+        let (result, summary) = run_attempt(ctx, i, attempt, &dir, &mut out).await;
+        tests = summary;
+        if let Some(e) = out.error.take() {
+            break Attempt::Failed {
+                reason: format!("cannot write the log: {e}"),
+                exit_code: None,
+                kind: RetryWhen::Failure,
+            };
+        }
+        if !ctx.keep {
+            let d = dir.clone();
+            let _ = tokio::task::spawn_blocking(move || workspace::remove(&d)).await;
+        }
+        match &result {
+            Attempt::Failed {
+                reason,
+                exit_code,
+                kind,
+            } if attempt < max_attempts
+                && retryable(job, *kind, *exit_code)
+                && !ctx.cancel.is_cancelled() =>
+            {
+                out.say(&format!("{reason}; retrying"));
+                continue;
+            }
+            _ => break result,
+        }
+    };
+    let index = log.take_index();
+    let _ = ctx.store.save_log_index(job_id, &index).await;
+    let (status, reason, exit) = match result {
+        Attempt::Success => (Status::Success, None, Some(0)),
+        Attempt::Failed {
+            reason, exit_code, ..
+        } => (Status::Failed, Some(reason), exit_code),
+        Attempt::Cancelled => (Status::Cancelled, Some("cancelled".to_string()), None),
+    };
+    finish(
+        ctx,
+        i,
+        started,
+        Some(&log),
+        status,
+        reason,
+        exit,
+        attempt,
+        tests,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &RunCtx,
+    i: usize,
+    started: Instant,
+    log: Option<&LogWriter>,
+    status: Status,
+    reason: Option<String>,
+    exit: Option<i32>,
+    attempts: u32,
+    tests: Option<TestSummary>,
+) -> (Status, Option<String>) {
+    let job = &ctx.plan.jobs[i];
+    let reason = match (status, job.allow_failure, reason) {
+        (Status::Failed, true, Some(r)) => Some(format!("{r} (failure allowed)")),
+        (_, _, r) => r,
+    };
+    let _ = ctx
+        .store
+        .finish_job(
+            &ctx.job_ids[i],
+            &JobEnd {
+                status,
+                reason: reason.clone(),
+                exit_code: exit.map(i64::from),
+                attempts: attempts as i64,
+                log_bytes: log.map(|l| l.bytes()).unwrap_or(0),
+                log_lines: log.map(|l| l.lines()).unwrap_or(0),
+                tests: tests.clone(),
+            },
+        )
+        .await;
+    ctx.sink.event(&EngineEvent::JobFinished {
+        job: &job.name,
+        status,
+        reason: reason.as_deref(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        tests: tests.as_ref(),
+    });
+    (status, reason)
+}
+
+fn retryable(job: &PlanJob, kind: RetryWhen, exit_code: Option<i32>) -> bool {
+    if !job.retry.when.contains(&kind) {
+        return false;
+    }
+    match (kind, exit_code) {
+        (RetryWhen::Failure, Some(code)) if !job.retry.exit_codes.is_empty() => {
+            job.retry.exit_codes.contains(&code)
+        }
+        _ => true,
+    }
+}
+
+/// One attempt: a fresh workspace, the steps in order, then reports and artifacts.
+async fn run_attempt(
+    ctx: &RunCtx,
+    i: usize,
+    attempt: u32,
+    dir: &Path,
+    out: &mut JobOutput<'_>,
+) -> (Attempt, Option<TestSummary>) {
+    let job = &ctx.plan.jobs[i];
+    let failed = |reason: String| Attempt::Failed {
+        reason,
+        exit_code: None,
+        kind: RetryWhen::Failure,
+    };
+    // The workspace: the source, then the artifacts of the jobs this one needs.
+    let source = ctx.source.clone();
+    let target = dir.to_path_buf();
+    let restore: Vec<PathBuf> = job
+        .needs
+        .iter()
+        .filter_map(|n| ctx.plan.jobs.iter().position(|j| &j.name == n))
+        .map(|d| workspace::job_dir(&ctx.artifacts_dir, d, &ctx.plan.jobs[d].name))
+        .collect();
+    let prepared = tokio::task::spawn_blocking(move || {
+        workspace::remove(&target);
+        workspace::materialize(
+            &source.root,
+            source.files.as_deref().map(|v| v.as_slice()),
+            &target,
+        )
+        .map_err(|e| format!("cannot make the workspace {}: {e}", target.display()))?;
+        artifacts::restore(&restore, &target)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    if let Err(e) = prepared {
+        out.say(&e);
+        return (failed(e), None);
+    }
+    let spec = JobSpec {
+        name: job.name.clone(),
+        workspace: dir.to_path_buf(),
+    };
+    let prepared = match ctx.executor.prepare(&spec).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.say(&e);
+            return (failed(e), None);
+        }
+    };
+    let result = run_steps(ctx, i, attempt, dir, &prepared, out).await;
+    ctx.executor.cleanup(&prepared).await;
+
+    let tests = if matches!(result, Attempt::Cancelled) || job.junit.is_empty() {
+        None
+    } else {
+        Some(read_reports(dir, &job.junit, out))
+    };
+    let result = match result {
+        Attempt::Success if !job.artifacts.is_empty() => {
+            let from = dir.to_path_buf();
+            let patterns = job.artifacts.clone();
+            let to = workspace::job_dir(&ctx.artifacts_dir, i, &job.name);
+            let kept = tokio::task::spawn_blocking(move || {
+                workspace::remove(&to);
+                artifacts::collect(&from, &patterns, &to)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match kept {
+                Ok(_) => Attempt::Success,
+                Err(e) => {
+                    out.say(&format!("error: {e}"));
+                    failed(e)
+                }
+            }
+        }
+        other => other,
+    };
+    (result, tests)
+}
+
+fn read_reports(dir: &Path, patterns: &[String], out: &mut JobOutput<'_>) -> TestSummary {
+    let mut summary = TestSummary::default();
+    for pattern in patterns {
+        let matcher = match globset::Glob::new(pattern) {
+            Ok(g) => g.compile_matcher(),
+            Err(e) => {
+                out.say(&format!("warning: invalid report pattern `{pattern}`: {e}"));
+                continue;
+            }
+        };
+        let mut found = 0;
+        for entry in walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+        {
+            let Ok(rel) = entry.path().strip_prefix(dir) else {
+                continue;
+            };
+            if !entry.file_type().is_file() || !matcher.is_match(rel) {
+                continue;
+            }
+            found += 1;
+            match std::fs::read_to_string(entry.path()) {
+                Ok(xml) => {
+                    if let Err(e) = junit::parse_junit(&xml, &mut summary) {
+                        out.say(&format!(
+                            "warning: cannot read report {}: {e}",
+                            rel.display()
+                        ));
+                    }
+                }
+                Err(e) => out.say(&format!(
+                    "warning: cannot read report {}: {e}",
+                    rel.display()
+                )),
+            }
+        }
+        if found == 0 {
+            out.say(&format!("warning: report `{pattern}` matched no files"));
+        }
+    }
+    summary
+}
+
+async fn run_steps(
+    ctx: &RunCtx,
+    i: usize,
+    attempt: u32,
+    dir: &Path,
+    prepared: &ferry_exec::Prepared,
+    out: &mut JobOutput<'_>,
+) -> Attempt {
+    let job = &ctx.plan.jobs[i];
+    let job_id = &ctx.job_ids[i];
+    let deadline = job.timeout.map(|t| Instant::now() + t);
+    let extra: Vec<(&str, String)> = vec![
+        ("FERRY_RUN_ID", ctx.run.id.clone()),
+        ("FERRY_RUN_NUMBER", ctx.run.number.to_string()),
+        ("FERRY_JOB", job.name.clone()),
+        ("FERRY_JOB_ATTEMPT", attempt.to_string()),
+        ("FERRY_WORKSPACE", dir.display().to_string()),
+    ];
+    let env_engine = expr::environment();
+    let mut base_env: Vec<(String, String)> = ferry_plan::builtins(&ctx.plan.event)
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    // Keep git from finding a repository above the workspace (e.g. the user's).
+    if let Some(parent) = dir.parent() {
+        base_env.push((
+            "GIT_CEILING_DIRECTORIES".into(),
+            parent.display().to_string(),
+        ));
+    }
+    let mut visible: ferry_config::EnvVars = Vec::new();
+    for (k, v) in ctx.plan.env.iter().chain(&job.env) {
+        match interpolate(&env_engine, ctx, job, &visible, &extra, v) {
+            Ok(v) => visible.push((k.clone(), v)),
+            Err(e) => {
+                let reason = format!("in env `{k}`: {e}");
+                out.say(&format!("error: {reason}"));
+                return Attempt::Failed {
+                    reason,
+                    exit_code: None,
+                    kind: RetryWhen::Failure,
+                };
+            }
+        }
+    }
+    for (s, step) in job.steps.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            return Attempt::Cancelled;
+        }
+        let name = step.display_name();
+        let _ = ctx.store.start_step(job_id, s as i64, attempt as i64).await;
+        ctx.sink.event(&EngineEvent::StepStarted {
+            job: &job.name,
+            step: s,
+            name: &name,
+        });
+        let mut env = visible.clone();
+        let mut script = Err(String::new());
+        let mut step_error = None;
+        for (k, v) in &step.env {
+            match interpolate(&env_engine, ctx, job, &env, &extra, v) {
+                Ok(v) => env.push((k.clone(), v)),
+                Err(e) => step_error = Some(format!("in env `{k}`: {e}")),
+            }
+        }
+        if step_error.is_none() {
+            script = interpolate(&env_engine, ctx, job, &env, &extra, &step.run);
+            if let Err(e) = &script {
+                step_error = Some(format!("in `run`: {e}"));
+            }
+        }
+        let now = Instant::now();
+        let remaining = deadline.map(|d| d.saturating_duration_since(now));
+        let (timeout, job_limit) = match (step.timeout, remaining) {
+            (Some(s), Some(r)) if r < s => (Some(r), true),
+            (Some(s), _) => (Some(s), false),
+            (None, r) => (r, r.is_some()),
+        };
+        let outcome = match (step_error, script) {
+            (Some(e), _) => {
+                out.say(&format!("error: {e}"));
+                StepOutcome::Error(e)
+            }
+            (None, Ok(script)) => {
+                let mut cwd = dir.to_path_buf();
+                if let Some(w) = &job.working_directory {
+                    cwd.push(w);
+                }
+                if let Some(w) = &step.working_directory {
+                    cwd.push(w);
+                }
+                let mut full_env = base_env.clone();
+                full_env.extend(env);
+                if timeout == Some(Duration::ZERO) {
+                    StepOutcome::TimedOut(job.timeout.unwrap_or_default())
+                } else {
+                    let spec = StepSpec {
+                        script,
+                        env: full_env,
+                        cwd,
+                        timeout,
+                    };
+                    ctx.executor
+                        .run_step(prepared, &spec, out, &ctx.cancel)
+                        .await
+                }
+            }
+            (None, Err(e)) => StepOutcome::Error(e),
+        };
+        let (status, exit) = match &outcome {
+            StepOutcome::Exited(0) => (Status::Success, Some(0)),
+            StepOutcome::Exited(c) => (Status::Failed, Some(*c)),
+            StepOutcome::Cancelled => (Status::Cancelled, None),
+            StepOutcome::TimedOut(_) | StepOutcome::Error(_) => (Status::Failed, None),
+        };
+        let _ = ctx
+            .store
+            .finish_step(job_id, s as i64, status, exit.map(i64::from))
+            .await;
+        let index = out.log.take_index();
+        let _ = ctx.store.save_log_index(job_id, &index).await;
+        ctx.sink.event(&EngineEvent::StepFinished {
+            job: &job.name,
+            step: s,
+            status,
+            exit_code: exit,
+        });
+        let label = format!("step {} `{name}`", s + 1);
+        match outcome {
+            StepOutcome::Exited(0) => continue,
+            StepOutcome::Exited(code) => {
+                let reason = format!("{label} exited with code {code}");
+                return Attempt::Failed {
+                    reason,
+                    exit_code: Some(code),
+                    kind: RetryWhen::Failure,
+                };
+            }
+            StepOutcome::TimedOut(d) => {
+                let reason = if job_limit {
+                    format!(
+                        "the job timed out after {}",
+                        format_duration(job.timeout.unwrap_or(d))
+                    )
+                } else {
+                    format!("{label} timed out after {}", format_duration(d))
+                };
+                out.say(&format!("error: {reason}"));
+                return Attempt::Failed {
+                    reason,
+                    exit_code: None,
+                    kind: RetryWhen::Timeout,
+                };
+            }
+            StepOutcome::Cancelled => return Attempt::Cancelled,
+            StepOutcome::Error(e) => {
+                out.say(&format!("error: {e}"));
+                return Attempt::Failed {
+                    reason: format!("{label}: {e}"),
+                    exit_code: None,
+                    kind: RetryWhen::Failure,
+                };
+            }
+        }
+    }
+    Attempt::Success
+}
+
+fn interpolate(
+    env: &minijinja::Environment<'_>,
+    ctx: &RunCtx,
+    job: &PlanJob,
+    visible: &ferry_config::EnvVars,
+    extra: &[(&str, String)],
+    text: &str,
+) -> Result<String, String> {
+    if !text.contains("${{") {
+        return Ok(text.to_string());
+    }
+    let value = ferry_plan::context(&ctx.plan.event, &job.matrix, visible, extra);
+    expr::interpolate(env, text, &value)
+}

@@ -1,0 +1,63 @@
+//! The local executor: each step is a `sh` process on this host, in the job's workspace.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{self, signal_group};
+use crate::{Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+
+/// Runs steps as host processes. Each step gets its own process group, so a timeout,
+/// a cancel or the end of the job kills everything the step started.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    /// How long a step may take to exit after SIGTERM before it gets SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl Default for LocalExecutor {
+    fn default() -> Self {
+        Self {
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for LocalExecutor {
+    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
+        if !job.workspace.is_dir() {
+            return Err(format!(
+                "workspace {} does not exist",
+                job.workspace.display()
+            ));
+        }
+        Ok(Prepared::new(job.clone()))
+    }
+
+    async fn run_step(
+        &self,
+        job: &Prepared,
+        step: &StepSpec,
+        output: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> StepOutcome {
+        process::run(step, output, cancel, self.kill_grace, |pgid| {
+            if let Ok(mut g) = job.groups.lock() {
+                g.push(pgid);
+            }
+        })
+        .await
+    }
+
+    async fn cleanup(&self, job: &Prepared) {
+        let groups = match job.groups.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(_) => return,
+        };
+        for pgid in groups {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Running one shell command in its own process group, with its output on one pipe.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::{OutputSink, StepOutcome, StepSpec};
+
+/// How long output may keep arriving after the step's main process exited (from
+/// processes it left in the background) before the step is considered finished.
+const DRAIN: Duration = Duration::from_millis(25);
+const READ_BUFFER: usize = 1 << 20;
+
+/// Signals a whole process group; a group that is already gone is not an error.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    if pgid > 1 {
+        let _ = killpg(Pid::from_raw(pgid), signal);
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // A larger pipe means fewer wake-ups for chatty steps; not fatal if refused.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(READ_BUFFER as i32));
+    Ok((r, w))
+}
+
+/// Runs `spec` with `sh -e -c`, streaming output to `sink`. `on_spawn` receives the
+/// process group id as soon as it exists, so the caller can kill it even if this
+/// future is dropped. `grace` is how long SIGTERM is given before SIGKILL.
+pub async fn run(
+    spec: &StepSpec,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+    grace: Duration,
+    on_spawn: impl FnOnce(i32),
+) -> StepOutcome {
+    let (read, write) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
+    };
+    let write2 = match write.try_clone() {
+        Ok(w) => w,
+        Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
+    };
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-e")
+        .arg("-c")
+        .arg(&spec.script)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(write2))
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return StepOutcome::Error(format!("cannot start `sh` in {}: {e}", spec.cwd.display()));
+        }
+    };
+    // Drop our copies of the write end, or we would never see end-of-file.
+    drop(cmd);
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    on_spawn(pgid);
+
+    let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(read) {
+        Ok(r) => r,
+        Err(e) => {
+            signal_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return StepOutcome::Error(format!("cannot read the step's output: {e}"));
+        }
+    };
+    let mut buf = vec![0u8; READ_BUFFER];
+    let started = Instant::now();
+    let deadline = spec.timeout.map(|t| started + t);
+    let far = started + Duration::from_secs(86_400 * 365);
+    let mut eof = false;
+    let mut status: Option<i32> = None;
+    let mut ended: Option<StepOutcome> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut drain_until: Option<Instant> = None;
+
+    loop {
+        if status.is_some() && (eof || drain_until.is_some_and(|d| Instant::now() >= d)) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            r = rx.read(&mut buf), if !eof => match r {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => sink.chunk(&buf[..n]),
+            },
+            st = child.wait(), if status.is_none() => {
+                status = Some(match st {
+                    Ok(s) => exit_code(s),
+                    Err(_) => -1,
+                });
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ended.is_none() && status.is_none() => {
+                ended = Some(StepOutcome::TimedOut(spec.timeout.unwrap_or_default()));
+                signal_group(pgid, Signal::SIGTERM);
+                kill_at = Some(Instant::now() + grace);
+            }
+            _ = cancel.cancelled(), if ended.is_none() && status.is_none() => {
+                ended = Some(StepOutcome::Cancelled);
+                signal_group(pgid, Signal::SIGTERM);
+                kill_at = Some(Instant::now() + grace);
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or(far)), if drain_until.is_some() && !eof => {}
+        }
+    }
+    if ended.is_some() {
+        // Whatever the step left running goes with it.
+        signal_group(pgid, Signal::SIGKILL);
+    }
+    match ended {
+        Some(o) => o,
+        None => StepOutcome::Exited(status.unwrap_or(-1)),
+    }
+}
+
+fn exit_code(s: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        _ => -1,
+    }
+}

@@ -1,0 +1,333 @@
+//! The plan of one run.
+
+use std::collections::BTreeMap;
+
+use ferry_config::expr;
+use ferry_config::{EnvVars, Pipeline, Retry, Step};
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+use crate::matrix;
+
+/// Whether a job will run, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Run,
+    Skip { reason: String },
+}
+
+/// One job of the plan, after matrix expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanJob {
+    /// Unique name, with matrix values: `test (db=16)`.
+    pub name: String,
+    /// The job's key in `.ferry.yml`.
+    pub base: String,
+    pub matrix: Vec<(String, String)>,
+    /// Names of the plan jobs this one waits for.
+    pub needs: Vec<String>,
+    /// Depth in the DAG: jobs of the same stage can run in parallel.
+    pub stage: usize,
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub steps: Vec<Step>,
+    pub env: EnvVars,
+    pub working_directory: Option<String>,
+    #[serde(with = "ferry_config::model::opt_millis")]
+    pub timeout: Option<std::time::Duration>,
+    pub retry: Retry,
+    pub allow_failure: bool,
+    pub artifacts: Vec<String>,
+    pub junit: Vec<String>,
+}
+
+impl PlanJob {
+    pub fn runs(&self) -> bool {
+        self.decision == Decision::Run
+    }
+}
+
+/// A run's plan. Jobs are in a topological order; ties keep the order of the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version, for stored plans.
+    pub version: u32,
+    pub event: Event,
+    pub env: EnvVars,
+    /// `Some(reason)` when the pipeline's `on:` would not start a run for this event.
+    pub not_triggered: Option<String>,
+    pub jobs: Vec<PlanJob>,
+}
+
+impl Plan {
+    pub fn job(&self, name: &str) -> Option<&PlanJob> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// Jobs grouped by stage, for "these run in parallel" displays.
+    pub fn stages(&self) -> Vec<Vec<&PlanJob>> {
+        let max = self.jobs.iter().map(|j| j.stage).max().unwrap_or(0);
+        (0..=max)
+            .map(|s| self.jobs.iter().filter(|j| j.stage == s).collect())
+            .filter(|v: &Vec<&PlanJob>| !v.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("there is no job `{name}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownJob {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error(
+        "job `{job}`: the matrix expands to {count} jobs, more than the limit of {}",
+        matrix::MAX_COMBINATIONS
+    )]
+    MatrixTooLarge { job: String, count: usize },
+    #[error("job `{job}`: cannot evaluate `if`: {message}")]
+    Condition { job: String, message: String },
+    #[error("dependency cycle through job `{job}`")]
+    Cycle { job: String },
+}
+
+/// Options that narrow a plan.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Keep only these jobs (by name or by the name in the file) and what they need.
+    pub only: Vec<String>,
+}
+
+/// The variables an expression sees: the event, the job's matrix values, the `env:`
+/// visible at that place, the built-ins known from the event, and `extra` built-ins
+/// known only at run time.
+pub fn context(
+    event: &Event,
+    combo: &[(String, String)],
+    env: &EnvVars,
+    extra: &[(&str, String)],
+) -> Value {
+    let mut ctx: BTreeMap<String, Value> = BTreeMap::new();
+    let ev: BTreeMap<&str, Value> = [
+        ("name", Value::from(event.kind.as_str())),
+        (
+            "branch",
+            Value::from(event.branch.clone().unwrap_or_default()),
+        ),
+        ("tag", Value::from(event.tag.clone().unwrap_or_default())),
+        ("ref", Value::from(event.git_ref.clone())),
+        ("sha", Value::from(event.sha.clone())),
+        ("short_sha", Value::from(event.short_sha())),
+        ("author", Value::from(event.author.clone())),
+        ("message", Value::from(event.message.clone())),
+        ("changed_files", Value::from_serialize(&event.changed_files)),
+    ]
+    .into_iter()
+    .collect();
+    ctx.insert("event".into(), Value::from_serialize(&ev));
+    let m: BTreeMap<&str, &str> = combo
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    ctx.insert("matrix".into(), Value::from_serialize(&m));
+    let e: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    ctx.insert("env".into(), Value::from_serialize(&e));
+    for (k, v) in builtins(event).into_iter().chain(extra.iter().cloned()) {
+        ctx.insert(k.into(), Value::from(v));
+    }
+    Value::from_serialize(&ctx)
+}
+
+/// The built-in variables known from the event alone.
+pub fn builtins(event: &Event) -> Vec<(&'static str, String)> {
+    vec![
+        ("CI", "true".into()),
+        ("FERRY", "true".into()),
+        ("FERRY_EVENT", event.kind.as_str().into()),
+        ("FERRY_BRANCH", event.branch.clone().unwrap_or_default()),
+        ("FERRY_TAG", event.tag.clone().unwrap_or_default()),
+        ("FERRY_REF", event.git_ref.clone()),
+        ("FERRY_COMMIT_SHA", event.sha.clone()),
+        ("FERRY_COMMIT_SHORT_SHA", event.short_sha().into()),
+        ("FERRY_COMMIT_AUTHOR", event.author.clone()),
+        ("FERRY_COMMIT_MESSAGE", event.message.clone()),
+    ]
+}
+
+/// The expression environment for `if:`, with `changed()` bound to the event's files.
+pub fn condition_env(event: &Event) -> minijinja::Environment<'static> {
+    let mut env = expr::environment();
+    let files = event.changed_files.clone();
+    env.add_function(
+        "changed",
+        move |patterns: minijinja::value::Rest<String>| {
+            let Some(files) = &files else { return Ok(true) };
+            let mut set = globset::GlobSetBuilder::new();
+            for p in patterns.iter() {
+                let g = globset::Glob::new(p).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+                })?;
+                set.add(g);
+            }
+            let set = set.build().map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })?;
+            Ok(files.iter().any(|f| set.is_match(f)))
+        },
+    );
+    env
+}
+
+/// Makes the plan of `pipeline` for `event`.
+pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Plan, PlanError> {
+    let cond_env = condition_env(event);
+    // 1. Expand matrices, evaluate conditions.
+    let mut jobs: Vec<PlanJob> = Vec::new();
+    let mut expansions: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for job in &pipeline.jobs {
+        let combos = match &job.matrix {
+            Some(m) => matrix::expand(m).map_err(|count| PlanError::MatrixTooLarge {
+                job: job.name.clone(),
+                count,
+            })?,
+            None => vec![Vec::new()],
+        };
+        let mut names = Vec::new();
+        for combo in combos {
+            let mut env = pipeline.env.clone();
+            env.extend(job.env.iter().cloned());
+            let decision = match &job.condition {
+                None => Decision::Run,
+                Some(cond) => {
+                    let inner = expr::condition_text(&cond.value);
+                    let value = expr::eval(&cond_env, inner, &context(event, &combo, &env, &[]))
+                        .map_err(|message| PlanError::Condition {
+                            job: job.name.clone(),
+                            message,
+                        })?;
+                    if value.is_true() {
+                        Decision::Run
+                    } else {
+                        Decision::Skip {
+                            reason: format!("condition `{inner}` is false"),
+                        }
+                    }
+                }
+            };
+            let name = matrix::job_name(&job.name, &combo);
+            names.push(name.clone());
+            jobs.push(PlanJob {
+                name,
+                base: job.name.clone(),
+                matrix: combo,
+                needs: Vec::new(),
+                stage: 0,
+                decision,
+                steps: job.steps.clone(),
+                env: job.env.clone(),
+                working_directory: job.working_directory.clone(),
+                timeout: job.timeout,
+                retry: job.retry.clone(),
+                allow_failure: job.allow_failure,
+                artifacts: job.artifacts.clone(),
+                junit: job.junit.clone(),
+            });
+        }
+        expansions.insert(job.name.as_str(), names);
+    }
+    for pj in &mut jobs {
+        let Some(job) = pipeline.job(&pj.base) else {
+            continue;
+        };
+        pj.needs = job
+            .needs
+            .iter()
+            .flat_map(|n| {
+                expansions
+                    .get(n.value.as_str())
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+    }
+
+    // 2. Narrow to the requested jobs and what they need.
+    if !options.only.is_empty() {
+        let mut keep: Vec<String> = Vec::new();
+        let mut todo: Vec<String> = Vec::new();
+        for want in &options.only {
+            let matched: Vec<String> = jobs
+                .iter()
+                .filter(|j| &j.name == want || &j.base == want)
+                .map(|j| j.name.clone())
+                .collect();
+            if matched.is_empty() {
+                let suggestion = ferry_config::diagnostic::did_you_mean(
+                    want,
+                    jobs.iter().map(|j| j.base.as_str()),
+                )
+                .map(str::to_string);
+                return Err(PlanError::UnknownJob {
+                    name: want.clone(),
+                    suggestion,
+                });
+            }
+            todo.extend(matched);
+        }
+        while let Some(name) = todo.pop() {
+            if keep.contains(&name) {
+                continue;
+            }
+            if let Some(j) = jobs.iter().find(|j| j.name == name) {
+                todo.extend(j.needs.iter().cloned());
+            }
+            keep.push(name);
+        }
+        jobs.retain(|j| keep.contains(&j.name));
+    }
+
+    // 3. Order topologically (ties by position in the file) and assign stages.
+    let mut ordered: Vec<PlanJob> = Vec::with_capacity(jobs.len());
+    let mut remaining = jobs;
+    while !remaining.is_empty() {
+        let ready = remaining
+            .iter()
+            .position(|j| j.needs.iter().all(|n| ordered.iter().any(|o| &o.name == n)));
+        let Some(i) = ready else {
+            return Err(PlanError::Cycle {
+                job: remaining[0].name.clone(),
+            });
+        };
+        let mut job = remaining.remove(i);
+        job.stage = job
+            .needs
+            .iter()
+            .filter_map(|n| ordered.iter().find(|o| &o.name == n))
+            .map(|o| o.stage + 1)
+            .max()
+            .unwrap_or(0);
+        // 4. A job that needs a skipped job is skipped too.
+        if job.runs()
+            && let Some(skipped) = job
+                .needs
+                .iter()
+                .find(|n| ordered.iter().any(|o| &o.name == *n && !o.runs()))
+        {
+            job.decision = Decision::Skip {
+                reason: format!("needs `{skipped}`, which is skipped"),
+            };
+        }
+        ordered.push(job);
+    }
+
+    Ok(Plan {
+        version: 1,
+        event: event.clone(),
+        env: pipeline.env.clone(),
+        not_triggered: crate::trigger_matches(&pipeline.on, event).err(),
+        jobs: ordered,
+    })
+}

@@ -1,0 +1,212 @@
+//! Job logs: append-only files with a time index in the database.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+
+use sqlx::Row;
+
+use crate::{Result, Store, now_ms};
+
+/// "Bytes from `byte_offset` on were read at `ts`": one entry per read that happened in
+/// a new millisecond, so a line's time is that of the chunk holding its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogIndexEntry {
+    pub byte_offset: i64,
+    /// 0-based number of the line that holds `byte_offset`.
+    pub first_line: i64,
+    pub ts: i64,
+}
+
+/// Appends one job's output to its log file and indexes it by time. Index entries are
+/// kept in memory until [`Store::save_log_index`] writes them in one batch.
+#[derive(Debug)]
+pub struct LogWriter {
+    file: File,
+    bytes: i64,
+    newlines: i64,
+    ends_with_newline: bool,
+    last_ts: i64,
+    pending: Vec<LogIndexEntry>,
+}
+
+impl LogWriter {
+    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let ts = now_ms();
+        if ts != self.last_ts {
+            self.pending.push(LogIndexEntry {
+                byte_offset: self.bytes,
+                first_line: self.newlines,
+                ts,
+            });
+            self.last_ts = ts;
+        }
+        self.file.write_all(data)?;
+        self.bytes += data.len() as i64;
+        self.newlines += memchr::memchr_iter(b'\n', data).count() as i64;
+        self.ends_with_newline = data.last() == Some(&b'\n');
+        Ok(())
+    }
+
+    /// Index entries not yet saved.
+    pub fn take_index(&mut self) -> Vec<LogIndexEntry> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub fn bytes(&self) -> i64 {
+        self.bytes
+    }
+
+    /// Lines written, counting an unfinished last line.
+    pub fn lines(&self) -> i64 {
+        self.newlines + i64::from(self.bytes > 0 && !self.ends_with_newline)
+    }
+}
+
+/// One line of a stored log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// 1-based.
+    pub number: i64,
+    pub ts: i64,
+    pub text: Vec<u8>,
+}
+
+/// Reads a stored log line by line, each with its timestamp.
+#[derive(Debug)]
+pub struct LogReader {
+    reader: Option<BufReader<File>>,
+    index: Vec<LogIndexEntry>,
+    offset: i64,
+    line: i64,
+    at: usize,
+}
+
+impl Iterator for LogReader {
+    type Item = std::io::Result<LogLine>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let reader = self.reader.as_mut()?;
+        let mut text = Vec::new();
+        match reader.read_until(b'\n', &mut text) {
+            Ok(0) => None,
+            Ok(n) => {
+                while self.at + 1 < self.index.len()
+                    && self.index[self.at + 1].byte_offset <= self.offset
+                {
+                    self.at += 1;
+                }
+                let ts = self.index.get(self.at).map(|e| e.ts).unwrap_or(0);
+                self.offset += n as i64;
+                self.line += 1;
+                if text.last() == Some(&b'\n') {
+                    text.pop();
+                }
+                Some(Ok(LogLine {
+                    number: self.line,
+                    ts,
+                    text,
+                }))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Store {
+    pub fn log_path(&self, run_id: &str, job_id: &str) -> PathBuf {
+        self.data_dir
+            .join("logs")
+            .join(run_id)
+            .join(format!("{job_id}.log"))
+    }
+
+    /// Opens a job's log for appending (a retried job appends to the same log).
+    pub fn log_writer(&self, run_id: &str, job_id: &str) -> Result<LogWriter> {
+        let path = self.log_path(run_id, job_id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let bytes = file.metadata()?.len() as i64;
+        Ok(LogWriter {
+            file,
+            bytes,
+            newlines: 0,
+            ends_with_newline: true,
+            last_ts: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Saves index entries in one transaction.
+    pub async fn save_log_index(&self, job_id: &str, entries: &[LogIndexEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        // Multi-row inserts, within SQLite's limit on bound parameters.
+        for chunk in entries.chunks(200) {
+            let mut sql = String::from(
+                "INSERT INTO log_chunks (job_id, byte_offset, first_line, ts) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 4;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+            }
+            sql.push_str(" ON CONFLICT (job_id, byte_offset) DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(job_id)
+                    .bind(e.byte_offset)
+                    .bind(e.first_line)
+                    .bind(e.ts);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A reader over a job's log; an empty reader if the job wrote nothing.
+    pub async fn read_log(&self, run_id: &str, job_id: &str) -> Result<LogReader> {
+        let rows = sqlx::query(
+            "SELECT byte_offset, first_line, ts FROM log_chunks WHERE job_id = $1 ORDER BY byte_offset",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let index = rows
+            .iter()
+            .map(|r| {
+                Ok(LogIndexEntry {
+                    byte_offset: r.try_get("byte_offset")?,
+                    first_line: r.try_get("first_line")?,
+                    ts: r.try_get("ts")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reader = match File::open(self.log_path(run_id, job_id)) {
+            Ok(f) => Some(BufReader::with_capacity(1 << 16, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LogReader {
+            reader,
+            index,
+            offset: 0,
+            line: 0,
+            at: 0,
+        })
+    }
+}

@@ -1,0 +1,155 @@
+//! What the store holds, as plain records.
+
+use serde::{Deserialize, Serialize};
+
+/// The state of a run, a job or a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "queued" => Status::Queued,
+            "running" => Status::Running,
+            "success" => Status::Success,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            "skipped" => Status::Skipped,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new run, before it has a number.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub repository_id: String,
+    pub event: String,
+    pub git_ref: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub commit_sha: String,
+    pub dirty: bool,
+    pub author: String,
+    pub message: String,
+    /// The plan, serialised as JSON.
+    pub plan: String,
+    /// The jobs of the plan, in order: (name, allow_failure, skip reason if skipped).
+    pub jobs: Vec<NewJob>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub name: String,
+    pub allow_failure: bool,
+    pub skipped: Option<String>,
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub repository_id: String,
+    pub number: i64,
+    pub event: String,
+    pub git_ref: String,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    pub commit_sha: String,
+    pub dirty: bool,
+    pub author: String,
+    pub message: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub run_id: String,
+    pub position: i64,
+    pub name: String,
+    pub status: Status,
+    /// Why it was skipped, failed or cancelled.
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub attempts: i64,
+    pub allow_failure: bool,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub log_bytes: i64,
+    pub log_lines: i64,
+    pub tests: Option<TestSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    pub job_id: String,
+    pub position: i64,
+    pub name: String,
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub attempt: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Counts from a job's test reports, and the failures' messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestSummary {
+    pub passed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub failures: Vec<TestFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFailure {
+    /// `suite › case` (classname and name).
+    pub name: String,
+    pub message: String,
+}
+
+/// How a job ended, written in one update.
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub exit_code: Option<i64>,
+    pub attempts: i64,
+    pub log_bytes: i64,
+    pub log_lines: i64,
+    pub tests: Option<TestSummary>,
+}

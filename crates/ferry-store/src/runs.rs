@@ -1,0 +1,347 @@
+//! Repositories, runs, jobs and steps.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Error, Job, JobEnd, NewRun, Result, Run, Status, Step, Store, TestSummary, now_ms};
+
+fn status(row: &SqliteRow, col: &str) -> Result<Status> {
+    let s: String = row.try_get(col)?;
+    Status::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown status `{s}`")))
+}
+
+fn run_from(row: &SqliteRow) -> Result<Run> {
+    Ok(Run {
+        id: row.try_get("id")?,
+        repository_id: row.try_get("repository_id")?,
+        number: row.try_get("number")?,
+        event: row.try_get("event")?,
+        git_ref: row.try_get("git_ref")?,
+        branch: row.try_get("branch")?,
+        tag: row.try_get("tag")?,
+        commit_sha: row.try_get("commit_sha")?,
+        dirty: row.try_get::<i64, _>("dirty")? != 0,
+        author: row.try_get("author")?,
+        message: row.try_get("message")?,
+        status: status(row, "status")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn job_from(row: &SqliteRow) -> Result<Job> {
+    let passed: Option<i64> = row.try_get("tests_passed")?;
+    let tests = match passed {
+        None => None,
+        Some(passed) => {
+            let failures: Option<String> = row.try_get("test_failures")?;
+            Some(TestSummary {
+                passed,
+                failed: row.try_get::<Option<i64>, _>("tests_failed")?.unwrap_or(0),
+                skipped: row.try_get::<Option<i64>, _>("tests_skipped")?.unwrap_or(0),
+                failures: match failures {
+                    Some(f) => {
+                        serde_json::from_str(&f).map_err(|e| Error::Corrupt(e.to_string()))?
+                    }
+                    None => Vec::new(),
+                },
+            })
+        }
+    };
+    Ok(Job {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        position: row.try_get("position")?,
+        name: row.try_get("name")?,
+        status: status(row, "status")?,
+        reason: row.try_get("reason")?,
+        exit_code: row.try_get("exit_code")?,
+        attempts: row.try_get("attempts")?,
+        allow_failure: row.try_get::<i64, _>("allow_failure")? != 0,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        log_bytes: row.try_get("log_bytes")?,
+        log_lines: row.try_get("log_lines")?,
+        tests,
+    })
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Store {
+    /// The id of the repository at `url` (a path or URL), registering it on first use.
+    pub async fn ensure_repository(&self, url: &str, name: &str) -> Result<String> {
+        if let Some(row) = sqlx::query("SELECT id FROM repositories WHERE url = $1")
+            .bind(url)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(row.try_get("id")?);
+        }
+        let id = new_id();
+        sqlx::query(
+            "INSERT INTO repositories (id, name, url, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (url) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(url)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT id FROM repositories WHERE url = $1")
+            .bind(url)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Records a run with its jobs and steps in one transaction, numbered after the
+    /// repository's last run. Returns the run and its jobs' ids in plan order.
+    pub async fn create_run(&self, new: &NewRun) -> Result<(Run, Vec<String>)> {
+        let id = new_id();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
+             dirty, author, message, status, plan, created_at) \
+             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             FROM runs WHERE repository_id = $2 \
+             RETURNING *",
+        )
+        .bind(&id)
+        .bind(&new.repository_id)
+        .bind(&new.event)
+        .bind(&new.git_ref)
+        .bind(&new.branch)
+        .bind(&new.tag)
+        .bind(&new.commit_sha)
+        .bind(new.dirty as i64)
+        .bind(&new.author)
+        .bind(&new.message)
+        .bind(Status::Queued.as_str())
+        .bind(&new.plan)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let run = run_from(&row)?;
+        let mut job_ids = Vec::with_capacity(new.jobs.len());
+        for (i, job) in new.jobs.iter().enumerate() {
+            let job_id = new_id();
+            let (status, reason) = match &job.skipped {
+                Some(r) => (Status::Skipped, Some(r.as_str())),
+                None => (Status::Queued, None),
+            };
+            sqlx::query(
+                "INSERT INTO jobs (id, run_id, position, name, status, reason, allow_failure) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&job_id)
+            .bind(&id)
+            .bind(i as i64)
+            .bind(&job.name)
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(job.allow_failure as i64)
+            .execute(&mut *tx)
+            .await?;
+            for (s, name) in job.steps.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO steps (job_id, position, name, status) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&job_id)
+                .bind(s as i64)
+                .bind(name)
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+            job_ids.push(job_id);
+        }
+        tx.commit().await?;
+        Ok((run, job_ids))
+    }
+
+    pub async fn start_run(&self, run_id: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET status = $1, started_at = $2 WHERE id = $3")
+            .bind(Status::Running.as_str())
+            .bind(now_ms())
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: Status,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(now_ms())
+            .bind(error)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn start_job(&self, job_id: &str, attempt: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = $1, started_at = COALESCE(started_at, $2), attempts = $3 WHERE id = $4",
+        )
+        .bind(Status::Running.as_str())
+        .bind(now_ms())
+        .bind(attempt)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a job finished; steps still queued or running take the job's end state.
+    pub async fn finish_job(&self, job_id: &str, end: &JobEnd) -> Result<()> {
+        let now = now_ms();
+        let failures = match &end.tests {
+            Some(t) => Some(
+                serde_json::to_string(&t.failures).map_err(|e| Error::Corrupt(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET status = $1, reason = COALESCE($2, reason), exit_code = $3, attempts = $4, \
+             finished_at = $5, started_at = CASE WHEN $1 = 'skipped' THEN started_at ELSE COALESCE(started_at, $5) END, \
+             log_bytes = $6, log_lines = $7, \
+             tests_passed = $8, tests_failed = $9, tests_skipped = $10, test_failures = $11 WHERE id = $12",
+        )
+        .bind(end.status.as_str())
+        .bind(&end.reason)
+        .bind(end.exit_code)
+        .bind(end.attempts)
+        .bind(now)
+        .bind(end.log_bytes)
+        .bind(end.log_lines)
+        .bind(end.tests.as_ref().map(|t| t.passed))
+        .bind(end.tests.as_ref().map(|t| t.failed))
+        .bind(end.tests.as_ref().map(|t| t.skipped))
+        .bind(failures)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        let step_status = match end.status {
+            Status::Success => Status::Skipped,
+            other => other,
+        };
+        sqlx::query(
+            "UPDATE steps SET status = $1 WHERE job_id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(step_status.as_str())
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn start_step(&self, job_id: &str, position: i64, attempt: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE steps SET status = $1, started_at = $2, finished_at = NULL, exit_code = NULL, attempt = $3 \
+             WHERE job_id = $4 AND position = $5",
+        )
+        .bind(Status::Running.as_str())
+        .bind(now_ms())
+        .bind(attempt)
+        .bind(job_id)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_step(
+        &self,
+        job_id: &str,
+        position: i64,
+        status: Status,
+        exit_code: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE steps SET status = $1, exit_code = $2, finished_at = $3 WHERE job_id = $4 AND position = $5",
+        )
+        .bind(status.as_str())
+        .bind(exit_code)
+        .bind(now_ms())
+        .bind(job_id)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs of a repository, newest first.
+    pub async fn list_runs(&self, repository_id: &str, limit: i64) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE repository_id = $1 ORDER BY number DESC LIMIT $2",
+        )
+        .bind(repository_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from).collect()
+    }
+
+    pub async fn run_by_number(&self, repository_id: &str, number: i64) -> Result<Run> {
+        let row = sqlx::query("SELECT * FROM runs WHERE repository_id = $1 AND number = $2")
+            .bind(repository_id)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("run {number}")))?;
+        run_from(&row)
+    }
+
+    /// The stored plan of a run, as JSON.
+    pub async fn run_plan(&self, run_id: &str) -> Result<String> {
+        let row = sqlx::query("SELECT plan FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("plan")?)
+    }
+
+    pub async fn jobs(&self, run_id: &str) -> Result<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE run_id = $1 ORDER BY position")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from).collect()
+    }
+
+    pub async fn steps(&self, job_id: &str) -> Result<Vec<Step>> {
+        let rows = sqlx::query("SELECT * FROM steps WHERE job_id = $1 ORDER BY position")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Step {
+                    job_id: row.try_get("job_id")?,
+                    position: row.try_get("position")?,
+                    name: row.try_get("name")?,
+                    status: status(row, "status")?,
+                    exit_code: row.try_get("exit_code")?,
+                    attempt: row.try_get("attempt")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                })
+            })
+            .collect()
+    }
+}
