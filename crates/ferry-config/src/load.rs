@@ -93,6 +93,10 @@ impl Loader {
             {
                 let help = match did_you_mean(key, allowed.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
+                    None if what == "the pipeline" => format!(
+                        "the pipeline accepts: {} (and `x-` keys for anchors)",
+                        allowed.join(", ")
+                    ),
                     None => format!("{what} accepts: {}", allowed.join(", ")),
                 };
                 self.error(k.span, format!("unknown key `{key}` in {what}"), help);
@@ -100,9 +104,14 @@ impl Loader {
             }
             if let Some((_, first, _)) = out.iter().find(|(name, _, _)| *name == key) {
                 let line = first.span.start.line;
+                let message = if what == "`jobs`" {
+                    format!("duplicate job name `{key}`")
+                } else {
+                    format!("duplicate key `{key}` in {what}")
+                };
                 self.error(
                     k.span,
-                    format!("duplicate key `{key}` in {what}"),
+                    message,
                     format!("`{key}` is already defined on line {line}; remove or rename one"),
                 );
                 continue;
@@ -128,7 +137,14 @@ impl Loader {
             Kind::Scalar(s, Style::Plain) if s == "true" => Some(true),
             Kind::Scalar(s, Style::Plain) if s == "false" => Some(false),
             _ => {
-                self.type_error(node, what, "`true` or `false`", &format!("`{what}: true`"));
+                self.error(
+                    node.span,
+                    format!(
+                        "{what} must be `true` or `false`, found {}",
+                        node.type_name()
+                    ),
+                    "write `true` or `false` (words such as `yes` or `on` are strings here)",
+                );
                 None
             }
         }
@@ -253,7 +269,21 @@ impl Loader {
         }
         let mut saw_jobs = false;
         pipeline.on.default = true;
-        for (key, k, v) in self.entries(root, "the pipeline", Some(TOP_KEYS), "") {
+        // `x-` keys hold YAML anchors for reuse (as in Compose files) and are ignored.
+        let own = match &root.kind {
+            Kind::Map(items) => Node {
+                kind: Kind::Map(
+                    items
+                        .iter()
+                        .filter(|(k, _)| !k.as_str().is_some_and(|s| s.starts_with("x-")))
+                        .cloned()
+                        .collect(),
+                ),
+                span: root.span,
+            },
+            _ => root.clone(),
+        };
+        for (key, k, v) in self.entries(&own, "the pipeline", Some(TOP_KEYS), "") {
             match key {
                 "on" => pipeline.on = self.triggers(v),
                 "env" => pipeline.env = self.env(v, "the pipeline's `env`"),
@@ -264,7 +294,11 @@ impl Loader {
                 _ => {}
             }
         }
-        if !saw_jobs {
+        let top_typo = self
+            .diags
+            .iter()
+            .any(|d| d.message.ends_with("in the pipeline"));
+        if !saw_jobs && !top_typo {
             self.error(
                 root.span.start_only(),
                 "the pipeline has no `jobs:` section",
@@ -615,7 +649,7 @@ impl Loader {
                             v,
                             &format!("`{key}` in {mwhat}"),
                             "a list of mappings",
-                            "`exclude: [{ db: \"15\" }]`",
+                            &format!("`{key}: [{{ db: \"15\" }}]`"),
                         );
                         continue;
                     };
@@ -674,7 +708,7 @@ impl Loader {
         }
         let _ = MATRIX_SPECIAL;
         if m.axes.is_empty() && m.include.is_empty() {
-            if !node.is_null() && matches!(node.kind, Kind::Map(_)) {
+            if matches!(&node.kind, Kind::Map(items) if items.is_empty()) {
                 self.error(
                     node.span,
                     format!("{mwhat} has no keys"),

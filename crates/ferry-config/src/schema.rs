@@ -103,6 +103,7 @@ pub fn schema() -> Value {
         "title": "Ferry pipeline (.ferry.yml)",
         "type": "object",
         "additionalProperties": false,
+        "patternProperties": { "^x-": { "description": "Anything, e.g. YAML anchors to reuse." } },
         "required": ["jobs"],
         "properties": {
             "on": {

@@ -176,7 +176,7 @@ pub fn parse(source: &str) -> Result<Option<Node>, Diagnostic> {
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Map(items, _, start, anchor)) => {
                     total_nodes += 1;
-                    Some((node(Kind::Map(items), start, sp), anchor))
+                    Some((node(Kind::Map(merge_keys(items)), start, sp), anchor))
                 }
                 _ => None,
             },
@@ -227,4 +227,42 @@ fn count_nodes(n: &Node) -> usize {
                 .sum::<usize>()
         }
     }
+}
+
+/// Applies YAML merge keys (`<<: *anchor` or `<<: [*a, *b]`): the merged mappings'
+/// entries are added unless the mapping sets the same key itself.
+fn merge_keys(items: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
+    let is_merge = |k: &Node| matches!(&k.kind, Kind::Scalar(s, Style::Plain) if s == "<<");
+    if !items.iter().any(|(k, _)| is_merge(k)) {
+        return items;
+    }
+    let mut own: Vec<(Node, Node)> = Vec::new();
+    let mut merged: Vec<(Node, Node)> = Vec::new();
+    for (k, v) in items {
+        if !is_merge(&k) {
+            own.push((k, v));
+            continue;
+        }
+        let sources = match v.kind {
+            Kind::Seq(list) => list,
+            _ => vec![v],
+        };
+        for src in sources {
+            match src.kind {
+                Kind::Map(entries) => merged.extend(entries),
+                // Not a mapping: keep it, so that the loader reports it.
+                _ => own.push((k.clone(), src)),
+            }
+        }
+    }
+    for (k, v) in merged {
+        let key = k.as_str().map(str::to_string);
+        let taken = own
+            .iter()
+            .any(|(o, _)| o.as_str().map(str::to_string) == key);
+        if !taken {
+            own.push((k, v));
+        }
+    }
+    own
 }

@@ -12,7 +12,8 @@ const MAX_MESSAGE: usize = 2000;
 /// its test cases to `summary`.
 pub fn parse_junit(xml: &str, summary: &mut TestSummary) -> Result<(), String> {
     let mut reader = Reader::from_str(xml);
-    let mut case: Option<(String, Option<&'static str>, String)> = None;
+    // (name, outcome, message attribute, failure body)
+    let mut case: Option<Case> = None;
     let mut in_failure = false;
     loop {
         let ev = reader
@@ -22,18 +23,27 @@ pub fn parse_junit(xml: &str, summary: &mut TestSummary) -> Result<(), String> {
             Event::Start(e) => (e, false),
             Event::Empty(e) => (e, true),
             Event::Text(t) if in_failure => {
-                if let Some(c) = case.as_mut()
-                    && c.2.is_empty()
-                {
-                    c.2 = t.decode().map(|s| s.trim().to_string()).unwrap_or_default();
+                if let Some(c) = case.as_mut() {
+                    c.3.push_str(&t.decode().unwrap_or_default());
+                }
+                continue;
+            }
+            Event::GeneralRef(r) if in_failure => {
+                if let Some(c) = case.as_mut() {
+                    let name = r.decode().unwrap_or_default();
+                    match quick_xml::escape::resolve_predefined_entity(&name) {
+                        Some(text) => c.3.push_str(text),
+                        None => match r.resolve_char_ref() {
+                            Ok(Some(ch)) => c.3.push(ch),
+                            _ => c.3.push_str(&format!("&{name};")),
+                        },
+                    }
                 }
                 continue;
             }
             Event::CData(t) if in_failure => {
-                if let Some(c) = case.as_mut()
-                    && c.2.is_empty()
-                {
-                    c.2 = String::from_utf8_lossy(&t).trim().to_string();
+                if let Some(c) = case.as_mut() {
+                    c.3.push_str(&String::from_utf8_lossy(&t));
                 }
                 continue;
             }
@@ -68,7 +78,7 @@ pub fn parse_junit(xml: &str, summary: &mut TestSummary) -> Result<(), String> {
                 } else {
                     format!("{class} › {name}")
                 };
-                case = Some((full, None, String::new()));
+                case = Some((full, None, String::new(), String::new()));
                 if empty {
                     finish_case(case.take(), summary);
                 }
@@ -100,9 +110,16 @@ pub fn parse_junit(xml: &str, summary: &mut TestSummary) -> Result<(), String> {
     Ok(())
 }
 
-fn finish_case(case: Option<(String, Option<&'static str>, String)>, summary: &mut TestSummary) {
-    let Some((name, outcome, message)) = case else {
+type Case = (String, Option<&'static str>, String, String);
+
+fn finish_case(case: Option<Case>, summary: &mut TestSummary) {
+    let Some((name, outcome, attr, body)) = case else {
         return;
+    };
+    let message = if attr.is_empty() {
+        body.trim().to_string()
+    } else {
+        attr
     };
     match outcome {
         None => summary.passed += 1,

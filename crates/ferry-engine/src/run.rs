@@ -536,10 +536,8 @@ async fn run_attempt(
     // The workspace: the source, then the artifacts of the jobs this one needs.
     let source = ctx.source.clone();
     let target = dir.to_path_buf();
-    let restore: Vec<PathBuf> = job
-        .needs
-        .iter()
-        .filter_map(|n| ctx.plan.jobs.iter().position(|j| &j.name == n))
+    let restore: Vec<PathBuf> = ancestors(&ctx.plan, i)
+        .into_iter()
         .map(|d| workspace::job_dir(&ctx.artifacts_dir, d, &ctx.plan.jobs[d].name))
         .collect();
     let prepared = tokio::task::spawn_blocking(move || {
@@ -828,4 +826,22 @@ fn interpolate(
     }
     let value = ferry_plan::context(&ctx.plan.event, &job.matrix, visible, extra);
     expr::interpolate(env, text, &value)
+}
+
+/// Every job `i` needs, directly or not, in plan order: their artifacts are restored in
+/// that order, so a nearer job's file wins over an earlier one's at the same path.
+fn ancestors(plan: &Plan, i: usize) -> Vec<usize> {
+    let mut seen = vec![false; plan.jobs.len()];
+    let mut todo: Vec<usize> = vec![i];
+    while let Some(j) = todo.pop() {
+        for need in &plan.jobs[j].needs {
+            if let Some(d) = plan.jobs.iter().position(|o| &o.name == need)
+                && !seen[d]
+            {
+                seen[d] = true;
+                todo.push(d);
+            }
+        }
+    }
+    (0..plan.jobs.len()).filter(|d| seen[*d]).collect()
 }

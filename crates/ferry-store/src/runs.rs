@@ -235,14 +235,18 @@ impl Store {
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
-        let step_status = match end.status {
-            Status::Success => Status::Skipped,
-            other => other,
+        // A step still running takes the job's end state; steps never reached are skipped
+        // (or cancelled, when the whole job was).
+        let unreached = match end.status {
+            Status::Cancelled => Status::Cancelled,
+            _ => Status::Skipped,
         };
         sqlx::query(
-            "UPDATE steps SET status = $1 WHERE job_id = $2 AND status IN ('queued', 'running')",
+            "UPDATE steps SET status = CASE WHEN status = 'running' THEN $1 ELSE $2 END \
+             WHERE job_id = $3 AND status IN ('queued', 'running')",
         )
-        .bind(step_status.as_str())
+        .bind(end.status.as_str())
+        .bind(unreached.as_str())
         .bind(job_id)
         .execute(&mut *tx)
         .await?;

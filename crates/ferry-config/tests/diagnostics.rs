@@ -1,0 +1,113 @@
+//! Every invalid fixture's rendered diagnostics are pinned exactly; every valid fixture
+//! loads. Set `FERRY_BLESS=1` to rewrite the expected `.out` files after a deliberate
+//! change, then review the diff.
+
+use std::path::{Path, PathBuf};
+
+fn fixtures(kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn invalid_fixtures_render_exactly() {
+    let files = fixtures("invalid");
+    assert!(
+        files.len() >= 40,
+        "at least 40 invalid fixtures, found {}",
+        files.len()
+    );
+    let bless = std::env::var_os("FERRY_BLESS").is_some();
+    let mut mismatches = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).expect("read fixture");
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        let diags = match ferry_config::load(&source) {
+            Ok(_) => {
+                mismatches.push(format!("{name}: loaded without errors"));
+                continue;
+            }
+            Err(d) => d,
+        };
+        let rendered = ferry_config::render_all(&diags, &name, &source, false);
+        let expected_path = file.with_extension("out");
+        if bless {
+            std::fs::write(&expected_path, &rendered).expect("write expected");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if rendered != expected {
+            mismatches.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{rendered}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn valid_fixtures_load() {
+    for file in fixtures("valid") {
+        let source = std::fs::read_to_string(&file).expect("read fixture");
+        if let Err(diags) = ferry_config::load(&source) {
+            panic!(
+                "{}:\n{}",
+                file.display(),
+                ferry_config::render_all(&diags, "f", &source, false)
+            );
+        }
+    }
+}
+
+#[test]
+fn warnings_do_not_fail() {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/warning-never-runs.yml"),
+    )
+    .expect("read");
+    let loaded = ferry_config::load(&source).expect("valid");
+    let rendered = ferry_config::render_all(&loaded.warnings, "w.yml", &source, false);
+    assert_eq!(
+        rendered,
+        "w.yml:5:9: warning: job `disabled` can never run: its condition is always false
+  |
+5 |     if: false
+  |         ^^^^^
+  = help: remove the job, or the condition
+
+w.yml:7:20: warning: `build` is listed twice in `needs`
+  |
+7 |     needs: [build, build]
+  |                    ^^^^^
+  = help: remove the second one
+
+2 warnings
+"
+    );
+}
+
+#[test]
+fn merge_keys_apply() {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/anchors.yml"),
+    )
+    .expect("read");
+    let p = ferry_config::load(&source).expect("valid").pipeline;
+    let build = p.job("build").expect("build");
+    let test = p.job("test").expect("test");
+    assert_eq!(build.timeout, Some(std::time::Duration::from_secs(300)));
+    assert_eq!(build.retry.max, 1);
+    assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
+}

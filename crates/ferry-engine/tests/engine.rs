@@ -1,0 +1,438 @@
+//! The engine with real processes: statuses, parallelism, timeouts, retries,
+//! cancellation without orphans, artifacts, allowed failures, reports and logs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
+use ferry_exec::LocalExecutor;
+use ferry_plan::{Event, EventKind};
+use ferry_store::{Status, Store};
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    engine: Engine,
+    store: Store,
+    repo: String,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("src")).expect("src");
+        std::fs::write(dir.join("src/input.txt"), "from the source\n").expect("write");
+        let store = Store::open(&dir.join("data")).await.expect("store");
+        let repo = store
+            .ensure_repository("test://repo", "repo")
+            .await
+            .expect("repo");
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(LocalExecutor {
+                kill_grace: Duration::from_millis(500),
+            }),
+            EngineConfig {
+                concurrency: 4,
+                work_root: dir.join("work"),
+                keep_workspaces: false,
+            },
+        );
+        Fixture {
+            _tmp: tmp,
+            dir,
+            engine,
+            store,
+            repo,
+        }
+    }
+
+    fn event() -> Event {
+        Event {
+            kind: EventKind::Push,
+            branch: Some("main".into()),
+            tag: None,
+            git_ref: "refs/heads/main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            author: "A U Thor <a@example.com>".into(),
+            message: "test".into(),
+            changed_files: None,
+        }
+    }
+
+    async fn run_with(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
+        let pipeline = ferry_config::load(yaml)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .pipeline;
+        let plan = ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
+        let (run, ids) = self
+            .engine
+            .create_run(&self.repo, &plan, false)
+            .await
+            .expect("create");
+        let source = Source {
+            root: self.dir.join("src"),
+            files: None,
+        };
+        self.engine
+            .execute(run, ids, plan, source, Arc::new(NullSink), cancel)
+            .await
+            .expect("execute")
+    }
+
+    async fn run(&self, yaml: &str) -> RunOutcome {
+        self.run_with(yaml, CancellationToken::new()).await
+    }
+
+    fn status(outcome: &RunOutcome, job: &str) -> Status {
+        outcome
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .map(|j| j.status)
+            .expect("job")
+    }
+
+    async fn log(&self, outcome: &RunOutcome, job: &str) -> String {
+        let jobs = self.store.jobs(&outcome.run.id).await.expect("jobs");
+        let j = jobs.iter().find(|j| j.name == job).expect("job");
+        let reader = self
+            .store
+            .read_log(&outcome.run.id, &j.id)
+            .await
+            .expect("log");
+        reader
+            .map(|l| String::from_utf8_lossy(&l.expect("line").text).into_owned() + "\n")
+            .collect()
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as gone: they are dead, only not yet reaped by their parent.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+fn pids(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn success_and_failure() {
+    let f = Fixture::new().await;
+    let out = f
+        .run("jobs:\n  ok:\n    run: cat input.txt\n  bad:\n    steps:\n      - run: echo before\n      - run: exit 3\n      - run: echo never\n")
+        .await;
+    assert_eq!(out.status, Status::Failed);
+    assert_eq!(Fixture::status(&out, "ok"), Status::Success);
+    assert_eq!(Fixture::status(&out, "bad"), Status::Failed);
+    assert_eq!(f.log(&out, "ok").await, "from the source\n");
+    assert_eq!(f.log(&out, "bad").await, "before\n");
+    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let bad = jobs.iter().find(|j| j.name == "bad").expect("bad");
+    assert_eq!(bad.exit_code, Some(3));
+    assert_eq!(
+        bad.reason.as_deref(),
+        Some("step 2 `exit 3` exited with code 3")
+    );
+    let steps = f.store.steps(&bad.id).await.expect("steps");
+    let statuses: Vec<Status> = steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [Status::Success, Status::Failed, Status::Skipped]);
+}
+
+#[tokio::test]
+async fn independent_jobs_run_in_parallel() {
+    let f = Fixture::new().await;
+    let out = f
+        .run("jobs:\n  a: { run: sleep 0.4 }\n  b: { run: sleep 0.4 }\n  c: { run: sleep 0.4 }\n  d: { run: sleep 0.4 }\n")
+        .await;
+    assert_eq!(out.status, Status::Success);
+    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let latest_start = jobs
+        .iter()
+        .filter_map(|j| j.started_at)
+        .max()
+        .expect("start");
+    let earliest_end = jobs
+        .iter()
+        .filter_map(|j| j.finished_at)
+        .min()
+        .expect("end");
+    assert!(
+        latest_start < earliest_end,
+        "all four intervals overlap: {jobs:#?}"
+    );
+}
+
+#[tokio::test]
+async fn needs_order_and_skip_after_failure() {
+    let f = Fixture::new().await;
+    let out = f
+        .run("jobs:\n  first: { run: 'sleep 0.2; exit 1' }\n  second: { needs: first, run: echo no }\n  third: { needs: second, run: echo no }\n  other: { run: echo yes }\n")
+        .await;
+    assert_eq!(Fixture::status(&out, "second"), Status::Skipped);
+    assert_eq!(Fixture::status(&out, "third"), Status::Skipped);
+    assert_eq!(Fixture::status(&out, "other"), Status::Success);
+    let second = out
+        .jobs
+        .iter()
+        .find(|j| j.name == "second")
+        .expect("second");
+    assert_eq!(
+        second.reason.as_deref(),
+        Some("needs `first`, which failed")
+    );
+    let third = out.jobs.iter().find(|j| j.name == "third").expect("third");
+    assert_eq!(
+        third.reason.as_deref(),
+        Some("needs `second`, which is skipped")
+    );
+}
+
+#[tokio::test]
+async fn timeouts_kill_the_step() {
+    let f = Fixture::new().await;
+    let pidfile = f.dir.join("pids");
+    let yaml = format!(
+        "jobs:\n  slow:\n    timeout: 1s\n    run: |\n      sleep 300 & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  step:\n    steps:\n      - run: sleep 300\n        timeout: 300ms\n",
+        p = pidfile.display()
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(Fixture::status(&out, "slow"), Status::Failed);
+    let slow = out.jobs.iter().find(|j| j.name == "slow").expect("slow");
+    assert_eq!(slow.reason.as_deref(), Some("the job timed out after 1s"));
+    let step = out.jobs.iter().find(|j| j.name == "step").expect("step");
+    assert_eq!(
+        step.reason.as_deref(),
+        Some("step 1 `sleep 300` timed out after 300ms")
+    );
+    let pids = pids(&pidfile);
+    assert_eq!(pids.len(), 2);
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived its timed-out step");
+    }
+}
+
+#[tokio::test]
+async fn retries_until_success_and_only_when_asked() {
+    let f = Fixture::new().await;
+    let counter = f.dir.join("count");
+    let yaml = format!(
+        "jobs:\n  flaky:\n    retry: 3\n    run: |\n      echo x >> {c}\n      [ $(wc -l < {c}) -ge 3 ]\n  strict:\n    retry: {{ max: 2, exit_codes: [75] }}\n    run: echo once; exit 4\n",
+        c = counter.display()
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(Fixture::status(&out, "flaky"), Status::Success);
+    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let flaky = jobs.iter().find(|j| j.name == "flaky").expect("flaky");
+    assert_eq!(flaky.attempts, 3);
+    let strict = jobs.iter().find(|j| j.name == "strict").expect("strict");
+    assert_eq!(strict.attempts, 1, "exit code 4 is not in exit_codes");
+    let log = f.log(&out, "flaky").await;
+    assert!(log.contains("ferry: attempt 3 of 4"), "{log}");
+}
+
+#[tokio::test]
+async fn cancel_kills_every_process_and_marks_jobs() {
+    let f = Fixture::new().await;
+    let pidfile = f.dir.join("pids");
+    let yaml = format!(
+        "jobs:\n  long:\n    run: |\n      sleep 300 & echo $! >> {p}\n      (sleep 300; echo never) & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  later:\n    needs: long\n    run: echo never\n",
+        p = pidfile.display()
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let watched = pidfile.clone();
+    tokio::spawn(async move {
+        for _ in 0..200 {
+            if pids(&watched).len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        trigger.cancel();
+    });
+    let out = tokio::time::timeout(Duration::from_secs(20), f.run_with(&yaml, cancel))
+        .await
+        .expect("the run stops promptly");
+    assert_eq!(out.status, Status::Cancelled);
+    assert_eq!(Fixture::status(&out, "long"), Status::Cancelled);
+    assert_eq!(Fixture::status(&out, "later"), Status::Cancelled);
+    let pids = pids(&pidfile);
+    assert_eq!(pids.len(), 3);
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the cancelled run");
+    }
+}
+
+#[tokio::test]
+async fn background_processes_end_with_their_job() {
+    let f = Fixture::new().await;
+    let pidfile = f.dir.join("pids");
+    let yaml = format!(
+        "jobs:\n  leaves:\n    steps:\n      - run: sleep 300 > /dev/null 2>&1 & echo $! >> {p}\n      - run: echo second step still sees it; kill -0 $(cat {p})\n",
+        p = pidfile.display()
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(
+        out.status,
+        Status::Success,
+        "{}",
+        f.log(&out, "leaves").await
+    );
+    for pid in pids(&pidfile) {
+        assert!(!alive(pid), "background process {pid} outlived its job");
+    }
+}
+
+#[tokio::test]
+async fn artifacts_flow_to_jobs_that_need_them() {
+    let f = Fixture::new().await;
+    let yaml = "jobs:
+  build:
+    run: mkdir -p out/sub && echo bin > out/app && echo lib > out/sub/lib.so && echo x > other.txt
+    artifacts: [out/app, \"out/**/*.so\"]
+  package:
+    needs: build
+    run: cat out/app out/sub/lib.so && test ! -e other.txt
+  release:
+    needs: package
+    run: cat out/app
+  missing:
+    run: 'true'
+    artifacts: [nothing/here]
+";
+    let out = f.run(yaml).await;
+    assert_eq!(
+        Fixture::status(&out, "package"),
+        Status::Success,
+        "{}",
+        f.log(&out, "package").await
+    );
+    assert_eq!(f.log(&out, "package").await, "bin\nlib\n");
+    assert_eq!(
+        f.log(&out, "release").await,
+        "bin\n",
+        "artifacts of indirect needs arrive too"
+    );
+    let missing = out
+        .jobs
+        .iter()
+        .find(|j| j.name == "missing")
+        .expect("missing");
+    assert_eq!(missing.status, Status::Failed);
+    assert_eq!(
+        missing.reason.as_deref(),
+        Some("artifact `nothing/here` matched no files")
+    );
+}
+
+#[tokio::test]
+async fn allowed_failures_do_not_fail_the_run() {
+    let f = Fixture::new().await;
+    let out = f
+        .run("jobs:\n  optional:\n    allow_failure: true\n    run: exit 1\n  after:\n    needs: optional\n    run: echo ran\n")
+        .await;
+    assert_eq!(out.status, Status::Success);
+    assert_eq!(Fixture::status(&out, "optional"), Status::Failed);
+    assert_eq!(Fixture::status(&out, "after"), Status::Success);
+}
+
+#[tokio::test]
+async fn junit_reports_are_recorded() {
+    let f = Fixture::new().await;
+    let yaml = r#"jobs:
+  test:
+    run: |
+      mkdir -p reports
+      printf '<testsuite><testcase classname="a" name="one"/><testcase classname="a" name="two"><failure message="2 != 3"/></testcase><testcase name="three"><skipped/></testcase></testsuite>' > reports/a.xml
+      exit 1
+    reports: { junit: "reports/*.xml" }
+"#;
+    let out = f.run(yaml).await;
+    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let tests = jobs[0]
+        .tests
+        .clone()
+        .expect("tests recorded even when the job fails");
+    assert_eq!((tests.passed, tests.failed, tests.skipped), (1, 1, 1));
+    assert_eq!(tests.failures[0].name, "a › two");
+    assert_eq!(tests.failures[0].message, "2 != 3");
+}
+
+#[tokio::test]
+async fn variables_and_interpolation() {
+    let f = Fixture::new().await;
+    let yaml = r#"env:
+  GREETING: hi
+jobs:
+  show:
+    matrix: { n: ["1", "2"] }
+    env:
+      WHO: job-${{ matrix.n }}
+    steps:
+      - run: echo "$GREETING $WHO $FERRY_JOB $FERRY_BRANCH $CI ${{ event.short_sha }} ${{ env.WHO }}"
+        env: { STEP: "${{ FERRY_RUN_NUMBER }}" }
+      - run: echo "step=$STEP attempt=$FERRY_JOB_ATTEMPT"
+        env: { STEP: "two" }
+      - run: pwd
+        working_directory: sub
+"#;
+    std::fs::create_dir_all(f.dir.join("src/sub")).expect("sub");
+    let out = f.run(yaml).await;
+    assert_eq!(out.status, Status::Success);
+    let log = f.log(&out, "show (n=2)").await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "hi job-2 show (n=2) main true 01234567 job-2");
+    assert_eq!(lines[1], "step=two attempt=1");
+    assert!(lines[2].ends_with("/sub"), "{log}");
+}
+
+#[tokio::test]
+async fn workspaces_are_fresh_copies_and_removed() {
+    let f = Fixture::new().await;
+    let yaml = "jobs:\n  a: { run: echo changed > input.txt && rm -f never }\n  b: { needs: a, run: cat input.txt }\n";
+    let out = f.run(yaml).await;
+    assert_eq!(f.log(&out, "b").await, "from the source\n");
+    assert_eq!(
+        std::fs::read_to_string(f.dir.join("src/input.txt")).expect("read"),
+        "from the source\n",
+        "the source is never touched"
+    );
+    assert!(
+        !f.dir.join("work").join(&out.run.id).exists(),
+        "workspaces removed"
+    );
+}
+
+#[tokio::test]
+async fn large_output_is_stored_whole() {
+    let f = Fixture::new().await;
+    let out = f
+        .run("jobs:\n  big:\n    run: yes | head -c 5000000\n")
+        .await;
+    assert_eq!(out.status, Status::Success);
+    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    assert_eq!(jobs[0].log_bytes, 5_000_000);
+    assert_eq!(jobs[0].log_lines, 2_500_000);
+    let reader = f
+        .store
+        .read_log(&out.run.id, &jobs[0].id)
+        .await
+        .expect("log");
+    let mut count = 0;
+    for line in reader {
+        let line = line.expect("line");
+        assert_eq!(line.text, b"y");
+        assert!(line.ts > 0);
+        count += 1;
+    }
+    assert_eq!(count, 2_500_000);
+}
