@@ -246,11 +246,15 @@ pub fn render_plan(plan: &Plan, dirty: bool, color: bool) -> String {
                 format!("  needs: {}", job.needs.join(", "))
             };
             match &job.decision {
-                Decision::Run => out.push_str(&format!(
-                    "  {} {:<width$}{needs}\n",
-                    style::paint("run ", "32", color),
-                    job.name
-                )),
+                Decision::Run => {
+                    let line = format!(
+                        "  {} {:<width$}{needs}",
+                        style::paint("run ", "32", color),
+                        job.name
+                    );
+                    out.push_str(line.trim_end());
+                    out.push('\n');
+                }
                 Decision::Skip { reason } => out.push_str(&format!(
                     "  {} {:<width$}  {}\n",
                     style::paint("skip", "90", color),

@@ -1,0 +1,462 @@
+//! The real `ferry` binary in temporary git repositories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Repo {
+    tmp: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new(pipeline: &str) -> Repo {
+        let repo = Repo {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        };
+        std::fs::create_dir_all(repo.root()).expect("mkdir");
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.write(".ferry.yml", pipeline);
+        repo
+    }
+
+    fn root(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let p = self.root().join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::fs::write(p, content).expect("write");
+    }
+
+    fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.root().join(path)).unwrap_or_default()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.root())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .current_dir(self.root())
+            .env("FERRY_WORK_DIR", self.tmp.path().join("work"))
+            .env_remove("FERRY_DATA_DIR")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn ferry(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run ferry")
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const SIMPLE: &str =
+    "jobs:\n  build:\n    run: echo built\n  test:\n    needs: build\n    run: echo tested\n";
+
+#[test]
+fn lint_valid_and_invalid() {
+    let repo = Repo::new(SIMPLE);
+    let ok = repo.ferry(&["lint"]);
+    assert_eq!(ok.status.code(), Some(0));
+    assert_eq!(stdout(&ok), ".ferry.yml: ok\n");
+
+    repo.write(
+        ".ferry.yml",
+        "jobs:\n  build:\n    runn: make\n  test:\n    needs: [bild]\n    run: x\n",
+    );
+    let bad = repo.ferry(&["lint"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        stderr(&bad),
+        ".ferry.yml:2:3: error: job `build` has nothing to run
+  |
+2 |   build:
+  |   ^^^^^
+  = help: add `run: <command>` or a list of `steps`
+
+.ferry.yml:3:5: error: unknown key `runn` in job `build`
+  |
+3 |     runn: make
+  |     ^^^^
+  = help: did you mean `run`?
+
+.ferry.yml:5:13: error: job `test` needs `bild`, which is not a job
+  |
+5 |     needs: [bild]
+  |             ^^^^
+  = help: did you mean `build`?
+
+3 errors in .ferry.yml
+"
+    );
+    // A file path works too, and JSON output is available for tools.
+    let json = repo.ferry(&["lint", "--json", ".ferry.yml"]);
+    assert_eq!(json.status.code(), Some(2));
+    let diags: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(diags[0]["span"]["start"]["line"], 2);
+}
+
+#[test]
+fn run_succeeds_and_is_recorded() {
+    let repo = Repo::new(SIMPLE);
+    repo.commit("first");
+    let out = repo.ferry(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("build │ built\n"), "{text}");
+    assert!(text.contains("test  │ tested\n"), "{text}");
+    assert!(text.contains("run 1 succeeded"), "{text}");
+    assert!(
+        text.contains("\nJOB    STATUS     DURATION  TESTS\n"),
+        "{text}"
+    );
+
+    let runs = stdout(&repo.ferry(&["runs"]));
+    assert!(
+        runs.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("success") && l.contains("push") && l.contains("main")),
+        "{runs}"
+    );
+    assert_eq!(stdout(&repo.ferry(&["logs", "1", "test"])), "tested\n");
+    let all = stdout(&repo.ferry(&["logs", "last"]));
+    assert_eq!(all, "build │ built\ntest  │ tested\n");
+    let stamped = stdout(&repo.ferry(&["logs", "1", "build", "--timestamps"]));
+    assert!(
+        stamped.ends_with("Z built\n") && stamped.starts_with("20"),
+        "{stamped}"
+    );
+    assert_eq!(repo.ferry(&["logs", "9"]).status.code(), Some(2));
+    assert!(
+        repo.read(".ferry/.gitignore").contains('*'),
+        "the store is kept out of git"
+    );
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]),
+        "",
+        "running leaves the tree clean"
+    );
+}
+
+#[test]
+fn failing_job_exits_1_and_invalid_config_exits_2() {
+    let repo = Repo::new("jobs:\n  bad:\n    run: echo oops; exit 7\n");
+    let out = repo.ferry(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("bad ✗ failed"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("step 1 `echo oops; exit 7` exited with code 7"));
+
+    repo.write(".ferry.yml", "jobs:\n  bad:\n    run: [x\n");
+    let out = repo.ferry(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(".ferry.yml:4:1: error: invalid YAML"),
+        "{}",
+        stderr(&out)
+    );
+    // Nothing half-written: the failed load recorded no run.
+    let runs = stdout(&repo.ferry(&["runs"]));
+    assert_eq!(runs.lines().count(), 2, "only the first run: {runs}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let repo = Repo::new(SIMPLE);
+    let out = repo.ferry(&["run", "--event", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unknown event `nope`"));
+    let out = repo.ferry(&["run", "--job", "tset"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("there is no job `tset` (did you mean `test`?)"),
+        "{}",
+        stderr(&out)
+    );
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let out = repo.ferry(&["run", &elsewhere.path().display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not in a git repository"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(repo.ferry(&["run", "--jobs", "0"]).status.code(), Some(2));
+}
+
+#[test]
+fn dirty_working_tree_is_what_runs() {
+    let repo =
+        Repo::new("jobs:\n  show:\n    run: cat a.txt new.txt; echo changed > a.txt; rm new.txt\n");
+    repo.write("a.txt", "committed\n");
+    repo.write("ignored.log", "secret\n");
+    repo.write(".gitignore", "*.log\n");
+    repo.commit("first");
+    repo.write("a.txt", "uncommitted\n");
+    repo.write("new.txt", "untracked\n");
+    repo.write(".ferry.yml", "jobs:\n  show:\n    run: cat a.txt new.txt; test ! -e ignored.log; echo changed > a.txt; rm new.txt\n");
+    let out = repo.ferry(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("show │ uncommitted\nshow │ untracked\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        repo.read("a.txt"),
+        "uncommitted\n",
+        "the job ran in its own copy"
+    );
+    assert_eq!(repo.read("new.txt"), "untracked\n");
+    let runs = stdout(&repo.ferry(&["runs"]));
+    assert!(runs.contains("+ "), "a dirty run is marked: {runs}");
+}
+
+#[test]
+fn commit_flag_runs_a_committed_revision() {
+    let repo = Repo::new("jobs:\n  show:\n    run: cat a.txt; echo \"$FERRY_COMMIT_SHA\"\n");
+    repo.write("a.txt", "one\n");
+    let first = repo.commit("first");
+    repo.write("a.txt", "two\n");
+    repo.write(".ferry.yml", "jobs:\n  other:\n    run: echo other\n");
+    repo.commit("second");
+    repo.write("a.txt", "dirty\n");
+    let out = repo.ferry(&["run", "--commit", "HEAD~1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("show │ one\nshow │ {first}\n")),
+        "{text}"
+    );
+    let out = repo.ferry(&["run", "--commit", "no-such-ref"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`no-such-ref` is not a commit"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plan_and_dry_run() {
+    let repo = Repo::new(
+        "jobs:\n  build: { run: b }\n  lint: { run: l }\n  test:\n    needs: build\n    matrix: { v: [\"1\", \"2\"] }\n    run: t\n  deploy:\n    needs: test\n    if: event.tag != ''\n    run: d\n",
+    );
+    let sha = repo.commit("c");
+    let out = repo.ferry(&["plan"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Plan for push on branch main at {}
+
+stage 1 — 2 jobs in parallel
+  run  build
+  run  lint
+
+stage 2 — 2 jobs in parallel
+  run  test (v=1)  needs: build
+  run  test (v=2)  needs: build
+
+stage 3
+  skip deploy      skipped: condition `event.tag != ''` is false
+
+4 of 5 jobs will run
+",
+            &sha[..8]
+        )
+    );
+    let tagged = stdout(&repo.ferry(&["run", "--dry-run", "--tag", "v1", "--job", "deploy"]));
+    assert!(
+        tagged.starts_with(&format!("Plan for tag on tag v1 at {}", &sha[..8])),
+        "{tagged}"
+    );
+    assert!(
+        tagged.contains("  run  deploy") && !tagged.contains("lint"),
+        "{tagged}"
+    );
+    assert!(
+        repo.ferry(&["runs"]).stdout.starts_with(b"no runs yet"),
+        "a dry run records nothing"
+    );
+}
+
+#[test]
+fn json_and_quiet_output() {
+    let repo = Repo::new(SIMPLE);
+    let out = repo.ferry(&["run", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect();
+    assert_eq!(
+        events.first().map(|e| e["event"].clone()),
+        Some("run_started".into())
+    );
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some("success".into())
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "output" && e["data"] == "tested\n")
+    );
+
+    let quiet = stdout(&repo.ferry(&["run", "--quiet"]));
+    assert!(!quiet.contains("│"), "{quiet}");
+    assert!(quiet.contains("run 2 succeeded"), "{quiet}");
+}
+
+#[test]
+fn run_one_job_with_its_needs() {
+    let repo = Repo::new(
+        "jobs:\n  a: { run: echo a }\n  b: { needs: a, run: echo b }\n  c: { run: echo c }\n",
+    );
+    let out = stdout(&repo.ferry(&["run", "--job", "b"]));
+    assert!(
+        out.contains("a │ a") && out.contains("b │ b") && !out.contains("c │"),
+        "{out}"
+    );
+}
+
+#[test]
+fn example_pipeline_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "--quiet"])
+        .arg(&root)
+        .env("FERRY_DATA_DIR", tmp.path().join("data"))
+        .env("FERRY_WORK_DIR", tmp.path().join("work"))
+        .output()
+        .expect("ferry");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("2 passed, 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn schema_is_json_schema() {
+    let repo = Repo::new(SIMPLE);
+    let out = repo.ferry(&["schema"]);
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+#[test]
+fn interrupt_stops_everything_and_exits_130() {
+    let repo = Repo::new("");
+    let pidfile = repo.tmp.path().join("pids");
+    repo.write(
+        ".ferry.yml",
+        &format!(
+            "jobs:\n  long:\n    run: |\n      sleep 300 & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  other:\n    run: sleep 300 & echo $! >> {p}; wait\n  after:\n    needs: long\n    run: echo never\n",
+            p = pidfile.display()
+        ),
+    );
+    let mut child = repo
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .lines()
+        .count()
+        < 3
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "steps did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("signal");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("cancelled: long, other, after"), "{text}");
+    assert!(text.contains("run 1 was cancelled"), "{text}");
+    for pid in std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let pid: i32 = pid.parse().expect("pid");
+        assert!(!alive(pid), "process {pid} outlived the run");
+    }
+}

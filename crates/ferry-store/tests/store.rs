@@ -1,0 +1,179 @@
+//! The store's behaviour, written against the public API so that the same suite can
+//! run against every backend (SQLite now; PostgreSQL joins with the server).
+
+use ferry_store::{JobEnd, NewJob, NewRun, Status, Store, TestFailure, TestSummary};
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&tmp.path().join("data")).await.expect("open");
+    (tmp, store)
+}
+
+fn new_run(repo: &str) -> NewRun {
+    NewRun {
+        repository_id: repo.into(),
+        event: "push".into(),
+        git_ref: "refs/heads/main".into(),
+        branch: Some("main".into()),
+        tag: None,
+        commit_sha: "abc".into(),
+        dirty: true,
+        author: "A <a@b>".into(),
+        message: "m".into(),
+        plan: "{}".into(),
+        jobs: vec![
+            NewJob {
+                name: "build".into(),
+                allow_failure: false,
+                skipped: None,
+                steps: vec!["make".into(), "ls".into()],
+            },
+            NewJob {
+                name: "deploy".into(),
+                allow_failure: false,
+                skipped: Some("condition false".into()),
+                steps: vec!["d".into()],
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn runs_are_numbered_per_repository() {
+    let (_t, s) = store().await;
+    let a = s.ensure_repository("/a", "a").await.expect("repo");
+    assert_eq!(
+        s.ensure_repository("/a", "a").await.expect("again"),
+        a,
+        "idempotent"
+    );
+    let b = s.ensure_repository("/b", "b").await.expect("repo");
+    let (r1, _) = s.create_run(&new_run(&a)).await.expect("run");
+    let (r2, _) = s.create_run(&new_run(&a)).await.expect("run");
+    let (rb, _) = s.create_run(&new_run(&b)).await.expect("run");
+    assert_eq!((r1.number, r2.number, rb.number), (1, 2, 1));
+    let listed: Vec<i64> = s
+        .list_runs(&a, 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|r| r.number)
+        .collect();
+    assert_eq!(listed, [2, 1]);
+    assert!(s.run_by_number(&a, 3).await.is_err());
+}
+
+#[tokio::test]
+async fn job_and_step_lifecycle() {
+    let (_t, s) = store().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    assert_eq!(run.status, Status::Queued);
+    assert!(run.dirty);
+    let jobs = s.jobs(&run.id).await.expect("jobs");
+    assert_eq!(jobs[1].status, Status::Skipped);
+    assert_eq!(jobs[1].reason.as_deref(), Some("condition false"));
+
+    s.start_run(&run.id).await.expect("start");
+    s.start_job(&ids[0], 1).await.expect("job");
+    s.start_step(&ids[0], 0, 1).await.expect("step");
+    s.finish_step(&ids[0], 0, Status::Failed, Some(2))
+        .await
+        .expect("step");
+    let tests = TestSummary {
+        passed: 3,
+        failed: 1,
+        skipped: 0,
+        failures: vec![TestFailure {
+            name: "a › b".into(),
+            message: "boom".into(),
+        }],
+    };
+    s.finish_job(
+        &ids[0],
+        &JobEnd {
+            status: Status::Failed,
+            reason: Some("step 1 failed".into()),
+            exit_code: Some(2),
+            attempts: 1,
+            log_bytes: 10,
+            log_lines: 2,
+            tests: Some(tests.clone()),
+        },
+    )
+    .await
+    .expect("finish");
+    s.finish_run(&run.id, Status::Failed, None)
+        .await
+        .expect("finish run");
+
+    let job = &s.jobs(&run.id).await.expect("jobs")[0];
+    assert_eq!(job.status, Status::Failed);
+    assert_eq!(job.tests, Some(tests));
+    assert!(job.started_at.is_some() && job.finished_at.is_some());
+    let steps = s.steps(&ids[0]).await.expect("steps");
+    assert_eq!(steps[0].exit_code, Some(2));
+    assert_eq!(
+        steps[1].status,
+        Status::Skipped,
+        "a step never reached is skipped"
+    );
+    let run = s.run_by_number(&repo, 1).await.expect("run");
+    assert_eq!(run.status, Status::Failed);
+    assert_eq!(s.run_plan(&run.id).await.expect("plan"), "{}");
+}
+
+#[tokio::test]
+async fn logs_keep_bytes_lines_and_times() {
+    let (_t, s) = store().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    let mut w = s.log_writer(&run.id, &ids[0]).expect("writer");
+    w.write(b"one\ntw").expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    w.write(b"o\nthree").expect("write");
+    assert_eq!((w.bytes(), w.lines()), (13, 3));
+    let index = w.take_index();
+    assert_eq!(index.len(), 2);
+    s.save_log_index(&ids[0], &index).await.expect("index");
+    s.save_log_index(&ids[0], &index)
+        .await
+        .expect("saving twice is harmless");
+    let lines: Vec<_> = s
+        .read_log(&run.id, &ids[0])
+        .await
+        .expect("read")
+        .map(|l| l.expect("line"))
+        .collect();
+    let texts: Vec<&[u8]> = lines.iter().map(|l| l.text.as_slice()).collect();
+    assert_eq!(texts, [b"one".as_slice(), b"two", b"three"]);
+    assert_eq!(lines[0].ts, index[0].ts);
+    assert_eq!(
+        lines[1].ts, index[0].ts,
+        "a line's time is when its first byte arrived"
+    );
+    assert_eq!(lines[2].ts, index[1].ts);
+    assert_eq!(
+        lines.iter().map(|l| l.number).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    // A job that wrote nothing has an empty log.
+    assert_eq!(s.read_log(&run.id, &ids[1]).await.expect("read").count(), 0);
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let repo;
+    {
+        let s = Store::open(&dir).await.expect("open");
+        repo = s.ensure_repository("/a", "a").await.expect("repo");
+        s.create_run(&new_run(&repo)).await.expect("run");
+        s.close().await;
+    }
+    let s = Store::open(&dir)
+        .await
+        .expect("reopen applies no migration twice");
+    assert_eq!(s.list_runs(&repo, 5).await.expect("list").len(), 1);
+}
