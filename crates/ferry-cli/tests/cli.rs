@@ -417,7 +417,7 @@ fn interrupt_stops_everything_and_exits_130() {
             p = pidfile.display()
         ),
     );
-    let mut child = repo
+    let child = repo
         .command(&["run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
