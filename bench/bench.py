@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Ferry's benchmarks: each runs Ferry and a baseline side by side, in one run, on the
+same machine, and prints the ratio. No network, no Docker. Usage: bench/run.sh [name...]
+
+  steps    100 sequential `true` steps vs the same 100 commands forked by one `sh`
+  startup  `ferry run` of a one-step pipeline vs `sh -c true`
+  logs     a step printing 100 MB vs the same command redirected to a file; the store's
+           growth; `ferry runs` / `ferry logs` / the next run before and after
+  memory   peak RSS of `ferry run` in all of the above (reported with each)
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+FERRY = os.environ.get("FERRY_BIN") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR", "target"), "release", "ferry"
+)
+
+
+def run(cmd, cwd=None, env=None, stdout=subprocess.DEVNULL):
+    """Runs a command; returns (seconds, peak RSS in KiB of the process tree's largest)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
+    if proc.stderr:
+        proc.stderr.close()
+    return elapsed, usage.ru_maxrss
+
+
+def median_time(cmd, reps, **kw):
+    times, rss = [], 0
+    for _ in range(reps):
+        t, m = run(cmd, **kw)
+        times.append(t)
+        rss = max(rss, m)
+    return statistics.median(times), rss
+
+
+class Repo:
+    """A scratch git repository with a pipeline, its store and work dirs in /tmp."""
+
+    def __init__(self, pipeline):
+        self.tmp = tempfile.mkdtemp(prefix="ferry-bench-")
+        self.dir = os.path.join(self.tmp, "repo")
+        os.makedirs(self.dir)
+        self.env = dict(os.environ, FERRY_DATA_DIR=os.path.join(self.tmp, "data"),
+                        FERRY_WORK_DIR=os.path.join(self.tmp, "work"), NO_COLOR="1")
+        git = ["git", "-C", self.dir, "-c", "user.name=b", "-c", "user.email=b@b"]
+        subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+        with open(os.path.join(self.dir, ".ferry.yml"), "w") as f:
+            f.write(pipeline)
+        subprocess.run(git + ["add", "-A"], check=True)
+        subprocess.run(git + ["commit", "-qm", "bench"], check=True)
+
+    def ferry(self, *args, stdout=subprocess.DEVNULL):
+        return run([FERRY, *args], cwd=self.dir, env=self.env, stdout=stdout)
+
+    def ferry_median(self, reps, *args):
+        return median_time([FERRY, *args], reps, cwd=self.dir, env=self.env)
+
+    def data_size(self):
+        total = 0
+        for root, _, files in os.walk(os.path.join(self.tmp, "data")):
+            for f in files:
+                total += os.path.getsize(os.path.join(root, f))
+        return total
+
+    def close(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def ms(s):
+    return f"{s * 1000:.1f} ms"
+
+
+def bench_startup():
+    repo = Repo("jobs:\n  one:\n    run: 'true'\n")
+    repo.ferry("run", "--quiet")  # warm the store (first run creates it)
+    base, _ = median_time(["sh", "-c", "true"], 30)
+    ferry, rss = repo.ferry_median(30, "run", "--quiet")
+    repo.close()
+    print(f"startup   ferry run (1 step) {ms(ferry)}   sh -c true {ms(base)}   "
+          f"ratio {ferry / base:.1f}x   goal < 15 ms: {'met' if ferry < 0.015 else 'NOT met'}   peak RSS {rss / 1024:.1f} MiB")
+    return rss
+
+
+def bench_steps():
+    steps = "".join("      - run: 'true'\n" for _ in range(100))
+    repo = Repo("jobs:\n  many:\n    steps:\n" + steps)
+    one = Repo("jobs:\n  one:\n    steps:\n      - run: 'true'\n")
+    script = "; ".join(["/bin/true"] * 100)
+    repo.ferry("run", "--quiet")
+    one.ferry("run", "--quiet")
+    base, _ = median_time(["sh", "-c", script], 15)
+    ferry, rss = repo.ferry_median(15, "run", "--quiet")
+    ferry1, _ = one.ferry_median(15, "run", "--quiet")
+    repo.close()
+    one.close()
+    per_step = (ferry - ferry1) / 99
+    base_per = base / 100
+    overhead = per_step - base_per
+    print(f"steps     100 steps {ms(ferry)}   sh with 100 forks {ms(base)}   ratio {ferry / base:.2f}x   "
+          f"per step {per_step * 1000:.3f} ms vs {base_per * 1000:.3f} ms -> overhead {overhead * 1000:.3f} ms/step "
+          f"(goal <= 0.5 ms: {'met' if overhead <= 0.0005 else 'NOT met'})   peak RSS {rss / 1024:.1f} MiB")
+    return rss
+
+
+def bench_logs():
+    size = int(os.environ.get("FERRY_BENCH_LOG_BYTES", 100_000_000))
+    cmd = f"yes | head -c {size}"
+    repo = Repo(f"jobs:\n  loud:\n    run: {cmd}\n")
+    small = Repo("jobs:\n  quiet:\n    run: echo hi\n")
+    out = os.path.join(repo.tmp, "baseline.log")
+    # Later commands, timed before the big logs exist and after.
+    before_runs, _ = median_time([FERRY, "runs"], 10, cwd=repo.dir, env=repo.env)
+    size_before = repo.data_size()
+    base_times, ferry_times, rss = [], [], 0
+    for _ in range(3):
+        t, _ = run(["sh", "-c", f"{cmd} > {out}"])
+        base_times.append(t)
+        t, m = repo.ferry("run", "--quiet")
+        ferry_times.append(t)
+        rss = max(rss, m)
+    base, ferry = statistics.median(base_times), statistics.median(ferry_times)
+    growth = (repo.data_size() - size_before) / 3
+    after_runs, _ = median_time([FERRY, "runs"], 10, cwd=repo.dir, env=repo.env)
+    logs_time, _ = run([FERRY, "logs", "1", "loud"], cwd=repo.dir, env=repo.env)
+    cat_time, _ = run(["cat", out])
+    # The next run of a small pipeline in the same store, before and after.
+    t_small, _ = median_time([FERRY, "run", "--quiet"], 10, cwd=small.dir, env=small.env)
+    small.env["FERRY_DATA_DIR"] = repo.env["FERRY_DATA_DIR"]
+    t_small_after, _ = median_time([FERRY, "run", "--quiet"], 10, cwd=small.dir, env=small.env)
+    verbose, _ = repo.ferry("run")
+    repo.close()
+    small.close()
+    print(f"logs      {size / 1e6:.0f} MB: ferry run --quiet {ms(ferry)}   redirect to file {ms(base)}   "
+          f"ratio {ferry / base:.2f}x (goal <= 1.2x)   with live output to /dev/null {ms(verbose)} ({verbose / base:.2f}x)")
+    print(f"          store growth per run {growth / 1e6:.1f} MB for a {size / 1e6:.0f} MB log "
+          f"({growth / size:.3f}x)   peak RSS {rss / 1024:.1f} MiB (goal <= 30 MiB)")
+    print(f"          ferry runs: {ms(before_runs)} before, {ms(after_runs)} after   "
+          f"ferry logs (whole log): {ms(logs_time)} vs cat {ms(cat_time)}   "
+          f"next small run: {ms(t_small)} in a fresh store, {ms(t_small_after)} in the big one")
+    return rss
+
+
+def main():
+    if not os.path.exists(FERRY):
+        sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
+    names = sys.argv[1:] or ["startup", "steps", "logs"]
+    print(f"ferry binary: {FERRY}; machine: {os.cpu_count()} CPUs")
+    peaks = []
+    for name in names:
+        peaks.append({"startup": bench_startup, "steps": bench_steps, "logs": bench_logs}[name]())
+    print(f"memory    peak RSS of ferry run across these: {max(peaks) / 1024:.1f} MiB (goal <= 30 MiB)")
+
+
+if __name__ == "__main__":
+    main()
