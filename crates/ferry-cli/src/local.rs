@@ -38,7 +38,11 @@ pub fn data_dir(root: &Path, args: &StoreArgs) -> PathBuf {
 }
 
 pub async fn open(dir: &Path, args: &StoreArgs) -> Result<Local, Failure> {
-    let root = repo_root(dir).await?;
+    open_root(repo_root(dir).await?, args).await
+}
+
+/// Opens the store of the repository whose root is `root`.
+pub async fn open_root(root: PathBuf, args: &StoreArgs) -> Result<Local, Failure> {
     let data = data_dir(&root, args);
     let fresh = !data.exists();
     let store = Store::open(&data).await.map_err(|e| {

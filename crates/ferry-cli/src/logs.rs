@@ -1,6 +1,6 @@
 //! `ferry runs` and `ferry logs`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 
 use ferry_store::Status;
 
@@ -155,26 +155,82 @@ pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
         } else {
             String::new()
         };
-        let reader = local.store.read_log(&run.id, &job.id).await?;
-        for line in reader {
-            let line = line.map_err(|e| Failure::failed(format!("cannot read the log: {e}")))?;
-            let stamp = if args.timestamps {
-                chrono::DateTime::from_timestamp_millis(line.ts)
-                    .map(|t| format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
-            let ok = out.write_all(prefix.as_bytes()).is_ok()
-                && out.write_all(stamp.as_bytes()).is_ok()
-                && out.write_all(&line.text).is_ok()
-                && out.write_all(b"\n").is_ok();
-            if !ok {
+        let written = if args.timestamps {
+            let reader = local.store.read_log(&run.id, &job.id).await?;
+            write_stamped(reader, prefix.as_bytes(), &mut out)
+        } else {
+            // Without timestamps the index is not needed: stream the file in big chunks.
+            match std::fs::File::open(local.store.log_path(&run.id, &job.id)) {
+                Ok(file) => write_prefixed(file, prefix.as_bytes(), &mut out),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => return Err(Failure::failed(format!("cannot read the log: {e}"))),
+            }
+        };
+        if let Err(e) = written {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
                 // The reader went away (e.g. `| head`): stop quietly.
                 return Ok(exit::OK);
             }
+            return Err(Failure::failed(format!("cannot show the log: {e}")));
         }
     }
     let _ = out.flush();
     Ok(exit::OK)
+}
+
+/// Copies a log, putting `prefix` before every line (and ending an unfinished last line).
+fn write_prefixed(mut log: impl Read, prefix: &[u8], out: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at_line_start = true;
+    loop {
+        let n = log.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if prefix.is_empty() {
+            out.write_all(chunk)?;
+            at_line_start = chunk.last() == Some(&b'\n');
+            continue;
+        }
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            if at_line_start {
+                out.write_all(prefix)?;
+            }
+            out.write_all(&chunk[start..=nl])?;
+            start = nl + 1;
+            at_line_start = true;
+        }
+        if start < chunk.len() {
+            if at_line_start {
+                out.write_all(prefix)?;
+            }
+            out.write_all(&chunk[start..])?;
+            at_line_start = false;
+        }
+    }
+    if !at_line_start {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Writes each line with its prefix and the time it was written.
+fn write_stamped(
+    reader: ferry_store::LogReader,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    for line in reader {
+        let line = line?;
+        let stamp = chrono::DateTime::from_timestamp_millis(line.ts)
+            .map(|t| format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
+            .unwrap_or_default();
+        out.write_all(prefix)?;
+        out.write_all(stamp.as_bytes())?;
+        out.write_all(&line.text)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }

@@ -115,23 +115,23 @@ impl Terminal {
         }
     }
 
-    /// Appends complete lines of `data` (with the job's prefix) to `out`.
+    /// Appends complete lines of `data` (with the job's prefix) to `out`; keeps an
+    /// unfinished last line in `partial` for the next chunk.
     fn lines(&self, job: &str, partial: &mut Vec<u8>, data: &[u8], out: &mut Vec<u8>) {
-        let prefix = self.prefix(job);
-        let sep = style::paint("│", "90", self.color);
-        let mut rest = data;
-        while let Some(nl) = memchr_newline(rest) {
-            out.extend_from_slice(prefix.as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(sep.as_bytes());
-            out.push(b' ');
+        let mut head = self.prefix(job).into_bytes();
+        head.push(b' ');
+        head.extend_from_slice(style::paint("│", "90", self.color).as_bytes());
+        head.push(b' ');
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', data) {
+            out.extend_from_slice(&head);
             if !partial.is_empty() {
                 out.append(partial);
             }
-            out.extend_from_slice(&rest[..=nl]);
-            rest = &rest[nl + 1..];
+            out.extend_from_slice(&data[start..=nl]);
+            start = nl + 1;
         }
-        partial.extend_from_slice(rest);
+        partial.extend_from_slice(&data[start..]);
     }
 
     /// Stops the status line (before the summary is printed).
@@ -140,10 +140,6 @@ impl Terminal {
             bar.finish_and_clear();
         }
     }
-}
-
-fn memchr_newline(s: &[u8]) -> Option<usize> {
-    s.iter().position(|b| *b == b'\n')
 }
 
 impl EventSink for Terminal {

@@ -49,8 +49,7 @@ fn project_prefix(root: &Path, dir: &Path) -> PathBuf {
     PathBuf::new()
 }
 
-async fn prepare(args: &RunArgs) -> Result<Prepared, Failure> {
-    let root = local::repo_root(&args.dir).await?;
+async fn prepare(args: &RunArgs, root: PathBuf) -> Result<Prepared, Failure> {
     let prefix = project_prefix(&root, &args.dir);
     let kind = match &args.event {
         Some(e) => EventKind::parse(e).ok_or_else(|| {
@@ -181,7 +180,8 @@ fn display_path(p: &Path) -> String {
 }
 
 pub async fn plan(args: RunArgs) -> Result<u8, Failure> {
-    let prepared = prepare(&args).await?;
+    let root = local::repo_root(&args.dir).await?;
+    let prepared = prepare(&args, root).await?;
     if let Some(dir) = &prepared.export {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -273,10 +273,11 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     if args.dry_run {
         return plan(args).await;
     }
-    let (prepared, opened) = tokio::join!(prepare(&args), async {
-        let root = local::repo_root(&args.dir).await?;
-        local::open(&root, &args.store).await
-    });
+    let root = local::repo_root(&args.dir).await?;
+    let (prepared, opened) = tokio::join!(
+        prepare(&args, root.clone()),
+        local::open_root(root.clone(), &args.store)
+    );
     let prepared = prepared?;
     let local = match opened {
         Ok(l) => l,

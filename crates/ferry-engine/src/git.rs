@@ -62,46 +62,40 @@ pub async fn toplevel(dir: &Path) -> Result<PathBuf, String> {
     Ok(PathBuf::from(text(out)))
 }
 
-/// Resolves `rev` to a commit and describes it.
+/// Resolves `rev` to a commit and describes it, in one `git log` call.
 pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
-    let spec = format!("{rev}^{{commit}}");
-    let sha = text(
-        git(
-            root,
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                "--end-of-options",
-                &spec,
-            ],
-        )
-        .await
-        .map_err(|_| format!("`{rev}` is not a commit in {}", root.display()))?,
-    );
-    if sha.is_empty() {
-        return Err(format!("`{rev}` is not a commit in {}", root.display()));
+    let not_a_commit = || format!("`{rev}` is not a commit in {}", root.display());
+    if rev.starts_with('-') {
+        return Err(not_a_commit());
     }
+    let spec = format!("{rev}^{{commit}}");
     let out = git(
         root,
         &[
             "log",
             "-1",
             "-z",
-            "--format=%an <%ae>%x00%B%x00",
+            "--format=%H%x00%an <%ae>%x00%B%x00",
             "--name-only",
             "--no-renames",
-            &sha,
+            &spec,
+            "--",
         ],
     )
-    .await?;
+    .await
+    .map_err(|_| not_a_commit())?;
     let mut parts = out.split(|b| *b == 0);
+    let sha = String::from_utf8_lossy(parts.next().unwrap_or_default())
+        .trim()
+        .to_string();
+    if sha.len() < 40 {
+        return Err(not_a_commit());
+    }
     let author = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
     let message = String::from_utf8_lossy(parts.next().unwrap_or_default())
         .trim()
         .to_string();
     let changed_files = parts
-        .filter(|s| !s.is_empty())
         .map(|s| {
             String::from_utf8_lossy(s)
                 .trim_start_matches('\n')
@@ -117,27 +111,41 @@ pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
     })
 }
 
-/// The working tree at `root`: its HEAD ref and uncommitted changes.
+/// The working tree at `root`: its HEAD ref and uncommitted changes, in one call.
 pub async fn working_tree(root: &Path) -> Result<WorkingTree, String> {
-    let (head, status) = tokio::join!(
-        git(root, &["symbolic-ref", "-q", "HEAD"]),
-        git(
-            root,
-            &[
-                "status",
-                "--porcelain=v1",
-                "-z",
-                "--untracked-files=all",
-                "--no-renames"
-            ]
-        ),
-    );
-    let head_ref = head.map(text).unwrap_or_else(|_| "HEAD".to_string());
-    let status = status?;
-    let changed_files: Vec<String> = split_z(&status)
-        .into_iter()
-        .filter_map(|entry| entry.get(3..).map(str::to_string))
-        .collect();
+    let status = git(
+        root,
+        &[
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+        ],
+    )
+    .await?;
+    let mut head_ref = "HEAD".to_string();
+    let mut changed_files = Vec::new();
+    for entry in split_z(&status) {
+        let mut fields = entry.splitn(2, ' ');
+        let kind = fields.next().unwrap_or("");
+        let rest = fields.next().unwrap_or("");
+        match kind {
+            "#" => {
+                if let Some(branch) = rest.strip_prefix("branch.head ")
+                    && branch != "(detached)"
+                {
+                    head_ref = format!("refs/heads/{branch}");
+                }
+            }
+            // Ordinary changes: 8 fields before the path; unmerged: 10.
+            "1" => changed_files.extend(rest.splitn(8, ' ').nth(7).map(str::to_string)),
+            "u" => changed_files.extend(rest.splitn(10, ' ').nth(9).map(str::to_string)),
+            "?" => changed_files.push(rest.to_string()),
+            _ => {}
+        }
+    }
     Ok(WorkingTree {
         root: root.to_path_buf(),
         head_ref,

@@ -10,7 +10,9 @@ use ferry_config::duration::format_duration;
 use ferry_config::expr;
 use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
 use ferry_plan::{Plan, PlanJob};
-use ferry_store::{JobEnd, LogWriter, NewJob, NewRun, Run, Status, Store, TestSummary};
+use ferry_store::{
+    JobEnd, LogWriter, NewJob, NewRun, Run, Status, Store, TestSummary, Write, Writer,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +73,8 @@ pub struct RunOutcome {
 /// Everything a job task needs, shared by the jobs of one run.
 struct RunCtx {
     store: Store,
+    /// State changes go through the batching writer: the engine never waits on the DB.
+    writer: Writer,
     executor: Arc<dyn Executor>,
     plan: Plan,
     run: Run,
@@ -157,7 +161,8 @@ impl Engine {
         let started = Instant::now();
         let work_dir = self.config.work_root.join(&run.id);
         let artifacts_dir = self.store.data_dir().join("artifacts").join(&run.id);
-        self.store.start_run(&run.id).await?;
+        let writer = self.store.writer();
+        writer.send(Write::start_run(&run.id));
         sink.event(&EngineEvent::RunStarted {
             run_id: &run.id,
             number: run.number,
@@ -165,6 +170,7 @@ impl Engine {
         });
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
+            writer,
             executor: self.executor.clone(),
             plan,
             run,
@@ -291,7 +297,9 @@ impl Engine {
         } else {
             Status::Success
         };
-        self.store.finish_run(&ctx.run.id, status, None).await?;
+        ctx.writer
+            .send(Write::finish_run(&ctx.run.id, status, None));
+        ctx.writer.flush().await?;
         ctx.sink.event(&EngineEvent::RunFinished {
             status,
             duration_ms: started.elapsed().as_millis() as u64,
@@ -317,20 +325,18 @@ impl Engine {
         reason: &str,
     ) -> ferry_store::Result<()> {
         let job = &ctx.plan.jobs[i];
-        self.store
-            .finish_job(
-                &ctx.job_ids[i],
-                &JobEnd {
-                    status,
-                    reason: Some(reason.to_string()),
-                    exit_code: None,
-                    attempts: 0,
-                    log_bytes: 0,
-                    log_lines: 0,
-                    tests: None,
-                },
-            )
-            .await?;
+        ctx.writer.send(Write::finish_job(
+            &ctx.job_ids[i],
+            JobEnd {
+                status,
+                reason: Some(reason.to_string()),
+                exit_code: None,
+                attempts: 0,
+                log_bytes: 0,
+                log_lines: 0,
+                tests: None,
+            },
+        ));
         ctx.sink.event(&EngineEvent::JobFinished {
             job: &job.name,
             status,
@@ -400,7 +406,7 @@ async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) {
     let mut tests: Option<TestSummary>;
     let result = loop {
         attempt += 1;
-        let _ = ctx.store.start_job(job_id, attempt as i64).await;
+        ctx.writer.send(Write::start_job(job_id, attempt as i64));
         ctx.sink.event(&EngineEvent::JobStarted {
             job: &job.name,
             attempt,
@@ -443,7 +449,10 @@ async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) {
         }
     };
     let index = log.take_index();
-    let _ = ctx.store.save_log_index(job_id, &index).await;
+    ctx.writer.send(Write::LogIndex {
+        job_id: job_id.clone(),
+        entries: index,
+    });
     let (status, reason, exit) = match result {
         Attempt::Success => (Status::Success, None, Some(0)),
         Attempt::Failed {
@@ -482,21 +491,18 @@ async fn finish(
         (Status::Failed, true, Some(r)) => Some(format!("{r} (failure allowed)")),
         (_, _, r) => r,
     };
-    let _ = ctx
-        .store
-        .finish_job(
-            &ctx.job_ids[i],
-            &JobEnd {
-                status,
-                reason: reason.clone(),
-                exit_code: exit.map(i64::from),
-                attempts: attempts as i64,
-                log_bytes: log.map(|l| l.bytes()).unwrap_or(0),
-                log_lines: log.map(|l| l.lines()).unwrap_or(0),
-                tests: tests.clone(),
-            },
-        )
-        .await;
+    ctx.writer.send(Write::finish_job(
+        &ctx.job_ids[i],
+        JobEnd {
+            status,
+            reason: reason.clone(),
+            exit_code: exit.map(i64::from),
+            attempts: attempts as i64,
+            log_bytes: log.map(|l| l.bytes()).unwrap_or(0),
+            log_lines: log.map(|l| l.lines()).unwrap_or(0),
+            tests: tests.clone(),
+        },
+    ));
     ctx.sink.event(&EngineEvent::JobFinished {
         job: &job.name,
         status,
@@ -695,7 +701,8 @@ async fn run_steps(
             return Attempt::Cancelled;
         }
         let name = step.display_name();
-        let _ = ctx.store.start_step(job_id, s as i64, attempt as i64).await;
+        ctx.writer
+            .send(Write::start_step(job_id, s as i64, attempt as i64));
         ctx.sink.event(&EngineEvent::StepStarted {
             job: &job.name,
             step: s,
@@ -760,12 +767,19 @@ async fn run_steps(
             StepOutcome::Cancelled => (Status::Cancelled, None),
             StepOutcome::TimedOut(_) | StepOutcome::Error(_) => (Status::Failed, None),
         };
-        let _ = ctx
-            .store
-            .finish_step(job_id, s as i64, status, exit.map(i64::from))
-            .await;
-        let index = out.log.take_index();
-        let _ = ctx.store.save_log_index(job_id, &index).await;
+        ctx.writer.send(Write::finish_step(
+            job_id,
+            s as i64,
+            status,
+            exit.map(i64::from),
+        ));
+        let entries = out.log.take_index();
+        if !entries.is_empty() {
+            ctx.writer.send(Write::LogIndex {
+                job_id: job_id.clone(),
+                entries,
+            });
+        }
         ctx.sink.event(&EngineEvent::StepFinished {
             job: &job.name,
             step: s,

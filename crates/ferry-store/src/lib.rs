@@ -13,6 +13,7 @@ mod logs;
 mod migrate;
 mod model;
 mod runs;
+mod writes;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;
+pub use writes::{Write, Writer};
 
 pub type Result<T> = std::result::Result<T, Error>;
 

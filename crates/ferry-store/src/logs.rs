@@ -145,39 +145,6 @@ impl Store {
         })
     }
 
-    /// Saves index entries in one transaction.
-    pub async fn save_log_index(&self, job_id: &str, entries: &[LogIndexEntry]) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        // Multi-row inserts, within SQLite's limit on bound parameters.
-        for chunk in entries.chunks(200) {
-            let mut sql = String::from(
-                "INSERT INTO log_chunks (job_id, byte_offset, first_line, ts) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                let b = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-            }
-            sql.push_str(" ON CONFLICT (job_id, byte_offset) DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for e in chunk {
-                q = q
-                    .bind(job_id)
-                    .bind(e.byte_offset)
-                    .bind(e.first_line)
-                    .bind(e.ts);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// A reader over a job's log; an empty reader if the job wrote nothing.
     pub async fn read_log(&self, run_id: &str, job_id: &str) -> Result<LogReader> {
         let rows = sqlx::query(

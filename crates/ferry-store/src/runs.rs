@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::{Error, Job, JobEnd, NewRun, Result, Run, Status, Step, Store, TestSummary, now_ms};
+use crate::{Error, Job, NewRun, Result, Run, Status, Step, Store, TestSummary, now_ms};
 
 fn status(row: &SqliteRow, col: &str) -> Result<Status> {
     let s: String = row.try_get(col)?;
@@ -164,129 +164,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok((run, job_ids))
-    }
-
-    pub async fn start_run(&self, run_id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET status = $1, started_at = $2 WHERE id = $3")
-            .bind(Status::Running.as_str())
-            .bind(now_ms())
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn finish_run(
-        &self,
-        run_id: &str,
-        status: Status,
-        error: Option<&str>,
-    ) -> Result<()> {
-        sqlx::query("UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE id = $4")
-            .bind(status.as_str())
-            .bind(now_ms())
-            .bind(error)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn start_job(&self, job_id: &str, attempt: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET status = $1, started_at = COALESCE(started_at, $2), attempts = $3 WHERE id = $4",
-        )
-        .bind(Status::Running.as_str())
-        .bind(now_ms())
-        .bind(attempt)
-        .bind(job_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Marks a job finished; steps still queued or running take the job's end state.
-    pub async fn finish_job(&self, job_id: &str, end: &JobEnd) -> Result<()> {
-        let now = now_ms();
-        let failures = match &end.tests {
-            Some(t) => Some(
-                serde_json::to_string(&t.failures).map_err(|e| Error::Corrupt(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET status = $1, reason = COALESCE($2, reason), exit_code = $3, attempts = $4, \
-             finished_at = $5, started_at = CASE WHEN $1 = 'skipped' THEN started_at ELSE COALESCE(started_at, $5) END, \
-             log_bytes = $6, log_lines = $7, \
-             tests_passed = $8, tests_failed = $9, tests_skipped = $10, test_failures = $11 WHERE id = $12",
-        )
-        .bind(end.status.as_str())
-        .bind(&end.reason)
-        .bind(end.exit_code)
-        .bind(end.attempts)
-        .bind(now)
-        .bind(end.log_bytes)
-        .bind(end.log_lines)
-        .bind(end.tests.as_ref().map(|t| t.passed))
-        .bind(end.tests.as_ref().map(|t| t.failed))
-        .bind(end.tests.as_ref().map(|t| t.skipped))
-        .bind(failures)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        // A step still running takes the job's end state; steps never reached are skipped
-        // (or cancelled, when the whole job was).
-        let unreached = match end.status {
-            Status::Cancelled => Status::Cancelled,
-            _ => Status::Skipped,
-        };
-        sqlx::query(
-            "UPDATE steps SET status = CASE WHEN status = 'running' THEN $1 ELSE $2 END \
-             WHERE job_id = $3 AND status IN ('queued', 'running')",
-        )
-        .bind(end.status.as_str())
-        .bind(unreached.as_str())
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn start_step(&self, job_id: &str, position: i64, attempt: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE steps SET status = $1, started_at = $2, finished_at = NULL, exit_code = NULL, attempt = $3 \
-             WHERE job_id = $4 AND position = $5",
-        )
-        .bind(Status::Running.as_str())
-        .bind(now_ms())
-        .bind(attempt)
-        .bind(job_id)
-        .bind(position)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub async fn finish_step(
-        &self,
-        job_id: &str,
-        position: i64,
-        status: Status,
-        exit_code: Option<i64>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE steps SET status = $1, exit_code = $2, finished_at = $3 WHERE job_id = $4 AND position = $5",
-        )
-        .bind(status.as_str())
-        .bind(exit_code)
-        .bind(now_ms())
-        .bind(job_id)
-        .bind(position)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Runs of a repository, newest first.

@@ -1,7 +1,7 @@
 //! The store's behaviour, written against the public API so that the same suite can
 //! run against every backend (SQLite now; PostgreSQL joins with the server).
 
-use ferry_store::{JobEnd, NewJob, NewRun, Status, Store, TestFailure, TestSummary};
+use ferry_store::{JobEnd, NewJob, NewRun, Status, Store, TestFailure, TestSummary, Write};
 
 async fn store() -> (tempfile::TempDir, Store) {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -74,12 +74,14 @@ async fn job_and_step_lifecycle() {
     assert_eq!(jobs[1].status, Status::Skipped);
     assert_eq!(jobs[1].reason.as_deref(), Some("condition false"));
 
-    s.start_run(&run.id).await.expect("start");
-    s.start_job(&ids[0], 1).await.expect("job");
-    s.start_step(&ids[0], 0, 1).await.expect("step");
-    s.finish_step(&ids[0], 0, Status::Failed, Some(2))
-        .await
-        .expect("step");
+    s.apply(&[
+        Write::start_run(&run.id),
+        Write::start_job(&ids[0], 1),
+        Write::start_step(&ids[0], 0, 1),
+        Write::finish_step(&ids[0], 0, Status::Failed, Some(2)),
+    ])
+    .await
+    .expect("start");
     let tests = TestSummary {
         passed: 3,
         failed: 1,
@@ -89,9 +91,9 @@ async fn job_and_step_lifecycle() {
             message: "boom".into(),
         }],
     };
-    s.finish_job(
+    s.write(Write::finish_job(
         &ids[0],
-        &JobEnd {
+        JobEnd {
             status: Status::Failed,
             reason: Some("step 1 failed".into()),
             exit_code: Some(2),
@@ -100,10 +102,10 @@ async fn job_and_step_lifecycle() {
             log_lines: 2,
             tests: Some(tests.clone()),
         },
-    )
+    ))
     .await
     .expect("finish");
-    s.finish_run(&run.id, Status::Failed, None)
+    s.write(Write::finish_run(&run.id, Status::Failed, None))
         .await
         .expect("finish run");
 
@@ -135,10 +137,12 @@ async fn logs_keep_bytes_lines_and_times() {
     assert_eq!((w.bytes(), w.lines()), (13, 3));
     let index = w.take_index();
     assert_eq!(index.len(), 2);
-    s.save_log_index(&ids[0], &index).await.expect("index");
-    s.save_log_index(&ids[0], &index)
-        .await
-        .expect("saving twice is harmless");
+    let save = || Write::LogIndex {
+        job_id: ids[0].clone(),
+        entries: index.clone(),
+    };
+    s.write(save()).await.expect("index");
+    s.write(save()).await.expect("saving twice is harmless");
     let lines: Vec<_> = s
         .read_log(&run.id, &ids[0])
         .await
@@ -176,4 +180,43 @@ async fn reopening_keeps_everything() {
         .await
         .expect("reopen applies no migration twice");
     assert_eq!(s.list_runs(&repo, 5).await.expect("list").len(), 1);
+}
+
+#[tokio::test]
+async fn the_writer_batches_in_order_and_reports_failures() {
+    let (_t, s) = store().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    let writer = s.writer();
+    writer.send(Write::start_run(&run.id));
+    for attempt in 1..=50 {
+        writer.send(Write::start_job(&ids[0], attempt));
+    }
+    writer.send(Write::finish_run(&run.id, Status::Success, None));
+    writer.flush().await.expect("flush");
+    assert_eq!(
+        s.jobs(&run.id).await.expect("jobs")[0].attempts,
+        50,
+        "applied in order"
+    );
+    assert_eq!(
+        s.run_by_number(&repo, 1).await.expect("run").status,
+        Status::Success
+    );
+    // A change the database refuses is reported by the next flush, and the others land.
+    writer.send(Write::LogIndex {
+        job_id: "no-such-job".into(),
+        entries: vec![ferry_store::LogIndexEntry {
+            byte_offset: 0,
+            first_line: 0,
+            ts: 1,
+        }],
+    });
+    writer.send(Write::finish_run(&run.id, Status::Failed, None));
+    assert!(writer.flush().await.is_err());
+    assert_eq!(
+        s.run_by_number(&repo, 1).await.expect("run").status,
+        Status::Failed
+    );
+    writer.close().await.expect("close");
 }
