@@ -125,14 +125,15 @@ def bench_logs():
     before_runs, _ = median_time([FERRY, "runs"], 10, cwd=repo.dir, env=repo.env)
     size_before = repo.data_size()
     base_times, ferry_times, rss = [], [], 0
-    for _ in range(3):
+    reps = 7
+    for _ in range(reps):
         t, _ = run(["sh", "-c", f"{cmd} > {out}"])
         base_times.append(t)
         t, m = repo.ferry("run", "--quiet")
         ferry_times.append(t)
         rss = max(rss, m)
     base, ferry = statistics.median(base_times), statistics.median(ferry_times)
-    growth = (repo.data_size() - size_before) / 3
+    growth = (repo.data_size() - size_before) / reps
     after_runs, _ = median_time([FERRY, "runs"], 10, cwd=repo.dir, env=repo.env)
     logs_time, _ = run([FERRY, "logs", "1", "loud"], cwd=repo.dir, env=repo.env)
     cat_time, _ = run(["cat", out])
