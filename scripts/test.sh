@@ -11,6 +11,7 @@ missing=()
 command -v git >/dev/null || missing+=(git)
 command -v sh >/dev/null || missing+=(dash)
 command -v ps >/dev/null || missing+=(procps)
+command -v script >/dev/null || missing+=(bsdutils)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

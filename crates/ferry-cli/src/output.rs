@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_engine::{EngineEvent, EventSink};
 use ferry_store::Status;
@@ -35,7 +35,6 @@ pub struct Terminal {
     runnable: usize,
     state: Mutex<State>,
     bar: Option<ProgressBar>,
-    started: Instant,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -59,7 +58,7 @@ impl Terminal {
         let bar = (mode == Mode::Text && stdout_tty).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}")
+                ProgressStyle::with_template("{spinner} {msg} · {elapsed}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -77,7 +76,6 @@ impl Terminal {
             runnable,
             state: Mutex::new(State::default()),
             bar,
-            started: Instant::now(),
         };
         if let Ok(state) = t.state.lock() {
             t.update_bar(&state);
@@ -108,9 +106,8 @@ impl Terminal {
             let running = state.running.len();
             let pending = self.runnable.saturating_sub(state.done + running);
             bar.set_message(format!(
-                "{} done · {running} running · {pending} pending · {}",
-                state.done,
-                style::duration(self.started.elapsed().as_millis() as u64)
+                "{} done · {running} running · {pending} pending",
+                state.done
             ));
         }
     }

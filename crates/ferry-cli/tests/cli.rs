@@ -460,3 +460,91 @@ fn interrupt_stops_everything_and_exits_130() {
         assert!(!alive(pid), "process {pid} outlived the run");
     }
 }
+
+#[test]
+fn keep_leaves_workspaces_and_default_removes_them() {
+    let repo = Repo::new("jobs:\n  a:\n    run: echo made > made.txt\n");
+    let work = repo.tmp.path().join("work");
+    repo.ferry(&["run", "--quiet"]);
+    let leftovers = std::fs::read_dir(&work).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0, "workspaces are removed after a run");
+    let out = stdout(&repo.ferry(&["run", "--keep"]));
+    assert!(out.contains("workspaces kept in"), "{out}");
+    let kept: Vec<PathBuf> = std::fs::read_dir(&work)
+        .expect("work dir")
+        .flat_map(|run| std::fs::read_dir(run.expect("run").path()).expect("jobs"))
+        .map(|job| job.expect("job").path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(kept[0].join("made.txt")).expect("kept file"),
+        "made\n"
+    );
+}
+
+#[test]
+fn jobs_flag_limits_parallelism() {
+    let repo = Repo::new(
+        "jobs:\n  a: { run: sleep 0.3 }\n  b: { run: sleep 0.3 }\n  c: { run: sleep 0.3 }\n",
+    );
+    let out = repo.ferry(&["run", "--jobs", "1", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    // With one job at a time, each job starts after the previous one finished.
+    let events: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "job_started" || e["event"] == "job_finished")
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_started",
+            "job_finished",
+            "job_started",
+            "job_finished",
+            "job_started",
+            "job_finished"
+        ]
+    );
+}
+
+/// Runs `ferry run` on a pseudo-terminal (util-linux `script`), as a person would.
+fn run_on_tty(repo: &Repo, no_color: bool) -> String {
+    let cmd = format!("{} run", env!("CARGO_BIN_EXE_ferry"));
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo.root())
+        .env("FERRY_WORK_DIR", repo.tmp.path().join("work"))
+        .env_remove("NO_COLOR");
+    if no_color {
+        c.env("NO_COLOR", "1");
+    }
+    let out = c.output().expect("script");
+    assert_eq!(out.status.code(), Some(0));
+    stdout(&out)
+}
+
+#[test]
+fn colours_and_status_line_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let repo = Repo::new("jobs:\n  a:\n    run: echo hi\n");
+    let tty = run_on_tty(&repo, false);
+    assert!(
+        tty.contains("\x1b[36ma\x1b[0m \x1b[90m│\x1b[0m hi"),
+        "{tty:?}"
+    );
+    assert!(
+        tty.contains("1 done · 0 running · 0 pending"),
+        "a status line: {tty:?}"
+    );
+    let plain = run_on_tty(&repo, true);
+    assert!(plain.contains("a │ hi"), "{plain:?}");
+    assert!(
+        !plain.contains("\x1b[3"),
+        "NO_COLOR turns colours off: {plain:?}"
+    );
+}
