@@ -319,9 +319,11 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             .map(|n| n.get())
             .unwrap_or(2)
     });
+    let executor = LocalExecutor::default();
+    let force = executor.force.clone();
     let engine = Engine::new(
         local.store.clone(),
-        Arc::new(LocalExecutor::default()),
+        Arc::new(executor),
         EngineConfig {
             concurrency,
             work_root: local::work_root(),
@@ -335,7 +337,7 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
     let runnable = plan.jobs.iter().filter(|j| j.runs()).count();
     let terminal = Arc::new(Terminal::new(mode, &names, runnable, tty));
     let cancel = CancellationToken::new();
-    let signals = tokio::spawn(watch_signals(cancel.clone()));
+    let signals = tokio::spawn(watch_signals(cancel.clone(), force));
     let outcome = engine
         .execute(
             run,
@@ -359,8 +361,9 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
     })
 }
 
-/// Cancels the run on Ctrl-C or SIGTERM.
-async fn watch_signals(cancel: CancellationToken) {
+/// Cancels the run on Ctrl-C or SIGTERM; a second one kills the steps without waiting
+/// for them to exit gracefully.
+async fn watch_signals(cancel: CancellationToken, force: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return;
@@ -372,8 +375,14 @@ async fn watch_signals(cancel: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    eprintln!("\nferry: interrupted, stopping running jobs…");
+    eprintln!("\nferry: interrupted, stopping running jobs (again to kill them at once)…");
     cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("ferry: killing running jobs");
+    force.cancel();
 }
 
 async fn print_summary(

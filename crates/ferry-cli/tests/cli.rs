@@ -548,3 +548,49 @@ fn colours_and_status_line_on_a_terminal() {
         "NO_COLOR turns colours off: {plain:?}"
     );
 }
+
+#[test]
+fn a_second_interrupt_kills_stubborn_steps() {
+    let repo = Repo::new("");
+    let pidfile = repo.tmp.path().join("pids");
+    repo.write(
+        ".ferry.yml",
+        &format!(
+            "jobs:\n  stubborn:\n    run: |\n      trap '' TERM\n      echo $$ >> {p}\n      while true; do sleep 0.05; done\n",
+            p = pidfile.display()
+        ),
+    );
+    let child = repo
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let start = Instant::now();
+    while std::fs::read_to_string(&pidfile)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("first");
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "did not wait for the 5 s grace"
+    );
+    let step: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(!alive(step), "the stubborn step was killed");
+}

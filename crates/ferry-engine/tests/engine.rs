@@ -34,6 +34,7 @@ impl Fixture {
             store.clone(),
             Arc::new(LocalExecutor {
                 kill_grace: Duration::from_millis(500),
+                ..Default::default()
             }),
             EngineConfig {
                 concurrency: 4,

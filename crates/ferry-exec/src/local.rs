@@ -14,12 +14,15 @@ use crate::{Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
 pub struct LocalExecutor {
     /// How long a step may take to exit after SIGTERM before it gets SIGKILL.
     pub kill_grace: Duration,
+    /// Cancelled to cut the grace short (e.g. on a second Ctrl-C).
+    pub force: CancellationToken,
 }
 
 impl Default for LocalExecutor {
     fn default() -> Self {
         Self {
             kill_grace: Duration::from_secs(5),
+            force: CancellationToken::new(),
         }
     }
 }
@@ -43,7 +46,7 @@ impl Executor for LocalExecutor {
         output: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> StepOutcome {
-        process::run(step, output, cancel, self.kill_grace, |pgid| {
+        process::run(step, output, cancel, self.kill_grace, &self.force, |pgid| {
             if let Ok(mut g) = job.groups.lock() {
                 g.push(pgid);
             }

@@ -33,12 +33,14 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Runs `spec` with `sh -e -c`, streaming output to `sink`. `on_spawn` receives the
 /// process group id as soon as it exists, so the caller can kill it even if this
-/// future is dropped. `grace` is how long SIGTERM is given before SIGKILL.
+/// future is dropped. `grace` is how long SIGTERM is given before SIGKILL, unless
+/// `force` is cancelled, which sends SIGKILL at once.
 pub async fn run(
     spec: &StepSpec,
     sink: &mut dyn OutputSink,
     cancel: &CancellationToken,
     grace: Duration,
+    force: &CancellationToken,
     on_spawn: impl FnOnce(i32),
 ) -> StepOutcome {
     let (read, write) = match pipe() {
@@ -117,6 +119,11 @@ pub async fn run(
                 kill_at = Some(Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
+                signal_group(pgid, Signal::SIGKILL);
+                kill_at = None;
+            }
+            // A second interrupt: no more grace.
+            _ = force.cancelled(), if kill_at.is_some() => {
                 signal_group(pgid, Signal::SIGKILL);
                 kill_at = None;
             }
