@@ -406,6 +406,38 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+fn pids_in(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Starts `ferry run` and waits until its steps have written `count` pids to `pidfile`.
+fn start_run(repo: &Repo, pidfile: &Path, count: usize) -> (std::process::Child, Instant) {
+    let child = repo
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while pids_in(pidfile).len() < count {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "steps did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, start)
+}
+
+fn interrupt(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal");
+}
+
 #[test]
 fn interrupt_stops_everything_and_exits_130() {
     let repo = Repo::new("");
@@ -417,30 +449,8 @@ fn interrupt_stops_everything_and_exits_130() {
             p = pidfile.display()
         ),
     );
-    let child = repo
-        .command(&["run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let start = Instant::now();
-    while std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .lines()
-        .count()
-        < 3
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "steps did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("signal");
+    let (child, _) = start_run(&repo, &pidfile, 3);
+    interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     assert_eq!(
         out.status.code(),
@@ -452,11 +462,7 @@ fn interrupt_stops_everything_and_exits_130() {
     let text = stdout(&out);
     assert!(text.contains("cancelled: long, other, after"), "{text}");
     assert!(text.contains("run 1 was cancelled"), "{text}");
-    for pid in std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .split_whitespace()
-    {
-        let pid: i32 = pid.parse().expect("pid");
+    for pid in pids_in(&pidfile) {
         assert!(!alive(pid), "process {pid} outlived the run");
     }
 }
@@ -560,37 +566,17 @@ fn a_second_interrupt_kills_stubborn_steps() {
             p = pidfile.display()
         ),
     );
-    let child = repo
-        .command(&["run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let start = Instant::now();
-    while std::fs::read_to_string(&pidfile)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the step did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("first");
+    let (child, start) = start_run(&repo, &pidfile, 1);
+    interrupt(&child);
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("second");
+    interrupt(&child);
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130));
     assert!(
         start.elapsed() < Duration::from_secs(4),
         "did not wait for the 5 s grace"
     );
-    let step: i32 = std::fs::read_to_string(&pidfile)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    assert!(!alive(step), "the stubborn step was killed");
+    for pid in pids_in(&pidfile) {
+        assert!(!alive(pid), "the stubborn step {pid} was killed");
+    }
 }
