@@ -55,16 +55,11 @@ pub(crate) fn collect(
     Ok(copied)
 }
 
+/// Copies a file, a directory or a symlink *as a symlink*: an artifact that is a link to
+/// somewhere outside the workspace must not copy that place.
 fn copy(from: &Path, to: &Path) -> Result<(), String> {
-    let result = if from.is_dir() {
-        workspace::copy_dir(from, to)
-    } else {
-        to.parent()
-            .map(std::fs::create_dir_all)
-            .transpose()
-            .and_then(|_| std::fs::copy(from, to).map(|_| ()))
-    };
-    result.map_err(|e| format!("cannot keep artifact {}: {e}", from.display()))
+    workspace::copy_entry(from, to)
+        .map_err(|e| format!("cannot keep artifact {}: {e}", from.display()))
 }
 
 /// Restores the artifacts in `dirs` into a workspace (later directories win).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Copies one file or symlink, creating parent directories. A file listed but missing
 /// (deleted in the working tree) is skipped: its deletion is part of the snapshot.
-fn copy_entry(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn copy_entry(from: &Path, to: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(from) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

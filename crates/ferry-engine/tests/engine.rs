@@ -437,3 +437,32 @@ async fn large_output_is_stored_whole() {
     }
     assert_eq!(count, 2_500_000);
 }
+
+#[tokio::test]
+async fn artifact_symlinks_stay_links() {
+    let f = Fixture::new().await;
+    let outside = f.dir.join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::write(outside.join("host-secret"), "do not copy\n").expect("write");
+    let yaml = format!(
+        "jobs:\n  build:\n    run: ln -s {} link\n    artifacts: [link]\n  use:\n    needs: build\n    run: readlink link\n",
+        outside.display()
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(
+        out.status,
+        Status::Success,
+        "{}",
+        f.log(&out, "build").await
+    );
+    assert_eq!(f.log(&out, "use").await, format!("{}\n", outside.display()));
+    let kept = f.dir.join("data/artifacts").join(&out.run.id);
+    let copied_secret = walkdir::WalkDir::new(&kept)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_name() == "host-secret");
+    assert!(
+        !copied_secret,
+        "the link's target was not copied into the artifacts"
+    );
+}
