@@ -16,20 +16,30 @@ pub struct Local {
     pub repository_id: String,
 }
 
-/// The repository root holding `dir`.
-pub async fn repo_root(dir: &Path) -> Result<PathBuf, Failure> {
+/// Where a pipeline's files come from: the root of the git repository holding the
+/// directory, or, outside any repository, the directory itself.
+#[derive(Debug, Clone)]
+pub struct Root {
+    pub path: PathBuf,
+    pub git: bool,
+}
+
+pub async fn repo_root(dir: &Path) -> Result<Root, Failure> {
     if !dir.is_dir() {
         return Err(Failure::usage(format!(
             "{} is not a directory",
             dir.display()
         )));
     }
-    git::toplevel(dir).await.map_err(|e| {
-        Failure::usage(format!(
-            "{} is not in a git repository ({e})",
-            dir.display()
-        ))
-    })
+    match git::toplevel(dir).await {
+        Ok(path) => Ok(Root { path, git: true }),
+        Err(e) if e.contains("not a git repository") => {
+            let path = std::fs::canonicalize(dir)
+                .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
+            Ok(Root { path, git: false })
+        }
+        Err(e) => Err(Failure::usage(format!("{}: {e}", dir.display()))),
+    }
 }
 
 /// The data directory: the flag or `FERRY_DATA_DIR`, else `.ferry/` at the root.
@@ -38,7 +48,7 @@ pub fn data_dir(root: &Path, args: &StoreArgs) -> PathBuf {
 }
 
 pub async fn open(dir: &Path, args: &StoreArgs) -> Result<Local, Failure> {
-    open_root(repo_root(dir).await?, args).await
+    open_root(repo_root(dir).await?.path, args).await
 }
 
 /// Opens the store of the repository whose root is `root`.

@@ -26,6 +26,16 @@ struct Prepared {
 
 const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
 
+/// The stand-in commit of a repository without commits, or of a plain directory.
+fn no_commit() -> git::Commit {
+    git::Commit {
+        sha: NO_COMMIT.into(),
+        author: String::new(),
+        message: String::new(),
+        changed_files: Vec::new(),
+    }
+}
+
 fn branch_of(head_ref: &str) -> Option<String> {
     head_ref.strip_prefix("refs/heads/").map(str::to_string)
 }
@@ -49,7 +59,9 @@ fn project_prefix(root: &Path, dir: &Path) -> PathBuf {
     PathBuf::new()
 }
 
-async fn prepare(args: &RunArgs, root: PathBuf) -> Result<Prepared, Failure> {
+async fn prepare(args: &RunArgs, root: local::Root) -> Result<Prepared, Failure> {
+    let git_repo = root.git;
+    let root = root.path;
     let prefix = project_prefix(&root, &args.dir);
     let kind = match &args.event {
         Some(e) => EventKind::parse(e).ok_or_else(|| {
@@ -63,6 +75,17 @@ async fn prepare(args: &RunArgs, root: PathBuf) -> Result<Prepared, Failure> {
         None => EventKind::Push,
     };
     let (commit, wt, files, export) = match &args.commit {
+        _ if !git_repo => {
+            if args.commit.is_some() {
+                return Err(Failure::usage(format!(
+                    "--commit needs a git repository, and {} is not in one",
+                    root.display()
+                )));
+            }
+            let files = ferry_engine::directory_files(&root.join(&prefix))
+                .map_err(|e| Failure::failed(format!("cannot list {}: {e}", root.display())))?;
+            (no_commit(), None, Some(Arc::new(files)), None)
+        }
         Some(rev) => {
             let (commit, wt) = tokio::join!(git::commit(&root, rev), git::working_tree(&root));
             let commit = commit.map_err(Failure::usage)?;
@@ -78,12 +101,7 @@ async fn prepare(args: &RunArgs, root: PathBuf) -> Result<Prepared, Failure> {
                 git::working_tree(&root),
                 git::working_tree_files(&root)
             );
-            let commit = commit.unwrap_or_else(|_| git::Commit {
-                sha: NO_COMMIT.into(),
-                author: String::new(),
-                message: String::new(),
-                changed_files: Vec::new(),
-            });
+            let commit = commit.unwrap_or_else(|_| no_commit());
             let files: Vec<PathBuf> = files
                 .map_err(Failure::failed)?
                 .into_iter()
@@ -276,7 +294,7 @@ pub async fn run(args: RunArgs) -> Result<u8, Failure> {
     let root = local::repo_root(&args.dir).await?;
     let (prepared, opened) = tokio::join!(
         prepare(&args, root.clone()),
-        local::open_root(root.clone(), &args.store)
+        local::open_root(root.path.clone(), &args.store)
     );
     let prepared = prepared?;
     let local = match opened {

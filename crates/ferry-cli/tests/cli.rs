@@ -215,10 +215,13 @@ fn usage_errors_exit_2() {
     let out = repo.ferry(&["run", &elsewhere.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("is not in a git repository"),
+        stderr(&out).contains(".ferry.yml not found"),
         "{}",
         stderr(&out)
     );
+    let out = repo.ferry(&["run", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/no/such/dir is not a directory"));
     assert_eq!(repo.ferry(&["run", "--jobs", "0"]).status.code(), Some(2));
 }
 
@@ -579,4 +582,49 @@ fn a_second_interrupt_kills_stubborn_steps() {
     for pid in pids_in(&pidfile) {
         assert!(!alive(pid), "the stubborn step {pid} was killed");
     }
+}
+
+#[test]
+fn a_plain_directory_runs_too() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("plain");
+    std::fs::create_dir_all(dir.join("src")).expect("mkdir");
+    std::fs::write(
+        dir.join(".ferry.yml"),
+        "jobs:\n  a:\n    run: cat src/x; echo $FERRY_COMMIT_SHORT_SHA\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("src/x"), "plain file\n").expect("write");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(args)
+            .current_dir(&dir)
+            .env("FERRY_WORK_DIR", tmp.path().join("work"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("ferry")
+    };
+    let out = run(&["run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("a │ plain file\na │ 00000000\n"),
+        "{}",
+        stdout(&out)
+    );
+    // The second run does not copy the first run's store into its workspace.
+    let out = run(&["run", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = run(&["run", "--commit", "HEAD"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--commit needs a git repository"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -14,3 +14,4 @@ mod workspace;
 pub use events::{EngineEvent, EventSink, NullSink};
 pub use junit::parse_junit;
 pub use run::{Engine, EngineConfig, JobResult, RunOutcome, Source};
+pub use workspace::directory_files;

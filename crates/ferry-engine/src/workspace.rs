@@ -97,3 +97,27 @@ mod tests {
         assert_eq!(super::slug("((("), "job");
     }
 }
+
+/// Every file under `root` (relative to it) except the `.git` and `.ferry` directories at
+/// its top: the source of a run in a directory that is not a git repository.
+pub fn directory_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            !(e.depth() == 1 && (e.file_name() == ".git" || e.file_name() == ".ferry"))
+        });
+    for entry in walker {
+        let entry = entry.map_err(io::Error::other)?;
+        if entry.file_type().is_dir() {
+            continue;
+        }
+        if let Ok(rel) = entry.path().strip_prefix(root) {
+            files.push(rel.to_path_buf());
+        }
+    }
+    Ok(files)
+}
