@@ -163,6 +163,32 @@ impl Engine {
         let artifacts_dir = self.store.data_dir().join("artifacts").join(&run.id);
         let writer = self.store.writer();
         writer.send(Write::start_run(&run.id));
+        // A working tree is copied once, now, so that edits made while the run goes on
+        // do not leak into jobs that start later.
+        let snapshot = match &source.files {
+            Some(files) => {
+                let (root, files) = (source.root.clone(), files.clone());
+                let dest = work_dir.join("source");
+                let made = dest.clone();
+                tokio::task::spawn_blocking(move || {
+                    workspace::materialize(&root, Some(&files), &made)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map(|_| Source {
+                    root: dest,
+                    files: None,
+                })
+                .map_err(|e| {
+                    format!(
+                        "cannot copy the working tree {}: {e}",
+                        source.root.display()
+                    )
+                })
+            }
+            None => Ok(source),
+        };
         sink.event(&EngineEvent::RunStarted {
             run_id: &run.id,
             number: run.number,
@@ -177,7 +203,10 @@ impl Engine {
             job_ids,
             sink,
             cancel,
-            source,
+            source: snapshot.as_ref().cloned().unwrap_or_else(|_| Source {
+                root: work_dir.join("source"),
+                files: None,
+            }),
             work_dir: work_dir.clone(),
             artifacts_dir,
             keep: self.config.keep_workspaces,
@@ -198,6 +227,14 @@ impl Engine {
                 ferry_plan::Decision::Run => None,
             })
             .collect();
+        if let Err(reason) = &snapshot {
+            for (i, slot) in done.iter_mut().enumerate() {
+                if slot.is_none() {
+                    self.end_unstarted(&ctx, i, Status::Failed, reason).await?;
+                    *slot = Some((Status::Failed, Some(reason.clone())));
+                }
+            }
+        }
         let mut started_jobs = vec![false; jobs.len()];
         let mut set: JoinSet<(usize, Status, Option<String>)> = JoinSet::new();
         let concurrency = self.config.concurrency.max(1);
@@ -298,7 +335,7 @@ impl Engine {
             Status::Success
         };
         ctx.writer
-            .send(Write::finish_run(&ctx.run.id, status, None));
+            .send(Write::finish_run(&ctx.run.id, status, snapshot.err()));
         ctx.writer.flush().await?;
         ctx.sink.event(&EngineEvent::RunFinished {
             status,

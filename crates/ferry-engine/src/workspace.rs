@@ -89,15 +89,6 @@ pub(crate) fn job_dir(root: &Path, position: usize, name: &str) -> PathBuf {
     root.join(format!("{position:03}-{}", slug(name)))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn slugs() {
-        assert_eq!(super::slug("test (db=16, os=a)"), "test-db-16-os-a");
-        assert_eq!(super::slug("((("), "job");
-    }
-}
-
 /// Every file under `root` (relative to it) except the `.git` and `.ferry` directories at
 /// its top: the source of a run in a directory that is not a git repository.
 pub fn directory_files(root: &Path) -> io::Result<Vec<PathBuf>> {
@@ -120,4 +111,13 @@ pub fn directory_files(root: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs() {
+        assert_eq!(super::slug("test (db=16, os=a)"), "test-db-16-os-a");
+        assert_eq!(super::slug("((("), "job");
+    }
 }
