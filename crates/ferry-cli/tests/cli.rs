@@ -409,6 +409,17 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+/// Whether `pid` is dead, allowing the kernel a moment to finish a SIGKILL (bounded).
+fn gone(pid: i32) -> bool {
+    for _ in 0..250 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 fn pids_in(file: &Path) -> Vec<i32> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -466,7 +477,7 @@ fn interrupt_stops_everything_and_exits_130() {
     assert!(text.contains("cancelled: long, other, after"), "{text}");
     assert!(text.contains("run 1 was cancelled"), "{text}");
     for pid in pids_in(&pidfile) {
-        assert!(!alive(pid), "process {pid} outlived the run");
+        assert!(gone(pid), "process {pid} outlived the run");
     }
 }
 
@@ -581,7 +592,7 @@ fn a_second_interrupt_kills_stubborn_steps() {
         "did not wait for the 5 s grace"
     );
     for pid in pids_in(&pidfile) {
-        assert!(!alive(pid), "the stubborn step {pid} was killed");
+        assert!(gone(pid), "the stubborn step {pid} was killed");
     }
 }
 

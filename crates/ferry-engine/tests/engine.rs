@@ -117,6 +117,17 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.contains(") Z ")
 }
 
+/// Whether `pid` is dead, allowing the kernel a moment to finish a SIGKILL (bounded).
+fn gone(pid: i32) -> bool {
+    for _ in 0..250 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 fn pids(file: &Path) -> Vec<i32> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -217,7 +228,7 @@ async fn timeouts_kill_the_step() {
     let pids = pids(&pidfile);
     assert_eq!(pids.len(), 2);
     for pid in pids {
-        assert!(!alive(pid), "process {pid} outlived its timed-out step");
+        assert!(gone(pid), "process {pid} outlived its timed-out step");
     }
 }
 
@@ -269,7 +280,7 @@ async fn cancel_kills_every_process_and_marks_jobs() {
     let pids = pids(&pidfile);
     assert_eq!(pids.len(), 3);
     for pid in pids {
-        assert!(!alive(pid), "process {pid} outlived the cancelled run");
+        assert!(gone(pid), "process {pid} outlived the cancelled run");
     }
 }
 
@@ -289,7 +300,7 @@ async fn background_processes_end_with_their_job() {
         f.log(&out, "leaves").await
     );
     for pid in pids(&pidfile) {
-        assert!(!alive(pid), "background process {pid} outlived its job");
+        assert!(gone(pid), "background process {pid} outlived its job");
     }
 }
 
