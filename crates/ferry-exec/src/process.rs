@@ -99,7 +99,21 @@ pub async fn run(
             biased;
             r = rx.read(&mut buf), if !eof => match r {
                 Ok(0) | Err(_) => eof = true,
-                Ok(n) => sink.chunk(&buf[..n]),
+                Ok(mut n) => {
+                    // Take whatever else is already in the pipe, so a chatty step costs
+                    // a few large log writes rather than many small ones; never waits.
+                    while n < buf.len() {
+                        match rx.try_read(&mut buf[n..]) {
+                            Ok(0) => {
+                                eof = true;
+                                break;
+                            }
+                            Ok(more) => n += more,
+                            Err(_) => break,
+                        }
+                    }
+                    sink.chunk(&buf[..n]);
+                }
             },
             st = child.wait(), if status.is_none() => {
                 status = Some(match st {
