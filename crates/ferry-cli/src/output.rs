@@ -119,16 +119,20 @@ impl Terminal {
         head.push(b' ');
         head.extend_from_slice(style::paint("│", "90", self.color).as_bytes());
         head.push(b' ');
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', data) {
+        // One allocation for the whole chunk: a chunk of short lines grows several-fold.
+        let lines = bytecount::count(data, b'\n');
+        out.reserve(data.len() + partial.len() + lines * head.len());
+        let mut rest = data;
+        // A plain scan: memchr's setup per call costs more than it saves on short lines.
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
             out.extend_from_slice(&head);
             if !partial.is_empty() {
                 out.append(partial);
             }
-            out.extend_from_slice(&data[start..=nl]);
-            start = nl + 1;
+            out.extend_from_slice(&rest[..=nl]);
+            rest = &rest[nl + 1..];
         }
-        partial.extend_from_slice(&data[start..]);
+        partial.extend_from_slice(rest);
     }
 
     /// Stops the status line (before the summary is printed).

@@ -46,9 +46,9 @@ impl LogWriter {
         }
         self.file.write_all(data)?;
         self.bytes += data.len() as i64;
-        // A plain count vectorises well; memchr is built for rare matches, and logs
-        // are dense with newlines.
-        self.newlines += data.iter().filter(|b| **b == b'\n').count() as i64;
+        // SIMD counting: logs can be dense with newlines, where memchr (built for rare
+        // matches) and a plain loop are several times slower.
+        self.newlines += bytecount::count(data, b'\n') as i64;
         self.ends_with_newline = data.last() == Some(&b'\n');
         Ok(())
     }
