@@ -44,6 +44,10 @@ pub struct StoreArgs {
     /// The data directory (default: `.ferry/` at the repository root).
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database (default: SQLite in the data directory); `postgres://…` for PostgreSQL.
+    /// Log files stay in the data directory.
+    #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -55,8 +55,13 @@ pub async fn open(dir: &Path, args: &StoreArgs) -> Result<Local, Failure> {
 pub async fn open_root(root: PathBuf, args: &StoreArgs) -> Result<Local, Failure> {
     let data = data_dir(&root, args);
     let fresh = !data.exists();
-    let store = Store::open(&data).await.map_err(|e| {
-        Failure::failed(format!("cannot open the store in {}: {e}", data.display()))
+    let store = match &args.database_url {
+        Some(url) => Store::open_url(url, &data).await,
+        None => Store::open(&data).await,
+    }
+    .map_err(|e| match e {
+        ferry_store::Error::Url(_) => Failure::usage(e.to_string()),
+        e => Failure::failed(format!("cannot open the store in {}: {e}", data.display())),
     })?;
     if fresh && data.starts_with(&root) {
         // Keep the store out of git without touching the user's .gitignore.

@@ -663,3 +663,37 @@ fn edits_during_a_run_do_not_reach_later_jobs() {
         stdout(&out)
     );
 }
+
+#[test]
+fn runs_can_be_stored_in_postgresql() {
+    let Ok(url) = std::env::var("FERRY_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
+            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
+        );
+        return;
+    };
+    let repo = Repo::new(SIMPLE);
+    let out = repo.ferry(&["run", "--quiet", "--database-url", &url]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let runs = stdout(&repo.ferry(&["runs", "--database-url", &url]));
+    assert!(
+        runs.lines().nth(1).is_some_and(|l| l.contains("success")),
+        "{runs}"
+    );
+    let logs = stdout(&repo.ferry(&["logs", "last", "test", "--database-url", &url]));
+    assert_eq!(logs, "tested\n");
+    let bad = repo.ferry(&["runs", "--database-url", "mysql://nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("unsupported database URL"),
+        "{}",
+        stderr(&bad)
+    );
+}

@@ -16,10 +16,10 @@ mod runs;
 mod writes;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Executor as _;
+use sqlx::any::AnyPoolOptions;
 
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;
@@ -39,12 +39,23 @@ pub enum Error {
     Corrupt(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://…")]
+    Url(String),
+}
+
+/// Which database holds the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a file in the data directory.
+    Sqlite,
+    Postgres,
 }
 
 /// The store: a database pool and the data directory that holds log files.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: sqlx::SqlitePool,
+    pool: sqlx::AnyPool,
+    backend: Backend,
     data_dir: PathBuf,
 }
 
@@ -54,27 +65,54 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `data_dir`, and applies migrations.
+    /// Opens (creating if needed) the embedded SQLite store in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir)?;
-        let db = data_dir.join("ferry.db");
-        let url = format!("sqlite://{}", db.display());
-        let options = SqliteConnectOptions::from_str(&url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        let url = format!("sqlite://{}?mode=rwc", data_dir.join("ferry.db").display());
+        Self::open_url(&url, data_dir).await
+    }
+
+    /// Opens the store at a database URL (`sqlite:…` or `postgres://…`), with log files
+    /// in `data_dir`, and applies migrations.
+    pub async fn open_url(url: &str, data_dir: &Path) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        std::fs::create_dir_all(data_dir)?;
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(Error::Url(url.to_string()));
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .min_connections(0)
-            .connect_with(options)
-            .await?;
-        migrate::run(&pool).await?;
+            .acquire_timeout(Duration::from_secs(30));
+        let options = match backend {
+            // WAL lets readers work while a run writes; NORMAL sync is safe with WAL.
+            Backend::Sqlite => options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => options,
+        };
+        let pool = options.connect(url).await?;
+        migrate::run(&pool, backend).await?;
         Ok(Store {
             pool,
+            backend,
             data_dir: data_dir.to_path_buf(),
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -1,22 +1,36 @@
-//! Embedded, versioned migrations (`migrations/NNNN_name.sql`).
+//! Embedded, versioned migrations: `migrations/<backend>/NNNN_name.sql`.
 
 use std::borrow::Cow;
 
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
-/// Every migration, in order. Add new files here; never edit an applied one.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "runs", include_str!("../migrations/0001_runs.sql"))];
+use crate::Backend;
+
+type Set = &'static [(i64, &'static str, &'static str)];
+
+/// Every migration, in order, for each backend. Add new files to both lists (the same
+/// number and name); never edit an applied one.
+const SQLITE: Set = &[(
+    1,
+    "runs",
+    include_str!("../migrations/sqlite/0001_runs.sql"),
+)];
+const POSTGRES: Set = &[(
+    1,
+    "runs",
+    include_str!("../migrations/postgres/0001_runs.sql"),
+)];
 
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(Set);
 
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(
         self,
     ) -> futures_core::future::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async move {
-            Ok(MIGRATIONS
+            Ok(self
+                .0
                 .iter()
                 .map(|(version, name, sql)| {
                     Migration::new(
@@ -32,7 +46,13 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
-pub(crate) async fn run(pool: &sqlx::SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
-    let migrator = Migrator::new(Embedded).await?;
-    migrator.run(pool).await
+pub(crate) async fn run(
+    pool: &sqlx::AnyPool,
+    backend: Backend,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let set = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    Migrator::new(Embedded(set)).await?.run(pool).await
 }

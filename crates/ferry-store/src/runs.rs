@@ -1,16 +1,16 @@
 //! Repositories, runs, jobs and steps.
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Job, NewRun, Result, Run, Status, Step, Store, TestSummary, now_ms};
 
-fn status(row: &SqliteRow, col: &str) -> Result<Status> {
+fn status(row: &AnyRow, col: &str) -> Result<Status> {
     let s: String = row.try_get(col)?;
     Status::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown status `{s}`")))
 }
 
-fn run_from(row: &SqliteRow) -> Result<Run> {
+fn run_from(row: &AnyRow) -> Result<Run> {
     Ok(Run {
         id: row.try_get("id")?,
         repository_id: row.try_get("repository_id")?,
@@ -31,7 +31,7 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
     })
 }
 
-fn job_from(row: &SqliteRow) -> Result<Job> {
+fn job_from(row: &AnyRow) -> Result<Job> {
     let passed: Option<i64> = row.try_get("tests_passed")?;
     let tests = match passed {
         None => None,
@@ -102,7 +102,25 @@ impl Store {
 
     /// Records a run with its jobs and steps in one transaction, numbered after the
     /// repository's last run. Returns the run and its jobs' ids in plan order.
+    ///
+    /// Two runs created at once may pick the same number on PostgreSQL; the loser's
+    /// transaction fails on the unique key and is retried.
     pub async fn create_run(&self, new: &NewRun) -> Result<(Run, Vec<String>)> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_create_run(new).await {
+                Err(Error::Db(sqlx::Error::Database(e)))
+                    if e.is_unique_violation() && attempt < 20 =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt * 2)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_create_run(&self, new: &NewRun) -> Result<(Run, Vec<String>)> {
         let id = new_id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;

@@ -4,7 +4,7 @@
 //! task applies whatever has queued up in one transaction, in order. Each change carries
 //! the time it happened, so batching does not blur the recorded times.
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Error, JobEnd, LogIndexEntry, Result, Status, Store, now_ms};
@@ -106,7 +106,7 @@ impl Write {
     }
 }
 
-async fn apply(tx: &mut Transaction<'_, Sqlite>, w: &Write) -> Result<()> {
+async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<()> {
     match w {
         Write::StartRun { run_id, at } => {
             sqlx::query("UPDATE runs SET status = $1, started_at = $2 WHERE id = $3")

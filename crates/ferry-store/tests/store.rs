@@ -1,13 +1,96 @@
-//! The store's behaviour, written against the public API so that the same suite can
-//! run against every backend (SQLite now; PostgreSQL joins with the server).
+//! The store's behaviour, written against the public API and run against every backend:
+//! each test below exists as `name::sqlite` and `name::postgres`. The PostgreSQL server
+//! comes from `FERRY_TEST_POSTGRES` (an admin URL; `scripts/test.sh` starts one); each
+//! test gets a database of its own.
 
 use ferry_store::{JobEnd, NewJob, NewRun, Status, Store, TestFailure, TestSummary, Write};
+use sqlx::Connection;
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let store = Store::open(&tmp.path().join("data")).await.expect("open");
-    (tmp, store)
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    Sqlite,
+    Postgres,
 }
+
+/// A fresh store, and what it needs to reopen: its temp dir and URL.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    url: String,
+}
+
+impl Fixture {
+    async fn new(db: Db) -> Option<Fixture> {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let url = match db {
+            Db::Sqlite => format!(
+                "sqlite://{}?mode=rwc",
+                tmp.path().join("ferry.db").display()
+            ),
+            Db::Postgres => postgres_database().await?,
+        };
+        Some(Fixture { tmp, url })
+    }
+
+    async fn open(&self) -> Store {
+        Store::open_url(&self.url, &self.tmp.path().join("data"))
+            .await
+            .expect("open")
+    }
+}
+
+/// A new, empty PostgreSQL database on the test server; `None` (skip) only when
+/// `FERRY_SKIP_POSTGRES=1` says so.
+async fn postgres_database() -> Option<String> {
+    let Ok(admin) = std::env::var("FERRY_TEST_POSTGRES") else {
+        if std::env::var_os("FERRY_SKIP_POSTGRES").is_some() {
+            eprintln!("skipped: FERRY_SKIP_POSTGRES is set");
+            return None;
+        }
+        panic!(
+            "set FERRY_TEST_POSTGRES to an admin URL (scripts/test.sh starts a server), or FERRY_SKIP_POSTGRES=1"
+        );
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("ferry_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connect to the test server");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
+
+/// Runs `$test(store, fixture)` against SQLite and PostgreSQL.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                if let Some(f) = super::Fixture::new(super::Db::Sqlite).await {
+                    super::$name(&f).await;
+                }
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(f) = super::Fixture::new(super::Db::Postgres).await {
+                    super::$name(&f).await;
+                }
+            }
+        }
+    )*};
+}
+
+both!(
+    runs_are_numbered_per_repository,
+    job_and_step_lifecycle,
+    logs_keep_bytes_lines_and_times,
+    reopening_keeps_everything,
+    the_writer_batches_in_order_and_reports_failures,
+    concurrent_runs_get_distinct_numbers,
+);
 
 fn new_run(repo: &str) -> NewRun {
     NewRun {
@@ -38,9 +121,8 @@ fn new_run(repo: &str) -> NewRun {
     }
 }
 
-#[tokio::test]
-async fn runs_are_numbered_per_repository() {
-    let (_t, s) = store().await;
+async fn runs_are_numbered_per_repository(f: &Fixture) {
+    let s = f.open().await;
     let a = s.ensure_repository("/a", "a").await.expect("repo");
     assert_eq!(
         s.ensure_repository("/a", "a").await.expect("again"),
@@ -63,9 +145,8 @@ async fn runs_are_numbered_per_repository() {
     assert!(s.run_by_number(&a, 3).await.is_err());
 }
 
-#[tokio::test]
-async fn job_and_step_lifecycle() {
-    let (_t, s) = store().await;
+async fn job_and_step_lifecycle(f: &Fixture) {
+    let s = f.open().await;
     let repo = s.ensure_repository("/a", "a").await.expect("repo");
     let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
     assert_eq!(run.status, Status::Queued);
@@ -125,9 +206,8 @@ async fn job_and_step_lifecycle() {
     assert_eq!(s.run_plan(&run.id).await.expect("plan"), "{}");
 }
 
-#[tokio::test]
-async fn logs_keep_bytes_lines_and_times() {
-    let (_t, s) = store().await;
+async fn logs_keep_bytes_lines_and_times(f: &Fixture) {
+    let s = f.open().await;
     let repo = s.ensure_repository("/a", "a").await.expect("repo");
     let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
     let mut w = s.log_writer(&run.id, &ids[0]).expect("writer");
@@ -165,26 +245,24 @@ async fn logs_keep_bytes_lines_and_times() {
     assert_eq!(s.read_log(&run.id, &ids[1]).await.expect("read").count(), 0);
 }
 
-#[tokio::test]
-async fn reopening_keeps_everything() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("data");
+async fn reopening_keeps_everything(f: &Fixture) {
     let repo;
     {
-        let s = Store::open(&dir).await.expect("open");
+        let s = f.open().await;
         repo = s.ensure_repository("/a", "a").await.expect("repo");
         s.create_run(&new_run(&repo)).await.expect("run");
         s.close().await;
     }
-    let s = Store::open(&dir)
-        .await
-        .expect("reopen applies no migration twice");
-    assert_eq!(s.list_runs(&repo, 5).await.expect("list").len(), 1);
+    let s = f.open().await;
+    assert_eq!(
+        s.list_runs(&repo, 5).await.expect("list").len(),
+        1,
+        "no migration applied twice, nothing lost"
+    );
 }
 
-#[tokio::test]
-async fn the_writer_batches_in_order_and_reports_failures() {
-    let (_t, s) = store().await;
+async fn the_writer_batches_in_order_and_reports_failures(f: &Fixture) {
+    let s = f.open().await;
     let repo = s.ensure_repository("/a", "a").await.expect("repo");
     let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
     let writer = s.writer();
@@ -219,4 +297,17 @@ async fn the_writer_batches_in_order_and_reports_failures() {
         Status::Failed
     );
     writer.close().await.expect("close");
+}
+
+async fn concurrent_runs_get_distinct_numbers(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (s, repo) = (s.clone(), repo.clone());
+        tasks.spawn(async move { s.create_run(&new_run(&repo)).await.expect("run").0.number });
+    }
+    let mut numbers: Vec<i64> = tasks.join_all().await;
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<i64>>());
 }
