@@ -349,7 +349,7 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
         },
     );
     let (run, job_ids) = engine
-        .create_run(&local.repository_id, plan, prepared.dirty)
+        .create_run(&local.repository_id, plan, prepared.dirty, None)
         .await?;
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
     let runnable = plan.jobs.iter().filter(|j| j.runs()).count();

@@ -117,6 +117,7 @@ impl Engine {
         repository_id: &str,
         plan: &Plan,
         dirty: bool,
+        triggered_by: Option<String>,
     ) -> ferry_store::Result<(Run, Vec<String>)> {
         let new = NewRun {
             repository_id: repository_id.to_string(),
@@ -128,6 +129,7 @@ impl Engine {
             dirty,
             author: plan.event.author.clone(),
             message: plan.event.message.clone(),
+            triggered_by,
             plan: serde_json::to_string(plan)
                 .map_err(|e| ferry_store::Error::Corrupt(e.to_string()))?,
             jobs: plan

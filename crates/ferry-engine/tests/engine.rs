@@ -71,7 +71,7 @@ impl Fixture {
         let plan = ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
         let (run, ids) = self
             .engine
-            .create_run(&self.repo, &plan, false)
+            .create_run(&self.repo, &plan, false, None)
             .await
             .expect("create");
         let source = Source {

@@ -12,7 +12,9 @@
 mod logs;
 mod migrate;
 mod model;
+mod repos;
 mod runs;
+mod users;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +41,8 @@ pub enum Error {
     Corrupt(String),
     #[error("{0} not found")]
     NotFound(String),
+    #[error("{0} already exists")]
+    Conflict(String),
     #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://…")]
     Url(String),
 }

@@ -10,16 +10,30 @@ type Set = &'static [(i64, &'static str, &'static str)];
 
 /// Every migration, in order, for each backend. Add new files to both lists (the same
 /// number and name); never edit an applied one.
-const SQLITE: Set = &[(
-    1,
-    "runs",
-    include_str!("../migrations/sqlite/0001_runs.sql"),
-)];
-const POSTGRES: Set = &[(
-    1,
-    "runs",
-    include_str!("../migrations/postgres/0001_runs.sql"),
-)];
+const SQLITE: Set = &[
+    (
+        1,
+        "runs",
+        include_str!("../migrations/sqlite/0001_runs.sql"),
+    ),
+    (
+        2,
+        "server",
+        include_str!("../migrations/sqlite/0002_server.sql"),
+    ),
+];
+const POSTGRES: Set = &[
+    (
+        1,
+        "runs",
+        include_str!("../migrations/postgres/0001_runs.sql"),
+    ),
+    (
+        2,
+        "server",
+        include_str!("../migrations/postgres/0002_server.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(Set);

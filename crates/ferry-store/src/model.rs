@@ -63,6 +63,8 @@ pub struct NewRun {
     pub message: String,
     /// The plan, serialised as JSON.
     pub plan: String,
+    /// Who or what asked for the run (`user:NAME`, `webhook:github`, …); `None` locally.
+    pub triggered_by: Option<String>,
     /// The jobs of the plan, in order: (name, allow_failure, skip reason if skipped).
     pub jobs: Vec<NewJob>,
 }
@@ -90,6 +92,7 @@ pub struct Run {
     pub message: String,
     pub status: Status,
     pub error: Option<String>,
+    pub triggered_by: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -152,4 +155,59 @@ pub struct JobEnd {
     pub log_bytes: i64,
     pub log_lines: i64,
     pub tests: Option<TestSummary>,
+}
+
+/// A person or machine that uses the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    /// `viewer`, `developer` or `admin` (checked by the server).
+    pub role: String,
+    pub created_at: i64,
+}
+
+/// An API token, without its secret (only a hash of it is stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A git repository a server watches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub id: String,
+    pub name: String,
+    /// Any URL git accepts, or a local path.
+    pub url: String,
+    pub default_branch: Option<String>,
+    /// Never serialised: API responses must not carry it.
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+    pub poll_interval_s: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewRepository {
+    pub name: String,
+    pub url: String,
+    pub default_branch: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub poll_interval_s: Option<i64>,
+}
+
+/// Which runs to list. Runs come newest first; `before` is the cursor (a run id).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub repository_id: Option<String>,
+    pub branch: Option<String>,
+    pub status: Option<Status>,
+    pub before: Option<String>,
+    pub limit: i64,
 }

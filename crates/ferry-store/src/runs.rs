@@ -25,6 +25,7 @@ fn run_from(row: &AnyRow) -> Result<Run> {
         message: row.try_get("message")?,
         status: status(row, "status")?,
         error: row.try_get("error")?,
+        triggered_by: row.try_get("triggered_by")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -126,8 +127,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
-             dirty, author, message, status, plan, created_at) \
-             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             dirty, author, message, status, plan, created_at, triggered_by) \
+             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
              FROM runs WHERE repository_id = $2 \
              RETURNING *",
         )
@@ -144,6 +145,7 @@ impl Store {
         .bind(Status::Queued.as_str())
         .bind(&new.plan)
         .bind(now)
+        .bind(&new.triggered_by)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from(&row)?;
@@ -204,6 +206,77 @@ impl Store {
             .await?
             .ok_or_else(|| Error::NotFound(format!("run {number}")))?;
         run_from(&row)
+    }
+
+    pub async fn run_by_id(&self, id: &str) -> Result<Run> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("run {id}")))?;
+        run_from(&row)
+    }
+
+    /// Runs matching `filter`, newest first (ids are time-ordered UUIDv7).
+    pub async fn find_runs(&self, filter: &crate::RunFilter) -> Result<Vec<Run>> {
+        let mut sql = String::from("SELECT * FROM runs WHERE 1 = 1");
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |clause: &str, value: String, sql: &mut String| {
+            args.push(value);
+            sql.push_str(&format!(" AND {clause} ${}", args.len()));
+        };
+        if let Some(r) = &filter.repository_id {
+            push("repository_id =", r.clone(), &mut sql);
+        }
+        if let Some(b) = &filter.branch {
+            push("branch =", b.clone(), &mut sql);
+        }
+        if let Some(s) = filter.status {
+            push("status =", s.as_str().to_string(), &mut sql);
+        }
+        if let Some(c) = &filter.before {
+            push("id <", c.clone(), &mut sql);
+        }
+        sql.push_str(&format!(
+            " ORDER BY id DESC LIMIT {}",
+            filter.limit.clamp(1, 500)
+        ));
+        let mut q = sqlx::query(&sql);
+        for a in &args {
+            q = q.bind(a);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(run_from).collect()
+    }
+
+    /// Takes the oldest queued run for `owner` until `lease_until`, or `None`. Safe
+    /// with several servers: the update only succeeds while the run is still queued.
+    pub async fn claim_next_run(&self, owner: &str, lease_until: i64) -> Result<Option<Run>> {
+        for _ in 0..10 {
+            let candidate = sqlx::query(
+                "SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(candidate) = candidate else {
+                return Ok(None);
+            };
+            let id: String = candidate.try_get("id")?;
+            let row = sqlx::query(
+                "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2 \
+                 WHERE id = $3 AND status = 'queued' RETURNING *",
+            )
+            .bind(owner)
+            .bind(lease_until)
+            .bind(&id)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = row {
+                return Ok(Some(run_from(&row)?));
+            }
+            // Another server took it first: look again.
+        }
+        Ok(None)
     }
 
     /// The stored plan of a run, as JSON.

@@ -3,7 +3,10 @@
 //! comes from `FERRY_TEST_POSTGRES` (an admin URL; `scripts/test.sh` starts one); each
 //! test gets a database of its own.
 
-use ferry_store::{JobEnd, NewJob, NewRun, Status, Store, TestFailure, TestSummary, Write};
+use ferry_store::{
+    JobEnd, NewJob, NewRepository, NewRun, RunFilter, Status, Store, TestFailure, TestSummary,
+    Write,
+};
 use sqlx::Connection;
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +93,10 @@ both!(
     reopening_keeps_everything,
     the_writer_batches_in_order_and_reports_failures,
     concurrent_runs_get_distinct_numbers,
+    users_and_tokens,
+    repositories,
+    the_queue_hands_each_run_to_one_claimer,
+    runs_filter_and_paginate,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -104,6 +111,7 @@ fn new_run(repo: &str) -> NewRun {
         author: "A <a@b>".into(),
         message: "m".into(),
         plan: "{}".into(),
+        triggered_by: Some("user:ada".into()),
         jobs: vec![
             NewJob {
                 name: "build".into(),
@@ -310,4 +318,174 @@ async fn concurrent_runs_get_distinct_numbers(f: &Fixture) {
     let mut numbers: Vec<i64> = tasks.join_all().await;
     numbers.sort_unstable();
     assert_eq!(numbers, (1..=20).collect::<Vec<i64>>());
+}
+
+async fn users_and_tokens(f: &Fixture) {
+    let s = f.open().await;
+    let ada = s.create_user("ada", "admin").await.expect("user");
+    assert!(matches!(
+        s.create_user("ada", "viewer").await,
+        Err(ferry_store::Error::Conflict(_))
+    ));
+    let t = s
+        .create_token(&ada.id, "laptop", "hash-1")
+        .await
+        .expect("token");
+    let (user, token) = s
+        .user_by_token_hash("hash-1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        (user.name.as_str(), token.id.as_str()),
+        ("ada", t.id.as_str())
+    );
+    assert!(
+        s.user_by_token_hash("hash-2")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert!(
+        s.tokens(&ada.id).await.expect("list")[0]
+            .last_used_at
+            .is_some(),
+        "use is recorded"
+    );
+    s.revoke_token(&t.id).await.expect("revoke");
+    assert!(
+        s.user_by_token_hash("hash-1")
+            .await
+            .expect("lookup")
+            .is_none(),
+        "revoked"
+    );
+    assert!(
+        s.revoke_token(&t.id).await.is_err(),
+        "revoking twice is an error"
+    );
+    assert_eq!(s.users().await.expect("users").len(), 1);
+}
+
+async fn repositories(f: &Fixture) {
+    let s = f.open().await;
+    let new = NewRepository {
+        name: "app".into(),
+        url: "/srv/git/app.git".into(),
+        default_branch: Some("main".into()),
+        webhook_secret: Some("s3cret".into()),
+        poll_interval_s: Some(60),
+    };
+    let r = s.create_repository(&new).await.expect("create");
+    assert!(matches!(
+        s.create_repository(&new).await,
+        Err(ferry_store::Error::Conflict(_))
+    ));
+    assert_eq!(s.repository("app").await.expect("by name").id, r.id);
+    assert_eq!(
+        s.repository(&r.id)
+            .await
+            .expect("by id")
+            .webhook_secret
+            .as_deref(),
+        Some("s3cret")
+    );
+    let json = serde_json::to_string(&r).expect("json");
+    assert!(
+        !json.contains("s3cret"),
+        "the webhook secret never leaves in JSON: {json}"
+    );
+    assert!(s.repository("nope").await.is_err());
+}
+
+async fn the_queue_hands_each_run_to_one_claimer(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    for _ in 0..10 {
+        s.create_run(&new_run(&repo)).await.expect("run");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let mut got = Vec::new();
+            while let Some(run) = s
+                .claim_next_run(&format!("worker-{w}"), i64::MAX)
+                .await
+                .expect("claim")
+            {
+                got.push(run.number);
+            }
+            got
+        });
+    }
+    let mut all: Vec<i64> = tasks.join_all().await.into_iter().flatten().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=10).collect::<Vec<i64>>(),
+        "every run claimed exactly once"
+    );
+    let run = s.run_by_number(&repo, 1).await.expect("run");
+    assert_eq!(run.status, Status::Running);
+    assert_eq!(run.triggered_by.as_deref(), Some("user:ada"));
+}
+
+async fn runs_filter_and_paginate(f: &Fixture) {
+    let s = f.open().await;
+    let a = s.ensure_repository("/a", "a").await.expect("repo");
+    let b = s.ensure_repository("/b", "b").await.expect("repo");
+    for _ in 0..5 {
+        s.create_run(&new_run(&a)).await.expect("run");
+    }
+    let mut other = new_run(&b);
+    other.branch = Some("dev".into());
+    s.create_run(&other).await.expect("run");
+    let all = s
+        .find_runs(&RunFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("all");
+    assert_eq!(all.len(), 6);
+    assert_eq!(all[0].repository_id, b, "newest first");
+    let page1 = s
+        .find_runs(&RunFilter {
+            repository_id: Some(a.clone()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("page");
+    let numbers = |runs: &[ferry_store::Run]| runs.iter().map(|r| r.number).collect::<Vec<_>>();
+    assert_eq!(numbers(&page1), [5, 4]);
+    let page2 = s
+        .find_runs(&RunFilter {
+            repository_id: Some(a.clone()),
+            before: Some(page1[1].id.clone()),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("page");
+    assert_eq!(numbers(&page2), [3, 2]);
+    let dev = s
+        .find_runs(&RunFilter {
+            branch: Some("dev".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("dev");
+    assert_eq!(dev.len(), 1);
+    let queued = s
+        .find_runs(&RunFilter {
+            status: Some(Status::Queued),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("queued");
+    assert_eq!(queued.len(), 6);
 }

@@ -1,0 +1,126 @@
+//! Users and API tokens.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Error, Result, Store, Token, User, now_ms};
+
+fn user_from(row: &AnyRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: row.try_get("role")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn token_from(row: &AnyRow) -> Result<Token> {
+    Ok(Token {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn conflict(e: sqlx::Error, what: String) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(what),
+        _ => Error::Db(e),
+    }
+}
+
+impl Store {
+    pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let row = sqlx::query(
+            "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(role)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("user `{name}`")))?;
+        user_from(&row)
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from).collect()
+    }
+
+    pub async fn user_by_name(&self, name: &str) -> Result<User> {
+        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user `{name}`")))?;
+        user_from(&row)
+    }
+
+    /// Stores a token by the hash of its secret.
+    pub async fn create_token(&self, user_id: &str, name: &str, hash: &str) -> Result<Token> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let row = sqlx::query(
+            "INSERT INTO tokens (id, user_id, name, hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        )
+        .bind(&id)
+        .bind(user_id)
+        .bind(name)
+        .bind(hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict(e, "token".into()))?;
+        token_from(&row)
+    }
+
+    /// The user of a live (not revoked) token, by the hash of its secret; records the use.
+    pub async fn user_by_token_hash(&self, hash: &str) -> Result<Option<(User, Token)>> {
+        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let token = token_from(&row)?;
+        let user = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(&token.user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(&token.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some((user_from(&user)?, token)))
+    }
+
+    pub async fn tokens(&self, user_id: &str) -> Result<Vec<Token>> {
+        let rows = sqlx::query("SELECT * FROM tokens WHERE user_id = $1 ORDER BY id")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from).collect()
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("live token {id}")));
+        }
+        Ok(())
+    }
+}
