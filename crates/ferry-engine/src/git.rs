@@ -172,22 +172,22 @@ pub async fn working_tree_files(root: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Writes the tree of commit `sha` into `dest` (which must not exist yet), without
-/// touching the repository's index or working tree.
+/// Writes the tree of commit `sha` into `dest`, without touching the repository's index
+/// or working tree; works for bare repositories (server mirrors) too.
 pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let index = dest.with_extension("index");
-    let index_s = index.to_string_lossy().to_string();
-    let prefix = format!("{}/", dest.display());
-    let run = |args: Vec<String>| {
-        let index_s = index_s.clone();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C")
+            .arg(root)
+            .arg("--work-tree")
+            .arg(dest)
+            .args(args)
+            .env("GIT_INDEX_FILE", &index)
+            .kill_on_drop(true);
         async move {
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(root)
-                .args(&args)
-                .env("GIT_INDEX_FILE", &index_s)
-                .kill_on_drop(true)
+            let out = cmd
                 .output()
                 .await
                 .map_err(|e| format!("cannot run git: {e}"))?;
@@ -199,16 +199,65 @@ pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
         }
     };
     let result = async {
-        run(vec!["read-tree".into(), sha.into()]).await?;
-        run(vec![
-            "checkout-index".into(),
-            "-a".into(),
-            "-f".into(),
-            format!("--prefix={prefix}"),
-        ])
-        .await
+        run(&["read-tree", sha]).await?;
+        run(&["checkout-index", "-a", "-f"]).await
     }
     .await;
     let _ = std::fs::remove_file(&index);
     result
+}
+
+/// The content of `path` at commit `sha`, or `None` when the commit has no such file.
+pub async fn show_file(root: &Path, sha: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+    let spec = format!("{sha}:{path}");
+    match git(root, &["cat-file", "-e", &spec]).await {
+        Ok(_) => git(root, &["cat-file", "blob", &spec]).await.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Keeps a bare mirror of `url` at `mirror`: cloned on first use, fetched after.
+pub async fn sync_mirror(url: &str, mirror: &Path) -> Result<(), String> {
+    if mirror.join("HEAD").is_file() {
+        git(mirror, &["remote", "update", "--prune"])
+            .await
+            .map(|_| ())
+    } else {
+        if let Some(parent) = mirror.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let parent = mirror.parent().unwrap_or(Path::new("."));
+        let target = mirror.display().to_string();
+        git(
+            parent,
+            &["clone", "--mirror", "--quiet", "--", url, &target],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Resolves a ref name (`main`, `v1.0`, `refs/heads/x`, a sha) in `root`: the commit and
+/// the full ref it came from, when it is a branch or a tag.
+pub async fn resolve(root: &Path, name: &str) -> Result<(String, Option<String>), String> {
+    if name.starts_with('-') {
+        return Err(format!("`{name}` is not a ref"));
+    }
+    let candidates = if name.starts_with("refs/") {
+        vec![name.to_string()]
+    } else {
+        vec![format!("refs/heads/{name}"), format!("refs/tags/{name}")]
+    };
+    for full in candidates {
+        let spec = format!("{full}^{{commit}}");
+        if let Ok(out) = git(root, &["rev-parse", "--verify", "--quiet", &spec]).await {
+            return Ok((text(out), Some(full)));
+        }
+    }
+    let spec = format!("{name}^{{commit}}");
+    let out = git(root, &["rev-parse", "--verify", "--quiet", &spec])
+        .await
+        .map_err(|_| format!("`{name}` is not a branch, tag or commit"))?;
+    Ok((text(out), None))
 }

@@ -279,6 +279,40 @@ impl Store {
         Ok(None)
     }
 
+    /// Cancels a run that no server has claimed yet; `false` if it is not queued.
+    pub async fn cancel_queued_run(&self, id: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = 'cancelled before it started' \
+             WHERE id = $2 AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', reason = 'the run was cancelled before it started', \
+             finished_at = $1 WHERE run_id = $2 AND status = 'queued'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE steps SET status = 'cancelled' WHERE status = 'queued' \
+             AND job_id IN (SELECT id FROM jobs WHERE run_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The stored plan of a run, as JSON.
     pub async fn run_plan(&self, run_id: &str) -> Result<String> {
         let row = sqlx::query("SELECT plan FROM runs WHERE id = $1")

@@ -1,0 +1,422 @@
+//! The REST API under `/api/v1`. Handlers authenticate, validate, call the domain and
+//! map errors; nothing else.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ferry_plan::EventKind;
+use ferry_store::{NewRepository, RunFilter, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::auth::{
+    AsAdmin, AsDeveloper, AsViewer, Need, Role, create_user_with_token, hash_token, new_token,
+};
+use crate::trigger::{TriggerError, TriggerRequest, trigger};
+use crate::{ApiError, AppState, queue};
+
+/// Every route: (method, path, least role or `None` for public). The router is built
+/// from the same handlers; a test walks this list without a token and with too weak ones.
+pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
+    ("GET", "/api/v1/health", None),
+    ("GET", "/api/v1/repos", Some(Role::Viewer)),
+    ("POST", "/api/v1/repos", Some(Role::Admin)),
+    ("GET", "/api/v1/repos/{repo}", Some(Role::Viewer)),
+    ("POST", "/api/v1/repos/{repo}/runs", Some(Role::Developer)),
+    ("GET", "/api/v1/runs", Some(Role::Viewer)),
+    ("GET", "/api/v1/runs/{run}", Some(Role::Viewer)),
+    (
+        "GET",
+        "/api/v1/runs/{run}/jobs/{job}/log",
+        Some(Role::Viewer),
+    ),
+    ("POST", "/api/v1/runs/{run}/cancel", Some(Role::Developer)),
+    ("GET", "/api/v1/users", Some(Role::Admin)),
+    ("POST", "/api/v1/users", Some(Role::Admin)),
+    ("GET", "/api/v1/tokens", Some(Role::Viewer)),
+    ("POST", "/api/v1/tokens", Some(Role::Viewer)),
+    ("DELETE", "/api/v1/tokens/{token}", Some(Role::Viewer)),
+];
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/repos", get(list_repos).post(create_repo))
+        .route("/api/v1/repos/{repo}", get(get_repo))
+        .route("/api/v1/repos/{repo}/runs", post(trigger_run))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v1/runs/{run}", get(get_run))
+        .route("/api/v1/runs/{run}/jobs/{job}/log", get(job_log))
+        .route("/api/v1/runs/{run}/cancel", post(cancel_run))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{token}", delete(revoke_token))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// A JSON body whose rejection is an [`ApiError`] (422 with the reason), not plain text.
+pub(crate) struct Body<T>(T);
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::new(e.status(), "invalid_body", e.body_text())),
+        }
+    }
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+async fn list_repos(State(s): State<AppState>, _: Need<AsViewer>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "repositories": s.store.repositories().await? }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRepo {
+    name: String,
+    url: String,
+    default_branch: Option<String>,
+    webhook_secret: Option<String>,
+    poll_interval_s: Option<i64>,
+}
+
+async fn create_repo(
+    State(s): State<AppState>,
+    _: Need<AsAdmin>,
+    Body(body): Body<CreateRepo>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name_ok = !body.name.is_empty()
+        && body.name.len() <= 100
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(ApiError::invalid(
+            "`name` must be 1-100 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    if body.url.trim().is_empty() || body.url.starts_with('-') {
+        return Err(ApiError::invalid("`url` must be a git URL or a path"));
+    }
+    if body.poll_interval_s.is_some_and(|p| p < 10) {
+        return Err(ApiError::invalid("`poll_interval_s` must be at least 10"));
+    }
+    let repo = s
+        .store
+        .create_repository(&NewRepository {
+            name: body.name,
+            url: body.url,
+            default_branch: body.default_branch,
+            webhook_secret: body.webhook_secret,
+            poll_interval_s: body.poll_interval_s,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "repository": repo }))))
+}
+
+async fn get_repo(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "repository": s.store.repository(&repo).await? }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    /// `manual` (the default) or `api`.
+    event: Option<String>,
+}
+
+async fn trigger_run(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Body(body): Body<TriggerBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let event = match body.event.as_deref() {
+        None | Some("manual") => EventKind::Manual,
+        Some("api") => EventKind::Api,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`event` must be `manual` or `api`, not `{other}`"
+            )));
+        }
+    };
+    let req = TriggerRequest {
+        git_ref: body.git_ref,
+        event,
+        triggered_by: caller.label(),
+    };
+    match trigger(&s, &repo, &req).await {
+        Ok(run) => Ok((StatusCode::CREATED, Json(json!({ "run": run })))),
+        Err(TriggerError::Store(e)) => Err(e.into()),
+        Err(TriggerError::Fetch(e)) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", e))
+        }
+        Err(e @ TriggerError::NotTriggered(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_triggered",
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::invalid(e.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunQuery {
+    repo: Option<String>,
+    branch: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_runs(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Query(q): Query<RunQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repository_id = match &q.repo {
+        Some(r) => Some(s.store.repository(r).await?.id),
+        None => None,
+    };
+    let status = match &q.status {
+        Some(st) => Some(
+            Status::parse(st).ok_or_else(|| ApiError::invalid(format!("unknown status `{st}`")))?,
+        ),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    let runs = s
+        .store
+        .find_runs(&RunFilter {
+            repository_id,
+            branch: q.branch,
+            status,
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = (runs.len() as i64 == limit)
+        .then(|| runs.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "runs": runs, "next": next })))
+}
+
+#[derive(Debug, Serialize)]
+struct JobView {
+    #[serde(flatten)]
+    job: ferry_store::Job,
+    steps: Vec<ferry_store::Step>,
+}
+
+async fn get_run(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = s.store.run_by_id(&run).await?;
+    let plan: Value =
+        serde_json::from_str(&s.store.run_plan(&run.id).await?).map_err(ApiError::internal)?;
+    let mut jobs = Vec::new();
+    for job in s.store.jobs(&run.id).await? {
+        let steps = s.store.steps(&job.id).await?;
+        jobs.push(JobView { job, steps });
+    }
+    Ok(Json(json!({ "run": run, "plan": plan, "jobs": jobs })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Byte offset to start from.
+    offset: Option<u64>,
+    /// The most bytes to return (default and maximum 1 MiB).
+    limit: Option<u64>,
+}
+
+/// A range of a job's log, as text. `X-Ferry-Log-Next` is the offset to ask for next;
+/// `X-Ferry-Log-Complete: true` once the job has finished and the end was reached.
+async fn job_log(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((run, job)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    let run = s.store.run_by_id(&run).await?;
+    let jobs = s.store.jobs(&run.id).await?;
+    let job = jobs
+        .iter()
+        .find(|j| j.id == job || j.name == job)
+        .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
+    let path = s.store.log_path(&run.id, &job.id);
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(1 << 20).clamp(1, 1 << 20);
+    let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        file.take(limit).read_to_end(&mut buf)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let next = offset + data.len() as u64;
+    let complete = job.status.is_finished() && (data.len() as u64) < limit;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-log-next"),
+                next.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-log-complete"),
+                complete.to_string(),
+            ),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+async fn cancel_run(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(run): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let run = s.store.run_by_id(&run).await?;
+    if run.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "finished",
+            format!("run {} has already finished", run.number),
+        ));
+    }
+    let cancelled = queue::cancel(&s, &run.id) || s.store.cancel_queued_run(&run.id).await?;
+    if !cancelled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_here",
+            "the run is executing on another server",
+        ));
+    }
+    Ok(Json(json!({ "cancelled": run.id })))
+}
+
+async fn list_users(State(s): State<AppState>, _: Need<AsAdmin>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "users": s.store.users().await? })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    name: String,
+    role: String,
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    _: Need<AsAdmin>,
+    Body(body): Body<CreateUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let role = Role::parse(&body.role)
+        .ok_or_else(|| ApiError::invalid("`role` must be viewer, developer or admin"))?;
+    if body.name.is_empty() || body.name.len() > 100 || body.name.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid(
+            "`name` must be 1-100 characters without spaces",
+        ));
+    }
+    let (user, token) = create_user_with_token(&s.store, &body.name, role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "user": user, "token": token })),
+    ))
+}
+
+async fn list_tokens(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsViewer>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "tokens": s.store.tokens(&caller.user.id).await? }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    name: String,
+}
+
+async fn create_token(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsViewer>,
+    Body(body): Body<CreateToken>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(ApiError::invalid("`name` must be 1-100 characters"));
+    }
+    let secret = new_token();
+    let token = s
+        .store
+        .create_token(&caller.user.id, &body.name, &hash_token(&secret))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "secret": secret })),
+    ))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsViewer>,
+    Path(token): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let own = s
+        .store
+        .tokens(&caller.user.id)
+        .await?
+        .iter()
+        .any(|t| t.id == token);
+    if !own && caller.role < Role::Admin {
+        return Err(ApiError::not_found(format!("token {token} not found")));
+    }
+    s.store.revoke_token(&token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,182 @@
+//! Tokens and roles. A token is `ferry_` and 40 random hex digits; only its SHA-256 is
+//! stored, so a leaked database does not leak tokens.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, AppState};
+
+/// What a user may do. Each role can do everything the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read repositories, runs and logs.
+    Viewer,
+    /// Also trigger, cancel and re-run.
+    Developer,
+    /// Also manage repositories and users.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "developer" => Some(Role::Developer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Developer => "developer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A new random token.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("ferry_{hex}")
+}
+
+/// What the store keeps of a token.
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Creates a user with a first token; returns the token (shown once, never stored).
+pub async fn create_user_with_token(
+    store: &ferry_store::Store,
+    name: &str,
+    role: Role,
+) -> Result<(ferry_store::User, String), ferry_store::Error> {
+    let user = store.create_user(name, role.as_str()).await?;
+    let token = new_token();
+    store
+        .create_token(&user.id, "initial", &hash_token(&token))
+        .await?;
+    Ok((user, token))
+}
+
+/// The caller of an API request, authenticated by its bearer token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: ferry_store::User,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuses the request (403) unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(role.as_str()))
+        }
+    }
+
+    /// How runs record who asked for them.
+    pub fn label(&self) -> String {
+        format!("user:{}", self.user.name)
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        let (user, _) = state
+            .store
+            .user_by_token_hash(&hash_token(token))
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        let role = Role::parse(&user.role)
+            .ok_or_else(|| ApiError::internal(format!("user {} has an unknown role", user.name)))?;
+        Ok(Caller { user, role })
+    }
+}
+
+/// A caller with at least the role `R`: checked while extracting, before the body is
+/// read, so a weak token gets 403 whatever it sends.
+#[derive(Debug, Clone)]
+pub struct Need<R>(pub Caller, pub std::marker::PhantomData<R>);
+
+pub trait MinRole {
+    const ROLE: Role;
+}
+
+#[derive(Debug, Clone)]
+pub struct AsViewer;
+#[derive(Debug, Clone)]
+pub struct AsDeveloper;
+#[derive(Debug, Clone)]
+pub struct AsAdmin;
+
+impl MinRole for AsViewer {
+    const ROLE: Role = Role::Viewer;
+}
+impl MinRole for AsDeveloper {
+    const ROLE: Role = Role::Developer;
+}
+impl MinRole for AsAdmin {
+    const ROLE: Role = Role::Admin;
+}
+
+impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for Need<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(R::ROLE)?;
+        Ok(Need(caller, std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_token();
+        assert!(a.starts_with("ferry_") && a.len() == 46);
+        assert_ne!(a, new_token());
+        assert_eq!(hash_token(&a).len(), 64);
+        assert_ne!(hash_token(&a), a);
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin > Role::Developer && Role::Developer > Role::Viewer);
+        assert_eq!(Role::parse("developer"), Some(Role::Developer));
+        assert_eq!(Role::parse("root"), None);
+    }
+}

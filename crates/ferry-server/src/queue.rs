@@ -1,0 +1,147 @@
+//! The dispatcher: claims queued runs up to the limit and executes them with the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{NullSink, Source, git};
+use ferry_store::{JobEnd, Run, Status, Write, now_ms};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+
+/// How long a claimed run is leased before another server may consider it abandoned.
+const LEASE_MS: i64 = 10 * 60 * 1000;
+
+pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    loop {
+        while tasks.len() < state.config.max_runs.max(1) {
+            match state
+                .store
+                .claim_next_run(&state.config.server_id, now_ms() + LEASE_MS)
+                .await
+            {
+                Ok(Some(run)) => {
+                    let state = state.clone();
+                    tasks.spawn(async move { execute(state, run).await });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("cannot claim a run: {e}");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = state.wake.notified() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            // Other servers sharing the database queue runs too.
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+    // Shutting down: stop what runs, and wait until it is recorded.
+    if let Ok(running) = state.running.lock() {
+        for token in running.values() {
+            token.cancel();
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn execute(state: AppState, run: Run) {
+    let cancel = CancellationToken::new();
+    if let Ok(mut running) = state.running.lock() {
+        running.insert(run.id.clone(), cancel.clone());
+    }
+    if let Err(e) = execute_inner(&state, run.clone(), cancel).await {
+        tracing::error!("run {} failed to execute: {e}", run.id);
+        fail_run(&state, &run, &e).await;
+    }
+    if let Ok(mut running) = state.running.lock() {
+        running.remove(&run.id);
+    }
+}
+
+async fn execute_inner(
+    state: &AppState,
+    run: Run,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    let plan: ferry_plan::Plan = serde_json::from_str(
+        &state
+            .store
+            .run_plan(&run.id)
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("the stored plan does not read back: {e}"))?;
+    let job_ids: Vec<String> = state
+        .store
+        .jobs(&run.id)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    let checkout = state.config.work_root.join(format!("{}-checkout", run.id));
+    let mirror = state.mirror_path(&run.repository_id);
+    git::export(&mirror, &run.commit_sha, &checkout)
+        .await
+        .map_err(|e| format!("cannot check out {}: {e}", run.commit_sha))?;
+    let source = Source {
+        root: checkout.clone(),
+        files: None,
+    };
+    let result = state
+        .engine
+        .execute(run, job_ids, plan, source, Arc::new(NullSink), cancel)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
+    result.map(|_| ())
+}
+
+/// Records a run that could not be executed at all.
+async fn fail_run(state: &AppState, run: &Run, error: &str) {
+    let mut writes = Vec::new();
+    if let Ok(jobs) = state.store.jobs(&run.id).await {
+        for job in jobs.iter().filter(|j| !j.status.is_finished()) {
+            writes.push(Write::finish_job(
+                &job.id,
+                JobEnd {
+                    status: Status::Failed,
+                    reason: Some(error.to_string()),
+                    exit_code: None,
+                    attempts: 0,
+                    log_bytes: 0,
+                    log_lines: 0,
+                    tests: None,
+                },
+            ));
+        }
+    }
+    writes.push(Write::finish_run(
+        &run.id,
+        Status::Failed,
+        Some(error.to_string()),
+    ));
+    if let Err(e) = state.store.apply(&writes).await {
+        tracing::error!("cannot record the failure of run {}: {e}", run.id);
+    }
+}
+
+/// Cancels a run this server is executing; `false` when it is not running here.
+pub(crate) fn cancel(state: &AppState, run_id: &str) -> bool {
+    match state.running.lock() {
+        Ok(running) => match running.get(run_id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        },
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,97 @@
+//! From "run this ref of this repository" to a queued run: fetch the mirror, resolve
+//! the ref, read the commit's `.ferry.yml`, plan it, and queue it.
+
+use ferry_engine::git;
+use ferry_plan::{Event, EventKind};
+use ferry_store::{Repository, Run};
+
+use crate::AppState;
+
+/// A request for a run.
+#[derive(Debug, Clone)]
+pub struct TriggerRequest {
+    /// A branch, a tag, a full ref or a commit sha.
+    pub git_ref: String,
+    pub event: EventKind,
+    /// Who or what asks (`user:ada`, `webhook:github`, …).
+    pub triggered_by: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("cannot fetch the repository: {0}")]
+    Fetch(String),
+    #[error("{0}")]
+    Ref(String),
+    #[error("the commit has no .ferry.yml")]
+    NoPipeline,
+    #[error("invalid .ferry.yml:\n{0}")]
+    Config(String),
+    #[error("the pipeline does not run for this event: {0}")]
+    NotTriggered(String),
+    #[error(transparent)]
+    Store(#[from] ferry_store::Error),
+}
+
+/// Queues a run; wakes the dispatcher.
+pub async fn trigger(
+    state: &AppState,
+    repo: &Repository,
+    req: &TriggerRequest,
+) -> Result<Run, TriggerError> {
+    let mirror = state.mirror_path(&repo.id);
+    git::sync_mirror(&repo.url, &mirror)
+        .await
+        .map_err(TriggerError::Fetch)?;
+    let (sha, full_ref) = git::resolve(&mirror, &req.git_ref)
+        .await
+        .map_err(TriggerError::Ref)?;
+    let commit = git::commit(&mirror, &sha)
+        .await
+        .map_err(TriggerError::Ref)?;
+    let source = git::show_file(&mirror, &sha, ferry_config::FILE_NAME)
+        .await
+        .map_err(TriggerError::Fetch)?
+        .ok_or(TriggerError::NoPipeline)?;
+    let source = String::from_utf8(source)
+        .map_err(|_| TriggerError::Config("the file is not valid UTF-8".into()))?;
+    let pipeline = ferry_config::load(&source)
+        .map_err(|d| {
+            TriggerError::Config(ferry_config::render_all(
+                &d,
+                ferry_config::FILE_NAME,
+                &source,
+                false,
+            ))
+        })?
+        .pipeline;
+    let branch = full_ref
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/heads/"))
+        .map(str::to_string);
+    let tag = full_ref
+        .as_deref()
+        .and_then(|r| r.strip_prefix("refs/tags/"))
+        .map(str::to_string);
+    let event = Event {
+        kind: req.event,
+        branch,
+        tag,
+        git_ref: full_ref.unwrap_or_else(|| sha.clone()),
+        sha: commit.sha.clone(),
+        author: commit.author.clone(),
+        message: commit.message.clone(),
+        changed_files: Some(commit.changed_files.clone()),
+    };
+    let plan = ferry_plan::plan(&pipeline, &event, &Default::default())
+        .map_err(|e| TriggerError::Config(e.to_string()))?;
+    if let Some(reason) = &plan.not_triggered {
+        return Err(TriggerError::NotTriggered(reason.clone()));
+    }
+    let (run, _) = state
+        .engine
+        .create_run(&repo.id, &plan, false, Some(req.triggered_by.clone()))
+        .await?;
+    state.wake.notify_one();
+    Ok(run)
+}

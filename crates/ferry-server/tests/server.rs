@@ -1,0 +1,445 @@
+//! `ferry serve` end to end, in process: a real bare git repository, the real router on
+//! 127.0.0.1, the real engine and processes; requests with a real HTTP client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{Engine, EngineConfig};
+use ferry_exec::LocalExecutor;
+use ferry_server::{AppState, Config, ROUTES, Role, auth};
+use ferry_store::Store;
+use serde_json::{Value, json};
+
+struct Server {
+    tmp: tempfile::TempDir,
+    base: String,
+    admin: String,
+    store: Store,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    http: reqwest::Client,
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Server {
+    async fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data");
+        let store = Store::open(&data).await.expect("store");
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(LocalExecutor {
+                kill_grace: Duration::from_millis(500),
+                ..Default::default()
+            }),
+            EngineConfig {
+                concurrency: 2,
+                work_root: tmp.path().join("work"),
+                keep_workspaces: false,
+            },
+        );
+        let state = AppState::new(
+            store.clone(),
+            engine,
+            Config {
+                data_dir: data,
+                work_root: tmp.path().join("work"),
+                max_runs: 2,
+                jobs_per_run: 2,
+                server_id: "test".into(),
+            },
+        );
+        let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
+            .await
+            .expect("admin");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ferry_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            tmp,
+            base,
+            admin,
+            store,
+            stop: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// A bare repository with one commit holding `pipeline` as `.ferry.yml`.
+    fn repository(&self, name: &str, pipeline: Option<&str>) -> PathBuf {
+        let bare = self.tmp.path().join(format!("{name}.git"));
+        let work = self.tmp.path().join(format!("{name}-work"));
+        std::fs::create_dir_all(&work).expect("mkdir");
+        git(
+            self.tmp.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                &bare.display().to_string(),
+            ],
+        );
+        git(&work, &["init", "-q", "-b", "main"]);
+        match pipeline {
+            Some(p) => std::fs::write(work.join(".ferry.yml"), p).expect("write"),
+            None => std::fs::write(work.join("README"), "no pipeline\n").expect("write"),
+        }
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "first"]);
+        git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+        bare
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.parse().expect("method"), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(&self.admin.clone()), body)
+            .await
+    }
+
+    /// Waits (bounded) until the run has finished; returns its detail.
+    async fn finished(&self, run_id: &str) -> Value {
+        for _ in 0..400 {
+            let (_, detail) = self
+                .admin("GET", &format!("/api/v1/runs/{run_id}"), None)
+                .await;
+            let status = detail["run"]["status"].as_str().unwrap_or("");
+            if !matches!(status, "queued" | "running") {
+                return detail;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("run {run_id} did not finish");
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_triggered_run_executes_and_its_log_is_served() {
+    let s = Server::start().await;
+    let bare = s.repository("app", Some("jobs:\n  hello:\n    run: echo \"hello from $FERRY_BRANCH at $FERRY_COMMIT_SHORT_SHA\"\n"));
+    let (status, body) = s
+        .admin("POST", "/api/v1/repos", Some(json!({ "name": "app", "url": bare.display().to_string(), "webhook_secret": "hush" })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !body.to_string().contains("hush"),
+        "the webhook secret is not returned"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/app/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    assert_eq!(body["run"]["triggered_by"], "user:admin");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    assert_eq!(detail["jobs"][0]["name"], "hello");
+    assert_eq!(detail["jobs"][0]["steps"][0]["status"], "success");
+    assert_eq!(detail["plan"]["event"]["kind"], "manual");
+    let log = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/jobs/hello/log", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("log");
+    assert_eq!(log.headers()["x-ferry-log-complete"], "true");
+    let text = log.text().await.expect("text");
+    assert!(text.starts_with("hello from main at "), "{text}");
+    let (_, list) = s
+        .admin("GET", "/api/v1/runs?repo=app&status=success", None)
+        .await;
+    assert_eq!(list["runs"].as_array().map(Vec::len), Some(1), "{list}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trigger_errors_are_clear() {
+    let s = Server::start().await;
+    let bare = s.repository("bad", Some("jobs:\n  x:\n    runn: make\n"));
+    let empty = s.repository("empty", None);
+    for (name, url) in [("bad", &bare), ("empty", &empty)] {
+        let (status, _) = s
+            .admin(
+                "POST",
+                "/api/v1/repos",
+                Some(json!({ "name": name, "url": url.display().to_string() })),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(".ferry.yml:3:5: error: unknown key `runn`"),
+        "{body}"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/empty/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (422, Some("the commit has no .ferry.yml"))
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "ref": "nope" })),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["message"], "`nope` is not a branch, tag or commit");
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "reff": "main" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["code"], "invalid_body");
+    let (status, _) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/missing/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        s.store
+            .find_runs(&ferry_store::RunFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("runs")
+            .is_empty(),
+        "nothing was queued"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_run() {
+    let s = Server::start().await;
+    let pidfile = s.tmp.path().join("pids");
+    let bare = s.repository(
+        "slow",
+        Some(&format!(
+            "jobs:\n  slow:\n    run: echo $$ >> {}; sleep 300\n",
+            pidfile.display()
+        )),
+    );
+    s.admin(
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "slow", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (_, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/slow/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    for _ in 0..400 {
+        if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, body) = s
+        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "cancelled");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut gone = false;
+    for _ in 0..250 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the step outlived the cancel");
+    let (status, _) = s
+        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
+        .await;
+    assert_eq!(status, 409, "a finished run cannot be cancelled");
+    s.stop().await;
+}
+
+/// Every route refuses a request without a token (401) and one with too weak a role (403).
+#[tokio::test]
+async fn every_route_checks_the_token_and_the_role() {
+    let s = Server::start().await;
+    let (_, viewer) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "vic", "role": "viewer" })),
+        )
+        .await;
+    let (_, dev) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "dee", "role": "developer" })),
+        )
+        .await;
+    let viewer = viewer["token"].as_str().expect("token").to_string();
+    let dev = dev["token"].as_str().expect("token").to_string();
+    for (method, path, role) in ROUTES {
+        let path = path
+            .replace("{repo}", "r")
+            .replace("{run}", "x")
+            .replace("{job}", "j")
+            .replace("{token}", "t");
+        let (status, body) = s.call(method, &path, None, None).await;
+        match role {
+            None => assert_eq!(status, 200, "{method} {path} is public"),
+            Some(_) => {
+                assert_eq!(status, 401, "{method} {path} without a token: {body}");
+                assert_eq!(body["code"], "unauthorized");
+            }
+        }
+        let (status, _) = s
+            .call(method, &path, Some("ferry_not_a_real_token"), None)
+            .await;
+        if role.is_some() {
+            assert_eq!(status, 401, "{method} {path} with a wrong token");
+        }
+        for (token, has) in [(&viewer, Role::Viewer), (&dev, Role::Developer)] {
+            if let Some(needed) = role
+                && has < *needed
+            {
+                let (status, body) = s.call(method, &path, Some(token), None).await;
+                assert_eq!(status, 403, "{method} {path} as {has:?}: {body}");
+                assert_eq!(body["code"], "forbidden");
+            }
+        }
+    }
+    // Tokens can be listed and revoked; a revoked token stops working.
+    let (status, created) = s
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&viewer),
+            Some(json!({ "name": "ci" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let secret = created["secret"].as_str().expect("secret").to_string();
+    let id = created["token"]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        s.call("GET", "/api/v1/repos", Some(&secret), None).await.0,
+        200
+    );
+    let (_, listed) = s.call("GET", "/api/v1/tokens", Some(&viewer), None).await;
+    assert!(
+        !listed.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+    assert_eq!(
+        s.call(
+            "DELETE",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&viewer),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        s.call("GET", "/api/v1/repos", Some(&secret), None).await.0,
+        401
+    );
+    s.stop().await;
+}
