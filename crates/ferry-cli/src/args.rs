@@ -26,6 +26,8 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show the logs of a run, or of one of its jobs.
     Logs(LogsArgs),
+    /// Run the CI server: API, triggers, queue.
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ mod local;
 mod logs;
 mod output;
 mod run;
+mod serve;
 mod style;
 
 use std::process::ExitCode;
@@ -102,5 +103,6 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Run(a) => run::run(a).await,
         Command::Runs(a) => logs::runs(a).await,
         Command::Logs(a) => logs::logs(a).await,
+        Command::Serve(a) => serve::serve(a).await,
     }
 }

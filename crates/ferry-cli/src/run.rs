@@ -337,7 +337,15 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let executor = LocalExecutor::default();
+    // What an earlier `ferry run` killed with -9 left running ends now.
+    let tracker =
+        ferry_exec::orphans::Tracker::new(ferry_exec::orphans::tracker_dir(local.store.data_dir()));
+    let reaper = tracker.clone();
+    let _ = tokio::task::spawn_blocking(move || reaper.reap()).await;
+    let executor = LocalExecutor {
+        tracker: Some(tracker),
+        ..LocalExecutor::default()
+    };
     let force = executor.force.clone();
     let engine = Engine::new(
         local.store.clone(),

@@ -5,6 +5,7 @@
 //! agents later) and stream its output back.
 
 mod local;
+pub mod orphans;
 mod process;
 
 use std::path::PathBuf;

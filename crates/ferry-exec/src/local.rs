@@ -16,6 +16,8 @@ pub struct LocalExecutor {
     pub kill_grace: Duration,
     /// Cancelled to cut the grace short (e.g. on a second Ctrl-C).
     pub force: CancellationToken,
+    /// Records live process groups on disk, for [`crate::orphans::Tracker::reap`] after a crash.
+    pub tracker: Option<crate::orphans::Tracker>,
 }
 
 impl Default for LocalExecutor {
@@ -23,6 +25,7 @@ impl Default for LocalExecutor {
         Self {
             kill_grace: Duration::from_secs(5),
             force: CancellationToken::new(),
+            tracker: None,
         }
     }
 }
@@ -47,6 +50,9 @@ impl Executor for LocalExecutor {
         cancel: &CancellationToken,
     ) -> StepOutcome {
         process::run(step, output, cancel, self.kill_grace, &self.force, |pgid| {
+            if let Some(t) = &self.tracker {
+                t.started(pgid);
+            }
             if let Ok(mut g) = job.groups.lock() {
                 g.push(pgid);
             }
@@ -61,6 +67,9 @@ impl Executor for LocalExecutor {
         };
         for pgid in groups {
             signal_group(pgid, Signal::SIGKILL);
+            if let Some(t) = &self.tracker {
+                t.ended(pgid);
+            }
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub jobs_per_run: usize,
     /// An identity for queue leases (several servers may share a database).
     pub server_id: String,
+    /// On shutdown, let running runs finish instead of cancelling them.
+    pub drain: bool,
 }
 
 /// Shared by every request handler and the dispatcher.
@@ -50,6 +52,8 @@ pub struct AppState {
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// Wakes the dispatcher when a run is queued.
     wake: Arc<Notify>,
+    /// Cancelled to stop running runs at once, even when draining.
+    force: CancellationToken,
 }
 
 impl std::fmt::Debug for AppState {
@@ -68,7 +72,13 @@ impl AppState {
             config: Arc::new(config),
             running: Arc::default(),
             wake: Arc::default(),
+            force: CancellationToken::new(),
         }
+    }
+
+    /// Cancels every running run now (a second Ctrl-C while draining).
+    pub fn force_stop(&self) {
+        self.force.cancel();
     }
 
     /// The bare mirror of a repository.
@@ -80,8 +90,42 @@ impl AppState {
     }
 }
 
+/// Gets a server's store ready: kills the step processes and ends the runs this server
+/// was executing when it last stopped without recording them (they fail with a clear reason; queued runs stay
+/// queued), and on first start creates the `admin` user. Returns that user's token,
+/// to be shown once.
+pub async fn prepare(
+    store: &ferry_store::Store,
+    config: &Config,
+) -> Result<Option<String>, ferry_store::Error> {
+    // Step processes a crashed server left running end first.
+    let tracker =
+        ferry_exec::orphans::Tracker::new(ferry_exec::orphans::tracker_dir(&config.data_dir));
+    let killed = tokio::task::spawn_blocking(move || tracker.reap())
+        .await
+        .unwrap_or(0);
+    if killed > 0 {
+        tracing::warn!("ended {killed} step process(es) left by a server that stopped");
+    }
+    let interrupted = store
+        .interrupt_runs(
+            &config.server_id,
+            "interrupted: the server stopped before the run finished",
+        )
+        .await?;
+    if interrupted > 0 {
+        tracing::warn!("marked {interrupted} interrupted run(s) as failed");
+    }
+    if store.users().await?.is_empty() {
+        let (_, token) = auth::create_user_with_token(store, "admin", Role::Admin).await?;
+        return Ok(Some(token));
+    }
+    Ok(None)
+}
+
 /// Serves the API on `listener` and runs queued runs until `shutdown` resolves; then
-/// stops taking work, cancels running runs and waits for them to be recorded.
+/// stops taking work, cancels running runs (or, with `drain`, lets them finish unless
+/// [`AppState::force_stop`] is called) and waits until they are recorded.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,

@@ -41,13 +41,27 @@ pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
-    // Shutting down: stop what runs, and wait until it is recorded.
-    if let Ok(running) = state.running.lock() {
-        for token in running.values() {
-            token.cancel();
+    // Shutting down: stop what runs (unless draining), and wait until it is recorded.
+    let cancel_all = || {
+        if let Ok(running) = state.running.lock() {
+            for token in running.values() {
+                token.cancel();
+            }
+        }
+    };
+    if !state.config.drain {
+        cancel_all();
+    }
+    let mut forced = false;
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { break },
+            _ = state.force.cancelled(), if !forced => {
+                forced = true;
+                cancel_all();
+            }
         }
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 async fn execute(state: AppState, run: Run) {

@@ -66,6 +66,7 @@ impl Server {
                 max_runs: 2,
                 jobs_per_run: 2,
                 server_id: "test".into(),
+                drain: false,
             },
         );
         let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)

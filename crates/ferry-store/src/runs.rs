@@ -313,6 +313,52 @@ impl Store {
         Ok(true)
     }
 
+    /// Ends the runs a server was executing when it stopped without recording their end
+    /// (a crash, `kill -9`): those it leased as `owner`, and any whose lease ran out.
+    /// They fail with `reason`; their unfinished jobs and steps too. Returns how many.
+    pub async fn interrupt_runs(&self, owner: &str, reason: &str) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query(
+            "SELECT id FROM runs WHERE status = 'running' AND (lease_owner = $1 OR lease_until < $2)",
+        )
+        .bind(owner)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<std::result::Result<_, _>>()?;
+        for id in &ids {
+            sqlx::query(
+                "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, lease_owner = NULL WHERE id = $3",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE steps SET status = CASE WHEN status = 'running' THEN 'failed' ELSE 'skipped' END \
+                 WHERE status IN ('queued', 'running') AND job_id IN (SELECT id FROM jobs WHERE run_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET status = 'failed', reason = $1, finished_at = $2 \
+                 WHERE run_id = $3 AND status IN ('queued', 'running')",
+            )
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
     /// The stored plan of a run, as JSON.
     pub async fn run_plan(&self, run_id: &str) -> Result<String> {
         let row = sqlx::query("SELECT plan FROM runs WHERE id = $1")

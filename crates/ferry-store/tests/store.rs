@@ -97,6 +97,7 @@ both!(
     repositories,
     the_queue_hands_each_run_to_one_claimer,
     runs_filter_and_paginate,
+    interrupted_runs_end_clearly,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -488,4 +489,53 @@ async fn runs_filter_and_paginate(f: &Fixture) {
         .await
         .expect("queued");
     assert_eq!(queued.len(), 6);
+}
+
+async fn interrupted_runs_end_clearly(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (mine, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    let (queued, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    assert_eq!(
+        s.claim_next_run("server-1", i64::MAX)
+            .await
+            .expect("claim")
+            .map(|r| r.id),
+        Some(mine.id.clone())
+    );
+    s.apply(&[
+        Write::start_job(&ids[0], 1),
+        Write::start_step(&ids[0], 0, 1),
+    ])
+    .await
+    .expect("start");
+    assert_eq!(
+        s.interrupt_runs("server-2", "gone")
+            .await
+            .expect("other server"),
+        0,
+        "a live lease of another server is kept"
+    );
+    assert_eq!(
+        s.interrupt_runs("server-1", "the server stopped")
+            .await
+            .expect("mine"),
+        1
+    );
+    let run = s.run_by_id(&mine.id).await.expect("run");
+    assert_eq!(
+        (run.status, run.error.as_deref()),
+        (Status::Failed, Some("the server stopped"))
+    );
+    let jobs = s.jobs(&mine.id).await.expect("jobs");
+    assert_eq!(jobs[0].status, Status::Failed);
+    assert_eq!(
+        s.steps(&ids[0]).await.expect("steps")[0].status,
+        Status::Failed
+    );
+    assert_eq!(
+        s.run_by_id(&queued.id).await.expect("queued").status,
+        Status::Queued,
+        "queued runs stay queued"
+    );
 }

@@ -1,0 +1,156 @@
+//! `ferry serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use ferry_engine::{Engine, EngineConfig};
+use ferry_exec::LocalExecutor;
+use ferry_server::{AppState, Config};
+use ferry_store::Store;
+
+use crate::{Failure, exit};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7340")]
+    pub listen: SocketAddr,
+    /// Where mirrors, logs, artifacts and the SQLite database live
+    /// (default: $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The database: SQLite in the data directory by default, or `postgres://…`.
+    #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The most runs executing at once.
+    #[arg(long, env = "FERRY_MAX_RUNS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_runs: u32,
+    /// The most jobs of one run at once (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub jobs: Option<u32>,
+    /// On SIGTERM or Ctrl-C, let running runs finish instead of cancelling them
+    /// (a second signal cancels them).
+    #[arg(long)]
+    pub drain: bool,
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ferry");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/ferry"),
+        None => PathBuf::from(".ferry-server"),
+    }
+}
+
+/// This data directory's server identity, kept across restarts so that a restarted
+/// server recognises the runs it was executing.
+fn server_id(data: &std::path::Path) -> Result<String, Failure> {
+    let file = data.join("server-id");
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("ferry-{}", uuid::Uuid::now_v7().simple());
+            std::fs::write(&file, &id)
+                .map_err(|e| Failure::failed(format!("cannot write {}: {e}", file.display())))?;
+            Ok(id)
+        }
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data)
+        .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data.display())))?;
+    let store = match &args.database_url {
+        Some(url) => Store::open_url(url, &data).await,
+        None => Store::open(&data).await,
+    }
+    .map_err(|e| match e {
+        ferry_store::Error::Url(_) => Failure::usage(e.to_string()),
+        e => Failure::failed(format!("cannot open the store: {e}")),
+    })?;
+    let jobs = args.jobs.map(|n| n as usize).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let work_root = data.join("work");
+    let config = Config {
+        data_dir: data.clone(),
+        work_root: work_root.clone(),
+        max_runs: args.max_runs as usize,
+        jobs_per_run: jobs,
+        server_id: server_id(&data)?,
+        drain: args.drain,
+    };
+    if let Some(token) = ferry_server::prepare(&store, &config)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?
+    {
+        eprintln!(
+            "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
+        );
+    }
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(LocalExecutor {
+            tracker: Some(ferry_exec::orphans::Tracker::new(
+                ferry_exec::orphans::tracker_dir(&data),
+            )),
+            ..LocalExecutor::default()
+        }),
+        EngineConfig {
+            concurrency: jobs,
+            work_root,
+            keep_workspaces: false,
+        },
+    );
+    let state = AppState::new(store.clone(), engine, config);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    eprintln!(
+        "ferry: serving http://{addr}/api/v1 (data in {})",
+        data.display()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let forced = state.clone();
+    let drain = args.drain;
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!(
+            "ferry: stopping: {}",
+            if drain {
+                "waiting for running runs (again to cancel them)"
+            } else {
+                "cancelling running runs"
+            }
+        );
+        let _ = stop_tx.send(());
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("ferry: cancelling running runs");
+        forced.force_stop();
+    });
+    ferry_server::serve(listener, state, async move {
+        let _ = stop_rx.await;
+    })
+    .await
+    .map_err(|e| Failure::failed(format!("the server failed: {e}")))?;
+    store.close().await;
+    eprintln!("ferry: stopped");
+    Ok(exit::OK)
+}

@@ -1,0 +1,293 @@
+//! The real `ferry serve` binary: first start, the API over HTTP, a run from a real
+//! bare repository, graceful stop, and a restart after `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Ada")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bare repository whose `main` holds `pipeline`.
+fn bare_repo(tmp: &Path, pipeline: &str) -> PathBuf {
+    let bare = tmp.join("origin.git");
+    let work = tmp.join("work-tree");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    git(
+        tmp,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &bare.display().to_string(),
+        ],
+    );
+    git(&work, &["init", "-q", "-b", "main"]);
+    std::fs::write(work.join(".ferry.yml"), pipeline).expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+    bare
+}
+
+struct Serve {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+/// Starts `ferry serve` on a free port and reads what it prints until it listens.
+fn start(data: &Path, extra: &[&str]) -> Serve {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-runs",
+            "1",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .env_remove("FERRY_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut token = None;
+    let start = Instant::now();
+    let base = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the server did not start"
+        );
+        let line = lines.next().expect("a line").expect("utf-8");
+        if let Some(t) = line.trim().strip_prefix("ferry_") {
+            token = Some(format!("ferry_{t}"));
+        }
+        if let Some(rest) = line.strip_prefix("ferry: serving ") {
+            break rest.split("/api/v1").next().expect("url").to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Serve { child, base, token }
+}
+
+async fn call(
+    base: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().expect("method"), format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("text");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn wait_for(base: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let (_, detail) = call(base, token, "GET", &format!("/api/v1/runs/{run}"), None).await;
+        if done(&detail) {
+            return detail;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("run {run} did not get there");
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+#[tokio::test]
+async fn serve_runs_a_pushed_commit_and_stops_cleanly() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(tmp.path(), "jobs:\n  hi:\n    run: echo hi from serve\n");
+    let data = tmp.path().join("data");
+    let mut server = start(&data, &[]);
+    let token = server
+        .token
+        .clone()
+        .expect("the first start prints the admin token");
+    let (status, health) = call(&server.base, "", "GET", "/api/v1/health", None).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, _) = call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "app", "url": bare.display().to_string() })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, body) = call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos/app/runs",
+        Some(json!({ "ref": "main" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let run = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = wait_for(&server.base, &token, &run, |d| {
+        d["run"]["status"] == "success"
+    })
+    .await;
+    assert_eq!(detail["jobs"][0]["status"], "success");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("term");
+    let status = server.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "a SIGTERM ends the server cleanly");
+    // A second start keeps the users: no new admin token is printed.
+    let mut again = start(&data, &[]);
+    assert!(again.token.is_none());
+    let (status, _) = call(&again.base, &token, "GET", "/api/v1/runs", None).await;
+    assert_eq!(status, 200, "the token still works after a restart");
+    let _ = again.child.kill();
+    let _ = again.child.wait();
+}
+
+#[tokio::test]
+async fn after_kill_9_interrupted_runs_fail_clearly_and_queued_runs_still_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let marker = tmp.path().join("restarted");
+    let pids = tmp.path().join("pids");
+    let pipeline = format!(
+        "jobs:\n  work:\n    run: |\n      if [ -e {m} ]; then echo quick; exit 0; fi\n      echo started; echo $$ >> {p}\n      sleep 300\n",
+        m = marker.display(),
+        p = pids.display()
+    );
+    let bare = bare_repo(tmp.path(), &pipeline);
+    let data = tmp.path().join("data");
+    let mut server = start(&data, &[]);
+    let token = server.token.clone().expect("token");
+    call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "app", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (_, first) = call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos/app/runs",
+        Some(json!({ "ref": "main" })),
+    )
+    .await;
+    let (_, second) = call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos/app/runs",
+        Some(json!({ "ref": "main" })),
+    )
+    .await;
+    let first = first["run"]["id"].as_str().expect("id").to_string();
+    let second = second["run"]["id"].as_str().expect("id").to_string();
+    let start_wait = Instant::now();
+    while std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(30),
+            "the first run did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Let the log line reach the file, then crash the server.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("wait");
+    std::fs::write(&marker, "").expect("marker");
+
+    let mut again = start(&data, &[]);
+    let detail = wait_for(&again.base, &token, &first, |d| {
+        d["run"]["status"] != "running"
+    })
+    .await;
+    assert_eq!(detail["run"]["status"], "failed");
+    assert_eq!(
+        detail["run"]["error"],
+        "interrupted: the server stopped before the run finished"
+    );
+    let log = reqwest::Client::new()
+        .get(format!("{}/api/v1/runs/{first}/jobs/work/log", again.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(log, "started\n", "the log written before the kill is kept");
+    let detail = wait_for(&again.base, &token, &second, |d| {
+        d["run"]["status"] == "success"
+    })
+    .await;
+    assert_eq!(
+        detail["jobs"][0]["status"], "success",
+        "the queued run ran after the restart"
+    );
+    for pid in std::fs::read_to_string(&pids)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let pid: i32 = pid.parse().expect("pid");
+        let mut gone = false;
+        for _ in 0..250 {
+            if !alive(pid) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            gone,
+            "step process {pid} of the crashed server is still running"
+        );
+    }
+    let _ = again.child.kill();
+    let _ = again.child.wait();
+}
