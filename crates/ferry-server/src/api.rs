@@ -18,34 +18,61 @@ use crate::auth::{
     AsAdmin, AsDeveloper, AsViewer, Need, Role, create_user_with_token, hash_token, new_token,
 };
 use crate::trigger::{TriggerError, TriggerRequest, trigger};
+use crate::webhook::{self, Outcome, Provider};
 use crate::{ApiError, AppState, queue};
 
-/// Every route: (method, path, least role or `None` for public). The router is built
-/// from the same handlers; a test walks this list without a token and with too weak ones.
-pub const ROUTES: &[(&str, &str, Option<Role>)] = &[
-    ("GET", "/api/v1/health", None),
-    ("GET", "/api/v1/repos", Some(Role::Viewer)),
-    ("POST", "/api/v1/repos", Some(Role::Admin)),
-    ("GET", "/api/v1/repos/{repo}", Some(Role::Viewer)),
-    ("POST", "/api/v1/repos/{repo}/runs", Some(Role::Developer)),
-    ("GET", "/api/v1/runs", Some(Role::Viewer)),
-    ("GET", "/api/v1/runs/{run}", Some(Role::Viewer)),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// Authenticated by the delivery's signature, not a token.
+    Signed,
+    Token(Role),
+}
+
+/// Every route and who may call it. A test walks this list without a token and with
+/// too weak ones.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/api/v1/health", Access::Public),
+    ("POST", "/api/v1/hooks/{provider}/{repo}", Access::Signed),
+    ("GET", "/api/v1/repos", Access::Token(Role::Viewer)),
+    ("POST", "/api/v1/repos", Access::Token(Role::Admin)),
+    ("GET", "/api/v1/repos/{repo}", Access::Token(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/repos/{repo}/runs",
+        Access::Token(Role::Developer),
+    ),
+    ("GET", "/api/v1/runs", Access::Token(Role::Viewer)),
+    ("GET", "/api/v1/runs/{run}", Access::Token(Role::Viewer)),
     (
         "GET",
         "/api/v1/runs/{run}/jobs/{job}/log",
-        Some(Role::Viewer),
+        Access::Token(Role::Viewer),
     ),
-    ("POST", "/api/v1/runs/{run}/cancel", Some(Role::Developer)),
-    ("GET", "/api/v1/users", Some(Role::Admin)),
-    ("POST", "/api/v1/users", Some(Role::Admin)),
-    ("GET", "/api/v1/tokens", Some(Role::Viewer)),
-    ("POST", "/api/v1/tokens", Some(Role::Viewer)),
-    ("DELETE", "/api/v1/tokens/{token}", Some(Role::Viewer)),
+    (
+        "POST",
+        "/api/v1/runs/{run}/cancel",
+        Access::Token(Role::Developer),
+    ),
+    ("GET", "/api/v1/users", Access::Token(Role::Admin)),
+    ("POST", "/api/v1/users", Access::Token(Role::Admin)),
+    ("GET", "/api/v1/tokens", Access::Token(Role::Viewer)),
+    ("POST", "/api/v1/tokens", Access::Token(Role::Viewer)),
+    (
+        "DELETE",
+        "/api/v1/tokens/{token}",
+        Access::Token(Role::Viewer),
+    ),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
+        .route(
+            "/api/v1/hooks/{provider}/{repo}",
+            post(webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
+        )
         .route("/api/v1/repos", get(list_repos).post(create_repo))
         .route("/api/v1/repos/{repo}", get(get_repo))
         .route("/api/v1/repos/{repo}/runs", post(trigger_run))
@@ -75,6 +102,81 @@ where
             Ok(Json(v)) => Ok(Body(v)),
             Err(e) => Err(ApiError::new(e.status(), "invalid_body", e.body_text())),
         }
+    }
+}
+
+/// The largest webhook body accepted (GitHub's own limit is 25 MB; pushes are far smaller).
+const WEBHOOK_LIMIT: usize = 5 << 20;
+
+/// Webhook ingress: verify, parse, enqueue. Events Ferry does not handle get 200.
+async fn webhook(
+    State(s): State<AppState>,
+    Path((provider, repo)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let p = Provider::parse(&provider)
+        .ok_or_else(|| ApiError::not_found(format!("no webhook provider `{provider}`")))?;
+    let repo = s.store.repository(&repo).await?;
+    let secret = repo
+        .webhook_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this repository has no webhook secret",
+            )
+        })?;
+    webhook::verify(p, &headers, &body, secret)
+        .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
+    let outcome = webhook::parse(p, &headers, &body)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_payload", m))?;
+    let hook = match outcome {
+        Outcome::Ignore(reason) => return Ok((StatusCode::OK, Json(json!({ "ignored": reason })))),
+        Outcome::Trigger(hook) => hook,
+    };
+    let delivery = webhook::delivery_id(p, &headers);
+    if let Some(id) = &delivery
+        && !s.store.record_delivery(p.as_str(), id, &repo.id).await?
+    {
+        let reason = format!("delivery {id} was already handled");
+        return Ok((StatusCode::OK, Json(json!({ "ignored": reason }))));
+    }
+    let req = TriggerRequest {
+        git_ref: hook.git_ref,
+        sha: Some(hook.sha),
+        event: hook.event,
+        triggered_by: format!("webhook:{}", p.as_str()),
+    };
+    let result = trigger(&s, &repo, &req).await;
+    if let (Err(_), Some(id)) = (&result, &delivery) {
+        // Nothing started: let a redelivery try again.
+        let _ = s.store.forget_delivery(p.as_str(), id).await;
+    }
+    match result {
+        Ok(run) => {
+            if let Some(id) = &delivery {
+                s.store.delivery_started(p.as_str(), id, &run.id).await?;
+            }
+            Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))))
+        }
+        Err(TriggerError::NotTriggered(reason)) => {
+            Ok((StatusCode::OK, Json(json!({ "ignored": reason }))))
+        }
+        Err(e) => Err(trigger_error(e)),
+    }
+}
+
+fn trigger_error(e: TriggerError) -> ApiError {
+    match e {
+        TriggerError::Store(e) => e.into(),
+        TriggerError::Fetch(e) => ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", e),
+        e @ TriggerError::NotTriggered(_) => {
+            ApiError::new(StatusCode::CONFLICT, "not_triggered", e.to_string())
+        }
+        e => ApiError::invalid(e.to_string()),
     }
 }
 
@@ -170,21 +272,13 @@ async fn trigger_run(
     };
     let req = TriggerRequest {
         git_ref: body.git_ref,
+        sha: None,
         event,
         triggered_by: caller.label(),
     };
     match trigger(&s, &repo, &req).await {
         Ok(run) => Ok((StatusCode::CREATED, Json(json!({ "run": run })))),
-        Err(TriggerError::Store(e)) => Err(e.into()),
-        Err(TriggerError::Fetch(e)) => {
-            Err(ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", e))
-        }
-        Err(e @ TriggerError::NotTriggered(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_triggered",
-            e.to_string(),
-        )),
-        Err(e) => Err(ApiError::invalid(e.to_string())),
+        Err(e) => Err(trigger_error(e)),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 mod error;
 mod queue;
 mod trigger;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use ferry_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use api::ROUTES;
+pub use api::{Access, ROUTES};
 pub use auth::Role;
 pub use error::ApiError;
 pub use trigger::{TriggerError, TriggerRequest};

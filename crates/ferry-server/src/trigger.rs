@@ -12,6 +12,8 @@ use crate::AppState;
 pub struct TriggerRequest {
     /// A branch, a tag, a full ref or a commit sha.
     pub git_ref: String,
+    /// The commit, when the caller knows it (a webhook); `git_ref` is then its full ref.
+    pub sha: Option<String>,
     pub event: EventKind,
     /// Who or what asks (`user:ada`, `webhook:github`, …).
     pub triggered_by: String,
@@ -43,9 +45,15 @@ pub async fn trigger(
     git::sync_mirror(&repo.url, &mirror)
         .await
         .map_err(TriggerError::Fetch)?;
-    let (sha, full_ref) = git::resolve(&mirror, &req.git_ref)
-        .await
-        .map_err(TriggerError::Ref)?;
+    let (sha, full_ref) = match req.sha.as_deref().filter(|s| !s.is_empty()) {
+        Some(sha) => (
+            sha.to_string(),
+            Some(req.git_ref.clone()).filter(|r| r.starts_with("refs/")),
+        ),
+        None => git::resolve(&mirror, &req.git_ref)
+            .await
+            .map_err(TriggerError::Ref)?,
+    };
     let commit = git::commit(&mirror, &sha)
         .await
         .map_err(TriggerError::Ref)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferry_engine::{Engine, EngineConfig};
 use ferry_exec::LocalExecutor;
-use ferry_server::{AppState, Config, ROUTES, Role, auth};
+use ferry_server::{Access, AppState, Config, ROUTES, Role, auth};
 use ferry_store::Store;
 use serde_json::{Value, json};
 
@@ -376,30 +376,42 @@ async fn every_route_checks_the_token_and_the_role() {
         .await;
     let viewer = viewer["token"].as_str().expect("token").to_string();
     let dev = dev["token"].as_str().expect("token").to_string();
-    for (method, path, role) in ROUTES {
+    let bare = s.repository("r", Some("jobs:\n  a:\n    run: 'true'\n"));
+    let (status, _) = s
+        .admin(
+            "POST",
+            "/api/v1/repos",
+            Some(json!({ "name": "r", "url": bare.display().to_string(), "webhook_secret": "k" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for (method, path, access) in ROUTES {
         let path = path
+            .replace("{provider}", "github")
             .replace("{repo}", "r")
             .replace("{run}", "x")
             .replace("{job}", "j")
             .replace("{token}", "t");
         let (status, body) = s.call(method, &path, None, None).await;
-        match role {
-            None => assert_eq!(status, 200, "{method} {path} is public"),
-            Some(_) => {
-                assert_eq!(status, 401, "{method} {path} without a token: {body}");
+        match access {
+            Access::Public => assert_eq!(status, 200, "{method} {path} is public"),
+            Access::Signed | Access::Token(_) => {
+                assert_eq!(
+                    status, 401,
+                    "{method} {path} without a token or signature: {body}"
+                );
                 assert_eq!(body["code"], "unauthorized");
             }
         }
+        let Access::Token(needed) = access else {
+            continue;
+        };
         let (status, _) = s
             .call(method, &path, Some("ferry_not_a_real_token"), None)
             .await;
-        if role.is_some() {
-            assert_eq!(status, 401, "{method} {path} with a wrong token");
-        }
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
         for (token, has) in [(&viewer, Role::Viewer), (&dev, Role::Developer)] {
-            if let Some(needed) = role
-                && has < *needed
-            {
+            if has < *needed {
                 let (status, body) = s.call(method, &path, Some(token), None).await;
                 assert_eq!(status, 403, "{method} {path} as {has:?}: {body}");
                 assert_eq!(body["code"], "forbidden");
@@ -442,5 +454,164 @@ async fn every_route_checks_the_token_and_the_role() {
         s.call("GET", "/api/v1/repos", Some(&secret), None).await.0,
         401
     );
+    s.stop().await;
+}
+
+fn head(bare: &Path) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(bare)
+        .args(["rev-parse", "main"])
+        .output()
+        .expect("git");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A signed GitHub push webhook starts a run of the pushed commit, once per delivery.
+#[tokio::test]
+async fn signed_webhooks_start_runs_once() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("on:\n  push: { branches: [main] }\njobs:\n  built:\n    run: echo built $FERRY_EVENT $FERRY_BRANCH\n"));
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let sha = head(&bare);
+    let body = json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "deleted": false,
+        "head_commit": { "id": sha, "message": "first" }, "repository": { "full_name": "ada/hooked" }
+    })
+    .to_string();
+    let send = |signature: String, delivery: &'static str, event: &'static str, body: String| {
+        s.http
+            .post(format!("{}/api/v1/hooks/github/hooked", s.base))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Bad or missing signatures: 401 and nothing created.
+    let resp = send(sign("wrong", body.as_bytes()), "d-0", "push", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = send(String::new(), "d-0", "push", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 401);
+    assert!(
+        s.store
+            .find_runs(&ferry_store::RunFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("runs")
+            .is_empty()
+    );
+    // A good one starts a run of that commit.
+    let resp = send(sign("s3cret", body.as_bytes()), "d-1", "push", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 202);
+    let created: Value = resp.json().await.expect("json");
+    let run_id = created["run"]["id"].as_str().expect("id").to_string();
+    assert_eq!(created["run"]["commit_sha"], sha.as_str());
+    assert_eq!(created["run"]["triggered_by"], "webhook:github");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    let log = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/jobs/built/log", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(log, "built push main\n");
+    // The same delivery again starts nothing.
+    let resp = send(sign("s3cret", body.as_bytes()), "d-1", "push", body.clone())
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.expect("text").contains("already handled"));
+    // A ping, an unhandled event, a deleted branch and a push `on:` does not list: 200, nothing.
+    let ping = json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }).to_string();
+    assert_eq!(
+        send(sign("s3cret", ping.as_bytes()), "d-2", "ping", ping.clone())
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        send(sign("s3cret", ping.as_bytes()), "d-3", "star", ping)
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+    let deleted =
+        json!({ "ref": "refs/heads/old", "before": sha, "after": "0".repeat(40), "deleted": true })
+            .to_string();
+    assert_eq!(
+        send(sign("s3cret", deleted.as_bytes()), "d-4", "push", deleted)
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        200
+    );
+    let other =
+        json!({ "ref": "refs/heads/other", "after": sha, "head_commit": { "message": "x" } })
+            .to_string();
+    let resp = send(sign("s3cret", other.as_bytes()), "d-5", "push", other)
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.text()
+            .await
+            .expect("text")
+            .contains("is not in `branches`")
+    );
+    // Malformed and oversized bodies.
+    let bad = "{not json".to_string();
+    assert_eq!(
+        send(sign("s3cret", bad.as_bytes()), "d-6", "push", bad)
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        400
+    );
+    let huge = "x".repeat(6 << 20);
+    assert_eq!(
+        send(sign("s3cret", huge.as_bytes()), "d-7", "push", huge)
+            .await
+            .expect("send")
+            .status()
+            .as_u16(),
+        413
+    );
+    let runs = s
+        .store
+        .find_runs(&ferry_store::RunFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 1, "exactly one run was created");
     s.stop().await;
 }

@@ -21,6 +21,11 @@ const SQLITE: Set = &[
         "server",
         include_str!("../migrations/sqlite/0002_server.sql"),
     ),
+    (
+        3,
+        "deliveries",
+        include_str!("../migrations/sqlite/0003_deliveries.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -32,6 +37,11 @@ const POSTGRES: Set = &[
         2,
         "server",
         include_str!("../migrations/postgres/0002_server.sql"),
+    ),
+    (
+        3,
+        "deliveries",
+        include_str!("../migrations/postgres/0003_deliveries.sql"),
     ),
 ];
 

@@ -61,3 +61,51 @@ impl Store {
         repo_from(&row)
     }
 }
+
+impl Store {
+    /// Records a webhook delivery; `false` when this delivery was already recorded.
+    pub async fn record_delivery(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        repository_id: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO deliveries (provider, delivery_id, repository_id, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (provider, delivery_id) DO NOTHING",
+        )
+        .bind(provider)
+        .bind(delivery_id)
+        .bind(repository_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Links a recorded delivery to the run it started.
+    pub async fn delivery_started(
+        &self,
+        provider: &str,
+        delivery_id: &str,
+        run_id: &str,
+    ) -> Result<()> {
+        sqlx::query("UPDATE deliveries SET run_id = $1 WHERE provider = $2 AND delivery_id = $3")
+            .bind(run_id)
+            .bind(provider)
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a delivery whose handling failed, so that a redelivery can try again.
+    pub async fn forget_delivery(&self, provider: &str, delivery_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM deliveries WHERE provider = $1 AND delivery_id = $2")
+            .bind(provider)
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

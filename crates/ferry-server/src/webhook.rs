@@ -1,0 +1,277 @@
+//! Webhooks from GitHub, GitLab, Gitea/Forgejo and a generic JSON body: verifying the
+//! signature and turning a delivery into a trigger (or a reason to ignore it). Pure: no
+//! I/O, so each forge's real payloads are tested directly.
+
+use axum::http::HeaderMap;
+use ferry_plan::EventKind;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Github,
+    Gitlab,
+    Gitea,
+    Generic,
+}
+
+impl Provider {
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s {
+            "github" => Some(Provider::Github),
+            "gitlab" => Some(Provider::Gitlab),
+            "gitea" | "forgejo" => Some(Provider::Gitea),
+            "generic" => Some(Provider::Generic),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+            Provider::Gitea => "gitea",
+            Provider::Generic => "generic",
+        }
+    }
+}
+
+/// What a delivery asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Trigger(Hook),
+    /// Handled, nothing to do (a ping, a deleted branch, `[skip ci]`, an event Ferry
+    /// does not handle); the reason is returned to the forge.
+    Ignore(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub event: EventKind,
+    /// The full ref: `refs/heads/main`, `refs/tags/v1`.
+    pub git_ref: String,
+    pub sha: String,
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// The forge's id of this delivery, for ignoring redeliveries.
+pub fn delivery_id(p: Provider, h: &HeaderMap) -> Option<String> {
+    let name = match p {
+        Provider::Github => "x-github-delivery",
+        Provider::Gitlab => {
+            return header(h, "x-gitlab-event-uuid")
+                .or(header(h, "idempotency-key"))
+                .map(str::to_string);
+        }
+        Provider::Gitea => {
+            return header(h, "x-gitea-delivery")
+                .or(header(h, "x-forgejo-delivery"))
+                .map(str::to_string);
+        }
+        Provider::Generic => "x-ferry-delivery",
+    };
+    header(h, name)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .map(str::to_string)
+}
+
+fn hmac_ok(secret: &str, body: &[u8], hex_sig: &str) -> bool {
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// Checks the delivery's signature (or token) against the repository's secret, in
+/// constant time.
+pub fn verify(p: Provider, h: &HeaderMap, body: &[u8], secret: &str) -> Result<(), &'static str> {
+    let ok = match p {
+        Provider::Github => header(h, "x-hub-signature-256")
+            .and_then(|s| s.strip_prefix("sha256="))
+            .is_some_and(|sig| hmac_ok(secret, body, sig)),
+        Provider::Gitea => header(h, "x-gitea-signature")
+            .or(header(h, "x-forgejo-signature"))
+            .is_some_and(|sig| hmac_ok(secret, body, sig)),
+        Provider::Gitlab => header(h, "x-gitlab-token")
+            .is_some_and(|t| bool::from(t.as_bytes().ct_eq(secret.as_bytes()))),
+        Provider::Generic => header(h, "x-ferry-signature")
+            .and_then(|s| s.strip_prefix("sha256="))
+            .is_some_and(|sig| hmac_ok(secret, body, sig)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("missing or invalid signature")
+    }
+}
+
+fn skip_ci(message: &str) -> bool {
+    message.contains("[skip ci]") || message.contains("[ci skip]")
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    cur.as_str()
+}
+
+/// A push of a branch or a tag, shared by the forges that send GitHub-like pushes.
+fn push(
+    git_ref: &str,
+    after: &str,
+    deleted: bool,
+    message: Option<&str>,
+) -> Result<Outcome, String> {
+    if deleted || after == ZERO {
+        return Ok(Outcome::Ignore(format!("{git_ref} was deleted")));
+    }
+    if message.is_some_and(skip_ci) {
+        return Ok(Outcome::Ignore("[skip ci] in the commit message".into()));
+    }
+    let event = if git_ref.starts_with("refs/tags/") {
+        EventKind::Tag
+    } else if git_ref.starts_with("refs/heads/") {
+        EventKind::Push
+    } else {
+        return Ok(Outcome::Ignore(format!(
+            "{git_ref} is neither a branch nor a tag"
+        )));
+    };
+    Ok(Outcome::Trigger(Hook {
+        event,
+        git_ref: git_ref.to_string(),
+        sha: after.to_string(),
+    }))
+}
+
+fn pull_request(action: &str, head_ref: &str, sha: &str, message: Option<&str>) -> Outcome {
+    if !matches!(
+        action,
+        "opened" | "synchronize" | "synchronized" | "reopened" | "open" | "update" | "reopen"
+    ) {
+        return Outcome::Ignore(format!("pull request action `{action}` starts no run"));
+    }
+    if message.is_some_and(skip_ci) {
+        return Outcome::Ignore("[skip ci] in the commit message".into());
+    }
+    Outcome::Trigger(Hook {
+        event: EventKind::PullRequest,
+        git_ref: format!("refs/heads/{head_ref}"),
+        sha: sha.to_string(),
+    })
+}
+
+/// Reads a delivery. `Err` only for a body that is not what the forge sends (400).
+pub fn parse(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
+    let event = match p {
+        Provider::Github => header(h, "x-github-event").unwrap_or(""),
+        Provider::Gitlab => header(h, "x-gitlab-event").unwrap_or(""),
+        Provider::Gitea => header(h, "x-gitea-event")
+            .or(header(h, "x-forgejo-event"))
+            .unwrap_or(""),
+        Provider::Generic => "generic",
+    };
+    if p == Provider::Github && event == "ping" {
+        return Ok(Outcome::Ignore("pong".into()));
+    }
+    let handled = match p {
+        Provider::Github | Provider::Gitea => matches!(event, "push" | "pull_request"),
+        Provider::Gitlab => matches!(event, "Push Hook" | "Tag Push Hook" | "Merge Request Hook"),
+        Provider::Generic => true,
+    };
+    if !handled {
+        return Ok(Outcome::Ignore(format!("event `{event}` is not handled")));
+    }
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let missing = |what: &str| format!("the {event} payload has no `{what}`");
+    match (p, event) {
+        (Provider::Github | Provider::Gitea, "push") => {
+            let git_ref = str_at(&v, &["ref"]).ok_or_else(|| missing("ref"))?;
+            let after = str_at(&v, &["after"]).ok_or_else(|| missing("after"))?;
+            let deleted = v.get("deleted").and_then(Value::as_bool).unwrap_or(false);
+            let message = str_at(&v, &["head_commit", "message"]).or_else(|| {
+                v.get("commits")
+                    .and_then(Value::as_array)
+                    .and_then(|c| c.last())
+                    .and_then(|c| str_at(c, &["message"]))
+            });
+            push(git_ref, after, deleted, message)
+        }
+        (Provider::Github | Provider::Gitea, _) => {
+            let action = str_at(&v, &["action"]).ok_or_else(|| missing("action"))?;
+            let head = str_at(&v, &["pull_request", "head", "ref"])
+                .ok_or_else(|| missing("pull_request.head.ref"))?;
+            let sha = str_at(&v, &["pull_request", "head", "sha"])
+                .ok_or_else(|| missing("pull_request.head.sha"))?;
+            Ok(pull_request(action, head, sha, None))
+        }
+        (Provider::Gitlab, "Merge Request Hook") => {
+            let attrs = v
+                .get("object_attributes")
+                .ok_or_else(|| missing("object_attributes"))?;
+            let action = str_at(attrs, &["action"]).unwrap_or("");
+            // An `update` without `oldrev` changed only the description or labels.
+            if action == "update" && attrs.get("oldrev").is_none() {
+                return Ok(Outcome::Ignore(
+                    "the merge request changed, not its commits".into(),
+                ));
+            }
+            let head = str_at(attrs, &["source_branch"])
+                .ok_or_else(|| missing("object_attributes.source_branch"))?;
+            let sha = str_at(attrs, &["last_commit", "id"])
+                .ok_or_else(|| missing("object_attributes.last_commit.id"))?;
+            Ok(pull_request(
+                action,
+                head,
+                sha,
+                str_at(attrs, &["last_commit", "message"]),
+            ))
+        }
+        (Provider::Gitlab, _) => {
+            let git_ref = str_at(&v, &["ref"]).ok_or_else(|| missing("ref"))?;
+            let after = str_at(&v, &["after"]).ok_or_else(|| missing("after"))?;
+            let message = v
+                .get("commits")
+                .and_then(Value::as_array)
+                .and_then(|c| c.last())
+                .and_then(|c| str_at(c, &["message"]));
+            push(git_ref, after, false, message)
+        }
+        (Provider::Generic, _) => {
+            let git_ref = str_at(&v, &["ref"]).ok_or_else(|| missing("ref"))?;
+            let full = if git_ref.starts_with("refs/") {
+                git_ref.to_string()
+            } else {
+                format!("refs/heads/{git_ref}")
+            };
+            let sha = str_at(&v, &["sha"]).unwrap_or("");
+            if sha.is_empty() {
+                // No sha: run the ref's current head.
+                return Ok(Outcome::Trigger(Hook {
+                    event: if full.starts_with("refs/tags/") {
+                        EventKind::Tag
+                    } else {
+                        EventKind::Push
+                    },
+                    git_ref: full,
+                    sha: String::new(),
+                }));
+            }
+            push(&full, sha, false, str_at(&v, &["message"]))
+        }
+    }
+}
