@@ -162,7 +162,7 @@ impl EventSink for Terminal {
         };
         let mut out = Vec::new();
         match event {
-            EngineEvent::Output { job, data } => {
+            EngineEvent::Output { job, data, .. } => {
                 let mut partial = state.partial.remove(*job).unwrap_or_default();
                 self.lines(job, &mut partial, data, &mut out);
                 state.partial.insert(job.to_string(), partial);

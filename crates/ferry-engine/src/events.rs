@@ -24,6 +24,9 @@ pub enum EngineEvent<'a> {
     /// Output of a step (stdout and stderr as written), or a message from Ferry.
     Output {
         job: &'a str,
+        /// Where `data` starts in the job's stored log (so a live reader that also read
+        /// the stored log can drop what it already has).
+        offset: u64,
         #[serde(serialize_with = "lossy")]
         data: &'a [u8],
     },

@@ -397,6 +397,7 @@ struct JobOutput<'a> {
 
 impl OutputSink for JobOutput<'_> {
     fn chunk(&mut self, data: &[u8]) {
+        let offset = self.log.bytes() as u64;
         if let Err(e) = self.log.write(data)
             && self.error.is_none()
         {
@@ -404,6 +405,7 @@ impl OutputSink for JobOutput<'_> {
         }
         self.sink.event(&EngineEvent::Output {
             job: self.job,
+            offset,
             data,
         });
     }

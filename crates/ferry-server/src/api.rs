@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -13,6 +14,7 @@ use ferry_plan::EventKind;
 use ferry_store::{NewRepository, RunFilter, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::{
     AsAdmin, AsDeveloper, AsViewer, Need, Role, create_user_with_token, hash_token, new_token,
@@ -55,6 +57,11 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         "/api/v1/runs/{run}/cancel",
         Access::Token(Role::Developer),
     ),
+    (
+        "GET",
+        "/api/v1/runs/{run}/events",
+        Access::Token(Role::Viewer),
+    ),
     ("GET", "/api/v1/users", Access::Token(Role::Admin)),
     ("POST", "/api/v1/users", Access::Token(Role::Admin)),
     ("GET", "/api/v1/tokens", Access::Token(Role::Viewer)),
@@ -80,6 +87,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}", get(get_run))
         .route("/api/v1/runs/{run}/jobs/{job}/log", get(job_log))
         .route("/api/v1/runs/{run}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{run}/events", get(run_events))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{token}", delete(revoke_token))
@@ -513,4 +521,19 @@ async fn revoke_token(
     }
     s.store.revoke_token(&token).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Server-Sent Events of one run: `run`, `job` and `log` events (see `live`), then
+/// `end` when the run has finished.
+async fn run_events(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(run): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let run = s.store.run_by_id(&run).await?;
+    // Subscribe before reading what is stored: see `live`.
+    let rx = s.live.subscribe();
+    let (tx, out) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(crate::live::stream(s.clone(), run, rx, tx));
+    Ok(Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default()))
 }

@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod error;
+pub mod live;
 mod queue;
 mod trigger;
 pub mod webhook;
@@ -55,6 +56,8 @@ pub struct AppState {
     wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
     force: CancellationToken,
+    /// Live events of every run, for Server-Sent Events streams.
+    pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -74,6 +77,7 @@ impl AppState {
             running: Arc::default(),
             wake: Arc::default(),
             force: CancellationToken::new(),
+            live: tokio::sync::broadcast::channel(4096).0,
         }
     }
 

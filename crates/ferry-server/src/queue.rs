@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::{NullSink, Source, git};
+use ferry_engine::{Source, git};
 use ferry_store::{JobEnd, Run, Status, Write, now_ms};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -104,13 +104,17 @@ async fn execute_inner(
     git::export(&mirror, &run.commit_sha, &checkout)
         .await
         .map_err(|e| format!("cannot check out {}: {e}", run.commit_sha))?;
+    let sink = Arc::new(crate::live::BroadcastSink {
+        run: run.id.clone(),
+        tx: state.live.clone(),
+    });
     let source = Source {
         root: checkout.clone(),
         files: None,
     };
     let result = state
         .engine
-        .execute(run, job_ids, plan, source, Arc::new(NullSink), cancel)
+        .execute(run, job_ids, plan, source, sink, cancel)
         .await
         .map_err(|e| e.to_string());
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;

@@ -615,3 +615,121 @@ async fn signed_webhooks_start_runs_once() {
     assert_eq!(runs.len(), 1, "exactly one run was created");
     s.stop().await;
 }
+
+/// Reads a Server-Sent Events stream until `end`: the events as (kind, data).
+async fn read_sse(resp: reqwest::Response) -> Vec<(String, Value)> {
+    let mut resp = resp;
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(60), resp.chunk())
+            .await
+            .expect("the stream goes on")
+            .expect("chunk");
+        let Some(chunk) = chunk else { return events };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut kind = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if kind.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let done = kind == "end";
+            events.push((kind, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            if done {
+                return events;
+            }
+        }
+    }
+}
+
+/// A client that connects while a step prints gets every line once, in order.
+#[tokio::test]
+async fn live_logs_have_no_gap_and_no_duplicate() {
+    let s = Server::start().await;
+    let pipeline = "jobs:\n  chatty:\n    run: |\n      i=0\n      while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); case $i in *0) sleep 0.02;; esac; done\n";
+    let bare = s.repository("chatty", Some(pipeline));
+    s.admin(
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "chatty", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (_, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/chatty/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    // Connect in the middle: once some lines are stored, before the step has finished.
+    let mut mid = false;
+    for _ in 0..400 {
+        let resp = s
+            .http
+            .get(format!("{}/api/v1/runs/{run_id}/jobs/chatty/log", s.base))
+            .bearer_auth(&s.admin)
+            .send()
+            .await
+            .expect("log");
+        let text = resp.text().await.expect("text");
+        if text.lines().count() >= 20 {
+            mid = !text.contains("line 299");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/events", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let events = read_sse(resp).await;
+    let text: String = events
+        .iter()
+        .filter(|(k, _)| k == "log")
+        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let expected: String = (0..300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, expected, "every line once, in order");
+    assert!(mid, "the client connected while the step was printing");
+    let (kind, last) = events.last().expect("events");
+    assert_eq!(
+        (kind.as_str(), last["status"].as_str()),
+        ("end", Some("success"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(k, d)| k == "job" && d["status"] == "success")
+    );
+    // A finished run streams its stored state and ends at once.
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/events", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("events");
+    let again = read_sse(resp).await;
+    let text: String = again
+        .iter()
+        .filter(|(k, _)| k == "log")
+        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(text, expected);
+    s.stop().await;
+}
