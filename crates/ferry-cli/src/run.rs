@@ -279,6 +279,11 @@ pub fn render_plan(plan: &Plan, dirty: bool, color: bool) -> String {
                     job.name,
                     style::paint(&format!("skipped: {reason}"), "90", color)
                 )),
+                Decision::Reuse { number, .. } => out.push_str(&format!(
+                    "  {} {:<width$}  reused from run {number}\n",
+                    style::paint("keep", "90", color),
+                    job.name
+                )),
             }
         }
     }

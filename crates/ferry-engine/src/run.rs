@@ -138,10 +138,8 @@ impl Engine {
                 .map(|j| NewJob {
                     name: j.name.clone(),
                     allow_failure: j.allow_failure,
-                    skipped: match &j.decision {
-                        ferry_plan::Decision::Skip { reason } => Some(reason.clone()),
-                        ferry_plan::Decision::Run => None,
-                    },
+                    settled: settled(&j.decision)
+                        .map(|(status, reason)| (status, reason.unwrap_or_default())),
                     steps: j.steps.iter().map(|s| s.display_name()).collect(),
                 })
                 .collect(),
@@ -220,15 +218,29 @@ impl Engine {
             .map(|(i, j)| (j.name.as_str(), i))
             .collect();
         // None: not finished; Some(status).
-        let mut done: Vec<Option<(Status, Option<String>)>> = jobs
-            .iter()
-            .map(|j| match &j.decision {
-                ferry_plan::Decision::Skip { reason } => {
-                    Some((Status::Skipped, Some(reason.clone())))
+        let mut done: Vec<Option<(Status, Option<String>)>> =
+            jobs.iter().map(|j| settled(&j.decision)).collect();
+        // Reused jobs bring their artifacts from the earlier run.
+        for (i, job) in jobs.iter().enumerate() {
+            if let ferry_plan::Decision::Reuse { run, .. } = &job.decision {
+                let from = workspace::job_dir(
+                    &self.store.data_dir().join("artifacts").join(run),
+                    i,
+                    &job.name,
+                );
+                let to = workspace::job_dir(&ctx.artifacts_dir, i, &job.name);
+                if from.is_dir() {
+                    let copied =
+                        tokio::task::spawn_blocking(move || workspace::copy_dir(&from, &to)).await;
+                    if !matches!(copied, Ok(Ok(()))) {
+                        done[i] = Some((
+                            Status::Failed,
+                            Some("cannot reuse the earlier run's artifacts".into()),
+                        ));
+                    }
                 }
-                ferry_plan::Decision::Run => None,
-            })
-            .collect();
+            }
+        }
         if let Err(reason) = &snapshot {
             for (i, slot) in done.iter_mut().enumerate() {
                 if slot.is_none() {
@@ -899,4 +911,16 @@ fn ancestors(plan: &Plan, i: usize) -> Vec<usize> {
         }
     }
     (0..plan.jobs.len()).filter(|d| seen[*d]).collect()
+}
+
+/// How a job that will not run is settled from the start: skipped, or reused.
+fn settled(decision: &ferry_plan::Decision) -> Option<(Status, Option<String>)> {
+    match decision {
+        ferry_plan::Decision::Run => None,
+        ferry_plan::Decision::Skip { reason } => Some((Status::Skipped, Some(reason.clone()))),
+        ferry_plan::Decision::Reuse { number, .. } => Some((
+            Status::Success,
+            Some(format!("succeeded in run {number}; reused")),
+        )),
+    }
 }

@@ -15,7 +15,16 @@ use crate::matrix;
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     Run,
-    Skip { reason: String },
+    Skip {
+        reason: String,
+    },
+    /// A re-run of failed jobs keeps this job's success (and artifacts) from an earlier
+    /// run instead of running it again.
+    Reuse {
+        /// The earlier run's id.
+        run: String,
+        number: i64,
+    },
 }
 
 /// One job of the plan, after matrix expansion.

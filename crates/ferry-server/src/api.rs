@@ -62,6 +62,11 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
         "/api/v1/runs/{run}/events",
         Access::Token(Role::Viewer),
     ),
+    (
+        "POST",
+        "/api/v1/runs/{run}/rerun",
+        Access::Token(Role::Developer),
+    ),
     ("GET", "/api/v1/users", Access::Token(Role::Admin)),
     ("POST", "/api/v1/users", Access::Token(Role::Admin)),
     ("GET", "/api/v1/tokens", Access::Token(Role::Viewer)),
@@ -88,6 +93,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{run}/jobs/{job}/log", get(job_log))
         .route("/api/v1/runs/{run}/cancel", post(cancel_run))
         .route("/api/v1/runs/{run}/events", get(run_events))
+        .route("/api/v1/runs/{run}/rerun", post(rerun))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{token}", delete(revoke_token))
@@ -536,4 +542,88 @@ async fn run_events(
     let (tx, out) = tokio::sync::mpsc::channel(256);
     tokio::spawn(crate::live::stream(s.clone(), run, rx, tx));
     Ok(Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RerunBody {
+    /// Only the jobs that did not succeed (and what depends on them); the others keep
+    /// their result and artifacts.
+    #[serde(default)]
+    failed_only: bool,
+}
+
+/// Queues a new run of a finished run's stored plan (the same commit and event).
+async fn rerun(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path(run): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // The body is optional: none means a whole re-run.
+    let options: RerunBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RerunBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            )
+        })?
+    };
+    let failed_only = options.failed_only;
+    let old = s.store.run_by_id(&run).await?;
+    if !old.status.is_finished() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_finished",
+            format!("run {} has not finished", old.number),
+        ));
+    }
+    let mut plan: ferry_plan::Plan =
+        serde_json::from_str(&s.store.run_plan(&old.id).await?).map_err(ApiError::internal)?;
+    if !failed_only {
+        // A whole re-run runs again what an earlier failed-only re-run reused.
+        for job in &mut plan.jobs {
+            if matches!(job.decision, ferry_plan::Decision::Reuse { .. }) {
+                job.decision = ferry_plan::Decision::Run;
+            }
+        }
+    } else {
+        let jobs = s.store.jobs(&old.id).await?;
+        for job in &mut plan.jobs {
+            let before = jobs.iter().find(|j| j.name == job.name);
+            let succeeded = before.is_some_and(|j| j.status == Status::Success);
+            match &job.decision {
+                ferry_plan::Decision::Skip { .. } => {}
+                ferry_plan::Decision::Reuse { .. } if succeeded => {}
+                _ if succeeded => {
+                    job.decision = ferry_plan::Decision::Reuse {
+                        run: old.id.clone(),
+                        number: old.number,
+                    };
+                }
+                _ => job.decision = ferry_plan::Decision::Run,
+            }
+        }
+        if plan.jobs.iter().all(|j| !j.runs()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "nothing_failed",
+                format!("no job of run {} failed", old.number),
+            ));
+        }
+    }
+    let (run, _) = s
+        .engine
+        .create_run(
+            &old.repository_id,
+            &plan,
+            false,
+            Some(format!("{} (re-run of {})", caller.label(), old.number)),
+        )
+        .await?;
+    s.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(json!({ "run": run }))))
 }

@@ -53,7 +53,7 @@ pub struct AppState {
     /// Cancel tokens of the runs this server is executing.
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// Wakes the dispatcher when a run is queued.
-    wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
     force: CancellationToken,
     /// Live events of every run, for Server-Sent Events streams.

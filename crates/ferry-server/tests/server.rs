@@ -733,3 +733,101 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
     assert_eq!(text, expected);
     s.stop().await;
 }
+
+/// Re-running only the failed jobs keeps the others' results and artifacts.
+#[tokio::test]
+async fn rerun_whole_or_only_failed_jobs() {
+    let s = Server::start().await;
+    let counter = s.tmp.path().join("builds");
+    let fixed = s.tmp.path().join("fixed");
+    let pipeline = format!(
+        "jobs:\n  build:\n    run: echo x >> {c}; mkdir -p out; echo artifact > out/bin\n    artifacts: [out/bin]\n  flaky:\n    run: test -e {f}\n  after:\n    needs: [build, flaky]\n    run: cat out/bin\n",
+        c = counter.display(),
+        f = fixed.display()
+    );
+    let bare = s.repository("rr", Some(&pipeline));
+    s.admin(
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "rr", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (_, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/rr/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    let first = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&first).await;
+    assert_eq!(detail["run"]["status"], "failed");
+    std::fs::write(&fixed, "").expect("fix");
+    let (status, body) = s
+        .admin(
+            "POST",
+            &format!("/api/v1/runs/{first}/rerun"),
+            Some(json!({ "failed_only": true })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let second = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&second).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let build = jobs.iter().find(|j| j["name"] == "build").expect("build");
+    assert_eq!(build["status"], "success");
+    assert_eq!(build["reason"], "succeeded in run 1; reused");
+    assert_eq!(
+        std::fs::read_to_string(&counter)
+            .expect("count")
+            .lines()
+            .count(),
+        1,
+        "build did not run again"
+    );
+    let log = s
+        .http
+        .get(format!("{}/api/v1/runs/{second}/jobs/after/log", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        log, "artifact\n",
+        "the reused job's artifacts reach the jobs that need them"
+    );
+    assert_eq!(
+        detail["run"]["commit_sha"],
+        s.store.run_by_id(&first).await.expect("run").commit_sha
+    );
+    // A whole re-run runs everything again; nothing failed now, so failed-only refuses.
+    let (status, body) = s
+        .admin("POST", &format!("/api/v1/runs/{second}/rerun"), None)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let third = body["run"]["id"].as_str().expect("id").to_string();
+    assert_eq!(s.finished(&third).await["run"]["status"], "success");
+    assert_eq!(
+        std::fs::read_to_string(&counter)
+            .expect("count")
+            .lines()
+            .count(),
+        2
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            &format!("/api/v1/runs/{third}/rerun"),
+            Some(json!({ "failed_only": true })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("nothing_failed"))
+    );
+    s.stop().await;
+}

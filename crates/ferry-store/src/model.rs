@@ -73,7 +73,9 @@ pub struct NewRun {
 pub struct NewJob {
     pub name: String,
     pub allow_failure: bool,
-    pub skipped: Option<String>,
+    /// Set for a job that will not run: skipped (with the reason), or reused from an
+    /// earlier run (success, with the reason).
+    pub settled: Option<(Status, String)>,
     pub steps: Vec<String>,
 }
 

@@ -152,8 +152,8 @@ impl Store {
         let mut job_ids = Vec::with_capacity(new.jobs.len());
         for (i, job) in new.jobs.iter().enumerate() {
             let job_id = new_id();
-            let (status, reason) = match &job.skipped {
-                Some(r) => (Status::Skipped, Some(r.as_str())),
+            let (status, reason) = match &job.settled {
+                Some((status, reason)) => (*status, Some(reason.as_str())),
                 None => (Status::Queued, None),
             };
             sqlx::query(

@@ -117,13 +117,13 @@ fn new_run(repo: &str) -> NewRun {
             NewJob {
                 name: "build".into(),
                 allow_failure: false,
-                skipped: None,
+                settled: None,
                 steps: vec!["make".into(), "ls".into()],
             },
             NewJob {
                 name: "deploy".into(),
                 allow_failure: false,
-                skipped: Some("condition false".into()),
+                settled: Some((Status::Skipped, "condition false".into())),
                 steps: vec!["d".into()],
             },
         ],
