@@ -28,6 +28,41 @@ pub enum Command {
     Logs(LogsArgs),
     /// Run the CI server: API, triggers, queue.
     Serve(crate::serve::ServeArgs),
+    /// Ask a server to run a ref of a repository.
+    Trigger {
+        /// The repository's name on the server.
+        repo: String,
+        /// A branch, tag or commit (default: main).
+        #[arg(default_value = "main")]
+        git_ref: String,
+        /// Stream the run's logs until it ends; exit with its outcome.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+    },
+    /// Cancel a run on a server.
+    Cancel {
+        run: String,
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+    },
+    /// Run a finished run again on a server.
+    Rerun {
+        run: String,
+        /// Only the jobs that did not succeed.
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+    },
+    /// A server's repositories.
+    Repos {
+        #[command(subcommand)]
+        command: crate::client::RepoCommand,
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -102,13 +137,19 @@ pub struct RunsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// With a server: only this repository's runs.
+    #[arg(long)]
+    pub repo: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// List a server's runs instead of local ones.
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The run's number (as `ferry runs` shows it), or `last`.
+    /// The run's number (as `ferry runs` shows it), or `last`; with a server, its id.
     pub run: String,
     /// One job (its full name, or its name in the file for a single job).
     pub job: Option<String>,
@@ -118,6 +159,12 @@ pub struct LogsArgs {
     /// Prefix each line with the time it was written.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// With a server: stream the logs live until the run ends.
+    #[arg(short, long)]
+    pub follow: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Show a server's run (RUN is then its id) instead of a local one.
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
 }

@@ -18,6 +18,9 @@ fn time(ms: i64) -> String {
 }
 
 pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
+    if args.server.server.is_some() {
+        return crate::client::runs(&args.server, args.repo.clone(), args.limit, args.json).await;
+    }
     let local = local::open(&args.dir, &args.store).await?;
     let runs = local
         .store
@@ -74,6 +77,15 @@ pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
 }
 
 pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
+    if args.server.server.is_some() {
+        return crate::client::logs(&args.server, &args.run, args.job.as_deref(), args.follow)
+            .await;
+    }
+    if args.follow {
+        return Err(Failure::usage(
+            "--follow needs a server (--server or FERRY_SERVER)",
+        ));
+    }
     let local = local::open(&args.dir, &args.store).await?;
     let number = if args.run == "last" {
         local

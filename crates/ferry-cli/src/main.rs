@@ -2,6 +2,7 @@
 //! that do the work, and turns results into output and exit codes.
 
 mod args;
+mod client;
 mod lint;
 mod local;
 mod logs;
@@ -104,5 +105,18 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Runs(a) => logs::runs(a).await,
         Command::Logs(a) => logs::logs(a).await,
         Command::Serve(a) => serve::serve(a).await,
+        Command::Trigger {
+            repo,
+            git_ref,
+            follow,
+            server,
+        } => client::trigger(&server, &repo, &git_ref, follow).await,
+        Command::Cancel { run, server } => client::cancel(&server, &run).await,
+        Command::Rerun {
+            run,
+            failed,
+            server,
+        } => client::rerun(&server, &run, failed).await,
+        Command::Repos { command, server } => client::repos(&server, command).await,
     }
 }

@@ -291,3 +291,97 @@ async fn after_kill_9_interrupted_runs_fail_clearly_and_queued_runs_still_run() 
     let _ = again.child.kill();
     let _ = again.child.wait();
 }
+
+/// The `ferry` CLI as a client: repositories, trigger and follow, runs, logs, re-run.
+#[tokio::test]
+async fn the_cli_drives_a_server() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(
+        tmp.path(),
+        "jobs:\n  one:\n    run: echo first job\n  two:\n    needs: one\n    run: echo second job; exit 3\n",
+    );
+    let data = tmp.path().join("data");
+    let mut server = start(&data, &[]);
+    let token = server.token.clone().expect("token");
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, "hush\n").expect("secret");
+    let ferry = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .env("FERRY_SERVER", &server.base)
+            .env("FERRY_TOKEN", &token)
+            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+            .env("NO_COLOR", "1");
+        cmd.output().expect("ferry")
+    };
+    let out = ferry(&[
+        "repos",
+        "add",
+        "app",
+        &bare.display().to_string(),
+        "--webhook-secret-file",
+        &secret.display().to_string(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = ferry(&["repos", "list"]);
+    assert!(String::from_utf8_lossy(&list.stdout).starts_with("app "));
+    // Trigger and follow: the logs stream, and the exit code is the run's outcome.
+    let out = ferry(&["trigger", "app", "main", "--follow"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "job two fails: {stdout}");
+    assert!(
+        stdout.contains("one │ first job") && stdout.contains("two │ second job"),
+        "{stdout}"
+    );
+    let run_id = stdout.lines().next().expect("the run id first").to_string();
+    let runs = String::from_utf8_lossy(&ferry(&["runs"]).stdout).to_string();
+    assert!(runs.contains(&run_id) && runs.contains("failed"), "{runs}");
+    let logs = ferry(&["logs", &run_id, "two"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout), "second job\n");
+    let again = ferry(&["rerun", &run_id, "--failed"]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Errors: a missing run is a usage error with the server's message; no token, no call.
+    let missing = ferry(&["cancel", "no-such-run"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    let no_token = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["cancel", "x", "--server", &server.base])
+        .env_remove("FERRY_TOKEN")
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .output()
+        .expect("ferry");
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
+    // The config file works as well as the environment.
+    std::fs::create_dir_all(tmp.path().join("config/ferry")).expect("mkdir");
+    std::fs::write(
+        tmp.path().join("config/ferry/config.json"),
+        json!({ "server": server.base, "token": token }).to_string(),
+    )
+    .expect("write");
+    let from_file = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["repos", "list"])
+        .env_remove("FERRY_TOKEN")
+        .env_remove("FERRY_SERVER")
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .output()
+        .expect("ferry");
+    assert_eq!(
+        from_file.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
