@@ -86,6 +86,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         jobs_per_run: jobs,
         server_id: server_id(&data)?,
         drain: args.drain,
+        watch_tick: std::time::Duration::from_secs(1),
     };
     if let Some(token) = ferry_server::prepare(&store, &config)
         .await

@@ -11,6 +11,7 @@ mod error;
 pub mod live;
 mod queue;
 mod trigger;
+mod watch;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -42,6 +43,8 @@ pub struct Config {
     pub server_id: String,
     /// On shutdown, let running runs finish instead of cancelling them.
     pub drain: bool,
+    /// How often polling and schedules are checked.
+    pub watch_tick: std::time::Duration,
 }
 
 /// Shared by every request handler and the dispatcher.
@@ -56,6 +59,8 @@ pub struct AppState {
     pub(crate) wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
     force: CancellationToken,
+    /// One lock per repository mirror: clones and fetches of one mirror never overlap.
+    mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
 }
@@ -78,12 +83,31 @@ impl AppState {
             wake: Arc::default(),
             force: CancellationToken::new(),
             live: tokio::sync::broadcast::channel(4096).0,
+            mirror_locks: Arc::default(),
         }
     }
 
     /// Cancels every running run now (a second Ctrl-C while draining).
     pub fn force_stop(&self) {
         self.force.cancel();
+    }
+
+    /// Fetches a repository into its mirror, one fetch at a time per mirror.
+    pub(crate) async fn sync_mirror(
+        &self,
+        repo: &ferry_store::Repository,
+    ) -> Result<PathBuf, String> {
+        let lock = {
+            let mut locks = self
+                .mirror_locks
+                .lock()
+                .map_err(|_| "mirror lock poisoned".to_string())?;
+            locks.entry(repo.id.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let mirror = self.mirror_path(&repo.id);
+        ferry_engine::git::sync_mirror(&repo.url, &mirror).await?;
+        Ok(mirror)
     }
 
     /// The bare mirror of a repository.
@@ -138,6 +162,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let dispatcher = tokio::spawn(queue::dispatch(state.clone(), stop.clone()));
+    let watcher = tokio::spawn(watch::watch(
+        state.clone(),
+        stop.clone(),
+        state.config.watch_tick,
+    ));
     let app = api::router(state.clone());
     let stop_http = stop.clone();
     let result = axum::serve(listener, app)
@@ -147,6 +176,7 @@ pub async fn serve(
         })
         .await;
     stop.cancel();
+    let _ = watcher.await;
     let _ = dispatcher.await;
     result
 }

@@ -41,10 +41,7 @@ pub async fn trigger(
     repo: &Repository,
     req: &TriggerRequest,
 ) -> Result<Run, TriggerError> {
-    let mirror = state.mirror_path(&repo.id);
-    git::sync_mirror(&repo.url, &mirror)
-        .await
-        .map_err(TriggerError::Fetch)?;
+    let mirror = state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;
     let (sha, full_ref) = match req.sha.as_deref().filter(|s| !s.is_empty()) {
         Some(sha) => (
             sha.to_string(),

@@ -43,8 +43,16 @@ fn git(dir: &Path, args: &[&str]) {
 impl Server {
     async fn start() -> Server {
         let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("data")).await.expect("store");
+        let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
+            .await
+            .expect("admin");
+        Self::start_with(tmp, store, admin).await
+    }
+
+    /// A server on an existing store and data directory (a restart).
+    async fn start_with(tmp: tempfile::TempDir, store: Store, admin: String) -> Server {
         let data = tmp.path().join("data");
-        let store = Store::open(&data).await.expect("store");
         let engine = Engine::new(
             store.clone(),
             Arc::new(LocalExecutor {
@@ -67,11 +75,9 @@ impl Server {
                 jobs_per_run: 2,
                 server_id: "test".into(),
                 drain: false,
+                watch_tick: Duration::from_millis(100),
             },
         );
-        let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
-            .await
-            .expect("admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -89,6 +95,18 @@ impl Server {
             task: Some(task),
             http: reqwest::Client::new(),
         }
+    }
+
+    async fn restart(mut self) -> Server {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("serve");
+        }
+        let tmp = tempfile::tempdir().expect("placeholder");
+        let tmp = std::mem::replace(&mut self.tmp, tmp);
+        Self::start_with(tmp, self.store.clone(), self.admin.clone()).await
     }
 
     /// A bare repository with one commit holding `pipeline` as `.ferry.yml`.
@@ -828,6 +846,143 @@ async fn rerun_whole_or_only_failed_jobs() {
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("nothing_failed"))
+    );
+    s.stop().await;
+}
+
+fn push_commit(s: &Server, name: &str, file: &str) {
+    let work = s.tmp.path().join(format!("{name}-work"));
+    std::fs::write(work.join(file), "change\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "change"]);
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            &s.tmp
+                .path()
+                .join(format!("{name}.git"))
+                .display()
+                .to_string(),
+            "main",
+        ],
+    );
+}
+
+async fn runs_of(s: &Server, repo: &str) -> Vec<ferry_store::Run> {
+    let id = s.store.repository(repo).await.expect("repo").id;
+    s.store
+        .find_runs(&ferry_store::RunFilter {
+            repository_id: Some(id),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .expect("runs")
+}
+
+/// A polled repository: the first poll is a baseline; a new commit starts one run.
+#[tokio::test]
+async fn polling_starts_a_run_for_each_new_head() {
+    let s = Server::start().await;
+    let bare = s.repository("polled", Some("jobs:\n  a:\n    run: echo polled\n"));
+    s.store
+        .create_repository(&ferry_store::NewRepository {
+            name: "polled".into(),
+            url: bare.display().to_string(),
+            poll_interval_s: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("repo");
+    // The baseline poll records the heads and starts nothing.
+    let id = s.store.repository("polled").await.expect("repo").id;
+    for _ in 0..100 {
+        if !s.store.heads(&id).await.expect("heads").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !s.store.heads(&id).await.expect("heads").is_empty(),
+        "the first poll ran"
+    );
+    assert!(
+        runs_of(&s, "polled").await.is_empty(),
+        "a baseline starts nothing"
+    );
+    push_commit(&s, "polled", "new.txt");
+    let mut runs = Vec::new();
+    for _ in 0..100 {
+        runs = runs_of(&s, "polled").await;
+        if !runs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(runs.len(), 1, "the new commit started one run");
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("poll"));
+    assert_eq!(runs[0].branch.as_deref(), Some("main"));
+    assert_eq!(s.finished(&runs[0].id).await["run"]["status"], "success");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        runs_of(&s, "polled").await.len(),
+        1,
+        "an unchanged head starts nothing more"
+    );
+    s.stop().await;
+}
+
+/// A due schedule starts one run, and a restarted server does not start it again.
+#[tokio::test]
+async fn schedules_fire_once_even_across_restarts() {
+    let s = Server::start().await;
+    let pipeline =
+        "on:\n  schedule: [\"0 3 * * *\"]\njobs:\n  a:\n    run: echo scheduled $FERRY_EVENT\n";
+    let bare = s.repository("nightly", Some(pipeline));
+    let body =
+        json!({ "name": "nightly", "url": bare.display().to_string(), "default_branch": "main" });
+    s.admin("POST", "/api/v1/repos", Some(body)).await;
+    let id = s.store.repository("nightly").await.expect("repo").id;
+    // Pretend it last fired 25 hours ago: one daily occurrence is due now, the next is
+    // hours away. (The watcher may have recorded "now" first: move it back.)
+    let now = ferry_store::now_ms();
+    let current = s
+        .store
+        .schedule_last_fired(&id, "0 3 * * *", now)
+        .await
+        .expect("read");
+    let seeded = s
+        .store
+        .schedule_fired(&id, "0 3 * * *", current, now - 25 * 3_600_000)
+        .await
+        .expect("seed");
+    assert!(seeded);
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        runs = runs_of(&s, "nightly").await;
+        if !runs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].event, "schedule");
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("schedule:0 3 * * *"));
+    assert_eq!(s.finished(&runs[0].id).await["run"]["status"], "success");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        runs_of(&s, "nightly").await.len(),
+        1,
+        "fired once, not once per tick"
+    );
+    let s = s.restart().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        runs_of(&s, "nightly").await.len(),
+        1,
+        "the restart did not start it again"
     );
     s.stop().await;
 }

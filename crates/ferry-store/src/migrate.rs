@@ -26,6 +26,11 @@ const SQLITE: Set = &[
         "deliveries",
         include_str!("../migrations/sqlite/0003_deliveries.sql"),
     ),
+    (
+        4,
+        "watch",
+        include_str!("../migrations/sqlite/0004_watch.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -42,6 +47,11 @@ const POSTGRES: Set = &[
         3,
         "deliveries",
         include_str!("../migrations/postgres/0003_deliveries.sql"),
+    ),
+    (
+        4,
+        "watch",
+        include_str!("../migrations/postgres/0004_watch.sql"),
     ),
 ];
 

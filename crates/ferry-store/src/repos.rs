@@ -109,3 +109,100 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The heads last seen by polling a repository: `(ref, sha)`.
+    pub async fn heads(&self, repository_id: &str) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT git_ref, sha FROM repo_heads WHERE repository_id = $1 ORDER BY git_ref",
+        )
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("git_ref")?, r.try_get("sha")?)))
+            .collect()
+    }
+
+    /// Records a head; `true` when it is new or moved (so it should start a run). Two
+    /// pollers seeing the same change: only one gets `true`.
+    pub async fn update_head(&self, repository_id: &str, git_ref: &str, sha: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO repo_heads (repository_id, git_ref, sha) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id, git_ref) DO NOTHING",
+        )
+        .bind(repository_id)
+        .bind(git_ref)
+        .bind(sha)
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let moved = sqlx::query("UPDATE repo_heads SET sha = $1 WHERE repository_id = $2 AND git_ref = $3 AND sha <> $1")
+            .bind(sha)
+            .bind(repository_id)
+            .bind(git_ref)
+            .execute(&self.pool)
+            .await?;
+        Ok(moved.rows_affected() == 1)
+    }
+
+    /// Forgets heads that no longer exist.
+    pub async fn remove_head(&self, repository_id: &str, git_ref: &str) -> Result<()> {
+        sqlx::query("DELETE FROM repo_heads WHERE repository_id = $1 AND git_ref = $2")
+            .bind(repository_id)
+            .bind(git_ref)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// When a schedule last fired; the first time it is seen, `now` is recorded, so a
+    /// new schedule starts counting from now rather than firing for the past.
+    pub async fn schedule_last_fired(
+        &self,
+        repository_id: &str,
+        expression: &str,
+        now: i64,
+    ) -> Result<i64> {
+        sqlx::query(
+            "INSERT INTO schedules (repository_id, expression, last_fired) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id, expression) DO NOTHING",
+        )
+        .bind(repository_id)
+        .bind(expression)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT last_fired FROM schedules WHERE repository_id = $1 AND expression = $2",
+        )
+        .bind(repository_id)
+        .bind(expression)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("last_fired")?)
+    }
+
+    /// Moves a schedule from `previous` to `fired`; `false` if someone else already did
+    /// (another server, or this one before a restart), so each occurrence starts once.
+    pub async fn schedule_fired(
+        &self,
+        repository_id: &str,
+        expression: &str,
+        previous: i64,
+        fired: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET last_fired = $1 WHERE repository_id = $2 AND expression = $3 AND last_fired = $4",
+        )
+        .bind(fired)
+        .bind(repository_id)
+        .bind(expression)
+        .bind(previous)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

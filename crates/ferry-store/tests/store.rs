@@ -98,6 +98,7 @@ both!(
     the_queue_hands_each_run_to_one_claimer,
     runs_filter_and_paginate,
     interrupted_runs_end_clearly,
+    polled_heads_and_schedules,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -537,5 +538,55 @@ async fn interrupted_runs_end_clearly(f: &Fixture) {
         s.run_by_id(&queued.id).await.expect("queued").status,
         Status::Queued,
         "queued runs stay queued"
+    );
+}
+
+async fn polled_heads_and_schedules(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    assert!(
+        s.update_head(&repo, "refs/heads/main", "aaa")
+            .await
+            .expect("new"),
+        "a new head"
+    );
+    assert!(
+        !s.update_head(&repo, "refs/heads/main", "aaa")
+            .await
+            .expect("same"),
+        "unchanged"
+    );
+    assert!(
+        s.update_head(&repo, "refs/heads/main", "bbb")
+            .await
+            .expect("moved"),
+        "moved"
+    );
+    s.remove_head(&repo, "refs/heads/main")
+        .await
+        .expect("remove");
+    assert!(s.heads(&repo).await.expect("heads").is_empty());
+    let first = s
+        .schedule_last_fired(&repo, "0 3 * * *", 1000)
+        .await
+        .expect("first sight");
+    assert_eq!(first, 1000);
+    assert_eq!(
+        s.schedule_last_fired(&repo, "0 3 * * *", 5000)
+            .await
+            .expect("again"),
+        1000,
+        "kept"
+    );
+    assert!(
+        s.schedule_fired(&repo, "0 3 * * *", 1000, 2000)
+            .await
+            .expect("fire")
+    );
+    assert!(
+        !s.schedule_fired(&repo, "0 3 * * *", 1000, 2000)
+            .await
+            .expect("twice"),
+        "only once"
     );
 }

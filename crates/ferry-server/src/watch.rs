@@ -1,0 +1,252 @@
+//! Polling and schedules: the triggers that come from time rather than from a request.
+//!
+//! Every tick, repositories with a polling interval that is due are checked with
+//! `git ls-remote`; each head that moved (or appeared) on a branch or tag starts a run,
+//! the first poll only records a baseline. Cron entries of `on.schedule` in the default
+//! branch's `.ferry.yml` start `schedule` runs; the store records when each last fired,
+//! so a restart neither repeats nor floods: after downtime, one run for the latest
+//! missed occurrence.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use ferry_engine::git;
+use ferry_plan::EventKind;
+use ferry_store::{Repository, now_ms};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::trigger::{TriggerRequest, trigger};
+
+/// How often schedules are re-read from the default branch.
+const SCHEDULE_REFRESH: Duration = Duration::from_secs(60);
+
+pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Duration) {
+    let mut next_poll: HashMap<String, Instant> = HashMap::new();
+    let mut schedules: HashMap<String, (Instant, Vec<String>)> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let repos = match state.store.repositories().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("watch: cannot list repositories: {e}");
+                continue;
+            }
+        };
+        for repo in repos {
+            if stop.is_cancelled() {
+                return;
+            }
+            if let Some(every) = repo.poll_interval_s.filter(|s| *s > 0) {
+                let due = next_poll.get(&repo.id).is_none_or(|t| Instant::now() >= *t);
+                if due {
+                    next_poll.insert(
+                        repo.id.clone(),
+                        Instant::now() + Duration::from_secs(every as u64),
+                    );
+                    if let Err(e) = poll(&state, &repo).await {
+                        tracing::warn!("polling {}: {e}", repo.name);
+                    }
+                }
+            }
+            let stale = schedules
+                .get(&repo.id)
+                .is_none_or(|(at, _)| at.elapsed() >= SCHEDULE_REFRESH);
+            if stale {
+                let exprs = read_schedules(&state, &repo).await.unwrap_or_default();
+                schedules.insert(repo.id.clone(), (Instant::now(), exprs));
+            }
+            if let Some((_, exprs)) = schedules.get(&repo.id) {
+                for expr in exprs {
+                    if let Err(e) = fire_if_due(&state, &repo, expr).await {
+                        tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `git ls-remote` of the repository: `(full ref, commit)` of every branch and tag, with
+/// annotated tags peeled to their commit.
+async fn remote_heads(url: &str) -> Result<Vec<(String, String)>, String> {
+    let out = tokio::process::Command::new("git")
+        .args(["ls-remote", "--heads", "--tags", "--", url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let mut heads: HashMap<String, String> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((sha, name)) = line.split_once('\t') else {
+            continue;
+        };
+        match name.strip_suffix("^{}") {
+            Some(tag) => {
+                heads.insert(tag.to_string(), sha.to_string());
+            }
+            None => {
+                heads
+                    .entry(name.to_string())
+                    .or_insert_with(|| sha.to_string());
+            }
+        }
+    }
+    let mut heads: Vec<(String, String)> = heads.into_iter().collect();
+    heads.sort();
+    Ok(heads)
+}
+
+async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
+    let heads = remote_heads(&repo.url).await?;
+    let known = state
+        .store
+        .heads(&repo.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let baseline = known.is_empty();
+    for (name, _) in &known {
+        if !heads.iter().any(|(n, _)| n == name) {
+            let _ = state.store.remove_head(&repo.id, name).await;
+        }
+    }
+    for (name, sha) in heads {
+        let moved = state
+            .store
+            .update_head(&repo.id, &name, &sha)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !moved || baseline {
+            continue;
+        }
+        let event = if name.starts_with("refs/tags/") {
+            EventKind::Tag
+        } else {
+            EventKind::Push
+        };
+        let req = TriggerRequest {
+            git_ref: name.clone(),
+            sha: Some(sha),
+            event,
+            triggered_by: "poll".into(),
+        };
+        match trigger(state, repo, &req).await {
+            Ok(run) => tracing::info!("poll: {} {name} started run {}", repo.name, run.number),
+            Err(e) => tracing::info!("poll: {} {name}: {e}", repo.name),
+        }
+    }
+    Ok(())
+}
+
+/// The cron entries of the default branch's pipeline.
+async fn read_schedules(state: &AppState, repo: &Repository) -> Result<Vec<String>, String> {
+    let mirror = state.sync_mirror(repo).await?;
+    let branch = repo.default_branch.clone().unwrap_or_else(|| "main".into());
+    let (sha, _) = git::resolve(&mirror, &branch).await?;
+    let Some(source) = git::show_file(&mirror, &sha, ferry_config::FILE_NAME).await? else {
+        return Ok(Vec::new());
+    };
+    let text = String::from_utf8_lossy(&source);
+    Ok(ferry_config::load(&text)
+        .map(|l| l.pipeline.on.schedule)
+        .unwrap_or_default())
+}
+
+/// The latest occurrence of `expr` after `after_ms` and no later than `now_ms`.
+pub fn latest_due(expr: &str, after_ms: i64, now_ms: i64) -> Result<Option<i64>, String> {
+    let cron = croner::Cron::new(expr)
+        .parse()
+        .map_err(|e| format!("invalid cron expression: {e}"))?;
+    let mut at = Utc
+        .timestamp_millis_opt(after_ms)
+        .single()
+        .ok_or("bad time")?;
+    let mut latest = None;
+    // Bounded: a minutely schedule after a long downtime does not loop for ever.
+    for _ in 0..100_000 {
+        let next = match cron.find_next_occurrence(&at, false) {
+            Ok(n) => n,
+            Err(_) => break,
+        };
+        if next.timestamp_millis() > now_ms {
+            break;
+        }
+        latest = Some(next.timestamp_millis());
+        at = next;
+    }
+    Ok(latest)
+}
+
+async fn fire_if_due(state: &AppState, repo: &Repository, expr: &str) -> Result<(), String> {
+    let now = now_ms();
+    let last = state
+        .store
+        .schedule_last_fired(&repo.id, expr, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(due) = latest_due(expr, last, now)? else {
+        return Ok(());
+    };
+    if !state
+        .store
+        .schedule_fired(&repo.id, expr, last, due)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(()); // another server fired it
+    }
+    let branch = repo.default_branch.clone().unwrap_or_else(|| "main".into());
+    let req = TriggerRequest {
+        git_ref: branch,
+        sha: None,
+        event: EventKind::Schedule,
+        triggered_by: format!("schedule:{expr}"),
+    };
+    match trigger(state, repo, &req).await {
+        Ok(run) => tracing::info!(
+            "schedule `{expr}` of {} started run {}",
+            repo.name,
+            run.number
+        ),
+        Err(e) => tracing::warn!("schedule `{expr}` of {}: {e}", repo.name),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn latest_due_occurrence() {
+        let after = ms("2026-01-01T00:00:00Z");
+        assert_eq!(
+            latest_due("0 3 * * *", after, ms("2026-01-01T02:59:00Z")),
+            Ok(None)
+        );
+        assert_eq!(
+            latest_due("0 3 * * *", after, ms("2026-01-01T03:00:00Z")),
+            Ok(Some(ms("2026-01-01T03:00:00Z")))
+        );
+        // After three days down: one occurrence, the latest.
+        assert_eq!(
+            latest_due("0 3 * * *", after, ms("2026-01-04T05:00:00Z")),
+            Ok(Some(ms("2026-01-04T03:00:00Z")))
+        );
+        assert!(latest_due("61 * * * *", after, after).is_err());
+    }
+}
