@@ -38,6 +38,9 @@ pub enum Command {
         /// Stream the run's logs until it ends; exit with its outcome.
         #[arg(short, long)]
         follow: bool,
+        /// A variable for every job, `NAME=value` (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
         #[command(flatten)]
         server: crate::client::ServerArgs,
     },

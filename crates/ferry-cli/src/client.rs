@@ -323,12 +323,19 @@ pub async fn trigger(
     server: &ServerArgs,
     repo: &str,
     git_ref: &str,
+    vars: &[String],
     follow: bool,
 ) -> Result<u8, Failure> {
+    let mut variables = serde_json::Map::new();
+    for v in vars {
+        let (name, value) = v
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--var `{v}`: write NAME=value")))?;
+        variables.insert(name.to_string(), Value::String(value.to_string()));
+    }
     let c = Client::new(server)?;
-    let v = c
-        .post(&format!("/repos/{repo}/runs"), json!({ "ref": git_ref }))
-        .await?;
+    let body = json!({ "ref": git_ref, "variables": variables });
+    let v = c.post(&format!("/repos/{repo}/runs"), body).await?;
     let id = v["run"]["id"].as_str().unwrap_or("").to_string();
     eprintln!("queued run {} of {repo} ({id})", v["run"]["number"]);
     println!("{id}");

@@ -109,8 +109,9 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             repo,
             git_ref,
             follow,
+            vars,
             server,
-        } => client::trigger(&server, &repo, &git_ref, follow).await,
+        } => client::trigger(&server, &repo, &git_ref, &vars, follow).await,
         Command::Cancel { run, server } => client::cancel(&server, &run).await,
         Command::Rerun {
             run,

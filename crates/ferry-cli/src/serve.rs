@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// (a second signal cancels them).
     #[arg(long)]
     pub drain: bool,
+    /// The most runs of one repository at once (default: --max-runs).
+    #[arg(long, env = "FERRY_MAX_RUNS_PER_REPO", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_runs_per_repo: Option<u32>,
+    /// Let requests without a token read repositories, runs and logs.
+    #[arg(long, env = "FERRY_PUBLIC_READS")]
+    pub public_reads: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -87,6 +93,11 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         server_id: server_id(&data)?,
         drain: args.drain,
         watch_tick: std::time::Duration::from_secs(1),
+        public_reads: args.public_reads,
+        max_runs_per_repo: args
+            .max_runs_per_repo
+            .map(|n| n as usize)
+            .unwrap_or(args.max_runs as usize),
     };
     if let Some(token) = ferry_server::prepare(&store, &config)
         .await

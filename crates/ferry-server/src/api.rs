@@ -161,6 +161,7 @@ async fn webhook(
     let req = TriggerRequest {
         git_ref: hook.git_ref,
         sha: Some(hook.sha),
+        variables: Vec::new(),
         event: hook.event,
         triggered_by: format!("webhook:{}", p.as_str()),
     };
@@ -266,6 +267,9 @@ struct TriggerBody {
     git_ref: String,
     /// `manual` (the default) or `api`.
     event: Option<String>,
+    /// Variables for every job of this run (like the pipeline's `env:`, set last).
+    #[serde(default)]
+    variables: std::collections::BTreeMap<String, String>,
 }
 
 async fn trigger_run(
@@ -284,9 +288,24 @@ async fn trigger_run(
             )));
         }
     };
+    for name in body.variables.keys() {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("FERRY_")
+            && name != "CI";
+        if !valid {
+            return Err(ApiError::invalid(format!(
+                "variable `{name}`: names are letters, digits and `_`, and `FERRY_*` and `CI` are built in"
+            )));
+        }
+    }
     let req = TriggerRequest {
         git_ref: body.git_ref,
         sha: None,
+        variables: body.variables.into_iter().collect(),
         event,
         triggered_by: caller.label(),
     };

@@ -45,6 +45,10 @@ pub struct Config {
     pub drain: bool,
     /// How often polling and schedules are checked.
     pub watch_tick: std::time::Duration,
+    /// Let requests without a token read (the viewer role); changes still need tokens.
+    pub public_reads: bool,
+    /// The most runs of one repository executing at once.
+    pub max_runs_per_repo: usize,
 }
 
 /// Shared by every request handler and the dispatcher.

@@ -19,7 +19,11 @@ pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
         while tasks.len() < state.config.max_runs.max(1) {
             match state
                 .store
-                .claim_next_run(&state.config.server_id, now_ms() + LEASE_MS)
+                .claim_next_run(
+                    &state.config.server_id,
+                    now_ms() + LEASE_MS,
+                    state.config.max_runs_per_repo.max(1) as i64,
+                )
                 .await
             {
                 Ok(Some(run)) => {

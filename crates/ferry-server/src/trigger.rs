@@ -14,6 +14,8 @@ pub struct TriggerRequest {
     pub git_ref: String,
     /// The commit, when the caller knows it (a webhook); `git_ref` is then its full ref.
     pub sha: Option<String>,
+    /// Variables for every job (set after the pipeline's `env:`), stored in the plan.
+    pub variables: Vec<(String, String)>,
     pub event: EventKind,
     /// Who or what asks (`user:ada`, `webhook:github`, …).
     pub triggered_by: String,
@@ -90,6 +92,8 @@ pub async fn trigger(
     };
     let plan = ferry_plan::plan(&pipeline, &event, &Default::default())
         .map_err(|e| TriggerError::Config(e.to_string()))?;
+    let mut plan = plan;
+    plan.env.extend(req.variables.iter().cloned());
     if let Some(reason) = &plan.not_triggered {
         return Err(TriggerError::NotTriggered(reason.clone()));
     }

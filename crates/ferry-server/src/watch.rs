@@ -135,6 +135,7 @@ async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
         let req = TriggerRequest {
             git_ref: name.clone(),
             sha: Some(sha),
+            variables: Vec::new(),
             event,
             triggered_by: "poll".into(),
         };
@@ -207,6 +208,7 @@ async fn fire_if_due(state: &AppState, repo: &Repository, expr: &str) -> Result<
     let req = TriggerRequest {
         git_ref: branch,
         sha: None,
+        variables: Vec::new(),
         event: EventKind::Schedule,
         triggered_by: format!("schedule:{expr}"),
     };

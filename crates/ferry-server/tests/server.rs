@@ -47,11 +47,16 @@ impl Server {
         let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
             .await
             .expect("admin");
-        Self::start_with(tmp, store, admin).await
+        Self::start_with(tmp, store, admin, false).await
     }
 
     /// A server on an existing store and data directory (a restart).
-    async fn start_with(tmp: tempfile::TempDir, store: Store, admin: String) -> Server {
+    async fn start_with(
+        tmp: tempfile::TempDir,
+        store: Store,
+        admin: String,
+        public_reads: bool,
+    ) -> Server {
         let data = tmp.path().join("data");
         let engine = Engine::new(
             store.clone(),
@@ -76,6 +81,8 @@ impl Server {
                 server_id: "test".into(),
                 drain: false,
                 watch_tick: Duration::from_millis(100),
+                public_reads,
+                max_runs_per_repo: 2,
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -106,7 +113,7 @@ impl Server {
         }
         let tmp = tempfile::tempdir().expect("placeholder");
         let tmp = std::mem::replace(&mut self.tmp, tmp);
-        Self::start_with(tmp, self.store.clone(), self.admin.clone()).await
+        Self::start_with(tmp, self.store.clone(), self.admin.clone(), false).await
     }
 
     /// A bare repository with one commit holding `pipeline` as `.ferry.yml`.
@@ -984,5 +991,90 @@ async fn schedules_fire_once_even_across_restarts() {
         1,
         "the restart did not start it again"
     );
+    s.stop().await;
+}
+
+/// With public reads, reads need no token; changes still do.
+#[tokio::test]
+async fn public_reads_open_reads_only() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = Store::open(&tmp.path().join("data")).await.expect("store");
+    let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
+        .await
+        .expect("admin");
+    let s = Server::start_with(tmp, store, admin, true).await;
+    for (method, path, access) in ROUTES {
+        let path = path
+            .replace("{provider}", "github")
+            .replace("{repo}", "r")
+            .replace("{run}", "x")
+            .replace("{job}", "j")
+            .replace("{token}", "t");
+        let (status, _) = s.call(method, &path, None, None).await;
+        match access {
+            Access::Token(Role::Viewer) if *method == "GET" => {
+                assert_ne!(status, 401, "{method} {path} is readable")
+            }
+            Access::Token(_) => assert_eq!(status, 401, "{method} {path} still needs a token"),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        s.call("GET", "/api/v1/repos", Some("ferry_bad"), None)
+            .await
+            .0,
+        401,
+        "a wrong token is still refused"
+    );
+    s.stop().await;
+}
+
+/// Variables given with a trigger reach every job; bad names are refused.
+#[tokio::test]
+async fn trigger_variables_reach_the_jobs() {
+    let s = Server::start().await;
+    let bare = s.repository(
+        "vars",
+        Some("env:\n  GREETING: hello\njobs:\n  show:\n    run: echo \"$GREETING $TARGET\"\n"),
+    );
+    s.admin(
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "vars", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/vars/runs",
+            Some(json!({ "ref": "main", "variables": { "TARGET": "staging", "GREETING": "hi" } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success");
+    let log = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/jobs/show/log", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("log")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        log, "hi staging\n",
+        "trigger variables come after the pipeline's env"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/vars/runs",
+            Some(json!({ "ref": "main", "variables": { "FERRY_JOB": "x" } })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
     s.stop().await;
 }

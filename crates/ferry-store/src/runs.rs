@@ -251,11 +251,21 @@ impl Store {
 
     /// Takes the oldest queued run for `owner` until `lease_until`, or `None`. Safe
     /// with several servers: the update only succeeds while the run is still queued.
-    pub async fn claim_next_run(&self, owner: &str, lease_until: i64) -> Result<Option<Run>> {
+    ///
+    /// Runs of a repository that already has `max_per_repo` running runs wait.
+    pub async fn claim_next_run(
+        &self,
+        owner: &str,
+        lease_until: i64,
+        max_per_repo: i64,
+    ) -> Result<Option<Run>> {
         for _ in 0..10 {
             let candidate = sqlx::query(
-                "SELECT id FROM runs WHERE status = 'queued' ORDER BY created_at, id LIMIT 1",
+                "SELECT id FROM runs r WHERE status = 'queued' AND \
+                 (SELECT COUNT(*) FROM runs x WHERE x.repository_id = r.repository_id AND x.status = 'running') < $1 \
+                 ORDER BY created_at, id LIMIT 1",
             )
+            .bind(max_per_repo)
             .fetch_optional(&self.pool)
             .await?;
             let Some(candidate) = candidate else {

@@ -99,6 +99,7 @@ both!(
     runs_filter_and_paginate,
     interrupted_runs_end_clearly,
     polled_heads_and_schedules,
+    per_repository_limits_hold_runs_back,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -412,7 +413,7 @@ async fn the_queue_hands_each_run_to_one_claimer(f: &Fixture) {
         tasks.spawn(async move {
             let mut got = Vec::new();
             while let Some(run) = s
-                .claim_next_run(&format!("worker-{w}"), i64::MAX)
+                .claim_next_run(&format!("worker-{w}"), i64::MAX, 100)
                 .await
                 .expect("claim")
             {
@@ -498,7 +499,7 @@ async fn interrupted_runs_end_clearly(f: &Fixture) {
     let (mine, ids) = s.create_run(&new_run(&repo)).await.expect("run");
     let (queued, _) = s.create_run(&new_run(&repo)).await.expect("run");
     assert_eq!(
-        s.claim_next_run("server-1", i64::MAX)
+        s.claim_next_run("server-1", i64::MAX, 100)
             .await
             .expect("claim")
             .map(|r| r.id),
@@ -588,5 +589,36 @@ async fn polled_heads_and_schedules(f: &Fixture) {
             .await
             .expect("twice"),
         "only once"
+    );
+}
+
+async fn per_repository_limits_hold_runs_back(f: &Fixture) {
+    let s = f.open().await;
+    let a = s.ensure_repository("/a", "a").await.expect("repo");
+    let b = s.ensure_repository("/b", "b").await.expect("repo");
+    for _ in 0..2 {
+        s.create_run(&new_run(&a)).await.expect("run");
+    }
+    s.create_run(&new_run(&b)).await.expect("run");
+    let first = s
+        .claim_next_run("w", i64::MAX, 1)
+        .await
+        .expect("claim")
+        .expect("a run");
+    assert_eq!(first.repository_id, a);
+    let second = s
+        .claim_next_run("w", i64::MAX, 1)
+        .await
+        .expect("claim")
+        .expect("a run");
+    assert_eq!(
+        second.repository_id, b,
+        "a's second run waits for its first"
+    );
+    assert!(
+        s.claim_next_run("w", i64::MAX, 1)
+            .await
+            .expect("claim")
+            .is_none()
     );
 }
