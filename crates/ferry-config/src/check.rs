@@ -132,6 +132,16 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
     let lines = LineIndex::new(source);
     let pipeline_env: Vec<&str> = p.env.iter().map(|(k, _)| k.as_str()).collect();
     let no_keys: Vec<String> = Vec::new();
+    // The concurrency group is decided with the plan: the event and the pipeline's env.
+    if let Some(c) = &p.concurrency {
+        let scope = Scope {
+            matrix_keys: &no_keys,
+            env_names: pipeline_env.clone(),
+            plan_time: true,
+            in_job: false,
+        };
+        check_text(&c.group.value, Some(c.group.span), &scope, &lines, diags);
+    }
     // The pipeline's env cannot see matrix values or job env.
     for (_, value) in &p.env {
         check_text(
@@ -141,6 +151,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 matrix_keys: &no_keys,
                 env_names: pipeline_env.clone(),
                 plan_time: false,
+                in_job: false,
             },
             &lines,
             diags,
@@ -155,6 +166,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 matrix_keys: &keys,
                 env_names: env_names.clone(),
                 plan_time: true,
+                in_job: true,
             };
             check_condition(job, &cond.value, cond.span, &scope, diags);
         }
@@ -162,6 +174,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
             matrix_keys: &keys,
             env_names: env_names.clone(),
             plan_time: false,
+            in_job: true,
         };
         for (_, value) in &job.env {
             check_text(value, None, &scope, &lines, diags);
@@ -173,6 +186,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 matrix_keys: &keys,
                 env_names: names,
                 plan_time: false,
+                in_job: true,
             };
             for (_, value) in &step.env {
                 check_text(value, None, &scope, &lines, diags);

@@ -102,6 +102,8 @@ pub struct Scope<'a> {
     pub env_names: Vec<&'a str>,
     /// True in `if:`, where run-time-only built-ins are not known yet.
     pub plan_time: bool,
+    /// False outside jobs (the concurrency group), where no matrix exists.
+    pub in_job: bool,
 }
 
 /// A problem with an expression: a message and a help line.
@@ -184,6 +186,13 @@ fn check_name(name: &str, scope: &Scope<'_>) -> Result<(), ExprError> {
         ("matrix", Some(f)) => {
             if scope.matrix_keys.iter().any(|k| k == f) {
                 Ok(())
+            } else if !scope.in_job {
+                Err(ExprError {
+                    message: format!(
+                        "unknown variable `matrix.{f}`: matrix values exist only inside jobs"
+                    ),
+                    help: "this is decided once for the whole run: use `event.*` or `env.*`".into(),
+                })
             } else if scope.matrix_keys.is_empty() {
                 Err(ExprError {
                     message: format!("unknown variable `matrix.{f}`: this job has no matrix"),
@@ -305,6 +314,7 @@ mod tests {
             matrix_keys: &keys,
             env_names: vec!["PORT"],
             plan_time: true,
+            in_job: true,
         };
         assert!(check("event.branch == 'main'", &scope).is_ok());
         assert!(check("matrix.db", &scope).is_ok());

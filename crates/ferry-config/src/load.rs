@@ -10,7 +10,8 @@ use crate::duration::parse_duration;
 use crate::model::*;
 use crate::yaml::{Kind, Node, Style};
 
-pub const TOP_KEYS: &[&str] = &["on", "env", "jobs"];
+pub const TOP_KEYS: &[&str] = &["on", "env", "concurrency", "jobs"];
+pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const JOB_KEYS: &[&str] = &[
     "steps",
     "run",
@@ -286,6 +287,7 @@ impl Loader {
         for (key, k, v) in self.entries(&own, "the pipeline", Some(TOP_KEYS), "") {
             match key {
                 "on" => pipeline.on = self.triggers(v),
+                "concurrency" => pipeline.concurrency = self.concurrency(v),
                 "env" => pipeline.env = self.env(v, "the pipeline's `env`"),
                 "jobs" => {
                     saw_jobs = true;
@@ -306,6 +308,54 @@ impl Loader {
             );
         }
         pipeline
+    }
+
+    fn concurrency(&mut self, node: &Node) -> Option<Concurrency> {
+        let what = "`concurrency`";
+        // A string is the group alone.
+        if let Kind::Scalar(s, _) = &node.kind
+            && !node.is_null()
+        {
+            return Some(Concurrency {
+                group: Spanned::new(s.clone(), node.span),
+                cancel_in_progress: false,
+            });
+        }
+        let example =
+            "`concurrency: { group: \"deploy-${{ event.branch }}\", cancel_in_progress: true }`";
+        let mut group = None;
+        let mut cancel_in_progress = false;
+        let before = self.diags.len();
+        for (k, _, v) in self.entries(node, what, Some(CONCURRENCY_KEYS), example) {
+            match k {
+                "group" => {
+                    group = self
+                        .string(
+                            v,
+                            "`group` in `concurrency`",
+                            "`group: ci-${{ event.branch }}`",
+                        )
+                        .map(|g| Spanned::new(g, v.span))
+                }
+                _ => {
+                    cancel_in_progress = self
+                        .bool(v, "`cancel_in_progress` in `concurrency`")
+                        .unwrap_or(false)
+                }
+            }
+        }
+        // A misspelt `group` was reported already.
+        if group.is_none() && matches!(node.kind, Kind::Map(_)) && self.diags.len() == before {
+            self.error(
+                node.span,
+                "`concurrency` has no `group`",
+                format!("for example: {example}"),
+            );
+        }
+        group.map(|group| Concurrency {
+            group,
+            cancel_in_progress,
+        })
     }
 
     fn triggers(&mut self, node: &Node) -> Triggers {

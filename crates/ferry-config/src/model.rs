@@ -29,6 +29,16 @@ pub struct Pipeline {
     pub on: Triggers,
     pub env: EnvVars,
     pub jobs: Vec<Job>,
+    pub concurrency: Option<Concurrency>,
+}
+
+/// `concurrency:` — runs of a repository in the same group run one at a time; a newer
+/// run supersedes older queued ones (and running ones with `cancel_in_progress`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concurrency {
+    /// May use `${{ }}` with the event and the pipeline's `env`, e.g. `deploy-${{ event.branch }}`.
+    pub group: Spanned<String>,
+    pub cancel_in_progress: bool,
 }
 
 impl Pipeline {

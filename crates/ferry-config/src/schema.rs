@@ -118,6 +118,21 @@ pub fn schema() -> Value {
                 }
             },
             "env": env,
+            "concurrency": {
+                "description": "Runs in the same group run one at a time; newer runs supersede older queued ones.",
+                "oneOf": [
+                    { "type": "string" },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["group"],
+                        "properties": {
+                            "group": { "type": "string" },
+                            "cancel_in_progress": { "type": "boolean" }
+                        }
+                    }
+                ]
+            },
             "jobs": {
                 "type": "object",
                 "minProperties": 1,

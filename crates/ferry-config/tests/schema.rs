@@ -202,4 +202,8 @@ fn schema_keys_match_the_loader() {
         sorted(RETRY_KEYS)
     );
     assert_eq!(keys(&job["properties"]["reports"]), sorted(REPORT_KEYS));
+    assert_eq!(
+        keys(&schema["properties"]["concurrency"]["oneOf"][1]),
+        sorted(CONCURRENCY_KEYS)
+    );
 }

@@ -130,6 +130,7 @@ impl Engine {
             author: plan.event.author.clone(),
             message: plan.event.message.clone(),
             triggered_by,
+            concurrency_group: plan.concurrency.as_ref().map(|c| c.group.clone()),
             plan: serde_json::to_string(plan)
                 .map_err(|e| ferry_store::Error::Corrupt(e.to_string()))?,
             jobs: plan

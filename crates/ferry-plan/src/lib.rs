@@ -11,6 +11,7 @@ mod triggers;
 
 pub use event::{Event, EventKind};
 pub use plan::{
-    Decision, Options, Plan, PlanError, PlanJob, builtins, condition_env, context, plan,
+    Decision, Options, Plan, PlanConcurrency, PlanError, PlanJob, builtins, condition_env, context,
+    plan,
 };
 pub use triggers::trigger_matches;

@@ -58,6 +58,13 @@ impl PlanJob {
     }
 }
 
+/// `concurrency:` of a run: its group and whether it cancels running runs it supersedes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanConcurrency {
+    pub group: String,
+    pub cancel_in_progress: bool,
+}
+
 /// A run's plan. Jobs are in a topological order; ties keep the order of the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -67,6 +74,9 @@ pub struct Plan {
     pub env: EnvVars,
     /// `Some(reason)` when the pipeline's `on:` would not start a run for this event.
     pub not_triggered: Option<String>,
+    /// The run's concurrency group, with its expressions evaluated.
+    #[serde(default)]
+    pub concurrency: Option<PlanConcurrency>,
     pub jobs: Vec<PlanJob>,
 }
 
@@ -332,11 +342,29 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
         ordered.push(job);
     }
 
+    let concurrency = match &pipeline.concurrency {
+        None => None,
+        Some(c) => {
+            let ctx = context(event, &[], &pipeline.env, &[]);
+            let group = expr::interpolate(&cond_env, &c.group.value, &ctx).map_err(|message| {
+                PlanError::Condition {
+                    job: "concurrency".into(),
+                    message,
+                }
+            })?;
+            Some(PlanConcurrency {
+                group,
+                cancel_in_progress: c.cancel_in_progress,
+            })
+        }
+    };
+
     Ok(Plan {
         version: 1,
         event: event.clone(),
         env: pipeline.env.clone(),
         not_triggered: crate::trigger_matches(&pipeline.on, event).err(),
+        concurrency,
         jobs: ordered,
     })
 }

@@ -290,3 +290,22 @@ jobs:
         .is_some()
     );
 }
+
+#[test]
+fn concurrency_group_is_rendered() {
+    let yaml = "concurrency:\n  group: deploy-${{ event.branch }}-${{ env.REGION }}\n  cancel_in_progress: true\nenv:\n  REGION: eu\njobs:\n  a: { run: x }\n";
+    let p = make(yaml, &push("main"), &[]);
+    assert_eq!(
+        p.concurrency,
+        Some(ferry_plan::PlanConcurrency {
+            group: "deploy-main-eu".into(),
+            cancel_in_progress: true
+        })
+    );
+    assert_eq!(
+        make("concurrency: ci\njobs:\n  a: { run: x }\n", &push("x"), &[])
+            .concurrency
+            .map(|c| c.cancel_in_progress),
+        Some(false)
+    );
+}

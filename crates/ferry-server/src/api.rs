@@ -643,6 +643,6 @@ async fn rerun(
             Some(format!("{} (re-run of {})", caller.label(), old.number)),
         )
         .await?;
-    s.wake.notify_one();
+    crate::trigger::queued(&s, &old.repository_id, &plan, &run).await?;
     Ok((StatusCode::CREATED, Json(json!({ "run": run }))))
 }

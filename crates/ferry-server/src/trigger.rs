@@ -101,6 +101,28 @@ pub async fn trigger(
         .engine
         .create_run(&repo.id, &plan, false, Some(req.triggered_by.clone()))
         .await?;
-    state.wake.notify_one();
+    queued(state, &repo.id, &plan, &run).await?;
     Ok(run)
+}
+
+/// After a run is queued: it supersedes older runs of its concurrency group (queued
+/// ones are cancelled; running ones too with `cancel_in_progress`), and the dispatcher
+/// wakes up.
+pub(crate) async fn queued(
+    state: &AppState,
+    repository_id: &str,
+    plan: &ferry_plan::Plan,
+    run: &Run,
+) -> Result<(), ferry_store::Error> {
+    if let Some(c) = &plan.concurrency {
+        let running = state.store.supersede(repository_id, &c.group, run).await?;
+        if c.cancel_in_progress {
+            for id in running {
+                // A run executing on another server is left to finish there.
+                crate::queue::cancel(state, &id);
+            }
+        }
+    }
+    state.wake.notify_one();
+    Ok(())
 }

@@ -1078,3 +1078,68 @@ async fn trigger_variables_reach_the_jobs() {
     assert_eq!(status, 422, "{body}");
     s.stop().await;
 }
+
+/// A newer run of a concurrency group with `cancel_in_progress` cancels the running one.
+#[tokio::test]
+async fn concurrency_groups_supersede_older_runs() {
+    let s = Server::start().await;
+    let pidfile = s.tmp.path().join("pids");
+    let pipeline = format!(
+        "concurrency:\n  group: deploy-${{{{ event.branch }}}}\n  cancel_in_progress: true\njobs:\n  deploy:\n    run: echo $$ >> {}; sleep 300\n",
+        pidfile.display()
+    );
+    let bare = s.repository("deploys", Some(&pipeline));
+    s.admin(
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "deploys", "url": bare.display().to_string() })),
+    )
+    .await;
+    let (_, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/deploys/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    let first = body["run"]["id"].as_str().expect("id").to_string();
+    for _ in 0..400 {
+        if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/deploys/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    let second = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&first).await;
+    assert_eq!(
+        detail["run"]["status"], "cancelled",
+        "the newer run superseded it"
+    );
+    // The second now runs (and sleeps): cancel it to end the test.
+    for _ in 0..400 {
+        if std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, d) = s
+        .admin("GET", &format!("/api/v1/runs/{second}"), None)
+        .await;
+    assert_eq!(d["run"]["status"], "running");
+    s.admin("POST", &format!("/api/v1/runs/{second}/cancel"), None)
+        .await;
+    assert_eq!(s.finished(&second).await["run"]["status"], "cancelled");
+    s.stop().await;
+}

@@ -31,6 +31,11 @@ const SQLITE: Set = &[
         "watch",
         include_str!("../migrations/sqlite/0004_watch.sql"),
     ),
+    (
+        5,
+        "concurrency",
+        include_str!("../migrations/sqlite/0005_concurrency.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -52,6 +57,11 @@ const POSTGRES: Set = &[
         4,
         "watch",
         include_str!("../migrations/postgres/0004_watch.sql"),
+    ),
+    (
+        5,
+        "concurrency",
+        include_str!("../migrations/postgres/0005_concurrency.sql"),
     ),
 ];
 

@@ -65,6 +65,8 @@ pub struct NewRun {
     pub plan: String,
     /// Who or what asked for the run (`user:NAME`, `webhook:github`, …); `None` locally.
     pub triggered_by: Option<String>,
+    /// The `concurrency:` group, if the pipeline has one.
+    pub concurrency_group: Option<String>,
     /// The jobs of the plan, in order: (name, allow_failure, skip reason if skipped).
     pub jobs: Vec<NewJob>,
 }

@@ -127,8 +127,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
-             dirty, author, message, status, plan, created_at, triggered_by) \
-             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+             dirty, author, message, status, plan, created_at, triggered_by, concurrency_group) \
+             SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
              FROM runs WHERE repository_id = $2 \
              RETURNING *",
         )
@@ -146,6 +146,7 @@ impl Store {
         .bind(&new.plan)
         .bind(now)
         .bind(&new.triggered_by)
+        .bind(&new.concurrency_group)
         .fetch_one(&mut *tx)
         .await?;
         let run = run_from(&row)?;
@@ -263,6 +264,9 @@ impl Store {
             let candidate = sqlx::query(
                 "SELECT id FROM runs r WHERE status = 'queued' AND \
                  (SELECT COUNT(*) FROM runs x WHERE x.repository_id = r.repository_id AND x.status = 'running') < $1 \
+                 AND (r.concurrency_group IS NULL OR NOT EXISTS (SELECT 1 FROM runs y \
+                      WHERE y.repository_id = r.repository_id AND y.concurrency_group = r.concurrency_group \
+                      AND y.status = 'running')) \
                  ORDER BY created_at, id LIMIT 1",
             )
             .bind(max_per_repo)
@@ -289,16 +293,55 @@ impl Store {
         Ok(None)
     }
 
+    /// A newer run of `group` supersedes the older ones: queued runs of the group are
+    /// cancelled now; returns the ids of the group's running runs, which the caller
+    /// cancels when `cancel_in_progress` asks for it.
+    pub async fn supersede(
+        &self,
+        repository_id: &str,
+        group: &str,
+        newer: &Run,
+    ) -> Result<Vec<String>> {
+        let older = sqlx::query(
+            "SELECT id, status FROM runs WHERE repository_id = $1 AND concurrency_group = $2 \
+             AND id <> $3 AND status IN ('queued', 'running') AND created_at <= $4",
+        )
+        .bind(repository_id)
+        .bind(group)
+        .bind(&newer.id)
+        .bind(newer.created_at)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut running = Vec::new();
+        for row in older {
+            let id: String = row.try_get("id")?;
+            let status: String = row.try_get("status")?;
+            if status == "queued" {
+                self.cancel_queued_run_with(&id, &format!("superseded by run {}", newer.number))
+                    .await?;
+            } else {
+                running.push(id);
+            }
+        }
+        Ok(running)
+    }
+
     /// Cancels a run that no server has claimed yet; `false` if it is not queued.
     pub async fn cancel_queued_run(&self, id: &str) -> Result<bool> {
+        self.cancel_queued_run_with(id, "cancelled before it started")
+            .await
+    }
+
+    async fn cancel_queued_run_with(&self, id: &str, why: &str) -> Result<bool> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = 'cancelled before it started' \
+            "UPDATE runs SET status = 'cancelled', finished_at = $1, error = $3 \
              WHERE id = $2 AND status = 'queued'",
         )
         .bind(now)
         .bind(id)
+        .bind(why)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {

@@ -100,6 +100,7 @@ both!(
     interrupted_runs_end_clearly,
     polled_heads_and_schedules,
     per_repository_limits_hold_runs_back,
+    concurrency_groups_run_one_at_a_time,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -115,6 +116,7 @@ fn new_run(repo: &str) -> NewRun {
         message: "m".into(),
         plan: "{}".into(),
         triggered_by: Some("user:ada".into()),
+        concurrency_group: None,
         jobs: vec![
             NewJob {
                 name: "build".into(),
@@ -620,5 +622,60 @@ async fn per_repository_limits_hold_runs_back(f: &Fixture) {
             .await
             .expect("claim")
             .is_none()
+    );
+}
+
+async fn concurrency_groups_run_one_at_a_time(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let grouped = || {
+        let mut r = new_run(&repo);
+        r.concurrency_group = Some("deploy-main".into());
+        r
+    };
+    let (first, _) = s.create_run(&grouped()).await.expect("run");
+    let (second, _) = s.create_run(&grouped()).await.expect("run");
+    let (other, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    assert_eq!(
+        s.claim_next_run("w", i64::MAX, 10)
+            .await
+            .expect("claim")
+            .map(|r| r.id),
+        Some(first.id.clone())
+    );
+    let next = s
+        .claim_next_run("w", i64::MAX, 10)
+        .await
+        .expect("claim")
+        .map(|r| r.id);
+    assert_eq!(
+        next,
+        Some(other.id.clone()),
+        "the group's second run waits; another run goes ahead"
+    );
+    assert!(
+        s.claim_next_run("w", i64::MAX, 10)
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    let (third, _) = s.create_run(&grouped()).await.expect("run");
+    let running = s
+        .supersede(&repo, "deploy-main", &third)
+        .await
+        .expect("supersede");
+    assert_eq!(
+        running,
+        vec![first.id.clone()],
+        "running runs are for the caller to cancel"
+    );
+    let second = s.run_by_id(&second.id).await.expect("run");
+    assert_eq!(
+        (second.status, second.error.as_deref()),
+        (Status::Cancelled, Some("superseded by run 4"))
+    );
+    assert_eq!(
+        s.run_by_id(&third.id).await.expect("run").status,
+        Status::Queued
     );
 }
