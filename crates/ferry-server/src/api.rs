@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use ferry_plan::EventKind;
 use ferry_store::{NewRepository, RunFilter, Status};
@@ -32,73 +32,216 @@ pub enum Access {
     Token(Role),
 }
 
-/// Every route and who may call it. A test walks this list without a token and with
-/// too weak ones.
-pub const ROUTES: &[(&str, &str, Access)] = &[
-    ("GET", "/api/v1/health", Access::Public),
-    ("POST", "/api/v1/hooks/{provider}/{repo}", Access::Signed),
-    ("GET", "/api/v1/repos", Access::Token(Role::Viewer)),
-    ("POST", "/api/v1/repos", Access::Token(Role::Admin)),
-    ("GET", "/api/v1/repos/{repo}", Access::Token(Role::Viewer)),
-    (
+/// One route of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        summary,
+    }
+}
+
+const VIEWER: Access = Access::Token(Role::Viewer);
+const DEVELOPER: Access = Access::Token(Role::Developer);
+const ADMIN: Access = Access::Token(Role::Admin);
+
+/// Every route, who may call it and what it does. The router and the OpenAPI document
+/// are both built from this list, so neither can miss a route; a test walks it without
+/// a token and with too weak ones.
+pub const ROUTES: &[Route] = &[
+    r(
+        "GET",
+        "/api/v1/health",
+        Access::Public,
+        "Health and version",
+    ),
+    r(
+        "GET",
+        "/api/v1/openapi.json",
+        Access::Public,
+        "This API's OpenAPI document",
+    ),
+    r(
+        "POST",
+        "/api/v1/hooks/{provider}/{repo}",
+        Access::Signed,
+        "A webhook delivery from GitHub, GitLab, Gitea/Forgejo or a generic sender",
+    ),
+    r("GET", "/api/v1/repos", VIEWER, "List repositories"),
+    r("POST", "/api/v1/repos", ADMIN, "Register a repository"),
+    r("GET", "/api/v1/repos/{repo}", VIEWER, "One repository"),
+    r(
         "POST",
         "/api/v1/repos/{repo}/runs",
-        Access::Token(Role::Developer),
+        DEVELOPER,
+        "Trigger a run of a ref",
     ),
-    ("GET", "/api/v1/runs", Access::Token(Role::Viewer)),
-    ("GET", "/api/v1/runs/{run}", Access::Token(Role::Viewer)),
-    (
+    r("GET", "/api/v1/runs", VIEWER, "List runs (filters, cursor)"),
+    r(
+        "GET",
+        "/api/v1/runs/{run}",
+        VIEWER,
+        "A run with its plan, jobs and steps",
+    ),
+    r(
         "GET",
         "/api/v1/runs/{run}/jobs/{job}/log",
-        Access::Token(Role::Viewer),
+        VIEWER,
+        "A byte range of a job's log",
     ),
-    (
+    r(
         "POST",
         "/api/v1/runs/{run}/cancel",
-        Access::Token(Role::Developer),
+        DEVELOPER,
+        "Cancel a run",
     ),
-    (
+    r(
         "GET",
         "/api/v1/runs/{run}/events",
-        Access::Token(Role::Viewer),
+        VIEWER,
+        "Live updates of a run (Server-Sent Events)",
     ),
-    (
+    r(
         "POST",
         "/api/v1/runs/{run}/rerun",
-        Access::Token(Role::Developer),
+        DEVELOPER,
+        "Run a finished run again, whole or its failed jobs",
     ),
-    ("GET", "/api/v1/users", Access::Token(Role::Admin)),
-    ("POST", "/api/v1/users", Access::Token(Role::Admin)),
-    ("GET", "/api/v1/tokens", Access::Token(Role::Viewer)),
-    ("POST", "/api/v1/tokens", Access::Token(Role::Viewer)),
-    (
-        "DELETE",
-        "/api/v1/tokens/{token}",
-        Access::Token(Role::Viewer),
+    r("GET", "/api/v1/users", ADMIN, "List users"),
+    r(
+        "POST",
+        "/api/v1/users",
+        ADMIN,
+        "Create a user and a first token",
     ),
+    r("GET", "/api/v1/tokens", VIEWER, "The caller's tokens"),
+    r(
+        "POST",
+        "/api/v1/tokens",
+        VIEWER,
+        "Create a token for the caller",
+    ),
+    r("DELETE", "/api/v1/tokens/{token}", VIEWER, "Revoke a token"),
 ];
 
+/// The handler of one route of [`ROUTES`].
+fn handler(route: &Route) -> MethodRouter<AppState> {
+    match (route.method, route.path) {
+        ("GET", "/api/v1/health") => get(health),
+        ("GET", "/api/v1/openapi.json") => get(openapi),
+        ("POST", "/api/v1/hooks/{provider}/{repo}") => {
+            post(webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT))
+        }
+        ("GET", "/api/v1/repos") => get(list_repos),
+        ("POST", "/api/v1/repos") => post(create_repo),
+        ("GET", "/api/v1/repos/{repo}") => get(get_repo),
+        ("POST", "/api/v1/repos/{repo}/runs") => post(trigger_run),
+        ("GET", "/api/v1/runs") => get(list_runs),
+        ("GET", "/api/v1/runs/{run}") => get(get_run),
+        ("GET", "/api/v1/runs/{run}/jobs/{job}/log") => get(job_log),
+        ("POST", "/api/v1/runs/{run}/cancel") => post(cancel_run),
+        ("GET", "/api/v1/runs/{run}/events") => get(run_events),
+        ("POST", "/api/v1/runs/{run}/rerun") => post(rerun),
+        ("GET", "/api/v1/users") => get(list_users),
+        ("POST", "/api/v1/users") => post(create_user),
+        ("GET", "/api/v1/tokens") => get(list_tokens),
+        ("POST", "/api/v1/tokens") => post(create_token),
+        ("DELETE", "/api/v1/tokens/{token}") => delete(revoke_token),
+        // A route listed without a handler answers 405; the route walk test catches it.
+        _ => MethodRouter::new(),
+    }
+}
+
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route(
-            "/api/v1/hooks/{provider}/{repo}",
-            post(webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_LIMIT)),
-        )
-        .route("/api/v1/repos", get(list_repos).post(create_repo))
-        .route("/api/v1/repos/{repo}", get(get_repo))
-        .route("/api/v1/repos/{repo}/runs", post(trigger_run))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v1/runs/{run}", get(get_run))
-        .route("/api/v1/runs/{run}/jobs/{job}/log", get(job_log))
-        .route("/api/v1/runs/{run}/cancel", post(cancel_run))
-        .route("/api/v1/runs/{run}/events", get(run_events))
-        .route("/api/v1/runs/{run}/rerun", post(rerun))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/tokens", get(list_tokens).post(create_token))
-        .route("/api/v1/tokens/{token}", delete(revoke_token))
+    let mut paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut router = Router::new();
+    for path in paths {
+        let methods = ROUTES
+            .iter()
+            .filter(|r| r.path == path)
+            .fold(MethodRouter::new(), |m, r| m.merge(handler(r)));
+        router = router.route(path, methods);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for route in ROUTES {
+        let entry = paths
+            .entry(route.path.to_string())
+            .or_insert_with(|| json!({}));
+        let params: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        let mut op = json!({
+            "summary": route.summary,
+            "parameters": params,
+            "responses": {
+                "200": { "description": "OK" },
+                "default": {
+                    "description": "An error",
+                    "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+                }
+            }
+        });
+        match route.access {
+            Access::Public => op["security"] = json!([]),
+            Access::Signed => {
+                op["security"] = json!([]);
+                op["description"] = json!(
+                    "Authenticated by the delivery's signature (see docs/server.md), not a token."
+                );
+            }
+            Access::Token(role) => {
+                op["security"] = json!([{ "bearer": [] }]);
+                op["description"] = json!(format!("Needs the {} role.", role.as_str()));
+            }
+        }
+        entry[route.method.to_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Ferry API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": { "code": { "type": "string" }, "message": { "type": "string" } }
+                }
+            }
+        },
+        "security": [{ "bearer": [] }]
+    })
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
 }
 
 /// A JSON body whose rejection is an [`ApiError`] (422 with the reason), not plain text.

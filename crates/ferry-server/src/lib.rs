@@ -23,7 +23,7 @@ use ferry_store::Store;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use api::{Access, ROUTES};
+pub use api::{Access, ROUTES, Route, openapi_document};
 pub use auth::Role;
 pub use error::ApiError;
 pub use trigger::{TriggerError, TriggerRequest};

@@ -410,7 +410,8 @@ async fn every_route_checks_the_token_and_the_role() {
         )
         .await;
     assert_eq!(status, 201);
-    for (method, path, access) in ROUTES {
+    for route in ROUTES {
+        let (method, path, access) = (&route.method, route.path, &route.access);
         let path = path
             .replace("{provider}", "github")
             .replace("{repo}", "r")
@@ -1003,7 +1004,8 @@ async fn public_reads_open_reads_only() {
         .await
         .expect("admin");
     let s = Server::start_with(tmp, store, admin, true).await;
-    for (method, path, access) in ROUTES {
+    for route in ROUTES {
+        let (method, path, access) = (&route.method, route.path, &route.access);
         let path = path
             .replace("{provider}", "github")
             .replace("{repo}", "r")
@@ -1141,5 +1143,44 @@ async fn concurrency_groups_supersede_older_runs() {
     s.admin("POST", &format!("/api/v1/runs/{second}/cancel"), None)
         .await;
     assert_eq!(s.finished(&second).await["run"]["status"], "cancelled");
+    s.stop().await;
+}
+
+/// The served OpenAPI document lists every route with its method and security.
+#[tokio::test]
+async fn openapi_lists_every_route() {
+    let s = Server::start().await;
+    let (status, doc) = s.call("GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is in the document",
+            route.method,
+            route.path
+        );
+        assert_eq!(op["summary"], route.summary);
+        let secured = op["security"].as_array().is_some_and(|a| !a.is_empty());
+        assert_eq!(
+            secured,
+            matches!(route.access, Access::Token(_)),
+            "{} {}",
+            route.method,
+            route.path
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| p.as_object().map_or(0, |m| m.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        ROUTES.len(),
+        "nothing documented that is not a route"
+    );
     s.stop().await;
 }
