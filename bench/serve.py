@@ -1,0 +1,283 @@
+#!/usr/bin/env python3
+"""Benchmarks of `ferry serve`, each against a baseline in the same run:
+
+  latency  webhook request -> the first step's process starts, p50/p99 over 200
+           deliveries; baseline: Python spawning the same `sh` command directly
+  memory   resident size of an idle `ferry serve`; baseline: an idle
+           `python3 -m http.server`
+  intake   signed push webhooks accepted per second (bounded: 1,000 deliveries from 8
+           threads on loopback); baseline: the same requests to a trivial Python server
+  list     GET /api/v1/runs (one page) with 100,000 runs stored, p50 over 200
+           requests; baseline: the same query with Python's sqlite3 on the same file
+
+Usage: bench/run.sh serve   (or FERRY_BIN=... python3 bench/serve.py [name...])
+"""
+
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+FERRY = os.environ.get("FERRY_BIN") or os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "ferry")
+SECRET = "bench-secret"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(*args, cwd=None):
+    env = dict(os.environ, GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Server:
+    def __init__(self, tmp, pipeline):
+        self.tmp = tmp
+        self.bare = os.path.join(tmp, "origin.git")
+        work = os.path.join(tmp, "work-tree")
+        os.makedirs(work)
+        git("init", "-q", "--bare", "-b", "main", self.bare)
+        git("init", "-q", "-b", "main", cwd=work)
+        with open(os.path.join(work, ".ferry.yml"), "w") as f:
+            f.write(pipeline)
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", "bench", cwd=work)
+        git("push", "-q", self.bare, "main", cwd=work)
+        self.sha = git("rev-parse", "HEAD", cwd=work)
+        self.data = os.path.join(tmp, "data")
+        self.start()
+
+    def start(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [FERRY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data, "--max-runs", "4"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.token = getattr(self, "token", None)
+        while True:
+            line = self.proc.stderr.readline()
+            if not line:
+                sys.exit("ferry serve did not start")
+            if line.strip().startswith("ferry_"):
+                self.token = line.strip()
+            if line.startswith("ferry: serving"):
+                break
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+    def call(self, method, path, body=None, headers=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        h = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        h.update(headers or {})
+        c.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+
+    def add_repo(self):
+        status, body = self.call("POST", "/api/v1/repos", {"name": "app", "url": self.bare, "webhook_secret": SECRET})
+        assert status == 201, body
+
+    def push_body(self):
+        return json.dumps({"ref": "refs/heads/main", "after": self.sha, "head_commit": {"id": self.sha, "message": "bench"}}).encode()
+
+
+def signed_headers(body):
+    sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return {"X-GitHub-Event": "push", "X-GitHub-Delivery": str(uuid.uuid4()), "X-Hub-Signature-256": f"sha256={sig}"}
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def bench_latency():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    marks = os.path.join(tmp, "marks")
+    os.makedirs(marks)
+    s = Server(tmp, f"jobs:\n  first:\n    run: date +%s%N > {marks}/$FERRY_RUN_ID\n")
+    s.add_repo()
+    body = s.push_body()
+    lat = []
+    for _ in range(200):
+        before = set(os.listdir(marks))
+        sent = time.time_ns()
+        status, _ = s.call("POST", "/api/v1/hooks/github/app", body, signed_headers(body))
+        assert status == 202, status
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            new = set(os.listdir(marks)) - before
+            if new:
+                path = os.path.join(marks, new.pop())
+                time.sleep(0.001)
+                with open(path) as f:
+                    text = f.read().strip()
+                if text:
+                    lat.append((int(text) - sent) / 1e6)
+                    break
+            time.sleep(0.0005)
+    s.stop()
+    # Baseline: spawning the same step directly.
+    base = []
+    for i in range(200):
+        t = time.time_ns()
+        subprocess.run(["sh", "-c", f"date +%s%N > {marks}/base"], check=True)
+        with open(f"{marks}/base") as f:
+            base.append((int(f.read().strip()) - t) / 1e6)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"latency   webhook -> first step: p50 {pct(lat, 0.5):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
+          f"({len(lat)} deliveries)   direct spawn: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: "
+          f"{'met' if pct(lat, 0.5) < 20 else 'NOT met'}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_memory():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
+    s.add_repo()
+    s.call("GET", "/api/v1/runs")
+    time.sleep(1.0)
+    ferry = rss_kib(s.proc.pid)
+    s.stop()
+    port = free_port()
+    py = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+    time.sleep(1.0)
+    base = rss_kib(py.pid)
+    py.terminate()
+    py.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"memory    idle ferry serve {ferry / 1024:.1f} MiB   idle python3 -m http.server {base / 1024:.1f} MiB   "
+          f"ratio {ferry / base:.2f}x   goal < 25 MiB: {'met' if ferry / 1024 < 25 else 'NOT met'}")
+
+
+class Ok(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(202)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *a):
+        pass
+
+
+def blast(port, path, body, total=1000, threads=8):
+    done = []
+    lock = threading.Lock()
+
+    def worker(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for _ in range(n):
+            h = signed_headers(body)
+            h["Content-Type"] = "application/json"
+            c.request("POST", path, body=body, headers=h)
+            r = c.getresponse()
+            r.read()
+            with lock:
+                done.append(r.status)
+        c.close()
+
+    start = time.perf_counter()
+    ts = [threading.Thread(target=worker, args=(total // threads,)) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return len(done) / (time.perf_counter() - start), done
+
+
+def bench_intake():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    # `on:` declines these pushes after the signature, fetch and plan: the runs
+    # themselves are not what is measured.
+    s = Server(tmp, "on:\n  push: { branches: [release] }\njobs:\n  a:\n    run: 'true'\n")
+    s.add_repo()
+    body = s.push_body()
+    rate, statuses = blast(s.port, "/api/v1/hooks/github/app", body)
+    assert all(st == 200 for st in statuses), set(statuses)
+    s.stop()
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base, _ = blast(srv.server_address[1], "/", body)
+    srv.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"intake    signed push webhooks: {rate:.0f}/s   trivial Python server: {base:.0f}/s   "
+          f"ratio {rate / base:.2f}x   goal > 1000/s: {'met' if rate > 1000 else 'NOT met'}")
+
+
+def bench_list():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
+    s.add_repo()
+    s.stop()
+    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+    repo = db.execute("SELECT id FROM repositories").fetchone()[0]
+    now = int(time.time() * 1000)
+    rows = []
+    for i in range(100_000):
+        rid = f"{now + i:013x}-{uuid.uuid4()}"
+        rows.append((rid, repo, i + 1, "push", "refs/heads/main", "main", None, "0" * 40, 0, "a", "m", "success", "{}", now + i))
+    db.executemany("INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, dirty, author, message, status, plan, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+    s.start()
+    times = []
+    for _ in range(200):
+        t = time.perf_counter()
+        status, _ = s.call("GET", "/api/v1/runs?limit=50")
+        times.append((time.perf_counter() - t) * 1000)
+        assert status == 200
+    s.stop()
+    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+    base = []
+    for _ in range(200):
+        t = time.perf_counter()
+        db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 50").fetchall()
+        base.append((time.perf_counter() - t) * 1000)
+    db.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"list      one page of 100,000 runs: p50 {pct(times, 0.5):.2f} ms (p99 {pct(times, 0.99):.2f})   "
+          f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
+
+
+def main():
+    if not os.path.exists(FERRY):
+        sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
+    names = sys.argv[1:] or ["latency", "memory", "intake", "list"]
+    for n in names:
+        {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list}[n]()
+
+
+if __name__ == "__main__":
+    main()
