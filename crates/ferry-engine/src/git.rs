@@ -261,3 +261,12 @@ pub async fn resolve(root: &Path, name: &str) -> Result<(String, Option<String>)
         .map_err(|_| format!("`{name}` is not a branch, tag or commit"))?;
     Ok((text(out), None))
 }
+
+/// Whether `root` (a mirror) already has commit `sha`.
+pub async fn has_commit(root: &Path, sha: &str) -> bool {
+    if sha.is_empty() || sha.starts_with('-') || !root.join("HEAD").is_file() {
+        return false;
+    }
+    let spec = format!("{sha}^{{commit}}");
+    git(root, &["cat-file", "-e", &spec]).await.is_ok()
+}

@@ -294,36 +294,30 @@ async fn webhook(
         Outcome::Ignore(reason) => return Ok((StatusCode::OK, Json(json!({ "ignored": reason })))),
         Outcome::Trigger(hook) => hook,
     };
-    let delivery = webhook::delivery_id(p, &headers);
-    if let Some(id) = &delivery
-        && !s.store.record_delivery(p.as_str(), id, &repo.id).await?
-    {
-        let reason = format!("delivery {id} was already handled");
-        return Ok((StatusCode::OK, Json(json!({ "ignored": reason }))));
-    }
-    let req = TriggerRequest {
+    let item = ferry_store::Intake {
+        id: String::new(),
+        repository_id: repo.id.clone(),
+        provider: p.as_str().to_string(),
+        delivery_id: webhook::delivery_id(p, &headers),
+        event: hook.event.as_str().to_string(),
         git_ref: hook.git_ref,
-        sha: Some(hook.sha),
-        variables: Vec::new(),
-        event: hook.event,
-        triggered_by: format!("webhook:{}", p.as_str()),
+        sha: hook.sha,
+        received_at: ferry_store::now_ms(),
     };
-    let result = trigger(&s, &repo, &req).await;
-    if let (Err(_), Some(id)) = (&result, &delivery) {
-        // Nothing started: let a redelivery try again.
-        let _ = s.store.forget_delivery(p.as_str(), id).await;
-    }
-    match result {
-        Ok(run) => {
-            if let Some(id) = &delivery {
-                s.store.delivery_started(p.as_str(), id, &run.id).await?;
-            }
-            Ok((StatusCode::ACCEPTED, Json(json!({ "run": run }))))
+    // Stored, then answered: fetching, planning and queueing happen in the background
+    // (see `intake`), and the commit's `on:` may still decline the run there.
+    match s.store.enqueue_intake(&item).await? {
+        Some(id) => {
+            s.intake_wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": id }))))
         }
-        Err(TriggerError::NotTriggered(reason)) => {
+        None => {
+            let reason = format!(
+                "delivery {} was already handled",
+                item.delivery_id.unwrap_or_default()
+            );
             Ok((StatusCode::OK, Json(json!({ "ignored": reason }))))
         }
-        Err(e) => Err(trigger_error(e)),
     }
 }
 

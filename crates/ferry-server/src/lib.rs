@@ -8,6 +8,7 @@
 mod api;
 pub mod auth;
 mod error;
+mod intake;
 pub mod live;
 mod queue;
 mod trigger;
@@ -61,6 +62,8 @@ pub struct AppState {
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// Wakes the dispatcher when a run is queued.
     pub(crate) wake: Arc<Notify>,
+    /// Wakes the intake worker when a delivery is accepted.
+    pub(crate) intake_wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
     force: CancellationToken,
     /// One lock per repository mirror: clones and fetches of one mirror never overlap.
@@ -85,6 +88,7 @@ impl AppState {
             config: Arc::new(config),
             running: Arc::default(),
             wake: Arc::default(),
+            intake_wake: Arc::default(),
             force: CancellationToken::new(),
             live: tokio::sync::broadcast::channel(4096).0,
             mirror_locks: Arc::default(),
@@ -171,6 +175,7 @@ pub async fn serve(
         stop.clone(),
         state.config.watch_tick,
     ));
+    let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
     let app = api::router(state.clone());
     let stop_http = stop.clone();
     let result = axum::serve(listener, app)
@@ -181,6 +186,7 @@ pub async fn serve(
         .await;
     stop.cancel();
     let _ = watcher.await;
+    let _ = intake_worker.await;
     let _ = dispatcher.await;
     result
 }

@@ -43,7 +43,16 @@ pub async fn trigger(
     repo: &Repository,
     req: &TriggerRequest,
 ) -> Result<Run, TriggerError> {
-    let mirror = state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;
+    // A delivery names its commit: when the mirror has it already, no fetch is needed.
+    let known = match req.sha.as_deref() {
+        Some(sha) => git::has_commit(&state.mirror_path(&repo.id), sha).await,
+        None => false,
+    };
+    let mirror = if known {
+        state.mirror_path(&repo.id)
+    } else {
+        state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?
+    };
     let (sha, full_ref) = match req.sha.as_deref().filter(|s| !s.is_empty()) {
         Some(sha) => (
             sha.to_string(),

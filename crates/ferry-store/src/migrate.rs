@@ -36,6 +36,11 @@ const SQLITE: Set = &[
         "concurrency",
         include_str!("../migrations/sqlite/0005_concurrency.sql"),
     ),
+    (
+        6,
+        "intake",
+        include_str!("../migrations/sqlite/0006_intake.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -62,6 +67,11 @@ const POSTGRES: Set = &[
         5,
         "concurrency",
         include_str!("../migrations/postgres/0005_concurrency.sql"),
+    ),
+    (
+        6,
+        "intake",
+        include_str!("../migrations/postgres/0006_intake.sql"),
     ),
 ];
 

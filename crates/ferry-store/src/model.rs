@@ -215,3 +215,17 @@ pub struct RunFilter {
     pub before: Option<String>,
     pub limit: i64,
 }
+
+/// A webhook delivery waiting to be turned into a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intake {
+    pub id: String,
+    pub repository_id: String,
+    pub provider: String,
+    pub delivery_id: Option<String>,
+    /// The event kind (`push`, `tag`, `pull_request`).
+    pub event: String,
+    pub git_ref: String,
+    pub sha: String,
+    pub received_at: i64,
+}

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Error, NewRepository, Repository, Result, Store, now_ms};
+use crate::{Error, Intake, NewRepository, Repository, Result, Store, now_ms};
 
 fn repo_from(row: &AnyRow) -> Result<Repository> {
     Ok(Repository {
@@ -59,54 +59,6 @@ impl Store {
         .await?
         .ok_or_else(|| Error::NotFound(format!("repository `{id_or_name}`")))?;
         repo_from(&row)
-    }
-}
-
-impl Store {
-    /// Records a webhook delivery; `false` when this delivery was already recorded.
-    pub async fn record_delivery(
-        &self,
-        provider: &str,
-        delivery_id: &str,
-        repository_id: &str,
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO deliveries (provider, delivery_id, repository_id, received_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (provider, delivery_id) DO NOTHING",
-        )
-        .bind(provider)
-        .bind(delivery_id)
-        .bind(repository_id)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Links a recorded delivery to the run it started.
-    pub async fn delivery_started(
-        &self,
-        provider: &str,
-        delivery_id: &str,
-        run_id: &str,
-    ) -> Result<()> {
-        sqlx::query("UPDATE deliveries SET run_id = $1 WHERE provider = $2 AND delivery_id = $3")
-            .bind(run_id)
-            .bind(provider)
-            .bind(delivery_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Forgets a delivery whose handling failed, so that a redelivery can try again.
-    pub async fn forget_delivery(&self, provider: &str, delivery_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM deliveries WHERE provider = $1 AND delivery_id = $2")
-            .bind(provider)
-            .bind(delivery_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 }
 
@@ -204,5 +156,102 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Store {
+    /// Accepts a delivery: records its id (if any) and queues it for the intake worker,
+    /// in one transaction. `None` when the delivery id was already handled.
+    pub async fn enqueue_intake(&self, item: &Intake) -> Result<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(delivery) = &item.delivery_id {
+            let done = sqlx::query(
+                "INSERT INTO deliveries (provider, delivery_id, repository_id, received_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (provider, delivery_id) DO NOTHING",
+            )
+            .bind(&item.provider)
+            .bind(delivery)
+            .bind(&item.repository_id)
+            .bind(item.received_at)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Ok(None);
+            }
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO intake (id, repository_id, provider, delivery_id, event, git_ref, sha, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(&item.repository_id)
+        .bind(&item.provider)
+        .bind(&item.delivery_id)
+        .bind(&item.event)
+        .bind(&item.git_ref)
+        .bind(&item.sha)
+        .bind(item.received_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// The oldest waiting deliveries.
+    pub async fn pending_intake(&self, limit: i64) -> Result<Vec<Intake>> {
+        let rows = sqlx::query("SELECT * FROM intake ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Intake {
+                    id: r.try_get("id")?,
+                    repository_id: r.try_get("repository_id")?,
+                    provider: r.try_get("provider")?,
+                    delivery_id: r.try_get("delivery_id")?,
+                    event: r.try_get("event")?,
+                    git_ref: r.try_get("git_ref")?,
+                    sha: r.try_get("sha")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A delivery was handled: its outcome is a run id, or why no run was started.
+    /// With `retry`, its delivery id is forgotten so that a redelivery is accepted.
+    pub async fn finish_intake(
+        &self,
+        item: &Intake,
+        run_id: Option<&str>,
+        outcome: &str,
+        retry: bool,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM intake WHERE id = $1")
+            .bind(&item.id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(delivery) = &item.delivery_id {
+            if retry {
+                sqlx::query("DELETE FROM deliveries WHERE provider = $1 AND delivery_id = $2")
+                    .bind(&item.provider)
+                    .bind(delivery)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE deliveries SET run_id = $1, outcome = $2 WHERE provider = $3 AND delivery_id = $4")
+                    .bind(run_id)
+                    .bind(outcome)
+                    .bind(&item.provider)
+                    .bind(delivery)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

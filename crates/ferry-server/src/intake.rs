@@ -1,0 +1,78 @@
+//! The intake worker: turns accepted webhook deliveries into runs in the background,
+//! so a webhook is answered as soon as it is verified and stored. A burst of deliveries
+//! for one repository costs one fetch: the first fetches every new commit, the others
+//! find theirs in the mirror already.
+
+use std::time::Duration;
+
+use ferry_plan::EventKind;
+use ferry_store::Intake;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::trigger::{TriggerError, TriggerRequest, trigger};
+
+pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
+    loop {
+        let items = match state.store.pending_intake(500).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!("intake: {e}");
+                Vec::new()
+            }
+        };
+        if items.is_empty() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = state.intake_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        for item in items {
+            if stop.is_cancelled() {
+                return; // what is left stays stored for the next start
+            }
+            handle(&state, &item).await;
+        }
+    }
+}
+
+async fn handle(state: &AppState, item: &Intake) {
+    let finish = |run: Option<String>, outcome: String, retry: bool| async move {
+        if let Err(e) = state
+            .store
+            .finish_intake(item, run.as_deref(), &outcome, retry)
+            .await
+        {
+            tracing::error!("intake: cannot record delivery {}: {e}", item.id);
+        }
+    };
+    let repo = match state.store.repository(&item.repository_id).await {
+        Ok(r) => r,
+        Err(e) => return finish(None, e.to_string(), false).await,
+    };
+    let req = TriggerRequest {
+        git_ref: item.git_ref.clone(),
+        sha: Some(item.sha.clone()),
+        variables: Vec::new(),
+        event: EventKind::parse(&item.event).unwrap_or(EventKind::Push),
+        triggered_by: format!("webhook:{}", item.provider),
+    };
+    match trigger(state, &repo, &req).await {
+        Ok(run) => {
+            finish(
+                Some(run.id.clone()),
+                format!("started run {}", run.number),
+                false,
+            )
+            .await
+        }
+        // The forge may redeliver once the repository can be fetched again.
+        Err(TriggerError::Fetch(e)) => {
+            tracing::warn!("intake: {}: {e}", repo.name);
+            finish(None, e, true).await
+        }
+        Err(e) => finish(None, e.to_string(), false).await,
+    }
+}
