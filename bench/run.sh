@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Builds Ferry in release mode and runs the benchmarks against their baselines.
-# Usage: bench/run.sh [startup] [steps] [logs]
+# Usage: bench/run.sh [startup] [steps] [logs] [logs-shm]   — ferry run
+#        bench/run.sh serve [latency] [memory] [intake] [list] — ferry serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   if [ -w /var/cache ]; then export CARGO_TARGET_DIR=/var/cache/ferry-target; else export CARGO_TARGET_DIR="$PWD/target"; fi
 fi
 cargo build --release -q -p ferry-cli
+if [ "${1:-}" = serve ]; then
+  shift
+  exec python3 bench/serve.py "$@"
+fi
 exec python3 bench/bench.py "$@"
