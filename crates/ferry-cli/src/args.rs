@@ -59,6 +59,11 @@ pub enum Command {
         #[command(flatten)]
         server: crate::client::ServerArgs,
     },
+    /// Manage the users of a server's store (run where the server's data lives).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// A server's repositories.
     Repos {
         #[command(subcommand)]
@@ -170,4 +175,20 @@ pub struct LogsArgs {
     /// Show a server's run (RUN is then its id) instead of a local one.
     #[command(flatten)]
     pub server: crate::client::ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its first token (once).
+    Add {
+        name: String,
+        /// viewer, developer or admin.
+        #[arg(long, default_value = "developer")]
+        role: String,
+        /// The server's data directory (default: as `ferry serve`).
+        #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
+        database_url: Option<String>,
+    },
 }

@@ -119,5 +119,14 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             server,
         } => client::rerun(&server, &run, failed).await,
         Command::Repos { command, server } => client::repos(&server, command).await,
+        Command::User {
+            command:
+                args::UserCommand::Add {
+                    name,
+                    role,
+                    data_dir,
+                    database_url,
+                },
+        } => serve::user_add(&name, &role, data_dir, database_url).await,
     }
 }

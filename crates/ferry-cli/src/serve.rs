@@ -14,9 +14,12 @@ use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The address to listen on.
-    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7340")]
-    pub listen: SocketAddr,
+    /// A TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:7340].
+    #[arg(long, env = "FERRY_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Where mirrors, logs, artifacts and the SQLite database live
     /// (default: $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
@@ -24,9 +27,9 @@ pub struct ServeArgs {
     /// The database: SQLite in the data directory by default, or `postgres://…`.
     #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// The most runs executing at once.
-    #[arg(long, env = "FERRY_MAX_RUNS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub max_runs: u32,
+    /// The most runs executing at once [default: 2].
+    #[arg(long, env = "FERRY_MAX_RUNS", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub max_runs: Option<u32>,
     /// The most jobs of one run at once (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub jobs: Option<u32>,
@@ -40,6 +43,46 @@ pub struct ServeArgs {
     /// Let requests without a token read repositories, runs and logs.
     #[arg(long, env = "FERRY_PUBLIC_READS")]
     pub public_reads: bool,
+}
+
+/// The optional configuration file: the same settings as the flags.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    max_runs: Option<u32>,
+    max_runs_per_repo: Option<u32>,
+    jobs: Option<u32>,
+    drain: Option<bool>,
+    public_reads: Option<bool>,
+}
+
+fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+/// Flags (and their environment variables) win over the file, the file over defaults.
+fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    args.listen = args
+        .listen
+        .or(file.listen)
+        .or(Some(SocketAddr::from(([127, 0, 0, 1], 7340))));
+    args.data_dir = args.data_dir.or(file.data_dir);
+    args.database_url = args.database_url.or(file.database_url);
+    args.max_runs = Some(args.max_runs.or(file.max_runs).unwrap_or(2).clamp(1, 256));
+    args.max_runs_per_repo = args.max_runs_per_repo.or(file.max_runs_per_repo);
+    args.jobs = args.jobs.or(file.jobs);
+    args.drain = args.drain || file.drain.unwrap_or(false);
+    args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
+    Ok(args)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -68,6 +111,11 @@ fn server_id(data: &std::path::Path) -> Result<String, Failure> {
 }
 
 pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    let args = merge(args)?;
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7340)));
+    let max_runs = args.max_runs.unwrap_or(2);
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data.display())))?;
@@ -88,7 +136,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     let config = Config {
         data_dir: data.clone(),
         work_root: work_root.clone(),
-        max_runs: args.max_runs as usize,
+        max_runs: max_runs as usize,
         jobs_per_run: jobs,
         server_id: server_id(&data)?,
         drain: args.drain,
@@ -97,7 +145,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         max_runs_per_repo: args
             .max_runs_per_repo
             .map(|n| n as usize)
-            .unwrap_or(args.max_runs as usize),
+            .unwrap_or(max_runs as usize),
     };
     if let Some(token) = ferry_server::prepare(&store, &config)
         .await
@@ -122,9 +170,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         },
     );
     let state = AppState::new(store.clone(), engine, config);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Failure::failed(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
@@ -164,5 +212,36 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     .map_err(|e| Failure::failed(format!("the server failed: {e}")))?;
     store.close().await;
     eprintln!("ferry: stopped");
+    Ok(exit::OK)
+}
+
+/// `ferry user add`: a user and its first token, straight into a server's store.
+pub async fn user_add(
+    name: &str,
+    role: &str,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+) -> Result<u8, Failure> {
+    let role = ferry_server::Role::parse(role)
+        .ok_or_else(|| Failure::usage("--role must be viewer, developer or admin"))?;
+    let data = data_dir.unwrap_or_else(default_data_dir);
+    let store = match &database_url {
+        Some(url) => Store::open_url(url, &data).await,
+        None => Store::open(&data).await,
+    }
+    .map_err(|e| Failure::failed(format!("cannot open the store: {e}")))?;
+    let (user, token) = ferry_server::auth::create_user_with_token(&store, name, role)
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::Conflict(what) => Failure::usage(format!("{what} already exists")),
+            e => Failure::failed(e.to_string()),
+        })?;
+    store.close().await;
+    eprintln!(
+        "ferry: created the {} `{}`; its token is shown only this once:",
+        role.as_str(),
+        user.name
+    );
+    println!("{token}");
     Ok(exit::OK)
 }

@@ -58,16 +58,15 @@ struct Serve {
 
 /// Starts `ferry serve` on a free port and reads what it prints until it listens.
 fn start(data: &Path, extra: &[&str]) -> Serve {
+    let data = data.display().to_string();
+    let mut args = vec!["--max-runs", "1", "--data-dir", &data];
+    args.extend_from_slice(extra);
+    start_with(&args)
+}
+
+fn start_with(extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-runs",
-            "1",
-            "--data-dir",
-        ])
-        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("FERRY_DATABASE_URL")
         .stdout(Stdio::null())
@@ -384,4 +383,67 @@ async fn the_cli_drives_a_server() {
     );
     let _ = server.child.kill();
     let _ = server.child.wait();
+}
+
+/// `ferry user add` writes a user into the server's store; a config file sets the server.
+#[tokio::test]
+async fn users_from_the_cli_and_a_config_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["user", "add", "dee", "--role", "developer", "--data-dir"])
+        .arg(&data)
+        .env_remove("FERRY_DATABASE_URL")
+        .output()
+        .expect("ferry");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("ferry_"));
+    let again = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["user", "add", "dee", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("ferry");
+    assert_eq!(again.status.code(), Some(2), "a duplicate name is refused");
+    // The config file sets the data directory; the listen flag still wins.
+    let config = tmp.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nmax_runs = 3\npublic_reads = true\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("write");
+    let mut server = start_with(&["--config", &config.display().to_string()]);
+    assert!(
+        server.token.is_none(),
+        "the store already has a user: no admin is created"
+    );
+    let (status, _) = call(&server.base, &token, "GET", "/api/v1/tokens", None).await;
+    assert_eq!(status, 200, "the CLI-made user's token works");
+    let status = reqwest::get(format!("{}/api/v1/repos", server.base))
+        .await
+        .expect("request")
+        .status()
+        .as_u16();
+    assert_eq!(status, 200, "public reads from the config file");
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    std::fs::write(&config, "listen = \"nonsense\"\n").expect("write");
+    let bad = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--config", &config.display().to_string()])
+        .output()
+        .expect("ferry");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("ferry.toml"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
