@@ -558,6 +558,21 @@ async fn signed_webhooks_start_runs_once() {
     let run_id = runs[0].id.clone();
     assert_eq!(runs[0].commit_sha, sha);
     assert_eq!(runs[0].triggered_by.as_deref(), Some("webhook:github"));
+    // Its logs stream live over Server-Sent Events until it ends.
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/runs/{run_id}/events", s.base))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .expect("events");
+    let events = read_sse(resp).await;
+    let streamed: String = events
+        .iter()
+        .filter(|(k, _)| k == "log")
+        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(streamed, "built push main\n");
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success", "{detail}");
     let log = s

@@ -88,6 +88,13 @@ impl Store {
         } else {
             return Err(Error::Url(url.to_string()));
         };
+        // An SQLite file is created when missing unless the URL says otherwise.
+        let url = if backend == Backend::Sqlite && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_string()
+        };
         let options = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
             .min_connections(0)
@@ -106,7 +113,7 @@ impl Store {
             }),
             Backend::Postgres => options,
         };
-        let pool = options.connect(url).await?;
+        let pool = options.connect(&url).await?;
         migrate::run(&pool, backend).await?;
         Ok(Store {
             pool,
