@@ -187,6 +187,36 @@ impl Server {
         panic!("run {run_id} did not finish");
     }
 
+    /// Registers a repository (no webhook secret).
+    async fn register(&self, name: &str, bare: &Path) {
+        let body = json!({ "name": name, "url": bare.display().to_string() });
+        let (status, body) = self.admin("POST", "/api/v1/repos", Some(body)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// Triggers `main` of a repository; the run's id.
+    async fn trigger(&self, repo: &str) -> String {
+        let path = format!("/api/v1/repos/{repo}/runs");
+        let (status, body) = self
+            .admin("POST", &path, Some(json!({ "ref": "main" })))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["run"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// A job's stored log, as text.
+    async fn log(&self, run_id: &str, job: &str) -> String {
+        self.http
+            .get(format!("{}/api/v1/runs/{run_id}/jobs/{job}/log", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("log")
+            .text()
+            .await
+            .expect("text")
+    }
+
     async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -333,20 +363,8 @@ async fn cancel_stops_a_running_run() {
             pidfile.display()
         )),
     );
-    s.admin(
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "slow", "url": bare.display().to_string() })),
-    )
-    .await;
-    let (_, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/slow/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
-    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    s.register("slow", &bare).await;
+    let run_id = s.trigger("slow").await;
     for _ in 0..400 {
         if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
             break;
@@ -575,16 +593,7 @@ async fn signed_webhooks_start_runs_once() {
     assert_eq!(streamed, "built push main\n");
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success", "{detail}");
-    let log = s
-        .http
-        .get(format!("{}/api/v1/runs/{run_id}/jobs/built/log", s.base))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("log")
-        .text()
-        .await
-        .expect("text");
+    let log = s.log(&run_id, "built").await;
     assert_eq!(log, "built push main\n");
     // The same delivery again starts nothing.
     let resp = send(sign("s3cret", body.as_bytes()), "d-1", "push", body.clone())
@@ -702,20 +711,8 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
     let s = Server::start().await;
     let pipeline = "jobs:\n  chatty:\n    run: |\n      i=0\n      while [ $i -lt 300 ]; do echo \"line $i\"; i=$((i+1)); case $i in *0) sleep 0.02;; esac; done\n";
     let bare = s.repository("chatty", Some(pipeline));
-    s.admin(
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "chatty", "url": bare.display().to_string() })),
-    )
-    .await;
-    let (_, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/chatty/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
-    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    s.register("chatty", &bare).await;
+    let run_id = s.trigger("chatty").await;
     // Connect in the middle: once some lines are stored, before the step has finished.
     let mut mid = false;
     for _ in 0..400 {
@@ -791,20 +788,8 @@ async fn rerun_whole_or_only_failed_jobs() {
         f = fixed.display()
     );
     let bare = s.repository("rr", Some(&pipeline));
-    s.admin(
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "rr", "url": bare.display().to_string() })),
-    )
-    .await;
-    let (_, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/rr/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
-    let first = body["run"]["id"].as_str().expect("id").to_string();
+    s.register("rr", &bare).await;
+    let first = s.trigger("rr").await;
     let detail = s.finished(&first).await;
     assert_eq!(detail["run"]["status"], "failed");
     std::fs::write(&fixed, "").expect("fix");
@@ -831,16 +816,7 @@ async fn rerun_whole_or_only_failed_jobs() {
         1,
         "build did not run again"
     );
-    let log = s
-        .http
-        .get(format!("{}/api/v1/runs/{second}/jobs/after/log", s.base))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("log")
-        .text()
-        .await
-        .expect("text");
+    let log = s.log(&second, "after").await;
     assert_eq!(
         log, "artifact\n",
         "the reused job's artifacts reach the jobs that need them"
@@ -1058,12 +1034,7 @@ async fn trigger_variables_reach_the_jobs() {
         "vars",
         Some("env:\n  GREETING: hello\njobs:\n  show:\n    run: echo \"$GREETING $TARGET\"\n"),
     );
-    s.admin(
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "vars", "url": bare.display().to_string() })),
-    )
-    .await;
+    s.register("vars", &bare).await;
     let (status, body) = s
         .admin(
             "POST",
@@ -1075,16 +1046,7 @@ async fn trigger_variables_reach_the_jobs() {
     let run_id = body["run"]["id"].as_str().expect("id").to_string();
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success");
-    let log = s
-        .http
-        .get(format!("{}/api/v1/runs/{run_id}/jobs/show/log", s.base))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("log")
-        .text()
-        .await
-        .expect("text");
+    let log = s.log(&run_id, "show").await;
     assert_eq!(
         log, "hi staging\n",
         "trigger variables come after the pipeline's env"
@@ -1110,34 +1072,15 @@ async fn concurrency_groups_supersede_older_runs() {
         pidfile.display()
     );
     let bare = s.repository("deploys", Some(&pipeline));
-    s.admin(
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "deploys", "url": bare.display().to_string() })),
-    )
-    .await;
-    let (_, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/deploys/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
-    let first = body["run"]["id"].as_str().expect("id").to_string();
+    s.register("deploys", &bare).await;
+    let first = s.trigger("deploys").await;
     for _ in 0..400 {
         if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let (_, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/deploys/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
-    let second = body["run"]["id"].as_str().expect("id").to_string();
+    let second = s.trigger("deploys").await;
     let detail = s.finished(&first).await;
     assert_eq!(
         detail["run"]["status"], "cancelled",
