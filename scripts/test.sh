@@ -7,13 +7,18 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # 1. System packages the tests use: git for real repositories, a POSIX shell, procps,
-#    util-linux's `script` for a pseudo-terminal, PostgreSQL for the store suite.
+#    util-linux's `script` for a pseudo-terminal, PostgreSQL for the store suite, and a
+#    Docker engine, an OCI registry and busybox for the container executor.
 missing=()
 command -v git >/dev/null || missing+=(git)
+command -v curl >/dev/null || missing+=(curl)
 command -v sh >/dev/null || missing+=(dash)
 command -v ps >/dev/null || missing+=(procps)
 command -v script >/dev/null || missing+=(bsdutils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+[ -x /bin/busybox ] || missing+=(busybox-static)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -51,9 +56,43 @@ if ! "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
   "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -o \
     "-p $pg_port -c listen_addresses=127.0.0.1 -k $pg_data -c fsync=off -c max_connections=300" start >/dev/null
   stop_pg() { "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null 2>&1 || true; }
-  trap stop_pg EXIT
 fi
 export FERRY_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+# 4. A Docker engine (started here if none runs), a registry on 127.0.0.1, and a base
+#    image built locally: FROM scratch plus busybox (nothing is pulled from anywhere).
+cleanups=()
+cleanup() { for c in "${cleanups[@]}"; do eval "$c"; done; }
+trap 'cleanup; declare -F stop_pg >/dev/null && stop_pg' EXIT
+if ! docker version >/dev/null 2>&1; then
+  log "starting dockerd"
+  dockerd >/var/tmp/ferry-test-dockerd.log 2>&1 &
+  dockerd_pid=$!
+  cleanups+=("kill $dockerd_pid 2>/dev/null; wait $dockerd_pid 2>/dev/null")
+  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+docker version >/dev/null || { echo "Docker did not start (see /var/tmp/ferry-test-dockerd.log)" >&2; exit 1; }
+reg_port=${FERRY_TEST_REGISTRY_PORT:-5000}
+if ! curl -fsS "http://127.0.0.1:$reg_port/v2/" >/dev/null 2>&1; then
+  log "starting a registry on 127.0.0.1:$reg_port"
+  reg_dir=/var/tmp/ferry-test-registry-$reg_port
+  mkdir -p "$reg_dir"
+  printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%s\n' "$reg_dir" "$reg_port" > "$reg_dir/config.yml"
+  docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
+  reg_pid=$!
+  cleanups+=("kill $reg_pid 2>/dev/null; wait $reg_pid 2>/dev/null")
+  for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$reg_port/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
+fi
+log "building the base test image"
+img_dir=$(mktemp -d)
+cp /bin/busybox "$img_dir/busybox"
+printf 'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\nENV PATH=/bin\nCMD ["/bin/sh"]\n' > "$img_dir/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -t ferry-test/busybox:latest "$img_dir" >/dev/null
+rm -rf "$img_dir"
+docker tag ferry-test/busybox:latest "127.0.0.1:$reg_port/ferry-test/busybox:latest"
+docker push -q "127.0.0.1:$reg_port/ferry-test/busybox:latest" >/dev/null
+export FERRY_TEST_IMAGE=ferry-test/busybox:latest
+export FERRY_TEST_REGISTRY="127.0.0.1:$reg_port"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -352,7 +352,7 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
         ..LocalExecutor::default()
     };
     let force = executor.force.clone();
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         local.store.clone(),
         Arc::new(executor),
         EngineConfig {
@@ -361,6 +361,13 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             keep_workspaces: args.keep,
         },
     );
+    // Containers only when some job has an image; without Docker those jobs fail clearly.
+    if plan.jobs.iter().any(|j| j.image.is_some() && j.runs()) {
+        match ferry_exec::DockerExecutor::connect().await {
+            Ok(docker) => engine = engine.with_containers(Arc::new(docker)),
+            Err(e) => eprintln!("ferry: {e}; jobs with an `image:` cannot run"),
+        }
+    }
     let (run, job_ids) = engine
         .create_run(&local.repository_id, plan, prepared.dirty, None)
         .await?;

@@ -169,6 +169,20 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             keep_workspaces: false,
         },
     );
+    // Docker is optional: without it, jobs with an `image:` fail with the reason.
+    let engine = match ferry_exec::DockerExecutor::connect().await {
+        Ok(docker) => {
+            let removed = docker.remove_leftovers().await;
+            if removed > 0 {
+                eprintln!("ferry: removed {removed} container(s) left by an earlier server");
+            }
+            engine.with_containers(Arc::new(docker))
+        }
+        Err(e) => {
+            eprintln!("ferry: {e}; jobs with an `image:` will fail");
+            engine
+        }
+    };
     let state = AppState::new(store.clone(), engine, config);
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -13,6 +13,7 @@ use crate::yaml::{Kind, Node, Style};
 pub const TOP_KEYS: &[&str] = &["on", "env", "concurrency", "jobs"];
 pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const JOB_KEYS: &[&str] = &[
+    "image",
     "steps",
     "run",
     "needs",
@@ -480,6 +481,7 @@ impl Loader {
             allow_failure: false,
             artifacts: Vec::new(),
             junit: Vec::new(),
+            image: None,
         };
         let mut run_key: Option<&Node> = None;
         let mut steps_key: Option<&Node> = None;
@@ -503,6 +505,11 @@ impl Loader {
                 "steps" => {
                     steps_key = Some(knode);
                     job.steps.extend(self.steps(v, &what));
+                }
+                "image" => {
+                    job.image = self
+                        .string(v, &format!("`image` in {what}"), "`image: rust:1.80`")
+                        .filter(|i| !i.trim().is_empty())
                 }
                 "needs" => {
                     job.needs = self.strings(v, &format!("`needs` in {what}"), "`needs: [build]`")

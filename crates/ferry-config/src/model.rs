@@ -83,6 +83,8 @@ pub struct Job {
     pub allow_failure: bool,
     pub artifacts: Vec<String>,
     pub junit: Vec<String>,
+    /// Run the steps in containers of this image; `None`: on the host.
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

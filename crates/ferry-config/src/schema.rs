@@ -53,6 +53,7 @@ pub fn schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "properties": {
+                        "image": { "type": "string", "description": "Run the steps in containers of this image." },
             "run": { "type": "string", "description": "A single shell command (instead of `steps`)." },
             "steps": { "type": "array", "minItems": 1, "items": step },
             "needs": string_or_list,

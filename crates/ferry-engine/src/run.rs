@@ -43,6 +43,8 @@ pub struct Source {
 pub struct Engine {
     store: Store,
     executor: Arc<dyn Executor>,
+    /// Runs the jobs that have an `image:`; `None` when Docker is not available.
+    containers: Option<Arc<dyn Executor>>,
     config: EngineConfig,
 }
 
@@ -73,6 +75,7 @@ pub struct RunOutcome {
 /// Everything a job task needs, shared by the jobs of one run.
 struct RunCtx {
     store: Store,
+    containers: Option<Arc<dyn Executor>>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     writer: Writer,
     executor: Arc<dyn Executor>,
@@ -103,8 +106,15 @@ impl Engine {
         Self {
             store,
             executor,
+            containers: None,
             config,
         }
+    }
+
+    /// Runs jobs that have an `image:` with `executor` (the Docker executor).
+    pub fn with_containers(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.containers = Some(executor);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -197,6 +207,7 @@ impl Engine {
         });
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
+            containers: self.containers.clone(),
             writer,
             executor: self.executor.clone(),
             plan,
@@ -619,16 +630,30 @@ async fn run_attempt(
     let spec = JobSpec {
         name: job.name.clone(),
         workspace: dir.to_path_buf(),
+        image: job.image.clone(),
     };
-    let prepared = match ctx.executor.prepare(&spec).await {
+    // A job with an image runs in containers; the others on the host.
+    let executor = match (&job.image, &ctx.containers) {
+        (None, _) => ctx.executor.clone(),
+        (Some(_), Some(c)) => c.clone(),
+        (Some(image), None) => {
+            let e = format!(
+                "job `{}` needs image `{image}`, but Docker is not available here",
+                job.name
+            );
+            out.say(&format!("error: {e}"));
+            return (failed(e), None);
+        }
+    };
+    let prepared = match executor.prepare(&spec).await {
         Ok(p) => p,
         Err(e) => {
             out.say(&e);
             return (failed(e), None);
         }
     };
-    let result = run_steps(ctx, i, attempt, dir, &prepared, out).await;
-    ctx.executor.cleanup(&prepared).await;
+    let result = run_steps(ctx, i, attempt, dir, executor.as_ref(), &prepared, out).await;
+    executor.cleanup(&prepared).await;
 
     let tests = if matches!(result, Attempt::Cancelled) || job.junit.is_empty() {
         None
@@ -709,6 +734,7 @@ async fn run_steps(
     i: usize,
     attempt: u32,
     dir: &Path,
+    executor: &dyn Executor,
     prepared: &ferry_exec::Prepared,
     out: &mut JobOutput<'_>,
 ) -> Attempt {
@@ -808,9 +834,7 @@ async fn run_steps(
                         cwd,
                         timeout,
                     };
-                    ctx.executor
-                        .run_step(prepared, &spec, out, &ctx.cancel)
-                        .await
+                    executor.run_step(prepared, &spec, out, &ctx.cancel).await
                 }
             }
             (None, Err(e)) => StepOutcome::Error(e),

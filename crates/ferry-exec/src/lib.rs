@@ -4,6 +4,7 @@
 //! to run one step of one job somewhere (a host process here; containers and remote
 //! agents later) and stream its output back.
 
+pub mod docker;
 mod local;
 pub mod orphans;
 mod process;
@@ -11,6 +12,7 @@ mod process;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use docker::DockerExecutor;
 pub use local::LocalExecutor;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +60,8 @@ pub struct JobSpec {
     pub name: String,
     /// The job's workspace, already holding the source and restored artifacts.
     pub workspace: PathBuf,
+    /// The container image, for executors that run containers.
+    pub image: Option<String>,
 }
 
 /// Runs the steps of jobs.
@@ -91,6 +95,8 @@ pub struct Prepared {
     pub spec: JobSpec,
     /// Process groups started for this job (the local executor kills them at cleanup).
     pub groups: std::sync::Mutex<Vec<i32>>,
+    /// Containers created for this job (the Docker executor removes them at cleanup).
+    pub containers: std::sync::Mutex<Vec<String>>,
 }
 
 impl Prepared {
@@ -98,6 +104,7 @@ impl Prepared {
         Self {
             spec,
             groups: std::sync::Mutex::new(Vec::new()),
+            containers: std::sync::Mutex::new(Vec::new()),
         }
     }
 }

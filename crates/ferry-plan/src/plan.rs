@@ -50,6 +50,9 @@ pub struct PlanJob {
     pub allow_failure: bool,
     pub artifacts: Vec<String>,
     pub junit: Vec<String>,
+    /// The container image of the job's steps; `None`: on the host.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl PlanJob {
@@ -253,6 +256,7 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
                 allow_failure: job.allow_failure,
                 artifacts: job.artifacts.clone(),
                 junit: job.junit.clone(),
+                image: job.image.clone(),
             });
         }
         expansions.insert(job.name.as_str(), names);

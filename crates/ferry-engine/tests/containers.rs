@@ -1,0 +1,217 @@
+//! Jobs with `image:` run in containers of a real Docker engine (started by
+//! scripts/test.sh, with the base image `FERRY_TEST_IMAGE` built locally from busybox).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
+use ferry_exec::{DockerExecutor, LocalExecutor};
+use ferry_plan::{Event, EventKind};
+use ferry_store::{Status, Store};
+use tokio_util::sync::CancellationToken;
+
+fn image() -> Option<String> {
+    match std::env::var("FERRY_TEST_IMAGE") {
+        Ok(i) => Some(i),
+        Err(_) => {
+            assert!(
+                std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
+                "set FERRY_TEST_IMAGE (scripts/test.sh builds it and starts Docker) or FERRY_SKIP_DOCKER=1"
+            );
+            None
+        }
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    engine: Engine,
+    store: Store,
+    repo: String,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("src")).expect("src");
+        std::fs::write(dir.join("src/input.txt"), "from the source\n").expect("write");
+        let store = Store::open(&dir.join("data")).await.expect("store");
+        let repo = store
+            .ensure_repository("test://c", "c")
+            .await
+            .expect("repo");
+        let mut docker = DockerExecutor::connect().await.expect("docker");
+        docker.kill_grace = Duration::from_millis(500);
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(LocalExecutor::default()),
+            EngineConfig {
+                concurrency: 2,
+                work_root: dir.join("work"),
+                keep_workspaces: false,
+            },
+        )
+        .with_containers(Arc::new(docker));
+        Fixture {
+            _tmp: tmp,
+            dir,
+            engine,
+            store,
+            repo,
+        }
+    }
+
+    async fn run(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
+        let pipeline = ferry_config::load(yaml)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .pipeline;
+        let event = Event {
+            kind: EventKind::Push,
+            branch: Some("main".into()),
+            tag: None,
+            git_ref: "refs/heads/main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            author: "A <a@b>".into(),
+            message: "m".into(),
+            changed_files: None,
+        };
+        let plan = ferry_plan::plan(&pipeline, &event, &Default::default()).expect("plan");
+        let (run, ids) = self
+            .engine
+            .create_run(&self.repo, &plan, false, None)
+            .await
+            .expect("create");
+        let source = Source {
+            root: self.dir.join("src"),
+            files: None,
+        };
+        self.engine
+            .execute(run, ids, plan, source, Arc::new(NullSink), cancel)
+            .await
+            .expect("execute")
+    }
+
+    async fn log(&self, out: &RunOutcome, job: &str) -> String {
+        let jobs = self.store.jobs(&out.run.id).await.expect("jobs");
+        let j = jobs.iter().find(|j| j.name == job).expect("job");
+        self.store
+            .read_log(&out.run.id, &j.id)
+            .await
+            .expect("log")
+            .map(|l| String::from_utf8_lossy(&l.expect("line").text).into_owned() + "\n")
+            .collect()
+    }
+}
+
+fn containers_of(job: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=ferry.job={job}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn steps_run_in_containers_and_mix_with_host_jobs() {
+    let Some(image) = image() else { return };
+    let f = Fixture::new().await;
+    let yaml = format!(
+        "jobs:
+  inside:
+    image: {image}
+    steps:
+      - run: echo \"in $FERRY_JOB at $(pwd) with $FERRY_WORKSPACE\"; cat input.txt
+      - run: mkdir -p out && echo built-in-container > out/bin && test ! -e /etc/hostname-from-host
+    artifacts: [out/bin]
+  outside:
+    needs: inside
+    run: cat out/bin
+  failing:
+    image: {image}
+    run: echo about to fail; exit 4
+"
+    );
+    let out = f.run(&yaml, CancellationToken::new()).await;
+    let inside = f.log(&out, "inside").await;
+    assert_eq!(
+        inside,
+        "in inside at /workspace with /workspace\nfrom the source\n"
+    );
+    assert_eq!(
+        f.log(&out, "outside").await,
+        "built-in-container\n",
+        "artifacts cross from container to host"
+    );
+    let failing = out
+        .jobs
+        .iter()
+        .find(|j| j.name == "failing")
+        .expect("failing");
+    assert_eq!(failing.status, Status::Failed);
+    assert_eq!(
+        failing.reason.as_deref(),
+        Some("step 1 `echo about to fail; exit 4` exited with code 4")
+    );
+    assert_eq!(containers_of("inside"), "", "containers are removed");
+}
+
+#[tokio::test]
+async fn a_missing_image_is_a_clear_error() {
+    if image().is_none() {
+        return;
+    }
+    let f = Fixture::new().await;
+    let out = f
+        .run(
+            "jobs:\n  nope:\n    image: 127.0.0.1:1/ferry-test/absent:1\n    run: 'true'\n",
+            CancellationToken::new(),
+        )
+        .await;
+    let job = &out.jobs[0];
+    assert_eq!(job.status, Status::Failed);
+    let reason = job.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "image `127.0.0.1:1/ferry-test/absent:1` is not here and cannot be pulled"
+        ),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_removes_the_containers() {
+    let Some(image) = image() else { return };
+    let f = Fixture::new().await;
+    let yaml =
+        format!("jobs:\n  sleeper-cancel:\n    image: {image}\n    run: echo started; sleep 300\n");
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        for _ in 0..400 {
+            if !containers_of("sleeper-cancel").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), f.run(&yaml, cancel))
+        .await
+        .expect("stops");
+    assert_eq!(out.status, Status::Cancelled);
+    assert_eq!(
+        containers_of("sleeper-cancel"),
+        "",
+        "nothing is left after a cancel"
+    );
+}

@@ -1,0 +1,335 @@
+//! The Docker executor: each step runs in a fresh container of the job's image, through
+//! the Docker Engine API (bollard, over the local socket), with the job's workspace
+//! mounted at [`WORKSPACE`]. One container per step matches `docker run --rm IMAGE cmd`,
+//! which is what the container benchmark compares with.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+
+/// Where the job's workspace is mounted in its containers (and their working directory).
+pub const WORKSPACE: &str = "/workspace";
+/// Every container Ferry makes carries this label (`true`), and `ferry.job` = the job.
+pub const LABEL: &str = "ferry";
+pub const JOB_LABEL: &str = "ferry.job";
+
+/// Runs steps in containers.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    /// How long a container may take to stop after SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
+}
+
+impl DockerExecutor {
+    /// Connects to the local Docker engine (`DOCKER_HOST` or `/var/run/docker.sock`)
+    /// and checks that it answers.
+    pub async fn connect() -> Result<Self, String> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("cannot reach Docker: {e}"))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| format!("Docker does not answer: {e}"))?;
+        Ok(Self {
+            docker,
+            kill_grace: Duration::from_secs(5),
+        })
+    }
+
+    /// Removes every container Ferry left behind (after a crash). Returns how many.
+    pub async fn remove_leftovers(&self) -> usize {
+        let filters: HashMap<String, Vec<String>> =
+            [("label".to_string(), vec![format!("{LABEL}=true")])].into();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let Ok(list) = self.docker.list_containers(Some(options)).await else {
+            return 0;
+        };
+        let mut removed = 0;
+        for c in list {
+            if let Some(id) = c.id
+                && self.remove(&id).await
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    async fn remove(&self, id: &str) -> bool {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .is_ok()
+    }
+}
+
+/// The container of one step: pure, so that it is unit-tested.
+pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreateBody, String> {
+    let image = job.image.clone().ok_or("the job has no image")?;
+    // The step's directory inside the workspace, as seen from the container.
+    let rel = step
+        .cwd
+        .strip_prefix(&job.workspace)
+        .map_err(|_| "the step's directory is outside the workspace".to_string())?;
+    let mut cwd = WORKSPACE.to_string();
+    if !rel.as_os_str().is_empty() {
+        cwd = format!("{WORKSPACE}/{}", rel.display());
+    }
+    let mut env: Vec<String> = step
+        .env
+        .iter()
+        // The host's view of the workspace means nothing inside the container.
+        .map(|(k, v)| {
+            if k == "FERRY_WORKSPACE" {
+                format!("{k}={WORKSPACE}")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    env.push("HOME=/root".into());
+    let labels: HashMap<String, String> = [
+        (LABEL.to_string(), "true".to_string()),
+        (JOB_LABEL.to_string(), job.name.clone()),
+    ]
+    .into();
+    Ok(ContainerCreateBody {
+        image: Some(image),
+        cmd: Some(vec![
+            "sh".into(),
+            "-e".into(),
+            "-c".into(),
+            step.script.clone(),
+        ]),
+        env: Some(env),
+        working_dir: Some(cwd),
+        labels: Some(labels),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:{WORKSPACE}", job.workspace.display())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExecutor {
+    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
+        let image = job.image.as_deref().ok_or("the job has no image")?;
+        if self.docker.inspect_image(image).await.is_err() {
+            let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+                .from_image(image)
+                .build();
+            let mut pull = self.docker.create_image(Some(options), None, None);
+            while let Some(progress) = pull.next().await {
+                if let Err(e) = progress {
+                    return Err(format!(
+                        "image `{image}` is not here and cannot be pulled: {e}"
+                    ));
+                }
+            }
+        }
+        Ok(Prepared::new(job.clone()))
+    }
+
+    async fn run_step(
+        &self,
+        job: &Prepared,
+        step: &StepSpec,
+        output: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> StepOutcome {
+        let config = match container_config(&job.spec, step) {
+            Ok(c) => c,
+            Err(e) => return StepOutcome::Error(e),
+        };
+        let name = format!("ferry-{}", uuid_like());
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self.docker.create_container(Some(options), config).await {
+            Ok(c) => c,
+            Err(e) => return StepOutcome::Error(format!("cannot create the container: {e}")),
+        };
+        if let Ok(mut ids) = job.containers.lock() {
+            ids.push(created.id.clone());
+        }
+        let outcome = self.run_container(&created.id, step, output, cancel).await;
+        self.remove(&created.id).await;
+        outcome
+    }
+
+    async fn cleanup(&self, job: &Prepared) {
+        let ids = match job.containers.lock() {
+            Ok(mut ids) => std::mem::take(&mut *ids),
+            Err(_) => return,
+        };
+        for id in ids {
+            self.remove(&id).await;
+        }
+    }
+}
+
+impl DockerExecutor {
+    async fn run_container(
+        &self,
+        id: &str,
+        step: &StepSpec,
+        output: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> StepOutcome {
+        if let Err(e) = self
+            .docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            return StepOutcome::Error(format!("cannot start the container: {e}"));
+        }
+        let logs_options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(id, Some(logs_options));
+        let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut ended: Option<StepOutcome> = None;
+        loop {
+            tokio::select! {
+                next = logs.next() => match next {
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message } | LogOutput::Console { message })) => output.chunk(&message),
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    // The stream ends when the container has stopped.
+                    Some(Err(_)) | None => break,
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ended.is_none() => {
+                    ended = Some(StepOutcome::TimedOut(step.timeout.unwrap_or_default()));
+                    self.stop(id).await;
+                }
+                _ = cancel.cancelled(), if ended.is_none() => {
+                    ended = Some(StepOutcome::Cancelled);
+                    self.stop(id).await;
+                }
+            }
+        }
+        if let Some(o) = ended {
+            return o;
+        }
+        match self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(info) => {
+                let code = info.state.and_then(|s| s.exit_code).unwrap_or(-1);
+                StepOutcome::Exited(code as i32)
+            }
+            Err(e) => StepOutcome::Error(format!("cannot read how the container ended: {e}")),
+        }
+    }
+
+    /// SIGTERM to the container's processes, SIGKILL after the grace period.
+    async fn stop(&self, id: &str) {
+        let term = KillContainerOptionsBuilder::default()
+            .signal("SIGTERM")
+            .build();
+        let _ = self.docker.kill_container(id, Some(term)).await;
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let grace = self.kill_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let kill = KillContainerOptionsBuilder::default()
+                .signal("SIGKILL")
+                .build();
+            let _ = docker.kill_container(&id, Some(kill)).await;
+        });
+    }
+}
+
+/// A unique enough container name suffix (time and a counter; no extra dependency).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{}-{n}", t, std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn step_to_container() {
+        let job = JobSpec {
+            name: "test (db=16)".into(),
+            workspace: PathBuf::from("/tmp/ws/001-test"),
+            image: Some("busybox:latest".into()),
+        };
+        let step = StepSpec {
+            script: "make test".into(),
+            env: vec![
+                ("A".into(), "1".into()),
+                ("FERRY_WORKSPACE".into(), "/tmp/ws/001-test".into()),
+            ],
+            cwd: PathBuf::from("/tmp/ws/001-test/app"),
+            timeout: None,
+        };
+        let c = container_config(&job, &step).expect("config");
+        assert_eq!(c.image.as_deref(), Some("busybox:latest"));
+        assert_eq!(
+            c.cmd,
+            Some(vec![
+                "sh".into(),
+                "-e".into(),
+                "-c".into(),
+                "make test".into()
+            ])
+        );
+        assert_eq!(c.working_dir.as_deref(), Some("/workspace/app"));
+        let env = c.env.unwrap_or_default();
+        assert!(env.contains(&"A=1".to_string()));
+        assert!(env.contains(&"FERRY_WORKSPACE=/workspace".to_string()));
+        let binds = c.host_config.and_then(|h| h.binds).unwrap_or_default();
+        assert_eq!(binds, vec!["/tmp/ws/001-test:/workspace".to_string()]);
+        let labels = c.labels.unwrap_or_default();
+        assert_eq!(labels.get("ferry").map(String::as_str), Some("true"));
+        assert_eq!(
+            labels.get("ferry.job").map(String::as_str),
+            Some("test (db=16)")
+        );
+        let outside = StepSpec {
+            cwd: PathBuf::from("/etc"),
+            ..step
+        };
+        assert!(container_config(&job, &outside).is_err());
+    }
+}
