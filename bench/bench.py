@@ -7,6 +7,7 @@ same machine, and prints the ratio. No network, no Docker. Usage: bench/run.sh [
   logs     a step printing 100 MB vs the same command redirected to a file; the store's
            growth; `ferry runs` / `ferry logs` / the next run before and after
   logs-shm the same with both writing to tmpfs, without the disk's drift
+  containers  20 container steps each `true` vs 20 `docker run --rm IMAGE true`
   memory   peak RSS of `ferry run` in all of the above (reported with each)
 """
 
@@ -189,15 +190,40 @@ def bench_logs_memory():
     return rss
 
 
+def bench_containers():
+    """20 container steps each `true` against 20 `docker run --rm IMAGE true`."""
+    image = os.environ.get("FERRY_BENCH_IMAGE", "ferry-test/busybox:latest")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        print(f"containers skipped: image {image} not found (scripts/test.sh builds it; or set FERRY_BENCH_IMAGE)")
+        return 0
+    steps = "".join("      - run: 'true'\n" for _ in range(20))
+    repo = Repo(f"jobs:\n  boxed:\n    image: {image}\n    steps:\n" + steps)
+    repo.ferry("run", "--quiet")
+    base_times, ferry_times, rss = [], [], 0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(20):
+            subprocess.run(["docker", "run", "--rm", image, "true"], check=True, stdout=subprocess.DEVNULL)
+        base_times.append(time.perf_counter() - start)
+        t, m = repo.ferry("run", "--quiet")
+        ferry_times.append(t)
+        rss = max(rss, m)
+    repo.close()
+    base, ferry = statistics.median(base_times), statistics.median(ferry_times)
+    print(f"containers 20 container steps {ms(ferry)}   20 x docker run --rm {ms(base)}   ratio {ferry / base:.2f}x "
+          f"(goal <= 1.2x)   peak RSS {rss / 1024:.1f} MiB")
+    return rss
+
+
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
-    names = sys.argv[1:] or ["startup", "steps", "logs", "logs-shm"]
+    names = sys.argv[1:] or ["startup", "steps", "logs", "logs-shm", "containers"]
     print(f"ferry binary: {FERRY}; machine: {os.cpu_count()} CPUs")
     peaks = []
     for name in names:
         peaks.append({"startup": bench_startup, "steps": bench_steps, "logs": bench_logs,
-                      "logs-shm": bench_logs_memory}[name]())
+                      "logs-shm": bench_logs_memory, "containers": bench_containers}[name]())
     print(f"memory    peak RSS of ferry run across these: {max(peaks) / 1024:.1f} MiB (goal <= 30 MiB)")
 
 

@@ -61,14 +61,19 @@ export FERRY_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
 # 4. A Docker engine (started here if none runs), a registry on 127.0.0.1, and a base
 #    image built locally: FROM scratch plus busybox (nothing is pulled from anywhere).
-cleanups=()
-cleanup() { for c in "${cleanups[@]}"; do eval "$c"; done; }
-trap 'cleanup; declare -F stop_pg >/dev/null && stop_pg' EXIT
+started=()   # background services this script started, stopped again at the end
+cleanup() {
+  local status=$?
+  for pid in "${started[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  if declare -F stop_pg >/dev/null; then stop_pg; fi
+  exit "$status"
+}
+trap cleanup EXIT
 if ! docker version >/dev/null 2>&1; then
   log "starting dockerd"
   dockerd >/var/tmp/ferry-test-dockerd.log 2>&1 &
   dockerd_pid=$!
-  cleanups+=("kill $dockerd_pid 2>/dev/null; wait $dockerd_pid 2>/dev/null")
+  started+=("$dockerd_pid")
   for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 docker version >/dev/null || { echo "Docker did not start (see /var/tmp/ferry-test-dockerd.log)" >&2; exit 1; }
@@ -80,7 +85,7 @@ if ! curl -fsS "http://127.0.0.1:$reg_port/v2/" >/dev/null 2>&1; then
   printf 'version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: 127.0.0.1:%s\n' "$reg_dir" "$reg_port" > "$reg_dir/config.yml"
   docker-registry serve "$reg_dir/config.yml" >"$reg_dir/log" 2>&1 &
   reg_pid=$!
-  cleanups+=("kill $reg_pid 2>/dev/null; wait $reg_pid 2>/dev/null")
+  started+=("$reg_pid")
   for _ in $(seq 1 40); do curl -fsS "http://127.0.0.1:$reg_port/v2/" >/dev/null 2>&1 && break; sleep 0.25; done
 fi
 log "building the base test image"
