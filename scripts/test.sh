@@ -64,6 +64,7 @@ export FERRY_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
 started=()   # background services this script started, stopped again at the end
 cleanup() {
   local status=$?
+  set +e   # a stopped service's own exit status must not become the suite's
   for pid in "${started[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   if declare -F stop_pg >/dev/null; then stop_pg; fi
   exit "$status"
