@@ -6,6 +6,20 @@ use crate::expr::{self, Scope};
 use crate::model::{Job, Pipeline};
 
 pub(crate) fn check(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
+    for job in &p.jobs {
+        let c = &job.container;
+        let container_only = c.cpus_milli.is_some()
+            || c.memory.is_some()
+            || c.user.is_some()
+            || c.entrypoint.is_some();
+        // Only for otherwise valid files: a malformed `image:` was reported already.
+        if job.image.is_none() && container_only && !diags.iter().any(Diagnostic::is_error) {
+            diags.push(
+                Diagnostic::warning(job.span, format!("job `{}` has container settings but no image; they are ignored on the host", job.name))
+                    .with_help("add `image:` to run the job in containers, or remove the settings"),
+            );
+        }
+    }
     check_needs(p, diags);
     check_cycles(p, diags);
     check_expressions(p, source, diags);

@@ -14,6 +14,7 @@ pub const TOP_KEYS: &[&str] = &["on", "env", "concurrency", "jobs"];
 pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const JOB_KEYS: &[&str] = &[
     "image",
+    "resources",
     "steps",
     "run",
     "needs",
@@ -27,6 +28,8 @@ pub const JOB_KEYS: &[&str] = &[
     "artifacts",
     "reports",
 ];
+pub const IMAGE_KEYS: &[&str] = &["name", "user", "entrypoint"];
+pub const RESOURCE_KEYS: &[&str] = &["cpus", "memory"];
 pub const STEP_KEYS: &[&str] = &["name", "run", "env", "working_directory", "timeout"];
 pub const ON_KEYS: &[&str] = &["push", "tag", "pull_request", "schedule", "manual"];
 pub const FILTER_KEYS: &[&str] = &["branches", "paths"];
@@ -482,6 +485,7 @@ impl Loader {
             artifacts: Vec::new(),
             junit: Vec::new(),
             image: None,
+            container: ContainerOptions::default(),
         };
         let mut run_key: Option<&Node> = None;
         let mut steps_key: Option<&Node> = None;
@@ -506,11 +510,8 @@ impl Loader {
                     steps_key = Some(knode);
                     job.steps.extend(self.steps(v, &what));
                 }
-                "image" => {
-                    job.image = self
-                        .string(v, &format!("`image` in {what}"), "`image: rust:1.80`")
-                        .filter(|i| !i.trim().is_empty())
-                }
+                "image" => self.image(v, &what, &mut job),
+                "resources" => self.resources(v, &what, &mut job.container),
                 "needs" => {
                     job.needs = self.strings(v, &format!("`needs` in {what}"), "`needs: [build]`")
                 }
@@ -607,6 +608,86 @@ impl Loader {
             }
         }
         out
+    }
+
+    /// `image: NAME` or `image: { name, user, entrypoint }`.
+    fn image(&mut self, node: &Node, what: &str, job: &mut Job) {
+        let iwhat = format!("`image` in {what}");
+        if let Kind::Scalar(..) = node.kind {
+            job.image = self
+                .string(node, &iwhat, "`image: rust:1.80`")
+                .filter(|i| !i.trim().is_empty());
+            return;
+        }
+        let example = "`image: { name: rust:1.80, user: \"1000\" }`";
+        let before = self.diags.len();
+        for (k, _, v) in self.entries(node, &iwhat, Some(IMAGE_KEYS), example) {
+            match k {
+                "name" => {
+                    job.image = self.string(v, &format!("`name` in {iwhat}"), "`name: rust:1.80`")
+                }
+                "user" => {
+                    job.container.user =
+                        self.string(v, &format!("`user` in {iwhat}"), "`user: \"1000:1000\"`")
+                }
+                _ => {
+                    let parts = self.strings(
+                        v,
+                        &format!("`entrypoint` in {iwhat}"),
+                        "`entrypoint: [\"/bin/sh\", \"-c\"]`",
+                    );
+                    job.container.entrypoint = Some(parts.into_iter().map(|p| p.value).collect());
+                }
+            }
+        }
+        // A misspelt `name` was reported already.
+        if job.image.is_none() && matches!(node.kind, Kind::Map(_)) && self.diags.len() == before {
+            self.error(
+                node.span,
+                format!("{iwhat} has no `name`"),
+                format!("for example: {example}"),
+            );
+        }
+    }
+
+    /// `resources: { cpus: 1.5, memory: 512m }`.
+    fn resources(&mut self, node: &Node, what: &str, c: &mut ContainerOptions) {
+        let rwhat = format!("`resources` in {what}");
+        for (k, _, v) in self.entries(
+            node,
+            &rwhat,
+            Some(RESOURCE_KEYS),
+            "`resources: { cpus: 2, memory: 1g }`",
+        ) {
+            let text = match &v.kind {
+                Kind::Scalar(s, _) if !v.is_null() => s.clone(),
+                _ => {
+                    self.type_error(v, &format!("`{k}` in {rwhat}"), "a number", "`cpus: 1.5`");
+                    continue;
+                }
+            };
+            if k == "cpus" {
+                match text.parse::<f64>() {
+                    Ok(n) if n > 0.0 && n <= 1024.0 => {
+                        c.cpus_milli = Some((n * 1000.0).round() as u64)
+                    }
+                    _ => self.error(
+                        v.span,
+                        format!("`cpus` in {rwhat} must be a number of CPUs, found `{text}`"),
+                        "for example `cpus: 1.5`",
+                    ),
+                }
+            } else {
+                match parse_memory(&text) {
+                    Some(bytes) => c.memory = Some(bytes),
+                    None => self.error(
+                        v.span,
+                        format!("`memory` in {rwhat} must be a size such as `512m` or `2g`, found `{text}`"),
+                        "write a number and a unit: `k`, `m` or `g` (powers of 1024)",
+                    ),
+                }
+            }
+        }
     }
 
     fn steps(&mut self, node: &Node, what: &str) -> Vec<Step> {
@@ -889,4 +970,20 @@ fn is_job_name(name: &str) -> bool {
     name.len() <= 100
         && matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `512m`, `2g`, `1024k`: a size in bytes (powers of 1024); at least 4 MiB (Docker's floor).
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let bytes = n.checked_mul(match unit {
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    })?;
+    (bytes >= 4 << 20).then_some(bytes)
 }

@@ -85,6 +85,21 @@ pub struct Job {
     pub junit: Vec<String>,
     /// Run the steps in containers of this image; `None`: on the host.
     pub image: Option<String>,
+    /// How the containers of a job with an image run.
+    pub container: ContainerOptions,
+}
+
+/// `image: { user, entrypoint }` and `resources: { cpus, memory }` of a container job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOptions {
+    /// `user` or `user:group` (names or ids) to run as, instead of the image's.
+    pub user: Option<String>,
+    /// Replaces the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// CPU limit in thousandths of a CPU (`cpus: 1.5` → 1500).
+    pub cpus_milli: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

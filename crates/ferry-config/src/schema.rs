@@ -53,7 +53,30 @@ pub fn schema() -> Value {
         "type": "object",
         "additionalProperties": false,
         "properties": {
-                        "image": { "type": "string", "description": "Run the steps in containers of this image." },
+                                    "image": {
+                "description": "Run the steps in containers of this image.",
+                "oneOf": [
+                    { "type": "string" },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "required": ["name"],
+                        "properties": {
+                            "name": { "type": "string" },
+                            "user": { "type": ["string", "integer"] },
+                            "entrypoint": string_or_list
+                        }
+                    }
+                ]
+            },
+            "resources": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "cpus": { "type": ["number", "string"] },
+                    "memory": { "type": ["string", "integer"] }
+                }
+            },
             "run": { "type": "string", "description": "A single shell command (instead of `steps`)." },
             "steps": { "type": "array", "minItems": 1, "items": step },
             "needs": string_or_list,

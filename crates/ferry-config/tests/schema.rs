@@ -206,4 +206,9 @@ fn schema_keys_match_the_loader() {
         keys(&schema["properties"]["concurrency"]["oneOf"][1]),
         sorted(CONCURRENCY_KEYS)
     );
+    assert_eq!(
+        keys(&job["properties"]["image"]["oneOf"][1]),
+        sorted(IMAGE_KEYS)
+    );
+    assert_eq!(keys(&job["properties"]["resources"]), sorted(RESOURCE_KEYS));
 }

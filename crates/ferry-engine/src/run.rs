@@ -631,6 +631,12 @@ async fn run_attempt(
         name: job.name.clone(),
         workspace: dir.to_path_buf(),
         image: job.image.clone(),
+        container: ferry_exec::ContainerSettings {
+            user: job.container.user.clone(),
+            entrypoint: job.container.entrypoint.clone(),
+            cpus_milli: job.container.cpus_milli,
+            memory: job.container.memory,
+        },
     };
     // A job with an image runs in containers; the others on the host.
     let executor = match (&job.image, &ctx.containers) {

@@ -215,3 +215,31 @@ async fn cancel_removes_the_containers() {
         "nothing is left after a cancel"
     );
 }
+
+#[tokio::test]
+async fn user_and_resource_limits_apply() {
+    let Some(image) = image() else { return };
+    let f = Fixture::new().await;
+    let yaml = format!(
+        "jobs:
+  limited:
+    image: {{ name: {image}, user: \"1000:1000\" }}
+    resources: {{ cpus: 0.5, memory: 64m }}
+    run: |
+      id -u
+      cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes
+      cat input.txt
+"
+    );
+    let out = f.run(&yaml, CancellationToken::new()).await;
+    assert_eq!(
+        out.status,
+        Status::Success,
+        "{}",
+        f.log(&out, "limited").await
+    );
+    assert_eq!(
+        f.log(&out, "limited").await,
+        "1000\n67108864\nfrom the source\n"
+    );
+}

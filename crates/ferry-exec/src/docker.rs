@@ -112,8 +112,11 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
         (JOB_LABEL.to_string(), job.name.clone()),
     ]
     .into();
+    let limits = &job.container;
     Ok(ContainerCreateBody {
         image: Some(image),
+        user: limits.user.clone(),
+        entrypoint: limits.entrypoint.clone(),
         cmd: Some(vec![
             "sh".into(),
             "-e".into(),
@@ -127,6 +130,8 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
         attach_stderr: Some(true),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{WORKSPACE}", job.workspace.display())]),
+            nano_cpus: limits.cpus_milli.map(|m| (m * 1_000_000) as i64),
+            memory: limits.memory.map(|b| b as i64),
             ..Default::default()
         }),
         ..Default::default()
@@ -293,6 +298,7 @@ mod tests {
             name: "test (db=16)".into(),
             workspace: PathBuf::from("/tmp/ws/001-test"),
             image: Some("busybox:latest".into()),
+            container: Default::default(),
         };
         let step = StepSpec {
             script: "make test".into(),

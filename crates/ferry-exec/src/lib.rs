@@ -62,6 +62,19 @@ pub struct JobSpec {
     pub workspace: PathBuf,
     /// The container image, for executors that run containers.
     pub image: Option<String>,
+    /// How its containers run.
+    pub container: ContainerSettings,
+}
+
+/// User, entrypoint and resource limits of a job's containers (all optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSettings {
+    pub user: Option<String>,
+    pub entrypoint: Option<Vec<String>>,
+    /// Thousandths of a CPU.
+    pub cpus_milli: Option<u64>,
+    /// Bytes.
+    pub memory: Option<u64>,
 }
 
 /// Runs the steps of jobs.

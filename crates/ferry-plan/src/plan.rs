@@ -53,6 +53,9 @@ pub struct PlanJob {
     /// The container image of the job's steps; `None`: on the host.
     #[serde(default)]
     pub image: Option<String>,
+    /// User, entrypoint and limits of the job's containers.
+    #[serde(default)]
+    pub container: ferry_config::ContainerOptions,
 }
 
 impl PlanJob {
@@ -257,6 +260,7 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
                 artifacts: job.artifacts.clone(),
                 junit: job.junit.clone(),
                 image: job.image.clone(),
+                container: job.container.clone(),
             });
         }
         expansions.insert(job.name.as_str(), names);
