@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// The most runs of one repository at once (default: --max-runs).
     #[arg(long, env = "FERRY_MAX_RUNS_PER_REPO", value_parser = clap::value_parser!(u32).range(1..=256))]
     pub max_runs_per_repo: Option<u32>,
+    /// Run jobs that name no `image:` in containers of this image (default: on the host).
+    #[arg(long, env = "FERRY_DEFAULT_IMAGE", value_name = "IMAGE")]
+    pub default_image: Option<String>,
     /// Let requests without a token read repositories, runs and logs.
     #[arg(long, env = "FERRY_PUBLIC_READS")]
     pub public_reads: bool,
@@ -57,6 +60,7 @@ struct FileConfig {
     jobs: Option<u32>,
     drain: Option<bool>,
     public_reads: Option<bool>,
+    default_image: Option<String>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -82,6 +86,7 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.jobs = args.jobs.or(file.jobs);
     args.drain = args.drain || file.drain.unwrap_or(false);
     args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
+    args.default_image = args.default_image.or(file.default_image);
     Ok(args)
 }
 
@@ -176,7 +181,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             if removed > 0 {
                 eprintln!("ferry: removed {removed} container(s) left by an earlier server");
             }
-            engine.with_containers(Arc::new(docker))
+            engine
+                .with_containers(Arc::new(docker))
+                .with_default_image(args.default_image.clone())
         }
         Err(e) => {
             eprintln!("ferry: {e}; jobs with an `image:` will fail");

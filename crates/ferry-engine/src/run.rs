@@ -45,6 +45,8 @@ pub struct Engine {
     executor: Arc<dyn Executor>,
     /// Runs the jobs that have an `image:`; `None` when Docker is not available.
     containers: Option<Arc<dyn Executor>>,
+    /// The image of jobs that name none; `None`: they run on the host.
+    default_image: Option<String>,
     config: EngineConfig,
 }
 
@@ -76,6 +78,7 @@ pub struct RunOutcome {
 struct RunCtx {
     store: Store,
     containers: Option<Arc<dyn Executor>>,
+    default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     writer: Writer,
     executor: Arc<dyn Executor>,
@@ -107,6 +110,7 @@ impl Engine {
             store,
             executor,
             containers: None,
+            default_image: None,
             config,
         }
     }
@@ -114,6 +118,13 @@ impl Engine {
     /// Runs jobs that have an `image:` with `executor` (the Docker executor).
     pub fn with_containers(mut self, executor: Arc<dyn Executor>) -> Self {
         self.containers = Some(executor);
+        self
+    }
+
+    /// Runs jobs without an `image:` in containers of `image` too (a server-wide
+    /// default), instead of on the host.
+    pub fn with_default_image(mut self, image: Option<String>) -> Self {
+        self.default_image = image;
         self
     }
 
@@ -208,6 +219,7 @@ impl Engine {
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
             containers: self.containers.clone(),
+            default_image: self.default_image.clone(),
             writer,
             executor: self.executor.clone(),
             plan,
@@ -627,10 +639,11 @@ async fn run_attempt(
         out.say(&e);
         return (failed(e), None);
     }
+    let image = job.image.clone().or_else(|| ctx.default_image.clone());
     let spec = JobSpec {
         name: job.name.clone(),
         workspace: dir.to_path_buf(),
-        image: job.image.clone(),
+        image: image.clone(),
         container: ferry_exec::ContainerSettings {
             user: job.container.user.clone(),
             entrypoint: job.container.entrypoint.clone(),
@@ -639,7 +652,7 @@ async fn run_attempt(
         },
     };
     // A job with an image runs in containers; the others on the host.
-    let executor = match (&job.image, &ctx.containers) {
+    let executor = match (&image, &ctx.containers) {
         (None, _) => ctx.executor.clone(),
         (Some(_), Some(c)) => c.clone(),
         (Some(image), None) => {

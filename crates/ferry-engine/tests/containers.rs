@@ -243,3 +243,21 @@ async fn user_and_resource_limits_apply() {
         "1000\n67108864\nfrom the source\n"
     );
 }
+
+#[tokio::test]
+async fn a_default_image_takes_jobs_without_one() {
+    let Some(image) = image() else { return };
+    let mut f = Fixture::new().await;
+    f.engine = f.engine.clone().with_default_image(Some(image));
+    let out = f
+        .run(
+            "jobs:\n  anywhere:\n    run: pwd\n",
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(
+        f.log(&out, "anywhere").await,
+        "/workspace\n",
+        "ran in a container"
+    );
+}
