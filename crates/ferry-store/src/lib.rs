@@ -72,7 +72,13 @@ impl Store {
     /// Opens (creating if needed) the embedded SQLite store in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(data_dir)?;
-        let url = format!("sqlite://{}?mode=rwc", data_dir.join("ferry.db").display());
+        // `?`, `#` and `%` in the path would end it early in a URL: percent-encode them.
+        let path = data_dir.join("ferry.db").display().to_string();
+        let path = path
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let url = format!("sqlite://{path}?mode=rwc");
         Self::open_url(&url, data_dir).await
     }
 

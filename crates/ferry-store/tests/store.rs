@@ -679,3 +679,15 @@ async fn concurrency_groups_run_one_at_a_time(f: &Fixture) {
         Status::Queued
     );
 }
+
+#[tokio::test]
+async fn a_data_directory_with_url_characters_opens() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("we#ird?dir %20 100%");
+    let store = Store::open(&dir).await.expect("open");
+    store.ensure_repository("/a", "a").await.expect("write");
+    assert!(
+        dir.join("ferry.db").is_file(),
+        "the file is where it was asked for"
+    );
+}
