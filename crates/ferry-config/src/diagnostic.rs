@@ -34,6 +34,9 @@ pub struct Diagnostic {
     pub help: Option<String>,
 }
 
+/// The most characters of a source line a diagnostic shows.
+const MAX_LINE: usize = 120;
+
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Self {
         Self {
@@ -86,16 +89,33 @@ impl Diagnostic {
             self.message
         );
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
-            let text = text.replace('\t', " ");
+            let chars: Vec<char> = text.replace('\t', " ").chars().collect();
             let width = line.to_string().len();
             let pad = " ".repeat(width);
-            let len = text.chars().count();
-            let start = col.saturating_sub(1).min(len);
-            let end = if self.span.end.line == line && self.span.end.col > col {
-                (self.span.end.col - 1).min(len)
+            let mut start = col.saturating_sub(1).min(chars.len());
+            let mut end = if self.span.end.line == line && self.span.end.col > col {
+                (self.span.end.col - 1).min(chars.len())
             } else {
-                len
+                chars.len()
             };
+            // A very long line is shown as a window around the place.
+            let (first, last) = if chars.len() > MAX_LINE {
+                let first = start.saturating_sub(MAX_LINE / 4);
+                (first, (first + MAX_LINE).min(chars.len()))
+            } else {
+                (0, chars.len())
+            };
+            let mut text: String = chars[first..last].iter().collect();
+            if first > 0 {
+                text.insert(0, '…');
+                start = start - first + 1;
+                end = end.saturating_sub(first) + 1;
+            }
+            if last < chars.len() {
+                text.push('…');
+            }
+            let len = text.chars().count();
+            let end = end.min(len);
             let marks = end.saturating_sub(start).max(1);
             let _ = writeln!(out, "{blue}{pad} |{reset}");
             let _ = writeln!(out, "{blue}{line} |{reset} {text}");
