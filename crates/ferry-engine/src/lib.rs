@@ -7,6 +7,7 @@
 mod artifacts;
 mod events;
 pub mod git;
+mod job;
 mod junit;
 mod run;
 mod workspace;
