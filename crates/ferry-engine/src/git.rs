@@ -270,3 +270,30 @@ pub async fn has_commit(root: &Path, sha: &str) -> bool {
     let spec = format!("{sha}^{{commit}}");
     git(root, &["cat-file", "-e", &spec]).await.is_ok()
 }
+
+/// `git ls-remote` of `url`: `(full ref, commit)` of every branch and tag, sorted, with
+/// annotated tags peeled to their commit.
+pub async fn ls_remote(url: &str) -> Result<Vec<(String, String)>, String> {
+    let out = git(
+        Path::new("."),
+        &["ls-remote", "--heads", "--tags", "--", url],
+    )
+    .await?;
+    let mut heads: std::collections::BTreeMap<String, String> = Default::default();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let Some((sha, name)) = line.split_once('\t') else {
+            continue;
+        };
+        match name.strip_suffix("^{}") {
+            Some(tag) => {
+                heads.insert(tag.to_string(), sha.to_string());
+            }
+            None => {
+                heads
+                    .entry(name.to_string())
+                    .or_insert_with(|| sha.to_string());
+            }
+        }
+    }
+    Ok(heads.into_iter().collect())
+}

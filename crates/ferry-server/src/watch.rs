@@ -71,42 +71,8 @@ pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Durati
     }
 }
 
-/// `git ls-remote` of the repository: `(full ref, commit)` of every branch and tag, with
-/// annotated tags peeled to their commit.
-async fn remote_heads(url: &str) -> Result<Vec<(String, String)>, String> {
-    let out = tokio::process::Command::new("git")
-        .args(["ls-remote", "--heads", "--tags", "--", url])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    let mut heads: HashMap<String, String> = HashMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some((sha, name)) = line.split_once('\t') else {
-            continue;
-        };
-        match name.strip_suffix("^{}") {
-            Some(tag) => {
-                heads.insert(tag.to_string(), sha.to_string());
-            }
-            None => {
-                heads
-                    .entry(name.to_string())
-                    .or_insert_with(|| sha.to_string());
-            }
-        }
-    }
-    let mut heads: Vec<(String, String)> = heads.into_iter().collect();
-    heads.sort();
-    Ok(heads)
-}
-
 async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
-    let heads = remote_heads(&repo.url).await?;
+    let heads = git::ls_remote(&repo.url).await?;
     let known = state
         .store
         .heads(&repo.id)

@@ -63,6 +63,14 @@ pub struct Store {
     data_dir: PathBuf,
 }
 
+/// A unique-key violation is a [`Error::Conflict`] about `what`; anything else a database error.
+pub(crate) fn conflict(e: sqlx::Error, what: String) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(what),
+        _ => Error::Db(e),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Error, Intake, NewRepository, Repository, Result, Store, now_ms};
+use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, now_ms};
 
 fn repo_from(row: &AnyRow) -> Result<Repository> {
     Ok(Repository {
@@ -33,12 +33,7 @@ impl Store {
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                Error::Conflict(format!("repository {}", new.url))
-            }
-            _ => Error::Db(e),
-        })?;
+        .map_err(|e| conflict(e, format!("repository {}", new.url)))?;
         repo_from(&row)
     }
 

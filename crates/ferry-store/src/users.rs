@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Error, Result, Store, Token, User, now_ms};
+use crate::{Error, Result, Store, Token, User, conflict, now_ms};
 
 fn user_from(row: &AnyRow) -> Result<User> {
     Ok(User {
@@ -23,13 +23,6 @@ fn token_from(row: &AnyRow) -> Result<Token> {
         last_used_at: row.try_get("last_used_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
-}
-
-fn conflict(e: sqlx::Error, what: String) -> Error {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => Error::Conflict(what),
-        _ => Error::Db(e),
-    }
 }
 
 impl Store {
