@@ -204,6 +204,18 @@ impl Server {
         body["run"]["id"].as_str().expect("id").to_string()
     }
 
+    /// A run's Server-Sent Events, read until `end`.
+    async fn events(&self, run_id: &str) -> Vec<(String, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/runs/{run_id}/events", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("events");
+        read_sse(resp).await
+    }
+
     /// A job's stored log, as text.
     async fn log(&self, run_id: &str, job: &str) -> String {
         self.http
@@ -577,19 +589,8 @@ async fn signed_webhooks_start_runs_once() {
     assert_eq!(runs[0].commit_sha, sha);
     assert_eq!(runs[0].triggered_by.as_deref(), Some("webhook:github"));
     // Its logs stream live over Server-Sent Events until it ends.
-    let resp = s
-        .http
-        .get(format!("{}/api/v1/runs/{run_id}/events", s.base))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("events");
-    let events = read_sse(resp).await;
-    let streamed: String = events
-        .iter()
-        .filter(|(k, _)| k == "log")
-        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let events = s.events(&run_id).await;
+    let streamed = log_text(&events);
     assert_eq!(streamed, "built push main\n");
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success", "{detail}");
@@ -670,6 +671,15 @@ async fn signed_webhooks_start_runs_once() {
     s.stop().await;
 }
 
+/// The text of the `log` events, in order.
+fn log_text(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(k, _)| k == "log")
+        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Reads a Server-Sent Events stream until `end`: the events as (kind, data).
 async fn read_sse(resp: reqwest::Response) -> Vec<(String, Value)> {
     let mut resp = resp;
@@ -740,11 +750,7 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = read_sse(resp).await;
-    let text: String = events
-        .iter()
-        .filter(|(k, _)| k == "log")
-        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let text = log_text(&events);
     let expected: String = (0..300).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text, expected, "every line once, in order");
     assert!(mid, "the client connected while the step was printing");
@@ -759,19 +765,8 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
             .any(|(k, d)| k == "job" && d["status"] == "success")
     );
     // A finished run streams its stored state and ends at once.
-    let resp = s
-        .http
-        .get(format!("{}/api/v1/runs/{run_id}/events", s.base))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .expect("events");
-    let again = read_sse(resp).await;
-    let text: String = again
-        .iter()
-        .filter(|(k, _)| k == "log")
-        .map(|(_, d)| d["text"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let again = s.events(&run_id).await;
+    let text = log_text(&again);
     assert_eq!(text, expected);
     s.stop().await;
 }
