@@ -377,12 +377,7 @@ async fn cancel_stops_a_running_run() {
     );
     s.register("slow", &bare).await;
     let run_id = s.trigger("slow").await;
-    for _ in 0..400 {
-        if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_file(&pidfile).await;
     let (status, body) = s
         .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
         .await;
@@ -576,14 +571,7 @@ async fn signed_webhooks_start_runs_once() {
         .await
         .expect("send");
     assert_eq!(resp.status().as_u16(), 202);
-    let mut runs = Vec::new();
-    for _ in 0..200 {
-        runs = runs_of(&s, "hooked").await;
-        if !runs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let runs = first_runs(&s, "hooked").await;
     assert_eq!(runs.len(), 1);
     let run_id = runs[0].id.clone();
     assert_eq!(runs[0].commit_sha, sha);
@@ -880,6 +868,28 @@ async fn runs_of(s: &Server, repo: &str) -> Vec<ferry_store::Run> {
         .expect("runs")
 }
 
+/// Waits (bounded, 10 s) until the repository has at least one run; returns its runs.
+async fn first_runs(s: &Server, repo: &str) -> Vec<ferry_store::Run> {
+    for _ in 0..200 {
+        let runs = runs_of(s, repo).await;
+        if !runs.is_empty() {
+            return runs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Vec::new()
+}
+
+/// Waits (bounded, 10 s) until a step has written something to `path`.
+async fn wait_for_file(path: &Path) {
+    for _ in 0..400 {
+        if std::fs::read_to_string(path).is_ok_and(|p| !p.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// A polled repository: the first poll is a baseline; a new commit starts one run.
 #[tokio::test]
 async fn polling_starts_a_run_for_each_new_head() {
@@ -911,14 +921,7 @@ async fn polling_starts_a_run_for_each_new_head() {
         "a baseline starts nothing"
     );
     push_commit(&s, "polled", "new.txt");
-    let mut runs = Vec::new();
-    for _ in 0..100 {
-        runs = runs_of(&s, "polled").await;
-        if !runs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let runs = first_runs(&s, "polled").await;
     assert_eq!(runs.len(), 1, "the new commit started one run");
     assert_eq!(runs[0].triggered_by.as_deref(), Some("poll"));
     assert_eq!(runs[0].branch.as_deref(), Some("main"));
@@ -957,14 +960,7 @@ async fn schedules_fire_once_even_across_restarts() {
         .await
         .expect("seed");
     assert!(seeded);
-    let mut runs = Vec::new();
-    for _ in 0..200 {
-        runs = runs_of(&s, "nightly").await;
-        if !runs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let runs = first_runs(&s, "nightly").await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].event, "schedule");
     assert_eq!(runs[0].triggered_by.as_deref(), Some("schedule:0 3 * * *"));
@@ -1069,12 +1065,7 @@ async fn concurrency_groups_supersede_older_runs() {
     let bare = s.repository("deploys", Some(&pipeline));
     s.register("deploys", &bare).await;
     let first = s.trigger("deploys").await;
-    for _ in 0..400 {
-        if std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_file(&pidfile).await;
     let second = s.trigger("deploys").await;
     let detail = s.finished(&first).await;
     assert_eq!(
