@@ -1,14 +1,10 @@
 //! Jobs with `image:` run in containers of a real Docker engine (started by
 //! scripts/test.sh, with the base image `FERRY_TEST_IMAGE` built locally from busybox).
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
-use ferry_exec::{DockerExecutor, LocalExecutor};
-use ferry_plan::{Event, EventKind};
-use ferry_store::{Status, Store};
+use ferry_exec::DockerExecutor;
+use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
 
 fn image() -> Option<String> {
@@ -24,86 +20,14 @@ fn image() -> Option<String> {
     }
 }
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    engine: Engine,
-    store: Store,
-    repo: String,
-}
+mod common;
+use common::Fixture;
 
-impl Fixture {
-    async fn new() -> Fixture {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir_all(dir.join("src")).expect("src");
-        std::fs::write(dir.join("src/input.txt"), "from the source\n").expect("write");
-        let store = Store::open(&dir.join("data")).await.expect("store");
-        let repo = store
-            .ensure_repository("test://c", "c")
-            .await
-            .expect("repo");
-        let mut docker = DockerExecutor::connect().await.expect("docker");
-        docker.kill_grace = Duration::from_millis(500);
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(LocalExecutor::default()),
-            EngineConfig {
-                concurrency: 2,
-                work_root: dir.join("work"),
-                keep_workspaces: false,
-            },
-        )
-        .with_containers(Arc::new(docker));
-        Fixture {
-            _tmp: tmp,
-            dir,
-            engine,
-            store,
-            repo,
-        }
-    }
-
-    async fn run(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
-        let pipeline = ferry_config::load(yaml)
-            .unwrap_or_else(|d| panic!("{d:?}"))
-            .pipeline;
-        let event = Event {
-            kind: EventKind::Push,
-            branch: Some("main".into()),
-            tag: None,
-            git_ref: "refs/heads/main".into(),
-            sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            author: "A <a@b>".into(),
-            message: "m".into(),
-            changed_files: None,
-        };
-        let plan = ferry_plan::plan(&pipeline, &event, &Default::default()).expect("plan");
-        let (run, ids) = self
-            .engine
-            .create_run(&self.repo, &plan, false, None)
-            .await
-            .expect("create");
-        let source = Source {
-            root: self.dir.join("src"),
-            files: None,
-        };
-        self.engine
-            .execute(run, ids, plan, source, Arc::new(NullSink), cancel)
-            .await
-            .expect("execute")
-    }
-
-    async fn log(&self, out: &RunOutcome, job: &str) -> String {
-        let jobs = self.store.jobs(&out.run.id).await.expect("jobs");
-        let j = jobs.iter().find(|j| j.name == job).expect("job");
-        self.store
-            .read_log(&out.run.id, &j.id)
-            .await
-            .expect("log")
-            .map(|l| String::from_utf8_lossy(&l.expect("line").text).into_owned() + "\n")
-            .collect()
-    }
+/// The engine with a real Docker engine for jobs with `image:`, two jobs at a time.
+async fn fixture() -> Fixture {
+    let mut docker = DockerExecutor::connect().await.expect("docker");
+    docker.kill_grace = Duration::from_millis(500);
+    Fixture::build(2, Some(docker)).await
 }
 
 fn containers_of(job: &str) -> String {
@@ -123,7 +47,7 @@ fn containers_of(job: &str) -> String {
 #[tokio::test]
 async fn steps_run_in_containers_and_mix_with_host_jobs() {
     let Some(image) = image() else { return };
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = format!(
         "jobs:
   inside:
@@ -140,7 +64,7 @@ async fn steps_run_in_containers_and_mix_with_host_jobs() {
     run: echo about to fail; exit 4
 "
     );
-    let out = f.run(&yaml, CancellationToken::new()).await;
+    let out = f.run(&yaml).await;
     let inside = f.log(&out, "inside").await;
     assert_eq!(
         inside,
@@ -169,12 +93,9 @@ async fn a_missing_image_is_a_clear_error() {
     if image().is_none() {
         return;
     }
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
-        .run(
-            "jobs:\n  nope:\n    image: 127.0.0.1:1/ferry-test/absent:1\n    run: 'true'\n",
-            CancellationToken::new(),
-        )
+        .run("jobs:\n  nope:\n    image: 127.0.0.1:1/ferry-test/absent:1\n    run: 'true'\n")
         .await;
     let job = &out.jobs[0];
     assert_eq!(job.status, Status::Failed);
@@ -190,7 +111,7 @@ async fn a_missing_image_is_a_clear_error() {
 #[tokio::test]
 async fn cancel_removes_the_containers() {
     let Some(image) = image() else { return };
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml =
         format!("jobs:\n  sleeper-cancel:\n    image: {image}\n    run: echo started; sleep 300\n");
     let cancel = CancellationToken::new();
@@ -205,7 +126,7 @@ async fn cancel_removes_the_containers() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         trigger.cancel();
     });
-    let out = tokio::time::timeout(Duration::from_secs(60), f.run(&yaml, cancel))
+    let out = tokio::time::timeout(Duration::from_secs(60), f.run_with(&yaml, cancel))
         .await
         .expect("stops");
     assert_eq!(out.status, Status::Cancelled);
@@ -219,7 +140,7 @@ async fn cancel_removes_the_containers() {
 #[tokio::test]
 async fn user_and_resource_limits_apply() {
     let Some(image) = image() else { return };
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = format!(
         "jobs:
   limited:
@@ -231,7 +152,7 @@ async fn user_and_resource_limits_apply() {
       cat input.txt
 "
     );
-    let out = f.run(&yaml, CancellationToken::new()).await;
+    let out = f.run(&yaml).await;
     assert_eq!(
         out.status,
         Status::Success,
@@ -247,14 +168,9 @@ async fn user_and_resource_limits_apply() {
 #[tokio::test]
 async fn a_default_image_takes_jobs_without_one() {
     let Some(image) = image() else { return };
-    let mut f = Fixture::new().await;
+    let mut f = fixture().await;
     f.engine = f.engine.clone().with_default_image(Some(image));
-    let out = f
-        .run(
-            "jobs:\n  anywhere:\n    run: pwd\n",
-            CancellationToken::new(),
-        )
-        .await;
+    let out = f.run("jobs:\n  anywhere:\n    run: pwd\n").await;
     assert_eq!(
         f.log(&out, "anywhere").await,
         "/workspace\n",

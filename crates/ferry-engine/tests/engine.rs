@@ -1,114 +1,18 @@
 //! The engine with real processes: statuses, parallelism, timeouts, retries,
 //! cancellation without orphans, artifacts, allowed failures, reports and logs.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
-use ferry_exec::LocalExecutor;
-use ferry_plan::{Event, EventKind};
-use ferry_store::{Status, Store};
+use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
 
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    engine: Engine,
-    store: Store,
-    repo: String,
-}
+mod common;
+use common::Fixture;
 
-impl Fixture {
-    async fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_path_buf();
-        std::fs::create_dir_all(dir.join("src")).expect("src");
-        std::fs::write(dir.join("src/input.txt"), "from the source\n").expect("write");
-        let store = Store::open(&dir.join("data")).await.expect("store");
-        let repo = store
-            .ensure_repository("test://repo", "repo")
-            .await
-            .expect("repo");
-        let engine = Engine::new(
-            store.clone(),
-            Arc::new(LocalExecutor {
-                kill_grace: Duration::from_millis(500),
-                ..Default::default()
-            }),
-            EngineConfig {
-                concurrency: 4,
-                work_root: dir.join("work"),
-                keep_workspaces: false,
-            },
-        );
-        Fixture {
-            _tmp: tmp,
-            dir,
-            engine,
-            store,
-            repo,
-        }
-    }
-
-    fn event() -> Event {
-        Event {
-            kind: EventKind::Push,
-            branch: Some("main".into()),
-            tag: None,
-            git_ref: "refs/heads/main".into(),
-            sha: "0123456789abcdef0123456789abcdef01234567".into(),
-            author: "A U Thor <a@example.com>".into(),
-            message: "test".into(),
-            changed_files: None,
-        }
-    }
-
-    async fn run_with(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
-        let pipeline = ferry_config::load(yaml)
-            .unwrap_or_else(|d| panic!("{d:?}"))
-            .pipeline;
-        let plan = ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
-        let (run, ids) = self
-            .engine
-            .create_run(&self.repo, &plan, false, None)
-            .await
-            .expect("create");
-        let source = Source {
-            root: self.dir.join("src"),
-            files: None,
-        };
-        self.engine
-            .execute(run, ids, plan, source, Arc::new(NullSink), cancel)
-            .await
-            .expect("execute")
-    }
-
-    async fn run(&self, yaml: &str) -> RunOutcome {
-        self.run_with(yaml, CancellationToken::new()).await
-    }
-
-    fn status(outcome: &RunOutcome, job: &str) -> Status {
-        outcome
-            .jobs
-            .iter()
-            .find(|j| j.name == job)
-            .map(|j| j.status)
-            .expect("job")
-    }
-
-    async fn log(&self, outcome: &RunOutcome, job: &str) -> String {
-        let jobs = self.store.jobs(&outcome.run.id).await.expect("jobs");
-        let j = jobs.iter().find(|j| j.name == job).expect("job");
-        let reader = self
-            .store
-            .read_log(&outcome.run.id, &j.id)
-            .await
-            .expect("log");
-        reader
-            .map(|l| String::from_utf8_lossy(&l.expect("line").text).into_owned() + "\n")
-            .collect()
-    }
+/// The engine over real processes, four jobs at a time.
+async fn fixture() -> Fixture {
+    Fixture::build(4, None).await
 }
 
 fn alive(pid: i32) -> bool {
@@ -138,7 +42,7 @@ fn pids(file: &Path) -> Vec<i32> {
 
 #[tokio::test]
 async fn success_and_failure() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
         .run("jobs:\n  ok:\n    run: cat input.txt\n  bad:\n    steps:\n      - run: echo before\n      - run: exit 3\n      - run: echo never\n")
         .await;
@@ -161,7 +65,7 @@ async fn success_and_failure() {
 
 #[tokio::test]
 async fn independent_jobs_run_in_parallel() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
         .run("jobs:\n  a: { run: sleep 0.4 }\n  b: { run: sleep 0.4 }\n  c: { run: sleep 0.4 }\n  d: { run: sleep 0.4 }\n")
         .await;
@@ -185,7 +89,7 @@ async fn independent_jobs_run_in_parallel() {
 
 #[tokio::test]
 async fn needs_order_and_skip_after_failure() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
         .run("jobs:\n  first: { run: 'sleep 0.2; exit 1' }\n  second: { needs: first, run: echo no }\n  third: { needs: second, run: echo no }\n  other: { run: echo yes }\n")
         .await;
@@ -210,7 +114,7 @@ async fn needs_order_and_skip_after_failure() {
 
 #[tokio::test]
 async fn timeouts_kill_the_step() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let pidfile = f.dir.join("pids");
     let yaml = format!(
         "jobs:\n  slow:\n    timeout: 1s\n    run: |\n      sleep 300 & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  step:\n    steps:\n      - run: sleep 300\n        timeout: 300ms\n",
@@ -234,7 +138,7 @@ async fn timeouts_kill_the_step() {
 
 #[tokio::test]
 async fn retries_until_success_and_only_when_asked() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let counter = f.dir.join("count");
     let yaml = format!(
         "jobs:\n  flaky:\n    retry: 3\n    run: |\n      echo x >> {c}\n      [ $(wc -l < {c}) -ge 3 ]\n  strict:\n    retry: {{ max: 2, exit_codes: [75] }}\n    run: echo once; exit 4\n",
@@ -253,7 +157,7 @@ async fn retries_until_success_and_only_when_asked() {
 
 #[tokio::test]
 async fn cancel_kills_every_process_and_marks_jobs() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let pidfile = f.dir.join("pids");
     let yaml = format!(
         "jobs:\n  long:\n    run: |\n      sleep 300 & echo $! >> {p}\n      (sleep 300; echo never) & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  later:\n    needs: long\n    run: echo never\n",
@@ -286,7 +190,7 @@ async fn cancel_kills_every_process_and_marks_jobs() {
 
 #[tokio::test]
 async fn background_processes_end_with_their_job() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let pidfile = f.dir.join("pids");
     let yaml = format!(
         "jobs:\n  leaves:\n    steps:\n      - run: sleep 300 > /dev/null 2>&1 & echo $! >> {p}\n      - run: echo second step still sees it; kill -0 $(cat {p})\n",
@@ -306,7 +210,7 @@ async fn background_processes_end_with_their_job() {
 
 #[tokio::test]
 async fn artifacts_flow_to_jobs_that_need_them() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = "jobs:
   build:
     run: mkdir -p out/sub && echo bin > out/app && echo lib > out/sub/lib.so && echo x > other.txt
@@ -348,7 +252,7 @@ async fn artifacts_flow_to_jobs_that_need_them() {
 
 #[tokio::test]
 async fn allowed_failures_do_not_fail_the_run() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
         .run("jobs:\n  optional:\n    allow_failure: true\n    run: exit 1\n  after:\n    needs: optional\n    run: echo ran\n")
         .await;
@@ -359,7 +263,7 @@ async fn allowed_failures_do_not_fail_the_run() {
 
 #[tokio::test]
 async fn junit_reports_are_recorded() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = r#"jobs:
   test:
     run: |
@@ -381,7 +285,7 @@ async fn junit_reports_are_recorded() {
 
 #[tokio::test]
 async fn variables_and_interpolation() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = r#"env:
   GREETING: hi
 jobs:
@@ -409,7 +313,7 @@ jobs:
 
 #[tokio::test]
 async fn workspaces_are_fresh_copies_and_removed() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let yaml = "jobs:\n  a: { run: echo changed > input.txt && rm -f never }\n  b: { needs: a, run: cat input.txt }\n";
     let out = f.run(yaml).await;
     assert_eq!(f.log(&out, "b").await, "from the source\n");
@@ -426,7 +330,7 @@ async fn workspaces_are_fresh_copies_and_removed() {
 
 #[tokio::test]
 async fn large_output_is_stored_whole() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let out = f
         .run("jobs:\n  big:\n    run: yes | head -c 5000000\n")
         .await;
@@ -451,7 +355,7 @@ async fn large_output_is_stored_whole() {
 
 #[tokio::test]
 async fn artifact_symlinks_stay_links() {
-    let f = Fixture::new().await;
+    let f = fixture().await;
     let outside = f.dir.join("outside");
     std::fs::create_dir_all(&outside).expect("outside");
     std::fs::write(outside.join("host-secret"), "do not copy\n").expect("write");

@@ -1,0 +1,116 @@
+//! The engine fixture shared by the engine's integration tests: a store, a source
+//! directory and an engine over real processes (and, when given, real containers).
+
+#![allow(dead_code)] // each test binary uses its own part of it
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
+use ferry_exec::{DockerExecutor, LocalExecutor};
+use ferry_plan::{Event, EventKind};
+use ferry_store::{Status, Store};
+use tokio_util::sync::CancellationToken;
+
+pub struct Fixture {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub engine: Engine,
+    pub store: Store,
+    pub repo: String,
+}
+
+impl Fixture {
+    /// An engine running `concurrency` jobs at once; jobs with `image:` go to `containers`.
+    pub async fn build(concurrency: usize, containers: Option<DockerExecutor>) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("src")).expect("src");
+        std::fs::write(dir.join("src/input.txt"), "from the source\n").expect("write");
+        let store = Store::open(&dir.join("data")).await.expect("store");
+        let repo = store
+            .ensure_repository("test://repo", "repo")
+            .await
+            .expect("repo");
+        let mut engine = Engine::new(
+            store.clone(),
+            Arc::new(LocalExecutor {
+                kill_grace: Duration::from_millis(500),
+                ..Default::default()
+            }),
+            EngineConfig {
+                concurrency,
+                work_root: dir.join("work"),
+                keep_workspaces: false,
+            },
+        );
+        if let Some(docker) = containers {
+            engine = engine.with_containers(Arc::new(docker));
+        }
+        Fixture {
+            _tmp: tmp,
+            dir,
+            engine,
+            store,
+            repo,
+        }
+    }
+
+    pub fn event() -> Event {
+        Event {
+            kind: EventKind::Push,
+            branch: Some("main".into()),
+            tag: None,
+            git_ref: "refs/heads/main".into(),
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            author: "A U Thor <a@example.com>".into(),
+            message: "test".into(),
+            changed_files: None,
+        }
+    }
+
+    pub async fn run_with(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
+        let pipeline = ferry_config::load(yaml)
+            .unwrap_or_else(|d| panic!("{d:?}"))
+            .pipeline;
+        let plan = ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
+        let (run, ids) = self
+            .engine
+            .create_run(&self.repo, &plan, false, None)
+            .await
+            .expect("create");
+        let source = Source {
+            root: self.dir.join("src"),
+            files: None,
+        };
+        self.engine
+            .execute(run, ids, plan, source, Arc::new(NullSink), cancel)
+            .await
+            .expect("execute")
+    }
+
+    pub async fn run(&self, yaml: &str) -> RunOutcome {
+        self.run_with(yaml, CancellationToken::new()).await
+    }
+
+    pub fn status(outcome: &RunOutcome, job: &str) -> Status {
+        outcome
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .map(|j| j.status)
+            .expect("job")
+    }
+
+    pub async fn log(&self, outcome: &RunOutcome, job: &str) -> String {
+        let jobs = self.store.jobs(&outcome.run.id).await.expect("jobs");
+        let j = jobs.iter().find(|j| j.name == job).expect("job");
+        self.store
+            .read_log(&outcome.run.id, &j.id)
+            .await
+            .expect("log")
+            .map(|l| String::from_utf8_lossy(&l.expect("line").text).into_owned() + "\n")
+            .collect()
+    }
+}
