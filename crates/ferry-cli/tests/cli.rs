@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_testkit::{gone, pids_in};
+
 struct Repo {
     tmp: tempfile::TempDir,
 }
@@ -36,22 +38,7 @@ impl Repo {
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.root())
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "Ada Lovelace")
-            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-            .env("GIT_COMMITTER_NAME", "Ada Lovelace")
-            .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        ferry_testkit::git(&self.root(), args)
     }
 
     fn commit(&self, message: &str) -> String {
@@ -402,30 +389,6 @@ fn schema_is_json_schema() {
         schema["$schema"],
         "https://json-schema.org/draft/2020-12/schema"
     );
-}
-
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// Whether `pid` is dead, allowing the kernel a moment to finish a SIGKILL (bounded).
-fn gone(pid: i32) -> bool {
-    for _ in 0..250 {
-        if !alive(pid) {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    false
-}
-
-fn pids_in(file: &Path) -> Vec<i32> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// Starts `ferry run` and waits until its steps have written `count` pids to `pidfile`.

@@ -6,25 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_testkit::{alive, git};
 use serde_json::{Value, json};
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A bare repository whose `main` holds `pipeline`.
 fn bare_repo(tmp: &Path, pipeline: &str) -> PathBuf {
@@ -125,11 +108,6 @@ async fn wait_for(base: &str, token: &str, run: &str, done: impl Fn(&Value) -> b
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("run {run} did not get there");
-}
-
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
 }
 
 #[tokio::test]

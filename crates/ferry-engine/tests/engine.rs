@@ -1,10 +1,10 @@
 //! The engine with real processes: statuses, parallelism, timeouts, retries,
 //! cancellation without orphans, artifacts, allowed failures, reports and logs.
 
-use std::path::Path;
 use std::time::Duration;
 
 use ferry_store::Status;
+use ferry_testkit::{gone, pids_in};
 use tokio_util::sync::CancellationToken;
 
 mod common;
@@ -13,31 +13,6 @@ use common::Fixture;
 /// The engine over real processes, four jobs at a time.
 async fn fixture() -> Fixture {
     Fixture::build(4, None).await
-}
-
-fn alive(pid: i32) -> bool {
-    // Zombies count as gone: they are dead, only not yet reaped by their parent.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
-}
-
-/// Whether `pid` is dead, allowing the kernel a moment to finish a SIGKILL (bounded).
-fn gone(pid: i32) -> bool {
-    for _ in 0..250 {
-        if !alive(pid) {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    false
-}
-
-fn pids(file: &Path) -> Vec<i32> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[tokio::test]
@@ -129,7 +104,7 @@ async fn timeouts_kill_the_step() {
         step.reason.as_deref(),
         Some("step 1 `sleep 300` timed out after 300ms")
     );
-    let pids = pids(&pidfile);
+    let pids = pids_in(&pidfile);
     assert_eq!(pids.len(), 2);
     for pid in pids {
         assert!(gone(pid), "process {pid} outlived its timed-out step");
@@ -168,7 +143,7 @@ async fn cancel_kills_every_process_and_marks_jobs() {
     let watched = pidfile.clone();
     tokio::spawn(async move {
         for _ in 0..200 {
-            if pids(&watched).len() == 3 {
+            if pids_in(&watched).len() == 3 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -181,7 +156,7 @@ async fn cancel_kills_every_process_and_marks_jobs() {
     assert_eq!(out.status, Status::Cancelled);
     assert_eq!(Fixture::status(&out, "long"), Status::Cancelled);
     assert_eq!(Fixture::status(&out, "later"), Status::Cancelled);
-    let pids = pids(&pidfile);
+    let pids = pids_in(&pidfile);
     assert_eq!(pids.len(), 3);
     for pid in pids {
         assert!(gone(pid), "process {pid} outlived the cancelled run");
@@ -203,7 +178,7 @@ async fn background_processes_end_with_their_job() {
         "{}",
         f.log(&out, "leaves").await
     );
-    for pid in pids(&pidfile) {
+    for pid in pids_in(&pidfile) {
         assert!(gone(pid), "background process {pid} outlived its job");
     }
 }

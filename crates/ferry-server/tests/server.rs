@@ -10,6 +10,7 @@ use ferry_engine::{Engine, EngineConfig};
 use ferry_exec::LocalExecutor;
 use ferry_server::{Access, AppState, Config, ROUTES, Role, auth};
 use ferry_store::Store;
+use ferry_testkit::git;
 use serde_json::{Value, json};
 
 struct Server {
@@ -20,24 +21,6 @@ struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     http: reqwest::Client,
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Ada")
-        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
-        .env("GIT_COMMITTER_NAME", "Ada")
-        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Server {

@@ -1,0 +1,53 @@
+//! Helpers shared by Ferry's integration tests (a dev-dependency only).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Runs `git -C dir args…` with a fixed author and committer; panics with git's
+/// stderr when it fails. Returns stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Ada Lovelace")
+        .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+        .env("GIT_COMMITTER_NAME", "Ada Lovelace")
+        .env("GIT_COMMITTER_EMAIL", "ada@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether `pid` is alive. Zombies count as gone: they are dead, only not yet
+/// reaped by their parent.
+pub fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && !stat.contains(") Z ")
+}
+
+/// Whether `pid` is dead, allowing the kernel a moment (at most 5 s) to finish a SIGKILL.
+pub fn gone(pid: i32) -> bool {
+    for _ in 0..250 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// The process ids a test step wrote to `file`, whitespace-separated.
+pub fn pids_in(file: &Path) -> Vec<i32> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
