@@ -359,10 +359,15 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             concurrency,
             work_root: local::work_root(),
             keep_workspaces: args.keep,
+            cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
         },
     );
-    // Containers only when some job has an image; without Docker those jobs fail clearly.
-    if plan.jobs.iter().any(|j| j.image.is_some() && j.runs()) {
+    // Docker only when some job has an image, services or an image build; without
+    // Docker those jobs fail clearly.
+    let uses_docker = |j: &ferry_plan::PlanJob| {
+        j.image.is_some() || !j.services.is_empty() || j.build_image.is_some()
+    };
+    if plan.jobs.iter().any(|j| uses_docker(j) && j.runs()) {
         match ferry_exec::DockerExecutor::connect().await {
             Ok(docker) => engine = engine.with_containers(Arc::new(docker)),
             Err(e) => eprintln!("ferry: {e}; jobs with an `image:` cannot run"),

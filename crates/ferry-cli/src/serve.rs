@@ -172,6 +172,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             concurrency: jobs,
             work_root,
             keep_workspaces: false,
+            cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
         },
     );
     // Docker is optional: without it, jobs with an `image:` fail with the reason.

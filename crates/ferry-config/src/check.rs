@@ -160,7 +160,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
     for (_, value) in &p.env {
         check_text(
             value,
-            None,
+            Some(Span::default_at_start()),
             &Scope {
                 matrix_keys: &no_keys,
                 env_names: pipeline_env.clone(),
@@ -191,7 +191,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
             in_job: true,
         };
         for (_, value) in &job.env {
-            check_text(value, None, &scope, &lines, diags);
+            check_text(value, Some(job.span), &scope, &lines, diags);
         }
         for step in &job.steps {
             let mut names = env_names.clone();
@@ -203,9 +203,24 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 in_job: true,
             };
             for (_, value) in &step.env {
-                check_text(value, None, &scope, &lines, diags);
+                check_text(value, Some(job.span), &scope, &lines, diags);
             }
             check_text(&step.run, Some(step.run_span), &scope, &lines, diags);
+        }
+        // Services, caches and image builds see the job's env and matrix.
+        let mut texts: Vec<&str> = Vec::new();
+        for service in &job.services {
+            texts.push(&service.image);
+            texts.extend(service.env.iter().map(|(_, v)| v.as_str()));
+        }
+        texts.extend(job.caches.iter().map(|c| c.key.as_str()));
+        if let Some(b) = &job.build_image {
+            texts.push(&b.name);
+            texts.extend(b.tags.iter().map(String::as_str));
+            texts.extend(b.args.iter().chain(&b.labels).map(|(_, v)| v.as_str()));
+        }
+        for text in texts {
+            check_text(text, Some(job.span), &scope, &lines, diags);
         }
     }
 }

@@ -56,7 +56,7 @@ pub const RUN_TIME_ONLY: &[&str] = &[
 ];
 
 /// Functions expressions may call.
-pub const FUNCTIONS: &[&str] = &["changed", "glob"];
+pub const FUNCTIONS: &[&str] = &["changed", "glob", "hash_files"];
 
 /// One `${{ ... }}` in a string: byte range of the whole thing, and its inner text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,8 +220,14 @@ fn check_name(name: &str, scope: &Scope<'_>) -> Result<(), ExprError> {
             }
         }
         _ => {
-            if let Some(fname) = FUNCTIONS.iter().find(|f| **f == head) {
-                let _ = fname;
+            if FUNCTIONS.contains(&head) {
+                if scope.plan_time && head == "hash_files" {
+                    return Err(ExprError {
+                        message: "`hash_files` is not known yet when `if:` is evaluated".into(),
+                        help: "it hashes the job's workspace; use it in `cache.key` or `run:`"
+                            .into(),
+                    });
+                }
                 return Ok(());
             }
             if BUILTINS.iter().any(|(b, _)| *b == head) {

@@ -60,7 +60,7 @@ pub fn load(source: &str) -> Result<Loaded, Vec<Diagnostic>> {
 /// The key lists the loader accepts, for the schema's consistency test.
 pub mod keys {
     pub use crate::load::{
-        CONCURRENCY_KEYS, FILTER_KEYS, IMAGE_KEYS, JOB_KEYS, ON_KEYS, REPORT_KEYS, RESOURCE_KEYS,
-        RETRY_KEYS, STEP_KEYS, TOP_KEYS,
+        BUILD_KEYS, CACHE_KEYS, CONCURRENCY_KEYS, FILTER_KEYS, IMAGE_KEYS, JOB_KEYS, ON_KEYS,
+        REPORT_KEYS, RESOURCE_KEYS, RETRY_KEYS, SERVICE_KEYS, STEP_KEYS, TOP_KEYS,
     };
 }

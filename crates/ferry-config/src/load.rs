@@ -27,6 +27,29 @@ pub const JOB_KEYS: &[&str] = &[
     "allow_failure",
     "artifacts",
     "reports",
+    "services",
+    "cache",
+    "build_image",
+];
+pub const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "env",
+    "command",
+    "entrypoint",
+    "ports",
+    "health",
+    "wait",
+];
+pub const CACHE_KEYS: &[&str] = &["key", "paths"];
+pub const BUILD_KEYS: &[&str] = &[
+    "name",
+    "context",
+    "dockerfile",
+    "args",
+    "target",
+    "labels",
+    "tags",
+    "push",
 ];
 pub const IMAGE_KEYS: &[&str] = &["name", "user", "entrypoint"];
 pub const RESOURCE_KEYS: &[&str] = &["cpus", "memory"];
@@ -486,9 +509,13 @@ impl Loader {
             junit: Vec::new(),
             image: None,
             container: ContainerOptions::default(),
+            services: Vec::new(),
+            caches: Vec::new(),
+            build_image: None,
         };
         let mut run_key: Option<&Node> = None;
         let mut steps_key: Option<&Node> = None;
+        let mut has_build = false;
         for (k, knode, v) in self.entries(node, &what, Some(JOB_KEYS), "") {
             match k {
                 "run" => {
@@ -512,6 +539,12 @@ impl Loader {
                 }
                 "image" => self.image(v, &what, &mut job),
                 "resources" => self.resources(v, &what, &mut job.container),
+                "services" => job.services = self.services(v, &what),
+                "cache" => job.caches = self.caches(v, &what),
+                "build_image" => {
+                    has_build = true;
+                    job.build_image = self.build_image(v, &what)
+                }
                 "needs" => {
                     job.needs = self.strings(v, &format!("`needs` in {what}"), "`needs: [build]`")
                 }
@@ -574,10 +607,10 @@ impl Loader {
                 format!("{what} has both `run` and `steps`"),
                 "use `run` for a single command or `steps` for several, not both",
             ),
-            (None, None) => self.error(
+            (None, None) if !has_build => self.error(
                 key.span,
                 format!("{what} has nothing to run"),
-                "add `run: <command>` or a list of `steps`",
+                "add `run: <command>`, a list of `steps`, or `build_image`",
             ),
             _ => {}
         }
@@ -688,6 +721,274 @@ impl Loader {
                 }
             }
         }
+    }
+
+    /// `services: { db: postgres:16, web: { image: ..., ports: [80] } }`.
+    fn services(&mut self, node: &Node, what: &str) -> Vec<Service> {
+        let swhat = format!("`services` in {what}");
+        let mut out = Vec::new();
+        for (name, k, v) in self.entries(node, &swhat, None, "`services: { db: postgres:16 }`") {
+            if !is_service_name(name) {
+                self.error(
+                    k.span,
+                    format!("invalid service name `{name}` in {what}"),
+                    "service names are host names: lower-case letters, digits and `-`, starting with a letter",
+                );
+                continue;
+            }
+            let what = format!("service `{name}` in {what}");
+            let mut service = Service {
+                name: name.to_string(),
+                image: String::new(),
+                env: Vec::new(),
+                command: None,
+                entrypoint: None,
+                ports: Vec::new(),
+                health: None,
+                wait: None,
+            };
+            if let Kind::Scalar(..) = v.kind {
+                if let Some(image) = self.string(v, &what, "`db: postgres:16`") {
+                    service.image = image;
+                    out.push(service);
+                }
+                continue;
+            }
+            let example = "`db: { image: postgres:16, ports: [5432] }`";
+            let before = self.diags.len();
+            for (sk, _, sv) in self.entries(v, &what, Some(SERVICE_KEYS), example) {
+                let kwhat = format!("`{sk}` in {what}");
+                match sk {
+                    "image" => {
+                        service.image = self
+                            .string(sv, &kwhat, "`image: postgres:16`")
+                            .unwrap_or_default()
+                    }
+                    "env" => service.env = self.env(sv, &format!("the `env` of {what}")),
+                    "command" => service.command = self.argv(sv, &kwhat),
+                    "entrypoint" => service.entrypoint = self.argv(sv, &kwhat),
+                    "ports" => service.ports = self.ports(sv, &kwhat),
+                    "health" => service.health = self.string(sv, &kwhat, "`health: pg_isready`"),
+                    _ => service.wait = self.duration(sv, &kwhat),
+                }
+            }
+            if service.image.trim().is_empty() {
+                if self.diags.len() == before {
+                    self.error(
+                        v.span,
+                        format!("{what} has no `image`"),
+                        format!("for example: {example}"),
+                    );
+                }
+                continue;
+            }
+            out.push(service);
+        }
+        out
+    }
+
+    /// A command: a list of words, or a string split like a shell would.
+    fn argv(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        if let Kind::Seq(_) = node.kind {
+            return Some(
+                self.strings(node, what, "`[\"httpd\", \"-f\"]`")
+                    .into_iter()
+                    .map(|s| s.value)
+                    .collect(),
+            );
+        }
+        let text = self.string(node, what, "`httpd -f -p 8080`")?;
+        match shell_words::split(&text) {
+            Ok(words) if !words.is_empty() => Some(words),
+            Ok(_) => {
+                self.error(
+                    node.span,
+                    format!("{what} is empty"),
+                    "write the command, e.g. `httpd -f -p 8080`",
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    node.span,
+                    format!("{what} cannot be split into words: {e}"),
+                    "close the quotes, or write a list of words",
+                );
+                None
+            }
+        }
+    }
+
+    fn ports(&mut self, node: &Node, what: &str) -> Vec<u16> {
+        let mut out = Vec::new();
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            Kind::Scalar(..) if !node.is_null() => vec![node],
+            _ => {
+                self.type_error(node, what, "a list of port numbers", "`ports: [5432]`");
+                return out;
+            }
+        };
+        for item in items {
+            match &item.kind {
+                Kind::Scalar(s, _) => match s.parse::<u16>() {
+                    Ok(p) if p > 0 => out.push(p),
+                    _ => self.error(
+                        item.span,
+                        format!("{what}: `{s}` is not a TCP port"),
+                        "a port is a number from 1 to 65535",
+                    ),
+                },
+                _ => self.type_error(
+                    item,
+                    &format!("each item of {what}"),
+                    "a port number",
+                    "`5432`",
+                ),
+            }
+        }
+        out
+    }
+
+    /// `cache: { key, paths }` or a list of them.
+    fn caches(&mut self, node: &Node, what: &str) -> Vec<Cache> {
+        let cwhat = format!("`cache` in {what}");
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let example = "`cache: { key: \"deps-${{ hash_files('Cargo.lock') }}\", paths: [target] }`";
+        let mut out = Vec::new();
+        for item in items {
+            if !matches!(item.kind, Kind::Map(_)) {
+                self.type_error(item, &cwhat, "a mapping with `key` and `paths`", example);
+                continue;
+            }
+            let (mut key, mut paths) = (None, None);
+            let before = self.diags.len();
+            for (k, _, v) in self.entries(item, &cwhat, Some(CACHE_KEYS), example) {
+                if k == "key" {
+                    key = self.string(v, &format!("`key` in {cwhat}"), "`key: deps-v1`");
+                } else {
+                    paths =
+                        Some(self.paths(v, &format!("`paths` in {cwhat}"), "`paths: [target]`"));
+                }
+            }
+            match (key, paths) {
+                (Some(key), Some(paths)) if !key.trim().is_empty() && !paths.is_empty() => {
+                    out.push(Cache { key, paths })
+                }
+                _ if self.diags.len() > before => {}
+                _ => self.error(
+                    item.span,
+                    format!("{cwhat} needs a `key` and at least one path in `paths`"),
+                    format!("for example: {example}"),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `build_image: { name, context, dockerfile, args, target, labels, tags, push }`.
+    fn build_image(&mut self, node: &Node, what: &str) -> Option<BuildImage> {
+        let bwhat = format!("`build_image` in {what}");
+        let example = "`build_image: { name: 127.0.0.1:5000/app, context: . }`";
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, &bwhat, "a mapping", example);
+            return None;
+        }
+        let mut build = BuildImage {
+            name: String::new(),
+            context: ".".into(),
+            dockerfile: "Dockerfile".into(),
+            args: Vec::new(),
+            target: None,
+            labels: Vec::new(),
+            tags: Vec::new(),
+            push: true,
+        };
+        let before = self.diags.len();
+        for (k, _, v) in self.entries(node, &bwhat, Some(BUILD_KEYS), example) {
+            let kwhat = format!("`{k}` in {bwhat}");
+            match k {
+                "name" => build.name = self.string(v, &kwhat, "`name: 127.0.0.1:5000/app`").unwrap_or_default(),
+                "context" => {
+                    if let Some(dir) = self.relative_dir(v, &kwhat) {
+                        build.context = dir;
+                    }
+                }
+                "dockerfile" => {
+                    if let Some(file) = self.relative_dir(v, &kwhat) {
+                        build.dockerfile = file;
+                    }
+                }
+                "args" => build.args = self.map(v, &kwhat),
+                "labels" => build.labels = self.map(v, &kwhat),
+                "target" => build.target = self.string(v, &kwhat, "`target: runtime`"),
+                "tags" => {
+                    build.tags = self
+                        .strings(v, &kwhat, "`tags: [latest]`")
+                        .into_iter()
+                        .filter_map(|t| {
+                            if t.value.contains("${{") || is_tag(&t.value) {
+                                Some(t.value)
+                            } else {
+                                self.error(
+                                    t.span,
+                                    format!("`{}` is not a valid image tag", t.value),
+                                    "tags are up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+                                );
+                                None
+                            }
+                        })
+                        .collect()
+                }
+                _ => build.push = self.bool(v, &kwhat).unwrap_or(true),
+            }
+        }
+        if build.name.trim().is_empty() {
+            if self.diags.len() == before {
+                self.error(
+                    node.span,
+                    format!("{bwhat} has no `name`"),
+                    format!("for example: {example}"),
+                );
+            }
+            return None;
+        }
+        if !build.name.contains("${{") && !is_repository(&build.name) {
+            self.error(
+                node.span,
+                format!("{bwhat}: `{}` is not a valid image name", build.name),
+                "write a repository without a tag, e.g. `127.0.0.1:5000/team/app` (tags go in `tags`)",
+            );
+            return None;
+        }
+        Some(build)
+    }
+
+    /// `NAME: value` pairs with any names (build args, labels).
+    fn map(&mut self, node: &Node, what: &str) -> EnvVars {
+        let mut out = Vec::new();
+        for (name, _, value) in self.entries(node, what, None, "`{ VERSION: \"1.2\" }`") {
+            let value = match &value.kind {
+                _ if value.is_null() => Some(String::new()),
+                Kind::Scalar(s, _) => Some(s.clone()),
+                _ => {
+                    self.type_error(
+                        value,
+                        &format!("`{name}` in {what}"),
+                        "a string",
+                        "`VERSION: \"1.2\"`",
+                    );
+                    None
+                }
+            };
+            if let Some(v) = value {
+                out.push((name.to_string(), v));
+            }
+        }
+        out
     }
 
     fn steps(&mut self, node: &Node, what: &str) -> Vec<Step> {
@@ -963,6 +1264,48 @@ fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A host name label: what Docker's DNS answers for on the job's network.
+fn is_service_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// An image tag as the registry API accepts it.
+fn is_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// An image repository without tag or digest: `[host[:port]/]path`, lower-case path.
+fn is_repository(name: &str) -> bool {
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains([':', '.']) || parts[0] == "localhost") {
+        let host = parts.remove(0);
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+        {
+            return false;
+        }
+    }
+    !parts.is_empty()
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && p.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
+        })
 }
 
 fn is_job_name(name: &str) -> bool {

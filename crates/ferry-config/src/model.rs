@@ -87,6 +87,65 @@ pub struct Job {
     pub image: Option<String>,
     /// How the containers of a job with an image run.
     pub container: ContainerOptions,
+    /// Containers started next to the job (a database for the tests, ...).
+    pub services: Vec<Service>,
+    /// Directories restored before the job and saved after it, by key.
+    pub caches: Vec<Cache>,
+    /// An image built (and pushed) after the job's steps.
+    pub build_image: Option<BuildImage>,
+}
+
+/// One entry of `services:`: a container on the job's own network, reachable by `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// May use `${{ }}` (e.g. `postgres:${{ matrix.pg }}`).
+    pub image: String,
+    pub env: EnvVars,
+    /// Replaces the image's command (argv).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's entrypoint (argv).
+    pub entrypoint: Option<Vec<String>>,
+    /// TCP ports the service listens on: the job waits until each accepts connections.
+    pub ports: Vec<u16>,
+    /// A shell command run inside the service as its health check; the job waits
+    /// until it succeeds.
+    pub health: Option<String>,
+    /// How long to wait for the service to be ready (default [`Service::DEFAULT_WAIT`]).
+    #[serde(with = "opt_millis")]
+    pub wait: Option<Duration>,
+}
+
+impl Service {
+    pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+}
+
+/// One entry of `cache:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cache {
+    /// May use `${{ }}`, e.g. `deps-${{ hash_files('Cargo.lock') }}`.
+    pub key: String,
+    /// Directories or files inside the workspace.
+    pub paths: Vec<String>,
+}
+
+/// `build_image:` — build an image from the workspace after the steps, tag and push it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildImage {
+    /// The image repository, e.g. `registry.example.com/team/app` (may use `${{ }}`).
+    pub name: String,
+    /// The build context, relative to the workspace (default `.`).
+    pub context: String,
+    /// The Dockerfile, relative to the context (default `Dockerfile`).
+    pub dockerfile: String,
+    pub args: EnvVars,
+    /// The stage of a multi-stage Dockerfile to build.
+    pub target: Option<String>,
+    pub labels: EnvVars,
+    /// Tags besides the commit's sha (may use `${{ }}`).
+    pub tags: Vec<String>,
+    /// Push every tag to the registry (default true).
+    pub push: bool,
 }
 
 /// `image: { user, entrypoint }` and `resources: { cpus, memory }` of a container job.

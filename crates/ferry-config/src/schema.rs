@@ -49,6 +49,16 @@ pub fn schema() -> Value {
         ]
     });
     let combo = json!({ "type": "object", "additionalProperties": scalar });
+    let map = json!({ "type": "object", "additionalProperties": scalar });
+    let cache = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["key", "paths"],
+        "properties": {
+            "key": { "type": "string" },
+            "paths": string_or_list
+        }
+    });
     let job = json!({
         "type": "object",
         "additionalProperties": false,
@@ -75,6 +85,55 @@ pub fn schema() -> Value {
                 "properties": {
                     "cpus": { "type": ["number", "string"] },
                     "memory": { "type": ["string", "integer"] }
+                }
+            },
+            "services": {
+                "type": "object",
+                "description": "Containers next to the job, on a network of its own, reachable by name.",
+                "propertyNames": { "pattern": "^[a-z]([a-z0-9-]*[a-z0-9])?$" },
+                "additionalProperties": {
+                    "oneOf": [
+                        { "type": "string", "description": "The service's image." },
+                        {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["image"],
+                            "properties": {
+                                "image": { "type": "string" },
+                                "env": env,
+                                "command": string_or_list,
+                                "entrypoint": string_or_list,
+                                "ports": {
+                                    "oneOf": [
+                                        { "type": "integer", "minimum": 1, "maximum": 65535 },
+                                        { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 65535 } }
+                                    ]
+                                },
+                                "health": { "type": "string", "description": "A shell command run inside the service until it succeeds." },
+                                "wait": duration
+                            }
+                        }
+                    ]
+                }
+            },
+            "cache": {
+                "description": "Paths restored before the job and saved after it, by key.",
+                "oneOf": [ cache, { "type": "array", "items": cache } ]
+            },
+            "build_image": {
+                "type": "object",
+                "description": "Build an image from the workspace after the steps; tag it with the commit and push it.",
+                "additionalProperties": false,
+                "required": ["name"],
+                "properties": {
+                    "name": { "type": "string" },
+                    "context": { "type": "string" },
+                    "dockerfile": { "type": "string" },
+                    "args": map,
+                    "target": { "type": "string" },
+                    "labels": map,
+                    "tags": string_or_list,
+                    "push": { "type": "boolean" }
                 }
             },
             "run": { "type": "string", "description": "A single shell command (instead of `steps`)." },
@@ -119,7 +178,11 @@ pub fn schema() -> Value {
                 "properties": { "junit": string_or_list }
             }
         },
-        "oneOf": [ { "required": ["run"] }, { "required": ["steps"] } ]
+        "anyOf": [
+            { "required": ["run"], "not": { "required": ["steps"] } },
+            { "required": ["steps"], "not": { "required": ["run"] } },
+            { "required": ["build_image"], "not": { "anyOf": [ { "required": ["run"] }, { "required": ["steps"] } ] } }
+        ]
     });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",

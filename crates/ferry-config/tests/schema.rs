@@ -211,4 +211,13 @@ fn schema_keys_match_the_loader() {
         sorted(IMAGE_KEYS)
     );
     assert_eq!(keys(&job["properties"]["resources"]), sorted(RESOURCE_KEYS));
+    assert_eq!(
+        keys(&job["properties"]["services"]["additionalProperties"]["oneOf"][1]),
+        sorted(SERVICE_KEYS)
+    );
+    assert_eq!(
+        keys(&job["properties"]["cache"]["oneOf"][0]),
+        sorted(CACHE_KEYS)
+    );
+    assert_eq!(keys(&job["properties"]["build_image"]), sorted(BUILD_KEYS));
 }

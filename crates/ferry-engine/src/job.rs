@@ -242,40 +242,137 @@ async fn run_attempt(
         out.say(&e);
         return (failed(e), None);
     }
-    let image = job.image.clone().or_else(|| ctx.default_image.clone());
-    let spec = JobSpec {
-        name: job.name.clone(),
-        workspace: dir.to_path_buf(),
-        image: image.clone(),
-        container: ferry_exec::ContainerSettings {
-            user: job.container.user.clone(),
-            entrypoint: job.container.entrypoint.clone(),
-            cpus_milli: job.container.cpus_milli,
-            memory: job.container.memory,
-        },
-    };
-    // A job with an image runs in containers; the others on the host.
-    let executor = match (&image, &ctx.containers) {
-        (None, _) => ctx.executor.clone(),
-        (Some(_), Some(c)) => c.clone(),
-        (Some(image), None) => {
-            let e = format!(
-                "job `{}` needs image `{image}`, but Docker is not available here",
-                job.name
-            );
+    let env = match JobEnv::new(ctx, i, attempt, dir) {
+        Ok(e) => e,
+        Err(e) => {
             out.say(&format!("error: {e}"));
             return (failed(e), None);
         }
     };
-    let prepared = match executor.prepare(&spec).await {
-        Ok(p) => p,
-        Err(e) => {
-            out.say(&e);
-            return (failed(e), None);
+    // Caches: restored now, saved after a successful attempt when their key was new.
+    let mut new_caches = Vec::new();
+    for cache in &job.caches {
+        let key = match env.eval(ctx, job, &env.visible, &cache.key) {
+            Ok(k) => k,
+            Err(e) => {
+                let e = format!("in `cache.key`: {e}");
+                out.say(&format!("error: {e}"));
+                return (failed(e), None);
+            }
+        };
+        let (store, repo, ws, k) = (
+            ctx.caches.clone(),
+            ctx.run.repository_id.clone(),
+            dir.to_path_buf(),
+            key.clone(),
+        );
+        let restored = tokio::task::spawn_blocking(move || store.restore(&repo, &k, &ws))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match restored {
+            Ok(true) => out.say(&format!("cache `{key}` restored")),
+            Ok(false) => {
+                out.say(&format!(
+                    "cache `{key}` not found; it is saved if the job succeeds"
+                ));
+                new_caches.push((key, cache.paths.clone()));
+            }
+            Err(e) => {
+                out.say(&format!(
+                    "warning: cache `{key}` could not be restored: {e}"
+                ));
+                new_caches.push((key, cache.paths.clone()));
+            }
+        }
+    }
+    let image = job.image.clone().or_else(|| ctx.default_image.clone());
+    let docker = ctx.containers.clone();
+    let needs_docker = image.is_some() || !job.services.is_empty() || job.build_image.is_some();
+    if needs_docker && docker.is_none() {
+        let what = match (&image, job.services.is_empty()) {
+            (Some(image), _) => format!("image `{image}`"),
+            (None, false) => "services".to_string(),
+            (None, true) => "an image build".to_string(),
+        };
+        let e = format!(
+            "job `{}` needs {what}, but Docker is not available here",
+            job.name
+        );
+        out.say(&format!("error: {e}"));
+        return (failed(e), None);
+    }
+    let mut services = ferry_exec::docker::services::Services::default();
+    let mut result = None;
+    if let Some(docker) = docker.as_ref().filter(|_| !job.services.is_empty()) {
+        match resolve_services(ctx, job, &env) {
+            Ok(specs) => {
+                let publish = image.is_none();
+                if let Err(e) = docker
+                    .start_services(&job.name, &specs, publish, &mut services, &ctx.cancel)
+                    .await
+                {
+                    result = Some(if ctx.cancel.is_cancelled() {
+                        Attempt::Cancelled
+                    } else {
+                        out.say(&format!("error: {e}"));
+                        failed(e)
+                    });
+                }
+            }
+            Err(e) => {
+                out.say(&format!("error: {e}"));
+                result = Some(failed(e));
+            }
+        }
+    }
+    let result = match result {
+        Some(r) => r,
+        None => {
+            let r = run_executor(ctx, i, attempt, dir, image, &env, &services, out).await;
+            match (r, &job.build_image, &docker) {
+                (Attempt::Success, Some(build), Some(docker)) => {
+                    build_image(ctx, i, dir, build, &env, docker, out).await
+                }
+                (r, _, _) => r,
+            }
         }
     };
-    let result = run_steps(ctx, i, attempt, dir, executor.as_ref(), &prepared, out).await;
-    executor.cleanup(&prepared).await;
+    if let Some(docker) = &docker {
+        // The services' logs go to the job's log, after its steps.
+        docker.stop_services(&mut services, Some(out)).await;
+    }
+    if matches!(result, Attempt::Success) {
+        for (key, paths) in new_caches {
+            let (store, repo, ws, k) = (
+                ctx.caches.clone(),
+                ctx.run.repository_id.clone(),
+                dir.to_path_buf(),
+                key.clone(),
+            );
+            let saved = tokio::task::spawn_blocking(move || store.save(&repo, &k, &paths, &ws))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match saved {
+                Ok((crate::cache::Saved::Stored { size, evicted }, missing)) => {
+                    for m in missing {
+                        out.say(&format!("warning: cache `{key}`: `{m}` does not exist"));
+                    }
+                    let mut line = format!("cache `{key}` saved ({})", human_bytes(size));
+                    if evicted > 0 {
+                        line.push_str(&format!(
+                            "; {evicted} older cache(s) evicted to stay within the limit"
+                        ));
+                    }
+                    out.say(&line);
+                }
+                Ok((crate::cache::Saved::TooLarge { size }, _)) => out.say(&format!(
+                    "warning: cache `{key}` is {}, more than the cache limit; not saved",
+                    human_bytes(size)
+                )),
+                Err(e) => out.say(&format!("warning: cache `{key}` could not be saved: {e}")),
+            }
+        }
+    }
 
     let tests = if matches!(result, Attempt::Cancelled) || job.junit.is_empty() {
         None
@@ -351,11 +448,295 @@ fn read_reports(dir: &Path, patterns: &[String], out: &mut JobOutput<'_>) -> Tes
     summary
 }
 
+/// The variables and expression environment of one attempt of a job.
+struct JobEnv {
+    engine: minijinja::Environment<'static>,
+    /// Run-time built-ins (`FERRY_RUN_ID`, ...), also visible to expressions.
+    extra: Vec<(&'static str, String)>,
+    /// Every step's base environment: the built-ins.
+    base: Vec<(String, String)>,
+    /// The pipeline's and job's `env:`, interpolated.
+    visible: ferry_config::EnvVars,
+}
+
+impl JobEnv {
+    fn new(ctx: &RunCtx, i: usize, attempt: u32, dir: &Path) -> Result<Self, String> {
+        let job = &ctx.plan.jobs[i];
+        let extra: Vec<(&'static str, String)> = vec![
+            ("FERRY_RUN_ID", ctx.run.id.clone()),
+            ("FERRY_RUN_NUMBER", ctx.run.number.to_string()),
+            ("FERRY_JOB", job.name.clone()),
+            ("FERRY_JOB_ATTEMPT", attempt.to_string()),
+            ("FERRY_WORKSPACE", dir.display().to_string()),
+        ];
+        let mut engine = expr::environment();
+        let root = dir.to_path_buf();
+        engine.add_function(
+            "hash_files",
+            move |patterns: minijinja::value::Rest<String>| -> Result<String, minijinja::Error> {
+                crate::cache::hash_files(&root, &patterns)
+                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+            },
+        );
+        let mut base: Vec<(String, String)> = ferry_plan::builtins(&ctx.plan.event)
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        // Keep git from finding a repository above the workspace (e.g. the user's).
+        if let Some(parent) = dir.parent() {
+            base.push((
+                "GIT_CEILING_DIRECTORIES".into(),
+                parent.display().to_string(),
+            ));
+        }
+        let mut env = JobEnv {
+            engine,
+            extra,
+            base,
+            visible: Vec::new(),
+        };
+        for (k, v) in ctx.plan.env.iter().chain(&job.env) {
+            let value = env
+                .eval(ctx, job, &env.visible, v)
+                .map_err(|e| format!("in env `{k}`: {e}"))?;
+            env.visible.push((k.clone(), value));
+        }
+        Ok(env)
+    }
+
+    /// Interpolates the `${{ }}` of `text`, with `visible` as `env.*`.
+    fn eval(
+        &self,
+        ctx: &RunCtx,
+        job: &PlanJob,
+        visible: &ferry_config::EnvVars,
+        text: &str,
+    ) -> Result<String, String> {
+        if !text.contains("${{") {
+            return Ok(text.to_string());
+        }
+        let value = ferry_plan::context(&ctx.plan.event, &job.matrix, visible, &self.extra);
+        expr::interpolate(&self.engine, text, &value)
+    }
+}
+
+/// The job's services with their expressions resolved.
+fn resolve_services(
+    ctx: &RunCtx,
+    job: &PlanJob,
+    env: &JobEnv,
+) -> Result<Vec<ferry_exec::docker::services::ServiceSpec>, String> {
+    job.services
+        .iter()
+        .map(|s| {
+            let what =
+                |field: &str, e: String| format!("in `{field}` of service `{}`: {e}", s.name);
+            let image = env
+                .eval(ctx, job, &env.visible, &s.image)
+                .map_err(|e| what("image", e))?;
+            let mut vars = Vec::new();
+            for (k, v) in &s.env {
+                vars.push((
+                    k.clone(),
+                    env.eval(ctx, job, &env.visible, v)
+                        .map_err(|e| what("env", e))?,
+                ));
+            }
+            Ok(ferry_exec::docker::services::ServiceSpec {
+                name: s.name.clone(),
+                image,
+                env: vars,
+                command: s.command.clone(),
+                entrypoint: s.entrypoint.clone(),
+                ports: s.ports.clone(),
+                health: s.health.clone(),
+                wait: s.wait.unwrap_or(ferry_config::Service::DEFAULT_WAIT),
+            })
+        })
+        .collect()
+}
+
+/// Prepares the job in its executor, runs its steps and cleans up.
+#[allow(clippy::too_many_arguments)]
+async fn run_executor(
+    ctx: &RunCtx,
+    i: usize,
+    attempt: u32,
+    dir: &Path,
+    image: Option<String>,
+    env: &JobEnv,
+    services: &ferry_exec::docker::services::Services,
+    out: &mut JobOutput<'_>,
+) -> Attempt {
+    let job = &ctx.plan.jobs[i];
+    let failed = |reason: String| Attempt::Failed {
+        reason,
+        exit_code: None,
+        kind: RetryWhen::Failure,
+    };
+    let spec = JobSpec {
+        name: job.name.clone(),
+        workspace: dir.to_path_buf(),
+        image: image.clone(),
+        container: ferry_exec::ContainerSettings {
+            user: job.container.user.clone(),
+            entrypoint: job.container.entrypoint.clone(),
+            cpus_milli: job.container.cpus_milli,
+            memory: job.container.memory,
+        },
+        network: services.network.clone(),
+    };
+    if job.steps.is_empty() {
+        return Attempt::Success;
+    }
+    // A job with an image runs in containers; the others on the host.
+    let executor: std::sync::Arc<dyn Executor> = match (&image, &ctx.containers) {
+        (None, _) => ctx.executor.clone(),
+        (Some(_), Some(c)) => c.clone(),
+        (Some(image), None) => {
+            let e = format!(
+                "job `{}` needs image `{image}`, but Docker is not available here",
+                job.name
+            );
+            out.say(&format!("error: {e}"));
+            return failed(e);
+        }
+    };
+    let prepared = match executor.prepare(&spec).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.say(&e);
+            return failed(e);
+        }
+    };
+    let result = run_steps(
+        ctx,
+        i,
+        attempt,
+        dir,
+        env,
+        &services.env,
+        executor.as_ref(),
+        &prepared,
+        out,
+    )
+    .await;
+    executor.cleanup(&prepared).await;
+    result
+}
+
+/// `build_image:` after the steps: build, tag with the commit and the tags, push, and
+/// record the image (with the registry's digest) on the run.
+async fn build_image(
+    ctx: &RunCtx,
+    i: usize,
+    dir: &Path,
+    build: &ferry_config::BuildImage,
+    env: &JobEnv,
+    docker: &ferry_exec::DockerExecutor,
+    out: &mut JobOutput<'_>,
+) -> Attempt {
+    let job = &ctx.plan.jobs[i];
+    let failed = |reason: String| Attempt::Failed {
+        reason,
+        exit_code: None,
+        kind: RetryWhen::Failure,
+    };
+    let eval = |field: &str, text: &str| {
+        env.eval(ctx, job, &env.visible, text)
+            .map_err(|e| format!("in `build_image.{field}`: {e}"))
+    };
+    let resolved = (|| {
+        let name = eval("name", &build.name)?;
+        let mut tags = vec![ctx.plan.event.sha.clone()];
+        for t in &build.tags {
+            let t = eval("tags", t)?;
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let mut args = Vec::new();
+        for (k, v) in &build.args {
+            args.push((k.clone(), eval("args", v)?));
+        }
+        let mut labels = vec![
+            (
+                "org.opencontainers.image.revision".to_string(),
+                ctx.plan.event.sha.clone(),
+            ),
+            ("dev.ferry.run".to_string(), ctx.run.id.clone()),
+            (
+                "dev.ferry.run-number".to_string(),
+                ctx.run.number.to_string(),
+            ),
+            ("dev.ferry.job".to_string(), job.name.clone()),
+        ];
+        for (k, v) in &build.labels {
+            labels.push((k.clone(), eval("labels", v)?));
+        }
+        Ok::<_, String>(ferry_exec::docker::build::BuildSpec {
+            context: dir.join(&build.context),
+            dockerfile: build.dockerfile.clone(),
+            args,
+            target: build.target.clone(),
+            labels,
+            name,
+            tags,
+            push: build.push,
+        })
+    })();
+    let spec = match resolved {
+        Ok(s) => s,
+        Err(e) => {
+            out.say(&format!("error: {e}"));
+            return failed(e);
+        }
+    };
+    out.say(&format!("building image {}:{}", spec.name, spec.tags[0]));
+    match docker.build_image(&spec, out, &ctx.cancel).await {
+        Ok(built) => {
+            match &built.digest {
+                Some(d) => out.say(&format!("pushed {}@{d}", spec.name)),
+                None => out.say(&format!("built {} (not pushed)", built.id)),
+            }
+            ctx.writer.send(Write::Image(ferry_store::Image {
+                id: uuid::Uuid::now_v7().to_string(),
+                run_id: ctx.run.id.clone(),
+                job_id: ctx.job_ids[i].clone(),
+                name: spec.name.clone(),
+                tags: spec.tags.clone(),
+                image_id: built.id,
+                digest: built.digest,
+                created_at: ferry_store::now_ms(),
+            }));
+            Attempt::Success
+        }
+        Err(_) if ctx.cancel.is_cancelled() => Attempt::Cancelled,
+        Err(e) => {
+            out.say(&format!("error: {e}"));
+            failed(e)
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run_steps(
     ctx: &RunCtx,
     i: usize,
     attempt: u32,
     dir: &Path,
+    job_env: &JobEnv,
+    service_env: &[(String, String)],
     executor: &dyn Executor,
     prepared: &ferry_exec::Prepared,
     out: &mut JobOutput<'_>,
@@ -363,41 +744,9 @@ async fn run_steps(
     let job = &ctx.plan.jobs[i];
     let job_id = &ctx.job_ids[i];
     let deadline = job.timeout.map(|t| Instant::now() + t);
-    let extra: Vec<(&str, String)> = vec![
-        ("FERRY_RUN_ID", ctx.run.id.clone()),
-        ("FERRY_RUN_NUMBER", ctx.run.number.to_string()),
-        ("FERRY_JOB", job.name.clone()),
-        ("FERRY_JOB_ATTEMPT", attempt.to_string()),
-        ("FERRY_WORKSPACE", dir.display().to_string()),
-    ];
-    let env_engine = expr::environment();
-    let mut base_env: Vec<(String, String)> = ferry_plan::builtins(&ctx.plan.event)
-        .into_iter()
-        .chain(extra.iter().cloned())
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    // Keep git from finding a repository above the workspace (e.g. the user's).
-    if let Some(parent) = dir.parent() {
-        base_env.push((
-            "GIT_CEILING_DIRECTORIES".into(),
-            parent.display().to_string(),
-        ));
-    }
-    let mut visible: ferry_config::EnvVars = Vec::new();
-    for (k, v) in ctx.plan.env.iter().chain(&job.env) {
-        match interpolate(&env_engine, ctx, job, &visible, &extra, v) {
-            Ok(v) => visible.push((k.clone(), v)),
-            Err(e) => {
-                let reason = format!("in env `{k}`: {e}");
-                out.say(&format!("error: {reason}"));
-                return Attempt::Failed {
-                    reason,
-                    exit_code: None,
-                    kind: RetryWhen::Failure,
-                };
-            }
-        }
-    }
+    let mut base_env = job_env.base.clone();
+    base_env.extend(service_env.iter().cloned());
+    let visible = &job_env.visible;
     for (s, step) in job.steps.iter().enumerate() {
         if ctx.cancel.is_cancelled() {
             return Attempt::Cancelled;
@@ -414,13 +763,13 @@ async fn run_steps(
         let mut script = Err(String::new());
         let mut step_error = None;
         for (k, v) in &step.env {
-            match interpolate(&env_engine, ctx, job, &env, &extra, v) {
+            match job_env.eval(ctx, job, &env, v) {
                 Ok(v) => env.push((k.clone(), v)),
                 Err(e) => step_error = Some(format!("in env `{k}`: {e}")),
             }
         }
         if step_error.is_none() {
-            script = interpolate(&env_engine, ctx, job, &env, &extra, &step.run);
+            script = job_env.eval(ctx, job, &env, &step.run);
             if let Err(e) = &script {
                 step_error = Some(format!("in `run`: {e}"));
             }
@@ -525,21 +874,6 @@ async fn run_steps(
         }
     }
     Attempt::Success
-}
-
-fn interpolate(
-    env: &minijinja::Environment<'_>,
-    ctx: &RunCtx,
-    job: &PlanJob,
-    visible: &ferry_config::EnvVars,
-    extra: &[(&str, String)],
-    text: &str,
-) -> Result<String, String> {
-    if !text.contains("${{") {
-        return Ok(text.to_string());
-    }
-    let value = ferry_plan::context(&ctx.plan.event, &job.matrix, visible, extra);
-    expr::interpolate(env, text, &value)
 }
 
 /// Every job `i` needs, directly or not, in plan order: their artifacts are restored in

@@ -5,6 +5,7 @@
 //! (later) a broadcast sink. There is no second implementation of "how a pipeline runs".
 
 mod artifacts;
+pub mod cache;
 mod events;
 pub mod git;
 mod job;

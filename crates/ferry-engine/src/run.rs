@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_exec::Executor;
+use ferry_exec::{DockerExecutor, Executor};
 use ferry_plan::Plan;
 use ferry_store::{JobEnd, NewJob, NewRun, Run, Status, Store, Write, Writer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::CacheStore;
 use crate::events::{EngineEvent, EventSink};
 use crate::job::run_job;
 use crate::workspace;
@@ -25,6 +26,8 @@ pub struct EngineConfig {
     pub work_root: PathBuf,
     /// Keep workspaces after the run (for debugging).
     pub keep_workspaces: bool,
+    /// The size limit of all `cache:` entries together (least recently used go first).
+    pub cache_max_bytes: u64,
 }
 
 /// Where a run's source comes from: a directory, and optionally the files of it to use
@@ -40,8 +43,9 @@ pub struct Source {
 pub struct Engine {
     store: Store,
     executor: Arc<dyn Executor>,
-    /// Runs the jobs that have an `image:`; `None` when Docker is not available.
-    containers: Option<Arc<dyn Executor>>,
+    /// Runs the jobs that have an `image:`, their services and image builds; `None`
+    /// when Docker is not available.
+    containers: Option<Arc<DockerExecutor>>,
     /// The image of jobs that name none; `None`: they run on the host.
     default_image: Option<String>,
     config: EngineConfig,
@@ -74,7 +78,8 @@ pub struct RunOutcome {
 /// Everything a job task needs, shared by the jobs of one run.
 pub(crate) struct RunCtx {
     pub(crate) store: Store,
-    pub(crate) containers: Option<Arc<dyn Executor>>,
+    pub(crate) containers: Option<Arc<DockerExecutor>>,
+    pub(crate) caches: CacheStore,
     pub(crate) default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     pub(crate) writer: Writer,
@@ -102,7 +107,7 @@ impl Engine {
     }
 
     /// Runs jobs that have an `image:` with `executor` (the Docker executor).
-    pub fn with_containers(mut self, executor: Arc<dyn Executor>) -> Self {
+    pub fn with_containers(mut self, executor: Arc<DockerExecutor>) -> Self {
         self.containers = Some(executor);
         self
     }
@@ -205,6 +210,10 @@ impl Engine {
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
             containers: self.containers.clone(),
+            caches: CacheStore::new(
+                self.store.data_dir().join("caches"),
+                self.config.cache_max_bytes,
+            ),
             default_image: self.default_image.clone(),
             writer,
             executor: self.executor.clone(),

@@ -64,6 +64,8 @@ pub struct JobSpec {
     pub image: Option<String>,
     /// How its containers run.
     pub container: ContainerSettings,
+    /// The Docker network its containers join (that of its services).
+    pub network: Option<String>,
 }
 
 /// User, entrypoint and resource limits of a job's containers (all optional).

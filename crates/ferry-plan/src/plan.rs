@@ -56,6 +56,12 @@ pub struct PlanJob {
     /// User, entrypoint and limits of the job's containers.
     #[serde(default)]
     pub container: ferry_config::ContainerOptions,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ferry_config::Service>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caches: Vec<ferry_config::Cache>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_image: Option<ferry_config::BuildImage>,
 }
 
 impl PlanJob {
@@ -261,6 +267,9 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
                 junit: job.junit.clone(),
                 image: job.image.clone(),
                 container: job.container.clone(),
+                services: job.services.clone(),
+                caches: job.caches.clone(),
+                build_image: job.build_image.clone(),
             });
         }
         expansions.insert(job.name.as_str(), names);

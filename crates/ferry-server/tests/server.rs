@@ -51,6 +51,7 @@ impl Server {
                 concurrency: 2,
                 work_root: tmp.path().join("work"),
                 keep_workspaces: false,
+                cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
             },
         );
         let state = AppState::new(

@@ -41,6 +41,11 @@ const SQLITE: Set = &[
         "intake",
         include_str!("../migrations/sqlite/0006_intake.sql"),
     ),
+    (
+        7,
+        "images",
+        include_str!("../migrations/sqlite/0007_images.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -72,6 +77,11 @@ const POSTGRES: Set = &[
         6,
         "intake",
         include_str!("../migrations/postgres/0006_intake.sql"),
+    ),
+    (
+        7,
+        "images",
+        include_str!("../migrations/postgres/0007_images.sql"),
     ),
 ];
 

@@ -229,3 +229,19 @@ pub struct Intake {
     pub sha: String,
     pub received_at: i64,
 }
+
+/// An image a job built with `build_image:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub run_id: String,
+    pub job_id: String,
+    /// The repository, e.g. `127.0.0.1:5000/team/app`.
+    pub name: String,
+    pub tags: Vec<String>,
+    /// The engine's image id (`sha256:…`).
+    pub image_id: String,
+    /// The registry's manifest digest (`sha256:…`), when pushed.
+    pub digest: Option<String>,
+    pub created_at: i64,
+}

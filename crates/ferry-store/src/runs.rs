@@ -449,4 +449,27 @@ impl Store {
             })
             .collect()
     }
+
+    /// The images a run's jobs built, in the order they were made.
+    pub async fn images(&self, run_id: &str) -> Result<Vec<crate::Image>> {
+        let rows = sqlx::query("SELECT * FROM images WHERE run_id = $1 ORDER BY created_at, id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let tags: String = row.try_get("tags")?;
+                Ok(crate::Image {
+                    id: row.try_get("id")?,
+                    run_id: row.try_get("run_id")?,
+                    job_id: row.try_get("job_id")?,
+                    name: row.try_get("name")?,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                    image_id: row.try_get("image_id")?,
+                    digest: row.try_get("digest")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
 }

@@ -51,6 +51,8 @@ pub enum Write {
         job_id: String,
         entries: Vec<LogIndexEntry>,
     },
+    /// An image the job built (and pushed).
+    Image(crate::Image),
 }
 
 impl Write {
@@ -248,6 +250,22 @@ async fn apply(tx: &mut Transaction<'_, Any>, w: &Write) -> Result<()> {
                 }
                 q.execute(&mut **tx).await?;
             }
+        }
+        Write::Image(image) => {
+            sqlx::query(
+                "INSERT INTO images (id, run_id, job_id, name, tags, image_id, digest, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&image.id)
+            .bind(&image.run_id)
+            .bind(&image.job_id)
+            .bind(&image.name)
+            .bind(serde_json::to_string(&image.tags).unwrap_or_default())
+            .bind(&image.image_id)
+            .bind(&image.digest)
+            .bind(image.created_at)
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())

@@ -43,6 +43,7 @@ impl Fixture {
                 concurrency,
                 work_root: dir.join("work"),
                 keep_workspaces: false,
+                cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
             },
         );
         if let Some(docker) = containers {

@@ -2,6 +2,11 @@
 //! the Docker Engine API (bollard, over the local socket), with the job's workspace
 //! mounted at [`WORKSPACE`]. One container per step matches `docker run --rm IMAGE cmd`,
 //! which is what the container benchmark compares with.
+//!
+//! Services next to a job are in [`services`]; image builds and pushes in [`build`].
+
+pub mod build;
+pub mod services;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,11 +30,21 @@ pub const LABEL: &str = "ferry";
 pub const JOB_LABEL: &str = "ferry.job";
 
 /// Runs steps in containers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DockerExecutor {
     docker: Docker,
     /// How long a container may take to stop after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
+    /// Where registry credentials for pulls and pushes come from.
+    pub credentials: std::sync::Arc<dyn build::Credentials>,
+}
+
+impl std::fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("kill_grace", &self.kill_grace)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DockerExecutor {
@@ -45,10 +60,32 @@ impl DockerExecutor {
         Ok(Self {
             docker,
             kill_grace: Duration::from_secs(5),
+            credentials: std::sync::Arc::new(build::DockerConfigCredentials),
         })
     }
 
-    /// Removes every container Ferry left behind (after a crash). Returns how many.
+    /// The image, pulled (with the registry's credentials) when it is not here yet.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let credentials = self.credentials.for_registry(build::registry_of(image));
+        let mut pull = self.docker.create_image(Some(options), None, credentials);
+        while let Some(progress) = pull.next().await {
+            if let Err(e) = progress {
+                return Err(format!(
+                    "image `{image}` is not here and cannot be pulled: {e}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every container, network and volume Ferry left behind (after a crash).
+    /// Returns how many containers.
     pub async fn remove_leftovers(&self) -> usize {
         let filters: HashMap<String, Vec<String>> =
             [("label".to_string(), vec![format!("{LABEL}=true")])].into();
@@ -65,6 +102,33 @@ impl DockerExecutor {
                 && self.remove(&id).await
             {
                 removed += 1;
+            }
+        }
+        let networks = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        for n in self
+            .docker
+            .list_networks(Some(networks))
+            .await
+            .unwrap_or_default()
+        {
+            if let Some(id) = n.id {
+                let _ = self.docker.remove_network(&id).await;
+            }
+        }
+        let volumes = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        if let Ok(list) = self.docker.list_volumes(Some(volumes)).await {
+            for v in list.volumes.unwrap_or_default() {
+                let _ = self
+                    .docker
+                    .remove_volume(
+                        &v.name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    )
+                    .await;
             }
         }
         removed
@@ -130,6 +194,7 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
         attach_stderr: Some(true),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{WORKSPACE}", job.workspace.display())]),
+            network_mode: job.network.clone(),
             nano_cpus: limits.cpus_milli.map(|m| (m * 1_000_000) as i64),
             memory: limits.memory.map(|b| b as i64),
             ..Default::default()
@@ -142,19 +207,7 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
 impl Executor for DockerExecutor {
     async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
         let image = job.image.as_deref().ok_or("the job has no image")?;
-        if self.docker.inspect_image(image).await.is_err() {
-            let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
-                .from_image(image)
-                .build();
-            let mut pull = self.docker.create_image(Some(options), None, None);
-            while let Some(progress) = pull.next().await {
-                if let Err(e) = progress {
-                    return Err(format!(
-                        "image `{image}` is not here and cannot be pulled: {e}"
-                    ));
-                }
-            }
-        }
+        self.ensure_image(image).await?;
         Ok(Prepared::new(job.clone()))
     }
 
@@ -169,7 +222,7 @@ impl Executor for DockerExecutor {
             Ok(c) => c,
             Err(e) => return StepOutcome::Error(e),
         };
-        let name = format!("ferry-{}", uuid_like());
+        let name = format!("ferry-{}", unique_suffix());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = match self.docker.create_container(Some(options), config).await {
             Ok(c) => c,
@@ -275,7 +328,7 @@ impl DockerExecutor {
 }
 
 /// A unique enough container name suffix (time and a counter; no extra dependency).
-fn uuid_like() -> String {
+pub(crate) fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +352,7 @@ mod tests {
             workspace: PathBuf::from("/tmp/ws/001-test"),
             image: Some("busybox:latest".into()),
             container: Default::default(),
+            network: Some("ferry-net".into()),
         };
         let step = StepSpec {
             script: "make test".into(),
@@ -324,8 +378,19 @@ mod tests {
         let env = c.env.unwrap_or_default();
         assert!(env.contains(&"A=1".to_string()));
         assert!(env.contains(&"FERRY_WORKSPACE=/workspace".to_string()));
-        let binds = c.host_config.and_then(|h| h.binds).unwrap_or_default();
+        let binds = c
+            .host_config
+            .as_ref()
+            .and_then(|h| h.binds.clone())
+            .unwrap_or_default();
         assert_eq!(binds, vec!["/tmp/ws/001-test:/workspace".to_string()]);
+        assert_eq!(
+            c.host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref()),
+            Some("ferry-net"),
+            "on the network of the job's services"
+        );
         let labels = c.labels.unwrap_or_default();
         assert_eq!(labels.get("ferry").map(String::as_str), Some("true"));
         assert_eq!(

@@ -1,0 +1,391 @@
+//! `build_image:` — build an image from a directory through the Engine API (the build
+//! context sent as a tar, `.dockerignore` honoured), tag it, push every tag and read the
+//! pushed image's digest back from the engine. The engine's layer cache makes a second
+//! build of an unchanged context reuse every layer; the context's files are archived
+//! with fixed times and owners so that a fresh workspace does not defeat that cache.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::DockerExecutor;
+use crate::OutputSink;
+
+/// Where registry credentials come from (for pulls and pushes).
+pub trait Credentials: Send + Sync {
+    /// Credentials for `registry` (`docker.io`, `127.0.0.1:5000`, ...), if any.
+    fn for_registry(&self, registry: &str) -> Option<DockerCredentials>;
+}
+
+/// The Docker CLI's own store: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`
+/// (what `docker login` writes), including credential helpers configured there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DockerConfigCredentials;
+
+impl Credentials for DockerConfigCredentials {
+    fn for_registry(&self, registry: &str) -> Option<DockerCredentials> {
+        let server = if registry == "docker.io" {
+            "https://index.docker.io/v1/"
+        } else {
+            registry
+        };
+        match docker_credential::get_credential(server).ok()? {
+            docker_credential::DockerCredential::UsernamePassword(user, password) => {
+                Some(DockerCredentials {
+                    username: Some(user),
+                    password: Some(password),
+                    serveraddress: Some(server.to_string()),
+                    ..Default::default()
+                })
+            }
+            docker_credential::DockerCredential::IdentityToken(token) => Some(DockerCredentials {
+                identitytoken: Some(token),
+                serveraddress: Some(server.to_string()),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The registry an image reference names: its first component when that is a host
+/// (has `.` or `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// One image build, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// The build context (a directory on this host).
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context.
+    pub dockerfile: String,
+    pub args: Vec<(String, String)>,
+    pub target: Option<String>,
+    pub labels: Vec<(String, String)>,
+    /// The repository, e.g. `127.0.0.1:5000/team/app`.
+    pub name: String,
+    /// Its tags (the commit's sha first).
+    pub tags: Vec<String>,
+    pub push: bool,
+}
+
+/// What a build made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The local image id (`sha256:…`).
+    pub id: String,
+    /// `name:tag` for every tag.
+    pub references: Vec<String>,
+    /// The registry's digest of the pushed image (`sha256:…`), when pushed.
+    pub digest: Option<String>,
+}
+
+/// `.dockerignore` rules: later rules win; `!` re-includes.
+#[derive(Debug, Default)]
+struct Ignore {
+    rules: Vec<(globset::GlobMatcher, bool)>,
+}
+
+impl Ignore {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut rules = Vec::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (include, pattern) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+            let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
+            if pattern.is_empty() {
+                continue;
+            }
+            for p in [pattern.to_string(), format!("{pattern}/**")] {
+                let glob = globset::GlobBuilder::new(&p)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!(".dockerignore: invalid pattern `{line}`: {e}"))?;
+                rules.push((glob.compile_matcher(), include));
+            }
+        }
+        Ok(Self { rules })
+    }
+
+    fn excluded(&self, rel: &Path) -> bool {
+        let mut excluded = false;
+        for (glob, include) in &self.rules {
+            if glob.is_match(rel) {
+                excluded = !include;
+            }
+        }
+        excluded
+    }
+
+    fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, include)| *include)
+    }
+}
+
+/// The build context as a tar archive (fixed times and owners; symlinks kept as links).
+pub fn context_tar(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
+    let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
+        Ok(text) => Ignore::parse(&text)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ignore::default(),
+        Err(e) => return Err(format!("cannot read .dockerignore: {e}")),
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.follow_symlinks(false);
+    let mut walk = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| format!("cannot read the build context: {e}"))?;
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        // The Dockerfile and .dockerignore are always sent (the builder reads them).
+        let always = rel == Path::new(dockerfile) || rel == Path::new(".dockerignore");
+        if !always && ignore.excluded(rel) {
+            if entry.file_type().is_dir() && !ignore.has_exceptions() {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        tar.append_path_with_name(entry.path(), rel)
+            .map_err(|e| format!("cannot archive {}: {e}", rel.display()))?;
+    }
+    tar.into_inner()
+        .map_err(|e| format!("cannot archive the build context: {e}"))
+}
+
+impl DockerExecutor {
+    /// Builds `spec`, streaming the builder's output to `out`, tags it, and pushes it.
+    pub async fn build_image(
+        &self,
+        spec: &BuildSpec,
+        out: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<BuiltImage, String> {
+        let context = spec.context.clone();
+        let dockerfile = spec.dockerfile.clone();
+        if !context.join(&dockerfile).is_file() {
+            return Err(format!(
+                "there is no Dockerfile at {}",
+                Path::new(&dockerfile).display()
+            ));
+        }
+        let tar = tokio::task::spawn_blocking(move || context_tar(&context, &dockerfile))
+            .await
+            .map_err(|e| e.to_string())??;
+        let first = format!("{}:{}", spec.name, spec.tags.first().ok_or("no tag")?);
+        let args: HashMap<String, String> = spec.args.iter().cloned().collect();
+        let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+        let mut options = BuildImageOptionsBuilder::default()
+            .dockerfile(&spec.dockerfile)
+            .t(&first)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&args)
+            .labels(&labels);
+        if let Some(target) = &spec.target {
+            options = options.target(target);
+        }
+        // Base images of the Dockerfile may come from registries that need credentials.
+        let mut registries: HashMap<String, DockerCredentials> = HashMap::new();
+        if let Some(c) = self.credentials.for_registry(registry_of(&spec.name)) {
+            registries.insert(registry_of(&spec.name).to_string(), c);
+        }
+        let mut stream = self.docker.build_image(
+            options.build(),
+            (!registries.is_empty()).then_some(registries),
+            Some(bollard::body_full(tar.into())),
+        );
+        let mut id = None;
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                // Dropping the stream closes the connection, which stops the build.
+                _ = cancel.cancelled() => return Err("cancelled".into()),
+            };
+            let Some(next) = next else { break };
+            let info = next.map_err(|e| format!("the build failed: {}", engine_message(&e)))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                return Err(format!("the build failed: {}", e.trim_end()));
+            }
+            if let Some(text) = info.stream {
+                out.chunk(text.as_bytes());
+            }
+            if let Some(status) = info.status
+                && info.progress.is_none()
+            {
+                out.chunk(format!("{status}\n").as_bytes());
+            }
+            if let Some(aux) = info.aux
+                && let Some(i) = aux.id
+            {
+                id = Some(i);
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_image(&first)
+            .await
+            .map_err(|e| format!("the build did not produce {first}: {e}"))?;
+        let id = inspected.id.or(id).unwrap_or_default();
+        let mut references = vec![first.clone()];
+        for tag in spec.tags.iter().skip(1) {
+            let options = TagImageOptionsBuilder::default()
+                .repo(&spec.name)
+                .tag(tag)
+                .build();
+            self.docker
+                .tag_image(&id, Some(options))
+                .await
+                .map_err(|e| format!("cannot tag the image as {}:{tag}: {e}", spec.name))?;
+            references.push(format!("{}:{tag}", spec.name));
+        }
+        let mut digest = None;
+        if spec.push {
+            for tag in &spec.tags {
+                self.push(&spec.name, tag, out, cancel).await?;
+            }
+            let image = self
+                .docker
+                .inspect_image(&first)
+                .await
+                .map_err(|e| format!("cannot read the pushed image's digest: {e}"))?;
+            let prefix = format!("{}@", spec.name);
+            digest = image
+                .repo_digests
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|d| d.strip_prefix(&prefix).map(str::to_string));
+            if digest.is_none() {
+                return Err(format!(
+                    "the registry did not report a digest for {}",
+                    spec.name
+                ));
+            }
+        }
+        Ok(BuiltImage {
+            id,
+            references,
+            digest,
+        })
+    }
+
+    async fn push(
+        &self,
+        name: &str,
+        tag: &str,
+        out: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        out.chunk(format!("pushing {name}:{tag}\n").as_bytes());
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let credentials = self.credentials.for_registry(registry_of(name));
+        let mut stream = self.docker.push_image(name, Some(options), credentials);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                _ = cancel.cancelled() => return Err("cancelled".into()),
+            };
+            let Some(next) = next else { break };
+            let info = next.map_err(|e| {
+                format!("the registry refused {name}:{tag}: {}", engine_message(&e))
+            })?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+                return Err(format!(
+                    "the registry refused {name}:{tag}: {}",
+                    e.trim_end()
+                ));
+            }
+            if let Some(status) = info.status
+                && info.progress.is_none()
+            {
+                out.chunk(format!("{status}\n").as_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's own message, without bollard's wrapping where it has one.
+fn engine_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        bollard::errors::Error::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_of_images() {
+        assert_eq!(registry_of("busybox"), "docker.io");
+        assert_eq!(registry_of("library/busybox:1"), "docker.io");
+        assert_eq!(registry_of("127.0.0.1:5000/team/app:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/o/app"), "ghcr.io");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+    }
+
+    #[test]
+    fn dockerignore_rules() {
+        let ignore =
+            Ignore::parse("# comment\ntarget\n*.log\n!keep.log\n/docs/**/*.md\n").expect("parse");
+        let ex = |p: &str| ignore.excluded(Path::new(p));
+        assert!(ex("target"));
+        assert!(ex("target/debug/app"), "a directory's contents too");
+        assert!(ex("build.log"));
+        assert!(!ex("keep.log"), "`!` re-includes");
+        assert!(!ex("src/build.log"), "`*` does not cross directories");
+        assert!(ex("docs/a/b/x.md"));
+        assert!(!ex("src/main.rs"));
+        assert!(Ignore::parse("[").is_err());
+    }
+
+    #[test]
+    fn context_archive_is_reproducible_and_filtered() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("w");
+        std::fs::write(dir.path().join(".dockerignore"), "secret\nDockerfile\n").expect("w");
+        std::fs::write(dir.path().join("app"), "bin").expect("w");
+        std::fs::write(dir.path().join("secret"), "x").expect("w");
+        let first = context_tar(dir.path(), "Dockerfile").expect("tar");
+        // A fresh copy of the same files has new times: the archive is the same.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(dir.path().join("app"), "bin").expect("w");
+        let second = context_tar(dir.path(), "Dockerfile").expect("tar");
+        assert_eq!(first, second);
+        let mut names: Vec<String> = tar::Archive::new(first.as_slice())
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![".dockerignore", "Dockerfile", "app"]);
+    }
+}
