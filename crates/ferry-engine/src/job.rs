@@ -693,6 +693,12 @@ async fn build_image(
             return failed(e);
         }
     };
+    let dockerfile = Path::new(&build.context).join(&build.dockerfile);
+    if !dir.join(&dockerfile).is_file() {
+        let e = format!("there is no Dockerfile at {}", dockerfile.display());
+        out.say(&format!("error: {e}"));
+        return failed(e);
+    }
     out.say(&format!("building image {}:{}", spec.name, spec.tags[0]));
     match docker.build_image(&spec, out, &ctx.cancel).await {
         Ok(built) => {

@@ -177,3 +177,310 @@ async fn a_default_image_takes_jobs_without_one() {
         "ran in a container"
     );
 }
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.trim().to_string())
+}
+
+/// Networks Ferry made for `job` (empty when all are removed).
+fn networks_of(job: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=ferry.job={job}"),
+    ])
+    .1
+}
+
+/// A busybox httpd service serving `hello-from-service`, on port 8080.
+fn web_service(image: &str) -> String {
+    format!(
+        "web:
+        image: {image}
+        command: [sh, -c, 'echo web starting; mkdir -p /www && echo hello-from-service > /www/index.html && exec httpd -f -p 8080 -h /www']
+        ports: [8080]"
+    )
+}
+
+#[tokio::test]
+async fn services_are_reachable_by_name_and_from_the_host() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    let yaml = format!(
+        "jobs:
+  svc-inside:
+    image: {image}
+    services:
+      {web}
+      slow:
+        image: {image}
+        command: sh -c 'sleep 1; touch /ready; exec sleep 300'
+        health: test -f /ready
+    run: wget -q -O - http://web:8080/ && echo \"$FERRY_SERVICE_WEB_HOST:$FERRY_SERVICE_WEB_PORT\"
+  svc-host:
+    services:
+      {web}
+    run: busybox wget -q -O - \"http://$FERRY_SERVICE_WEB_HOST:$FERRY_SERVICE_WEB_PORT_8080/\"
+",
+        web = web_service(&image)
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(out.status, Status::Success, "{:?}", out.jobs);
+    let inside = f.log(&out, "svc-inside").await;
+    assert!(
+        inside.starts_with("hello-from-service\nweb:8080\n"),
+        "{inside}"
+    );
+    assert!(
+        inside.contains("ferry: --- log of service `web` ---\nweb starting\n"),
+        "the service's log is kept: {inside}"
+    );
+    let host = f.log(&out, "svc-host").await;
+    assert!(host.starts_with("hello-from-service\n"), "{host}");
+    for job in ["svc-inside", "svc-host"] {
+        assert_eq!(containers_of(job), "", "services are removed");
+        assert_eq!(networks_of(job), "", "the network is removed");
+    }
+}
+
+#[tokio::test]
+async fn services_that_never_get_ready_fail_the_job_clearly() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    let yaml = format!(
+        "jobs:
+  svc-deaf:
+    image: {image}
+    services:
+      deaf:
+        image: {image}
+        command: sleep 300
+        ports: [9999]
+        wait: 1s
+    run: echo never runs
+  svc-crash:
+    services:
+      crash:
+        image: {image}
+        command: sh -c 'echo crashing now; exit 3'
+        ports: [5432]
+    run: echo never runs
+"
+    );
+    let out = f.run(&yaml).await;
+    let reason = |job: &str| {
+        out.jobs
+            .iter()
+            .find(|j| j.name == job)
+            .and_then(|j| j.reason.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reason("svc-deaf"),
+        "service `deaf` was not ready after 1s: port 9999 is not listening"
+    );
+    assert_eq!(
+        reason("svc-crash"),
+        "service `crash` exited with code 3 before it was ready"
+    );
+    let crash = f.log(&out, "svc-crash").await;
+    assert!(crash.contains("crashing now"), "its log is shown: {crash}");
+    assert!(!crash.contains("never runs"));
+    for job in ["svc-deaf", "svc-crash"] {
+        assert_eq!(containers_of(job), "");
+        assert_eq!(networks_of(job), "");
+    }
+}
+
+#[tokio::test]
+async fn cancel_removes_services_and_their_network() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    let yaml = format!(
+        "jobs:
+  svc-cancel:
+    image: {image}
+    services:
+      {web}
+    run: echo started; sleep 300
+",
+        web = web_service(&image)
+    );
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        // Both the service and the step's container are up: two containers.
+        for _ in 0..600 {
+            if containers_of("svc-cancel").lines().count() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), f.run_with(&yaml, cancel))
+        .await
+        .expect("stops");
+    assert_eq!(out.status, Status::Cancelled);
+    assert_eq!(containers_of("svc-cancel"), "", "no container is left");
+    assert_eq!(networks_of("svc-cancel"), "", "no network is left");
+}
+
+fn registry() -> Option<String> {
+    std::env::var("FERRY_TEST_REGISTRY").ok()
+}
+
+#[tokio::test]
+async fn build_push_and_pull_by_digest() {
+    let (Some(image), Some(registry)) = (image(), registry()) else {
+        return;
+    };
+    let f = fixture().await;
+    let app = f.dir.join("src/app");
+    std::fs::create_dir_all(&app).expect("mkdir");
+    std::fs::write(
+        app.join("Dockerfile"),
+        format!("FROM {image}\nARG GREETING\nCOPY input.txt /input.txt\nRUN echo \"$GREETING\" > /greeting\n"),
+    )
+    .expect("write");
+    std::fs::write(app.join("input.txt"), "packaged\n").expect("write");
+    std::fs::write(app.join(".dockerignore"), "secret.txt\n").expect("write");
+    std::fs::write(app.join("secret.txt"), "not in the image\n").expect("write");
+    let name = format!("{registry}/ferry-test/built-{}", std::process::id());
+    let yaml = format!(
+        "jobs:
+  package:
+    build_image:
+      name: {name}
+      context: app
+      args: {{ GREETING: \"hi from ${{{{ event.branch }}}}\" }}
+      labels: {{ team: core }}
+      tags: [latest]
+"
+    );
+    let out = f.run(&yaml).await;
+    assert_eq!(
+        out.status,
+        Status::Success,
+        "{}",
+        f.log(&out, "package").await
+    );
+    let images = f.store.images(&out.run.id).await.expect("images");
+    assert_eq!(images.len(), 1);
+    let built = &images[0];
+    let sha = Fixture::event().sha;
+    assert_eq!(built.name, name);
+    assert_eq!(built.tags, vec![sha.clone(), "latest".to_string()]);
+    let digest = built.digest.clone().expect("pushed with a digest");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    // The second build of the same context reuses the layer cache (the local image and
+    // its parents are still here).
+    let again = f.run(&yaml).await;
+    assert_eq!(again.status, Status::Success);
+    let log = f.log(&again, "package").await;
+    assert!(log.contains("Using cache"), "{log}");
+    // Forget the local image, pull it back by digest: the same image.
+    let by_digest = format!("{name}@{digest}");
+    for tag in [&sha, "latest"] {
+        docker(&["rmi", "-f", &format!("{name}:{tag}")]);
+    }
+    let (ok, text) = docker(&["pull", "-q", &by_digest]);
+    assert!(ok, "{text}");
+    let (_, id) = docker(&["image", "inspect", "-f", "{{.Id}}", &by_digest]);
+    assert_eq!(id, built.image_id, "the pulled image is the built one");
+    let (_, content) = docker(&["run", "--rm", &by_digest, "cat", "/input.txt", "/greeting"]);
+    assert_eq!(content, "packaged\nhi from main");
+    let (_, secret) = docker(&["run", "--rm", &by_digest, "ls", "/"]);
+    assert!(!secret.contains("secret.txt"));
+    let (_, labels) = docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Labels}}",
+        &by_digest,
+    ]);
+    assert!(
+        labels.contains(&format!("\"org.opencontainers.image.revision\":\"{sha}\"")),
+        "{labels}"
+    );
+    assert!(labels.contains("\"team\":\"core\""), "{labels}");
+    docker(&["rmi", "-f", &by_digest]);
+}
+
+#[tokio::test]
+async fn build_and_push_failures_carry_the_message() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    std::fs::write(
+        f.dir.join("src/Dockerfile"),
+        format!("FROM {image}\nFRM nothing\n"),
+    )
+    .expect("write");
+    std::fs::create_dir_all(f.dir.join("src/ok")).expect("mkdir");
+    std::fs::write(f.dir.join("src/ok/Dockerfile"), format!("FROM {image}\n")).expect("write");
+    let yaml = "jobs:
+  bad-dockerfile:
+    build_image: { name: ferry-test/broken, push: false }
+  no-dockerfile:
+    build_image: { name: ferry-test/none, context: nowhere }
+  refused:
+    build_image: { name: 127.0.0.1:1/ferry-test/refused, context: ok }
+";
+    let out = f.run(yaml).await;
+    let reason = |job: &str| {
+        out.jobs
+            .iter()
+            .find(|j| j.name == job)
+            .and_then(|j| j.reason.clone())
+            .unwrap_or_default()
+    };
+    let bad = reason("bad-dockerfile");
+    assert!(
+        bad.starts_with("the build failed:") && bad.contains("FRM"),
+        "{bad}"
+    );
+    assert_eq!(
+        reason("no-dockerfile"),
+        "there is no Dockerfile at nowhere/Dockerfile"
+    );
+    let refused = reason("refused");
+    assert!(
+        refused.starts_with("the registry refused 127.0.0.1:1/ferry-test/refused:"),
+        "{refused}"
+    );
+    assert!(
+        f.store
+            .images(&out.run.id)
+            .await
+            .expect("images")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn container_jobs_restore_caches() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    let yaml = format!(
+        "jobs:
+  cached:
+    image: {image}
+    cache: {{ key: \"c-${{{{ hash_files('input.txt') }}}}\", paths: [deps] }}
+    run: if [ -f deps/x ]; then echo hit; else echo miss; mkdir -p deps; echo 1 > deps/x; fi
+"
+    );
+    let first = f.run(&yaml).await;
+    assert!(f.log(&first, "cached").await.contains("miss\n"));
+    let second = f.run(&yaml).await;
+    let log = f.log(&second, "cached").await;
+    assert!(log.contains("restored\nhit\n"), "{log}");
+}

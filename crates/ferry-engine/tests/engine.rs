@@ -356,3 +356,43 @@ async fn artifact_symlinks_stay_links() {
         "the link's target was not copied into the artifacts"
     );
 }
+
+#[tokio::test]
+async fn caches_are_restored_by_key_and_saved_when_new() {
+    let f = Fixture::build(1, None).await;
+    let yaml = "jobs:
+  deps:
+    cache:
+      key: deps-${{ hash_files('input.txt') }}
+      paths: [vendor, missing]
+    run: if [ -f vendor/x ]; then echo hit $(cat vendor/x); else echo miss; mkdir -p vendor; echo $FERRY_RUN_NUMBER > vendor/x; fi
+";
+    let first = f.run(yaml).await;
+    let log = f.log(&first, "deps").await;
+    assert!(
+        log.contains("not found; it is saved if the job succeeds\nmiss\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: cache `deps-"),
+        "a missing path is reported: {log}"
+    );
+    let second = f.run(yaml).await;
+    let log = f.log(&second, "deps").await;
+    assert!(
+        log.contains("restored\nhit 1\n"),
+        "the first run's files: {log}"
+    );
+    assert!(!log.contains("saved"), "a hit is not saved again: {log}");
+    // A changed input file makes a new key.
+    std::fs::write(f.dir.join("src/input.txt"), "changed\n").expect("write");
+    let third = f.run(yaml).await;
+    assert!(f.log(&third, "deps").await.contains("miss\n"));
+    let caches = ferry_engine::cache::CacheStore::new(f.dir.join("data/caches"), u64::MAX);
+    let keys: Vec<String> = caches.list().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    // A failed job saves nothing.
+    let failing = "jobs:\n  f:\n    cache: { key: never, paths: [x] }\n    run: mkdir x; exit 1\n";
+    f.run(failing).await;
+    assert!(!caches.contains(&f.repo, "never"));
+}

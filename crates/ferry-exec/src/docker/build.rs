@@ -314,8 +314,10 @@ impl DockerExecutor {
                     e.trim_end()
                 ));
             }
+            // Per-layer chatter ("Preparing", "Waiting", progress bars) is left out.
             if let Some(status) = info.status
                 && info.progress.is_none()
+                && !matches!(status.as_str(), "Preparing" | "Waiting")
             {
                 out.chunk(format!("{status}\n").as_bytes());
             }
