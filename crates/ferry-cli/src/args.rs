@@ -71,6 +71,8 @@ pub enum Command {
         #[command(flatten)]
         server: crate::client::ServerArgs,
     },
+    /// List or clear the `cache:` entries of a repository.
+    Cache(crate::cache::CacheArgs),
 }
 
 #[derive(Debug, Args)]

@@ -111,6 +111,15 @@ impl Client {
             .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
+    pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
+        let resp = self
+            .send(self.request(reqwest::Method::DELETE, path).query(query))
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| Failure::failed(format!("bad response: {e}")))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, Failure> {
         let resp = self
             .send(self.request(reqwest::Method::POST, path).json(&body))

@@ -2,6 +2,7 @@
 //! that do the work, and turns results into output and exit codes.
 
 mod args;
+mod cache;
 mod client;
 mod lint;
 mod local;
@@ -119,6 +120,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             server,
         } => client::rerun(&server, &run, failed).await,
         Command::Repos { command, server } => client::repos(&server, command).await,
+        Command::Cache(a) => cache::cache(a).await,
         Command::User {
             command:
                 args::UserCommand::Add {

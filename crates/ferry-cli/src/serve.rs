@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Let requests without a token read repositories, runs and logs.
     #[arg(long, env = "FERRY_PUBLIC_READS")]
     pub public_reads: bool,
+    /// The size limit of all `cache:` entries together, e.g. `20g` [default: 10g];
+    /// the least recently used entries are removed first.
+    #[arg(long, env = "FERRY_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    ferry_config::parse_memory(text)
+        .ok_or_else(|| format!("`{text}` is not a size: write a number and `k`, `m` or `g`"))
 }
 
 /// The optional configuration file: the same settings as the flags.
@@ -61,6 +70,7 @@ struct FileConfig {
     drain: Option<bool>,
     public_reads: Option<bool>,
     default_image: Option<String>,
+    cache_size: Option<String>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -87,6 +97,11 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.drain = args.drain || file.drain.unwrap_or(false);
     args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
     args.default_image = args.default_image.or(file.default_image);
+    if args.cache_size.is_none()
+        && let Some(size) = &file.cache_size
+    {
+        args.cache_size = Some(parse_size(size).map_err(Failure::usage)?);
+    }
     Ok(args)
 }
 
@@ -172,7 +187,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             concurrency: jobs,
             work_root,
             keep_workspaces: false,
-            cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
+            cache_max_bytes: args
+                .cache_size
+                .unwrap_or(ferry_engine::cache::DEFAULT_MAX_BYTES),
         },
     );
     // Docker is optional: without it, jobs with an `image:` fail with the reason.

@@ -660,3 +660,37 @@ fn runs_can_be_stored_in_postgresql() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn cache_list_and_clear() {
+    let repo = Repo::new(
+        "jobs:\n  deps:\n    cache: { key: \"deps-${{ hash_files('lock') }}\", paths: [vendor] }\n    run: if [ -d vendor ]; then echo hit; else echo miss; mkdir vendor; echo x > vendor/f; fi\n",
+    );
+    repo.write("lock", "v1\n");
+    assert_eq!(stdout(&repo.ferry(&["cache", "list"])), "no caches\n");
+    let first = repo.ferry(&["run"]);
+    assert!(stdout(&first).contains("miss"), "{}", stdout(&first));
+    let second = repo.ferry(&["run"]);
+    assert!(stdout(&second).contains("hit"), "{}", stdout(&second));
+    let list = stdout(&repo.ferry(&["cache", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].starts_with("KEY"), "{list}");
+    assert!(
+        lines[1].starts_with("deps-") && lines[1].ends_with("vendor"),
+        "{list}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&repo.ferry(&["cache", "list", "--json"]))).expect("json");
+    let key = json[0]["key"].as_str().expect("key").to_string();
+    let missing = repo.ferry(&["cache", "clear", "nope"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("there is no cache `nope`"));
+    let cleared = repo.ferry(&["cache", "clear", &key]);
+    assert_eq!(stdout(&cleared), format!("removed cache `{key}`\n"));
+    assert!(stdout(&repo.ferry(&["run"])).contains("miss"));
+    assert_eq!(
+        stdout(&repo.ferry(&["cache", "clear", "--all"])),
+        "removed 1 cache entry\n"
+    );
+}

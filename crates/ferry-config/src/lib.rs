@@ -13,6 +13,7 @@ pub mod schema;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
+pub use load::parse_memory;
 pub use model::*;
 
 /// The file name Ferry looks for at the root of a repository.

@@ -123,6 +123,14 @@ impl Engine {
         &self.store
     }
 
+    /// The `cache:` entries of every repository (in the store's data directory).
+    pub fn caches(&self) -> CacheStore {
+        CacheStore::new(
+            self.store.data_dir().join("caches"),
+            self.config.cache_max_bytes,
+        )
+    }
+
     /// Records a run for `plan` (queued, with its jobs and steps).
     pub async fn create_run(
         &self,
@@ -210,10 +218,7 @@ impl Engine {
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
             containers: self.containers.clone(),
-            caches: CacheStore::new(
-                self.store.data_dir().join("caches"),
-                self.config.cache_max_bytes,
-            ),
+            caches: self.caches(),
             default_image: self.default_image.clone(),
             writer,
             executor: self.executor.clone(),

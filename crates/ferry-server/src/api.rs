@@ -90,6 +90,18 @@ pub const ROUTES: &[Route] = &[
         DEVELOPER,
         "Trigger a run of a ref",
     ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/caches",
+        VIEWER,
+        "A repository's `cache:` entries",
+    ),
+    r(
+        "DELETE",
+        "/api/v1/repos/{repo}/caches",
+        DEVELOPER,
+        "Remove a repository's cache entries (all, or `?key=`)",
+    ),
     r("GET", "/api/v1/runs", VIEWER, "List runs (filters, cursor)"),
     r(
         "GET",
@@ -150,6 +162,8 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/api/v1/repos") => post(create_repo),
         ("GET", "/api/v1/repos/{repo}") => get(get_repo),
         ("POST", "/api/v1/repos/{repo}/runs") => post(trigger_run),
+        ("GET", "/api/v1/repos/{repo}/caches") => get(list_caches),
+        ("DELETE", "/api/v1/repos/{repo}/caches") => delete(clear_caches),
         ("GET", "/api/v1/runs") => get(list_runs),
         ("GET", "/api/v1/runs/{run}") => get(get_run),
         ("GET", "/api/v1/runs/{run}/jobs/{job}/log") => get(job_log),
@@ -397,6 +411,45 @@ async fn get_repo(
     ))
 }
 
+async fn list_caches(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let caches = s.engine.caches();
+    let entries = tokio::task::spawn_blocking(move || caches.list())
+        .await
+        .map_err(ApiError::internal)?;
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.repository_id == repo.id)
+        .collect();
+    Ok(Json(json!({ "caches": entries })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheQuery {
+    /// Only the entry with this key.
+    key: Option<String>,
+}
+
+async fn clear_caches(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Query(q): Query<CacheQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let caches = s.engine.caches();
+    let removed =
+        tokio::task::spawn_blocking(move || caches.clear(Some(&repo.id), q.key.as_deref()))
+            .await
+            .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "removed": removed })))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TriggerBody {
@@ -514,7 +567,10 @@ async fn get_run(
         let steps = s.store.steps(&job.id).await?;
         jobs.push(JobView { job, steps });
     }
-    Ok(Json(json!({ "run": run, "plan": plan, "jobs": jobs })))
+    let images = s.store.images(&run.id).await?;
+    Ok(Json(
+        json!({ "run": run, "plan": plan, "jobs": jobs, "images": images }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -1116,3 +1116,34 @@ async fn openapi_lists_every_route() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn caches_are_listed_and_cleared_through_the_api() {
+    let s = Server::start().await;
+    let bare = s.repository(
+        "cached",
+        Some("jobs:\n  deps:\n    cache: { key: deps-v1, paths: [vendor] }\n    run: mkdir -p vendor && echo x > vendor/f\n"),
+    );
+    s.register("cached", &bare).await;
+    let run_id = s.trigger("cached").await;
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success");
+    assert_eq!(detail["images"], json!([]), "the run lists its images");
+    let (status, body) = s.admin("GET", "/api/v1/repos/cached/caches", None).await;
+    assert_eq!(status, 200, "{body}");
+    let caches = body["caches"].as_array().expect("caches");
+    assert_eq!(caches.len(), 1, "{body}");
+    assert_eq!(caches[0]["key"], "deps-v1");
+    assert_eq!(caches[0]["paths"], json!(["vendor"]));
+    let (status, body) = s
+        .admin("DELETE", "/api/v1/repos/cached/caches?key=other", None)
+        .await;
+    assert_eq!((status, body["removed"].as_u64()), (200, Some(0)));
+    let (status, body) = s
+        .admin("DELETE", "/api/v1/repos/cached/caches?key=deps-v1", None)
+        .await;
+    assert_eq!((status, body["removed"].as_u64()), (200, Some(1)));
+    let (_, body) = s.admin("GET", "/api/v1/repos/cached/caches", None).await;
+    assert_eq!(body["caches"], json!([]));
+    s.stop().await;
+}

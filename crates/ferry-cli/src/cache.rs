@@ -1,0 +1,149 @@
+//! `ferry cache list|clear`: the `cache:` entries of a repository, in the local data
+//! directory or (with `--server`) on a server.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use ferry_engine::cache::{CacheEntry, CacheStore, DEFAULT_MAX_BYTES};
+use serde_json::Value;
+
+use crate::args::StoreArgs;
+use crate::{Failure, exit, local};
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    /// The repository's directory (local mode).
+    #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
+    pub dir: PathBuf,
+    /// The repository on the server (with --server).
+    #[arg(long, global = true)]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the entries, most recently used first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the entry with KEY, or every entry with --all.
+    Clear {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        key: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub async fn cache(args: CacheArgs) -> Result<u8, Failure> {
+    if args.server.server.is_some() {
+        return remote(args).await;
+    }
+    let local = local::open(&args.dir, &args.store).await?;
+    let caches = CacheStore::new(local.store.data_dir().join("caches"), DEFAULT_MAX_BYTES);
+    match args.command {
+        CacheCommand::List { json } => {
+            let entries: Vec<CacheEntry> = caches
+                .list()
+                .into_iter()
+                .filter(|e| e.repository_id == local.repository_id)
+                .collect();
+            print_entries(&serde_json::to_value(&entries).unwrap_or_default(), json);
+        }
+        CacheCommand::Clear { key, .. } => {
+            let n = caches.clear(Some(&local.repository_id), key.as_deref());
+            report_cleared(n, key.as_deref())?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn remote(args: CacheArgs) -> Result<u8, Failure> {
+    let repo = args
+        .repo
+        .ok_or_else(|| Failure::usage("with --server, name the repository with --repo"))?;
+    let c = crate::client::Client::new(&args.server)?;
+    let path = format!("/repos/{repo}/caches");
+    match args.command {
+        CacheCommand::List { json } => {
+            let v = c.get(&path).await?;
+            print_entries(&v["caches"], json);
+        }
+        CacheCommand::Clear { key, .. } => {
+            let query: Vec<(&str, String)> = key.iter().map(|k| ("key", k.clone())).collect();
+            let v = c.delete(&path, &query).await?;
+            report_cleared(v["removed"].as_u64().unwrap_or(0) as usize, key.as_deref())?;
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn report_cleared(n: usize, key: Option<&str>) -> Result<(), Failure> {
+    match key {
+        Some(k) if n == 0 => Err(Failure::usage(format!("there is no cache `{k}`"))),
+        Some(k) => {
+            println!("removed cache `{k}`");
+            Ok(())
+        }
+        None => {
+            println!("removed {n} cache entr{}", if n == 1 { "y" } else { "ies" });
+            Ok(())
+        }
+    }
+}
+
+fn print_entries(entries: &Value, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(entries).unwrap_or_default()
+        );
+        return;
+    }
+    let list = entries.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no caches");
+        return;
+    }
+    println!("{:<50}  {:>10}  {:<19}  PATHS", "KEY", "SIZE", "LAST USED");
+    for e in list {
+        let used = e["last_used_ms"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| {
+                t.with_timezone(&chrono::Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let paths: Vec<&str> = e["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{:<50}  {:>10}  {:<19}  {}",
+            e["key"].as_str().unwrap_or(""),
+            human(e["size"].as_u64().unwrap_or(0)),
+            used,
+            paths.join(" ")
+        );
+    }
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
