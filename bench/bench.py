@@ -8,6 +8,8 @@ same machine, and prints the ratio. No network, no Docker. Usage: bench/run.sh [
            growth; `ferry runs` / `ferry logs` / the next run before and after
   logs-shm the same with both writing to tmpfs, without the disk's drift
   containers  20 container steps each `true` vs 20 `docker run --rm IMAGE true`
+  images   `build_image` of a small context (build + push to the local registry), first
+           (cold layer cache) and second (cached) time, vs `docker build` + `docker push`
   memory   peak RSS of `ferry run` in all of the above (reported with each)
 """
 
@@ -215,15 +217,83 @@ def bench_containers():
     return rss
 
 
+def bench_images():
+    """build_image + push of a small context vs `docker build` + `docker push`."""
+    image = os.environ.get("FERRY_BENCH_IMAGE", "ferry-test/busybox:latest")
+    registry = os.environ.get("FERRY_BENCH_REGISTRY", "127.0.0.1:5000")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        print(f"images skipped: image {image} not found (scripts/test.sh builds it)")
+        return 0
+    if subprocess.run(["curl", "-fsS", f"http://{registry}/v2/"], capture_output=True).returncode != 0:
+        print(f"images skipped: no registry at {registry} (set FERRY_BENCH_REGISTRY)")
+        return 0
+    tag = f"{os.getpid()}"
+    ferry_name = f"{registry}/ferry-bench/ferry-{tag}"
+    base_name = f"{registry}/ferry-bench/docker-{tag}"
+    repo = Repo(f"jobs:\n  package:\n    build_image: {{ name: {ferry_name}, context: app }}\n")
+    ctx = os.path.join(repo.dir, "app")
+    base_ctx = os.path.join(repo.tmp, "base-ctx")
+    for d in (ctx, base_ctx):
+        os.makedirs(os.path.join(d, "data"))
+        for i in range(200):  # ~2 MB of small files
+            with open(os.path.join(d, "data", f"f{i}"), "wb") as f:
+                f.write(os.urandom(10_000))
+
+    def dockerfile(nonce):
+        # Different first layers for Ferry and the baseline: neither reuses the other's cache.
+        for who, d in (("ferry", ctx), ("docker", base_ctx)):
+            with open(os.path.join(d, "Dockerfile"), "w") as f:
+                f.write(f"FROM {image}\nRUN echo {who}-{nonce} > /nonce && for i in $(seq 1 100); do echo $i > /n$i; done\n"
+                        "COPY data /data\nRUN ls /data | wc -l > /count\n")
+
+    def docker_cli(n, labelled=True):
+        env = dict(os.environ, DOCKER_BUILDKIT="0")  # the classic builder, as Ferry uses
+        # The same job as Ferry's: label the image with the commit and the run.
+        labels = ["--label", "org.opencontainers.image.revision=0",
+                  "--label", f"run={n}-{time.time_ns()}"] if labelled else []
+        start = time.perf_counter()
+        subprocess.run(["docker", "build", "-q", *labels, "-t", f"{base_name}:{n}", base_ctx], check=True,
+                       stdout=subprocess.DEVNULL, env=env)
+        subprocess.run(["docker", "push", "-q", f"{base_name}:{n}"], check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
+
+    cold_f, cold_b, warm_f, warm_b, warm_plain, rss = [], [], [], [], [], 0
+    for round_ in range(3):
+        dockerfile(f"{tag}-{round_}-{time.time_ns()}")  # a new first layer: nothing cached
+        t, m = repo.ferry("run", "--quiet")
+        cold_f.append(t)
+        rss = max(rss, m)
+        cold_b.append(docker_cli(f"cold{round_}"))
+        t, m = repo.ferry("run", "--quiet")  # the same context again: every layer cached
+        warm_f.append(t)
+        warm_b.append(docker_cli(f"warm{round_}"))
+        warm_plain.append(docker_cli(f"plain{round_}", labelled=False))
+    repo.close()
+    # Only the images the benchmark made; the base image stays.
+    listed = subprocess.run(["docker", "images", "-q", "--filter", f"reference={registry}/ferry-bench/*"],
+                            capture_output=True, text=True).stdout.split()
+    if listed:
+        subprocess.run(["docker", "rmi", "-f", *sorted(set(listed))], capture_output=True)
+    cf, cb = statistics.median(cold_f), statistics.median(cold_b)
+    wf, wb = statistics.median(warm_f), statistics.median(warm_b)
+    print(f"images    build+push, cold cache: ferry run {ms(cf)}   docker build+push {ms(cb)}   ratio {cf / cb:.2f}x")
+    wp = statistics.median(warm_plain)
+    print(f"images    build+push, cached:     ferry run {ms(wf)}   docker build+push {ms(wb)}   ratio {wf / wb:.2f}x"
+          f"   peak RSS {rss / 1024:.1f} MiB")
+    print(f"images    (docker build+push without the run's labels, so fully cached: {ms(wp)}; ratio {wf / wp:.2f}x)")
+    return rss
+
+
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
-    names = sys.argv[1:] or ["startup", "steps", "logs", "logs-shm", "containers"]
+    names = sys.argv[1:] or ["startup", "steps", "logs", "logs-shm", "containers", "images"]
     print(f"ferry binary: {FERRY}; machine: {os.cpu_count()} CPUs")
     peaks = []
     for name in names:
         peaks.append({"startup": bench_startup, "steps": bench_steps, "logs": bench_logs,
-                      "logs-shm": bench_logs_memory, "containers": bench_containers}[name]())
+                      "logs-shm": bench_logs_memory, "containers": bench_containers,
+                      "images": bench_images}[name]())
     print(f"memory    peak RSS of ferry run across these: {max(peaks) / 1024:.1f} MiB (goal <= 30 MiB)")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Ferry in release mode and runs the benchmarks against their baselines.
-# Usage: bench/run.sh [startup] [steps] [logs] [logs-shm]   — ferry run
+# Usage: bench/run.sh [startup] [steps] [logs] [logs-shm] [containers] [images] — ferry run
 #        bench/run.sh serve [latency] [memory] [intake] [list] — ferry serve
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,41 +7,14 @@ use ferry_exec::DockerExecutor;
 use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
 
-fn image() -> Option<String> {
-    match std::env::var("FERRY_TEST_IMAGE") {
-        Ok(i) => Some(i),
-        Err(_) => {
-            assert!(
-                std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
-                "set FERRY_TEST_IMAGE (scripts/test.sh builds it and starts Docker) or FERRY_SKIP_DOCKER=1"
-            );
-            None
-        }
-    }
-}
-
 mod common;
-use common::Fixture;
+use common::{Fixture, containers_of, docker, image, networks_of};
 
 /// The engine with a real Docker engine for jobs with `image:`, two jobs at a time.
 async fn fixture() -> Fixture {
     let mut docker = DockerExecutor::connect().await.expect("docker");
     docker.kill_grace = Duration::from_millis(500);
     Fixture::build(2, Some(docker)).await
-}
-
-fn containers_of(job: &str) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-a",
-            "-q",
-            "--filter",
-            &format!("label=ferry.job={job}"),
-        ])
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[tokio::test]
@@ -176,28 +149,6 @@ async fn a_default_image_takes_jobs_without_one() {
         "/workspace\n",
         "ran in a container"
     );
-}
-
-fn docker(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text.trim().to_string())
-}
-
-/// Networks Ferry made for `job` (empty when all are removed).
-fn networks_of(job: &str) -> String {
-    docker(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label=ferry.job={job}"),
-    ])
-    .1
 }
 
 /// A busybox httpd service serving `hello-from-service`, on port 8080.

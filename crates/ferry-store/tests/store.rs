@@ -101,6 +101,7 @@ both!(
     polled_heads_and_schedules,
     per_repository_limits_hold_runs_back,
     concurrency_groups_run_one_at_a_time,
+    built_images_are_kept_with_their_digest,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -132,6 +133,34 @@ fn new_run(repo: &str) -> NewRun {
             },
         ],
     }
+}
+
+async fn built_images_are_kept_with_their_digest(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    let image = |n: i64, digest: Option<&str>| ferry_store::Image {
+        id: format!("img-{n}"),
+        run_id: run.id.clone(),
+        job_id: ids[0].clone(),
+        name: "127.0.0.1:5000/team/app".into(),
+        tags: vec!["abc".into(), "latest".into()],
+        image_id: format!("sha256:{n:064}"),
+        digest: digest.map(str::to_string),
+        created_at: 1_000 + n,
+    };
+    let pushed = image(2, Some("sha256:feed"));
+    let local = image(1, None);
+    s.apply(&[Write::Image(pushed.clone()), Write::Image(local.clone())])
+        .await
+        .expect("write");
+    assert_eq!(
+        s.images(&run.id).await.expect("images"),
+        vec![local, pushed],
+        "in the order they were made, tags and digest intact"
+    );
+    let (other, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    assert!(s.images(&other.id).await.expect("images").is_empty());
 }
 
 async fn runs_are_numbered_per_repository(f: &Fixture) {

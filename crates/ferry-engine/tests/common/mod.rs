@@ -115,3 +115,56 @@ impl Fixture {
             .collect()
     }
 }
+
+/// The base image scripts/test.sh builds (`FERRY_TEST_IMAGE`); `None` (skip) only when
+/// `FERRY_SKIP_DOCKER` says so.
+pub fn image() -> Option<String> {
+    match std::env::var("FERRY_TEST_IMAGE") {
+        Ok(i) => Some(i),
+        Err(_) => {
+            assert!(
+                std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
+                "set FERRY_TEST_IMAGE (scripts/test.sh builds it and starts Docker) or FERRY_SKIP_DOCKER=1"
+            );
+            None
+        }
+    }
+}
+
+/// Runs the docker CLI (to look at what Ferry did from the outside): success and output.
+pub fn docker(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text.trim().to_string())
+}
+
+/// Containers Ferry made for `job` (empty when all are removed).
+pub fn containers_of(job: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            &format!("label=ferry.job={job}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Networks Ferry made for `job` (empty when all are removed).
+pub fn networks_of(job: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=ferry.job={job}"),
+    ])
+    .1
+}

@@ -140,8 +140,91 @@ impl Ignore {
     }
 }
 
-/// The build context as a tar archive (fixed times and owners; symlinks kept as links).
-pub fn context_tar(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
+/// The Dockerfile with one `LABEL` instruction holding every label, at the end of the
+/// stage that is built (the last one, or `target`). One instruction is one build step;
+/// the builder would otherwise add a step per label. `None` when the target stage is not
+/// found (the labels then go through the API, a step each).
+pub fn with_labels(
+    dockerfile: &str,
+    target: Option<&str>,
+    labels: &[(String, String)],
+) -> Option<String> {
+    if labels.is_empty() {
+        return Some(dockerfile.to_string());
+    }
+    let quote = |s: &str| {
+        let escaped: String = s
+            .chars()
+            .flat_map(|c| match c {
+                '"' | '\\' | '$' => vec!['\\', c],
+                '\n' | '\r' => vec![' '],
+                c => vec![c],
+            })
+            .collect();
+        format!("\"{escaped}\"")
+    };
+    let mut sorted: Vec<&(String, String)> = labels.iter().collect();
+    sorted.sort();
+    let instruction = format!(
+        "LABEL {}\n",
+        sorted
+            .iter()
+            .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let lines: Vec<&str> = dockerfile.split_inclusive('\n').collect();
+    // Where each stage starts: lines whose instruction is FROM (not continuations).
+    let mut stages: Vec<(usize, Option<String>)> = Vec::new();
+    let mut continued = false;
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        let mut words = trimmed.split_whitespace();
+        if !continued && words.next().is_some_and(|w| w.eq_ignore_ascii_case("from")) {
+            let rest: Vec<&str> = words.collect();
+            let name = rest
+                .iter()
+                .position(|w| w.eq_ignore_ascii_case("as"))
+                .and_then(|p| rest.get(p + 1))
+                .map(|n| n.to_ascii_lowercase());
+            stages.push((i, name));
+        }
+        if !trimmed.starts_with('#') {
+            continued = trimmed.ends_with('\\');
+        }
+    }
+    let end = match target {
+        None => lines.len(),
+        Some(t) => {
+            let t = t.to_ascii_lowercase();
+            let k = stages.iter().position(|(_, n)| n.as_deref() == Some(&t))?;
+            stages
+                .get(k + 1)
+                .map(|(start, _)| *start)
+                .unwrap_or(lines.len())
+        }
+    };
+    let mut out = String::with_capacity(dockerfile.len() + instruction.len() + 1);
+    for line in &lines[..end] {
+        out.push_str(line);
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&instruction);
+    for line in &lines[end..] {
+        out.push_str(line);
+    }
+    Some(out)
+}
+
+/// The build context as a tar archive (fixed times and owners; symlinks kept as links),
+/// with the Dockerfile's text replaced by `dockerfile_text` when given.
+pub fn context_tar(
+    dir: &Path,
+    dockerfile: &str,
+    dockerfile_text: Option<&str>,
+) -> Result<Vec<u8>, String> {
     let ignore = match std::fs::read_to_string(dir.join(".dockerignore")) {
         Ok(text) => Ignore::parse(&text)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ignore::default(),
@@ -163,6 +246,16 @@ pub fn context_tar(dir: &Path, dockerfile: &str) -> Result<Vec<u8>, String> {
             if entry.file_type().is_dir() && !ignore.has_exceptions() {
                 walk.skip_current_dir();
             }
+            continue;
+        }
+        if let Some(text) = dockerfile_text.filter(|_| rel == Path::new(dockerfile)) {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(text.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, rel, text.as_bytes())
+                .map_err(|e| format!("cannot archive {}: {e}", rel.display()))?;
             continue;
         }
         tar.append_path_with_name(entry.path(), rel)
@@ -188,12 +281,22 @@ impl DockerExecutor {
                 Path::new(&dockerfile).display()
             ));
         }
-        let tar = tokio::task::spawn_blocking(move || context_tar(&context, &dockerfile))
-            .await
-            .map_err(|e| e.to_string())??;
+        let text = std::fs::read_to_string(context.join(&dockerfile))
+            .map_err(|e| format!("cannot read the Dockerfile: {e}"))?;
+        let labelled = with_labels(&text, spec.target.as_deref(), &spec.labels);
+        let api_labels = labelled.is_none();
+        let tar = tokio::task::spawn_blocking(move || {
+            context_tar(&context, &dockerfile, labelled.as_deref())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let first = format!("{}:{}", spec.name, spec.tags.first().ok_or("no tag")?);
         let args: HashMap<String, String> = spec.args.iter().cloned().collect();
-        let labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+        let labels: HashMap<String, String> = if api_labels {
+            spec.labels.iter().cloned().collect()
+        } else {
+            HashMap::new()
+        };
         let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(&spec.dockerfile)
             .t(&first)
@@ -349,6 +452,27 @@ mod tests {
     }
 
     #[test]
+    fn labels_become_one_instruction_in_the_built_stage() {
+        let labels = vec![
+            ("b".to_string(), "say \"hi\" $HOME".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ];
+        let single = "FROM x\nRUN make";
+        assert_eq!(
+            with_labels(single, None, &labels).as_deref(),
+            Some("FROM x\nRUN make\nLABEL \"a\"=\"1\" \"b\"=\"say \\\"hi\\\" \\$HOME\"\n")
+        );
+        let multi = "FROM rust AS build\nRUN cargo build \\\n  from here\nfrom debian as Runtime\nCOPY --from=build /a /a\nFROM scratch AS other\n";
+        let out = with_labels(multi, Some("runtime"), &labels[1..]).expect("stage found");
+        assert_eq!(
+            out,
+            "FROM rust AS build\nRUN cargo build \\\n  from here\nfrom debian as Runtime\nCOPY --from=build /a /a\nLABEL \"a\"=\"1\"\nFROM scratch AS other\n"
+        );
+        assert_eq!(with_labels(multi, Some("nope"), &labels), None);
+        assert_eq!(with_labels(single, None, &[]).as_deref(), Some(single));
+    }
+
+    #[test]
     fn dockerignore_rules() {
         let ignore =
             Ignore::parse("# comment\ntarget\n*.log\n!keep.log\n/docs/**/*.md\n").expect("parse");
@@ -370,11 +494,11 @@ mod tests {
         std::fs::write(dir.path().join(".dockerignore"), "secret\nDockerfile\n").expect("w");
         std::fs::write(dir.path().join("app"), "bin").expect("w");
         std::fs::write(dir.path().join("secret"), "x").expect("w");
-        let first = context_tar(dir.path(), "Dockerfile").expect("tar");
+        let first = context_tar(dir.path(), "Dockerfile", None).expect("tar");
         // A fresh copy of the same files has new times: the archive is the same.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         std::fs::write(dir.path().join("app"), "bin").expect("w");
-        let second = context_tar(dir.path(), "Dockerfile").expect("tar");
+        let second = context_tar(dir.path(), "Dockerfile", None).expect("tar");
         assert_eq!(first, second);
         let mut names: Vec<String> = tar::Archive::new(first.as_slice())
             .entries()
