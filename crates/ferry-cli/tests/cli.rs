@@ -92,7 +92,7 @@ fn lint_valid_and_invalid() {
   |
 2 |   build:
   |   ^^^^^
-  = help: add `run: <command>` or a list of `steps`
+  = help: add `run: <command>`, a list of `steps`, or `build_image`
 
 .ferry.yml:3:5: error: unknown key `runn` in job `build`
   |

@@ -12,8 +12,10 @@
 mod logs;
 mod migrate;
 mod model;
+mod registries;
 mod repos;
 mod runs;
+pub mod secrets;
 mod users;
 mod writes;
 
@@ -25,6 +27,8 @@ use sqlx::any::AnyPoolOptions;
 
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;
+pub use registries::RegistryLogin;
+pub use secrets::SecretKey;
 pub use writes::{Write, Writer};
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -45,6 +49,9 @@ pub enum Error {
     Conflict(String),
     #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://…")]
     Url(String),
+    /// A secret key or sealed value that does not work.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Which database holds the store.

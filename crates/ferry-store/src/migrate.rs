@@ -46,6 +46,11 @@ const SQLITE: Set = &[
         "images",
         include_str!("../migrations/sqlite/0007_images.sql"),
     ),
+    (
+        8,
+        "registries",
+        include_str!("../migrations/sqlite/0008_registries.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -82,6 +87,11 @@ const POSTGRES: Set = &[
         7,
         "images",
         include_str!("../migrations/postgres/0007_images.sql"),
+    ),
+    (
+        8,
+        "registries",
+        include_str!("../migrations/postgres/0008_registries.sql"),
     ),
 ];
 

@@ -102,6 +102,7 @@ both!(
     per_repository_limits_hold_runs_back,
     concurrency_groups_run_one_at_a_time,
     built_images_are_kept_with_their_digest,
+    registry_logins_are_sealed,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -161,6 +162,59 @@ async fn built_images_are_kept_with_their_digest(f: &Fixture) {
     );
     let (other, _) = s.create_run(&new_run(&repo)).await.expect("run");
     assert!(s.images(&other.id).await.expect("images").is_empty());
+}
+
+async fn registry_logins_are_sealed(f: &Fixture) {
+    let s = f.open().await;
+    let key = ferry_store::SecretKey::from_hex(&"ab".repeat(32)).expect("key");
+    let a = s.ensure_repository("/a", "a").await.expect("repo");
+    let b = s.ensure_repository("/b", "b").await.expect("repo");
+    s.set_registry_login(
+        &key,
+        &a,
+        "reg.example:5000",
+        "ci",
+        "pw-one",
+        Some("user:ada"),
+    )
+    .await
+    .expect("set");
+    s.set_registry_login(&key, &a, "reg.example:5000", "bot", "pw-two", None)
+        .await
+        .expect("replace");
+    let logins = s.registry_logins(&a).await.expect("list");
+    assert_eq!(logins.len(), 1);
+    assert_eq!(
+        (logins[0].host.as_str(), logins[0].username.as_str()),
+        ("reg.example:5000", "bot")
+    );
+    assert_eq!(
+        s.registry_credentials(&key, &a).await.expect("open"),
+        vec![(
+            "reg.example:5000".to_string(),
+            "bot".to_string(),
+            "pw-two".to_string()
+        )]
+    );
+    assert!(
+        s.registry_logins(&b).await.expect("list").is_empty(),
+        "per repository"
+    );
+    let wrong = ferry_store::SecretKey::from_hex(&"cd".repeat(32)).expect("key");
+    assert!(
+        s.registry_credentials(&wrong, &a).await.is_err(),
+        "another key opens nothing"
+    );
+    assert!(
+        s.delete_registry_login(&a, "reg.example:5000")
+            .await
+            .expect("delete")
+    );
+    assert!(
+        !s.delete_registry_login(&a, "reg.example:5000")
+            .await
+            .expect("again")
+    );
 }
 
 async fn runs_are_numbered_per_repository(f: &Fixture) {
