@@ -73,6 +73,8 @@ pub enum Command {
     },
     /// List or clear the `cache:` entries of a repository.
     Cache(crate::cache::CacheArgs),
+    /// Registry logins of a repository, for pulling and pushing images.
+    Registry(crate::registry::RegistryArgs),
 }
 
 #[derive(Debug, Args)]

@@ -120,6 +120,15 @@ impl Client {
             .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Result<Value, Failure> {
+        let resp = self
+            .send(self.request(reqwest::Method::PUT, path).json(&body))
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| Failure::failed(format!("bad response: {e}")))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Result<Value, Failure> {
         let resp = self
             .send(self.request(reqwest::Method::POST, path).json(&body))

@@ -8,6 +8,7 @@ mod lint;
 mod local;
 mod logs;
 mod output;
+mod registry;
 mod run;
 mod serve;
 mod style;
@@ -121,6 +122,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         } => client::rerun(&server, &run, failed).await,
         Command::Repos { command, server } => client::repos(&server, command).await,
         Command::Cache(a) => cache::cache(a).await,
+        Command::Registry(a) => registry::registry(a).await,
         Command::User {
             command:
                 args::UserCommand::Add {

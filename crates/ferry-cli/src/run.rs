@@ -372,6 +372,11 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             Ok(docker) => engine = engine.with_containers(Arc::new(docker)),
             Err(e) => eprintln!("ferry: {e}; jobs with an `image:` cannot run"),
         }
+        // Registry logins saved with `ferry registry login` are sealed with this key.
+        match ferry_store::SecretKey::load_or_create(local.store.data_dir()) {
+            Ok(key) => engine = engine.with_secret_key(key),
+            Err(e) => eprintln!("ferry: cannot load the secret key: {e}"),
+        }
     }
     let (run, job_ids) = engine
         .create_run(&local.repository_id, plan, prepared.dirty, None)

@@ -694,3 +694,50 @@ fn cache_list_and_clear() {
         "removed 1 cache entry\n"
     );
 }
+
+#[test]
+fn registry_logins_read_the_password_from_stdin() {
+    let repo = Repo::new(SIMPLE);
+    let no_stdin_flag = repo.ferry(&["registry", "login", "reg.example:5000", "-u", "ci"]);
+    assert_eq!(
+        no_stdin_flag.status.code(),
+        Some(2),
+        "the password never comes from an argument"
+    );
+    let mut login = repo
+        .command(&[
+            "registry",
+            "login",
+            "reg.example:5000",
+            "-u",
+            "ci",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = login.stdin.take().expect("stdin");
+        stdin.write_all(b"pw-cli-3b7e\n").expect("write");
+    }
+    let out = login.wait_with_output().expect("wait");
+    assert_eq!(stdout(&out), "saved the login of ci on reg.example:5000\n");
+    let list = stdout(&repo.ferry(&["registry", "list"]));
+    assert_eq!(
+        list,
+        format!("{:<40}  USER\n{:<40}  ci\n", "HOST", "reg.example:5000")
+    );
+    let key = std::fs::metadata(repo.root().join(".ferry/secret.key")).expect("key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        stdout(&repo.ferry(&["registry", "logout", "reg.example:5000"])),
+        "removed the login on reg.example:5000\n"
+    );
+    assert_eq!(
+        stdout(&repo.ferry(&["registry", "list"])),
+        "no registry logins\n"
+    );
+}

@@ -301,6 +301,14 @@ async fn run_attempt(
         out.say(&format!("error: {e}"));
         return (failed(e), None);
     }
+    let logins = match (&ctx.logins, needs_docker) {
+        (Err(e), true) => {
+            out.say(&format!("error: {e}"));
+            return (failed(e.clone()), None);
+        }
+        (Ok(l), _) => l.clone(),
+        (Err(_), false) => Default::default(),
+    };
     let mut services = ferry_exec::docker::services::Services::default();
     let mut result = None;
     if let Some(docker) = docker.as_ref().filter(|_| !job.services.is_empty()) {
@@ -308,7 +316,14 @@ async fn run_attempt(
             Ok(specs) => {
                 let publish = image.is_none();
                 if let Err(e) = docker
-                    .start_services(&job.name, &specs, publish, &mut services, &ctx.cancel)
+                    .start_services(
+                        &job.name,
+                        &specs,
+                        publish,
+                        &logins,
+                        &mut services,
+                        &ctx.cancel,
+                    )
                     .await
                 {
                     result = Some(if ctx.cancel.is_cancelled() {
@@ -328,10 +343,10 @@ async fn run_attempt(
     let result = match result {
         Some(r) => r,
         None => {
-            let r = run_executor(ctx, i, attempt, dir, image, &env, &services, out).await;
+            let r = run_executor(ctx, i, attempt, dir, image, &env, &services, &logins, out).await;
             match (r, &job.build_image, &docker) {
-                (Attempt::Success, Some(build), Some(docker)) => {
-                    build_image(ctx, i, dir, build, &env, docker, out).await
+                (Attempt::Success, Some(_), Some(docker)) => {
+                    build_image(ctx, i, dir, &env, docker, &logins, out).await
                 }
                 (r, _, _) => r,
             }
@@ -567,6 +582,7 @@ async fn run_executor(
     image: Option<String>,
     env: &JobEnv,
     services: &ferry_exec::docker::services::Services,
+    logins: &ferry_exec::docker::build::Logins,
     out: &mut JobOutput<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
@@ -586,6 +602,7 @@ async fn run_executor(
             memory: job.container.memory,
         },
         network: services.network.clone(),
+        logins: logins.clone(),
     };
     if job.steps.is_empty() {
         return Attempt::Success;
@@ -632,9 +649,9 @@ async fn build_image(
     ctx: &RunCtx,
     i: usize,
     dir: &Path,
-    build: &ferry_config::BuildImage,
     env: &JobEnv,
     docker: &ferry_exec::DockerExecutor,
+    logins: &ferry_exec::docker::build::Logins,
     out: &mut JobOutput<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
@@ -642,6 +659,9 @@ async fn build_image(
         reason,
         exit_code: None,
         kind: RetryWhen::Failure,
+    };
+    let Some(build) = &job.build_image else {
+        return Attempt::Success;
     };
     let eval = |field: &str, text: &str| {
         env.eval(ctx, job, &env.visible, text)
@@ -684,6 +704,7 @@ async fn build_image(
             name,
             tags,
             push: build.push,
+            logins: logins.clone(),
         })
     })();
     let spec = match resolved {

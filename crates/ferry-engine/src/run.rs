@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ferry_exec::docker::build::Logins;
 use ferry_exec::{DockerExecutor, Executor};
 use ferry_plan::Plan;
-use ferry_store::{JobEnd, NewJob, NewRun, Run, Status, Store, Write, Writer};
+use ferry_store::{JobEnd, NewJob, NewRun, Run, SecretKey, Status, Store, Write, Writer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +49,8 @@ pub struct Engine {
     containers: Option<Arc<DockerExecutor>>,
     /// The image of jobs that name none; `None`: they run on the host.
     default_image: Option<String>,
+    /// Opens the repositories' sealed registry logins.
+    secret_key: Option<SecretKey>,
     config: EngineConfig,
 }
 
@@ -80,6 +83,8 @@ pub(crate) struct RunCtx {
     pub(crate) store: Store,
     pub(crate) containers: Option<Arc<DockerExecutor>>,
     pub(crate) caches: CacheStore,
+    /// The repository's registry logins, or why they cannot be opened.
+    pub(crate) logins: Result<Logins, String>,
     pub(crate) default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     pub(crate) writer: Writer,
@@ -102,6 +107,7 @@ impl Engine {
             executor,
             containers: None,
             default_image: None,
+            secret_key: None,
             config,
         }
     }
@@ -121,6 +127,16 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Opens sealed secrets (registry logins) with `key`.
+    pub fn with_secret_key(mut self, key: SecretKey) -> Self {
+        self.secret_key = Some(key);
+        self
+    }
+
+    pub fn secret_key(&self) -> Option<&SecretKey> {
+        self.secret_key.as_ref()
     }
 
     /// The `cache:` entries of every repository (in the store's data directory).
@@ -210,6 +226,15 @@ impl Engine {
             }
             None => Ok(source),
         };
+        let logins = match &self.secret_key {
+            Some(key) if self.containers.is_some() => self
+                .store
+                .registry_credentials(key, &run.repository_id)
+                .await
+                .map(Logins::new)
+                .map_err(|e| format!("cannot open the repository's registry logins: {e}")),
+            _ => Ok(Logins::default()),
+        };
         sink.event(&EngineEvent::RunStarted {
             run_id: &run.id,
             number: run.number,
@@ -219,6 +244,7 @@ impl Engine {
             store: self.store.clone(),
             containers: self.containers.clone(),
             caches: self.caches(),
+            logins,
             default_image: self.default_image.clone(),
             writer,
             executor: self.executor.clone(),

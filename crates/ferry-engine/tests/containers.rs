@@ -435,3 +435,130 @@ async fn container_jobs_restore_caches() {
     let log = f.log(&second, "cached").await;
     assert!(log.contains("restored\nhit\n"), "{log}");
 }
+
+/// A registry of the test's own that wants a login (htpasswd), stopped when dropped.
+struct AuthRegistry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthRegistry {
+    fn start(user: &str, password: &str) -> AuthRegistry {
+        let dir = tempfile::tempdir().expect("tmp");
+        let hash = bcrypt::hash(password, 4).expect("bcrypt");
+        std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).expect("write");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("port")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            dir.path().join("config.yml"),
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: ferry-test\n    path: {root}/htpasswd\n",
+                root = dir.path().display()
+            ),
+        )
+        .expect("write");
+        let child = std::process::Command::new("docker-registry")
+            .args([
+                "serve",
+                &dir.path().join("config.yml").display().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/test.sh installs it)");
+        let registry = AuthRegistry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return registry;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the registry did not start");
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn registry_logins_from_sealed_secrets_push_and_pull() {
+    let (Some(image), Some(_)) = (image(), registry()) else {
+        return;
+    };
+    let password = "pw-9f3a7c1e-never-in-logs";
+    let reg = AuthRegistry::start("ci", password);
+    let mut f = fixture().await;
+    let key = ferry_store::SecretKey::load_or_create(&f.dir.join("data")).expect("key");
+    f.engine = f.engine.clone().with_secret_key(key.clone());
+    std::fs::write(
+        f.dir.join("src/Dockerfile"),
+        format!("FROM {image}\nCOPY input.txt /\n"),
+    )
+    .expect("write");
+    let name = format!("{}/ferry-test/private", reg.addr);
+    let yaml = format!("jobs:\n  ship:\n    build_image: {{ name: {name} }}\n");
+    // Without a login the registry refuses the push.
+    let refused = f.run(&yaml).await;
+    let reason = refused.jobs[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("the registry refused {name}:")),
+        "{reason}"
+    );
+    f.store
+        .set_registry_login(&key, &f.repo, &reg.addr, "ci", password, None)
+        .await
+        .expect("login");
+    let pushed = f.run(&yaml).await;
+    assert_eq!(
+        pushed.status,
+        Status::Success,
+        "{}",
+        f.log(&pushed, "ship").await
+    );
+    let digest = f.store.images(&pushed.run.id).await.expect("images")[0]
+        .digest
+        .clone()
+        .expect("digest");
+    // A job whose image is on that registry pulls it with the same login.
+    let sha = Fixture::event().sha;
+    docker(&["rmi", "-f", &format!("{name}:{sha}")]);
+    let pull = format!("jobs:\n  use:\n    image: {name}@{digest}\n    run: cat /input.txt\n");
+    let used = f.run(&pull).await;
+    assert_eq!(used.status, Status::Success, "{:?}", used.jobs);
+    assert_eq!(f.log(&used, "use").await, "from the source\n");
+    // The password is nowhere in plain text: not in logs, not in the store.
+    for out in [&refused, &pushed, &used] {
+        for job in &out.jobs {
+            assert!(!f.log(out, &job.name).await.contains(password));
+        }
+    }
+    for entry in walkdir::WalkDir::new(f.dir.join("data"))
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path()).expect("read");
+            assert!(
+                !bytes
+                    .windows(password.len())
+                    .any(|w| w == password.as_bytes()),
+                "{} holds the password",
+                entry.path().display()
+            );
+        }
+    }
+    docker(&["rmi", "-f", &format!("{name}@{digest}")]);
+}

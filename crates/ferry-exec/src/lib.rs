@@ -66,6 +66,8 @@ pub struct JobSpec {
     pub container: ContainerSettings,
     /// The Docker network its containers join (that of its services).
     pub network: Option<String>,
+    /// Registry logins for pulling its image.
+    pub logins: docker::build::Logins,
 }
 
 /// User, entrypoint and resource limits of a job's containers (all optional).

@@ -8,7 +8,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use ferry_plan::EventKind;
 use ferry_store::{NewRepository, RunFilter, Status};
@@ -102,6 +102,24 @@ pub const ROUTES: &[Route] = &[
         DEVELOPER,
         "Remove a repository's cache entries (all, or `?key=`)",
     ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/registries",
+        DEVELOPER,
+        "A repository's registry logins (hosts and users, never passwords)",
+    ),
+    r(
+        "PUT",
+        "/api/v1/repos/{repo}/registries/{host}",
+        ADMIN,
+        "Set the repository's login on a registry (the password is sealed)",
+    ),
+    r(
+        "DELETE",
+        "/api/v1/repos/{repo}/registries/{host}",
+        ADMIN,
+        "Remove the repository's login on a registry",
+    ),
     r("GET", "/api/v1/runs", VIEWER, "List runs (filters, cursor)"),
     r(
         "GET",
@@ -164,6 +182,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/api/v1/repos/{repo}/runs") => post(trigger_run),
         ("GET", "/api/v1/repos/{repo}/caches") => get(list_caches),
         ("DELETE", "/api/v1/repos/{repo}/caches") => delete(clear_caches),
+        ("GET", "/api/v1/repos/{repo}/registries") => get(list_registries),
+        ("PUT", "/api/v1/repos/{repo}/registries/{host}") => put(set_registry),
+        ("DELETE", "/api/v1/repos/{repo}/registries/{host}") => delete(delete_registry),
         ("GET", "/api/v1/runs") => get(list_runs),
         ("GET", "/api/v1/runs/{run}") => get(get_run),
         ("GET", "/api/v1/runs/{run}/jobs/{job}/log") => get(job_log),
@@ -426,6 +447,72 @@ async fn list_caches(
         .filter(|e| e.repository_id == repo.id)
         .collect();
     Ok(Json(json!({ "caches": entries })))
+}
+
+async fn list_registries(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(repo): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let logins = s.store.registry_logins(&repo.id).await?;
+    Ok(Json(json!({ "registries": logins })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryBody {
+    username: String,
+    password: String,
+}
+
+async fn set_registry(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, host)): Path<(String, String)>,
+    Body(body): Body<RegistryBody>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    if host.is_empty() || host.contains(['/', ' ']) {
+        return Err(ApiError::invalid(format!(
+            "`{host}` is not a registry host (e.g. registry.example.com or 127.0.0.1:5000)"
+        )));
+    }
+    if body.username.is_empty() || body.password.is_empty() {
+        return Err(ApiError::invalid("username and password must not be empty"));
+    }
+    let key = s
+        .engine
+        .secret_key()
+        .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
+    s.store
+        .set_registry_login(
+            key,
+            &repo.id,
+            &host,
+            &body.username,
+            &body.password,
+            Some(&caller.label()),
+        )
+        .await?;
+    let logins = s.store.registry_logins(&repo.id).await?;
+    let login = logins.into_iter().find(|l| l.host == host);
+    Ok(Json(json!({ "registry": login })))
+}
+
+async fn delete_registry(
+    State(s): State<AppState>,
+    _: Need<AsAdmin>,
+    Path((repo, host)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    if !s.store.delete_registry_login(&repo.id, &host).await? {
+        return Err(ApiError::not_found(format!(
+            "repository `{}` has no login on {host}",
+            repo.name
+        )));
+    }
+    Ok(Json(json!({ "removed": host })))
 }
 
 #[derive(Debug, Deserialize)]

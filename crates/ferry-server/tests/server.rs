@@ -53,7 +53,8 @@ impl Server {
                 keep_workspaces: false,
                 cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
             },
-        );
+        )
+        .with_secret_key(ferry_store::SecretKey::load_or_create(&data).expect("key"));
         let state = AppState::new(
             store.clone(),
             engine,
@@ -1145,5 +1146,42 @@ async fn caches_are_listed_and_cleared_through_the_api() {
     assert_eq!((status, body["removed"].as_u64()), (200, Some(1)));
     let (_, body) = s.admin("GET", "/api/v1/repos/cached/caches", None).await;
     assert_eq!(body["caches"], json!([]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn registry_logins_are_set_listed_without_passwords_and_removed() {
+    let s = Server::start().await;
+    let bare = s.repository("reg", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.register("reg", &bare).await;
+    let password = "pw-5d1c-only-sealed";
+    let path = "/api/v1/repos/reg/registries/127.0.0.1:5000";
+    let (status, body) = s
+        .admin(
+            "PUT",
+            path,
+            Some(json!({ "username": "ci", "password": password })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["registry"]["username"], "ci");
+    assert!(!body.to_string().contains(password));
+    let (status, body) = s.admin("GET", "/api/v1/repos/reg/registries", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["registries"][0]["host"], "127.0.0.1:5000");
+    assert_eq!(body["registries"][0]["updated_by"], "user:admin");
+    assert!(!body.to_string().contains(password), "never returned");
+    let (status, body) = s
+        .admin(
+            "PUT",
+            path,
+            Some(json!({ "username": "ci", "password": "" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = s.admin("DELETE", path, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = s.admin("DELETE", path, None).await;
+    assert_eq!(status, 404, "{body}");
     s.stop().await;
 }

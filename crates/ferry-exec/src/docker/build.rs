@@ -54,6 +54,44 @@ impl Credentials for DockerConfigCredentials {
     }
 }
 
+/// Registry logins for one job, by registry host (from Ferry's sealed secrets); they
+/// win over [`Credentials`] of the executor. Its `Debug` shows hosts only.
+#[derive(Clone, Default)]
+pub struct Logins {
+    by_host: HashMap<String, DockerCredentials>,
+}
+
+impl std::fmt::Debug for Logins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut hosts: Vec<&String> = self.by_host.keys().collect();
+        hosts.sort();
+        f.debug_struct("Logins").field("hosts", &hosts).finish()
+    }
+}
+
+impl Logins {
+    /// From (host, username, password) triples.
+    pub fn new(logins: impl IntoIterator<Item = (String, String, String)>) -> Self {
+        let by_host = logins
+            .into_iter()
+            .map(|(host, username, password)| {
+                let credentials = DockerCredentials {
+                    username: Some(username),
+                    password: Some(password),
+                    serveraddress: Some(host.clone()),
+                    ..Default::default()
+                };
+                (host, credentials)
+            })
+            .collect();
+        Self { by_host }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_host.is_empty()
+    }
+}
+
 /// The registry an image reference names: its first component when that is a host
 /// (has `.` or `:`, or is `localhost`), else Docker Hub.
 pub fn registry_of(image: &str) -> &str {
@@ -64,7 +102,7 @@ pub fn registry_of(image: &str) -> &str {
 }
 
 /// One image build, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BuildSpec {
     /// The build context (a directory on this host).
     pub context: PathBuf,
@@ -78,6 +116,8 @@ pub struct BuildSpec {
     /// Its tags (the commit's sha first).
     pub tags: Vec<String>,
     pub push: bool,
+    /// Registry logins of the job's repository.
+    pub logins: Logins,
 }
 
 /// What a build made.
@@ -309,8 +349,14 @@ impl DockerExecutor {
         }
         // Base images of the Dockerfile may come from registries that need credentials.
         let mut registries: HashMap<String, DockerCredentials> = HashMap::new();
-        if let Some(c) = self.credentials.for_registry(registry_of(&spec.name)) {
-            registries.insert(registry_of(&spec.name).to_string(), c);
+        for (host, c) in &spec.logins.by_host {
+            registries.insert(host.clone(), c.clone());
+        }
+        let own = registry_of(&spec.name);
+        if !registries.contains_key(own)
+            && let Some(c) = self.credentials.for_registry(own)
+        {
+            registries.insert(own.to_string(), c);
         }
         let mut stream = self.docker.build_image(
             options.build(),
@@ -364,7 +410,8 @@ impl DockerExecutor {
         let mut digest = None;
         if spec.push {
             for tag in &spec.tags {
-                self.push(&spec.name, tag, out, cancel).await?;
+                self.push(&spec.name, tag, &spec.logins, out, cancel)
+                    .await?;
             }
             let image = self
                 .docker
@@ -391,16 +438,27 @@ impl DockerExecutor {
         })
     }
 
+    /// Credentials for `image`'s registry: the job's logins, else the executor's.
+    pub fn credentials_for(&self, image: &str, logins: &Logins) -> Option<DockerCredentials> {
+        let host = registry_of(image);
+        logins
+            .by_host
+            .get(host)
+            .cloned()
+            .or_else(|| self.credentials.for_registry(host))
+    }
+
     async fn push(
         &self,
         name: &str,
         tag: &str,
+        logins: &Logins,
         out: &mut dyn OutputSink,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
         out.chunk(format!("pushing {name}:{tag}\n").as_bytes());
         let options = PushImageOptionsBuilder::default().tag(tag).build();
-        let credentials = self.credentials.for_registry(registry_of(name));
+        let credentials = self.credentials_for(name, logins);
         let mut stream = self.docker.push_image(name, Some(options), credentials);
         loop {
             let next = tokio::select! {
@@ -441,6 +499,13 @@ fn engine_message(e: &bollard::errors::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_never_show_passwords() {
+        let logins = Logins::new([("reg:5000".into(), "ci".into(), "hunter2".into())]);
+        let shown = format!("{logins:?}");
+        assert_eq!(shown, "Logins { hosts: [\"reg:5000\"] }");
+    }
 
     #[test]
     fn registries_of_images() {

@@ -65,14 +65,14 @@ impl DockerExecutor {
     }
 
     /// The image, pulled (with the registry's credentials) when it is not here yet.
-    pub async fn ensure_image(&self, image: &str) -> Result<(), String> {
+    pub async fn ensure_image(&self, image: &str, logins: &build::Logins) -> Result<(), String> {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
         let options = bollard::query_parameters::CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        let credentials = self.credentials.for_registry(build::registry_of(image));
+        let credentials = self.credentials_for(image, logins);
         let mut pull = self.docker.create_image(Some(options), None, credentials);
         while let Some(progress) = pull.next().await {
             if let Err(e) = progress {
@@ -207,7 +207,7 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
 impl Executor for DockerExecutor {
     async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
         let image = job.image.as_deref().ok_or("the job has no image")?;
-        self.ensure_image(image).await?;
+        self.ensure_image(image, &job.logins).await?;
         Ok(Prepared::new(job.clone()))
     }
 
@@ -353,6 +353,7 @@ mod tests {
             image: Some("busybox:latest".into()),
             container: Default::default(),
             network: Some("ferry-net".into()),
+            logins: Default::default(),
         };
         let step = StepSpec {
             script: "make test".into(),

@@ -167,6 +167,7 @@ impl DockerExecutor {
         job: &str,
         services: &[ServiceSpec],
         publish: bool,
+        logins: &super::build::Logins,
         set: &mut Services,
         cancel: &CancellationToken,
     ) -> Result<(), String> {
@@ -190,7 +191,7 @@ impl DockerExecutor {
             .map_err(|e| format!("cannot create the services' network: {e}"))?;
         set.network = Some(network.clone());
         for service in services {
-            self.ensure_image(&service.image)
+            self.ensure_image(&service.image, logins)
                 .await
                 .map_err(|e| format!("service `{}`: {e}", service.name))?;
             let config = service_config(job, &network, service, publish);

@@ -1,0 +1,133 @@
+//! `ferry registry list|login|logout`: a repository's registry logins, used for pulls
+//! and pushes of images on that host. Passwords are read from standard input (never
+//! from an argument), sealed with the secret key, and never shown again.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::args::StoreArgs;
+use crate::{Failure, exit, local};
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    #[command(subcommand)]
+    pub command: RegistryCommand,
+    /// The repository's directory (local mode).
+    #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
+    pub dir: PathBuf,
+    /// The repository on the server (with --server).
+    #[arg(long, global = true)]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// The repository's logins (hosts and users).
+    List,
+    /// Log in to HOST (e.g. registry.example.com or 127.0.0.1:5000); the password is
+    /// read from standard input.
+    Login {
+        host: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from standard input (the only way to give it).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Forget the login on HOST.
+    Logout { host: String },
+}
+
+fn read_password() -> Result<String, Failure> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).map_err(|e| {
+        Failure::usage(format!("cannot read the password from standard input: {e}"))
+    })?;
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err(Failure::usage("the password on standard input is empty"));
+    }
+    Ok(password)
+}
+
+pub async fn registry(args: RegistryArgs) -> Result<u8, Failure> {
+    if args.server.server.is_some() {
+        return remote(args).await;
+    }
+    let local = local::open(&args.dir, &args.store).await?;
+    let repo = &local.repository_id;
+    match args.command {
+        RegistryCommand::List => {
+            let logins = local.store.registry_logins(repo).await?;
+            print_logins(&serde_json::to_value(&logins).unwrap_or_default());
+        }
+        RegistryCommand::Login { host, username, .. } => {
+            let password = read_password()?;
+            let key = ferry_store::SecretKey::load_or_create(local.store.data_dir())
+                .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
+            local
+                .store
+                .set_registry_login(&key, repo, &host, &username, &password, None)
+                .await?;
+            println!("saved the login of {username} on {host}");
+        }
+        RegistryCommand::Logout { host } => {
+            if !local.store.delete_registry_login(repo, &host).await? {
+                return Err(Failure::usage(format!("there is no login on {host}")));
+            }
+            println!("removed the login on {host}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn remote(args: RegistryArgs) -> Result<u8, Failure> {
+    let repo = args
+        .repo
+        .ok_or_else(|| Failure::usage("with --server, name the repository with --repo"))?;
+    let c = crate::client::Client::new(&args.server)?;
+    match args.command {
+        RegistryCommand::List => {
+            let v = c.get(&format!("/repos/{repo}/registries")).await?;
+            print_logins(&v["registries"]);
+        }
+        RegistryCommand::Login { host, username, .. } => {
+            let password = read_password()?;
+            c.put(
+                &format!("/repos/{repo}/registries/{host}"),
+                json!({ "username": username, "password": password }),
+            )
+            .await?;
+            println!("saved the login of {username} on {host}");
+        }
+        RegistryCommand::Logout { host } => {
+            c.delete(&format!("/repos/{repo}/registries/{host}"), &[])
+                .await?;
+            println!("removed the login on {host}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn print_logins(logins: &Value) {
+    let list = logins.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no registry logins");
+        return;
+    }
+    println!("{:<40}  USER", "HOST");
+    for l in list {
+        println!(
+            "{:<40}  {}",
+            l["host"].as_str().unwrap_or(""),
+            l["username"].as_str().unwrap_or("")
+        );
+    }
+}
