@@ -196,3 +196,33 @@ pub enum UserCommand {
         database_url: Option<String>,
     },
 }
+
+/// Which repository a command is about: the local one (`-C DIR`), or `--repo` on the
+/// server given with `--server`.
+#[derive(Debug, Args)]
+pub struct RepoScope {
+    /// The repository's directory (local mode).
+    #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
+    pub dir: PathBuf,
+    /// The repository on the server (with --server).
+    #[arg(long, global = true)]
+    pub repo: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub server: crate::client::ServerArgs,
+}
+
+impl RepoScope {
+    pub fn remote(&self) -> bool {
+        self.server.server.is_some()
+    }
+
+    /// A client of the server and the repository's name there.
+    pub fn client(&self) -> Result<(crate::client::Client, String), crate::Failure> {
+        let repo = self.repo.clone().ok_or_else(|| {
+            crate::Failure::usage("with --server, name the repository with --repo")
+        })?;
+        Ok((crate::client::Client::new(&self.server)?, repo))
+    }
+}

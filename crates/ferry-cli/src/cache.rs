@@ -1,29 +1,19 @@
 //! `ferry cache list|clear`: the `cache:` entries of a repository, in the local data
 //! directory or (with `--server`) on a server.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use ferry_engine::cache::{CacheEntry, CacheStore, DEFAULT_MAX_BYTES};
 use serde_json::Value;
 
-use crate::args::StoreArgs;
+use crate::args::RepoScope;
 use crate::{Failure, exit, local};
 
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     #[command(subcommand)]
     pub command: CacheCommand,
-    /// The repository's directory (local mode).
-    #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
-    pub dir: PathBuf,
-    /// The repository on the server (with --server).
-    #[arg(long, global = true)]
-    pub repo: Option<String>,
     #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub server: crate::client::ServerArgs,
+    pub scope: RepoScope,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,10 +33,10 @@ pub enum CacheCommand {
 }
 
 pub async fn cache(args: CacheArgs) -> Result<u8, Failure> {
-    if args.server.server.is_some() {
+    if args.scope.remote() {
         return remote(args).await;
     }
-    let local = local::open(&args.dir, &args.store).await?;
+    let local = local::open(&args.scope.dir, &args.scope.store).await?;
     let caches = CacheStore::new(local.store.data_dir().join("caches"), DEFAULT_MAX_BYTES);
     match args.command {
         CacheCommand::List { json } => {
@@ -66,10 +56,7 @@ pub async fn cache(args: CacheArgs) -> Result<u8, Failure> {
 }
 
 async fn remote(args: CacheArgs) -> Result<u8, Failure> {
-    let repo = args
-        .repo
-        .ok_or_else(|| Failure::usage("with --server, name the repository with --repo"))?;
-    let c = crate::client::Client::new(&args.server)?;
+    let (c, repo) = args.scope.client()?;
     let path = format!("/repos/{repo}/caches");
     match args.command {
         CacheCommand::List { json } => {
@@ -132,18 +119,9 @@ fn print_entries(entries: &Value, json: bool) {
         println!(
             "{:<50}  {:>10}  {:<19}  {}",
             e["key"].as_str().unwrap_or(""),
-            human(e["size"].as_u64().unwrap_or(0)),
+            ferry_engine::cache::human_bytes(e["size"].as_u64().unwrap_or(0)),
             used,
             paths.join(" ")
         );
-    }
-}
-
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }

@@ -2,29 +2,19 @@
 //! and pushes of images on that host. Passwords are read from standard input (never
 //! from an argument), sealed with the secret key, and never shown again.
 
-use std::io::Read as _;
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
+use std::io::Read as _;
 
-use crate::args::StoreArgs;
+use crate::args::RepoScope;
 use crate::{Failure, exit, local};
 
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     #[command(subcommand)]
     pub command: RegistryCommand,
-    /// The repository's directory (local mode).
-    #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
-    pub dir: PathBuf,
-    /// The repository on the server (with --server).
-    #[arg(long, global = true)]
-    pub repo: Option<String>,
     #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub server: crate::client::ServerArgs,
+    pub scope: RepoScope,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,10 +48,10 @@ fn read_password() -> Result<String, Failure> {
 }
 
 pub async fn registry(args: RegistryArgs) -> Result<u8, Failure> {
-    if args.server.server.is_some() {
+    if args.scope.remote() {
         return remote(args).await;
     }
-    let local = local::open(&args.dir, &args.store).await?;
+    let local = local::open(&args.scope.dir, &args.scope.store).await?;
     let repo = &local.repository_id;
     match args.command {
         RegistryCommand::List => {
@@ -89,10 +79,7 @@ pub async fn registry(args: RegistryArgs) -> Result<u8, Failure> {
 }
 
 async fn remote(args: RegistryArgs) -> Result<u8, Failure> {
-    let repo = args
-        .repo
-        .ok_or_else(|| Failure::usage("with --server, name the repository with --repo"))?;
-    let c = crate::client::Client::new(&args.server)?;
+    let (c, repo) = args.scope.client()?;
     match args.command {
         RegistryCommand::List => {
             let v = c.get(&format!("/repos/{repo}/registries")).await?;

@@ -239,24 +239,23 @@ impl Loader {
                 );
                 continue;
             }
-            let value = match &value.kind {
-                _ if value.is_null() => Some(String::new()),
-                Kind::Scalar(s, _) => Some(s.clone()),
-                _ => {
-                    self.type_error(
-                        value,
-                        &format!("`{name}` in {what}"),
-                        "a string",
-                        "`PORT: \"8080\"`",
-                    );
-                    None
-                }
-            };
-            if let Some(v) = value {
+            if let Some(v) = self.value(value, &format!("`{name}` in {what}"), "`PORT: \"8080\"`") {
                 out.push((name.to_string(), v));
             }
         }
         out
+    }
+
+    /// The value of a `NAME: value` entry: a scalar as text, null as empty.
+    fn value(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+        match &node.kind {
+            _ if node.is_null() => Some(String::new()),
+            Kind::Scalar(s, _) => Some(s.clone()),
+            _ => {
+                self.type_error(node, what, "a string", example);
+                None
+            }
+        }
     }
 
     fn relative_dir(&mut self, node: &Node, what: &str) -> Option<String> {
@@ -971,20 +970,8 @@ impl Loader {
     fn map(&mut self, node: &Node, what: &str) -> EnvVars {
         let mut out = Vec::new();
         for (name, _, value) in self.entries(node, what, None, "`{ VERSION: \"1.2\" }`") {
-            let value = match &value.kind {
-                _ if value.is_null() => Some(String::new()),
-                Kind::Scalar(s, _) => Some(s.clone()),
-                _ => {
-                    self.type_error(
-                        value,
-                        &format!("`{name}` in {what}"),
-                        "a string",
-                        "`VERSION: \"1.2\"`",
-                    );
-                    None
-                }
-            };
-            if let Some(v) = value {
+            let example = "`VERSION: \"1.2\"`";
+            if let Some(v) = self.value(value, &format!("`{name}` in {what}"), example) {
                 out.push((name.to_string(), v));
             }
         }

@@ -227,6 +227,16 @@ impl CacheStore {
     }
 }
 
+/// A size for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `1.0 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
 /// `hash_files(patterns...)`: the sha256 of the files under `dir` that match any of
 /// the glob patterns (paths and contents, in path order); empty when none match.
 pub fn hash_files(dir: &Path, patterns: &[String]) -> Result<String, String> {

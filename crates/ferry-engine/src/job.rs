@@ -205,6 +205,15 @@ fn retryable(job: &PlanJob, kind: RetryWhen, exit_code: Option<i32>) -> bool {
     }
 }
 
+/// A failure that is not a step's exit code (retried on `failure`).
+fn failed(reason: String) -> Attempt {
+    Attempt::Failed {
+        reason,
+        exit_code: None,
+        kind: RetryWhen::Failure,
+    }
+}
+
 /// One attempt: a fresh workspace, the steps in order, then reports and artifacts.
 async fn run_attempt(
     ctx: &RunCtx,
@@ -214,11 +223,6 @@ async fn run_attempt(
     out: &mut JobOutput<'_>,
 ) -> (Attempt, Option<TestSummary>) {
     let job = &ctx.plan.jobs[i];
-    let failed = |reason: String| Attempt::Failed {
-        reason,
-        exit_code: None,
-        kind: RetryWhen::Failure,
-    };
     // The workspace: the source, then the artifacts of the jobs this one needs.
     let source = ctx.source.clone();
     let target = dir.to_path_buf();
@@ -372,7 +376,8 @@ async fn run_attempt(
                     for m in missing {
                         out.say(&format!("warning: cache `{key}`: `{m}` does not exist"));
                     }
-                    let mut line = format!("cache `{key}` saved ({})", human_bytes(size));
+                    let mut line =
+                        format!("cache `{key}` saved ({})", crate::cache::human_bytes(size));
                     if evicted > 0 {
                         line.push_str(&format!(
                             "; {evicted} older cache(s) evicted to stay within the limit"
@@ -382,7 +387,7 @@ async fn run_attempt(
                 }
                 Ok((crate::cache::Saved::TooLarge { size }, _)) => out.say(&format!(
                     "warning: cache `{key}` is {}, more than the cache limit; not saved",
-                    human_bytes(size)
+                    crate::cache::human_bytes(size)
                 )),
                 Err(e) => out.say(&format!("warning: cache `{key}` could not be saved: {e}")),
             }
@@ -586,11 +591,6 @@ async fn run_executor(
     out: &mut JobOutput<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
-    let failed = |reason: String| Attempt::Failed {
-        reason,
-        exit_code: None,
-        kind: RetryWhen::Failure,
-    };
     let spec = JobSpec {
         name: job.name.clone(),
         workspace: dir.to_path_buf(),
@@ -655,11 +655,6 @@ async fn build_image(
     out: &mut JobOutput<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
-    let failed = |reason: String| Attempt::Failed {
-        reason,
-        exit_code: None,
-        kind: RetryWhen::Failure,
-    };
     let Some(build) = &job.build_image else {
         return Attempt::Success;
     };
@@ -744,15 +739,6 @@ async fn build_image(
             out.say(&format!("error: {e}"));
             failed(e)
         }
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }
 
