@@ -300,7 +300,11 @@ async fn build_push_and_pull_by_digest() {
     std::fs::create_dir_all(&app).expect("mkdir");
     std::fs::write(
         app.join("Dockerfile"),
-        format!("FROM {image}\nARG GREETING\nCOPY input.txt /input.txt\nRUN echo \"$GREETING\" > /greeting\n"),
+        // Two stages: `target` builds the first; the second would fail if it were built.
+        format!(
+            "FROM {image} AS app\nARG GREETING\nCOPY input.txt /input.txt\nRUN echo \"$GREETING\" > /greeting\n\
+             FROM app AS broken\nRUN exit 9\n"
+        ),
     )
     .expect("write");
     std::fs::write(app.join("input.txt"), "packaged\n").expect("write");
@@ -313,6 +317,7 @@ async fn build_push_and_pull_by_digest() {
     build_image:
       name: {name}
       context: app
+      target: app
       args: {{ GREETING: \"hi from ${{{{ event.branch }}}}\" }}
       labels: {{ team: core }}
       tags: [latest]
@@ -561,4 +566,30 @@ async fn registry_logins_from_sealed_secrets_push_and_pull() {
         }
     }
     docker(&["rmi", "-f", &format!("{name}@{digest}")]);
+}
+
+#[tokio::test]
+async fn a_timeout_removes_services_and_their_network() {
+    let Some(image) = image() else { return };
+    let f = fixture().await;
+    let yaml = format!(
+        "jobs:
+  svc-timeout:
+    image: {image}
+    timeout: 2s
+    services:
+      {web}
+    run: echo started; sleep 300
+",
+        web = web_service(&image)
+    );
+    let out = tokio::time::timeout(Duration::from_secs(60), f.run(&yaml))
+        .await
+        .expect("stops");
+    assert_eq!(
+        out.jobs[0].reason.as_deref(),
+        Some("the job timed out after 2s")
+    );
+    assert_eq!(containers_of("svc-timeout"), "", "no container is left");
+    assert_eq!(networks_of("svc-timeout"), "", "no network is left");
 }
