@@ -20,6 +20,7 @@ pub(crate) fn check(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
             );
         }
     }
+    crate::load_delivery::check(p, diags);
     check_needs(p, diags);
     check_cycles(p, diags);
     check_expressions(p, source, diags);
@@ -153,6 +154,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
             env_names: pipeline_env.clone(),
             plan_time: true,
             in_job: false,
+            deploy: false,
         };
         check_text(&c.group.value, Some(c.group.span), &scope, &lines, diags);
     }
@@ -166,11 +168,13 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 env_names: pipeline_env.clone(),
                 plan_time: false,
                 in_job: false,
+                deploy: false,
             },
             &lines,
             diags,
         );
     }
+    check_deploy_expressions(p, &lines, diags);
     for job in &p.jobs {
         let keys = job.matrix.as_ref().map(|m| m.keys()).unwrap_or_default();
         let mut env_names = pipeline_env.clone();
@@ -181,6 +185,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 env_names: env_names.clone(),
                 plan_time: true,
                 in_job: true,
+                deploy: false,
             };
             check_condition(job, &cond.value, cond.span, &scope, diags);
         }
@@ -189,6 +194,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
             env_names: env_names.clone(),
             plan_time: false,
             in_job: true,
+            deploy: false,
         };
         for (_, value) in &job.env {
             check_text(value, Some(job.span), &scope, &lines, diags);
@@ -201,6 +207,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
                 env_names: names,
                 plan_time: false,
                 in_job: true,
+                deploy: false,
             };
             for (_, value) in &step.env {
                 check_text(value, Some(job.span), &scope, &lines, diags);
@@ -221,6 +228,51 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
         }
         for text in texts {
             check_text(text, Some(job.span), &scope, &lines, diags);
+        }
+    }
+}
+
+/// `${{ }}` in `deploy:` may use `vars.*`, `release.*` and `environment.name`.
+fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec<Diagnostic>) {
+    use crate::delivery::{Probe, Target};
+    let scope = Scope {
+        deploy: true,
+        ..Default::default()
+    };
+    let d = &p.delivery;
+    let deploys = d
+        .deploy
+        .iter()
+        .chain(d.environments.iter().filter_map(|e| e.deploy.as_ref()));
+    for deploy in deploys {
+        let mut texts: Vec<&str> = Vec::new();
+        match &deploy.target {
+            Target::Process { command, env } => {
+                texts.push(command);
+                texts.extend(env.iter().map(|(_, v)| v.as_str()));
+            }
+            Target::Docker {
+                env,
+                command,
+                volumes,
+                ..
+            } => {
+                texts.extend(env.iter().map(|(_, v)| v.as_str()));
+                texts.extend(command.iter().flatten().map(String::as_str));
+                texts.extend(volumes.iter().map(String::as_str));
+            }
+            Target::Script { run, .. } => texts.push(run),
+            Target::Kubernetes { namespace, .. } => texts.extend(namespace.as_deref()),
+        }
+        for probe in deploy.verify.iter().flat_map(|v| &v.probes) {
+            texts.push(match probe {
+                Probe::Http { url, .. } => url,
+                Probe::Tcp { address } => address,
+                Probe::Command { run } => run,
+            });
+        }
+        for text in texts {
+            check_text(text, Some(Span::default_at_start()), &scope, lines, diags);
         }
     }
 }

@@ -104,7 +104,12 @@ pub struct Scope<'a> {
     pub plan_time: bool,
     /// False outside jobs (the concurrency group), where no matrix exists.
     pub in_job: bool,
+    /// In `deploy:`, where the names are `vars.*`, `release.*` and `environment.*`.
+    pub deploy: bool,
 }
+
+/// The fields of `release` in `deploy:` expressions.
+pub const RELEASE_FIELDS: &[&str] = &["id", "commit", "tag", "image", "dir"];
 
 /// A problem with an expression: a message and a help line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +165,9 @@ fn check_name(name: &str, scope: &Scope<'_>) -> Result<(), ExprError> {
         Some((h, f)) => (h, Some(f.split('.').next().unwrap_or(f))),
         None => (name, None),
     };
+    if scope.deploy {
+        return check_deploy_name(name, head, field);
+    }
     let unknown = |what: String, candidates: Vec<&str>, fallback: String| {
         let help = match crate::diagnostic::did_you_mean(name_tail(name), candidates) {
             Some(s) => format!("did you mean `{}`?", replace_tail(name, s)),
@@ -252,6 +260,29 @@ fn check_name(name: &str, scope: &Scope<'_>) -> Result<(), ExprError> {
     }
 }
 
+fn check_deploy_name(name: &str, head: &str, field: Option<&str>) -> Result<(), ExprError> {
+    match (head, field) {
+        ("vars", _) | ("environment", None | Some("name")) => Ok(()),
+        ("release", None) => Ok(()),
+        ("release", Some(f)) if RELEASE_FIELDS.contains(&f) => Ok(()),
+        ("release", Some(f)) => Err(ExprError {
+            message: format!("unknown variable `release.{f}`"),
+            help: match crate::diagnostic::did_you_mean(f, RELEASE_FIELDS.iter().copied()) {
+                Some(s) => format!("did you mean `release.{s}`?"),
+                None => format!("`release` has: {}", RELEASE_FIELDS.join(", ")),
+            },
+        }),
+        ("secrets", _) => Err(ExprError {
+            message: format!("`{name}`: secrets are not written into commands"),
+            help: "secrets reach the deployment as environment variables (or files): use `$NAME` in the shell".into(),
+        }),
+        _ => Err(ExprError {
+            message: format!("unknown variable `{name}` in `deploy`"),
+            help: "`deploy` sees `vars.*` (the environment's variables), `release.*` and `environment.name`".into(),
+        }),
+    }
+}
+
 fn name_tail(name: &str) -> &str {
     match name.split_once('.') {
         Some((_, f)) => f.split('.').next().unwrap_or(f),
@@ -321,6 +352,7 @@ mod tests {
             env_names: vec!["PORT"],
             plan_time: true,
             in_job: true,
+            deploy: false,
         };
         assert!(check("event.branch == 'main'", &scope).is_ok());
         assert!(check("matrix.db", &scope).is_ok());

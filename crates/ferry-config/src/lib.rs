@@ -4,16 +4,19 @@
 //! anything is reported, so a user fixes them all in one round.
 
 mod check;
+pub mod delivery;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;
 mod load;
+mod load_delivery;
 pub mod model;
 pub mod schema;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
 pub use load::parse_memory;
+pub use load_delivery::port_mapping;
 pub use model::*;
 
 /// The file name Ferry looks for at the root of a repository.
@@ -63,5 +66,9 @@ pub mod keys {
     pub use crate::load::{
         BUILD_KEYS, CACHE_KEYS, CONCURRENCY_KEYS, FILTER_KEYS, IMAGE_KEYS, JOB_KEYS, ON_KEYS,
         REPORT_KEYS, RESOURCE_KEYS, RETRY_KEYS, SERVICE_KEYS, STEP_KEYS, TOP_KEYS,
+    };
+    pub use crate::load_delivery::{
+        APPROVAL_KEYS, DEPLOY_KEYS, DOCKER_KEYS, ENVIRONMENT_KEYS, FREEZE_KEYS, HTTP_KEYS,
+        KUBERNETES_KEYS, PROCESS_KEYS, RELEASE_KEYS, SCRIPT_KEYS, VERIFY_KEYS,
     };
 }

@@ -10,7 +10,15 @@ use crate::duration::parse_duration;
 use crate::model::*;
 use crate::yaml::{Kind, Node, Style};
 
-pub const TOP_KEYS: &[&str] = &["on", "env", "concurrency", "jobs"];
+pub const TOP_KEYS: &[&str] = &[
+    "on",
+    "env",
+    "concurrency",
+    "jobs",
+    "release",
+    "environments",
+    "deploy",
+];
 pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const JOB_KEYS: &[&str] = &[
     "image",
@@ -63,7 +71,7 @@ pub const MATRIX_SPECIAL: &[&str] = &["include", "exclude"];
 /// The most attempts `retry` may ask for.
 pub const MAX_RETRY: u32 = 10;
 
-pub(crate) struct Loader {
+pub struct Loader {
     pub diags: Vec<Diagnostic>,
 }
 
@@ -72,12 +80,17 @@ impl Loader {
         Self { diags: Vec::new() }
     }
 
-    fn error(&mut self, span: Span, message: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn error(
+        &mut self,
+        span: Span,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
         self.diags
             .push(Diagnostic::error(span, message).with_help(help));
     }
 
-    fn type_error(&mut self, node: &Node, what: &str, expected: &str, example: &str) {
+    pub(crate) fn type_error(&mut self, node: &Node, what: &str, expected: &str, example: &str) {
         self.error(
             node.span,
             format!("{what} must be {expected}, found {}", node.type_name()),
@@ -87,7 +100,7 @@ impl Loader {
 
     /// The entries of a mapping, with unknown and duplicate keys reported.
     /// `allowed: None` accepts any key (names chosen by the user).
-    fn entries<'n>(
+    pub(crate) fn entries<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -150,7 +163,7 @@ impl Loader {
     }
 
     /// A scalar as text (numbers and booleans as written). Null and collections are errors.
-    fn string(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
         match &node.kind {
             Kind::Scalar(s, _) if !node.is_null() => Some(s.clone()),
             _ => {
@@ -160,7 +173,7 @@ impl Loader {
         }
     }
 
-    fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
+    pub(crate) fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
         match &node.kind {
             Kind::Scalar(s, Style::Plain) if s == "true" => Some(true),
             Kind::Scalar(s, Style::Plain) if s == "false" => Some(false),
@@ -178,7 +191,7 @@ impl Loader {
         }
     }
 
-    fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, node: &Node, what: &str) -> Option<Duration> {
         let text = match &node.kind {
             Kind::Scalar(s, _) if !node.is_null() => s,
             _ => {
@@ -200,7 +213,12 @@ impl Loader {
     }
 
     /// A list of strings; a single string is accepted as a list of one.
-    fn strings(&mut self, node: &Node, what: &str, example: &str) -> Vec<Spanned<String>> {
+    pub(crate) fn strings(
+        &mut self,
+        node: &Node,
+        what: &str,
+        example: &str,
+    ) -> Vec<Spanned<String>> {
         match &node.kind {
             Kind::Seq(items) => items
                 .iter()
@@ -220,7 +238,7 @@ impl Loader {
         }
     }
 
-    fn env(&mut self, node: &Node, what: &str) -> EnvVars {
+    pub(crate) fn env(&mut self, node: &Node, what: &str) -> EnvVars {
         let mut out = Vec::new();
         for (name, key, value) in self.entries(node, what, None, "`env: { RUST_LOG: debug }`") {
             if !is_env_name(name) {
@@ -247,7 +265,7 @@ impl Loader {
     }
 
     /// The value of a `NAME: value` entry: a scalar as text, null as empty.
-    fn value(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+    pub(crate) fn value(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
         match &node.kind {
             _ if node.is_null() => Some(String::new()),
             Kind::Scalar(s, _) => Some(s.clone()),
@@ -258,7 +276,7 @@ impl Loader {
         }
     }
 
-    fn relative_dir(&mut self, node: &Node, what: &str) -> Option<String> {
+    pub(crate) fn relative_dir(&mut self, node: &Node, what: &str) -> Option<String> {
         let dir = self.string(node, what, "`working_directory: app`")?;
         let escapes = dir.starts_with('/')
             || std::path::Path::new(&dir)
@@ -319,6 +337,9 @@ impl Loader {
                     saw_jobs = true;
                     pipeline.jobs = self.jobs(k, v);
                 }
+                "release" => pipeline.delivery.release = self.release(v),
+                "environments" => pipeline.delivery.environments = self.environments(v),
+                "deploy" => pipeline.delivery.deploy = self.deploy(v, "`deploy`"),
                 _ => {}
             }
         }
@@ -433,7 +454,7 @@ impl Loader {
         t
     }
 
-    fn filter(&mut self, node: &Node, what: &str) -> RefFilter {
+    pub(crate) fn filter(&mut self, node: &Node, what: &str) -> RefFilter {
         let mut f = RefFilter::default();
         for (key, _, v) in self.entries(node, what, Some(FILTER_KEYS), "`{ branches: [main] }`") {
             let list: Vec<String> = self
@@ -617,7 +638,7 @@ impl Loader {
     }
 
     /// Relative paths or globs inside the workspace.
-    fn paths(&mut self, node: &Node, what: &str, example: &str) -> Vec<String> {
+    pub(crate) fn paths(&mut self, node: &Node, what: &str, example: &str) -> Vec<String> {
         let mut out = Vec::new();
         for p in self.strings(node, what, example) {
             let bad = p.value.starts_with('/')
@@ -787,7 +808,7 @@ impl Loader {
     }
 
     /// A command: a list of words, or a string split like a shell would.
-    fn argv(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+    pub(crate) fn argv(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
         if let Kind::Seq(_) = node.kind {
             return Some(
                 self.strings(node, what, "`[\"httpd\", \"-f\"]`")
@@ -967,7 +988,7 @@ impl Loader {
     }
 
     /// `NAME: value` pairs with any names (build args, labels).
-    fn map(&mut self, node: &Node, what: &str) -> EnvVars {
+    pub(crate) fn map(&mut self, node: &Node, what: &str) -> EnvVars {
         let mut out = Vec::new();
         for (name, _, value) in self.entries(node, what, None, "`{ VERSION: \"1.2\" }`") {
             let example = "`VERSION: \"1.2\"`";
@@ -1146,7 +1167,7 @@ impl Loader {
         Some(m)
     }
 
-    fn scalar(&mut self, node: &Node, what: &str) -> Option<String> {
+    pub(crate) fn scalar(&mut self, node: &Node, what: &str) -> Option<String> {
         match &node.kind {
             Kind::Scalar(s, _) if !node.is_null() => Some(s.clone()),
             _ => {
@@ -1221,7 +1242,7 @@ impl Loader {
         r
     }
 
-    fn count(&mut self, node: &Node, what: &str) -> Option<u32> {
+    pub(crate) fn count(&mut self, node: &Node, what: &str) -> Option<u32> {
         let text = match &node.kind {
             Kind::Scalar(s, Style::Plain) => s,
             _ => {

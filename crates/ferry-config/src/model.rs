@@ -30,6 +30,8 @@ pub struct Pipeline {
     pub env: EnvVars,
     pub jobs: Vec<Job>,
     pub concurrency: Option<Concurrency>,
+    /// `release:`, `environments:` and `deploy:`.
+    pub delivery: crate::delivery::Delivery,
 }
 
 /// `concurrency:` — runs of a repository in the same group run one at a time; a newer

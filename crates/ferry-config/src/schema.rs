@@ -184,6 +184,95 @@ pub fn schema() -> Value {
             { "required": ["build_image"], "not": { "anyOf": [ { "required": ["run"] }, { "required": ["steps"] } ] } }
         ]
     });
+    let target = json!({
+        "type": "object",
+        "description": "Where a release goes: exactly one of the kinds.",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "additionalProperties": false,
+        "properties": {
+            "process": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["command"],
+                "properties": { "command": { "type": "string" }, "env": env }
+            },
+            "docker": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "image": { "type": "string", "description": "The job whose image the release holds." },
+                    "ports": string_or_list,
+                    "env": env,
+                    "volumes": string_or_list,
+                    "command": string_or_list
+                }
+            },
+            "script": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["run"],
+                "properties": { "run": { "type": "string" }, "image": { "type": "string" } }
+            },
+            "kubernetes": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["manifests", "kubeconfig"],
+                "properties": {
+                    "manifests": string_or_list,
+                    "kubeconfig": { "type": "string", "description": "The secret holding the kubeconfig." },
+                    "namespace": { "type": "string" },
+                    "rollout": string_or_list,
+                    "timeout": duration
+                }
+            }
+        }
+    });
+    let http = json!({
+        "oneOf": [
+            { "type": "string" },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["url"],
+                "properties": {
+                    "url": { "type": "string" },
+                    "status": { "type": "integer", "minimum": 100, "maximum": 599 },
+                    "body": { "type": "string" }
+                }
+            }
+        ]
+    });
+    let deploy = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["target"],
+        "properties": {
+            "target": target,
+            "verify": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "http": { "oneOf": [ http, { "type": "array", "items": http } ] },
+                    "tcp": string_or_list,
+                    "command": string_or_list,
+                    "for": duration,
+                    "interval": duration
+                }
+            },
+            "on_failure": { "enum": ["rollback", "stop"] }
+        }
+    });
+    let freeze = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "from": { "type": "string", "format": "date-time" },
+            "to": { "type": "string", "format": "date-time" },
+            "cron": { "type": "string" },
+            "for": duration
+        }
+    });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://ferry.dev/schema/ferry.yml.json",
@@ -220,6 +309,47 @@ pub fn schema() -> Value {
                     }
                 ]
             },
+            "release": {
+                "type": ["object", "null"],
+                "description": "What a successful run on a releasable event seals.",
+                "additionalProperties": false,
+                "properties": {
+                    "branches": string_or_list,
+                    "tags": string_or_list,
+                    "artifacts": string_or_list,
+                    "images": string_or_list
+                }
+            },
+            "environments": {
+                "type": "object",
+                "propertyNames": { "pattern": "^[a-z][a-z0-9_-]*$" },
+                "additionalProperties": {
+                    "type": ["object", "null"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "after": { "type": "string" },
+                        "auto": { "type": "boolean" },
+                        "approval": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "properties": {
+                                "required": { "type": "integer", "minimum": 1 },
+                                "from": string_or_list,
+                                "not": {
+                                    "oneOf": [
+                                        { "enum": ["author", "triggerer", "requester"] },
+                                        { "type": "array", "items": { "enum": ["author", "triggerer", "requester"] } }
+                                    ]
+                                },
+                                "expires": duration
+                            }
+                        },
+                        "freeze": { "oneOf": [ freeze, { "type": "array", "items": freeze } ] },
+                        "deploy": deploy
+                    }
+                }
+            },
+            "deploy": deploy,
             "jobs": {
                 "type": "object",
                 "minProperties": 1,

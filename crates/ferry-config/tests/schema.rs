@@ -220,4 +220,25 @@ fn schema_keys_match_the_loader() {
         sorted(CACHE_KEYS)
     );
     assert_eq!(keys(&job["properties"]["build_image"]), sorted(BUILD_KEYS));
+    let props = &schema["properties"];
+    assert_eq!(keys(&props["release"]), sorted(RELEASE_KEYS));
+    let env = &props["environments"]["additionalProperties"];
+    assert_eq!(keys(env), sorted(ENVIRONMENT_KEYS));
+    assert_eq!(keys(&env["properties"]["approval"]), sorted(APPROVAL_KEYS));
+    assert_eq!(
+        keys(&env["properties"]["freeze"]["oneOf"][0]),
+        sorted(FREEZE_KEYS)
+    );
+    let deploy = &props["deploy"];
+    assert_eq!(keys(deploy), sorted(DEPLOY_KEYS));
+    let target = &deploy["properties"]["target"]["properties"];
+    assert_eq!(keys(&target["process"]), sorted(PROCESS_KEYS));
+    assert_eq!(keys(&target["docker"]), sorted(DOCKER_KEYS));
+    assert_eq!(keys(&target["script"]), sorted(SCRIPT_KEYS));
+    assert_eq!(keys(&target["kubernetes"]), sorted(KUBERNETES_KEYS));
+    assert_eq!(keys(&deploy["properties"]["verify"]), sorted(VERIFY_KEYS));
+    assert_eq!(
+        keys(&deploy["properties"]["verify"]["properties"]["http"]["oneOf"][0]["oneOf"][1]),
+        sorted(HTTP_KEYS)
+    );
 }

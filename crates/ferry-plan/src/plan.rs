@@ -90,6 +90,14 @@ pub struct Plan {
     #[serde(default)]
     pub concurrency: Option<PlanConcurrency>,
     pub jobs: Vec<PlanJob>,
+    /// `release:`, `environments:` and `deploy:` of the commit's file: what the run seals
+    /// when it succeeds and how its release is delivered.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub delivery: ferry_config::delivery::Delivery,
+}
+
+fn is_default(d: &ferry_config::delivery::Delivery) -> bool {
+    *d == ferry_config::delivery::Delivery::default()
 }
 
 impl Plan {
@@ -383,5 +391,6 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
         not_triggered: crate::trigger_matches(&pipeline.on, event).err(),
         concurrency,
         jobs: ordered,
+        delivery: pipeline.delivery.clone(),
     })
 }

@@ -1,0 +1,229 @@
+//! The delivery half of `.ferry.yml`: `release:` (what a successful run seals),
+//! `environments:` (the stages a release goes through, with their policies) and
+//! `deploy:` (how a release is deployed, verified and rolled back).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Span;
+use crate::model::{EnvVars, Spanned};
+
+/// Everything about delivery in one pipeline file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// `None`: runs never seal releases.
+    pub release: Option<ReleaseSpec>,
+    /// In file order; `after:` gives the promotion order.
+    pub environments: Vec<EnvironmentSpec>,
+    /// The default deploy of every environment.
+    pub deploy: Option<DeploySpec>,
+}
+
+impl Delivery {
+    pub fn environment(&self, name: &str) -> Option<&EnvironmentSpec> {
+        self.environments.iter().find(|e| e.name == name)
+    }
+
+    /// The deploy of `environment`: its own, else the file's.
+    pub fn deploy_of(&self, environment: &str) -> Option<&DeploySpec> {
+        self.environment(environment)
+            .and_then(|e| e.deploy.as_ref())
+            .or(self.deploy.as_ref())
+    }
+}
+
+/// `release:` — which runs seal a release, and what goes in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    /// Pushes to these branches are releasable (`None`: the default branch).
+    pub branches: Option<Vec<String>>,
+    /// Tags matching these are releasable (`None`: every tag).
+    pub tags: Option<Vec<String>>,
+    /// Jobs whose artifacts are sealed.
+    pub artifacts: Vec<Spanned<String>>,
+    /// Jobs whose built images are sealed.
+    pub images: Vec<Spanned<String>>,
+}
+
+/// One entry of `environments:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentSpec {
+    pub name: String,
+    #[serde(skip)]
+    pub span: Span,
+    /// The environment a release must be live and verified in first.
+    pub after: Option<Spanned<String>>,
+    pub policy: Policy,
+    pub freeze: Vec<Freeze>,
+    /// Replaces the file's `deploy:` for this environment.
+    pub deploy: Option<DeploySpec>,
+}
+
+/// How a release enters an environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// As soon as it is live and verified in the environment before (or sealed, for the
+    /// first environment).
+    Auto,
+    /// Only when someone promotes it (`ferry promote`), without approvals.
+    Manual,
+    /// After approvals.
+    Approval(ApprovalRule),
+}
+
+/// `approval:` — how many approvals, from whom, and who may not approve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRule {
+    pub required: u32,
+    /// Users or groups (by name) who may approve; empty: anyone with the approver role.
+    pub from: Vec<String>,
+    /// Who may not approve, though allowed otherwise.
+    pub not: Vec<Excluded>,
+    /// An approval older than this no longer counts.
+    #[serde(with = "crate::model::opt_millis")]
+    pub expires: Option<Duration>,
+}
+
+/// People who may not approve a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Excluded {
+    /// The author of the release's commit.
+    Author,
+    /// Whoever triggered the run that made the release.
+    Triggerer,
+    /// Whoever asked for this deployment.
+    Requester,
+}
+
+impl Excluded {
+    pub const NAMES: &[&str] = &["author", "triggerer", "requester"];
+}
+
+/// A time during which nothing is deployed to the environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Freeze {
+    /// From one instant to another (RFC 3339, e.g. `2026-12-24T00:00:00Z`).
+    Window { from: String, to: String },
+    /// Starting at each time the cron expression matches (UTC), for a duration.
+    Recurring {
+        cron: String,
+        #[serde(with = "crate::model::opt_millis")]
+        duration: Option<Duration>,
+    },
+}
+
+/// `deploy:` — target, verification and what a failure does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    pub target: Target,
+    pub verify: Option<Verify>,
+    pub on_failure: OnFailure,
+}
+
+/// Where a release goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// A supervised long-running process per environment, run from the release's files.
+    Process {
+        /// Shell command, run in the release's directory; `${{ vars.* }}` etc.
+        command: String,
+        /// Variables for the process (besides the environment's vars and secrets).
+        env: EnvVars,
+    },
+    /// A container of the release's image per environment.
+    Docker {
+        /// The release image to run: the name of the job that built it (default: the
+        /// only image of the release).
+        image: Option<String>,
+        /// `HOST_PORT:CONTAINER_PORT` or `IP:HOST_PORT:CONTAINER_PORT` (IP default
+        /// 127.0.0.1).
+        ports: Vec<String>,
+        env: EnvVars,
+        /// `VOLUME_OR_HOST_PATH:CONTAINER_PATH[:ro]`.
+        volumes: Vec<String>,
+        command: Option<Vec<String>>,
+    },
+    /// Commands with the release in context (Terraform, Helm, kubectl, cloud CLIs).
+    Script {
+        run: String,
+        /// Run in a container of this image (default: on the host).
+        image: Option<String>,
+    },
+    /// Manifests with the release's image digest substituted, applied with kubectl.
+    Kubernetes {
+        /// Files or directories of YAML manifests, relative to the release's files.
+        manifests: Vec<String>,
+        /// The secret holding the kubeconfig.
+        kubeconfig: String,
+        namespace: Option<String>,
+        /// Deployments to wait for (`kubectl rollout status`); default: every
+        /// Deployment, StatefulSet and DaemonSet in the manifests.
+        rollout: Vec<String>,
+        #[serde(with = "crate::model::opt_millis")]
+        timeout: Option<Duration>,
+    },
+}
+
+impl Target {
+    pub const KINDS: &[&str] = &["process", "docker", "script", "kubernetes"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Process { .. } => "process",
+            Target::Docker { .. } => "docker",
+            Target::Script { .. } => "script",
+            Target::Kubernetes { .. } => "kubernetes",
+        }
+    }
+}
+
+/// `verify:` — probes that must pass for the whole window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verify {
+    pub probes: Vec<Probe>,
+    /// How long every probe must keep passing (`for:`).
+    #[serde(with = "crate::model::opt_millis")]
+    pub window: Option<Duration>,
+    #[serde(with = "crate::model::opt_millis")]
+    pub interval: Option<Duration>,
+}
+
+impl Verify {
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// One health probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http {
+        url: String,
+        /// The expected status (default 200).
+        status: u16,
+        /// Text the body must contain.
+        body: Option<String>,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        run: String,
+    },
+}
+
+/// What a failed deployment does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Deploy the release that was live before again (the default).
+    #[default]
+    Rollback,
+    /// Leave it as it is (failed).
+    Stop,
+}

@@ -1,0 +1,778 @@
+//! Loading `release:`, `environments:` and `deploy:` (the model is in `delivery.rs`),
+//! and the checks that need the whole file: jobs they name, the order of environments,
+//! and the names deploy expressions may use.
+
+use crate::delivery::*;
+use crate::diagnostic::{Diagnostic, Span, did_you_mean};
+use crate::load::Loader;
+use crate::model::{Pipeline, Spanned};
+use crate::yaml::{Kind, Node};
+
+pub const RELEASE_KEYS: &[&str] = &["branches", "tags", "artifacts", "images"];
+pub const ENVIRONMENT_KEYS: &[&str] = &["after", "auto", "approval", "freeze", "deploy"];
+pub const APPROVAL_KEYS: &[&str] = &["required", "from", "not", "expires"];
+pub const FREEZE_KEYS: &[&str] = &["from", "to", "cron", "for"];
+pub const DEPLOY_KEYS: &[&str] = &["target", "verify", "on_failure"];
+pub const PROCESS_KEYS: &[&str] = &["command", "env"];
+pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"];
+pub const SCRIPT_KEYS: &[&str] = &["run", "image"];
+pub const KUBERNETES_KEYS: &[&str] =
+    &["manifests", "kubeconfig", "namespace", "rollout", "timeout"];
+pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
+pub const HTTP_KEYS: &[&str] = &["url", "status", "body"];
+
+impl Loader {
+    pub(crate) fn release(&mut self, node: &Node) -> Option<ReleaseSpec> {
+        let example = "`release: { artifacts: [build], images: [image] }`";
+        if !matches!(node.kind, Kind::Map(_)) && !node.is_null() {
+            self.type_error(node, "`release`", "a mapping", example);
+            return None;
+        }
+        let mut r = ReleaseSpec {
+            branches: None,
+            tags: None,
+            artifacts: Vec::new(),
+            images: Vec::new(),
+        };
+        for (k, _, v) in self.entries(node, "`release`", Some(RELEASE_KEYS), example) {
+            let what = format!("`{k}` in `release`");
+            match k {
+                "branches" => r.branches = Some(self.globs(v, &what)),
+                "tags" => r.tags = Some(self.globs(v, &what)),
+                "artifacts" => r.artifacts = self.strings(v, &what, "`artifacts: [build]`"),
+                _ => r.images = self.strings(v, &what, "`images: [image]`"),
+            }
+        }
+        Some(r)
+    }
+
+    fn globs(&mut self, node: &Node, what: &str) -> Vec<String> {
+        self.strings(node, what, "`[main, \"release/*\"]`")
+            .into_iter()
+            .filter_map(|s| match globset::Glob::new(&s.value) {
+                Ok(_) => Some(s.value),
+                Err(e) => {
+                    self.error(
+                        s.span,
+                        format!("invalid pattern `{}`: {e}", s.value),
+                        "check the brackets and braces of the pattern",
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn environments(&mut self, node: &Node) -> Vec<EnvironmentSpec> {
+        let mut out = Vec::new();
+        let example = "`environments: { staging: { auto: true } }`";
+        for (name, k, v) in self.entries(node, "`environments`", None, example) {
+            if !is_environment_name(name) {
+                self.error(
+                    k.span,
+                    format!("invalid environment name `{name}`"),
+                    "environment names are lower-case letters, digits, `-` and `_`, starting with a letter",
+                );
+                continue;
+            }
+            let what = format!("environment `{name}`");
+            let mut env = EnvironmentSpec {
+                name: name.to_string(),
+                span: k.span,
+                after: None,
+                policy: Policy::Manual,
+                freeze: Vec::new(),
+                deploy: None,
+            };
+            let mut auto: Option<(bool, Span)> = None;
+            let mut approval: Option<(ApprovalRule, Span)> = None;
+            for (key, kn, val) in self.entries(
+                v,
+                &what,
+                Some(ENVIRONMENT_KEYS),
+                "`{ after: staging, auto: true }`",
+            ) {
+                let kwhat = format!("`{key}` in {what}");
+                match key {
+                    "after" => {
+                        env.after = self
+                            .string(val, &kwhat, "`after: staging`")
+                            .map(|s| Spanned::new(s, val.span))
+                    }
+                    "auto" => auto = self.bool(val, &kwhat).map(|b| (b, kn.span)),
+                    "approval" => approval = self.approval(val, &what).map(|a| (a, kn.span)),
+                    "freeze" => env.freeze = self.freezes(val, &what),
+                    _ => env.deploy = self.deploy(val, &format!("`deploy` in {what}")),
+                }
+            }
+            env.policy = match (auto, approval) {
+                (Some((true, _)), Some((_, span))) => {
+                    self.error(
+                        span,
+                        format!("{what} has both `auto: true` and `approval`"),
+                        "an environment is either promoted automatically or after approvals",
+                    );
+                    Policy::Manual
+                }
+                (_, Some((rule, _))) => Policy::Approval(rule),
+                (Some((true, _)), None) => Policy::Auto,
+                _ => Policy::Manual,
+            };
+            out.push(env);
+        }
+        out
+    }
+
+    fn approval(&mut self, node: &Node, what: &str) -> Option<ApprovalRule> {
+        let awhat = format!("`approval` in {what}");
+        let example = "`approval: { required: 1, from: [release-managers], not: [author] }`";
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, &awhat, "a mapping", example);
+            return None;
+        }
+        let mut rule = ApprovalRule {
+            required: 1,
+            from: Vec::new(),
+            not: Vec::new(),
+            expires: None,
+        };
+        for (k, _, v) in self.entries(node, &awhat, Some(APPROVAL_KEYS), example) {
+            let kwhat = format!("`{k}` in {awhat}");
+            match k {
+                "required" => match self.count(v, &kwhat) {
+                    Some(0) => self.error(
+                        v.span,
+                        format!("{kwhat} must be at least 1"),
+                        "remove `approval` for an environment that needs none",
+                    ),
+                    Some(n) => rule.required = n,
+                    None => {}
+                },
+                "from" => {
+                    rule.from = self
+                        .strings(v, &kwhat, "`from: [release-managers, alice]`")
+                        .into_iter()
+                        .map(|s| s.value)
+                        .collect()
+                }
+                "not" => {
+                    for s in self.strings(v, &kwhat, "`not: [author, triggerer]`") {
+                        match s.value.as_str() {
+                            "author" => rule.not.push(Excluded::Author),
+                            "triggerer" => rule.not.push(Excluded::Triggerer),
+                            "requester" => rule.not.push(Excluded::Requester),
+                            other => {
+                                let help =
+                                    match did_you_mean(other, Excluded::NAMES.iter().copied()) {
+                                        Some(s) => format!("did you mean `{s}`?"),
+                                        None => {
+                                            format!("`not` takes: {}", Excluded::NAMES.join(", "))
+                                        }
+                                    };
+                                self.error(s.span, format!("{kwhat}: unknown `{other}`"), help);
+                            }
+                        }
+                    }
+                }
+                _ => rule.expires = self.duration(v, &kwhat),
+            }
+        }
+        Some(rule)
+    }
+
+    fn freezes(&mut self, node: &Node, what: &str) -> Vec<Freeze> {
+        let fwhat = format!("`freeze` in {what}");
+        let example = "`freeze: [{ from: \"2026-12-24T00:00:00Z\", to: \"2026-12-27T00:00:00Z\" }, { cron: \"0 18 * * 5\", for: 60h }]`";
+        let items: Vec<&Node> = match &node.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![node],
+        };
+        let mut out = Vec::new();
+        for item in items {
+            if !matches!(item.kind, Kind::Map(_)) {
+                self.type_error(item, &fwhat, "a mapping", example);
+                continue;
+            }
+            let (mut from, mut to, mut cron, mut dur) = (None, None, None, None);
+            let before = self.diags.len();
+            for (k, _, v) in self.entries(item, &fwhat, Some(FREEZE_KEYS), example) {
+                let kwhat = format!("`{k}` in {fwhat}");
+                match k {
+                    "from" | "to" => {
+                        let Some(text) = self.string(v, &kwhat, "`2026-12-24T00:00:00Z`") else {
+                            continue;
+                        };
+                        if chrono::DateTime::parse_from_rfc3339(&text).is_err() {
+                            self.error(
+                                v.span,
+                                format!("{kwhat} must be a date and time, found `{text}`"),
+                                "write RFC 3339 with a zone, e.g. `2026-12-24T00:00:00Z`",
+                            );
+                            continue;
+                        }
+                        if k == "from" {
+                            from = Some(text);
+                        } else {
+                            to = Some(text);
+                        }
+                    }
+                    "cron" => {
+                        let Some(text) = self.string(v, &kwhat, "`cron: \"0 18 * * 5\"`") else {
+                            continue;
+                        };
+                        if text.split_whitespace().count() != 5
+                            || croner::Cron::new(&text).parse().is_err()
+                        {
+                            self.error(
+                                v.span,
+                                format!("invalid cron expression `{text}`"),
+                                "write minute hour day-of-month month day-of-week (UTC), e.g. `0 18 * * 5`",
+                            );
+                            continue;
+                        }
+                        cron = Some(text);
+                    }
+                    _ => dur = self.duration(v, &kwhat),
+                }
+            }
+            if self.diags.len() > before {
+                continue;
+            }
+            match (from, to, cron, dur) {
+                (Some(from), Some(to), None, None) => {
+                    if to <= from
+                        && chrono::DateTime::parse_from_rfc3339(&to).ok()
+                            <= chrono::DateTime::parse_from_rfc3339(&from).ok()
+                    {
+                        self.error(
+                            item.span,
+                            format!("{fwhat} ends before it starts"),
+                            "`to` must be later than `from`",
+                        );
+                    } else {
+                        out.push(Freeze::Window { from, to });
+                    }
+                }
+                (None, None, Some(cron), Some(d)) => out.push(Freeze::Recurring {
+                    cron,
+                    duration: Some(d),
+                }),
+                _ => self.error(
+                    item.span,
+                    format!("{fwhat} needs either `from` and `to`, or `cron` and `for`"),
+                    format!("for example: {example}"),
+                ),
+            }
+        }
+        out
+    }
+
+    pub(crate) fn deploy(&mut self, node: &Node, what: &str) -> Option<DeploySpec> {
+        let example = "`deploy: { target: { process: { command: ./app } } }`";
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, what, "a mapping", example);
+            return None;
+        }
+        let mut target = None;
+        let mut verify = None;
+        let mut on_failure = OnFailure::Rollback;
+        let mut saw_target = false;
+        for (k, _, v) in self.entries(node, what, Some(DEPLOY_KEYS), example) {
+            match k {
+                "target" => {
+                    saw_target = true;
+                    target = self.target(v, what);
+                }
+                "verify" => verify = self.verify(v, what),
+                _ => {
+                    match self.string(v, &format!("`on_failure` in {what}"), "`on_failure: rollback`") {
+                        Some(s) if s == "rollback" => on_failure = OnFailure::Rollback,
+                        Some(s) if s == "stop" => on_failure = OnFailure::Stop,
+                        Some(s) => self.error(
+                            v.span,
+                            format!("`on_failure` in {what} must be `rollback` or `stop`, found `{s}`"),
+                            "`rollback` deploys the release that was live before; `stop` leaves the failure",
+                        ),
+                        None => {}
+                    }
+                }
+            }
+        }
+        if !saw_target {
+            self.error(
+                node.span,
+                format!("{what} has no `target`"),
+                format!("for example: {example}"),
+            );
+        }
+        target.map(|target| DeploySpec {
+            target,
+            verify,
+            on_failure,
+        })
+    }
+
+    fn target(&mut self, node: &Node, what: &str) -> Option<Target> {
+        let twhat = format!("`target` in {what}");
+        let example = "`target: { process: { command: ./app } }`";
+        let entries = self.entries(node, &twhat, Some(Target::KINDS), example);
+        if entries.len() != 1 {
+            if entries.len() > 1 {
+                self.error(
+                    node.span,
+                    format!("{twhat} names {} targets", entries.len()),
+                    format!("choose one of: {}", Target::KINDS.join(", ")),
+                );
+            } else if matches!(&node.kind, Kind::Map(m) if m.is_empty()) {
+                self.error(
+                    node.span,
+                    format!("{twhat} is empty"),
+                    format!("choose one of: {}", Target::KINDS.join(", ")),
+                );
+            }
+            return None;
+        }
+        let (kind, _, v) = entries[0];
+        let kwhat = format!("the `{kind}` target in {what}");
+        let before = self.diags.len();
+        let target = match kind {
+            "process" => {
+                let (mut command, mut env) = (None, Vec::new());
+                for (k, _, val) in
+                    self.entries(v, &kwhat, Some(PROCESS_KEYS), "`{ command: ./app }`")
+                {
+                    match k {
+                        "command" => {
+                            command = self.string(
+                                val,
+                                &format!("`command` in {kwhat}"),
+                                "`command: ./app --port 8080`",
+                            )
+                        }
+                        _ => env = self.env(val, &format!("the `env` of {kwhat}")),
+                    }
+                }
+                command.map(|command| Target::Process { command, env })
+            }
+            "docker" => {
+                let (mut image, mut ports, mut env, mut volumes, mut command) =
+                    (None, Vec::new(), Vec::new(), Vec::new(), None);
+                for (k, _, val) in
+                    self.entries(v, &kwhat, Some(DOCKER_KEYS), "`{ ports: [\"8080:8080\"] }`")
+                {
+                    let w = format!("`{k}` in {kwhat}");
+                    match k {
+                        "image" => image = self.string(val, &w, "`image: package`"),
+                        "ports" => {
+                            for p in self.strings(val, &w, "`ports: [\"8080:80\"]`") {
+                                if port_mapping(&p.value).is_some() {
+                                    ports.push(p.value);
+                                } else {
+                                    self.error(
+                                        p.span,
+                                        format!("{w}: `{}` is not a port mapping", p.value),
+                                        "write HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT, e.g. `8080:80`",
+                                    );
+                                }
+                            }
+                        }
+                        "env" => env = self.env(val, &format!("the `env` of {kwhat}")),
+                        "volumes" => {
+                            volumes = self
+                                .strings(val, &w, "`volumes: [\"data:/var/lib/app\"]`")
+                                .into_iter()
+                                .map(|s| s.value)
+                                .collect()
+                        }
+                        _ => command = self.argv(val, &w),
+                    }
+                }
+                Some(Target::Docker {
+                    image,
+                    ports,
+                    env,
+                    volumes,
+                    command,
+                })
+            }
+            "script" => {
+                let (mut run, mut image) = (None, None);
+                for (k, _, val) in
+                    self.entries(v, &kwhat, Some(SCRIPT_KEYS), "`{ run: ./deploy.sh }`")
+                {
+                    match k {
+                        "run" => {
+                            run = self.string(
+                                val,
+                                &format!("`run` in {kwhat}"),
+                                "`run: terraform apply -auto-approve`",
+                            )
+                        }
+                        _ => {
+                            image = self.string(
+                                val,
+                                &format!("`image` in {kwhat}"),
+                                "`image: hashicorp/terraform:1.9`",
+                            )
+                        }
+                    }
+                }
+                run.map(|run| Target::Script { run, image })
+            }
+            _ => {
+                let (mut manifests, mut kubeconfig, mut namespace, mut rollout, mut timeout) =
+                    (Vec::new(), None, None, Vec::new(), None);
+                for (k, _, val) in self.entries(
+                    v,
+                    &kwhat,
+                    Some(KUBERNETES_KEYS),
+                    "`{ manifests: [k8s/], kubeconfig: KUBECONFIG }`",
+                ) {
+                    let w = format!("`{k}` in {kwhat}");
+                    match k {
+                        "manifests" => manifests = self.paths(val, &w, "`manifests: [k8s/]`"),
+                        "kubeconfig" => {
+                            kubeconfig = self.string(val, &w, "`kubeconfig: KUBECONFIG`")
+                        }
+                        "namespace" => namespace = self.string(val, &w, "`namespace: shop`"),
+                        "rollout" => {
+                            rollout = self
+                                .strings(val, &w, "`rollout: [deployment/web]`")
+                                .into_iter()
+                                .map(|s| s.value)
+                                .collect()
+                        }
+                        _ => timeout = self.duration(val, &w),
+                    }
+                }
+                match kubeconfig {
+                    Some(kubeconfig) if !manifests.is_empty() => Some(Target::Kubernetes {
+                        manifests,
+                        kubeconfig,
+                        namespace,
+                        rollout,
+                        timeout,
+                    }),
+                    _ => None,
+                }
+            }
+        };
+        if target.is_none() && self.diags.len() == before {
+            let needs = match kind {
+                "process" => "`command`",
+                "script" => "`run`",
+                _ => "`manifests` and `kubeconfig` (the name of the secret that holds it)",
+            };
+            self.error(
+                v.span,
+                format!("{kwhat} needs {needs}"),
+                format!("for example: {example}"),
+            );
+        }
+        target
+    }
+
+    fn verify(&mut self, node: &Node, what: &str) -> Option<Verify> {
+        let vwhat = format!("`verify` in {what}");
+        let example = "`verify: { http: http://127.0.0.1:8080/healthz, for: 30s }`";
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, &vwhat, "a mapping", example);
+            return None;
+        }
+        let before = self.diags.len();
+        let mut v = Verify {
+            probes: Vec::new(),
+            window: None,
+            interval: None,
+        };
+        for (k, _, val) in self.entries(node, &vwhat, Some(VERIFY_KEYS), example) {
+            let w = format!("`{k}` in {vwhat}");
+            let items: Vec<&Node> = match &val.kind {
+                Kind::Seq(items) if k != "for" && k != "interval" => items.iter().collect(),
+                _ => vec![val],
+            };
+            match k {
+                "http" => {
+                    for item in items {
+                        if let Some(p) = self.http_probe(item, &w) {
+                            v.probes.push(p);
+                        }
+                    }
+                }
+                "tcp" => {
+                    for item in items {
+                        if let Some(address) = self.string(item, &w, "`tcp: 127.0.0.1:5432`") {
+                            if address.contains("${{")
+                                || address
+                                    .rsplit_once(':')
+                                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                            {
+                                v.probes.push(Probe::Tcp { address });
+                            } else {
+                                self.error(
+                                    item.span,
+                                    format!("{w}: `{address}` is not HOST:PORT"),
+                                    "for example `127.0.0.1:5432`",
+                                );
+                            }
+                        }
+                    }
+                }
+                "command" => {
+                    for item in items {
+                        if let Some(run) = self.string(item, &w, "`command: ./healthcheck.sh`") {
+                            v.probes.push(Probe::Command { run });
+                        }
+                    }
+                }
+                "for" => v.window = self.duration(val, &w),
+                _ => v.interval = self.duration(val, &w),
+            }
+        }
+        if v.probes.is_empty() {
+            if self.diags.len() == before {
+                self.error(
+                    node.span,
+                    format!("{vwhat} has no probe"),
+                    "add `http`, `tcp` or `command`",
+                );
+            }
+            return None;
+        }
+        Some(v)
+    }
+
+    fn http_probe(&mut self, node: &Node, what: &str) -> Option<Probe> {
+        let (url, status, body) = if let Kind::Scalar(..) = node.kind {
+            (
+                self.string(node, what, "`http: http://127.0.0.1:8080/healthz`")?,
+                200,
+                None,
+            )
+        } else {
+            let (mut url, mut status, mut body) = (None, 200u16, None);
+            for (k, _, v) in self.entries(
+                node,
+                what,
+                Some(HTTP_KEYS),
+                "`{ url: http://127.0.0.1:8080/, status: 200, body: ok }`",
+            ) {
+                let w = format!("`{k}` in {what}");
+                match k {
+                    "url" => url = self.string(v, &w, "`url: http://127.0.0.1:8080/healthz`"),
+                    "status" => match self.scalar(v, &w).and_then(|s| s.parse::<u16>().ok()) {
+                        Some(s) if (100..=599).contains(&s) => status = s,
+                        _ => self.error(
+                            v.span,
+                            format!("{w} must be an HTTP status code"),
+                            "for example `status: 200`",
+                        ),
+                    },
+                    _ => body = self.string(v, &w, "`body: ok`"),
+                }
+            }
+            (url?, status, body)
+        };
+        let is_url = url.starts_with("http://") || url.starts_with("https://");
+        if !(url.contains("${{") || is_url) {
+            self.error(
+                node.span,
+                format!("{what}: `{url}` is not an http:// or https:// URL"),
+                "for example `http://127.0.0.1:8080/healthz`",
+            );
+            return None;
+        }
+        Some(Probe::Http { url, status, body })
+    }
+}
+
+/// `HOST_PORT:CONTAINER_PORT` or `IP:HOST_PORT:CONTAINER_PORT` → (ip, host, container).
+pub fn port_mapping(text: &str) -> Option<(String, u16, u16)> {
+    let parts: Vec<&str> = text.rsplitn(3, ':').collect();
+    let (container, host, ip) = match parts.as_slice() {
+        [c, h] => (c, h, "127.0.0.1"),
+        [c, h, ip] if !ip.is_empty() => (c, h, *ip),
+        _ => return None,
+    };
+    Some((ip.to_string(), host.parse().ok()?, container.parse().ok()?))
+}
+
+fn is_environment_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Checks across sections: jobs named by `release`, the order of environments, that
+/// every environment can deploy, and docker targets that have an image to run.
+pub(crate) fn check(p: &Pipeline, diags: &mut Vec<Diagnostic>) {
+    let d = &p.delivery;
+    if let Some(r) = &d.release {
+        for name in &r.artifacts {
+            match p.job(&name.value) {
+                None => diags.push(unknown_job(p, name, "release.artifacts")),
+                Some(j) if j.artifacts.is_empty() => diags.push(
+                    Diagnostic::error(
+                        name.span,
+                        format!("job `{}` keeps no artifacts", name.value),
+                    )
+                    .with_help(
+                        "add `artifacts:` to the job, or remove it from `release.artifacts`",
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        for name in &r.images {
+            match p.job(&name.value) {
+                None => diags.push(unknown_job(p, name, "release.images")),
+                Some(j) if j.build_image.is_none() => diags.push(
+                    Diagnostic::error(name.span, format!("job `{}` builds no image", name.value))
+                        .with_help(
+                            "add `build_image:` to the job, or remove it from `release.images`",
+                        ),
+                ),
+                _ => {}
+            }
+        }
+    }
+    if d.environments.is_empty() {
+        return;
+    }
+    if d.release.is_none() {
+        diags.push(
+            Diagnostic::error(d.environments[0].span, "environments need a `release:` section")
+                .with_help("add `release:` naming what a successful run seals, e.g. `release: { artifacts: [build] }`"),
+        );
+    }
+    for env in &d.environments {
+        if let Some(after) = &env.after {
+            if after.value == env.name {
+                diags.push(
+                    Diagnostic::error(
+                        after.span,
+                        format!("environment `{}` comes after itself", env.name),
+                    )
+                    .with_help("name another environment"),
+                );
+            } else if d.environment(&after.value).is_none() {
+                let help = match did_you_mean(
+                    &after.value,
+                    d.environments.iter().map(|e| e.name.as_str()),
+                ) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "the environments are: {}",
+                        d.environments
+                            .iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                diags.push(
+                    Diagnostic::error(
+                        after.span,
+                        format!(
+                            "environment `{}` comes after `{}`, which is not an environment",
+                            env.name, after.value
+                        ),
+                    )
+                    .with_help(help),
+                );
+            }
+        }
+        if d.deploy_of(&env.name).is_none() && !diags.iter().any(|x| x.message.contains("`deploy`"))
+        {
+            diags.push(
+                Diagnostic::error(
+                    env.span,
+                    format!("environment `{}` has no deploy", env.name),
+                )
+                .with_help("add a top-level `deploy:` (or one in the environment) with a `target`"),
+            );
+        }
+        if let Some(DeploySpec {
+            target: Target::Docker { image, .. },
+            ..
+        }) = d.deploy_of(&env.name)
+        {
+            let images: Vec<&str> = d
+                .release
+                .iter()
+                .flat_map(|r| r.images.iter().map(|i| i.value.as_str()))
+                .collect();
+            let ok = match image {
+                Some(i) => images.contains(&i.as_str()),
+                None => images.len() == 1,
+            };
+            if !ok && d.release.is_some() {
+                diags.push(
+                    Diagnostic::error(
+                        env.span,
+                        format!(
+                            "environment `{}` deploys a container, but the release has {}",
+                            env.name,
+                            match image {
+                                Some(i) => format!("no image from job `{i}`"),
+                                None if images.is_empty() => "no image".to_string(),
+                                None => "several images: name one with `image:`".to_string(),
+                            }
+                        ),
+                    )
+                    .with_help("list the job that builds it in `release.images`"),
+                );
+            }
+        }
+    }
+    // Cycles through `after:`.
+    let position = |name: &str| d.environments.iter().position(|e| e.name == name);
+    for (i, env) in d.environments.iter().enumerate() {
+        let mut seen = vec![env.name.as_str()];
+        let mut at = env;
+        while let Some(after) = &at.after {
+            let Some(next) = d.environment(&after.value) else {
+                break;
+            };
+            if next.name == at.name {
+                break; // "comes after itself", reported above
+            }
+            if next.name == env.name {
+                // Each cycle once: from its member that comes first in the file.
+                if seen.iter().any(|n| position(n).is_some_and(|p| p < i)) {
+                    break;
+                }
+                diags.push(
+                    Diagnostic::error(
+                        env.span,
+                        format!(
+                            "environments come after each other in a cycle: {} → {}",
+                            seen.join(" → "),
+                            env.name
+                        ),
+                    )
+                    .with_help("remove one `after:` of the cycle"),
+                );
+                break;
+            }
+            if seen.contains(&next.name.as_str()) {
+                break;
+            }
+            seen.push(&next.name);
+            at = next;
+        }
+    }
+}
+
+fn unknown_job(p: &Pipeline, name: &Spanned<String>, what: &str) -> Diagnostic {
+    let help = match did_you_mean(&name.value, p.jobs.iter().map(|j| j.name.as_str())) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => "name a job of this file".to_string(),
+    };
+    Diagnostic::error(
+        name.span,
+        format!("`{what}` names `{}`, which is not a job", name.value),
+    )
+    .with_help(help)
+}
