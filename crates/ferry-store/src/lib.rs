@@ -9,6 +9,7 @@
 //! Log *text* lives in append-only files in the data directory (`logs/<run>/<job>.log`);
 //! the database holds their index. Writing a log is then as fast as writing a file.
 
+pub mod delivery;
 mod logs;
 mod migrate;
 mod model;
@@ -25,6 +26,10 @@ use std::time::Duration;
 use sqlx::Executor as _;
 use sqlx::any::AnyPoolOptions;
 
+pub use delivery::{
+    Approval, AuditEntry, Deployment, DeploymentKind, DeploymentStatus, NewRelease, Release,
+    ReleaseArtifact, ReleaseImage, SecretInfo, Variable,
+};
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;
 pub use registries::RegistryLogin;

@@ -51,6 +51,11 @@ const SQLITE: Set = &[
         "registries",
         include_str!("../migrations/sqlite/0008_registries.sql"),
     ),
+    (
+        9,
+        "delivery",
+        include_str!("../migrations/sqlite/0009_delivery.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -92,6 +97,11 @@ const POSTGRES: Set = &[
         8,
         "registries",
         include_str!("../migrations/postgres/0008_registries.sql"),
+    ),
+    (
+        9,
+        "delivery",
+        include_str!("../migrations/postgres/0009_delivery.sql"),
     ),
 ];
 

@@ -103,6 +103,10 @@ both!(
     concurrency_groups_run_one_at_a_time,
     built_images_are_kept_with_their_digest,
     registry_logins_are_sealed,
+    releases_are_sealed_once,
+    deployments_move_by_compare_and_set,
+    one_deployment_in_progress_per_environment,
+    approvals_audit_variables_and_secrets,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -214,6 +218,357 @@ async fn registry_logins_are_sealed(f: &Fixture) {
         !s.delete_registry_login(&a, "reg.example:5000")
             .await
             .expect("again")
+    );
+}
+
+fn new_release(repo: &str, run: &ferry_store::Run, name: &str) -> ferry_store::NewRelease {
+    ferry_store::NewRelease {
+        repository_id: repo.into(),
+        name: name.into(),
+        run_id: run.id.clone(),
+        run_number: run.number,
+        commit_sha: "abc".into(),
+        git_ref: "refs/heads/main".into(),
+        tag: None,
+        author: "A <a@b>".into(),
+        triggered_by: Some("user:ada".into()),
+        plan_hash: "sha256:00".into(),
+        ferry_version: "0.1.0".into(),
+        delivery: "{}".into(),
+        artifacts: vec![ferry_store::ReleaseArtifact {
+            job: "build".into(),
+            path: "bin/app".into(),
+            digest: "sha256:aa".into(),
+            size: 3,
+            mode: 0o755,
+        }],
+        images: vec![ferry_store::ReleaseImage {
+            job: "image".into(),
+            name: "127.0.0.1:5000/app".into(),
+            digest: "sha256:bb".into(),
+        }],
+    }
+}
+
+/// A repository with one run and a release `r1` of it.
+async fn released(s: &Store) -> (String, ferry_store::Release) {
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    let release = s
+        .create_release(&new_release(&repo, &run, "r1"))
+        .await
+        .expect("release");
+    (repo, release)
+}
+
+async fn releases_are_sealed_once(f: &Fixture) {
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    assert_eq!(r1.artifacts.len(), 1);
+    assert_eq!(r1.images[0].reference(), "127.0.0.1:5000/app@sha256:bb");
+    assert_eq!(s.release(&repo, "r1").await.expect("by name"), r1);
+    assert_eq!(s.release(&repo, &r1.id).await.expect("by id"), r1);
+    assert_eq!(
+        s.release_of_run(&r1.run_id).await.expect("of run"),
+        Some(r1.clone())
+    );
+    // The same run cannot be sealed twice, nor a name reused.
+    let run = s.run_by_id(&r1.run_id).await.expect("run");
+    let again = s.create_release(&new_release(&repo, &run, "r2")).await;
+    assert!(
+        matches!(again, Err(ferry_store::Error::Conflict(_))),
+        "{again:?}"
+    );
+    let (run2, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    let same_name = s.create_release(&new_release(&repo, &run2, "r1")).await;
+    assert!(matches!(same_name, Err(ferry_store::Error::Conflict(_))));
+    assert!(
+        s.release_of_run(&run2.id).await.expect("none").is_none(),
+        "nothing half-written"
+    );
+    let r2 = s
+        .create_release(&new_release(&repo, &run2, "r2"))
+        .await
+        .expect("r2");
+    let names: Vec<String> = s
+        .releases(&repo, 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["r2", "r1"]);
+    assert!(s.release(&repo, "nope").await.is_err());
+    let _ = r2;
+}
+
+async fn deployments_move_by_compare_and_set(f: &Fixture) {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let d1 = s
+        .create_deployment(&repo, "sandbox", &r1.id, K::Auto, S::Queued, Some("ferry"))
+        .await
+        .expect("d1");
+    assert_eq!((d1.number, d1.status), (1, S::Queued));
+    assert!(
+        s.start_deployment(&d1.id, S::Queued, None, "{}")
+            .await
+            .expect("start")
+    );
+    assert!(
+        !s.start_deployment(&d1.id, S::Queued, None, "{}")
+            .await
+            .expect("again"),
+        "only once"
+    );
+    assert!(
+        s.move_deployment(&d1.id, &[S::Deploying], S::Verifying, None)
+            .await
+            .expect("verify")
+    );
+    assert!(s.make_live(&d1.id).await.expect("live"));
+    let live = s
+        .live_deployment(&repo, "sandbox")
+        .await
+        .expect("live")
+        .expect("some");
+    assert_eq!(live.id, d1.id);
+    assert!(live.started_at.is_some() && live.finished_at.is_some());
+    let d2 = s
+        .create_deployment(
+            &repo,
+            "sandbox",
+            &r1.id,
+            K::Promotion,
+            S::Queued,
+            Some("user:ada"),
+        )
+        .await
+        .expect("d2");
+    assert_eq!(d2.number, 2);
+    assert!(
+        s.start_deployment(&d2.id, S::Queued, Some(&r1.id), "{\"vars\":[]}")
+            .await
+            .expect("start")
+    );
+    assert!(s.make_live(&d2.id).await.expect("live"));
+    assert_eq!(
+        s.deployment(&d1.id).await.expect("d1").status,
+        S::Replaced,
+        "one live release"
+    );
+    assert_eq!(
+        s.find_deployment(&repo, "sandbox#2")
+            .await
+            .expect("by number")
+            .id,
+        d2.id
+    );
+    assert_eq!(
+        s.deployment(&d2.id).await.expect("d2").previous_release_id,
+        Some(r1.id.clone())
+    );
+    assert!(
+        !s.move_deployment(&d2.id, &[S::AwaitingApproval], S::Rejected, None)
+            .await
+            .expect("cas")
+    );
+    let envs: Vec<String> = s
+        .deployments(&repo, Some("sandbox"), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.environment)
+        .collect();
+    assert_eq!(envs.len(), 2);
+    assert_eq!(s.deployments_in(&[S::Live]).await.expect("live").len(), 1);
+}
+
+async fn one_deployment_in_progress_per_environment(f: &Fixture) {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let d = s
+            .create_deployment(&repo, "staging", &r1.id, K::Promotion, S::Queued, None)
+            .await
+            .expect("create");
+        ids.push(d.id);
+    }
+    // Six concurrent starts: exactly one wins while the others are queued.
+    let starts = ids.iter().map(|id| {
+        let s = s.clone();
+        let id = id.clone();
+        async move {
+            s.start_deployment(&id, S::Queued, None, "{}")
+                .await
+                .expect("start")
+        }
+    });
+    let won = futures_util_join_all(starts).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+    let numbers: std::collections::BTreeSet<i64> = s
+        .deployments(&repo, Some("staging"), 10)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.number)
+        .collect();
+    assert_eq!(numbers.len(), 6, "distinct numbers");
+    // Another environment is independent.
+    let other = s
+        .create_deployment(&repo, "prod", &r1.id, K::Promotion, S::Queued, None)
+        .await
+        .expect("other");
+    assert!(
+        s.start_deployment(&other.id, S::Queued, None, "{}")
+            .await
+            .expect("start")
+    );
+}
+
+async fn futures_util_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("join"));
+    }
+    out
+}
+
+async fn approvals_audit_variables_and_secrets(f: &Fixture) {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let d = s
+        .create_deployment(
+            &repo,
+            "production",
+            &r1.id,
+            K::Promotion,
+            S::AwaitingApproval,
+            Some("user:ada"),
+        )
+        .await
+        .expect("d");
+    s.add_approval(&d.id, "u1", "bob", "approve", Some("lgtm"))
+        .await
+        .expect("approve");
+    let twice = s.add_approval(&d.id, "u1", "bob", "approve", None).await;
+    assert!(matches!(twice, Err(ferry_store::Error::Conflict(_))));
+    let approvals = s.approvals(&d.id).await.expect("approvals");
+    assert_eq!(
+        (approvals.len(), approvals[0].comment.as_deref()),
+        (1, Some("lgtm"))
+    );
+
+    s.audit(
+        Some(&repo),
+        "user:ada",
+        "secret.set",
+        "production/TOKEN",
+        None,
+    )
+    .await
+    .expect("audit");
+    s.audit(
+        Some(&repo),
+        "user:bob",
+        "deployment.approve",
+        "production#1",
+        Some("lgtm"),
+    )
+    .await
+    .expect("audit");
+    let log = s.audit_log(Some(&repo), 10).await.expect("log");
+    assert_eq!(log[0].action, "deployment.approve", "newest first");
+    assert_eq!(log.len(), 2);
+
+    s.set_variable(&repo, "", "PORT", "8000", Some("user:ada"))
+        .await
+        .expect("var");
+    s.set_variable(&repo, "production", "PORT", "9000", None)
+        .await
+        .expect("var");
+    s.set_variable(&repo, "staging", "PORT", "7000", None)
+        .await
+        .expect("var");
+    let vars = s.variables(&repo, Some("production")).await.expect("vars");
+    let seen: Vec<(&str, &str)> = vars
+        .iter()
+        .map(|v| (v.environment.as_str(), v.value.as_str()))
+        .collect();
+    assert_eq!(seen, [("", "8000"), ("production", "9000")]);
+    assert!(
+        s.delete_variable(&repo, "staging", "PORT")
+            .await
+            .expect("delete")
+    );
+
+    let key = ferry_store::SecretKey::from_hex(&"01".repeat(32)).expect("key");
+    s.set_secret(&key, &repo, "", "TOKEN", b"repo-level", None)
+        .await
+        .expect("secret");
+    s.set_secret(
+        &key,
+        &repo,
+        "production",
+        "TOKEN",
+        b"prod-level",
+        Some("user:ada"),
+    )
+    .await
+    .expect("secret");
+    s.set_secret(&key, &repo, "", "OTHER", b"o", None)
+        .await
+        .expect("secret");
+    let opened = s
+        .open_secrets(&key, &repo, "production")
+        .await
+        .expect("open");
+    assert_eq!(
+        opened,
+        vec![
+            ("OTHER".to_string(), b"o".to_vec()),
+            ("TOKEN".to_string(), b"prod-level".to_vec())
+        ]
+    );
+    let names = s
+        .secret_names(&repo, Some("production"))
+        .await
+        .expect("names");
+    assert_eq!(names.len(), 3);
+    assert!(
+        s.delete_secret(&repo, "production", "TOKEN")
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        s.open_secrets(&key, &repo, "production")
+            .await
+            .expect("open")[1]
+            .1,
+        b"repo-level"
+    );
+
+    let user = s.create_user("carol", "approver").await.expect("user");
+    s.add_group_member("release-managers", &user.id)
+        .await
+        .expect("group");
+    s.add_group_member("release-managers", &user.id)
+        .await
+        .expect("idempotent");
+    assert_eq!(
+        s.groups_of(&user.id).await.expect("groups"),
+        ["release-managers"]
     );
 }
 
