@@ -407,7 +407,7 @@ async fn one_deployment_in_progress_per_environment(f: &Fixture) {
                 .expect("start")
         }
     });
-    let won = futures_util_join_all(starts).await;
+    let won = join_all(starts).await;
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
     let numbers: std::collections::BTreeSet<i64> = s
         .deployments(&repo, Some("staging"), 10)
@@ -429,11 +429,10 @@ async fn one_deployment_in_progress_per_environment(f: &Fixture) {
     );
 }
 
-async fn futures_util_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
+/// Runs the futures at once on the runtime and collects their outputs in order.
+async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
