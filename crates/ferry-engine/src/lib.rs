@@ -17,3 +17,14 @@ pub use events::{EngineEvent, EventSink, NullSink};
 pub use junit::parse_junit;
 pub use run::{Engine, EngineConfig, JobResult, RunOutcome, Source};
 pub use workspace::directory_files;
+
+/// Where the engine keeps the artifacts of job `position` (named `name`) of run `run_id`:
+/// `<data dir>/artifacts/<run id>/<NNN-job>`.
+pub fn artifact_dir(
+    data_dir: &std::path::Path,
+    run_id: &str,
+    position: usize,
+    name: &str,
+) -> std::path::PathBuf {
+    workspace::job_dir(&data_dir.join("artifacts").join(run_id), position, name)
+}

@@ -120,6 +120,24 @@ pub const ROUTES: &[Route] = &[
         ADMIN,
         "Remove the repository's login on a registry",
     ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/releases",
+        VIEWER,
+        "A repository's releases, newest first",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/releases/{release}",
+        VIEWER,
+        "One release with its artifact and image digests",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/audit",
+        VIEWER,
+        "The repository's audit log, newest first",
+    ),
     r("GET", "/api/v1/runs", VIEWER, "List runs (filters, cursor)"),
     r(
         "GET",
@@ -185,6 +203,9 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/api/v1/repos/{repo}/registries") => get(list_registries),
         ("PUT", "/api/v1/repos/{repo}/registries/{host}") => put(set_registry),
         ("DELETE", "/api/v1/repos/{repo}/registries/{host}") => delete(delete_registry),
+        ("GET", "/api/v1/repos/{repo}/releases") => get(list_releases),
+        ("GET", "/api/v1/repos/{repo}/releases/{release}") => get(get_release),
+        ("GET", "/api/v1/repos/{repo}/audit") => get(audit_log),
         ("GET", "/api/v1/runs") => get(list_runs),
         ("GET", "/api/v1/runs/{run}") => get(get_run),
         ("GET", "/api/v1/runs/{run}/jobs/{job}/log") => get(job_log),
@@ -449,6 +470,50 @@ async fn list_caches(
     Ok(Json(json!({ "caches": entries })))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    /// The most entries (default 50, at most 500).
+    limit: Option<i64>,
+}
+
+async fn list_releases(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(
+        json!({ "releases": s.store.releases(&repo.id, limit).await? }),
+    ))
+}
+
+async fn get_release(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, release)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    Ok(Json(
+        json!({ "release": s.store.release(&repo.id, &release).await? }),
+    ))
+}
+
+async fn audit_log(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(
+        json!({ "audit": s.store.audit_log(Some(&repo.id), limit).await? }),
+    ))
+}
+
 async fn list_registries(
     State(s): State<AppState>,
     _: Need<AsDeveloper>,
@@ -655,8 +720,9 @@ async fn get_run(
         jobs.push(JobView { job, steps });
     }
     let images = s.store.images(&run.id).await?;
+    let release = s.store.release_of_run(&run.id).await?;
     Ok(Json(
-        json!({ "run": run, "plan": plan, "jobs": jobs, "images": images }),
+        json!({ "run": run, "plan": plan, "jobs": jobs, "images": images, "release": release }),
     ))
 }
 

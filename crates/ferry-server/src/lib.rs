@@ -7,6 +7,7 @@
 
 mod api;
 pub mod auth;
+mod delivery;
 mod error;
 mod intake;
 pub mod live;

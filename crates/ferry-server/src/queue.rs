@@ -118,11 +118,15 @@ async fn execute_inner(
     };
     let result = state
         .engine
-        .execute(run, job_ids, plan, source, sink, cancel)
+        .execute(run, job_ids, plan.clone(), source, sink, cancel)
         .await
         .map_err(|e| e.to_string());
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
-    result.map(|_| ())
+    let outcome = result?;
+    if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
+        crate::delivery::after_success(state, &outcome.run.id, &plan).await;
+    }
+    Ok(())
 }
 
 /// Records a run that could not be executed at all.

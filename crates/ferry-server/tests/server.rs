@@ -1185,3 +1185,90 @@ async fn registry_logins_are_set_listed_without_passwords_and_removed() {
     assert_eq!(status, 404, "{body}");
     s.stop().await;
 }
+
+/// Waits (bounded) until the repository has `n` releases; returns them, newest first.
+async fn releases_of(s: &Server, repo: &str, n: usize) -> Vec<Value> {
+    for _ in 0..400 {
+        let (_, body) = s
+            .admin("GET", &format!("/api/v1/repos/{repo}/releases"), None)
+            .await;
+        let list = body["releases"].as_array().cloned().unwrap_or_default();
+        if list.len() >= n {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("repository {repo} did not get {n} release(s)");
+}
+
+#[tokio::test]
+async fn a_successful_run_of_the_default_branch_seals_a_release() {
+    let s = Server::start().await;
+    let pipeline = "jobs:
+  build:
+    run: mkdir -p bin && printf 'app v1' > bin/app && chmod +x bin/app
+    artifacts: [bin/app]
+  test:
+    needs: build
+    run: test -x bin/app
+release:
+  artifacts: [build]
+";
+    let bare = s.repository("sealed", Some(pipeline));
+    s.register("sealed", &bare).await;
+    let run_id = s.trigger("sealed").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let releases = releases_of(&s, "sealed", 1).await;
+    let name = releases[0]["name"].as_str().expect("name").to_string();
+    let sha = head(&bare);
+    assert_eq!(name, format!("r1-{}", &sha[..7]));
+    let (_, body) = s
+        .admin(
+            "GET",
+            &format!("/api/v1/repos/sealed/releases/{name}"),
+            None,
+        )
+        .await;
+    let release = &body["release"];
+    assert_eq!(release["commit_sha"], sha);
+    assert_eq!(release["run_number"], 1);
+    assert_eq!(release["ferry_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        release["plan_hash"]
+            .as_str()
+            .expect("hash")
+            .starts_with("sha256:")
+    );
+    let artifact = &release["artifacts"][0];
+    assert_eq!(artifact["path"], "bin/app");
+    assert_eq!(artifact["job"], "build");
+    assert_eq!(artifact["mode"], 0o755);
+    let digest = ferry_deliver::cas::digest_of(b"app v1");
+    assert_eq!(artifact["digest"], digest.as_str());
+    // The run names its release; the audit log records the sealing.
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["release"]["name"], name.as_str());
+    let (_, audit) = s.admin("GET", "/api/v1/repos/sealed/audit", None).await;
+    assert_eq!(audit["audit"][0]["action"], "release.seal");
+    assert_eq!(audit["audit"][0]["target"], name.as_str());
+    // A run of another branch seals nothing.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/sealed/runs",
+            Some(json!({ "ref": sha })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let other = body["run"]["id"].as_str().expect("id").to_string();
+    s.finished(&other).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, detail) = s.admin("GET", &format!("/api/v1/runs/{other}"), None).await;
+    assert_eq!(
+        detail["release"],
+        Value::Null,
+        "a detached commit is not releasable"
+    );
+    assert_eq!(releases_of(&s, "sealed", 1).await.len(), 1);
+    s.stop().await;
+}

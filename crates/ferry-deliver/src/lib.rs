@@ -1,0 +1,5 @@
+//! Delivery: sealing releases, promoting them through environments under their
+//! policies and approvals, deploying them to targets, verifying and rolling back.
+
+pub mod cas;
+pub mod seal;

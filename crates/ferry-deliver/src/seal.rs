@@ -1,0 +1,292 @@
+//! Sealing a release when a run succeeds on a releasable event: the files of the jobs
+//! `release.artifacts` names go into the content-addressed store, the digests of the
+//! images `release.images` names are taken from what the run pushed, and one release
+//! row records them with the commit and how it was made.
+
+use std::path::Path;
+
+use ferry_config::delivery::ReleaseSpec;
+use ferry_plan::{EventKind, Plan};
+use ferry_store::{NewRelease, Release, ReleaseArtifact, ReleaseImage, Run, Status, Store};
+use sha2::{Digest, Sha256};
+
+use crate::cas::Cas;
+
+/// Why a run seals no release, or `Ok` when it does.
+pub fn releasable(spec: &ReleaseSpec, plan: &Plan, default_branch: &str) -> Result<(), String> {
+    let event = &plan.event;
+    match event.kind {
+        EventKind::Tag => {
+            let tag = event.tag.as_deref().unwrap_or("");
+            match &spec.tags {
+                None => Ok(()),
+                Some(globs) if matches_any(globs, tag) => Ok(()),
+                Some(_) => Err(format!("tag `{tag}` is not in `release.tags`")),
+            }
+        }
+        EventKind::Push | EventKind::Manual | EventKind::Api => {
+            let branch = event.branch.as_deref().unwrap_or("");
+            match &spec.branches {
+                None if branch == default_branch => Ok(()),
+                None => Err(format!(
+                    "`{branch}` is not the default branch `{default_branch}` (set `release.branches`)"
+                )),
+                Some(globs) if matches_any(globs, branch) => Ok(()),
+                Some(_) => Err(format!("branch `{branch}` is not in `release.branches`")),
+            }
+        }
+        EventKind::PullRequest | EventKind::Schedule => {
+            Err(format!("{} runs do not make releases", event.kind.as_str()))
+        }
+    }
+}
+
+fn matches_any(globs: &[String], value: &str) -> bool {
+    globs.iter().any(|g| {
+        globset::Glob::new(g)
+            .map(|g| g.compile_matcher().is_match(value))
+            .unwrap_or(false)
+    })
+}
+
+/// The release's name: the tag where there is one, else `r<run number>-<short sha>`.
+pub fn release_name(run: &Run) -> String {
+    match &run.tag {
+        Some(tag) => tag.clone(),
+        None => format!(
+            "r{}-{}",
+            run.number,
+            &run.commit_sha[..run.commit_sha.len().min(7)]
+        ),
+    }
+}
+
+/// Seals the release of `run` (which succeeded) when its plan says it is releasable.
+/// `Ok(None)`: not releasable (with the reason logged by the caller).
+pub async fn seal(
+    store: &Store,
+    cas: &Cas,
+    run: &Run,
+    plan: &Plan,
+    default_branch: &str,
+) -> Result<Result<Release, String>, String> {
+    let Some(spec) = &plan.delivery.release else {
+        return Ok(Err("the pipeline has no `release:`".into()));
+    };
+    if run.status != Status::Success {
+        return Ok(Err(format!("the run {}", run.status.as_str())));
+    }
+    if run.dirty {
+        return Ok(Err("the run was of uncommitted changes".into()));
+    }
+    if let Err(why) = releasable(spec, plan, default_branch) {
+        return Ok(Err(why));
+    }
+    let stored_plan = store.run_plan(&run.id).await.map_err(|e| e.to_string())?;
+    let plan_hash = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(stored_plan.as_bytes()))
+    );
+    // Artifacts: every plan job of each named job (a matrix makes several; their files
+    // then go under the plan job's name).
+    let mut jobs = Vec::new();
+    for name in &spec.artifacts {
+        let expanded: Vec<(usize, &ferry_plan::PlanJob)> = plan
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, j)| j.base == name.value)
+            .collect();
+        let several = expanded.len() > 1;
+        for (position, job) in expanded {
+            let dir = ferry_engine::artifact_dir(store.data_dir(), &run.id, position, &job.name);
+            let prefix = several.then(|| job.name.clone());
+            jobs.push((job.name.clone(), dir, prefix));
+        }
+    }
+    let cas2 = cas.clone();
+    let artifacts = tokio::task::spawn_blocking(move || collect(&cas2, &jobs))
+        .await
+        .map_err(|e| e.to_string())??;
+    let built = store.images(&run.id).await.map_err(|e| e.to_string())?;
+    let names = store.jobs(&run.id).await.map_err(|e| e.to_string())?;
+    let mut images = Vec::new();
+    for name in &spec.images {
+        for job in plan.jobs.iter().filter(|j| j.base == name.value) {
+            let job_id = names
+                .iter()
+                .find(|j| j.name == job.name)
+                .map(|j| j.id.clone());
+            let image = built
+                .iter()
+                .rev()
+                .find(|i| Some(&i.job_id) == job_id.as_ref())
+                .ok_or_else(|| format!("job `{}` pushed no image", job.name))?;
+            let digest = image.digest.clone().ok_or_else(|| {
+                format!(
+                    "job `{}` built its image without pushing it (`push: false`)",
+                    job.name
+                )
+            })?;
+            images.push(ReleaseImage {
+                job: job.name.clone(),
+                name: image.name.clone(),
+                digest,
+            });
+        }
+    }
+    let new = NewRelease {
+        repository_id: run.repository_id.clone(),
+        name: release_name(run),
+        run_id: run.id.clone(),
+        run_number: run.number,
+        commit_sha: run.commit_sha.clone(),
+        git_ref: run.git_ref.clone(),
+        tag: run.tag.clone(),
+        author: run.author.clone(),
+        triggered_by: run.triggered_by.clone(),
+        plan_hash,
+        ferry_version: env!("CARGO_PKG_VERSION").to_string(),
+        delivery: serde_json::to_string(&plan.delivery).map_err(|e| e.to_string())?,
+        artifacts,
+        images,
+    };
+    match store.create_release(&new).await {
+        Ok(r) => Ok(Ok(r)),
+        Err(ferry_store::Error::Conflict(what)) => Ok(Err(format!("{what} already exists"))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Stores every file of the jobs' artifact directories; symlinks are kept out (a
+/// release holds files only).
+fn collect(
+    cas: &Cas,
+    jobs: &[(String, std::path::PathBuf, Option<String>)],
+) -> Result<Vec<ReleaseArtifact>, String> {
+    let mut out: Vec<ReleaseArtifact> = Vec::new();
+    for (job, dir, prefix) in jobs {
+        if !dir.is_dir() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let entry = entry.map_err(|e| format!("cannot read the artifacts of `{job}`: {e}"))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+            let path = match prefix {
+                Some(p) => Path::new(p).join(rel),
+                None => rel.to_path_buf(),
+            }
+            .to_string_lossy()
+            .into_owned();
+            if let Some(other) = out.iter().find(|a| a.path == path) {
+                return Err(format!(
+                    "jobs `{}` and `{job}` both keep `{path}`; a release holds one file per path",
+                    other.job
+                ));
+            }
+            let (digest, size) = cas
+                .put_file(entry.path())
+                .map_err(|e| format!("cannot store {path}: {e}"))?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = entry
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0o644);
+            out.push(ReleaseArtifact {
+                job: job.clone(),
+                path,
+                digest,
+                size: size as i64,
+                mode: mode as i64,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_plan::Event;
+
+    fn plan(kind: EventKind, branch: Option<&str>, tag: Option<&str>) -> Plan {
+        Plan {
+            version: 1,
+            event: Event {
+                kind,
+                branch: branch.map(str::to_string),
+                tag: tag.map(str::to_string),
+                git_ref: String::new(),
+                sha: "0123456789".into(),
+                author: String::new(),
+                message: String::new(),
+                changed_files: None,
+            },
+            env: Vec::new(),
+            not_triggered: None,
+            concurrency: None,
+            jobs: Vec::new(),
+            delivery: Default::default(),
+        }
+    }
+
+    fn spec(branches: Option<&[&str]>, tags: Option<&[&str]>) -> ReleaseSpec {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        ReleaseSpec {
+            branches: branches.map(owned),
+            tags: tags.map(owned),
+            artifacts: Vec::new(),
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn which_events_are_releasable() {
+        let default = spec(None, None);
+        let push = |b| plan(EventKind::Push, Some(b), None);
+        assert!(releasable(&default, &push("main"), "main").is_ok());
+        assert_eq!(
+            releasable(&default, &push("feature"), "main"),
+            Err("`feature` is not the default branch `main` (set `release.branches`)".into())
+        );
+        assert!(releasable(&default, &plan(EventKind::Tag, None, Some("v1")), "main").is_ok());
+        assert!(
+            releasable(
+                &default,
+                &plan(EventKind::Manual, Some("main"), None),
+                "main"
+            )
+            .is_ok()
+        );
+        assert!(
+            releasable(
+                &default,
+                &plan(EventKind::Schedule, Some("main"), None),
+                "main"
+            )
+            .is_err()
+        );
+        assert!(
+            releasable(
+                &default,
+                &plan(EventKind::PullRequest, Some("main"), None),
+                "main"
+            )
+            .is_err()
+        );
+        let custom = spec(Some(&["release/*"]), Some(&["v*"]));
+        assert!(releasable(&custom, &push("release/2.0"), "main").is_ok());
+        assert!(releasable(&custom, &push("main"), "main").is_err());
+        assert!(
+            releasable(
+                &custom,
+                &plan(EventKind::Tag, None, Some("nightly")),
+                "main"
+            )
+            .is_err()
+        );
+    }
+}
