@@ -2,4 +2,5 @@
 //! policies and approvals, deploying them to targets, verifying and rolling back.
 
 pub mod cas;
+pub mod policy;
 pub mod seal;

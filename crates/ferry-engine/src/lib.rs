@@ -28,3 +28,4 @@ pub fn artifact_dir(
 ) -> std::path::PathBuf {
     workspace::job_dir(&data_dir.join("artifacts").join(run_id), position, name)
 }
+pub mod mask;

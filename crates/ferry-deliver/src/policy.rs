@@ -1,0 +1,368 @@
+//! Promotion policy, pure: the order of environments, freeze windows, and who may
+//! approve a deployment and whether it has the approvals it needs.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use ferry_config::delivery::{ApprovalRule, Delivery, EnvironmentSpec, Excluded, Freeze};
+
+/// The environments a release enters first (no `after:`).
+pub fn first_environments(d: &Delivery) -> Vec<&EnvironmentSpec> {
+    d.environments
+        .iter()
+        .filter(|e| e.after.is_none())
+        .collect()
+}
+
+/// The environments that come right after `name`.
+pub fn next_environments<'a>(d: &'a Delivery, name: &str) -> Vec<&'a EnvironmentSpec> {
+    d.environments
+        .iter()
+        .filter(|e| e.after.as_ref().is_some_and(|a| a.value == name))
+        .collect()
+}
+
+/// Why `now` is inside one of the freeze windows, if it is.
+pub fn frozen(freezes: &[Freeze], now: DateTime<Utc>) -> Option<String> {
+    for f in freezes {
+        match f {
+            Freeze::Window { from, to } => {
+                let (Ok(start), Ok(end)) = (
+                    DateTime::parse_from_rfc3339(from),
+                    DateTime::parse_from_rfc3339(to),
+                ) else {
+                    continue;
+                };
+                if now >= start && now < end {
+                    return Some(format!("frozen from {from} to {to}"));
+                }
+            }
+            Freeze::Recurring { cron, duration } => {
+                let Some(duration) = duration else { continue };
+                let Ok(cron_expr) = croner::Cron::new(cron).parse() else {
+                    continue;
+                };
+                let Ok(length) = ChronoDuration::from_std(*duration) else {
+                    continue;
+                };
+                // A start in (now - length, now] means now is inside its window.
+                let since = now - length;
+                if let Ok(start) = cron_expr.find_next_occurrence(&since, false)
+                    && start <= now
+                {
+                    let end = start + length;
+                    return Some(format!(
+                        "frozen since {} until {} (`{cron}` for {}h)",
+                        start.to_rfc3339(),
+                        end.to_rfc3339(),
+                        length.num_minutes() as f64 / 60.0
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Who is asking to approve, and the people the rule may exclude.
+#[derive(Debug, Clone)]
+pub struct Approver<'a> {
+    pub user: &'a str,
+    pub groups: &'a [String],
+    /// Has the approver (or admin) role.
+    pub may_approve: bool,
+}
+
+/// The people around a deployment that `not:` may exclude.
+#[derive(Debug, Clone, Default)]
+pub struct Parties {
+    /// The commit's author, `Name <email>`.
+    pub author: String,
+    /// The user who triggered the run (`user:NAME` or something else).
+    pub triggered_by: Option<String>,
+    /// The user who asked for the deployment.
+    pub requested_by: Option<String>,
+}
+
+/// Whether `user` is the author of a commit by `author` (`Name <email>`): the user's name
+/// equals the author's name, email, or the email's part before `@` (case-insensitive).
+pub fn is_author(user: &str, author: &str) -> bool {
+    let user = user.to_ascii_lowercase();
+    let author = author.to_ascii_lowercase();
+    let (name, email) = match author.split_once('<') {
+        Some((n, e)) => (
+            n.trim().to_string(),
+            e.trim_end_matches('>').trim().to_string(),
+        ),
+        None => (author.trim().to_string(), String::new()),
+    };
+    let local = email.split('@').next().unwrap_or("").to_string();
+    user == name || (!email.is_empty() && (user == email || user == local))
+}
+
+fn is_user(label: Option<&str>, user: &str) -> bool {
+    label.is_some_and(|l| l.strip_prefix("user:") == Some(user))
+}
+
+/// Whether `approver` may approve under `rule`, or why not.
+pub fn may_approve(
+    rule: &ApprovalRule,
+    approver: &Approver<'_>,
+    parties: &Parties,
+) -> Result<(), String> {
+    if !approver.may_approve {
+        return Err(format!(
+            "{} may not approve deployments: it takes the approver or admin role",
+            approver.user
+        ));
+    }
+    if !rule.from.is_empty()
+        && !rule
+            .from
+            .iter()
+            .any(|f| f == approver.user || approver.groups.contains(f))
+    {
+        return Err(format!(
+            "{} may not approve here: approvals come from {}",
+            approver.user,
+            rule.from.join(", ")
+        ));
+    }
+    for excluded in &rule.not {
+        let (hit, who) = match excluded {
+            Excluded::Author => (
+                is_author(approver.user, &parties.author),
+                "the commit's author",
+            ),
+            Excluded::Triggerer => (
+                is_user(parties.triggered_by.as_deref(), approver.user),
+                "the person who triggered the run",
+            ),
+            Excluded::Requester => (
+                is_user(parties.requested_by.as_deref(), approver.user),
+                "the person who asked for this deployment",
+            ),
+        };
+        if hit {
+            return Err(format!(
+                "{} may not approve this deployment: {} is {who}",
+                approver.user, approver.user
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One recorded decision, as the policy sees it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub user: String,
+    pub approve: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a deployment's approvals stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Rejected {
+        by: String,
+    },
+    /// `have` valid approvals of `need`.
+    Waiting {
+        have: u32,
+        need: u32,
+    },
+}
+
+/// The verdict on the decisions so far; approvals older than `rule.expires` do not count.
+pub fn verdict(rule: &ApprovalRule, decisions: &[Decision], now: DateTime<Utc>) -> Verdict {
+    if let Some(r) = decisions.iter().find(|d| !d.approve) {
+        return Verdict::Rejected { by: r.user.clone() };
+    }
+    let fresh = |d: &&Decision| match rule.expires.and_then(|e| ChronoDuration::from_std(e).ok()) {
+        Some(e) => now - d.at < e,
+        None => true,
+    };
+    let have = decisions.iter().filter(|d| d.approve).filter(fresh).count() as u32;
+    if have >= rule.required {
+        Verdict::Approved
+    } else {
+        Verdict::Waiting {
+            have,
+            need: rule.required,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn rule() -> ApprovalRule {
+        ApprovalRule {
+            required: 2,
+            from: vec!["release-managers".into(), "alice".into()],
+            not: vec![Excluded::Author, Excluded::Triggerer],
+            expires: Some(Duration::from_secs(3600)),
+        }
+    }
+
+    #[test]
+    fn freeze_windows() {
+        let window = [Freeze::Window {
+            from: "2026-12-24T00:00:00Z".into(),
+            to: "2026-12-27T00:00:00Z".into(),
+        }];
+        assert!(frozen(&window, at("2026-12-25T12:00:00Z")).is_some());
+        assert!(
+            frozen(&window, at("2026-12-27T00:00:00Z")).is_none(),
+            "the end is open"
+        );
+        assert!(frozen(&window, at("2026-12-23T23:59:59Z")).is_none());
+        // Fridays 18:00 for 60 hours: Friday evening to Monday 06:00.
+        let weekend = [Freeze::Recurring {
+            cron: "0 18 * * 5".into(),
+            duration: Some(Duration::from_secs(60 * 3600)),
+        }];
+        assert!(
+            frozen(&weekend, at("2026-11-27T19:00:00Z")).is_some(),
+            "Friday evening"
+        );
+        assert!(
+            frozen(&weekend, at("2026-11-30T05:59:00Z")).is_some(),
+            "Monday early"
+        );
+        assert!(
+            frozen(&weekend, at("2026-11-30T06:00:00Z")).is_none(),
+            "Monday 06:00"
+        );
+        assert!(
+            frozen(&weekend, at("2026-11-25T12:00:00Z")).is_none(),
+            "Wednesday"
+        );
+    }
+
+    #[test]
+    fn who_may_approve() {
+        let parties = Parties {
+            author: "Bob Builder <bob@example.com>".into(),
+            triggered_by: Some("user:carol".into()),
+            requested_by: Some("user:dave".into()),
+        };
+        let managers = vec!["release-managers".to_string()];
+        let none: Vec<String> = Vec::new();
+        let ok = |user, groups: &[String]| {
+            may_approve(
+                &rule(),
+                &Approver {
+                    user,
+                    groups,
+                    may_approve: true,
+                },
+                &parties,
+            )
+        };
+        assert!(ok("alice", &none).is_ok(), "named");
+        assert!(ok("erin", &managers).is_ok(), "by group");
+        assert!(
+            ok("frank", &none)
+                .unwrap_err()
+                .contains("approvals come from")
+        );
+        assert!(
+            ok("bob", &managers)
+                .unwrap_err()
+                .contains("the commit's author")
+        );
+        assert!(
+            ok("carol", &managers)
+                .unwrap_err()
+                .contains("triggered the run")
+        );
+        assert!(
+            ok("dave", &managers).is_ok(),
+            "the requester is not excluded by this rule"
+        );
+        let viewer = Approver {
+            user: "alice",
+            groups: &none,
+            may_approve: false,
+        };
+        assert!(
+            may_approve(&rule(), &viewer, &parties)
+                .unwrap_err()
+                .contains("approver or admin role")
+        );
+        assert!(is_author("BOB", "bob <b@x>") && is_author("b", "Someone <b@x>"));
+        assert!(!is_author("bo", "Bob <bob@x>"));
+    }
+
+    #[test]
+    fn verdicts_count_fresh_approvals() {
+        let now = at("2026-11-22T12:00:00Z");
+        let d = |user: &str, approve, at_: &str| Decision {
+            user: user.into(),
+            approve,
+            at: at(at_),
+        };
+        assert_eq!(
+            verdict(&rule(), &[], now),
+            Verdict::Waiting { have: 0, need: 2 }
+        );
+        let two = [
+            d("alice", true, "2026-11-22T11:30:00Z"),
+            d("erin", true, "2026-11-22T11:59:00Z"),
+        ];
+        assert_eq!(verdict(&rule(), &two, now), Verdict::Approved);
+        let stale = [
+            d("alice", true, "2026-11-22T10:00:00Z"),
+            d("erin", true, "2026-11-22T11:59:00Z"),
+        ];
+        assert_eq!(
+            verdict(&rule(), &stale, now),
+            Verdict::Waiting { have: 1, need: 2 },
+            "expired"
+        );
+        let rejected = [
+            d("alice", true, "2026-11-22T11:30:00Z"),
+            d("erin", false, "2026-11-22T11:31:00Z"),
+        ];
+        assert_eq!(
+            verdict(&rule(), &rejected, now),
+            Verdict::Rejected { by: "erin".into() }
+        );
+    }
+
+    #[test]
+    fn environment_order() {
+        let d = ferry_config::load(
+            "jobs: { b: { run: x, artifacts: [a] } }
+release: { artifacts: [b] }
+deploy: { target: { process: { command: ./a } } }
+environments:
+  sandbox: { auto: true }
+  staging: { after: sandbox, auto: true }
+  production: { after: staging }
+  demo: { after: sandbox }
+",
+        )
+        .expect("valid")
+        .pipeline
+        .delivery;
+        let names =
+            |v: Vec<&EnvironmentSpec>| v.into_iter().map(|e| e.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(first_environments(&d)), ["sandbox"]);
+        assert_eq!(names(next_environments(&d, "sandbox")), ["staging", "demo"]);
+        assert_eq!(
+            names(next_environments(&d, "production")),
+            Vec::<String>::new()
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! Masking secret values in output: each value, its base64 forms (standard and URL-safe,
+//! at any alignment inside longer base64 text), its percent-encoded forms, and each line
+//! of a value that spans lines, is replaced by `***`. [`MaskStream`] does the same for
+//! output that arrives in chunks, holding back just enough bytes that a value split
+//! across two chunks is still caught.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// What a masked value becomes.
+pub const MASK: &[u8] = b"***";
+
+/// Values shorter than this are not masked: masking `a` or `1` would garble every log.
+pub const MIN_LEN: usize = 4;
+
+/// encodeURIComponent's set: everything but letters, digits and `-_.!~*'()`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// The texts to mask for a set of secret values.
+#[derive(Clone, Default)]
+pub struct Masker {
+    /// Longest first, so that a longer form wins over a shorter one inside it.
+    needles: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masker({} forms)", self.needles.len())
+    }
+}
+
+/// The base64 characters fully determined by `value` when it starts `k` bytes into the
+/// encoded data (so the form is found inside longer base64 text too).
+fn base64_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut data = vec![0u8; k];
+            data.extend_from_slice(value);
+            let encoded = engine.encode(&data);
+            let start = (4 * k).div_ceil(3);
+            let end = (8 * (k + value.len())) / 6;
+            if end > start {
+                out.push(encoded.as_bytes()[start..end].to_vec());
+            }
+        }
+    }
+    out
+}
+
+impl Masker {
+    pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for value in values {
+            let trimmed = value.strip_suffix(b"\n").unwrap_or(value);
+            let mut forms = vec![trimmed.to_vec()];
+            forms.extend(base64_forms(trimmed));
+            forms.extend(base64_forms(value));
+            if let Ok(text) = std::str::from_utf8(trimmed) {
+                let encoded = utf8_percent_encode(text, COMPONENT).to_string();
+                forms.push(encoded.as_bytes().to_vec());
+                forms.push(encoded.to_ascii_lowercase().into_bytes());
+                forms.push(encoded.replace("%20", "+").into_bytes());
+            }
+            // A value that spans lines may be printed line by line.
+            for line in trimmed.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                forms.push(line.to_vec());
+            }
+            for f in forms {
+                if f.len() >= MIN_LEN && !needles.contains(&f) {
+                    needles.push(f);
+                }
+            }
+        }
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Self { needles }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// The longest form, in bytes.
+    pub fn longest(&self) -> usize {
+        self.needles.first().map(Vec::len).unwrap_or(0)
+    }
+
+    /// `data` with every form replaced by [`MASK`].
+    pub fn mask(&self, data: &[u8]) -> Vec<u8> {
+        if self.needles.is_empty() {
+            return data.to_vec();
+        }
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        'outer: while i < data.len() {
+            for n in &self.needles {
+                if data[i..].starts_with(n) {
+                    out.extend_from_slice(MASK);
+                    i += n.len();
+                    continue 'outer;
+                }
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+/// Masks output that arrives in chunks.
+#[derive(Debug)]
+pub struct MaskStream {
+    masker: Masker,
+    held: Vec<u8>,
+}
+
+impl MaskStream {
+    pub fn new(masker: Masker) -> Self {
+        Self {
+            masker,
+            held: Vec::new(),
+        }
+    }
+
+    /// The masked bytes that are safe to write now (a possible start of a form at the
+    /// end is held back until the next chunk or [`finish`](Self::finish)).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if self.masker.is_empty() {
+            return chunk.to_vec();
+        }
+        self.held.extend_from_slice(chunk);
+        let keep = self.masker.longest().saturating_sub(1);
+        if self.held.len() <= keep {
+            return Vec::new();
+        }
+        // Mask the whole buffer, but only release what lies before the last `keep`
+        // bytes of input; a form that ends inside the released part was masked whole.
+        let cut = self.release_point(keep);
+        let rest = self.held.split_off(cut);
+        let ready = std::mem::replace(&mut self.held, rest);
+        self.masker.mask(&ready)
+    }
+
+    /// Where to split `held`: not inside a form that starts before the split.
+    fn release_point(&self, keep: usize) -> usize {
+        let mut cut = self.held.len() - keep;
+        // Move the cut back to the start of any form that crosses it.
+        let mut i = 0;
+        while i < cut {
+            match self
+                .masker
+                .needles
+                .iter()
+                .find(|n| self.held[i..].starts_with(n))
+            {
+                Some(n) => {
+                    if i + n.len() > cut {
+                        cut = i + n.len();
+                        break;
+                    }
+                    i += n.len();
+                }
+                None => i += 1,
+            }
+        }
+        cut.min(self.held.len())
+    }
+
+    /// Everything still held, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let held = std::mem::take(&mut self.held);
+        self.masker.mask(&held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"s3cr3t value/+?&=";
+
+    fn masker() -> Masker {
+        Masker::new([
+            SECRET,
+            b"-----BEGIN KEY-----\nAAAAline2AAAA\n-----END KEY-----\n".as_slice(),
+            b"ab".as_slice(),
+        ])
+    }
+
+    #[test]
+    fn masks_plain_encoded_and_split_forms() {
+        let m = masker();
+        let plain = m.mask(b"token=s3cr3t value/+?&= done");
+        assert_eq!(plain, b"token=*** done");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(SECRET);
+        assert!(!String::from_utf8_lossy(&m.mask(b64.as_bytes())).contains(&b64[..8]));
+        // Inside longer base64 text, at each alignment.
+        for prefix in ["", "x", "xy"] {
+            let mut data = prefix.as_bytes().to_vec();
+            data.extend_from_slice(SECRET);
+            let enc = base64::engine::general_purpose::STANDARD.encode(&data);
+            let masked = String::from_utf8_lossy(&m.mask(enc.as_bytes())).into_owned();
+            assert!(masked.contains("***"), "{prefix:?}: {masked}");
+        }
+        let url =
+            utf8_percent_encode(std::str::from_utf8(SECRET).expect("utf8"), COMPONENT).to_string();
+        assert_eq!(m.mask(format!("?q={url}&x").as_bytes()), b"?q=***&x");
+        // A multi-line value printed line by line.
+        assert_eq!(m.mask(b"got AAAAline2AAAA here"), b"got *** here");
+        assert_eq!(
+            m.mask(b"ab stays: too short to mask"),
+            b"ab stays: too short to mask"
+        );
+    }
+
+    #[test]
+    fn streams_catch_values_split_across_chunks() {
+        let text = b"before s3cr3t value/+?&= middle s3cr3t value/+?&= after".to_vec();
+        for size in 1..text.len() {
+            let mut stream = MaskStream::new(masker());
+            let mut out = Vec::new();
+            for chunk in text.chunks(size) {
+                out.extend(stream.push(chunk));
+            }
+            out.extend(stream.finish());
+            assert_eq!(out, b"before *** middle *** after", "chunks of {size}");
+        }
+        let mut empty = MaskStream::new(Masker::default());
+        assert_eq!(empty.push(b"as is"), b"as is");
+    }
+}
