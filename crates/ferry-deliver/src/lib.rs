@@ -3,4 +3,6 @@
 
 pub mod cas;
 pub mod policy;
+pub mod process;
 pub mod seal;
+pub mod verify;

@@ -817,6 +817,7 @@ async fn run_steps(
                         env: full_env,
                         cwd,
                         timeout,
+                        clear_env: false,
                     };
                     executor.run_step(prepared, &spec, out, &ctx.cancel).await
                 }

@@ -7,7 +7,7 @@
 pub mod docker;
 mod local;
 pub mod orphans;
-mod process;
+pub mod process;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +26,9 @@ pub struct StepSpec {
     /// The working directory (inside the job's workspace).
     pub cwd: PathBuf,
     pub timeout: Option<Duration>,
+    /// Start from an empty environment instead of Ferry's (deployed processes get only
+    /// what they are given). Ferry's secret key never reaches a child either way.
+    pub clear_env: bool,
 }
 
 /// How a step ended.

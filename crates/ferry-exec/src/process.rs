@@ -52,6 +52,10 @@ pub async fn run(
         Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
     };
     let mut cmd = tokio::process::Command::new("sh");
+    if spec.clear_env {
+        cmd.env_clear();
+    }
+    cmd.env_remove("FERRY_SECRET_KEY");
     cmd.arg("-e")
         .arg("-c")
         .arg(&spec.script)

@@ -363,6 +363,7 @@ mod tests {
             ],
             cwd: PathBuf::from("/tmp/ws/001-test/app"),
             timeout: None,
+            clear_env: false,
         };
         let c = container_config(&job, &step).expect("config");
         assert_eq!(c.image.as_deref(), Some("busybox:latest"));

@@ -1,0 +1,388 @@
+//! The `process` target: one supervised long-running process per environment.
+//!
+//! Layout under `<data>/deploy/<repository id>/<environment>/`: `releases/<name>/` holds
+//! each deployed release's files (copied out of the content-addressed store and checked
+//! against their digests), `current` points at the live one, `secrets/` holds the
+//! environment's secrets as files (mode 0600), `output.log` the process's output with
+//! secret values masked. The process runs `sh -c COMMAND` in the release's directory, in
+//! a process group of its own, with an empty environment plus the variables, secrets and
+//! release variables it is given. When it exits it is started again after a back-off
+//! (0.5 s doubling to 30 s; reset after a minute of running), until it is stopped.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_engine::mask::{MaskStream, Masker};
+use ferry_exec::orphans::Tracker;
+use ferry_exec::{OutputSink, StepOutcome, StepSpec};
+use ferry_store::Release;
+use tokio_util::sync::CancellationToken;
+
+use crate::cas::Cas;
+
+/// How long a process gets after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE: Duration = Duration::from_secs(60);
+
+/// The directory of one environment.
+pub fn environment_dir(root: &Path, repository_id: &str, environment: &str) -> PathBuf {
+    root.join(repository_id).join(environment)
+}
+
+/// Copies the release's files into `dir` (once; verified against their digests) and
+/// returns it.
+pub fn materialize(cas: &Cas, release: &Release, env_dir: &Path) -> Result<PathBuf, String> {
+    let dir = env_dir.join("releases").join(&release.name);
+    let done = dir.join(".ferry-complete");
+    if done.exists() {
+        return Ok(dir);
+    }
+    let tmp = env_dir
+        .join("releases")
+        .join(format!(".{}.partial", release.name));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot make {}: {e}", tmp.display()))?;
+    for a in &release.artifacts {
+        let to = tmp.join(&a.path);
+        cas.read_to(&a.digest, &to)
+            .map_err(|e| format!("release {}: {}: {e}", release.name, a.path))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(a.mode as u32))
+            .map_err(|e| format!("{}: {e}", a.path))?;
+    }
+    std::fs::write(tmp.join(".ferry-complete"), &release.id).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot place the release: {e}"))?;
+    Ok(dir)
+}
+
+/// Points `<env dir>/current` at the release's directory (replaced atomically).
+pub fn point_current(env_dir: &Path, release_dir: &Path) -> Result<(), String> {
+    let link = env_dir.join("current");
+    let tmp = env_dir.join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(release_dir, &tmp).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &link).map_err(|e| e.to_string())
+}
+
+/// Writes the secrets as files (0600) into `<env dir>/secrets/`, replacing what was there.
+pub fn write_secret_files(
+    env_dir: &Path,
+    secrets: &[(String, Vec<u8>)],
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = env_dir.join("secrets");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    for (name, value) in secrets {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .map_err(|e| format!("cannot write secret {name}: {e}"))?;
+        f.write_all(value).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+/// What to run for an environment.
+#[derive(Clone)]
+pub struct ProcessSpec {
+    pub repository_id: String,
+    pub environment: String,
+    pub release: String,
+    pub dir: PathBuf,
+    pub command: String,
+    /// The whole environment of the process.
+    pub env: Vec<(String, String)>,
+    pub log: PathBuf,
+    pub masker: Masker,
+}
+
+impl std::fmt::Debug for ProcessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessSpec")
+            .field("environment", &self.environment)
+            .field("release", &self.release)
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the supervisor knows of one environment's process.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProcessState {
+    pub release: String,
+    pub pid: Option<i32>,
+    /// Times it was started again after exiting.
+    pub restarts: u32,
+    /// How it last ended, e.g. `exited with code 3`.
+    pub last_exit: Option<String>,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<Mutex<ProcessState>>,
+}
+
+/// Keeps one process per environment running.
+#[derive(Clone)]
+pub struct Supervisor {
+    running: Arc<tokio::sync::Mutex<HashMap<(String, String), Running>>>,
+    tracker: Option<Tracker>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Supervisor")
+    }
+}
+
+/// Appends masked output to the log file.
+struct LogSink {
+    file: std::fs::File,
+    mask: MaskStream,
+}
+
+impl OutputSink for LogSink {
+    fn chunk(&mut self, data: &[u8]) {
+        let masked = self.mask.push(data);
+        let _ = self.file.write_all(&masked);
+    }
+}
+
+impl LogSink {
+    fn line(&mut self, text: &str) {
+        let rest = self.mask.finish();
+        let _ = self.file.write_all(&rest);
+        let _ = writeln!(self.file, "ferry: {text}");
+    }
+}
+
+impl Supervisor {
+    pub fn new(tracker: Option<Tracker>) -> Self {
+        Self {
+            running: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
+            tracker,
+        }
+    }
+
+    /// Stops the environment's process (if any) and starts `spec` in its place.
+    pub async fn start(&self, spec: ProcessSpec) -> Result<(), String> {
+        let key = (spec.repository_id.clone(), spec.environment.clone());
+        self.stop(&key.0, &key.1).await;
+        if let Some(dir) = spec.log.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)
+            .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
+        let mut sink = LogSink {
+            file,
+            mask: MaskStream::new(spec.masker.clone()),
+        };
+        sink.line(&format!(
+            "starting release {}: {}",
+            spec.release, spec.command
+        ));
+        let stop = CancellationToken::new();
+        let state = Arc::new(Mutex::new(ProcessState {
+            release: spec.release.clone(),
+            ..Default::default()
+        }));
+        let task = tokio::spawn(supervise(
+            spec,
+            sink,
+            stop.clone(),
+            state.clone(),
+            self.tracker.clone(),
+        ));
+        self.running
+            .lock()
+            .await
+            .insert(key, Running { stop, task, state });
+        Ok(())
+    }
+
+    /// Stops the environment's process: SIGTERM to its group, SIGKILL after a grace.
+    pub async fn stop(&self, repository_id: &str, environment: &str) {
+        let key = (repository_id.to_string(), environment.to_string());
+        let running = self.running.lock().await.remove(&key);
+        if let Some(r) = running {
+            r.stop.cancel();
+            let _ = r.task.await;
+        }
+    }
+
+    /// The process's state, if one is supervised for the environment.
+    pub async fn state(&self, repository_id: &str, environment: &str) -> Option<ProcessState> {
+        let key = (repository_id.to_string(), environment.to_string());
+        let running = self.running.lock().await;
+        running
+            .get(&key)
+            .and_then(|r| r.state.lock().ok().map(|s| s.clone()))
+    }
+
+    /// A function telling whether the process has exited since it started (for
+    /// verification: a process that dies fails it).
+    pub async fn exit_watch(
+        &self,
+        repository_id: &str,
+        environment: &str,
+    ) -> impl Fn() -> Option<String> + use<> {
+        let key = (repository_id.to_string(), environment.to_string());
+        let state = self.running.lock().await.get(&key).map(|r| r.state.clone());
+        move || {
+            let s = state.as_ref()?.lock().ok()?;
+            s.last_exit.as_ref().map(|e| format!("the process {e}"))
+        }
+    }
+
+    /// Stops every process (when the server stops).
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = self.running.lock().await.drain().map(|(_, r)| r).collect();
+        for r in &all {
+            r.stop.cancel();
+        }
+        for r in all {
+            let _ = r.task.await;
+        }
+    }
+}
+
+async fn supervise(
+    spec: ProcessSpec,
+    mut sink: LogSink,
+    stop: CancellationToken,
+    state: Arc<Mutex<ProcessState>>,
+    tracker: Option<Tracker>,
+) {
+    let step = StepSpec {
+        script: spec.command.clone(),
+        env: spec.env.clone(),
+        cwd: spec.dir.clone(),
+        timeout: None,
+        clear_env: true,
+    };
+    let force = CancellationToken::new();
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let started = Instant::now();
+        let mut pgid = 0;
+        let outcome = ferry_exec::process::run(&step, &mut sink, &stop, GRACE, &force, |p| {
+            pgid = p;
+            if let Ok(mut s) = state.lock() {
+                s.pid = Some(p);
+            }
+            if let Some(t) = &tracker {
+                t.started(p);
+            }
+        })
+        .await;
+        // Whatever it left in the background goes with it.
+        ferry_exec::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        if let Some(t) = &tracker {
+            t.ended(pgid);
+        }
+        if stop.is_cancelled() {
+            sink.line("stopped");
+            return;
+        }
+        let how = match outcome {
+            StepOutcome::Exited(code) => format!("exited with code {code}"),
+            StepOutcome::Error(e) => format!("could not start: {e}"),
+            other => format!("ended: {other:?}"),
+        };
+        if started.elapsed() > STABLE {
+            backoff = BACKOFF_FIRST;
+        }
+        sink.line(&format!(
+            "the process {how}; starting it again in {:.1}s",
+            backoff.as_secs_f32()
+        ));
+        if let Ok(mut s) = state.lock() {
+            s.pid = None;
+            s.last_exit = Some(how);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => {
+                sink.line("stopped");
+                return;
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        if let Ok(mut s) = state.lock() {
+            s.restarts += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dir: &Path, command: &str) -> ProcessSpec {
+        ProcessSpec {
+            repository_id: "repo".into(),
+            environment: "sandbox".into(),
+            release: "r1".into(),
+            dir: dir.to_path_buf(),
+            command: command.into(),
+            env: vec![
+                ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+                ("TOKEN".into(), "tok-secret-1".into()),
+            ],
+            log: dir.join("output.log"),
+            masker: Masker::new([b"tok-secret-1".as_slice()]),
+        }
+    }
+
+    #[tokio::test]
+    async fn restarts_after_a_crash_and_stops_for_good() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sup = Supervisor::new(None);
+        // Counts its starts; prints its secret (masked in the log); crashes once.
+        let cmd = "echo start >> starts; echo \"token $TOKEN\"; [ $(wc -l < starts) -ge 2 ] && exec sleep 300; exit 3";
+        sup.start(spec(dir.path(), cmd)).await.expect("start");
+        let mut state = None;
+        for _ in 0..100 {
+            state = sup.state("repo", "sandbox").await;
+            if state
+                .as_ref()
+                .is_some_and(|s| s.restarts == 1 && s.pid.is_some())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let state = state.expect("state");
+        assert_eq!(state.restarts, 1);
+        assert_eq!(state.last_exit.as_deref(), Some("exited with code 3"));
+        let pid = state.pid.expect("pid");
+        let watch = sup.exit_watch("repo", "sandbox").await;
+        assert_eq!(watch().as_deref(), Some("the process exited with code 3"));
+        sup.stop("repo", "sandbox").await;
+        assert!(ferry_testkit::gone(pid), "stopped for good");
+        let log = std::fs::read_to_string(dir.path().join("output.log")).expect("log");
+        assert!(log.contains("token ***"), "{log}");
+        assert!(!log.contains("tok-secret-1"));
+        assert!(
+            log.contains("ferry: the process exited with code 3; starting it again in 0.5s"),
+            "{log}"
+        );
+        assert!(log.ends_with("ferry: stopped\n"), "{log}");
+    }
+}

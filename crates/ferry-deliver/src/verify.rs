@@ -1,0 +1,207 @@
+//! Verification after a deploy: probes run every `interval` for the window (`for:`).
+//! Failures before the first time every probe passes are the application starting up
+//! and are tolerated; once all have passed, any failure fails the verification at once;
+//! and they must all have passed by the end of the window. A target that reports its
+//! workload gone (a process that exited) fails it at once too.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// A probe with its expressions resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    Http {
+        url: String,
+        status: u16,
+        body: Option<String>,
+    },
+    Tcp {
+        address: String,
+    },
+    Command {
+        run: String,
+        dir: PathBuf,
+        env: Vec<(String, String)>,
+    },
+}
+
+impl Probe {
+    fn describe(&self) -> String {
+        match self {
+            Probe::Http { url, .. } => format!("GET {url}"),
+            Probe::Tcp { address } => format!("TCP {address}"),
+            Probe::Command { run, .. } => format!("`{run}`"),
+        }
+    }
+
+    /// One check: `Ok` or what was wrong.
+    pub async fn check(&self, http: &reqwest::Client) -> Result<(), String> {
+        match self {
+            Probe::Http { url, status, body } => {
+                let resp = http
+                    .get(url)
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map_err(|e| format!("{}: {}", self.describe(), root_cause(&e)))?;
+                let got = resp.status().as_u16();
+                if got != *status {
+                    return Err(format!(
+                        "{}: status {got}, expected {status}",
+                        self.describe()
+                    ));
+                }
+                if let Some(want) = body {
+                    let text = resp
+                        .text()
+                        .await
+                        .map_err(|e| format!("{}: {e}", self.describe()))?;
+                    if !text.contains(want.as_str()) {
+                        return Err(format!(
+                            "{}: the body does not contain `{want}`",
+                            self.describe()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Probe::Tcp { address } => tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            .map_err(|_| format!("{}: timed out", self.describe()))?
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", self.describe())),
+            Probe::Command { run, dir, env } => {
+                let out = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    tokio::process::Command::new("sh")
+                        .args(["-c", run])
+                        .current_dir(dir)
+                        .envs(env.iter().map(|(k, v)| (k, v)))
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .status(),
+                )
+                .await
+                .map_err(|_| format!("{}: timed out after 30s", self.describe()))?
+                .map_err(|e| format!("{}: {e}", self.describe()))?;
+                if out.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{}: exited with {out}", self.describe()))
+                }
+            }
+        }
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(s) = source.source() {
+        source = s;
+    }
+    source.to_string()
+}
+
+/// Runs the probes for `window`; `gone` tells whether the workload died (with why).
+pub async fn verify(
+    probes: &[Probe],
+    window: Duration,
+    interval: Duration,
+    gone: impl Fn() -> Option<String>,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + window;
+    let mut passed_once = false;
+    let mut last_error = String::from("no probe ran");
+    loop {
+        if let Some(why) = gone() {
+            return Err(why);
+        }
+        let mut failure = None;
+        for p in probes {
+            if let Err(e) = p.check(&http).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        match failure {
+            None => passed_once = true,
+            Some(e) if passed_once => return Err(format!("{e} (after it had passed)")),
+            Some(e) => last_error = e,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return if passed_once {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not healthy within {}s: {last_error}",
+                    window.as_secs_f32()
+                ))
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval.min(deadline.saturating_duration_since(tokio::time::Instant::now()))) => {}
+            _ = cancel.cancelled() => return Err("cancelled".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passing_failing_and_flapping() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let cancel = CancellationToken::new();
+        let tcp = vec![Probe::Tcp {
+            address: addr.clone(),
+        }];
+        let quick = Duration::from_millis(300);
+        let every = Duration::from_millis(50);
+        assert!(verify(&tcp, quick, every, || None, &cancel).await.is_ok());
+        drop(listener);
+        let err = verify(&tcp, quick, every, || None, &cancel)
+            .await
+            .expect_err("closed");
+        assert!(
+            err.starts_with(&format!("not healthy within 0.3s: TCP {addr}")),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        // Passes twice, then fails: a failure after passing fails at once.
+        let flap = vec![Probe::Command {
+            run: "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -lt 2 ]".into(),
+            dir: dir.path().to_path_buf(),
+            env: Vec::new(),
+        }];
+        let err = verify(&flap, Duration::from_secs(5), every, || None, &cancel)
+            .await
+            .expect_err("flaps");
+        assert!(err.ends_with("(after it had passed)"), "{err}");
+        let gone = verify(
+            &tcp,
+            quick,
+            every,
+            || Some("the process exited with code 3".into()),
+            &cancel,
+        )
+        .await
+        .expect_err("gone");
+        assert_eq!(gone, "the process exited with code 3");
+    }
+}
