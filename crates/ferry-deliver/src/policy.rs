@@ -273,17 +273,17 @@ mod tests {
         assert!(ok("erin", &managers).is_ok(), "by group");
         assert!(
             ok("frank", &none)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("approvals come from")
         );
         assert!(
             ok("bob", &managers)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("the commit's author")
         );
         assert!(
             ok("carol", &managers)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("triggered the run")
         );
         assert!(
@@ -297,7 +297,7 @@ mod tests {
         };
         assert!(
             may_approve(&rule(), &viewer, &parties)
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("approver or admin role")
         );
         assert!(is_author("BOB", "bob <b@x>") && is_author("b", "Someone <b@x>"));
