@@ -186,9 +186,12 @@ pub enum UserCommand {
     /// Create a user and print its first token (once).
     Add {
         name: String,
-        /// viewer, developer or admin.
+        /// viewer, developer, approver or admin.
         #[arg(long, default_value = "developer")]
         role: String,
+        /// An approver group the user belongs to (`approval.from` can name it); repeat.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
         /// The server's data directory (default: as `ferry serve`).
         #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
         data_dir: Option<PathBuf>,

@@ -128,9 +128,10 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
                 args::UserCommand::Add {
                     name,
                     role,
+                    groups,
                     data_dir,
                     database_url,
                 },
-        } => serve::user_add(&name, &role, data_dir, database_url).await,
+        } => serve::user_add(&name, &role, &groups, data_dir, database_url).await,
     }
 }

@@ -262,11 +262,12 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
 pub async fn user_add(
     name: &str,
     role: &str,
+    groups: &[String],
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
 ) -> Result<u8, Failure> {
     let role = ferry_server::Role::parse(role)
-        .ok_or_else(|| Failure::usage("--role must be viewer, developer or admin"))?;
+        .ok_or_else(|| Failure::usage("--role must be viewer, developer, approver or admin"))?;
     let data = data_dir.unwrap_or_else(default_data_dir);
     let store = match &database_url {
         Some(url) => Store::open_url(url, &data).await,
@@ -279,6 +280,9 @@ pub async fn user_add(
             ferry_store::Error::Conflict(what) => Failure::usage(format!("{what} already exists")),
             e => Failure::failed(e.to_string()),
         })?;
+    for group in groups {
+        store.add_group_member(group, &user.id).await?;
+    }
     store.close().await;
     eprintln!(
         "ferry: created the {} `{}`; its token is shown only this once:",

@@ -2,6 +2,7 @@
 //! policies and approvals, deploying them to targets, verifying and rolling back.
 
 pub mod cas;
+pub mod deliverer;
 pub mod policy;
 pub mod process;
 pub mod seal;

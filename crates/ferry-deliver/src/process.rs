@@ -70,7 +70,8 @@ pub fn point_current(env_dir: &Path, release_dir: &Path) -> Result<(), String> {
     std::fs::rename(&tmp, &link).map_err(|e| e.to_string())
 }
 
-/// Writes the secrets as files (0600) into `<env dir>/secrets/`, replacing what was there.
+/// Writes the secrets as files (0600, in a 0700 directory) into `<dir>/secrets/`,
+/// replacing what was there.
 pub fn write_secret_files(
     env_dir: &Path,
     secrets: &[(String, Vec<u8>)],
@@ -175,6 +176,11 @@ impl Supervisor {
             running: Arc::new(tokio::sync::Mutex::new(HashMap::new())),
             tracker,
         }
+    }
+
+    /// The record of started process groups, for reaping after a crash.
+    pub fn tracker(&self) -> Option<Tracker> {
+        self.tracker.clone()
     }
 
     /// Stops the environment's process (if any) and starts `spec` in its place.

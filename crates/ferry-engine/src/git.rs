@@ -297,3 +297,49 @@ pub async fn ls_remote(url: &str) -> Result<Vec<(String, String)>, String> {
     }
     Ok(heads.into_iter().collect())
 }
+
+/// One commit in a range: sha, author and subject.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogEntry {
+    pub sha: String,
+    pub author: String,
+    pub subject: String,
+}
+
+/// The commits reachable from `to` but not from `from` (`from..to`), newest first, at
+/// most `limit`; with no `from`, the history of `to`.
+pub async fn log_range(
+    root: &Path,
+    from: Option<&str>,
+    to: &str,
+    limit: usize,
+) -> Result<Vec<LogEntry>, String> {
+    let range = match from {
+        Some(f) => format!("{f}..{to}"),
+        None => to.to_string(),
+    };
+    let max = format!("--max-count={limit}");
+    let out = git(
+        root,
+        &[
+            "log",
+            "-z",
+            &max,
+            "--format=%H%x1f%an <%ae>%x1f%s",
+            &range,
+            "--",
+        ],
+    )
+    .await?;
+    Ok(split_z(&out)
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.splitn(3, '\u{1f}');
+            Some(LogEntry {
+                sha: parts.next()?.trim().to_string(),
+                author: parts.next()?.to_string(),
+                subject: parts.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect())
+}

@@ -133,29 +133,38 @@ impl MaskStream {
         }
     }
 
-    /// The masked bytes that are safe to write now (a possible start of a form at the
-    /// end is held back until the next chunk or [`finish`](Self::finish)).
+    /// The masked bytes that are safe to write now. Only an end that could be the start
+    /// of a secret's form is held back, until the next chunk or [`finish`](Self::finish).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         if self.masker.is_empty() {
             return chunk.to_vec();
         }
         self.held.extend_from_slice(chunk);
-        let keep = self.masker.longest().saturating_sub(1);
-        if self.held.len() <= keep {
-            return Vec::new();
-        }
-        // Mask the whole buffer, but only release what lies before the last `keep`
-        // bytes of input; a form that ends inside the released part was masked whole.
-        let cut = self.release_point(keep);
+        let cut = self.release_point();
         let rest = self.held.split_off(cut);
         let ready = std::mem::replace(&mut self.held, rest);
         self.masker.mask(&ready)
     }
 
-    /// Where to split `held`: not inside a form that starts before the split.
-    fn release_point(&self, keep: usize) -> usize {
-        let mut cut = self.held.len() - keep;
-        // Move the cut back to the start of any form that crosses it.
+    /// Where to split `held`: before the earliest end that begins a form, and never
+    /// inside a whole form.
+    fn release_point(&self) -> usize {
+        let len = self.held.len();
+        let keep = self.masker.longest().saturating_sub(1);
+        let mut cut = len;
+        for i in len.saturating_sub(keep)..len {
+            let tail = &self.held[i..];
+            if self
+                .masker
+                .needles
+                .iter()
+                .any(|n| n.len() > tail.len() && n.starts_with(tail))
+            {
+                cut = i;
+                break;
+            }
+        }
+        // A whole form that crosses the cut is released whole.
         let mut i = 0;
         while i < cut {
             match self
@@ -164,17 +173,12 @@ impl MaskStream {
                 .iter()
                 .find(|n| self.held[i..].starts_with(n))
             {
-                Some(n) => {
-                    if i + n.len() > cut {
-                        cut = i + n.len();
-                        break;
-                    }
-                    i += n.len();
-                }
+                Some(n) if i + n.len() > cut => return i + n.len(),
+                Some(n) => i += n.len(),
                 None => i += 1,
             }
         }
-        cut.min(self.held.len())
+        cut
     }
 
     /// Everything still held, masked.
@@ -236,6 +240,11 @@ mod tests {
             out.extend(stream.finish());
             assert_eq!(out, b"before *** middle *** after", "chunks of {size}");
         }
+        // Output that cannot begin a secret is not held back.
+        let mut stream = MaskStream::new(masker());
+        assert_eq!(stream.push(b"plain text\n"), b"plain text\n");
+        assert_eq!(stream.push(b"ends with s3c"), b"ends with ");
+        assert_eq!(stream.finish(), b"s3c");
         let mut empty = MaskStream::new(Masker::default());
         assert_eq!(empty.push(b"as is"), b"as is");
     }

@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Json, Router};
 use ferry_plan::EventKind;
+
+use crate::delivery;
 use ferry_store::{NewRepository, RunFilter, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,6 +59,7 @@ const fn r(
 
 const VIEWER: Access = Access::Token(Role::Viewer);
 const DEVELOPER: Access = Access::Token(Role::Developer);
+const APPROVER: Access = Access::Token(Role::Approver);
 const ADMIN: Access = Access::Token(Role::Admin);
 
 /// Every route, who may call it and what it does. The router and the OpenAPI document
@@ -138,6 +141,96 @@ pub const ROUTES: &[Route] = &[
         VIEWER,
         "The repository's audit log, newest first",
     ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/environments",
+        VIEWER,
+        "Each environment with its live release, since when, who deployed and approved it",
+    ),
+    r(
+        "POST",
+        "/api/v1/repos/{repo}/environments/{environment}/rollback",
+        DEVELOPER,
+        "Deploy an earlier release again (`release`, default: the one live before)",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/environments/{environment}/output",
+        VIEWER,
+        "The output of the environment's process (process target)",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/deployments",
+        VIEWER,
+        "Deployments, newest first (`?environment=`)",
+    ),
+    r(
+        "POST",
+        "/api/v1/repos/{repo}/deployments",
+        DEVELOPER,
+        "Promote a release to an environment",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/deployments/{deployment}",
+        VIEWER,
+        "A deployment with its approvals and what changes against the live release",
+    ),
+    r(
+        "POST",
+        "/api/v1/repos/{repo}/deployments/{deployment}/approve",
+        APPROVER,
+        "Approve a deployment that waits for approval",
+    ),
+    r(
+        "POST",
+        "/api/v1/repos/{repo}/deployments/{deployment}/reject",
+        APPROVER,
+        "Reject a deployment that waits for approval",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/deployments/{deployment}/log",
+        VIEWER,
+        "What the deployment did, as text",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/variables",
+        DEVELOPER,
+        "Variables of the repository and (`?environment=`) an environment",
+    ),
+    r(
+        "PUT",
+        "/api/v1/repos/{repo}/variables/{name}",
+        ADMIN,
+        "Set a variable (`{value, environment?}`)",
+    ),
+    r(
+        "DELETE",
+        "/api/v1/repos/{repo}/variables/{name}",
+        ADMIN,
+        "Remove a variable (`?environment=`)",
+    ),
+    r(
+        "GET",
+        "/api/v1/repos/{repo}/secrets",
+        DEVELOPER,
+        "Names and update times of secrets (never values)",
+    ),
+    r(
+        "PUT",
+        "/api/v1/repos/{repo}/secrets/{name}",
+        ADMIN,
+        "Set a secret (`{value, environment?}`; sealed, never returned)",
+    ),
+    r(
+        "DELETE",
+        "/api/v1/repos/{repo}/secrets/{name}",
+        ADMIN,
+        "Remove a secret (`?environment=`)",
+    ),
     r("GET", "/api/v1/runs", VIEWER, "List runs (filters, cursor)"),
     r(
         "GET",
@@ -206,6 +299,27 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("GET", "/api/v1/repos/{repo}/releases") => get(list_releases),
         ("GET", "/api/v1/repos/{repo}/releases/{release}") => get(get_release),
         ("GET", "/api/v1/repos/{repo}/audit") => get(audit_log),
+        ("GET", "/api/v1/repos/{repo}/environments") => get(delivery::environments),
+        ("POST", "/api/v1/repos/{repo}/environments/{environment}/rollback") => {
+            post(delivery::rollback)
+        }
+        ("GET", "/api/v1/repos/{repo}/environments/{environment}/output") => get(delivery::output),
+        ("GET", "/api/v1/repos/{repo}/deployments") => get(delivery::deployments),
+        ("POST", "/api/v1/repos/{repo}/deployments") => post(delivery::promote),
+        ("GET", "/api/v1/repos/{repo}/deployments/{deployment}") => get(delivery::deployment),
+        ("POST", "/api/v1/repos/{repo}/deployments/{deployment}/approve") => {
+            post(delivery::approve)
+        }
+        ("POST", "/api/v1/repos/{repo}/deployments/{deployment}/reject") => post(delivery::reject),
+        ("GET", "/api/v1/repos/{repo}/deployments/{deployment}/log") => {
+            get(delivery::deployment_log)
+        }
+        ("GET", "/api/v1/repos/{repo}/variables") => get(delivery::variables),
+        ("PUT", "/api/v1/repos/{repo}/variables/{name}") => put(delivery::set_variable),
+        ("DELETE", "/api/v1/repos/{repo}/variables/{name}") => delete(delivery::delete_variable),
+        ("GET", "/api/v1/repos/{repo}/secrets") => get(delivery::secrets),
+        ("PUT", "/api/v1/repos/{repo}/secrets/{name}") => put(delivery::set_secret),
+        ("DELETE", "/api/v1/repos/{repo}/secrets/{name}") => delete(delivery::delete_secret),
         ("GET", "/api/v1/runs") => get(list_runs),
         ("GET", "/api/v1/runs/{run}") => get(get_run),
         ("GET", "/api/v1/runs/{run}/jobs/{job}/log") => get(job_log),
@@ -301,7 +415,7 @@ async fn openapi() -> Json<Value> {
 }
 
 /// A JSON body whose rejection is an [`ApiError`] (422 with the reason), not plain text.
-pub(crate) struct Body<T>(T);
+pub(crate) struct Body<T>(pub(crate) T);
 
 impl<T, S> FromRequest<S> for Body<T>
 where
@@ -821,6 +935,9 @@ async fn list_users(State(s): State<AppState>, _: Need<AsAdmin>) -> Result<Json<
 struct CreateUser {
     name: String,
     role: String,
+    /// Approver groups (`approval.from` can name them).
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 async fn create_user(
@@ -829,13 +946,16 @@ async fn create_user(
     Body(body): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let role = Role::parse(&body.role)
-        .ok_or_else(|| ApiError::invalid("`role` must be viewer, developer or admin"))?;
+        .ok_or_else(|| ApiError::invalid("`role` must be viewer, developer, approver or admin"))?;
     if body.name.is_empty() || body.name.len() > 100 || body.name.chars().any(char::is_whitespace) {
         return Err(ApiError::invalid(
             "`name` must be 1-100 characters without spaces",
         ));
     }
     let (user, token) = create_user_with_token(&s.store, &body.name, role).await?;
+    for group in &body.groups {
+        s.store.add_group_member(group, &user.id).await?;
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({ "user": user, "token": token })),

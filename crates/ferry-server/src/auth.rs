@@ -15,9 +15,11 @@ use crate::{ApiError, AppState};
 pub enum Role {
     /// Read repositories, runs and logs.
     Viewer,
-    /// Also trigger, cancel and re-run.
+    /// Also trigger, cancel and re-run, promote and roll back.
     Developer,
-    /// Also manage repositories and users.
+    /// Also approve or reject deployments (where the environment's rule allows).
+    Approver,
+    /// Also manage repositories, users, variables and secrets.
     Admin,
 }
 
@@ -26,6 +28,7 @@ impl Role {
         match s {
             "viewer" => Some(Role::Viewer),
             "developer" => Some(Role::Developer),
+            "approver" => Some(Role::Approver),
             "admin" => Some(Role::Admin),
             _ => None,
         }
@@ -35,6 +38,7 @@ impl Role {
         match self {
             Role::Viewer => "viewer",
             Role::Developer => "developer",
+            Role::Approver => "approver",
             Role::Admin => "admin",
         }
     }
@@ -135,6 +139,8 @@ pub struct AsViewer;
 #[derive(Debug, Clone)]
 pub struct AsDeveloper;
 #[derive(Debug, Clone)]
+pub struct AsApprover;
+#[derive(Debug, Clone)]
 pub struct AsAdmin;
 
 impl MinRole for AsViewer {
@@ -142,6 +148,9 @@ impl MinRole for AsViewer {
 }
 impl MinRole for AsDeveloper {
     const ROLE: Role = Role::Developer;
+}
+impl MinRole for AsApprover {
+    const ROLE: Role = Role::Approver;
 }
 impl MinRole for AsAdmin {
     const ROLE: Role = Role::Admin;

@@ -66,6 +66,9 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
+                if let Some(d) = &state.deliverer {
+                    d.on_release(&release).await.map_err(|e| e.to_string())?;
+                }
             }
             Err(why) => tracing::info!("run {} seals no release: {why}", run.number),
         }
@@ -75,4 +78,597 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
     if let Err(e) = result {
         tracing::error!("sealing the release of run {run_id} failed: {e}");
     }
+}
+
+// ---- API handlers (routes are listed in api.rs) ----
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ferry_deliver::deliverer::{Actor, DeliverError, Deliverer, delivery_of};
+use ferry_store::{Deployment, DeploymentStatus, Release};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::Body;
+use crate::auth::{AsAdmin, AsApprover, AsDeveloper, AsViewer, Caller, Need, Role};
+use crate::error::ApiError;
+
+impl From<DeliverError> for ApiError {
+    fn from(e: DeliverError) -> Self {
+        match e {
+            DeliverError::NotFound(m) => ApiError::not_found(m),
+            DeliverError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            DeliverError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            DeliverError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            DeliverError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn deliverer(s: &AppState) -> Result<&Deliverer, ApiError> {
+    s.deliverer
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("delivery needs the server's secret key"))
+}
+
+fn actor(c: &Caller) -> Actor {
+    Actor {
+        user_id: c.user.id.clone(),
+        name: c.user.name.clone(),
+        may_approve: c.role >= Role::Approver,
+    }
+}
+
+/// `ENV#N` for people.
+fn label(d: &Deployment) -> String {
+    format!("{}#{}", d.environment, d.number)
+}
+
+/// A deployment as the API shows it: with its label and its release's name.
+fn view(d: &Deployment, release: Option<&Release>) -> Value {
+    let mut v = serde_json::to_value(d).unwrap_or_default();
+    v["label"] = json!(label(d));
+    v["release"] = json!(release.map(|r| r.name.clone()));
+    v
+}
+
+pub(crate) async fn environments(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    // The environments of the newest release's configuration, in order.
+    let newest = s.store.releases(&repo.id, 1).await?;
+    let Some(newest) = newest.first() else {
+        return Ok(Json(json!({ "environments": [] })));
+    };
+    let d = delivery_of(newest)?;
+    let mut out = Vec::new();
+    for env in &d.environments {
+        let live = s.store.live_deployment(&repo.id, &env.name).await?;
+        let mut entry = json!({
+            "name": env.name,
+            "after": env.after.as_ref().map(|a| a.value.clone()),
+            "policy": match &env.policy {
+                ferry_config::delivery::Policy::Auto => "auto",
+                ferry_config::delivery::Policy::Manual => "manual",
+                ferry_config::delivery::Policy::Approval(_) => "approval",
+            },
+            "live": Value::Null,
+        });
+        if let Some(live) = live {
+            let release = s.store.release(&repo.id, &live.release_id).await?;
+            let approvals = s.store.approvals(&live.id).await?;
+            entry["live"] = json!({
+                "deployment": label(&live),
+                "release": release.name,
+                "commit_sha": release.commit_sha,
+                "artifacts": release.artifacts,
+                "images": release.images,
+                "since": live.finished_at,
+                "deployed_by": live.requested_by.clone().unwrap_or_else(|| "ferry (auto)".into()),
+                "approved_by": approvals.iter().filter(|a| a.decision == "approve").map(|a| a.user_name.clone()).collect::<Vec<_>>(),
+            });
+        }
+        let pending: Vec<Value> = s
+            .store
+            .deployments(&repo.id, Some(&env.name), 50)
+            .await?
+            .into_iter()
+            .filter(|x| {
+                matches!(
+                    x.status,
+                    DeploymentStatus::Queued
+                        | DeploymentStatus::AwaitingApproval
+                        | DeploymentStatus::Deploying
+                        | DeploymentStatus::Verifying
+                )
+            })
+            .map(|x| json!({ "deployment": label(&x), "status": x.status }))
+            .collect();
+        entry["pending"] = json!(pending);
+        out.push(entry);
+    }
+    Ok(Json(json!({ "environments": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeploymentsQuery {
+    environment: Option<String>,
+    limit: Option<i64>,
+}
+
+pub(crate) async fn deployments(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<DeploymentsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let list = s
+        .store
+        .deployments(
+            &repo.id,
+            q.environment.as_deref(),
+            q.limit.unwrap_or(50).clamp(1, 500),
+        )
+        .await?;
+    let mut out = Vec::new();
+    for d in &list {
+        let release = s.store.release(&repo.id, &d.release_id).await.ok();
+        out.push(view(d, release.as_ref()));
+    }
+    Ok(Json(json!({ "deployments": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PromoteBody {
+    release: String,
+    environment: String,
+}
+
+pub(crate) async fn promote(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Body(body): Body<PromoteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = deliverer(&s)?
+        .promote(&repo.id, &body.release, &body.environment, &actor(&caller))
+        .await?;
+    let release = s.store.release(&repo.id, &d.release_id).await.ok();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "deployment": view(&d, release.as_ref()) })),
+    ))
+}
+
+/// What changes between the live release and a deployment's: commits, digests, and
+/// which variables and secrets changed since the live deployment (names only).
+async fn changes(
+    s: &AppState,
+    repo_id: &str,
+    d: &Deployment,
+    release: &Release,
+) -> Result<Value, ApiError> {
+    let live = s.store.live_deployment(repo_id, &d.environment).await?;
+    let live = live.filter(|l| l.id != d.id);
+    let old = match &live {
+        Some(l) => Some(s.store.release(repo_id, &l.release_id).await?),
+        None => None,
+    };
+    let mirror = s.mirror_path(repo_id);
+    let commits = ferry_engine::git::log_range(
+        &mirror,
+        old.as_ref().map(|o| o.commit_sha.as_str()),
+        &release.commit_sha,
+        200,
+    )
+    .await
+    .unwrap_or_default();
+    let mut artifacts = Vec::new();
+    for a in &release.artifacts {
+        let before = old
+            .as_ref()
+            .and_then(|o| o.artifacts.iter().find(|x| x.path == a.path));
+        if before.map(|b| &b.digest) != Some(&a.digest) {
+            artifacts.push(
+                json!({ "path": a.path, "old": before.map(|b| b.digest.clone()), "new": a.digest }),
+            );
+        }
+    }
+    for b in old.iter().flat_map(|o| &o.artifacts) {
+        if !release.artifacts.iter().any(|a| a.path == b.path) {
+            artifacts.push(json!({ "path": b.path, "old": b.digest, "new": Value::Null }));
+        }
+    }
+    let mut images = Vec::new();
+    for i in &release.images {
+        let before = old
+            .as_ref()
+            .and_then(|o| o.images.iter().find(|x| x.job == i.job));
+        images.push(
+            json!({ "job": i.job, "old": before.map(|b| b.reference()), "new": i.reference() }),
+        );
+    }
+    // Names of variables and secrets set or removed since the live deployment used them.
+    let since: serde_json::Map<String, Value> = live
+        .as_ref()
+        .and_then(|l| l.config.as_deref())
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let names_of = |key: &str| -> Vec<(String, String, i64)> {
+        since
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["scope"].as_str().unwrap_or("").to_string(),
+                    e["name"].as_str().unwrap_or("").to_string(),
+                    e["updated_at"].as_i64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    let scope = |env: &str| {
+        if env.is_empty() {
+            "repository".to_string()
+        } else {
+            env.to_string()
+        }
+    };
+    let vars_now: Vec<(String, String, i64)> = s
+        .store
+        .variables(repo_id, Some(&d.environment))
+        .await?
+        .into_iter()
+        .map(|v| (scope(&v.environment), v.name, v.updated_at))
+        .collect();
+    let secrets_now: Vec<(String, String, i64)> = s
+        .store
+        .secret_names(repo_id, Some(&d.environment))
+        .await?
+        .into_iter()
+        .map(|v| (scope(&v.environment), v.name, v.updated_at))
+        .collect();
+    let diff =
+        |before: Vec<(String, String, i64)>, now: Vec<(String, String, i64)>| -> Vec<Value> {
+            let mut out = Vec::new();
+            for (sc, n, t) in &now {
+                match before.iter().find(|(bs, bn, _)| bs == sc && bn == n) {
+                    None if live.is_some() => {
+                        out.push(json!({ "scope": sc, "name": n, "change": "added" }))
+                    }
+                    Some((_, _, bt)) if bt != t => {
+                        out.push(json!({ "scope": sc, "name": n, "change": "changed" }))
+                    }
+                    _ => {}
+                }
+            }
+            for (bs, bn, _) in &before {
+                if !now.iter().any(|(sc, n, _)| sc == bs && n == bn) {
+                    out.push(json!({ "scope": bs, "name": bn, "change": "removed" }));
+                }
+            }
+            out
+        };
+    Ok(json!({
+        "live_release": old.as_ref().map(|o| o.name.clone()),
+        "commits": commits,
+        "artifacts": artifacts,
+        "images": images,
+        "variables": diff(names_of("variables"), vars_now),
+        "secrets": diff(names_of("secrets"), secrets_now),
+    }))
+}
+
+pub(crate) async fn deployment(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s.store.find_deployment(&repo.id, &key).await?;
+    let release = s.store.release(&repo.id, &d.release_id).await?;
+    let approvals = s.store.approvals(&d.id).await?;
+    let changes = changes(&s, &repo.id, &d, &release).await?;
+    Ok(Json(json!({
+        "deployment": view(&d, Some(&release)),
+        "release": release,
+        "approvals": approvals,
+        "changes": changes,
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionBody {
+    comment: Option<String>,
+}
+
+async fn decide(
+    s: &AppState,
+    caller: &Caller,
+    repo: &str,
+    key: &str,
+    comment: Option<String>,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(repo).await?;
+    let groups = s.store.groups_of(&caller.user.id).await?;
+    let deliver = deliverer(s)?;
+    let a = actor(caller);
+    let d = if approve {
+        deliver
+            .approve(&repo.id, key, &a, &groups, comment.as_deref())
+            .await?
+    } else {
+        deliver
+            .reject(&repo.id, key, &a, &groups, comment.as_deref())
+            .await?
+    };
+    let release = s.store.release(&repo.id, &d.release_id).await.ok();
+    Ok(Json(json!({ "deployment": view(&d, release.as_ref()) })))
+}
+
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsApprover>,
+    Path((repo, key)): Path<(String, String)>,
+    Body(body): Body<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&s, &caller, &repo, &key, body.comment, true).await
+}
+
+pub(crate) async fn reject(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsApprover>,
+    Path((repo, key)): Path<(String, String)>,
+    Body(body): Body<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    decide(&s, &caller, &repo, &key, body.comment, false).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollbackBody {
+    release: Option<String>,
+}
+
+pub(crate) async fn rollback(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path((repo, env)): Path<(String, String)>,
+    Body(body): Body<RollbackBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = deliverer(&s)?
+        .rollback(&repo.id, &env, body.release.as_deref(), &actor(&caller))
+        .await?;
+    let release = s.store.release(&repo.id, &d.release_id).await.ok();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "deployment": view(&d, release.as_ref()) })),
+    ))
+}
+
+async fn text_file(path: std::path::PathBuf) -> Result<Response, ApiError> {
+    let data = tokio::fs::read(&path).await.unwrap_or_default();
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        data,
+    )
+        .into_response())
+}
+
+pub(crate) async fn deployment_log(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s.store.find_deployment(&repo.id, &key).await?;
+    text_file(deliverer(&s)?.deployment_log(&d)).await
+}
+
+pub(crate) async fn output(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    text_file(deliverer(&s)?.output_log(&repo.id, &env)).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScopeQuery {
+    /// An environment; none: the repository's own.
+    environment: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValueBody {
+    value: String,
+    environment: Option<String>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("FERRY_");
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "`{name}` is not a variable name: letters, digits and `_`, not starting with a digit or FERRY_"
+        )))
+    }
+}
+
+pub(crate) async fn variables(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    Ok(Json(
+        json!({ "variables": s.store.variables(&repo.id, q.environment.as_deref()).await? }),
+    ))
+}
+
+pub(crate) async fn set_variable(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, name)): Path<(String, String)>,
+    Body(body): Body<ValueBody>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let repo = s.store.repository(&repo).await?;
+    let env = body.environment.unwrap_or_default();
+    s.store
+        .set_variable(&repo.id, &env, &name, &body.value, Some(&caller.label()))
+        .await?;
+    let target = if env.is_empty() {
+        name.clone()
+    } else {
+        format!("{env}/{name}")
+    };
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "variable.set",
+            &target,
+            None,
+        )
+        .await?;
+    Ok(Json(
+        json!({ "variable": { "environment": env, "name": name } }),
+    ))
+}
+
+pub(crate) async fn delete_variable(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, name)): Path<(String, String)>,
+    Query(q): Query<ScopeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let env = q.environment.unwrap_or_default();
+    if !s.store.delete_variable(&repo.id, &env, &name).await? {
+        return Err(ApiError::not_found(format!(
+            "there is no variable `{name}` here"
+        )));
+    }
+    let target = if env.is_empty() {
+        name.clone()
+    } else {
+        format!("{env}/{name}")
+    };
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "variable.delete",
+            &target,
+            None,
+        )
+        .await?;
+    Ok(Json(json!({ "removed": name })))
+}
+
+pub(crate) async fn secrets(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    Ok(Json(
+        json!({ "secrets": s.store.secret_names(&repo.id, q.environment.as_deref()).await? }),
+    ))
+}
+
+pub(crate) async fn set_secret(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, name)): Path<(String, String)>,
+    Body(body): Body<ValueBody>,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let repo = s.store.repository(&repo).await?;
+    let key = s
+        .engine
+        .secret_key()
+        .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
+    let env = body.environment.unwrap_or_default();
+    s.store
+        .set_secret(
+            key,
+            &repo.id,
+            &env,
+            &name,
+            body.value.as_bytes(),
+            Some(&caller.label()),
+        )
+        .await?;
+    let target = if env.is_empty() {
+        name.clone()
+    } else {
+        format!("{env}/{name}")
+    };
+    s.store
+        .audit(Some(&repo.id), &caller.label(), "secret.set", &target, None)
+        .await?;
+    Ok(Json(
+        json!({ "secret": { "environment": env, "name": name } }),
+    ))
+}
+
+pub(crate) async fn delete_secret(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, name)): Path<(String, String)>,
+    Query(q): Query<ScopeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let env = q.environment.unwrap_or_default();
+    if !s.store.delete_secret(&repo.id, &env, &name).await? {
+        return Err(ApiError::not_found(format!(
+            "there is no secret `{name}` here"
+        )));
+    }
+    let target = if env.is_empty() {
+        name.clone()
+    } else {
+        format!("{env}/{name}")
+    };
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "secret.delete",
+            &target,
+            None,
+        )
+        .await?;
+    Ok(Json(json!({ "removed": name })))
 }

@@ -71,6 +71,8 @@ pub struct AppState {
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
+    /// Releases, environments and deployments (needs the engine's secret key).
+    pub deliverer: Option<ferry_deliver::deliverer::Deliverer>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -83,7 +85,11 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Store, engine: Engine, config: Config) -> Self {
+        let deliverer = engine.secret_key().map(|key| {
+            ferry_deliver::deliverer::Deliverer::new(store.clone(), &config.data_dir, key.clone())
+        });
         Self {
+            deliverer,
             store,
             engine,
             config: Arc::new(config),
@@ -177,6 +183,15 @@ pub async fn serve(
         state.config.watch_tick,
     ));
     let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
+    let deliver_worker = state.deliverer.clone().map(|d| {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = d.recover().await {
+                tracing::error!("delivery: cannot recover: {e}");
+            }
+            d.run(stop).await;
+        })
+    });
     let app = api::router(state.clone());
     let stop_http = stop.clone();
     let result = axum::serve(listener, app)
@@ -189,5 +204,8 @@ pub async fn serve(
     let _ = watcher.await;
     let _ = intake_worker.await;
     let _ = dispatcher.await;
+    if let Some(w) = deliver_worker {
+        let _ = w.await;
+    }
     result
 }

@@ -1272,3 +1272,283 @@ release:
     assert_eq!(releases_of(&s, "sealed", 1).await.len(), 1);
     s.stop().await;
 }
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `GET path` until `done` says yes (bounded); returns the last body.
+async fn wait_until(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let (_, body) = s.admin("GET", path, None).await;
+        if done(&body) {
+            return body;
+        }
+        last = body;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, deployments) = s.admin("GET", "/api/v1/repos/shop/deployments", None).await;
+    let (_, output) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/environments/sandbox/output",
+            None,
+        )
+        .await;
+    let (_, log) = s
+        .admin("GET", "/api/v1/repos/shop/deployments/sandbox.1/log", None)
+        .await;
+    panic!(
+        "{what}: not reached; last answer: {last}\ndeployments: {deployments}\nsandbox output: {output}\nlog: {log}"
+    );
+}
+
+fn env_of<'a>(envs: &'a Value, name: &str) -> &'a Value {
+    envs["environments"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// The delivery pipeline of the process-target tests: the app is busybox httpd serving
+/// `www/` (its health page says which release it is) and printing its secret.
+const DELIVERY: &str = "jobs:
+  build:
+    run: |
+      mkdir -p app/www
+      echo \"ok $(cat version)\" > app/www/healthz
+      printf '#!/bin/sh\\necho \"starting with token $TOKEN\"\\nexec busybox httpd -f -p 127.0.0.1:$PORT -h www\\n' > app/run
+      chmod +x app/run
+    artifacts: [app]
+release:
+  artifacts: [build]
+environments:
+  sandbox: { auto: true }
+  staging: { after: sandbox, auto: true }
+  production:
+    after: staging
+    approval: { required: 1, not: [author] }
+deploy:
+  target:
+    process: { command: cd app && exec ./run }
+  verify:
+    http: { url: \"http://127.0.0.1:${{ vars.PORT }}/healthz\", body: ok }
+    for: 1s
+    interval: 100ms
+";
+
+#[tokio::test]
+async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
+    let s = Server::start().await;
+    let bare = s.repository("shop", Some(DELIVERY));
+    // version 1 of the app
+    let work = s.tmp.path().join("shop-work");
+    std::fs::write(work.join("version"), "v1\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "v1"]);
+    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+    s.register("shop", &bare).await;
+    let secret = "planted-secret-7c9e2a41";
+    for (env, port) in [
+        ("sandbox", free_port()),
+        ("staging", free_port()),
+        ("production", free_port()),
+    ] {
+        let (status, body) = s
+            .admin(
+                "PUT",
+                "/api/v1/repos/shop/variables/PORT",
+                Some(json!({ "value": port.to_string(), "environment": env })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/shop/secrets/TOKEN",
+            Some(json!({ "value": secret })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Approvers: ada wrote the commit; bob did not.
+    let (_, ada) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "ada", "role": "approver" })),
+        )
+        .await;
+    let (_, bob) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "bob", "role": "approver" })),
+        )
+        .await;
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    // Sandbox, then staging, go live on their own; production waits.
+    let envs = wait_until(&s, "/api/v1/repos/shop/environments", "staging live", |b| {
+        !env_of(b, "staging")["live"].is_null()
+            && !env_of(b, "production")["pending"]
+                .as_array()
+                .is_none_or(|p| p.is_empty())
+    })
+    .await;
+    let release = env_of(&envs, "sandbox")["live"]["release"]
+        .as_str()
+        .expect("release")
+        .to_string();
+    assert_eq!(
+        env_of(&envs, "staging")["live"]["release"],
+        release.as_str()
+    );
+    assert_eq!(env_of(&envs, "production")["live"], Value::Null);
+    assert_eq!(
+        env_of(&envs, "production")["pending"][0]["status"],
+        "awaiting_approval"
+    );
+    let waiting = env_of(&envs, "production")["pending"][0]["deployment"]
+        .as_str()
+        .expect("label")
+        .to_string();
+    assert_eq!(waiting, "production#1");
+    // The staging app answers on its port with the release's page.
+    let staging_port = {
+        let (_, vars) = s
+            .admin(
+                "GET",
+                "/api/v1/repos/shop/variables?environment=staging",
+                None,
+            )
+            .await;
+        vars["variables"][0]["value"]
+            .as_str()
+            .expect("port")
+            .to_string()
+    };
+    let page = reqwest::get(format!("http://127.0.0.1:{staging_port}/healthz"))
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(page, "ok v1\n");
+    // What the approver sees.
+    let (status, detail) = s
+        .admin("GET", "/api/v1/repos/shop/deployments/production.1", None)
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["changes"]["live_release"], Value::Null);
+    assert_eq!(detail["changes"]["commits"][0]["subject"], "v1");
+    assert_eq!(
+        detail["changes"]["artifacts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // The author may not approve; bob may; approving twice is refused.
+    let approve = "/api/v1/repos/shop/deployments/production.1/approve";
+    let ada_token = ada["token"].as_str().expect("token").to_string();
+    let bob_token = bob["token"].as_str().expect("token").to_string();
+    let (status, body) = s
+        .call("POST", approve, Some(&ada_token), Some(json!({})))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("the commit's author"),
+        "{body}"
+    );
+    let (status, body) = s
+        .call(
+            "POST",
+            approve,
+            Some(&bob_token),
+            Some(json!({ "comment": "ship it" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = s
+        .call("POST", approve, Some(&bob_token), Some(json!({})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let envs = wait_until(
+        &s,
+        "/api/v1/repos/shop/environments",
+        "production live",
+        |b| !env_of(b, "production")["live"].is_null(),
+    )
+    .await;
+    let prod = &env_of(&envs, "production")["live"];
+    assert_eq!(prod["release"], release.as_str());
+    assert_eq!(prod["approved_by"], json!(["bob"]));
+    for env in ["sandbox", "staging"] {
+        assert_eq!(
+            env_of(&envs, env)["live"]["artifacts"],
+            prod["artifacts"],
+            "the same digests everywhere"
+        );
+    }
+    // The secret reached the process and is masked in its output; it is nowhere in
+    // plain text: not in the data directory, not in any API answer.
+    let (_, output) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/environments/production/output",
+            None,
+        )
+        .await;
+    let output = output.as_str().unwrap_or_default().to_string();
+    assert!(output.contains("starting with token ***"), "{output}");
+    let (_, audit) = s
+        .admin("GET", "/api/v1/repos/shop/audit?limit=100", None)
+        .await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "release.seal",
+        "deployment.request",
+        "deployment.live",
+        "deployment.approve",
+        "secret.set",
+        "variable.set",
+    ] {
+        assert!(actions.contains(&a), "{a} in {actions:?}");
+    }
+    let mut answers = String::new();
+    for path in [
+        "/api/v1/repos/shop/secrets".to_string(),
+        "/api/v1/repos/shop/environments".into(),
+        "/api/v1/repos/shop/deployments".into(),
+        "/api/v1/repos/shop/deployments/production.1".into(),
+        "/api/v1/repos/shop/deployments/production.1/log".into(),
+        "/api/v1/repos/shop/audit".into(),
+        format!("/api/v1/runs/{run_id}"),
+    ] {
+        answers.push_str(&s.admin("GET", &path, None).await.1.to_string());
+    }
+    assert!(!answers.contains(secret), "an API answer holds the secret");
+    for entry in walkdir::WalkDir::new(s.tmp.path().join("data"))
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            let plain = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!plain, "{} holds the secret", entry.path().display());
+        }
+    }
+    s.stop().await;
+}

@@ -475,7 +475,9 @@ impl Store {
 
     /// A deployment by id, or by `ENV#NUMBER` within the repository.
     pub async fn find_deployment(&self, repository_id: &str, key: &str) -> Result<Deployment> {
-        if let Some((env, number)) = key.split_once('#')
+        // `ENV#N`, or `ENV.N` where a `#` does not fit (a URL path).
+        let split = key.rsplit_once('#').or_else(|| key.rsplit_once('.'));
+        if let Some((env, number)) = split
             && let Ok(number) = number.parse::<i64>()
         {
             let row = sqlx::query(

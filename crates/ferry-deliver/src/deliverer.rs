@@ -1,0 +1,1009 @@
+//! The deliverer: turns releases into deployments under each environment's policy,
+//! executes them one at a time per environment (deploy → verify → live), rolls back
+//! failures, and records every step in the audit log.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_config::delivery::{Delivery, DeploySpec, OnFailure, Policy, Target};
+use ferry_engine::mask::Masker;
+use ferry_store::{
+    Deployment, DeploymentKind as Kind, DeploymentStatus as S, Release, SecretKey, Store,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cas::Cas;
+use crate::policy::{self, Approver, Decision, Parties, Verdict};
+use crate::process::{self, ProcessSpec, Supervisor};
+use crate::verify;
+
+/// Why a request about a deployment is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the state (nothing changes).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Store(#[from] ferry_store::Error),
+}
+
+type Result<T> = std::result::Result<T, DeliverError>;
+
+/// The person asking.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user_id: String,
+    pub name: String,
+    /// Holds the approver (or admin) role.
+    pub may_approve: bool,
+}
+
+impl Actor {
+    pub fn label(&self) -> String {
+        format!("user:{}", self.name)
+    }
+}
+
+/// Delivery for one server.
+#[derive(Clone)]
+pub struct Deliverer {
+    store: Store,
+    cas: Cas,
+    /// `<data>/deploy`
+    root: PathBuf,
+    /// Where secret files for processes go: memory (`/dev/shm`) where there is one,
+    /// never the data directory.
+    secrets_root: PathBuf,
+    key: SecretKey,
+    supervisor: Supervisor,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The release's own delivery configuration.
+pub fn delivery_of(release: &Release) -> Result<Delivery> {
+    serde_json::from_str(&release.delivery).map_err(|e| {
+        DeliverError::Invalid(format!(
+            "release {} has no readable delivery configuration: {e}",
+            release.name
+        ))
+    })
+}
+
+const ACTIVE: &[S] = &[S::Queued, S::AwaitingApproval, S::Deploying, S::Verifying];
+
+impl Deliverer {
+    pub fn new(store: Store, data_dir: &std::path::Path, key: SecretKey) -> Self {
+        let tracker = ferry_exec::orphans::Tracker::new(data_dir.join("deploy-processes"));
+        Self {
+            store,
+            cas: Cas::new(data_dir.join("cas")),
+            root: data_dir.join("deploy"),
+            secrets_root: secrets_root(data_dir),
+            key,
+            supervisor: Supervisor::new(Some(tracker)),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The log of one deployment.
+    pub fn deployment_log(&self, d: &Deployment) -> PathBuf {
+        process::environment_dir(&self.root, &d.repository_id, &d.environment)
+            .join("deployments")
+            .join(format!("{}.log", d.number))
+    }
+
+    /// The output of an environment's process.
+    pub fn output_log(&self, repository_id: &str, environment: &str) -> PathBuf {
+        process::environment_dir(&self.root, repository_id, environment).join("output.log")
+    }
+
+    /// A release was sealed: it enters the first environments by their policies.
+    pub async fn on_release(&self, release: &Release) -> Result<Vec<Deployment>> {
+        let d = delivery_of(release)?;
+        let mut made = Vec::new();
+        for env in policy::first_environments(&d) {
+            if let Some(dep) = self.enter(release, &d, &env.name, Kind::Auto, None).await? {
+                made.push(dep);
+            }
+        }
+        Ok(made)
+    }
+
+    /// Creates the deployment that the environment's policy calls for (`None` for a
+    /// manual environment when nobody asked).
+    async fn enter(
+        &self,
+        release: &Release,
+        d: &Delivery,
+        env: &str,
+        kind: Kind,
+        requested_by: Option<&str>,
+    ) -> Result<Option<Deployment>> {
+        let spec = d
+            .environment(env)
+            .ok_or_else(|| DeliverError::Invalid(format!("no environment `{env}`")))?;
+        let status = match (&spec.policy, kind) {
+            (Policy::Approval(_), _) => S::AwaitingApproval,
+            (Policy::Manual, Kind::Auto) => return Ok(None),
+            _ => S::Queued,
+        };
+        let dep = self
+            .store
+            .create_deployment(
+                &release.repository_id,
+                env,
+                &release.id,
+                kind,
+                status,
+                requested_by,
+            )
+            .await?;
+        let actor = requested_by.unwrap_or("ferry");
+        self.store
+            .audit(
+                Some(&release.repository_id),
+                actor,
+                "deployment.request",
+                &format!("{env}#{}", dep.number),
+                Some(&format!("release {} ({})", release.name, status.as_str())),
+            )
+            .await?;
+        self.wake.notify_one();
+        Ok(Some(dep))
+    }
+
+    /// `ferry promote RELEASE --to ENV`.
+    pub async fn promote(
+        &self,
+        repository_id: &str,
+        release: &str,
+        env: &str,
+        actor: &Actor,
+    ) -> Result<Deployment> {
+        let release = self
+            .store
+            .release(repository_id, release)
+            .await
+            .map_err(|_| DeliverError::NotFound(format!("there is no release `{release}`")))?;
+        let d = delivery_of(&release)?;
+        let spec = d.environment(env).ok_or_else(|| {
+            DeliverError::Invalid(format!(
+                "release {} has no environment `{env}`; its environments are: {}",
+                release.name,
+                d.environments
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        let history = self.store.deployments(repository_id, None, 10_000).await?;
+        let of_release: Vec<&Deployment> = history
+            .iter()
+            .filter(|x| x.release_id == release.id)
+            .collect();
+        if let Some(bad) = of_release
+            .iter()
+            .find(|x| matches!(x.status, S::Failed | S::RolledBack) && x.kind != Kind::Rollback)
+        {
+            return Err(DeliverError::Invalid(format!(
+                "release {} failed in `{}` and is never promoted further",
+                release.name, bad.environment
+            )));
+        }
+        if let Some(after) = &spec.after {
+            let live = self
+                .store
+                .live_deployment(repository_id, &after.value)
+                .await?;
+            if live.as_ref().map(|l| &l.release_id) != Some(&release.id) {
+                return Err(DeliverError::Invalid(format!(
+                    "release {} is not live in `{}`, which comes before `{env}`",
+                    release.name, after.value
+                )));
+            }
+        }
+        if let Some(why) = policy::frozen(&spec.freeze, Utc::now()) {
+            return Err(DeliverError::Invalid(format!(
+                "`{env}` is {why}; nothing deploys there now"
+            )));
+        }
+        if let Some(open) = of_release
+            .iter()
+            .find(|x| x.environment == env && ACTIVE.contains(&x.status))
+        {
+            return Err(DeliverError::Conflict(format!(
+                "release {} is already on its way to `{env}` (deployment {env}#{}, {})",
+                release.name,
+                open.number,
+                open.status.as_str()
+            )));
+        }
+        if let Some(live) = self.store.live_deployment(repository_id, env).await?
+            && live.release_id == release.id
+        {
+            return Err(DeliverError::Conflict(format!(
+                "release {} is already live in `{env}`",
+                release.name
+            )));
+        }
+        let label = actor.label();
+        let dep = self
+            .enter(&release, &d, env, Kind::Promotion, Some(&label))
+            .await?;
+        dep.ok_or_else(|| DeliverError::Invalid("the environment takes no deployments".into()))
+    }
+
+    /// Records an approval; the deployment is queued once it has enough.
+    pub async fn approve(
+        &self,
+        repository_id: &str,
+        key: &str,
+        actor: &Actor,
+        groups: &[String],
+        comment: Option<&str>,
+    ) -> Result<Deployment> {
+        self.decide(repository_id, key, actor, groups, comment, true)
+            .await
+    }
+
+    /// Records a rejection: the deployment stops.
+    pub async fn reject(
+        &self,
+        repository_id: &str,
+        key: &str,
+        actor: &Actor,
+        groups: &[String],
+        comment: Option<&str>,
+    ) -> Result<Deployment> {
+        self.decide(repository_id, key, actor, groups, comment, false)
+            .await
+    }
+
+    async fn decide(
+        &self,
+        repository_id: &str,
+        key: &str,
+        actor: &Actor,
+        groups: &[String],
+        comment: Option<&str>,
+        approve: bool,
+    ) -> Result<Deployment> {
+        let dep = self
+            .store
+            .find_deployment(repository_id, key)
+            .await
+            .map_err(|_| DeliverError::NotFound(format!("there is no deployment `{key}`")))?;
+        let name = format!("{}#{}", dep.environment, dep.number);
+        if dep.status != S::AwaitingApproval {
+            return Err(DeliverError::Invalid(format!(
+                "deployment {name} is not waiting for approval (it is {})",
+                dep.status.as_str()
+            )));
+        }
+        let release = self.store.release(repository_id, &dep.release_id).await?;
+        let d = delivery_of(&release)?;
+        let Some(Policy::Approval(rule)) = d.environment(&dep.environment).map(|e| &e.policy)
+        else {
+            return Err(DeliverError::Invalid(format!(
+                "`{}` takes no approvals",
+                dep.environment
+            )));
+        };
+        let parties = Parties {
+            author: release.author.clone(),
+            triggered_by: release.triggered_by.clone(),
+            requested_by: dep.requested_by.clone(),
+        };
+        let approver = Approver {
+            user: &actor.name,
+            groups,
+            may_approve: actor.may_approve,
+        };
+        policy::may_approve(rule, &approver, &parties).map_err(DeliverError::Forbidden)?;
+        let decision = if approve { "approve" } else { "reject" };
+        self.store
+            .add_approval(&dep.id, &actor.user_id, &actor.name, decision, comment)
+            .await
+            .map_err(|e| match e {
+                ferry_store::Error::Conflict(_) => DeliverError::Conflict(format!(
+                    "{} has already decided on deployment {name}",
+                    actor.name
+                )),
+                e => e.into(),
+            })?;
+        let action = if approve {
+            "deployment.approve"
+        } else {
+            "deployment.reject"
+        };
+        self.store
+            .audit(Some(repository_id), &actor.label(), action, &name, comment)
+            .await?;
+        let decisions: Vec<Decision> = self
+            .store
+            .approvals(&dep.id)
+            .await?
+            .into_iter()
+            .map(|a| Decision {
+                user: a.user_name,
+                approve: a.decision == "approve",
+                at: DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
+            })
+            .collect();
+        match policy::verdict(rule, &decisions, Utc::now()) {
+            Verdict::Approved => {
+                self.store
+                    .move_deployment(&dep.id, &[S::AwaitingApproval], S::Queued, None)
+                    .await?;
+                self.wake.notify_one();
+            }
+            Verdict::Rejected { by } => {
+                self.store
+                    .move_deployment(
+                        &dep.id,
+                        &[S::AwaitingApproval],
+                        S::Rejected,
+                        Some(&format!("rejected by {by}")),
+                    )
+                    .await?;
+            }
+            Verdict::Waiting { .. } => {}
+        }
+        Ok(self.store.deployment(&dep.id).await?)
+    }
+
+    /// `ferry rollback ENV [--to RELEASE]`: deploys an earlier release again, as a
+    /// deployment of its own (no approvals; freezes do not stop a rollback).
+    pub async fn rollback(
+        &self,
+        repository_id: &str,
+        env: &str,
+        to: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Deployment> {
+        let live = self.store.live_deployment(repository_id, env).await?;
+        let target = match to {
+            Some(t) => self
+                .store
+                .release(repository_id, t)
+                .await
+                .map_err(|_| DeliverError::NotFound(format!("there is no release `{t}`")))?,
+            None => {
+                let history = self
+                    .store
+                    .deployments(repository_id, Some(env), 10_000)
+                    .await?;
+                let current = live.as_ref().map(|l| l.release_id.clone());
+                // The newest release that was live here before the current one.
+                let earlier = history
+                    .iter()
+                    .filter(|x| {
+                        matches!(x.status, S::Replaced | S::Live)
+                            && Some(&x.release_id) != current.as_ref()
+                    })
+                    .map(|x| x.release_id.clone())
+                    .next()
+                    .ok_or_else(|| {
+                        DeliverError::Invalid(format!(
+                            "`{env}` has no earlier release to go back to"
+                        ))
+                    })?;
+                self.store.release(repository_id, &earlier).await?
+            }
+        };
+        if live.as_ref().is_some_and(|l| l.release_id == target.id) {
+            return Err(DeliverError::Conflict(format!(
+                "release {} is already live in `{env}`",
+                target.name
+            )));
+        }
+        let d = delivery_of(&target)?;
+        if d.environment(env).is_none() {
+            return Err(DeliverError::Invalid(format!(
+                "release {} has no environment `{env}`",
+                target.name
+            )));
+        }
+        let label = actor.label();
+        let dep = self
+            .store
+            .create_deployment(
+                repository_id,
+                env,
+                &target.id,
+                Kind::Rollback,
+                S::Queued,
+                Some(&label),
+            )
+            .await?;
+        self.store
+            .audit(
+                Some(repository_id),
+                &label,
+                "deployment.rollback",
+                &format!("{env}#{}", dep.number),
+                Some(&format!("back to release {}", target.name)),
+            )
+            .await?;
+        self.wake.notify_one();
+        Ok(dep)
+    }
+
+    /// After a restart: deployments the old server left in progress fail, and the live
+    /// process environments run again.
+    pub async fn recover(&self) -> Result<()> {
+        // Processes of a server that was killed end first (their pids are recorded).
+        if let Some(tracker) = self.supervisor.tracker() {
+            let killed = tokio::task::spawn_blocking(move || tracker.reap())
+                .await
+                .unwrap_or(0);
+            if killed > 0 {
+                tracing::warn!("ended {killed} deployed process(es) left by a server that stopped");
+            }
+        }
+        for dep in self
+            .store
+            .deployments_in(&[S::Deploying, S::Verifying])
+            .await?
+        {
+            let reason = "interrupted: the server stopped during the deployment";
+            if self
+                .store
+                .move_deployment(
+                    &dep.id,
+                    &[S::Deploying, S::Verifying],
+                    S::Failed,
+                    Some(reason),
+                )
+                .await?
+            {
+                self.store
+                    .audit(
+                        Some(&dep.repository_id),
+                        "ferry",
+                        "deployment.failed",
+                        &format!("{}#{}", dep.environment, dep.number),
+                        Some(reason),
+                    )
+                    .await?;
+            }
+        }
+        for dep in self.store.deployments_in(&[S::Live]).await? {
+            let release = self
+                .store
+                .release(&dep.repository_id, &dep.release_id)
+                .await?;
+            let d = delivery_of(&release)?;
+            if let Some(DeploySpec {
+                target: Target::Process { .. },
+                ..
+            }) = d.deploy_of(&dep.environment)
+            {
+                let mut log = self.open_log(&dep);
+                if let Err(e) = self.deploy(&dep, &release, &d, &mut log).await {
+                    tracing::error!("cannot restart `{}`: {e}", dep.environment);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes queued deployments until `stop`.
+    pub async fn run(&self, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.step().await {
+                tracing::error!("delivery: {e}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.cancelled() => break,
+            }
+        }
+        self.supervisor.shutdown().await;
+    }
+
+    /// Starts every queued deployment whose environment is free, oldest first.
+    async fn step(&self) -> Result<()> {
+        let queued = self.store.deployments_in(&[S::Queued]).await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut busy: Vec<(String, String)> = Vec::new();
+        for dep in queued {
+            let env = (dep.repository_id.clone(), dep.environment.clone());
+            if busy.contains(&env) {
+                continue; // older ones of this environment go first
+            }
+            busy.push(env);
+            let release = self
+                .store
+                .release(&dep.repository_id, &dep.release_id)
+                .await?;
+            let previous = self
+                .store
+                .live_deployment(&dep.repository_id, &dep.environment)
+                .await?;
+            let config = self.config_snapshot(&dep).await?;
+            if !self
+                .store
+                .start_deployment(
+                    &dep.id,
+                    S::Queued,
+                    previous.as_ref().map(|p| p.release_id.as_str()),
+                    &config,
+                )
+                .await?
+            {
+                continue; // another deployment of the environment is in progress
+            }
+            let me = self.clone();
+            tasks.spawn(async move {
+                let dep = match me.store.deployment(&dep.id).await {
+                    Ok(d) => d,
+                    Err(e) => return tracing::error!("{e}"),
+                };
+                if let Err(e) = me.execute(dep, release).await {
+                    tracing::error!("delivery: {e}");
+                }
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Names and update times of the variables and secrets a deployment uses.
+    async fn config_snapshot(&self, dep: &Deployment) -> Result<String> {
+        let vars = self
+            .store
+            .variables(&dep.repository_id, Some(&dep.environment))
+            .await?;
+        let secrets = self
+            .store
+            .secret_names(&dep.repository_id, Some(&dep.environment))
+            .await?;
+        let v: Vec<serde_json::Value> = vars
+            .iter()
+            .map(|v| serde_json::json!({ "scope": scope(&v.environment), "name": v.name, "updated_at": v.updated_at }))
+            .collect();
+        let s: Vec<serde_json::Value> = secrets
+            .iter()
+            .map(|v| serde_json::json!({ "scope": scope(&v.environment), "name": v.name, "updated_at": v.updated_at }))
+            .collect();
+        Ok(serde_json::json!({ "variables": v, "secrets": s }).to_string())
+    }
+
+    fn open_log(&self, dep: &Deployment) -> DeployLog {
+        DeployLog::open(self.deployment_log(dep))
+    }
+
+    async fn execute(&self, dep: Deployment, release: Release) -> Result<()> {
+        let name = format!("{}#{}", dep.environment, dep.number);
+        let mut log = self.open_log(&dep);
+        log.line(&format!(
+            "deploying release {} (commit {}) to `{}`",
+            release.name, release.commit_sha, dep.environment
+        ));
+        let d = delivery_of(&release)?;
+        let outcome = match self.deploy(&dep, &release, &d, &mut log).await {
+            Ok(probes) => {
+                self.store
+                    .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)
+                    .await?;
+                self.verify(&dep, &d, probes, &mut log).await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                self.store.make_live(&dep.id).await?;
+                log.line("live");
+                self.store
+                    .audit(
+                        Some(&dep.repository_id),
+                        "ferry",
+                        "deployment.live",
+                        &name,
+                        Some(&format!("release {}", release.name)),
+                    )
+                    .await?;
+                if dep.kind != Kind::Rollback {
+                    for next in policy::next_environments(&d, &dep.environment) {
+                        self.enter(&release, &d, &next.name, Kind::Auto, None)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                log.line(&format!("failed: {reason}"));
+                self.store
+                    .move_deployment(
+                        &dep.id,
+                        &[S::Deploying, S::Verifying],
+                        S::Failed,
+                        Some(&reason),
+                    )
+                    .await?;
+                self.store
+                    .audit(
+                        Some(&dep.repository_id),
+                        "ferry",
+                        "deployment.failed",
+                        &name,
+                        Some(&reason),
+                    )
+                    .await?;
+                let on_failure = d
+                    .deploy_of(&dep.environment)
+                    .map(|s| s.on_failure)
+                    .unwrap_or_default();
+                self.after_failure(&dep, on_failure, &mut log).await
+            }
+        }
+    }
+
+    /// A failed deployment: back to the release that was live before, or stop.
+    async fn after_failure(
+        &self,
+        dep: &Deployment,
+        on_failure: OnFailure,
+        log: &mut DeployLog,
+    ) -> Result<()> {
+        let previous = match (&dep.previous_release_id, on_failure, dep.kind) {
+            (Some(p), OnFailure::Rollback, kind) if kind != Kind::Rollback => p.clone(),
+            _ => {
+                // Nothing to go back to: the failed workload does not keep running.
+                if self
+                    .store
+                    .live_deployment(&dep.repository_id, &dep.environment)
+                    .await?
+                    .is_none()
+                {
+                    self.supervisor
+                        .stop(&dep.repository_id, &dep.environment)
+                        .await;
+                } else {
+                    self.restore_live(dep, log).await?;
+                }
+                return Ok(());
+            }
+        };
+        let release = self.store.release(&dep.repository_id, &previous).await?;
+        log.line(&format!("rolling back to release {}", release.name));
+        let back = self
+            .store
+            .create_deployment(
+                &dep.repository_id,
+                &dep.environment,
+                &release.id,
+                Kind::Rollback,
+                S::Queued,
+                Some("ferry"),
+            )
+            .await?;
+        self.store
+            .audit(
+                Some(&dep.repository_id),
+                "ferry",
+                "deployment.rollback",
+                &format!("{}#{}", back.environment, back.number),
+                Some(&format!(
+                    "after {}#{} failed: back to release {}",
+                    dep.environment, dep.number, release.name
+                )),
+            )
+            .await?;
+        let config = self.config_snapshot(&back).await?;
+        if self
+            .store
+            .start_deployment(&back.id, S::Queued, Some(&release.id), &config)
+            .await?
+        {
+            let back = self.store.deployment(&back.id).await?;
+            Box::pin(self.execute(back, release)).await?;
+            self.store
+                .move_deployment(
+                    &dep.id,
+                    &[S::Failed],
+                    S::RolledBack,
+                    Some(&format!(
+                        "{} (rolled back)",
+                        dep.reason.clone().unwrap_or_default()
+                    )),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The live release's workload runs again (after a failed deployment without rollback
+    /// of a process target, which replaced it).
+    async fn restore_live(&self, dep: &Deployment, log: &mut DeployLog) -> Result<()> {
+        if let Some(live) = self
+            .store
+            .live_deployment(&dep.repository_id, &dep.environment)
+            .await?
+        {
+            let release = self
+                .store
+                .release(&dep.repository_id, &live.release_id)
+                .await?;
+            let d = delivery_of(&release)?;
+            if let Some(DeploySpec {
+                target: Target::Process { .. },
+                ..
+            }) = d.deploy_of(&dep.environment)
+            {
+                log.line(&format!("starting the live release {} again", release.name));
+                if let Err(e) = self.deploy(&live, &release, &d, log).await {
+                    log.line(&format!("cannot start it again: {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deploys to the target; returns the probes to verify with.
+    async fn deploy(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        d: &Delivery,
+        log: &mut DeployLog,
+    ) -> std::result::Result<Vec<verify::Probe>, String> {
+        let spec = d
+            .deploy_of(&dep.environment)
+            .ok_or_else(|| format!("`{}` has no deploy", dep.environment))?;
+        let env_dir = process::environment_dir(&self.root, &dep.repository_id, &dep.environment);
+        let vars = self
+            .store
+            .variables(&dep.repository_id, Some(&dep.environment))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut var_map: BTreeMap<String, String> = BTreeMap::new();
+        for v in vars {
+            var_map.insert(v.name, v.value); // the environment's come after the repository's
+        }
+        let secrets = self
+            .store
+            .open_secrets(&self.key, &dep.repository_id, &dep.environment)
+            .await
+            .map_err(|e| e.to_string())?;
+        let masker = Masker::new(secrets.iter().map(|(_, v)| v.as_slice()));
+        log.masker = masker.clone();
+        let cas = self.cas.clone();
+        let (rel, dir_env) = (release.clone(), env_dir.clone());
+        let release_dir =
+            tokio::task::spawn_blocking(move || process::materialize(&cas, &rel, &dir_env))
+                .await
+                .map_err(|e| e.to_string())??;
+        let ctx = Context {
+            vars: &var_map,
+            release,
+            release_dir: &release_dir,
+            environment: &dep.environment,
+        };
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
+            ("HOME".into(), release_dir.display().to_string()),
+            ("FERRY_RELEASE".into(), release.name.clone()),
+            (
+                "FERRY_RELEASE_DIR".into(),
+                release_dir.display().to_string(),
+            ),
+            ("FERRY_COMMIT_SHA".into(), release.commit_sha.clone()),
+            ("FERRY_ENVIRONMENT".into(), dep.environment.clone()),
+        ];
+        env.extend(var_map.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let secrets_dir = process::write_secret_files(
+            &process::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment),
+            &secrets,
+        )?;
+        env.push((
+            "FERRY_SECRETS_DIR".into(),
+            secrets_dir.display().to_string(),
+        ));
+        for (name, value) in &secrets {
+            env.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
+        }
+        match &spec.target {
+            Target::Process {
+                command,
+                env: extra,
+            } => {
+                let command = ctx.eval(command)?;
+                for (k, v) in extra {
+                    env.push((k.clone(), ctx.eval(v)?));
+                }
+                process::point_current(&env_dir, &release_dir)?;
+                log.line(&format!(
+                    "starting `{command}` in {}",
+                    release_dir.display()
+                ));
+                self.supervisor
+                    .start(ProcessSpec {
+                        repository_id: dep.repository_id.clone(),
+                        environment: dep.environment.clone(),
+                        release: release.name.clone(),
+                        dir: release_dir.clone(),
+                        command,
+                        env: env.clone(),
+                        log: env_dir.join("output.log"),
+                        masker,
+                    })
+                    .await?;
+            }
+            other => {
+                return Err(format!(
+                    "the `{}` target is not available on this server yet",
+                    other.kind()
+                ));
+            }
+        }
+        let mut probes = Vec::new();
+        for p in spec.verify.iter().flat_map(|v| &v.probes) {
+            probes.push(match p {
+                ferry_config::delivery::Probe::Http { url, status, body } => verify::Probe::Http {
+                    url: ctx.eval(url)?,
+                    status: *status,
+                    body: body.clone(),
+                },
+                ferry_config::delivery::Probe::Tcp { address } => verify::Probe::Tcp {
+                    address: ctx.eval(address)?,
+                },
+                ferry_config::delivery::Probe::Command { run } => verify::Probe::Command {
+                    run: ctx.eval(run)?,
+                    dir: release_dir.clone(),
+                    env: env.clone(),
+                },
+            });
+        }
+        Ok(probes)
+    }
+
+    async fn verify(
+        &self,
+        dep: &Deployment,
+        d: &Delivery,
+        probes: Vec<verify::Probe>,
+        log: &mut DeployLog,
+    ) -> std::result::Result<(), String> {
+        let Some(v) = d
+            .deploy_of(&dep.environment)
+            .and_then(|s| s.verify.as_ref())
+        else {
+            log.line("no verification configured");
+            return Ok(());
+        };
+        let window = v
+            .window
+            .unwrap_or(ferry_config::delivery::Verify::DEFAULT_WINDOW);
+        let interval = v
+            .interval
+            .unwrap_or(ferry_config::delivery::Verify::DEFAULT_INTERVAL);
+        log.line(&format!("verifying for {}s", window.as_secs_f32()));
+        let gone = self
+            .supervisor
+            .exit_watch(&dep.repository_id, &dep.environment)
+            .await;
+        let cancel = CancellationToken::new();
+        let result = verify::verify(&probes, window, interval, gone, &cancel).await;
+        if result.is_ok() {
+            log.line("verified");
+        }
+        result
+    }
+}
+
+/// `/dev/shm/ferry-<hash of the data dir>` (or the temporary directory): the secret
+/// files of one server, kept off the disk where possible and out of the data directory.
+fn secrets_root(data_dir: &std::path::Path) -> PathBuf {
+    use sha2::Digest as _;
+    let id = hex::encode(&sha2::Sha256::digest(data_dir.display().to_string().as_bytes())[..6]);
+    let shm = std::path::Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("ferry-{id}"))
+}
+
+fn scope(environment: &str) -> &str {
+    if environment.is_empty() {
+        "repository"
+    } else {
+        environment
+    }
+}
+
+/// Values for `${{ }}` in `deploy:`.
+struct Context<'a> {
+    vars: &'a BTreeMap<String, String>,
+    release: &'a Release,
+    release_dir: &'a std::path::Path,
+    environment: &'a str,
+}
+
+impl Context<'_> {
+    fn eval(&self, text: &str) -> std::result::Result<String, String> {
+        if !text.contains("${{") {
+            return Ok(text.to_string());
+        }
+        let image = self
+            .release
+            .images
+            .first()
+            .map(|i| i.reference())
+            .unwrap_or_default();
+        let value = minijinja::context! {
+            vars => self.vars,
+            release => minijinja::context! {
+                id => self.release.name,
+                commit => self.release.commit_sha,
+                tag => self.release.tag,
+                image => image,
+                dir => self.release_dir.display().to_string(),
+            },
+            environment => minijinja::context! { name => self.environment },
+        };
+        ferry_config::expr::interpolate(&ferry_config::expr::environment(), text, &value)
+    }
+}
+
+/// A deployment's log file, with secret values masked.
+pub(crate) struct DeployLog {
+    file: Option<std::fs::File>,
+    masker: Masker,
+}
+
+impl DeployLog {
+    fn open(path: PathBuf) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok();
+        Self {
+            file,
+            masker: Masker::default(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        use std::io::Write as _;
+        let stamp = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let masked = self.masker.mask(text.as_bytes());
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{stamp} {}", String::from_utf8_lossy(&masked));
+        }
+    }
+}
