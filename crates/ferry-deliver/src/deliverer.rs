@@ -87,6 +87,9 @@ pub fn delivery_of(release: &Release) -> Result<Delivery> {
     })
 }
 
+/// How long a workload must stay up when no verification is configured.
+const SETTLE: Duration = Duration::from_millis(750);
+
 const ACTIVE: &[S] = &[S::Queued, S::AwaitingApproval, S::Deploying, S::Verifying];
 
 impl Deliverer {
@@ -659,7 +662,8 @@ impl Deliverer {
                     .deploy_of(&dep.environment)
                     .map(|s| s.on_failure)
                     .unwrap_or_default();
-                self.after_failure(&dep, on_failure, &mut log).await
+                self.after_failure(&dep, &reason, on_failure, &mut log)
+                    .await
             }
         }
     }
@@ -668,6 +672,7 @@ impl Deliverer {
     async fn after_failure(
         &self,
         dep: &Deployment,
+        reason: &str,
         on_failure: OnFailure,
         log: &mut DeployLog,
     ) -> Result<()> {
@@ -722,6 +727,7 @@ impl Deliverer {
             .await?
         {
             let back = self.store.deployment(&back.id).await?;
+            let release_name = release.name.clone();
             Box::pin(self.execute(back, release)).await?;
             self.store
                 .move_deployment(
@@ -729,8 +735,8 @@ impl Deliverer {
                     &[S::Failed],
                     S::RolledBack,
                     Some(&format!(
-                        "{} (rolled back)",
-                        dep.reason.clone().unwrap_or_default()
+                        "{reason} (rolled back to release {})",
+                        release_name
                     )),
                 )
                 .await?;
@@ -897,8 +903,17 @@ impl Deliverer {
             .deploy_of(&dep.environment)
             .and_then(|s| s.verify.as_ref())
         else {
-            log.line("no verification configured");
-            return Ok(());
+            // Without probes, the workload still has to stay up for a moment.
+            log.line("no verification configured: checking that the workload stays up");
+            tokio::time::sleep(SETTLE).await;
+            let gone = self
+                .supervisor
+                .exit_watch(&dep.repository_id, &dep.environment)
+                .await;
+            return match gone() {
+                Some(why) => Err(why),
+                None => Ok(()),
+            };
         };
         let window = v
             .window

@@ -1334,11 +1334,16 @@ environments:
   production:
     after: staging
     approval: { required: 1, not: [author] }
+  frozen:
+    freeze: { from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\" }
+  broken:
+    deploy:
+      target: { process: { command: ./no-such-program } }
 deploy:
   target:
     process: { command: cd app && exec ./run }
   verify:
-    http: { url: \"http://127.0.0.1:${{ vars.PORT }}/healthz\", body: ok }
+    http: { url: \"http://127.0.0.1:${{ vars.PORT }}/healthz\", body: ok v }
     for: 1s
     interval: 100ms
 ";
@@ -1549,6 +1554,350 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
             let plain = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
             assert!(!plain, "{} holds the secret", entry.path().display());
         }
+    }
+    s.stop().await;
+}
+
+/// Pushes a commit that sets `version` in the `shop`-like repository `name`.
+fn push_version(s: &Server, name: &str, version: &str) {
+    let work = s.tmp.path().join(format!("{name}-work"));
+    std::fs::write(work.join("version"), format!("{version}\n")).expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", version]);
+    let bare = s.tmp.path().join(format!("{name}.git"));
+    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+}
+
+/// A repository with the delivery pipeline, its ports, and a first release live in
+/// sandbox and staging (production waits for approval).
+async fn shop_with_v1(s: &Server, name: &str) {
+    let bare = s.repository(name, Some(DELIVERY));
+    let _ = bare;
+    push_version(s, name, "v1");
+    s.register(name, &s.tmp.path().join(format!("{name}.git")))
+        .await;
+    for env in ["sandbox", "staging", "production"] {
+        let (status, body) = s
+            .admin(
+                "PUT",
+                &format!("/api/v1/repos/{name}/variables/PORT"),
+                Some(json!({ "value": free_port().to_string(), "environment": env })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let run_id = s.trigger(name).await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    wait_until(
+        s,
+        &format!("/api/v1/repos/{name}/environments"),
+        "v1 in staging",
+        |b| !env_of(b, "staging")["live"].is_null(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_release_that_fails_its_health_check_is_rolled_back_and_goes_no_further() {
+    let s = Server::start().await;
+    shop_with_v1(&s, "shop").await;
+    let envs = s
+        .admin("GET", "/api/v1/repos/shop/environments", None)
+        .await
+        .1;
+    let v1 = env_of(&envs, "sandbox")["live"]["release"]
+        .as_str()
+        .expect("v1")
+        .to_string();
+    push_version(&s, "shop", "broken");
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let deployments = wait_until(
+        &s,
+        "/api/v1/repos/shop/deployments?environment=sandbox",
+        "rolled back",
+        |b| {
+            b["deployments"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|d| d["status"] == "rolled_back"))
+        },
+    )
+    .await;
+    let list = deployments["deployments"].as_array().expect("list");
+    let failed = list
+        .iter()
+        .find(|d| d["status"] == "rolled_back")
+        .expect("failed");
+    let v2 = failed["release"].as_str().expect("v2").to_string();
+    assert_ne!(v2, v1);
+    assert!(
+        failed["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("the body does not contain `ok v`"),
+        "{failed}"
+    );
+    let back = list
+        .iter()
+        .find(|d| d["kind"] == "rollback")
+        .expect("rollback");
+    assert_eq!(back["release"], v1.as_str());
+    assert_eq!(back["status"], "live");
+    let envs = s
+        .admin("GET", "/api/v1/repos/shop/environments", None)
+        .await
+        .1;
+    assert_eq!(
+        env_of(&envs, "sandbox")["live"]["release"],
+        v1.as_str(),
+        "v1 serves again"
+    );
+    assert_eq!(
+        env_of(&envs, "staging")["live"]["release"],
+        v1.as_str(),
+        "v2 never reached staging"
+    );
+    // Promoting the failed release by hand is refused, and changes nothing.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/deployments",
+            Some(json!({ "release": v2, "environment": "staging" })),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        format!("release {v2} failed in `sandbox` and is never promoted further")
+    );
+    let (_, audit) = s
+        .admin("GET", "/api/v1/repos/shop/audit?limit=100", None)
+        .await;
+    let actions: Vec<&str> = audit["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"deployment.failed") && actions.contains(&"deployment.rollback"),
+        "{actions:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_delivery_requests_are_refused_and_change_nothing() {
+    let s = Server::start().await;
+    shop_with_v1(&s, "shop").await;
+    let before = s
+        .admin("GET", "/api/v1/repos/shop/deployments", None)
+        .await
+        .1;
+    let envs = s
+        .admin("GET", "/api/v1/repos/shop/environments", None)
+        .await
+        .1;
+    let v1 = env_of(&envs, "sandbox")["live"]["release"]
+        .as_str()
+        .expect("v1")
+        .to_string();
+    let promote = |release: &str, env: &str| json!({ "release": release, "environment": env });
+    let cases = [
+        (
+            promote("r99-nope", "staging"),
+            404,
+            "there is no release `r99-nope`".to_string(),
+        ),
+        (
+            promote(&v1, "moon"),
+            409,
+            format!(
+                "release {v1} has no environment `moon`; its environments are: sandbox, staging, production, frozen, broken"
+            ),
+        ),
+        (
+            promote(&v1, "frozen"),
+            409,
+            "`frozen` is frozen from 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z; nothing deploys there now".to_string(),
+        ),
+        (
+            promote(&v1, "sandbox"),
+            409,
+            format!("release {v1} is already live in `sandbox`"),
+        ),
+        (
+            promote(&v1, "production"),
+            409,
+            format!(
+                "release {v1} is already on its way to `production` (deployment production#1, awaiting_approval)"
+            ),
+        ),
+    ];
+    for (body, status, message) in cases {
+        let (got, answer) = s
+            .admin("POST", "/api/v1/repos/shop/deployments", Some(body))
+            .await;
+        assert_eq!(
+            (got, answer["message"].as_str().unwrap_or("")),
+            (status, message.as_str()),
+            "{answer}"
+        );
+    }
+    // Approving what does not wait for approval.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/deployments/sandbox.1/approve",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        "deployment sandbox#1 is not waiting for approval (it is live)"
+    );
+    // A developer may not approve at all.
+    let (_, dev) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "dev", "role": "developer" })),
+        )
+        .await;
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/repos/shop/deployments/production.1/approve",
+            dev["token"].as_str(),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let after = s
+        .admin("GET", "/api/v1/repos/shop/deployments", None)
+        .await
+        .1;
+    assert_eq!(before, after, "no deployment changed");
+    // A target that cannot start: the deployment fails with the reason; nothing is live.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/deployments",
+            Some(promote(&v1, "broken")),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let failed = wait_until(
+        &s,
+        "/api/v1/repos/shop/deployments/broken.1",
+        "broken failed",
+        |b| b["deployment"]["status"] == "failed",
+    )
+    .await;
+    assert_eq!(
+        failed["deployment"]["reason"],
+        "the process exited with code 127"
+    );
+    let envs = s
+        .admin("GET", "/api/v1/repos/shop/environments", None)
+        .await
+        .1;
+    assert_eq!(env_of(&envs, "broken")["live"], Value::Null);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_promotions_deploy_one_at_a_time() {
+    let s = Server::start().await;
+    let pipeline = DELIVERY.replace("environments:\n", "environments:\n  demo: {}\n");
+    let bare = s.repository("demoshop", Some(&pipeline));
+    push_version(&s, "demoshop", "v1");
+    s.register("demoshop", &bare).await;
+    for env in ["sandbox", "staging", "production", "demo"] {
+        s.admin(
+            "PUT",
+            "/api/v1/repos/demoshop/variables/PORT",
+            Some(json!({ "value": free_port().to_string(), "environment": env })),
+        )
+        .await;
+    }
+    let mut releases = Vec::new();
+    for (i, version) in ["v1", "v2"].iter().enumerate() {
+        if i > 0 {
+            push_version(&s, "demoshop", version);
+        }
+        let run_id = s.trigger("demoshop").await;
+        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+        releases.push(
+            releases_of(&s, "demoshop", i + 1).await[0]["name"]
+                .as_str()
+                .expect("name")
+                .to_string(),
+        );
+    }
+    // Six requests at once, three for each release.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let body = json!({ "release": releases[i % 2], "environment": "demo" });
+        let http = s.http.clone();
+        let url = format!("{}/api/v1/repos/demoshop/deployments", s.base);
+        let token = s.admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("send");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (status, body) = t.await.expect("join");
+        match status {
+            201 => created += 1,
+            409 => assert!(body.contains("already"), "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(created >= 2, "each release is accepted once at least");
+    let done = wait_until(
+        &s,
+        "/api/v1/repos/demoshop/deployments?environment=demo",
+        "demo settled",
+        |b| {
+            b["deployments"].as_array().is_some_and(|l| {
+                l.len() == created
+                    && l.iter()
+                        .all(|d| d["status"] == "live" || d["status"] == "replaced")
+            })
+        },
+    )
+    .await;
+    let list = done["deployments"].as_array().expect("list");
+    assert_eq!(
+        list.iter().filter(|d| d["status"] == "live").count(),
+        1,
+        "one live release"
+    );
+    let mut spans: Vec<(i64, i64)> = list
+        .iter()
+        .map(|d| {
+            (
+                d["started_at"].as_i64().expect("started"),
+                d["finished_at"].as_i64().expect("finished"),
+            )
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "deployments overlapped: {spans:?}");
     }
     s.stop().await;
 }
