@@ -1901,3 +1901,58 @@ async fn concurrent_promotions_deploy_one_at_a_time() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn live_environments_run_again_after_a_restart() {
+    let s = Server::start().await;
+    shop_with_v1(&s, "shop").await;
+    let (_, vars) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/variables?environment=sandbox",
+            None,
+        )
+        .await;
+    let port = vars["variables"][0]["value"]
+        .as_str()
+        .expect("port")
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(
+        reqwest::get(&url)
+            .await
+            .expect("up")
+            .text()
+            .await
+            .expect("text"),
+        "ok v1\n"
+    );
+    let s = s.restart().await;
+    let mut answer = None;
+    for _ in 0..200 {
+        if let Ok(resp) = reqwest::get(&url).await {
+            answer = resp.text().await.ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer.as_deref(), Some("ok v1\n"), "sandbox serves again");
+    let (_, output) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/environments/sandbox/output",
+            None,
+        )
+        .await;
+    let output = output.as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        output.matches("ferry: starting release").count(),
+        2,
+        "{output}"
+    );
+    assert!(
+        output.contains("ferry: stopped\n"),
+        "stopped with the server: {output}"
+    );
+    s.stop().await;
+}
