@@ -75,6 +75,86 @@ pub enum Command {
     Cache(crate::cache::CacheArgs),
     /// Registry logins of a repository, for pulling and pushing images.
     Registry(crate::registry::RegistryArgs),
+    /// A repository's releases, or one release with its digests (on a server).
+    Releases {
+        release: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Deploy RELEASE to an environment (waits for approval where the rule asks).
+    Promote {
+        release: String,
+        #[arg(long = "to", value_name = "ENV")]
+        to: String,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Approve a deployment (`ENV#N`) that waits for approval.
+    Approve {
+        deployment: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Reject a deployment (`ENV#N`) that waits for approval.
+    Reject {
+        deployment: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Each environment: its live release, since when, who deployed and approved it.
+    Envs {
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Deployments, newest first (of ENV when given).
+    Deployments {
+        env: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// One deployment: commits, digests and config changes against the live release.
+    Deployment {
+        deployment: String,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Deploy an earlier release to ENV again (default: the one live before).
+    Rollback {
+        env: String,
+        #[arg(long = "to", value_name = "RELEASE")]
+        to: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Variables of a repository or (with --env) an environment.
+    Vars {
+        #[command(subcommand)]
+        command: crate::deliver::VarCommand,
+        #[arg(long = "env", global = true, value_name = "ENV")]
+        env: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// Secrets of a repository or (with --env) an environment: names only are shown.
+    Secrets {
+        #[command(subcommand)]
+        command: crate::deliver::SecretCommand,
+        #[arg(long = "env", global = true, value_name = "ENV")]
+        env: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// The audit log: deployments, approvals, rollbacks, variable and secret changes.
+    Audit {
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -208,7 +288,7 @@ pub struct RepoScope {
     #[arg(short = 'C', long = "dir", default_value = ".", global = true)]
     pub dir: PathBuf,
     /// The repository on the server (with --server).
-    #[arg(long, global = true)]
+    #[arg(long, env = "FERRY_REPO", global = true)]
     pub repo: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,

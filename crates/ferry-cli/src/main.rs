@@ -4,6 +4,7 @@
 mod args;
 mod cache;
 mod client;
+mod deliver;
 mod lint;
 mod local;
 mod logs;
@@ -123,6 +124,25 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Repos { command, server } => client::repos(&server, command).await,
         Command::Cache(a) => cache::cache(a).await,
         Command::Registry(a) => registry::registry(a).await,
+        Command::Releases { release, args } => deliver::releases(args, release).await,
+        Command::Promote { release, to, args } => deliver::promote(args, &release, &to).await,
+        Command::Approve {
+            deployment,
+            comment,
+            args,
+        } => deliver::decide(args, &deployment, comment, true).await,
+        Command::Reject {
+            deployment,
+            comment,
+            args,
+        } => deliver::decide(args, &deployment, comment, false).await,
+        Command::Envs { args } => deliver::envs(args).await,
+        Command::Deployments { env, args } => deliver::deployments(args, env).await,
+        Command::Deployment { deployment, args } => deliver::deployment(args, &deployment).await,
+        Command::Rollback { env, to, args } => deliver::rollback(args, &env, to).await,
+        Command::Vars { command, env, args } => deliver::vars(args, env, command).await,
+        Command::Secrets { command, env, args } => deliver::secrets(args, env, command).await,
+        Command::Audit { limit, args } => deliver::audit(args, limit).await,
         Command::User {
             command:
                 args::UserCommand::Add {

@@ -425,3 +425,187 @@ async fn users_from_the_cli_and_a_config_file() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// Stops the server with SIGTERM and waits: deployed processes stop with it.
+fn stop(server: &mut Serve) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = server.child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn the_cli_delivers_a_release() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(
+        tmp.path(),
+        "jobs:
+  build:
+    run: mkdir -p out && echo 'echo \"app says $GREETING with $TOKEN\"; exec sleep 300' > out/app.sh
+    artifacts: [out/app.sh]
+release: { artifacts: [build] }
+environments:
+  sandbox: { auto: true }
+  production: { after: sandbox, approval: { required: 1 } }
+deploy:
+  target: { process: { command: sh out/app.sh } }
+",
+    );
+    let data = tmp.path().join("data");
+    let mut server = start(&data, &[]);
+    let token = server.token.clone().expect("token");
+    let base = server.base.clone();
+    let run = |token: &str, args: &[&str], stdin: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .env("FERRY_SERVER", &base)
+            .env("FERRY_TOKEN", token)
+            .env("FERRY_REPO", "app")
+            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("ferry");
+        if let Some(text) = stdin {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ferry = |args: &[&str]| run(&token, args, None);
+    assert_eq!(
+        ferry(&["repos", "add", "app", &bare.display().to_string()]).0,
+        Some(0)
+    );
+    assert_eq!(
+        ferry(&["vars", "set", "GREETING", "hello", "--env", "sandbox"]).0,
+        Some(0)
+    );
+    let (code, out, err) = run(
+        &token,
+        &["secrets", "set", "TOKEN"],
+        Some("cli-secret-42\n"),
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (_, listed, _) = ferry(&["secrets", "list"]);
+    assert!(
+        listed.contains("TOKEN") && !listed.contains("cli-secret-42"),
+        "{listed}"
+    );
+    let (code, out, _) = ferry(&["trigger", "app", "main", "--follow"]);
+    assert_eq!(code, Some(0), "{out}");
+    // Sandbox goes live on its own; production waits for an approval.
+    let mut envs = String::new();
+    for _ in 0..200 {
+        envs = ferry(&["envs"]).1;
+        if envs.contains("awaiting_approval") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, releases, _) = ferry(&["releases"]);
+    let release = releases
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("a release")
+        .to_string();
+    let sandbox = envs
+        .lines()
+        .find(|l| l.starts_with("sandbox"))
+        .expect("sandbox row")
+        .to_string();
+    assert!(
+        sandbox.contains(&release) && sandbox.contains("ferry (auto)"),
+        "{envs}"
+    );
+    assert!(envs.contains("production#1 (awaiting_approval)"), "{envs}");
+    let (_, detail, _) = ferry(&["deployment", "production#1"]);
+    assert!(
+        detail.contains("commits:") && detail.contains("first"),
+        "{detail}"
+    );
+    assert!(detail.contains("out/app.sh  (new) → sha256:"), "{detail}");
+    // An approver approves; production goes live.
+    let add = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args([
+            "user",
+            "add",
+            "bob",
+            "--role",
+            "approver",
+            "--data-dir",
+            &data.display().to_string(),
+        ])
+        .env_remove("FERRY_DATABASE_URL")
+        .output()
+        .expect("user add");
+    let bob = String::from_utf8_lossy(&add.stdout).trim().to_string();
+    let (code, out, err) = run(
+        &bob,
+        &["approve", "production#1", "--comment", "looks good"],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("production#1: release "), "{out}");
+    let mut live = String::new();
+    for _ in 0..200 {
+        live = ferry(&["envs"]).1;
+        if live
+            .lines()
+            .any(|l| l.starts_with("production") && l.contains("bob"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        live.lines()
+            .any(|l| l.starts_with("production") && l.contains(&release) && l.contains("bob")),
+        "{live}"
+    );
+    let (_, audit, _) = ferry(&["audit"]);
+    for action in [
+        "release.seal",
+        "deployment.approve",
+        "deployment.live",
+        "secret.set",
+        "variable.set",
+    ] {
+        assert!(audit.contains(action), "{action}: {audit}");
+    }
+    assert!(!audit.contains("cli-secret-42"));
+    // Errors are clear and exit 2.
+    let (code, _, err) = ferry(&["rollback", "sandbox"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("`sandbox` has no earlier release to go back to"),
+        "{err}"
+    );
+    let (code, _, err) = ferry(&["promote", "nope", "--to", "production"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("there is no release `nope`"), "{err}");
+    let no_repo = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["envs"])
+        .env_remove("FERRY_REPO")
+        .env_remove("FERRY_SERVER")
+        .output()
+        .expect("ferry");
+    assert_eq!(no_repo.status.code(), Some(2));
+    stop(&mut server);
+}
