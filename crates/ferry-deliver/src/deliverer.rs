@@ -67,6 +67,10 @@ pub struct Deliverer {
     key: SecretKey,
     supervisor: Supervisor,
     wake: Arc<Notify>,
+    /// Runs `script` targets with an image, and `docker` targets.
+    docker: Option<Arc<ferry_exec::DockerExecutor>>,
+    /// The `kubectl` program of the `kubernetes` target.
+    kubectl: PathBuf,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -103,7 +107,21 @@ impl Deliverer {
             key,
             supervisor: Supervisor::new(Some(tracker)),
             wake: Arc::new(Notify::new()),
+            docker: None,
+            kubectl: PathBuf::from("kubectl"),
         }
+    }
+
+    /// Lets deployments use Docker (`docker` targets, scripts with an image).
+    pub fn with_docker(mut self, docker: Option<Arc<ferry_exec::DockerExecutor>>) -> Self {
+        self.docker = docker;
+        self
+    }
+
+    /// The `kubectl` to run for `kubernetes` targets (default: `kubectl` on the PATH).
+    pub fn with_kubectl(mut self, kubectl: PathBuf) -> Self {
+        self.kubectl = kubectl;
+        self
     }
 
     pub fn supervisor(&self) -> &Supervisor {
@@ -864,11 +882,117 @@ impl Deliverer {
                     })
                     .await?;
             }
-            other => {
-                return Err(format!(
-                    "the `{}` target is not available on this server yet",
-                    other.kind()
+            Target::Script { run, image } => {
+                let script = ctx.eval(run)?;
+                log.line(&format!(
+                    "running the deploy script{}",
+                    match image {
+                        Some(i) => format!(" in a container of {i}"),
+                        None => String::new(),
+                    }
                 ));
+                let local = ferry_exec::LocalExecutor::default();
+                let executor: &dyn ferry_exec::Executor = match (image, &self.docker) {
+                    (None, _) => &local,
+                    (Some(_), Some(d)) => d.as_ref(),
+                    (Some(i), None) => {
+                        return Err(format!(
+                            "the script needs image `{i}`, but Docker is not available here"
+                        ));
+                    }
+                };
+                let mut file = log.writer()?;
+                crate::targets::run_script(
+                    executor,
+                    &dep.environment,
+                    image.clone(),
+                    &script,
+                    env.clone(),
+                    &release_dir,
+                    &mut file,
+                    masker.clone(),
+                )
+                .await?;
+            }
+            Target::Kubernetes {
+                manifests,
+                kubeconfig,
+                namespace,
+                rollout,
+                timeout,
+            } => {
+                if !secrets.iter().any(|(n, _)| n == kubeconfig) {
+                    return Err(format!(
+                        "the kubeconfig secret `{kubeconfig}` is not set for `{}`",
+                        dep.environment
+                    ));
+                }
+                let files = crate::targets::manifest_files(&release_dir, manifests)?;
+                let rendered_dir = env_dir.join("rendered").join(&release.name);
+                let _ = std::fs::remove_dir_all(&rendered_dir);
+                std::fs::create_dir_all(&rendered_dir).map_err(|e| e.to_string())?;
+                let mut texts = Vec::new();
+                for (i, f) in files.iter().enumerate() {
+                    let text =
+                        std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                    let out = crate::targets::render_manifest(&text, &release.images);
+                    let name = f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    std::fs::write(rendered_dir.join(format!("{i:03}-{name}")), &out)
+                        .map_err(|e| e.to_string())?;
+                    texts.push(out);
+                }
+                let namespace = match namespace {
+                    Some(n) => Some(ctx.eval(n)?),
+                    None => None,
+                };
+                let targets = crate::targets::rollout_targets(&texts, rollout);
+                let timeout = timeout.unwrap_or(Duration::from_secs(300)).as_secs();
+                let commands = crate::targets::kubectl_commands(
+                    &secrets_dir.join(kubeconfig),
+                    namespace.as_deref(),
+                    &rendered_dir,
+                    &targets,
+                    timeout,
+                );
+                for args in commands {
+                    log.line(&format!("{} {}", self.kubectl.display(), args.join(" ")));
+                    let out = tokio::process::Command::new(&self.kubectl)
+                        .args(&args)
+                        .env_clear()
+                        .envs(env.iter().map(|(k, v)| (k, v)))
+                        .current_dir(&release_dir)
+                        .stdin(std::process::Stdio::null())
+                        .kill_on_drop(true)
+                        .output()
+                        .await
+                        .map_err(|e| format!("cannot run {}: {e}", self.kubectl.display()))?;
+                    let mut text = out.stdout;
+                    text.extend_from_slice(&out.stderr);
+                    log.raw(&masker.mask(&text));
+                    if !out.status.success() {
+                        let tail = String::from_utf8_lossy(&masker.mask(&text))
+                            .trim()
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .to_string();
+                        return Err(format!(
+                            "kubectl {} failed: {tail}",
+                            args.iter()
+                                .skip_while(|a| a.starts_with("--") || a.contains('/'))
+                                .take(2)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        ));
+                    }
+                }
+            }
+            Target::Docker { .. } => {
+                return Err("the `docker` target is not available on this server yet".into());
             }
         }
         let mut probes = Vec::new();
@@ -1010,6 +1134,25 @@ impl DeployLog {
         Self {
             file,
             masker: Masker::default(),
+        }
+    }
+
+    /// A handle to write output into the log (a discarding one if it could not open).
+    fn writer(&mut self) -> std::result::Result<std::fs::File, String> {
+        match self.file.as_ref().and_then(|f| f.try_clone().ok()) {
+            Some(f) => Ok(f),
+            None => std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .map_err(|e| format!("cannot write the deployment's log: {e}")),
+        }
+    }
+
+    /// Bytes as they are (already masked).
+    fn raw(&mut self, data: &[u8]) {
+        use std::io::Write as _;
+        if let Some(f) = &mut self.file {
+            let _ = f.write_all(data);
         }
     }
 

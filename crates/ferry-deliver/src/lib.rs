@@ -6,4 +6,5 @@ pub mod deliverer;
 pub mod policy;
 pub mod process;
 pub mod seal;
+pub mod targets;
 pub mod verify;

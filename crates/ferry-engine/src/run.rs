@@ -112,6 +112,11 @@ impl Engine {
         }
     }
 
+    /// The Docker executor, when Docker is available.
+    pub fn docker(&self) -> Option<Arc<DockerExecutor>> {
+        self.containers.clone()
+    }
+
     /// Runs jobs that have an `image:` with `executor` (the Docker executor).
     pub fn with_containers(mut self, executor: Arc<DockerExecutor>) -> Self {
         self.containers = Some(executor);

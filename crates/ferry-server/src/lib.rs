@@ -86,7 +86,16 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(store: Store, engine: Engine, config: Config) -> Self {
         let deliverer = engine.secret_key().map(|key| {
-            ferry_deliver::deliverer::Deliverer::new(store.clone(), &config.data_dir, key.clone())
+            let mut d = ferry_deliver::deliverer::Deliverer::new(
+                store.clone(),
+                &config.data_dir,
+                key.clone(),
+            )
+            .with_docker(engine.docker());
+            if let Some(kubectl) = std::env::var_os("FERRY_KUBECTL") {
+                d = d.with_kubectl(kubectl.into());
+            }
+            d
         });
         Self {
             deliverer,
@@ -100,6 +109,15 @@ impl AppState {
             live: tokio::sync::broadcast::channel(4096).0,
             mirror_locks: Arc::default(),
         }
+    }
+
+    /// Changes the deliverer (e.g. which `kubectl` it runs).
+    pub fn map_deliverer(
+        mut self,
+        f: impl FnOnce(ferry_deliver::deliverer::Deliverer) -> ferry_deliver::deliverer::Deliverer,
+    ) -> Self {
+        self.deliverer = self.deliverer.map(f);
+        self
     }
 
     /// Cancels every running run now (a second Ctrl-C while draining).

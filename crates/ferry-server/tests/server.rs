@@ -70,6 +70,20 @@ impl Server {
                 max_runs_per_repo: 2,
             },
         );
+        // A stand-in for kubectl (no cluster can run here): it records its arguments
+        // and what it was asked to apply, and answers as kubectl does.
+        let kubectl = tmp.path().join("kubectl");
+        std::fs::write(
+            &kubectl,
+            "#!/bin/sh\nd=$(dirname \"$0\")\necho \"$*\" >> \"$d/kubectl.calls\"\nfor last; do :; done\nif [ -d \"$last\" ]; then cat \"$last\"/* >> \"$d/kubectl.applied\"; echo deployment.apps/web configured; fi\ncase \"$*\" in *\"rollout status\"*) echo 'deployment \"web\" successfully rolled out';; esac\n",
+        )
+        .expect("stub");
+        std::fs::set_permissions(
+            &kubectl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let state = state.map_deliverer(|d| d.with_kubectl(kubectl));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -1953,6 +1967,112 @@ async fn live_environments_run_again_after_a_restart() {
     assert!(
         output.contains("ferry: stopped\n"),
         "stopped with the server: {output}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn script_and_kubernetes_targets_run_with_the_release_in_context() {
+    let s = Server::start().await;
+    let pipeline = "jobs:
+  build:
+    run: |
+      mkdir -p k8s
+      printf 'kind: Deployment\\nmetadata:\\n  name: web\\nspec:\\n  template:\\n    spec:\\n      containers:\\n        - image: busybox:1\\n' > k8s/web.yaml
+    artifacts: [k8s]
+release: { artifacts: [build] }
+environments:
+  ops:
+    auto: true
+    deploy:
+      target:
+        script:
+          run: echo \"deploying ${{ release.id }} to ${{ environment.name }} in $REGION with $API_KEY\"; test -f k8s/web.yaml
+  cluster:
+    after: ops
+    auto: true
+    deploy:
+      target: { kubernetes: { manifests: [k8s], kubeconfig: KUBECONFIG, namespace: \"shop-${{ environment.name }}\" } }
+";
+    let bare = s.repository("targets", Some(pipeline));
+    s.register("targets", &bare).await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/variables/REGION",
+        Some(json!({ "value": "eu-1" })),
+    )
+    .await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/secrets/API_KEY",
+        Some(json!({ "value": "script-secret-55" })),
+    )
+    .await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/secrets/KUBECONFIG",
+        Some(json!({ "value": "apiVersion: v1\nkind: Config\n", "environment": "cluster" })),
+    )
+    .await;
+    let run_id = s.trigger("targets").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let envs = wait_until(
+        &s,
+        "/api/v1/repos/targets/environments",
+        "cluster live",
+        |b| !env_of(b, "cluster")["live"].is_null(),
+    )
+    .await;
+    let release = env_of(&envs, "ops")["live"]["release"]
+        .as_str()
+        .expect("release")
+        .to_string();
+    let (_, log) = s
+        .admin("GET", "/api/v1/repos/targets/deployments/ops.1/log", None)
+        .await;
+    let log = log.as_str().expect("text").to_string();
+    assert!(
+        log.contains(&format!("deploying {release} to ops in eu-1 with ***\n")),
+        "{log}"
+    );
+    assert!(!log.contains("script-secret-55"));
+    // kubectl: apply the rendered manifests, then wait for the rollout, with the
+    // environment's kubeconfig secret as a file and the namespace resolved.
+    let calls = std::fs::read_to_string(s.tmp.path().join("kubectl.calls")).expect("calls");
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    assert!(
+        lines[0].starts_with("--kubeconfig /")
+            && lines[0].contains(
+                "/cluster/secrets/KUBECONFIG --namespace shop-cluster apply --filename /"
+            ),
+        "{calls}"
+    );
+    assert!(
+        lines[0].ends_with(&format!("/cluster/rendered/{release}")),
+        "{calls}"
+    );
+    assert!(
+        lines[1].ends_with("rollout status deployment/web --timeout=300s"),
+        "{calls}"
+    );
+    let applied = std::fs::read_to_string(s.tmp.path().join("kubectl.applied")).expect("applied");
+    assert!(
+        applied.contains("kind: Deployment") && applied.contains("image: busybox:1"),
+        "{applied}"
+    );
+    let (_, klog) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/targets/deployments/cluster.1/log",
+            None,
+        )
+        .await;
+    assert!(
+        klog.as_str()
+            .expect("text")
+            .contains("deployment \"web\" successfully rolled out"),
+        "{klog}"
     );
     s.stop().await;
 }
