@@ -365,7 +365,7 @@ impl Loader {
                         "image" => image = self.string(val, &w, "`image: package`"),
                         "ports" => {
                             for p in self.strings(val, &w, "`ports: [\"8080:80\"]`") {
-                                if port_mapping(&p.value).is_some() {
+                                if p.value.contains("${{") || port_mapping(&p.value).is_some() {
                                     ports.push(p.value);
                                 } else {
                                     self.error(

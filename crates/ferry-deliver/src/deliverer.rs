@@ -640,6 +640,7 @@ impl Deliverer {
             Ok(()) => {
                 self.store.make_live(&dep.id).await?;
                 log.line("live");
+                self.tidy_containers(&dep, &d, &release.name, false).await;
                 self.store
                     .audit(
                         Some(&dep.repository_id),
@@ -659,6 +660,7 @@ impl Deliverer {
             }
             Err(reason) => {
                 log.line(&format!("failed: {reason}"));
+                self.tidy_containers(&dep, &d, &release.name, true).await;
                 self.store
                     .move_deployment(
                         &dep.id,
@@ -682,6 +684,45 @@ impl Deliverer {
                     .unwrap_or_default();
                 self.after_failure(&dep, &reason, on_failure, &mut log)
                     .await
+            }
+        }
+    }
+
+    /// `docker` target: after a release goes live, the others stop and only the one
+    /// before it is kept (for an instant rollback); after it fails, its container goes
+    /// (with its output copied into the deployment's log first).
+    async fn tidy_containers(&self, dep: &Deployment, d: &Delivery, release: &str, failed: bool) {
+        let (
+            Some(docker),
+            Some(DeploySpec {
+                target: Target::Docker { .. },
+                ..
+            }),
+        ) = (&self.docker, d.deploy_of(&dep.environment))
+        else {
+            return;
+        };
+        let scope = format!("{}/{}", dep.repository_id, dep.environment);
+        let Ok(apps) = docker.apps(&scope).await else {
+            return;
+        };
+        if failed {
+            for app in apps.iter().filter(|a| a.release == release) {
+                let mut log = self.open_log(dep);
+                log.line("the container's output:");
+                log.raw(&docker.app_logs(&app.id).await);
+                docker.remove_app(&app.id).await;
+            }
+            return;
+        }
+        let mut kept = 0;
+        for app in apps.iter().filter(|a| a.release != release) {
+            if app.running {
+                docker.stop_app(&app.id).await;
+            }
+            kept += 1;
+            if kept > 1 {
+                docker.remove_app(&app.id).await;
             }
         }
     }
@@ -776,7 +817,7 @@ impl Deliverer {
                 .await?;
             let d = delivery_of(&release)?;
             if let Some(DeploySpec {
-                target: Target::Process { .. },
+                target: Target::Process { .. } | Target::Docker { .. },
                 ..
             }) = d.deploy_of(&dep.environment)
             {
@@ -991,8 +1032,109 @@ impl Deliverer {
                     }
                 }
             }
-            Target::Docker { .. } => {
-                return Err("the `docker` target is not available on this server yet".into());
+            Target::Docker {
+                image,
+                ports,
+                env: extra,
+                volumes,
+                command,
+            } => {
+                let docker = self
+                    .docker
+                    .as_ref()
+                    .ok_or("the `docker` target needs Docker, which is not available here")?;
+                let wanted = release.images.iter().find(|i| match image {
+                    Some(job) => i.job == *job || i.job.starts_with(&format!("{job} (")),
+                    None => true,
+                });
+                let wanted = wanted
+                    .ok_or_else(|| format!("release {} has no image to run", release.name))?;
+                let mut mapped = Vec::new();
+                for p in ports {
+                    let text = ctx.eval(p)?;
+                    mapped.push(
+                        ferry_config::port_mapping(&text)
+                            .ok_or_else(|| format!("`{text}` is not a port mapping"))?,
+                    );
+                }
+                // The container's own environment: the image keeps its PATH and HOME.
+                let mut app_env: Vec<(String, String)> = env
+                    .iter()
+                    .filter(|(k, _)| {
+                        !matches!(
+                            k.as_str(),
+                            "PATH" | "HOME" | "FERRY_RELEASE_DIR" | "FERRY_SECRETS_DIR"
+                        )
+                    })
+                    .cloned()
+                    .collect();
+                for (k, v) in extra {
+                    app_env.push((k.clone(), ctx.eval(v)?));
+                }
+                let mut vols = Vec::new();
+                for v in volumes {
+                    vols.push(ctx.eval(v)?);
+                }
+                let scope = format!("{}/{}", dep.repository_id, dep.environment);
+                let apps = docker.apps(&scope).await?;
+                if let Some(same) = apps.iter().find(|a| a.release == release.name) {
+                    // This release ran here before (a rollback): start it again at once.
+                    for other in apps.iter().filter(|a| a.running && a.id != same.id) {
+                        docker.stop_app(&other.id).await;
+                    }
+                    log.line(&format!(
+                        "starting the kept container of release {} again",
+                        release.name
+                    ));
+                    if !same.running {
+                        docker.start_app(&same.id).await?;
+                    }
+                } else {
+                    // Two containers cannot hold one host port: with published ports the
+                    // old one stops (and is kept) before the new one starts.
+                    if !mapped.is_empty() {
+                        for old in apps.iter().filter(|a| a.running) {
+                            log.line(&format!(
+                                "stopping the container of release {} (kept)",
+                                old.release
+                            ));
+                            docker.stop_app(&old.id).await;
+                        }
+                    }
+                    let name = format!(
+                        "ferry-{}-{}-{}",
+                        dep.environment,
+                        release.name.replace(
+                            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+                            "-"
+                        ),
+                        dep.number
+                    );
+                    log.line(&format!("running {} as {name}", wanted.reference()));
+                    let logins = match self
+                        .store
+                        .registry_credentials(&self.key, &dep.repository_id)
+                        .await
+                    {
+                        Ok(l) => ferry_exec::docker::build::Logins::new(l),
+                        Err(e) => return Err(format!("cannot open the registry logins: {e}")),
+                    };
+                    docker
+                        .run_app(
+                            &ferry_exec::docker::apps::AppSpec {
+                                image: wanted.reference(),
+                                name,
+                                scope,
+                                release: release.name.clone(),
+                                env: app_env,
+                                ports: mapped,
+                                volumes: vols,
+                                command: command.clone(),
+                            },
+                            &logins,
+                        )
+                        .await?;
+                }
             }
         }
         let mut probes = Vec::new();
@@ -1016,6 +1158,59 @@ impl Deliverer {
         Ok(probes)
     }
 
+    /// A function telling whether the deployed workload died (and how).
+    async fn workload_watch(
+        &self,
+        dep: &Deployment,
+        d: &Delivery,
+    ) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
+        if let Some(DeploySpec {
+            target: Target::Docker { .. },
+            ..
+        }) = d.deploy_of(&dep.environment)
+            && let Some(docker) = &self.docker
+        {
+            let scope = format!("{}/{}", dep.repository_id, dep.environment);
+            let release = self
+                .store
+                .release(&dep.repository_id, &dep.release_id)
+                .await
+                .map(|r| r.name)
+                .unwrap_or_default();
+            let state: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+            let (docker, watch) = (docker.clone(), state.clone());
+            // Polled in the background: the check below must not wait.
+            tokio::spawn(async move {
+                for _ in 0..100_000 {
+                    let app = docker
+                        .apps(&scope)
+                        .await
+                        .ok()
+                        .and_then(|a| a.into_iter().find(|x| x.release == release));
+                    let gone = match app {
+                        Some(app) => docker.app_exit(&app.id).await,
+                        None => Some("the container is gone".into()),
+                    };
+                    let done = Arc::strong_count(&watch) == 1;
+                    if let Ok(mut w) = watch.lock() {
+                        *w = gone;
+                    }
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Arc::new(move || state.lock().ok().and_then(|s| s.clone()));
+        }
+        let f = self
+            .supervisor
+            .exit_watch(&dep.repository_id, &dep.environment)
+            .await;
+        Arc::new(f)
+    }
+
     async fn verify(
         &self,
         dep: &Deployment,
@@ -1023,6 +1218,8 @@ impl Deliverer {
         probes: Vec<verify::Probe>,
         log: &mut DeployLog,
     ) -> std::result::Result<(), String> {
+        let watch = self.workload_watch(dep, d).await;
+        let gone = move || watch();
         let Some(v) = d
             .deploy_of(&dep.environment)
             .and_then(|s| s.verify.as_ref())
@@ -1030,10 +1227,6 @@ impl Deliverer {
             // Without probes, the workload still has to stay up for a moment.
             log.line("no verification configured: checking that the workload stays up");
             tokio::time::sleep(SETTLE).await;
-            let gone = self
-                .supervisor
-                .exit_watch(&dep.repository_id, &dep.environment)
-                .await;
             return match gone() {
                 Some(why) => Err(why),
                 None => Ok(()),
@@ -1046,10 +1239,6 @@ impl Deliverer {
             .interval
             .unwrap_or(ferry_config::delivery::Verify::DEFAULT_INTERVAL);
         log.line(&format!("verifying for {}s", window.as_secs_f32()));
-        let gone = self
-            .supervisor
-            .exit_watch(&dep.repository_id, &dep.environment)
-            .await;
         let cancel = CancellationToken::new();
         let result = verify::verify(&probes, window, interval, gone, &cancel).await;
         if result.is_ok() {

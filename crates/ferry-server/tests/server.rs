@@ -40,6 +40,26 @@ impl Server {
         admin: String,
         public_reads: bool,
     ) -> Server {
+        Self::start_full(tmp, store, admin, public_reads, None).await
+    }
+
+    /// A server whose jobs and deployments can use a real Docker engine.
+    async fn start_docker(docker: ferry_exec::DockerExecutor) -> Server {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("data")).await.expect("store");
+        let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
+            .await
+            .expect("admin");
+        Self::start_full(tmp, store, admin, false, Some(docker)).await
+    }
+
+    async fn start_full(
+        tmp: tempfile::TempDir,
+        store: Store,
+        admin: String,
+        public_reads: bool,
+        docker: Option<ferry_exec::DockerExecutor>,
+    ) -> Server {
         let data = tmp.path().join("data");
         let engine = Engine::new(
             store.clone(),
@@ -55,6 +75,10 @@ impl Server {
             },
         )
         .with_secret_key(ferry_store::SecretKey::load_or_create(&data).expect("key"));
+        let engine = match docker {
+            Some(d) => engine.with_containers(Arc::new(d)),
+            None => engine,
+        };
         let state = AppState::new(
             store.clone(),
             engine,
@@ -2075,4 +2099,201 @@ environments:
         "{klog}"
     );
     s.stop().await;
+}
+
+/// The delivery pipeline with the `docker` target: the image is built and pushed by the
+/// pipeline to the local registry, then run by digest in each environment.
+fn docker_delivery(image: &str, name: &str) -> String {
+    format!(
+        "jobs:
+  image:
+    run: |
+      mkdir -p ctx/www && echo \"ok $(cat version)\" > ctx/www/healthz
+      printf 'FROM {image}\\nCOPY www /www\\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\\n' > ctx/Dockerfile
+    build_image: {{ name: {name}, context: ctx }}
+release:
+  images: [image]
+environments:
+  sandbox: {{ auto: true }}
+  staging: {{ after: sandbox, auto: true }}
+  production:
+    after: staging
+    approval: {{ required: 1, not: [author] }}
+deploy:
+  target:
+    docker: {{ ports: [\"${{{{ vars.PORT }}}}:8080\"] }}
+  verify:
+    http: {{ url: \"http://127.0.0.1:${{{{ vars.PORT }}}}/healthz\", body: ok v }}
+    for: 1s
+    interval: 100ms
+"
+    )
+}
+
+fn docker_ps(filter: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}} {{.State}}",
+            "--filter",
+            filter,
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
+    let (Ok(image), Ok(registry)) = (
+        std::env::var("FERRY_TEST_IMAGE"),
+        std::env::var("FERRY_TEST_REGISTRY"),
+    ) else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
+            "set FERRY_TEST_IMAGE and FERRY_TEST_REGISTRY (scripts/test.sh) or FERRY_SKIP_DOCKER=1"
+        );
+        return;
+    };
+    let mut docker = ferry_exec::DockerExecutor::connect().await.expect("docker");
+    docker.kill_grace = Duration::from_millis(500);
+    let s = Server::start_docker(docker).await;
+    let name = format!("{registry}/ferry-test/deployed-{}", std::process::id());
+    let bare = s.repository("boxed", Some(&docker_delivery(&image, &name)));
+    push_version(&s, "boxed", "v1");
+    s.register("boxed", &bare).await;
+    let mut ports = Vec::new();
+    for env in ["sandbox", "staging", "production"] {
+        let port = free_port();
+        ports.push(port);
+        s.admin(
+            "PUT",
+            "/api/v1/repos/boxed/variables/PORT",
+            Some(json!({ "value": port.to_string(), "environment": env })),
+        )
+        .await;
+    }
+    let (_, bob) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "bob", "role": "approver" })),
+        )
+        .await;
+    let (_, ada) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "ada", "role": "approver" })),
+        )
+        .await;
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(
+        s.finished(&run_id).await["run"]["status"],
+        "success",
+        "{}",
+        s.log(&run_id, "image").await
+    );
+    wait_until(
+        &s,
+        "/api/v1/repos/boxed/environments",
+        "staging live",
+        |b| {
+            !env_of(b, "staging")["live"].is_null()
+                && env_of(b, "production")["pending"]
+                    .as_array()
+                    .is_some_and(|p| !p.is_empty())
+        },
+    )
+    .await;
+    let approve = "/api/v1/repos/boxed/deployments/production.1/approve";
+    let (status, _) = s
+        .call("POST", approve, ada["token"].as_str(), Some(json!({})))
+        .await;
+    assert_eq!(status, 403, "the author may not approve");
+    let (status, body) = s
+        .call("POST", approve, bob["token"].as_str(), Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let envs = wait_until(
+        &s,
+        "/api/v1/repos/boxed/environments",
+        "production live",
+        |b| !env_of(b, "production")["live"].is_null(),
+    )
+    .await;
+    let digest = env_of(&envs, "production")["live"]["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert!(digest.starts_with("sha256:"));
+    for (env, port) in ["sandbox", "staging", "production"].iter().zip(&ports) {
+        assert_eq!(
+            env_of(&envs, env)["live"]["images"][0]["digest"],
+            digest.as_str(),
+            "{env}"
+        );
+        let page = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .expect("up")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            page, "ok v1\n",
+            "{env} serves the release on 127.0.0.1:{port}"
+        );
+    }
+    let sandbox_apps = docker_ps("label=ferry.release");
+    assert!(sandbox_apps.contains("ferry-sandbox-r1-"), "{sandbox_apps}");
+    // A broken release: sandbox rolls back to the kept v1 container at once.
+    push_version(&s, "boxed", "broken");
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let deps = wait_until(
+        &s,
+        "/api/v1/repos/boxed/deployments?environment=sandbox",
+        "rolled back",
+        |b| {
+            b["deployments"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|d| d["status"] == "rolled_back"))
+                && b["deployments"].as_array().is_some_and(|l| {
+                    l.iter()
+                        .any(|d| d["kind"] == "rollback" && d["status"] == "live")
+                })
+        },
+    )
+    .await;
+    let _ = deps;
+    let page = reqwest::get(format!("http://127.0.0.1:{}/healthz", ports[0]))
+        .await
+        .expect("up")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(page, "ok v1\n", "v1 serves sandbox again");
+    let envs = s
+        .admin("GET", "/api/v1/repos/boxed/environments", None)
+        .await
+        .1;
+    assert_eq!(
+        env_of(&envs, "staging")["live"]["images"][0]["digest"],
+        digest.as_str(),
+        "the broken release went no further"
+    );
+    s.stop().await;
+    // The deployed containers are the application's, not jobs': they stay up with Docker
+    // (restart policy) until removed. This test removes its own.
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=ferry.deploy"])
+        .output()
+        .expect("docker ps");
+    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", id])
+            .output();
+    }
 }

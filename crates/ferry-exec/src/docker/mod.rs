@@ -5,6 +5,7 @@
 //!
 //! Services next to a job are in [`services`]; image builds and pushes in [`build`].
 
+pub mod apps;
 pub mod build;
 pub mod services;
 
