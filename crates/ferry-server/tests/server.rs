@@ -2284,16 +2284,25 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
         digest.as_str(),
         "the broken release went no further"
     );
+    let (_, repo) = s.admin("GET", "/api/v1/repos/boxed", None).await;
+    let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
     s.stop().await;
     // The deployed containers are the application's, not jobs': they stay up with Docker
     // (restart policy) until removed. This test removes its own.
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=ferry.deploy"])
-        .output()
-        .expect("docker ps");
-    for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", id])
-            .output();
+    for env in ["sandbox", "staging", "production"] {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=ferry.deploy={repo_id}/{env}"),
+            ])
+            .output()
+            .expect("docker ps");
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
     }
 }
