@@ -9,6 +9,9 @@
            threads on loopback); baseline: the same requests to a trivial Python server
   list     GET /api/v1/runs (one page) with 100,000 runs stored, p50 over 200
            requests; baseline: the same query with Python's sqlite3 on the same file
+  deliver  a successful run -> its release live in `sandbox` (process target), minus the
+           verification window, p50 over 20 releases; baseline: copying the release's
+           files and starting the process from a script
 
 Usage: bench/run.sh serve   (or FERRY_BIN=... python3 bench/serve.py [name...])
 """
@@ -271,12 +274,84 @@ def bench_list():
           f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
 
 
+def bench_deliver():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-deliver-")
+    pipeline = """jobs:
+  build:
+    run: mkdir -p app && for i in $(seq 1 20); do head -c 10000 /dev/urandom > app/f$i; done && echo 'exec sleep 300' > app/run.sh
+    artifacts: [app]
+release: { artifacts: [build] }
+environments:
+  sandbox: { auto: true }
+deploy:
+  target: { process: { command: sh app/run.sh } }
+  verify: { command: "true", for: 1ms }
+"""
+    s = Server(tmp, pipeline)
+    s.add_repo()
+    lat = []
+    for i in range(20):
+        status, body = s.call("POST", "/api/v1/repos/app/runs", {"ref": "main"})
+        assert status == 201, body
+        run_id = json.loads(body)["run"]["id"]
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            _, body = s.call("GET", f"/api/v1/runs/{run_id}")
+            detail = json.loads(body)
+            release = detail.get("release")
+            if release:
+                _, body = s.call("GET", "/api/v1/repos/app/deployments?environment=sandbox")
+                deps = [d for d in json.loads(body)["deployments"] if d["release"] == release["name"]]
+                if deps and deps[0]["status"] == "live":
+                    d = deps[0]
+                    _, log = s.call("GET", f"/api/v1/repos/app/deployments/sandbox.{d['number']}/log")
+                    stamps = {}
+                    for line in log.decode().splitlines():
+                        stamp, _, text = line.partition(" ")
+                        t = time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone + float("0" + stamp[19:-1])
+                        if text.startswith("verifying"):
+                            stamps["verifying"] = t
+                        if text == "verified":
+                            stamps["verified"] = t
+                    window = (stamps["verified"] - stamps["verifying"]) * 1000
+                    total = d["finished_at"] - detail["run"]["finished_at"]
+                    lat.append(total - window)
+                    break
+            time.sleep(0.02)
+        else:
+            sys.exit("a release did not go live")
+    s.stop()
+    # Baseline: what a script would do: copy the files, start the process.
+    src = os.path.join(tmp, "src")
+    os.makedirs(os.path.join(src, "app"))
+    for i in range(20):
+        with open(os.path.join(src, "app", f"f{i}"), "wb") as f:
+            f.write(os.urandom(10000))
+    with open(os.path.join(src, "app", "run.sh"), "w") as f:
+        f.write("exec sleep 300\n")
+    base = []
+    for i in range(20):
+        dest = os.path.join(tmp, f"copy{i}")
+        t = time.perf_counter()
+        shutil.copytree(src, dest)
+        p = subprocess.Popen(["sh", "app/run.sh"], cwd=dest)
+        base.append((time.perf_counter() - t) * 1000)
+        p.kill()
+        p.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+    f50, b50 = pct(lat, 0.5), pct(base, 0.5)
+    print(f"deliver   run success -> live in sandbox (minus verification): p50 {f50:.0f} ms, max {max(lat):.0f} ms "
+          f"({len(lat)} releases)   copy + start by script: p50 {b50:.1f} ms   goal < 200 ms: "
+          f"{'met' if f50 < 200 else 'NOT met'}")
+
+
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
-    names = sys.argv[1:] or ["latency", "memory", "intake", "list"]
+    names = sys.argv[1:] or ["latency", "memory", "intake", "list", "deliver"]
     for n in names:
-        {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list}[n]()
+        {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list,
+         "deliver": bench_deliver}[n]()
 
 
 if __name__ == "__main__":
