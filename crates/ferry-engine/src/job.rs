@@ -32,10 +32,35 @@ struct JobOutput<'a> {
     sink: &'a dyn EventSink,
     job: &'a str,
     error: Option<std::io::Error>,
+    /// Masks the repository's secret values (when it has any).
+    mask: Option<crate::mask::MaskStream>,
 }
 
 impl OutputSink for JobOutput<'_> {
     fn chunk(&mut self, data: &[u8]) {
+        match &mut self.mask {
+            Some(m) => {
+                let masked = m.push(data);
+                self.write(&masked);
+            }
+            None => self.write(data),
+        }
+    }
+}
+
+impl JobOutput<'_> {
+    /// Writes what the mask held back (at the end of a step's output).
+    fn flush(&mut self) {
+        if let Some(m) = &mut self.mask {
+            let rest = m.finish();
+            self.write(&rest);
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         let offset = self.log.bytes() as u64;
         if let Err(e) = self.log.write(data)
             && self.error.is_none()
@@ -53,6 +78,7 @@ impl OutputSink for JobOutput<'_> {
 impl JobOutput<'_> {
     /// A line from Ferry itself, in the job's log.
     fn say(&mut self, message: &str) {
+        self.flush();
         let line = format!("ferry: {message}\n");
         self.chunk(line.as_bytes());
     }
@@ -96,11 +122,14 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
             sink: ctx.sink.as_ref(),
             job: &job.name,
             error: None,
+            mask: (!ctx.masker.is_empty())
+                .then(|| crate::mask::MaskStream::new(ctx.masker.clone())),
         };
         if attempt > 1 {
             out.say(&format!("attempt {attempt} of {max_attempts}"));
         }
         let (result, summary) = run_attempt(ctx, i, attempt, &dir, &mut out).await;
+        out.flush();
         tests = summary;
         if let Some(e) = out.error.take() {
             break Attempt::Failed {
@@ -819,7 +848,9 @@ async fn run_steps(
                         timeout,
                         clear_env: false,
                     };
-                    executor.run_step(prepared, &spec, out, &ctx.cancel).await
+                    let outcome = executor.run_step(prepared, &spec, out, &ctx.cancel).await;
+                    out.flush();
+                    outcome
                 }
             }
             (None, Err(e)) => StepOutcome::Error(e),

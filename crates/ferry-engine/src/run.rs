@@ -85,6 +85,8 @@ pub(crate) struct RunCtx {
     pub(crate) caches: CacheStore,
     /// The repository's registry logins, or why they cannot be opened.
     pub(crate) logins: Result<Logins, String>,
+    /// Masks the repository's secret values in job output.
+    pub(crate) masker: crate::mask::Masker,
     pub(crate) default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     pub(crate) writer: Writer,
@@ -240,6 +242,16 @@ impl Engine {
                 .map_err(|e| format!("cannot open the repository's registry logins: {e}")),
             _ => Ok(Logins::default()),
         };
+        let masker = match &self.secret_key {
+            Some(key) => match self.store.open_all_secrets(key, &run.repository_id).await {
+                Ok(values) => crate::mask::Masker::new(values.iter().map(Vec::as_slice)),
+                Err(e) => {
+                    tracing::warn!("cannot open the repository's secrets to mask them: {e}");
+                    crate::mask::Masker::default()
+                }
+            },
+            None => crate::mask::Masker::default(),
+        };
         sink.event(&EngineEvent::RunStarted {
             run_id: &run.id,
             number: run.number,
@@ -250,6 +262,7 @@ impl Engine {
             containers: self.containers.clone(),
             caches: self.caches(),
             logins,
+            masker,
             default_image: self.default_image.clone(),
             writer,
             executor: self.executor.clone(),

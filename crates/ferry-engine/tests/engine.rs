@@ -396,3 +396,33 @@ async fn caches_are_restored_by_key_and_saved_when_new() {
     f.run(failing).await;
     assert!(!caches.contains(&f.repo, "never"));
 }
+
+#[tokio::test]
+async fn the_repository_secrets_are_masked_in_job_logs() {
+    let mut f = Fixture::build(1, None).await;
+    let key = ferry_store::SecretKey::from_hex(&"42".repeat(32)).expect("key");
+    f.engine = f.engine.clone().with_secret_key(key.clone());
+    f.store
+        .set_secret(
+            &key,
+            &f.repo,
+            "production",
+            "TOKEN",
+            b"job-secret-31337",
+            None,
+        )
+        .await
+        .expect("secret");
+    let yaml = "jobs:\n  leak:\n    run: |\n      echo \"plain job-secret-31337\"\n      printf 'job-sec'; printf 'ret-31337 split\\n'\n      printf job-secret-31337 | base64\n";
+    let out = f.run(yaml).await;
+    let log = f.log(&out, "leak").await;
+    assert!(!log.contains("job-secret-31337"), "{log}");
+    assert!(
+        log.contains("plain ***\n") && log.contains("*** split\n"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("am9iLXNlY3JldC0zMTMzNw"),
+        "the base64 form is masked too: {log}"
+    );
+}

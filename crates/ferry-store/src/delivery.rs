@@ -890,6 +890,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Every secret value of the repository, of every environment (to mask them).
+    pub async fn open_all_secrets(
+        &self,
+        key: &SecretKey,
+        repository_id: &str,
+    ) -> Result<Vec<Vec<u8>>> {
+        let rows =
+            sqlx::query("SELECT environment, name, sealed FROM secrets WHERE repository_id = $1")
+                .bind(repository_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            let env: String = r.try_get("environment")?;
+            let name: String = r.try_get("name")?;
+            let sealed: String = r.try_get("sealed")?;
+            out.push(key.open(&sealed, &secret_context(repository_id, &env, &name))?);
+        }
+        Ok(out)
+    }
+
     pub async fn delete_secret(
         &self,
         repository_id: &str,
