@@ -456,7 +456,8 @@ async fn webhook(
                 "this repository has no webhook secret",
             )
         })?;
-    webhook::verify(p, &headers, &body, secret)
+    let secret = crate::delivery::open_webhook_secret(&s, secret)?;
+    webhook::verify(p, &headers, &body, &secret)
         .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
     let outcome = webhook::parse(p, &headers, &body)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_payload", m))?;
@@ -550,7 +551,10 @@ async fn create_repo(
             name: body.name,
             url: body.url,
             default_branch: body.default_branch,
-            webhook_secret: body.webhook_secret,
+            webhook_secret: body
+                .webhook_secret
+                .map(|w| crate::delivery::seal_webhook_secret(&s, &w))
+                .transpose()?,
             poll_interval_s: body.poll_interval_s,
         })
         .await?;

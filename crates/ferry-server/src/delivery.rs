@@ -12,6 +12,38 @@ impl AppState {
     }
 }
 
+/// Webhook secrets are stored sealed, like every other secret: `sealed:<hex>`.
+const SEALED: &str = "sealed:";
+const WEBHOOK_CONTEXT: &str = "webhook";
+
+pub(crate) fn seal_webhook_secret(
+    s: &AppState,
+    secret: &str,
+) -> Result<String, crate::error::ApiError> {
+    match s.engine.secret_key() {
+        Some(key) => Ok(format!(
+            "{SEALED}{}",
+            key.seal(secret.as_bytes(), WEBHOOK_CONTEXT)?
+        )),
+        None => Ok(secret.to_string()),
+    }
+}
+
+pub(crate) fn open_webhook_secret(
+    s: &AppState,
+    stored: &str,
+) -> Result<String, crate::error::ApiError> {
+    let Some(sealed) = stored.strip_prefix(SEALED) else {
+        return Ok(stored.to_string()); // stored before secrets were sealed
+    };
+    let key = s
+        .engine
+        .secret_key()
+        .ok_or_else(|| crate::error::ApiError::internal("the server has no secret key"))?;
+    let plain = key.open(sealed, WEBHOOK_CONTEXT)?;
+    String::from_utf8(plain).map_err(crate::error::ApiError::internal)
+}
+
 /// After a successful run: seal its release when the run is releasable.
 pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
     let result = async {

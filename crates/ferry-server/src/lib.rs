@@ -178,6 +178,19 @@ pub async fn prepare(
     if interrupted > 0 {
         tracing::warn!("marked {interrupted} interrupted run(s) as failed");
     }
+    // Webhook secrets stored in plain text by an older version are sealed now.
+    if let Ok(key) = ferry_store::SecretKey::load_or_create(&config.data_dir) {
+        for repo in store.repositories().await? {
+            if let Some(plain) = repo
+                .webhook_secret
+                .as_deref()
+                .filter(|w| !w.starts_with("sealed:"))
+            {
+                let sealed = format!("sealed:{}", key.seal(plain.as_bytes(), "webhook")?);
+                store.set_webhook_secret(&repo.id, Some(&sealed)).await?;
+            }
+        }
+    }
     if store.users().await?.is_empty() {
         let (_, token) = auth::create_user_with_token(store, "admin", Role::Admin).await?;
         return Ok(Some(token));

@@ -2306,3 +2306,51 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
         }
     }
 }
+
+#[tokio::test]
+async fn webhook_secrets_are_stored_sealed_and_still_verify() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
+    let secret = "whsec-plain-6d2f";
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos",
+            Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": secret })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.to_string().contains(secret));
+    for entry in walkdir::WalkDir::new(s.tmp.path().join("data"))
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds the webhook secret",
+                entry.path().display()
+            );
+        }
+    }
+    let sha = head(&bare);
+    let payload = json!({ "ref": "refs/heads/main", "after": sha, "head_commit": { "id": sha, "message": "m" } })
+        .to_string();
+    let resp = s
+        .http
+        .post(format!("{}/api/v1/hooks/github/hooked", s.base))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "sealed-1")
+        .header("X-Hub-Signature-256", sign(secret, payload.as_bytes()))
+        .body(payload)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status().as_u16(),
+        202,
+        "the sealed secret still verifies"
+    );
+    s.stop().await;
+}

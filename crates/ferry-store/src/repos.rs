@@ -37,6 +37,20 @@ impl Store {
         repo_from(&row)
     }
 
+    /// Replaces a repository's stored webhook secret (e.g. with its sealed form).
+    pub async fn set_webhook_secret(
+        &self,
+        repository_id: &str,
+        stored: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE repositories SET webhook_secret = $1 WHERE id = $2")
+            .bind(stored)
+            .bind(repository_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn repositories(&self) -> Result<Vec<Repository>> {
         let rows = sqlx::query("SELECT * FROM repositories ORDER BY name, id")
             .fetch_all(&self.pool)
