@@ -1842,6 +1842,34 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
         .await
         .1;
     assert_eq!(env_of(&envs, "broken")["live"], Value::Null);
+    // A rejection stops the deployment for good.
+    let (_, carol) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(json!({ "name": "carol", "role": "approver" })),
+        )
+        .await;
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/repos/shop/deployments/production.1/reject",
+            carol["token"].as_str(),
+            Some(json!({ "comment": "not today" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["status"], "rejected");
+    assert_eq!(body["deployment"]["reason"], "rejected by carol");
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/repos/shop/deployments/production.1/approve",
+            carol["token"].as_str(),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 409, "a rejected deployment takes no more decisions");
     s.stop().await;
 }
 
