@@ -119,6 +119,15 @@ pub enum Command {
     /// One deployment: commits, digests and config changes against the live release.
     Deployment {
         deployment: String,
+        /// Print what the deployment did instead (its log).
+        #[arg(long)]
+        log: bool,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+    /// The output of ENV's process (process target), secrets masked.
+    Output {
+        env: String,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },

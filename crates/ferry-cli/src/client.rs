@@ -111,6 +111,14 @@ impl Client {
             .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
+    /// A text answer (logs).
+    pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
+        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
+        resp.text()
+            .await
+            .map_err(|e| Failure::failed(format!("bad response: {e}")))
+    }
+
     pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
         let resp = self
             .send(self.request(reqwest::Method::DELETE, path).query(query))

@@ -208,9 +208,20 @@ pub async fn deployments(args: DeliverArgs, env: Option<String>) -> Result<u8, F
     Ok(exit::OK)
 }
 
-/// One deployment: what an approver looks at before approving.
-pub async fn deployment(args: DeliverArgs, deployment: &str) -> Result<u8, Failure> {
+/// One deployment: what an approver looks at before approving (or, with `log`, what
+/// it did).
+pub async fn deployment(args: DeliverArgs, deployment: &str, log: bool) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
+    if log {
+        let text = c
+            .get_text(&format!(
+                "/repos/{repo}/deployments/{}/log",
+                key(deployment)
+            ))
+            .await?;
+        print!("{text}");
+        return Ok(exit::OK);
+    }
     let v = c
         .get(&format!("/repos/{repo}/deployments/{}", key(deployment)))
         .await?;
@@ -476,5 +487,15 @@ pub async fn audit(args: DeliverArgs, limit: u32) -> Result<u8, Failure> {
             e["detail"].as_str().unwrap_or("")
         );
     }
+    Ok(exit::OK)
+}
+
+/// The output of an environment's process (process target).
+pub async fn output(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let text = c
+        .get_text(&format!("/repos/{repo}/environments/{env}/output"))
+        .await?;
+    print!("{text}");
     Ok(exit::OK)
 }

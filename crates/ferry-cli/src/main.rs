@@ -138,7 +138,12 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         } => deliver::decide(args, &deployment, comment, false).await,
         Command::Envs { args } => deliver::envs(args).await,
         Command::Deployments { env, args } => deliver::deployments(args, env).await,
-        Command::Deployment { deployment, args } => deliver::deployment(args, &deployment).await,
+        Command::Deployment {
+            deployment,
+            log,
+            args,
+        } => deliver::deployment(args, &deployment, log).await,
+        Command::Output { env, args } => deliver::output(args, &env).await,
         Command::Rollback { env, to, args } => deliver::rollback(args, &env, to).await,
         Command::Vars { command, env, args } => deliver::vars(args, env, command).await,
         Command::Secrets { command, env, args } => deliver::secrets(args, env, command).await,

@@ -579,6 +579,13 @@ deploy:
             .any(|l| l.starts_with("production") && l.contains(&release) && l.contains("bob")),
         "{live}"
     );
+    let (_, output, _) = ferry(&["output", "sandbox"]);
+    assert!(output.contains("app says hello with ***"), "{output}");
+    let (_, log, _) = ferry(&["deployment", "sandbox#1", "--log"]);
+    assert!(
+        log.contains("deploying release") && log.contains("live"),
+        "{log}"
+    );
     let (_, audit, _) = ferry(&["audit"]);
     for action in [
         "release.seal",
