@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// the least recently used entries are removed first.
     #[arg(long, env = "FERRY_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Keep the files of the newest N releases of each repository (and of every release
+    /// an environment runs); older ones are pruned [default: keep all].
+    #[arg(long, env = "FERRY_KEEP_RELEASES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_releases: Option<u32>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -71,6 +75,7 @@ struct FileConfig {
     public_reads: Option<bool>,
     default_image: Option<String>,
     cache_size: Option<String>,
+    keep_releases: Option<u32>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -97,6 +102,7 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.drain = args.drain || file.drain.unwrap_or(false);
     args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
     args.default_image = args.default_image.or(file.default_image);
+    args.keep_releases = args.keep_releases.or(file.keep_releases);
     if args.cache_size.is_none()
         && let Some(size) = &file.cache_size
     {
@@ -212,7 +218,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             engine
         }
     };
-    let state = AppState::new(store.clone(), engine, config);
+    let keep = args.keep_releases.map(|n| n as usize);
+    let state =
+        AppState::new(store.clone(), engine, config).map_deliverer(|d| d.with_retention(keep));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

@@ -90,6 +90,45 @@ impl Cas {
         Ok(())
     }
 
+    /// Removes stored files whose digest is not in `keep` and that are older than
+    /// `min_age` (a file just stored may belong to a release being sealed). Returns how
+    /// many were removed.
+    pub fn remove_unreferenced(
+        &self,
+        keep: &std::collections::HashSet<String>,
+        min_age: std::time::Duration,
+    ) -> usize {
+        let mut removed = 0;
+        let root = self.root.join("sha256");
+        for entry in walkdir::WalkDir::new(&root)
+            .min_depth(2)
+            .max_depth(2)
+            .into_iter()
+            .flatten()
+        {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let (Some(dir), Some(rest)) = (
+                entry.path().parent().and_then(|p| p.file_name()),
+                entry.file_name().to_str(),
+            ) else {
+                continue;
+            };
+            let digest = format!("sha256:{}{rest}", dir.to_string_lossy());
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if old && !keep.contains(&digest) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     pub fn contains(&self, digest: &str) -> bool {
         self.path(digest).is_ok_and(|p| p.is_file())
     }
@@ -127,5 +166,16 @@ mod tests {
         assert!(err.to_string().contains("damaged"), "{err}");
         assert!(!out.exists());
         assert!(cas.read_to("sha256:zz", &out).is_err());
+        // Garbage: unreferenced files go, referenced and young ones stay.
+        std::fs::write(&a, b"other").expect("w");
+        let (other, _) = cas.put_file(&a).expect("put");
+        let keep: std::collections::HashSet<String> = [other.clone()].into();
+        assert_eq!(
+            cas.remove_unreferenced(&keep, std::time::Duration::from_secs(3600)),
+            0,
+            "too young"
+        );
+        assert_eq!(cas.remove_unreferenced(&keep, std::time::Duration::ZERO), 1);
+        assert!(cas.contains(&other) && !cas.contains(&da));
     }
 }

@@ -71,6 +71,9 @@ pub struct Deliverer {
     docker: Option<Arc<ferry_exec::DockerExecutor>>,
     /// The `kubectl` program of the `kubernetes` target.
     kubectl: PathBuf,
+    /// Keep the files of this many newest releases per repository (and of every release
+    /// an environment runs); `None`: keep everything.
+    keep_releases: Option<usize>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -109,7 +112,54 @@ impl Deliverer {
             wake: Arc::new(Notify::new()),
             docker: None,
             kubectl: PathBuf::from("kubectl"),
+            keep_releases: None,
         }
+    }
+
+    /// The retention policy: keep the files of the newest `keep` releases of each
+    /// repository, and of any release an environment runs or is about to run.
+    pub fn with_retention(mut self, keep: Option<usize>) -> Self {
+        self.keep_releases = keep;
+        self
+    }
+
+    /// Applies the retention policy: older releases no environment runs are marked
+    /// pruned, their deployed copies and unreferenced stored files removed.
+    pub async fn prune(&self) -> Result<usize> {
+        let Some(keep) = self.keep_releases else {
+            return Ok(0);
+        };
+        let mut pruned = 0;
+        for repo in self.store.repositories().await? {
+            for release in self.store.prunable_releases(&repo.id, keep as i64).await? {
+                self.store.mark_pruned(&release.id).await?;
+                self.store
+                    .audit(
+                        Some(&repo.id),
+                        "ferry",
+                        "release.prune",
+                        &release.name,
+                        Some(&format!("beyond the newest {keep}")),
+                    )
+                    .await?;
+                let repo_dir = self.root.join(&repo.id);
+                if let Ok(envs) = std::fs::read_dir(&repo_dir) {
+                    for env in envs.flatten() {
+                        let _ = std::fs::remove_dir_all(
+                            env.path().join("releases").join(&release.name),
+                        );
+                    }
+                }
+                pruned += 1;
+            }
+        }
+        let kept = self.store.kept_digests().await?;
+        let cas = self.cas.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            cas.remove_unreferenced(&kept, Duration::from_secs(600))
+        })
+        .await;
+        Ok(pruned)
     }
 
     /// Lets deployments use Docker (`docker` targets, scripts with an image).
@@ -144,6 +194,9 @@ impl Deliverer {
     pub async fn on_release(&self, release: &Release) -> Result<Vec<Deployment>> {
         let d = delivery_of(release)?;
         let mut made = Vec::new();
+        if let Err(e) = self.prune().await {
+            tracing::warn!("retention: {e}");
+        }
         for env in policy::first_environments(&d) {
             if let Some(dep) = self.enter(release, &d, &env.name, Kind::Auto, None).await? {
                 made.push(dep);
@@ -208,6 +261,12 @@ impl Deliverer {
             .release(repository_id, release)
             .await
             .map_err(|_| DeliverError::NotFound(format!("there is no release `{release}`")))?;
+        if release.pruned_at.is_some() {
+            return Err(DeliverError::Invalid(format!(
+                "release {} was pruned by the retention policy: its files are gone",
+                release.name
+            )));
+        }
         let d = delivery_of(&release)?;
         let spec = d.environment(env).ok_or_else(|| {
             DeliverError::Invalid(format!(
@@ -435,6 +494,12 @@ impl Deliverer {
                 self.store.release(repository_id, &earlier).await?
             }
         };
+        if target.pruned_at.is_some() {
+            return Err(DeliverError::Invalid(format!(
+                "release {} was pruned by the retention policy: its files are gone",
+                target.name
+            )));
+        }
         if live.as_ref().is_some_and(|l| l.release_id == target.id) {
             return Err(DeliverError::Conflict(format!(
                 "release {} is already live in `{env}`",
@@ -534,9 +599,16 @@ impl Deliverer {
 
     /// Executes queued deployments until `stop`.
     pub async fn run(&self, stop: CancellationToken) {
+        let mut last_prune = std::time::Instant::now();
         loop {
             if let Err(e) = self.step().await {
                 tracing::error!("delivery: {e}");
+            }
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                last_prune = std::time::Instant::now();
+                if let Err(e) = self.prune().await {
+                    tracing::warn!("retention: {e}");
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}

@@ -40,7 +40,17 @@ impl Server {
         admin: String,
         public_reads: bool,
     ) -> Server {
-        Self::start_full(tmp, store, admin, public_reads, None).await
+        Self::start_full(tmp, store, admin, public_reads, None, None).await
+    }
+
+    /// A server whose retention policy keeps `keep` releases per repository.
+    async fn start_retaining(keep: usize) -> Server {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&tmp.path().join("data")).await.expect("store");
+        let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
+            .await
+            .expect("admin");
+        Self::start_full(tmp, store, admin, false, None, Some(keep)).await
     }
 
     /// A server whose jobs and deployments can use a real Docker engine.
@@ -50,7 +60,7 @@ impl Server {
         let (_, admin) = auth::create_user_with_token(&store, "admin", Role::Admin)
             .await
             .expect("admin");
-        Self::start_full(tmp, store, admin, false, Some(docker)).await
+        Self::start_full(tmp, store, admin, false, Some(docker), None).await
     }
 
     async fn start_full(
@@ -59,6 +69,7 @@ impl Server {
         admin: String,
         public_reads: bool,
         docker: Option<ferry_exec::DockerExecutor>,
+        keep: Option<usize>,
     ) -> Server {
         let data = tmp.path().join("data");
         let engine = Engine::new(
@@ -107,7 +118,7 @@ impl Server {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .expect("chmod");
-        let state = state.map_deliverer(|d| d.with_kubectl(kubectl));
+        let state = state.map_deliverer(|d| d.with_kubectl(kubectl).with_retention(keep));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -2380,5 +2391,99 @@ async fn webhook_secrets_are_stored_sealed_and_still_verify() {
         202,
         "the sealed secret still verifies"
     );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_retention_policy_prunes_releases_no_environment_runs() {
+    let s = Server::start_retaining(1).await;
+    let pipeline = "jobs:
+  build:
+    run: mkdir -p out && cat version > out/v
+    artifacts: [out/v]
+release: { artifacts: [build] }
+environments:
+  demo: {}
+deploy:
+  target: { process: { command: exec sleep 300 } }
+";
+    let bare = s.repository("kept", Some(pipeline));
+    push_version(&s, "kept", "v1");
+    s.register("kept", &bare).await;
+    let mut names = Vec::new();
+    for (i, v) in ["v1", "v2"].iter().enumerate() {
+        if i > 0 {
+            push_version(&s, "kept", v);
+        }
+        let run_id = s.trigger("kept").await;
+        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+        names.push(
+            releases_of(&s, "kept", i + 1).await[0]["name"]
+                .as_str()
+                .expect("name")
+                .to_string(),
+        );
+    }
+    // v1 is beyond the newest one and runs nowhere: pruned, and it cannot be deployed.
+    let (_, r1) = s
+        .admin(
+            "GET",
+            &format!("/api/v1/repos/kept/releases/{}", names[0]),
+            None,
+        )
+        .await;
+    assert!(r1["release"]["pruned_at"].is_i64(), "{r1}");
+    let (_, r2) = s
+        .admin(
+            "GET",
+            &format!("/api/v1/repos/kept/releases/{}", names[1]),
+            None,
+        )
+        .await;
+    assert!(r2["release"]["pruned_at"].is_null());
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/kept/deployments",
+            Some(json!({ "release": names[0], "environment": "demo" })),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        format!(
+            "release {} was pruned by the retention policy: its files are gone",
+            names[0]
+        )
+    );
+    // A release an environment runs is kept however old.
+    let (status, _) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/kept/deployments",
+            Some(json!({ "release": names[1], "environment": "demo" })),
+        )
+        .await;
+    assert_eq!(status, 201);
+    wait_until(&s, "/api/v1/repos/kept/environments", "demo live", |b| {
+        !env_of(b, "demo")["live"].is_null()
+    })
+    .await;
+    push_version(&s, "kept", "v3");
+    let run_id = s.trigger("kept").await;
+    s.finished(&run_id).await;
+    releases_of(&s, "kept", 3).await;
+    let (_, r2) = s
+        .admin(
+            "GET",
+            &format!("/api/v1/repos/kept/releases/{}", names[1]),
+            None,
+        )
+        .await;
+    assert!(r2["release"]["pruned_at"].is_null(), "live in demo: kept");
+    let (_, audit) = s
+        .admin("GET", "/api/v1/repos/kept/audit?limit=100", None)
+        .await;
+    assert!(audit.to_string().contains("release.prune"));
     s.stop().await;
 }

@@ -59,6 +59,8 @@ pub struct Release {
     /// The `release`/`environments`/`deploy` configuration of the release's commit.
     pub delivery: String,
     pub created_at: i64,
+    /// When a retention policy removed its files (the record stays).
+    pub pruned_at: Option<i64>,
     pub artifacts: Vec<ReleaseArtifact>,
     pub images: Vec<ReleaseImage>,
 }
@@ -255,6 +257,7 @@ fn release_from(row: &AnyRow) -> Result<Release> {
         ferry_version: row.try_get("ferry_version")?,
         delivery: row.try_get("delivery")?,
         created_at: row.try_get("created_at")?,
+        pruned_at: row.try_get("pruned_at")?,
         artifacts: Vec::new(),
         images: Vec::new(),
     })
@@ -421,6 +424,55 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(release_from).collect()
+    }
+
+    /// Releases of the repository beyond the newest `keep` that no environment runs or
+    /// is about to run, not pruned yet: what a retention policy may remove.
+    pub async fn prunable_releases(&self, repository_id: &str, keep: i64) -> Result<Vec<Release>> {
+        let rows = sqlx::query(
+            "SELECT * FROM releases r WHERE repository_id = $1 AND pruned_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.release_id = r.id
+                 AND d.status IN ('queued', 'awaiting_approval', 'deploying', 'verifying', 'live'))
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let newest: Vec<String> = sqlx::query(
+            "SELECT id FROM releases WHERE repository_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(repository_id)
+        .bind(keep)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<std::result::Result<_, _>>()?;
+        rows.iter()
+            .map(release_from)
+            .filter(|r| r.as_ref().map(|r| !newest.contains(&r.id)).unwrap_or(true))
+            .collect()
+    }
+
+    /// Marks a release pruned (its files may go).
+    pub async fn mark_pruned(&self, release_id: &str) -> Result<()> {
+        sqlx::query("UPDATE releases SET pruned_at = $1 WHERE id = $2 AND pruned_at IS NULL")
+            .bind(now_ms())
+            .bind(release_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The digests of every file a release that is not pruned holds.
+    pub async fn kept_digests(&self) -> Result<std::collections::HashSet<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT a.digest FROM release_artifacts a JOIN releases r ON r.id = a.release_id
+             WHERE r.pruned_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("digest")?)).collect()
     }
 
     /// Records a deployment request (its number is the environment's next).

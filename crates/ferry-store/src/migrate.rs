@@ -56,6 +56,11 @@ const SQLITE: Set = &[
         "delivery",
         include_str!("../migrations/sqlite/0009_delivery.sql"),
     ),
+    (
+        10,
+        "release_retention",
+        include_str!("../migrations/sqlite/0010_release_retention.sql"),
+    ),
 ];
 const POSTGRES: Set = &[
     (
@@ -102,6 +107,11 @@ const POSTGRES: Set = &[
         9,
         "delivery",
         include_str!("../migrations/postgres/0009_delivery.sql"),
+    ),
+    (
+        10,
+        "release_retention",
+        include_str!("../migrations/postgres/0010_release_retention.sql"),
     ),
 ];
 
