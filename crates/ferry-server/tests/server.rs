@@ -2425,14 +2425,13 @@ deploy:
         );
     }
     // v1 is beyond the newest one and runs nowhere: pruned, and it cannot be deployed.
-    let (_, r1) = s
-        .admin(
-            "GET",
-            &format!("/api/v1/repos/kept/releases/{}", names[0]),
-            None,
-        )
-        .await;
-    assert!(r1["release"]["pruned_at"].is_i64(), "{r1}");
+    wait_until(
+        &s,
+        &format!("/api/v1/repos/kept/releases/{}", names[0]),
+        "v1 pruned",
+        |b| b["release"]["pruned_at"].is_i64(),
+    )
+    .await;
     let (_, r2) = s
         .admin(
             "GET",
