@@ -107,6 +107,7 @@ both!(
     deployments_move_by_compare_and_set,
     one_deployment_in_progress_per_environment,
     approvals_audit_variables_and_secrets,
+    retention_spares_what_environments_run,
 );
 
 fn new_run(repo: &str) -> NewRun {
@@ -568,6 +569,57 @@ async fn approvals_audit_variables_and_secrets(f: &Fixture) {
     assert_eq!(
         s.groups_of(&user.id).await.expect("groups"),
         ["release-managers"]
+    );
+}
+
+async fn retention_spares_what_environments_run(f: &Fixture) {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let mut names = vec![r1.clone()];
+    for n in 2..=4 {
+        let (run, _) = s.create_run(&new_run(&repo)).await.expect("run");
+        let mut new = new_release(&repo, &run, &format!("r{n}"));
+        new.artifacts[0].digest = format!("sha256:{n:02}");
+        names.push(s.create_release(&new).await.expect("release"));
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // r1 runs in production: kept however old. Keep the newest 2: r3 and r4.
+    let d = s
+        .create_deployment(&repo, "production", &r1.id, K::Promotion, S::Queued, None)
+        .await
+        .expect("d");
+    assert!(
+        s.start_deployment(&d.id, S::Queued, None, "{}")
+            .await
+            .expect("start")
+    );
+    assert!(s.make_live(&d.id).await.expect("live"));
+    let prunable: Vec<String> = s
+        .prunable_releases(&repo, 2)
+        .await
+        .expect("prunable")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(prunable, ["r2"]);
+    s.mark_pruned(&names[1].id).await.expect("prune");
+    assert!(
+        s.release(&repo, "r2")
+            .await
+            .expect("r2")
+            .pruned_at
+            .is_some()
+    );
+    let kept = s.kept_digests().await.expect("kept");
+    assert!(
+        kept.contains("sha256:aa") && kept.contains("sha256:03") && !kept.contains("sha256:02")
+    );
+    assert!(
+        s.prunable_releases(&repo, 2)
+            .await
+            .expect("again")
+            .is_empty()
     );
 }
 
