@@ -712,7 +712,8 @@ impl Deliverer {
             Ok(()) => {
                 self.store.make_live(&dep.id).await?;
                 log.line("live");
-                self.tidy_containers(&dep, &d, &release.name, false).await;
+                self.tidy_containers(&dep, &d, &release.name, false, &mut log)
+                    .await;
                 self.store
                     .audit(
                         Some(&dep.repository_id),
@@ -732,7 +733,8 @@ impl Deliverer {
             }
             Err(reason) => {
                 log.line(&format!("failed: {reason}"));
-                self.tidy_containers(&dep, &d, &release.name, true).await;
+                self.tidy_containers(&dep, &d, &release.name, true, &mut log)
+                    .await;
                 self.store
                     .move_deployment(
                         &dep.id,
@@ -763,7 +765,14 @@ impl Deliverer {
     /// `docker` target: after a release goes live, the others stop and only the one
     /// before it is kept (for an instant rollback); after it fails, its container goes
     /// (with its output copied into the deployment's log first).
-    async fn tidy_containers(&self, dep: &Deployment, d: &Delivery, release: &str, failed: bool) {
+    async fn tidy_containers(
+        &self,
+        dep: &Deployment,
+        d: &Delivery,
+        release: &str,
+        failed: bool,
+        log: &mut DeployLog,
+    ) {
         let (
             Some(docker),
             Some(DeploySpec {
@@ -780,9 +789,9 @@ impl Deliverer {
         };
         if failed {
             for app in apps.iter().filter(|a| a.release == release) {
-                let mut log = self.open_log(dep);
                 log.line("the container's output:");
-                log.raw(&docker.app_logs(&app.id).await);
+                let output = log.masker.mask(&docker.app_logs(&app.id).await);
+                log.raw(&output);
                 docker.remove_app(&app.id).await;
             }
             return;
