@@ -74,6 +74,8 @@ pub struct Deliverer {
     /// Keep the files of this many newest releases per repository (and of every release
     /// an environment runs); `None`: keep everything.
     keep_releases: Option<usize>,
+    /// Environments (repository id, name) whose deployment this server is executing.
+    busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -113,6 +115,7 @@ impl Deliverer {
             docker: None,
             kubectl: PathBuf::from("kubectl"),
             keep_releases: None,
+            busy: Arc::default(),
         }
     }
 
@@ -600,8 +603,10 @@ impl Deliverer {
     /// Executes queued deployments until `stop`.
     pub async fn run(&self, stop: CancellationToken) {
         let mut last_prune = std::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
         loop {
-            if let Err(e) = self.step().await {
+            while tasks.try_join_next().is_some() {}
+            if let Err(e) = self.step(&mut tasks).await {
                 tracing::error!("delivery: {e}");
             }
             if last_prune.elapsed() > Duration::from_secs(60) {
@@ -616,30 +621,57 @@ impl Deliverer {
                 _ = stop.cancelled() => break,
             }
         }
+        // Deployments in flight stop here; the next start records them as interrupted.
+        tasks.shutdown().await;
         self.supervisor.shutdown().await;
     }
 
     /// Starts every queued deployment whose environment is free, oldest first.
-    async fn step(&self) -> Result<()> {
+    async fn step(&self, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
         let queued = self.store.deployments_in(&[S::Queued]).await?;
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut busy: Vec<(String, String)> = Vec::new();
+        let mut seen: Vec<(String, String)> = Vec::new();
         for dep in queued {
             let env = (dep.repository_id.clone(), dep.environment.clone());
-            if busy.contains(&env) {
+            if seen.contains(&env) {
                 continue; // older ones of this environment go first
             }
-            busy.push(env);
+            seen.push(env.clone());
+            // An environment whose deployment (or its rollback) is being executed here
+            // is left alone until that is done.
+            if !self
+                .busy
+                .lock()
+                .map(|mut b| b.insert(env.clone()))
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let free = |me: &Self| {
+                if let Ok(mut b) = me.busy.lock() {
+                    b.remove(&env);
+                }
+            };
             let release = self
                 .store
                 .release(&dep.repository_id, &dep.release_id)
-                .await?;
+                .await;
             let previous = self
                 .store
                 .live_deployment(&dep.repository_id, &dep.environment)
-                .await?;
-            let config = self.config_snapshot(&dep).await?;
-            if !self
+                .await;
+            let config = self.config_snapshot(&dep).await;
+            let (release, previous, config) = match (release, previous, config) {
+                (Ok(r), Ok(p), Ok(c)) => (r, p, c),
+                (Err(e), _, _) | (_, Err(e), _) => {
+                    free(self);
+                    return Err(e.into());
+                }
+                (_, _, Err(e)) => {
+                    free(self);
+                    return Err(e);
+                }
+            };
+            let started = self
                 .store
                 .start_deployment(
                     &dep.id,
@@ -647,22 +679,28 @@ impl Deliverer {
                     previous.as_ref().map(|p| p.release_id.as_str()),
                     &config,
                 )
-                .await?
-            {
-                continue; // another deployment of the environment is in progress
+                .await;
+            if !matches!(started, Ok(true)) {
+                free(self); // another server holds the environment, or it moved
+                started?;
+                continue;
             }
             let me = self.clone();
             tasks.spawn(async move {
-                let dep = match me.store.deployment(&dep.id).await {
-                    Ok(d) => d,
-                    Err(e) => return tracing::error!("{e}"),
-                };
-                if let Err(e) = me.execute(dep, release).await {
-                    tracing::error!("delivery: {e}");
+                match me.store.deployment(&dep.id).await {
+                    Ok(d) => {
+                        if let Err(e) = me.execute(d, release).await {
+                            tracing::error!("delivery: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("{e}"),
                 }
+                if let Ok(mut b) = me.busy.lock() {
+                    b.remove(&env);
+                }
+                me.wake.notify_one();
             });
         }
-        while tasks.join_next().await.is_some() {}
         Ok(())
     }
 
