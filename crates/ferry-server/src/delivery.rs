@@ -566,35 +566,108 @@ pub(crate) async fn variables(
     ))
 }
 
+/// How the audit log names a variable or secret: `ENV/NAME`, or `NAME` for the
+/// repository's own.
+fn scoped(env: &str, name: &str) -> String {
+    if env.is_empty() {
+        name.to_string()
+    } else {
+        format!("{env}/{name}")
+    }
+}
+
+/// Which of the two kinds of configuration a request is about.
+#[derive(Clone, Copy)]
+enum Setting {
+    Variable,
+    Secret,
+}
+
+impl Setting {
+    fn word(self) -> &'static str {
+        match self {
+            Setting::Variable => "variable",
+            Setting::Secret => "secret",
+        }
+    }
+}
+
+async fn set_setting(
+    s: AppState,
+    caller: Caller,
+    repo: String,
+    name: String,
+    body: ValueBody,
+    kind: Setting,
+) -> Result<Json<Value>, ApiError> {
+    check_name(&name)?;
+    let repo = s.store.repository(&repo).await?;
+    let env = body.environment.unwrap_or_default();
+    let by = caller.label();
+    match kind {
+        Setting::Variable => {
+            s.store
+                .set_variable(&repo.id, &env, &name, &body.value, Some(&by))
+                .await?
+        }
+        Setting::Secret => {
+            let key = s
+                .engine
+                .secret_key()
+                .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
+            s.store
+                .set_secret(key, &repo.id, &env, &name, body.value.as_bytes(), Some(&by))
+                .await?
+        }
+    }
+    let action = format!("{}.set", kind.word());
+    s.store
+        .audit(Some(&repo.id), &by, &action, &scoped(&env, &name), None)
+        .await?;
+    Ok(Json(
+        json!({ kind.word(): { "environment": env, "name": name } }),
+    ))
+}
+
+async fn delete_setting(
+    s: AppState,
+    caller: Caller,
+    repo: String,
+    name: String,
+    env: String,
+    kind: Setting,
+) -> Result<Json<Value>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let removed = match kind {
+        Setting::Variable => s.store.delete_variable(&repo.id, &env, &name).await?,
+        Setting::Secret => s.store.delete_secret(&repo.id, &env, &name).await?,
+    };
+    if !removed {
+        return Err(ApiError::not_found(format!(
+            "there is no {} `{name}` here",
+            kind.word()
+        )));
+    }
+    let action = format!("{}.delete", kind.word());
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            &action,
+            &scoped(&env, &name),
+            None,
+        )
+        .await?;
+    Ok(Json(json!({ "removed": name })))
+}
+
 pub(crate) async fn set_variable(
     State(s): State<AppState>,
     Need(caller, _): Need<AsAdmin>,
     Path((repo, name)): Path<(String, String)>,
     Body(body): Body<ValueBody>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let repo = s.store.repository(&repo).await?;
-    let env = body.environment.unwrap_or_default();
-    s.store
-        .set_variable(&repo.id, &env, &name, &body.value, Some(&caller.label()))
-        .await?;
-    let target = if env.is_empty() {
-        name.clone()
-    } else {
-        format!("{env}/{name}")
-    };
-    s.store
-        .audit(
-            Some(&repo.id),
-            &caller.label(),
-            "variable.set",
-            &target,
-            None,
-        )
-        .await?;
-    Ok(Json(
-        json!({ "variable": { "environment": env, "name": name } }),
-    ))
+    set_setting(s, caller, repo, name, body, Setting::Variable).await
 }
 
 pub(crate) async fn delete_variable(
@@ -603,28 +676,8 @@ pub(crate) async fn delete_variable(
     Path((repo, name)): Path<(String, String)>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let env = q.environment.unwrap_or_default();
-    if !s.store.delete_variable(&repo.id, &env, &name).await? {
-        return Err(ApiError::not_found(format!(
-            "there is no variable `{name}` here"
-        )));
-    }
-    let target = if env.is_empty() {
-        name.clone()
-    } else {
-        format!("{env}/{name}")
-    };
-    s.store
-        .audit(
-            Some(&repo.id),
-            &caller.label(),
-            "variable.delete",
-            &target,
-            None,
-        )
-        .await?;
-    Ok(Json(json!({ "removed": name })))
+    delete_setting(s, caller, repo, name, env, Setting::Variable).await
 }
 
 pub(crate) async fn secrets(
@@ -645,34 +698,7 @@ pub(crate) async fn set_secret(
     Path((repo, name)): Path<(String, String)>,
     Body(body): Body<ValueBody>,
 ) -> Result<Json<Value>, ApiError> {
-    check_name(&name)?;
-    let repo = s.store.repository(&repo).await?;
-    let key = s
-        .engine
-        .secret_key()
-        .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
-    let env = body.environment.unwrap_or_default();
-    s.store
-        .set_secret(
-            key,
-            &repo.id,
-            &env,
-            &name,
-            body.value.as_bytes(),
-            Some(&caller.label()),
-        )
-        .await?;
-    let target = if env.is_empty() {
-        name.clone()
-    } else {
-        format!("{env}/{name}")
-    };
-    s.store
-        .audit(Some(&repo.id), &caller.label(), "secret.set", &target, None)
-        .await?;
-    Ok(Json(
-        json!({ "secret": { "environment": env, "name": name } }),
-    ))
+    set_setting(s, caller, repo, name, body, Setting::Secret).await
 }
 
 pub(crate) async fn delete_secret(
@@ -681,26 +707,6 @@ pub(crate) async fn delete_secret(
     Path((repo, name)): Path<(String, String)>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let env = q.environment.unwrap_or_default();
-    if !s.store.delete_secret(&repo.id, &env, &name).await? {
-        return Err(ApiError::not_found(format!(
-            "there is no secret `{name}` here"
-        )));
-    }
-    let target = if env.is_empty() {
-        name.clone()
-    } else {
-        format!("{env}/{name}")
-    };
-    s.store
-        .audit(
-            Some(&repo.id),
-            &caller.label(),
-            "secret.delete",
-            &target,
-            None,
-        )
-        .await?;
-    Ok(Json(json!({ "removed": name })))
+    delete_setting(s, caller, repo, name, env, Setting::Secret).await
 }
