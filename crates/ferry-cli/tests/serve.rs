@@ -616,3 +616,95 @@ deploy:
     assert_eq!(no_repo.status.code(), Some(2));
     stop(&mut server);
 }
+
+/// After `kill -9` of the server, the deployed process it left is ended and the live
+/// environment runs again under the restarted server.
+#[tokio::test]
+async fn after_kill_9_live_environments_run_again_without_orphans() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pids = tmp.path().join("pids");
+    let pipeline = format!(
+        "jobs:
+  build:
+    run: mkdir -p out && echo 'echo $$ >> {p}; exec sleep 300' > out/app.sh
+    artifacts: [out/app.sh]
+release: {{ artifacts: [build] }}
+environments:
+  sandbox: {{ auto: true }}
+deploy:
+  target: {{ process: {{ command: exec sh out/app.sh }} }}
+",
+        p = pids.display()
+    );
+    let bare = bare_repo(tmp.path(), &pipeline);
+    let data = tmp.path().join("data");
+    let mut server = start(&data, &[]);
+    let token = server.token.clone().expect("token");
+    call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos",
+        Some(json!({ "name": "app", "url": bare.display().to_string() })),
+    )
+    .await;
+    call(
+        &server.base,
+        &token,
+        "POST",
+        "/api/v1/repos/app/runs",
+        Some(json!({ "ref": "main" })),
+    )
+    .await;
+    let read_pids = || -> Vec<i32> {
+        std::fs::read_to_string(&pids)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let waited = Instant::now();
+    while read_pids().is_empty() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "the release was not deployed"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = read_pids()[0];
+    // Wait until sandbox is live, then crash the server: its process is left behind.
+    for _ in 0..400 {
+        let (_, envs) = call(
+            &server.base,
+            &token,
+            "GET",
+            "/api/v1/repos/app/environments",
+            None,
+        )
+        .await;
+        if !envs["environments"][0]["live"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("wait");
+    assert!(alive(first), "the process outlives a killed server");
+    let mut again = start(&data, &[]);
+    let waited = Instant::now();
+    while read_pids().len() < 2 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "sandbox did not run again"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ferry_testkit::gone(first), "the orphan was ended");
+    let second = read_pids()[1];
+    assert!(alive(second));
+    stop(&mut again);
+    assert!(
+        ferry_testkit::gone(second),
+        "a stopped server stops its processes"
+    );
+}
