@@ -624,6 +624,8 @@ impl Deliverer {
         // Deployments in flight stop here; the next start records them as interrupted.
         tasks.shutdown().await;
         self.supervisor.shutdown().await;
+        // No process runs any more: its secret files go (they are written again on start).
+        let _ = std::fs::remove_dir_all(&self.secrets_root);
     }
 
     /// Starts every queued deployment whose environment is free, oldest first.
@@ -737,7 +739,18 @@ impl Deliverer {
             release.name, release.commit_sha, dep.environment
         ));
         let d = delivery_of(&release)?;
-        let outcome = match self.deploy(&dep, &release, &d, &mut log).await {
+        let outcome = self.deploy(&dep, &release, &d, &mut log).await;
+        // Only a supervised process reads its secret files later; the other targets have
+        // used them (or hold them in the container's environment) by now.
+        if !matches!(
+            d.deploy_of(&dep.environment).map(|s| &s.target),
+            Some(Target::Process { .. })
+        ) {
+            let dir =
+                process::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
+            let _ = std::fs::remove_dir_all(dir.join("secrets"));
+        }
+        let outcome = match outcome {
             Ok(probes) => {
                 self.store
                     .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)

@@ -1604,7 +1604,30 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
             assert!(!plain, "{} holds the secret", entry.path().display());
         }
     }
+    // The process's own secret files live in memory, outside the data directory, and
+    // go when the server stops.
+    let shm = {
+        use sha2::Digest as _;
+        let data = s.tmp.path().join("data").display().to_string();
+        let id = hex::encode(&sha2::Sha256::digest(data.as_bytes())[..6]);
+        std::path::Path::new("/dev/shm").join(format!("ferry-{id}"))
+    };
+    let files: Vec<_> = walkdir::WalkDir::new(&shm)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "TOKEN")
+        .collect();
+    assert!(
+        !files.is_empty() || !std::path::Path::new("/dev/shm").is_dir(),
+        "secret files in {}",
+        shm.display()
+    );
     s.stop().await;
+    assert!(
+        !shm.exists(),
+        "{} is removed with the server",
+        shm.display()
+    );
 }
 
 /// Pushes a commit that sets `version` in the `shop`-like repository `name`.
