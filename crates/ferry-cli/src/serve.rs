@@ -173,7 +173,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .map(|n| n as usize)
             .unwrap_or(max_runs as usize),
     };
-    if let Some(token) = ferry_server::prepare(&store, &config)
+    // The key that seals secrets, registry logins and webhook secrets.
+    let key = ferry_store::SecretKey::load_or_create(&data)
+        .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
+    if let Some(token) = ferry_server::prepare(&store, &config, &key)
         .await
         .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?
     {
@@ -198,9 +201,6 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
                 .unwrap_or(ferry_engine::cache::DEFAULT_MAX_BYTES),
         },
     );
-    // The key that seals registry logins (and, later, every secret).
-    let key = ferry_store::SecretKey::load_or_create(&data)
-        .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
     let engine = engine.with_secret_key(key);
     // Docker is optional: without it, jobs with an `image:` fail with the reason.
     let engine = match ferry_exec::DockerExecutor::connect().await {

@@ -15,7 +15,7 @@ pub mod schema;
 mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
-pub use load::parse_memory;
+pub use load::{is_env_name, parse_memory};
 pub use load_delivery::port_mapping;
 pub use model::*;
 

@@ -457,28 +457,31 @@ impl Loader {
     pub(crate) fn filter(&mut self, node: &Node, what: &str) -> RefFilter {
         let mut f = RefFilter::default();
         for (key, _, v) in self.entries(node, what, Some(FILTER_KEYS), "`{ branches: [main] }`") {
-            let list: Vec<String> = self
-                .strings(v, &format!("`{key}` in {what}"), "`[main, \"release/*\"]`")
-                .into_iter()
-                .filter_map(|s| {
-                    if let Err(e) = globset::Glob::new(&s.value) {
-                        self.error(
-                            s.span,
-                            format!("invalid pattern `{}`: {e}", s.value),
-                            "use `*` for any characters within a name and `**` across `/`",
-                        );
-                        None
-                    } else {
-                        Some(s.value)
-                    }
-                })
-                .collect();
+            let list = self.globs(
+                v,
+                &format!("`{key}` in {what}"),
+                "use `*` for any characters within a name and `**` across `/`",
+            );
             match key {
                 "branches" => f.branches = list,
                 _ => f.paths = list,
             }
         }
         f
+    }
+
+    /// A list of glob patterns, each checked (`help` says how to fix a bad one).
+    pub(crate) fn globs(&mut self, node: &Node, what: &str, help: &str) -> Vec<String> {
+        self.strings(node, what, "`[main, \"release/*\"]`")
+            .into_iter()
+            .filter_map(|s| match globset::Glob::new(&s.value) {
+                Ok(_) => Some(s.value),
+                Err(e) => {
+                    self.error(s.span, format!("invalid pattern `{}`: {e}", s.value), help);
+                    None
+                }
+            })
+            .collect()
     }
 
     fn jobs(&mut self, key: &Node, node: &Node) -> Vec<Job> {
@@ -1268,7 +1271,8 @@ impl Loader {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
+/// A name a variable may have: letters, digits and `_`, not starting with a digit.
+pub fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

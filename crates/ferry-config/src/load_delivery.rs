@@ -21,6 +21,8 @@ pub const KUBERNETES_KEYS: &[&str] =
 pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
 pub const HTTP_KEYS: &[&str] = &["url", "status", "body"];
 
+const GLOB_HELP: &str = "check the brackets and braces of the pattern";
+
 impl Loader {
     pub(crate) fn release(&mut self, node: &Node) -> Option<ReleaseSpec> {
         let example = "`release: { artifacts: [build], images: [image] }`";
@@ -37,30 +39,13 @@ impl Loader {
         for (k, _, v) in self.entries(node, "`release`", Some(RELEASE_KEYS), example) {
             let what = format!("`{k}` in `release`");
             match k {
-                "branches" => r.branches = Some(self.globs(v, &what)),
-                "tags" => r.tags = Some(self.globs(v, &what)),
+                "branches" => r.branches = Some(self.globs(v, &what, GLOB_HELP)),
+                "tags" => r.tags = Some(self.globs(v, &what, GLOB_HELP)),
                 "artifacts" => r.artifacts = self.strings(v, &what, "`artifacts: [build]`"),
                 _ => r.images = self.strings(v, &what, "`images: [image]`"),
             }
         }
         Some(r)
-    }
-
-    fn globs(&mut self, node: &Node, what: &str) -> Vec<String> {
-        self.strings(node, what, "`[main, \"release/*\"]`")
-            .into_iter()
-            .filter_map(|s| match globset::Glob::new(&s.value) {
-                Ok(_) => Some(s.value),
-                Err(e) => {
-                    self.error(
-                        s.span,
-                        format!("invalid pattern `{}`: {e}", s.value),
-                        "check the brackets and braces of the pattern",
-                    );
-                    None
-                }
-            })
-            .collect()
     }
 
     pub(crate) fn environments(&mut self, node: &Node) -> Vec<EnvironmentSpec> {

@@ -755,7 +755,7 @@ impl Deliverer {
                 self.store
                     .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)
                     .await?;
-                self.verify(&dep, &d, probes, &mut log).await
+                self.verify(&dep, &d, probes, &release.name, &mut log).await
             }
             Err(e) => Err(e),
         };
@@ -1074,7 +1074,7 @@ impl Deliverer {
                         ));
                     }
                 };
-                let mut file = log.writer()?;
+                let file = log.writer()?;
                 crate::targets::run_script(
                     executor,
                     &dep.environment,
@@ -1082,7 +1082,7 @@ impl Deliverer {
                     &script,
                     env.clone(),
                     &release_dir,
-                    &mut file,
+                    file,
                     masker.clone(),
                 )
                 .await?;
@@ -1295,6 +1295,7 @@ impl Deliverer {
         &self,
         dep: &Deployment,
         d: &Delivery,
+        release: &str,
     ) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
         if let Some(DeploySpec {
             target: Target::Docker { .. },
@@ -1303,33 +1304,26 @@ impl Deliverer {
             && let Some(docker) = &self.docker
         {
             let scope = format!("{}/{}", dep.repository_id, dep.environment);
-            let release = self
-                .store
-                .release(&dep.repository_id, &dep.release_id)
+            let app = docker
+                .apps(&scope)
                 .await
-                .map(|r| r.name)
-                .unwrap_or_default();
+                .ok()
+                .and_then(|a| a.into_iter().find(|x| x.release == release));
+            let Some(app) = app else {
+                return Arc::new(|| Some("the container is gone".to_string()));
+            };
             let state: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-            let (docker, watch) = (docker.clone(), state.clone());
-            // Polled in the background: the check below must not wait.
+            let (docker, watch) = (docker.clone(), Arc::downgrade(&state));
+            // Polled in the background (the check must not wait) for as long as the
+            // check is held.
             tokio::spawn(async move {
-                for _ in 0..100_000 {
-                    let app = docker
-                        .apps(&scope)
-                        .await
-                        .ok()
-                        .and_then(|a| a.into_iter().find(|x| x.release == release));
-                    let gone = match app {
-                        Some(app) => docker.app_exit(&app.id).await,
-                        None => Some("the container is gone".into()),
-                    };
-                    let done = Arc::strong_count(&watch) == 1;
+                loop {
+                    let gone = docker.app_exit(&app.id).await;
+                    let Some(watch) = watch.upgrade() else { break };
                     if let Ok(mut w) = watch.lock() {
                         *w = gone;
                     }
-                    if done {
-                        break;
-                    }
+                    drop(watch);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
@@ -1348,9 +1342,10 @@ impl Deliverer {
         dep: &Deployment,
         d: &Delivery,
         probes: Vec<verify::Probe>,
+        release: &str,
         log: &mut DeployLog,
     ) -> std::result::Result<(), String> {
-        let watch = self.workload_watch(dep, d).await;
+        let watch = self.workload_watch(dep, d, release).await;
         let gone = move || watch();
         let Some(v) = d
             .deploy_of(&dep.environment)

@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_engine::mask::{MaskStream, Masker};
+use ferry_engine::mask::Masker;
 use ferry_exec::orphans::Tracker;
-use ferry_exec::{OutputSink, StepOutcome, StepSpec};
+use ferry_exec::{StepOutcome, StepSpec};
 use ferry_store::Release;
 use tokio_util::sync::CancellationToken;
 
 use crate::cas::Cas;
+use crate::targets::MaskedFile;
 
 /// How long a process gets after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
@@ -149,27 +150,6 @@ impl std::fmt::Debug for Supervisor {
     }
 }
 
-/// Appends masked output to the log file.
-struct LogSink {
-    file: std::fs::File,
-    mask: MaskStream,
-}
-
-impl OutputSink for LogSink {
-    fn chunk(&mut self, data: &[u8]) {
-        let masked = self.mask.push(data);
-        let _ = self.file.write_all(&masked);
-    }
-}
-
-impl LogSink {
-    fn line(&mut self, text: &str) {
-        let rest = self.mask.finish();
-        let _ = self.file.write_all(&rest);
-        let _ = writeln!(self.file, "ferry: {text}");
-    }
-}
-
 impl Supervisor {
     pub fn new(tracker: Option<Tracker>) -> Self {
         Self {
@@ -195,11 +175,8 @@ impl Supervisor {
             .append(true)
             .open(&spec.log)
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-        let mut sink = LogSink {
-            file,
-            mask: MaskStream::new(spec.masker.clone()),
-        };
-        sink.line(&format!(
+        let mut sink = MaskedFile::new(file, spec.masker.clone());
+        sink.note(&format!(
             "starting release {}: {}",
             spec.release, spec.command
         ));
@@ -270,7 +247,7 @@ impl Supervisor {
 
 async fn supervise(
     spec: ProcessSpec,
-    mut sink: LogSink,
+    mut sink: MaskedFile,
     stop: CancellationToken,
     state: Arc<Mutex<ProcessState>>,
     tracker: Option<Tracker>,
@@ -303,7 +280,7 @@ async fn supervise(
             t.ended(pgid);
         }
         if stop.is_cancelled() {
-            sink.line("stopped");
+            sink.note("stopped");
             return;
         }
         let how = match outcome {
@@ -314,7 +291,7 @@ async fn supervise(
         if started.elapsed() > STABLE {
             backoff = BACKOFF_FIRST;
         }
-        sink.line(&format!(
+        sink.note(&format!(
             "the process {how}; starting it again in {:.1}s",
             backoff.as_secs_f32()
         ));
@@ -325,7 +302,7 @@ async fn supervise(
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.cancelled() => {
-                sink.line("stopped");
+                sink.note("stopped");
                 return;
             }
         }

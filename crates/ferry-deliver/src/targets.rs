@@ -9,14 +9,15 @@ use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
 use ferry_store::ReleaseImage;
 use tokio_util::sync::CancellationToken;
 
-/// Writes output into a deployment's log, masked.
+/// A log file that masks secret values in everything written to it (process output,
+/// script output).
 #[derive(Debug)]
-pub struct LogOutput<'a> {
-    pub file: &'a mut std::fs::File,
-    pub mask: MaskStream,
+pub struct MaskedFile {
+    file: std::fs::File,
+    mask: MaskStream,
 }
 
-impl OutputSink for LogOutput<'_> {
+impl OutputSink for MaskedFile {
     fn chunk(&mut self, data: &[u8]) {
         use std::io::Write as _;
         let masked = self.mask.push(data);
@@ -24,11 +25,26 @@ impl OutputSink for LogOutput<'_> {
     }
 }
 
-impl LogOutput<'_> {
-    fn finish(&mut self) {
+impl MaskedFile {
+    pub fn new(file: std::fs::File, masker: Masker) -> Self {
+        Self {
+            file,
+            mask: MaskStream::new(masker),
+        }
+    }
+
+    /// Writes what the mask held back (at the end of some output).
+    pub fn flush(&mut self) {
         use std::io::Write as _;
         let rest = self.mask.finish();
         let _ = self.file.write_all(&rest);
+    }
+
+    /// A line from Ferry itself, after the output before it.
+    pub fn note(&mut self, text: &str) {
+        use std::io::Write as _;
+        self.flush();
+        let _ = writeln!(self.file, "ferry: {text}");
     }
 }
 
@@ -42,7 +58,7 @@ pub async fn run_script(
     script: &str,
     env: Vec<(String, String)>,
     dir: &Path,
-    log: &mut std::fs::File,
+    log: std::fs::File,
     masker: Masker,
 ) -> Result<(), String> {
     let job = JobSpec {
@@ -61,14 +77,11 @@ pub async fn run_script(
         timeout: None,
         clear_env: true,
     };
-    let mut out = LogOutput {
-        file: log,
-        mask: MaskStream::new(masker),
-    };
+    let mut out = MaskedFile::new(log, masker);
     let outcome = executor
         .run_step(&prepared, &step, &mut out, &CancellationToken::new())
         .await;
-    out.finish();
+    out.flush();
     executor.cleanup(&prepared).await;
     match outcome {
         StepOutcome::Exited(0) => Ok(()),

@@ -749,13 +749,7 @@ async fn trigger_run(
         }
     };
     for name in body.variables.keys() {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with("FERRY_")
-            && name != "CI";
+        let valid = ferry_config::is_env_name(name) && !name.starts_with("FERRY_") && name != "CI";
         if !valid {
             return Err(ApiError::invalid(format!(
                 "variable `{name}`: names are letters, digits and `_`, and `FERRY_*` and `CI` are built in"

@@ -13,18 +13,23 @@ impl AppState {
 }
 
 /// Webhook secrets are stored sealed, like every other secret: `sealed:<hex>`.
-const SEALED: &str = "sealed:";
+pub(crate) const SEALED: &str = "sealed:";
 const WEBHOOK_CONTEXT: &str = "webhook";
+
+/// The stored form of a webhook secret.
+pub(crate) fn seal_with(key: &ferry_store::SecretKey, secret: &str) -> ferry_store::Result<String> {
+    Ok(format!(
+        "{SEALED}{}",
+        key.seal(secret.as_bytes(), WEBHOOK_CONTEXT)?
+    ))
+}
 
 pub(crate) fn seal_webhook_secret(
     s: &AppState,
     secret: &str,
 ) -> Result<String, crate::error::ApiError> {
     match s.engine.secret_key() {
-        Some(key) => Ok(format!(
-            "{SEALED}{}",
-            key.seal(secret.as_bytes(), WEBHOOK_CONTEXT)?
-        )),
+        Some(key) => Ok(seal_with(key, secret)?),
         None => Ok(secret.to_string()),
     }
 }
@@ -539,13 +544,7 @@ pub(crate) struct ValueBody {
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
-    let ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("FERRY_");
-    if ok {
+    if ferry_config::is_env_name(name) && !name.starts_with("FERRY_") {
         Ok(())
     } else {
         Err(ApiError::invalid(format!(

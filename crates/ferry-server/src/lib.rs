@@ -159,6 +159,7 @@ impl AppState {
 pub async fn prepare(
     store: &ferry_store::Store,
     config: &Config,
+    key: &ferry_store::SecretKey,
 ) -> Result<Option<String>, ferry_store::Error> {
     // Step processes a crashed server left running end first.
     let tracker =
@@ -179,16 +180,14 @@ pub async fn prepare(
         tracing::warn!("marked {interrupted} interrupted run(s) as failed");
     }
     // Webhook secrets stored in plain text by an older version are sealed now.
-    if let Ok(key) = ferry_store::SecretKey::load_or_create(&config.data_dir) {
-        for repo in store.repositories().await? {
-            if let Some(plain) = repo
-                .webhook_secret
-                .as_deref()
-                .filter(|w| !w.starts_with("sealed:"))
-            {
-                let sealed = format!("sealed:{}", key.seal(plain.as_bytes(), "webhook")?);
-                store.set_webhook_secret(&repo.id, Some(&sealed)).await?;
-            }
+    for repo in store.repositories().await? {
+        if let Some(plain) = repo
+            .webhook_secret
+            .as_deref()
+            .filter(|w| !w.starts_with(delivery::SEALED))
+        {
+            let sealed = delivery::seal_with(key, plain);
+            store.set_webhook_secret(&repo.id, Some(&sealed?)).await?;
         }
     }
     if store.users().await?.is_empty() {
