@@ -227,13 +227,7 @@ async fn services_that_never_get_ready_fail_the_job_clearly() {
 "
     );
     let out = f.run(&yaml).await;
-    let reason = |job: &str| {
-        out.jobs
-            .iter()
-            .find(|j| j.name == job)
-            .and_then(|j| j.reason.clone())
-            .unwrap_or_default()
-    };
+    let reason = |job: &str| Fixture::reason(&out, job);
     assert_eq!(
         reason("svc-deaf"),
         "service `deaf` was not ready after 1s: port 9999 is not listening"
@@ -392,13 +386,7 @@ async fn build_and_push_failures_carry_the_message() {
     build_image: { name: 127.0.0.1:1/ferry-test/refused, context: ok }
 ";
     let out = f.run(yaml).await;
-    let reason = |job: &str| {
-        out.jobs
-            .iter()
-            .find(|j| j.name == job)
-            .and_then(|j| j.reason.clone())
-            .unwrap_or_default()
-    };
+    let reason = |job: &str| Fixture::reason(&out, job);
     let bad = reason("bad-dockerfile");
     assert!(
         bad.starts_with("the build failed:") && bad.contains("FRM"),

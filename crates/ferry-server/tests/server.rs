@@ -1331,6 +1331,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Sets the variable `PORT` of each environment to a free port; returns the ports.
+async fn set_ports(s: &Server, repo: &str, envs: &[&str]) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for env in envs {
+        let port = free_port();
+        let (status, body) = s
+            .admin(
+                "PUT",
+                &format!("/api/v1/repos/{repo}/variables/PORT"),
+                Some(json!({ "value": port.to_string(), "environment": env })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ports.push(port);
+    }
+    ports
+}
+
 /// Polls `GET path` until `done` says yes (bounded); returns the last body.
 async fn wait_until(s: &Server, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -1409,20 +1427,7 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
     git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
     s.register("shop", &bare).await;
     let secret = "planted-secret-7c9e2a41";
-    for (env, port) in [
-        ("sandbox", free_port()),
-        ("staging", free_port()),
-        ("production", free_port()),
-    ] {
-        let (status, body) = s
-            .admin(
-                "PUT",
-                "/api/v1/repos/shop/variables/PORT",
-                Some(json!({ "value": port.to_string(), "environment": env })),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    set_ports(&s, "shop", &["sandbox", "staging", "production"]).await;
     let (status, body) = s
         .admin(
             "PUT",
@@ -1648,16 +1653,7 @@ async fn shop_with_v1(s: &Server, name: &str) {
     push_version(s, name, "v1");
     s.register(name, &s.tmp.path().join(format!("{name}.git")))
         .await;
-    for env in ["sandbox", "staging", "production"] {
-        let (status, body) = s
-            .admin(
-                "PUT",
-                &format!("/api/v1/repos/{name}/variables/PORT"),
-                Some(json!({ "value": free_port().to_string(), "environment": env })),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    set_ports(s, name, &["sandbox", "staging", "production"]).await;
     let run_id = s.trigger(name).await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
     wait_until(
@@ -1914,14 +1910,12 @@ async fn concurrent_promotions_deploy_one_at_a_time() {
     let bare = s.repository("demoshop", Some(&pipeline));
     push_version(&s, "demoshop", "v1");
     s.register("demoshop", &bare).await;
-    for env in ["sandbox", "staging", "production", "demo"] {
-        s.admin(
-            "PUT",
-            "/api/v1/repos/demoshop/variables/PORT",
-            Some(json!({ "value": free_port().to_string(), "environment": env })),
-        )
-        .await;
-    }
+    set_ports(
+        &s,
+        "demoshop",
+        &["sandbox", "staging", "production", "demo"],
+    )
+    .await;
     let mut releases = Vec::new();
     for (i, version) in ["v1", "v2"].iter().enumerate() {
         if i > 0 {
@@ -2226,17 +2220,7 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
     let bare = s.repository("boxed", Some(&docker_delivery(&image, &name)));
     push_version(&s, "boxed", "v1");
     s.register("boxed", &bare).await;
-    let mut ports = Vec::new();
-    for env in ["sandbox", "staging", "production"] {
-        let port = free_port();
-        ports.push(port);
-        s.admin(
-            "PUT",
-            "/api/v1/repos/boxed/variables/PORT",
-            Some(json!({ "value": port.to_string(), "environment": env })),
-        )
-        .await;
-    }
+    let ports = set_ports(&s, "boxed", &["sandbox", "staging", "production"]).await;
     let (_, bob) = s
         .admin(
             "POST",

@@ -104,6 +104,16 @@ impl Fixture {
             .expect("job")
     }
 
+    /// Why `job` ended as it did (empty when it gave no reason).
+    pub fn reason(outcome: &RunOutcome, job: &str) -> String {
+        outcome
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .and_then(|j| j.reason.clone())
+            .unwrap_or_default()
+    }
+
     pub async fn log(&self, outcome: &RunOutcome, job: &str) -> String {
         let jobs = self.store.jobs(&outcome.run.id).await.expect("jobs");
         let j = jobs.iter().find(|j| j.name == job).expect("job");
