@@ -582,7 +582,8 @@ pub fn port_mapping(text: &str) -> Option<(String, u16, u16)> {
     Some((ip.to_string(), host.parse().ok()?, container.parse().ok()?))
 }
 
-fn is_environment_name(name: &str) -> bool {
+/// An environment's name: lower-case letters, digits, `-` and `_`, starting with a letter.
+pub fn is_environment_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()

@@ -525,8 +525,20 @@ pub(crate) async fn output(
     _: Need<AsViewer>,
     Path((repo, env)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    check_environment(&env)?;
     let repo = s.store.repository(&repo).await?;
     text_file(deliverer(&s)?.output_log(&repo.id, &env)).await
+}
+
+/// An environment named in a request must be a valid name (it becomes part of paths).
+fn check_environment(env: &str) -> Result<(), ApiError> {
+    if env.is_empty() || ferry_config::is_environment_name(env) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "`{env}` is not an environment name"
+        )))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -600,8 +612,9 @@ async fn set_setting(
     kind: Setting,
 ) -> Result<Json<Value>, ApiError> {
     check_name(&name)?;
-    let repo = s.store.repository(&repo).await?;
     let env = body.environment.unwrap_or_default();
+    check_environment(&env)?;
+    let repo = s.store.repository(&repo).await?;
     let by = caller.label();
     match kind {
         Setting::Variable => {
@@ -636,6 +649,7 @@ async fn delete_setting(
     env: String,
     kind: Setting,
 ) -> Result<Json<Value>, ApiError> {
+    check_environment(&env)?;
     let repo = s.store.repository(&repo).await?;
     let removed = match kind {
         Setting::Variable => s.store.delete_variable(&repo.id, &env, &name).await?,

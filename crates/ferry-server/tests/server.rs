@@ -2493,3 +2493,61 @@ deploy:
     assert!(audit.to_string().contains("release.prune"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_names_in_delivery_requests_are_refused() {
+    let s = Server::start().await;
+    let bare = s.repository("hostile", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.register("hostile", &bare).await;
+    // A path out of the data directory through the environment's name.
+    let (status, body) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/hostile/environments/..%2F..%2F..%2Fetc/output",
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    for (path, value) in [
+        (
+            "/api/v1/repos/hostile/variables/..%2Fx",
+            json!({ "value": "v" }),
+        ),
+        (
+            "/api/v1/repos/hostile/variables/FERRY_X",
+            json!({ "value": "v" }),
+        ),
+        (
+            "/api/v1/repos/hostile/secrets/A",
+            json!({ "value": "v", "environment": "../prod" }),
+        ),
+        (
+            "/api/v1/repos/hostile/secrets/A",
+            json!({ "value": "v", "environment": "Prod" }),
+        ),
+    ] {
+        let (status, body) = s.admin("PUT", path, Some(value)).await;
+        assert_eq!(status, 422, "{path}: {body}");
+    }
+    // A huge value is refused by the body limit, an unknown field by the schema.
+    let huge = "x".repeat(3 << 20);
+    let (status, _) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/hostile/secrets/BIG",
+            Some(json!({ "value": huge })),
+        )
+        .await;
+    assert_eq!(status, 413);
+    let (status, _) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/hostile/secrets/A",
+            Some(json!({ "value": "v", "scope": "x" })),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (_, listed) = s.admin("GET", "/api/v1/repos/hostile/secrets", None).await;
+    assert_eq!(listed["secrets"], json!([]), "nothing was stored");
+    s.stop().await;
+}
