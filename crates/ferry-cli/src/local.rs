@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_engine::git;
+use ferry_source::git;
 use ferry_store::Store;
 
 use crate::Failure;

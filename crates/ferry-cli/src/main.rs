@@ -7,6 +7,7 @@ mod client;
 mod deliver;
 mod lint;
 mod local;
+mod logging;
 mod logs;
 mod output;
 mod registry;

@@ -4,9 +4,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_engine::{Engine, EngineConfig, Source, git};
+use ferry_engine::{Engine, EngineConfig, Source};
 use ferry_exec::LocalExecutor;
 use ferry_plan::{Decision, Event, EventKind, Plan};
+use ferry_source::git;
 use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
 

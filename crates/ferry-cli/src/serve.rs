@@ -10,6 +10,7 @@ use ferry_exec::LocalExecutor;
 use ferry_server::{AppState, Config};
 use ferry_store::Store;
 
+use crate::logging::LogFormat;
 use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
@@ -54,6 +55,10 @@ pub struct ServeArgs {
     /// an environment runs); older ones are pruned [default: keep all].
     #[arg(long, env = "FERRY_KEEP_RELEASES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_releases: Option<u32>,
+    /// How the server's own log is written to standard error: `human` or `json`
+    /// [default: human]; levels come from FERRY_LOG (default `info`).
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -76,6 +81,7 @@ struct FileConfig {
     default_image: Option<String>,
     cache_size: Option<String>,
     keep_releases: Option<u32>,
+    log_format: Option<LogFormat>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -103,6 +109,7 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
     args.default_image = args.default_image.or(file.default_image);
     args.keep_releases = args.keep_releases.or(file.keep_releases);
+    args.log_format = args.log_format.or(file.log_format);
     if args.cache_size.is_none()
         && let Some(size) = &file.cache_size
     {
@@ -138,6 +145,7 @@ fn server_id(data: &std::path::Path) -> Result<String, Failure> {
 
 pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     let args = merge(args)?;
+    crate::logging::init(args.log_format.unwrap_or_default()).map_err(Failure::usage)?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7340)));
@@ -201,7 +209,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
                 .unwrap_or(ferry_engine::cache::DEFAULT_MAX_BYTES),
         },
     );
-    let engine = engine.with_secret_key(key);
+    let engine = engine.with_secret_key(key.clone());
     // Docker is optional: without it, jobs with an `image:` fail with the reason.
     let engine = match ferry_exec::DockerExecutor::connect().await {
         Ok(docker) => {
@@ -220,7 +228,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     };
     let keep = args.keep_releases.map(|n| n as usize);
     let state =
-        AppState::new(store.clone(), engine, config).map_deliverer(|d| d.with_retention(keep));
+        AppState::new(store.clone(), engine, config, key).map_deliverer(|d| d.with_retention(keep));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

@@ -708,3 +708,63 @@ deploy:
         "a stopped server stops its processes"
     );
 }
+
+/// The server's own `tracing` events reach standard error: JSON with `--log-format
+/// json`, filtered by `FERRY_LOG`; a filter that cannot be read is a usage error.
+#[test]
+fn the_server_log_follows_ferry_log_and_log_format() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data").display().to_string();
+    let bad = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+        .env("FERRY_LOG", "ferry_server=loud")
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("FERRY_LOG=`ferry_server=loud`"), "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+        .args(["--log-format", "json"])
+        .env("FERRY_LOG", "info")
+        .env_remove("FERRY_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let event = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("no `serving` event on stderr; saw: {seen:#?}");
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["fields"]["message"] == "serving"
+        {
+            break v;
+        }
+        seen.push(line);
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(event["level"], "INFO");
+    assert_eq!(event["target"], "ferry_server");
+    assert!(
+        event["fields"]["addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{event}"
+    );
+}

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_config::delivery::{Delivery, DeploySpec, OnFailure, Policy, Target};
-use ferry_engine::mask::Masker;
+use ferry_config::delivery::{Delivery, OnFailure, Policy};
+use ferry_exec::mask::Masker;
 use ferry_store::{
     Deployment, DeploymentKind as Kind, DeploymentStatus as S, Release, SecretKey, Store,
 };
@@ -17,8 +17,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cas::Cas;
+use crate::diff::ConfigSnapshot;
+use crate::layout;
+use crate::log::DeployLog;
 use crate::policy::{self, Approver, Decision, Parties, Verdict};
-use crate::process::{self, ProcessSpec, Supervisor};
+use crate::supervisor::Supervisor;
+use crate::target::{DeployContext, Target, Targets};
 use crate::verify;
 
 /// Why a request about a deployment is refused.
@@ -64,13 +68,11 @@ pub struct Deliverer {
     /// Where secret files for processes go: memory (`/dev/shm`) where there is one,
     /// never the data directory.
     secrets_root: PathBuf,
+    /// Opens the repository's and environments' secrets.
     key: SecretKey,
-    supervisor: Supervisor,
+    /// What deploy targets use (supervisor, Docker, kubectl).
+    targets: Targets,
     wake: Arc<Notify>,
-    /// Runs `script` targets with an image, and `docker` targets.
-    docker: Option<Arc<ferry_exec::DockerExecutor>>,
-    /// The `kubectl` program of the `kubernetes` target.
-    kubectl: PathBuf,
     /// Keep the files of this many newest releases per repository (and of every release
     /// an environment runs); `None`: keep everything.
     keep_releases: Option<usize>,
@@ -105,15 +107,19 @@ impl Deliverer {
     pub fn new(store: Store, data_dir: &std::path::Path, key: SecretKey) -> Self {
         let tracker = ferry_exec::orphans::Tracker::new(data_dir.join("deploy-processes"));
         Self {
+            targets: Targets {
+                supervisor: Supervisor::new(Some(tracker)),
+                docker: None,
+                kubectl: PathBuf::from("kubectl"),
+                store: store.clone(),
+                key: key.clone(),
+            },
             store,
             cas: Cas::new(data_dir.join("cas")),
             root: data_dir.join("deploy"),
-            secrets_root: secrets_root(data_dir),
+            secrets_root: layout::secrets_root(data_dir),
             key,
-            supervisor: Supervisor::new(Some(tracker)),
             wake: Arc::new(Notify::new()),
-            docker: None,
-            kubectl: PathBuf::from("kubectl"),
             keep_releases: None,
             busy: Arc::default(),
         }
@@ -167,30 +173,30 @@ impl Deliverer {
 
     /// Lets deployments use Docker (`docker` targets, scripts with an image).
     pub fn with_docker(mut self, docker: Option<Arc<ferry_exec::DockerExecutor>>) -> Self {
-        self.docker = docker;
+        self.targets.docker = docker;
         self
     }
 
     /// The `kubectl` to run for `kubernetes` targets (default: `kubectl` on the PATH).
     pub fn with_kubectl(mut self, kubectl: PathBuf) -> Self {
-        self.kubectl = kubectl;
+        self.targets.kubectl = kubectl;
         self
     }
 
     pub fn supervisor(&self) -> &Supervisor {
-        &self.supervisor
+        &self.targets.supervisor
     }
 
     /// The log of one deployment.
     pub fn deployment_log(&self, d: &Deployment) -> PathBuf {
-        process::environment_dir(&self.root, &d.repository_id, &d.environment)
+        layout::environment_dir(&self.root, &d.repository_id, &d.environment)
             .join("deployments")
             .join(format!("{}.log", d.number))
     }
 
     /// The output of an environment's process.
     pub fn output_log(&self, repository_id: &str, environment: &str) -> PathBuf {
-        process::environment_dir(&self.root, repository_id, environment).join("output.log")
+        layout::environment_dir(&self.root, repository_id, environment).join("output.log")
     }
 
     /// A release was sealed: it enters the first environments by their policies.
@@ -545,7 +551,7 @@ impl Deliverer {
     /// process environments run again.
     pub async fn recover(&self) -> Result<()> {
         // Processes of a server that was killed end first (their pids are recorded).
-        if let Some(tracker) = self.supervisor.tracker() {
+        if let Some(tracker) = self.targets.supervisor.tracker() {
             let killed = tokio::task::spawn_blocking(move || tracker.reap())
                 .await
                 .unwrap_or(0);
@@ -586,13 +592,14 @@ impl Deliverer {
                 .release(&dep.repository_id, &dep.release_id)
                 .await?;
             let d = delivery_of(&release)?;
-            if let Some(DeploySpec {
-                target: Target::Process { .. },
-                ..
-            }) = d.deploy_of(&dep.environment)
+            if let Ok(target) = self.target(&d, &dep.environment)
+                && target.supervised()
             {
                 let mut log = self.open_log(&dep);
-                if let Err(e) = self.deploy(&dep, &release, &d, &mut log).await {
+                if let Err(e) = self
+                    .deploy(&dep, &release, &d, target.as_ref(), &mut log)
+                    .await
+                {
                     tracing::error!("cannot restart `{}`: {e}", dep.environment);
                 }
             }
@@ -623,7 +630,7 @@ impl Deliverer {
         }
         // Deployments in flight stop here; the next start records them as interrupted.
         tasks.shutdown().await;
-        self.supervisor.shutdown().await;
+        self.targets.supervisor.shutdown().await;
         // No process runs any more: its secret files go (they are written again on start).
         let _ = std::fs::remove_dir_all(&self.secrets_root);
     }
@@ -708,27 +715,20 @@ impl Deliverer {
 
     /// Names and update times of the variables and secrets a deployment uses.
     async fn config_snapshot(&self, dep: &Deployment) -> Result<String> {
-        let vars = self
-            .store
-            .variables(&dep.repository_id, Some(&dep.environment))
-            .await?;
-        let secrets = self
-            .store
-            .secret_names(&dep.repository_id, Some(&dep.environment))
-            .await?;
-        let v: Vec<serde_json::Value> = vars
-            .iter()
-            .map(|v| serde_json::json!({ "scope": scope(&v.environment), "name": v.name, "updated_at": v.updated_at }))
-            .collect();
-        let s: Vec<serde_json::Value> = secrets
-            .iter()
-            .map(|v| serde_json::json!({ "scope": scope(&v.environment), "name": v.name, "updated_at": v.updated_at }))
-            .collect();
-        Ok(serde_json::json!({ "variables": v, "secrets": s }).to_string())
+        let snapshot =
+            ConfigSnapshot::current(&self.store, &dep.repository_id, &dep.environment).await?;
+        Ok(snapshot.to_json())
     }
 
     fn open_log(&self, dep: &Deployment) -> DeployLog {
-        DeployLog::open(self.deployment_log(dep))
+        DeployLog::open(&self.deployment_log(dep))
+    }
+
+    /// The target of the release's deploy for the deployment's environment.
+    fn target(&self, d: &Delivery, env: &str) -> std::result::Result<Box<dyn Target>, String> {
+        d.deploy_of(env)
+            .map(|spec| self.targets.get(&spec.target))
+            .ok_or_else(|| format!("`{env}` has no deploy"))
     }
 
     async fn execute(&self, dep: Deployment, release: Release) -> Result<()> {
@@ -739,32 +739,36 @@ impl Deliverer {
             release.name, release.commit_sha, dep.environment
         ));
         let d = delivery_of(&release)?;
-        let outcome = self.deploy(&dep, &release, &d, &mut log).await;
+        let target = self.target(&d, &dep.environment);
+        let outcome = match &target {
+            Ok(t) => self.deploy(&dep, &release, &d, t.as_ref(), &mut log).await,
+            Err(e) => Err(e.clone()),
+        };
         // Only a supervised process reads its secret files later; the other targets have
         // used them (or hold them in the container's environment) by now.
-        if !matches!(
-            d.deploy_of(&dep.environment).map(|s| &s.target),
-            Some(Target::Process { .. })
-        ) {
+        if !target.as_ref().is_ok_and(|t| t.supervised()) {
             let dir =
-                process::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
+                layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
             let _ = std::fs::remove_dir_all(dir.join("secrets"));
         }
-        let outcome = match outcome {
-            Ok(probes) => {
+        let outcome = match (outcome, &target) {
+            (Ok(probes), Ok(t)) => {
                 self.store
                     .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)
                     .await?;
-                self.verify(&dep, &d, probes, &release.name, &mut log).await
+                self.verify(&dep, &d, t.as_ref(), probes, &release.name, &mut log)
+                    .await
             }
-            Err(e) => Err(e),
+            (Ok(_), Err(e)) => Err(e.clone()),
+            (Err(e), _) => Err(e),
         };
         match outcome {
             Ok(()) => {
                 self.store.make_live(&dep.id).await?;
                 log.line("live");
-                self.tidy_containers(&dep, &d, &release.name, false, &mut log)
-                    .await;
+                if let Ok(t) = &target {
+                    t.tidy(&dep, &release.name, false, &mut log).await;
+                }
                 self.store
                     .audit(
                         Some(&dep.repository_id),
@@ -784,8 +788,9 @@ impl Deliverer {
             }
             Err(reason) => {
                 log.line(&format!("failed: {reason}"));
-                self.tidy_containers(&dep, &d, &release.name, true, &mut log)
-                    .await;
+                if let Ok(t) = &target {
+                    t.tidy(&dep, &release.name, true, &mut log).await;
+                }
                 self.store
                     .move_deployment(
                         &dep.id,
@@ -807,54 +812,8 @@ impl Deliverer {
                     .deploy_of(&dep.environment)
                     .map(|s| s.on_failure)
                     .unwrap_or_default();
-                self.after_failure(&dep, &reason, on_failure, &mut log)
+                self.after_failure(&dep, &reason, on_failure, target.ok(), &mut log)
                     .await
-            }
-        }
-    }
-
-    /// `docker` target: after a release goes live, the others stop and only the one
-    /// before it is kept (for an instant rollback); after it fails, its container goes
-    /// (with its output copied into the deployment's log first).
-    async fn tidy_containers(
-        &self,
-        dep: &Deployment,
-        d: &Delivery,
-        release: &str,
-        failed: bool,
-        log: &mut DeployLog,
-    ) {
-        let (
-            Some(docker),
-            Some(DeploySpec {
-                target: Target::Docker { .. },
-                ..
-            }),
-        ) = (&self.docker, d.deploy_of(&dep.environment))
-        else {
-            return;
-        };
-        let scope = format!("{}/{}", dep.repository_id, dep.environment);
-        let Ok(apps) = docker.apps(&scope).await else {
-            return;
-        };
-        if failed {
-            for app in apps.iter().filter(|a| a.release == release) {
-                log.line("the container's output:");
-                let output = log.masker.mask(&docker.app_logs(&app.id).await);
-                log.raw(&output);
-                docker.remove_app(&app.id).await;
-            }
-            return;
-        }
-        let mut kept = 0;
-        for app in apps.iter().filter(|a| a.release != release) {
-            if app.running {
-                docker.stop_app(&app.id).await;
-            }
-            kept += 1;
-            if kept > 1 {
-                docker.remove_app(&app.id).await;
             }
         }
     }
@@ -865,6 +824,7 @@ impl Deliverer {
         dep: &Deployment,
         reason: &str,
         on_failure: OnFailure,
+        target: Option<Box<dyn Target>>,
         log: &mut DeployLog,
     ) -> Result<()> {
         let previous = match (&dep.previous_release_id, on_failure, dep.kind) {
@@ -877,9 +837,9 @@ impl Deliverer {
                     .await?
                     .is_none()
                 {
-                    self.supervisor
-                        .stop(&dep.repository_id, &dep.environment)
-                        .await;
+                    if let Some(t) = target {
+                        t.stop(dep).await;
+                    }
                 } else {
                     self.restore_live(dep, log).await?;
                 }
@@ -935,8 +895,8 @@ impl Deliverer {
         Ok(())
     }
 
-    /// The live release's workload runs again (after a failed deployment without rollback
-    /// of a process target, which replaced it).
+    /// The live release's workload runs again (after a failed deployment without
+    /// rollback to a target that replaced it).
     async fn restore_live(&self, dep: &Deployment, log: &mut DeployLog) -> Result<()> {
         if let Some(live) = self
             .store
@@ -948,13 +908,11 @@ impl Deliverer {
                 .release(&dep.repository_id, &live.release_id)
                 .await?;
             let d = delivery_of(&release)?;
-            if let Some(DeploySpec {
-                target: Target::Process { .. } | Target::Docker { .. },
-                ..
-            }) = d.deploy_of(&dep.environment)
+            if let Ok(target) = self.target(&d, &dep.environment)
+                && target.replaces_live()
             {
                 log.line(&format!("starting the live release {} again", release.name));
-                if let Err(e) = self.deploy(&live, &release, &d, log).await {
+                if let Err(e) = self.deploy(&live, &release, &d, target.as_ref(), log).await {
                     log.line(&format!("cannot start it again: {e}"));
                 }
             }
@@ -962,46 +920,41 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Deploys to the target; returns the probes to verify with.
+    /// Resolves the deployment's context (release files, variables, secrets) and deploys
+    /// to the target; returns the probes to verify with.
     async fn deploy(
         &self,
         dep: &Deployment,
         release: &Release,
         d: &Delivery,
+        target: &dyn Target,
         log: &mut DeployLog,
     ) -> std::result::Result<Vec<verify::Probe>, String> {
         let spec = d
             .deploy_of(&dep.environment)
             .ok_or_else(|| format!("`{}` has no deploy", dep.environment))?;
-        let env_dir = process::environment_dir(&self.root, &dep.repository_id, &dep.environment);
-        let vars = self
+        let env_dir = layout::environment_dir(&self.root, &dep.repository_id, &dep.environment);
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        for v in self
             .store
             .variables(&dep.repository_id, Some(&dep.environment))
             .await
-            .map_err(|e| e.to_string())?;
-        let mut var_map: BTreeMap<String, String> = BTreeMap::new();
-        for v in vars {
-            var_map.insert(v.name, v.value); // the environment's come after the repository's
+            .map_err(|e| e.to_string())?
+        {
+            vars.insert(v.name, v.value); // the environment's come after the repository's
         }
         let secrets = self
             .store
             .open_secrets(&self.key, &dep.repository_id, &dep.environment)
             .await
             .map_err(|e| e.to_string())?;
-        let masker = Masker::new(secrets.iter().map(|(_, v)| v.as_slice()));
-        log.masker = masker.clone();
+        log.set_masker(Masker::new(secrets.iter().map(|(_, v)| v.as_slice())));
         let cas = self.cas.clone();
         let (rel, dir_env) = (release.clone(), env_dir.clone());
         let release_dir =
-            tokio::task::spawn_blocking(move || process::materialize(&cas, &rel, &dir_env))
+            tokio::task::spawn_blocking(move || layout::materialize(&cas, &rel, &dir_env))
                 .await
                 .map_err(|e| e.to_string())??;
-        let ctx = Context {
-            vars: &var_map,
-            release,
-            release_dir: &release_dir,
-            environment: &dep.environment,
-        };
         let mut env: Vec<(String, String)> = vec![
             (
                 "PATH".into(),
@@ -1016,9 +969,9 @@ impl Deliverer {
             ("FERRY_COMMIT_SHA".into(), release.commit_sha.clone()),
             ("FERRY_ENVIRONMENT".into(), dep.environment.clone()),
         ];
-        env.extend(var_map.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let secrets_dir = process::write_secret_files(
-            &process::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment),
+        env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let secrets_dir = layout::write_secret_files(
+            &layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment),
             &secrets,
         )?;
         env.push((
@@ -1028,247 +981,18 @@ impl Deliverer {
         for (name, value) in &secrets {
             env.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
         }
-        match &spec.target {
-            Target::Process {
-                command,
-                env: extra,
-            } => {
-                let command = ctx.eval(command)?;
-                for (k, v) in extra {
-                    env.push((k.clone(), ctx.eval(v)?));
-                }
-                process::point_current(&env_dir, &release_dir)?;
-                log.line(&format!(
-                    "starting `{command}` in {}",
-                    release_dir.display()
-                ));
-                self.supervisor
-                    .start(ProcessSpec {
-                        repository_id: dep.repository_id.clone(),
-                        environment: dep.environment.clone(),
-                        release: release.name.clone(),
-                        dir: release_dir.clone(),
-                        command,
-                        env: env.clone(),
-                        log: env_dir.join("output.log"),
-                        masker,
-                    })
-                    .await?;
-            }
-            Target::Script { run, image } => {
-                let script = ctx.eval(run)?;
-                log.line(&format!(
-                    "running the deploy script{}",
-                    match image {
-                        Some(i) => format!(" in a container of {i}"),
-                        None => String::new(),
-                    }
-                ));
-                let local = ferry_exec::LocalExecutor::default();
-                let executor: &dyn ferry_exec::Executor = match (image, &self.docker) {
-                    (None, _) => &local,
-                    (Some(_), Some(d)) => d.as_ref(),
-                    (Some(i), None) => {
-                        return Err(format!(
-                            "the script needs image `{i}`, but Docker is not available here"
-                        ));
-                    }
-                };
-                let file = log.writer()?;
-                crate::targets::run_script(
-                    executor,
-                    &dep.environment,
-                    image.clone(),
-                    &script,
-                    env.clone(),
-                    &release_dir,
-                    file,
-                    masker.clone(),
-                )
-                .await?;
-            }
-            Target::Kubernetes {
-                manifests,
-                kubeconfig,
-                namespace,
-                rollout,
-                timeout,
-            } => {
-                if !secrets.iter().any(|(n, _)| n == kubeconfig) {
-                    return Err(format!(
-                        "the kubeconfig secret `{kubeconfig}` is not set for `{}`",
-                        dep.environment
-                    ));
-                }
-                let files = crate::targets::manifest_files(&release_dir, manifests)?;
-                let rendered_dir = env_dir.join("rendered").join(&release.name);
-                let _ = std::fs::remove_dir_all(&rendered_dir);
-                std::fs::create_dir_all(&rendered_dir).map_err(|e| e.to_string())?;
-                let mut texts = Vec::new();
-                for (i, f) in files.iter().enumerate() {
-                    let text =
-                        std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-                    let out = crate::targets::render_manifest(&text, &release.images);
-                    let name = f
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    std::fs::write(rendered_dir.join(format!("{i:03}-{name}")), &out)
-                        .map_err(|e| e.to_string())?;
-                    texts.push(out);
-                }
-                let namespace = match namespace {
-                    Some(n) => Some(ctx.eval(n)?),
-                    None => None,
-                };
-                let targets = crate::targets::rollout_targets(&texts, rollout);
-                let timeout = timeout.unwrap_or(Duration::from_secs(300)).as_secs();
-                let commands = crate::targets::kubectl_commands(
-                    &secrets_dir.join(kubeconfig),
-                    namespace.as_deref(),
-                    &rendered_dir,
-                    &targets,
-                    timeout,
-                );
-                for args in commands {
-                    log.line(&format!("{} {}", self.kubectl.display(), args.join(" ")));
-                    let out = tokio::process::Command::new(&self.kubectl)
-                        .args(&args)
-                        .env_clear()
-                        .envs(env.iter().map(|(k, v)| (k, v)))
-                        .current_dir(&release_dir)
-                        .stdin(std::process::Stdio::null())
-                        .kill_on_drop(true)
-                        .output()
-                        .await
-                        .map_err(|e| format!("cannot run {}: {e}", self.kubectl.display()))?;
-                    let mut text = out.stdout;
-                    text.extend_from_slice(&out.stderr);
-                    log.raw(&masker.mask(&text));
-                    if !out.status.success() {
-                        let tail = String::from_utf8_lossy(&masker.mask(&text))
-                            .trim()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .to_string();
-                        return Err(format!(
-                            "kubectl {} failed: {tail}",
-                            args.iter()
-                                .skip_while(|a| a.starts_with("--") || a.contains('/'))
-                                .take(2)
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        ));
-                    }
-                }
-            }
-            Target::Docker {
-                image,
-                ports,
-                env: extra,
-                volumes,
-                command,
-            } => {
-                let docker = self
-                    .docker
-                    .as_ref()
-                    .ok_or("the `docker` target needs Docker, which is not available here")?;
-                let wanted = release.images.iter().find(|i| match image {
-                    Some(job) => i.job == *job || i.job.starts_with(&format!("{job} (")),
-                    None => true,
-                });
-                let wanted = wanted
-                    .ok_or_else(|| format!("release {} has no image to run", release.name))?;
-                let mut mapped = Vec::new();
-                for p in ports {
-                    let text = ctx.eval(p)?;
-                    mapped.push(
-                        ferry_config::port_mapping(&text)
-                            .ok_or_else(|| format!("`{text}` is not a port mapping"))?,
-                    );
-                }
-                // The container's own environment: the image keeps its PATH and HOME.
-                let mut app_env: Vec<(String, String)> = env
-                    .iter()
-                    .filter(|(k, _)| {
-                        !matches!(
-                            k.as_str(),
-                            "PATH" | "HOME" | "FERRY_RELEASE_DIR" | "FERRY_SECRETS_DIR"
-                        )
-                    })
-                    .cloned()
-                    .collect();
-                for (k, v) in extra {
-                    app_env.push((k.clone(), ctx.eval(v)?));
-                }
-                let mut vols = Vec::new();
-                for v in volumes {
-                    vols.push(ctx.eval(v)?);
-                }
-                let scope = format!("{}/{}", dep.repository_id, dep.environment);
-                let apps = docker.apps(&scope).await?;
-                if let Some(same) = apps.iter().find(|a| a.release == release.name) {
-                    // This release ran here before (a rollback): start it again at once.
-                    for other in apps.iter().filter(|a| a.running && a.id != same.id) {
-                        docker.stop_app(&other.id).await;
-                    }
-                    log.line(&format!(
-                        "starting the kept container of release {} again",
-                        release.name
-                    ));
-                    if !same.running {
-                        docker.start_app(&same.id).await?;
-                    }
-                } else {
-                    // Two containers cannot hold one host port: with published ports the
-                    // old one stops (and is kept) before the new one starts.
-                    if !mapped.is_empty() {
-                        for old in apps.iter().filter(|a| a.running) {
-                            log.line(&format!(
-                                "stopping the container of release {} (kept)",
-                                old.release
-                            ));
-                            docker.stop_app(&old.id).await;
-                        }
-                    }
-                    let name = format!(
-                        "ferry-{}-{}-{}",
-                        dep.environment,
-                        release.name.replace(
-                            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
-                            "-"
-                        ),
-                        dep.number
-                    );
-                    log.line(&format!("running {} as {name}", wanted.reference()));
-                    let logins = match self
-                        .store
-                        .registry_credentials(&self.key, &dep.repository_id)
-                        .await
-                    {
-                        Ok(l) => ferry_exec::docker::build::Logins::new(l),
-                        Err(e) => return Err(format!("cannot open the registry logins: {e}")),
-                    };
-                    docker
-                        .run_app(
-                            &ferry_exec::docker::apps::AppSpec {
-                                image: wanted.reference(),
-                                name,
-                                scope,
-                                release: release.name.clone(),
-                                env: app_env,
-                                ports: mapped,
-                                volumes: vols,
-                                command: command.clone(),
-                            },
-                            &logins,
-                        )
-                        .await?;
-                }
-            }
-        }
+        let mut ctx = DeployContext {
+            deployment: dep,
+            release,
+            env_dir,
+            release_dir,
+            secrets_dir,
+            vars,
+            secrets,
+            env,
+            log,
+        };
+        target.deploy(&mut ctx).await?;
         let mut probes = Vec::new();
         for p in spec.verify.iter().flat_map(|v| &v.probes) {
             probes.push(match p {
@@ -1282,70 +1006,24 @@ impl Deliverer {
                 },
                 ferry_config::delivery::Probe::Command { run } => verify::Probe::Command {
                     run: ctx.eval(run)?,
-                    dir: release_dir.clone(),
-                    env: env.clone(),
+                    dir: ctx.release_dir.clone(),
+                    env: ctx.env.clone(),
                 },
             });
         }
         Ok(probes)
     }
 
-    /// A function telling whether the deployed workload died (and how).
-    async fn workload_watch(
-        &self,
-        dep: &Deployment,
-        d: &Delivery,
-        release: &str,
-    ) -> Arc<dyn Fn() -> Option<String> + Send + Sync> {
-        if let Some(DeploySpec {
-            target: Target::Docker { .. },
-            ..
-        }) = d.deploy_of(&dep.environment)
-            && let Some(docker) = &self.docker
-        {
-            let scope = format!("{}/{}", dep.repository_id, dep.environment);
-            let app = docker
-                .apps(&scope)
-                .await
-                .ok()
-                .and_then(|a| a.into_iter().find(|x| x.release == release));
-            let Some(app) = app else {
-                return Arc::new(|| Some("the container is gone".to_string()));
-            };
-            let state: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-            let (docker, watch) = (docker.clone(), Arc::downgrade(&state));
-            // Polled in the background (the check must not wait) for as long as the
-            // check is held.
-            tokio::spawn(async move {
-                loop {
-                    let gone = docker.app_exit(&app.id).await;
-                    let Some(watch) = watch.upgrade() else { break };
-                    if let Ok(mut w) = watch.lock() {
-                        *w = gone;
-                    }
-                    drop(watch);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            });
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            return Arc::new(move || state.lock().ok().and_then(|s| s.clone()));
-        }
-        let f = self
-            .supervisor
-            .exit_watch(&dep.repository_id, &dep.environment)
-            .await;
-        Arc::new(f)
-    }
-
     async fn verify(
         &self,
         dep: &Deployment,
         d: &Delivery,
+        target: &dyn Target,
         probes: Vec<verify::Probe>,
         release: &str,
         log: &mut DeployLog,
     ) -> std::result::Result<(), String> {
-        let watch = self.workload_watch(dep, d, release).await;
+        let watch = target.watch(dep, release).await;
         let gone = move || watch();
         let Some(v) = d
             .deploy_of(&dep.environment)
@@ -1372,112 +1050,5 @@ impl Deliverer {
             log.line("verified");
         }
         result
-    }
-}
-
-/// `/dev/shm/ferry-<hash of the data dir>` (or the temporary directory): the secret
-/// files of one server, kept off the disk where possible and out of the data directory.
-fn secrets_root(data_dir: &std::path::Path) -> PathBuf {
-    use sha2::Digest as _;
-    let id = hex::encode(&sha2::Sha256::digest(data_dir.display().to_string().as_bytes())[..6]);
-    let shm = std::path::Path::new("/dev/shm");
-    let base = if shm.is_dir() {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    base.join(format!("ferry-{id}"))
-}
-
-fn scope(environment: &str) -> &str {
-    if environment.is_empty() {
-        "repository"
-    } else {
-        environment
-    }
-}
-
-/// Values for `${{ }}` in `deploy:`.
-struct Context<'a> {
-    vars: &'a BTreeMap<String, String>,
-    release: &'a Release,
-    release_dir: &'a std::path::Path,
-    environment: &'a str,
-}
-
-impl Context<'_> {
-    fn eval(&self, text: &str) -> std::result::Result<String, String> {
-        if !text.contains("${{") {
-            return Ok(text.to_string());
-        }
-        let image = self
-            .release
-            .images
-            .first()
-            .map(|i| i.reference())
-            .unwrap_or_default();
-        let value = minijinja::context! {
-            vars => self.vars,
-            release => minijinja::context! {
-                id => self.release.name,
-                commit => self.release.commit_sha,
-                tag => self.release.tag,
-                image => image,
-                dir => self.release_dir.display().to_string(),
-            },
-            environment => minijinja::context! { name => self.environment },
-        };
-        ferry_config::expr::interpolate(&ferry_config::expr::environment(), text, &value)
-    }
-}
-
-/// A deployment's log file, with secret values masked.
-pub(crate) struct DeployLog {
-    file: Option<std::fs::File>,
-    masker: Masker,
-}
-
-impl DeployLog {
-    fn open(path: PathBuf) -> Self {
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok();
-        Self {
-            file,
-            masker: Masker::default(),
-        }
-    }
-
-    /// A handle to write output into the log (a discarding one if it could not open).
-    fn writer(&mut self) -> std::result::Result<std::fs::File, String> {
-        match self.file.as_ref().and_then(|f| f.try_clone().ok()) {
-            Some(f) => Ok(f),
-            None => std::fs::OpenOptions::new()
-                .write(true)
-                .open("/dev/null")
-                .map_err(|e| format!("cannot write the deployment's log: {e}")),
-        }
-    }
-
-    /// Bytes as they are (already masked).
-    fn raw(&mut self, data: &[u8]) {
-        use std::io::Write as _;
-        if let Some(f) = &mut self.file {
-            let _ = f.write_all(data);
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        use std::io::Write as _;
-        let stamp = Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
-        let masked = self.masker.mask(text.as_bytes());
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "{stamp} {}", String::from_utf8_lossy(&masked));
-        }
     }
 }

@@ -3,8 +3,11 @@
 
 pub mod cas;
 pub mod deliverer;
+pub mod diff;
+pub mod layout;
+pub mod log;
 pub mod policy;
-pub mod process;
 pub mod seal;
-pub mod targets;
+pub mod supervisor;
+pub mod target;
 pub mod verify;

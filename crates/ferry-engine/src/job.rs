@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ferry_config::RetryWhen;
 use ferry_config::duration::format_duration;
 use ferry_config::expr;
+use ferry_exec::mask::Masked;
 use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
@@ -26,38 +27,16 @@ enum Attempt {
     Cancelled,
 }
 
-/// Feeds a step's output to the job's log and to the sink.
+/// Feeds a step's (already masked) output to the job's log and to the sink.
 struct JobOutput<'a> {
     log: &'a mut LogWriter,
     sink: &'a dyn EventSink,
     job: &'a str,
     error: Option<std::io::Error>,
-    /// Masks the repository's secret values (when it has any).
-    mask: Option<crate::mask::MaskStream>,
 }
 
 impl OutputSink for JobOutput<'_> {
     fn chunk(&mut self, data: &[u8]) {
-        match &mut self.mask {
-            Some(m) => {
-                let masked = m.push(data);
-                self.write(&masked);
-            }
-            None => self.write(data),
-        }
-    }
-}
-
-impl JobOutput<'_> {
-    /// Writes what the mask held back (at the end of a step's output).
-    fn flush(&mut self) {
-        if let Some(m) = &mut self.mask {
-            let rest = m.finish();
-            self.write(&rest);
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -75,14 +54,9 @@ impl JobOutput<'_> {
     }
 }
 
-impl JobOutput<'_> {
-    /// A line from Ferry itself, in the job's log.
-    fn say(&mut self, message: &str) {
-        self.flush();
-        let line = format!("ferry: {message}\n");
-        self.chunk(line.as_bytes());
-    }
-}
+/// A job's output with the repository's secret values masked; `note` writes Ferry's own
+/// lines (`ferry: …`).
+type Out<'a> = Masked<JobOutput<'a>>;
 
 /// Runs job `i` through all its attempts and records how it ended.
 pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) {
@@ -117,21 +91,22 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
             job: &job.name,
             attempt,
         });
-        let mut out = JobOutput {
-            log: &mut log,
-            sink: ctx.sink.as_ref(),
-            job: &job.name,
-            error: None,
-            mask: (!ctx.masker.is_empty())
-                .then(|| crate::mask::MaskStream::new(ctx.masker.clone())),
-        };
+        let mut out = Masked::new(
+            JobOutput {
+                log: &mut log,
+                sink: ctx.sink.as_ref(),
+                job: &job.name,
+                error: None,
+            },
+            ctx.masker.clone(),
+        );
         if attempt > 1 {
-            out.say(&format!("attempt {attempt} of {max_attempts}"));
+            out.note(&format!("attempt {attempt} of {max_attempts}"));
         }
         let (result, summary) = run_attempt(ctx, i, attempt, &dir, &mut out).await;
         out.flush();
         tests = summary;
-        if let Some(e) = out.error.take() {
+        if let Some(e) = out.inner_mut().error.take() {
             break Attempt::Failed {
                 reason: format!("cannot write the log: {e}"),
                 exit_code: None,
@@ -151,7 +126,7 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
                 && retryable(job, *kind, *exit_code)
                 && !ctx.cancel.is_cancelled() =>
             {
-                out.say(&format!("{reason}; retrying"));
+                out.note(&format!("{reason}; retrying"));
                 continue;
             }
             _ => break result,
@@ -249,7 +224,7 @@ async fn run_attempt(
     i: usize,
     attempt: u32,
     dir: &Path,
-    out: &mut JobOutput<'_>,
+    out: &mut Out<'_>,
 ) -> (Attempt, Option<TestSummary>) {
     let job = &ctx.plan.jobs[i];
     // The workspace: the source, then the artifacts of the jobs this one needs.
@@ -272,13 +247,13 @@ async fn run_attempt(
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = prepared {
-        out.say(&e);
+        out.note(&e);
         return (failed(e), None);
     }
     let env = match JobEnv::new(ctx, i, attempt, dir) {
         Ok(e) => e,
         Err(e) => {
-            out.say(&format!("error: {e}"));
+            out.note(&format!("error: {e}"));
             return (failed(e), None);
         }
     };
@@ -289,7 +264,7 @@ async fn run_attempt(
             Ok(k) => k,
             Err(e) => {
                 let e = format!("in `cache.key`: {e}");
-                out.say(&format!("error: {e}"));
+                out.note(&format!("error: {e}"));
                 return (failed(e), None);
             }
         };
@@ -303,15 +278,15 @@ async fn run_attempt(
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match restored {
-            Ok(true) => out.say(&format!("cache `{key}` restored")),
+            Ok(true) => out.note(&format!("cache `{key}` restored")),
             Ok(false) => {
-                out.say(&format!(
+                out.note(&format!(
                     "cache `{key}` not found; it is saved if the job succeeds"
                 ));
                 new_caches.push((key, cache.paths.clone()));
             }
             Err(e) => {
-                out.say(&format!(
+                out.note(&format!(
                     "warning: cache `{key}` could not be restored: {e}"
                 ));
                 new_caches.push((key, cache.paths.clone()));
@@ -331,12 +306,12 @@ async fn run_attempt(
             "job `{}` needs {what}, but Docker is not available here",
             job.name
         );
-        out.say(&format!("error: {e}"));
+        out.note(&format!("error: {e}"));
         return (failed(e), None);
     }
     let logins = match (&ctx.logins, needs_docker) {
         (Err(e), true) => {
-            out.say(&format!("error: {e}"));
+            out.note(&format!("error: {e}"));
             return (failed(e.clone()), None);
         }
         (Ok(l), _) => l.clone(),
@@ -362,13 +337,13 @@ async fn run_attempt(
                     result = Some(if ctx.cancel.is_cancelled() {
                         Attempt::Cancelled
                     } else {
-                        out.say(&format!("error: {e}"));
+                        out.note(&format!("error: {e}"));
                         failed(e)
                     });
                 }
             }
             Err(e) => {
-                out.say(&format!("error: {e}"));
+                out.note(&format!("error: {e}"));
                 result = Some(failed(e));
             }
         }
@@ -403,7 +378,7 @@ async fn run_attempt(
             match saved {
                 Ok((crate::cache::Saved::Stored { size, evicted }, missing)) => {
                     for m in missing {
-                        out.say(&format!("warning: cache `{key}`: `{m}` does not exist"));
+                        out.note(&format!("warning: cache `{key}`: `{m}` does not exist"));
                     }
                     let mut line =
                         format!("cache `{key}` saved ({})", crate::cache::human_bytes(size));
@@ -412,13 +387,13 @@ async fn run_attempt(
                             "; {evicted} older cache(s) evicted to stay within the limit"
                         ));
                     }
-                    out.say(&line);
+                    out.note(&line);
                 }
-                Ok((crate::cache::Saved::TooLarge { size }, _)) => out.say(&format!(
+                Ok((crate::cache::Saved::TooLarge { size }, _)) => out.note(&format!(
                     "warning: cache `{key}` is {}, more than the cache limit; not saved",
                     crate::cache::human_bytes(size)
                 )),
-                Err(e) => out.say(&format!("warning: cache `{key}` could not be saved: {e}")),
+                Err(e) => out.note(&format!("warning: cache `{key}` could not be saved: {e}")),
             }
         }
     }
@@ -442,7 +417,7 @@ async fn run_attempt(
             match kept {
                 Ok(_) => Attempt::Success,
                 Err(e) => {
-                    out.say(&format!("error: {e}"));
+                    out.note(&format!("error: {e}"));
                     failed(e)
                 }
             }
@@ -452,13 +427,13 @@ async fn run_attempt(
     (result, tests)
 }
 
-fn read_reports(dir: &Path, patterns: &[String], out: &mut JobOutput<'_>) -> TestSummary {
+fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSummary {
     let mut summary = TestSummary::default();
     for pattern in patterns {
         let matcher = match globset::Glob::new(pattern) {
             Ok(g) => g.compile_matcher(),
             Err(e) => {
-                out.say(&format!("warning: invalid report pattern `{pattern}`: {e}"));
+                out.note(&format!("warning: invalid report pattern `{pattern}`: {e}"));
                 continue;
             }
         };
@@ -478,20 +453,20 @@ fn read_reports(dir: &Path, patterns: &[String], out: &mut JobOutput<'_>) -> Tes
             match std::fs::read_to_string(entry.path()) {
                 Ok(xml) => {
                     if let Err(e) = junit::parse_junit(&xml, &mut summary) {
-                        out.say(&format!(
+                        out.note(&format!(
                             "warning: cannot read report {}: {e}",
                             rel.display()
                         ));
                     }
                 }
-                Err(e) => out.say(&format!(
+                Err(e) => out.note(&format!(
                     "warning: cannot read report {}: {e}",
                     rel.display()
                 )),
             }
         }
         if found == 0 {
-            out.say(&format!("warning: report `{pattern}` matched no files"));
+            out.note(&format!("warning: report `{pattern}` matched no files"));
         }
     }
     summary
@@ -617,7 +592,7 @@ async fn run_executor(
     env: &JobEnv,
     services: &ferry_exec::docker::services::Services,
     logins: &ferry_exec::docker::build::Logins,
-    out: &mut JobOutput<'_>,
+    out: &mut Out<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
     let spec = JobSpec {
@@ -645,14 +620,14 @@ async fn run_executor(
                 "job `{}` needs image `{image}`, but Docker is not available here",
                 job.name
             );
-            out.say(&format!("error: {e}"));
+            out.note(&format!("error: {e}"));
             return failed(e);
         }
     };
     let prepared = match executor.prepare(&spec).await {
         Ok(p) => p,
         Err(e) => {
-            out.say(&e);
+            out.note(&e);
             return failed(e);
         }
     };
@@ -681,7 +656,7 @@ async fn build_image(
     env: &JobEnv,
     docker: &ferry_exec::DockerExecutor,
     logins: &ferry_exec::docker::build::Logins,
-    out: &mut JobOutput<'_>,
+    out: &mut Out<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
     let Some(build) = &job.build_image else {
@@ -734,22 +709,22 @@ async fn build_image(
     let spec = match resolved {
         Ok(s) => s,
         Err(e) => {
-            out.say(&format!("error: {e}"));
+            out.note(&format!("error: {e}"));
             return failed(e);
         }
     };
     let dockerfile = Path::new(&build.context).join(&build.dockerfile);
     if !dir.join(&dockerfile).is_file() {
         let e = format!("there is no Dockerfile at {}", dockerfile.display());
-        out.say(&format!("error: {e}"));
+        out.note(&format!("error: {e}"));
         return failed(e);
     }
-    out.say(&format!("building image {}:{}", spec.name, spec.tags[0]));
+    out.note(&format!("building image {}:{}", spec.name, spec.tags[0]));
     match docker.build_image(&spec, out, &ctx.cancel).await {
         Ok(built) => {
             match &built.digest {
-                Some(d) => out.say(&format!("pushed {}@{d}", spec.name)),
-                None => out.say(&format!("built {} (not pushed)", built.id)),
+                Some(d) => out.note(&format!("pushed {}@{d}", spec.name)),
+                None => out.note(&format!("built {} (not pushed)", built.id)),
             }
             ctx.writer.send(Write::Image(ferry_store::Image {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -765,7 +740,7 @@ async fn build_image(
         }
         Err(_) if ctx.cancel.is_cancelled() => Attempt::Cancelled,
         Err(e) => {
-            out.say(&format!("error: {e}"));
+            out.note(&format!("error: {e}"));
             failed(e)
         }
     }
@@ -781,7 +756,7 @@ async fn run_steps(
     service_env: &[(String, String)],
     executor: &dyn Executor,
     prepared: &ferry_exec::Prepared,
-    out: &mut JobOutput<'_>,
+    out: &mut Out<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
     let job_id = &ctx.job_ids[i];
@@ -825,7 +800,7 @@ async fn run_steps(
         };
         let outcome = match (step_error, script) {
             (Some(e), _) => {
-                out.say(&format!("error: {e}"));
+                out.note(&format!("error: {e}"));
                 StepOutcome::Error(e)
             }
             (None, Ok(script)) => {
@@ -867,7 +842,7 @@ async fn run_steps(
             status,
             exit.map(i64::from),
         ));
-        let entries = out.log.take_index();
+        let entries = out.inner_mut().log.take_index();
         if !entries.is_empty() {
             ctx.writer.send(Write::LogIndex {
                 job_id: job_id.clone(),
@@ -900,7 +875,7 @@ async fn run_steps(
                 } else {
                     format!("{label} timed out after {}", format_duration(d))
                 };
-                out.say(&format!("error: {reason}"));
+                out.note(&format!("error: {reason}"));
                 return Attempt::Failed {
                     reason,
                     exit_code: None,
@@ -909,7 +884,7 @@ async fn run_steps(
             }
             StepOutcome::Cancelled => return Attempt::Cancelled,
             StepOutcome::Error(e) => {
-                out.say(&format!("error: {e}"));
+                out.note(&format!("error: {e}"));
                 return Attempt::Failed {
                     reason: format!("{label}: {e}"),
                     exit_code: None,

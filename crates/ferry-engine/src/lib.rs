@@ -7,7 +7,6 @@
 mod artifacts;
 pub mod cache;
 mod events;
-pub mod git;
 mod job;
 mod junit;
 mod run;
@@ -28,4 +27,3 @@ pub fn artifact_dir(
 ) -> std::path::PathBuf {
     workspace::job_dir(&data_dir.join("artifacts").join(run_id), position, name)
 }
-pub mod mask;

@@ -86,7 +86,7 @@ pub(crate) struct RunCtx {
     /// The repository's registry logins, or why they cannot be opened.
     pub(crate) logins: Result<Logins, String>,
     /// Masks the repository's secret values in job output.
-    pub(crate) masker: crate::mask::Masker,
+    pub(crate) masker: ferry_exec::mask::Masker,
     pub(crate) default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     pub(crate) writer: Writer,
@@ -244,13 +244,13 @@ impl Engine {
         };
         let masker = match &self.secret_key {
             Some(key) => match self.store.open_all_secrets(key, &run.repository_id).await {
-                Ok(values) => crate::mask::Masker::new(values.iter().map(Vec::as_slice)),
+                Ok(values) => ferry_exec::mask::Masker::new(values.iter().map(Vec::as_slice)),
                 Err(e) => {
                     tracing::warn!("cannot open the repository's secrets to mask them: {e}");
-                    crate::mask::Masker::default()
+                    ferry_exec::mask::Masker::default()
                 }
             },
-            None => crate::mask::Masker::default(),
+            None => ferry_exec::mask::Masker::default(),
         };
         sink.event(&EngineEvent::RunStarted {
             run_id: &run.id,

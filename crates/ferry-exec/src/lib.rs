@@ -6,6 +6,7 @@
 
 pub mod docker;
 mod local;
+pub mod mask;
 pub mod orphans;
 pub mod process;
 

@@ -664,13 +664,9 @@ async fn set_registry(
     if body.username.is_empty() || body.password.is_empty() {
         return Err(ApiError::invalid("username and password must not be empty"));
     }
-    let key = s
-        .engine
-        .secret_key()
-        .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
     s.store
         .set_registry_login(
-            key,
+            &s.key,
             &repo.id,
             &host,
             &body.username,

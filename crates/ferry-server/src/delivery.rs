@@ -28,10 +28,7 @@ pub(crate) fn seal_webhook_secret(
     s: &AppState,
     secret: &str,
 ) -> Result<String, crate::error::ApiError> {
-    match s.engine.secret_key() {
-        Some(key) => Ok(seal_with(key, secret)?),
-        None => Ok(secret.to_string()),
-    }
+    Ok(seal_with(&s.key, secret)?)
 }
 
 pub(crate) fn open_webhook_secret(
@@ -41,11 +38,7 @@ pub(crate) fn open_webhook_secret(
     let Some(sealed) = stored.strip_prefix(SEALED) else {
         return Ok(stored.to_string()); // stored before secrets were sealed
     };
-    let key = s
-        .engine
-        .secret_key()
-        .ok_or_else(|| crate::error::ApiError::internal("the server has no secret key"))?;
-    let plain = key.open(sealed, WEBHOOK_CONTEXT)?;
+    let plain = s.key.open(sealed, WEBHOOK_CONTEXT)?;
     String::from_utf8(plain).map_err(crate::error::ApiError::internal)
 }
 
@@ -103,9 +96,11 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
                     )
                     .await
                     .map_err(|e| e.to_string())?;
-                if let Some(d) = &state.deliverer {
-                    d.on_release(&release).await.map_err(|e| e.to_string())?;
-                }
+                state
+                    .deliverer
+                    .on_release(&release)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Err(why) => tracing::info!("run {} seals no release: {why}", run.number),
         }
@@ -145,9 +140,7 @@ impl From<DeliverError> for ApiError {
 }
 
 fn deliverer(s: &AppState) -> Result<&Deliverer, ApiError> {
-    s.deliverer
-        .as_ref()
-        .ok_or_else(|| ApiError::internal("delivery needs the server's secret key"))
+    Ok(&s.deliverer)
 }
 
 fn actor(c: &Caller) -> Actor {
@@ -286,128 +279,6 @@ pub(crate) async fn promote(
     ))
 }
 
-/// What changes between the live release and a deployment's: commits, digests, and
-/// which variables and secrets changed since the live deployment (names only).
-async fn changes(
-    s: &AppState,
-    repo_id: &str,
-    d: &Deployment,
-    release: &Release,
-) -> Result<Value, ApiError> {
-    let live = s.store.live_deployment(repo_id, &d.environment).await?;
-    let live = live.filter(|l| l.id != d.id);
-    let old = match &live {
-        Some(l) => Some(s.store.release(repo_id, &l.release_id).await?),
-        None => None,
-    };
-    let mirror = s.mirror_path(repo_id);
-    let commits = ferry_engine::git::log_range(
-        &mirror,
-        old.as_ref().map(|o| o.commit_sha.as_str()),
-        &release.commit_sha,
-        200,
-    )
-    .await
-    .unwrap_or_default();
-    let mut artifacts = Vec::new();
-    for a in &release.artifacts {
-        let before = old
-            .as_ref()
-            .and_then(|o| o.artifacts.iter().find(|x| x.path == a.path));
-        if before.map(|b| &b.digest) != Some(&a.digest) {
-            artifacts.push(
-                json!({ "path": a.path, "old": before.map(|b| b.digest.clone()), "new": a.digest }),
-            );
-        }
-    }
-    for b in old.iter().flat_map(|o| &o.artifacts) {
-        if !release.artifacts.iter().any(|a| a.path == b.path) {
-            artifacts.push(json!({ "path": b.path, "old": b.digest, "new": Value::Null }));
-        }
-    }
-    let mut images = Vec::new();
-    for i in &release.images {
-        let before = old
-            .as_ref()
-            .and_then(|o| o.images.iter().find(|x| x.job == i.job));
-        images.push(
-            json!({ "job": i.job, "old": before.map(|b| b.reference()), "new": i.reference() }),
-        );
-    }
-    // Names of variables and secrets set or removed since the live deployment used them.
-    let since: serde_json::Map<String, Value> = live
-        .as_ref()
-        .and_then(|l| l.config.as_deref())
-        .and_then(|c| serde_json::from_str::<Value>(c).ok())
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
-    let names_of = |key: &str| -> Vec<(String, String, i64)> {
-        since
-            .get(key)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    e["scope"].as_str().unwrap_or("").to_string(),
-                    e["name"].as_str().unwrap_or("").to_string(),
-                    e["updated_at"].as_i64().unwrap_or(0),
-                )
-            })
-            .collect()
-    };
-    let scope = |env: &str| {
-        if env.is_empty() {
-            "repository".to_string()
-        } else {
-            env.to_string()
-        }
-    };
-    let vars_now: Vec<(String, String, i64)> = s
-        .store
-        .variables(repo_id, Some(&d.environment))
-        .await?
-        .into_iter()
-        .map(|v| (scope(&v.environment), v.name, v.updated_at))
-        .collect();
-    let secrets_now: Vec<(String, String, i64)> = s
-        .store
-        .secret_names(repo_id, Some(&d.environment))
-        .await?
-        .into_iter()
-        .map(|v| (scope(&v.environment), v.name, v.updated_at))
-        .collect();
-    let diff =
-        |before: Vec<(String, String, i64)>, now: Vec<(String, String, i64)>| -> Vec<Value> {
-            let mut out = Vec::new();
-            for (sc, n, t) in &now {
-                match before.iter().find(|(bs, bn, _)| bs == sc && bn == n) {
-                    None if live.is_some() => {
-                        out.push(json!({ "scope": sc, "name": n, "change": "added" }))
-                    }
-                    Some((_, _, bt)) if bt != t => {
-                        out.push(json!({ "scope": sc, "name": n, "change": "changed" }))
-                    }
-                    _ => {}
-                }
-            }
-            for (bs, bn, _) in &before {
-                if !now.iter().any(|(sc, n, _)| sc == bs && n == bn) {
-                    out.push(json!({ "scope": bs, "name": bn, "change": "removed" }));
-                }
-            }
-            out
-        };
-    Ok(json!({
-        "live_release": old.as_ref().map(|o| o.name.clone()),
-        "commits": commits,
-        "artifacts": artifacts,
-        "images": images,
-        "variables": diff(names_of("variables"), vars_now),
-        "secrets": diff(names_of("secrets"), secrets_now),
-    }))
-}
-
 pub(crate) async fn deployment(
     State(s): State<AppState>,
     _: Need<AsViewer>,
@@ -417,7 +288,8 @@ pub(crate) async fn deployment(
     let d = s.store.find_deployment(&repo.id, &key).await?;
     let release = s.store.release(&repo.id, &d.release_id).await?;
     let approvals = s.store.approvals(&d.id).await?;
-    let changes = changes(&s, &repo.id, &d, &release).await?;
+    let changes =
+        ferry_deliver::diff::release_diff(&s.store, &s.mirror_path(&repo.id), &d, &release).await?;
     Ok(Json(json!({
         "deployment": view(&d, Some(&release)),
         "release": release,
@@ -623,12 +495,15 @@ async fn set_setting(
                 .await?
         }
         Setting::Secret => {
-            let key = s
-                .engine
-                .secret_key()
-                .ok_or_else(|| ApiError::internal("the server has no secret key"))?;
             s.store
-                .set_secret(key, &repo.id, &env, &name, body.value.as_bytes(), Some(&by))
+                .set_secret(
+                    &s.key,
+                    &repo.id,
+                    &env,
+                    &name,
+                    body.value.as_bytes(),
+                    Some(&by),
+                )
                 .await?
         }
     }

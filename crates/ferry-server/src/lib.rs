@@ -71,8 +71,11 @@ pub struct AppState {
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
-    /// Releases, environments and deployments (needs the engine's secret key).
-    pub deliverer: Option<ferry_deliver::deliverer::Deliverer>,
+    /// Seals secrets, registry logins and webhook secrets (owned by whoever starts the
+    /// server, which gives the engine the same key).
+    pub key: ferry_store::SecretKey,
+    /// Releases, environments and deployments.
+    pub deliverer: ferry_deliver::deliverer::Deliverer,
 }
 
 impl std::fmt::Debug for AppState {
@@ -84,21 +87,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, engine: Engine, config: Config) -> Self {
-        let deliverer = engine.secret_key().map(|key| {
-            let mut d = ferry_deliver::deliverer::Deliverer::new(
-                store.clone(),
-                &config.data_dir,
-                key.clone(),
-            )
-            .with_docker(engine.docker());
-            if let Some(kubectl) = std::env::var_os("FERRY_KUBECTL") {
-                d = d.with_kubectl(kubectl.into());
-            }
-            d
-        });
+    pub fn new(store: Store, engine: Engine, config: Config, key: ferry_store::SecretKey) -> Self {
+        let mut deliverer =
+            ferry_deliver::deliverer::Deliverer::new(store.clone(), &config.data_dir, key.clone())
+                .with_docker(engine.docker());
+        if let Some(kubectl) = std::env::var_os("FERRY_KUBECTL") {
+            deliverer = deliverer.with_kubectl(kubectl.into());
+        }
         Self {
             deliverer,
+            key,
             store,
             engine,
             config: Arc::new(config),
@@ -116,7 +114,7 @@ impl AppState {
         mut self,
         f: impl FnOnce(ferry_deliver::deliverer::Deliverer) -> ferry_deliver::deliverer::Deliverer,
     ) -> Self {
-        self.deliverer = self.deliverer.map(f);
+        self.deliverer = f(self.deliverer);
         self
     }
 
@@ -139,7 +137,7 @@ impl AppState {
         };
         let _guard = lock.lock().await;
         let mirror = self.mirror_path(&repo.id);
-        ferry_engine::git::sync_mirror(&repo.url, &mirror).await?;
+        ferry_source::git::sync_mirror(&repo.url, &mirror).await?;
         Ok(mirror)
     }
 
@@ -213,15 +211,18 @@ pub async fn serve(
         state.config.watch_tick,
     ));
     let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
-    let deliver_worker = state.deliverer.clone().map(|d| {
-        let stop = stop.clone();
+    let deliver_worker = {
+        let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
             if let Err(e) = d.recover().await {
                 tracing::error!("delivery: cannot recover: {e}");
             }
             d.run(stop).await;
         })
-    });
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving");
+    }
     let app = api::router(state.clone());
     let stop_http = stop.clone();
     let result = axum::serve(listener, app)
@@ -234,8 +235,6 @@ pub async fn serve(
     let _ = watcher.await;
     let _ = intake_worker.await;
     let _ = dispatcher.await;
-    if let Some(w) = deliver_worker {
-        let _ = w.await;
-    }
+    let _ = deliver_worker.await;
     result
 }

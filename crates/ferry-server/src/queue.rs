@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::{Source, git};
+use ferry_engine::Source;
+use ferry_source::git;
 use ferry_store::{JobEnd, Run, Status, Write, now_ms};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;

@@ -1,8 +1,8 @@
 //! From "run this ref of this repository" to a queued run: fetch the mirror, resolve
 //! the ref, read the commit's `.ferry.yml`, plan it, and queue it.
 
-use ferry_engine::git;
 use ferry_plan::{Event, EventKind};
+use ferry_source::git;
 use ferry_store::{Repository, Run};
 
 use crate::AppState;

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use ferry_engine::git;
 use ferry_plan::EventKind;
+use ferry_source::git;
 use ferry_store::{Repository, now_ms};
 use tokio_util::sync::CancellationToken;
 

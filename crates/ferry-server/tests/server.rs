@@ -72,6 +72,7 @@ impl Server {
         keep: Option<usize>,
     ) -> Server {
         let data = tmp.path().join("data");
+        let key = ferry_store::SecretKey::load_or_create(&data).expect("key");
         let engine = Engine::new(
             store.clone(),
             Arc::new(LocalExecutor {
@@ -85,7 +86,7 @@ impl Server {
                 cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
             },
         )
-        .with_secret_key(ferry_store::SecretKey::load_or_create(&data).expect("key"));
+        .with_secret_key(key.clone());
         let engine = match docker {
             Some(d) => engine.with_containers(Arc::new(d)),
             None => engine,
@@ -104,6 +105,7 @@ impl Server {
                 public_reads,
                 max_runs_per_repo: 2,
             },
+            key,
         );
         // A stand-in for kubectl (no cluster can run here): it records its arguments
         // and what it was asked to apply, and answers as kubectl does.

@@ -1,22 +1,33 @@
 //! Ferry's store: runs, jobs, steps, logs and reports (and, as later features land,
 //! repositories' triggers, releases, environments, deployments, users).
 //!
-//! Methods are grouped by aggregate in modules (`runs`, `logs`). SQL is portable between
-//! SQLite (the embedded default) and PostgreSQL: `$1` placeholders, integer times and
-//! booleans, no database-specific functions. Migrations are versioned files in
-//! `migrations/`, embedded in the binary.
+//! Methods of [`Store`] are grouped by aggregate, one module each: `runs` (repositories'
+//! runs, jobs, steps and built images), `writes` (their state changes, batched), `logs`,
+//! `repos` (repositories, polled heads, schedules, webhook intake), `users` (users,
+//! tokens, approver groups), `registries` (registry logins), `releases`, `deployments`
+//! (and approvals), `settings` (variables and secrets), `audit`; `secrets` is the key
+//! that seals secrets. Each module reads its rows with one `*_COLUMNS` list and one
+//! `*_from_row` function per record type.
+//!
+//! SQL is portable between SQLite (the embedded default) and PostgreSQL: `$1`
+//! placeholders, integer times and booleans, no database-specific functions. Migrations
+//! are versioned files in `migrations/` (`common/`, or `sqlite/` and `postgres/` where
+//! the backends differ), embedded in the binary (`migrate`).
 //!
 //! Log *text* lives in append-only files in the data directory (`logs/<run>/<job>.log`);
 //! the database holds their index. Writing a log is then as fast as writing a file.
 
-pub mod delivery;
+mod audit;
+mod deployments;
 mod logs;
 mod migrate;
 mod model;
 mod registries;
+mod releases;
 mod repos;
 mod runs;
 pub mod secrets;
+mod settings;
 mod users;
 mod writes;
 
@@ -26,14 +37,14 @@ use std::time::Duration;
 use sqlx::Executor as _;
 use sqlx::any::AnyPoolOptions;
 
-pub use delivery::{
-    Approval, AuditEntry, Deployment, DeploymentKind, DeploymentStatus, NewRelease, Release,
-    ReleaseArtifact, ReleaseImage, SecretInfo, Variable,
-};
+pub use audit::AuditEntry;
+pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;
 pub use registries::RegistryLogin;
+pub use releases::{NewRelease, Release, ReleaseArtifact, ReleaseImage};
 pub use secrets::SecretKey;
+pub use settings::{SecretInfo, Variable};
 pub use writes::{Write, Writer};
 
 pub type Result<T> = std::result::Result<T, Error>;

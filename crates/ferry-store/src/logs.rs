@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Result, Store, now_ms};
 
@@ -16,6 +17,17 @@ pub struct LogIndexEntry {
     /// 0-based number of the line that holds `byte_offset`.
     pub first_line: i64,
     pub ts: i64,
+}
+
+/// The columns [`log_index_entry_from_row`] reads (of `log_chunks`).
+const LOG_INDEX_COLUMNS: &str = "byte_offset, first_line, ts";
+
+fn log_index_entry_from_row(row: &AnyRow) -> Result<LogIndexEntry> {
+    Ok(LogIndexEntry {
+        byte_offset: row.try_get("byte_offset")?,
+        first_line: row.try_get("first_line")?,
+        ts: row.try_get("ts")?,
+    })
 }
 
 /// Appends one job's output to its log file and indexes it by time. Index entries are
@@ -149,21 +161,15 @@ impl Store {
 
     /// A reader over a job's log; an empty reader if the job wrote nothing.
     pub async fn read_log(&self, run_id: &str, job_id: &str) -> Result<LogReader> {
-        let rows = sqlx::query(
-            "SELECT byte_offset, first_line, ts FROM log_chunks WHERE job_id = $1 ORDER BY byte_offset",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_INDEX_COLUMNS} FROM log_chunks WHERE job_id = $1 ORDER BY byte_offset"
+        ))
         .bind(job_id)
         .fetch_all(&self.pool)
         .await?;
         let index = rows
             .iter()
-            .map(|r| {
-                Ok(LogIndexEntry {
-                    byte_offset: r.try_get("byte_offset")?,
-                    first_line: r.try_get("first_line")?,
-                    ts: r.try_get("ts")?,
-                })
-            })
+            .map(log_index_entry_from_row)
             .collect::<Result<Vec<_>>>()?;
         let reader = match File::open(self.log_path(run_id, job_id)) {
             Ok(f) => Some(BufReader::with_capacity(1 << 16, f)),

@@ -1,4 +1,11 @@
-//! Embedded, versioned migrations: `migrations/<backend>/NNNN_name.sql`.
+//! Embedded, versioned migrations. A migration that is the same for both backends is one
+//! file, `migrations/common/NNNN_name.sql`; one that differs (PostgreSQL says `BIGINT`
+//! where SQLite says `INTEGER`) is two files of the same number and name,
+//! `migrations/sqlite/NNNN_name.sql` and `migrations/postgres/NNNN_name.sql`.
+//!
+//! sqlx records each applied migration's version, name and SHA-384 checksum of its SQL,
+//! and refuses to open a database whose recorded checksum differs from the embedded
+//! text: never edit an applied migration (the test below pins every checksum).
 
 use std::borrow::Cow;
 
@@ -6,137 +13,88 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
 use crate::Backend;
 
-type Set = &'static [(i64, &'static str, &'static str)];
+/// The SQL of one migration.
+enum Sql {
+    /// The same text for both backends (`migrations/common/`).
+    Common(&'static str),
+    /// One text per backend (`migrations/sqlite/` and `migrations/postgres/`).
+    PerBackend {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+}
 
-/// Every migration, in order, for each backend. Add new files to both lists (the same
-/// number and name); never edit an applied one.
-const SQLITE: Set = &[
-    (
-        1,
-        "runs",
-        include_str!("../migrations/sqlite/0001_runs.sql"),
-    ),
-    (
-        2,
-        "server",
-        include_str!("../migrations/sqlite/0002_server.sql"),
-    ),
-    (
-        3,
-        "deliveries",
-        include_str!("../migrations/sqlite/0003_deliveries.sql"),
-    ),
-    (
-        4,
-        "watch",
-        include_str!("../migrations/sqlite/0004_watch.sql"),
-    ),
-    (
-        5,
-        "concurrency",
-        include_str!("../migrations/sqlite/0005_concurrency.sql"),
-    ),
-    (
-        6,
-        "intake",
-        include_str!("../migrations/sqlite/0006_intake.sql"),
-    ),
-    (
-        7,
-        "images",
-        include_str!("../migrations/sqlite/0007_images.sql"),
-    ),
-    (
-        8,
-        "registries",
-        include_str!("../migrations/sqlite/0008_registries.sql"),
-    ),
-    (
-        9,
-        "delivery",
-        include_str!("../migrations/sqlite/0009_delivery.sql"),
-    ),
+impl Sql {
+    fn text(&self, backend: Backend) -> &'static str {
+        match (self, backend) {
+            (Sql::Common(sql), _) => sql,
+            (Sql::PerBackend { sqlite, .. }, Backend::Sqlite) => sqlite,
+            (Sql::PerBackend { postgres, .. }, Backend::Postgres) => postgres,
+        }
+    }
+}
+
+/// `common!("NNNN_name.sql")`: the file in `migrations/common/`.
+macro_rules! common {
+    ($file:literal) => {
+        Sql::Common(include_str!(concat!("../migrations/common/", $file)))
+    };
+}
+
+/// `per_backend!("NNNN_name.sql")`: the files of that name in `migrations/sqlite/` and
+/// `migrations/postgres/`.
+macro_rules! per_backend {
+    ($file:literal) => {
+        Sql::PerBackend {
+            sqlite: include_str!(concat!("../migrations/sqlite/", $file)),
+            postgres: include_str!(concat!("../migrations/postgres/", $file)),
+        }
+    };
+}
+
+/// Every migration, in order: version, name (what sqlx records as its description) and
+/// SQL. Add a new one at the end; never edit an applied one.
+const MIGRATIONS: &[(i64, &str, Sql)] = &[
+    (1, "runs", per_backend!("0001_runs.sql")),
+    (2, "server", per_backend!("0002_server.sql")),
+    (3, "deliveries", common!("0003_deliveries.sql")),
+    (4, "watch", common!("0004_watch.sql")),
+    (5, "concurrency", common!("0005_concurrency.sql")),
+    (6, "intake", common!("0006_intake.sql")),
+    (7, "images", common!("0007_images.sql")),
+    (8, "registries", common!("0008_registries.sql")),
+    (9, "delivery", common!("0009_delivery.sql")),
     (
         10,
         "release_retention",
-        include_str!("../migrations/sqlite/0010_release_retention.sql"),
+        common!("0010_release_retention.sql"),
     ),
 ];
-const POSTGRES: Set = &[
-    (
-        1,
-        "runs",
-        include_str!("../migrations/postgres/0001_runs.sql"),
-    ),
-    (
-        2,
-        "server",
-        include_str!("../migrations/postgres/0002_server.sql"),
-    ),
-    (
-        3,
-        "deliveries",
-        include_str!("../migrations/postgres/0003_deliveries.sql"),
-    ),
-    (
-        4,
-        "watch",
-        include_str!("../migrations/postgres/0004_watch.sql"),
-    ),
-    (
-        5,
-        "concurrency",
-        include_str!("../migrations/postgres/0005_concurrency.sql"),
-    ),
-    (
-        6,
-        "intake",
-        include_str!("../migrations/postgres/0006_intake.sql"),
-    ),
-    (
-        7,
-        "images",
-        include_str!("../migrations/postgres/0007_images.sql"),
-    ),
-    (
-        8,
-        "registries",
-        include_str!("../migrations/postgres/0008_registries.sql"),
-    ),
-    (
-        9,
-        "delivery",
-        include_str!("../migrations/postgres/0009_delivery.sql"),
-    ),
-    (
-        10,
-        "release_retention",
-        include_str!("../migrations/postgres/0010_release_retention.sql"),
-    ),
-];
+
+/// The migrations of one backend, as sqlx applies and records them.
+fn migrations(backend: Backend) -> Vec<Migration> {
+    MIGRATIONS
+        .iter()
+        .map(|(version, name, sql)| {
+            Migration::new(
+                *version,
+                Cow::Borrowed(*name),
+                MigrationType::Simple,
+                Cow::Borrowed(sql.text(backend)),
+                false,
+            )
+        })
+        .collect()
+}
 
 #[derive(Debug)]
-struct Embedded(Set);
+struct Embedded(Backend);
 
 impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(
         self,
     ) -> futures_core::future::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async move {
-            Ok(self
-                .0
-                .iter()
-                .map(|(version, name, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*name),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
+        Box::pin(async move { Ok(migrations(self.0)) })
     }
 }
 
@@ -144,9 +102,144 @@ pub(crate) async fn run(
     pool: &sqlx::AnyPool,
     backend: Backend,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    let set = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
-    };
-    Migrator::new(Embedded(set)).await?.run(pool).await
+    Migrator::new(Embedded(backend)).await?.run(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every migration as stores in the wild recorded it (the files as they were at
+    /// commit 94026f9, one directory per backend, `sha384sum` of each): version, name,
+    /// the SHA-384 of SQLite's SQL, of PostgreSQL's.
+    const RECORDED: &[(i64, &str, &str, &str)] = &[
+        (
+            1,
+            "runs",
+            "ce26e513515b2f8cb800bb5f7713f0f55235bd8d6e28e9906b44b1997345c5eda6211d297cd6c70d3a4634a63f452511",
+            "dd459957a521ce49287125b6969eed16ec12cea5b800e2ff6230ea8b8f75918e8309c4ff688f07cf0f04759f157bdf8c",
+        ),
+        (
+            2,
+            "server",
+            "134b88ac81e3772636aa380d6a9634a777d5e360f8ae159420eb3011bcd4d005cde970912779e5ee250481ed25bcc3d7",
+            "382d164c05f23689d4f2157f65415ca6388c4f03bf0bdc75598c965fd4a84b1a0418e2a22ad426cba19f3fd6c245d8d9",
+        ),
+        (
+            3,
+            "deliveries",
+            "62c18442d28b487627df2c973cb7d41bfa0e05edf432124f2533b632e29a3d63d39422c2515c3589f5fa1c4582d13362",
+            "62c18442d28b487627df2c973cb7d41bfa0e05edf432124f2533b632e29a3d63d39422c2515c3589f5fa1c4582d13362",
+        ),
+        (
+            4,
+            "watch",
+            "0fab154ba4cd0a6976c5651a89cccc8d515f917f09c5178acef8358bbc30e417519a4669b59972359ecaaac24982886d",
+            "0fab154ba4cd0a6976c5651a89cccc8d515f917f09c5178acef8358bbc30e417519a4669b59972359ecaaac24982886d",
+        ),
+        (
+            5,
+            "concurrency",
+            "2a71a4cc39d9bcd4fb1b16158a30f82e51ab59bd30fa19a468c1108d36781676e631c884db5da365a1d6f5d80a866820",
+            "2a71a4cc39d9bcd4fb1b16158a30f82e51ab59bd30fa19a468c1108d36781676e631c884db5da365a1d6f5d80a866820",
+        ),
+        (
+            6,
+            "intake",
+            "2cacdbe4f6be87899a2f38cc5232d7615f53b7234eb936db21d87445237207cd0919c8f520bffaa7ef88d69a310246e7",
+            "2cacdbe4f6be87899a2f38cc5232d7615f53b7234eb936db21d87445237207cd0919c8f520bffaa7ef88d69a310246e7",
+        ),
+        (
+            7,
+            "images",
+            "28943d0683f726efcabc22315dd204c0bedf0590cdfa622b933634a6aeac1682ff3ac982bfd49c62e9982a0ed1505c69",
+            "28943d0683f726efcabc22315dd204c0bedf0590cdfa622b933634a6aeac1682ff3ac982bfd49c62e9982a0ed1505c69",
+        ),
+        (
+            8,
+            "registries",
+            "28acde1beba35c58a52b461bfe2ec786fd13dc6a0e9907e731fa4ce3a48c81782ea330db59dcc92aab2b7ad0f42781ad",
+            "28acde1beba35c58a52b461bfe2ec786fd13dc6a0e9907e731fa4ce3a48c81782ea330db59dcc92aab2b7ad0f42781ad",
+        ),
+        (
+            9,
+            "delivery",
+            "7729b89cc5d081bc45a3479085dabe710d3d5a7354589b51dd8ef13a216660064f7a51668349d9f76d2cee14eab4f6a0",
+            "7729b89cc5d081bc45a3479085dabe710d3d5a7354589b51dd8ef13a216660064f7a51668349d9f76d2cee14eab4f6a0",
+        ),
+        (
+            10,
+            "release_retention",
+            "ea387491e9c6786823e53d56e63ed3fa0bf254c4a0b178c77d5bc637160ae62eb2a47ff91341f9bcc2d1e62b6446bf92",
+            "ea387491e9c6786823e53d56e63ed3fa0bf254c4a0b178c77d5bc637160ae62eb2a47ff91341f9bcc2d1e62b6446bf92",
+        ),
+    ];
+
+    /// What sqlx records for each migration (and compares when a store opens) is what
+    /// it recorded before: the same version, name and checksum, for each backend. A
+    /// released migration adds its row here; no row ever changes.
+    #[test]
+    fn applied_migrations_keep_their_version_name_and_checksum() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let embedded: Vec<_> = migrations(backend)
+                .iter()
+                .map(|m| {
+                    assert_eq!(m.migration_type, MigrationType::Simple);
+                    assert!(!m.no_tx);
+                    (
+                        m.version,
+                        m.description.to_string(),
+                        hex::encode(&m.checksum),
+                    )
+                })
+                .collect();
+            let recorded: Vec<_> = RECORDED
+                .iter()
+                .map(|(version, name, sqlite, postgres)| {
+                    let sum = match backend {
+                        Backend::Sqlite => sqlite,
+                        Backend::Postgres => postgres,
+                    };
+                    (*version, name.to_string(), sum.to_string())
+                })
+                .collect();
+            assert_eq!(
+                embedded[..recorded.len()],
+                recorded[..],
+                "{backend:?}: an applied migration changed"
+            );
+        }
+    }
+
+    /// Every file under `migrations/` is in [`MIGRATIONS`] with its number and name (a
+    /// version is common or per backend, never both), and the versions count 1, 2, 3, …
+    #[test]
+    fn every_migration_file_is_listed_once() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files = Vec::new();
+        for dir in ["common", "sqlite", "postgres"] {
+            for entry in std::fs::read_dir(root.join(dir)).expect("migrations directory") {
+                let name = entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8");
+                files.push(format!("{dir}/{name}"));
+            }
+        }
+        files.sort();
+        let mut listed = Vec::new();
+        for (i, (version, name, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1, "versions count up from 1");
+            let dirs: &[&str] = match sql {
+                Sql::Common(_) => &["common"],
+                Sql::PerBackend { .. } => &["sqlite", "postgres"],
+            };
+            for dir in dirs {
+                listed.push(format!("{dir}/{version:04}_{name}.sql"));
+            }
+        }
+        listed.sort();
+        assert_eq!(files, listed);
+    }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Error, Result, SecretKey, Store, now_ms};
 
@@ -13,6 +14,19 @@ pub struct RegistryLogin {
     pub username: String,
     pub updated_at: i64,
     pub updated_by: Option<String>,
+}
+
+/// The columns [`registry_login_from_row`] reads (of `registry_credentials`): never the
+/// password.
+const REGISTRY_LOGIN_COLUMNS: &str = "host, username, updated_at, updated_by";
+
+fn registry_login_from_row(row: &AnyRow) -> Result<RegistryLogin> {
+    Ok(RegistryLogin {
+        host: row.try_get("host")?,
+        username: row.try_get("username")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
+    })
 }
 
 fn context(repository_id: &str, host: &str) -> String {
@@ -51,23 +65,14 @@ impl Store {
 
     /// The repository's logins, by host, without passwords.
     pub async fn registry_logins(&self, repository_id: &str) -> Result<Vec<RegistryLogin>> {
-        let rows = sqlx::query(
-            "SELECT host, username, updated_at, updated_by FROM registry_credentials
-             WHERE repository_id = $1 ORDER BY host",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {REGISTRY_LOGIN_COLUMNS} FROM registry_credentials
+             WHERE repository_id = $1 ORDER BY host"
+        ))
         .bind(repository_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RegistryLogin {
-                    host: row.try_get("host")?,
-                    username: row.try_get("username")?,
-                    updated_at: row.try_get("updated_at")?,
-                    updated_by: row.try_get("updated_by")?,
-                })
-            })
-            .collect()
+        rows.iter().map(registry_login_from_row).collect()
     }
 
     /// Every login of the repository with its opened password: (host, user, password).

@@ -5,7 +5,11 @@ use sqlx::any::AnyRow;
 
 use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, now_ms};
 
-fn repo_from(row: &AnyRow) -> Result<Repository> {
+/// The columns [`repository_from_row`] reads (of `repositories`).
+const REPOSITORY_COLUMNS: &str =
+    "id, name, url, default_branch, webhook_secret, poll_interval_s, created_at";
+
+fn repository_from_row(row: &AnyRow) -> Result<Repository> {
     Ok(Repository {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -17,13 +21,30 @@ fn repo_from(row: &AnyRow) -> Result<Repository> {
     })
 }
 
+/// The columns [`intake_from_row`] reads (of `intake`).
+const INTAKE_COLUMNS: &str =
+    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at";
+
+fn intake_from_row(row: &AnyRow) -> Result<Intake> {
+    Ok(Intake {
+        id: row.try_get("id")?,
+        repository_id: row.try_get("repository_id")?,
+        provider: row.try_get("provider")?,
+        delivery_id: row.try_get("delivery_id")?,
+        event: row.try_get("event")?,
+        git_ref: row.try_get("git_ref")?,
+        sha: row.try_get("sha")?,
+        received_at: row.try_get("received_at")?,
+    })
+}
+
 impl Store {
     pub async fn create_repository(&self, new: &NewRepository) -> Result<Repository> {
         let id = uuid::Uuid::now_v7().to_string();
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "INSERT INTO repositories (id, name, url, default_branch, webhook_secret, poll_interval_s, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
-        )
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {REPOSITORY_COLUMNS}"
+        ))
         .bind(&id)
         .bind(&new.name)
         .bind(&new.url)
@@ -34,7 +55,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict(e, format!("repository {}", new.url)))?;
-        repo_from(&row)
+        repository_from_row(&row)
     }
 
     /// Replaces a repository's stored webhook secret (e.g. with its sealed form).
@@ -52,22 +73,24 @@ impl Store {
     }
 
     pub async fn repositories(&self) -> Result<Vec<Repository>> {
-        let rows = sqlx::query("SELECT * FROM repositories ORDER BY name, id")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(repo_from).collect()
+        let rows = sqlx::query(&format!(
+            "SELECT {REPOSITORY_COLUMNS} FROM repositories ORDER BY name, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(repository_from_row).collect()
     }
 
     /// A repository by id or by name.
     pub async fn repository(&self, id_or_name: &str) -> Result<Repository> {
-        let row = sqlx::query(
-            "SELECT * FROM repositories WHERE id = $1 OR name = $1 ORDER BY id LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {REPOSITORY_COLUMNS} FROM repositories WHERE id = $1 OR name = $1 ORDER BY id LIMIT 1"
+        ))
         .bind(id_or_name)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| Error::NotFound(format!("repository `{id_or_name}`")))?;
-        repo_from(&row)
+        repository_from_row(&row)
     }
 }
 
@@ -209,24 +232,13 @@ impl Store {
 
     /// The oldest waiting deliveries.
     pub async fn pending_intake(&self, limit: i64) -> Result<Vec<Intake>> {
-        let rows = sqlx::query("SELECT * FROM intake ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Intake {
-                    id: r.try_get("id")?,
-                    repository_id: r.try_get("repository_id")?,
-                    provider: r.try_get("provider")?,
-                    delivery_id: r.try_get("delivery_id")?,
-                    event: r.try_get("event")?,
-                    git_ref: r.try_get("git_ref")?,
-                    sha: r.try_get("sha")?,
-                    received_at: r.try_get("received_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(&format!(
+            "SELECT {INTAKE_COLUMNS} FROM intake ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(intake_from_row).collect()
     }
 
     /// A delivery was handled: its outcome is a run id, or why no run was started.

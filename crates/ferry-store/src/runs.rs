@@ -3,14 +3,21 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Error, Job, NewRun, Result, Run, Status, Step, Store, TestSummary, now_ms};
+use crate::{
+    Error, Image, Job, NewRun, Result, Run, RunFilter, Status, Step, Store, TestSummary, now_ms,
+};
 
 fn status(row: &AnyRow, col: &str) -> Result<Status> {
     let s: String = row.try_get(col)?;
     Status::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown status `{s}`")))
 }
 
-fn run_from(row: &AnyRow) -> Result<Run> {
+/// The columns [`run_from_row`] reads (of `runs`; not the plan, which [`Store::run_plan`]
+/// reads).
+const RUN_COLUMNS: &str = "id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
+     dirty, author, message, status, error, triggered_by, created_at, started_at, finished_at";
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
     Ok(Run {
         id: row.try_get("id")?,
         repository_id: row.try_get("repository_id")?,
@@ -32,7 +39,12 @@ fn run_from(row: &AnyRow) -> Result<Run> {
     })
 }
 
-fn job_from(row: &AnyRow) -> Result<Job> {
+/// The columns [`job_from_row`] reads (of `jobs`).
+const JOB_COLUMNS: &str = "id, run_id, position, name, status, reason, exit_code, attempts, \
+     allow_failure, started_at, finished_at, log_bytes, log_lines, tests_passed, tests_failed, \
+     tests_skipped, test_failures";
+
+fn job_from_row(row: &AnyRow) -> Result<Job> {
     let passed: Option<i64> = row.try_get("tests_passed")?;
     let tests = match passed {
         None => None,
@@ -66,6 +78,40 @@ fn job_from(row: &AnyRow) -> Result<Job> {
         log_bytes: row.try_get("log_bytes")?,
         log_lines: row.try_get("log_lines")?,
         tests,
+    })
+}
+
+/// The columns [`step_from_row`] reads (of `steps`).
+const STEP_COLUMNS: &str =
+    "job_id, position, name, status, exit_code, attempt, started_at, finished_at";
+
+fn step_from_row(row: &AnyRow) -> Result<Step> {
+    Ok(Step {
+        job_id: row.try_get("job_id")?,
+        position: row.try_get("position")?,
+        name: row.try_get("name")?,
+        status: status(row, "status")?,
+        exit_code: row.try_get("exit_code")?,
+        attempt: row.try_get("attempt")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// The columns [`image_from_row`] reads (of `images`).
+const IMAGE_COLUMNS: &str = "id, run_id, job_id, name, tags, image_id, digest, created_at";
+
+fn image_from_row(row: &AnyRow) -> Result<Image> {
+    let tags: String = row.try_get("tags")?;
+    Ok(Image {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        job_id: row.try_get("job_id")?,
+        name: row.try_get("name")?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        image_id: row.try_get("image_id")?,
+        digest: row.try_get("digest")?,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -125,13 +171,13 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let row = sqlx::query(&format!(
             "INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
              dirty, author, message, status, plan, created_at, triggered_by, concurrency_group) \
              SELECT $1, $2, COALESCE(MAX(number), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
              FROM runs WHERE repository_id = $2 \
-             RETURNING *",
-        )
+             RETURNING {RUN_COLUMNS}"
+        ))
         .bind(&id)
         .bind(&new.repository_id)
         .bind(&new.event)
@@ -149,7 +195,7 @@ impl Store {
         .bind(&new.concurrency_group)
         .fetch_one(&mut *tx)
         .await?;
-        let run = run_from(&row)?;
+        let run = run_from_row(&row)?;
         let mut job_ids = Vec::with_capacity(new.jobs.len());
         for (i, job) in new.jobs.iter().enumerate() {
             let job_id = new_id();
@@ -189,38 +235,40 @@ impl Store {
 
     /// Runs of a repository, newest first.
     pub async fn list_runs(&self, repository_id: &str, limit: i64) -> Result<Vec<Run>> {
-        let rows = sqlx::query(
-            "SELECT * FROM runs WHERE repository_id = $1 ORDER BY number DESC LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE repository_id = $1 ORDER BY number DESC LIMIT $2"
+        ))
         .bind(repository_id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from).collect()
+        rows.iter().map(run_from_row).collect()
     }
 
     pub async fn run_by_number(&self, repository_id: &str, number: i64) -> Result<Run> {
-        let row = sqlx::query("SELECT * FROM runs WHERE repository_id = $1 AND number = $2")
-            .bind(repository_id)
-            .bind(number)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("run {number}")))?;
-        run_from(&row)
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE repository_id = $1 AND number = $2"
+        ))
+        .bind(repository_id)
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("run {number}")))?;
+        run_from_row(&row)
     }
 
     pub async fn run_by_id(&self, id: &str) -> Result<Run> {
-        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("run {id}")))?;
-        run_from(&row)
+        run_from_row(&row)
     }
 
     /// Runs matching `filter`, newest first (ids are time-ordered UUIDv7).
-    pub async fn find_runs(&self, filter: &crate::RunFilter) -> Result<Vec<Run>> {
-        let mut sql = String::from("SELECT * FROM runs WHERE 1 = 1");
+    pub async fn find_runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
         let mut args: Vec<String> = Vec::new();
         let mut push = |clause: &str, value: String, sql: &mut String| {
             args.push(value);
@@ -247,7 +295,7 @@ impl Store {
             q = q.bind(a);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        rows.iter().map(run_from).collect()
+        rows.iter().map(run_from_row).collect()
     }
 
     /// Takes the oldest queued run for `owner` until `lease_until`, or `None`. Safe
@@ -276,17 +324,17 @@ impl Store {
                 return Ok(None);
             };
             let id: String = candidate.try_get("id")?;
-            let row = sqlx::query(
+            let row = sqlx::query(&format!(
                 "UPDATE runs SET status = 'running', lease_owner = $1, lease_until = $2 \
-                 WHERE id = $3 AND status = 'queued' RETURNING *",
-            )
+                 WHERE id = $3 AND status = 'queued' RETURNING {RUN_COLUMNS}"
+            ))
             .bind(owner)
             .bind(lease_until)
             .bind(&id)
             .fetch_optional(&self.pool)
             .await?;
             if let Some(row) = row {
-                return Ok(Some(run_from(&row)?));
+                return Ok(Some(run_from_row(&row)?));
             }
             // Another server took it first: look again.
         }
@@ -422,54 +470,33 @@ impl Store {
     }
 
     pub async fn jobs(&self, run_id: &str) -> Result<Vec<Job>> {
-        let rows = sqlx::query("SELECT * FROM jobs WHERE run_id = $1 ORDER BY position")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(job_from).collect()
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE run_id = $1 ORDER BY position"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
     }
 
     pub async fn steps(&self, job_id: &str) -> Result<Vec<Step>> {
-        let rows = sqlx::query("SELECT * FROM steps WHERE job_id = $1 ORDER BY position")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Step {
-                    job_id: row.try_get("job_id")?,
-                    position: row.try_get("position")?,
-                    name: row.try_get("name")?,
-                    status: status(row, "status")?,
-                    exit_code: row.try_get("exit_code")?,
-                    attempt: row.try_get("attempt")?,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(&format!(
+            "SELECT {STEP_COLUMNS} FROM steps WHERE job_id = $1 ORDER BY position"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_from_row).collect()
     }
 
     /// The images a run's jobs built, in the order they were made.
-    pub async fn images(&self, run_id: &str) -> Result<Vec<crate::Image>> {
-        let rows = sqlx::query("SELECT * FROM images WHERE run_id = $1 ORDER BY created_at, id")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let tags: String = row.try_get("tags")?;
-                Ok(crate::Image {
-                    id: row.try_get("id")?,
-                    run_id: row.try_get("run_id")?,
-                    job_id: row.try_get("job_id")?,
-                    name: row.try_get("name")?,
-                    tags: serde_json::from_str(&tags).unwrap_or_default(),
-                    image_id: row.try_get("image_id")?,
-                    digest: row.try_get("digest")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+    pub async fn images(&self, run_id: &str) -> Result<Vec<Image>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE run_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(image_from_row).collect()
     }
 }

@@ -1,11 +1,14 @@
-//! Users and API tokens.
+//! Users, their API tokens, and the groups of approvers they belong to.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, Token, User, conflict, now_ms};
 
-fn user_from(row: &AnyRow) -> Result<User> {
+/// The columns [`user_from_row`] reads (of `users`).
+const USER_COLUMNS: &str = "id, name, role, created_at";
+
+fn user_from_row(row: &AnyRow) -> Result<User> {
     Ok(User {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -14,7 +17,10 @@ fn user_from(row: &AnyRow) -> Result<User> {
     })
 }
 
-fn token_from(row: &AnyRow) -> Result<Token> {
+/// The columns [`token_from_row`] reads (of `tokens`): never the hash.
+const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, revoked_at";
+
+fn token_from_row(row: &AnyRow) -> Result<Token> {
     Ok(Token {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
@@ -28,9 +34,10 @@ fn token_from(row: &AnyRow) -> Result<Token> {
 impl Store {
     pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
         let id = uuid::Uuid::now_v7().to_string();
-        let row = sqlx::query(
-            "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
-        )
+        let row = sqlx::query(&format!(
+            "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4)
+             RETURNING {USER_COLUMNS}"
+        ))
         .bind(&id)
         .bind(name)
         .bind(role)
@@ -38,31 +45,32 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict(e, format!("user `{name}`")))?;
-        user_from(&row)
+        user_from_row(&row)
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY name")
+        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(user_from).collect()
+        rows.iter().map(user_from_row).collect()
     }
 
     pub async fn user_by_name(&self, name: &str) -> Result<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE name = $1")
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1"))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("user `{name}`")))?;
-        user_from(&row)
+        user_from_row(&row)
     }
 
     /// Stores a token by the hash of its secret.
     pub async fn create_token(&self, user_id: &str, name: &str, hash: &str) -> Result<Token> {
         let id = uuid::Uuid::now_v7().to_string();
-        let row = sqlx::query(
-            "INSERT INTO tokens (id, user_id, name, hash, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING *",
-        )
+        let row = sqlx::query(&format!(
+            "INSERT INTO tokens (id, user_id, name, hash, created_at) VALUES ($1, $2, $3, $4, $5)
+             RETURNING {TOKEN_COLUMNS}"
+        ))
         .bind(&id)
         .bind(user_id)
         .bind(name)
@@ -71,20 +79,22 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict(e, "token".into()))?;
-        token_from(&row)
+        token_from_row(&row)
     }
 
     /// The user of a live (not revoked) token, by the hash of its secret; records the use.
     pub async fn user_by_token_hash(&self, hash: &str) -> Result<Option<(User, Token)>> {
-        let Some(row) = sqlx::query("SELECT * FROM tokens WHERE hash = $1 AND revoked_at IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
-        let token = token_from(&row)?;
-        let user = sqlx::query("SELECT * FROM users WHERE id = $1")
+        let token = token_from_row(&row)?;
+        let user = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(&token.user_id)
             .fetch_one(&self.pool)
             .await?;
@@ -93,15 +103,17 @@ impl Store {
             .bind(&token.id)
             .execute(&self.pool)
             .await?;
-        Ok(Some((user_from(&user)?, token)))
+        Ok(Some((user_from_row(&user)?, token)))
     }
 
     pub async fn tokens(&self, user_id: &str) -> Result<Vec<Token>> {
-        let rows = sqlx::query("SELECT * FROM tokens WHERE user_id = $1 ORDER BY id")
-            .bind(user_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(token_from).collect()
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(token_from_row).collect()
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
@@ -115,5 +127,29 @@ impl Store {
             return Err(Error::NotFound(format!("live token {id}")));
         }
         Ok(())
+    }
+
+    /// Adds a user to an approver group.
+    pub async fn add_group_member(&self, group: &str, user_id: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO group_members (group_name, user_id) VALUES ($1, $2)
+             ON CONFLICT (group_name, user_id) DO NOTHING",
+        )
+        .bind(group)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The groups a user belongs to.
+    pub async fn groups_of(&self, user_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT group_name FROM group_members WHERE user_id = $1 ORDER BY group_name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("group_name")?)).collect()
     }
 }

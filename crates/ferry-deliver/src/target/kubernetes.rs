@@ -1,94 +1,104 @@
-//! The `script` and `kubernetes` targets. Both run commands with the release in
-//! context and log like a job; the Kubernetes target renders the release's manifests
-//! (every image of the release pinned by digest) and drives `kubectl`.
+//! The `kubernetes` target: the release's manifests rendered with every image of the
+//! release pinned by digest, applied with `kubectl` (the environment's kubeconfig
+//! secret), then `kubectl rollout status` for each workload. No cluster can run on the
+//! machines Ferry is tested on: rendering and the argument lists are pure and
+//! unit-tested, and the invocations are tested against a recording stand-in for
+//! `kubectl`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use ferry_engine::mask::{MaskStream, Masker};
-use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
 use ferry_store::ReleaseImage;
-use tokio_util::sync::CancellationToken;
 
-/// A log file that masks secret values in everything written to it (process output,
-/// script output).
+use super::{DeployContext, Target};
+
 #[derive(Debug)]
-pub struct MaskedFile {
-    file: std::fs::File,
-    mask: MaskStream,
+pub struct KubernetesTarget {
+    /// Files or directories of YAML manifests, relative to the release's files.
+    pub manifests: Vec<String>,
+    /// The secret holding the kubeconfig.
+    pub kubeconfig: String,
+    pub namespace: Option<String>,
+    pub rollout: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub kubectl: PathBuf,
 }
 
-impl OutputSink for MaskedFile {
-    fn chunk(&mut self, data: &[u8]) {
-        use std::io::Write as _;
-        let masked = self.mask.push(data);
-        let _ = self.file.write_all(&masked);
-    }
-}
-
-impl MaskedFile {
-    pub fn new(file: std::fs::File, masker: Masker) -> Self {
-        Self {
-            file,
-            mask: MaskStream::new(masker),
+#[async_trait::async_trait]
+impl Target for KubernetesTarget {
+    async fn deploy(&self, ctx: &mut DeployContext<'_>) -> Result<(), String> {
+        if !ctx.secrets.iter().any(|(n, _)| *n == self.kubeconfig) {
+            return Err(format!(
+                "the kubeconfig secret `{}` is not set for `{}`",
+                self.kubeconfig,
+                ctx.environment()
+            ));
         }
-    }
-
-    /// Writes what the mask held back (at the end of some output).
-    pub fn flush(&mut self) {
-        use std::io::Write as _;
-        let rest = self.mask.finish();
-        let _ = self.file.write_all(&rest);
-    }
-
-    /// A line from Ferry itself, after the output before it.
-    pub fn note(&mut self, text: &str) {
-        use std::io::Write as _;
-        self.flush();
-        let _ = writeln!(self.file, "ferry: {text}");
-    }
-}
-
-/// Runs `script` with `env` in `dir`, on the host or (with `image`) in a container of
-/// it with `dir` mounted at `/workspace`; output goes to `log`, masked.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_script(
-    executor: &dyn Executor,
-    name: &str,
-    image: Option<String>,
-    script: &str,
-    env: Vec<(String, String)>,
-    dir: &Path,
-    log: std::fs::File,
-    masker: Masker,
-) -> Result<(), String> {
-    let job = JobSpec {
-        name: format!("deploy-{name}"),
-        workspace: dir.to_path_buf(),
-        image,
-        container: Default::default(),
-        network: None,
-        logins: Default::default(),
-    };
-    let prepared = executor.prepare(&job).await?;
-    let step = StepSpec {
-        script: script.to_string(),
-        env,
-        cwd: dir.to_path_buf(),
-        timeout: None,
-        clear_env: true,
-    };
-    let mut out = MaskedFile::new(log, masker);
-    let outcome = executor
-        .run_step(&prepared, &step, &mut out, &CancellationToken::new())
-        .await;
-    out.flush();
-    executor.cleanup(&prepared).await;
-    match outcome {
-        StepOutcome::Exited(0) => Ok(()),
-        StepOutcome::Exited(code) => Err(format!("the script exited with code {code}")),
-        StepOutcome::TimedOut(_) => Err("the script timed out".into()),
-        StepOutcome::Cancelled => Err("cancelled".into()),
-        StepOutcome::Error(e) => Err(e),
+        let files = manifest_files(&ctx.release_dir, &self.manifests)?;
+        let rendered_dir = ctx.env_dir.join("rendered").join(&ctx.release.name);
+        let _ = std::fs::remove_dir_all(&rendered_dir);
+        std::fs::create_dir_all(&rendered_dir).map_err(|e| e.to_string())?;
+        let mut texts = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let out = render_manifest(&text, &ctx.release.images);
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            std::fs::write(rendered_dir.join(format!("{i:03}-{name}")), &out)
+                .map_err(|e| e.to_string())?;
+            texts.push(out);
+        }
+        let namespace = match &self.namespace {
+            Some(n) => Some(ctx.eval(n)?),
+            None => None,
+        };
+        let targets = rollout_targets(&texts, &self.rollout);
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(300)).as_secs();
+        let commands = kubectl_commands(
+            &ctx.secrets_dir.join(&self.kubeconfig),
+            namespace.as_deref(),
+            &rendered_dir,
+            &targets,
+            timeout,
+        );
+        let kubectl = self.kubectl.display();
+        for args in commands {
+            ctx.log.line(&format!("{kubectl} {}", args.join(" ")));
+            let out = tokio::process::Command::new(&self.kubectl)
+                .args(&args)
+                .env_clear()
+                .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&ctx.release_dir)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {kubectl}: {e}"))?;
+            let mut text = out.stdout;
+            text.extend_from_slice(&out.stderr);
+            ctx.log.output(&text);
+            if !out.status.success() {
+                let masked = ctx.log.masker().mask(&text);
+                let tail = String::from_utf8_lossy(&masked)
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string();
+                return Err(format!(
+                    "kubectl {} failed: {tail}",
+                    args.iter()
+                        .skip_while(|a| a.starts_with("--") || a.contains('/'))
+                        .take(2)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

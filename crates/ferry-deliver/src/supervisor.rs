@@ -1,100 +1,25 @@
-//! The `process` target: one supervised long-running process per environment.
+//! The supervisor of the `process` target: one long-running process per environment.
 //!
-//! Layout under `<data>/deploy/<repository id>/<environment>/`: `releases/<name>/` holds
-//! each deployed release's files (copied out of the content-addressed store and checked
-//! against their digests), `current` points at the live one, `secrets/` holds the
-//! environment's secrets as files (mode 0600), `output.log` the process's output with
-//! secret values masked. The process runs `sh -c COMMAND` in the release's directory, in
+//! The process runs `sh -c COMMAND` in the release's directory, in
 //! a process group of its own, with an empty environment plus the variables, secrets and
 //! release variables it is given. When it exits it is started again after a back-off
 //! (0.5 s doubling to 30 s; reset after a minute of running), until it is stopped.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_engine::mask::Masker;
+use ferry_exec::mask::{FileSink, Masked, Masker};
 use ferry_exec::orphans::Tracker;
 use ferry_exec::{StepOutcome, StepSpec};
-use ferry_store::Release;
 use tokio_util::sync::CancellationToken;
-
-use crate::cas::Cas;
-use crate::targets::MaskedFile;
 
 /// How long a process gets after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
-
-/// The directory of one environment.
-pub fn environment_dir(root: &Path, repository_id: &str, environment: &str) -> PathBuf {
-    root.join(repository_id).join(environment)
-}
-
-/// Copies the release's files into `dir` (once; verified against their digests) and
-/// returns it.
-pub fn materialize(cas: &Cas, release: &Release, env_dir: &Path) -> Result<PathBuf, String> {
-    let dir = env_dir.join("releases").join(&release.name);
-    let done = dir.join(".ferry-complete");
-    if done.exists() {
-        return Ok(dir);
-    }
-    let tmp = env_dir
-        .join("releases")
-        .join(format!(".{}.partial", release.name));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot make {}: {e}", tmp.display()))?;
-    for a in &release.artifacts {
-        let to = tmp.join(&a.path);
-        cas.read_to(&a.digest, &to)
-            .map_err(|e| format!("release {}: {}: {e}", release.name, a.path))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(a.mode as u32))
-            .map_err(|e| format!("{}: {e}", a.path))?;
-    }
-    std::fs::write(tmp.join(".ferry-complete"), &release.id).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot place the release: {e}"))?;
-    Ok(dir)
-}
-
-/// Points `<env dir>/current` at the release's directory (replaced atomically).
-pub fn point_current(env_dir: &Path, release_dir: &Path) -> Result<(), String> {
-    let link = env_dir.join("current");
-    let tmp = env_dir.join(".current.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(release_dir, &tmp).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, &link).map_err(|e| e.to_string())
-}
-
-/// Writes the secrets as files (0600, in a 0700 directory) into `<dir>/secrets/`,
-/// replacing what was there.
-pub fn write_secret_files(
-    env_dir: &Path,
-    secrets: &[(String, Vec<u8>)],
-) -> Result<PathBuf, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = env_dir.join("secrets");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| e.to_string())?;
-    for (name, value) in secrets {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(name))
-            .map_err(|e| format!("cannot write secret {name}: {e}"))?;
-        f.write_all(value).map_err(|e| e.to_string())?;
-    }
-    Ok(dir)
-}
 
 /// What to run for an environment.
 #[derive(Clone)]
@@ -175,7 +100,7 @@ impl Supervisor {
             .append(true)
             .open(&spec.log)
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-        let mut sink = MaskedFile::new(file, spec.masker.clone());
+        let mut sink = Masked::new(FileSink::new(file), spec.masker.clone());
         sink.note(&format!(
             "starting release {}: {}",
             spec.release, spec.command
@@ -247,7 +172,7 @@ impl Supervisor {
 
 async fn supervise(
     spec: ProcessSpec,
-    mut sink: MaskedFile,
+    mut sink: Masked<FileSink>,
     stop: CancellationToken,
     state: Arc<Mutex<ProcessState>>,
     tracker: Option<Tracker>,
@@ -317,7 +242,7 @@ async fn supervise(
 mod tests {
     use super::*;
 
-    fn spec(dir: &Path, command: &str) -> ProcessSpec {
+    fn spec(dir: &std::path::Path, command: &str) -> ProcessSpec {
         ProcessSpec {
             repository_id: "repo".into(),
             environment: "sandbox".into(),

@@ -2,11 +2,15 @@
 //! at any alignment inside longer base64 text), its percent-encoded forms, and each line
 //! of a value that spans lines, is replaced by `***`. [`MaskStream`] does the same for
 //! output that arrives in chunks, holding back just enough bytes that a value split
-//! across two chunks is still caught.
+//! across two chunks is still caught, and [`Masked`] wraps any [`OutputSink`] in one:
+//! it is the one way secret values are kept out of job logs, live output, deployment
+//! logs and deployed processes' output.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::OutputSink;
 
 /// What a masked value becomes.
 pub const MASK: &[u8] = b"***";
@@ -188,6 +192,138 @@ impl MaskStream {
     }
 }
 
+/// An [`OutputSink`] that masks secret values before they reach the sink it wraps.
+///
+/// Chunks pass through untouched (no copy, nothing held back) while there is nothing to
+/// mask. Call [`flush`](Self::flush) at the end of a piece of output (a step, a process
+/// run): the mask may hold back an end that could begin a secret until then.
+#[derive(Debug)]
+pub struct Masked<S> {
+    inner: S,
+    stream: Option<MaskStream>,
+}
+
+impl<S: OutputSink> Masked<S> {
+    pub fn new(inner: S, masker: Masker) -> Self {
+        let mut m = Self {
+            inner,
+            stream: None,
+        };
+        m.set_masker(masker);
+        m
+    }
+
+    /// Masks these values from now on (what was held back so far is written first).
+    pub fn set_masker(&mut self, masker: Masker) {
+        self.flush();
+        self.stream = (!masker.is_empty()).then(|| MaskStream::new(masker));
+    }
+
+    /// The values masked, if any.
+    pub fn masker(&self) -> Masker {
+        self.stream
+            .as_ref()
+            .map(|s| s.masker.clone())
+            .unwrap_or_default()
+    }
+
+    /// Writes what the mask held back.
+    pub fn flush(&mut self) {
+        if let Some(s) = &mut self.stream {
+            let rest = s.finish();
+            if !rest.is_empty() {
+                self.inner.chunk(&rest);
+            }
+        }
+    }
+
+    /// Writes `data` whole (masked), holding nothing back.
+    pub fn write_all(&mut self, data: &[u8]) {
+        self.chunk(data);
+        self.flush();
+    }
+
+    /// A line from Ferry itself (`ferry: TEXT`), after the output before it.
+    pub fn note(&mut self, text: &str) {
+        self.flush();
+        self.write_all(format!("ferry: {text}\n").as_bytes());
+    }
+
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S: OutputSink> OutputSink for Masked<S> {
+    fn chunk(&mut self, data: &[u8]) {
+        match &mut self.stream {
+            Some(s) => {
+                let masked = s.push(data);
+                if !masked.is_empty() {
+                    self.inner.chunk(&masked);
+                }
+            }
+            None => self.inner.chunk(data),
+        }
+    }
+}
+
+/// A file as an [`OutputSink`] (write errors are kept for [`error`](Self::error)).
+#[derive(Debug)]
+pub struct FileSink {
+    file: Option<std::fs::File>,
+    error: Option<std::io::Error>,
+}
+
+impl FileSink {
+    pub fn new(file: std::fs::File) -> Self {
+        Self {
+            file: Some(file),
+            error: None,
+        }
+    }
+
+    /// Appends to `path`, creating it and its directory; a file that cannot be opened
+    /// discards what is written and says why in [`error`](Self::error).
+    pub fn append(path: &std::path::Path) -> Self {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => Self::new(f),
+            Err(e) => Self {
+                file: None,
+                error: Some(e),
+            },
+        }
+    }
+
+    /// The first write error, if any.
+    pub fn error(&self) -> Option<&std::io::Error> {
+        self.error.as_ref()
+    }
+}
+
+impl OutputSink for FileSink {
+    fn chunk(&mut self, data: &[u8]) {
+        use std::io::Write as _;
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(data)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +383,29 @@ mod tests {
         assert_eq!(stream.finish(), b"s3c");
         let mut empty = MaskStream::new(Masker::default());
         assert_eq!(empty.push(b"as is"), b"as is");
+    }
+
+    #[test]
+    fn the_adaptor_masks_what_it_forwards() {
+        #[derive(Default)]
+        struct Collect(Vec<u8>);
+        impl OutputSink for Collect {
+            fn chunk(&mut self, data: &[u8]) {
+                self.0.extend_from_slice(data);
+            }
+        }
+        let mut sink = Masked::new(Collect::default(), masker());
+        sink.chunk(b"a s3cr3t va");
+        sink.chunk(b"lue/+?&= b ");
+        sink.note("done s3cr3t value/+?&=");
+        sink.chunk(b"tail s3c");
+        sink.flush();
+        assert_eq!(
+            String::from_utf8_lossy(&sink.inner().0),
+            "a *** b ferry: done ***\ntail s3c"
+        );
+        let mut plain = Masked::new(Collect::default(), Masker::default());
+        plain.chunk(b"s3cr3t value/+?&=");
+        assert_eq!(plain.inner().0, b"s3cr3t value/+?&=");
     }
 }

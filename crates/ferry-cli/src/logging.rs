@@ -1,0 +1,56 @@
+//! The server's own log: `tracing` events from every crate, on standard error.
+//!
+//! Levels come from `FERRY_LOG` (`EnvFilter` syntax: `info`, `debug`,
+//! `ferry_server=debug,ferry_deliver=trace`; default `info`). The format is `human`
+//! (colours on a terminal) or `json` (one object per line, for a log collector).
+
+use std::io::IsTerminal as _;
+
+use tracing_subscriber::EnvFilter;
+
+/// How the server's log is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The filter `FERRY_LOG` asks for, or why it cannot be read.
+pub fn filter(spec: Option<&str>) -> Result<EnvFilter, String> {
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(EnvFilter::new("info")),
+        Some(s) => EnvFilter::try_new(s).map_err(|e| format!("FERRY_LOG=`{s}`: {e}")),
+    }
+}
+
+/// Installs the subscriber for this process (once; a second call changes nothing).
+pub fn init(format: LogFormat) -> Result<(), String> {
+    let filter = filter(std::env::var("FERRY_LOG").ok().as_deref())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert!(filter(None).is_ok());
+        assert!(filter(Some("")).is_ok());
+        assert!(filter(Some("debug")).is_ok());
+        assert!(filter(Some("ferry_server=debug,ferry_deliver=trace")).is_ok());
+        let err = filter(Some("ferry_server=loud")).expect_err("bad level");
+        assert!(err.starts_with("FERRY_LOG=`ferry_server=loud`: "), "{err}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Where deployments keep their files.
+//!
+//! Under `<data>/deploy/<repository id>/<environment>/`: `releases/<name>/` holds each
+//! deployed release's files (copied out of the content-addressed store and checked
+//! against their digests), `current` points at the live one (process target),
+//! `deployments/<n>.log` each deployment's log, `output.log` the process's output with
+//! secret values masked, `rendered/` the rendered Kubernetes manifests. Secret files go
+//! elsewhere: [`secrets_root`] is in memory where the machine has it, never in the data
+//! directory.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use ferry_store::Release;
+
+use crate::cas::Cas;
+
+/// The directory of one environment.
+pub fn environment_dir(root: &Path, repository_id: &str, environment: &str) -> PathBuf {
+    root.join(repository_id).join(environment)
+}
+
+/// Copies the release's files into `dir` (once; verified against their digests) and
+/// returns it.
+pub fn materialize(cas: &Cas, release: &Release, env_dir: &Path) -> Result<PathBuf, String> {
+    let dir = env_dir.join("releases").join(&release.name);
+    let done = dir.join(".ferry-complete");
+    if done.exists() {
+        return Ok(dir);
+    }
+    let tmp = env_dir
+        .join("releases")
+        .join(format!(".{}.partial", release.name));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot make {}: {e}", tmp.display()))?;
+    for a in &release.artifacts {
+        let to = tmp.join(&a.path);
+        cas.read_to(&a.digest, &to)
+            .map_err(|e| format!("release {}: {}: {e}", release.name, a.path))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(a.mode as u32))
+            .map_err(|e| format!("{}: {e}", a.path))?;
+    }
+    std::fs::write(tmp.join(".ferry-complete"), &release.id).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(|e| format!("cannot place the release: {e}"))?;
+    Ok(dir)
+}
+
+/// Points `<env dir>/current` at the release's directory (replaced atomically).
+pub fn point_current(env_dir: &Path, release_dir: &Path) -> Result<(), String> {
+    let link = env_dir.join("current");
+    let tmp = env_dir.join(".current.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(release_dir, &tmp).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &link).map_err(|e| e.to_string())
+}
+
+/// Writes the secrets as files (0600, in a 0700 directory) into `<dir>/secrets/`,
+/// replacing what was there.
+pub fn write_secret_files(
+    env_dir: &Path,
+    secrets: &[(String, Vec<u8>)],
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = env_dir.join("secrets");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| e.to_string())?;
+    for (name, value) in secrets {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(name))
+            .map_err(|e| format!("cannot write secret {name}: {e}"))?;
+        f.write_all(value).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+/// `/dev/shm/ferry-<hash of the data dir>` (or the temporary directory): the secret
+/// files of one server, kept off the disk where possible and out of the data directory.
+pub fn secrets_root(data_dir: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let id = hex::encode(&sha2::Sha256::digest(data_dir.display().to_string().as_bytes())[..6]);
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("ferry-{id}"))
+}

@@ -1,0 +1,213 @@
+//! The `docker` target: the release's image, by digest, in one container per release and
+//! environment (labelled `ferry.deploy`), ports published on 127.0.0.1 by default. The
+//! container of the release live before is kept stopped, for an instant rollback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_config::model::EnvVars;
+use ferry_exec::DockerExecutor;
+use ferry_exec::docker::apps::AppSpec;
+use ferry_exec::docker::build::Logins;
+use ferry_store::{Deployment, SecretKey, Store};
+
+use super::{DeployContext, Target, WorkloadCheck, scope};
+use crate::log::DeployLog;
+
+pub struct DockerTarget {
+    /// The job that built the image to run (default: the release's only image).
+    pub image: Option<String>,
+    pub ports: Vec<String>,
+    pub env: EnvVars,
+    pub volumes: Vec<String>,
+    pub command: Option<Vec<String>>,
+    pub docker: Option<Arc<DockerExecutor>>,
+    /// To open the repository's registry logins with.
+    pub store: Store,
+    pub key: SecretKey,
+}
+
+impl std::fmt::Debug for DockerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerTarget")
+            .field("image", &self.image)
+            .field("ports", &self.ports)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DockerTarget {
+    fn docker(&self) -> Result<&Arc<DockerExecutor>, String> {
+        self.docker
+            .as_ref()
+            .ok_or_else(|| "the `docker` target needs Docker, which is not available here".into())
+    }
+}
+
+/// The container's name: `ferry-ENV-RELEASE-N`, with what Docker refuses replaced.
+fn container_name(dep: &Deployment, release: &str) -> String {
+    format!(
+        "ferry-{}-{}-{}",
+        dep.environment,
+        release.replace(
+            |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+            "-"
+        ),
+        dep.number
+    )
+}
+
+#[async_trait::async_trait]
+impl Target for DockerTarget {
+    async fn deploy(&self, ctx: &mut DeployContext<'_>) -> Result<(), String> {
+        let docker = self.docker()?;
+        let release = ctx.release;
+        let wanted = release.images.iter().find(|i| match &self.image {
+            Some(job) => i.job == *job || i.job.starts_with(&format!("{job} (")),
+            None => true,
+        });
+        let wanted =
+            wanted.ok_or_else(|| format!("release {} has no image to run", release.name))?;
+        let mut mapped = Vec::new();
+        for p in &self.ports {
+            let text = ctx.eval(p)?;
+            mapped.push(
+                ferry_config::port_mapping(&text)
+                    .ok_or_else(|| format!("`{text}` is not a port mapping"))?,
+            );
+        }
+        // The container's own environment: the image keeps its PATH and HOME.
+        let mut app_env: Vec<(String, String)> = ctx
+            .env
+            .iter()
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "PATH" | "HOME" | "FERRY_RELEASE_DIR" | "FERRY_SECRETS_DIR"
+                )
+            })
+            .cloned()
+            .collect();
+        for (k, v) in &self.env {
+            app_env.push((k.clone(), ctx.eval(v)?));
+        }
+        let mut vols = Vec::new();
+        for v in &self.volumes {
+            vols.push(ctx.eval(v)?);
+        }
+        let scope = ctx.scope();
+        let apps = docker.apps(&scope).await?;
+        if let Some(same) = apps.iter().find(|a| a.release == release.name) {
+            // This release ran here before (a rollback): start it again at once.
+            for other in apps.iter().filter(|a| a.running && a.id != same.id) {
+                docker.stop_app(&other.id).await;
+            }
+            ctx.log.line(&format!(
+                "starting the kept container of release {} again",
+                release.name
+            ));
+            if !same.running {
+                docker.start_app(&same.id).await?;
+            }
+            return Ok(());
+        }
+        // Two containers cannot hold one host port: with published ports the old one
+        // stops (and is kept) before the new one starts.
+        if !mapped.is_empty() {
+            for old in apps.iter().filter(|a| a.running) {
+                ctx.log.line(&format!(
+                    "stopping the container of release {} (kept)",
+                    old.release
+                ));
+                docker.stop_app(&old.id).await;
+            }
+        }
+        let name = container_name(ctx.deployment, &release.name);
+        ctx.log
+            .line(&format!("running {} as {name}", wanted.reference()));
+        let logins = self
+            .store
+            .registry_credentials(&self.key, &ctx.deployment.repository_id)
+            .await
+            .map_err(|e| format!("cannot open the registry logins: {e}"))?;
+        docker
+            .run_app(
+                &AppSpec {
+                    image: wanted.reference(),
+                    name,
+                    scope,
+                    release: release.name.clone(),
+                    env: app_env,
+                    ports: mapped,
+                    volumes: vols,
+                    command: self.command.clone(),
+                },
+                &Logins::new(logins),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn watch(&self, dep: &Deployment, release: &str) -> WorkloadCheck {
+        let Some(docker) = &self.docker else {
+            return super::never_dies();
+        };
+        let app = docker
+            .apps(&scope(dep))
+            .await
+            .ok()
+            .and_then(|a| a.into_iter().find(|x| x.release == release));
+        let Some(app) = app else {
+            return Arc::new(|| Some("the container is gone".to_string()));
+        };
+        let state: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let (docker, watch) = (docker.clone(), Arc::downgrade(&state));
+        // Polled in the background (the check must not wait) for as long as the check
+        // is held.
+        tokio::spawn(async move {
+            loop {
+                let gone = docker.app_exit(&app.id).await;
+                let Some(watch) = watch.upgrade() else { break };
+                if let Ok(mut w) = watch.lock() {
+                    *w = gone;
+                }
+                drop(watch);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Arc::new(move || state.lock().ok().and_then(|s| s.clone()))
+    }
+
+    /// After a release goes live, the others stop and only the one before it is kept
+    /// (for an instant rollback); after it fails, its container goes (with its output
+    /// copied into the deployment's log first).
+    async fn tidy(&self, dep: &Deployment, release: &str, failed: bool, log: &mut DeployLog) {
+        let Some(docker) = &self.docker else { return };
+        let Ok(apps) = docker.apps(&scope(dep)).await else {
+            return;
+        };
+        if failed {
+            for app in apps.iter().filter(|a| a.release == release) {
+                log.line("the container's output:");
+                log.output(&docker.app_logs(&app.id).await);
+                docker.remove_app(&app.id).await;
+            }
+            return;
+        }
+        let mut kept = 0;
+        for app in apps.iter().filter(|a| a.release != release) {
+            if app.running {
+                docker.stop_app(&app.id).await;
+            }
+            kept += 1;
+            if kept > 1 {
+                docker.remove_app(&app.id).await;
+            }
+        }
+    }
+
+    fn replaces_live(&self) -> bool {
+        true
+    }
+}

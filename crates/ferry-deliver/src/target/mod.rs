@@ -1,0 +1,220 @@
+//! Deploy targets: where a release goes.
+//!
+//! The deliverer owns the state machine (queued → deploying → verifying → live, or
+//! failed and rolled back); a [`Target`] only knows how to put one release in place in
+//! one environment, how to tell that it died, and what to tidy afterwards. Everything a
+//! target needs arrives in one [`DeployContext`]: the deployment, the release's files,
+//! the environment's variables and secrets, the process environment built from them,
+//! and the deployment's masked log.
+//!
+//! Adding a target: a section in `ferry_config::delivery::Target` (with its loader and
+//! schema), one file here implementing [`Target`], and one arm in [`Targets::get`].
+//! See "Adding a deploy target" in `docs/development.md`.
+
+pub mod docker;
+pub mod kubernetes;
+pub mod process;
+pub mod script;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_config::delivery::Target as Spec;
+use ferry_exec::DockerExecutor;
+use ferry_store::{Deployment, Release, SecretKey, Store};
+
+use crate::log::DeployLog;
+use crate::supervisor::Supervisor;
+
+/// Tells whether the deployed workload died since it started, and how (`None`: it is
+/// still up). Called often during verification: it must not block.
+pub type WorkloadCheck = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// A check that never sees the workload die (targets whose work is done once `deploy`
+/// returns: scripts, Kubernetes).
+pub fn never_dies() -> WorkloadCheck {
+    Arc::new(|| None)
+}
+
+/// One kind of deploy target, configured by its section of `deploy.target`.
+///
+/// Lifecycle of one deployment: [`deploy`](Target::deploy); the deliverer then verifies
+/// with the probes of `deploy.verify`, asking [`watch`](Target::watch) whether the
+/// workload died; then [`tidy`](Target::tidy) with the outcome. After a failure with
+/// nothing left live, [`stop`](Target::stop). Deployments of one environment never run
+/// concurrently; different environments' do, so implementations are `Send + Sync` and
+/// keep per-environment state keyed by repository and environment.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync + std::fmt::Debug {
+    /// Puts the release in place and starts it. An error is the reason the deployment
+    /// failed, shown to the user: say what and where.
+    async fn deploy(&self, ctx: &mut DeployContext<'_>) -> Result<(), String>;
+
+    /// A check telling whether the workload of `release`, just deployed, died.
+    async fn watch(&self, _dep: &Deployment, _release: &str) -> WorkloadCheck {
+        never_dies()
+    }
+
+    /// After `release` went live (`failed == false`) or failed in the deployment's
+    /// environment: remove or keep what earlier deployments left.
+    async fn tidy(&self, _dep: &Deployment, _release: &str, _failed: bool, _log: &mut DeployLog) {}
+
+    /// Nothing is live in the environment any more: stop what runs there.
+    async fn stop(&self, _dep: &Deployment) {}
+
+    /// The workload runs under this server (a supervised process): it stops when the
+    /// server stops, so a live deployment is deployed again when the server starts, and
+    /// its secret files are kept while it runs (they are removed after `deploy` for
+    /// every other target).
+    fn supervised(&self) -> bool {
+        false
+    }
+
+    /// Deploying replaces the live workload before verification (a process, a
+    /// container): after a failure without rollback, the live release is deployed again.
+    fn replaces_live(&self) -> bool {
+        false
+    }
+}
+
+/// The deployment being carried out, with everything resolved for its environment.
+pub struct DeployContext<'a> {
+    pub deployment: &'a Deployment,
+    pub release: &'a Release,
+    /// `<data>/deploy/<repository id>/<environment>`.
+    pub env_dir: PathBuf,
+    /// The release's files, verified against their digests.
+    pub release_dir: PathBuf,
+    /// The environment's secrets as files (0600), in memory where possible.
+    pub secrets_dir: PathBuf,
+    /// The repository's variables, overridden by the environment's.
+    pub vars: BTreeMap<String, String>,
+    /// The repository's and the environment's secrets (name, value).
+    pub secrets: Vec<(String, Vec<u8>)>,
+    /// The whole environment of anything the target runs: `PATH`, `HOME`, the
+    /// `FERRY_*` release variables, the variables and the secrets.
+    pub env: Vec<(String, String)>,
+    /// The deployment's log, masking the secrets.
+    pub log: &'a mut DeployLog,
+}
+
+impl std::fmt::Debug for DeployContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeployContext")
+            .field("deployment", &self.deployment.id)
+            .field("release", &self.release.name)
+            .field("release_dir", &self.release_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeployContext<'_> {
+    pub fn environment(&self) -> &str {
+        &self.deployment.environment
+    }
+
+    /// `repository id/environment`: what labels a workload as this environment's.
+    pub fn scope(&self) -> String {
+        scope(self.deployment)
+    }
+
+    /// `text` with its `${{ vars.* }}`, `${{ release.* }}` and `${{ environment.* }}`
+    /// expressions replaced.
+    pub fn eval(&self, text: &str) -> Result<String, String> {
+        if !text.contains("${{") {
+            return Ok(text.to_string());
+        }
+        let image = self
+            .release
+            .images
+            .first()
+            .map(|i| i.reference())
+            .unwrap_or_default();
+        let value = minijinja::context! {
+            vars => self.vars,
+            release => minijinja::context! {
+                id => self.release.name,
+                commit => self.release.commit_sha,
+                tag => self.release.tag,
+                image => image,
+                dir => self.release_dir.display().to_string(),
+            },
+            environment => minijinja::context! { name => self.environment() },
+        };
+        ferry_config::expr::interpolate(&ferry_config::expr::environment(), text, &value)
+    }
+}
+
+/// `repository id/environment` of a deployment.
+pub fn scope(dep: &Deployment) -> String {
+    format!("{}/{}", dep.repository_id, dep.environment)
+}
+
+/// What targets may use: the process supervisor, Docker, `kubectl`, and the store and
+/// key to open registry logins with.
+#[derive(Clone)]
+pub struct Targets {
+    pub(crate) supervisor: Supervisor,
+    pub(crate) docker: Option<Arc<DockerExecutor>>,
+    pub(crate) kubectl: PathBuf,
+    pub(crate) store: Store,
+    pub(crate) key: SecretKey,
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Targets")
+            .field("docker", &self.docker.is_some())
+            .field("kubectl", &self.kubectl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Targets {
+    /// The target a `deploy.target` section describes.
+    pub fn get(&self, spec: &Spec) -> Box<dyn Target> {
+        match spec {
+            Spec::Process { command, env } => Box::new(process::ProcessTarget {
+                command: command.clone(),
+                env: env.clone(),
+                supervisor: self.supervisor.clone(),
+            }),
+            Spec::Docker {
+                image,
+                ports,
+                env,
+                volumes,
+                command,
+            } => Box::new(docker::DockerTarget {
+                image: image.clone(),
+                ports: ports.clone(),
+                env: env.clone(),
+                volumes: volumes.clone(),
+                command: command.clone(),
+                docker: self.docker.clone(),
+                store: self.store.clone(),
+                key: self.key.clone(),
+            }),
+            Spec::Script { run, image } => Box::new(script::ScriptTarget {
+                run: run.clone(),
+                image: image.clone(),
+                docker: self.docker.clone(),
+            }),
+            Spec::Kubernetes {
+                manifests,
+                kubeconfig,
+                namespace,
+                rollout,
+                timeout,
+            } => Box::new(kubernetes::KubernetesTarget {
+                manifests: manifests.clone(),
+                kubeconfig: kubeconfig.clone(),
+                namespace: namespace.clone(),
+                rollout: rollout.clone(),
+                timeout: *timeout,
+                kubectl: self.kubectl.clone(),
+            }),
+        }
+    }
+}

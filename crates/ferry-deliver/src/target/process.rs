@@ -1,0 +1,68 @@
+//! The `process` target: one supervised long-running process per environment, run from
+//! the release's files (see [`crate::supervisor`]).
+
+use ferry_config::model::EnvVars;
+use ferry_store::Deployment;
+
+use super::{DeployContext, Target, WorkloadCheck};
+use crate::layout;
+use crate::supervisor::{ProcessSpec, Supervisor};
+
+#[derive(Debug)]
+pub struct ProcessTarget {
+    /// Shell command, run in the release's directory.
+    pub command: String,
+    /// Variables for the process besides the environment's.
+    pub env: EnvVars,
+    pub supervisor: Supervisor,
+}
+
+#[async_trait::async_trait]
+impl Target for ProcessTarget {
+    async fn deploy(&self, ctx: &mut DeployContext<'_>) -> Result<(), String> {
+        let command = ctx.eval(&self.command)?;
+        let mut env = ctx.env.clone();
+        for (k, v) in &self.env {
+            env.push((k.clone(), ctx.eval(v)?));
+        }
+        layout::point_current(&ctx.env_dir, &ctx.release_dir)?;
+        ctx.log.line(&format!(
+            "starting `{command}` in {}",
+            ctx.release_dir.display()
+        ));
+        self.supervisor
+            .start(ProcessSpec {
+                repository_id: ctx.deployment.repository_id.clone(),
+                environment: ctx.deployment.environment.clone(),
+                release: ctx.release.name.clone(),
+                dir: ctx.release_dir.clone(),
+                command,
+                env,
+                log: ctx.env_dir.join("output.log"),
+                masker: ctx.log.masker(),
+            })
+            .await
+    }
+
+    async fn watch(&self, dep: &Deployment, _release: &str) -> WorkloadCheck {
+        let f = self
+            .supervisor
+            .exit_watch(&dep.repository_id, &dep.environment)
+            .await;
+        std::sync::Arc::new(f)
+    }
+
+    async fn stop(&self, dep: &Deployment) {
+        self.supervisor
+            .stop(&dep.repository_id, &dep.environment)
+            .await;
+    }
+
+    fn supervised(&self) -> bool {
+        true
+    }
+
+    fn replaces_live(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,438 @@
+//! Deployments (one release going to one environment) and their approvals. State
+//! changes are compare-and-set, so that two servers (or two requests) never move one
+//! deployment twice; partial unique indexes keep one deployment in progress and one live
+//! release per environment.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Error, Result, Store, conflict, now_ms};
+
+/// What is deployed, and how the deployment came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// Asked for with `ferry promote` or the API.
+    Promotion,
+    /// Started by the environment's `auto` policy.
+    Auto,
+    /// Back to an earlier release (by `ferry rollback` or after a failed verification).
+    Rollback,
+}
+
+/// Where a deployment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStatus {
+    /// Waits for its turn (another deployment of the environment is in progress).
+    Queued,
+    AwaitingApproval,
+    Deploying,
+    Verifying,
+    /// The release running in the environment now.
+    Live,
+    /// Was live; a later deployment replaced it.
+    Replaced,
+    Failed,
+    /// Failed, and the release before it was deployed again.
+    RolledBack,
+    Rejected,
+    Cancelled,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Deploying => "deploying",
+            Self::Verifying => "verifying",
+            Self::Live => "live",
+            Self::Replaced => "replaced",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+            Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "awaiting_approval" => Self::AwaitingApproval,
+            "deploying" => Self::Deploying,
+            "verifying" => Self::Verifying,
+            "live" => Self::Live,
+            "replaced" => Self::Replaced,
+            "failed" => Self::Failed,
+            "rolled_back" => Self::RolledBack,
+            "rejected" => Self::Rejected,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Ended: it will not change any more (`Live` changes to `Replaced` later).
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            Self::Replaced | Self::Failed | Self::RolledBack | Self::Rejected | Self::Cancelled
+        )
+    }
+}
+
+impl DeploymentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Promotion => "promotion",
+            Self::Auto => "auto",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "promotion" => Self::Promotion,
+            "auto" => Self::Auto,
+            "rollback" => Self::Rollback,
+            other => return Err(Error::Corrupt(format!("deployment kind `{other}`"))),
+        })
+    }
+}
+
+/// One release going to one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub repository_id: String,
+    pub environment: String,
+    /// Counts the environment's deployments: 1, 2, …
+    pub number: i64,
+    pub release_id: String,
+    pub kind: DeploymentKind,
+    pub status: DeploymentStatus,
+    pub reason: Option<String>,
+    pub requested_by: Option<String>,
+    /// The release that was live when it started (what a rollback returns to).
+    pub previous_release_id: Option<String>,
+    /// What configuration it used: variable and secret names with their update times.
+    pub config: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// One approval or rejection of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub deployment_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    /// `approve` or `reject`.
+    pub decision: String,
+    pub comment: Option<String>,
+    pub created_at: i64,
+}
+
+/// The columns [`deployment_from_row`] reads (of `deployments`).
+const DEPLOYMENT_COLUMNS: &str = "id, repository_id, environment, number, release_id, kind, \
+     status, reason, requested_by, previous_release_id, config, created_at, started_at, finished_at";
+
+fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
+    let status: String = row.try_get("status")?;
+    let kind: String = row.try_get("kind")?;
+    Ok(Deployment {
+        id: row.try_get("id")?,
+        repository_id: row.try_get("repository_id")?,
+        environment: row.try_get("environment")?,
+        number: row.try_get("number")?,
+        release_id: row.try_get("release_id")?,
+        kind: DeploymentKind::parse(&kind)?,
+        status: DeploymentStatus::parse(&status)
+            .ok_or_else(|| Error::Corrupt(format!("deployment status `{status}`")))?,
+        reason: row.try_get("reason")?,
+        requested_by: row.try_get("requested_by")?,
+        previous_release_id: row.try_get("previous_release_id")?,
+        config: row.try_get("config")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// The columns [`approval_from_row`] reads (of `approvals`).
+const APPROVAL_COLUMNS: &str = "deployment_id, user_id, user_name, decision, comment, created_at";
+
+fn approval_from_row(row: &AnyRow) -> Result<Approval> {
+    Ok(Approval {
+        deployment_id: row.try_get("deployment_id")?,
+        user_id: row.try_get("user_id")?,
+        user_name: row.try_get("user_name")?,
+        decision: row.try_get("decision")?,
+        comment: row.try_get("comment")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// `'queued', 'live'`: statuses as an SQL list for `IN (…)` (they are fixed words).
+fn status_list(statuses: &[DeploymentStatus]) -> String {
+    let quoted: Vec<String> = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    quoted.join(", ")
+}
+
+impl Store {
+    /// Records a deployment request (its number is the environment's next).
+    pub async fn create_deployment(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        release_id: &str,
+        kind: DeploymentKind,
+        status: DeploymentStatus,
+        requested_by: Option<&str>,
+    ) -> Result<Deployment> {
+        let id = uuid::Uuid::now_v7().to_string();
+        // The number comes from the table in the same statement; a concurrent insert
+        // that takes the same number fails on the unique key and is retried.
+        for _ in 0..20 {
+            let done = sqlx::query(
+                "INSERT INTO deployments (id, repository_id, environment, number, release_id, kind,
+                   status, requested_by, created_at)
+                 SELECT $1, $2, $3, COALESCE(MAX(number), 0) + 1, $4, $5, $6, $7, $8
+                 FROM deployments WHERE repository_id = $2 AND environment = $3",
+            )
+            .bind(&id)
+            .bind(repository_id)
+            .bind(environment)
+            .bind(release_id)
+            .bind(kind.as_str())
+            .bind(status.as_str())
+            .bind(requested_by)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await;
+            match done {
+                Ok(_) => return self.deployment(&id).await,
+                Err(sqlx::Error::Database(d)) if d.is_unique_violation() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "a deployment number of environment `{environment}`"
+        )))
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Deployment> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("deployment `{id}`")))?;
+        deployment_from_row(&row)
+    }
+
+    /// A deployment by id, or by `ENV#NUMBER` within the repository.
+    pub async fn find_deployment(&self, repository_id: &str, key: &str) -> Result<Deployment> {
+        // `ENV#N`, or `ENV.N` where a `#` does not fit (a URL path).
+        let split = key.rsplit_once('#').or_else(|| key.rsplit_once('.'));
+        if let Some((env, number)) = split
+            && let Ok(number) = number.parse::<i64>()
+        {
+            let row = sqlx::query(&format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+                 WHERE repository_id = $1 AND environment = $2 AND number = $3"
+            ))
+            .bind(repository_id)
+            .bind(env)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("deployment `{key}`")))?;
+            return deployment_from_row(&row);
+        }
+        let d = self.deployment(key).await?;
+        if d.repository_id != repository_id {
+            return Err(Error::NotFound(format!("deployment `{key}`")));
+        }
+        Ok(d)
+    }
+
+    /// An environment's deployments, newest first.
+    pub async fn deployments(
+        &self,
+        repository_id: &str,
+        environment: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE repository_id = $1 AND ($2 = '' OR environment = $2)
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(repository_id)
+        .bind(environment.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// Deployments in any of `statuses`, oldest first (all repositories).
+    pub async fn deployments_in(&self, statuses: &[DeploymentStatus]) -> Result<Vec<Deployment>> {
+        let sql = format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE status IN ({}) ORDER BY created_at, id",
+            status_list(statuses)
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// The live deployment of an environment.
+    pub async fn live_deployment(
+        &self,
+        repository_id: &str,
+        environment: &str,
+    ) -> Result<Option<Deployment>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE repository_id = $1 AND environment = $2 AND status = 'live'"
+        ))
+        .bind(repository_id)
+        .bind(environment)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(deployment_from_row).transpose()
+    }
+
+    /// Moves a deployment from one of `from` to `to` (compare-and-set). False when it
+    /// was not in `from` — someone else moved it first.
+    pub async fn move_deployment(
+        &self,
+        id: &str,
+        from: &[DeploymentStatus],
+        to: DeploymentStatus,
+        reason: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let started = matches!(to, DeploymentStatus::Deploying);
+        let finished = to.finished() || to == DeploymentStatus::Live;
+        let sql = format!(
+            "UPDATE deployments SET status = $1, reason = COALESCE($2, reason),
+               started_at = CASE WHEN $3 = 1 THEN $4 ELSE started_at END,
+               finished_at = CASE WHEN $5 = 1 THEN $4 ELSE finished_at END
+             WHERE id = $6 AND status IN ({})",
+            status_list(from)
+        );
+        let done = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(started as i64)
+            .bind(now)
+            .bind(finished as i64)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict(e, "a deployment in progress in this environment".into()))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Takes `id` from queued (or approved) to deploying, recording what was live; false
+    /// when another deployment of the environment is in progress or it moved already.
+    pub async fn start_deployment(
+        &self,
+        id: &str,
+        from: DeploymentStatus,
+        previous_release_id: Option<&str>,
+        config: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deployments SET status = 'deploying', started_at = $1, previous_release_id = $2,
+               config = $3
+             WHERE id = $4 AND status = $5",
+        )
+        .bind(now_ms())
+        .bind(previous_release_id)
+        .bind(config)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(d) => Ok(d.rows_affected() == 1),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes `id` the live deployment of its environment: the one live before becomes
+    /// `replaced`, in one transaction.
+    pub async fn make_live(&self, id: &str) -> Result<bool> {
+        let d = self.deployment(id).await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE deployments SET status = 'replaced'
+             WHERE repository_id = $1 AND environment = $2 AND status = 'live' AND id <> $3",
+        )
+        .bind(&d.repository_id)
+        .bind(&d.environment)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE deployments SET status = 'live', finished_at = $1
+             WHERE id = $2 AND status IN ('deploying', 'verifying')",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records an approval or a rejection; a second decision of the same user conflicts.
+    pub async fn add_approval(
+        &self,
+        deployment_id: &str,
+        user_id: &str,
+        user_name: &str,
+        decision: &str,
+        comment: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO approvals (deployment_id, user_id, user_name, decision, comment, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(deployment_id)
+        .bind(user_id)
+        .bind(user_name)
+        .bind(decision)
+        .bind(comment)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("a decision of {user_name} on this deployment")))?;
+        Ok(())
+    }
+
+    pub async fn approvals(&self, deployment_id: &str) -> Result<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE deployment_id = $1
+             ORDER BY created_at, user_name"
+        ))
+        .bind(deployment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+}

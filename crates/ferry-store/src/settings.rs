@@ -1,0 +1,272 @@
+//! Settings of a repository (`environment` empty) or of one of its environments:
+//! variables, stored as they are, and secrets, sealed with the [`SecretKey`] (see
+//! `secrets.rs`) and bound to their place. The two tables have the same key
+//! (repository, environment, name); an environment's entry wins over the repository's.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, SecretKey, Store, now_ms};
+
+/// A variable of a repository (`environment` empty) or of one environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub environment: String,
+    pub name: String,
+    pub value: String,
+    pub updated_at: i64,
+    pub updated_by: Option<String>,
+}
+
+/// A secret as listed: its name and when it changed, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub environment: String,
+    pub name: String,
+    pub updated_at: i64,
+    pub updated_by: Option<String>,
+}
+
+/// The columns [`variable_from_row`] reads (of `variables`).
+const VARIABLE_COLUMNS: &str = "environment, name, value, updated_at, updated_by";
+
+fn variable_from_row(row: &AnyRow) -> Result<Variable> {
+    Ok(Variable {
+        environment: row.try_get("environment")?,
+        name: row.try_get("name")?,
+        value: row.try_get("value")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
+    })
+}
+
+/// The columns [`secret_info_from_row`] reads (of `secrets`): never the sealed value.
+const SECRET_INFO_COLUMNS: &str = "environment, name, updated_at, updated_by";
+
+fn secret_info_from_row(row: &AnyRow) -> Result<SecretInfo> {
+    Ok(SecretInfo {
+        environment: row.try_get("environment")?,
+        name: row.try_get("name")?,
+        updated_at: row.try_get("updated_at")?,
+        updated_by: row.try_get("updated_by")?,
+    })
+}
+
+/// The columns [`open_secret_row`] reads (of `secrets`).
+const SEALED_COLUMNS: &str = "environment, name, sealed";
+
+/// A secret's name and opened value.
+fn open_secret_row(
+    key: &SecretKey,
+    repository_id: &str,
+    row: &AnyRow,
+) -> Result<(String, Vec<u8>)> {
+    let environment: String = row.try_get("environment")?;
+    let name: String = row.try_get("name")?;
+    let sealed: String = row.try_get("sealed")?;
+    let value = key.open(&sealed, &secret_context(repository_id, &environment, &name))?;
+    Ok((name, value))
+}
+
+/// One of the two tables of settings, and the column that holds an entry's value.
+struct Table {
+    name: &'static str,
+    value: &'static str,
+}
+
+const VARIABLES: Table = Table {
+    name: "variables",
+    value: "value",
+};
+const SECRETS: Table = Table {
+    name: "secrets",
+    value: "sealed",
+};
+
+/// The associated data a secret is sealed with: where it belongs.
+fn secret_context(repository_id: &str, environment: &str, name: &str) -> String {
+    format!("secret:{repository_id}:{environment}:{name}")
+}
+
+impl Store {
+    /// Sets a variable of the repository (`environment` empty) or of an environment.
+    pub async fn set_variable(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+        value: &str,
+        by: Option<&str>,
+    ) -> Result<()> {
+        self.put_setting(&VARIABLES, repository_id, environment, name, value, by)
+            .await
+    }
+
+    /// Variables of the repository and (when given) one environment, by environment and name.
+    pub async fn variables(
+        &self,
+        repository_id: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<Variable>> {
+        let rows = self
+            .setting_rows(&VARIABLES, VARIABLE_COLUMNS, repository_id, environment)
+            .await?;
+        rows.iter().map(variable_from_row).collect()
+    }
+
+    pub async fn delete_variable(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+    ) -> Result<bool> {
+        self.delete_setting(&VARIABLES, repository_id, environment, name)
+            .await
+    }
+
+    /// Sets a secret: its value is sealed with `key` and bound to its place.
+    pub async fn set_secret(
+        &self,
+        key: &SecretKey,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+        value: &[u8],
+        by: Option<&str>,
+    ) -> Result<()> {
+        let sealed = key.seal(value, &secret_context(repository_id, environment, name))?;
+        self.put_setting(&SECRETS, repository_id, environment, name, &sealed, by)
+            .await
+    }
+
+    /// The names of the repository's and (when given) one environment's secrets.
+    pub async fn secret_names(
+        &self,
+        repository_id: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<SecretInfo>> {
+        let rows = self
+            .setting_rows(&SECRETS, SECRET_INFO_COLUMNS, repository_id, environment)
+            .await?;
+        rows.iter().map(secret_info_from_row).collect()
+    }
+
+    /// The opened secrets for a deployment to `environment`: the environment's win over
+    /// the repository's of the same name. (name, value)
+    pub async fn open_secrets(
+        &self,
+        key: &SecretKey,
+        repository_id: &str,
+        environment: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows = self
+            .setting_rows(&SECRETS, SEALED_COLUMNS, repository_id, Some(environment))
+            .await?;
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for row in &rows {
+            let (name, value) = open_secret_row(key, repository_id, row)?;
+            // Repository-level rows come first ('' sorts first): the environment's replace them.
+            out.retain(|(n, _)| *n != name);
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// Every secret value of the repository, of every environment (to mask them).
+    pub async fn open_all_secrets(
+        &self,
+        key: &SecretKey,
+        repository_id: &str,
+    ) -> Result<Vec<Vec<u8>>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEALED_COLUMNS} FROM secrets WHERE repository_id = $1"
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok(open_secret_row(key, repository_id, row)?.1))
+            .collect()
+    }
+
+    pub async fn delete_secret(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+    ) -> Result<bool> {
+        self.delete_setting(&SECRETS, repository_id, environment, name)
+            .await
+    }
+
+    /// `columns` of the entries of `table` that belong to the repository, and to
+    /// `environment` when given, by environment (the repository's, '', first) and name.
+    async fn setting_rows(
+        &self,
+        table: &Table,
+        columns: &str,
+        repository_id: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<AnyRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {columns} FROM {}
+             WHERE repository_id = $1 AND (environment = '' OR environment = $2)
+             ORDER BY environment, name",
+            table.name
+        ))
+        .bind(repository_id)
+        .bind(environment.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Inserts or replaces an entry of `table`.
+    async fn put_setting(
+        &self,
+        table: &Table,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+        value: &str,
+        by: Option<&str>,
+    ) -> Result<()> {
+        let (table, column) = (table.name, table.value);
+        sqlx::query(&format!(
+            "INSERT INTO {table} (repository_id, environment, name, {column}, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (repository_id, environment, name) DO UPDATE SET {column} = excluded.{column},
+               updated_at = excluded.updated_at, updated_by = excluded.updated_by"
+        ))
+        .bind(repository_id)
+        .bind(environment)
+        .bind(name)
+        .bind(value)
+        .bind(now_ms())
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an entry of `table`; false when there was none.
+    async fn delete_setting(
+        &self,
+        table: &Table,
+        repository_id: &str,
+        environment: &str,
+        name: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(&format!(
+            "DELETE FROM {} WHERE repository_id = $1 AND environment = $2 AND name = $3",
+            table.name
+        ))
+        .bind(repository_id)
+        .bind(environment)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
