@@ -210,25 +210,30 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         },
     );
     let engine = engine.with_secret_key(key.clone());
-    // Docker is optional: without it, jobs with an `image:` fail with the reason.
-    let engine = match ferry_exec::DockerExecutor::connect().await {
+    // Docker is optional: without it, jobs with an `image:` and `docker` targets fail
+    // with the reason.
+    let docker = match ferry_exec::DockerExecutor::connect().await {
         Ok(docker) => {
             let removed = docker.remove_leftovers().await;
             if removed > 0 {
                 eprintln!("ferry: removed {removed} container(s) left by an earlier server");
             }
-            engine
-                .with_containers(Arc::new(docker))
-                .with_default_image(args.default_image.clone())
+            Some(Arc::new(docker))
         }
         Err(e) => {
             eprintln!("ferry: {e}; jobs with an `image:` will fail");
-            engine
+            None
         }
     };
+    let engine = match &docker {
+        Some(docker) => engine
+            .with_containers(docker.clone())
+            .with_default_image(args.default_image.clone()),
+        None => engine,
+    };
     let keep = args.keep_releases.map(|n| n as usize);
-    let state =
-        AppState::new(store.clone(), engine, config, key).map_deliverer(|d| d.with_retention(keep));
+    let state = AppState::new(store.clone(), engine, config, key)
+        .map_deliverer(|d| d.with_retention(keep).with_docker(docker));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

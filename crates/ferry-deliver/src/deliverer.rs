@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cas::Cas;
 use crate::diff::ConfigSnapshot;
+use crate::events::DeliveryEvent;
 use crate::layout;
 use crate::log::DeployLog;
 use crate::policy::{self, Approver, Decision, Parties, Verdict};
@@ -76,6 +77,8 @@ pub struct Deliverer {
     /// Keep the files of this many newest releases per repository (and of every release
     /// an environment runs); `None`: keep everything.
     keep_releases: Option<usize>,
+    /// Every deployment change and decision, for whoever listens.
+    events: tokio::sync::broadcast::Sender<Arc<DeliveryEvent>>,
     /// Environments (repository id, name) whose deployment this server is executing.
     busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
@@ -121,6 +124,7 @@ impl Deliverer {
             key,
             wake: Arc::new(Notify::new()),
             keep_releases: None,
+            events: tokio::sync::broadcast::channel(1024).0,
             busy: Arc::default(),
         }
     }
@@ -185,6 +189,23 @@ impl Deliverer {
 
     pub fn supervisor(&self) -> &Supervisor {
         &self.targets.supervisor
+    }
+
+    /// Deployment changes and decisions from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<DeliveryEvent>> {
+        self.events.subscribe()
+    }
+
+    /// Tells listeners how deployment `id` is now (nobody listening is fine).
+    async fn publish(&self, id: &str) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        if let Ok(deployment) = self.store.deployment(id).await {
+            let _ = self
+                .events
+                .send(Arc::new(DeliveryEvent::Deployment { deployment }));
+        }
     }
 
     /// The log of one deployment.
@@ -253,6 +274,7 @@ impl Deliverer {
                 Some(&format!("release {} ({})", release.name, status.as_str())),
             )
             .await?;
+        self.publish(&dep.id).await;
         self.wake.notify_one();
         Ok(Some(dep))
     }
@@ -431,10 +453,14 @@ impl Deliverer {
         self.store
             .audit(Some(repository_id), &actor.label(), action, &name, comment)
             .await?;
-        let decisions: Vec<Decision> = self
-            .store
-            .approvals(&dep.id)
-            .await?
+        let approvals = self.store.approvals(&dep.id).await?;
+        if let Some(mine) = approvals.iter().find(|a| a.user_id == actor.user_id) {
+            let _ = self.events.send(Arc::new(DeliveryEvent::Approval {
+                repository_id: repository_id.to_string(),
+                approval: mine.clone(),
+            }));
+        }
+        let decisions: Vec<Decision> = approvals
             .into_iter()
             .map(|a| Decision {
                 user: a.user_name,
@@ -461,6 +487,7 @@ impl Deliverer {
             }
             Verdict::Waiting { .. } => {}
         }
+        self.publish(&dep.id).await;
         Ok(self.store.deployment(&dep.id).await?)
     }
 
@@ -543,6 +570,7 @@ impl Deliverer {
                 Some(&format!("back to release {}", target.name)),
             )
             .await?;
+        self.publish(&dep.id).await;
         self.wake.notify_one();
         Ok(dep)
     }
@@ -584,6 +612,7 @@ impl Deliverer {
                         Some(reason),
                     )
                     .await?;
+                self.publish(&dep.id).await;
             }
         }
         for dep in self.store.deployments_in(&[S::Live]).await? {
@@ -694,6 +723,7 @@ impl Deliverer {
                 started?;
                 continue;
             }
+            self.publish(&dep.id).await;
             let me = self.clone();
             tasks.spawn(async move {
                 match me.store.deployment(&dep.id).await {
@@ -756,6 +786,7 @@ impl Deliverer {
                 self.store
                     .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)
                     .await?;
+                self.publish(&dep.id).await;
                 self.verify(&dep, &d, t.as_ref(), probes, &release.name, &mut log)
                     .await
             }
@@ -764,8 +795,16 @@ impl Deliverer {
         };
         match outcome {
             Ok(()) => {
+                let replaced = self
+                    .store
+                    .live_deployment(&dep.repository_id, &dep.environment)
+                    .await?;
                 self.store.make_live(&dep.id).await?;
                 log.line("live");
+                if let Some(r) = replaced {
+                    self.publish(&r.id).await;
+                }
+                self.publish(&dep.id).await;
                 if let Ok(t) = &target {
                     t.tidy(&dep, &release.name, false, &mut log).await;
                 }
@@ -799,6 +838,7 @@ impl Deliverer {
                         Some(&reason),
                     )
                     .await?;
+                self.publish(&dep.id).await;
                 self.store
                     .audit(
                         Some(&dep.repository_id),
@@ -871,12 +911,14 @@ impl Deliverer {
                 )),
             )
             .await?;
+        self.publish(&back.id).await;
         let config = self.config_snapshot(&back).await?;
         if self
             .store
             .start_deployment(&back.id, S::Queued, Some(&release.id), &config)
             .await?
         {
+            self.publish(&back.id).await;
             let back = self.store.deployment(&back.id).await?;
             let release_name = release.name.clone();
             Box::pin(self.execute(back, release)).await?;
@@ -891,6 +933,7 @@ impl Deliverer {
                     )),
                 )
                 .await?;
+            self.publish(&dep.id).await;
         }
         Ok(())
     }

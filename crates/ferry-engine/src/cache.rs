@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
 
 /// One stored cache entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CacheEntry {
     /// The repository it belongs to.
     pub repository_id: String,

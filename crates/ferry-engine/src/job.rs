@@ -8,7 +8,10 @@ use ferry_config::RetryWhen;
 use ferry_config::duration::format_duration;
 use ferry_config::expr;
 use ferry_exec::mask::Masked;
-use ferry_exec::{Executor, JobSpec, OutputSink, StepOutcome, StepSpec};
+use ferry_exec::{
+    BuildSpec, ContainerJob, Executor, ExecutorKind, ImageBuilder, JobSpec, Logins, OutputSink,
+    ServiceSpec, Services, StepOutcome, StepSpec,
+};
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
 
@@ -294,22 +297,26 @@ async fn run_attempt(
         }
     }
     let image = job.image.clone().or_else(|| ctx.default_image.clone());
-    let docker = ctx.containers.clone();
-    let needs_docker = image.is_some() || !job.services.is_empty() || job.build_image.is_some();
-    if needs_docker && docker.is_none() {
-        let what = match (&image, job.services.is_empty()) {
-            (Some(image), _) => format!("image `{image}`"),
-            (None, false) => "services".to_string(),
-            (None, true) => "an image build".to_string(),
-        };
+    let containers = ctx.executors.get(ExecutorKind::Container).is_some();
+    let runner = ctx.services.clone().filter(|_| !job.services.is_empty());
+    let builder = ctx.builder.clone().filter(|_| job.build_image.is_some());
+    let missing = match &image {
+        Some(image) if !containers => Some(format!("image `{image}`")),
+        _ if !job.services.is_empty() && runner.is_none() => Some("services".to_string()),
+        _ if job.build_image.is_some() && builder.is_none() => Some("an image build".to_string()),
+        _ => None,
+    };
+    if let Some(what) = missing {
         let e = format!(
-            "job `{}` needs {what}, but Docker is not available here",
-            job.name
+            "job `{}` needs {what}, but {} is not available here",
+            job.name,
+            ExecutorKind::Container.needs()
         );
         out.note(&format!("error: {e}"));
         return (failed(e), None);
     }
-    let logins = match (&ctx.logins, needs_docker) {
+    let needs_logins = image.is_some() || runner.is_some() || builder.is_some();
+    let logins = match (&ctx.logins, needs_logins) {
         (Err(e), true) => {
             out.note(&format!("error: {e}"));
             return (failed(e.clone()), None);
@@ -317,14 +324,14 @@ async fn run_attempt(
         (Ok(l), _) => l.clone(),
         (Err(_), false) => Default::default(),
     };
-    let mut services = ferry_exec::docker::services::Services::default();
+    let mut services = Services::default();
     let mut result = None;
-    if let Some(docker) = docker.as_ref().filter(|_| !job.services.is_empty()) {
+    if let Some(runner) = &runner {
         match resolve_services(ctx, job, &env) {
             Ok(specs) => {
                 let publish = image.is_none();
-                if let Err(e) = docker
-                    .start_services(
+                if let Err(e) = runner
+                    .start(
                         &job.name,
                         &specs,
                         publish,
@@ -338,7 +345,7 @@ async fn run_attempt(
                         Attempt::Cancelled
                     } else {
                         out.note(&format!("error: {e}"));
-                        failed(e)
+                        failed(e.to_string())
                     });
                 }
             }
@@ -352,17 +359,17 @@ async fn run_attempt(
         Some(r) => r,
         None => {
             let r = run_executor(ctx, i, attempt, dir, image, &env, &services, &logins, out).await;
-            match (r, &job.build_image, &docker) {
-                (Attempt::Success, Some(_), Some(docker)) => {
-                    build_image(ctx, i, dir, &env, docker, &logins, out).await
+            match (r, &builder) {
+                (Attempt::Success, Some(builder)) => {
+                    build_image(ctx, i, dir, &env, builder.as_ref(), &logins, out).await
                 }
-                (r, _, _) => r,
+                (r, _) => r,
             }
         }
     };
-    if let Some(docker) = &docker {
+    if let Some(runner) = &runner {
         // The services' logs go to the job's log, after its steps.
-        docker.stop_services(&mut services, Some(out)).await;
+        runner.stop(&mut services, Some(out)).await;
     }
     if matches!(result, Attempt::Success) {
         for (key, paths) in new_caches {
@@ -546,11 +553,7 @@ impl JobEnv {
 }
 
 /// The job's services with their expressions resolved.
-fn resolve_services(
-    ctx: &RunCtx,
-    job: &PlanJob,
-    env: &JobEnv,
-) -> Result<Vec<ferry_exec::docker::services::ServiceSpec>, String> {
+fn resolve_services(ctx: &RunCtx, job: &PlanJob, env: &JobEnv) -> Result<Vec<ServiceSpec>, String> {
     job.services
         .iter()
         .map(|s| {
@@ -567,7 +570,7 @@ fn resolve_services(
                         .map_err(|e| what("env", e))?,
                 ));
             }
-            Ok(ferry_exec::docker::services::ServiceSpec {
+            Ok(ServiceSpec {
                 name: s.name.clone(),
                 image,
                 env: vars,
@@ -590,36 +593,34 @@ async fn run_executor(
     dir: &Path,
     image: Option<String>,
     env: &JobEnv,
-    services: &ferry_exec::docker::services::Services,
-    logins: &ferry_exec::docker::build::Logins,
+    services: &Services,
+    logins: &Logins,
     out: &mut Out<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
     let spec = JobSpec {
         name: job.name.clone(),
         workspace: dir.to_path_buf(),
-        image: image.clone(),
-        container: ferry_exec::ContainerSettings {
-            user: job.container.user.clone(),
-            entrypoint: job.container.entrypoint.clone(),
-            cpus_milli: job.container.cpus_milli,
-            memory: job.container.memory,
-        },
-        network: services.network.clone(),
-        logins: logins.clone(),
+        container: image.map(|image| ContainerJob {
+            image,
+            settings: ferry_exec::ContainerSettings {
+                user: job.container.user.clone(),
+                entrypoint: job.container.entrypoint.clone(),
+                cpus_milli: job.container.cpus_milli,
+                memory: job.container.memory,
+            },
+            network: services.network.clone(),
+            logins: logins.clone(),
+        }),
     };
     if job.steps.is_empty() {
         return Attempt::Success;
     }
-    // A job with an image runs in containers; the others on the host.
-    let executor: std::sync::Arc<dyn Executor> = match (&image, &ctx.containers) {
-        (None, _) => ctx.executor.clone(),
-        (Some(_), Some(c)) => c.clone(),
-        (Some(image), None) => {
-            let e = format!(
-                "job `{}` needs image `{image}`, but Docker is not available here",
-                job.name
-            );
+    // Each job runs with the executor of its kind (a job with an image in containers).
+    let executor = match ctx.executors.for_job(&spec) {
+        Ok(e) => e,
+        Err(e) => {
+            let e = e.to_string();
             out.note(&format!("error: {e}"));
             return failed(e);
         }
@@ -627,6 +628,7 @@ async fn run_executor(
     let prepared = match executor.prepare(&spec).await {
         Ok(p) => p,
         Err(e) => {
+            let e = e.to_string();
             out.note(&e);
             return failed(e);
         }
@@ -654,8 +656,8 @@ async fn build_image(
     i: usize,
     dir: &Path,
     env: &JobEnv,
-    docker: &ferry_exec::DockerExecutor,
-    logins: &ferry_exec::docker::build::Logins,
+    builder: &dyn ImageBuilder,
+    logins: &Logins,
     out: &mut Out<'_>,
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
@@ -694,7 +696,7 @@ async fn build_image(
         for (k, v) in &build.labels {
             labels.push((k.clone(), eval("labels", v)?));
         }
-        Ok::<_, String>(ferry_exec::docker::build::BuildSpec {
+        Ok::<_, String>(BuildSpec {
             context: dir.join(&build.context),
             dockerfile: build.dockerfile.clone(),
             args,
@@ -720,7 +722,7 @@ async fn build_image(
         return failed(e);
     }
     out.note(&format!("building image {}:{}", spec.name, spec.tags[0]));
-    match docker.build_image(&spec, out, &ctx.cancel).await {
+    match builder.build(&spec, out, &ctx.cancel).await {
         Ok(built) => {
             match &built.digest {
                 Some(d) => out.note(&format!("pushed {}@{d}", spec.name)),
@@ -741,7 +743,7 @@ async fn build_image(
         Err(_) if ctx.cancel.is_cancelled() => Attempt::Cancelled,
         Err(e) => {
             out.note(&format!("error: {e}"));
-            failed(e)
+            failed(e.to_string())
         }
     }
 }

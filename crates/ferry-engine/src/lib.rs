@@ -10,6 +10,7 @@ mod events;
 mod job;
 mod junit;
 mod run;
+pub mod schedule;
 mod workspace;
 
 pub use events::{EngineEvent, EventSink, NullSink};

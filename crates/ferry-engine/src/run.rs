@@ -1,13 +1,13 @@
 //! Executing one run: the run's bookkeeping and the scheduler of its jobs (what one
 //! job does is in `job.rs`).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ferry_exec::docker::build::Logins;
-use ferry_exec::{DockerExecutor, Executor};
+use ferry_exec::{
+    DockerExecutor, Executor, ExecutorKind, Executors, ImageBuilder, Logins, ServiceRunner,
+};
 use ferry_plan::Plan;
 use ferry_store::{JobEnd, NewJob, NewRun, Run, SecretKey, Status, Store, Write, Writer};
 use tokio::task::JoinSet;
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::CacheStore;
 use crate::events::{EngineEvent, EventSink};
 use crate::job::run_job;
+use crate::schedule::{Action, Scheduler, settled};
 use crate::workspace;
 
 /// How the engine runs jobs.
@@ -43,10 +44,12 @@ pub struct Source {
 #[derive(Clone)]
 pub struct Engine {
     store: Store,
-    executor: Arc<dyn Executor>,
-    /// Runs the jobs that have an `image:`, their services and image builds; `None`
-    /// when Docker is not available.
-    containers: Option<Arc<DockerExecutor>>,
+    /// The executor of each kind of job (host; containers when Docker is available).
+    executors: Executors,
+    /// Starts jobs' `services:` (`None`: jobs with services fail with the reason).
+    services: Option<Arc<dyn ServiceRunner>>,
+    /// Builds jobs' `build_image:` (`None`: such jobs fail with the reason).
+    builder: Option<Arc<dyn ImageBuilder>>,
     /// The image of jobs that name none; `None`: they run on the host.
     default_image: Option<String>,
     /// Opens the repositories' sealed registry logins.
@@ -81,7 +84,9 @@ pub struct RunOutcome {
 /// Everything a job task needs, shared by the jobs of one run.
 pub(crate) struct RunCtx {
     pub(crate) store: Store,
-    pub(crate) containers: Option<Arc<DockerExecutor>>,
+    pub(crate) executors: Executors,
+    pub(crate) services: Option<Arc<dyn ServiceRunner>>,
+    pub(crate) builder: Option<Arc<dyn ImageBuilder>>,
     pub(crate) caches: CacheStore,
     /// The repository's registry logins, or why they cannot be opened.
     pub(crate) logins: Result<Logins, String>,
@@ -90,7 +95,6 @@ pub(crate) struct RunCtx {
     pub(crate) default_image: Option<String>,
     /// State changes go through the batching writer: the engine never waits on the DB.
     pub(crate) writer: Writer,
-    pub(crate) executor: Arc<dyn Executor>,
     pub(crate) plan: Plan,
     pub(crate) run: Run,
     pub(crate) job_ids: Vec<String>,
@@ -103,25 +107,42 @@ pub(crate) struct RunCtx {
 }
 
 impl Engine {
+    /// An engine whose host jobs run with `executor`.
     pub fn new(store: Store, executor: Arc<dyn Executor>, config: EngineConfig) -> Self {
         Self {
             store,
-            executor,
-            containers: None,
+            executors: Executors::new(executor),
+            services: None,
+            builder: None,
             default_image: None,
             secret_key: None,
             config,
         }
     }
 
-    /// The Docker executor, when Docker is available.
-    pub fn docker(&self) -> Option<Arc<DockerExecutor>> {
-        self.containers.clone()
+    /// Runs jobs that have an `image:`, their services and their image builds with
+    /// Docker.
+    pub fn with_containers(self, docker: Arc<DockerExecutor>) -> Self {
+        self.with_executor(ExecutorKind::Container, docker.clone())
+            .with_services(docker.clone())
+            .with_builder(docker)
     }
 
-    /// Runs jobs that have an `image:` with `executor` (the Docker executor).
-    pub fn with_containers(mut self, executor: Arc<DockerExecutor>) -> Self {
-        self.containers = Some(executor);
+    /// Runs jobs of `kind` with `executor`.
+    pub fn with_executor(mut self, kind: ExecutorKind, executor: Arc<dyn Executor>) -> Self {
+        self.executors = self.executors.with(kind, executor);
+        self
+    }
+
+    /// Starts jobs' services with `runner`.
+    pub fn with_services(mut self, runner: Arc<dyn ServiceRunner>) -> Self {
+        self.services = Some(runner);
+        self
+    }
+
+    /// Builds jobs' images with `builder`.
+    pub fn with_builder(mut self, builder: Arc<dyn ImageBuilder>) -> Self {
+        self.builder = Some(builder);
         self
     }
 
@@ -234,7 +255,7 @@ impl Engine {
             None => Ok(source),
         };
         let logins = match &self.secret_key {
-            Some(key) if self.containers.is_some() => self
+            Some(key) if self.uses_registries() => self
                 .store
                 .registry_credentials(key, &run.repository_id)
                 .await
@@ -259,13 +280,14 @@ impl Engine {
         });
         let ctx = Arc::new(RunCtx {
             store: self.store.clone(),
-            containers: self.containers.clone(),
+            executors: self.executors.clone(),
+            services: self.services.clone(),
+            builder: self.builder.clone(),
             caches: self.caches(),
             logins,
             masker,
             default_image: self.default_image.clone(),
             writer,
-            executor: self.executor.clone(),
             plan,
             run,
             job_ids,
@@ -280,14 +302,7 @@ impl Engine {
             keep: self.config.keep_workspaces,
         });
         let jobs = &ctx.plan.jobs;
-        let index: HashMap<&str, usize> = jobs
-            .iter()
-            .enumerate()
-            .map(|(i, j)| (j.name.as_str(), i))
-            .collect();
-        // None: not finished; Some(status).
-        let mut done: Vec<Option<(Status, Option<String>)>> =
-            jobs.iter().map(|j| settled(&j.decision)).collect();
+        let mut schedule = Scheduler::new(&ctx.plan, self.config.concurrency);
         // Reused jobs bring their artifacts from the earlier run.
         for (i, job) in jobs.iter().enumerate() {
             if let ferry_plan::Decision::Reuse { run, .. } = &job.decision {
@@ -301,68 +316,38 @@ impl Engine {
                     let copied =
                         tokio::task::spawn_blocking(move || workspace::copy_dir(&from, &to)).await;
                     if !matches!(copied, Ok(Ok(()))) {
-                        done[i] = Some((
+                        schedule.finished(
+                            i,
                             Status::Failed,
                             Some("cannot reuse the earlier run's artifacts".into()),
-                        ));
+                        );
                     }
                 }
             }
         }
         if let Err(reason) = &snapshot {
-            for (i, slot) in done.iter_mut().enumerate() {
-                if slot.is_none() {
-                    self.end_unstarted(&ctx, i, Status::Failed, reason).await?;
-                    *slot = Some((Status::Failed, Some(reason.clone())));
-                }
+            for i in schedule.unsettled() {
+                self.end_unstarted(&ctx, i, Status::Failed, reason).await?;
+                schedule.settle(i, Status::Failed, reason.clone());
             }
         }
-        let mut started_jobs = vec![false; jobs.len()];
         let mut set: JoinSet<(usize, Status, Option<String>)> = JoinSet::new();
-        let concurrency = self.config.concurrency.max(1);
-
         loop {
             if !ctx.cancel.is_cancelled() {
-                for i in 0..jobs.len() {
-                    if started_jobs[i] || done[i].is_some() {
-                        continue;
+                for action in schedule.poll() {
+                    match action {
+                        Action::Skip { job, reason } => {
+                            self.end_unstarted(&ctx, job, Status::Skipped, &reason)
+                                .await?;
+                        }
+                        Action::Start(i) => {
+                            let ctx = ctx.clone();
+                            set.spawn(async move {
+                                let (status, reason) = run_job(&ctx, i).await;
+                                (i, status, reason)
+                            });
+                        }
                     }
-                    let needs: Vec<usize> = jobs[i]
-                        .needs
-                        .iter()
-                        .filter_map(|n| index.get(n.as_str()).copied())
-                        .collect();
-                    if needs.iter().any(|d| done[*d].is_none()) {
-                        continue;
-                    }
-                    let blocked = needs.iter().find_map(|d| {
-                        let (status, _) = done[*d].as_ref()?;
-                        let ok = *status == Status::Success
-                            || (*status == Status::Failed && jobs[*d].allow_failure);
-                        (!ok).then(|| {
-                            let what = match status {
-                                Status::Failed => "failed",
-                                Status::Cancelled => "was cancelled",
-                                _ => "is skipped",
-                            };
-                            format!("needs `{}`, which {what}", jobs[*d].name)
-                        })
-                    });
-                    if let Some(reason) = blocked {
-                        self.end_unstarted(&ctx, i, Status::Skipped, &reason)
-                            .await?;
-                        done[i] = Some((Status::Skipped, Some(reason)));
-                        continue;
-                    }
-                    if set.len() >= concurrency {
-                        continue;
-                    }
-                    started_jobs[i] = true;
-                    let ctx = ctx.clone();
-                    set.spawn(async move {
-                        let (status, reason) = run_job(&ctx, i).await;
-                        (i, status, reason)
-                    });
                 }
             }
             if set.is_empty() {
@@ -370,7 +355,7 @@ impl Engine {
             }
             tokio::select! {
                 joined = set.join_next() => match joined {
-                    Some(Ok((i, status, reason))) => done[i] = Some((status, reason)),
+                    Some(Ok((i, status, reason))) => schedule.finished(i, status, reason),
                     Some(Err(e)) => return Err(ferry_store::Error::Corrupt(format!("a job task failed: {e}"))),
                     None => {}
                 },
@@ -378,44 +363,29 @@ impl Engine {
                     // Running jobs see the same token; wait for them to wind down.
                     while let Some(joined) = set.join_next().await {
                         if let Ok((i, status, reason)) = joined {
-                            done[i] = Some((status, reason));
+                            schedule.finished(i, status, reason);
                         }
                     }
                 }
             }
         }
 
-        for (i, slot) in done.iter_mut().enumerate() {
-            if slot.is_none() {
-                let reason = "the run was cancelled before it started".to_string();
-                self.end_unstarted(&ctx, i, Status::Cancelled, &reason)
-                    .await?;
-                *slot = Some((Status::Cancelled, Some(reason)));
-            }
+        for i in schedule.unsettled() {
+            let reason = "the run was cancelled before it started".to_string();
+            self.end_unstarted(&ctx, i, Status::Cancelled, &reason)
+                .await?;
+            schedule.settle(i, Status::Cancelled, reason);
         }
         let results: Vec<JobResult> = jobs
             .iter()
-            .zip(&done)
-            .map(|(j, d)| {
-                let (status, reason) = d.clone().unwrap_or((Status::Cancelled, None));
-                JobResult {
-                    name: j.name.clone(),
-                    status,
-                    reason,
-                }
+            .zip(schedule.results())
+            .map(|(j, (status, reason))| JobResult {
+                name: j.name.clone(),
+                status,
+                reason,
             })
             .collect();
-        let failed = jobs
-            .iter()
-            .zip(&results)
-            .any(|(j, r)| r.status == Status::Failed && !j.allow_failure);
-        let status = if ctx.cancel.is_cancelled() {
-            Status::Cancelled
-        } else if failed || results.iter().any(|r| r.status == Status::Cancelled) {
-            Status::Failed
-        } else {
-            Status::Success
-        };
+        let status = schedule.outcome(ctx.cancel.is_cancelled());
         ctx.writer
             .send(Write::finish_run(&ctx.run.id, status, snapshot.err()));
         ctx.writer.flush().await?;
@@ -434,6 +404,13 @@ impl Engine {
             status,
             jobs: results,
         })
+    }
+
+    /// Whether jobs may pull or push images (so the registry logins are opened).
+    fn uses_registries(&self) -> bool {
+        self.executors.get(ExecutorKind::Container).is_some()
+            || self.services.is_some()
+            || self.builder.is_some()
     }
 
     async fn end_unstarted(
@@ -464,17 +441,5 @@ impl Engine {
             tests: None,
         });
         Ok(())
-    }
-}
-
-/// How a job that will not run is settled from the start: skipped, or reused.
-fn settled(decision: &ferry_plan::Decision) -> Option<(Status, Option<String>)> {
-    match decision {
-        ferry_plan::Decision::Run => None,
-        ferry_plan::Decision::Skip { reason } => Some((Status::Skipped, Some(reason.clone()))),
-        ferry_plan::Decision::Reuse { number, .. } => Some((
-            Status::Success,
-            Some(format!("succeeded in run {number}; reused")),
-        )),
     }
 }

@@ -1,20 +1,33 @@
 //! Executors: where a job's steps run.
 //!
 //! The engine decides *what* runs and in which order; an [`Executor`] only knows *how*
-//! to run one step of one job somewhere (a host process here; containers and remote
-//! agents later) and stream its output back.
+//! to run one step of one job somewhere (a host process, a container; remote agents
+//! later) and stream its output back. [`Executors`] routes a job to the executor of its
+//! [`ExecutorKind`]; what only a job in containers has is in [`ContainerJob`]. Services
+//! and image builds are behind [`ServiceRunner`] and [`ImageBuilder`]; the Docker
+//! executor implements all three. [`DummyExecutor`] runs nothing and is steered by step
+//! variables, for fast engine tests.
 
 pub mod docker;
+pub mod dummy;
+pub mod images;
 mod local;
 pub mod mask;
 pub mod orphans;
 pub mod process;
+pub mod registry;
+pub mod services;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use docker::DockerExecutor;
+pub use dummy::DummyExecutor;
+pub use images::{BuildSpec, BuiltImage};
 pub use local::LocalExecutor;
+pub use registry::Logins;
+pub use services::{ServiceSpec, Services};
 use tokio_util::sync::CancellationToken;
 
 /// One step, ready to run: everything is resolved (expressions, env, directories).
@@ -57,21 +70,37 @@ pub trait OutputSink: Send {
     fn chunk(&mut self, data: &[u8]);
 }
 
-/// The identity of one prepared job inside an executor.
+/// One job, ready to prepare: its name, its workspace, and how it runs.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     /// The job's unique name in its run (for labels and messages).
     pub name: String,
     /// The job's workspace, already holding the source and restored artifacts.
     pub workspace: PathBuf,
-    /// The container image, for executors that run containers.
-    pub image: Option<String>,
-    /// How its containers run.
-    pub container: ContainerSettings,
-    /// The Docker network its containers join (that of its services).
+    /// In containers of an image; `None`: on the host.
+    pub container: Option<ContainerJob>,
+}
+
+impl JobSpec {
+    /// Which kind of executor runs it.
+    pub fn kind(&self) -> ExecutorKind {
+        match self.container {
+            Some(_) => ExecutorKind::Container,
+            None => ExecutorKind::Host,
+        }
+    }
+}
+
+/// What only a job in containers has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerJob {
+    pub image: String,
+    /// User, entrypoint and resource limits.
+    pub settings: ContainerSettings,
+    /// The network its containers join (that of its services).
     pub network: Option<String>,
     /// Registry logins for pulling its image.
-    pub logins: docker::build::Logins,
+    pub logins: Logins,
 }
 
 /// User, entrypoint and resource limits of a job's containers (all optional).
@@ -83,6 +112,57 @@ pub struct ContainerSettings {
     pub cpus_milli: Option<u64>,
     /// Bytes.
     pub memory: Option<u64>,
+}
+
+/// The kinds of executor a job can be routed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ExecutorKind {
+    /// Processes on this host ([`LocalExecutor`]).
+    Host,
+    /// Containers of the job's image ([`DockerExecutor`]).
+    Container,
+}
+
+impl ExecutorKind {
+    /// What it needs, as a user reads it.
+    pub fn needs(self) -> &'static str {
+        match self {
+            ExecutorKind::Host => "a host executor",
+            ExecutorKind::Container => "Docker",
+        }
+    }
+}
+
+/// Why an executor (or a service runner, an image builder) could not do its part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// This server has nothing that can do it (e.g. no Docker for a job with an image).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The job's workspace is missing.
+    #[error("workspace {} does not exist", .0.display())]
+    NoWorkspace(PathBuf),
+    /// The image is not here and cannot be pulled.
+    #[error("image `{image}` is not here and cannot be pulled: {reason}")]
+    Pull { image: String, reason: String },
+    /// The spec cannot run (e.g. a step's directory outside the workspace).
+    #[error("{0}")]
+    Invalid(String),
+    /// The backend (the container engine, a registry) refused or failed.
+    #[error("{0}")]
+    Backend(String),
+}
+
+impl From<String> for ExecError {
+    fn from(e: String) -> Self {
+        ExecError::Backend(e)
+    }
+}
+
+impl From<ExecError> for String {
+    fn from(e: ExecError) -> Self {
+        e.to_string()
+    }
 }
 
 /// Runs the steps of jobs.
@@ -99,7 +179,7 @@ pub struct ContainerSettings {
 /// makes `run_step` return [`StepOutcome::Cancelled`] promptly.
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
-    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String>;
+    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, ExecError>;
     async fn run_step(
         &self,
         job: &Prepared,
@@ -110,22 +190,113 @@ pub trait Executor: Send + Sync {
     async fn cleanup(&self, job: &Prepared);
 }
 
-/// A prepared job: its spec and what the executor needs to clean it up.
-#[derive(Debug)]
+/// A prepared job: its spec and what its executor keeps to clean it up (process groups,
+/// containers), which only that executor reads.
 pub struct Prepared {
     pub spec: JobSpec,
-    /// Process groups started for this job (the local executor kills them at cleanup).
-    pub groups: std::sync::Mutex<Vec<i32>>,
-    /// Containers created for this job (the Docker executor removes them at cleanup).
-    pub containers: std::sync::Mutex<Vec<String>>,
+    state: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prepared {
-    pub fn new(spec: JobSpec) -> Self {
+    pub fn new(spec: JobSpec, state: impl std::any::Any + Send + Sync) -> Self {
         Self {
             spec,
-            groups: std::sync::Mutex::new(Vec::new()),
-            containers: std::sync::Mutex::new(Vec::new()),
+            state: Box::new(state),
         }
     }
+
+    /// The executor's own state for this job (`None` if another executor prepared it).
+    pub fn state<T: 'static>(&self) -> Option<&T> {
+        self.state.downcast_ref()
+    }
+}
+
+/// The executors of one server, by kind: the engine routes each job to the one of its
+/// kind ([`JobSpec::kind`]).
+#[derive(Clone)]
+pub struct Executors {
+    by_kind: std::collections::BTreeMap<ExecutorKind, Arc<dyn Executor>>,
+}
+
+impl std::fmt::Debug for Executors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_kind.keys()).finish()
+    }
+}
+
+impl Executors {
+    /// Host jobs run with `host`; nothing else can run yet.
+    pub fn new(host: Arc<dyn Executor>) -> Self {
+        Self {
+            by_kind: [(ExecutorKind::Host, host)].into(),
+        }
+    }
+
+    /// Jobs of `kind` run with `executor`.
+    pub fn with(mut self, kind: ExecutorKind, executor: Arc<dyn Executor>) -> Self {
+        self.by_kind.insert(kind, executor);
+        self
+    }
+
+    pub fn get(&self, kind: ExecutorKind) -> Option<&Arc<dyn Executor>> {
+        self.by_kind.get(&kind)
+    }
+
+    /// The executor of `job`'s kind, or why there is none.
+    pub fn for_job(&self, job: &JobSpec) -> Result<Arc<dyn Executor>, ExecError> {
+        let kind = job.kind();
+        self.by_kind.get(&kind).cloned().ok_or_else(|| {
+            let what = match &job.container {
+                Some(c) => format!("image `{}`", c.image),
+                None => "the host".to_string(),
+            };
+            ExecError::Unavailable(format!(
+                "job `{}` needs {what}, but {} is not available here",
+                job.name,
+                kind.needs()
+            ))
+        })
+    }
+}
+
+/// Starts a job's services and removes them again.
+///
+/// `start` records everything it makes in `set` as it goes; the caller always hands
+/// `set` to `stop` afterwards, also when `start` failed, so nothing is left behind.
+#[async_trait::async_trait]
+pub trait ServiceRunner: Send + Sync {
+    /// Starts `services` for job `job` and waits until each is ready. `publish`: make
+    /// their ports reachable from the host (for a job on the host).
+    async fn start(
+        &self,
+        job: &str,
+        services: &[ServiceSpec],
+        publish: bool,
+        logins: &Logins,
+        set: &mut Services,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecError>;
+
+    /// Removes what `start` made, copying the services' logs to `out` first.
+    async fn stop(&self, set: &mut Services, out: Option<&mut dyn OutputSink>);
+}
+
+/// Builds, tags and pushes images.
+#[async_trait::async_trait]
+pub trait ImageBuilder: Send + Sync {
+    /// Builds `spec`, streaming the builder's output to `out`, tags it and pushes it.
+    async fn build(
+        &self,
+        spec: &BuildSpec,
+        out: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<BuiltImage, ExecError>;
 }

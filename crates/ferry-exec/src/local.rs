@@ -6,7 +6,11 @@ use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{self, signal_group};
-use crate::{Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+use crate::{ExecError, Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+
+/// The process groups one job started (killed at cleanup).
+#[derive(Debug, Default)]
+struct Groups(std::sync::Mutex<Vec<i32>>);
 
 /// Runs steps as host processes. Each step gets its own process group, so a timeout,
 /// a cancel or the end of the job kills everything the step started.
@@ -32,14 +36,11 @@ impl Default for LocalExecutor {
 
 #[async_trait::async_trait]
 impl Executor for LocalExecutor {
-    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
+    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, ExecError> {
         if !job.workspace.is_dir() {
-            return Err(format!(
-                "workspace {} does not exist",
-                job.workspace.display()
-            ));
+            return Err(ExecError::NoWorkspace(job.workspace.clone()));
         }
-        Ok(Prepared::new(job.clone()))
+        Ok(Prepared::new(job.clone(), Groups::default()))
     }
 
     async fn run_step(
@@ -53,7 +54,7 @@ impl Executor for LocalExecutor {
             if let Some(t) = &self.tracker {
                 t.started(pgid);
             }
-            if let Ok(mut g) = job.groups.lock() {
+            if let Some(Ok(mut g)) = job.state::<Groups>().map(|g| g.0.lock()) {
                 g.push(pgid);
             }
         })
@@ -61,9 +62,9 @@ impl Executor for LocalExecutor {
     }
 
     async fn cleanup(&self, job: &Prepared) {
-        let groups = match job.groups.lock() {
-            Ok(mut g) => std::mem::take(&mut *g),
-            Err(_) => return,
+        let groups = match job.state::<Groups>().map(|g| g.0.lock()) {
+            Some(Ok(mut g)) => std::mem::take(&mut *g),
+            _ => return,
         };
         for pgid in groups {
             signal_group(pgid, Signal::SIGKILL);

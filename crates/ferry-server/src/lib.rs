@@ -5,13 +5,13 @@
 //! [`serve`] takes its listener and its shutdown signal as arguments, so tests bind
 //! `127.0.0.1:0` and stop it cleanly.
 
-mod api;
+pub mod api;
 pub mod auth;
-mod delivery;
 mod error;
 mod intake;
 pub mod live;
 mod queue;
+mod release;
 mod trigger;
 mod watch;
 pub mod webhook;
@@ -67,6 +67,9 @@ pub struct AppState {
     pub(crate) intake_wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
     force: CancellationToken,
+    /// Cancelled when the server starts to stop: endless streams (delivery events)
+    /// end, so that the HTTP server's graceful shutdown does not wait for them.
+    pub(crate) stopping: CancellationToken,
     /// One lock per repository mirror: clones and fetches of one mirror never overlap.
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
@@ -88,9 +91,10 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Store, engine: Engine, config: Config, key: ferry_store::SecretKey) -> Self {
+        // Docker, for `docker` targets and deploy scripts with an image, is given with
+        // `map_deliverer(|d| d.with_docker(..))`.
         let mut deliverer =
-            ferry_deliver::deliverer::Deliverer::new(store.clone(), &config.data_dir, key.clone())
-                .with_docker(engine.docker());
+            ferry_deliver::deliverer::Deliverer::new(store.clone(), &config.data_dir, key.clone());
         if let Some(kubectl) = std::env::var_os("FERRY_KUBECTL") {
             deliverer = deliverer.with_kubectl(kubectl.into());
         }
@@ -104,6 +108,7 @@ impl AppState {
             wake: Arc::default(),
             intake_wake: Arc::default(),
             force: CancellationToken::new(),
+            stopping: CancellationToken::new(),
             live: tokio::sync::broadcast::channel(4096).0,
             mirror_locks: Arc::default(),
         }
@@ -182,9 +187,9 @@ pub async fn prepare(
         if let Some(plain) = repo
             .webhook_secret
             .as_deref()
-            .filter(|w| !w.starts_with(delivery::SEALED))
+            .filter(|w| !w.starts_with(api::hooks::SEALED))
         {
-            let sealed = delivery::seal_with(key, plain);
+            let sealed = api::hooks::seal_with(key, plain);
             store.set_webhook_secret(&repo.id, Some(&sealed?)).await?;
         }
     }
@@ -224,10 +229,11 @@ pub async fn serve(
         tracing::info!(%addr, "serving");
     }
     let app = api::router(state.clone());
-    let stop_http = stop.clone();
+    let (stop_http, stopping) = (stop.clone(), state.stopping.clone());
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
+            stopping.cancel();
             stop_http.cancel();
         })
         .await;

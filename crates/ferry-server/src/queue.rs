@@ -125,7 +125,7 @@ async fn execute_inner(
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
     let outcome = result?;
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
-        crate::delivery::after_success(state, &outcome.run.id, &plan).await;
+        crate::release::after_success(state, &outcome.run.id, &plan).await;
     }
     Ok(())
 }

@@ -299,7 +299,7 @@ pub async fn ls_remote(url: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// One commit in a range: sha, author and subject.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct LogEntry {
     pub sha: String,
     pub author: String,

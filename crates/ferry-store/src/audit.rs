@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use crate::{Result, Store, now_ms};
 
 /// An entry of the audit log: who did what to what, and when (never a secret's value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub repository_id: Option<String>,

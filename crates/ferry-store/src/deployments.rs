@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use crate::{Error, Result, Store, conflict, now_ms};
 
 /// What is deployed, and how the deployment came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentKind {
     /// Asked for with `ferry promote` or the API.
@@ -22,7 +22,7 @@ pub enum DeploymentKind {
 }
 
 /// Where a deployment is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     /// Waits for its turn (another deployment of the environment is in progress).
@@ -102,7 +102,7 @@ impl DeploymentKind {
 }
 
 /// One release going to one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Deployment {
     pub id: String,
     pub repository_id: String,
@@ -124,7 +124,7 @@ pub struct Deployment {
 }
 
 /// One approval or rejection of a deployment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     pub deployment_id: String,
     pub user_id: String,

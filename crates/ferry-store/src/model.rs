@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The state of a run, a job or a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -81,7 +81,7 @@ pub struct NewJob {
     pub steps: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Run {
     pub id: String,
     pub repository_id: String,
@@ -102,7 +102,7 @@ pub struct Run {
     pub finished_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Job {
     pub id: String,
     pub run_id: String,
@@ -121,7 +121,7 @@ pub struct Job {
     pub tests: Option<TestSummary>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Step {
     pub job_id: String,
     pub position: i64,
@@ -134,7 +134,7 @@ pub struct Step {
 }
 
 /// Counts from a job's test reports, and the failures' messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TestSummary {
     pub passed: i64,
     pub failed: i64,
@@ -142,7 +142,7 @@ pub struct TestSummary {
     pub failures: Vec<TestFailure>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TestFailure {
     /// `suite › case` (classname and name).
     pub name: String,
@@ -162,7 +162,7 @@ pub struct JobEnd {
 }
 
 /// A person or machine that uses the API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct User {
     pub id: String,
     pub name: String,
@@ -172,7 +172,7 @@ pub struct User {
 }
 
 /// An API token, without its secret (only a hash of it is stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Token {
     pub id: String,
     pub user_id: String,
@@ -183,7 +183,7 @@ pub struct Token {
 }
 
 /// A git repository a server watches.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Repository {
     pub id: String,
     pub name: String,
@@ -231,7 +231,7 @@ pub struct Intake {
 }
 
 /// An image a job built with `build_image:`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Image {
     pub id: String,
     pub run_id: String,

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use crate::{Error, Result, SecretKey, Store, now_ms};
 
 /// A registry login as listed (never with its password).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RegistryLogin {
     pub host: String,
     pub username: String,

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use crate::{Error, Result, Store, conflict, now_ms};
 
 /// A file of a release, kept in the content-addressed store by its digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseArtifact {
     pub job: String,
     /// Relative path inside the release.
@@ -24,7 +24,7 @@ pub struct ReleaseArtifact {
 }
 
 /// An image of a release, by the registry's digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReleaseImage {
     pub job: String,
     /// The repository, e.g. `127.0.0.1:5000/team/app`.
@@ -40,7 +40,7 @@ impl ReleaseImage {
 }
 
 /// A sealed release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Release {
     pub id: String,
     pub repository_id: String,

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use crate::{Result, SecretKey, Store, now_ms};
 
 /// A variable of a repository (`environment` empty) or of one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Variable {
     pub environment: String,
     pub name: String,
@@ -20,7 +20,7 @@ pub struct Variable {
 }
 
 /// A secret as listed: its name and when it changed, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretInfo {
     pub environment: String,
     pub name: String,

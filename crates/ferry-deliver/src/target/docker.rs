@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use ferry_config::model::EnvVars;
 use ferry_exec::DockerExecutor;
+use ferry_exec::Logins;
 use ferry_exec::docker::apps::AppSpec;
-use ferry_exec::docker::build::Logins;
 use ferry_store::{Deployment, SecretKey, Store};
 
 use super::{DeployContext, Target, WorkloadCheck, scope};

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferry_exec::{
-    DockerExecutor, Executor, JobSpec, LocalExecutor, OutputSink, StepOutcome, StepSpec,
+    ContainerJob, DockerExecutor, Executor, JobSpec, LocalExecutor, OutputSink, StepOutcome,
+    StepSpec,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -72,12 +73,12 @@ pub async fn run_script(
     let job = JobSpec {
         name: format!("deploy-{name}"),
         workspace: dir.to_path_buf(),
-        image,
-        container: Default::default(),
-        network: None,
-        logins: Default::default(),
+        container: image.map(|image| ContainerJob {
+            image,
+            ..Default::default()
+        }),
     };
-    let prepared = executor.prepare(&job).await?;
+    let prepared = executor.prepare(&job).await.map_err(|e| e.to_string())?;
     let step = StepSpec {
         script: script.to_string(),
         env,

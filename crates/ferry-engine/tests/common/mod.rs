@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
-use ferry_exec::{DockerExecutor, LocalExecutor};
+use ferry_exec::{DockerExecutor, Executor, LocalExecutor};
 use ferry_plan::{Event, EventKind};
 use ferry_store::{Status, Store};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,19 @@ pub struct Fixture {
 impl Fixture {
     /// An engine running `concurrency` jobs at once; jobs with `image:` go to `containers`.
     pub async fn build(concurrency: usize, containers: Option<DockerExecutor>) -> Self {
+        let host = Arc::new(LocalExecutor {
+            kill_grace: Duration::from_millis(500),
+            ..Default::default()
+        });
+        let mut fixture = Self::with_executor(concurrency, host).await;
+        if let Some(docker) = containers {
+            fixture.engine = fixture.engine.with_containers(Arc::new(docker));
+        }
+        fixture
+    }
+
+    /// An engine whose host jobs run with `executor` (e.g. the dummy).
+    pub async fn with_executor(concurrency: usize, executor: Arc<dyn Executor>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("src")).expect("src");
@@ -33,12 +46,9 @@ impl Fixture {
             .ensure_repository("test://repo", "repo")
             .await
             .expect("repo");
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             store.clone(),
-            Arc::new(LocalExecutor {
-                kill_grace: Duration::from_millis(500),
-                ..Default::default()
-            }),
+            executor,
             EngineConfig {
                 concurrency,
                 work_root: dir.join("work"),
@@ -46,9 +56,6 @@ impl Fixture {
                 cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
             },
         );
-        if let Some(docker) = containers {
-            engine = engine.with_containers(Arc::new(docker));
-        }
         Fixture {
             _tmp: tmp,
             dir,

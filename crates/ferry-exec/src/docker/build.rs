@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::DockerExecutor;
 use crate::OutputSink;
+pub use crate::images::{BuildSpec, BuiltImage};
+pub use crate::registry::{Logins, registry_of};
 
 /// Where registry credentials come from (for pulls and pushes).
 pub trait Credentials: Send + Sync {
@@ -52,83 +54,6 @@ impl Credentials for DockerConfigCredentials {
             }),
         }
     }
-}
-
-/// Registry logins for one job, by registry host (from Ferry's sealed secrets); they
-/// win over [`Credentials`] of the executor. Its `Debug` shows hosts only.
-#[derive(Clone, Default)]
-pub struct Logins {
-    by_host: HashMap<String, DockerCredentials>,
-}
-
-impl std::fmt::Debug for Logins {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut hosts: Vec<&String> = self.by_host.keys().collect();
-        hosts.sort();
-        f.debug_struct("Logins").field("hosts", &hosts).finish()
-    }
-}
-
-impl Logins {
-    /// From (host, username, password) triples.
-    pub fn new(logins: impl IntoIterator<Item = (String, String, String)>) -> Self {
-        let by_host = logins
-            .into_iter()
-            .map(|(host, username, password)| {
-                let credentials = DockerCredentials {
-                    username: Some(username),
-                    password: Some(password),
-                    serveraddress: Some(host.clone()),
-                    ..Default::default()
-                };
-                (host, credentials)
-            })
-            .collect();
-        Self { by_host }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_host.is_empty()
-    }
-}
-
-/// The registry an image reference names: its first component when that is a host
-/// (has `.` or `:`, or is `localhost`), else Docker Hub.
-pub fn registry_of(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
-    }
-}
-
-/// One image build, resolved.
-#[derive(Debug, Clone)]
-pub struct BuildSpec {
-    /// The build context (a directory on this host).
-    pub context: PathBuf,
-    /// The Dockerfile, relative to the context.
-    pub dockerfile: String,
-    pub args: Vec<(String, String)>,
-    pub target: Option<String>,
-    pub labels: Vec<(String, String)>,
-    /// The repository, e.g. `127.0.0.1:5000/team/app`.
-    pub name: String,
-    /// Its tags (the commit's sha first).
-    pub tags: Vec<String>,
-    pub push: bool,
-    /// Registry logins of the job's repository.
-    pub logins: Logins,
-}
-
-/// What a build made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuiltImage {
-    /// The local image id (`sha256:…`).
-    pub id: String,
-    /// `name:tag` for every tag.
-    pub references: Vec<String>,
-    /// The registry's digest of the pushed image (`sha256:…`), when pushed.
-    pub digest: Option<String>,
 }
 
 /// `.dockerignore` rules: later rules win; `!` re-includes.
@@ -305,6 +230,16 @@ pub fn context_tar(
         .map_err(|e| format!("cannot archive the build context: {e}"))
 }
 
+/// The Engine API's form of a login.
+fn docker_credentials(host: &str, username: &str, password: &str) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(username.to_string()),
+        password: Some(password.to_string()),
+        serveraddress: Some(host.to_string()),
+        ..Default::default()
+    }
+}
+
 impl DockerExecutor {
     /// Builds `spec`, streaming the builder's output to `out`, tags it, and pushes it.
     pub async fn build_image(
@@ -349,8 +284,8 @@ impl DockerExecutor {
         }
         // Base images of the Dockerfile may come from registries that need credentials.
         let mut registries: HashMap<String, DockerCredentials> = HashMap::new();
-        for (host, c) in &spec.logins.by_host {
-            registries.insert(host.clone(), c.clone());
+        for (host, user, password) in spec.logins.iter() {
+            registries.insert(host.to_string(), docker_credentials(host, user, password));
         }
         let own = registry_of(&spec.name);
         if !registries.contains_key(own)
@@ -442,9 +377,8 @@ impl DockerExecutor {
     pub fn credentials_for(&self, image: &str, logins: &Logins) -> Option<DockerCredentials> {
         let host = registry_of(image);
         logins
-            .by_host
             .get(host)
-            .cloned()
+            .map(|(user, password)| docker_credentials(host, user, password))
             .or_else(|| self.credentials.for_registry(host))
     }
 

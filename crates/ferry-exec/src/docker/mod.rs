@@ -22,7 +22,14 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+use crate::{
+    BuildSpec, BuiltImage, ExecError, Executor, ImageBuilder, JobSpec, Logins, OutputSink,
+    Prepared, ServiceRunner, ServiceSpec, Services, StepOutcome, StepSpec,
+};
+
+/// The containers one job's steps ran in (removed at cleanup).
+#[derive(Debug, Default)]
+struct Containers(std::sync::Mutex<Vec<String>>);
 
 /// Where the job's workspace is mounted in its containers (and their working directory).
 pub const WORKSPACE: &str = "/workspace";
@@ -66,7 +73,7 @@ impl DockerExecutor {
     }
 
     /// The image, pulled (with the registry's credentials) when it is not here yet.
-    pub async fn ensure_image(&self, image: &str, logins: &build::Logins) -> Result<(), String> {
+    pub async fn ensure_image(&self, image: &str, logins: &Logins) -> Result<(), ExecError> {
         if self.docker.inspect_image(image).await.is_ok() {
             return Ok(());
         }
@@ -77,9 +84,10 @@ impl DockerExecutor {
         let mut pull = self.docker.create_image(Some(options), None, credentials);
         while let Some(progress) = pull.next().await {
             if let Err(e) = progress {
-                return Err(format!(
-                    "image `{image}` is not here and cannot be pulled: {e}"
-                ));
+                return Err(ExecError::Pull {
+                    image: image.to_string(),
+                    reason: e.to_string(),
+                });
             }
         }
         Ok(())
@@ -148,13 +156,16 @@ impl DockerExecutor {
 }
 
 /// The container of one step: pure, so that it is unit-tested.
-pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreateBody, String> {
-    let image = job.image.clone().ok_or("the job has no image")?;
+pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreateBody, ExecError> {
+    let container = job
+        .container
+        .as_ref()
+        .ok_or_else(|| ExecError::Invalid("the job has no image".into()))?;
     // The step's directory inside the workspace, as seen from the container.
     let rel = step
         .cwd
         .strip_prefix(&job.workspace)
-        .map_err(|_| "the step's directory is outside the workspace".to_string())?;
+        .map_err(|_| ExecError::Invalid("the step's directory is outside the workspace".into()))?;
     let mut cwd = WORKSPACE.to_string();
     if !rel.as_os_str().is_empty() {
         cwd = format!("{WORKSPACE}/{}", rel.display());
@@ -177,9 +188,9 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
         (JOB_LABEL.to_string(), job.name.clone()),
     ]
     .into();
-    let limits = &job.container;
+    let limits = &container.settings;
     Ok(ContainerCreateBody {
-        image: Some(image),
+        image: Some(container.image.clone()),
         user: limits.user.clone(),
         entrypoint: limits.entrypoint.clone(),
         cmd: Some(vec![
@@ -195,7 +206,7 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
         attach_stderr: Some(true),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{WORKSPACE}", job.workspace.display())]),
-            network_mode: job.network.clone(),
+            network_mode: container.network.clone(),
             nano_cpus: limits.cpus_milli.map(|m| (m * 1_000_000) as i64),
             memory: limits.memory.map(|b| b as i64),
             ..Default::default()
@@ -206,10 +217,14 @@ pub fn container_config(job: &JobSpec, step: &StepSpec) -> Result<ContainerCreat
 
 #[async_trait::async_trait]
 impl Executor for DockerExecutor {
-    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, String> {
-        let image = job.image.as_deref().ok_or("the job has no image")?;
-        self.ensure_image(image, &job.logins).await?;
-        Ok(Prepared::new(job.clone()))
+    async fn prepare(&self, job: &JobSpec) -> Result<Prepared, ExecError> {
+        let container = job
+            .container
+            .as_ref()
+            .ok_or_else(|| ExecError::Invalid("the job has no image".into()))?;
+        self.ensure_image(&container.image, &container.logins)
+            .await?;
+        Ok(Prepared::new(job.clone(), Containers::default()))
     }
 
     async fn run_step(
@@ -221,7 +236,7 @@ impl Executor for DockerExecutor {
     ) -> StepOutcome {
         let config = match container_config(&job.spec, step) {
             Ok(c) => c,
-            Err(e) => return StepOutcome::Error(e),
+            Err(e) => return StepOutcome::Error(e.to_string()),
         };
         let name = format!("ferry-{}", unique_suffix());
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -229,7 +244,7 @@ impl Executor for DockerExecutor {
             Ok(c) => c,
             Err(e) => return StepOutcome::Error(format!("cannot create the container: {e}")),
         };
-        if let Ok(mut ids) = job.containers.lock() {
+        if let Some(Ok(mut ids)) = job.state::<Containers>().map(|c| c.0.lock()) {
             ids.push(created.id.clone());
         }
         let outcome = self.run_container(&created.id, step, output, cancel).await;
@@ -238,13 +253,48 @@ impl Executor for DockerExecutor {
     }
 
     async fn cleanup(&self, job: &Prepared) {
-        let ids = match job.containers.lock() {
-            Ok(mut ids) => std::mem::take(&mut *ids),
-            Err(_) => return,
+        let ids = match job.state::<Containers>().map(|c| c.0.lock()) {
+            Some(Ok(mut ids)) => std::mem::take(&mut *ids),
+            _ => return,
         };
         for id in ids {
             self.remove(&id).await;
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceRunner for DockerExecutor {
+    async fn start(
+        &self,
+        job: &str,
+        services: &[ServiceSpec],
+        publish: bool,
+        logins: &Logins,
+        set: &mut Services,
+        cancel: &CancellationToken,
+    ) -> Result<(), ExecError> {
+        self.start_services(job, services, publish, logins, set, cancel)
+            .await
+            .map_err(ExecError::Backend)
+    }
+
+    async fn stop(&self, set: &mut Services, out: Option<&mut dyn OutputSink>) {
+        self.stop_services(set, out).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageBuilder for DockerExecutor {
+    async fn build(
+        &self,
+        spec: &BuildSpec,
+        out: &mut dyn OutputSink,
+        cancel: &CancellationToken,
+    ) -> Result<BuiltImage, ExecError> {
+        self.build_image(spec, out, cancel)
+            .await
+            .map_err(ExecError::Backend)
     }
 }
 
@@ -351,10 +401,11 @@ mod tests {
         let job = JobSpec {
             name: "test (db=16)".into(),
             workspace: PathBuf::from("/tmp/ws/001-test"),
-            image: Some("busybox:latest".into()),
-            container: Default::default(),
-            network: Some("ferry-net".into()),
-            logins: Default::default(),
+            container: Some(crate::ContainerJob {
+                image: "busybox:latest".into(),
+                network: Some("ferry-net".into()),
+                ..Default::default()
+            }),
         };
         let step = StepSpec {
             script: "make test".into(),

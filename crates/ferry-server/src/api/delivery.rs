@@ -1,0 +1,516 @@
+//! Delivery: releases, environments, deployments (promote, approve, reject, roll back),
+//! their logs, and the audit log. The rules live in `ferry_deliver`; these handlers
+//! authenticate, call it and answer.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use ferry_deliver::deliverer::{Actor, DeliverError, delivery_of};
+use ferry_deliver::diff::ReleaseDiff;
+use ferry_deliver::events::DeliveryEvent;
+use ferry_store::{
+    Approval, AuditEntry, Deployment, DeploymentStatus, Release, ReleaseArtifact, ReleaseImage,
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Body;
+use super::settings::check_environment;
+use crate::auth::{AsApprover, AsDeveloper, AsViewer, Caller, Need, Role};
+use crate::{ApiError, AppState};
+
+impl From<DeliverError> for ApiError {
+    fn from(e: DeliverError) -> Self {
+        match e {
+            DeliverError::NotFound(m) => ApiError::not_found(m),
+            DeliverError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            DeliverError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            DeliverError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            DeliverError::Store(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// The most entries (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseList {
+    pub releases: Vec<Release>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ReleaseOne {
+    pub release: Release,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AuditList {
+    pub audit: Vec<AuditEntry>,
+}
+
+/// A deployment as the API shows it: with its label and its release's name.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    pub deployment: Deployment,
+    /// `ENV#N`, for people.
+    pub label: String,
+    /// The release's name.
+    pub release: Option<String>,
+}
+
+impl DeploymentView {
+    fn new(deployment: Deployment, release: Option<&Release>) -> Self {
+        Self {
+            label: label(&deployment),
+            release: release.map(|r| r.name.clone()),
+            deployment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentOne {
+    pub deployment: DeploymentView,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentList {
+    pub deployments: Vec<DeploymentView>,
+}
+
+/// What an approver sees.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeploymentDetail {
+    pub deployment: DeploymentView,
+    pub release: Release,
+    pub approvals: Vec<Approval>,
+    /// What changes against the release live in the environment.
+    pub changes: ReleaseDiff,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentsQuery {
+    pub environment: Option<String>,
+    /// The most entries (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+/// `POST …/deployments`: promote a release.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// The release's name or id.
+    pub release: String,
+    pub environment: String,
+}
+
+/// `POST …/approve` and `…/reject`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `POST …/environments/{environment}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The release to go back to (default: the one live before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+}
+
+/// How a release enters an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    Auto,
+    Manual,
+    Approval,
+}
+
+/// What runs in an environment now.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LiveRelease {
+    /// `ENV#N` of the deployment that made it live.
+    pub deployment: String,
+    pub release: String,
+    pub commit_sha: String,
+    pub artifacts: Vec<ReleaseArtifact>,
+    pub images: Vec<ReleaseImage>,
+    /// When it went live (milliseconds since the epoch).
+    pub since: Option<i64>,
+    pub deployed_by: String,
+    pub approved_by: Vec<String>,
+}
+
+/// A deployment on its way.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Pending {
+    pub deployment: String,
+    pub status: DeploymentStatus,
+}
+
+/// One environment, in promotion order.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentView {
+    pub name: String,
+    /// The environment a release must be live in first.
+    pub after: Option<String>,
+    pub policy: PolicyKind,
+    pub live: Option<LiveRelease>,
+    pub pending: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvironmentList {
+    pub environments: Vec<EnvironmentView>,
+}
+
+fn actor(c: &Caller) -> Actor {
+    Actor {
+        user_id: c.user.id.clone(),
+        name: c.user.name.clone(),
+        may_approve: c.role >= Role::Approver,
+    }
+}
+
+/// `ENV#N` for people.
+fn label(d: &Deployment) -> String {
+    format!("{}#{}", d.environment, d.number)
+}
+
+/// A deployment with its release's name.
+async fn view(s: &AppState, d: Deployment) -> DeploymentView {
+    let release = s.store.release(&d.repository_id, &d.release_id).await.ok();
+    DeploymentView::new(d, release.as_ref())
+}
+
+pub(crate) async fn releases(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<ReleaseList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(ReleaseList {
+        releases: s.store.releases(&repo.id, limit).await?,
+    }))
+}
+
+pub(crate) async fn release(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, release)): Path<(String, String)>,
+) -> Result<Json<ReleaseOne>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    Ok(Json(ReleaseOne {
+        release: s.store.release(&repo.id, &release).await?,
+    }))
+}
+
+pub(crate) async fn audit(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(AuditList {
+        audit: s.store.audit_log(Some(&repo.id), limit).await?,
+    }))
+}
+
+pub(crate) async fn environments(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<EnvironmentList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    // The environments of the newest release's configuration, in order.
+    let newest = s.store.releases(&repo.id, 1).await?;
+    let Some(newest) = newest.first() else {
+        return Ok(Json(EnvironmentList {
+            environments: Vec::new(),
+        }));
+    };
+    let d = delivery_of(newest)?;
+    let mut environments = Vec::new();
+    for env in &d.environments {
+        let live = match s.store.live_deployment(&repo.id, &env.name).await? {
+            Some(live) => {
+                let release = s.store.release(&repo.id, &live.release_id).await?;
+                let approvals = s.store.approvals(&live.id).await?;
+                Some(LiveRelease {
+                    deployment: label(&live),
+                    release: release.name,
+                    commit_sha: release.commit_sha,
+                    artifacts: release.artifacts,
+                    images: release.images,
+                    since: live.finished_at,
+                    deployed_by: live
+                        .requested_by
+                        .clone()
+                        .unwrap_or_else(|| "ferry (auto)".into()),
+                    approved_by: approvals
+                        .into_iter()
+                        .filter(|a| a.decision == "approve")
+                        .map(|a| a.user_name)
+                        .collect(),
+                })
+            }
+            None => None,
+        };
+        let pending = s
+            .store
+            .deployments(&repo.id, Some(&env.name), 50)
+            .await?
+            .into_iter()
+            .filter(|x| {
+                matches!(
+                    x.status,
+                    DeploymentStatus::Queued
+                        | DeploymentStatus::AwaitingApproval
+                        | DeploymentStatus::Deploying
+                        | DeploymentStatus::Verifying
+                )
+            })
+            .map(|x| Pending {
+                deployment: label(&x),
+                status: x.status,
+            })
+            .collect();
+        environments.push(EnvironmentView {
+            name: env.name.clone(),
+            after: env.after.as_ref().map(|a| a.value.clone()),
+            policy: match &env.policy {
+                ferry_config::delivery::Policy::Auto => PolicyKind::Auto,
+                ferry_config::delivery::Policy::Manual => PolicyKind::Manual,
+                ferry_config::delivery::Policy::Approval(_) => PolicyKind::Approval,
+            },
+            live,
+            pending,
+        });
+    }
+    Ok(Json(EnvironmentList { environments }))
+}
+
+pub(crate) async fn deployments(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<DeploymentsQuery>,
+) -> Result<Json<DeploymentList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let list = s
+        .store
+        .deployments(
+            &repo.id,
+            q.environment.as_deref(),
+            q.limit.unwrap_or(50).clamp(1, 500),
+        )
+        .await?;
+    let mut deployments = Vec::new();
+    for d in list {
+        deployments.push(view(&s, d).await);
+    }
+    Ok(Json(DeploymentList { deployments }))
+}
+
+pub(crate) async fn promote(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Body(body): Body<Promote>,
+) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s
+        .deliverer
+        .promote(&repo.id, &body.release, &body.environment, &actor(&caller))
+        .await?;
+    let deployment = view(&s, d).await;
+    Ok((StatusCode::CREATED, Json(DeploymentOne { deployment })))
+}
+
+pub(crate) async fn deployment(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, key)): Path<(String, String)>,
+) -> Result<Json<DeploymentDetail>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s.store.find_deployment(&repo.id, &key).await?;
+    let release = s.store.release(&repo.id, &d.release_id).await?;
+    let approvals = s.store.approvals(&d.id).await?;
+    let changes =
+        ferry_deliver::diff::release_diff(&s.store, &s.mirror_path(&repo.id), &d, &release).await?;
+    Ok(Json(DeploymentDetail {
+        deployment: DeploymentView::new(d, Some(&release)),
+        release,
+        approvals,
+        changes,
+    }))
+}
+
+async fn decide(
+    s: &AppState,
+    caller: &Caller,
+    repo: &str,
+    key: &str,
+    comment: Option<String>,
+    approve: bool,
+) -> Result<Json<DeploymentOne>, ApiError> {
+    let repo = s.store.repository(repo).await?;
+    let groups = s.store.groups_of(&caller.user.id).await?;
+    let a = actor(caller);
+    let d = if approve {
+        s.deliverer
+            .approve(&repo.id, key, &a, &groups, comment.as_deref())
+            .await?
+    } else {
+        s.deliverer
+            .reject(&repo.id, key, &a, &groups, comment.as_deref())
+            .await?
+    };
+    Ok(Json(DeploymentOne {
+        deployment: view(s, d).await,
+    }))
+}
+
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsApprover>,
+    Path((repo, key)): Path<(String, String)>,
+    Body(body): Body<Decision>,
+) -> Result<Json<DeploymentOne>, ApiError> {
+    decide(&s, &caller, &repo, &key, body.comment, true).await
+}
+
+pub(crate) async fn reject(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsApprover>,
+    Path((repo, key)): Path<(String, String)>,
+    Body(body): Body<Decision>,
+) -> Result<Json<DeploymentOne>, ApiError> {
+    decide(&s, &caller, &repo, &key, body.comment, false).await
+}
+
+pub(crate) async fn rollback(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path((repo, env)): Path<(String, String)>,
+    Body(body): Body<Rollback>,
+) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s
+        .deliverer
+        .rollback(&repo.id, &env, body.release.as_deref(), &actor(&caller))
+        .await?;
+    let deployment = view(&s, d).await;
+    Ok((StatusCode::CREATED, Json(DeploymentOne { deployment })))
+}
+
+async fn text_file(path: std::path::PathBuf) -> Response {
+    let data = tokio::fs::read(&path).await.unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        data,
+    )
+        .into_response()
+}
+
+pub(crate) async fn deployment_log(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, key)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let d = s.store.find_deployment(&repo.id, &key).await?;
+    Ok(text_file(s.deliverer.deployment_log(&d)).await)
+}
+
+pub(crate) async fn output(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path((repo, env)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    check_environment(&env)?;
+    let repo = s.store.repository(&repo).await?;
+    Ok(text_file(s.deliverer.output_log(&repo.id, &env)).await)
+}
+
+/// Server-Sent Events of a repository's delivery: first its newest deployments as they
+/// are (`deployment` events, oldest first), then every change as it happens
+/// (`deployment`, `approval`; `lagged` when the client fell too far behind and should
+/// read the state again). Subscribed before reading the store, so nothing in
+/// between is missed (a change may arrive twice; the later one is current). Ends when
+/// the client goes away or the server stops.
+pub(crate) async fn events(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let mut rx = s.deliverer.subscribe();
+    let stored = s.store.deployments(&repo.id, None, 50).await?;
+    let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    let stopping = s.stopping.clone();
+    tokio::spawn(async move {
+        let send = |e: &DeliveryEvent| {
+            let kind = match e {
+                DeliveryEvent::Deployment { .. } => "deployment",
+                DeliveryEvent::Approval { .. } => "approval",
+            };
+            Ok(Event::default()
+                .event(kind)
+                .data(serde_json::to_string(e).unwrap_or_default()))
+        };
+        for deployment in stored.into_iter().rev() {
+            if tx
+                .send(send(&DeliveryEvent::Deployment { deployment }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        loop {
+            let event = tokio::select! {
+                e = rx.recv() => e,
+                _ = tx.closed() => return,
+                _ = stopping.cancelled() => return,
+            };
+            match event {
+                Ok(e) if e.repository_id() == repo.id => {
+                    if tx.send(send(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow to keep up: the client reads the current state again.
+                    let lagged = Ok(Event::default().event("lagged").data("{}"));
+                    if tx.send(lagged).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,116 @@
+//! Webhook ingress: verify, parse, store, answer. Fetching, planning and queueing happen
+//! in the background (`intake`), so a forge never waits on git.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::webhook::{self, Outcome, Provider};
+use crate::{ApiError, AppState};
+
+/// The largest webhook body accepted (GitHub's own limit is 25 MB; pushes are far
+/// smaller).
+pub(crate) const LIMIT: usize = 5 << 20;
+
+/// Webhook secrets are stored sealed, like every other secret: `sealed:<hex>`.
+pub(crate) const SEALED: &str = "sealed:";
+const WEBHOOK_CONTEXT: &str = "webhook";
+
+/// What a delivery became: accepted (202, with its intake id) or ignored (200, why).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct HookAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+impl HookAnswer {
+    fn ignored(reason: impl Into<String>) -> (StatusCode, Json<Self>) {
+        (
+            StatusCode::OK,
+            Json(Self {
+                ignored: Some(reason.into()),
+                ..Self::default()
+            }),
+        )
+    }
+}
+
+/// The stored form of a webhook secret.
+pub(crate) fn seal_with(key: &ferry_store::SecretKey, secret: &str) -> ferry_store::Result<String> {
+    Ok(format!(
+        "{SEALED}{}",
+        key.seal(secret.as_bytes(), WEBHOOK_CONTEXT)?
+    ))
+}
+
+pub(crate) fn open_secret(s: &AppState, stored: &str) -> Result<String, ApiError> {
+    let Some(sealed) = stored.strip_prefix(SEALED) else {
+        return Ok(stored.to_string()); // stored before secrets were sealed
+    };
+    let plain = s.key.open(sealed, WEBHOOK_CONTEXT)?;
+    String::from_utf8(plain).map_err(ApiError::internal)
+}
+
+/// `POST /api/v1/hooks/{provider}/{repo}`. Events Ferry does not handle get 200.
+pub(crate) async fn receive(
+    State(s): State<AppState>,
+    Path((provider, repo)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
+    let p = Provider::parse(&provider)
+        .ok_or_else(|| ApiError::not_found(format!("no webhook provider `{provider}`")))?;
+    let repo = s.store.repository(&repo).await?;
+    let secret = repo
+        .webhook_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this repository has no webhook secret",
+            )
+        })?;
+    let secret = open_secret(&s, secret)?;
+    webhook::verify(p, &headers, &body, &secret)
+        .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
+    let outcome = webhook::parse(p, &headers, &body)
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_payload", m))?;
+    let hook = match outcome {
+        Outcome::Ignore(reason) => return Ok(HookAnswer::ignored(reason)),
+        Outcome::Trigger(hook) => hook,
+    };
+    let item = ferry_store::Intake {
+        id: String::new(),
+        repository_id: repo.id.clone(),
+        provider: p.as_str().to_string(),
+        delivery_id: webhook::delivery_id(p, &headers),
+        event: hook.event.as_str().to_string(),
+        git_ref: hook.git_ref,
+        sha: hook.sha,
+        received_at: ferry_store::now_ms(),
+    };
+    // Stored, then answered: the commit's `on:` may still decline the run in the
+    // background.
+    match s.store.enqueue_intake(&item).await? {
+        Some(id) => {
+            s.intake_wake.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(HookAnswer {
+                    accepted: Some(id),
+                    ..HookAnswer::default()
+                }),
+            ))
+        }
+        None => Ok(HookAnswer::ignored(format!(
+            "delivery {} was already handled",
+            item.delivery_id.unwrap_or_default()
+        ))),
+    }
+}

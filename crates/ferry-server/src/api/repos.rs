@@ -1,0 +1,151 @@
+//! Repositories and their `cache:` entries.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use ferry_engine::cache::CacheEntry;
+use ferry_store::{NewRepository, Repository};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Body;
+use crate::auth::{AsAdmin, AsDeveloper, AsViewer, Need};
+use crate::{ApiError, AppState};
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepositoryList {
+    pub repositories: Vec<Repository>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct RepositoryOne {
+    pub repository: Repository,
+}
+
+/// `POST /api/v1/repos`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRepository {
+    /// 1-100 letters, digits, `-`, `_` or `.`.
+    pub name: String,
+    /// A git URL or a path on the server.
+    pub url: String,
+    /// Default: what the remote's HEAD names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// The secret webhooks are signed with (stored sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// Poll the remote every this many seconds (at least 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_s: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CacheList {
+    pub caches: Vec<CacheEntry>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheQuery {
+    /// Only the entry with this key.
+    pub key: Option<String>,
+}
+
+/// How many cache entries were removed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CachesRemoved {
+    pub removed: usize,
+}
+
+pub(crate) async fn list(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+) -> Result<Json<RepositoryList>, ApiError> {
+    Ok(Json(RepositoryList {
+        repositories: s.store.repositories().await?,
+    }))
+}
+
+pub(crate) async fn create(
+    State(s): State<AppState>,
+    _: Need<AsAdmin>,
+    Body(body): Body<CreateRepository>,
+) -> Result<(StatusCode, Json<RepositoryOne>), ApiError> {
+    let name_ok = !body.name.is_empty()
+        && body.name.len() <= 100
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !name_ok {
+        return Err(ApiError::invalid(
+            "`name` must be 1-100 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    if body.url.trim().is_empty() || body.url.starts_with('-') {
+        return Err(ApiError::invalid("`url` must be a git URL or a path"));
+    }
+    if body.poll_interval_s.is_some_and(|p| p < 10) {
+        return Err(ApiError::invalid("`poll_interval_s` must be at least 10"));
+    }
+    let webhook_secret = match body.webhook_secret {
+        Some(w) => Some(super::hooks::seal_with(&s.key, &w)?),
+        None => None,
+    };
+    let repository = s
+        .store
+        .create_repository(&NewRepository {
+            name: body.name,
+            url: body.url,
+            default_branch: body.default_branch,
+            webhook_secret,
+            poll_interval_s: body.poll_interval_s,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(RepositoryOne { repository })))
+}
+
+pub(crate) async fn one(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<RepositoryOne>, ApiError> {
+    Ok(Json(RepositoryOne {
+        repository: s.store.repository(&repo).await?,
+    }))
+}
+
+pub(crate) async fn caches(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+) -> Result<Json<CacheList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let caches = s.engine.caches();
+    let entries = tokio::task::spawn_blocking(move || caches.list())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(CacheList {
+        caches: entries
+            .into_iter()
+            .filter(|e| e.repository_id == repo.id)
+            .collect(),
+    }))
+}
+
+pub(crate) async fn clear_caches(
+    State(s): State<AppState>,
+    _: Need<AsDeveloper>,
+    Path(repo): Path<String>,
+    Query(q): Query<CacheQuery>,
+) -> Result<Json<CachesRemoved>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let caches = s.engine.caches();
+    let removed =
+        tokio::task::spawn_blocking(move || caches.clear(Some(&repo.id), q.key.as_deref()))
+            .await
+            .map_err(ApiError::internal)?;
+    Ok(Json(CachesRemoved { removed }))
+}
