@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use ferry_engine::cache::{CacheEntry, CacheStore, DEFAULT_MAX_BYTES};
-use serde_json::Value;
+use ferry_server::api::repos::{CacheList, CacheQuery, CachesRemoved};
 
 use crate::args::RepoScope;
 use crate::{Failure, exit, local};
@@ -45,7 +45,7 @@ pub async fn cache(args: CacheArgs) -> Result<u8, Failure> {
                 .into_iter()
                 .filter(|e| e.repository_id == local.repository_id)
                 .collect();
-            print_entries(&serde_json::to_value(&entries).unwrap_or_default(), json);
+            print_entries(&entries, json);
         }
         CacheCommand::Clear { key, .. } => {
             let n = caches.clear(Some(&local.repository_id), key.as_deref());
@@ -60,13 +60,13 @@ async fn remote(args: CacheArgs) -> Result<u8, Failure> {
     let path = format!("/repos/{repo}/caches");
     match args.command {
         CacheCommand::List { json } => {
-            let v = c.get(&path).await?;
-            print_entries(&v["caches"], json);
+            let list: CacheList = c.get(&path).await?;
+            print_entries(&list.caches, json);
         }
         CacheCommand::Clear { key, .. } => {
-            let query: Vec<(&str, String)> = key.iter().map(|k| ("key", k.clone())).collect();
-            let v = c.delete(&path, &query).await?;
-            report_cleared(v["removed"].as_u64().unwrap_or(0) as usize, key.as_deref())?;
+            let query = CacheQuery { key };
+            let cleared: CachesRemoved = c.delete(&path, &query).await?;
+            report_cleared(cleared.removed, query.key.as_deref())?;
         }
     }
     Ok(exit::OK)
@@ -86,42 +86,23 @@ fn report_cleared(n: usize, key: Option<&str>) -> Result<(), Failure> {
     }
 }
 
-fn print_entries(entries: &Value, json: bool) {
+fn print_entries(entries: &[CacheEntry], json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(entries).unwrap_or_default()
-        );
+        crate::client::print_json(entries);
         return;
     }
-    let list = entries.as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+    if entries.is_empty() {
         println!("no caches");
         return;
     }
     println!("{:<50}  {:>10}  {:<19}  PATHS", "KEY", "SIZE", "LAST USED");
-    for e in list {
-        let used = e["last_used_ms"]
-            .as_i64()
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map(|t| {
-                t.with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        let paths: Vec<&str> = e["paths"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+    for e in entries {
         println!(
             "{:<50}  {:>10}  {:<19}  {}",
-            e["key"].as_str().unwrap_or(""),
-            ferry_engine::cache::human_bytes(e["size"].as_u64().unwrap_or(0)),
-            used,
-            paths.join(" ")
+            e.key,
+            ferry_engine::cache::human_bytes(e.size),
+            crate::logs::local_time(e.last_used_ms).unwrap_or_default(),
+            e.paths.join(" ")
         );
     }
 }

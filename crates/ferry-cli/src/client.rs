@@ -3,11 +3,15 @@
 //! The server and token come from `--server`/`--token`, else `FERRY_SERVER`/`FERRY_TOKEN`,
 //! else `$XDG_CONFIG_HOME/ferry/config.json` (`{"server": "...", "token": "..."}`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use ferry_server::api::{repos, runs};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::{Failure, exit, style};
 
@@ -88,11 +92,11 @@ impl Client {
             return Ok(resp);
         }
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message = body["message"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_string();
+        let message = resp
+            .json::<ferry_server::ErrorBody>()
+            .await
+            .map(|e| e.message)
+            .unwrap_or_else(|_| "request failed".to_string());
         let code = if status.is_client_error() {
             exit::USAGE
         } else {
@@ -104,11 +108,38 @@ impl Client {
         })
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value, Failure> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
-        resp.json()
+    /// Sends `method path` with what `with` adds (a query, a body) and reads the answer
+    /// as the `T` the server writes for that route (see `ferry_server::ROUTES`).
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        with: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<T, Failure> {
+        let resp = self.send(with(self.request(method.clone(), path))).await?;
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| Failure::failed(format!("bad response: {e}")))
+            .map_err(|e| Failure::failed(format!("bad response: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure::failed(format!(
+                "the server answered something this ferry cannot read: {e} ({method} /api/v1{path}; is the server another version of Ferry?)"
+            ))
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
+        self.call(reqwest::Method::GET, path, |r| r).await
+    }
+
+    /// A GET with a query string (one of the server's `*Query` types).
+    pub async fn get_with<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, Failure> {
+        self.call(reqwest::Method::GET, path, |r| r.query(query))
+            .await
     }
 
     /// A text answer (logs).
@@ -119,32 +150,44 @@ impl Client {
             .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
-    pub async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
-        let resp = self
-            .send(self.request(reqwest::Method::DELETE, path).query(query))
-            .await?;
-        resp.json()
+    pub async fn delete<Q: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, Failure> {
+        self.call(reqwest::Method::DELETE, path, |r| r.query(query))
             .await
-            .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> Result<Value, Failure> {
-        let resp = self
-            .send(self.request(reqwest::Method::PUT, path).json(&body))
-            .await?;
-        resp.json()
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.call(reqwest::Method::PUT, path, |r| r.json(body))
             .await
-            .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Result<Value, Failure> {
-        let resp = self
-            .send(self.request(reqwest::Method::POST, path).json(&body))
-            .await?;
-        resp.json()
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.call(reqwest::Method::POST, path, |r| r.json(body))
             .await
-            .map_err(|e| Failure::failed(format!("bad response: {e}")))
     }
+}
+
+/// Prints an answer (or part of one) as pretty JSON. Through a `Value`, so that keys
+/// come sorted, as they always have, whatever the order of the type's fields.
+pub fn print_json<T: Serialize + ?Sized>(answer: &T) {
+    let text = serde_json::to_value(answer).and_then(|v| serde_json::to_string_pretty(&v));
+    println!("{}", text.unwrap_or_default());
+}
+
+/// The first `n` characters of a commit id (all of a shorter one).
+pub fn abbrev(sha: &str, n: usize) -> &str {
+    sha.get(..n).unwrap_or(sha)
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,13 +214,9 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
     let c = Client::new(server)?;
     match cmd {
         RepoCommand::List => {
-            let v = c.get("/repos").await?;
-            for r in v["repositories"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<20} {}",
-                    r["name"].as_str().unwrap_or(""),
-                    r["url"].as_str().unwrap_or("")
-                );
+            let list: repos::RepositoryList = c.get("/repos").await?;
+            for r in &list.repositories {
+                println!("{:<20} {}", r.name, r.url);
             }
         }
         RepoCommand::Add {
@@ -187,7 +226,7 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
             webhook_secret_file,
             poll,
         } => {
-            let secret = match webhook_secret_file {
+            let webhook_secret = match webhook_secret_file {
                 Some(f) => Some(
                     std::fs::read_to_string(&f)
                         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", f.display())))?
@@ -196,13 +235,15 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
                 ),
                 None => None,
             };
-            let body = json!({ "name": name, "url": url, "default_branch": default_branch, "webhook_secret": secret, "poll_interval_s": poll });
-            let v = c.post("/repos", body).await?;
-            println!(
-                "added {} ({})",
-                v["repository"]["name"].as_str().unwrap_or(""),
-                v["repository"]["id"].as_str().unwrap_or("")
-            );
+            let body = repos::CreateRepository {
+                name,
+                url,
+                default_branch,
+                webhook_secret,
+                poll_interval_s: poll,
+            };
+            let added: repos::RepositoryOne = c.post("/repos", &body).await?;
+            println!("added {} ({})", added.repository.name, added.repository.id);
         }
     }
     Ok(exit::OK)
@@ -216,36 +257,35 @@ pub async fn runs(
     json_out: bool,
 ) -> Result<u8, Failure> {
     let c = Client::new(server)?;
-    let mut path = format!("/runs?limit={}", limit.clamp(1, 200));
-    if let Some(r) = repo {
-        path.push_str(&format!("&repo={r}"));
-    }
-    let v = c.get(&path).await?;
+    let query = runs::RunQuery {
+        repo,
+        limit: Some(limit.clamp(1, 200).into()),
+        ..runs::RunQuery::default()
+    };
+    let list: runs::RunList = c.get_with("/runs", &query).await?;
     if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v["runs"]).unwrap_or_default()
-        );
+        print_json(&list.runs);
         return Ok(exit::OK);
     }
     println!(
         "{:<36}  {:>4}  {:<9}  {:<12}  {:<20}  COMMIT",
         "RUN", "#", "STATUS", "EVENT", "REF"
     );
-    for r in v["runs"].as_array().into_iter().flatten() {
-        let reference = r["tag"]
-            .as_str()
-            .or(r["branch"].as_str())
-            .unwrap_or(r["git_ref"].as_str().unwrap_or(""));
+    for r in &list.runs {
+        let reference = r
+            .tag
+            .as_deref()
+            .or(r.branch.as_deref())
+            .unwrap_or(&r.git_ref);
+        // The number is not padded to its column: it never was.
         println!(
-            "{:<36}  {:>4}  {:<9}  {:<12}  {:<20}  {}",
-            r["id"].as_str().unwrap_or(""),
-            r["number"],
-            r["status"].as_str().unwrap_or(""),
-            r["event"].as_str().unwrap_or(""),
+            "{:<36}  {}  {:<9}  {:<12}  {:<20}  {}",
+            r.id,
+            r.number,
+            r.status.as_str(),
+            r.event,
             reference,
-            &r["commit_sha"].as_str().unwrap_or("")
-                [..8.min(r["commit_sha"].as_str().unwrap_or("").len())]
+            abbrev(&r.commit_sha, 8)
         );
     }
     Ok(exit::OK)
@@ -261,29 +301,21 @@ pub async fn logs(
 ) -> Result<u8, Failure> {
     let c = Client::new(server)?;
     if !follow {
-        let detail = c.get(&format!("/runs/{run}")).await?;
-        let jobs: Vec<String> = detail["jobs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|j| j["name"].as_str().map(str::to_string))
-            .filter(|n| job.is_none_or(|want| n == want || n.split(" (").next() == Some(want)))
+        let detail: runs::RunDetail = c.get(&format!("/runs/{run}")).await?;
+        let jobs: Vec<&str> = detail
+            .jobs
+            .iter()
+            .map(|j| j.job.name.as_str())
+            .filter(|n| wanted(job, n))
             .collect();
         for name in &jobs {
-            let resp = c
-                .send(c.request(
-                    reqwest::Method::GET,
-                    &format!("/runs/{run}/jobs/{name}/log"),
-                ))
-                .await?;
-            let text = resp
-                .text()
-                .await
-                .map_err(|e| Failure::failed(e.to_string()))?;
+            let text = c.get_text(&format!("/runs/{run}/jobs/{name}/log")).await?;
             print_log(name, &text, jobs.len() > 1);
         }
         return Ok(exit::OK);
     }
+    // The live events (`ferry_server::live::Live`) have no type the client can read
+    // yet: their fields are read from JSON.
     let mut resp = c
         .send(c.request(reqwest::Method::GET, &format!("/runs/{run}/events")))
         .await?;
@@ -309,8 +341,7 @@ pub async fn logs(
             match kind {
                 "log" => {
                     let name = v["job"].as_str().unwrap_or("");
-                    if job.is_none_or(|want| name == want || name.split(" (").next() == Some(want))
-                    {
+                    if wanted(job, name) {
                         print_log(name, v["text"].as_str().unwrap_or(""), job.is_none());
                     }
                 }
@@ -333,6 +364,12 @@ pub async fn logs(
     })
 }
 
+/// Whether the job `name` is the one asked for: all are without `--job`; `test` names
+/// `test` and each of its matrix jobs `test (…)`.
+fn wanted(job: Option<&str>, name: &str) -> bool {
+    job.is_none_or(|want| name == want || name.split(" (").next() == Some(want))
+}
+
 fn print_log(job: &str, text: &str, prefix: bool) {
     let mut out = std::io::stdout().lock();
     if prefix {
@@ -352,41 +389,103 @@ pub async fn trigger(
     vars: &[String],
     follow: bool,
 ) -> Result<u8, Failure> {
-    let mut variables = serde_json::Map::new();
+    let mut variables = BTreeMap::new();
     for v in vars {
         let (name, value) = v
             .split_once('=')
             .ok_or_else(|| Failure::usage(format!("--var `{v}`: write NAME=value")))?;
-        variables.insert(name.to_string(), Value::String(value.to_string()));
+        variables.insert(name.to_string(), value.to_string());
     }
     let c = Client::new(server)?;
-    let body = json!({ "ref": git_ref, "variables": variables });
-    let v = c.post(&format!("/repos/{repo}/runs"), body).await?;
-    let id = v["run"]["id"].as_str().unwrap_or("").to_string();
-    eprintln!("queued run {} of {repo} ({id})", v["run"]["number"]);
-    println!("{id}");
+    let body = runs::TriggerRun {
+        git_ref: git_ref.to_string(),
+        event: None,
+        variables,
+    };
+    let queued: runs::RunOne = c.post(&format!("/repos/{repo}/runs"), &body).await?;
+    let run = &queued.run;
+    eprintln!("queued run {} of {repo} ({})", run.number, run.id);
+    println!("{}", run.id);
     if follow {
-        return logs(server, &id, None, true).await;
+        return logs(server, &run.id, None, true).await;
     }
     Ok(exit::OK)
 }
 
 pub async fn cancel(server: &ServerArgs, run: &str) -> Result<u8, Failure> {
     let c = Client::new(server)?;
-    c.post(&format!("/runs/{run}/cancel"), json!({})).await?;
+    // No body: the route takes none.
+    let _: runs::Cancelled = c
+        .call(reqwest::Method::POST, &format!("/runs/{run}/cancel"), |r| r)
+        .await?;
     eprintln!("{}", style::paint("cancelled", "33", style::stderr_color()));
     Ok(exit::OK)
 }
 
 pub async fn rerun(server: &ServerArgs, run: &str, failed_only: bool) -> Result<u8, Failure> {
     let c = Client::new(server)?;
-    let v = c
-        .post(
-            &format!("/runs/{run}/rerun"),
-            json!({ "failed_only": failed_only }),
-        )
+    let queued: runs::RunOne = c
+        .post(&format!("/runs/{run}/rerun"), &runs::Rerun { failed_only })
         .await?;
-    eprintln!("queued run {}", v["run"]["number"]);
-    println!("{}", v["run"]["id"].as_str().unwrap_or(""));
+    eprintln!("queued run {}", queued.run.number);
+    println!("{}", queued.run.id);
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers one request with 200 and `body`; returns the server's URL.
+    fn answer_once(body: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            if let Ok((mut stream, _)) = listener.accept() {
+                let mut request = [0u8; 4096];
+                let _ = std::io::Read::read(&mut stream, &mut request);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(server: String) -> Client {
+        Client::new(&ServerArgs {
+            server: Some(server),
+            token: Some("t".into()),
+        })
+        .expect("client")
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_another_shape_is_an_error_not_a_panic() {
+        let c = client(answer_once(r#"{"runs": [{"id": 7}], "next": null}"#));
+        let err = c
+            .get::<runs::RunList>("/runs")
+            .await
+            .expect_err("not a run list");
+        assert_eq!(err.code, exit::FAILED);
+        assert!(
+            err.message
+                .starts_with("the server answered something this ferry cannot read: "),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("GET /api/v1/runs"), "{}", err.message);
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_into_their_types() {
+        let c = client(answer_once(r#"{"removed": "reg.example:5000"}"#));
+        let removed: ferry_server::api::Removed = c
+            .delete("/repos/app/registries/reg.example:5000", &())
+            .await
+            .expect("removed");
+        assert_eq!(removed.removed, "reg.example:5000");
+    }
 }

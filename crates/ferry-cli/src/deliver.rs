@@ -4,8 +4,9 @@
 use std::io::Read as _;
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use ferry_server::api::{Removed, delivery, settings};
 
+use crate::client::{abbrev, print_json};
 use crate::{Failure, exit};
 
 #[derive(Debug, Args)]
@@ -50,12 +51,7 @@ fn key(deployment: &str) -> String {
 }
 
 fn when(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
+    ms.and_then(crate::logs::local_time)
         .unwrap_or_else(|| "-".into())
 }
 
@@ -66,8 +62,21 @@ fn short(digest: &str) -> String {
     }
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Where a variable or secret applies: an environment, or the repository itself.
+fn scope(environment: &str) -> &str {
+    if environment.is_empty() {
+        "repository"
+    } else {
+        environment
+    }
+}
+
+/// The word the API uses for a value (`added`, `awaiting_approval`, …).
+fn word(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
 }
 
 fn client(args: &DeliverArgs) -> Result<(crate::client::Client, String), Failure> {
@@ -82,53 +91,44 @@ fn client(args: &DeliverArgs) -> Result<(crate::client::Client, String), Failure
 pub async fn releases(args: DeliverArgs, release: Option<String>) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
     if let Some(r) = release {
-        let v = c.get(&format!("/repos/{repo}/releases/{r}")).await?;
+        let one: delivery::ReleaseOne = c.get(&format!("/repos/{repo}/releases/{r}")).await?;
         if args.json {
-            print_json(&v);
+            print_json(&one);
             return Ok(exit::OK);
         }
-        let r = &v["release"];
-        println!("release   {}", r["name"].as_str().unwrap_or(""));
-        println!("commit    {}", r["commit_sha"].as_str().unwrap_or(""));
-        println!("run       {}", r["run_number"]);
-        println!("sealed    {}", when(r["created_at"].as_i64()));
-        println!("plan      {}", short(r["plan_hash"].as_str().unwrap_or("")));
-        println!("ferry     {}", r["ferry_version"].as_str().unwrap_or(""));
-        for a in r["artifacts"].as_array().into_iter().flatten() {
-            println!(
-                "artifact  {}  {}  ({} bytes)",
-                a["path"].as_str().unwrap_or(""),
-                a["digest"].as_str().unwrap_or(""),
-                a["size"]
-            );
+        let r = &one.release;
+        println!("release   {}", r.name);
+        println!("commit    {}", r.commit_sha);
+        println!("run       {}", r.run_number);
+        println!("sealed    {}", when(Some(r.created_at)));
+        println!("plan      {}", short(&r.plan_hash));
+        println!("ferry     {}", r.ferry_version);
+        for a in &r.artifacts {
+            println!("artifact  {}  {}  ({} bytes)", a.path, a.digest, a.size);
         }
-        for i in r["images"].as_array().into_iter().flatten() {
-            println!(
-                "image     {}@{}",
-                i["name"].as_str().unwrap_or(""),
-                i["digest"].as_str().unwrap_or("")
-            );
+        for i in &r.images {
+            println!("image     {}@{}", i.name, i.digest);
         }
         return Ok(exit::OK);
     }
-    let v = c.get(&format!("/repos/{repo}/releases")).await?;
+    let list: delivery::ReleaseList = c.get(&format!("/repos/{repo}/releases")).await?;
     if args.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(exit::OK);
     }
     println!(
         "{:<24}  {:<10}  {:>5}  {:<19}  REF",
         "RELEASE", "COMMIT", "RUN", "SEALED"
     );
-    for r in v["releases"].as_array().into_iter().flatten() {
+    for r in &list.releases {
+        // The run number is not padded to its column: it never was.
         println!(
-            "{:<24}  {:<10}  {:>5}  {:<19}  {}",
-            r["name"].as_str().unwrap_or(""),
-            &r["commit_sha"].as_str().unwrap_or("")
-                [..10.min(r["commit_sha"].as_str().unwrap_or("").len())],
-            r["run_number"],
-            when(r["created_at"].as_i64()),
-            r["git_ref"].as_str().unwrap_or("")
+            "{:<24}  {:<10}  {}  {:<19}  {}",
+            r.name,
+            abbrev(&r.commit_sha, 10),
+            r.run_number,
+            when(Some(r.created_at)),
+            r.git_ref
         );
     }
     Ok(exit::OK)
@@ -136,45 +136,33 @@ pub async fn releases(args: DeliverArgs, release: Option<String>) -> Result<u8, 
 
 pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
-    let v = c.get(&format!("/repos/{repo}/environments")).await?;
+    let list: delivery::EnvironmentList = c.get(&format!("/repos/{repo}/environments")).await?;
     if args.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(exit::OK);
     }
     println!(
         "{:<14}  {:<24}  {:<19}  {:<16}  {:<16}  PENDING",
         "ENVIRONMENT", "LIVE RELEASE", "SINCE", "DEPLOYED BY", "APPROVED BY"
     );
-    for e in v["environments"].as_array().into_iter().flatten() {
-        let live = &e["live"];
-        let approved: Vec<&str> = live["approved_by"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let pending: Vec<String> = e["pending"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                format!(
-                    "{} ({})",
-                    p["deployment"].as_str().unwrap_or(""),
-                    p["status"].as_str().unwrap_or("")
-                )
-            })
+    for e in &list.environments {
+        let live = e.live.as_ref();
+        let approved = live.map(|l| l.approved_by.join(",")).unwrap_or_default();
+        let pending: Vec<String> = e
+            .pending
+            .iter()
+            .map(|p| format!("{} ({})", p.deployment, p.status.as_str()))
             .collect();
         println!(
             "{:<14}  {:<24}  {:<19}  {:<16}  {:<16}  {}",
-            e["name"].as_str().unwrap_or(""),
-            live["release"].as_str().unwrap_or("-"),
-            when(live["since"].as_i64()),
-            live["deployed_by"].as_str().unwrap_or("-"),
+            e.name,
+            live.map_or("-", |l| l.release.as_str()),
+            when(live.and_then(|l| l.since)),
+            live.map_or("-", |l| l.deployed_by.as_str()),
             if approved.is_empty() {
-                "-".to_string()
+                "-"
             } else {
-                approved.join(",")
+                approved.as_str()
             },
             pending.join(", ")
         );
@@ -184,25 +172,31 @@ pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
 
 pub async fn deployments(args: DeliverArgs, env: Option<String>) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
-    let query = env.map(|e| format!("?environment={e}")).unwrap_or_default();
-    let v = c.get(&format!("/repos/{repo}/deployments{query}")).await?;
+    let query = delivery::DeploymentsQuery {
+        environment: env,
+        limit: None,
+    };
+    let list: delivery::DeploymentList = c
+        .get_with(&format!("/repos/{repo}/deployments"), &query)
+        .await?;
     if args.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(exit::OK);
     }
     println!(
         "{:<18}  {:<24}  {:<9}  {:<17}  {:<19}  REASON",
         "DEPLOYMENT", "RELEASE", "KIND", "STATUS", "STARTED"
     );
-    for d in v["deployments"].as_array().into_iter().flatten() {
+    for view in &list.deployments {
+        let d = &view.deployment;
         println!(
             "{:<18}  {:<24}  {:<9}  {:<17}  {:<19}  {}",
-            d["label"].as_str().unwrap_or(""),
-            d["release"].as_str().unwrap_or(""),
-            d["kind"].as_str().unwrap_or(""),
-            d["status"].as_str().unwrap_or(""),
-            when(d["started_at"].as_i64()),
-            d["reason"].as_str().unwrap_or("")
+            view.label,
+            view.release.as_deref().unwrap_or(""),
+            d.kind.as_str(),
+            d.status.as_str(),
+            when(d.started_at),
+            d.reason.as_deref().unwrap_or("")
         );
     }
     Ok(exit::OK)
@@ -222,75 +216,60 @@ pub async fn deployment(args: DeliverArgs, deployment: &str, log: bool) -> Resul
         print!("{text}");
         return Ok(exit::OK);
     }
-    let v = c
+    let detail: delivery::DeploymentDetail = c
         .get(&format!("/repos/{repo}/deployments/{}", key(deployment)))
         .await?;
     if args.json {
-        print_json(&v);
+        print_json(&detail);
         return Ok(exit::OK);
     }
-    let d = &v["deployment"];
-    let ch = &v["changes"];
+    let view = &detail.deployment;
+    let d = &view.deployment;
+    let ch = &detail.changes;
     println!(
         "deployment  {} ({}, {})",
-        d["label"].as_str().unwrap_or(""),
-        d["kind"].as_str().unwrap_or(""),
-        d["status"].as_str().unwrap_or("")
+        view.label,
+        d.kind.as_str(),
+        d.status.as_str()
     );
     println!(
         "release     {} → replaces {}",
-        d["release"].as_str().unwrap_or(""),
-        ch["live_release"].as_str().unwrap_or("nothing")
+        view.release.as_deref().unwrap_or(""),
+        ch.live_release.as_deref().unwrap_or("nothing")
     );
-    if let Some(r) = d["reason"].as_str() {
+    if let Some(r) = &d.reason {
         println!("reason      {r}");
     }
     println!("\ncommits:");
-    for commit in ch["commits"].as_array().into_iter().flatten() {
+    for commit in &ch.commits {
         println!(
             "  {}  {}  ({})",
-            &commit["sha"].as_str().unwrap_or("")
-                [..10.min(commit["sha"].as_str().unwrap_or("").len())],
-            commit["subject"].as_str().unwrap_or(""),
-            commit["author"].as_str().unwrap_or("")
+            abbrev(&commit.sha, 10),
+            commit.subject,
+            commit.author
         );
     }
     println!("\nartifacts:");
-    for a in ch["artifacts"].as_array().into_iter().flatten() {
+    for a in &ch.artifacts {
         println!(
             "  {}  {} → {}",
-            a["path"].as_str().unwrap_or(""),
-            a["old"]
-                .as_str()
-                .map(short)
-                .unwrap_or_else(|| "(new)".into()),
-            a["new"]
-                .as_str()
-                .map(short)
-                .unwrap_or_else(|| "(removed)".into())
+            a.path,
+            a.old.as_deref().map_or_else(|| "(new)".into(), short),
+            a.new.as_deref().map_or_else(|| "(removed)".into(), short)
         );
     }
-    for i in ch["images"].as_array().into_iter().flatten() {
+    for i in &ch.images {
         println!(
             "  image {}  {} → {}",
-            i["job"].as_str().unwrap_or(""),
-            i["old"].as_str().unwrap_or("(new)"),
-            i["new"].as_str().unwrap_or("")
+            i.job,
+            i.old.as_deref().unwrap_or("(new)"),
+            i.new
         );
     }
-    for (what, key) in [("variables", "variables"), ("secrets", "secrets")] {
-        let changed: Vec<String> = ch[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| {
-                format!(
-                    "{} {}/{}",
-                    x["change"].as_str().unwrap_or(""),
-                    x["scope"].as_str().unwrap_or(""),
-                    x["name"].as_str().unwrap_or("")
-                )
-            })
+    for (what, list) in [("variables", &ch.variables), ("secrets", &ch.secrets)] {
+        let changed: Vec<String> = list
+            .iter()
+            .map(|x| format!("{} {}/{}", word(&x.change), x.scope, x.name))
             .collect();
         println!(
             "\n{what} changed: {}",
@@ -302,40 +281,39 @@ pub async fn deployment(args: DeliverArgs, deployment: &str, log: bool) -> Resul
         );
     }
     println!("\napprovals:");
-    for a in v["approvals"].as_array().into_iter().flatten() {
+    for a in &detail.approvals {
         println!(
             "  {} {}  {}",
-            a["user_name"].as_str().unwrap_or(""),
-            a["decision"].as_str().unwrap_or(""),
-            a["comment"].as_str().unwrap_or("")
+            a.user_name,
+            a.decision,
+            a.comment.as_deref().unwrap_or("")
         );
     }
     Ok(exit::OK)
 }
 
-fn print_deployment(v: &Value, json: bool) {
+fn print_deployment(one: &delivery::DeploymentOne, json: bool) {
     if json {
-        print_json(v);
+        print_json(one);
         return;
     }
-    let d = &v["deployment"];
+    let view = &one.deployment;
     println!(
         "{}: release {} ({})",
-        d["label"].as_str().unwrap_or(""),
-        d["release"].as_str().unwrap_or(""),
-        d["status"].as_str().unwrap_or("")
+        view.label,
+        view.release.as_deref().unwrap_or(""),
+        view.deployment.status.as_str()
     );
 }
 
 pub async fn promote(args: DeliverArgs, release: &str, env: &str) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
-    let v = c
-        .post(
-            &format!("/repos/{repo}/deployments"),
-            json!({ "release": release, "environment": env }),
-        )
-        .await?;
-    print_deployment(&v, args.json);
+    let body = delivery::Promote {
+        release: release.to_string(),
+        environment: env.to_string(),
+    };
+    let one = c.post(&format!("/repos/{repo}/deployments"), &body).await?;
+    print_deployment(&one, args.json);
     Ok(exit::OK)
 }
 
@@ -347,62 +325,57 @@ pub async fn decide(
 ) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
     let verb = if approve { "approve" } else { "reject" };
-    let v = c
+    let one = c
         .post(
             &format!("/repos/{repo}/deployments/{}/{verb}", key(deployment)),
-            json!({ "comment": comment }),
+            &delivery::Decision { comment },
         )
         .await?;
-    print_deployment(&v, args.json);
+    print_deployment(&one, args.json);
     Ok(exit::OK)
 }
 
 pub async fn rollback(args: DeliverArgs, env: &str, to: Option<String>) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
-    let v = c
+    let one = c
         .post(
             &format!("/repos/{repo}/environments/{env}/rollback"),
-            json!({ "release": to }),
+            &delivery::Rollback { release: to },
         )
         .await?;
-    print_deployment(&v, args.json);
+    print_deployment(&one, args.json);
     Ok(exit::OK)
 }
 
 pub async fn vars(args: DeliverArgs, env: Option<String>, cmd: VarCommand) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
+    let scope_query = settings::ScopeQuery { environment: env };
     match cmd {
         VarCommand::List => {
-            let query = env.map(|e| format!("?environment={e}")).unwrap_or_default();
-            let v = c.get(&format!("/repos/{repo}/variables{query}")).await?;
+            let list: settings::VariableList = c
+                .get_with(&format!("/repos/{repo}/variables"), &scope_query)
+                .await?;
             if args.json {
-                print_json(&v);
+                print_json(&list);
             } else {
-                for x in v["variables"].as_array().into_iter().flatten() {
-                    let scope = x["environment"]
-                        .as_str()
-                        .filter(|e| !e.is_empty())
-                        .unwrap_or("repository");
-                    println!(
-                        "{:<14}  {}={}",
-                        scope,
-                        x["name"].as_str().unwrap_or(""),
-                        x["value"].as_str().unwrap_or("")
-                    );
+                for x in &list.variables {
+                    println!("{:<14}  {}={}", scope(&x.environment), x.name, x.value);
                 }
             }
         }
         VarCommand::Set { name, value } => {
-            c.put(
-                &format!("/repos/{repo}/variables/{name}"),
-                json!({ "value": value, "environment": env }),
-            )
-            .await?;
+            let body = settings::SetValue {
+                value,
+                environment: scope_query.environment,
+            };
+            let _: settings::VariableSet = c
+                .put(&format!("/repos/{repo}/variables/{name}"), &body)
+                .await?;
             println!("set {name}");
         }
         VarCommand::Rm { name } => {
-            let query: Vec<(&str, String)> = env.into_iter().map(|e| ("environment", e)).collect();
-            c.delete(&format!("/repos/{repo}/variables/{name}"), &query)
+            let _: Removed = c
+                .delete(&format!("/repos/{repo}/variables/{name}"), &scope_query)
                 .await?;
             println!("removed {name}");
         }
@@ -416,24 +389,22 @@ pub async fn secrets(
     cmd: SecretCommand,
 ) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
+    let scope_query = settings::ScopeQuery { environment: env };
     match cmd {
         SecretCommand::List => {
-            let query = env.map(|e| format!("?environment={e}")).unwrap_or_default();
-            let v = c.get(&format!("/repos/{repo}/secrets{query}")).await?;
+            let list: settings::SecretList = c
+                .get_with(&format!("/repos/{repo}/secrets"), &scope_query)
+                .await?;
             if args.json {
-                print_json(&v);
+                print_json(&list);
             } else {
-                for x in v["secrets"].as_array().into_iter().flatten() {
-                    let scope = x["environment"]
-                        .as_str()
-                        .filter(|e| !e.is_empty())
-                        .unwrap_or("repository");
+                for x in &list.secrets {
                     println!(
                         "{:<14}  {:<24}  updated {} by {}",
-                        scope,
-                        x["name"].as_str().unwrap_or(""),
-                        when(x["updated_at"].as_i64()),
-                        x["updated_by"].as_str().unwrap_or("-")
+                        scope(&x.environment),
+                        x.name,
+                        when(Some(x.updated_at)),
+                        x.updated_by.as_deref().unwrap_or("-")
                     );
                 }
             }
@@ -453,16 +424,18 @@ pub async fn secrets(
             if value.is_empty() {
                 return Err(Failure::usage("the secret's value is empty"));
             }
-            c.put(
-                &format!("/repos/{repo}/secrets/{name}"),
-                json!({ "value": value, "environment": env }),
-            )
-            .await?;
+            let body = settings::SetValue {
+                value,
+                environment: scope_query.environment,
+            };
+            let _: settings::SecretSet = c
+                .put(&format!("/repos/{repo}/secrets/{name}"), &body)
+                .await?;
             println!("set secret {name}");
         }
         SecretCommand::Rm { name } => {
-            let query: Vec<(&str, String)> = env.into_iter().map(|e| ("environment", e)).collect();
-            c.delete(&format!("/repos/{repo}/secrets/{name}"), &query)
+            let _: Removed = c
+                .delete(&format!("/repos/{repo}/secrets/{name}"), &scope_query)
                 .await?;
             println!("removed secret {name}");
         }
@@ -472,19 +445,22 @@ pub async fn secrets(
 
 pub async fn audit(args: DeliverArgs, limit: u32) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
-    let v = c.get(&format!("/repos/{repo}/audit?limit={limit}")).await?;
+    let query = delivery::LimitQuery {
+        limit: Some(limit.into()),
+    };
+    let list: delivery::AuditList = c.get_with(&format!("/repos/{repo}/audit"), &query).await?;
     if args.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(exit::OK);
     }
-    for e in v["audit"].as_array().into_iter().flatten() {
+    for e in &list.audit {
         println!(
             "{}  {:<16}  {:<20}  {:<20}  {}",
-            when(e["at"].as_i64()),
-            e["actor"].as_str().unwrap_or(""),
-            e["action"].as_str().unwrap_or(""),
-            e["target"].as_str().unwrap_or(""),
-            e["detail"].as_str().unwrap_or("")
+            when(Some(e.at)),
+            e.actor,
+            e.action,
+            e.target,
+            e.detail.as_deref().unwrap_or("")
         );
     }
     Ok(exit::OK)

@@ -7,14 +7,13 @@ use ferry_store::Status;
 use crate::args::{LogsArgs, RunsArgs};
 use crate::{Failure, exit, local, style};
 
-fn time(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S")
-                .to_string()
-        })
-        .unwrap_or_default()
+/// A time (milliseconds since the epoch) as local `YYYY-MM-DD HH:MM:SS`.
+pub fn local_time(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
 }
 
 pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
@@ -68,7 +67,7 @@ pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
             r.event,
             reference,
             commit,
-            time(r.started_at.unwrap_or(r.created_at)),
+            local_time(r.started_at.unwrap_or(r.created_at)).unwrap_or_default(),
             duration
         ));
     }

@@ -3,7 +3,8 @@
 //! from an argument), sealed with the secret key, and never shown again.
 
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use ferry_server::api::{Removed, settings};
+use ferry_store::RegistryLogin;
 use std::io::Read as _;
 
 use crate::args::RepoScope;
@@ -56,7 +57,7 @@ pub async fn registry(args: RegistryArgs) -> Result<u8, Failure> {
     match args.command {
         RegistryCommand::List => {
             let logins = local.store.registry_logins(repo).await?;
-            print_logins(&serde_json::to_value(&logins).unwrap_or_default());
+            print_logins(&logins);
         }
         RegistryCommand::Login { host, username, .. } => {
             let password = read_password()?;
@@ -82,20 +83,22 @@ async fn remote(args: RegistryArgs) -> Result<u8, Failure> {
     let (c, repo) = args.scope.client()?;
     match args.command {
         RegistryCommand::List => {
-            let v = c.get(&format!("/repos/{repo}/registries")).await?;
-            print_logins(&v["registries"]);
+            let list: settings::RegistryList = c.get(&format!("/repos/{repo}/registries")).await?;
+            print_logins(&list.registries);
         }
         RegistryCommand::Login { host, username, .. } => {
-            let password = read_password()?;
-            c.put(
-                &format!("/repos/{repo}/registries/{host}"),
-                json!({ "username": username, "password": password }),
-            )
-            .await?;
-            println!("saved the login of {username} on {host}");
+            let body = settings::SetRegistry {
+                username,
+                password: read_password()?,
+            };
+            let _: settings::RegistryOne = c
+                .put(&format!("/repos/{repo}/registries/{host}"), &body)
+                .await?;
+            println!("saved the login of {} on {host}", body.username);
         }
         RegistryCommand::Logout { host } => {
-            c.delete(&format!("/repos/{repo}/registries/{host}"), &[])
+            let _: Removed = c
+                .delete(&format!("/repos/{repo}/registries/{host}"), &())
                 .await?;
             println!("removed the login on {host}");
         }
@@ -103,18 +106,13 @@ async fn remote(args: RegistryArgs) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-fn print_logins(logins: &Value) {
-    let list = logins.as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+fn print_logins(logins: &[RegistryLogin]) {
+    if logins.is_empty() {
         println!("no registry logins");
         return;
     }
     println!("{:<40}  USER", "HOST");
-    for l in list {
-        println!(
-            "{:<40}  {}",
-            l["host"].as_str().unwrap_or(""),
-            l["username"].as_str().unwrap_or("")
-        );
+    for l in logins {
+        println!("{:<40}  {}", l.host, l.username);
     }
 }

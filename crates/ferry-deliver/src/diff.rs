@@ -44,27 +44,23 @@ impl ConfigSnapshot {
         repository_id: &str,
         environment: &str,
     ) -> ferry_store::Result<Self> {
-        let variables = store
-            .variables(repository_id, Some(environment))
-            .await?
-            .into_iter()
-            .map(|v| ConfigEntry {
-                scope: scope(&v.environment).to_string(),
-                name: v.name,
-                updated_at: v.updated_at,
-            })
-            .collect();
-        let secrets = store
-            .secret_names(repository_id, Some(environment))
-            .await?
-            .into_iter()
-            .map(|v| ConfigEntry {
-                scope: scope(&v.environment).to_string(),
-                name: v.name,
-                updated_at: v.updated_at,
-            })
-            .collect();
-        Ok(Self { variables, secrets })
+        let entry = |environment: &str, name: String, updated_at: i64| ConfigEntry {
+            scope: scope(environment).to_string(),
+            name,
+            updated_at,
+        };
+        let variables = store.variables(repository_id, Some(environment)).await?;
+        let secrets = store.secret_names(repository_id, Some(environment)).await?;
+        Ok(Self {
+            variables: variables
+                .into_iter()
+                .map(|v| entry(&v.environment, v.name, v.updated_at))
+                .collect(),
+            secrets: secrets
+                .into_iter()
+                .map(|v| entry(&v.environment, v.name, v.updated_at))
+                .collect(),
+        })
     }
 
     pub fn to_json(&self) -> String {

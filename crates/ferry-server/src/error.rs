@@ -66,8 +66,22 @@ impl From<ferry_store::Error> for ApiError {
     }
 }
 
+/// Every error's body, as clients read it: a stable code for programs and a message for
+/// people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    /// `unauthorized`, `forbidden`, `not_found`, `invalid`, `invalid_body`, `conflict`, …
+    pub code: String,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        let body = ErrorBody {
+            code: self.code.to_string(),
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod api;
 pub mod auth;
-mod error;
+pub mod error;
 mod intake;
 pub mod live;
 mod queue;
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::{Access, ROUTES, Route, openapi_document};
 pub use auth::Role;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use trigger::{TriggerError, TriggerRequest};
 
 /// What the server is configured with.

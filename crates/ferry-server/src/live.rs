@@ -13,21 +13,24 @@ use std::sync::Arc;
 use axum::response::sse::Event;
 use ferry_engine::{EngineEvent, EventSink};
 use ferry_store::{Run, Status};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::AppState;
 
-/// One live event of one run.
-#[derive(Debug, Clone, Serialize)]
+/// One live event of one run, as the stream sends it (the SSE event's name is `log`,
+/// `job`, `run` or `end`; its data is this, as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Live {
     Log {
         run: String,
         job: String,
+        /// Where `text` starts in the job's log, in bytes.
         offset: u64,
         /// The bytes as written; sent as (lossy UTF-8) `text`.
-        #[serde(rename = "text", serialize_with = "lossy")]
+        #[serde(rename = "text", serialize_with = "lossy", deserialize_with = "text")]
+        #[schemars(with = "String")]
         data: Vec<u8>,
     },
     Job {
@@ -44,6 +47,10 @@ pub enum Live {
 
 fn lossy<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(data))
+}
+
+fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    String::deserialize(d).map(String::into_bytes)
 }
 
 impl Live {

@@ -363,47 +363,29 @@ pub(crate) async fn deployment(
     }))
 }
 
-async fn decide(
-    s: &AppState,
-    caller: &Caller,
-    repo: &str,
-    key: &str,
-    comment: Option<String>,
-    approve: bool,
+/// `POST …/approve` (`APPROVE == true`) and `…/reject`.
+pub(crate) async fn decide<const APPROVE: bool>(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsApprover>,
+    Path((repo, key)): Path<(String, String)>,
+    Body(body): Body<Decision>,
 ) -> Result<Json<DeploymentOne>, ApiError> {
-    let repo = s.store.repository(repo).await?;
+    let repo = s.store.repository(&repo).await?;
     let groups = s.store.groups_of(&caller.user.id).await?;
-    let a = actor(caller);
-    let d = if approve {
+    let a = actor(&caller);
+    let comment = body.comment.as_deref();
+    let d = if APPROVE {
         s.deliverer
-            .approve(&repo.id, key, &a, &groups, comment.as_deref())
+            .approve(&repo.id, &key, &a, &groups, comment)
             .await?
     } else {
         s.deliverer
-            .reject(&repo.id, key, &a, &groups, comment.as_deref())
+            .reject(&repo.id, &key, &a, &groups, comment)
             .await?
     };
     Ok(Json(DeploymentOne {
-        deployment: view(s, d).await,
+        deployment: view(&s, d).await,
     }))
-}
-
-pub(crate) async fn approve(
-    State(s): State<AppState>,
-    Need(caller, _): Need<AsApprover>,
-    Path((repo, key)): Path<(String, String)>,
-    Body(body): Body<Decision>,
-) -> Result<Json<DeploymentOne>, ApiError> {
-    decide(&s, &caller, &repo, &key, body.comment, true).await
-}
-
-pub(crate) async fn reject(
-    State(s): State<AppState>,
-    Need(caller, _): Need<AsApprover>,
-    Path((repo, key)): Path<(String, String)>,
-    Body(body): Body<Decision>,
-) -> Result<Json<DeploymentOne>, ApiError> {
-    decide(&s, &caller, &repo, &key, body.comment, false).await
 }
 
 pub(crate) async fn rollback(

@@ -55,9 +55,8 @@ pub enum Reply {
     NoContent,
     /// `text/plain` (logs).
     Text,
-    /// `text/event-stream` (Server-Sent Events), with the type of each event's data
-    /// where it has one.
-    Events(Option<SchemaFn>),
+    /// `text/event-stream` (Server-Sent Events), with the type of each event's data.
+    Events(SchemaFn),
 }
 
 /// One route of the API.
@@ -127,13 +126,8 @@ impl Route {
         self
     }
 
-    const fn events(mut self) -> Self {
-        self.reply = Reply::Events(None);
-        self
-    }
-
     const fn events_of<T: JsonSchema>(mut self) -> Self {
-        self.reply = Reply::Events(Some(schema_of::<T>));
+        self.reply = Reply::Events(schema_of::<T>);
         self
     }
 
@@ -280,7 +274,7 @@ pub const ROUTES: &[Route] = &[
         "Live updates of a run (Server-Sent Events)",
         || get(runs::events),
     )
-    .events(),
+    .events_of::<crate::live::Live>(),
     Route::new(
         POST,
         "/api/v1/runs/{run}/rerun",
@@ -373,7 +367,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/repos/{repo}/deployments/{deployment}/approve",
         APPROVER,
         "Approve a deployment that waits for approval",
-        || post(delivery::approve),
+        || post(delivery::decide::<true>),
     )
     .body::<delivery::Decision>()
     .ok::<delivery::DeploymentOne>(),
@@ -382,7 +376,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/repos/{repo}/deployments/{deployment}/reject",
         APPROVER,
         "Reject a deployment that waits for approval",
-        || post(delivery::reject),
+        || post(delivery::decide::<false>),
     )
     .body::<delivery::Decision>()
     .ok::<delivery::DeploymentOne>(),
@@ -426,7 +420,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/repos/{repo}/variables/{name}",
         ADMIN,
         "Remove a variable (`?environment=`)",
-        || delete(settings::delete_variable),
+        || delete(settings::delete::<false>),
     )
     .query::<settings::ScopeQuery>()
     .ok::<Removed>(),
@@ -453,7 +447,7 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/repos/{repo}/secrets/{name}",
         ADMIN,
         "Remove a secret (`?environment=`)",
-        || delete(settings::delete_secret),
+        || delete(settings::delete::<true>),
     )
     .query::<settings::ScopeQuery>()
     .ok::<Removed>(),

@@ -3,11 +3,11 @@
 
 use axum::Json;
 use schemars::generate::{Contract, SchemaSettings};
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::{Access, ROUTES, Reply};
-use crate::ApiError;
+use crate::error::ErrorBody;
 
 /// Where the types' schemas go, as `$ref` targets.
 const COMPONENTS: &str = "/components/schemas";
@@ -91,7 +91,7 @@ pub fn openapi_document() -> Value {
     // Answers are what the server serialises; bodies and queries what it accepts.
     let mut answers = generator(Contract::Serialize);
     let mut inputs = generator(Contract::Deserialize);
-    let error = answers.subschema_for::<ApiError>();
+    let error = answers.subschema_for::<ErrorBody>();
     let mut ops: Vec<(&super::Route, Value)> = Vec::new();
     let mut query_schemas = Vec::new();
     for route in ROUTES {
@@ -115,11 +115,11 @@ pub fn openapi_document() -> Value {
                 );
             }
             Reply::Events(data) => {
-                let mut media = json!({ "schema": { "type": "string" } });
-                if let Some(data) = data {
-                    // OpenAPI 3.1 cannot type a stream's items: the data of each event.
-                    media["x-ferry-event-data"] = data(&mut answers).to_value();
-                }
+                // OpenAPI 3.1 cannot type a stream's items: the data of each event.
+                let media = json!({
+                    "schema": { "type": "string" },
+                    "x-ferry-event-data": data(&mut answers).to_value(),
+                });
                 responses.insert(
                     "200".into(),
                     json!({ "description": "Server-Sent Events", "content": { "text/event-stream": media } }),
@@ -212,24 +212,6 @@ fn operation_id(route: &super::Route) -> String {
 
 pub(crate) async fn serve() -> Json<Value> {
     Json(openapi_document())
-}
-
-impl JsonSchema for ApiError {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Error".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        schemars::json_schema!({
-            "type": "object",
-            "description": "Every error: a stable code for programs and a message for people.",
-            "required": ["code", "message"],
-            "properties": {
-                "code": { "type": "string", "description": "`unauthorized`, `forbidden`, `not_found`, `invalid`, `invalid_body`, `conflict`, …" },
-                "message": { "type": "string" }
-            }
-        })
-    }
 }
 
 #[cfg(test)]

@@ -165,14 +165,19 @@ async fn set_setting(
     })
 }
 
-async fn delete_setting(
-    s: AppState,
-    caller: Caller,
-    repo: String,
-    name: String,
-    env: String,
-    kind: Setting,
+/// `DELETE …/variables/{name}` (`SECRET == false`) and `…/secrets/{name}`.
+pub(crate) async fn delete<const SECRET: bool>(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path((repo, name)): Path<(String, String)>,
+    Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Removed>, ApiError> {
+    let kind = if SECRET {
+        Setting::Secret
+    } else {
+        Setting::Variable
+    };
+    let env = q.environment.unwrap_or_default();
     check_environment(&env)?;
     let repo = s.store.repository(&repo).await?;
     let removed = match kind {
@@ -223,16 +228,6 @@ pub(crate) async fn set_variable(
     Ok(Json(VariableSet { variable }))
 }
 
-pub(crate) async fn delete_variable(
-    State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, name)): Path<(String, String)>,
-    Query(q): Query<ScopeQuery>,
-) -> Result<Json<Removed>, ApiError> {
-    let env = q.environment.unwrap_or_default();
-    delete_setting(s, caller, repo, name, env, Setting::Variable).await
-}
-
 pub(crate) async fn secrets(
     State(s): State<AppState>,
     _: Need<AsDeveloper>,
@@ -258,15 +253,6 @@ pub(crate) async fn set_secret(
     Ok(Json(SecretSet { secret }))
 }
 
-pub(crate) async fn delete_secret(
-    State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, name)): Path<(String, String)>,
-    Query(q): Query<ScopeQuery>,
-) -> Result<Json<Removed>, ApiError> {
-    let env = q.environment.unwrap_or_default();
-    delete_setting(s, caller, repo, name, env, Setting::Secret).await
-}
 
 pub(crate) async fn registries(
     State(s): State<AppState>,
