@@ -106,7 +106,20 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "cargo test"
-cargo test --workspace --locked
+# 5. The tests, with cargo-nextest: each test in a process of its own, every failure
+#    reported, and no test running longer than 5 minutes (.config/nextest.toml).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo nextest is missing: installing it (cargo install cargo-nextest --locked)"
+  cargo install cargo-nextest --locked
+fi
+log "cargo nextest run"
+cargo nextest run --workspace --locked
+
+# nextest does not run doc tests. Ferry has none today; once a doc comment holds a code
+# block, run them too.
+if grep -rqE '^[[:space:]]*//[/!].*```' crates/*/src; then
+  log "cargo test --doc"
+  cargo test --workspace --doc --locked
+fi
 
 log "all tests passed"

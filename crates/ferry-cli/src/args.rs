@@ -223,6 +223,10 @@ pub struct RunArgs {
     /// Print only the summary.
     #[arg(short, long)]
     pub quiet: bool,
+    /// How long a step gets after SIGTERM (timeout, Ctrl-C) before SIGKILL
+    /// [default: 5s]; a second Ctrl-C kills at once.
+    #[arg(long, env = "FERRY_KILL_GRACE", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
+    pub kill_grace: Option<std::time::Duration>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -348,10 +348,13 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
         ferry_exec::orphans::Tracker::new(ferry_exec::orphans::tracker_dir(local.store.data_dir()));
     let reaper = tracker.clone();
     let _ = tokio::task::spawn_blocking(move || reaper.reap()).await;
-    let executor = LocalExecutor {
+    let mut executor = LocalExecutor {
         tracker: Some(tracker),
         ..LocalExecutor::default()
     };
+    if let Some(grace) = args.kill_grace {
+        executor.kill_grace = grace;
+    }
     let force = executor.force.clone();
     let mut engine = Engine::new(
         local.store.clone(),

@@ -1,9 +1,12 @@
-//! Webhook parsing and verification on the payloads the forges document, one table.
+//! Webhooks: parsing and verification on the payloads the forges document (one table),
+//! then deliveries to a running server: signed, deduplicated, turned into runs.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use ferry_plan::EventKind;
 use ferry_server::webhook::{self, Hook, Outcome, Provider};
+use ferry_testkit::server::{Answer, Server, files_holding, head, log_text, wait_for};
 use hmac::{Hmac, Mac};
+use serde_json::json;
 use sha2::Sha256;
 
 fn payload(name: &str) -> Vec<u8> {
@@ -274,4 +277,157 @@ fn delivery_ids() {
         webhook::delivery_id(Provider::Github, &HeaderMap::new()),
         None
     );
+}
+
+/// Sends a GitHub delivery of `event` with a `sha256=` signature to the repository.
+async fn github(
+    s: &Server,
+    repo: &str,
+    signature: &str,
+    delivery: &str,
+    event: &str,
+    body: &str,
+) -> Answer {
+    s.send(
+        s.request("POST", &format!("/api/v1/hooks/github/{repo}"))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await
+}
+
+fn signed(secret: &str, body: &str) -> String {
+    format!("sha256={}", sign(secret, body.as_bytes()))
+}
+
+/// Waits until the intake worker has handled every accepted delivery (it deletes each
+/// from the intake queue once it has started its run or declined it).
+async fn intake_done(s: &Server) {
+    wait_for("every delivery handled", async || {
+        let pending = s.store.pending_intake(10).await.expect("intake");
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(pending.len())
+        }
+    })
+    .await;
+}
+
+/// A signed GitHub push webhook starts a run of the pushed commit, once per delivery.
+#[tokio::test]
+async fn signed_webhooks_start_runs_once() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("on:\n  push: { branches: [main] }\njobs:\n  built:\n    run: echo built $FERRY_EVENT $FERRY_BRANCH\n"));
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let sha = head(&bare);
+    let body = json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "deleted": false,
+        "head_commit": { "id": sha, "message": "first" }, "repository": { "full_name": "ada/hooked" }
+    })
+    .to_string();
+    // Bad or missing signatures: 401 and nothing created.
+    let answer = github(&s, "hooked", &signed("wrong", &body), "d-0", "push", &body).await;
+    assert_eq!(answer.status, 401);
+    let answer = github(&s, "hooked", "", "d-0", "push", &body).await;
+    assert_eq!(answer.status, 401);
+    assert!(s.all_runs().await.is_empty());
+    // A good one is accepted at once, and becomes a run of that commit.
+    let answer = github(&s, "hooked", &signed("s3cret", &body), "d-1", "push", &body).await;
+    assert_eq!(answer.status, 202);
+    let runs = s.first_runs("hooked").await;
+    assert_eq!(runs.len(), 1);
+    let run_id = runs[0].id.clone();
+    assert_eq!(runs[0].commit_sha, sha);
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("webhook:github"));
+    // Its logs stream live over Server-Sent Events until it ends.
+    let events = s.events(&run_id).await;
+    let streamed = log_text(&events);
+    assert_eq!(streamed, "built push main\n");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    let log = s.log(&run_id, "built").await;
+    assert_eq!(log, "built push main\n");
+    // The same delivery again starts nothing.
+    let answer = github(&s, "hooked", &signed("s3cret", &body), "d-1", "push", &body).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.text.contains("already handled"), "{}", answer.text);
+    // A ping, an unhandled event, a deleted branch and a push `on:` does not list: 200, nothing.
+    let ping = json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }).to_string();
+    let answer = github(&s, "hooked", &signed("s3cret", &ping), "d-2", "ping", &ping).await;
+    assert_eq!(answer.status, 200);
+    let answer = github(&s, "hooked", &signed("s3cret", &ping), "d-3", "star", &ping).await;
+    assert_eq!(answer.status, 200);
+    let deleted =
+        json!({ "ref": "refs/heads/old", "before": sha, "after": "0".repeat(40), "deleted": true })
+            .to_string();
+    let answer = github(
+        &s,
+        "hooked",
+        &signed("s3cret", &deleted),
+        "d-4",
+        "push",
+        &deleted,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let other =
+        json!({ "ref": "refs/heads/other", "after": sha, "head_commit": { "message": "x" } })
+            .to_string();
+    // Accepted, then declined by the intake (`on:` lists only main): no run.
+    let answer = github(
+        &s,
+        "hooked",
+        &signed("s3cret", &other),
+        "d-5",
+        "push",
+        &other,
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    // Malformed and oversized bodies.
+    let bad = "{not json";
+    let answer = github(&s, "hooked", &signed("s3cret", bad), "d-6", "push", bad).await;
+    assert_eq!(answer.status, 400);
+    let huge = "x".repeat(6 << 20);
+    let answer = github(&s, "hooked", &signed("s3cret", &huge), "d-7", "push", &huge).await;
+    assert_eq!(answer.status, 413);
+    intake_done(&s).await;
+    assert_eq!(s.all_runs().await.len(), 1, "exactly one run was created");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn webhook_secrets_are_stored_sealed_and_still_verify() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
+    let secret = "whsec-plain-6d2f";
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos",
+            Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": secret })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(!body.to_string().contains(secret));
+    let holding = files_holding(&s.dir().join("data"), secret);
+    assert!(holding.is_empty(), "{holding:?} hold the webhook secret");
+    let sha = head(&bare);
+    let payload = json!({ "ref": "refs/heads/main", "after": sha, "head_commit": { "id": sha, "message": "m" } })
+        .to_string();
+    let answer = s
+        .send(
+            s.request("POST", "/api/v1/hooks/github/hooked")
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", "sealed-1")
+                .header("X-Hub-Signature-256", signed(secret, &payload))
+                .body(payload),
+        )
+        .await;
+    assert_eq!(answer.status, 202, "the sealed secret still verifies");
+    s.stop().await;
 }

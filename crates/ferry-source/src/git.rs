@@ -299,7 +299,9 @@ pub async fn ls_remote(url: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// One commit in a range: sha, author and subject.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct LogEntry {
     pub sha: String,
     pub author: String,

@@ -51,3 +51,6 @@ pub fn pids_in(file: &Path) -> Vec<i32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+#[cfg(feature = "server")]
+pub mod server;

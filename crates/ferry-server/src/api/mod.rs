@@ -73,6 +73,9 @@ pub struct Route {
     /// The body may be left out.
     pub body_optional: bool,
     pub reply: Reply,
+    /// A second success status answered with the same type (a webhook: 202 accepted,
+    /// 200 ignored).
+    pub also: Option<u16>,
     handler: fn() -> MethodRouter<AppState>,
 }
 
@@ -99,6 +102,7 @@ impl Route {
             body: None,
             body_optional: false,
             reply: Reply::NoContent,
+            also: None,
             handler,
         }
     }
@@ -118,6 +122,12 @@ impl Route {
             status: 201,
             schema: schema_of::<T>,
         };
+        self
+    }
+
+    /// Also answers `status` with the same type.
+    const fn also(mut self, status: u16) -> Self {
+        self.also = Some(status);
         self
     }
 
@@ -183,7 +193,8 @@ pub const ROUTES: &[Route] = &[
         "A webhook delivery from GitHub, GitLab, Gitea/Forgejo or a generic sender",
         || post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(hooks::LIMIT)),
     )
-    .ok::<hooks::HookAnswer>(),
+    .ok::<hooks::HookAnswer>()
+    .also(202),
     // Repositories
     Route::new(GET, "/api/v1/repos", VIEWER, "List repositories", || {
         get(repos::list)

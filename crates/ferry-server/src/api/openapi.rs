@@ -100,10 +100,12 @@ pub fn openapi_document() -> Value {
         match route.reply {
             Reply::Json { status, schema } => {
                 let schema: Schema = schema(&mut answers);
-                responses.insert(
-                    status.to_string(),
-                    json!({ "description": "OK", "content": { "application/json": { "schema": schema } } }),
-                );
+                for status in std::iter::once(status).chain(route.also) {
+                    responses.insert(
+                        status.to_string(),
+                        json!({ "description": "OK", "content": { "application/json": { "schema": schema } } }),
+                    );
+                }
             }
             Reply::NoContent => {
                 responses.insert("204".into(), json!({ "description": "Done" }));

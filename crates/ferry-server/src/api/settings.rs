@@ -253,7 +253,6 @@ pub(crate) async fn set_secret(
     Ok(Json(SecretSet { secret }))
 }
 
-
 pub(crate) async fn registries(
     State(s): State<AppState>,
     _: Need<AsDeveloper>,

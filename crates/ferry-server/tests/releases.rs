@@ -1,0 +1,156 @@
+//! Releases: sealed from a successful run of the default branch (and only then), and
+//! pruned by the retention policy unless an environment runs them.
+
+use ferry_testkit::server::{Options, Server, audit_actions, env_of, head, promote, push_version};
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_successful_run_of_the_default_branch_seals_a_release() {
+    let s = Server::start().await;
+    let pipeline = "jobs:
+  build:
+    run: mkdir -p bin && printf 'app v1' > bin/app && chmod +x bin/app
+    artifacts: [bin/app]
+  test:
+    needs: build
+    run: test -x bin/app
+release:
+  artifacts: [build]
+";
+    let bare = s.repository("sealed", Some(pipeline));
+    s.register("sealed", &bare).await;
+    let run_id = s.trigger("sealed").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let releases = s.releases_of("sealed", 1).await;
+    let name = releases[0]["name"].as_str().expect("name").to_string();
+    let sha = head(&bare);
+    assert_eq!(name, format!("r1-{}", &sha[..7]));
+    let (_, body) = s
+        .admin(
+            "GET",
+            &format!("/api/v1/repos/sealed/releases/{name}"),
+            None,
+        )
+        .await;
+    let release = &body["release"];
+    assert_eq!(release["commit_sha"], sha);
+    assert_eq!(release["run_number"], 1);
+    assert_eq!(release["ferry_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        release["plan_hash"]
+            .as_str()
+            .expect("hash")
+            .starts_with("sha256:")
+    );
+    let artifact = &release["artifacts"][0];
+    assert_eq!(artifact["path"], "bin/app");
+    assert_eq!(artifact["job"], "build");
+    assert_eq!(artifact["mode"], 0o755);
+    let digest = ferry_deliver::cas::digest_of(b"app v1");
+    assert_eq!(artifact["digest"], digest.as_str());
+    // The run names its release; the audit log records the sealing.
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["release"]["name"], name.as_str());
+    let (_, audit) = s.admin("GET", "/api/v1/repos/sealed/audit", None).await;
+    assert_eq!(audit["audit"][0]["action"], "release.seal");
+    assert_eq!(audit["audit"][0]["target"], name.as_str());
+    // A run of another branch seals nothing.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/sealed/runs",
+            Some(json!({ "ref": sha })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let other = body["run"]["id"].as_str().expect("id").to_string();
+    s.finished(&other).await;
+    // Sealing follows the run's end in the run's task; stopping the server waits for
+    // every run task, so after a restart the decision has been made.
+    let s = s.restart().await;
+    let (_, detail) = s.admin("GET", &format!("/api/v1/runs/{other}"), None).await;
+    assert_eq!(
+        detail["release"],
+        Value::Null,
+        "a detached commit is not releasable"
+    );
+    assert_eq!(s.releases_of("sealed", 1).await.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_retention_policy_prunes_releases_no_environment_runs() {
+    let s = Server::start_with(Options {
+        keep_releases: Some(1),
+        ..Options::default()
+    })
+    .await;
+    let pipeline = "jobs:
+  build:
+    run: mkdir -p out && cat version > out/v
+    artifacts: [out/v]
+release: { artifacts: [build] }
+environments:
+  demo: {}
+deploy:
+  target: { process: { command: exec sleep 300 } }
+";
+    let bare = s.repository("kept", Some(pipeline));
+    push_version(&s, "kept", "v1");
+    s.register("kept", &bare).await;
+    let mut names = Vec::new();
+    for (i, v) in ["v1", "v2"].iter().enumerate() {
+        if i > 0 {
+            push_version(&s, "kept", v);
+        }
+        let run_id = s.trigger("kept").await;
+        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+        names.push(
+            s.releases_of("kept", i + 1).await[0]["name"]
+                .as_str()
+                .expect("name")
+                .to_string(),
+        );
+    }
+    // v1 is beyond the newest one and runs nowhere: pruned, and it cannot be deployed.
+    s.wait_until(
+        &format!("/api/v1/repos/kept/releases/{}", names[0]),
+        "v1 pruned",
+        |b| b["release"]["pruned_at"].is_i64(),
+    )
+    .await;
+    assert!(pruned_at(&s, &names[1]).await.is_null());
+    let (status, body) = promote(&s, "kept", &names[0], "demo").await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        body["message"],
+        format!(
+            "release {} was pruned by the retention policy: its files are gone",
+            names[0]
+        )
+    );
+    // A release an environment runs is kept however old.
+    let (status, _) = promote(&s, "kept", &names[1], "demo").await;
+    assert_eq!(status, 201);
+    s.wait_until("/api/v1/repos/kept/environments", "demo live", |b| {
+        !env_of(b, "demo")["live"].is_null()
+    })
+    .await;
+    push_version(&s, "kept", "v3");
+    let run_id = s.trigger("kept").await;
+    s.finished(&run_id).await;
+    s.releases_of("kept", 3).await;
+    assert!(
+        pruned_at(&s, &names[1]).await.is_null(),
+        "live in demo: kept"
+    );
+    let actions = audit_actions(&s, "kept").await;
+    assert!(actions.iter().any(|a| a == "release.prune"), "{actions:?}");
+    s.stop().await;
+}
+
+/// When a release of `kept` was pruned (null: it was not).
+async fn pruned_at(s: &Server, release: &str) -> Value {
+    let path = format!("/api/v1/repos/kept/releases/{release}");
+    s.admin("GET", &path, None).await.1["release"]["pruned_at"].clone()
+}

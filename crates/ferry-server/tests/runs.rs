@@ -1,0 +1,350 @@
+//! Runs through the API: triggering, trigger errors and variables, cancelling, logs,
+//! live events, re-runs and concurrency groups.
+
+use ferry_testkit::server::{Server, log_text, read_sse, wait_for, wait_for_file};
+use serde_json::json;
+
+#[tokio::test]
+async fn a_triggered_run_executes_and_its_log_is_served() {
+    let s = Server::start().await;
+    let bare = s.repository("app", Some("jobs:\n  hello:\n    run: echo \"hello from $FERRY_BRANCH at $FERRY_COMMIT_SHORT_SHA\"\n"));
+    let (status, body) = s
+        .admin("POST", "/api/v1/repos", Some(json!({ "name": "app", "url": bare.display().to_string(), "webhook_secret": "hush" })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        !body.to_string().contains("hush"),
+        "the webhook secret is not returned"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/app/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    assert_eq!(body["run"]["triggered_by"], "user:admin");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    assert_eq!(detail["jobs"][0]["name"], "hello");
+    assert_eq!(detail["jobs"][0]["steps"][0]["status"], "success");
+    assert_eq!(detail["plan"]["event"]["kind"], "manual");
+    let log = s
+        .send(
+            s.request("GET", &format!("/api/v1/runs/{run_id}/jobs/hello/log"))
+                .bearer_auth(&s.admin),
+        )
+        .await;
+    assert_eq!(log.headers["x-ferry-log-complete"], "true");
+    assert!(log.text.starts_with("hello from main at "), "{}", log.text);
+    let (_, list) = s
+        .admin("GET", "/api/v1/runs?repo=app&status=success", None)
+        .await;
+    assert_eq!(list["runs"].as_array().map(Vec::len), Some(1), "{list}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trigger_errors_are_clear() {
+    let s = Server::start().await;
+    let bare = s.repository("bad", Some("jobs:\n  x:\n    runn: make\n"));
+    let empty = s.repository("empty", None);
+    for (name, url) in [("bad", &bare), ("empty", &empty)] {
+        s.register(name, url).await;
+    }
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains(".ferry.yml:3:5: error: unknown key `runn`"),
+        "{body}"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/empty/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (422, Some("the commit has no .ferry.yml"))
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "ref": "nope" })),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["message"], "`nope` is not a branch, tag or commit");
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/bad/runs",
+            Some(json!({ "reff": "main" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["code"], "invalid_body");
+    let (status, _) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/missing/runs",
+            Some(json!({ "ref": "main" })),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert!(s.all_runs().await.is_empty(), "nothing was queued");
+    s.stop().await;
+}
+
+/// Variables given with a trigger reach every job; bad names are refused.
+#[tokio::test]
+async fn trigger_variables_reach_the_jobs() {
+    let s = Server::start().await;
+    let bare = s.repository(
+        "vars",
+        Some("env:\n  GREETING: hello\njobs:\n  show:\n    run: echo \"$GREETING $TARGET\"\n"),
+    );
+    s.register("vars", &bare).await;
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/vars/runs",
+            Some(json!({ "ref": "main", "variables": { "TARGET": "staging", "GREETING": "hi" } })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "success");
+    let log = s.log(&run_id, "show").await;
+    assert_eq!(
+        log, "hi staging\n",
+        "trigger variables come after the pipeline's env"
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/vars/runs",
+            Some(json!({ "ref": "main", "variables": { "FERRY_JOB": "x" } })),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_stops_a_running_run() {
+    let s = Server::start().await;
+    let pidfile = s.dir().join("pids");
+    let bare = s.repository(
+        "slow",
+        Some(&format!(
+            "jobs:\n  slow:\n    run: echo $$ >> {}; sleep 300\n",
+            pidfile.display()
+        )),
+    );
+    s.register("slow", &bare).await;
+    let run_id = s.trigger("slow").await;
+    let pid: i32 = wait_for_file(&pidfile).await.trim().parse().expect("pid");
+    let (status, body) = s
+        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let detail = s.finished(&run_id).await;
+    assert_eq!(detail["run"]["status"], "cancelled");
+    wait_for("the step ended by the cancel", async || {
+        if ferry_testkit::alive(pid) {
+            Err(format!("process {pid} is alive"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let (status, _) = s
+        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
+        .await;
+    assert_eq!(status, 409, "a finished run cannot be cancelled");
+    s.stop().await;
+}
+
+/// A client that connects while a step prints gets every line once, in order.
+#[tokio::test]
+async fn live_logs_have_no_gap_and_no_duplicate() {
+    let s = Server::start().await;
+    // The step prints half its lines, then waits (bounded) for the test to open the
+    // gate: the client connects in the middle by construction, not by timing.
+    let gate = s.dir().join("gate");
+    let pipeline = format!(
+        "jobs:
+  chatty:
+    run: |
+      i=0
+      while [ $i -lt 300 ]; do
+        if [ $i -eq 150 ]; then
+          n=0; while [ ! -e {gate} ] && [ $n -lt 6000 ]; do sleep 0.01; n=$((n+1)); done
+        fi
+        echo \"line $i\"; i=$((i+1))
+      done
+",
+        gate = gate.display()
+    );
+    let bare = s.repository("chatty", Some(&pipeline));
+    s.register("chatty", &bare).await;
+    let run_id = s.trigger("chatty").await;
+    let stored = wait_for("the first half of the log stored", async || {
+        let text = s.log(&run_id, "chatty").await;
+        if text.lines().count() >= 150 {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    assert!(!stored.contains("line 150"), "the step waits at the gate");
+    let resp = s.client().connect_events(&run_id).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    std::fs::write(&gate, "").expect("open the gate");
+    let events = read_sse(resp).await;
+    let text = log_text(&events);
+    let expected: String = (0..300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, expected, "every line once, in order");
+    let (kind, last) = events.last().expect("events");
+    assert_eq!(
+        (kind.as_str(), last["status"].as_str()),
+        ("end", Some("success"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(k, d)| k == "job" && d["status"] == "success")
+    );
+    // A finished run streams its stored state and ends at once.
+    let again = s.events(&run_id).await;
+    let text = log_text(&again);
+    assert_eq!(text, expected);
+    s.stop().await;
+}
+
+/// Re-running only the failed jobs keeps the others' results and artifacts.
+#[tokio::test]
+async fn rerun_whole_or_only_failed_jobs() {
+    let s = Server::start().await;
+    let counter = s.dir().join("builds");
+    let fixed = s.dir().join("fixed");
+    let pipeline = format!(
+        "jobs:\n  build:\n    run: echo x >> {c}; mkdir -p out; echo artifact > out/bin\n    artifacts: [out/bin]\n  flaky:\n    run: test -e {f}\n  after:\n    needs: [build, flaky]\n    run: cat out/bin\n",
+        c = counter.display(),
+        f = fixed.display()
+    );
+    let bare = s.repository("rr", Some(&pipeline));
+    s.register("rr", &bare).await;
+    let first = s.trigger("rr").await;
+    let detail = s.finished(&first).await;
+    assert_eq!(detail["run"]["status"], "failed");
+    std::fs::write(&fixed, "").expect("fix");
+    let (status, body) = s
+        .admin(
+            "POST",
+            &format!("/api/v1/runs/{first}/rerun"),
+            Some(json!({ "failed_only": true })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let second = body["run"]["id"].as_str().expect("id").to_string();
+    let detail = s.finished(&second).await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}");
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let build = jobs.iter().find(|j| j["name"] == "build").expect("build");
+    assert_eq!(build["status"], "success");
+    assert_eq!(build["reason"], "succeeded in run 1; reused");
+    let builds = || {
+        std::fs::read_to_string(&counter)
+            .expect("count")
+            .lines()
+            .count()
+    };
+    assert_eq!(builds(), 1, "build did not run again");
+    let log = s.log(&second, "after").await;
+    assert_eq!(
+        log, "artifact\n",
+        "the reused job's artifacts reach the jobs that need them"
+    );
+    assert_eq!(
+        detail["run"]["commit_sha"],
+        s.store.run_by_id(&first).await.expect("run").commit_sha
+    );
+    // A whole re-run runs everything again; nothing failed now, so failed-only refuses.
+    let (status, body) = s
+        .admin("POST", &format!("/api/v1/runs/{second}/rerun"), None)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let third = body["run"]["id"].as_str().expect("id").to_string();
+    assert_eq!(s.finished(&third).await["run"]["status"], "success");
+    assert_eq!(builds(), 2);
+    let (status, body) = s
+        .admin(
+            "POST",
+            &format!("/api/v1/runs/{third}/rerun"),
+            Some(json!({ "failed_only": true })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("nothing_failed"))
+    );
+    s.stop().await;
+}
+
+/// A newer run of a concurrency group with `cancel_in_progress` cancels the running one.
+#[tokio::test]
+async fn concurrency_groups_supersede_older_runs() {
+    let s = Server::start().await;
+    let pidfile = s.dir().join("pids");
+    let pipeline = format!(
+        "concurrency:\n  group: deploy-${{{{ event.branch }}}}\n  cancel_in_progress: true\njobs:\n  deploy:\n    run: echo $$ >> {}; sleep 300\n",
+        pidfile.display()
+    );
+    let bare = s.repository("deploys", Some(&pipeline));
+    s.register("deploys", &bare).await;
+    let first = s.trigger("deploys").await;
+    wait_for_file(&pidfile).await;
+    let second = s.trigger("deploys").await;
+    let detail = s.finished(&first).await;
+    assert_eq!(
+        detail["run"]["status"], "cancelled",
+        "the newer run superseded it"
+    );
+    // The second now runs (and sleeps): cancel it to end the test.
+    wait_for("the second run's step started", async || {
+        let pids = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        if pids.lines().count() >= 2 {
+            Ok(())
+        } else {
+            Err(pids)
+        }
+    })
+    .await;
+    let (_, d) = s
+        .admin("GET", &format!("/api/v1/runs/{second}"), None)
+        .await;
+    assert_eq!(d["run"]["status"], "running");
+    s.admin("POST", &format!("/api/v1/runs/{second}/cancel"), None)
+        .await;
+    assert_eq!(s.finished(&second).await["run"]["status"], "cancelled");
+    s.stop().await;
+}

@@ -1,0 +1,288 @@
+//! The script, kubernetes (with a recording stand-in for kubectl) and docker deploy
+//! targets, each with the release in its context.
+
+use std::time::Duration;
+
+use ferry_testkit::server::{Options, Server, env_of, push_version, set_ports};
+use serde_json::json;
+
+#[tokio::test]
+async fn script_and_kubernetes_targets_run_with_the_release_in_context() {
+    let s = Server::start().await;
+    let pipeline = "jobs:
+  build:
+    run: |
+      mkdir -p k8s
+      printf 'kind: Deployment\\nmetadata:\\n  name: web\\nspec:\\n  template:\\n    spec:\\n      containers:\\n        - image: busybox:1\\n' > k8s/web.yaml
+    artifacts: [k8s]
+release: { artifacts: [build] }
+environments:
+  ops:
+    auto: true
+    deploy:
+      target:
+        script:
+          run: echo \"deploying ${{ release.id }} to ${{ environment.name }} in $REGION with $API_KEY\"; test -f k8s/web.yaml
+  cluster:
+    after: ops
+    auto: true
+    deploy:
+      target: { kubernetes: { manifests: [k8s], kubeconfig: KUBECONFIG, namespace: \"shop-${{ environment.name }}\" } }
+";
+    let bare = s.repository("targets", Some(pipeline));
+    s.register("targets", &bare).await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/variables/REGION",
+        Some(json!({ "value": "eu-1" })),
+    )
+    .await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/secrets/API_KEY",
+        Some(json!({ "value": "script-secret-55" })),
+    )
+    .await;
+    s.admin(
+        "PUT",
+        "/api/v1/repos/targets/secrets/KUBECONFIG",
+        Some(json!({ "value": "apiVersion: v1\nkind: Config\n", "environment": "cluster" })),
+    )
+    .await;
+    let run_id = s.trigger("targets").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let envs = s
+        .wait_until("/api/v1/repos/targets/environments", "cluster live", |b| {
+            !env_of(b, "cluster")["live"].is_null()
+        })
+        .await;
+    let release = env_of(&envs, "ops")["live"]["release"]
+        .as_str()
+        .expect("release")
+        .to_string();
+    let (_, log) = s
+        .admin("GET", "/api/v1/repos/targets/deployments/ops.1/log", None)
+        .await;
+    let log = log.as_str().expect("text").to_string();
+    assert!(
+        log.contains(&format!("deploying {release} to ops in eu-1 with ***\n")),
+        "{log}"
+    );
+    assert!(!log.contains("script-secret-55"));
+    // kubectl: apply the rendered manifests, then wait for the rollout, with the
+    // environment's kubeconfig secret as a file and the namespace resolved.
+    let calls = std::fs::read_to_string(s.dir().join("kubectl.calls")).expect("calls");
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    assert!(
+        lines[0].starts_with("--kubeconfig /")
+            && lines[0].contains(
+                "/cluster/secrets/KUBECONFIG --namespace shop-cluster apply --filename /"
+            ),
+        "{calls}"
+    );
+    assert!(
+        lines[0].ends_with(&format!("/cluster/rendered/{release}")),
+        "{calls}"
+    );
+    assert!(
+        lines[1].ends_with("rollout status deployment/web --timeout=300s"),
+        "{calls}"
+    );
+    let applied = std::fs::read_to_string(s.dir().join("kubectl.applied")).expect("applied");
+    assert!(
+        applied.contains("kind: Deployment") && applied.contains("image: busybox:1"),
+        "{applied}"
+    );
+    let (_, klog) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/targets/deployments/cluster.1/log",
+            None,
+        )
+        .await;
+    assert!(
+        klog.as_str()
+            .expect("text")
+            .contains("deployment \"web\" successfully rolled out"),
+        "{klog}"
+    );
+    s.stop().await;
+}
+
+/// The delivery pipeline with the `docker` target: the image is built and pushed by the
+/// pipeline to the local registry, then run by digest in each environment.
+fn docker_delivery(image: &str, name: &str) -> String {
+    format!(
+        "jobs:
+  image:
+    run: |
+      mkdir -p ctx/www && echo \"ok $(cat version)\" > ctx/www/healthz
+      printf 'FROM {image}\\nCOPY www /www\\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\\n' > ctx/Dockerfile
+    build_image: {{ name: {name}, context: ctx }}
+release:
+  images: [image]
+environments:
+  sandbox: {{ auto: true }}
+  staging: {{ after: sandbox, auto: true }}
+  production:
+    after: staging
+    approval: {{ required: 1, not: [author] }}
+deploy:
+  target:
+    docker: {{ ports: [\"${{{{ vars.PORT }}}}:8080\"] }}
+  verify:
+    http: {{ url: \"http://127.0.0.1:${{{{ vars.PORT }}}}/healthz\", body: ok v }}
+    for: 1s
+    interval: 100ms
+"
+    )
+}
+
+fn docker_ps(filter: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}} {{.State}}",
+            "--filter",
+            filter,
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
+    let (Ok(image), Ok(registry)) = (
+        std::env::var("FERRY_TEST_IMAGE"),
+        std::env::var("FERRY_TEST_REGISTRY"),
+    ) else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
+            "set FERRY_TEST_IMAGE and FERRY_TEST_REGISTRY (scripts/test.sh) or FERRY_SKIP_DOCKER=1"
+        );
+        return;
+    };
+    let mut docker = ferry_exec::DockerExecutor::connect().await.expect("docker");
+    docker.kill_grace = Duration::from_millis(500);
+    let s = Server::start_with(Options {
+        docker: Some(docker),
+        ..Options::default()
+    })
+    .await;
+    let name = format!("{registry}/ferry-test/deployed-{}", std::process::id());
+    let bare = s.repository("boxed", Some(&docker_delivery(&image, &name)));
+    push_version(&s, "boxed", "v1");
+    s.register("boxed", &bare).await;
+    let ports = set_ports(&s, "boxed", &["sandbox", "staging", "production"]).await;
+    let bob = s.user("bob", "approver").await;
+    let ada = s.user("ada", "approver").await;
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(
+        s.finished(&run_id).await["run"]["status"],
+        "success",
+        "{}",
+        s.log(&run_id, "image").await
+    );
+    s.wait_until("/api/v1/repos/boxed/environments", "staging live", |b| {
+        !env_of(b, "staging")["live"].is_null()
+            && env_of(b, "production")["pending"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+    })
+    .await;
+    let approve = "/api/v1/repos/boxed/deployments/production.1/approve";
+    let (status, _) = s.call("POST", approve, Some(&ada), Some(json!({}))).await;
+    assert_eq!(status, 403, "the author may not approve");
+    let (status, body) = s.call("POST", approve, Some(&bob), Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let envs = s
+        .wait_until("/api/v1/repos/boxed/environments", "production live", |b| {
+            !env_of(b, "production")["live"].is_null()
+        })
+        .await;
+    let digest = env_of(&envs, "production")["live"]["images"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert!(digest.starts_with("sha256:"));
+    for (env, port) in ["sandbox", "staging", "production"].iter().zip(&ports) {
+        assert_eq!(
+            env_of(&envs, env)["live"]["images"][0]["digest"],
+            digest.as_str(),
+            "{env}"
+        );
+        let page = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .expect("up")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(
+            page, "ok v1\n",
+            "{env} serves the release on 127.0.0.1:{port}"
+        );
+    }
+    let sandbox_apps = docker_ps("label=ferry.release");
+    assert!(sandbox_apps.contains("ferry-sandbox-r1-"), "{sandbox_apps}");
+    // A broken release: sandbox rolls back to the kept v1 container at once.
+    push_version(&s, "boxed", "broken");
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let deps = s
+        .wait_until(
+            "/api/v1/repos/boxed/deployments?environment=sandbox",
+            "rolled back",
+            |b| {
+                b["deployments"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|d| d["status"] == "rolled_back"))
+                    && b["deployments"].as_array().is_some_and(|l| {
+                        l.iter()
+                            .any(|d| d["kind"] == "rollback" && d["status"] == "live")
+                    })
+            },
+        )
+        .await;
+    let _ = deps;
+    let page = reqwest::get(format!("http://127.0.0.1:{}/healthz", ports[0]))
+        .await
+        .expect("up")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(page, "ok v1\n", "v1 serves sandbox again");
+    let envs = s
+        .admin("GET", "/api/v1/repos/boxed/environments", None)
+        .await
+        .1;
+    assert_eq!(
+        env_of(&envs, "staging")["live"]["images"][0]["digest"],
+        digest.as_str(),
+        "the broken release went no further"
+    );
+    let (_, repo) = s.admin("GET", "/api/v1/repos/boxed", None).await;
+    let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
+    s.stop().await;
+    // The deployed containers are the application's, not jobs': they stay up with Docker
+    // (restart policy) until removed. This test removes its own.
+    for env in ["sandbox", "staging", "production"] {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=ferry.deploy={repo_id}/{env}"),
+            ])
+            .output()
+            .expect("docker ps");
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
+    }
+}
