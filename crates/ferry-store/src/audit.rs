@@ -1,8 +1,6 @@
 //! The audit log: who did what to what, and when (never a secret's value).
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Result, Store, now_ms};
 
@@ -18,20 +16,20 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
-/// The columns [`audit_entry_from_row`] reads (of `audit`).
-const AUDIT_COLUMNS: &str = "id, repository_id, at, actor, action, target, detail";
-
-fn audit_entry_from_row(row: &AnyRow) -> Result<AuditEntry> {
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        repository_id: row.try_get("repository_id")?,
-        at: row.try_get("at")?,
-        actor: row.try_get("actor")?,
-        action: row.try_get("action")?,
-        target: row.try_get("target")?,
-        detail: row.try_get("detail")?,
-    })
-}
+// The columns [`audit_entry_from_row`] reads (of `audit`).
+crate::row::record!(
+    AUDIT_COLUMNS,
+    audit_entry_from_row,
+    AuditEntry {
+        id,
+        repository_id,
+        at,
+        actor,
+        action,
+        target,
+        detail,
+    }
+);
 
 impl Store {
     /// Appends to the audit log.

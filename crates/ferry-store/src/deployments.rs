@@ -4,8 +4,6 @@
 //! release per environment.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, conflict, now_ms};
 
@@ -91,12 +89,12 @@ impl DeploymentKind {
         }
     }
 
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
             "promotion" => Self::Promotion,
             "auto" => Self::Auto,
             "rollback" => Self::Rollback,
-            other => return Err(Error::Corrupt(format!("deployment kind `{other}`"))),
+            _ => return None,
         })
     }
 }
@@ -135,45 +133,41 @@ pub struct Approval {
     pub created_at: i64,
 }
 
-/// The columns [`deployment_from_row`] reads (of `deployments`).
-const DEPLOYMENT_COLUMNS: &str = "id, repository_id, environment, number, release_id, kind, \
-     status, reason, requested_by, previous_release_id, config, created_at, started_at, finished_at";
+// The columns [`deployment_from_row`] reads (of `deployments`).
+crate::row::record!(
+    DEPLOYMENT_COLUMNS,
+    deployment_from_row,
+    Deployment {
+        id,
+        repository_id,
+        environment,
+        number,
+        release_id,
+        kind,
+        status,
+        reason,
+        requested_by,
+        previous_release_id,
+        config,
+        created_at,
+        started_at,
+        finished_at,
+    }
+);
 
-fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
-    let status: String = row.try_get("status")?;
-    let kind: String = row.try_get("kind")?;
-    Ok(Deployment {
-        id: row.try_get("id")?,
-        repository_id: row.try_get("repository_id")?,
-        environment: row.try_get("environment")?,
-        number: row.try_get("number")?,
-        release_id: row.try_get("release_id")?,
-        kind: DeploymentKind::parse(&kind)?,
-        status: DeploymentStatus::parse(&status)
-            .ok_or_else(|| Error::Corrupt(format!("deployment status `{status}`")))?,
-        reason: row.try_get("reason")?,
-        requested_by: row.try_get("requested_by")?,
-        previous_release_id: row.try_get("previous_release_id")?,
-        config: row.try_get("config")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-/// The columns [`approval_from_row`] reads (of `approvals`).
-const APPROVAL_COLUMNS: &str = "deployment_id, user_id, user_name, decision, comment, created_at";
-
-fn approval_from_row(row: &AnyRow) -> Result<Approval> {
-    Ok(Approval {
-        deployment_id: row.try_get("deployment_id")?,
-        user_id: row.try_get("user_id")?,
-        user_name: row.try_get("user_name")?,
-        decision: row.try_get("decision")?,
-        comment: row.try_get("comment")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
+// The columns [`approval_from_row`] reads (of `approvals`).
+crate::row::record!(
+    APPROVAL_COLUMNS,
+    approval_from_row,
+    Approval {
+        deployment_id,
+        user_id,
+        user_name,
+        decision,
+        comment,
+        created_at,
+    }
+);
 
 /// `'queued', 'live'`: statuses as an SQL list for `IN (…)` (they are fixed words).
 fn status_list(statuses: &[DeploymentStatus]) -> String {

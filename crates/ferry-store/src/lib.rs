@@ -25,6 +25,7 @@ mod model;
 mod registries;
 mod releases;
 mod repos;
+mod row;
 mod runs;
 pub mod secrets;
 mod settings;

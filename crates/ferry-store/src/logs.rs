@@ -4,8 +4,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Result, Store, now_ms};
 
@@ -19,16 +17,16 @@ pub struct LogIndexEntry {
     pub ts: i64,
 }
 
-/// The columns [`log_index_entry_from_row`] reads (of `log_chunks`).
-const LOG_INDEX_COLUMNS: &str = "byte_offset, first_line, ts";
-
-fn log_index_entry_from_row(row: &AnyRow) -> Result<LogIndexEntry> {
-    Ok(LogIndexEntry {
-        byte_offset: row.try_get("byte_offset")?,
-        first_line: row.try_get("first_line")?,
-        ts: row.try_get("ts")?,
-    })
-}
+// The columns [`log_index_entry_from_row`] reads (of `log_chunks`).
+crate::row::record!(
+    LOG_INDEX_COLUMNS,
+    log_index_entry_from_row,
+    LogIndexEntry {
+        byte_offset,
+        first_line,
+        ts,
+    }
+);
 
 /// Appends one job's output to its log file and indexes it by time. Index entries are
 /// kept in memory until [`Store::save_log_index`] writes them in one batch.

@@ -3,7 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Error, Result, SecretKey, Store, now_ms};
 
@@ -16,18 +15,18 @@ pub struct RegistryLogin {
     pub updated_by: Option<String>,
 }
 
-/// The columns [`registry_login_from_row`] reads (of `registry_credentials`): never the
-/// password.
-const REGISTRY_LOGIN_COLUMNS: &str = "host, username, updated_at, updated_by";
-
-fn registry_login_from_row(row: &AnyRow) -> Result<RegistryLogin> {
-    Ok(RegistryLogin {
-        host: row.try_get("host")?,
-        username: row.try_get("username")?,
-        updated_at: row.try_get("updated_at")?,
-        updated_by: row.try_get("updated_by")?,
-    })
-}
+// The columns [`registry_login_from_row`] reads (of `registry_credentials`): never the
+// password.
+crate::row::record!(
+    REGISTRY_LOGIN_COLUMNS,
+    registry_login_from_row,
+    RegistryLogin {
+        host,
+        username,
+        updated_at,
+        updated_by,
+    }
+);
 
 fn context(repository_id: &str, host: &str) -> String {
     format!("registry:{repository_id}:{host}")

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, conflict, now_ms};
 
@@ -84,56 +83,48 @@ pub struct NewRelease {
     pub images: Vec<ReleaseImage>,
 }
 
-/// The columns [`release_from_row`] reads (of `releases`).
-const RELEASE_COLUMNS: &str = "id, repository_id, name, run_id, run_number, commit_sha, git_ref, \
-     tag, author, triggered_by, plan_hash, ferry_version, delivery, created_at, pruned_at";
+// The columns [`release_from_row`] reads (of `releases`).
+// A release without its artifacts and images ([`Store::fill_release`] adds them).
+crate::row::record!(RELEASE_COLUMNS, release_from_row, Release {
+    id,
+    repository_id,
+    name,
+    run_id,
+    run_number,
+    commit_sha,
+    git_ref,
+    tag,
+    author,
+    triggered_by,
+    plan_hash,
+    ferry_version,
+    delivery,
+    created_at,
+    pruned_at,
+} + {
+    artifacts: Vec::new(),
+    images: Vec::new(),
+});
 
-/// A release without its artifacts and images ([`Store::fill_release`] adds them).
-fn release_from_row(row: &AnyRow) -> Result<Release> {
-    Ok(Release {
-        id: row.try_get("id")?,
-        repository_id: row.try_get("repository_id")?,
-        name: row.try_get("name")?,
-        run_id: row.try_get("run_id")?,
-        run_number: row.try_get("run_number")?,
-        commit_sha: row.try_get("commit_sha")?,
-        git_ref: row.try_get("git_ref")?,
-        tag: row.try_get("tag")?,
-        author: row.try_get("author")?,
-        triggered_by: row.try_get("triggered_by")?,
-        plan_hash: row.try_get("plan_hash")?,
-        ferry_version: row.try_get("ferry_version")?,
-        delivery: row.try_get("delivery")?,
-        created_at: row.try_get("created_at")?,
-        pruned_at: row.try_get("pruned_at")?,
-        artifacts: Vec::new(),
-        images: Vec::new(),
-    })
-}
+// The columns [`artifact_from_row`] reads (of `release_artifacts`).
+crate::row::record!(
+    ARTIFACT_COLUMNS,
+    artifact_from_row,
+    ReleaseArtifact {
+        job,
+        path,
+        digest,
+        size,
+        mode,
+    }
+);
 
-/// The columns [`artifact_from_row`] reads (of `release_artifacts`).
-const ARTIFACT_COLUMNS: &str = "job, path, digest, size, mode";
-
-fn artifact_from_row(row: &AnyRow) -> Result<ReleaseArtifact> {
-    Ok(ReleaseArtifact {
-        job: row.try_get("job")?,
-        path: row.try_get("path")?,
-        digest: row.try_get("digest")?,
-        size: row.try_get("size")?,
-        mode: row.try_get("mode")?,
-    })
-}
-
-/// The columns [`release_image_from_row`] reads (of `release_images`).
-const RELEASE_IMAGE_COLUMNS: &str = "job, name, digest";
-
-fn release_image_from_row(row: &AnyRow) -> Result<ReleaseImage> {
-    Ok(ReleaseImage {
-        job: row.try_get("job")?,
-        name: row.try_get("name")?,
-        digest: row.try_get("digest")?,
-    })
-}
+// The columns [`release_image_from_row`] reads (of `release_images`).
+crate::row::record!(
+    RELEASE_IMAGE_COLUMNS,
+    release_image_from_row,
+    ReleaseImage { job, name, digest }
+);
 
 impl Store {
     /// Seals a release: one row and its artifacts and images, in one transaction.

@@ -1,42 +1,39 @@
 //! Repositories a server watches.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, now_ms};
 
-/// The columns [`repository_from_row`] reads (of `repositories`).
-const REPOSITORY_COLUMNS: &str =
-    "id, name, url, default_branch, webhook_secret, poll_interval_s, created_at";
+// The columns [`repository_from_row`] reads (of `repositories`).
+crate::row::record!(
+    REPOSITORY_COLUMNS,
+    repository_from_row,
+    Repository {
+        id,
+        name,
+        url,
+        default_branch,
+        webhook_secret,
+        poll_interval_s,
+        created_at,
+    }
+);
 
-fn repository_from_row(row: &AnyRow) -> Result<Repository> {
-    Ok(Repository {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        url: row.try_get("url")?,
-        default_branch: row.try_get("default_branch")?,
-        webhook_secret: row.try_get("webhook_secret")?,
-        poll_interval_s: row.try_get("poll_interval_s")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-/// The columns [`intake_from_row`] reads (of `intake`).
-const INTAKE_COLUMNS: &str =
-    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at";
-
-fn intake_from_row(row: &AnyRow) -> Result<Intake> {
-    Ok(Intake {
-        id: row.try_get("id")?,
-        repository_id: row.try_get("repository_id")?,
-        provider: row.try_get("provider")?,
-        delivery_id: row.try_get("delivery_id")?,
-        event: row.try_get("event")?,
-        git_ref: row.try_get("git_ref")?,
-        sha: row.try_get("sha")?,
-        received_at: row.try_get("received_at")?,
-    })
-}
+// The columns [`intake_from_row`] reads (of `intake`).
+crate::row::record!(
+    INTAKE_COLUMNS,
+    intake_from_row,
+    Intake {
+        id,
+        repository_id,
+        provider,
+        delivery_id,
+        event,
+        git_ref,
+        sha,
+        received_at,
+    }
+);
 
 impl Store {
     pub async fn create_repository(&self, new: &NewRepository) -> Result<Repository> {

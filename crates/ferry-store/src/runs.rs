@@ -12,32 +12,31 @@ fn status(row: &AnyRow, col: &str) -> Result<Status> {
     Status::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown status `{s}`")))
 }
 
-/// The columns [`run_from_row`] reads (of `runs`; not the plan, which [`Store::run_plan`]
-/// reads).
-const RUN_COLUMNS: &str = "id, repository_id, number, event, git_ref, branch, tag, commit_sha, \
-     dirty, author, message, status, error, triggered_by, created_at, started_at, finished_at";
-
-fn run_from_row(row: &AnyRow) -> Result<Run> {
-    Ok(Run {
-        id: row.try_get("id")?,
-        repository_id: row.try_get("repository_id")?,
-        number: row.try_get("number")?,
-        event: row.try_get("event")?,
-        git_ref: row.try_get("git_ref")?,
-        branch: row.try_get("branch")?,
-        tag: row.try_get("tag")?,
-        commit_sha: row.try_get("commit_sha")?,
-        dirty: row.try_get::<i64, _>("dirty")? != 0,
-        author: row.try_get("author")?,
-        message: row.try_get("message")?,
-        status: status(row, "status")?,
-        error: row.try_get("error")?,
-        triggered_by: row.try_get("triggered_by")?,
-        created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
+// The columns [`run_from_row`] reads (of `runs`; not the plan, which [`Store::run_plan`]
+// reads).
+crate::row::record!(
+    RUN_COLUMNS,
+    run_from_row,
+    Run {
+        id,
+        repository_id,
+        number,
+        event,
+        git_ref,
+        branch,
+        tag,
+        commit_sha,
+        dirty,
+        author,
+        message,
+        status,
+        error,
+        triggered_by,
+        created_at,
+        started_at,
+        finished_at,
+    }
+);
 
 /// The columns [`job_from_row`] reads (of `jobs`).
 const JOB_COLUMNS: &str = "id, run_id, position, name, status, reason, exit_code, attempts, \
@@ -81,22 +80,21 @@ fn job_from_row(row: &AnyRow) -> Result<Job> {
     })
 }
 
-/// The columns [`step_from_row`] reads (of `steps`).
-const STEP_COLUMNS: &str =
-    "job_id, position, name, status, exit_code, attempt, started_at, finished_at";
-
-fn step_from_row(row: &AnyRow) -> Result<Step> {
-    Ok(Step {
-        job_id: row.try_get("job_id")?,
-        position: row.try_get("position")?,
-        name: row.try_get("name")?,
-        status: status(row, "status")?,
-        exit_code: row.try_get("exit_code")?,
-        attempt: row.try_get("attempt")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
+// The columns [`step_from_row`] reads (of `steps`).
+crate::row::record!(
+    STEP_COLUMNS,
+    step_from_row,
+    Step {
+        job_id,
+        position,
+        name,
+        status,
+        exit_code,
+        attempt,
+        started_at,
+        finished_at,
+    }
+);
 
 /// The columns [`image_from_row`] reads (of `images`).
 const IMAGE_COLUMNS: &str = "id, run_id, job_id, name, tags, image_id, digest, created_at";

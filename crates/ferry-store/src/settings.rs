@@ -28,30 +28,30 @@ pub struct SecretInfo {
     pub updated_by: Option<String>,
 }
 
-/// The columns [`variable_from_row`] reads (of `variables`).
-const VARIABLE_COLUMNS: &str = "environment, name, value, updated_at, updated_by";
+// The columns [`variable_from_row`] reads (of `variables`).
+crate::row::record!(
+    VARIABLE_COLUMNS,
+    variable_from_row,
+    Variable {
+        environment,
+        name,
+        value,
+        updated_at,
+        updated_by,
+    }
+);
 
-fn variable_from_row(row: &AnyRow) -> Result<Variable> {
-    Ok(Variable {
-        environment: row.try_get("environment")?,
-        name: row.try_get("name")?,
-        value: row.try_get("value")?,
-        updated_at: row.try_get("updated_at")?,
-        updated_by: row.try_get("updated_by")?,
-    })
-}
-
-/// The columns [`secret_info_from_row`] reads (of `secrets`): never the sealed value.
-const SECRET_INFO_COLUMNS: &str = "environment, name, updated_at, updated_by";
-
-fn secret_info_from_row(row: &AnyRow) -> Result<SecretInfo> {
-    Ok(SecretInfo {
-        environment: row.try_get("environment")?,
-        name: row.try_get("name")?,
-        updated_at: row.try_get("updated_at")?,
-        updated_by: row.try_get("updated_by")?,
-    })
-}
+// The columns [`secret_info_from_row`] reads (of `secrets`): never the sealed value.
+crate::row::record!(
+    SECRET_INFO_COLUMNS,
+    secret_info_from_row,
+    SecretInfo {
+        environment,
+        name,
+        updated_at,
+        updated_by,
+    }
+);
 
 /// The columns [`open_secret_row`] reads (of `secrets`).
 const SEALED_COLUMNS: &str = "environment, name, sealed";

@@ -1,35 +1,34 @@
 //! Users, their API tokens, and the groups of approvers they belong to.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::{Error, Result, Store, Token, User, conflict, now_ms};
 
-/// The columns [`user_from_row`] reads (of `users`).
-const USER_COLUMNS: &str = "id, name, role, created_at";
+// The columns [`user_from_row`] reads (of `users`).
+crate::row::record!(
+    USER_COLUMNS,
+    user_from_row,
+    User {
+        id,
+        name,
+        role,
+        created_at,
+    }
+);
 
-fn user_from_row(row: &AnyRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        role: row.try_get("role")?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-/// The columns [`token_from_row`] reads (of `tokens`): never the hash.
-const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, revoked_at";
-
-fn token_from_row(row: &AnyRow) -> Result<Token> {
-    Ok(Token {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
-}
+// The columns [`token_from_row`] reads (of `tokens`): never the hash.
+crate::row::record!(
+    TOKEN_COLUMNS,
+    token_from_row,
+    Token {
+        id,
+        user_id,
+        name,
+        created_at,
+        last_used_at,
+        revoked_at,
+    }
+);
 
 impl Store {
     pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
