@@ -10,7 +10,7 @@ use ferry_config::expr;
 use ferry_exec::mask::Masked;
 use ferry_exec::{
     BuildSpec, ContainerJob, Executor, ExecutorKind, ImageBuilder, JobSpec, Logins, OutputSink,
-    ServiceSpec, Services, StepOutcome, StepSpec,
+    ServiceSpec, Services, StepIo, StepOutcome, StepSpec,
 };
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
@@ -825,7 +825,9 @@ async fn run_steps(
                         timeout,
                         clear_env: false,
                     };
-                    let outcome = executor.run_step(prepared, &spec, out, &ctx.cancel).await;
+                    let outcome = executor
+                        .run_step(prepared, &spec, StepIo::new(out, &ctx.cancel))
+                        .await;
                     out.flush();
                     outcome
                 }

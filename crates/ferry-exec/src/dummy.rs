@@ -15,9 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-use crate::{ExecError, Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+use crate::{ExecError, Executor, JobSpec, Prepared, StepIo, StepOutcome, StepSpec};
 
 /// One step the dummy ran.
 #[derive(Debug, Clone)]
@@ -106,13 +104,8 @@ impl Executor for DummyExecutor {
         Ok(Prepared::new(job.clone(), ()))
     }
 
-    async fn run_step(
-        &self,
-        job: &Prepared,
-        step: &StepSpec,
-        output: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-    ) -> StepOutcome {
+    async fn run_step(&self, job: &Prepared, step: &StepSpec, io: StepIo<'_>) -> StepOutcome {
+        let StepIo { output, cancel } = io;
         let started = Instant::now();
         if let Ok(mut b) = self.begun.lock() {
             b.push(step.script.clone());
@@ -169,7 +162,10 @@ impl Executor for DummyExecutor {
 
 #[cfg(test)]
 mod tests {
+    use tokio_util::sync::CancellationToken;
+
     use super::*;
+    use crate::OutputSink;
 
     #[test]
     fn lines() {
@@ -213,8 +209,7 @@ mod tests {
             .run_step(
                 &job,
                 &step("echo a\nexit 4\necho b", None),
-                &mut out,
-                &cancel,
+                StepIo::new(&mut out, &cancel),
             )
             .await;
         assert_eq!(ran, StepOutcome::Exited(4));
@@ -223,14 +218,17 @@ mod tests {
             .run_step(
                 &job,
                 &step("sleep 30", Some(Duration::from_millis(20))),
-                &mut out,
-                &cancel,
+                StepIo::new(&mut out, &cancel),
             )
             .await;
         assert_eq!(ran, StepOutcome::TimedOut(Duration::from_millis(20)));
         cancel.cancel();
         let ran = dummy
-            .run_step(&job, &step("sleep 30", None), &mut out, &cancel)
+            .run_step(
+                &job,
+                &step("sleep 30", None),
+                StepIo::new(&mut out, &cancel),
+            )
             .await;
         assert_eq!(ran, StepOutcome::Cancelled);
         dummy.cleanup(&job).await;

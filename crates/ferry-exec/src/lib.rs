@@ -70,6 +70,26 @@ pub trait OutputSink: Send {
     fn chunk(&mut self, data: &[u8]);
 }
 
+/// Where a running step's output goes, and what stops it.
+pub struct StepIo<'a> {
+    pub output: &'a mut dyn OutputSink,
+    /// Cancelled: the step's whole process tree stops, and `run_step` returns
+    /// [`StepOutcome::Cancelled`] promptly.
+    pub cancel: &'a CancellationToken,
+}
+
+impl std::fmt::Debug for StepIo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepIo")
+    }
+}
+
+impl<'a> StepIo<'a> {
+    pub fn new(output: &'a mut dyn OutputSink, cancel: &'a CancellationToken) -> Self {
+        Self { output, cancel }
+    }
+}
+
 /// One job, ready to prepare: its name, its workspace, and how it runs.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -175,18 +195,12 @@ impl From<ExecError> for String {
 ///
 /// `cleanup` must be safe to call twice and after a failed `prepare`: it ends every
 /// process (or container) the job left behind, so that nothing outlives the job.
-/// Cancelling the token passed to `run_step` stops the step's whole process tree and
-/// makes `run_step` return [`StepOutcome::Cancelled`] promptly.
+/// Cancelling the token in [`StepIo`] stops the step's whole process tree and makes
+/// `run_step` return [`StepOutcome::Cancelled`] promptly.
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
     async fn prepare(&self, job: &JobSpec) -> Result<Prepared, ExecError>;
-    async fn run_step(
-        &self,
-        job: &Prepared,
-        step: &StepSpec,
-        output: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-    ) -> StepOutcome;
+    async fn run_step(&self, job: &Prepared, step: &StepSpec, io: StepIo<'_>) -> StepOutcome;
     async fn cleanup(&self, job: &Prepared);
 }
 

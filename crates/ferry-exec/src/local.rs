@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{self, signal_group};
-use crate::{ExecError, Executor, JobSpec, OutputSink, Prepared, StepOutcome, StepSpec};
+use crate::{ExecError, Executor, JobSpec, Prepared, StepIo, StepOutcome, StepSpec};
 
 /// The process groups one job started (killed at cleanup).
 #[derive(Debug, Default)]
@@ -43,13 +43,8 @@ impl Executor for LocalExecutor {
         Ok(Prepared::new(job.clone(), Groups::default()))
     }
 
-    async fn run_step(
-        &self,
-        job: &Prepared,
-        step: &StepSpec,
-        output: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-    ) -> StepOutcome {
+    async fn run_step(&self, job: &Prepared, step: &StepSpec, io: StepIo<'_>) -> StepOutcome {
+        let StepIo { output, cancel } = io;
         process::run(step, output, cancel, self.kill_grace, &self.force, |pgid| {
             if let Some(t) = &self.tracker {
                 t.started(pgid);

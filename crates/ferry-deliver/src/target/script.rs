@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferry_exec::{
-    ContainerJob, DockerExecutor, Executor, JobSpec, LocalExecutor, OutputSink, StepOutcome,
-    StepSpec,
+    ContainerJob, DockerExecutor, Executor, JobSpec, LocalExecutor, OutputSink, StepIo,
+    StepOutcome, StepSpec,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -87,7 +87,11 @@ pub async fn run_script(
         clear_env: true,
     };
     let outcome = executor
-        .run_step(&prepared, &step, output, &CancellationToken::new())
+        .run_step(
+            &prepared,
+            &step,
+            StepIo::new(output, &CancellationToken::new()),
+        )
         .await;
     executor.cleanup(&prepared).await;
     match outcome {

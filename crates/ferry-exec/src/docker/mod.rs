@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     BuildSpec, BuiltImage, ExecError, Executor, ImageBuilder, JobSpec, Logins, OutputSink,
-    Prepared, ServiceRunner, ServiceSpec, Services, StepOutcome, StepSpec,
+    Prepared, ServiceRunner, ServiceSpec, Services, StepIo, StepOutcome, StepSpec,
 };
 
 /// The containers one job's steps ran in (removed at cleanup).
@@ -227,13 +227,8 @@ impl Executor for DockerExecutor {
         Ok(Prepared::new(job.clone(), Containers::default()))
     }
 
-    async fn run_step(
-        &self,
-        job: &Prepared,
-        step: &StepSpec,
-        output: &mut dyn OutputSink,
-        cancel: &CancellationToken,
-    ) -> StepOutcome {
+    async fn run_step(&self, job: &Prepared, step: &StepSpec, io: StepIo<'_>) -> StepOutcome {
+        let StepIo { output, cancel } = io;
         let config = match container_config(&job.spec, step) {
             Ok(c) => c,
             Err(e) => return StepOutcome::Error(e.to_string()),
