@@ -114,6 +114,12 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
+def finish(tmp, report):
+    """Removes a benchmark's scratch directory, then prints its report line."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(report)
+
+
 def bench_latency():
     tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
     marks = os.path.join(tmp, "marks")
@@ -147,10 +153,9 @@ def bench_latency():
         subprocess.run(["sh", "-c", f"date +%s%N > {marks}/base"], check=True)
         with open(f"{marks}/base") as f:
             base.append((int(f.read().strip()) - t) / 1e6)
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"latency   webhook -> first step: p50 {pct(lat, 0.5):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
-          f"({len(lat)} deliveries)   direct spawn: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: "
-          f"{'met' if pct(lat, 0.5) < 20 else 'NOT met'}")
+    finish(tmp, f"latency   webhook -> first step: p50 {pct(lat, 0.5):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
+                f"({len(lat)} deliveries)   direct spawn: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: "
+                f"{'met' if pct(lat, 0.5) < 20 else 'NOT met'}")
 
 
 def rss_kib(pid):
@@ -176,9 +181,8 @@ def bench_memory():
     base = rss_kib(py.pid)
     py.terminate()
     py.wait()
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"memory    idle ferry serve {ferry / 1024:.1f} MiB   idle python3 -m http.server {base / 1024:.1f} MiB   "
-          f"ratio {ferry / base:.2f}x   goal < 25 MiB: {'met' if ferry / 1024 < 25 else 'NOT met'}")
+    finish(tmp, f"memory    idle ferry serve {ferry / 1024:.1f} MiB   idle python3 -m http.server {base / 1024:.1f} MiB   "
+                f"ratio {ferry / base:.2f}x   goal < 25 MiB: {'met' if ferry / 1024 < 25 else 'NOT met'}")
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
@@ -234,9 +238,8 @@ def bench_intake():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base, _ = blast(srv.server_address[1], "/", body)
     srv.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"intake    signed push webhooks: {rate:.0f}/s   trivial Python server: {base:.0f}/s   "
-          f"ratio {rate / base:.2f}x   goal > 1000/s: {'met' if rate > 1000 else 'NOT met'}")
+    finish(tmp, f"intake    signed push webhooks: {rate:.0f}/s   trivial Python server: {base:.0f}/s   "
+                f"ratio {rate / base:.2f}x   goal > 1000/s: {'met' if rate > 1000 else 'NOT met'}")
 
 
 def bench_list():
@@ -269,9 +272,8 @@ def bench_list():
         db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 50").fetchall()
         base.append((time.perf_counter() - t) * 1000)
     db.close()
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"list      one page of 100,000 runs: p50 {pct(times, 0.5):.2f} ms (p99 {pct(times, 0.99):.2f})   "
-          f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
+    finish(tmp, f"list      one page of 100,000 runs: p50 {pct(times, 0.5):.2f} ms (p99 {pct(times, 0.99):.2f})   "
+                f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
 
 
 def bench_deliver():
@@ -338,11 +340,10 @@ deploy:
         base.append((time.perf_counter() - t) * 1000)
         p.kill()
         p.wait()
-    shutil.rmtree(tmp, ignore_errors=True)
     f50, b50 = pct(lat, 0.5), pct(base, 0.5)
-    print(f"deliver   run success -> live in sandbox (minus verification): p50 {f50:.0f} ms, max {max(lat):.0f} ms "
-          f"({len(lat)} releases)   copy + start by script: p50 {b50:.1f} ms   goal < 200 ms: "
-          f"{'met' if f50 < 200 else 'NOT met'}")
+    finish(tmp, f"deliver   run success -> live in sandbox (minus verification): p50 {f50:.0f} ms, max {max(lat):.0f} ms "
+                f"({len(lat)} releases)   copy + start by script: p50 {b50:.1f} ms   goal < 200 ms: "
+                f"{'met' if f50 < 200 else 'NOT met'}")
 
 
 def main():

@@ -3,36 +3,25 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{alive, git};
+use ferry_testkit::{alive, bare_repository, expect_exit, gone, pids_in};
 use serde_json::{Value, json};
 
-/// A bare repository whose `main` holds `pipeline`.
-fn bare_repo(tmp: &Path, pipeline: &str) -> PathBuf {
-    let bare = tmp.join("origin.git");
-    let work = tmp.join("work-tree");
-    std::fs::create_dir_all(&work).expect("mkdir");
-    git(
-        tmp,
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &bare.display().to_string(),
-        ],
-    );
-    git(&work, &["init", "-q", "-b", "main"]);
-    std::fs::write(work.join(".ferry.yml"), pipeline).expect("write");
-    git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", "first"]);
-    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
-    bare
+/// The `ferry` binary with `args`.
+fn ferry(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args);
+    cmd
 }
 
+/// A bare repository `<tmp>/origin.git` whose `main` holds `pipeline`.
+fn bare_repo(tmp: &Path, pipeline: &str) -> PathBuf {
+    bare_repository(tmp, "origin", Some(pipeline))
+}
+
+/// A running `ferry serve`; dropping it kills the process.
 struct Serve {
     child: Child,
     base: String,
@@ -48,8 +37,7 @@ fn start(data: &Path, extra: &[&str]) -> Serve {
 }
 
 fn start_with(extra: &[&str]) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+    let mut child = ferry(&["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
         .env_remove("FERRY_DATABASE_URL")
         .stdout(Stdio::null())
@@ -77,37 +65,245 @@ fn start_with(extra: &[&str]) -> Serve {
     Serve { child, base, token }
 }
 
-async fn call(
-    base: &str,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method.parse().expect("method"), format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("text");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
-async fn wait_for(base: &str, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..600 {
-        let (_, detail) = call(base, token, "GET", &format!("/api/v1/runs/{run}"), None).await;
-        if done(&detail) {
-            return detail;
+impl Serve {
+    /// The admin token the first start of a store printed.
+    fn admin_token(&self) -> String {
+        self.token
+            .clone()
+            .expect("the first start prints the admin token")
+    }
+
+    /// `METHOD path` with a bearer `token` and a JSON `body`: the status and the text.
+    async fn call_text(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let mut req = reqwest::Client::new()
+            .request(
+                method.parse().expect("method"),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
         }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("text"))
+    }
+
+    /// [`Serve::call_text`] with the answer as JSON (a text that is not, as a string).
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (status, text) = self.call_text(token, method, path, body).await;
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Registers `bare` as the repository `app`; it must succeed.
+    async fn add_app(&self, token: &str, bare: &Path) {
+        let body = json!({ "name": "app", "url": bare.display().to_string() });
+        let (status, answer) = self.call(token, "POST", "/api/v1/repos", Some(body)).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+
+    /// Triggers `main` of `app`; the run's id.
+    async fn trigger_app(&self, token: &str) -> String {
+        let body = Some(json!({ "ref": "main" }));
+        let (status, answer) = self
+            .call(token, "POST", "/api/v1/repos/app/runs", body)
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        answer["run"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Polls `GET path` (for 15 s at most) until `done` says yes: that answer, or `None`.
+    async fn poll(&self, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Option<Value> {
+        for _ in 0..600 {
+            let (_, answer) = self.call(token, "GET", path, None).await;
+            if done(&answer) {
+                return Some(answer);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+
+    /// Waits until `done` says yes of the run's detail; returns it.
+    async fn wait_for_run(&self, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/api/v1/runs/{run}");
+        let detail = self.poll(token, &path, done).await;
+        detail.unwrap_or_else(|| panic!("run {run} did not get there"))
+    }
+
+    /// Stops the server with SIGTERM and waits: deployed processes stop with it; it must
+    /// exit cleanly.
+    fn stop(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert_eq!(status.code(), Some(0), "a SIGTERM ends the server cleanly");
+    }
+
+    /// Crashes the server (`kill -9`) and reaps it.
+    fn kill_9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+}
+
+/// Starts `ferry serve` on a new store in `data` and registers `bare` as `app`; the
+/// server and its admin token.
+async fn serve_app(data: &Path, bare: &Path) -> (Serve, String) {
+    let server = start(data, &[]);
+    let token = server.admin_token();
+    server.add_app(&token, bare).await;
+    (server, token)
+}
+
+/// Waits (30 s at most) until steps have written `n` process ids to `file`; returns them.
+async fn wait_for_pids(file: &Path, n: usize, what: &str) -> Vec<i32> {
+    let start = Instant::now();
+    loop {
+        let pids = pids_in(file);
+        if pids.len() >= n {
+            return pids;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("run {run} did not get there");
+}
+
+/// The `ferry` CLI as a client of a server: its address and a token in the environment,
+/// its configuration under `config` (as `XDG_CONFIG_HOME`).
+struct Cli<'a> {
+    base: &'a str,
+    token: &'a str,
+    config: PathBuf,
+    repo: Option<&'a str>,
+}
+
+impl<'a> Cli<'a> {
+    fn new(server: &'a Serve, token: &'a str, tmp: &Path) -> Self {
+        Cli {
+            base: &server.base,
+            token,
+            config: tmp.join("config"),
+            repo: None,
+        }
+    }
+
+    /// The same client with another user's token.
+    fn as_user(&self, token: &'a str) -> Self {
+        Cli {
+            token,
+            config: self.config.clone(),
+            ..*self
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = ferry(args);
+        cmd.env("FERRY_SERVER", self.base)
+            .env("FERRY_TOKEN", self.token)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env("NO_COLOR", "1");
+        if let Some(repo) = self.repo {
+            cmd.env("FERRY_REPO", repo);
+        }
+        cmd
+    }
+
+    /// `ferry args…`, finished.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("ferry")
+    }
+
+    /// `ferry args…`, with `input` on its standard input, finished.
+    fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ferry");
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(input.as_bytes()).expect("write");
+        }
+        child.wait_with_output().expect("wait")
+    }
+
+    /// `ferry args…`, which must succeed: its standard output.
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        expect_exit(&self.run(args), 0)
+    }
+
+    /// `ferry args…`, which must fail as a usage error (exit 2) with `says` in its stderr.
+    #[track_caller]
+    fn refuses(&self, args: &[&str], says: &str) {
+        let out = self.run(args);
+        expect_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(says), "{err}");
+    }
+
+    /// The standard output of `ferry args…`, whatever its exit code.
+    fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.run(args).stdout).into_owned()
+    }
+
+    /// Runs `ferry args…` (at most 200 times, 50 ms apart) until `done` says yes of its
+    /// standard output; the last output.
+    async fn poll(&self, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+        let mut out = String::new();
+        for _ in 0..200 {
+            out = self.stdout(args);
+            if done(&out) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        out
+    }
+}
+
+/// `ferry user add args… --data-dir data`: a user in the store of a server.
+fn user_add(data: &Path, args: &[&str]) -> Output {
+    ferry(&["user", "add"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("FERRY_DATABASE_URL")
+        .output()
+        .expect("user add")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test]
@@ -116,50 +312,21 @@ async fn serve_runs_a_pushed_commit_and_stops_cleanly() {
     let bare = bare_repo(tmp.path(), "jobs:\n  hi:\n    run: echo hi from serve\n");
     let data = tmp.path().join("data");
     let mut server = start(&data, &[]);
-    let token = server
-        .token
-        .clone()
-        .expect("the first start prints the admin token");
-    let (status, health) = call(&server.base, "", "GET", "/api/v1/health", None).await;
+    let token = server.admin_token();
+    let (status, health) = server.call("", "GET", "/api/v1/health", None).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
-    let (status, _) = call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "app", "url": bare.display().to_string() })),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, body) = call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos/app/runs",
-        Some(json!({ "ref": "main" })),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let run = body["run"]["id"].as_str().expect("id").to_string();
-    let detail = wait_for(&server.base, &token, &run, |d| {
-        d["run"]["status"] == "success"
-    })
-    .await;
+    server.add_app(&token, &bare).await;
+    let run = server.trigger_app(&token).await;
+    let detail = server
+        .wait_for_run(&token, &run, |d| d["run"]["status"] == "success")
+        .await;
     assert_eq!(detail["jobs"][0]["status"], "success");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("term");
-    let status = server.child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "a SIGTERM ends the server cleanly");
+    server.stop();
     // A second start keeps the users: no new admin token is printed.
-    let mut again = start(&data, &[]);
+    let again = start(&data, &[]);
     assert!(again.token.is_none());
-    let (status, _) = call(&again.base, &token, "GET", "/api/v1/runs", None).await;
+    let (status, _) = again.call(&token, "GET", "/api/v1/runs", None).await;
     assert_eq!(status, 200, "the token still works after a restart");
-    let _ = again.child.kill();
-    let _ = again.child.wait();
 }
 
 #[tokio::test]
@@ -174,99 +341,40 @@ async fn after_kill_9_interrupted_runs_fail_clearly_and_queued_runs_still_run() 
     );
     let bare = bare_repo(tmp.path(), &pipeline);
     let data = tmp.path().join("data");
-    let mut server = start(&data, &[]);
-    let token = server.token.clone().expect("token");
-    call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "app", "url": bare.display().to_string() })),
-    )
-    .await;
-    let (_, first) = call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos/app/runs",
-        Some(json!({ "ref": "main" })),
-    )
-    .await;
-    let (_, second) = call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos/app/runs",
-        Some(json!({ "ref": "main" })),
-    )
-    .await;
-    let first = first["run"]["id"].as_str().expect("id").to_string();
-    let second = second["run"]["id"].as_str().expect("id").to_string();
-    let start_wait = Instant::now();
-    while std::fs::read_to_string(&pids)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            start_wait.elapsed() < Duration::from_secs(30),
-            "the first run did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let (mut server, token) = serve_app(&data, &bare).await;
+    let first = server.trigger_app(&token).await;
+    let second = server.trigger_app(&token).await;
+    wait_for_pids(&pids, 1, "the first run did not start").await;
     // Let the log line reach the file, then crash the server.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("wait");
+    server.kill_9();
     std::fs::write(&marker, "").expect("marker");
 
-    let mut again = start(&data, &[]);
-    let detail = wait_for(&again.base, &token, &first, |d| {
-        d["run"]["status"] != "running"
-    })
-    .await;
+    let again = start(&data, &[]);
+    let detail = again
+        .wait_for_run(&token, &first, |d| d["run"]["status"] != "running")
+        .await;
     assert_eq!(detail["run"]["status"], "failed");
     assert_eq!(
         detail["run"]["error"],
         "interrupted: the server stopped before the run finished"
     );
-    let log = reqwest::Client::new()
-        .get(format!("{}/api/v1/runs/{first}/jobs/work/log", again.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("log")
-        .text()
-        .await
-        .expect("text");
+    let log_path = format!("/api/v1/runs/{first}/jobs/work/log");
+    let (_, log) = again.call_text(&token, "GET", &log_path, None).await;
     assert_eq!(log, "started\n", "the log written before the kill is kept");
-    let detail = wait_for(&again.base, &token, &second, |d| {
-        d["run"]["status"] == "success"
-    })
-    .await;
+    let detail = again
+        .wait_for_run(&token, &second, |d| d["run"]["status"] == "success")
+        .await;
     assert_eq!(
         detail["jobs"][0]["status"], "success",
         "the queued run ran after the restart"
     );
-    for pid in std::fs::read_to_string(&pids)
-        .unwrap_or_default()
-        .split_whitespace()
-    {
-        let pid: i32 = pid.parse().expect("pid");
-        let mut gone = false;
-        for _ in 0..250 {
-            if !alive(pid) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for pid in pids_in(&pids) {
         assert!(
-            gone,
+            gone(pid),
             "step process {pid} of the crashed server is still running"
         );
     }
-    let _ = again.child.kill();
-    let _ = again.child.wait();
 }
 
 /// The `ferry` CLI as a client: repositories, trigger and follow, runs, logs, re-run.
@@ -278,20 +386,12 @@ async fn the_cli_drives_a_server() {
         "jobs:\n  one:\n    run: echo first job\n  two:\n    needs: one\n    run: echo second job; exit 3\n",
     );
     let data = tmp.path().join("data");
-    let mut server = start(&data, &[]);
-    let token = server.token.clone().expect("token");
+    let server = start(&data, &[]);
+    let token = server.admin_token();
     let secret = tmp.path().join("secret");
     std::fs::write(&secret, "hush\n").expect("secret");
-    let ferry = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.args(args)
-            .env("FERRY_SERVER", &server.base)
-            .env("FERRY_TOKEN", &token)
-            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
-            .env("NO_COLOR", "1");
-        cmd.output().expect("ferry")
-    };
-    let out = ferry(&[
+    let cli = Cli::new(&server, &token, tmp.path());
+    cli.ok(&[
         "repos",
         "add",
         "app",
@@ -299,16 +399,9 @@ async fn the_cli_drives_a_server() {
         "--webhook-secret-file",
         &secret.display().to_string(),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list = ferry(&["repos", "list"]);
-    assert!(String::from_utf8_lossy(&list.stdout).starts_with("app "));
+    assert!(cli.stdout(&["repos", "list"]).starts_with("app "));
     // Trigger and follow: the logs stream, and the exit code is the run's outcome.
-    let out = ferry(&["trigger", "app", "main", "--follow"]);
+    let out = cli.run(&["trigger", "app", "main", "--follow"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "job two fails: {stdout}");
     assert!(
@@ -316,51 +409,35 @@ async fn the_cli_drives_a_server() {
         "{stdout}"
     );
     let run_id = stdout.lines().next().expect("the run id first").to_string();
-    let runs = String::from_utf8_lossy(&ferry(&["runs"]).stdout).to_string();
+    let runs = cli.stdout(&["runs"]);
     assert!(runs.contains(&run_id) && runs.contains("failed"), "{runs}");
-    let logs = ferry(&["logs", &run_id, "two"]);
-    assert_eq!(String::from_utf8_lossy(&logs.stdout), "second job\n");
-    let again = ferry(&["rerun", &run_id, "--failed"]);
-    assert_eq!(
-        again.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
+    assert_eq!(cli.stdout(&["logs", &run_id, "two"]), "second job\n");
+    cli.ok(&["rerun", &run_id, "--failed"]);
     // Errors: a missing run is a usage error with the server's message; no token, no call.
-    let missing = ferry(&["cancel", "no-such-run"]);
+    let missing = cli.run(&["cancel", "no-such-run"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
-    let no_token = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["cancel", "x", "--server", &server.base])
+    assert!(stderr(&missing).contains("not found"));
+    let no_token = ferry(&["cancel", "x", "--server", &server.base])
         .env_remove("FERRY_TOKEN")
-        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .env("XDG_CONFIG_HOME", &cli.config)
         .output()
         .expect("ferry");
     assert_eq!(no_token.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
+    assert!(stderr(&no_token).contains("no token"));
     // The config file works as well as the environment.
-    std::fs::create_dir_all(tmp.path().join("config/ferry")).expect("mkdir");
+    std::fs::create_dir_all(cli.config.join("ferry")).expect("mkdir");
     std::fs::write(
-        tmp.path().join("config/ferry/config.json"),
+        cli.config.join("ferry/config.json"),
         json!({ "server": server.base, "token": token }).to_string(),
     )
     .expect("write");
-    let from_file = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["repos", "list"])
+    let from_file = ferry(&["repos", "list"])
         .env_remove("FERRY_TOKEN")
         .env_remove("FERRY_SERVER")
-        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .env("XDG_CONFIG_HOME", &cli.config)
         .output()
         .expect("ferry");
-    assert_eq!(
-        from_file.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&from_file.stderr)
-    );
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    expect_exit(&from_file, 0);
 }
 
 /// `ferry user add` writes a user into the server's store; a config file sets the server.
@@ -368,25 +445,10 @@ async fn the_cli_drives_a_server() {
 async fn users_from_the_cli_and_a_config_file() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data");
-    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["user", "add", "dee", "--role", "developer", "--data-dir"])
-        .arg(&data)
-        .env_remove("FERRY_DATABASE_URL")
-        .output()
-        .expect("ferry");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = user_add(&data, &["dee", "--role", "developer"]);
+    let token = expect_exit(&out, 0).trim().to_string();
     assert!(token.starts_with("ferry_"));
-    let again = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["user", "add", "dee", "--data-dir"])
-        .arg(&data)
-        .output()
-        .expect("ferry");
+    let again = user_add(&data, &["dee"]);
     assert_eq!(again.status.code(), Some(2), "a duplicate name is refused");
     // The config file sets the data directory; the listen flag still wins.
     let config = tmp.path().join("ferry.toml");
@@ -398,12 +460,12 @@ async fn users_from_the_cli_and_a_config_file() {
         ),
     )
     .expect("write");
-    let mut server = start_with(&["--config", &config.display().to_string()]);
+    let server = start_with(&["--config", &config.display().to_string()]);
     assert!(
         server.token.is_none(),
         "the store already has a user: no admin is created"
     );
-    let (status, _) = call(&server.base, &token, "GET", "/api/v1/tokens", None).await;
+    let (status, _) = server.call(&token, "GET", "/api/v1/tokens", None).await;
     assert_eq!(status, 200, "the CLI-made user's token works");
     let status = reqwest::get(format!("{}/api/v1/repos", server.base))
         .await
@@ -411,30 +473,14 @@ async fn users_from_the_cli_and_a_config_file() {
         .status()
         .as_u16();
     assert_eq!(status, 200, "public reads from the config file");
-    let _ = server.child.kill();
-    let _ = server.child.wait();
+    drop(server);
     std::fs::write(&config, "listen = \"nonsense\"\n").expect("write");
-    let bad = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--config", &config.display().to_string()])
+    let bad = ferry(&["serve", "--config", &config.display().to_string()])
         .output()
         .expect("ferry");
     assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("ferry.toml"),
-        "{}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
-}
-
-/// Stops the server with SIGTERM and waits: deployed processes stop with it.
-fn stop(server: &mut Serve) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("SIGTERM");
-    let status = server.child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
+    let err = stderr(&bad);
+    assert!(err.contains("ferry.toml"), "{err}");
 }
 
 #[tokio::test]
@@ -456,69 +502,26 @@ deploy:
     );
     let data = tmp.path().join("data");
     let mut server = start(&data, &[]);
-    let token = server.token.clone().expect("token");
-    let base = server.base.clone();
-    let run = |token: &str, args: &[&str], stdin: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.args(args)
-            .env("FERRY_SERVER", &base)
-            .env("FERRY_TOKEN", token)
-            .env("FERRY_REPO", "app")
-            .env("XDG_CONFIG_HOME", tmp.path().join("config"))
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("ferry");
-        if let Some(text) = stdin {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write");
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().expect("wait");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    let token = server.admin_token();
+    let cli = Cli {
+        repo: Some("app"),
+        ..Cli::new(&server, &token, tmp.path())
     };
-    let ferry = |args: &[&str]| run(&token, args, None);
-    assert_eq!(
-        ferry(&["repos", "add", "app", &bare.display().to_string()]).0,
-        Some(0)
-    );
-    assert_eq!(
-        ferry(&["vars", "set", "GREETING", "hello", "--env", "sandbox"]).0,
-        Some(0)
-    );
-    let (code, out, err) = run(
-        &token,
-        &["secrets", "set", "TOKEN"],
-        Some("cli-secret-42\n"),
-    );
-    assert_eq!(code, Some(0), "{out}{err}");
-    let (_, listed, _) = ferry(&["secrets", "list"]);
+    cli.ok(&["repos", "add", "app", &bare.display().to_string()]);
+    cli.ok(&["vars", "set", "GREETING", "hello", "--env", "sandbox"]);
+    let set = cli.run_with_input(&["secrets", "set", "TOKEN"], "cli-secret-42\n");
+    expect_exit(&set, 0);
+    let listed = cli.stdout(&["secrets", "list"]);
     assert!(
         listed.contains("TOKEN") && !listed.contains("cli-secret-42"),
         "{listed}"
     );
-    let (code, out, _) = ferry(&["trigger", "app", "main", "--follow"]);
-    assert_eq!(code, Some(0), "{out}");
+    cli.ok(&["trigger", "app", "main", "--follow"]);
     // Sandbox goes live on its own; production waits for an approval.
-    let mut envs = String::new();
-    for _ in 0..200 {
-        envs = ferry(&["envs"]).1;
-        if envs.contains("awaiting_approval") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (_, releases, _) = ferry(&["releases"]);
+    let envs = cli
+        .poll(&["envs"], |envs| envs.contains("awaiting_approval"))
+        .await;
+    let releases = cli.stdout(&["releases"]);
     let release = releases
         .lines()
         .nth(1)
@@ -535,58 +538,38 @@ deploy:
         "{envs}"
     );
     assert!(envs.contains("production#1 (awaiting_approval)"), "{envs}");
-    let (_, detail, _) = ferry(&["deployment", "production#1"]);
+    let detail = cli.stdout(&["deployment", "production#1"]);
     assert!(
         detail.contains("commits:") && detail.contains("first"),
         "{detail}"
     );
     assert!(detail.contains("out/app.sh  (new) → sha256:"), "{detail}");
     // An approver approves; production goes live.
-    let add = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args([
-            "user",
-            "add",
-            "bob",
-            "--role",
-            "approver",
-            "--data-dir",
-            &data.display().to_string(),
-        ])
-        .env_remove("FERRY_DATABASE_URL")
-        .output()
-        .expect("user add");
+    let add = user_add(&data, &["bob", "--role", "approver"]);
     let bob = String::from_utf8_lossy(&add.stdout).trim().to_string();
-    let (code, out, err) = run(
-        &bob,
-        &["approve", "production#1", "--comment", "looks good"],
-        None,
-    );
-    assert_eq!(code, Some(0), "{out}{err}");
+    let out = cli
+        .as_user(&bob)
+        .ok(&["approve", "production#1", "--comment", "looks good"]);
     assert!(out.starts_with("production#1: release "), "{out}");
-    let mut live = String::new();
-    for _ in 0..200 {
-        live = ferry(&["envs"]).1;
-        if live
-            .lines()
-            .any(|l| l.starts_with("production") && l.contains("bob"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let live = cli
+        .poll(&["envs"], |live| {
+            live.lines()
+                .any(|l| l.starts_with("production") && l.contains("bob"))
+        })
+        .await;
     assert!(
         live.lines()
             .any(|l| l.starts_with("production") && l.contains(&release) && l.contains("bob")),
         "{live}"
     );
-    let (_, output, _) = ferry(&["output", "sandbox"]);
+    let output = cli.stdout(&["output", "sandbox"]);
     assert!(output.contains("app says hello with ***"), "{output}");
-    let (_, log, _) = ferry(&["deployment", "sandbox#1", "--log"]);
+    let log = cli.stdout(&["deployment", "sandbox#1", "--log"]);
     assert!(
         log.contains("deploying release") && log.contains("live"),
         "{log}"
     );
-    let (_, audit, _) = ferry(&["audit"]);
+    let audit = cli.stdout(&["audit"]);
     for action in [
         "release.seal",
         "deployment.approve",
@@ -598,23 +581,21 @@ deploy:
     }
     assert!(!audit.contains("cli-secret-42"));
     // Errors are clear and exit 2.
-    let (code, _, err) = ferry(&["rollback", "sandbox"]);
-    assert_eq!(code, Some(2));
-    assert!(
-        err.contains("`sandbox` has no earlier release to go back to"),
-        "{err}"
+    cli.refuses(
+        &["rollback", "sandbox"],
+        "`sandbox` has no earlier release to go back to",
     );
-    let (code, _, err) = ferry(&["promote", "nope", "--to", "production"]);
-    assert_eq!(code, Some(2));
-    assert!(err.contains("there is no release `nope`"), "{err}");
-    let no_repo = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["envs"])
+    cli.refuses(
+        &["promote", "nope", "--to", "production"],
+        "there is no release `nope`",
+    );
+    let no_repo = ferry(&["envs"])
         .env_remove("FERRY_REPO")
         .env_remove("FERRY_SERVER")
         .output()
         .expect("ferry");
     assert_eq!(no_repo.status.code(), Some(2));
-    stop(&mut server);
+    server.stop();
 }
 
 /// After `kill -9` of the server, the deployed process it left is ended and the live
@@ -638,75 +619,23 @@ deploy:
     );
     let bare = bare_repo(tmp.path(), &pipeline);
     let data = tmp.path().join("data");
-    let mut server = start(&data, &[]);
-    let token = server.token.clone().expect("token");
-    call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos",
-        Some(json!({ "name": "app", "url": bare.display().to_string() })),
-    )
-    .await;
-    call(
-        &server.base,
-        &token,
-        "POST",
-        "/api/v1/repos/app/runs",
-        Some(json!({ "ref": "main" })),
-    )
-    .await;
-    let read_pids = || -> Vec<i32> {
-        std::fs::read_to_string(&pids)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    let waited = Instant::now();
-    while read_pids().is_empty() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "the release was not deployed"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let first = read_pids()[0];
+    let (mut server, token) = serve_app(&data, &bare).await;
+    server.trigger_app(&token).await;
+    let first = wait_for_pids(&pids, 1, "the release was not deployed").await[0];
     // Wait until sandbox is live, then crash the server: its process is left behind.
-    for _ in 0..400 {
-        let (_, envs) = call(
-            &server.base,
-            &token,
-            "GET",
-            "/api/v1/repos/app/environments",
-            None,
-        )
+    server
+        .poll(&token, "/api/v1/repos/app/environments", |envs| {
+            !envs["environments"][0]["live"].is_null()
+        })
         .await;
-        if !envs["environments"][0]["live"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("wait");
+    server.kill_9();
     assert!(alive(first), "the process outlives a killed server");
     let mut again = start(&data, &[]);
-    let waited = Instant::now();
-    while read_pids().len() < 2 {
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "sandbox did not run again"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(ferry_testkit::gone(first), "the orphan was ended");
-    let second = read_pids()[1];
+    let second = wait_for_pids(&pids, 2, "sandbox did not run again").await[1];
+    assert!(gone(first), "the orphan was ended");
     assert!(alive(second));
-    stop(&mut again);
-    assert!(
-        ferry_testkit::gone(second),
-        "a stopped server stops its processes"
-    );
+    again.stop();
+    assert!(gone(second), "a stopped server stops its processes");
 }
 
 /// The server's own `tracing` events reach standard error: JSON with `--log-format
@@ -715,8 +644,7 @@ deploy:
 fn the_server_log_follows_ferry_log_and_log_format() {
     let tmp = tempfile::tempdir().expect("tmp");
     let data = tmp.path().join("data").display().to_string();
-    let bad = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+    let bad = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
         .env("FERRY_LOG", "ferry_server=loud")
         .output()
         .expect("run");
@@ -724,8 +652,7 @@ fn the_server_log_follows_ferry_log_and_log_format() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("FERRY_LOG=`ferry_server=loud`"), "{stderr}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
+    let mut child = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &data])
         .args(["--log-format", "json"])
         .env("FERRY_LOG", "info")
         .env_remove("FERRY_DATABASE_URL")

@@ -3,8 +3,8 @@
 //! requests, concurrent promotions, and live environments after a restart.
 
 use ferry_testkit::server::{
-    DELIVERY, Server, audit_actions, env_of, files_holding, live_release, promote, push_version,
-    set_ports, shop_with_v1, wait_for,
+    DELIVERY, Server, audit_actions, env_of, files_holding, health_page, live_release, message,
+    promote, push_version, set_ports, shop_with_v1, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -16,14 +16,7 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
     s.register("shop", &bare).await;
     let secret = "planted-secret-7c9e2a41";
     set_ports(&s, "shop", &["sandbox", "staging", "production"]).await;
-    let (status, body) = s
-        .admin(
-            "PUT",
-            "/api/v1/repos/shop/secrets/TOKEN",
-            Some(json!({ "value": secret })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    s.set_secret("shop", "TOKEN", secret, None).await;
     // Approvers: ada wrote the commit; bob did not.
     let ada_token = s.user("ada", "approver").await;
     let bob_token = s.user("bob", "approver").await;
@@ -58,13 +51,7 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
     assert_eq!(waiting, "production#1");
     // The staging app answers on its port with the release's page.
     let staging_port = port_of(&s, "staging").await;
-    let page = reqwest::get(format!("http://127.0.0.1:{staging_port}/healthz"))
-        .await
-        .expect("get")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(page, "ok v1\n");
+    assert_eq!(health_page(staging_port).await, "ok v1\n");
     // What the approver sees.
     let (status, detail) = s
         .admin("GET", "/api/v1/repos/shop/deployments/production.1", None)
@@ -77,36 +64,15 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
         Some(2)
     );
     // The author may not approve; bob may; approving twice is refused.
-    let approve = "/api/v1/repos/shop/deployments/production.1/approve";
-    let (status, body) = s
-        .call("POST", approve, Some(&ada_token), Some(json!({})))
-        .await;
+    let production = s.deployment("shop", "production#1");
+    let (status, body) = production.approve(&ada_token, None).await;
     assert_eq!(status, 403, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .expect("message")
-            .contains("the commit's author"),
-        "{body}"
-    );
-    let (status, body) = s
-        .call(
-            "POST",
-            approve,
-            Some(&bob_token),
-            Some(json!({ "comment": "ship it" })),
-        )
-        .await;
+    assert!(message(&body).contains("the commit's author"), "{body}");
+    let (status, body) = production.approve(&bob_token, Some("ship it")).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = s
-        .call("POST", approve, Some(&bob_token), Some(json!({})))
-        .await;
+    let (status, body) = production.approve(&bob_token, None).await;
     assert_eq!(status, 409, "{body}");
-    let envs = s
-        .wait_until("/api/v1/repos/shop/environments", "production live", |b| {
-            !env_of(b, "production")["live"].is_null()
-        })
-        .await;
+    let envs = s.wait_for_live("shop", "production").await;
     let prod = &env_of(&envs, "production")["live"];
     assert_eq!(prod["release"], release.as_str());
     assert_eq!(prod["approved_by"], json!(["bob"]));
@@ -119,14 +85,7 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
     }
     // The secret reached the process and is masked in its output; it is nowhere in
     // plain text: not in the data directory, not in any API answer.
-    let (_, output) = s
-        .admin(
-            "GET",
-            "/api/v1/repos/shop/environments/production/output",
-            None,
-        )
-        .await;
-    let output = output.as_str().unwrap_or_default().to_string();
+    let output = s.output("shop", "production").await;
     assert!(output.contains("starting with token ***"), "{output}");
     let actions = audit_actions(&s, "shop").await;
     for a in [
@@ -149,7 +108,7 @@ async fn a_release_goes_through_sandbox_and_staging_and_waits_for_approval() {
         "/api/v1/repos/shop/audit".into(),
         format!("/api/v1/runs/{run_id}"),
     ] {
-        answers.push_str(&s.admin("GET", &path, None).await.1.to_string());
+        answers.push_str(&s.get(&path).await.to_string());
     }
     assert!(!answers.contains(secret), "an API answer holds the secret");
     let holding = files_holding(&s.dir().join("data"), secret);
@@ -188,18 +147,11 @@ async fn a_release_that_fails_its_health_check_is_rolled_back_and_goes_no_furthe
     push_version(&s, "shop", "broken");
     let run_id = s.trigger("shop").await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-    let deployments = s
-        .wait_until(
-            "/api/v1/repos/shop/deployments?environment=sandbox",
-            "rolled back",
-            |b| {
-                b["deployments"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|d| d["status"] == "rolled_back"))
-            },
-        )
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "rolled back", |l| {
+            l.iter().any(|d| d["status"] == "rolled_back")
+        })
         .await;
-    let list = deployments["deployments"].as_array().expect("list");
     let failed = list
         .iter()
         .find(|d| d["status"] == "rolled_back")
@@ -219,10 +171,7 @@ async fn a_release_that_fails_its_health_check_is_rolled_back_and_goes_no_furthe
         .expect("rollback");
     assert_eq!(back["release"], v1.as_str());
     assert_eq!(back["status"], "live");
-    let envs = s
-        .admin("GET", "/api/v1/repos/shop/environments", None)
-        .await
-        .1;
+    let envs = s.environments("shop").await;
     assert_eq!(
         env_of(&envs, "sandbox")["live"]["release"],
         v1.as_str(),
@@ -253,10 +202,7 @@ async fn a_release_that_fails_its_health_check_is_rolled_back_and_goes_no_furthe
 async fn bad_delivery_requests_are_refused_and_change_nothing() {
     let s = Server::start().await;
     shop_with_v1(&s, "shop").await;
-    let before = s
-        .admin("GET", "/api/v1/repos/shop/deployments", None)
-        .await
-        .1;
+    let before = s.get("/api/v1/repos/shop/deployments").await;
     let v1 = live_release(&s, "shop", "sandbox").await;
     let cases = [
         (
@@ -298,13 +244,8 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
         );
     }
     // Approving what does not wait for approval.
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/shop/deployments/sandbox.1/approve",
-            Some(json!({})),
-        )
-        .await;
+    let sandbox = s.deployment("shop", "sandbox#1");
+    let (status, body) = sandbox.approve(&s.admin, None).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(
         body["message"],
@@ -312,19 +253,10 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
     );
     // A developer may not approve at all.
     let dev = s.user("dev", "developer").await;
-    let (status, _) = s
-        .call(
-            "POST",
-            "/api/v1/repos/shop/deployments/production.1/approve",
-            Some(&dev),
-            Some(json!({})),
-        )
-        .await;
+    let production = s.deployment("shop", "production#1");
+    let (status, _) = production.approve(&dev, None).await;
     assert_eq!(status, 403);
-    let after = s
-        .admin("GET", "/api/v1/repos/shop/deployments", None)
-        .await
-        .1;
+    let after = s.get("/api/v1/repos/shop/deployments").await;
     assert_eq!(before, after, "no deployment changed");
     // A target that cannot start: the deployment fails with the reason; nothing is live.
     let (status, body) = promote(&s, "shop", &v1, "broken").await;
@@ -340,32 +272,15 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
         failed["deployment"]["reason"],
         "the process exited with code 127"
     );
-    let envs = s
-        .admin("GET", "/api/v1/repos/shop/environments", None)
-        .await
-        .1;
+    let envs = s.environments("shop").await;
     assert_eq!(env_of(&envs, "broken")["live"], Value::Null);
     // A rejection stops the deployment for good.
     let carol = s.user("carol", "approver").await;
-    let (status, body) = s
-        .call(
-            "POST",
-            "/api/v1/repos/shop/deployments/production.1/reject",
-            Some(&carol),
-            Some(json!({ "comment": "not today" })),
-        )
-        .await;
+    let (status, body) = production.reject(&carol, Some("not today")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["deployment"]["status"], "rejected");
     assert_eq!(body["deployment"]["reason"], "rejected by carol");
-    let (status, _) = s
-        .call(
-            "POST",
-            "/api/v1/repos/shop/deployments/production.1/approve",
-            Some(&carol),
-            Some(json!({})),
-        )
-        .await;
+    let (status, _) = production.approve(&carol, None).await;
     assert_eq!(status, 409, "a rejected deployment takes no more decisions");
     s.stop().await;
 }
@@ -383,20 +298,9 @@ async fn concurrent_promotions_deploy_one_at_a_time() {
         &["sandbox", "staging", "production", "demo"],
     )
     .await;
-    let mut releases = Vec::new();
-    for (i, version) in ["v1", "v2"].iter().enumerate() {
-        if i > 0 {
-            push_version(&s, "demoshop", version);
-        }
-        let run_id = s.trigger("demoshop").await;
-        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-        releases.push(
-            s.releases_of("demoshop", i + 1).await[0]["name"]
-                .as_str()
-                .expect("name")
-                .to_string(),
-        );
-    }
+    let v1 = s.seal_release("demoshop", 1).await;
+    push_version(&s, "demoshop", "v2");
+    let releases = [v1, s.seal_release("demoshop", 2).await];
     // Six requests at once, three for each release.
     let mut tasks = Vec::new();
     for i in 0..6 {
@@ -418,20 +322,13 @@ async fn concurrent_promotions_deploy_one_at_a_time() {
         }
     }
     assert!(created >= 2, "each release is accepted once at least");
-    let done = s
-        .wait_until(
-            "/api/v1/repos/demoshop/deployments?environment=demo",
-            "demo settled",
-            |b| {
-                b["deployments"].as_array().is_some_and(|l| {
-                    l.len() == created
-                        && l.iter()
-                            .all(|d| d["status"] == "live" || d["status"] == "replaced")
-                })
-            },
-        )
+    let list = s
+        .wait_for_deployments("demoshop", "demo", "demo settled", |l| {
+            l.len() == created
+                && l.iter()
+                    .all(|d| d["status"] == "live" || d["status"] == "replaced")
+        })
         .await;
-    let list = done["deployments"].as_array().expect("list");
     assert_eq!(
         list.iter().filter(|d| d["status"] == "live").count(),
         1,
@@ -459,15 +356,7 @@ async fn live_environments_run_again_after_a_restart() {
     shop_with_v1(&s, "shop").await;
     let port = port_of(&s, "sandbox").await;
     let url = format!("http://127.0.0.1:{port}/healthz");
-    assert_eq!(
-        reqwest::get(&url)
-            .await
-            .expect("up")
-            .text()
-            .await
-            .expect("text"),
-        "ok v1\n"
-    );
+    assert_eq!(health_page(&port).await, "ok v1\n");
     let s = s.restart().await;
     let answer = wait_for("sandbox listening again", async || {
         match reqwest::get(&url).await {
@@ -477,14 +366,7 @@ async fn live_environments_run_again_after_a_restart() {
     })
     .await;
     assert_eq!(answer.as_deref(), Some("ok v1\n"), "sandbox serves again");
-    let (_, output) = s
-        .admin(
-            "GET",
-            "/api/v1/repos/shop/environments/sandbox/output",
-            None,
-        )
-        .await;
-    let output = output.as_str().unwrap_or_default().to_string();
+    let output = s.output("shop", "sandbox").await;
     assert_eq!(
         output.matches("ferry: starting release").count(),
         2,
@@ -499,12 +381,8 @@ async fn live_environments_run_again_after_a_restart() {
 
 /// The port the `shop` app of an environment listens on (its variable `PORT`).
 async fn port_of(s: &Server, env: &str) -> String {
-    let (_, vars) = s
-        .admin(
-            "GET",
-            &format!("/api/v1/repos/shop/variables?environment={env}"),
-            None,
-        )
+    let vars = s
+        .get(&format!("/api/v1/repos/shop/variables?environment={env}"))
         .await;
     vars["variables"][0]["value"]
         .as_str()
@@ -558,12 +436,7 @@ async fn deployment_changes_and_approvals_stream_live() {
     let s = Server::start().await;
     shop_with_v1(&s, "shop").await;
     let bob = s.user("bob", "approver").await;
-    let mut resp = s
-        .request("GET", "/api/v1/repos/shop/events")
-        .bearer_auth(s.client().admin_token())
-        .send()
-        .await
-        .expect("events");
+    let mut resp = s.client().connect_repo_events("shop").await;
     assert_eq!(resp.status(), 200);
     let (mut buf, mut seen) = (String::new(), Vec::new());
     // First what is stored: production waits for approval.
@@ -572,14 +445,8 @@ async fn deployment_changes_and_approvals_stream_live() {
     })
     .await;
     assert_eq!(statuses(&seen, "staging"), ["live"]);
-    let (status, body) = s
-        .call(
-            "POST",
-            "/api/v1/repos/shop/deployments/production.1/approve",
-            Some(&bob),
-            Some(json!({ "comment": "ship it" })),
-        )
-        .await;
+    let production = s.deployment("shop", "production#1");
+    let (status, body) = production.approve(&bob, Some("ship it")).await;
     assert_eq!(status, 200, "{body}");
     read_until(&mut resp, &mut buf, &mut seen, |seen| {
         statuses(seen, "production").last().map(String::as_str) == Some("live")
@@ -606,12 +473,7 @@ async fn deployment_changes_and_approvals_stream_live() {
     assert_eq!(approval["approval"]["comment"], "ship it");
     drop(resp);
     // An open stream does not hold the server's stop.
-    let mut resp = s
-        .request("GET", "/api/v1/repos/shop/events")
-        .bearer_auth(s.client().admin_token())
-        .send()
-        .await
-        .expect("events");
+    let mut resp = s.client().connect_repo_events("shop").await;
     let _ = resp.chunk().await;
     s.stop().await;
 }

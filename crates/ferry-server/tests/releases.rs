@@ -1,7 +1,9 @@
 //! Releases: sealed from a successful run of the default branch (and only then), and
 //! pruned by the retention policy unless an environment runs them.
 
-use ferry_testkit::server::{Options, Server, audit_actions, env_of, head, promote, push_version};
+use ferry_testkit::server::{
+    Options, Server, audit_actions, head, promote, push_version, run_id_in,
+};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -17,20 +19,15 @@ async fn a_successful_run_of_the_default_branch_seals_a_release() {
 release:
   artifacts: [build]
 ";
-    let bare = s.repository("sealed", Some(pipeline));
-    s.register("sealed", &bare).await;
+    let bare = s.add_repository("sealed", pipeline).await;
     let run_id = s.trigger("sealed").await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
     let releases = s.releases_of("sealed", 1).await;
     let name = releases[0]["name"].as_str().expect("name").to_string();
     let sha = head(&bare);
     assert_eq!(name, format!("r1-{}", &sha[..7]));
-    let (_, body) = s
-        .admin(
-            "GET",
-            &format!("/api/v1/repos/sealed/releases/{name}"),
-            None,
-        )
+    let body = s
+        .get(&format!("/api/v1/repos/sealed/releases/{name}"))
         .await;
     let release = &body["release"];
     assert_eq!(release["commit_sha"], sha);
@@ -55,20 +52,14 @@ release:
     assert_eq!(audit["audit"][0]["action"], "release.seal");
     assert_eq!(audit["audit"][0]["target"], name.as_str());
     // A run of another branch seals nothing.
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/sealed/runs",
-            Some(json!({ "ref": sha })),
-        )
-        .await;
+    let (status, body) = s.trigger_with("sealed", json!({ "ref": sha })).await;
     assert_eq!(status, 201, "{body}");
-    let other = body["run"]["id"].as_str().expect("id").to_string();
+    let other = run_id_in(&body);
     s.finished(&other).await;
     // Sealing follows the run's end in the run's task; stopping the server waits for
     // every run task, so after a restart the decision has been made.
     let s = s.restart().await;
-    let (_, detail) = s.admin("GET", &format!("/api/v1/runs/{other}"), None).await;
+    let detail = s.get(&format!("/api/v1/runs/{other}")).await;
     assert_eq!(
         detail["release"],
         Value::Null,
@@ -98,20 +89,9 @@ deploy:
     let bare = s.repository("kept", Some(pipeline));
     push_version(&s, "kept", "v1");
     s.register("kept", &bare).await;
-    let mut names = Vec::new();
-    for (i, v) in ["v1", "v2"].iter().enumerate() {
-        if i > 0 {
-            push_version(&s, "kept", v);
-        }
-        let run_id = s.trigger("kept").await;
-        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-        names.push(
-            s.releases_of("kept", i + 1).await[0]["name"]
-                .as_str()
-                .expect("name")
-                .to_string(),
-        );
-    }
+    let v1 = s.seal_release("kept", 1).await;
+    push_version(&s, "kept", "v2");
+    let names = [v1, s.seal_release("kept", 2).await];
     // v1 is beyond the newest one and runs nowhere: pruned, and it cannot be deployed.
     s.wait_until(
         &format!("/api/v1/repos/kept/releases/{}", names[0]),
@@ -132,10 +112,7 @@ deploy:
     // A release an environment runs is kept however old.
     let (status, _) = promote(&s, "kept", &names[1], "demo").await;
     assert_eq!(status, 201);
-    s.wait_until("/api/v1/repos/kept/environments", "demo live", |b| {
-        !env_of(b, "demo")["live"].is_null()
-    })
-    .await;
+    s.wait_for_live("kept", "demo").await;
     push_version(&s, "kept", "v3");
     let run_id = s.trigger("kept").await;
     s.finished(&run_id).await;
@@ -152,5 +129,5 @@ deploy:
 /// When a release of `kept` was pruned (null: it was not).
 async fn pruned_at(s: &Server, release: &str) -> Value {
     let path = format!("/api/v1/repos/kept/releases/{release}");
-    s.admin("GET", &path, None).await.1["release"]["pruned_at"].clone()
+    s.get(&path).await["release"]["pruned_at"].clone()
 }

@@ -1,7 +1,12 @@
 //! Runs through the API: triggering, trigger errors and variables, cancelling, logs,
 //! live events, re-runs and concurrency groups.
 
-use ferry_testkit::server::{Server, log_text, read_sse, wait_for, wait_for_file};
+use std::path::PathBuf;
+
+use ferry_testkit::server::{
+    Server, log_text, message, read_sse, run_id_in, wait_for, wait_for_exit, wait_for_file,
+    wait_for_lines,
+};
 use serde_json::json;
 
 #[tokio::test]
@@ -16,15 +21,9 @@ async fn a_triggered_run_executes_and_its_log_is_served() {
         !body.to_string().contains("hush"),
         "the webhook secret is not returned"
     );
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/app/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
+    let (status, body) = s.trigger_with("app", json!({ "ref": "main" })).await;
     assert_eq!(status, 201, "{body}");
-    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    let run_id = run_id_in(&body);
     assert_eq!(body["run"]["triggered_by"], "user:admin");
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success", "{detail}");
@@ -54,57 +53,22 @@ async fn trigger_errors_are_clear() {
     for (name, url) in [("bad", &bare), ("empty", &empty)] {
         s.register(name, url).await;
     }
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/bad/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
+    let (status, body) = s.trigger_with("bad", json!({ "ref": "main" })).await;
     assert_eq!(status, 422, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains(".ferry.yml:3:5: error: unknown key `runn`"),
-        "{body}"
-    );
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/empty/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
+    let unknown_key = ".ferry.yml:3:5: error: unknown key `runn`";
+    assert!(message(&body).contains(unknown_key), "{body}");
+    let (status, body) = s.trigger_with("empty", json!({ "ref": "main" })).await;
     assert_eq!(
         (status, body["message"].as_str()),
         (422, Some("the commit has no .ferry.yml"))
     );
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/bad/runs",
-            Some(json!({ "ref": "nope" })),
-        )
-        .await;
+    let (status, body) = s.trigger_with("bad", json!({ "ref": "nope" })).await;
     assert_eq!(status, 422);
     assert_eq!(body["message"], "`nope` is not a branch, tag or commit");
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/bad/runs",
-            Some(json!({ "reff": "main" })),
-        )
-        .await;
+    let (status, body) = s.trigger_with("bad", json!({ "reff": "main" })).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["code"], "invalid_body");
-    let (status, _) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/missing/runs",
-            Some(json!({ "ref": "main" })),
-        )
-        .await;
+    let (status, _) = s.trigger_with("missing", json!({ "ref": "main" })).await;
     assert_eq!(status, 404);
     assert!(s.all_runs().await.is_empty(), "nothing was queued");
     s.stop().await;
@@ -114,20 +78,14 @@ async fn trigger_errors_are_clear() {
 #[tokio::test]
 async fn trigger_variables_reach_the_jobs() {
     let s = Server::start().await;
-    let bare = s.repository(
-        "vars",
-        Some("env:\n  GREETING: hello\njobs:\n  show:\n    run: echo \"$GREETING $TARGET\"\n"),
-    );
-    s.register("vars", &bare).await;
+    let pipeline = "env:\n  GREETING: hello\njobs:\n  show:\n    run: echo \"$GREETING $TARGET\"\n";
+    s.add_repository("vars", pipeline).await;
+    let variables = json!({ "TARGET": "staging", "GREETING": "hi" });
     let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/vars/runs",
-            Some(json!({ "ref": "main", "variables": { "TARGET": "staging", "GREETING": "hi" } })),
-        )
+        .trigger_with("vars", json!({ "ref": "main", "variables": variables }))
         .await;
     assert_eq!(status, 201, "{body}");
-    let run_id = body["run"]["id"].as_str().expect("id").to_string();
+    let run_id = run_id_in(&body);
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success");
     let log = s.log(&run_id, "show").await;
@@ -135,48 +93,36 @@ async fn trigger_variables_reach_the_jobs() {
         log, "hi staging\n",
         "trigger variables come after the pipeline's env"
     );
-    let (status, body) = s
-        .admin(
-            "POST",
-            "/api/v1/repos/vars/runs",
-            Some(json!({ "ref": "main", "variables": { "FERRY_JOB": "x" } })),
-        )
-        .await;
+    let reserved = json!({ "ref": "main", "variables": { "FERRY_JOB": "x" } });
+    let (status, body) = s.trigger_with("vars", reserved).await;
     assert_eq!(status, 422, "{body}");
     s.stop().await;
+}
+
+/// Registers `repo`, whose job `job` writes its process id to the file returned, then
+/// sleeps 300 s; `head` is what the pipeline says before `jobs:`.
+async fn sleeper(s: &Server, repo: &str, head: &str, job: &str) -> PathBuf {
+    let pidfile = s.dir().join("pids");
+    let pipeline = format!(
+        "{head}jobs:\n  {job}:\n    run: echo $$ >> {}; sleep 300\n",
+        pidfile.display()
+    );
+    s.add_repository(repo, &pipeline).await;
+    pidfile
 }
 
 #[tokio::test]
 async fn cancel_stops_a_running_run() {
     let s = Server::start().await;
-    let pidfile = s.dir().join("pids");
-    let bare = s.repository(
-        "slow",
-        Some(&format!(
-            "jobs:\n  slow:\n    run: echo $$ >> {}; sleep 300\n",
-            pidfile.display()
-        )),
-    );
-    s.register("slow", &bare).await;
+    let pidfile = sleeper(&s, "slow", "", "slow").await;
     let run_id = s.trigger("slow").await;
     let pid: i32 = wait_for_file(&pidfile).await.trim().parse().expect("pid");
-    let (status, body) = s
-        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
-        .await;
+    let (status, body) = s.cancel(&run_id).await;
     assert_eq!(status, 200, "{body}");
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "cancelled");
-    wait_for("the step ended by the cancel", async || {
-        if ferry_testkit::alive(pid) {
-            Err(format!("process {pid} is alive"))
-        } else {
-            Ok(())
-        }
-    })
-    .await;
-    let (status, _) = s
-        .admin("POST", &format!("/api/v1/runs/{run_id}/cancel"), None)
-        .await;
+    wait_for_exit(pid, "the step ended by the cancel").await;
+    let (status, _) = s.cancel(&run_id).await;
     assert_eq!(status, 409, "a finished run cannot be cancelled");
     s.stop().await;
 }
@@ -202,8 +148,7 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
 ",
         gate = gate.display()
     );
-    let bare = s.repository("chatty", Some(&pipeline));
-    s.register("chatty", &bare).await;
+    s.add_repository("chatty", &pipeline).await;
     let run_id = s.trigger("chatty").await;
     let stored = wait_for("the first half of the log stored", async || {
         let text = s.log(&run_id, "chatty").await;
@@ -244,28 +189,20 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
 #[tokio::test]
 async fn rerun_whole_or_only_failed_jobs() {
     let s = Server::start().await;
-    let counter = s.dir().join("builds");
-    let fixed = s.dir().join("fixed");
+    // Each build adds a line to `builds`; `flaky` fails until `fixed` exists.
     let pipeline = format!(
-        "jobs:\n  build:\n    run: echo x >> {c}; mkdir -p out; echo artifact > out/bin\n    artifacts: [out/bin]\n  flaky:\n    run: test -e {f}\n  after:\n    needs: [build, flaky]\n    run: cat out/bin\n",
-        c = counter.display(),
-        f = fixed.display()
+        "jobs:\n  build:\n    run: echo x >> {dir}/builds; mkdir -p out; echo artifact > out/bin\n    artifacts: [out/bin]\n  flaky:\n    run: test -e {dir}/fixed\n  after:\n    needs: [build, flaky]\n    run: cat out/bin\n",
+        dir = s.dir().display()
     );
-    let bare = s.repository("rr", Some(&pipeline));
-    s.register("rr", &bare).await;
+    let (counter, fixed) = (s.dir().join("builds"), s.dir().join("fixed"));
+    s.add_repository("rr", &pipeline).await;
     let first = s.trigger("rr").await;
     let detail = s.finished(&first).await;
     assert_eq!(detail["run"]["status"], "failed");
     std::fs::write(&fixed, "").expect("fix");
-    let (status, body) = s
-        .admin(
-            "POST",
-            &format!("/api/v1/runs/{first}/rerun"),
-            Some(json!({ "failed_only": true })),
-        )
-        .await;
+    let (status, body) = s.rerun(&first, true).await;
     assert_eq!(status, 201, "{body}");
-    let second = body["run"]["id"].as_str().expect("id").to_string();
+    let second = run_id_in(&body);
     let detail = s.finished(&second).await;
     assert_eq!(detail["run"]["status"], "success", "{detail}");
     let jobs = detail["jobs"].as_array().expect("jobs");
@@ -289,20 +226,12 @@ async fn rerun_whole_or_only_failed_jobs() {
         s.store.run_by_id(&first).await.expect("run").commit_sha
     );
     // A whole re-run runs everything again; nothing failed now, so failed-only refuses.
-    let (status, body) = s
-        .admin("POST", &format!("/api/v1/runs/{second}/rerun"), None)
-        .await;
+    let (status, body) = s.rerun(&second, false).await;
     assert_eq!(status, 201, "{body}");
-    let third = body["run"]["id"].as_str().expect("id").to_string();
+    let third = run_id_in(&body);
     assert_eq!(s.finished(&third).await["run"]["status"], "success");
     assert_eq!(builds(), 2);
-    let (status, body) = s
-        .admin(
-            "POST",
-            &format!("/api/v1/runs/{third}/rerun"),
-            Some(json!({ "failed_only": true })),
-        )
-        .await;
+    let (status, body) = s.rerun(&third, true).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("nothing_failed"))
@@ -314,13 +243,8 @@ async fn rerun_whole_or_only_failed_jobs() {
 #[tokio::test]
 async fn concurrency_groups_supersede_older_runs() {
     let s = Server::start().await;
-    let pidfile = s.dir().join("pids");
-    let pipeline = format!(
-        "concurrency:\n  group: deploy-${{{{ event.branch }}}}\n  cancel_in_progress: true\njobs:\n  deploy:\n    run: echo $$ >> {}; sleep 300\n",
-        pidfile.display()
-    );
-    let bare = s.repository("deploys", Some(&pipeline));
-    s.register("deploys", &bare).await;
+    let group = "concurrency:\n  group: deploy-${{ event.branch }}\n  cancel_in_progress: true\n";
+    let pidfile = sleeper(&s, "deploys", group, "deploy").await;
     let first = s.trigger("deploys").await;
     wait_for_file(&pidfile).await;
     let second = s.trigger("deploys").await;
@@ -330,21 +254,10 @@ async fn concurrency_groups_supersede_older_runs() {
         "the newer run superseded it"
     );
     // The second now runs (and sleeps): cancel it to end the test.
-    wait_for("the second run's step started", async || {
-        let pids = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        if pids.lines().count() >= 2 {
-            Ok(())
-        } else {
-            Err(pids)
-        }
-    })
-    .await;
-    let (_, d) = s
-        .admin("GET", &format!("/api/v1/runs/{second}"), None)
-        .await;
+    wait_for_lines(&pidfile, 2).await; // the second run's step started
+    let d = s.get(&format!("/api/v1/runs/{second}")).await;
     assert_eq!(d["run"]["status"], "running");
-    s.admin("POST", &format!("/api/v1/runs/{second}/cancel"), None)
-        .await;
+    s.cancel(&second).await;
     assert_eq!(s.finished(&second).await["run"]["status"], "cancelled");
     s.stop().await;
 }

@@ -4,14 +4,14 @@
 use ferry_testkit::server::Server;
 use serde_json::json;
 
+/// A pipeline whose one job succeeds doing nothing.
+const NOOP: &str = "jobs:\n  a:\n    run: 'true'\n";
+
 #[tokio::test]
 async fn caches_are_listed_and_cleared_through_the_api() {
     let s = Server::start().await;
-    let bare = s.repository(
-        "cached",
-        Some("jobs:\n  deps:\n    cache: { key: deps-v1, paths: [vendor] }\n    run: mkdir -p vendor && echo x > vendor/f\n"),
-    );
-    s.register("cached", &bare).await;
+    let pipeline = "jobs:\n  deps:\n    cache: { key: deps-v1, paths: [vendor] }\n    run: mkdir -p vendor && echo x > vendor/f\n";
+    s.add_repository("cached", pipeline).await;
     let run_id = s.trigger("cached").await;
     let detail = s.finished(&run_id).await;
     assert_eq!(detail["run"]["status"], "success");
@@ -30,7 +30,7 @@ async fn caches_are_listed_and_cleared_through_the_api() {
         .admin("DELETE", "/api/v1/repos/cached/caches?key=deps-v1", None)
         .await;
     assert_eq!((status, body["removed"].as_u64()), (200, Some(1)));
-    let (_, body) = s.admin("GET", "/api/v1/repos/cached/caches", None).await;
+    let body = s.get("/api/v1/repos/cached/caches").await;
     assert_eq!(body["caches"], json!([]));
     s.stop().await;
 }
@@ -38,17 +38,11 @@ async fn caches_are_listed_and_cleared_through_the_api() {
 #[tokio::test]
 async fn registry_logins_are_set_listed_without_passwords_and_removed() {
     let s = Server::start().await;
-    let bare = s.repository("reg", Some("jobs:\n  a:\n    run: 'true'\n"));
-    s.register("reg", &bare).await;
     let password = "pw-5d1c-only-sealed";
     let path = "/api/v1/repos/reg/registries/127.0.0.1:5000";
-    let (status, body) = s
-        .admin(
-            "PUT",
-            path,
-            Some(json!({ "username": "ci", "password": password })),
-        )
-        .await;
+    s.add_repository("reg", NOOP).await;
+    let login = json!({ "username": "ci", "password": password });
+    let (status, body) = s.admin("PUT", path, Some(login)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["registry"]["username"], "ci");
     assert!(!body.to_string().contains(password));
@@ -57,13 +51,8 @@ async fn registry_logins_are_set_listed_without_passwords_and_removed() {
     assert_eq!(body["registries"][0]["host"], "127.0.0.1:5000");
     assert_eq!(body["registries"][0]["updated_by"], "user:admin");
     assert!(!body.to_string().contains(password), "never returned");
-    let (status, body) = s
-        .admin(
-            "PUT",
-            path,
-            Some(json!({ "username": "ci", "password": "" })),
-        )
-        .await;
+    let no_password = json!({ "username": "ci", "password": "" });
+    let (status, body) = s.admin("PUT", path, Some(no_password)).await;
     assert_eq!(status, 422, "{body}");
     let (status, _) = s.admin("DELETE", path, None).await;
     assert_eq!(status, 200);
@@ -75,16 +64,10 @@ async fn registry_logins_are_set_listed_without_passwords_and_removed() {
 #[tokio::test]
 async fn hostile_names_in_delivery_requests_are_refused() {
     let s = Server::start().await;
-    let bare = s.repository("hostile", Some("jobs:\n  a:\n    run: 'true'\n"));
-    s.register("hostile", &bare).await;
+    s.add_repository("hostile", NOOP).await;
     // A path out of the data directory through the environment's name.
-    let (status, body) = s
-        .admin(
-            "GET",
-            "/api/v1/repos/hostile/environments/..%2F..%2F..%2Fetc/output",
-            None,
-        )
-        .await;
+    let escape = "/api/v1/repos/hostile/environments/..%2F..%2F..%2Fetc/output";
+    let (status, body) = s.admin("GET", escape, None).await;
     assert_eq!(status, 422, "{body}");
     for (path, value) in [
         (
@@ -108,24 +91,21 @@ async fn hostile_names_in_delivery_requests_are_refused() {
         assert_eq!(status, 422, "{path}: {body}");
     }
     // A huge value is refused by the body limit, an unknown field by the schema.
-    let huge = "x".repeat(3 << 20);
+    let huge = json!({ "value": "x".repeat(3 << 20) });
     let (status, _) = s
-        .admin(
-            "PUT",
-            "/api/v1/repos/hostile/secrets/BIG",
-            Some(json!({ "value": huge })),
-        )
+        .admin("PUT", "/api/v1/repos/hostile/secrets/BIG", Some(huge))
         .await;
     assert_eq!(status, 413);
+    let unknown_field = json!({ "value": "v", "scope": "x" });
     let (status, _) = s
         .admin(
             "PUT",
             "/api/v1/repos/hostile/secrets/A",
-            Some(json!({ "value": "v", "scope": "x" })),
+            Some(unknown_field),
         )
         .await;
     assert_eq!(status, 422);
-    let (_, listed) = s.admin("GET", "/api/v1/repos/hostile/secrets", None).await;
+    let listed = s.get("/api/v1/repos/hostile/secrets").await;
     assert_eq!(listed["secrets"], json!([]), "nothing was stored");
     s.stop().await;
 }

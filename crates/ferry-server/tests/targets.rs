@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_testkit::server::{Options, Server, env_of, push_version, set_ports};
-use serde_json::json;
+use ferry_testkit::server::{Options, Server, env_of, health_page, push_version, set_ports};
 
 #[tokio::test]
 async fn script_and_kubernetes_targets_run_with_the_release_in_context() {
@@ -29,40 +28,21 @@ environments:
     deploy:
       target: { kubernetes: { manifests: [k8s], kubeconfig: KUBECONFIG, namespace: \"shop-${{ environment.name }}\" } }
 ";
-    let bare = s.repository("targets", Some(pipeline));
-    s.register("targets", &bare).await;
-    s.admin(
-        "PUT",
-        "/api/v1/repos/targets/variables/REGION",
-        Some(json!({ "value": "eu-1" })),
-    )
-    .await;
-    s.admin(
-        "PUT",
-        "/api/v1/repos/targets/secrets/API_KEY",
-        Some(json!({ "value": "script-secret-55" })),
-    )
-    .await;
-    s.admin(
-        "PUT",
-        "/api/v1/repos/targets/secrets/KUBECONFIG",
-        Some(json!({ "value": "apiVersion: v1\nkind: Config\n", "environment": "cluster" })),
-    )
-    .await;
+    s.add_repository("targets", pipeline).await;
+    s.set_variable("targets", "REGION", "eu-1", None).await;
+    s.set_secret("targets", "API_KEY", "script-secret-55", None)
+        .await;
+    let kubeconfig = "apiVersion: v1\nkind: Config\n";
+    s.set_secret("targets", "KUBECONFIG", kubeconfig, Some("cluster"))
+        .await;
     let run_id = s.trigger("targets").await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-    let envs = s
-        .wait_until("/api/v1/repos/targets/environments", "cluster live", |b| {
-            !env_of(b, "cluster")["live"].is_null()
-        })
-        .await;
+    let envs = s.wait_for_live("targets", "cluster").await;
     let release = env_of(&envs, "ops")["live"]["release"]
         .as_str()
         .expect("release")
         .to_string();
-    let (_, log) = s
-        .admin("GET", "/api/v1/repos/targets/deployments/ops.1/log", None)
-        .await;
+    let log = s.get("/api/v1/repos/targets/deployments/ops.1/log").await;
     let log = log.as_str().expect("text").to_string();
     assert!(
         log.contains(&format!("deploying {release} to ops in eu-1 with ***\n")),
@@ -94,12 +74,8 @@ environments:
         applied.contains("kind: Deployment") && applied.contains("image: busybox:1"),
         "{applied}"
     );
-    let (_, klog) = s
-        .admin(
-            "GET",
-            "/api/v1/repos/targets/deployments/cluster.1/log",
-            None,
-        )
+    let klog = s
+        .get("/api/v1/repos/targets/deployments/cluster.1/log")
         .await;
     assert!(
         klog.as_str()
@@ -194,16 +170,12 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
                 .is_some_and(|p| !p.is_empty())
     })
     .await;
-    let approve = "/api/v1/repos/boxed/deployments/production.1/approve";
-    let (status, _) = s.call("POST", approve, Some(&ada), Some(json!({}))).await;
+    let production = s.deployment("boxed", "production#1");
+    let (status, _) = production.approve(&ada, None).await;
     assert_eq!(status, 403, "the author may not approve");
-    let (status, body) = s.call("POST", approve, Some(&bob), Some(json!({}))).await;
+    let (status, body) = production.approve(&bob, None).await;
     assert_eq!(status, 200, "{body}");
-    let envs = s
-        .wait_until("/api/v1/repos/boxed/environments", "production live", |b| {
-            !env_of(b, "production")["live"].is_null()
-        })
-        .await;
+    let envs = s.wait_for_live("boxed", "production").await;
     let digest = env_of(&envs, "production")["live"]["images"][0]["digest"]
         .as_str()
         .expect("digest")
@@ -215,14 +187,9 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
             digest.as_str(),
             "{env}"
         );
-        let page = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .expect("up")
-            .text()
-            .await
-            .expect("text");
         assert_eq!(
-            page, "ok v1\n",
+            health_page(port).await,
+            "ok v1\n",
             "{env} serves the release on 127.0.0.1:{port}"
         );
     }
@@ -232,39 +199,24 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
     push_version(&s, "boxed", "broken");
     let run_id = s.trigger("boxed").await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-    let deps = s
-        .wait_until(
-            "/api/v1/repos/boxed/deployments?environment=sandbox",
-            "rolled back",
-            |b| {
-                b["deployments"]
-                    .as_array()
-                    .is_some_and(|l| l.iter().any(|d| d["status"] == "rolled_back"))
-                    && b["deployments"].as_array().is_some_and(|l| {
-                        l.iter()
-                            .any(|d| d["kind"] == "rollback" && d["status"] == "live")
-                    })
-            },
-        )
-        .await;
-    let _ = deps;
-    let page = reqwest::get(format!("http://127.0.0.1:{}/healthz", ports[0]))
-        .await
-        .expect("up")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(page, "ok v1\n", "v1 serves sandbox again");
-    let envs = s
-        .admin("GET", "/api/v1/repos/boxed/environments", None)
-        .await
-        .1;
+    s.wait_for_deployments("boxed", "sandbox", "rolled back", |l| {
+        l.iter().any(|d| d["status"] == "rolled_back")
+            && l.iter()
+                .any(|d| d["kind"] == "rollback" && d["status"] == "live")
+    })
+    .await;
+    assert_eq!(
+        health_page(ports[0]).await,
+        "ok v1\n",
+        "v1 serves sandbox again"
+    );
+    let envs = s.environments("boxed").await;
     assert_eq!(
         env_of(&envs, "staging")["live"]["images"][0]["digest"],
         digest.as_str(),
         "the broken release went no further"
     );
-    let (_, repo) = s.admin("GET", "/api/v1/repos/boxed", None).await;
+    let repo = s.get("/api/v1/repos/boxed").await;
     let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
     s.stop().await;
     // The deployed containers are the application's, not jobs': they stay up with Docker

@@ -56,6 +56,13 @@ impl Markers {
         }
     }
 
+    /// Waits for a whole pass of the watcher (see [`Markers::wait_full_pass`]); then how
+    /// many runs `repo` has.
+    async fn runs_after_full_pass(&mut self, s: &Server, repo: &str) -> usize {
+        self.wait_full_pass(s).await;
+        s.runs_of(repo).await.len()
+    }
+
     /// Waits until the first poll has recorded the heads (the markers included).
     async fn baseline(&self, s: &Server) {
         let id = s.store.repository(&self.repo).await.expect("repo").id;
@@ -105,9 +112,8 @@ async fn polling_starts_a_run_for_each_new_head() {
     assert_eq!(runs[0].triggered_by.as_deref(), Some("poll"));
     assert_eq!(runs[0].branch.as_deref(), Some("main"));
     assert_eq!(s.finished(&runs[0].id).await["run"]["status"], "success");
-    markers.wait_full_pass(&s).await;
     assert_eq!(
-        s.runs_of("polled").await.len(),
+        markers.runs_after_full_pass(&s, "polled").await,
         1,
         "an unchanged head starts nothing more"
     );
@@ -147,16 +153,14 @@ async fn schedules_fire_once_even_across_restarts() {
     assert_eq!(runs[0].event, "schedule");
     assert_eq!(runs[0].triggered_by.as_deref(), Some("schedule:0 3 * * *"));
     assert_eq!(s.finished(&runs[0].id).await["run"]["status"], "success");
-    markers.wait_full_pass(&s).await;
     assert_eq!(
-        s.runs_of("nightly").await.len(),
+        markers.runs_after_full_pass(&s, "nightly").await,
         1,
         "fired once, not once per tick"
     );
     let s = s.restart().await;
-    markers.wait_full_pass(&s).await;
     assert_eq!(
-        s.runs_of("nightly").await.len(),
+        markers.runs_after_full_pass(&s, "nightly").await,
         1,
         "the restart did not start it again"
     );

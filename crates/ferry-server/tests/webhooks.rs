@@ -303,6 +303,11 @@ fn signed(secret: &str, body: &str) -> String {
     format!("sha256={}", sign(secret, body.as_bytes()))
 }
 
+/// [`github`] to the repository `hooked`, signed with its secret `s3cret`.
+async fn hooked(s: &Server, delivery: &str, event: &str, body: &str) -> Answer {
+    github(s, "hooked", &signed("s3cret", body), delivery, event, body).await
+}
+
 /// Waits until the intake worker has handled every accepted delivery (it deletes each
 /// from the intake queue once it has started its run or declined it).
 async fn intake_done(s: &Server) {
@@ -336,7 +341,7 @@ async fn signed_webhooks_start_runs_once() {
     assert_eq!(answer.status, 401);
     assert!(s.all_runs().await.is_empty());
     // A good one is accepted at once, and becomes a run of that commit.
-    let answer = github(&s, "hooked", &signed("s3cret", &body), "d-1", "push", &body).await;
+    let answer = hooked(&s, "d-1", "push", &body).await;
     assert_eq!(answer.status, 202);
     let runs = s.first_runs("hooked").await;
     assert_eq!(runs.len(), 1);
@@ -352,48 +357,32 @@ async fn signed_webhooks_start_runs_once() {
     let log = s.log(&run_id, "built").await;
     assert_eq!(log, "built push main\n");
     // The same delivery again starts nothing.
-    let answer = github(&s, "hooked", &signed("s3cret", &body), "d-1", "push", &body).await;
+    let answer = hooked(&s, "d-1", "push", &body).await;
     assert_eq!(answer.status, 200);
     assert!(answer.text.contains("already handled"), "{}", answer.text);
     // A ping, an unhandled event, a deleted branch and a push `on:` does not list: 200, nothing.
     let ping = json!({ "zen": "Keep it logically awesome.", "hook_id": 1 }).to_string();
-    let answer = github(&s, "hooked", &signed("s3cret", &ping), "d-2", "ping", &ping).await;
+    let answer = hooked(&s, "d-2", "ping", &ping).await;
     assert_eq!(answer.status, 200);
-    let answer = github(&s, "hooked", &signed("s3cret", &ping), "d-3", "star", &ping).await;
+    let answer = hooked(&s, "d-3", "star", &ping).await;
     assert_eq!(answer.status, 200);
     let deleted =
         json!({ "ref": "refs/heads/old", "before": sha, "after": "0".repeat(40), "deleted": true })
             .to_string();
-    let answer = github(
-        &s,
-        "hooked",
-        &signed("s3cret", &deleted),
-        "d-4",
-        "push",
-        &deleted,
-    )
-    .await;
+    let answer = hooked(&s, "d-4", "push", &deleted).await;
     assert_eq!(answer.status, 200);
     let other =
         json!({ "ref": "refs/heads/other", "after": sha, "head_commit": { "message": "x" } })
             .to_string();
     // Accepted, then declined by the intake (`on:` lists only main): no run.
-    let answer = github(
-        &s,
-        "hooked",
-        &signed("s3cret", &other),
-        "d-5",
-        "push",
-        &other,
-    )
-    .await;
+    let answer = hooked(&s, "d-5", "push", &other).await;
     assert_eq!(answer.status, 202);
     // Malformed and oversized bodies.
     let bad = "{not json";
-    let answer = github(&s, "hooked", &signed("s3cret", bad), "d-6", "push", bad).await;
+    let answer = hooked(&s, "d-6", "push", bad).await;
     assert_eq!(answer.status, 400);
     let huge = "x".repeat(6 << 20);
-    let answer = github(&s, "hooked", &signed("s3cret", &huge), "d-7", "push", &huge).await;
+    let answer = hooked(&s, "d-7", "push", &huge).await;
     assert_eq!(answer.status, 413);
     intake_done(&s).await;
     assert_eq!(s.all_runs().await.len(), 1, "exactly one run was created");

@@ -141,6 +141,29 @@ fn new_run(repo: &str) -> NewRun {
     }
 }
 
+/// `n` runs of `repo`, queued in order.
+async fn create_runs(s: &Store, repo: &str, n: usize) {
+    for _ in 0..n {
+        s.create_run(&new_run(repo)).await.expect("run");
+    }
+}
+
+/// The run `owner` claims next (its lease never runs out), with at most `max_per_repo`
+/// runs of a repository running at once.
+async fn claim(s: &Store, owner: &str, max_per_repo: i64) -> Option<ferry_store::Run> {
+    s.claim_next_run(owner, i64::MAX, max_per_repo)
+        .await
+        .expect("claim")
+}
+
+/// What `field` says of each item a store call listed, in order.
+fn each<T, U, C: FromIterator<U>>(
+    listed: ferry_store::Result<Vec<T>>,
+    field: impl FnMut(T) -> U,
+) -> C {
+    listed.expect("list").into_iter().map(field).collect()
+}
+
 async fn built_images_are_kept_with_their_digest(f: &Fixture) {
     let s = f.open().await;
     let repo = s.ensure_repository("/a", "a").await.expect("repo");
@@ -262,6 +285,27 @@ async fn released(s: &Store) -> (String, ferry_store::Release) {
     (repo, release)
 }
 
+/// A promotion of `release` to `env`, queued, requested by no one in particular.
+async fn queued_promotion(
+    s: &Store,
+    repo: &str,
+    env: &str,
+    release: &str,
+) -> ferry_store::Deployment {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
+    s.create_deployment(repo, env, release, K::Promotion, S::Queued, None)
+        .await
+        .expect("deployment")
+}
+
+/// Starts a queued deployment with no release before it: whether it won the environment.
+async fn start_queued(s: &Store, id: &str) -> bool {
+    use ferry_store::DeploymentStatus as S;
+    s.start_deployment(id, S::Queued, None, "{}")
+        .await
+        .expect("start")
+}
+
 async fn releases_are_sealed_once(f: &Fixture) {
     let s = f.open().await;
     let (repo, r1) = released(&s).await;
@@ -291,13 +335,7 @@ async fn releases_are_sealed_once(f: &Fixture) {
         .create_release(&new_release(&repo, &run2, "r2"))
         .await
         .expect("r2");
-    let names: Vec<String> = s
-        .releases(&repo, 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let names: Vec<String> = each(s.releases(&repo, 10).await, |r| r.name);
     assert_eq!(names, ["r2", "r1"]);
     assert!(s.release(&repo, "nope").await.is_err());
     let _ = r2;
@@ -312,17 +350,8 @@ async fn deployments_move_by_compare_and_set(f: &Fixture) {
         .await
         .expect("d1");
     assert_eq!((d1.number, d1.status), (1, S::Queued));
-    assert!(
-        s.start_deployment(&d1.id, S::Queued, None, "{}")
-            .await
-            .expect("start")
-    );
-    assert!(
-        !s.start_deployment(&d1.id, S::Queued, None, "{}")
-            .await
-            .expect("again"),
-        "only once"
-    );
+    assert!(start_queued(&s, &d1.id).await);
+    assert!(!start_queued(&s, &d1.id).await, "only once");
     assert!(
         s.move_deployment(&d1.id, &[S::Deploying], S::Verifying, None)
             .await
@@ -375,59 +404,36 @@ async fn deployments_move_by_compare_and_set(f: &Fixture) {
             .await
             .expect("cas")
     );
-    let envs: Vec<String> = s
-        .deployments(&repo, Some("sandbox"), 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|d| d.environment)
-        .collect();
+    let envs: Vec<String> = each(s.deployments(&repo, Some("sandbox"), 10).await, |d| {
+        d.environment
+    });
     assert_eq!(envs.len(), 2);
     assert_eq!(s.deployments_in(&[S::Live]).await.expect("live").len(), 1);
 }
 
 async fn one_deployment_in_progress_per_environment(f: &Fixture) {
-    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
     let s = f.open().await;
     let (repo, r1) = released(&s).await;
     let mut ids = Vec::new();
     for _ in 0..6 {
-        let d = s
-            .create_deployment(&repo, "staging", &r1.id, K::Promotion, S::Queued, None)
-            .await
-            .expect("create");
-        ids.push(d.id);
+        ids.push(queued_promotion(&s, &repo, "staging", &r1.id).await.id);
     }
     // Six concurrent starts: exactly one wins while the others are queued.
     let starts = ids.iter().map(|id| {
         let s = s.clone();
         let id = id.clone();
-        async move {
-            s.start_deployment(&id, S::Queued, None, "{}")
-                .await
-                .expect("start")
-        }
+        async move { start_queued(&s, &id).await }
     });
     let won = join_all(starts).await;
     assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
-    let numbers: std::collections::BTreeSet<i64> = s
-        .deployments(&repo, Some("staging"), 10)
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|d| d.number)
-        .collect();
+    let numbers: std::collections::BTreeSet<i64> =
+        each(s.deployments(&repo, Some("staging"), 10).await, |d| {
+            d.number
+        });
     assert_eq!(numbers.len(), 6, "distinct numbers");
     // Another environment is independent.
-    let other = s
-        .create_deployment(&repo, "prod", &r1.id, K::Promotion, S::Queued, None)
-        .await
-        .expect("other");
-    assert!(
-        s.start_deployment(&other.id, S::Queued, None, "{}")
-            .await
-            .expect("start")
-    );
+    let other = queued_promotion(&s, &repo, "prod", &r1.id).await;
+    assert!(start_queued(&s, &other.id).await);
 }
 
 /// Runs the futures at once on the runtime and collects their outputs in order.
@@ -573,7 +579,6 @@ async fn approvals_audit_variables_and_secrets(f: &Fixture) {
 }
 
 async fn retention_spares_what_environments_run(f: &Fixture) {
-    use ferry_store::{DeploymentKind as K, DeploymentStatus as S};
     let s = f.open().await;
     let (repo, r1) = released(&s).await;
     let mut names = vec![r1.clone()];
@@ -585,23 +590,10 @@ async fn retention_spares_what_environments_run(f: &Fixture) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     // r1 runs in production: kept however old. Keep the newest 2: r3 and r4.
-    let d = s
-        .create_deployment(&repo, "production", &r1.id, K::Promotion, S::Queued, None)
-        .await
-        .expect("d");
-    assert!(
-        s.start_deployment(&d.id, S::Queued, None, "{}")
-            .await
-            .expect("start")
-    );
+    let d = queued_promotion(&s, &repo, "production", &r1.id).await;
+    assert!(start_queued(&s, &d.id).await);
     assert!(s.make_live(&d.id).await.expect("live"));
-    let prunable: Vec<String> = s
-        .prunable_releases(&repo, 2)
-        .await
-        .expect("prunable")
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let prunable: Vec<String> = each(s.prunable_releases(&repo, 2).await, |r| r.name);
     assert_eq!(prunable, ["r2"]);
     s.mark_pruned(&names[1].id).await.expect("prune");
     assert!(
@@ -636,13 +628,7 @@ async fn runs_are_numbered_per_repository(f: &Fixture) {
     let (r2, _) = s.create_run(&new_run(&a)).await.expect("run");
     let (rb, _) = s.create_run(&new_run(&b)).await.expect("run");
     assert_eq!((r1.number, r2.number, rb.number), (1, 2, 1));
-    let listed: Vec<i64> = s
-        .list_runs(&a, 10)
-        .await
-        .expect("list")
-        .iter()
-        .map(|r| r.number)
-        .collect();
+    let listed: Vec<i64> = each(s.list_runs(&a, 10).await, |r| r.number);
     assert_eq!(listed, [2, 1]);
     assert!(s.run_by_number(&a, 3).await.is_err());
 }
@@ -895,19 +881,13 @@ async fn repositories(f: &Fixture) {
 async fn the_queue_hands_each_run_to_one_claimer(f: &Fixture) {
     let s = f.open().await;
     let repo = s.ensure_repository("/a", "a").await.expect("repo");
-    for _ in 0..10 {
-        s.create_run(&new_run(&repo)).await.expect("run");
-    }
+    create_runs(&s, &repo, 10).await;
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..4 {
         let s = s.clone();
         tasks.spawn(async move {
             let mut got = Vec::new();
-            while let Some(run) = s
-                .claim_next_run(&format!("worker-{w}"), i64::MAX, 100)
-                .await
-                .expect("claim")
-            {
+            while let Some(run) = claim(&s, &format!("worker-{w}"), 100).await {
                 got.push(run.number);
             }
             got
@@ -929,9 +909,7 @@ async fn runs_filter_and_paginate(f: &Fixture) {
     let s = f.open().await;
     let a = s.ensure_repository("/a", "a").await.expect("repo");
     let b = s.ensure_repository("/b", "b").await.expect("repo");
-    for _ in 0..5 {
-        s.create_run(&new_run(&a)).await.expect("run");
-    }
+    create_runs(&s, &a, 5).await;
     let mut other = new_run(&b);
     other.branch = Some("dev".into());
     s.create_run(&other).await.expect("run");
@@ -990,10 +968,7 @@ async fn interrupted_runs_end_clearly(f: &Fixture) {
     let (mine, ids) = s.create_run(&new_run(&repo)).await.expect("run");
     let (queued, _) = s.create_run(&new_run(&repo)).await.expect("run");
     assert_eq!(
-        s.claim_next_run("server-1", i64::MAX, 100)
-            .await
-            .expect("claim")
-            .map(|r| r.id),
+        claim(&s, "server-1", 100).await.map(|r| r.id),
         Some(mine.id.clone())
     );
     s.apply(&[
@@ -1087,31 +1062,16 @@ async fn per_repository_limits_hold_runs_back(f: &Fixture) {
     let s = f.open().await;
     let a = s.ensure_repository("/a", "a").await.expect("repo");
     let b = s.ensure_repository("/b", "b").await.expect("repo");
-    for _ in 0..2 {
-        s.create_run(&new_run(&a)).await.expect("run");
-    }
-    s.create_run(&new_run(&b)).await.expect("run");
-    let first = s
-        .claim_next_run("w", i64::MAX, 1)
-        .await
-        .expect("claim")
-        .expect("a run");
+    create_runs(&s, &a, 2).await;
+    create_runs(&s, &b, 1).await;
+    let first = claim(&s, "w", 1).await.expect("a run");
     assert_eq!(first.repository_id, a);
-    let second = s
-        .claim_next_run("w", i64::MAX, 1)
-        .await
-        .expect("claim")
-        .expect("a run");
+    let second = claim(&s, "w", 1).await.expect("a run");
     assert_eq!(
         second.repository_id, b,
         "a's second run waits for its first"
     );
-    assert!(
-        s.claim_next_run("w", i64::MAX, 1)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert!(claim(&s, "w", 1).await.is_none());
 }
 
 async fn concurrency_groups_run_one_at_a_time(f: &Fixture) {
@@ -1126,28 +1086,16 @@ async fn concurrency_groups_run_one_at_a_time(f: &Fixture) {
     let (second, _) = s.create_run(&grouped()).await.expect("run");
     let (other, _) = s.create_run(&new_run(&repo)).await.expect("run");
     assert_eq!(
-        s.claim_next_run("w", i64::MAX, 10)
-            .await
-            .expect("claim")
-            .map(|r| r.id),
+        claim(&s, "w", 10).await.map(|r| r.id),
         Some(first.id.clone())
     );
-    let next = s
-        .claim_next_run("w", i64::MAX, 10)
-        .await
-        .expect("claim")
-        .map(|r| r.id);
+    let next = claim(&s, "w", 10).await.map(|r| r.id);
     assert_eq!(
         next,
         Some(other.id.clone()),
         "the group's second run waits; another run goes ahead"
     );
-    assert!(
-        s.claim_next_run("w", i64::MAX, 10)
-            .await
-            .expect("claim")
-            .is_none()
-    );
+    assert!(claim(&s, "w", 10).await.is_none());
     let (third, _) = s.create_run(&grouped()).await.expect("run");
     let running = s
         .supersede(&repo, "deploy-main", &third)

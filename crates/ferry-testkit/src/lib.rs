@@ -1,7 +1,7 @@
 //! Helpers shared by Ferry's integration tests (a dev-dependency only).
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 /// Runs `git -C dir args…` with a fixed author and committer; panics with git's
@@ -23,6 +23,40 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare repository `<dir>/<name>.git` with one commit ("first") on `main` holding
+/// `pipeline` as `.ferry.yml` (or, without one, only a README), made from the working
+/// copy `<dir>/<name>-work`. Returns the bare repository's path.
+pub fn bare_repository(dir: &Path, name: &str, pipeline: Option<&str>) -> PathBuf {
+    let bare = dir.join(format!("{name}.git"));
+    let work = dir.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let bare_path = bare.display().to_string();
+    git(dir, &["init", "-q", "--bare", "-b", "main", &bare_path]);
+    git(&work, &["init", "-q", "-b", "main"]);
+    match pipeline {
+        Some(p) => std::fs::write(work.join(".ferry.yml"), p).expect("write"),
+        None => std::fs::write(work.join("README"), "no pipeline\n").expect("write"),
+    }
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["push", "-q", &bare_path, "main"]);
+    bare
+}
+
+/// Asserts that a finished process exited with `code`, showing what it printed when it
+/// did not; returns its standard output.
+#[track_caller]
+pub fn expect_exit(out: &Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Whether `pid` is alive. Zombies count as gone: they are dead, only not yet

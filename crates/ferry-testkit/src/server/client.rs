@@ -34,12 +34,12 @@ impl Client {
         }
     }
 
-    /// A request to build further (headers, a raw body); send it with [`Client::send`].
     /// The first admin's token.
     pub fn admin_token(&self) -> &str {
         &self.admin
     }
 
+    /// A request to build further (headers, a raw body); send it with [`Client::send`].
     pub fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
         let method = method.parse().expect("method");
         self.http.request(method, format!("{}{path}", self.base))
@@ -111,8 +111,16 @@ impl Client {
     /// Opens a run's Server-Sent Events. Once this returns, the server has subscribed
     /// the stream to the run's live events (it does so before it answers).
     pub async fn connect_events(&self, run_id: &str) -> reqwest::Response {
-        let path = format!("/api/v1/runs/{run_id}/events");
-        self.request("GET", &path)
+        self.connect(&format!("/api/v1/runs/{run_id}/events")).await
+    }
+
+    /// Opens a repository's delivery events (deployments and decisions), as admin.
+    pub async fn connect_repo_events(&self, repo: &str) -> reqwest::Response {
+        self.connect(&format!("/api/v1/repos/{repo}/events")).await
+    }
+
+    async fn connect(&self, path: &str) -> reqwest::Response {
+        self.request("GET", path)
             .bearer_auth(&self.admin)
             .send()
             .await

@@ -53,14 +53,8 @@ pub async fn set_ports(s: &Server, repo: &str, envs: &[&str]) -> Vec<u16> {
     let mut ports = Vec::new();
     for env in envs {
         let port = free_port();
-        let (status, body) = s
-            .admin(
-                "PUT",
-                &format!("/api/v1/repos/{repo}/variables/PORT"),
-                Some(json!({ "value": port.to_string(), "environment": env })),
-            )
+        s.set_variable(repo, "PORT", &port.to_string(), Some(env))
             .await;
-        assert_eq!(status, 200, "{body}");
         ports.push(port);
     }
     ports
@@ -88,19 +82,12 @@ pub async fn shop_with_v1(s: &Server, name: &str) {
     set_ports(s, name, &["sandbox", "staging", "production"]).await;
     let run_id = s.trigger(name).await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
-    s.wait_until(
-        &format!("/api/v1/repos/{name}/environments"),
-        "v1 in staging",
-        |b| !env_of(b, "staging")["live"].is_null(),
-    )
-    .await;
+    s.wait_for_live(name, "staging").await;
 }
 
 /// The name of the release live in an environment.
 pub async fn live_release(s: &Server, repo: &str, env: &str) -> String {
-    let (_, envs) = s
-        .admin("GET", &format!("/api/v1/repos/{repo}/environments"), None)
-        .await;
+    let envs = s.environments(repo).await;
     env_of(&envs, env)["live"]["release"]
         .as_str()
         .unwrap_or_else(|| panic!("nothing live in {env}: {envs}"))
@@ -119,12 +106,8 @@ pub async fn promote(s: &Server, repo: &str, release: &str, env: &str) -> (u16, 
 
 /// The actions of the repository's audit log, newest first (the last 100).
 pub async fn audit_actions(s: &Server, repo: &str) -> Vec<String> {
-    let (_, audit) = s
-        .admin(
-            "GET",
-            &format!("/api/v1/repos/{repo}/audit?limit=100"),
-            None,
-        )
+    let audit = s
+        .get(&format!("/api/v1/repos/{repo}/audit?limit=100"))
         .await;
     audit["audit"]
         .as_array()
@@ -132,6 +115,138 @@ pub async fn audit_actions(s: &Server, repo: &str) -> Vec<String> {
         .iter()
         .filter_map(|e| e["action"].as_str().map(str::to_string))
         .collect()
+}
+
+/// The page an app serves at `/healthz` on 127.0.0.1:`port` (the [`DELIVERY`] app says
+/// which release it is).
+pub async fn health_page(port: impl std::fmt::Display) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .expect("up")
+        .text()
+        .await
+        .expect("text")
+}
+
+impl Server {
+    /// Sets a variable of a repository (of one environment, or of all); it must succeed.
+    pub async fn set_variable(&self, repo: &str, name: &str, value: &str, env: Option<&str>) {
+        self.set_setting(repo, "variables", name, value, env).await;
+    }
+
+    /// Sets a secret of a repository (of one environment, or of all); it must succeed.
+    pub async fn set_secret(&self, repo: &str, name: &str, value: &str, env: Option<&str>) {
+        self.set_setting(repo, "secrets", name, value, env).await;
+    }
+
+    async fn set_setting(
+        &self,
+        repo: &str,
+        kind: &str,
+        name: &str,
+        value: &str,
+        env: Option<&str>,
+    ) {
+        let body = match env {
+            Some(env) => json!({ "value": value, "environment": env }),
+            None => json!({ "value": value }),
+        };
+        let path = format!("/api/v1/repos/{repo}/{kind}/{name}");
+        let (status, body) = self.admin("PUT", &path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+
+    /// Runs `main` of a repository, which must succeed, and waits for the release it
+    /// seals, the repository's `nth`; that release's name.
+    pub async fn seal_release(&self, repo: &str, nth: usize) -> String {
+        let run_id = self.trigger(repo).await;
+        assert_eq!(self.finished(&run_id).await["run"]["status"], "success");
+        self.releases_of(repo, nth).await[0]["name"]
+            .as_str()
+            .expect("name")
+            .to_string()
+    }
+
+    /// The environments of a repository (`GET …/environments`); see [`env_of`].
+    pub async fn environments(&self, repo: &str) -> Value {
+        self.get(&format!("/api/v1/repos/{repo}/environments"))
+            .await
+    }
+
+    /// What the app running in an environment has printed (`GET …/output`).
+    pub async fn output(&self, repo: &str, env: &str) -> String {
+        let path = format!("/api/v1/repos/{repo}/environments/{env}/output");
+        self.get(&path)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until the deployments to `env` (newest first) satisfy `done`; returns them.
+    pub async fn wait_for_deployments(
+        &self,
+        repo: &str,
+        env: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let path = format!("/api/v1/repos/{repo}/deployments?environment={env}");
+        let answer = self
+            .wait_until(&path, what, |b| {
+                b["deployments"].as_array().is_some_and(|l| done(l))
+            })
+            .await;
+        answer["deployments"].as_array().expect("list").clone()
+    }
+
+    /// A deployment of a repository by its label (`production#1`), to decide on.
+    pub fn deployment<'a>(&'a self, repo: &str, label: &str) -> DeploymentRef<'a> {
+        let label = label.replace('#', ".");
+        DeploymentRef {
+            server: self,
+            path: format!("/api/v1/repos/{repo}/deployments/{label}"),
+        }
+    }
+
+    /// Waits until a release is live in `env`; returns the repository's environments.
+    pub async fn wait_for_live(&self, repo: &str, env: &str) -> Value {
+        let path = format!("/api/v1/repos/{repo}/environments");
+        self.wait_until(&path, &format!("{env} live"), |b| {
+            !env_of(b, env)["live"].is_null()
+        })
+        .await
+    }
+}
+
+/// One deployment of a repository (see [`Server::deployment`]): the decisions on it.
+#[derive(Debug)]
+pub struct DeploymentRef<'a> {
+    server: &'a Server,
+    path: String,
+}
+
+impl DeploymentRef<'_> {
+    /// The user with `token` approves it, with an optional comment: the answer.
+    pub async fn approve(&self, token: &str, comment: Option<&str>) -> (u16, Value) {
+        self.decide("approve", token, comment).await
+    }
+
+    /// The user with `token` rejects it, with an optional comment: the answer.
+    pub async fn reject(&self, token: &str, comment: Option<&str>) -> (u16, Value) {
+        self.decide("reject", token, comment).await
+    }
+
+    async fn decide(&self, decision: &str, token: &str, comment: Option<&str>) -> (u16, Value) {
+        let body = match comment {
+            Some(comment) => json!({ "comment": comment }),
+            None => json!({}),
+        };
+        let path = format!("{}/{decision}", self.path);
+        self.server
+            .call("POST", &path, Some(token), Some(body))
+            .await
+    }
 }
 
 /// The files below `dir` that hold `needle` (in plain text) anywhere.

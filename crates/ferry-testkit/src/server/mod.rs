@@ -20,17 +20,17 @@ use ferry_engine::{Engine, EngineConfig};
 use ferry_exec::{DockerExecutor, LocalExecutor};
 use ferry_server::{AppState, Config, Role, auth};
 use ferry_store::Store;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::git;
 
 pub use client::{Answer, Client, log_text, read_sse};
 pub use delivery::{
-    DELIVERY, audit_actions, env_of, files_holding, free_port, live_release, promote, push_version,
-    set_ports, shop_with_v1,
+    DELIVERY, DeploymentRef, audit_actions, env_of, files_holding, free_port, health_page,
+    live_release, promote, push_version, set_ports, shop_with_v1,
 };
 pub use openapi::{check_answer, compile_schema, route_of, standalone};
-pub use wait::{WAIT, wait_for, wait_for_file};
+pub use wait::{WAIT, wait_for, wait_for_exit, wait_for_file, wait_for_lines};
 
 /// How a [`Server`] is set up; `Options::default()` is what most tests want.
 #[derive(Clone, Default)]
@@ -228,28 +228,14 @@ impl Server {
     /// A bare repository `<dir>/<name>.git` with one commit holding `pipeline` as
     /// `.ferry.yml` (or only a README), made from the working copy `<dir>/<name>-work`.
     pub fn repository(&self, name: &str, pipeline: Option<&str>) -> PathBuf {
-        let bare = self.bare(name);
-        let work = self.work(name);
-        std::fs::create_dir_all(&work).expect("mkdir");
-        git(
-            self.dir(),
-            &[
-                "init",
-                "-q",
-                "--bare",
-                "-b",
-                "main",
-                &bare.display().to_string(),
-            ],
-        );
-        git(&work, &["init", "-q", "-b", "main"]);
-        match pipeline {
-            Some(p) => std::fs::write(work.join(".ferry.yml"), p).expect("write"),
-            None => std::fs::write(work.join("README"), "no pipeline\n").expect("write"),
-        }
-        git(&work, &["add", "-A"]);
-        git(&work, &["commit", "-q", "-m", "first"]);
-        git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+        crate::bare_repository(self.dir(), name, pipeline)
+    }
+
+    /// A repository made by [`Server::repository`] with `pipeline`, registered under
+    /// `name` (see [`Server::register`]); its bare path.
+    pub async fn add_repository(&self, name: &str, pipeline: &str) -> PathBuf {
+        let bare = self.repository(name, Some(pipeline));
+        self.register(name, &bare).await;
         bare
     }
 
@@ -303,12 +289,34 @@ impl Server {
 
     /// Triggers `main` of a repository; the run's id.
     pub async fn trigger(&self, repo: &str) -> String {
-        let path = format!("/api/v1/repos/{repo}/runs");
-        let (status, body) = self
-            .admin("POST", &path, Some(json!({ "ref": "main" })))
-            .await;
+        let (status, body) = self.trigger_with(repo, json!({ "ref": "main" })).await;
         assert_eq!(status, 201, "{body}");
-        body["run"]["id"].as_str().expect("id").to_string()
+        run_id_in(&body)
+    }
+
+    /// Asks for a run of a repository with `body` (`POST …/runs`, as admin): the answer.
+    pub async fn trigger_with(&self, repo: &str, body: Value) -> (u16, Value) {
+        let path = format!("/api/v1/repos/{repo}/runs");
+        self.admin("POST", &path, Some(body)).await
+    }
+
+    /// Asks for a re-run of a run, of its failed jobs only or of all (`POST …/rerun`).
+    pub async fn rerun(&self, run_id: &str, failed_only: bool) -> (u16, Value) {
+        let body = failed_only.then(|| json!({ "failed_only": true }));
+        let path = format!("/api/v1/runs/{run_id}/rerun");
+        self.admin("POST", &path, body).await
+    }
+
+    /// Asks for a run to be cancelled (`POST …/cancel`).
+    pub async fn cancel(&self, run_id: &str) -> (u16, Value) {
+        let path = format!("/api/v1/runs/{run_id}/cancel");
+        self.admin("POST", &path, None).await
+    }
+
+    /// `GET path` as admin: the answer's body, whatever its status (still checked
+    /// against the OpenAPI document).
+    pub async fn get(&self, path: &str) -> Value {
+        self.admin("GET", path, None).await.1
     }
 
     /// The runs of a repository, newest first (at most 50).
@@ -334,6 +342,16 @@ impl Server {
             .await
             .expect("runs")
     }
+}
+
+/// The id of the run an answer holds (`{"run": {"id": …}}`).
+pub fn run_id_in(body: &Value) -> String {
+    body["run"]["id"].as_str().expect("id").to_string()
+}
+
+/// The `message` of an error answer ("" when it has none).
+pub fn message(body: &Value) -> &str {
+    body["message"].as_str().unwrap_or("")
 }
 
 /// The commit `main` of a repository points at.

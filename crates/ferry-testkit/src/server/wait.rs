@@ -93,6 +93,32 @@ impl Server {
     }
 }
 
+/// Waits until a step has written `n` lines (at least) to `path`; returns what it wrote.
+pub async fn wait_for_lines(path: &Path, n: usize) -> String {
+    wait_for(&format!("{n} line(s) in {}", path.display()), async || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().count() >= n {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    })
+    .await
+}
+
+/// Waits until process `pid` has ended (a zombie counts as ended); `what` says why it
+/// should.
+pub async fn wait_for_exit(pid: i32, what: &str) {
+    wait_for(what, async || {
+        if crate::alive(pid) {
+            Err(format!("process {pid} is alive"))
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Waits until a step has written something to `path`; returns what it wrote.
 pub async fn wait_for_file(path: &Path) -> String {
     wait_for(
