@@ -3,26 +3,41 @@
 
 use std::time::Duration;
 
+use ferry_engine::RunOutcome;
 use ferry_exec::DockerExecutor;
 use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::{Fixture, containers_of, docker, image, networks_of};
+use common::{Fixture, assert_nothing_left, cancel_when, containers_of, docker, image};
 
-/// The engine with a real Docker engine for jobs with `image:`, two jobs at a time.
-async fn fixture() -> Fixture {
+/// How long a cancel waits after the containers it waits for are up.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// The engine with a real Docker engine for jobs with `image:`, two jobs at a time, and
+/// the base image; `None` (skip) without one.
+async fn fixture() -> Option<(Fixture, String)> {
+    let image = image()?;
     let mut docker = DockerExecutor::connect().await.expect("docker");
     docker.kill_grace = Duration::from_millis(500);
-    Fixture::build(2, Some(docker)).await
+    Some((Fixture::build(2, Some(docker)).await, image))
 }
 
-#[tokio::test]
-async fn steps_run_in_containers_and_mix_with_host_jobs() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
+/// Runs [`pipeline`] `yaml` on a new [`fixture`]; `None` (skip) without a base image.
+async fn run_in_containers(yaml: &str) -> Option<(Fixture, RunOutcome)> {
+    let (f, image) = fixture().await?;
+    let out = f.run(&pipeline(yaml, &image)).await;
+    Some((f, out))
+}
+
+/// `yaml` with `{web}` replaced by [`WEB`] and then `{image}` by `image`.
+fn pipeline(yaml: &str, image: &str) -> String {
+    yaml.replace("{web}", WEB).replace("{image}", image)
+}
+
+/// Steps in a container (its workspace, an artifact), a host job that needs it, and a
+/// container job that fails.
+const MIXED: &str = "jobs:
   inside:
     image: {image}
     steps:
@@ -35,9 +50,13 @@ async fn steps_run_in_containers_and_mix_with_host_jobs() {
   failing:
     image: {image}
     run: echo about to fail; exit 4
-"
-    );
-    let out = f.run(&yaml).await;
+";
+
+#[tokio::test]
+async fn steps_run_in_containers_and_mix_with_host_jobs() {
+    let Some((f, out)) = run_in_containers(MIXED).await else {
+        return;
+    };
     let inside = f.log(&out, "inside").await;
     assert_eq!(
         inside,
@@ -48,31 +67,25 @@ async fn steps_run_in_containers_and_mix_with_host_jobs() {
         "built-in-container\n",
         "artifacts cross from container to host"
     );
-    let failing = out
-        .jobs
-        .iter()
-        .find(|j| j.name == "failing")
-        .expect("failing");
-    assert_eq!(failing.status, Status::Failed);
+    let failing = "step 1 `echo about to fail; exit 4` exited with code 4";
     assert_eq!(
-        failing.reason.as_deref(),
-        Some("step 1 `echo about to fail; exit 4` exited with code 4")
+        Fixture::ended(&out, "failing"),
+        (Status::Failed, Some(failing))
     );
     assert_eq!(containers_of("inside"), "", "containers are removed");
 }
 
 #[tokio::test]
 async fn a_missing_image_is_a_clear_error() {
-    if image().is_none() {
+    let Some((f, _)) = fixture().await else {
         return;
-    }
-    let f = fixture().await;
+    };
     let out = f
         .run("jobs:\n  nope:\n    image: 127.0.0.1:1/ferry-test/absent:1\n    run: 'true'\n")
         .await;
-    let job = &out.jobs[0];
-    assert_eq!(job.status, Status::Failed);
-    let reason = job.reason.clone().unwrap_or_default();
+    let (status, reason) = Fixture::ended(&out, "nope");
+    assert_eq!(status, Status::Failed);
+    let reason = reason.unwrap_or_default();
     assert!(
         reason.starts_with(
             "image `127.0.0.1:1/ferry-test/absent:1` is not here and cannot be pulled"
@@ -83,25 +96,15 @@ async fn a_missing_image_is_a_clear_error() {
 
 #[tokio::test]
 async fn cancel_removes_the_containers() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
     let yaml =
         format!("jobs:\n  sleeper-cancel:\n    image: {image}\n    run: echo started; sleep 300\n");
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        for _ in 0..400 {
-            if !containers_of("sleeper-cancel").is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        trigger.cancel();
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), f.run_with(&yaml, cancel))
-        .await
-        .expect("stops");
+    let started = || !containers_of("sleeper-cancel").is_empty();
+    cancel_when(&cancel, Duration::from_secs(10), SETTLE, started);
+    let out = f.run_within(Duration::from_secs(60), &yaml, cancel).await;
     assert_eq!(out.status, Status::Cancelled);
     assert_eq!(
         containers_of("sleeper-cancel"),
@@ -112,26 +115,23 @@ async fn cancel_removes_the_containers() {
 
 #[tokio::test]
 async fn user_and_resource_limits_apply() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    let yaml = pipeline(
         "jobs:
   limited:
-    image: {{ name: {image}, user: \"1000:1000\" }}
-    resources: {{ cpus: 0.5, memory: 64m }}
+    image: { name: {image}, user: \"1000:1000\" }
+    resources: { cpus: 0.5, memory: 64m }
     run: |
       id -u
       cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes
       cat input.txt
-"
+",
+        &image,
     );
     let out = f.run(&yaml).await;
-    assert_eq!(
-        out.status,
-        Status::Success,
-        "{}",
-        f.log(&out, "limited").await
-    );
+    f.assert_success(&out, "limited").await;
     assert_eq!(
         f.log(&out, "limited").await,
         "1000\n67108864\nfrom the source\n"
@@ -140,8 +140,9 @@ async fn user_and_resource_limits_apply() {
 
 #[tokio::test]
 async fn a_default_image_takes_jobs_without_one() {
-    let Some(image) = image() else { return };
-    let mut f = fixture().await;
+    let Some((mut f, image)) = fixture().await else {
+        return;
+    };
     f.engine = f.engine.clone().with_default_image(Some(image));
     let out = f.run("jobs:\n  anywhere:\n    run: pwd\n").await;
     assert_eq!(
@@ -151,22 +152,16 @@ async fn a_default_image_takes_jobs_without_one() {
     );
 }
 
-/// A busybox httpd service serving `hello-from-service`, on port 8080.
-fn web_service(image: &str) -> String {
-    format!(
-        "web:
+/// A busybox httpd service serving `hello-from-service`, on port 8080 (`{web}` in a
+/// [`pipeline`], under `services:`).
+const WEB: &str = "web:
         image: {image}
         command: [sh, -c, 'echo web starting; mkdir -p /www && echo hello-from-service > /www/index.html && exec httpd -f -p 8080 -h /www']
-        ports: [8080]"
-    )
-}
+        ports: [8080]";
 
-#[tokio::test]
-async fn services_are_reachable_by_name_and_from_the_host() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
+/// A container job and a host job, each with the [`WEB`] service; the container job
+/// also waits for a slow one.
+const REACHABLE: &str = "jobs:
   svc-inside:
     image: {image}
     services:
@@ -180,10 +175,13 @@ async fn services_are_reachable_by_name_and_from_the_host() {
     services:
       {web}
     run: busybox wget -q -O - \"http://$FERRY_SERVICE_WEB_HOST:$FERRY_SERVICE_WEB_PORT_8080/\"
-",
-        web = web_service(&image)
-    );
-    let out = f.run(&yaml).await;
+";
+
+#[tokio::test]
+async fn services_are_reachable_by_name_and_from_the_host() {
+    let Some((f, out)) = run_in_containers(REACHABLE).await else {
+        return;
+    };
     assert_eq!(out.status, Status::Success, "{:?}", out.jobs);
     let inside = f.log(&out, "svc-inside").await;
     assert!(
@@ -196,18 +194,12 @@ async fn services_are_reachable_by_name_and_from_the_host() {
     );
     let host = f.log(&out, "svc-host").await;
     assert!(host.starts_with("hello-from-service\n"), "{host}");
-    for job in ["svc-inside", "svc-host"] {
-        assert_eq!(containers_of(job), "", "services are removed");
-        assert_eq!(networks_of(job), "", "the network is removed");
-    }
+    // Services and their networks are removed.
+    assert_nothing_left(&["svc-inside", "svc-host"]);
 }
 
-#[tokio::test]
-async fn services_that_never_get_ready_fail_the_job_clearly() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
+/// A service that never listens on its port, and one that exits before it is ready.
+const NEVER_READY: &str = "jobs:
   svc-deaf:
     image: {image}
     services:
@@ -224,9 +216,13 @@ async fn services_that_never_get_ready_fail_the_job_clearly() {
         command: sh -c 'echo crashing now; exit 3'
         ports: [5432]
     run: echo never runs
-"
-    );
-    let out = f.run(&yaml).await;
+";
+
+#[tokio::test]
+async fn services_that_never_get_ready_fail_the_job_clearly() {
+    let Some((f, out)) = run_in_containers(NEVER_READY).await else {
+        return;
+    };
     let reason = |job: &str| Fixture::reason(&out, job);
     assert_eq!(
         reason("svc-deaf"),
@@ -239,45 +235,30 @@ async fn services_that_never_get_ready_fail_the_job_clearly() {
     let crash = f.log(&out, "svc-crash").await;
     assert!(crash.contains("crashing now"), "its log is shown: {crash}");
     assert!(!crash.contains("never runs"));
-    for job in ["svc-deaf", "svc-crash"] {
-        assert_eq!(containers_of(job), "");
-        assert_eq!(networks_of(job), "");
-    }
+    assert_nothing_left(&["svc-deaf", "svc-crash"]);
+}
+
+/// A container job `name` with the [`WEB`] service that runs (`sleep 300`) until
+/// something stops it; `more` are more of its keys, as lines.
+fn serving(name: &str, more: &str) -> String {
+    format!(
+        "jobs:\n  {name}:\n    image: {{image}}\n{more}    services:\n      {{web}}\n    run: echo started; sleep 300\n"
+    )
 }
 
 #[tokio::test]
 async fn cancel_removes_services_and_their_network() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
-  svc-cancel:
-    image: {image}
-    services:
-      {web}
-    run: echo started; sleep 300
-",
-        web = web_service(&image)
-    );
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    let yaml = pipeline(&serving("svc-cancel", ""), &image);
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        // Both the service and the step's container are up: two containers.
-        for _ in 0..600 {
-            if containers_of("svc-cancel").lines().count() >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        trigger.cancel();
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), f.run_with(&yaml, cancel))
-        .await
-        .expect("stops");
+    // Both the service and the step's container are up: two containers.
+    let both_up = || containers_of("svc-cancel").lines().count() >= 2;
+    cancel_when(&cancel, Duration::from_secs(15), SETTLE, both_up);
+    let out = f.run_within(Duration::from_secs(60), &yaml, cancel).await;
     assert_eq!(out.status, Status::Cancelled);
-    assert_eq!(containers_of("svc-cancel"), "", "no container is left");
-    assert_eq!(networks_of("svc-cancel"), "", "no network is left");
+    assert_nothing_left(&["svc-cancel"]);
 }
 
 fn registry() -> Option<String> {
@@ -286,10 +267,9 @@ fn registry() -> Option<String> {
 
 #[tokio::test]
 async fn build_push_and_pull_by_digest() {
-    let (Some(image), Some(registry)) = (image(), registry()) else {
+    let (Some((f, image)), Some(registry)) = (fixture().await, registry()) else {
         return;
     };
-    let f = fixture().await;
     let app = f.dir.join("src/app");
     std::fs::create_dir_all(&app).expect("mkdir");
     std::fs::write(
@@ -318,12 +298,7 @@ async fn build_push_and_pull_by_digest() {
 "
     );
     let out = f.run(&yaml).await;
-    assert_eq!(
-        out.status,
-        Status::Success,
-        "{}",
-        f.log(&out, "package").await
-    );
+    f.assert_success(&out, "package").await;
     let images = f.store.images(&out.run.id).await.expect("images");
     assert_eq!(images.len(), 1);
     let built = &images[0];
@@ -368,8 +343,9 @@ async fn build_push_and_pull_by_digest() {
 
 #[tokio::test]
 async fn build_and_push_failures_carry_the_message() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
     std::fs::write(
         f.dir.join("src/Dockerfile"),
         format!("FROM {image}\nFRM nothing\n"),
@@ -410,18 +386,20 @@ async fn build_and_push_failures_carry_the_message() {
     );
 }
 
-#[tokio::test]
-async fn container_jobs_restore_caches() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
+/// A container job that restores `deps` from its cache, or makes it.
+const CACHED: &str = "jobs:
   cached:
     image: {image}
-    cache: {{ key: \"c-${{{{ hash_files('input.txt') }}}}\", paths: [deps] }}
+    cache: { key: \"c-${{ hash_files('input.txt') }}\", paths: [deps] }
     run: if [ -f deps/x ]; then echo hit; else echo miss; mkdir -p deps; echo 1 > deps/x; fi
-"
-    );
+";
+
+#[tokio::test]
+async fn container_jobs_restore_caches() {
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    let yaml = pipeline(CACHED, &image);
     let first = f.run(&yaml).await;
     assert!(f.log(&first, "cached").await.contains("miss\n"));
     let second = f.run(&yaml).await;
@@ -488,12 +466,11 @@ impl Drop for AuthRegistry {
 
 #[tokio::test]
 async fn registry_logins_from_sealed_secrets_push_and_pull() {
-    let (Some(image), Some(_)) = (image(), registry()) else {
+    let (Some((mut f, image)), Some(_)) = (fixture().await, registry()) else {
         return;
     };
     let password = "pw-9f3a7c1e-never-in-logs";
     let reg = AuthRegistry::start("ci", password);
-    let mut f = fixture().await;
     let key = ferry_store::SecretKey::load_or_create(&f.dir.join("data")).expect("key");
     f.engine = f.engine.clone().with_secret_key(key.clone());
     std::fs::write(
@@ -515,12 +492,7 @@ async fn registry_logins_from_sealed_secrets_push_and_pull() {
         .await
         .expect("login");
     let pushed = f.run(&yaml).await;
-    assert_eq!(
-        pushed.status,
-        Status::Success,
-        "{}",
-        f.log(&pushed, "ship").await
-    );
+    f.assert_success(&pushed, "ship").await;
     let digest = f.store.images(&pushed.run.id).await.expect("images")[0]
         .digest
         .clone()
@@ -558,26 +530,16 @@ async fn registry_logins_from_sealed_secrets_push_and_pull() {
 
 #[tokio::test]
 async fn a_timeout_removes_services_and_their_network() {
-    let Some(image) = image() else { return };
-    let f = fixture().await;
-    let yaml = format!(
-        "jobs:
-  svc-timeout:
-    image: {image}
-    timeout: 2s
-    services:
-      {web}
-    run: echo started; sleep 300
-",
-        web = web_service(&image)
-    );
-    let out = tokio::time::timeout(Duration::from_secs(60), f.run(&yaml))
-        .await
-        .expect("stops");
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    let yaml = pipeline(&serving("svc-timeout", "    timeout: 2s\n"), &image);
+    let out = f
+        .run_within(Duration::from_secs(60), &yaml, CancellationToken::new())
+        .await;
     assert_eq!(
         out.jobs[0].reason.as_deref(),
         Some("the job timed out after 2s")
     );
-    assert_eq!(containers_of("svc-timeout"), "", "no container is left");
-    assert_eq!(networks_of("svc-timeout"), "", "no network is left");
+    assert_nothing_left(&["svc-timeout"]);
 }

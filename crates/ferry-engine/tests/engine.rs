@@ -4,30 +4,37 @@
 use std::time::Duration;
 
 use ferry_store::Status;
-use ferry_testkit::{gone, pids_in};
+use ferry_testkit::pids_in;
 use tokio_util::sync::CancellationToken;
 
 mod common;
-use common::Fixture;
+use common::{Fixture, assert_ended, cancel_when};
+use ferry_engine::RunOutcome;
 
 /// The engine over real processes, four jobs at a time.
 async fn fixture() -> Fixture {
     Fixture::build(4, None).await
 }
 
-#[tokio::test]
-async fn success_and_failure() {
+/// Runs `yaml` on a new [`fixture`]; `{dir}` in it stands for the fixture's directory
+/// (outside the workspace, and kept after the run).
+async fn run_fresh(yaml: &str) -> (Fixture, RunOutcome) {
     let f = fixture().await;
     let out = f
-        .run("jobs:\n  ok:\n    run: cat input.txt\n  bad:\n    steps:\n      - run: echo before\n      - run: exit 3\n      - run: echo never\n")
+        .run(&yaml.replace("{dir}", &f.dir.display().to_string()))
         .await;
+    (f, out)
+}
+
+#[tokio::test]
+async fn success_and_failure() {
+    let (f, out) = run_fresh("jobs:\n  ok:\n    run: cat input.txt\n  bad:\n    steps:\n      - run: echo before\n      - run: exit 3\n      - run: echo never\n").await;
     assert_eq!(out.status, Status::Failed);
-    assert_eq!(Fixture::status(&out, "ok"), Status::Success);
-    assert_eq!(Fixture::status(&out, "bad"), Status::Failed);
+    let statuses = Fixture::statuses(&out, &["ok", "bad"]);
+    assert_eq!(statuses, [Status::Success, Status::Failed]);
     assert_eq!(f.log(&out, "ok").await, "from the source\n");
     assert_eq!(f.log(&out, "bad").await, "before\n");
-    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
-    let bad = jobs.iter().find(|j| j.name == "bad").expect("bad");
+    let bad = f.stored_job(&out, "bad").await;
     assert_eq!(bad.exit_code, Some(3));
     assert_eq!(
         bad.reason.as_deref(),
@@ -40,12 +47,9 @@ async fn success_and_failure() {
 
 #[tokio::test]
 async fn independent_jobs_run_in_parallel() {
-    let f = fixture().await;
-    let out = f
-        .run("jobs:\n  a: { run: sleep 0.4 }\n  b: { run: sleep 0.4 }\n  c: { run: sleep 0.4 }\n  d: { run: sleep 0.4 }\n")
-        .await;
+    let (f, out) = run_fresh("jobs:\n  a: { run: sleep 0.4 }\n  b: { run: sleep 0.4 }\n  c: { run: sleep 0.4 }\n  d: { run: sleep 0.4 }\n").await;
     assert_eq!(out.status, Status::Success);
-    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let jobs = f.jobs(&out).await;
     let latest_start = jobs
         .iter()
         .filter_map(|j| j.started_at)
@@ -64,67 +68,32 @@ async fn independent_jobs_run_in_parallel() {
 
 #[tokio::test]
 async fn needs_order_and_skip_after_failure() {
-    let f = fixture().await;
-    let out = f
-        .run("jobs:\n  first: { run: 'sleep 0.2; exit 1' }\n  second: { needs: first, run: echo no }\n  third: { needs: second, run: echo no }\n  other: { run: echo yes }\n")
-        .await;
-    assert_eq!(Fixture::status(&out, "second"), Status::Skipped);
-    assert_eq!(Fixture::status(&out, "third"), Status::Skipped);
+    let (_f, out) = run_fresh("jobs:\n  first: { run: 'sleep 0.2; exit 1' }\n  second: { needs: first, run: echo no }\n  third: { needs: second, run: echo no }\n  other: { run: echo yes }\n").await;
+    let second = (Status::Skipped, Some("needs `first`, which failed"));
+    assert_eq!(Fixture::ended(&out, "second"), second);
+    let third = (Status::Skipped, Some("needs `second`, which is skipped"));
+    assert_eq!(Fixture::ended(&out, "third"), third);
     assert_eq!(Fixture::status(&out, "other"), Status::Success);
-    let second = out
-        .jobs
-        .iter()
-        .find(|j| j.name == "second")
-        .expect("second");
-    assert_eq!(
-        second.reason.as_deref(),
-        Some("needs `first`, which failed")
-    );
-    let third = out.jobs.iter().find(|j| j.name == "third").expect("third");
-    assert_eq!(
-        third.reason.as_deref(),
-        Some("needs `second`, which is skipped")
-    );
 }
 
 #[tokio::test]
 async fn timeouts_kill_the_step() {
-    let f = fixture().await;
-    let pidfile = f.dir.join("pids");
-    let yaml = format!(
-        "jobs:\n  slow:\n    timeout: 1s\n    run: |\n      sleep 300 & echo $! >> {p}\n      echo $$ >> {p}\n      sleep 300\n  step:\n    steps:\n      - run: sleep 300\n        timeout: 300ms\n",
-        p = pidfile.display()
-    );
-    let out = f.run(&yaml).await;
-    assert_eq!(Fixture::status(&out, "slow"), Status::Failed);
-    let slow = out.jobs.iter().find(|j| j.name == "slow").expect("slow");
-    assert_eq!(slow.reason.as_deref(), Some("the job timed out after 1s"));
-    let step = out.jobs.iter().find(|j| j.name == "step").expect("step");
+    let (f, out) = run_fresh("jobs:\n  slow:\n    timeout: 1s\n    run: |\n      sleep 300 & echo $! >> {dir}/pids\n      echo $$ >> {dir}/pids\n      sleep 300\n  step:\n    steps:\n      - run: sleep 300\n        timeout: 300ms\n").await;
+    let slow = (Status::Failed, Some("the job timed out after 1s"));
+    assert_eq!(Fixture::ended(&out, "slow"), slow);
     assert_eq!(
-        step.reason.as_deref(),
-        Some("step 1 `sleep 300` timed out after 300ms")
+        Fixture::reason(&out, "step"),
+        "step 1 `sleep 300` timed out after 300ms"
     );
-    let pids = pids_in(&pidfile);
-    assert_eq!(pids.len(), 2);
-    for pid in pids {
-        assert!(gone(pid), "process {pid} outlived its timed-out step");
-    }
+    assert_ended(&f.dir.join("pids"), Some(2), "its timed-out step");
 }
 
 #[tokio::test]
 async fn retries_until_success_and_only_when_asked() {
-    let f = fixture().await;
-    let counter = f.dir.join("count");
-    let yaml = format!(
-        "jobs:\n  flaky:\n    retry: 3\n    run: |\n      echo x >> {c}\n      [ $(wc -l < {c}) -ge 3 ]\n  strict:\n    retry: {{ max: 2, exit_codes: [75] }}\n    run: echo once; exit 4\n",
-        c = counter.display()
-    );
-    let out = f.run(&yaml).await;
+    let (f, out) = run_fresh("jobs:\n  flaky:\n    retry: 3\n    run: |\n      echo x >> {dir}/count\n      [ $(wc -l < {dir}/count) -ge 3 ]\n  strict:\n    retry: { max: 2, exit_codes: [75] }\n    run: echo once; exit 4\n").await;
     assert_eq!(Fixture::status(&out, "flaky"), Status::Success);
-    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
-    let flaky = jobs.iter().find(|j| j.name == "flaky").expect("flaky");
-    assert_eq!(flaky.attempts, 3);
-    let strict = jobs.iter().find(|j| j.name == "strict").expect("strict");
+    assert_eq!(f.stored_job(&out, "flaky").await.attempts, 3);
+    let strict = f.stored_job(&out, "strict").await;
     assert_eq!(strict.attempts, 1, "exit code 4 is not in exit_codes");
     let log = f.log(&out, "flaky").await;
     assert!(log.contains("ferry: attempt 3 of 4"), "{log}");
@@ -139,48 +108,22 @@ async fn cancel_kills_every_process_and_marks_jobs() {
         p = pidfile.display()
     );
     let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
     let watched = pidfile.clone();
-    tokio::spawn(async move {
-        for _ in 0..200 {
-            if pids_in(&watched).len() == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        trigger.cancel();
-    });
-    let out = tokio::time::timeout(Duration::from_secs(20), f.run_with(&yaml, cancel))
-        .await
-        .expect("the run stops promptly");
+    let all_started = move || pids_in(&watched).len() == 3;
+    cancel_when(&cancel, Duration::from_secs(5), Duration::ZERO, all_started);
+    let out = f.run_within(Duration::from_secs(20), &yaml, cancel).await;
     assert_eq!(out.status, Status::Cancelled);
-    assert_eq!(Fixture::status(&out, "long"), Status::Cancelled);
-    assert_eq!(Fixture::status(&out, "later"), Status::Cancelled);
-    let pids = pids_in(&pidfile);
-    assert_eq!(pids.len(), 3);
-    for pid in pids {
-        assert!(gone(pid), "process {pid} outlived the cancelled run");
+    for job in ["long", "later"] {
+        assert_eq!(Fixture::status(&out, job), Status::Cancelled, "{job}");
     }
+    assert_ended(&pidfile, Some(3), "the cancelled run");
 }
 
 #[tokio::test]
 async fn background_processes_end_with_their_job() {
-    let f = fixture().await;
-    let pidfile = f.dir.join("pids");
-    let yaml = format!(
-        "jobs:\n  leaves:\n    steps:\n      - run: sleep 300 > /dev/null 2>&1 & echo $! >> {p}\n      - run: echo second step still sees it; kill -0 $(cat {p})\n",
-        p = pidfile.display()
-    );
-    let out = f.run(&yaml).await;
-    assert_eq!(
-        out.status,
-        Status::Success,
-        "{}",
-        f.log(&out, "leaves").await
-    );
-    for pid in pids_in(&pidfile) {
-        assert!(gone(pid), "background process {pid} outlived its job");
-    }
+    let (f, out) = run_fresh("jobs:\n  leaves:\n    steps:\n      - run: sleep 300 > /dev/null 2>&1 & echo $! >> {dir}/pids\n      - run: echo second step still sees it; kill -0 $(cat {dir}/pids)\n").await;
+    f.assert_success(&out, "leaves").await;
+    assert_ended(&f.dir.join("pids"), None, "its job (in the background)");
 }
 
 #[tokio::test]
@@ -213,27 +156,19 @@ async fn artifacts_flow_to_jobs_that_need_them() {
         "bin\n",
         "artifacts of indirect needs arrive too"
     );
-    let missing = out
-        .jobs
-        .iter()
-        .find(|j| j.name == "missing")
-        .expect("missing");
-    assert_eq!(missing.status, Status::Failed);
-    assert_eq!(
-        missing.reason.as_deref(),
-        Some("artifact `nothing/here` matched no files")
+    let missing = (
+        Status::Failed,
+        Some("artifact `nothing/here` matched no files"),
     );
+    assert_eq!(Fixture::ended(&out, "missing"), missing);
 }
 
 #[tokio::test]
 async fn allowed_failures_do_not_fail_the_run() {
-    let f = fixture().await;
-    let out = f
-        .run("jobs:\n  optional:\n    allow_failure: true\n    run: exit 1\n  after:\n    needs: optional\n    run: echo ran\n")
-        .await;
-    assert_eq!(out.status, Status::Success);
-    assert_eq!(Fixture::status(&out, "optional"), Status::Failed);
-    assert_eq!(Fixture::status(&out, "after"), Status::Success);
+    let (_f, out) = run_fresh("jobs:\n  optional:\n    allow_failure: true\n    run: exit 1\n  after:\n    needs: optional\n    run: echo ran\n").await;
+    assert_eq!(out.status, Status::Success, "an allowed failure");
+    let statuses = Fixture::statuses(&out, &["optional", "after"]);
+    assert_eq!(statuses, [Status::Failed, Status::Success]);
 }
 
 #[tokio::test]
@@ -248,8 +183,7 @@ async fn junit_reports_are_recorded() {
     reports: { junit: "reports/*.xml" }
 "#;
     let out = f.run(yaml).await;
-    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
-    let tests = jobs[0]
+    let tests = f.jobs(&out).await[0]
         .tests
         .clone()
         .expect("tests recorded even when the job fails");
@@ -305,12 +239,9 @@ async fn workspaces_are_fresh_copies_and_removed() {
 
 #[tokio::test]
 async fn large_output_is_stored_whole() {
-    let f = fixture().await;
-    let out = f
-        .run("jobs:\n  big:\n    run: yes | head -c 5000000\n")
-        .await;
+    let (f, out) = run_fresh("jobs:\n  big:\n    run: yes | head -c 5000000\n").await;
     assert_eq!(out.status, Status::Success);
-    let jobs = f.store.jobs(&out.run.id).await.expect("jobs");
+    let jobs = f.jobs(&out).await;
     assert_eq!(jobs[0].log_bytes, 5_000_000);
     assert_eq!(jobs[0].log_lines, 2_500_000);
     let reader = f
@@ -339,12 +270,7 @@ async fn artifact_symlinks_stay_links() {
         outside.display()
     );
     let out = f.run(&yaml).await;
-    assert_eq!(
-        out.status,
-        Status::Success,
-        "{}",
-        f.log(&out, "build").await
-    );
+    f.assert_success(&out, "build").await;
     assert_eq!(f.log(&out, "use").await, format!("{}\n", outside.display()));
     let kept = f.dir.join("data/artifacts").join(&out.run.id);
     let copied_secret = walkdir::WalkDir::new(&kept)
@@ -369,14 +295,13 @@ async fn caches_are_restored_by_key_and_saved_when_new() {
 ";
     let first = f.run(yaml).await;
     let log = f.log(&first, "deps").await;
-    assert!(
-        log.contains("not found; it is saved if the job succeeds\nmiss\n"),
-        "{log}"
-    );
-    assert!(
-        log.contains("warning: cache `deps-"),
-        "a missing path is reported: {log}"
-    );
+    // A miss, and the missing path is reported.
+    for want in [
+        "not found; it is saved if the job succeeds\nmiss\n",
+        "warning: cache `deps-",
+    ] {
+        assert!(log.contains(want), "`{want}` is not in the log:\n{log}");
+    }
     let second = f.run(yaml).await;
     let log = f.log(&second, "deps").await;
     assert!(

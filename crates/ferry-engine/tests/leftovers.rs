@@ -5,7 +5,7 @@
 use ferry_exec::DockerExecutor;
 
 mod common;
-use common::{containers_of, docker, image, networks_of};
+use common::{assert_nothing_left, docker, docker_as_ferry, image};
 
 /// After a crash, the next start removes every container, network and volume Ferry made.
 #[tokio::test]
@@ -13,48 +13,16 @@ async fn leftovers_of_a_crash_are_removed() {
     let Some(image) = image() else { return };
     let job = format!("crashed-{}", std::process::id());
     let label = format!("ferry.job={job}");
-    let (ok, text) = docker(&[
-        "network",
-        "create",
-        "--label",
-        "ferry=true",
-        "--label",
-        &label,
-        &job,
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = docker(&[
-        "volume",
-        "create",
-        "--label",
-        "ferry=true",
-        "--label",
-        &label,
-        &job,
-    ]);
-    assert!(ok, "{text}");
-    let (ok, text) = docker(&[
-        "run",
-        "-d",
-        "--label",
-        "ferry=true",
-        "--label",
-        &label,
-        "--network",
-        &job,
-        "-v",
-        &format!("{job}:/data"),
-        &image,
-        "sleep",
-        "300",
-    ]);
-    assert!(ok, "{text}");
+    docker_as_ferry(&["network", "create"], &job, &[&job]);
+    docker_as_ferry(&["volume", "create"], &job, &[&job]);
+    let volume = format!("{job}:/data");
+    let sleeper = ["--network", &job, "-v", &volume, &image, "sleep", "300"];
+    docker_as_ferry(&["run", "-d"], &job, &sleeper);
     let mut unrelated = docker(&["run", "-d", &image, "sleep", "300"]).1;
     unrelated.truncate(12);
     let executor = DockerExecutor::connect().await.expect("docker");
     assert!(executor.remove_leftovers().await >= 1);
-    assert_eq!(containers_of(&job), "");
-    assert_eq!(networks_of(&job), "");
+    assert_nothing_left(&[&job]);
     let volumes = docker(&["volume", "ls", "-q", "--filter", &format!("label={label}")]).1;
     assert_eq!(volumes, "");
     let (still, _) = docker(&["inspect", &unrelated]);

@@ -8,7 +8,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Fixture;
+use common::{Fixture, cancel_when};
+use ferry_engine::RunOutcome;
 use ferry_exec::DummyExecutor;
 use ferry_store::Status;
 use tokio_util::sync::CancellationToken;
@@ -17,48 +18,75 @@ async fn fixture(concurrency: usize, dummy: &DummyExecutor) -> Fixture {
     Fixture::with_executor(concurrency, Arc::new(dummy.clone())).await
 }
 
-/// Runs `yaml` and checks every job's status: `(job, status)`.
-async fn scenario(
-    concurrency: usize,
-    dummy: &DummyExecutor,
-    yaml: &str,
-    run: Status,
-    jobs: &[(&str, Status)],
-) -> (Fixture, ferry_engine::RunOutcome) {
-    let f = fixture(concurrency, dummy).await;
+/// What a scenario left: its fixture, the run's outcome and the dummy that ran it.
+struct Ran {
+    f: Fixture,
+    outcome: RunOutcome,
+    dummy: DummyExecutor,
+}
+
+/// Runs `yaml` on `dummy`, `concurrency` jobs at a time, and checks that the run ends
+/// `run` and every job as the comment on its line in `yaml` says (`  build:  # success`;
+/// for a matrix job, each of its instances).
+async fn scenario(dummy: DummyExecutor, concurrency: usize, yaml: &str, run: Status) -> Ran {
+    let f = fixture(concurrency, &dummy).await;
     let outcome = f.run(yaml).await;
-    for (job, want) in jobs {
+    let expected = expected_statuses(yaml);
+    let base = |job: &str| job.split(" (").next().unwrap_or(job).to_string();
+    for job in &outcome.jobs {
+        let name = base(&job.name);
+        let want = expected
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("`{}` has no `# STATUS` in:\n{yaml}", job.name))
+            .1;
         assert_eq!(
-            Fixture::status(&outcome, job),
-            *want,
-            "job `{job}`: {}",
-            Fixture::reason(&outcome, job)
+            job.status,
+            want,
+            "job `{}`: {}",
+            job.name,
+            Fixture::reason(&outcome, &job.name)
         );
     }
+    for (name, _) in &expected {
+        let ran = outcome.jobs.iter().any(|j| base(&j.name) == *name);
+        assert!(ran, "job `{name}` is not in the run: {:?}", outcome.jobs);
+    }
     assert_eq!(outcome.status, run, "the run");
-    (f, outcome)
+    Ran { f, outcome, dummy }
+}
+
+/// The `# STATUS` comments on the job lines (indented by two) of `yaml`.
+fn expected_statuses(yaml: &str) -> Vec<(&str, Status)> {
+    let expected: Vec<_> = yaml
+        .lines()
+        .filter_map(|line| line.strip_prefix("  "))
+        .filter(|line| !line.starts_with(' '))
+        .filter_map(|line| line.split_once("# "))
+        .map(|(head, status)| {
+            let name = head.split(':').next().unwrap_or(head).trim();
+            let status = Status::parse(status.trim())
+                .unwrap_or_else(|| panic!("`{status}` is not a status (job `{name}`)"));
+            (name, status)
+        })
+        .collect();
+    assert!(!expected.is_empty(), "no job has a `# STATUS`:\n{yaml}");
+    expected
 }
 
 #[tokio::test]
 async fn a_chain_runs_in_order_and_output_reaches_the_log() {
-    let dummy = DummyExecutor::default();
     let yaml = "jobs:
-  build:
+  build:  # success
     steps:
       - run: echo compiled
       - run: echo linked
-  test:
+  test:  # success
     needs: [build]
     run: echo tested
 ";
-    let (f, outcome) = scenario(
-        4,
-        &dummy,
-        yaml,
-        Status::Success,
-        &[("build", Status::Success), ("test", Status::Success)],
-    )
-    .await;
+    let Ran { f, outcome, dummy } =
+        scenario(DummyExecutor::default(), 4, yaml, Status::Success).await;
     let order: Vec<String> = dummy.steps().iter().map(|s| s.script.clone()).collect();
     assert_eq!(order, ["echo compiled", "echo linked", "echo tested"]);
     assert_eq!(f.log(&outcome, "build").await, "compiled\nlinked\n");
@@ -69,25 +97,15 @@ async fn a_chain_runs_in_order_and_output_reaches_the_log() {
 
 #[tokio::test]
 async fn independent_jobs_overlap_up_to_the_limit() {
-    let dummy = DummyExecutor::default();
     let yaml = "jobs:
-  a: { run: sleep 0.2 }
-  b: { run: sleep 0.2 }
-  c: { run: sleep 0.2 }
+  a: { run: sleep 0.2 }  # success
+  b: { run: sleep 0.2 }  # success
+  c: { run: sleep 0.2 }  # success
 ";
-    scenario(
-        2,
-        &dummy,
-        yaml,
-        Status::Success,
-        &[
-            ("a", Status::Success),
-            ("b", Status::Success),
-            ("c", Status::Success),
-        ],
-    )
-    .await;
-    let steps = dummy.steps();
+    let steps = scenario(DummyExecutor::default(), 2, yaml, Status::Success)
+        .await
+        .dummy
+        .steps();
     let at_once = |s: &ferry_exec::dummy::DummyStep| {
         steps
             .iter()
@@ -100,59 +118,40 @@ async fn independent_jobs_overlap_up_to_the_limit() {
 
 #[tokio::test]
 async fn a_failure_skips_what_needs_it_and_allowed_failures_do_not() {
-    let dummy = DummyExecutor::default();
     let yaml = "jobs:
-  lint:
+  lint:  # failed
     run: exit 2
     allow_failure: true
-  build:
+  build:  # failed
     run: exit 1
-  test:
+  test:  # skipped
     needs: [build]
     run: echo never
-  docs:
+  docs:  # success
     needs: [lint]
     run: echo still
 ";
-    let (_, outcome) = scenario(
-        4,
-        &dummy,
-        yaml,
-        Status::Failed,
-        &[
-            ("lint", Status::Failed),
-            ("build", Status::Failed),
-            ("test", Status::Skipped),
-            ("docs", Status::Success),
-        ],
-    )
-    .await;
+    let ran = scenario(DummyExecutor::default(), 4, yaml, Status::Failed).await;
     assert_eq!(
-        Fixture::reason(&outcome, "test"),
+        Fixture::reason(&ran.outcome, "test"),
         "needs `build`, which failed"
     );
-    assert!(dummy.steps().iter().all(|s| s.script != "echo never"));
+    assert!(ran.dummy.steps().iter().all(|s| s.script != "echo never"));
 }
 
 #[tokio::test]
 async fn retries_run_again_only_for_the_exit_codes_named() {
-    let dummy = DummyExecutor::default();
     let yaml = "jobs:
-  flaky:
+  flaky:  # failed
     run: exit 75
     retry: { max: 2, exit_codes: [75] }
-  broken:
+  broken:  # failed
     run: exit 1
     retry: { max: 2, exit_codes: [75] }
 ";
-    scenario(
-        4,
-        &dummy,
-        yaml,
-        Status::Failed,
-        &[("flaky", Status::Failed), ("broken", Status::Failed)],
-    )
-    .await;
+    let dummy = scenario(DummyExecutor::default(), 4, yaml, Status::Failed)
+        .await
+        .dummy;
     let tries = |job: &str| dummy.steps().iter().filter(|s| s.job == job).count();
     assert_eq!(tries("flaky"), 3, "first try and two retries");
     assert_eq!(tries("broken"), 1, "exit 1 is not retried");
@@ -160,18 +159,10 @@ async fn retries_run_again_only_for_the_exit_codes_named() {
 
 #[tokio::test]
 async fn a_job_timeout_ends_its_step() {
-    let dummy = DummyExecutor::default();
-    let yaml = "jobs:
-  slow:
-    run: sleep 30
-    timeout: 100ms
-";
-    let (_, outcome) = scenario(1, &dummy, yaml, Status::Failed, &[("slow", Status::Failed)]).await;
-    assert!(
-        Fixture::reason(&outcome, "slow").contains("timed out"),
-        "{}",
-        Fixture::reason(&outcome, "slow")
-    );
+    let yaml = "jobs:\n  slow:  # failed\n    run: sleep 30\n    timeout: 100ms\n";
+    let ran = scenario(DummyExecutor::default(), 1, yaml, Status::Failed).await;
+    let reason = Fixture::reason(&ran.outcome, "slow");
+    assert!(reason.contains("timed out"), "{reason}");
 }
 
 #[tokio::test]
@@ -186,24 +177,15 @@ async fn cancelling_stops_running_jobs_and_never_starts_the_rest() {
     run: echo never
 ";
     let cancel = CancellationToken::new();
-    let trigger = {
-        let (cancel, dummy) = (cancel.clone(), dummy.clone());
-        tokio::spawn(async move {
-            // Cancel once the dummy is inside `long` (bounded: 10 s).
-            for _ in 0..1000 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if !dummy.begun().is_empty() {
-                    cancel.cancel();
-                    return;
-                }
-            }
-        })
-    };
+    // Cancel once the dummy is inside `long` (bounded: 10 s).
+    let watched = dummy.clone();
+    let inside = move || !watched.begun().is_empty();
+    let trigger = cancel_when(&cancel, Duration::from_secs(10), Duration::ZERO, inside);
     let outcome = f.run_with(yaml, cancel).await;
-    trigger.await.expect("join");
+    assert!(trigger.await.expect("join"), "the dummy never began `long`");
     assert_eq!(outcome.status, Status::Cancelled);
-    assert_eq!(Fixture::status(&outcome, "long"), Status::Cancelled);
-    assert_eq!(Fixture::status(&outcome, "after"), Status::Cancelled);
+    let statuses = Fixture::statuses(&outcome, &["long", "after"]);
+    assert_eq!(statuses, [Status::Cancelled, Status::Cancelled]);
     assert!(dummy.steps().iter().all(|s| s.script != "echo never"));
 }
 
@@ -211,19 +193,12 @@ async fn cancelling_stops_running_jobs_and_never_starts_the_rest() {
 async fn a_job_that_cannot_be_prepared_fails_with_the_reason() {
     let dummy = DummyExecutor::failing_prepare(&["setup"]);
     let yaml = "jobs:
-  setup:
+  setup:  # failed
     run: echo never
-  other:
+  other:  # success
     run: echo fine
 ";
-    let (f, outcome) = scenario(
-        2,
-        &dummy,
-        yaml,
-        Status::Failed,
-        &[("setup", Status::Failed), ("other", Status::Success)],
-    )
-    .await;
+    let Ran { f, outcome, dummy } = scenario(dummy, 2, yaml, Status::Failed).await;
     assert!(
         f.log(&outcome, "setup")
             .await
@@ -234,25 +209,17 @@ async fn a_job_that_cannot_be_prepared_fails_with_the_reason() {
 
 #[tokio::test]
 async fn matrix_jobs_each_run_with_their_values() {
-    let dummy = DummyExecutor::default();
     let yaml = "jobs:
-  test:
+  test:  # success
     matrix: { db: ['15', '16'] }
     env: { DB: '${{ matrix.db }}' }
     run: echo testing
 ";
-    scenario(
-        4,
-        &dummy,
-        yaml,
-        Status::Success,
-        &[
-            ("test (db=15)", Status::Success),
-            ("test (db=16)", Status::Success),
-        ],
-    )
-    .await;
-    let mut dbs: Vec<String> = dummy
+    let ran = scenario(DummyExecutor::default(), 4, yaml, Status::Success).await;
+    let jobs = Fixture::statuses(&ran.outcome, &["test (db=15)", "test (db=16)"]);
+    assert_eq!(jobs, [Status::Success, Status::Success]);
+    let mut dbs: Vec<String> = ran
+        .dummy
         .steps()
         .iter()
         .filter_map(|s| {

@@ -1,6 +1,9 @@
 //! A deliverer over a real store in a temporary data directory, releases made the way
 //! sealing makes them (files in the content-addressed store, the delivery configuration
 //! of a `.ferry.yml` serialised into the release), and bounded waits on the store.
+//!
+//! Shared by the deliverer's test files, one a concern: `entering.rs`, `approvals.rs`,
+//! `promotion.rs`, `failures.rs`, `rollback.rs`, `recovery.rs`, `secrets.rs`, `audit.rs`.
 
 #![allow(dead_code)] // each test uses a part
 
@@ -8,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_deliver::cas::Cas;
-use ferry_deliver::deliverer::{Actor, Deliverer};
+use ferry_deliver::deliverer::{Actor, DeliverError, Deliverer};
 use ferry_store::{
     AuditEntry, Deployment, DeploymentStatus, NewRelease, NewRepository, NewRun, Release,
     ReleaseArtifact, SecretKey, Store,
@@ -31,6 +34,119 @@ pub type File<'a> = (&'a str, &'a str, u32);
 
 /// The files of an ordinary release.
 pub const APP: &[File<'static>] = &[("app.sh", "#!/bin/sh\necho app\n", 0o755)];
+
+/// A release that passes its verification.
+pub const GOOD: &[File<'static>] = &[
+    ("app.sh", "#!/bin/sh\necho app\n", 0o755),
+    ("check.sh", "#!/bin/sh\nexit 0\n", 0o755),
+];
+
+/// A release whose verification fails (`check.sh` exits 1).
+pub const BAD: &[File<'static>] = &[
+    ("app.sh", "#!/bin/sh\necho app\n", 0o755),
+    ("check.sh", "#!/bin/sh\nexit 1\n", 0o755),
+];
+
+/// Why a release with [`BAD`] fails.
+pub const UNHEALTHY: &str = "not healthy within 0.1s: `./check.sh`: exited with exit status: 1";
+
+/// Freezes that last the whole test: from 2000 to 2100.
+pub const FROZEN: &str = "freeze: { from: \"2000-01-01T00:00:00Z\", to: \"2100-01-01T00:00:00Z\" }";
+
+/// The default deploy: a script that records what it deployed where (`$OUT/deploys`),
+/// verified by the release's own `check.sh`.
+pub const SCRIPT: &str = "deploy:
+  target:
+    script:
+      run: echo \"$FERRY_ENVIRONMENT $FERRY_RELEASE\" >> \"$OUT/deploys\"; echo \"script sees $FERRY_COMMIT_SHA in $PWD\"
+  verify: { command: ./check.sh, for: 100ms, interval: 25ms }
+";
+
+/// A pipeline with these `environments:` (their lines, indented), all deployed by
+/// [`SCRIPT`].
+pub fn scripted(environments: &str) -> String {
+    format!("environments:\n{environments}{SCRIPT}")
+}
+
+/// One auto environment, `sandbox`, the default deploy.
+pub fn sandbox_only() -> String {
+    scripted("  sandbox: { auto: true }\n")
+}
+
+/// sandbox (auto) → production, approved as `approval` (a flow mapping) says.
+pub fn gated(approval: &str) -> String {
+    scripted(&format!(
+        "  sandbox: {{ auto: true }}\n  production:\n    after: sandbox\n    approval: {approval}\n"
+    ))
+}
+
+/// sandbox (auto) → production (two approvals, never the commit's author).
+pub fn approvals() -> String {
+    gated("{ required: 2, not: [author] }")
+}
+
+/// One environment `web` running a supervised process that records its pid in
+/// `$OUT/web.pids`, verified by the release's `check.sh`; `on_failure` as given.
+pub fn process(on_failure: &str) -> String {
+    format!(
+        "environments:
+  web: {{ auto: true }}
+deploy:
+  target:
+    process:
+      command: echo $$ >> \"$OUT/web.pids\"; exec sleep 300
+  verify: {{ command: ./check.sh, for: 100ms, interval: 25ms }}
+  on_failure: {on_failure}
+"
+    )
+}
+
+/// A person; `may_approve`: holds the approver role.
+pub fn actor(name: &str, may_approve: bool) -> Actor {
+    Actor {
+        user_id: format!("id-{name}"),
+        name: name.into(),
+        may_approve,
+    }
+}
+
+/// Dave, a developer: he may promote and roll back, not approve.
+pub fn dave() -> Actor {
+    actor("dave", false)
+}
+
+/// What a person asks of the deliverer.
+#[derive(Debug, Clone, Copy)]
+pub enum Ask<'a> {
+    /// Approve deployment `ENV#N`.
+    Approve(&'a str),
+    /// Reject deployment `ENV#N`.
+    Reject(&'a str),
+    /// Promote release `.0` to environment `.1`.
+    Promote(&'a str, &'a str),
+    /// Roll environment `.0` back: to the release live before, or to release `.1`.
+    Rollback(&'a str, Option<&'a str>),
+}
+
+/// How the deliverer refuses a request (a [`DeliverError`] other than the store's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    Invalid,
+    Conflict,
+    Forbidden,
+}
+
+/// The refusal and its message, if `result` is one.
+pub fn refusal<T>(result: &Result<T, DeliverError>) -> Option<(Refusal, &str)> {
+    match result {
+        Err(DeliverError::NotFound(m)) => Some((Refusal::NotFound, m)),
+        Err(DeliverError::Invalid(m)) => Some((Refusal::Invalid, m)),
+        Err(DeliverError::Conflict(m)) => Some((Refusal::Conflict, m)),
+        Err(DeliverError::Forbidden(m)) => Some((Refusal::Forbidden, m)),
+        _ => None,
+    }
+}
 
 pub struct Harness {
     pub tmp: tempfile::TempDir,
@@ -78,6 +194,42 @@ impl Harness {
             deliverer,
             running: None,
         }
+    }
+
+    /// [`new`](Self::new), with the loop running.
+    pub async fn started() -> Self {
+        let mut h = Self::new().await;
+        h.start();
+        h
+    }
+
+    /// A running harness whose sandbox ([`sandbox_only`]) ran each of `releases` in
+    /// turn, each with [`GOOD`] files: the last one is live, the ones before replaced.
+    pub async fn with_history(releases: &[&str]) -> Self {
+        let h = Self::started().await;
+        for (i, name) in releases.iter().enumerate() {
+            h.seal(name, &sandbox_only(), GOOD).await;
+            h.wait_audit("deployment.live", &format!("sandbox#{}", i + 1))
+                .await;
+        }
+        h
+    }
+
+    /// A running harness that sealed v1 ([`GOOD`]) with `config`: production#1 awaits
+    /// approval and its request is in the audit log.
+    pub async fn awaiting(config: &str) -> Self {
+        let h = Self::started().await;
+        h.seal("v1", config, GOOD).await;
+        h.wait_production_awaits().await;
+        h
+    }
+
+    /// Waits (bounded) until production#1 awaits approval and its request is in the
+    /// audit log.
+    pub async fn wait_production_awaits(&self) {
+        self.wait_status("production", 1, DeploymentStatus::AwaitingApproval)
+            .await;
+        self.wait_audit("deployment.request", "production#1").await;
     }
 
     /// Runs the deliverer's loop in a task of its own.
@@ -182,6 +334,72 @@ impl Harness {
         release
     }
 
+    /// `who` asks the deliverer for `ask` (approvals and rejections with no groups
+    /// and no comment).
+    pub async fn ask(&self, who: &Actor, ask: Ask<'_>) -> Result<Deployment, DeliverError> {
+        let (d, repo) = (&self.deliverer, self.repo.as_str());
+        match ask {
+            Ask::Approve(key) => d.approve(repo, key, who, &[], None).await,
+            Ask::Reject(key) => d.reject(repo, key, who, &[], None).await,
+            Ask::Promote(release, env) => d.promote(repo, release, env, who).await,
+            Ask::Rollback(env, to) => d.rollback(repo, env, to, who).await,
+        }
+    }
+
+    /// Fails unless `who` is refused each `(request, refusal, message)` exactly so, and
+    /// unless the refusals change no deployment and add nothing to the audit log.
+    pub async fn refuses(&self, who: &Actor, requests: &[(Ask<'_>, Refusal, &str)]) {
+        let before = self.snapshot().await;
+        for (ask, want, message) in requests {
+            let got = self.ask(who, *ask).await;
+            assert_eq!(
+                refusal(&got),
+                Some((*want, *message)),
+                "{} asked for {ask:?}; the deliverer answered {got:#?}",
+                who.name
+            );
+        }
+        assert_eq!(self.snapshot().await, before, "a refusal changes nothing");
+    }
+
+    /// [`refuses`](Self::refuses) for one request.
+    pub async fn refuses_one(&self, who: &Actor, ask: Ask<'_>, want: Refusal, message: &str) {
+        self.refuses(who, &[(ask, want, message)]).await;
+    }
+
+    /// `name`, an approver, approves deployment `key` (`ENV#N` or `ENV.N`), which
+    /// must be accepted; the deployment after the decision.
+    pub async fn approve(&self, key: &str, name: &str, comment: Option<&str>) -> Deployment {
+        self.deliverer
+            .approve(&self.repo, key, &actor(name, true), &[], comment)
+            .await
+            .unwrap_or_else(|e| panic!("{name} approves {key}: {e:?}"))
+    }
+
+    /// `name`, an approver, rejects deployment `key`, which must be accepted.
+    pub async fn reject(&self, key: &str, name: &str, comment: Option<&str>) -> Deployment {
+        self.deliverer
+            .reject(&self.repo, key, &actor(name, true), &[], comment)
+            .await
+            .unwrap_or_else(|e| panic!("{name} rejects {key}: {e:?}"))
+    }
+
+    /// `name`, a developer (no approver role), promotes `release` to `env`; it must
+    /// be accepted.
+    pub async fn promote(&self, release: &str, env: &str, name: &str) -> Deployment {
+        self.ask(&actor(name, false), Ask::Promote(release, env))
+            .await
+            .unwrap_or_else(|e| panic!("{name} promotes {release} to {env}: {e:?}"))
+    }
+
+    /// `name`, a developer, rolls `env` back (to release `to`, if named); it must be
+    /// accepted.
+    pub async fn rollback(&self, env: &str, to: Option<&str>, name: &str) -> Deployment {
+        self.ask(&actor(name, false), Ask::Rollback(env, to))
+            .await
+            .unwrap_or_else(|e| panic!("{name} rolls {env} back to {to:?}: {e:?}"))
+    }
+
     /// Deployment `ENV#N`, if it exists.
     pub async fn find(&self, env: &str, number: i64) -> Option<Deployment> {
         self.store
@@ -206,21 +424,18 @@ impl Harness {
         what: &str,
         ok: impl Fn(&Deployment) -> bool,
     ) -> Deployment {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let last = self.find(env, number).await;
-            if let Some(d) = &last
-                && ok(d)
-            {
-                return d.clone();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "{env}#{number} did not become {what} within {DEADLINE:?}; last seen: {last:#?}\nall: {:#?}",
-                    self.summary().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut last = None;
+        let found = poll(async || {
+            last = self.find(env, number).await;
+            last.clone().filter(&ok)
+        })
+        .await;
+        match found {
+            Some(d) => d,
+            None => panic!(
+                "{env}#{number} did not become {what} within {DEADLINE:?}; last seen: {last:#?}\nall: {:#?}",
+                self.summary().await
+            ),
         }
     }
 
@@ -303,6 +518,15 @@ impl Harness {
         std::fs::read_to_string(self.deliverer.deployment_log(d)).unwrap_or_default()
     }
 
+    /// The lines a file under `$OUT` holds (none when it does not exist).
+    pub fn lines(&self, file: &str) -> Vec<String> {
+        std::fs::read_to_string(self.out.join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// `<data>/deploy/<repo>/<env>`.
     pub fn env_dir(&self, env: &str) -> PathBuf {
         self.data.join("deploy").join(&self.repo).join(env)
@@ -310,69 +534,47 @@ impl Harness {
 
     /// The pid the supervisor runs for `env`, once it runs release `release`.
     pub async fn process_pid(&self, env: &str, release: &str) -> i32 {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let state = self.deliverer.supervisor().state(&self.repo, env).await;
-            if let Some(s) = &state
-                && s.release == release
-                && let Some(pid) = s.pid
-            {
-                return pid;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("no process of release {release} runs in `{env}`; last state: {state:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut state = None;
+        let pid = poll(async || {
+            state = self.deliverer.supervisor().state(&self.repo, env).await;
+            state.as_ref().filter(|s| s.release == release)?.pid
+        })
+        .await;
+        pid.unwrap_or_else(|| {
+            panic!("no process of release {release} runs in `{env}`; last state: {state:?}")
+        })
     }
 
     /// Waits (bounded) until `file` (under `$OUT`) holds a pid; returns it.
     pub async fn pid_in(&self, file: &str) -> i32 {
         let path = self.out.join(file);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(pid) = ferry_testkit::pids_in(&path).last() {
-                return *pid;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("{} holds no pid", path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let pid = poll(async || ferry_testkit::pids_in(&path).last().copied()).await;
+        pid.unwrap_or_else(|| panic!("{} holds no pid", path.display()))
     }
 
     /// Waits (bounded) until `file` (under `$OUT`) holds at least `n` pids; returns them.
     pub async fn pids(&self, file: &str, n: usize) -> Vec<i32> {
         let path = self.out.join(file);
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let pids = ferry_testkit::pids_in(&path);
-            if pids.len() >= n {
-                return pids;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("{} holds {pids:?}, not {n} pids", path.display());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let mut pids = Vec::new();
+        let enough = poll(async || {
+            pids = ferry_testkit::pids_in(&path);
+            (pids.len() >= n).then(|| pids.clone())
+        })
+        .await;
+        enough.unwrap_or_else(|| panic!("{} holds {pids:?}, not {n} pids", path.display()))
     }
 
     /// Waits (bounded) until the audit log has an entry `action` on `target`.
     pub async fn wait_audit(&self, action: &str, target: &str) -> AuditEntry {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let log = self.audit().await;
-            if let Some(e) = log
-                .iter()
+        let mut log = Vec::new();
+        let entry = poll(async || {
+            log = self.audit().await;
+            log.iter()
                 .find(|e| e.action == action && e.target == target)
-            {
-                return e.clone();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("no `{action}` of {target} in the audit log: {log:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+                .cloned()
+        })
+        .await;
+        entry.unwrap_or_else(|| panic!("no `{action}` of {target} in the audit log: {log:#?}"))
     }
 
     /// What a refused request must leave unchanged: every deployment and the audit log.
@@ -381,38 +583,37 @@ impl Harness {
     }
 }
 
-/// Waits (bounded) until the file at `path` contains `text`; returns its content.
-pub async fn wait_contains(path: &Path, text: &str) -> String {
+/// Calls `probe` every 20 ms until it answers, for at most [`DEADLINE`]: its answer,
+/// or `None` when time ran out.
+pub async fn poll<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let content = std::fs::read_to_string(path).unwrap_or_default();
-        if content.contains(text) {
-            return content;
+        if let Some(answer) = probe().await {
+            return Some(answer);
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("{} does not contain `{text}`: {content}", path.display());
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits (bounded) until the file at `path` contains `text`; returns its content.
+pub async fn wait_contains(path: &Path, text: &str) -> String {
+    let mut content = String::new();
+    let found = poll(async || {
+        content = std::fs::read_to_string(path).unwrap_or_default();
+        content.contains(text).then(|| content.clone())
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("{} does not contain `{text}`: {content}", path.display()))
 }
 
 /// Waits (bounded, without blocking the runtime) until `pid` is gone, then confirms
 /// it with `ferry_testkit::gone`.
 pub async fn wait_gone(pid: i32) -> bool {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while ferry_testkit::alive(pid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll(async || (!ferry_testkit::alive(pid)).then_some(())).await;
     ferry_testkit::gone(pid)
-}
-
-/// A person; `may_approve`: holds the approver role.
-pub fn actor(name: &str, may_approve: bool) -> Actor {
-    Actor {
-        user_id: format!("id-{name}"),
-        name: name.into(),
-        may_approve,
-    }
 }
 
 /// The serialised delivery configuration of a pipeline with a `build` job whose

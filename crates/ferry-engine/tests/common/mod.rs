@@ -3,14 +3,15 @@
 
 #![allow(dead_code)] // each test binary uses its own part of it
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_engine::{Engine, EngineConfig, NullSink, RunOutcome, Source};
 use ferry_exec::{DockerExecutor, Executor, LocalExecutor};
 use ferry_plan::{Event, EventKind};
-use ferry_store::{Status, Store};
+use ferry_store::{Job, Status, Store};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub struct Fixture {
@@ -102,6 +103,41 @@ impl Fixture {
         self.run_with(yaml, CancellationToken::new()).await
     }
 
+    /// [`run_with`](Self::run_with), which must end within `limit`.
+    pub async fn run_within(
+        &self,
+        limit: Duration,
+        yaml: &str,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
+        tokio::time::timeout(limit, self.run_with(yaml, cancel))
+            .await
+            .unwrap_or_else(|_| panic!("the run did not stop within {limit:?}"))
+    }
+
+    /// Fails unless the run succeeded; the message is `job`'s log.
+    pub async fn assert_success(&self, outcome: &RunOutcome, job: &str) {
+        assert_eq!(
+            outcome.status,
+            Status::Success,
+            "{}",
+            self.log(outcome, job).await
+        );
+    }
+
+    /// The run's jobs as the store has them.
+    pub async fn jobs(&self, outcome: &RunOutcome) -> Vec<Job> {
+        self.store.jobs(&outcome.run.id).await.expect("jobs")
+    }
+
+    /// Job `job` of the run as the store has it.
+    pub async fn stored_job(&self, outcome: &RunOutcome, job: &str) -> Job {
+        let jobs = self.jobs(outcome).await;
+        jobs.into_iter()
+            .find(|j| j.name == job)
+            .unwrap_or_else(|| panic!("the run has no job `{job}`"))
+    }
+
     pub fn status(outcome: &RunOutcome, job: &str) -> Status {
         outcome
             .jobs
@@ -109,6 +145,21 @@ impl Fixture {
             .find(|j| j.name == job)
             .map(|j| j.status)
             .expect("job")
+    }
+
+    /// The statuses of `jobs`, in that order.
+    pub fn statuses(outcome: &RunOutcome, jobs: &[&str]) -> Vec<Status> {
+        jobs.iter().map(|job| Self::status(outcome, job)).collect()
+    }
+
+    /// How `job` ended: its status and why (`None` when it gave no reason).
+    pub fn ended<'a>(outcome: &'a RunOutcome, job: &str) -> (Status, Option<&'a str>) {
+        let j = outcome
+            .jobs
+            .iter()
+            .find(|j| j.name == job)
+            .unwrap_or_else(|| panic!("the run has no job `{job}`"));
+        (j.status, j.reason.as_deref())
     }
 
     /// Why `job` ended as it did (empty when it gave no reason).
@@ -184,4 +235,56 @@ pub fn networks_of(job: &str) -> String {
         &format!("label=ferry.job={job}"),
     ])
     .1
+}
+
+/// Cancels `cancel` `settle` after `ready` holds, asking every 25 ms; when it has not
+/// held within `within`, cancels anyway. The task answers whether it held.
+pub fn cancel_when(
+    cancel: &CancellationToken,
+    within: Duration,
+    settle: Duration,
+    ready: impl Fn() -> bool + Send + 'static,
+) -> JoinHandle<bool> {
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut held = ready();
+        while !held && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            held = ready();
+        }
+        tokio::time::sleep(settle).await;
+        trigger.cancel();
+        held
+    })
+}
+
+/// Fails unless every process whose id a step wrote to `pidfile` has ended (and, when
+/// `count` is given, there are that many); `what` is what they must not outlive.
+pub fn assert_ended(pidfile: &Path, count: Option<usize>, what: &str) {
+    let pids = ferry_testkit::pids_in(pidfile);
+    if let Some(n) = count {
+        assert_eq!(pids.len(), n, "{pids:?}");
+    }
+    for pid in pids {
+        assert!(ferry_testkit::gone(pid), "process {pid} outlived {what}");
+    }
+}
+
+/// Fails unless no container and no network Ferry made for any of `jobs` is left.
+pub fn assert_nothing_left(jobs: &[&str]) {
+    for job in jobs {
+        assert_eq!(containers_of(job), "", "a container of `{job}` is left");
+        assert_eq!(networks_of(job), "", "a network of `{job}` is left");
+    }
+}
+
+/// `docker COMMAND… --label ferry=true --label ferry.job=JOB ARGS…`: makes something
+/// as Ferry does for `job`; it must succeed.
+pub fn docker_as_ferry(command: &[&str], job: &str, args: &[&str]) {
+    let label = format!("ferry.job={job}");
+    let labels = ["--label", "ferry=true", "--label", &label];
+    let all: Vec<&str> = [command, &labels[..], args].concat();
+    let (ok, text) = docker(&all);
+    assert!(ok, "docker {all:?}: {text}");
 }

@@ -162,14 +162,7 @@ impl DockerExecutor {
 
     /// `None` while it runs; how it ended otherwise.
     pub async fn app_exit(&self, id: &str) -> Option<String> {
-        match self
-            .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
+        match self.inspect(id).await {
             Ok(info) => {
                 let state = info.state.unwrap_or_default();
                 if state.running == Some(true) && state.restarting != Some(true) {

@@ -294,6 +294,19 @@ impl ImageBuilder for DockerExecutor {
 }
 
 impl DockerExecutor {
+    /// What the engine knows of a container now.
+    pub(crate) async fn inspect(
+        &self,
+        id: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, bollard::errors::Error> {
+        self.docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+    }
+
     async fn run_container(
         &self,
         id: &str,
@@ -338,14 +351,7 @@ impl DockerExecutor {
         if let Some(o) = ended {
             return o;
         }
-        match self
-            .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
+        match self.inspect(id).await {
             Ok(info) => {
                 let code = info.state.and_then(|s| s.exit_code).unwrap_or(-1);
                 StepOutcome::Exited(code as i32)

@@ -183,11 +183,7 @@ impl DockerExecutor {
             self.wait_ready(service, &id, cancel).await?;
             let prefix = env_prefix(&service.name);
             let info = self
-                .docker
-                .inspect_container(
-                    &id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
+                .inspect(&id)
                 .await
                 .map_err(|e| format!("cannot inspect service `{}`: {e}", service.name))?;
             let bound = info.network_settings.and_then(|n| n.ports);
@@ -226,11 +222,7 @@ impl DockerExecutor {
         let mut last = String::from("it has not started");
         loop {
             let info = self
-                .docker
-                .inspect_container(
-                    id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
+                .inspect(id)
                 .await
                 .map_err(|e| format!("cannot inspect service `{name}`: {e}"))?;
             let state = info.state.unwrap_or_default();
