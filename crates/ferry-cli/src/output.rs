@@ -27,22 +27,22 @@ struct State {
 }
 
 /// The terminal sink.
+#[derive(educe::Educe)]
+#[educe(Debug)]
 pub struct Terminal {
     mode: Mode,
+    #[educe(Debug(ignore))]
     color: bool,
+    #[educe(Debug(ignore))]
     colors: HashMap<String, usize>,
+    #[educe(Debug(ignore))]
     width: usize,
+    #[educe(Debug(ignore))]
     runnable: usize,
+    #[educe(Debug(ignore))]
     state: Mutex<State>,
+    #[educe(Debug(ignore))]
     bar: Option<ProgressBar>,
-}
-
-impl std::fmt::Debug for Terminal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Terminal")
-            .field("mode", &self.mode)
-            .finish()
-    }
 }
 
 impl Terminal {

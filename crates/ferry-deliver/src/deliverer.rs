@@ -44,6 +44,13 @@ pub enum DeliverError {
 
 type Result<T> = std::result::Result<T, DeliverError>;
 
+/// An approver's decision on a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    Approve,
+    Reject,
+}
+
 /// The person asking.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -60,35 +67,37 @@ impl Actor {
 }
 
 /// Delivery for one server.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct Deliverer {
+    #[educe(Debug(ignore))]
     store: Store,
+    #[educe(Debug(ignore))]
     cas: Cas,
     /// `<data>/deploy`
     root: PathBuf,
     /// Where secret files for processes go: memory (`/dev/shm`) where there is one,
     /// never the data directory.
+    #[educe(Debug(ignore))]
     secrets_root: PathBuf,
     /// Opens the repository's and environments' secrets.
+    #[educe(Debug(ignore))]
     key: SecretKey,
     /// What deploy targets use (supervisor, Docker, kubectl).
+    #[educe(Debug(ignore))]
     targets: Targets,
+    #[educe(Debug(ignore))]
     wake: Arc<Notify>,
     /// Keep the files of this many newest releases per repository (and of every release
     /// an environment runs); `None`: keep everything.
+    #[educe(Debug(ignore))]
     keep_releases: Option<usize>,
     /// Every deployment change and decision, for whoever listens.
+    #[educe(Debug(ignore))]
     events: tokio::sync::broadcast::Sender<Arc<DeliveryEvent>>,
     /// Environments (repository id, name) whose deployment this server is executing.
+    #[educe(Debug(ignore))]
     busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
-}
-
-impl std::fmt::Debug for Deliverer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deliverer")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The release's own delivery configuration.
@@ -367,41 +376,18 @@ impl Deliverer {
         dep.ok_or_else(|| DeliverError::Invalid("the environment takes no deployments".into()))
     }
 
-    /// Records an approval; the deployment is queued once it has enough.
-    pub async fn approve(
+    /// Records an approval (the deployment is queued once it has enough) or a
+    /// rejection (the deployment stops).
+    pub async fn decide(
         &self,
         repository_id: &str,
         key: &str,
         actor: &Actor,
         groups: &[String],
         comment: Option<&str>,
+        vote: Vote,
     ) -> Result<Deployment> {
-        self.decide(repository_id, key, actor, groups, comment, true)
-            .await
-    }
-
-    /// Records a rejection: the deployment stops.
-    pub async fn reject(
-        &self,
-        repository_id: &str,
-        key: &str,
-        actor: &Actor,
-        groups: &[String],
-        comment: Option<&str>,
-    ) -> Result<Deployment> {
-        self.decide(repository_id, key, actor, groups, comment, false)
-            .await
-    }
-
-    async fn decide(
-        &self,
-        repository_id: &str,
-        key: &str,
-        actor: &Actor,
-        groups: &[String],
-        comment: Option<&str>,
-        approve: bool,
-    ) -> Result<Deployment> {
+        let approve = vote == Vote::Approve;
         let dep = self
             .store
             .find_deployment(repository_id, key)

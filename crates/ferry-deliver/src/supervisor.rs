@@ -22,27 +22,23 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
 
 /// What to run for an environment.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct ProcessSpec {
+    #[educe(Debug(ignore))]
     pub repository_id: String,
     pub environment: String,
     pub release: String,
+    #[educe(Debug(ignore))]
     pub dir: PathBuf,
     pub command: String,
     /// The whole environment of the process.
+    #[educe(Debug(ignore))]
     pub env: Vec<(String, String)>,
+    #[educe(Debug(ignore))]
     pub log: PathBuf,
+    #[educe(Debug(ignore))]
     pub masker: Masker,
-}
-
-impl std::fmt::Debug for ProcessSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessSpec")
-            .field("environment", &self.environment)
-            .field("release", &self.release)
-            .field("command", &self.command)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What the supervisor knows of one environment's process.
@@ -63,16 +59,13 @@ struct Running {
 }
 
 /// Keeps one process per environment running.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct Supervisor {
+    #[educe(Debug(ignore))]
     running: Arc<tokio::sync::Mutex<HashMap<(String, String), Running>>>,
+    #[educe(Debug(ignore))]
     tracker: Option<Tracker>,
-}
-
-impl std::fmt::Debug for Supervisor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Supervisor")
-    }
 }
 
 impl Supervisor {

@@ -6,6 +6,7 @@ mod common;
 use common::Ask::{Approve, Reject};
 use common::Refusal::{Conflict, Forbidden, Invalid, NotFound};
 use common::{FROZEN, Harness, actor, approvals, dave, gated, scripted};
+use ferry_deliver::deliverer::Vote;
 use ferry_store::DeploymentStatus as S;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +68,14 @@ async fn approvals_come_only_from_the_users_and_groups_named() {
         .await;
     let managers = ["release-managers".to_string()];
     h.deliverer
-        .approve(&h.repo, "production#1", &bob, &managers, None)
+        .decide(
+            &h.repo,
+            "production#1",
+            &bob,
+            &managers,
+            None,
+            Vote::Approve,
+        )
         .await
         .expect("a release manager approves");
     h.wait_status("production", 1, S::Live).await;

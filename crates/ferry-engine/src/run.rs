@@ -41,28 +41,27 @@ pub struct Source {
 }
 
 /// The engine. Cheap to clone; all clones share the store and the executor.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct Engine {
+    #[educe(Debug(ignore))]
     store: Store,
     /// The executor of each kind of job (host; containers when Docker is available).
+    #[educe(Debug(ignore))]
     executors: Executors,
     /// Starts jobs' `services:` (`None`: jobs with services fail with the reason).
+    #[educe(Debug(ignore))]
     services: Option<Arc<dyn ServiceRunner>>,
     /// Builds jobs' `build_image:` (`None`: such jobs fail with the reason).
+    #[educe(Debug(ignore))]
     builder: Option<Arc<dyn ImageBuilder>>,
     /// The image of jobs that name none; `None`: they run on the host.
+    #[educe(Debug(ignore))]
     default_image: Option<String>,
     /// Opens the repositories' sealed registry logins.
+    #[educe(Debug(ignore))]
     secret_key: Option<SecretKey>,
     config: EngineConfig,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 /// How one job ended.

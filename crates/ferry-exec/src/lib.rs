@@ -206,17 +206,12 @@ pub trait Executor: Send + Sync {
 
 /// A prepared job: its spec and what its executor keeps to clean it up (process groups,
 /// containers), which only that executor reads.
+#[derive(educe::Educe)]
+#[educe(Debug)]
 pub struct Prepared {
     pub spec: JobSpec,
+    #[educe(Debug(ignore))]
     state: Box<dyn std::any::Any + Send + Sync>,
-}
-
-impl std::fmt::Debug for Prepared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared")
-            .field("spec", &self.spec)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Prepared {

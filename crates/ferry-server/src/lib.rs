@@ -54,39 +54,43 @@ pub struct Config {
 }
 
 /// Shared by every request handler and the dispatcher.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct AppState {
+    #[educe(Debug(ignore))]
     pub store: Store,
+    #[educe(Debug(ignore))]
     pub engine: Engine,
     pub config: Arc<Config>,
     /// Cancel tokens of the runs this server is executing.
+    #[educe(Debug(ignore))]
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// Wakes the dispatcher when a run is queued.
+    #[educe(Debug(ignore))]
     pub(crate) wake: Arc<Notify>,
     /// Wakes the intake worker when a delivery is accepted.
+    #[educe(Debug(ignore))]
     pub(crate) intake_wake: Arc<Notify>,
     /// Cancelled to stop running runs at once, even when draining.
+    #[educe(Debug(ignore))]
     force: CancellationToken,
     /// Cancelled when the server starts to stop: endless streams (delivery events)
     /// end, so that the HTTP server's graceful shutdown does not wait for them.
+    #[educe(Debug(ignore))]
     pub(crate) stopping: CancellationToken,
     /// One lock per repository mirror: clones and fetches of one mirror never overlap.
+    #[educe(Debug(ignore))]
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
+    #[educe(Debug(ignore))]
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
     /// Seals secrets, registry logins and webhook secrets (owned by whoever starts the
     /// server, which gives the engine the same key).
+    #[educe(Debug(ignore))]
     pub key: ferry_store::SecretKey,
     /// Releases, environments and deployments.
+    #[educe(Debug(ignore))]
     pub deliverer: ferry_deliver::deliverer::Deliverer,
-}
-
-impl std::fmt::Debug for AppState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("config", &self.config)
-            .finish()
-    }
 }
 
 impl AppState {

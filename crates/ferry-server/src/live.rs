@@ -62,17 +62,12 @@ impl Live {
 }
 
 /// Publishes one run's engine events.
+#[derive(educe::Educe)]
+#[educe(Debug)]
 pub struct BroadcastSink {
     pub run: String,
+    #[educe(Debug(ignore))]
     pub tx: broadcast::Sender<Arc<Live>>,
-}
-
-impl std::fmt::Debug for BroadcastSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BroadcastSink")
-            .field("run", &self.run)
-            .finish()
-    }
 }
 
 impl EventSink for BroadcastSink {

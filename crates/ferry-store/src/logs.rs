@@ -4,7 +4,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 
-
 use crate::{Result, Store, now_ms};
 
 /// "Bytes from `byte_offset` on were read at `ts`": one entry per read that happened in

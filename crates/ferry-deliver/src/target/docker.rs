@@ -14,26 +14,25 @@ use ferry_store::{Deployment, SecretKey, Store};
 use super::{DeployContext, Target, WorkloadCheck, scope};
 use crate::log::DeployLog;
 
+#[derive(educe::Educe)]
+#[educe(Debug)]
 pub struct DockerTarget {
     /// The job that built the image to run (default: the release's only image).
     pub image: Option<String>,
     pub ports: Vec<String>,
+    #[educe(Debug(ignore))]
     pub env: EnvVars,
+    #[educe(Debug(ignore))]
     pub volumes: Vec<String>,
+    #[educe(Debug(ignore))]
     pub command: Option<Vec<String>>,
+    #[educe(Debug(ignore))]
     pub docker: Option<Arc<DockerExecutor>>,
     /// To open the repository's registry logins with.
+    #[educe(Debug(ignore))]
     pub store: Store,
+    #[educe(Debug(ignore))]
     pub key: SecretKey,
-}
-
-impl std::fmt::Debug for DockerTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerTarget")
-            .field("image", &self.image)
-            .field("ports", &self.ports)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DockerTarget {

@@ -153,22 +153,18 @@ pub fn scope(dep: &Deployment) -> String {
 
 /// What targets may use: the process supervisor, Docker, `kubectl`, and the store and
 /// key to open registry logins with.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct Targets {
+    #[educe(Debug(ignore))]
     pub(crate) supervisor: Supervisor,
+    #[educe(Debug(ignore))]
     pub(crate) docker: Option<Arc<DockerExecutor>>,
     pub(crate) kubectl: PathBuf,
+    #[educe(Debug(ignore))]
     pub(crate) store: Store,
+    #[educe(Debug(ignore))]
     pub(crate) key: SecretKey,
-}
-
-impl std::fmt::Debug for Targets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Targets")
-            .field("docker", &self.docker.is_some())
-            .field("kubectl", &self.kubectl)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Targets {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_deliver::cas::Cas;
-use ferry_deliver::deliverer::{Actor, DeliverError, Deliverer};
+use ferry_deliver::deliverer::{Actor, DeliverError, Deliverer, Vote};
 use ferry_store::{
     AuditEntry, Deployment, DeploymentStatus, NewRelease, NewRepository, NewRun, Release,
     ReleaseArtifact, SecretKey, Store,
@@ -339,8 +339,8 @@ impl Harness {
     pub async fn ask(&self, who: &Actor, ask: Ask<'_>) -> Result<Deployment, DeliverError> {
         let (d, repo) = (&self.deliverer, self.repo.as_str());
         match ask {
-            Ask::Approve(key) => d.approve(repo, key, who, &[], None).await,
-            Ask::Reject(key) => d.reject(repo, key, who, &[], None).await,
+            Ask::Approve(key) => d.decide(repo, key, who, &[], None, Vote::Approve).await,
+            Ask::Reject(key) => d.decide(repo, key, who, &[], None, Vote::Reject).await,
             Ask::Promote(release, env) => d.promote(repo, release, env, who).await,
             Ask::Rollback(env, to) => d.rollback(repo, env, to, who).await,
         }
@@ -370,18 +370,20 @@ impl Harness {
     /// `name`, an approver, approves deployment `key` (`ENV#N` or `ENV.N`), which
     /// must be accepted; the deployment after the decision.
     pub async fn approve(&self, key: &str, name: &str, comment: Option<&str>) -> Deployment {
-        self.deliverer
-            .approve(&self.repo, key, &actor(name, true), &[], comment)
-            .await
-            .unwrap_or_else(|e| panic!("{name} approves {key}: {e:?}"))
+        self.vote(key, name, comment, Vote::Approve).await
     }
 
     /// `name`, an approver, rejects deployment `key`, which must be accepted.
     pub async fn reject(&self, key: &str, name: &str, comment: Option<&str>) -> Deployment {
+        self.vote(key, name, comment, Vote::Reject).await
+    }
+
+    async fn vote(&self, key: &str, name: &str, comment: Option<&str>, vote: Vote) -> Deployment {
+        let who = actor(name, true);
         self.deliverer
-            .reject(&self.repo, key, &actor(name, true), &[], comment)
+            .decide(&self.repo, key, &who, &[], comment, vote)
             .await
-            .unwrap_or_else(|e| panic!("{name} rejects {key}: {e:?}"))
+            .unwrap_or_else(|e| panic!("{name}: {vote:?} {key}: {e:?}"))
     }
 
     /// `name`, a developer (no approver role), promotes `release` to `env`; it must

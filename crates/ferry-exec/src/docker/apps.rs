@@ -19,30 +19,26 @@ pub const DEPLOY_LABEL: &str = "ferry.deploy";
 pub const RELEASE_LABEL: &str = "ferry.release";
 
 /// One application container to run.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct AppSpec {
     /// `name@sha256:…`
     pub image: String,
     /// The container's name.
     pub name: String,
     /// Which environment it belongs to (`<repository id>/<environment>`).
+    #[educe(Debug(ignore))]
     pub scope: String,
+    #[educe(Debug(ignore))]
     pub release: String,
+    #[educe(Debug(ignore))]
     pub env: Vec<(String, String)>,
     /// (host ip, host port, container port)
     pub ports: Vec<(String, u16, u16)>,
+    #[educe(Debug(ignore))]
     pub volumes: Vec<String>,
+    #[educe(Debug(ignore))]
     pub command: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for AppSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppSpec")
-            .field("image", &self.image)
-            .field("name", &self.name)
-            .field("ports", &self.ports)
-            .finish_non_exhaustive()
-    }
 }
 
 /// An application container as found.

@@ -38,21 +38,16 @@ pub const LABEL: &str = "ferry";
 pub const JOB_LABEL: &str = "ferry.job";
 
 /// Runs steps in containers.
-#[derive(Clone)]
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct DockerExecutor {
+    #[educe(Debug(ignore))]
     docker: Docker,
     /// How long a container may take to stop after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
     /// Where registry credentials for pulls and pushes come from.
+    #[educe(Debug(ignore))]
     pub credentials: std::sync::Arc<dyn build::Credentials>,
-}
-
-impl std::fmt::Debug for DockerExecutor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerExecutor")
-            .field("kill_grace", &self.kill_grace)
-            .finish_non_exhaustive()
-    }
 }
 
 impl DockerExecutor {

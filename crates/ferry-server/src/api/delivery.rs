@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ferry_deliver::deliverer::{Actor, DeliverError, delivery_of};
+use ferry_deliver::deliverer::{Actor, DeliverError, Vote, delivery_of};
 use ferry_deliver::diff::ReleaseDiff;
 use ferry_deliver::events::DeliveryEvent;
 use ferry_store::{
@@ -374,15 +374,11 @@ pub(crate) async fn decide<const APPROVE: bool>(
     let groups = s.store.groups_of(&caller.user.id).await?;
     let a = actor(&caller);
     let comment = body.comment.as_deref();
-    let d = if APPROVE {
-        s.deliverer
-            .approve(&repo.id, &key, &a, &groups, comment)
-            .await?
-    } else {
-        s.deliverer
-            .reject(&repo.id, &key, &a, &groups, comment)
-            .await?
-    };
+    let vote = if APPROVE { Vote::Approve } else { Vote::Reject };
+    let d = s
+        .deliverer
+        .decide(&repo.id, &key, &a, &groups, comment, vote)
+        .await?;
     Ok(Json(DeploymentOne {
         deployment: view(&s, d).await,
     }))
