@@ -24,7 +24,7 @@ use crate::log::DeployLog;
 use crate::policy::{self, Approver, Decision, Parties, Verdict};
 use crate::supervisor::Supervisor;
 use crate::target::{DeployContext, Target, Targets};
-use crate::verify;
+use crate::verify::{self, Check};
 
 /// Why a request about a deployment is refused.
 #[derive(Debug, thiserror::Error)]
@@ -1024,21 +1024,24 @@ impl Deliverer {
         target.deploy(&mut ctx).await?;
         let mut probes = Vec::new();
         for p in spec.verify.iter().flat_map(|v| &v.probes) {
-            probes.push(match p {
-                ferry_config::delivery::Probe::Http { url, status, body } => verify::Probe::Http {
+            let check = match p {
+                Check::Http { url, status, body } => Check::Http {
                     url: ctx.eval(url)?,
                     status: *status,
                     body: body.clone(),
                 },
-                ferry_config::delivery::Probe::Tcp { address } => verify::Probe::Tcp {
+                Check::Tcp { address } => Check::Tcp {
                     address: ctx.eval(address)?,
                 },
-                ferry_config::delivery::Probe::Command { run } => verify::Probe::Command {
+                Check::Command { run } => Check::Command {
                     run: ctx.eval(run)?,
-                    dir: ctx.release_dir.clone(),
-                    env: ctx.env.clone(),
                 },
-            });
+            };
+            probes.push(verify::Probe::new(
+                check,
+                ctx.release_dir.clone(),
+                ctx.env.clone(),
+            ));
         }
         Ok(probes)
     }

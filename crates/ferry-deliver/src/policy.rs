@@ -231,22 +231,14 @@ mod tests {
             cron: "0 18 * * 5".into(),
             duration: Some(Duration::from_secs(60 * 3600)),
         }];
-        assert!(
-            frozen(&weekend, at("2026-11-27T19:00:00Z")).is_some(),
-            "Friday evening"
-        );
-        assert!(
-            frozen(&weekend, at("2026-11-30T05:59:00Z")).is_some(),
-            "Monday early"
-        );
-        assert!(
-            frozen(&weekend, at("2026-11-30T06:00:00Z")).is_none(),
-            "Monday 06:00"
-        );
-        assert!(
-            frozen(&weekend, at("2026-11-25T12:00:00Z")).is_none(),
-            "Wednesday"
-        );
+        for (when, is_frozen, what) in [
+            ("2026-11-27T19:00:00Z", true, "Friday evening"),
+            ("2026-11-30T05:59:00Z", true, "Monday early"),
+            ("2026-11-30T06:00:00Z", false, "Monday 06:00"),
+            ("2026-11-25T12:00:00Z", false, "Wednesday"),
+        ] {
+            assert_eq!(frozen(&weekend, at(when)).is_some(), is_frozen, "{what}");
+        }
     }
 
     #[test]

@@ -9,37 +9,38 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// A probe with its expressions resolved.
+/// What a probe checks: the `verify:` entry of `.ferry.yml`, with its expressions
+/// resolved.
+pub use ferry_config::delivery::Probe as Check;
+
+/// A probe ready to run: what it checks, and where and with what environment a command
+/// probe runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
-    Http {
-        url: String,
-        status: u16,
-        body: Option<String>,
-    },
-    Tcp {
-        address: String,
-    },
-    Command {
-        run: String,
-        dir: PathBuf,
-        env: Vec<(String, String)>,
-    },
+pub struct Probe {
+    pub check: Check,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 impl Probe {
+    /// `check`, with commands run in `dir` with only `env`.
+    pub fn new(check: Check, dir: PathBuf, env: Vec<(String, String)>) -> Self {
+        Self { check, dir, env }
+    }
+
     fn describe(&self) -> String {
-        match self {
-            Probe::Http { url, .. } => format!("GET {url}"),
-            Probe::Tcp { address } => format!("TCP {address}"),
-            Probe::Command { run, .. } => format!("`{run}`"),
+        match &self.check {
+            Check::Http { url, .. } => format!("GET {url}"),
+            Check::Tcp { address } => format!("TCP {address}"),
+            Check::Command { run } => format!("`{run}`"),
         }
     }
 
     /// One check: `Ok` or what was wrong.
     pub async fn check(&self, http: &reqwest::Client) -> Result<(), String> {
-        match self {
-            Probe::Http { url, status, body } => {
+        let (dir, env) = (&self.dir, &self.env);
+        match &self.check {
+            Check::Http { url, status, body } => {
                 let resp = http
                     .get(url)
                     .timeout(Duration::from_secs(5))
@@ -67,7 +68,7 @@ impl Probe {
                 }
                 Ok(())
             }
-            Probe::Tcp { address } => tokio::time::timeout(
+            Check::Tcp { address } => tokio::time::timeout(
                 Duration::from_secs(5),
                 tokio::net::TcpStream::connect(address),
             )
@@ -75,7 +76,7 @@ impl Probe {
             .map_err(|_| format!("{}: timed out", self.describe()))?
             .map(|_| ())
             .map_err(|e| format!("{}: {e}", self.describe())),
-            Probe::Command { run, dir, env } => {
+            Check::Command { run } => {
                 let out = tokio::time::timeout(
                     Duration::from_secs(30),
                     tokio::process::Command::new("sh")
@@ -168,9 +169,13 @@ mod tests {
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let cancel = CancellationToken::new();
-        let tcp = vec![Probe::Tcp {
-            address: addr.clone(),
-        }];
+        let tcp = vec![Probe::new(
+            Check::Tcp {
+                address: addr.clone(),
+            },
+            PathBuf::new(),
+            Vec::new(),
+        )];
         let quick = Duration::from_millis(300);
         let every = Duration::from_millis(50);
         assert!(verify(&tcp, quick, every, || None, &cancel).await.is_ok());
@@ -184,11 +189,12 @@ mod tests {
         );
         let dir = tempfile::tempdir().expect("tmp");
         // Passes twice, then fails: a failure after passing fails at once.
-        let flap = vec![Probe::Command {
-            run: "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -lt 2 ]".into(),
-            dir: dir.path().to_path_buf(),
-            env: Vec::new(),
-        }];
+        let run = "n=$(cat count 2>/dev/null || echo 0); echo $((n+1)) > count; [ $n -lt 2 ]";
+        let flap = vec![Probe::new(
+            Check::Command { run: run.into() },
+            dir.path().to_path_buf(),
+            Vec::new(),
+        )];
         let err = verify(&flap, Duration::from_secs(5), every, || None, &cancel)
             .await
             .expect_err("flaps");

@@ -10,7 +10,7 @@ use ferry_config::expr;
 use ferry_exec::mask::Masked;
 use ferry_exec::{
     BuildSpec, ContainerJob, Executor, ExecutorKind, ImageBuilder, JobSpec, Logins, OutputSink,
-    ServiceSpec, Services, StepIo, StepOutcome, StepSpec,
+    ServiceJob, ServiceSpec, Services, StepIo, StepOutcome, StepSpec,
 };
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
@@ -330,17 +330,14 @@ async fn run_attempt(
         match resolve_services(ctx, job, &env) {
             Ok(specs) => {
                 let publish = image.is_none();
-                if let Err(e) = runner
-                    .start(
-                        &job.name,
-                        &specs,
-                        publish,
-                        &logins,
-                        &mut services,
-                        &ctx.cancel,
-                    )
-                    .await
-                {
+                let start = ServiceJob {
+                    job: &job.name,
+                    services: &specs,
+                    publish,
+                    logins: &logins,
+                    cancel: &ctx.cancel,
+                };
+                if let Err(e) = runner.start(start, &mut services).await {
                     result = Some(if ctx.cancel.is_cancelled() {
                         Attempt::Cancelled
                     } else {

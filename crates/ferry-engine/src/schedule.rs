@@ -221,15 +221,22 @@ mod tests {
             .collect()
     }
 
+    /// A scheduler over `spec` with `limit`, whose first poll starts `first`.
+    fn started(spec: &str, limit: usize, first: &[&str]) -> (Plan, Scheduler) {
+        let p = plan(spec);
+        let mut s = Scheduler::new(&p, limit);
+        let want: Vec<String> = first.iter().map(|j| format!("start {j}")).collect();
+        assert_eq!(names(&p, &s.poll()), want);
+        (p, s)
+    }
+
     fn index(p: &Plan, name: &str) -> usize {
         p.jobs.iter().position(|j| j.name == name).expect("job")
     }
 
     #[test]
     fn starts_in_plan_order_within_the_limit() {
-        let p = plan("a:\nb:\nc:\nd: a b");
-        let mut s = Scheduler::new(&p, 2);
-        assert_eq!(names(&p, &s.poll()), ["start a", "start b"]);
+        let (p, mut s) = started("a:\nb:\nc:\nd: a b", 2, &["a", "b"]);
         assert!(s.poll().is_empty(), "the limit holds");
         s.finished(index(&p, "a"), Status::Success, None);
         assert_eq!(names(&p, &s.poll()), ["start c"]);
@@ -240,9 +247,7 @@ mod tests {
 
     #[test]
     fn a_failed_need_skips_the_chain_in_one_pass() {
-        let p = plan("a:\nb: a\nc: b\nd:");
-        let mut s = Scheduler::new(&p, 1);
-        assert_eq!(names(&p, &s.poll()), ["start a"]);
+        let (p, mut s) = started("a:\nb: a\nc: b\nd:", 1, &["a"]);
         s.finished(index(&p, "a"), Status::Failed, Some("exit 1".into()));
         assert_eq!(
             names(&p, &s.poll()),
@@ -259,10 +264,8 @@ mod tests {
 
     #[test]
     fn allowed_failures_and_plan_skips() {
-        let p = plan("lint?:\nx-:\nbuild: lint\nafter: x");
-        let mut s = Scheduler::new(&p, 4);
         // The plan skipped `x` and what needs it: settled before anything runs.
-        assert_eq!(names(&p, &s.poll()), ["start lint"]);
+        let (p, mut s) = started("lint?:\nx-:\nbuild: lint\nafter: x", 4, &["lint"]);
         assert_eq!(s.results()[index(&p, "after")].0, Status::Skipped);
         s.finished(index(&p, "lint"), Status::Failed, None);
         assert_eq!(names(&p, &s.poll()), ["start build"]);
@@ -272,9 +275,7 @@ mod tests {
 
     #[test]
     fn cancellation_ends_the_run_cancelled_and_leaves_the_rest_unsettled() {
-        let p = plan("a:\nb: a");
-        let mut s = Scheduler::new(&p, 2);
-        assert_eq!(names(&p, &s.poll()), ["start a"]);
+        let (p, mut s) = started("a:\nb: a", 2, &["a"]);
         s.finished(index(&p, "a"), Status::Cancelled, Some("cancelled".into()));
         let b = index(&p, "b");
         // The engine stops asking once cancelled; `b` never started.

@@ -205,32 +205,25 @@ mod tests {
         };
         let mut out = Out::default();
         let cancel = CancellationToken::new();
-        let ran = dummy
-            .run_step(
-                &job,
-                &step("echo a\nexit 4\necho b", None),
-                StepIo::new(&mut out, &cancel),
-            )
-            .await;
-        assert_eq!(ran, StepOutcome::Exited(4));
+        let twenty_ms = Some(Duration::from_millis(20));
+        let cases = [
+            ("echo a\nexit 4\necho b", None, StepOutcome::Exited(4)),
+            (
+                "sleep 30",
+                twenty_ms,
+                StepOutcome::TimedOut(Duration::from_millis(20)),
+            ),
+            ("sleep 30", None, StepOutcome::Cancelled),
+        ];
+        for (i, (script, timeout, want)) in cases.into_iter().enumerate() {
+            if i == 2 {
+                cancel.cancel();
+            }
+            let io = StepIo::new(&mut out, &cancel);
+            let ran = dummy.run_step(&job, &step(script, timeout), io).await;
+            assert_eq!(ran, want, "{script}");
+        }
         assert_eq!(out.0, b"a\n");
-        let ran = dummy
-            .run_step(
-                &job,
-                &step("sleep 30", Some(Duration::from_millis(20))),
-                StepIo::new(&mut out, &cancel),
-            )
-            .await;
-        assert_eq!(ran, StepOutcome::TimedOut(Duration::from_millis(20)));
-        cancel.cancel();
-        let ran = dummy
-            .run_step(
-                &job,
-                &step("sleep 30", None),
-                StepIo::new(&mut out, &cancel),
-            )
-            .await;
-        assert_eq!(ran, StepOutcome::Cancelled);
         dummy.cleanup(&job).await;
         assert_eq!(dummy.steps().len(), 3);
         assert_eq!(dummy.cleaned(), ["j"]);

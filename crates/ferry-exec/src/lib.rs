@@ -27,7 +27,7 @@ pub use dummy::DummyExecutor;
 pub use images::{BuildSpec, BuiltImage};
 pub use local::LocalExecutor;
 pub use registry::Logins;
-pub use services::{ServiceSpec, Services};
+pub use services::{ServiceJob, ServiceSpec, Services};
 use tokio_util::sync::CancellationToken;
 
 /// One step, ready to run: everything is resolved (expressions, env, directories).
@@ -282,17 +282,8 @@ impl Executors {
 /// `set` to `stop` afterwards, also when `start` failed, so nothing is left behind.
 #[async_trait::async_trait]
 pub trait ServiceRunner: Send + Sync {
-    /// Starts `services` for job `job` and waits until each is ready. `publish`: make
-    /// their ports reachable from the host (for a job on the host).
-    async fn start(
-        &self,
-        job: &str,
-        services: &[ServiceSpec],
-        publish: bool,
-        logins: &Logins,
-        set: &mut Services,
-        cancel: &CancellationToken,
-    ) -> Result<(), ExecError>;
+    /// Starts a job's services and waits until each is ready.
+    async fn start(&self, job: ServiceJob<'_>, set: &mut Services) -> Result<(), ExecError>;
 
     /// Removes what `start` made, copying the services' logs to `out` first.
     async fn stop(&self, set: &mut Services, out: Option<&mut dyn OutputSink>);

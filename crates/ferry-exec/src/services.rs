@@ -4,6 +4,24 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::Logins;
+
+/// The services of one job, to start.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceJob<'a> {
+    /// The job's name (labels, messages).
+    pub job: &'a str,
+    pub services: &'a [ServiceSpec],
+    /// Make their ports reachable from the host (for a job on the host).
+    pub publish: bool,
+    /// Registry logins for pulling their images.
+    pub logins: &'a Logins,
+    /// Cancelled: stop waiting and give up.
+    pub cancel: &'a CancellationToken,
+}
+
 /// One service to start, resolved (no expressions left).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSpec {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     BuildSpec, BuiltImage, ExecError, Executor, ImageBuilder, JobSpec, Logins, OutputSink,
-    Prepared, ServiceRunner, ServiceSpec, Services, StepIo, StepOutcome, StepSpec,
+    Prepared, ServiceJob, ServiceRunner, Services, StepIo, StepOutcome, StepSpec,
 };
 
 /// The containers one job's steps ran in (removed at cleanup).
@@ -255,16 +255,8 @@ impl Executor for DockerExecutor {
 
 #[async_trait::async_trait]
 impl ServiceRunner for DockerExecutor {
-    async fn start(
-        &self,
-        job: &str,
-        services: &[ServiceSpec],
-        publish: bool,
-        logins: &Logins,
-        set: &mut Services,
-        cancel: &CancellationToken,
-    ) -> Result<(), ExecError> {
-        self.start_services(job, services, publish, logins, set, cancel)
+    async fn start(&self, job: ServiceJob<'_>, set: &mut Services) -> Result<(), ExecError> {
+        self.start_services(job, set)
             .await
             .map_err(ExecError::Backend)
     }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::{DockerExecutor, JOB_LABEL, LABEL, unique_suffix};
 use crate::OutputSink;
 
-pub use crate::services::{ServiceSpec, Services, env_prefix};
+pub use crate::services::{ServiceJob, ServiceSpec, Services, env_prefix};
 
 /// The container of one service: pure, so that it is unit-tested.
 /// `publish`: also publish its ports on 127.0.0.1 (for jobs on the host).
@@ -130,13 +130,16 @@ impl DockerExecutor {
     /// On error, what was made is in `set`: pass it to [`Self::stop_services`] anyway.
     pub async fn start_services(
         &self,
-        job: &str,
-        services: &[ServiceSpec],
-        publish: bool,
-        logins: &super::build::Logins,
+        job: ServiceJob<'_>,
         set: &mut Services,
-        cancel: &CancellationToken,
     ) -> Result<(), String> {
+        let ServiceJob {
+            job,
+            services,
+            publish,
+            logins,
+            cancel,
+        } = job;
         if services.is_empty() {
             return Ok(());
         }
