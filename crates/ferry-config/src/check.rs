@@ -146,16 +146,9 @@ fn check_cycles(p: &Pipeline, diags: &mut Vec<Diagnostic>) {
 fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
     let lines = LineIndex::new(source);
     let pipeline_env: Vec<&str> = p.env.iter().map(|(k, _)| k.as_str()).collect();
-    let no_keys: Vec<String> = Vec::new();
     // The concurrency group is decided with the plan: the event and the pipeline's env.
     if let Some(c) = &p.concurrency {
-        let scope = Scope {
-            matrix_keys: &no_keys,
-            env_names: pipeline_env.clone(),
-            plan_time: true,
-            in_job: false,
-            deploy: false,
-        };
+        let scope = Scope::pipeline(pipeline_env.clone(), true);
         check_text(&c.group.value, Some(c.group.span), &scope, &lines, diags);
     }
     // The pipeline's env cannot see matrix values or job env.
@@ -163,13 +156,7 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
         check_text(
             value,
             Some(Span::default_at_start()),
-            &Scope {
-                matrix_keys: &no_keys,
-                env_names: pipeline_env.clone(),
-                plan_time: false,
-                in_job: false,
-                deploy: false,
-            },
+            &Scope::pipeline(pipeline_env.clone(), false),
             &lines,
             diags,
         );
@@ -180,35 +167,17 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
         let mut env_names = pipeline_env.clone();
         env_names.extend(job.env.iter().map(|(k, _)| k.as_str()));
         if let Some(cond) = &job.condition {
-            let scope = Scope {
-                matrix_keys: &keys,
-                env_names: env_names.clone(),
-                plan_time: true,
-                in_job: true,
-                deploy: false,
-            };
+            let scope = Scope::job(&keys, env_names.clone(), true);
             check_condition(job, &cond.value, cond.span, &scope, diags);
         }
-        let scope = Scope {
-            matrix_keys: &keys,
-            env_names: env_names.clone(),
-            plan_time: false,
-            in_job: true,
-            deploy: false,
-        };
+        let scope = Scope::job(&keys, env_names.clone(), false);
         for (_, value) in &job.env {
             check_text(value, Some(job.span), &scope, &lines, diags);
         }
         for step in &job.steps {
             let mut names = env_names.clone();
             names.extend(step.env.iter().map(|(k, _)| k.as_str()));
-            let scope = Scope {
-                matrix_keys: &keys,
-                env_names: names,
-                plan_time: false,
-                in_job: true,
-                deploy: false,
-            };
+            let scope = Scope::job(&keys, names, false);
             for (_, value) in &step.env {
                 check_text(value, Some(job.span), &scope, &lines, diags);
             }

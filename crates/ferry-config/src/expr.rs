@@ -108,6 +108,30 @@ pub struct Scope<'a> {
     pub deploy: bool,
 }
 
+impl<'a> Scope<'a> {
+    /// Outside jobs: the pipeline's `env:` and the concurrency group.
+    pub fn pipeline(env_names: Vec<&'a str>, plan_time: bool) -> Self {
+        Scope {
+            matrix_keys: &[],
+            env_names,
+            plan_time,
+            in_job: false,
+            deploy: false,
+        }
+    }
+
+    /// In a job with these matrix keys, seeing these variables.
+    pub fn job(matrix_keys: &'a [String], env_names: Vec<&'a str>, plan_time: bool) -> Self {
+        Scope {
+            matrix_keys,
+            env_names,
+            plan_time,
+            in_job: true,
+            deploy: false,
+        }
+    }
+}
+
 /// The fields of `release` in `deploy:` expressions.
 pub const RELEASE_FIELDS: &[&str] = &["id", "commit", "tag", "image", "dir"];
 

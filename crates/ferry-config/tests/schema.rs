@@ -185,60 +185,56 @@ fn schema_keys_match_the_loader() {
         v
     };
     use ferry_config::keys::*;
-    assert_eq!(keys(&schema), sorted(TOP_KEYS));
     let job = &schema["properties"]["jobs"]["additionalProperties"];
-    assert_eq!(keys(job), sorted(JOB_KEYS));
-    assert_eq!(
-        keys(&job["properties"]["steps"]["items"]["oneOf"][1]),
-        sorted(STEP_KEYS)
-    );
-    assert_eq!(keys(&schema["properties"]["on"]), sorted(ON_KEYS));
-    assert_eq!(
-        keys(&schema["properties"]["on"]["properties"]["push"]),
-        sorted(FILTER_KEYS)
-    );
-    assert_eq!(
-        keys(&job["properties"]["retry"]["oneOf"][1]),
-        sorted(RETRY_KEYS)
-    );
-    assert_eq!(keys(&job["properties"]["reports"]), sorted(REPORT_KEYS));
-    assert_eq!(
-        keys(&schema["properties"]["concurrency"]["oneOf"][1]),
-        sorted(CONCURRENCY_KEYS)
-    );
-    assert_eq!(
-        keys(&job["properties"]["image"]["oneOf"][1]),
-        sorted(IMAGE_KEYS)
-    );
-    assert_eq!(keys(&job["properties"]["resources"]), sorted(RESOURCE_KEYS));
-    assert_eq!(
-        keys(&job["properties"]["services"]["additionalProperties"]["oneOf"][1]),
-        sorted(SERVICE_KEYS)
-    );
-    assert_eq!(
-        keys(&job["properties"]["cache"]["oneOf"][0]),
-        sorted(CACHE_KEYS)
-    );
-    assert_eq!(keys(&job["properties"]["build_image"]), sorted(BUILD_KEYS));
+    let jp = &job["properties"];
     let props = &schema["properties"];
-    assert_eq!(keys(&props["release"]), sorted(RELEASE_KEYS));
     let env = &props["environments"]["additionalProperties"];
-    assert_eq!(keys(env), sorted(ENVIRONMENT_KEYS));
-    assert_eq!(keys(&env["properties"]["approval"]), sorted(APPROVAL_KEYS));
-    assert_eq!(
-        keys(&env["properties"]["freeze"]["oneOf"][0]),
-        sorted(FREEZE_KEYS)
-    );
     let deploy = &props["deploy"];
-    assert_eq!(keys(deploy), sorted(DEPLOY_KEYS));
     let target = &deploy["properties"]["target"]["properties"];
-    assert_eq!(keys(&target["process"]), sorted(PROCESS_KEYS));
-    assert_eq!(keys(&target["docker"]), sorted(DOCKER_KEYS));
-    assert_eq!(keys(&target["script"]), sorted(SCRIPT_KEYS));
-    assert_eq!(keys(&target["kubernetes"]), sorted(KUBERNETES_KEYS));
-    assert_eq!(keys(&deploy["properties"]["verify"]), sorted(VERIFY_KEYS));
-    assert_eq!(
-        keys(&deploy["properties"]["verify"]["properties"]["http"]["oneOf"][0]["oneOf"][1]),
-        sorted(HTTP_KEYS)
-    );
+    let verify = &deploy["properties"]["verify"];
+    let sections: [(&str, &Value, &[&str]); 24] = [
+        ("top", &schema, TOP_KEYS),
+        ("job", job, JOB_KEYS),
+        ("step", &jp["steps"]["items"]["oneOf"][1], STEP_KEYS),
+        ("on", &props["on"], ON_KEYS),
+        ("on.push", &props["on"]["properties"]["push"], FILTER_KEYS),
+        ("retry", &jp["retry"]["oneOf"][1], RETRY_KEYS),
+        ("reports", &jp["reports"], REPORT_KEYS),
+        (
+            "concurrency",
+            &props["concurrency"]["oneOf"][1],
+            CONCURRENCY_KEYS,
+        ),
+        ("image", &jp["image"]["oneOf"][1], IMAGE_KEYS),
+        ("resources", &jp["resources"], RESOURCE_KEYS),
+        (
+            "service",
+            &jp["services"]["additionalProperties"]["oneOf"][1],
+            SERVICE_KEYS,
+        ),
+        ("cache", &jp["cache"]["oneOf"][0], CACHE_KEYS),
+        ("build_image", &jp["build_image"], BUILD_KEYS),
+        ("release", &props["release"], RELEASE_KEYS),
+        ("environment", env, ENVIRONMENT_KEYS),
+        ("approval", &env["properties"]["approval"], APPROVAL_KEYS),
+        (
+            "freeze",
+            &env["properties"]["freeze"]["oneOf"][0],
+            FREEZE_KEYS,
+        ),
+        ("deploy", deploy, DEPLOY_KEYS),
+        ("process", &target["process"], PROCESS_KEYS),
+        ("docker", &target["docker"], DOCKER_KEYS),
+        ("script", &target["script"], SCRIPT_KEYS),
+        ("kubernetes", &target["kubernetes"], KUBERNETES_KEYS),
+        ("verify", verify, VERIFY_KEYS),
+        (
+            "http",
+            &verify["properties"]["http"]["oneOf"][0]["oneOf"][1],
+            HTTP_KEYS,
+        ),
+    ];
+    for (name, node, loader) in sections {
+        assert_eq!(keys(node), sorted(loader), "the keys of `{name}`");
+    }
 }

@@ -17,19 +17,10 @@ pub struct AuditEntry {
 }
 
 // The columns [`audit_entry_from_row`] reads (of `audit`).
-crate::row::record!(
-    AUDIT_COLUMNS,
-    audit_entry_from_row,
-    AuditEntry {
-        id,
-        repository_id,
-        at,
-        actor,
-        action,
-        target,
-        detail,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(AUDIT_COLUMNS, audit_entry_from_row, AuditEntry {
+    id, repository_id, at, actor, action, target, detail
+});
 
 impl Store {
     /// Appends to the audit log.

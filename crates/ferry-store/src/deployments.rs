@@ -134,40 +134,17 @@ pub struct Approval {
 }
 
 // The columns [`deployment_from_row`] reads (of `deployments`).
-crate::row::record!(
-    DEPLOYMENT_COLUMNS,
-    deployment_from_row,
-    Deployment {
-        id,
-        repository_id,
-        environment,
-        number,
-        release_id,
-        kind,
-        status,
-        reason,
-        requested_by,
-        previous_release_id,
-        config,
-        created_at,
-        started_at,
-        finished_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(DEPLOYMENT_COLUMNS, deployment_from_row, Deployment {
+    id, repository_id, environment, number, release_id, kind, status, reason,
+    requested_by, previous_release_id, config, created_at, started_at, finished_at
+});
 
 // The columns [`approval_from_row`] reads (of `approvals`).
-crate::row::record!(
-    APPROVAL_COLUMNS,
-    approval_from_row,
-    Approval {
-        deployment_id,
-        user_id,
-        user_name,
-        decision,
-        comment,
-        created_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(APPROVAL_COLUMNS, approval_from_row, Approval {
+    deployment_id, user_id, user_name, decision, comment, created_at
+});
 
 /// `'queued', 'live'`: statuses as an SQL list for `IN (…)` (they are fixed words).
 fn status_list(statuses: &[DeploymentStatus]) -> String {

@@ -17,15 +17,10 @@ pub struct LogIndexEntry {
 }
 
 // The columns [`log_index_entry_from_row`] reads (of `log_chunks`).
-crate::row::record!(
-    LOG_INDEX_COLUMNS,
-    log_index_entry_from_row,
-    LogIndexEntry {
-        byte_offset,
-        first_line,
-        ts,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(LOG_INDEX_COLUMNS, log_index_entry_from_row, LogIndexEntry {
+    byte_offset, first_line, ts
+});
 
 /// Appends one job's output to its log file and indexes it by time. Index entries are
 /// kept in memory until [`Store::save_log_index`] writes them in one batch.

@@ -17,16 +17,10 @@ pub struct RegistryLogin {
 
 // The columns [`registry_login_from_row`] reads (of `registry_credentials`): never the
 // password.
-crate::row::record!(
-    REGISTRY_LOGIN_COLUMNS,
-    registry_login_from_row,
-    RegistryLogin {
-        host,
-        username,
-        updated_at,
-        updated_by,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(REGISTRY_LOGIN_COLUMNS, registry_login_from_row, RegistryLogin {
+    host, username, updated_at, updated_by
+});
 
 fn context(repository_id: &str, host: &str) -> String {
     format!("registry:{repository_id}:{host}")

@@ -85,26 +85,11 @@ pub struct NewRelease {
 
 // The columns [`release_from_row`] reads (of `releases`).
 // A release without its artifacts and images ([`Store::fill_release`] adds them).
+#[rustfmt::skip]
 crate::row::record!(RELEASE_COLUMNS, release_from_row, Release {
-    id,
-    repository_id,
-    name,
-    run_id,
-    run_number,
-    commit_sha,
-    git_ref,
-    tag,
-    author,
-    triggered_by,
-    plan_hash,
-    ferry_version,
-    delivery,
-    created_at,
-    pruned_at,
-} + {
-    artifacts: Vec::new(),
-    images: Vec::new(),
-});
+    id, repository_id, name, run_id, run_number, commit_sha, git_ref, tag, author,
+    triggered_by, plan_hash, ferry_version, delivery, created_at, pruned_at
+} + { artifacts: Vec::new(), images: Vec::new(), });
 
 // The columns [`artifact_from_row`] reads (of `release_artifacts`).
 crate::row::record!(
@@ -115,16 +100,15 @@ crate::row::record!(
         path,
         digest,
         size,
-        mode,
+        mode
     }
 );
 
 // The columns [`release_image_from_row`] reads (of `release_images`).
-crate::row::record!(
-    RELEASE_IMAGE_COLUMNS,
-    release_image_from_row,
-    ReleaseImage { job, name, digest }
-);
+#[rustfmt::skip]
+crate::row::record!(RELEASE_IMAGE_COLUMNS, release_image_from_row, ReleaseImage {
+    job, name, digest
+});
 
 impl Store {
     /// Seals a release: one row and its artifacts and images, in one transaction.

@@ -5,35 +5,16 @@ use sqlx::Row;
 use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, now_ms};
 
 // The columns [`repository_from_row`] reads (of `repositories`).
-crate::row::record!(
-    REPOSITORY_COLUMNS,
-    repository_from_row,
-    Repository {
-        id,
-        name,
-        url,
-        default_branch,
-        webhook_secret,
-        poll_interval_s,
-        created_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(REPOSITORY_COLUMNS, repository_from_row, Repository {
+    id, name, url, default_branch, webhook_secret, poll_interval_s, created_at
+});
 
 // The columns [`intake_from_row`] reads (of `intake`).
-crate::row::record!(
-    INTAKE_COLUMNS,
-    intake_from_row,
-    Intake {
-        id,
-        repository_id,
-        provider,
-        delivery_id,
-        event,
-        git_ref,
-        sha,
-        received_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(INTAKE_COLUMNS, intake_from_row, Intake {
+    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at
+});
 
 impl Store {
     pub async fn create_repository(&self, new: &NewRepository) -> Result<Repository> {

@@ -14,29 +14,11 @@ fn status(row: &AnyRow, col: &str) -> Result<Status> {
 
 // The columns [`run_from_row`] reads (of `runs`; not the plan, which [`Store::run_plan`]
 // reads).
-crate::row::record!(
-    RUN_COLUMNS,
-    run_from_row,
-    Run {
-        id,
-        repository_id,
-        number,
-        event,
-        git_ref,
-        branch,
-        tag,
-        commit_sha,
-        dirty,
-        author,
-        message,
-        status,
-        error,
-        triggered_by,
-        created_at,
-        started_at,
-        finished_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(RUN_COLUMNS, run_from_row, Run {
+    id, repository_id, number, event, git_ref, branch, tag, commit_sha, dirty, author,
+    message, status, error, triggered_by, created_at, started_at, finished_at
+});
 
 /// The columns [`job_from_row`] reads (of `jobs`).
 const JOB_COLUMNS: &str = "id, run_id, position, name, status, reason, exit_code, attempts, \
@@ -81,20 +63,10 @@ fn job_from_row(row: &AnyRow) -> Result<Job> {
 }
 
 // The columns [`step_from_row`] reads (of `steps`).
-crate::row::record!(
-    STEP_COLUMNS,
-    step_from_row,
-    Step {
-        job_id,
-        position,
-        name,
-        status,
-        exit_code,
-        attempt,
-        started_at,
-        finished_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(STEP_COLUMNS, step_from_row, Step {
+    job_id, position, name, status, exit_code, attempt, started_at, finished_at
+});
 
 /// The columns [`image_from_row`] reads (of `images`).
 const IMAGE_COLUMNS: &str = "id, run_id, job_id, name, tags, image_id, digest, created_at";

@@ -29,29 +29,16 @@ pub struct SecretInfo {
 }
 
 // The columns [`variable_from_row`] reads (of `variables`).
-crate::row::record!(
-    VARIABLE_COLUMNS,
-    variable_from_row,
-    Variable {
-        environment,
-        name,
-        value,
-        updated_at,
-        updated_by,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(VARIABLE_COLUMNS, variable_from_row, Variable {
+    environment, name, value, updated_at, updated_by
+});
 
 // The columns [`secret_info_from_row`] reads (of `secrets`): never the sealed value.
-crate::row::record!(
-    SECRET_INFO_COLUMNS,
-    secret_info_from_row,
-    SecretInfo {
-        environment,
-        name,
-        updated_at,
-        updated_by,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(SECRET_INFO_COLUMNS, secret_info_from_row, SecretInfo {
+    environment, name, updated_at, updated_by
+});
 
 /// The columns [`open_secret_row`] reads (of `secrets`).
 const SEALED_COLUMNS: &str = "environment, name, sealed";

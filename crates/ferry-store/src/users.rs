@@ -5,30 +5,16 @@ use sqlx::Row;
 use crate::{Error, Result, Store, Token, User, conflict, now_ms};
 
 // The columns [`user_from_row`] reads (of `users`).
-crate::row::record!(
-    USER_COLUMNS,
-    user_from_row,
-    User {
-        id,
-        name,
-        role,
-        created_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(USER_COLUMNS, user_from_row, User {
+    id, name, role, created_at
+});
 
 // The columns [`token_from_row`] reads (of `tokens`): never the hash.
-crate::row::record!(
-    TOKEN_COLUMNS,
-    token_from_row,
-    Token {
-        id,
-        user_id,
-        name,
-        created_at,
-        last_used_at,
-        revoked_at,
-    }
-);
+#[rustfmt::skip]
+crate::row::record!(TOKEN_COLUMNS, token_from_row, Token {
+    id, user_id, name, created_at, last_used_at, revoked_at
+});
 
 impl Store {
     pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
