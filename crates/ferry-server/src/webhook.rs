@@ -61,25 +61,35 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-/// The forge's id of this delivery, for ignoring redeliveries.
+/// The forge's id of this delivery, for ignoring redeliveries. GitLab's "Resend
+/// request" keeps `Idempotency-Key` and sends a new `X-Gitlab-Event-UUID` (which webhook
+/// chains also share), so the key comes first.
 pub fn delivery_id(p: Provider, h: &HeaderMap) -> Option<String> {
-    let name = match p {
-        Provider::Github => "x-github-delivery",
-        Provider::Gitlab => {
-            return header(h, "x-gitlab-event-uuid")
-                .or(header(h, "idempotency-key"))
-                .map(str::to_string);
-        }
-        Provider::Gitea => {
-            return header(h, "x-gitea-delivery")
-                .or(header(h, "x-forgejo-delivery"))
-                .map(str::to_string);
-        }
-        Provider::Generic => "x-ferry-delivery",
+    let names: &[&str] = match p {
+        Provider::Github => &["x-github-delivery"],
+        Provider::Gitlab => &["idempotency-key", "x-gitlab-event-uuid"],
+        Provider::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+        Provider::Generic => &["x-ferry-delivery"],
     };
-    header(h, name)
-        .filter(|v| !v.is_empty() && v.len() <= 200)
+    names
+        .iter()
+        .filter_map(|n| header(h, n))
+        .find(|v| !v.is_empty() && v.len() <= 200)
         .map(str::to_string)
+}
+
+/// The JSON of a delivery: the body, or for a form-encoded one (GitHub's default content
+/// type, and Gitea's `form` option) its `payload` field.
+fn payload_json(h: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, String> {
+    let form = header(h, "content-type")
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return Ok(body.to_vec());
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .ok_or_else(|| "the form-encoded body has no `payload` field".to_string())
 }
 
 fn hmac_ok(secret: &str, body: &[u8], hex_sig: &str) -> bool {
@@ -195,8 +205,9 @@ pub fn parse(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String>
     if !handled {
         return Ok(Outcome::Ignore(format!("event `{event}` is not handled")));
     }
+    let json = payload_json(h, body)?;
     let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("the body is not JSON: {e}"))?;
     let missing = |what: &str| format!("the {event} payload has no `{what}`");
     match (p, event) {
         (Provider::Github | Provider::Gitea, "push") => {

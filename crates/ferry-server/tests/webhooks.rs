@@ -277,6 +277,49 @@ fn delivery_ids() {
         webhook::delivery_id(Provider::Github, &HeaderMap::new()),
         None
     );
+    // GitLab's "Resend request" keeps the Idempotency-Key and sends a new event UUID:
+    // the key decides, so the resent delivery is the same delivery.
+    let first = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-1")]);
+    let resent = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-2")]);
+    assert_eq!(
+        webhook::delivery_id(Provider::Gitlab, &first),
+        webhook::delivery_id(Provider::Gitlab, &resent)
+    );
+    assert_eq!(
+        webhook::delivery_id(Provider::Gitlab, &resent),
+        Some("k-1".into())
+    );
+}
+
+/// GitHub's default content type is `application/x-www-form-urlencoded`, the JSON in a
+/// `payload` field; Gitea can send the same. Both forms read alike.
+#[test]
+fn form_encoded_payloads_parse_like_json() {
+    let json = payload("github-push.json");
+    let form = format!(
+        "payload={}",
+        percent_encoding::utf8_percent_encode(
+            std::str::from_utf8(&json).expect("utf8"),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    );
+    let as_json = headers(&[
+        ("x-github-event", "push"),
+        ("content-type", "application/json"),
+    ]);
+    let as_form = headers(&[
+        ("x-github-event", "push"),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ]);
+    let parsed = webhook::parse(Provider::Github, &as_form, form.as_bytes()).expect("form");
+    assert_eq!(
+        parsed,
+        webhook::parse(Provider::Github, &as_json, &json).expect("json")
+    );
+    assert_eq!(
+        webhook::parse(Provider::Github, &as_form, b"other=1"),
+        Err("the form-encoded body has no `payload` field".to_string())
+    );
 }
 
 /// Sends a GitHub delivery of `event` with a `sha256=` signature to the repository.
@@ -386,6 +429,63 @@ async fn signed_webhooks_start_runs_once() {
     assert_eq!(answer.status, 413);
     intake_done(&s).await;
     assert_eq!(s.all_runs().await.len(), 1, "exactly one run was created");
+    s.stop().await;
+}
+
+/// A form-encoded delivery is verified over its raw body, as GitHub signs it, and runs.
+#[tokio::test]
+async fn form_encoded_github_deliveries_are_verified_and_run() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  built:\n    run: echo built\n"));
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let sha = head(&bare);
+    let json =
+        json!({ "ref": "refs/heads/main", "after": sha, "head_commit": { "message": "first" } })
+            .to_string();
+    let body = format!(
+        "payload={}",
+        percent_encoding::utf8_percent_encode(&json, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let send = |signature: String| {
+        s.send(
+            s.request("POST", "/api/v1/hooks/github/hooked")
+                .header("x-github-event", "push")
+                .header("x-github-delivery", "form-1")
+                .header("x-hub-signature-256", signature)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone()),
+        )
+    };
+    // Signed over the JSON inside instead of the body sent: refused.
+    assert_eq!(send(signed("s3cret", &json)).await.status, 401);
+    assert_eq!(send(signed("s3cret", &body)).await.status, 202);
+    let runs = s.first_runs("hooked").await;
+    assert_eq!(runs[0].commit_sha, sha);
+    s.stop().await;
+}
+
+/// A delivery to a repository that does not exist is answered exactly like one with a
+/// bad signature: nobody can list repository names through the webhook URL.
+#[tokio::test]
+async fn unknown_repositories_answer_like_a_bad_signature() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let bare = s.repository("open", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.register("open", &bare).await; // no webhook secret
+    let body = json!({ "ref": "refs/heads/main", "after": head(&bare) }).to_string();
+    let bad = github(&s, "hooked", &signed("wrong", &body), "x-1", "push", &body).await;
+    let unknown = github(&s, "nosuch", &signed("wrong", &body), "x-2", "push", &body).await;
+    let no_secret = github(&s, "open", &signed("wrong", &body), "x-3", "push", &body).await;
+    for answer in [&bad, &unknown, &no_secret] {
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.text, bad.text);
+    }
+    assert!(
+        bad.text.contains("missing or invalid signature"),
+        "{}",
+        bad.text
+    );
     s.stop().await;
 }
 

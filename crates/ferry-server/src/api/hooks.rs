@@ -14,6 +14,11 @@ use crate::{ApiError, AppState};
 /// smaller).
 pub(crate) const LIMIT: usize = 5 << 20;
 
+/// What every refused delivery is told.
+const SIGNATURE: &str = "missing or invalid signature";
+/// Checked against when there is no secret, so that the answer takes as long.
+const UNGUESSABLE: &str = "no repository has this secret: 7f3c9e1a5b2d4c6e8f0a1b3c5d7e9f1a";
+
 /// Webhook secrets are stored sealed, like every other secret: `sealed:<hex>`.
 pub(crate) const SEALED: &str = "sealed:";
 const WEBHOOK_CONTEXT: &str = "webhook";
@@ -64,21 +69,22 @@ pub(crate) async fn receive(
 ) -> Result<(StatusCode, Json<HookAnswer>), ApiError> {
     let p = Provider::parse(&provider)
         .ok_or_else(|| ApiError::not_found(format!("no webhook provider `{provider}`")))?;
-    let repo = s.store.repository(&repo).await?;
-    let secret = repo
-        .webhook_secret
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this repository has no webhook secret",
-            )
-        })?;
-    let secret = open_secret(&s, secret)?;
-    webhook::verify(p, &headers, &body, &secret)
-        .map_err(|m| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m))?;
+    // An unknown repository, one without a secret and a bad signature all answer the
+    // same, after the same work: a delivery tells nobody which repositories exist.
+    let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", SIGNATURE);
+    let repo = match s.store.repository(&repo).await {
+        Ok(r) => Some(r),
+        Err(ferry_store::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let secret = match repo.as_ref().and_then(|r| r.webhook_secret.as_deref()) {
+        Some(stored) if !stored.is_empty() => Some(open_secret(&s, stored)?),
+        _ => None,
+    };
+    let verified = webhook::verify(p, &headers, &body, secret.as_deref().unwrap_or(UNGUESSABLE));
+    let (Some(repo), Some(_), Ok(())) = (repo, secret, verified) else {
+        return Err(refused());
+    };
     let outcome = webhook::parse(p, &headers, &body)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_payload", m))?;
     let hook = match outcome {
