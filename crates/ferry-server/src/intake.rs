@@ -12,6 +12,14 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::trigger::{TriggerError, TriggerRequest, trigger};
 
+/// How long to wait before each further attempt at a delivery that failed for a reason
+/// that may pass (bounded: about 7 s in all).
+const RETRIES: &[Duration] = &[
+    Duration::from_millis(500),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
+
 pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
     loop {
         let items = match state.store.pending_intake(500).await {
@@ -59,7 +67,20 @@ async fn handle(state: &AppState, item: &Intake) {
         event: EventKind::parse(&item.event).unwrap_or(EventKind::Push),
         triggered_by: format!("webhook:{}", item.provider),
     };
-    match trigger(state, &repo, &req).await {
+    // A fetch that fails or a mirror that cannot be read may be passing trouble: try
+    // again a few times, waiting longer each time, before giving up on the delivery.
+    let mut result = trigger(state, &repo, &req).await;
+    for wait in RETRIES {
+        match &result {
+            Err(TriggerError::Fetch(e) | TriggerError::Git(e)) => {
+                tracing::warn!("intake: {}: {e}; trying again in {wait:?}", repo.name);
+                tokio::time::sleep(*wait).await;
+                result = trigger(state, &repo, &req).await;
+            }
+            _ => break,
+        }
+    }
+    match result {
         Ok(run) => {
             finish(
                 Some(run.id.clone()),
@@ -68,10 +89,12 @@ async fn handle(state: &AppState, item: &Intake) {
             )
             .await
         }
-        // The forge may redeliver once the repository can be fetched again.
-        Err(TriggerError::Fetch(e)) => {
-            tracing::warn!("intake: {}: {e}", repo.name);
-            finish(None, e, true).await
+        // Given up: the delivery id is forgotten, so the forge's redelivery is
+        // accepted once the repository can be read again.
+        Err(e @ (TriggerError::Fetch(_) | TriggerError::Git(_))) => {
+            let why = format!("{e} (after {} attempts)", RETRIES.len() + 1);
+            tracing::error!("intake: {}: {why}", repo.name);
+            finish(None, why, true).await
         }
         Err(e) => finish(None, e.to_string(), false).await,
     }

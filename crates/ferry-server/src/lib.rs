@@ -78,9 +78,10 @@ pub struct AppState {
     /// end, so that the HTTP server's graceful shutdown does not wait for them.
     #[educe(Debug(ignore))]
     pub(crate) stopping: CancellationToken,
-    /// One lock per repository mirror: clones and fetches of one mirror never overlap.
+    /// One lock per repository mirror: a clone or fetch holds it alone; reading commits
+    /// and files holds it shared, so nothing reads a mirror while git writes to it.
     #[educe(Debug(ignore))]
-    mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>>,
     /// Live events of every run, for Server-Sent Events streams.
     #[educe(Debug(ignore))]
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
@@ -137,17 +138,27 @@ impl AppState {
         &self,
         repo: &ferry_store::Repository,
     ) -> Result<PathBuf, String> {
-        let lock = {
-            let mut locks = self
-                .mirror_locks
-                .lock()
-                .map_err(|_| "mirror lock poisoned".to_string())?;
-            locks.entry(repo.id.clone()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
+        let _writing = self.mirror_lock(&repo.id)?.write_owned().await;
         let mirror = self.mirror_path(&repo.id);
         ferry_source::git::sync_mirror(&repo.url, &mirror).await?;
         Ok(mirror)
+    }
+
+    /// Holds a repository's mirror for reading: no fetch writes to it until the guard
+    /// is dropped.
+    pub(crate) async fn read_mirror(
+        &self,
+        repository_id: &str,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, String> {
+        Ok(self.mirror_lock(repository_id)?.read_owned().await)
+    }
+
+    fn mirror_lock(&self, repository_id: &str) -> Result<Arc<tokio::sync::RwLock<()>>, String> {
+        let mut locks = self
+            .mirror_locks
+            .lock()
+            .map_err(|_| "mirror lock poisoned".to_string())?;
+        Ok(locks.entry(repository_id.to_string()).or_default().clone())
     }
 
     /// The bare mirror of a repository.

@@ -25,6 +25,9 @@ pub struct TriggerRequest {
 pub enum TriggerError {
     #[error("cannot fetch the repository: {0}")]
     Fetch(String),
+    /// The mirror could not be read (worth trying again).
+    #[error("{0}")]
+    Git(String),
     #[error("{0}")]
     Ref(String),
     #[error("the commit has no .ferry.yml")]
@@ -44,15 +47,25 @@ pub async fn trigger(
     req: &TriggerRequest,
 ) -> Result<Run, TriggerError> {
     // A delivery names its commit: when the mirror has it already, no fetch is needed.
+    let mirror = state.mirror_path(&repo.id);
     let known = match req.sha.as_deref() {
-        Some(sha) => git::has_commit(&state.mirror_path(&repo.id), sha).await,
+        Some(sha) => {
+            let _reading = state
+                .read_mirror(&repo.id)
+                .await
+                .map_err(TriggerError::Git)?;
+            git::has_commit(&mirror, sha).await
+        }
         None => false,
     };
-    let mirror = if known {
-        state.mirror_path(&repo.id)
-    } else {
-        state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?
-    };
+    if !known {
+        state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;
+    }
+    // Everything below reads the mirror: no fetch may write to it meanwhile.
+    let _reading = state
+        .read_mirror(&repo.id)
+        .await
+        .map_err(TriggerError::Git)?;
     let (sha, full_ref) = match req.sha.as_deref().filter(|s| !s.is_empty()) {
         Some(sha) => (
             sha.to_string(),
@@ -62,12 +75,13 @@ pub async fn trigger(
             .await
             .map_err(TriggerError::Ref)?,
     };
-    let commit = git::commit(&mirror, &sha)
-        .await
-        .map_err(TriggerError::Ref)?;
+    let commit = git::read_commit(&mirror, &sha).await.map_err(|e| match e {
+        git::CommitError::NotFound(m) => TriggerError::Ref(m),
+        git::CommitError::Unreadable(m) => TriggerError::Git(m),
+    })?;
     let source = git::show_file(&mirror, &sha, ferry_config::FILE_NAME)
         .await
-        .map_err(TriggerError::Fetch)?
+        .map_err(TriggerError::Git)?
         .ok_or(TriggerError::NoPipeline)?;
     let source = String::from_utf8(source)
         .map_err(|_| TriggerError::Config("the file is not valid UTF-8".into()))?;

@@ -116,6 +116,7 @@ async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
 /// The cron entries of the default branch's pipeline.
 async fn read_schedules(state: &AppState, repo: &Repository) -> Result<Vec<String>, String> {
     let mirror = state.sync_mirror(repo).await?;
+    let _reading = state.read_mirror(&repo.id).await?;
     let branch = repo.default_branch.clone().unwrap_or_else(|| "main".into());
     let (sha, _) = git::resolve(&mirror, &branch).await?;
     let Some(source) = git::show_file(&mirror, &sha, ferry_config::FILE_NAME).await? else {

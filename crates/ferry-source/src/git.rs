@@ -64,11 +64,37 @@ pub async fn toplevel(dir: &Path) -> Result<PathBuf, String> {
 
 /// Resolves `rev` to a commit and describes it, in one `git log` call.
 pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
-    let not_a_commit = || format!("`{rev}` is not a commit in {}", root.display());
+    read_commit(root, rev).await.map_err(|e| e.to_string())
+}
+
+/// Why a commit could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Git has no such commit.
+    #[error("{0}")]
+    NotFound(String),
+    /// The repository could not be read (a fetch writing to it, a broken object): worth
+    /// trying again.
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// [`commit`], telling a missing commit from a repository that cannot be read.
+pub async fn read_commit(root: &Path, rev: &str) -> Result<Commit, CommitError> {
+    let not_a_commit =
+        || CommitError::NotFound(format!("`{rev}` is not a commit in {}", root.display()));
     if rev.starts_with('-') {
         return Err(not_a_commit());
     }
     let spec = format!("{rev}^{{commit}}");
+    // Only a commit git does not have is "not a commit": a repository that cannot be
+    // read (a fetch writing to it, a broken object) is a failure to say as it is.
+    let read_failed = |e: String| {
+        CommitError::Unreadable(format!(
+            "cannot read commit `{rev}` in {}: {e}",
+            root.display()
+        ))
+    };
     let out = git(
         root,
         &[
@@ -82,8 +108,17 @@ pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
             "--",
         ],
     )
-    .await
-    .map_err(|_| not_a_commit())?;
+    .await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            return Err(match commit_exists(root, rev).await {
+                Ok(false) => not_a_commit(),
+                Ok(true) => read_failed(e),
+                Err(check) => read_failed(check),
+            });
+        }
+    };
     let mut parts = out.split(|b| *b == 0);
     let sha = String::from_utf8_lossy(parts.next().unwrap_or_default())
         .trim()
@@ -227,14 +262,18 @@ pub async fn sync_mirror(url: &str, mirror: &Path) -> Result<(), String> {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
+        // Cloned beside it, then moved into place: a mirror that exists is complete.
         let parent = mirror.parent().unwrap_or(Path::new("."));
-        let target = mirror.display().to_string();
+        let partial = mirror.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let target = partial.display().to_string();
         git(
             parent,
             &["clone", "--mirror", "--quiet", "--", url, &target],
         )
-        .await
-        .map(|_| ())
+        .await?;
+        std::fs::rename(&partial, mirror)
+            .map_err(|e| format!("cannot move the new mirror into place: {e}"))
     }
 }
 
@@ -263,6 +302,33 @@ pub async fn resolve(root: &Path, name: &str) -> Result<(String, Option<String>)
 }
 
 /// Whether `root` (a mirror) already has commit `sha`.
+/// Whether `rev` names a commit in `root`: `Ok(false)` only when git says it has no such
+/// commit; `Err` when the repository cannot be read.
+pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
+    if rev.is_empty() || rev.starts_with('-') {
+        return Ok(false);
+    }
+    let spec = format!("{rev}^{{commit}}");
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(root)
+        .args(["rev-parse", "--verify", "--quiet", &spec])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        // `--verify --quiet`: exit 1 and nothing said for an unknown name.
+        Some(1) if out.stderr.is_empty() => Ok(false),
+        _ => Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("fatal: ")
+            .to_string()),
+    }
+}
+
 pub async fn has_commit(root: &Path, sha: &str) -> bool {
     if sha.is_empty() || sha.starts_with('-') || !root.join("HEAD").is_file() {
         return false;
@@ -344,4 +410,49 @@ pub async fn log_range(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git_in(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// A commit git does not have is "not a commit"; a commit whose tree cannot be read
+    /// (as in a mirror a fetch is writing to) is a failure to read, worth trying again.
+    #[tokio::test]
+    async fn a_missing_commit_is_told_from_an_unreadable_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let repo = tmp.path();
+        git_in(repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a"), "a\n").expect("write");
+        git_in(repo, &["add", "a"]);
+        git_in(repo, &["commit", "-q", "-m", "first"]);
+        let sha = git_in(repo, &["rev-parse", "HEAD"]);
+        assert_eq!(commit_exists(repo, &sha).await, Ok(true));
+        assert!(read_commit(repo, &sha).await.is_ok());
+        let missing = "0123456789abcdef0123456789abcdef01234567";
+        assert!(matches!(
+            read_commit(repo, missing).await,
+            Err(CommitError::NotFound(m)) if m.contains("is not a commit")
+        ));
+        // Remove the commit's tree object: the commit is there, its content is not.
+        let tree = git_in(repo, &["rev-parse", "HEAD^{tree}"]);
+        let object = repo.join(".git/objects").join(&tree[..2]).join(&tree[2..]);
+        std::fs::remove_file(&object).expect("remove the tree");
+        match read_commit(repo, &sha).await {
+            Err(CommitError::Unreadable(m)) => assert!(m.contains("cannot read commit"), "{m}"),
+            other => panic!("expected a read failure, got {other:?}"),
+        }
+    }
 }

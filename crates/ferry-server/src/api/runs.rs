@@ -109,6 +109,7 @@ fn trigger_error(e: TriggerError) -> ApiError {
     match e {
         TriggerError::Store(e) => e.into(),
         TriggerError::Fetch(e) => ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", e),
+        TriggerError::Git(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "git_failed", e),
         e @ TriggerError::NotTriggered(_) => {
             ApiError::new(StatusCode::CONFLICT, "not_triggered", e.to_string())
         }
