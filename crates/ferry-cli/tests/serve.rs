@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{alive, bare_repository, expect_exit, gone, pids_in};
+use ferry_testkit::{alive, bare_repository, expect_exit, git, gone, pids_in};
 use serde_json::{Value, json};
 
 /// The `ferry` binary with `args`.
@@ -26,6 +26,8 @@ struct Serve {
     child: Child,
     base: String,
     token: Option<String>,
+    /// What it writes to stderr after it started listening, line by line.
+    log: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `ferry serve` on a free port and reads what it prints until it listens.
@@ -61,8 +63,18 @@ fn start_with(extra: &[&str]) -> Serve {
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Serve { child, base, token }
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Serve {
+        child,
+        base,
+        token,
+        log,
+    }
 }
 
 impl Drop for Serve {
@@ -73,6 +85,19 @@ impl Drop for Serve {
 }
 
 impl Serve {
+    /// Waits (60 s at most) for a line of the server's log holding `needle`.
+    fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the server did not log `{needle}` within 60 s"),
+            }
+        }
+    }
+
     /// The admin token the first start of a store printed.
     fn admin_token(&self) -> String {
         self.token
@@ -694,4 +719,81 @@ fn the_server_log_follows_ferry_log_and_log_format() {
             .is_some_and(|a| a.starts_with("127.0.0.1:")),
         "{event}"
     );
+}
+
+/// A delivery that arrives while the mirror cannot be read (as when a fetch is writing
+/// it; here one object of the pushed commit is missing) is tried again once the mirror
+/// is whole, not recorded as "not a commit" and lost.
+#[tokio::test]
+async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(tmp.path(), "jobs:\n  hi:\n    run: echo hi\n");
+    let server = start(&tmp.path().join("data"), &[]);
+    let token = server.admin_token();
+    let body =
+        json!({ "name": "app", "url": bare.display().to_string(), "webhook_secret": "s3cret" });
+    let (status, repo) = server
+        .call(&token, "POST", "/api/v1/repos", Some(body))
+        .await;
+    assert_eq!(status, 201, "{repo}");
+    let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
+    let first = server.trigger_app(&token).await;
+    server
+        .wait_for_run(&token, &first, |r| r["run"]["status"] == "success")
+        .await;
+    // A second commit, fetched into the mirror by a run of main.
+    let work = tmp.path().join("origin-work");
+    std::fs::write(work.join("second"), "2\n").expect("write");
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "second"]);
+    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+    let second = server.trigger_app(&token).await;
+    server
+        .wait_for_run(&token, &second, |r| r["run"]["status"] == "success")
+        .await;
+    let sha = git(&bare, &["rev-parse", "main"]);
+    // Its tree goes missing from the mirror, as mid-fetch.
+    let tree = git(&bare, &["rev-parse", &format!("{sha}^{{tree}}")]);
+    let mirror = tmp
+        .path()
+        .join("data/mirrors")
+        .join(format!("{repo_id}.git"));
+    let object = mirror.join("objects").join(&tree[..2]).join(&tree[2..]);
+    let aside = tmp.path().join("tree-object");
+    std::fs::rename(&object, &aside)
+        .unwrap_or_else(|e| panic!("the mirror keeps {tree} loose at {}: {e}", object.display()));
+    let push =
+        json!({ "ref": "refs/heads/main", "after": sha, "commits": [{ "message": "second" }] });
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/v1/hooks/gitlab/app", server.base))
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", "s3cret")
+        .header("idempotency-key", "push-2")
+        .json(&push)
+        .send()
+        .await
+        .expect("deliver");
+    assert_eq!(answer.status(), 202);
+    // The intake says it will try again; then the mirror is whole again.
+    let said = server.wait_for_log("trying again");
+    assert!(said.contains("cannot read commit"), "{said}");
+    std::fs::rename(&aside, &object).expect("restore the object");
+    let runs = server
+        .poll(&token, "/api/v1/runs?repo=app", |r| {
+            r["runs"].as_array().is_some_and(|runs| {
+                runs.iter().any(|run| {
+                    run["triggered_by"] == "webhook:gitlab" && run["status"] == "success"
+                })
+            })
+        })
+        .await;
+    let runs = runs.expect("the delivery ran once the mirror could be read");
+    let by_hook: Vec<&Value> = runs["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["triggered_by"] == "webhook:gitlab")
+        .collect();
+    assert_eq!(by_hook.len(), 1);
+    assert_eq!(by_hook[0]["commit_sha"], sha.as_str());
 }
