@@ -215,3 +215,83 @@ fn the_client_check_refuses_an_answer_unlike_the_document() {
         );
     }
 }
+
+/// Every error is `{code, message}` with a documented code, the framework's own
+/// rejections too (a body too large, a query that does not parse, a missing method, a
+/// body that is not JSON).
+#[tokio::test]
+async fn every_error_is_json_with_a_documented_code() {
+    let s = Server::start().await;
+    let bare = s.repository("r", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.register("r", &bare).await;
+    let huge = "x".repeat(6 << 20);
+    let admin = s.client().admin_token().to_string();
+    let cases = [
+        (
+            s.request("POST", "/api/v1/hooks/github/r")
+                .header("x-github-event", "push")
+                .body(huge),
+            413,
+            "too_large",
+        ),
+        (
+            s.request("GET", "/api/v1/runs?limit=many")
+                .bearer_auth(&admin),
+            400,
+            "bad_request",
+        ),
+        (
+            s.request("DELETE", "/api/v1/health"),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            s.request("POST", "/api/v1/repos")
+                .bearer_auth(&admin)
+                .header("content-type", "text/plain")
+                .body("name=r"),
+            415,
+            "invalid_body",
+        ),
+        (s.request("GET", "/api/v1/nowhere"), 404, "not_found"),
+    ];
+    for (request, status, code) in cases {
+        let answer = s.send(request).await;
+        assert_eq!(answer.status, status, "{}", answer.text);
+        assert_eq!(answer.json["code"], code, "{}", answer.text);
+        assert!(
+            answer.json["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            answer.text
+        );
+    }
+    // Every code the server can answer is in the document and in docs/server.md.
+    let doc = openapi_document();
+    let codes: Vec<String> = doc["components"]["schemas"]["ErrorCode"]["oneOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(
+            doc["components"]["schemas"]["ErrorCode"]["enum"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .filter_map(|v| v["const"].as_str().or(v.as_str()).map(str::to_string))
+        .filter(|c| c != "unknown")
+        .collect();
+    assert!(codes.len() >= 19, "{codes:?}");
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/server.md"),
+    )
+    .expect("docs/server.md");
+    for code in &codes {
+        assert!(
+            guide.contains(&format!("`{code}`")),
+            "docs/server.md does not document the error code `{code}`"
+        );
+    }
+    s.stop().await;
+}

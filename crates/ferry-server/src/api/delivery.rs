@@ -19,15 +19,18 @@ use serde::{Deserialize, Serialize};
 use super::Body;
 use super::settings::check_environment;
 use crate::auth::{AsApprover, AsDeveloper, AsViewer, Caller, Need, Role};
+use crate::error::ErrorCode;
 use crate::{ApiError, AppState};
 
 impl From<DeliverError> for ApiError {
     fn from(e: DeliverError) -> Self {
         match e {
             DeliverError::NotFound(m) => ApiError::not_found(m),
-            DeliverError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
-            DeliverError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            DeliverError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            DeliverError::Invalid(m) => ApiError::conflict(ErrorCode::InvalidState, m),
+            DeliverError::Conflict(m) => ApiError::conflict(ErrorCode::Conflict, m),
+            DeliverError::Forbidden(m) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m)
+            }
             DeliverError::Store(e) => e.into(),
         }
     }

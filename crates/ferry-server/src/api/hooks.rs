@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorCode;
 use crate::webhook::{self, Outcome, Provider};
 use crate::{ApiError, AppState};
 
@@ -71,7 +72,7 @@ pub(crate) async fn receive(
         .ok_or_else(|| ApiError::not_found(format!("no webhook provider `{provider}`")))?;
     // An unknown repository, one without a secret and a bad signature all answer the
     // same, after the same work: a delivery tells nobody which repositories exist.
-    let refused = || ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", SIGNATURE);
+    let refused = || ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, SIGNATURE);
     let repo = match s.store.repository(&repo).await {
         Ok(r) => Some(r),
         Err(ferry_store::Error::NotFound(_)) => None,
@@ -86,7 +87,7 @@ pub(crate) async fn receive(
         return Err(refused());
     };
     let outcome = webhook::parse(p, &headers, &body)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_payload", m))?;
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPayload, m))?;
     let hook = match outcome {
         Outcome::Ignore(reason) => return Ok(HookAnswer::ignored(reason)),
         Outcome::Trigger(hook) => hook,

@@ -537,6 +537,7 @@ pub(crate) fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .with_state(state)
 }
 
@@ -569,7 +570,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(ApiError::new(e.status(), "invalid_body", e.body_text())),
+            Err(e) => Err(ApiError::new(
+                e.status(),
+                crate::error::ErrorCode::InvalidBody,
+                e.body_text(),
+            )),
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::Body;
 use crate::auth::{AsDeveloper, AsViewer, Need};
+use crate::error::ErrorCode;
 use crate::trigger::{TriggerError, TriggerRequest, trigger as trigger_run};
 use crate::{ApiError, AppState, queue};
 
@@ -108,10 +109,12 @@ pub struct Rerun {
 fn trigger_error(e: TriggerError) -> ApiError {
     match e {
         TriggerError::Store(e) => e.into(),
-        TriggerError::Fetch(e) => ApiError::new(StatusCode::BAD_GATEWAY, "fetch_failed", e),
-        TriggerError::Git(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "git_failed", e),
+        TriggerError::Fetch(e) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::FetchFailed, e),
+        TriggerError::Git(e) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::GitFailed, e)
+        }
         e @ TriggerError::NotTriggered(_) => {
-            ApiError::new(StatusCode::CONFLICT, "not_triggered", e.to_string())
+            ApiError::conflict(ErrorCode::NotTriggered, e.to_string())
         }
         e => ApiError::invalid(e.to_string()),
     }
@@ -272,7 +275,7 @@ pub(crate) async fn cancel(
     if run.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "finished",
+            ErrorCode::Finished,
             format!("run {} has already finished", run.number),
         ));
     }
@@ -280,7 +283,7 @@ pub(crate) async fn cancel(
     if !cancelled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_here",
+            ErrorCode::NotHere,
             "the run is executing on another server",
         ));
     }
@@ -316,7 +319,7 @@ pub(crate) async fn rerun(
         serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 e.to_string(),
             )
         })?
@@ -325,7 +328,7 @@ pub(crate) async fn rerun(
     if !old.status.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_finished",
+            ErrorCode::NotFinished,
             format!("run {} has not finished", old.number),
         ));
     }
@@ -358,7 +361,7 @@ pub(crate) async fn rerun(
         if plan.jobs.iter().all(|j| !j.runs()) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "nothing_failed",
+                ErrorCode::NothingFailed,
                 format!("no job of run {} failed", old.number),
             ));
         }
