@@ -19,12 +19,45 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::trigger::{TriggerRequest, trigger};
 
-/// How often schedules are re-read from the default branch.
+/// How often the default branch is checked for new schedules (`git ls-remote`: a fetch
+/// only when it moved).
 const SCHEDULE_REFRESH: Duration = Duration::from_secs(60);
+
+/// What a refresh of a repository's schedules has to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// The default branch has not moved: the schedules read last time stand.
+    Keep,
+    /// It has no default branch (yet): no schedules.
+    Clear,
+    /// It moved to a commit the mirror has (a webhook fetched it): read it.
+    Read,
+    /// It moved to a commit the mirror lacks: fetch, then read.
+    FetchAndRead,
+}
+
+/// Pure: what to do, from the head read last time, the head now and whether the mirror
+/// has it.
+pub(crate) fn refresh(last: Option<&str>, now: Option<&str>, mirror_has_it: bool) -> Refresh {
+    match now {
+        None => Refresh::Clear,
+        Some(head) if last == Some(head) => Refresh::Keep,
+        Some(_) if mirror_has_it => Refresh::Read,
+        Some(_) => Refresh::FetchAndRead,
+    }
+}
+
+/// The schedules of one repository as last read: when, at which head of its default
+/// branch, and the cron entries.
+struct Schedules {
+    at: Instant,
+    head: Option<String>,
+    exprs: Vec<String>,
+}
 
 pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Duration) {
     let mut next_poll: HashMap<String, Instant> = HashMap::new();
-    let mut schedules: HashMap<String, (Instant, Vec<String>)> = HashMap::new();
+    let mut schedules: HashMap<String, Schedules> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -55,13 +88,34 @@ pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Durati
             }
             let stale = schedules
                 .get(&repo.id)
-                .is_none_or(|(at, _)| at.elapsed() >= SCHEDULE_REFRESH);
+                .is_none_or(|s| s.at.elapsed() >= SCHEDULE_REFRESH);
             if stale {
-                let exprs = read_schedules(&state, &repo).await.unwrap_or_default();
-                schedules.insert(repo.id.clone(), (Instant::now(), exprs));
+                let last = schedules.remove(&repo.id);
+                let last_head = last.as_ref().and_then(|s| s.head.clone());
+                let known = match read_schedules(&state, &repo, last_head.as_deref()).await {
+                    Ok((head, Some(exprs))) => Schedules {
+                        at: Instant::now(),
+                        head,
+                        exprs,
+                    },
+                    Ok((head, None)) => Schedules {
+                        at: Instant::now(),
+                        head,
+                        exprs: last.map(|s| s.exprs).unwrap_or_default(),
+                    },
+                    Err(e) => {
+                        tracing::warn!("schedules of {}: {e}", repo.name);
+                        Schedules {
+                            at: Instant::now(),
+                            head: last_head,
+                            exprs: last.map(|s| s.exprs).unwrap_or_default(),
+                        }
+                    }
+                };
+                schedules.insert(repo.id.clone(), known);
             }
-            if let Some((_, exprs)) = schedules.get(&repo.id) {
-                for expr in exprs {
+            if let Some(known) = schedules.get(&repo.id) {
+                for expr in &known.exprs {
                     if let Err(e) = fire_if_due(&state, &repo, expr).await {
                         tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
                     }
@@ -113,19 +167,42 @@ async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
     Ok(())
 }
 
-/// The cron entries of the default branch's pipeline.
-async fn read_schedules(state: &AppState, repo: &Repository) -> Result<Vec<String>, String> {
-    let mirror = state.sync_mirror(repo).await?;
-    let _reading = state.read_mirror(&repo.id).await?;
+/// The cron entries of the default branch's pipeline, read again only when the branch
+/// moved since `last_head` (`None` for them: unchanged), with the head they were read
+/// at.
+async fn read_schedules(
+    state: &AppState,
+    repo: &Repository,
+    last_head: Option<&str>,
+) -> Result<(Option<String>, Option<Vec<String>>), String> {
     let branch = repo.default_branch.clone().unwrap_or_else(|| "main".into());
-    let (sha, _) = git::resolve(&mirror, &branch).await?;
+    let head = git::ls_remote_ref(&repo.url, &format!("refs/heads/{branch}")).await?;
+    let mirror = state.mirror_path(&repo.id);
+    let has_it = match head.as_deref() {
+        Some(sha) if last_head != Some(sha) => {
+            let _reading = state.read_mirror(&repo.id).await?;
+            git::has_commit(&mirror, sha).await
+        }
+        _ => false,
+    };
+    let sha = match (refresh(last_head, head.as_deref(), has_it), head.as_deref()) {
+        (Refresh::Keep, _) => return Ok((head, None)),
+        (Refresh::Clear, _) | (_, None) => return Ok((head, Some(Vec::new()))),
+        (Refresh::Read, Some(sha)) => sha.to_string(),
+        (Refresh::FetchAndRead, Some(sha)) => {
+            state.sync_mirror(repo).await?;
+            sha.to_string()
+        }
+    };
+    let _reading = state.read_mirror(&repo.id).await?;
     let Some(source) = git::show_file(&mirror, &sha, ferry_config::FILE_NAME).await? else {
-        return Ok(Vec::new());
+        return Ok((head, Some(Vec::new())));
     };
     let text = String::from_utf8_lossy(&source);
-    Ok(ferry_config::load(&text)
+    let exprs = ferry_config::load(&text)
         .map(|l| l.pipeline.on.schedule)
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((head, Some(exprs)))
 }
 
 /// The latest occurrence of `expr` after `after_ms` and no later than `now_ms`.
@@ -198,6 +275,26 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s)
             .expect("time")
             .timestamp_millis()
+    }
+
+    #[test]
+    fn schedules_are_fetched_only_when_the_branch_moved() {
+        let table = [
+            (Some("a"), Some("a"), false, Refresh::Keep),
+            (Some("a"), Some("a"), true, Refresh::Keep),
+            (Some("a"), Some("b"), true, Refresh::Read),
+            (Some("a"), Some("b"), false, Refresh::FetchAndRead),
+            (None, Some("b"), false, Refresh::FetchAndRead),
+            (Some("a"), None, false, Refresh::Clear),
+            (None, None, false, Refresh::Clear),
+        ];
+        for (last, now, has, want) in table {
+            assert_eq!(
+                refresh(last, now, has),
+                want,
+                "{last:?} -> {now:?}, mirror has it: {has}"
+            );
+        }
     }
 
     #[test]

@@ -364,6 +364,17 @@ pub async fn ls_remote(url: &str) -> Result<Vec<(String, String)>, String> {
     Ok(heads.into_iter().collect())
 }
 
+/// The commit `full_ref` (e.g. `refs/heads/main`) names at `url` now, without fetching
+/// anything (`None`: no such ref).
+pub async fn ls_remote_ref(url: &str, full_ref: &str) -> Result<Option<String>, String> {
+    let out = git(Path::new("."), &["ls-remote", "--", url, full_ref]).await?;
+    Ok(String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .find(|(_, name)| *name == full_ref)
+        .map(|(sha, _)| sha.to_string()))
+}
+
 /// One commit in a range: sha, author and subject.
 #[derive(
     Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
