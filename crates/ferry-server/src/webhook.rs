@@ -63,12 +63,16 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The forge's id of this delivery, for ignoring redeliveries. GitLab's "Resend
 /// request" keeps `Idempotency-Key` and sends a new `X-Gitlab-Event-UUID` (which webhook
-/// chains also share), so the key comes first.
-pub fn delivery_id(p: Provider, h: &HeaderMap) -> Option<String> {
+/// chains also share), so the key comes first. Gitea's and Forgejo's "Redeliver" sends
+/// the stored payload again, byte for byte, under a new `X-Gitea-Delivery`: their
+/// deliveries are known by the payload's digest instead (a new push always differs, if
+/// only by the repository's `updated_at` in it).
+pub fn delivery_id(p: Provider, h: &HeaderMap, body: &[u8]) -> Option<String> {
+    use sha2::Digest as _;
     let names: &[&str] = match p {
         Provider::Github => &["x-github-delivery"],
         Provider::Gitlab => &["idempotency-key", "x-gitlab-event-uuid"],
-        Provider::Gitea => &["x-gitea-delivery", "x-forgejo-delivery"],
+        Provider::Gitea => return Some(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
         Provider::Generic => &["x-ferry-delivery"],
     };
     names

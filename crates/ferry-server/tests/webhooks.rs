@@ -258,23 +258,46 @@ fn delivery_ids() {
     assert_eq!(
         webhook::delivery_id(
             Provider::Github,
-            &headers(&[("x-github-delivery", "72d3162e")])
+            &headers(&[("x-github-delivery", "72d3162e")]),
+            b""
         ),
         Some("72d3162e".into())
     );
     assert_eq!(
         webhook::delivery_id(
             Provider::Gitlab,
-            &headers(&[("x-gitlab-event-uuid", "u-1")])
+            &headers(&[("x-gitlab-event-uuid", "u-1")]),
+            b""
         ),
         Some("u-1".into())
     );
-    assert_eq!(
-        webhook::delivery_id(Provider::Gitea, &headers(&[("x-gitea-delivery", "g-1")])),
-        Some("g-1".into())
+    // Gitea's "Redeliver": the same payload under a new X-Gitea-Delivery is the same
+    // delivery; another push (here: the repository's updated_at moved) is not.
+    let push = payload("gitea-push.json");
+    let again = webhook::delivery_id(
+        Provider::Gitea,
+        &headers(&[("x-gitea-delivery", "g-2")]),
+        &push,
     );
     assert_eq!(
-        webhook::delivery_id(Provider::Github, &HeaderMap::new()),
+        webhook::delivery_id(
+            Provider::Gitea,
+            &headers(&[("x-gitea-delivery", "g-1")]),
+            &push
+        ),
+        again
+    );
+    let other = String::from_utf8(push.clone()).expect("utf8").replacen(
+        "\"full_name\":",
+        "\"updated_at\": \"2026-12-02T08:00:00Z\", \"full_name\":",
+        1,
+    );
+    assert_ne!(
+        webhook::delivery_id(Provider::Gitea, &HeaderMap::new(), other.as_bytes()),
+        again
+    );
+    assert_eq!(
+        webhook::delivery_id(Provider::Github, &HeaderMap::new(), b""),
         None
     );
     // GitLab's "Resend request" keeps the Idempotency-Key and sends a new event UUID:
@@ -282,11 +305,11 @@ fn delivery_ids() {
     let first = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-1")]);
     let resent = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-2")]);
     assert_eq!(
-        webhook::delivery_id(Provider::Gitlab, &first),
-        webhook::delivery_id(Provider::Gitlab, &resent)
+        webhook::delivery_id(Provider::Gitlab, &first, b""),
+        webhook::delivery_id(Provider::Gitlab, &resent, b"")
     );
     assert_eq!(
-        webhook::delivery_id(Provider::Gitlab, &resent),
+        webhook::delivery_id(Provider::Gitlab, &resent, b""),
         Some("k-1".into())
     );
 }
@@ -518,5 +541,42 @@ async fn webhook_secrets_are_stored_sealed_and_still_verify() {
         )
         .await;
     assert_eq!(answer.status, 202, "the sealed secret still verifies");
+    s.stop().await;
+}
+
+/// Gitea's "Redeliver" (the same payload under a new `X-Gitea-Delivery`) starts nothing
+/// more; another push does.
+#[tokio::test]
+async fn a_gitea_redelivery_is_recognised_by_its_payload() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let sha = head(&bare);
+    let deliver = |id: &'static str, body: String| {
+        s.send(
+            s.request("POST", "/api/v1/hooks/gitea/hooked")
+                .header("x-gitea-event", "push")
+                .header("x-gitea-delivery", id)
+                .header("x-gitea-signature", sign("s3cret", body.as_bytes()))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+    };
+    let push = |updated: &str| {
+        json!({ "ref": "refs/heads/main", "after": sha, "commits": [{ "message": "m" }],
+                "repository": { "full_name": "ada/hooked", "updated_at": updated } })
+        .to_string()
+    };
+    assert_eq!(
+        deliver("g-1", push("2026-12-02T08:00:00Z")).await.status,
+        202
+    );
+    let again = deliver("g-2", push("2026-12-02T08:00:00Z")).await;
+    assert_eq!(again.status, 200);
+    assert!(again.text.contains("already handled"), "{}", again.text);
+    assert_eq!(
+        deliver("g-3", push("2026-12-02T09:00:00Z")).await.status,
+        202
+    );
     s.stop().await;
 }

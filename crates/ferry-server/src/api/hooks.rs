@@ -96,7 +96,7 @@ pub(crate) async fn receive(
         id: String::new(),
         repository_id: repo.id.clone(),
         provider: p.as_str().to_string(),
-        delivery_id: webhook::delivery_id(p, &headers),
+        delivery_id: webhook::delivery_id(p, &headers, &body),
         event: hook.event.as_str().to_string(),
         git_ref: hook.git_ref,
         sha: hook.sha,
