@@ -309,7 +309,7 @@ impl Deliverer {
         }
         let d = delivery_of(&release)?;
         let spec = d.environment(env).ok_or_else(|| {
-            DeliverError::Invalid(format!(
+            DeliverError::NotFound(format!(
                 "release {} has no environment `{env}`; its environments are: {}",
                 release.name,
                 d.environments
@@ -530,7 +530,7 @@ impl Deliverer {
         }
         let d = delivery_of(&target)?;
         if d.environment(env).is_none() {
-            return Err(DeliverError::Invalid(format!(
+            return Err(DeliverError::NotFound(format!(
                 "release {} has no environment `{env}`",
                 target.name
             )));

@@ -54,7 +54,7 @@ async fn promote_refuses_an_unknown_release_or_environment() {
                 NotFound,
                 "there is no release `v9`",
             ),
-            (Promote("v1", "moon"), Invalid, moon),
+            (Promote("v1", "moon"), NotFound, moon),
         ],
     )
     .await;

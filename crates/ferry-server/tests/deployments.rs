@@ -212,7 +212,7 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
         ),
         (
             (&v1, "moon"),
-            409,
+            404,
             format!(
                 "release {v1} has no environment `moon`; its environments are: sandbox, staging, production, frozen, broken"
             ),

@@ -39,6 +39,9 @@ release:
             .expect("hash")
             .starts_with("sha256:")
     );
+    // The list shows each release as the detail does, files and images included.
+    assert_eq!(releases[0]["artifacts"], release["artifacts"]);
+    assert_eq!(releases[0]["images"], release["images"]);
     let artifact = &release["artifacts"][0];
     assert_eq!(artifact["path"], "bin/app");
     assert_eq!(artifact["job"], "build");

@@ -234,7 +234,15 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(release_from_row).collect()
+        let mut releases = rows
+            .iter()
+            .map(release_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        // Listed as shown one by one: with their files and images.
+        for release in &mut releases {
+            self.fill_release(release).await?;
+        }
+        Ok(releases)
     }
 
     /// Releases of the repository beyond the newest `keep` that no environment runs or
