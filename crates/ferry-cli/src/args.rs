@@ -157,6 +157,17 @@ pub enum Command {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+    /// Webhook deliveries and what became of each (a run, or why none), newest first;
+    /// `--redeliver ID` queues a failed or declined one again.
+    Deliveries {
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: u32,
+        /// Deliver this delivery (a failed or declined one) again.
+        #[arg(long, value_name = "ID")]
+        redeliver: Option<String>,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
     /// The audit log: deployments, approvals, rollbacks, variable and secret changes.
     Audit {
         #[arg(short = 'n', long, default_value_t = 50)]

@@ -4,7 +4,7 @@
 use std::io::Read as _;
 
 use clap::{Args, Subcommand};
-use ferry_server::api::{Removed, delivery, settings};
+use ferry_server::api::{Removed, delivery, hooks, settings};
 
 use crate::client::{abbrev, print_json};
 use crate::{Failure, exit};
@@ -461,6 +461,52 @@ pub async fn audit(args: DeliverArgs, limit: u32) -> Result<u8, Failure> {
             e.action,
             e.target,
             e.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `ferry deliveries`: the repository's webhook deliveries, or `--redeliver ID`.
+pub async fn deliveries(
+    args: DeliverArgs,
+    limit: u32,
+    redeliver: Option<String>,
+) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    if let Some(id) = redeliver {
+        let again: hooks::DeliveryOne = c
+            .post(&format!("/repos/{repo}/deliveries/{id}/redeliver"), &())
+            .await?;
+        if args.json {
+            print_json(&again);
+        } else {
+            println!("delivering {id} again as {}", again.delivery.id);
+        }
+        return Ok(exit::OK);
+    }
+    let query = hooks::DeliveryQuery {
+        limit: Some(limit.into()),
+    };
+    let list: hooks::DeliveryList = c
+        .get_with(&format!("/repos/{repo}/deliveries"), &query)
+        .await?;
+    if args.json {
+        print_json(&list);
+        return Ok(exit::OK);
+    }
+    for d in &list.deliveries {
+        let run = d.run_id.as_deref().map(|r| abbrev(r, 8)).unwrap_or("-");
+        println!(
+            "{}  {:<36}  {:<8}  {:<12}  {:<24}  {:<8}  {:<9}  {:<8}  {}",
+            when(Some(d.received_at)),
+            d.id,
+            d.provider,
+            d.event,
+            d.git_ref.strip_prefix("refs/heads/").unwrap_or(&d.git_ref),
+            abbrev(&d.sha, 8),
+            d.status.as_str(),
+            run,
+            d.reason.as_deref().unwrap_or("")
         );
     }
     Ok(exit::OK)

@@ -149,6 +149,11 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Vars { command, env, args } => deliver::vars(args, env, command).await,
         Command::Secrets { command, env, args } => deliver::secrets(args, env, command).await,
         Command::Audit { limit, args } => deliver::audit(args, limit).await,
+        Command::Deliveries {
+            limit,
+            redeliver,
+            args,
+        } => deliver::deliveries(args, limit, redeliver).await,
         Command::User {
             command:
                 args::UserCommand::Add {

@@ -796,4 +796,22 @@ async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
         .collect();
     assert_eq!(by_hook.len(), 1);
     assert_eq!(by_hook[0]["commit_sha"], sha.as_str());
+    // `ferry deliveries` shows it, started, with its commit; a started one is not
+    // delivered again.
+    let mut cli = Cli::new(&server, &token, tmp.path());
+    cli.repo = Some("app");
+    let listed = cli.ok(&["deliveries"]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains("Push Hook") || l.contains("push"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(
+        line.contains("started") && line.contains(&sha[..8]),
+        "{listed}"
+    );
+    let id = line.split_whitespace().nth(2).expect("id");
+    cli.refuses(
+        &["deliveries", "--redeliver", id],
+        "only a failed or declined delivery",
+    );
 }

@@ -188,16 +188,21 @@ fn pull_request(action: &str, head_ref: &str, sha: &str, message: Option<&str>) 
     })
 }
 
-/// Reads a delivery. `Err` only for a body that is not what the forge sends (400).
-pub fn parse(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
-    let event = match p {
+/// The forge's name of the delivery's event (`push`, `Push Hook`, …).
+pub fn event_name(p: Provider, h: &HeaderMap) -> &str {
+    match p {
         Provider::Github => header(h, "x-github-event").unwrap_or(""),
         Provider::Gitlab => header(h, "x-gitlab-event").unwrap_or(""),
         Provider::Gitea => header(h, "x-gitea-event")
             .or(header(h, "x-forgejo-event"))
             .unwrap_or(""),
         Provider::Generic => "generic",
-    };
+    }
+}
+
+/// Reads a delivery. `Err` only for a body that is not what the forge sends (400).
+pub fn parse(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
+    let event = event_name(p, h);
     if p == Provider::Github && event == "ping" {
         return Ok(Outcome::Ignore("pong".into()));
     }

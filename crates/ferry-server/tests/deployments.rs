@@ -421,12 +421,17 @@ async fn read_until(
     }
 }
 
-/// Statuses of one environment's deployments, in the order the stream told them.
+/// Statuses of one environment's deployments, in the order the stream told them. A
+/// change may be told twice (once stored, once live: the stream subscribes before it
+/// reads the store), so a repeat of the status before is dropped.
 fn statuses(seen: &[(String, Value)], env: &str) -> Vec<String> {
-    seen.iter()
+    let mut out: Vec<String> = seen
+        .iter()
         .filter(|(k, d)| k == "deployment" && d["deployment"]["environment"] == env)
         .filter_map(|(_, d)| d["deployment"]["status"].as_str().map(str::to_string))
-        .collect()
+        .collect();
+    out.dedup();
+    out
 }
 
 /// The repository's delivery stream tells every deployment change and decision as it

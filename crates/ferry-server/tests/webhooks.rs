@@ -580,3 +580,75 @@ async fn a_gitea_redelivery_is_recognised_by_its_payload() {
     );
     s.stop().await;
 }
+
+/// Every delivery is listed with what became of it, like the forges' own "recent
+/// deliveries" pages; a declined one can be delivered again, a started one cannot.
+#[tokio::test]
+async fn deliveries_are_listed_with_their_outcome_and_can_be_delivered_again() {
+    let s = Server::start().await;
+    let bare = s.repository(
+        "hooked",
+        Some("on:\n  push: { branches: [main] }\njobs:\n  built:\n    run: echo built\n"),
+    );
+    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let sha = head(&bare);
+    let main = json!({ "ref": "refs/heads/main", "after": sha, "head_commit": { "message": "m" } })
+        .to_string();
+    let other =
+        json!({ "ref": "refs/heads/other", "after": sha, "head_commit": { "message": "m" } })
+            .to_string();
+    let ping = json!({ "zen": "hi" }).to_string();
+    assert_eq!(hooked(&s, "l-1", "push", &main).await.status, 202);
+    assert_eq!(hooked(&s, "l-1", "push", &main).await.status, 200); // the same again
+    assert_eq!(hooked(&s, "l-2", "ping", &ping).await.status, 200);
+    assert_eq!(hooked(&s, "l-3", "push", &other).await.status, 202); // `on:` declines it
+    intake_done(&s).await;
+    let list = s.get("/api/v1/repos/hooked/deliveries").await;
+    let deliveries = list["deliveries"].as_array().expect("deliveries");
+    let by = |id: &str, status: &str| {
+        deliveries
+            .iter()
+            .find(|d| d["delivery_id"] == id && d["status"] == status)
+            .unwrap_or_else(|| panic!("no {status} delivery {id} in {list}"))
+    };
+    let started = by("l-1", "started");
+    assert_eq!(started["sha"], sha.as_str());
+    assert_eq!(started["git_ref"], "refs/heads/main");
+    assert!(started["run_id"].is_string());
+    assert!(
+        by("l-1", "ignored")["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("already handled"))
+    );
+    assert_eq!(by("l-2", "ignored")["event"], "ping");
+    let declined = by("l-3", "declined");
+    assert!(declined["run_id"].is_null());
+    assert!(
+        declined["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{declined}"
+    );
+    // A started delivery is not delivered again; a declined one is.
+    let path = |d: &serde_json::Value| {
+        format!(
+            "/api/v1/repos/hooked/deliveries/{}/redeliver",
+            d["id"].as_str().expect("id")
+        )
+    };
+    let (status, body) = s.admin("POST", &path(started), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "invalid_state");
+    let (status, body) = s.admin("POST", &path(declined), None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["delivery"]["redelivery_of"], declined["id"]);
+    assert_eq!(body["delivery"]["provider"], "ferry");
+    intake_done(&s).await;
+    let list = s.get("/api/v1/repos/hooked/deliveries").await;
+    let redelivered = list["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .iter()
+        .find(|d| d["redelivery_of"] == declined["id"])
+        .expect("the redelivery is listed");
+    assert_eq!(redelivered["status"], "declined", "{redelivered}");
+    s.stop().await;
+}

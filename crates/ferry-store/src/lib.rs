@@ -18,6 +18,7 @@
 //! the database holds their index. Writing a log is then as fast as writing a file.
 
 mod audit;
+mod deliveries;
 mod deployments;
 mod logs;
 mod migrate;
@@ -39,6 +40,7 @@ use sqlx::Executor as _;
 use sqlx::any::AnyPoolOptions;
 
 pub use audit::AuditEntry;
+pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
 pub use model::*;

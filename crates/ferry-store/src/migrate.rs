@@ -69,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "release_retention",
         common!("0010_release_retention.sql"),
     ),
+    (11, "delivery_log", common!("0011_delivery_log.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use crate::deliveries::DeliveryStatus;
 use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, now_ms};
 
 // The columns [`repository_from_row`] reads (of `repositories`).
@@ -189,23 +190,22 @@ impl Store {
                 return Ok(None);
             }
         }
-        let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO intake (id, repository_id, provider, delivery_id, event, git_ref, sha, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(&item.repository_id)
-        .bind(&item.provider)
-        .bind(&item.delivery_id)
-        .bind(&item.event)
-        .bind(&item.git_ref)
-        .bind(&item.sha)
-        .bind(item.received_at)
-        .execute(&mut *tx)
-        .await?;
+        let id = insert_intake(&mut tx, item, None).await?;
         tx.commit().await?;
         Ok(Some(id))
+    }
+
+    /// Queues `item` without looking for an earlier delivery of it (a redelivery asked
+    /// for); its id.
+    pub(crate) async fn enqueue(
+        &self,
+        item: &Intake,
+        redelivery_of: Option<&str>,
+    ) -> Result<String> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_intake(&mut tx, item, redelivery_of).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// The oldest waiting deliveries.
@@ -233,6 +233,12 @@ impl Store {
             .bind(&item.id)
             .execute(&mut *tx)
             .await?;
+        let status = match (run_id, retry) {
+            (Some(_), _) => DeliveryStatus::Started,
+            (None, true) => DeliveryStatus::Failed,
+            (None, false) => DeliveryStatus::Declined,
+        };
+        crate::deliveries::log_finished(&mut tx, &item.id, status, run_id, outcome).await?;
         if let Some(delivery) = &item.delivery_id {
             if retry {
                 sqlx::query("DELETE FROM deliveries WHERE provider = $1 AND delivery_id = $2")
@@ -253,4 +259,29 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Inserts a delivery into the intake queue and the delivery log; its id.
+async fn insert_intake(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    item: &Intake,
+    redelivery_of: Option<&str>,
+) -> Result<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO intake (id, repository_id, provider, delivery_id, event, git_ref, sha, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&id)
+    .bind(&item.repository_id)
+    .bind(&item.provider)
+    .bind(&item.delivery_id)
+    .bind(&item.event)
+    .bind(&item.git_ref)
+    .bind(&item.sha)
+    .bind(item.received_at)
+    .execute(&mut **tx)
+    .await?;
+    crate::deliveries::log_accepted(tx, item, &id, redelivery_of).await?;
+    Ok(id)
 }

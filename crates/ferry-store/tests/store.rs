@@ -108,7 +108,82 @@ both!(
     one_deployment_in_progress_per_environment,
     approvals_audit_variables_and_secrets,
     retention_spares_what_environments_run,
+    the_delivery_log_follows_each_delivery,
 );
+
+/// Accepted, finished, ignored and redelivered deliveries are each logged with what
+/// became of them.
+async fn the_delivery_log_follows_each_delivery(f: &Fixture) {
+    use ferry_store::{DeliveryStatus, Intake};
+    let s = f.open().await;
+    let repo = s
+        .ensure_repository("test://hooks", "hooks")
+        .await
+        .expect("repo");
+    let item = |id: &str, at: i64| Intake {
+        id: String::new(),
+        repository_id: repo.clone(),
+        provider: "github".into(),
+        delivery_id: Some(id.into()),
+        event: "push".into(),
+        git_ref: "refs/heads/main".into(),
+        sha: "abc".into(),
+        received_at: at,
+    };
+    let first = s
+        .enqueue_intake(&item("d-1", 1))
+        .await
+        .expect("enqueue")
+        .expect("new");
+    let second = s
+        .enqueue_intake(&item("d-2", 2))
+        .await
+        .expect("enqueue")
+        .expect("new");
+    assert_eq!(
+        s.enqueue_intake(&item("d-1", 3)).await.expect("again"),
+        None
+    );
+    s.log_ignored(&item("d-1", 3), "delivery d-1 was already handled")
+        .await
+        .expect("ignored");
+    let pending = s.pending_intake(10).await.expect("pending");
+    let logged = s.deliveries(&repo, 10).await.expect("log");
+    assert_eq!(logged.len(), 3);
+    assert_eq!(logged[0].status, DeliveryStatus::Ignored);
+    assert!(
+        logged[1..]
+            .iter()
+            .all(|d| d.status == DeliveryStatus::Pending)
+    );
+    s.finish_intake(&pending[0], Some("run-1"), "started run 1", false)
+        .await
+        .expect("finish");
+    s.finish_intake(
+        &pending[1],
+        None,
+        "the pipeline does not run for this event",
+        false,
+    )
+    .await
+    .expect("finish");
+    let one = s.delivery(&repo, &first).await.expect("one");
+    assert_eq!(
+        (one.status, one.run_id.as_deref()),
+        (DeliveryStatus::Started, Some("run-1"))
+    );
+    let two = s.delivery(&repo, &second).await.expect("two");
+    assert_eq!(two.status, DeliveryStatus::Declined);
+    assert!(two.finished_at.is_some());
+    let again = s.redeliver(&repo, &second).await.expect("redeliver");
+    assert_eq!(again.status, DeliveryStatus::Pending);
+    assert_eq!(again.redelivery_of.as_deref(), Some(second.as_str()));
+    assert_eq!(
+        (again.git_ref.as_str(), again.sha.as_str()),
+        ("refs/heads/main", "abc")
+    );
+    assert_eq!(s.pending_intake(10).await.expect("pending").len(), 1);
+}
 
 fn new_run(repo: &str) -> NewRun {
     NewRun {

@@ -2,12 +2,15 @@
 //! in the background (`intake`), so a forge never waits on git.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use ferry_store::{DeliveryRecord, DeliveryStatus};
+
+use crate::auth::{AsDeveloper, AsViewer, Need};
 use crate::webhook::{self, Outcome, Provider};
 use crate::{ApiError, AppState};
 
@@ -88,20 +91,26 @@ pub(crate) async fn receive(
     };
     let outcome = webhook::parse(p, &headers, &body)
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPayload, m))?;
-    let hook = match outcome {
-        Outcome::Ignore(reason) => return Ok(HookAnswer::ignored(reason)),
-        Outcome::Trigger(hook) => hook,
-    };
-    let item = ferry_store::Intake {
+    let mut item = ferry_store::Intake {
         id: String::new(),
         repository_id: repo.id.clone(),
         provider: p.as_str().to_string(),
         delivery_id: webhook::delivery_id(p, &headers, &body),
-        event: hook.event.as_str().to_string(),
-        git_ref: hook.git_ref,
-        sha: hook.sha,
+        event: webhook::event_name(p, &headers).to_string(),
+        git_ref: String::new(),
+        sha: String::new(),
         received_at: ferry_store::now_ms(),
     };
+    let hook = match outcome {
+        Outcome::Ignore(reason) => {
+            s.store.log_ignored(&item, &reason).await?;
+            return Ok(HookAnswer::ignored(reason));
+        }
+        Outcome::Trigger(hook) => hook,
+    };
+    item.event = hook.event.as_str().to_string();
+    item.git_ref = hook.git_ref;
+    item.sha = hook.sha;
     // Stored, then answered: the commit's `on:` may still decline the run in the
     // background.
     match s.store.enqueue_intake(&item).await? {
@@ -115,9 +124,80 @@ pub(crate) async fn receive(
                 }),
             ))
         }
-        None => Ok(HookAnswer::ignored(format!(
-            "delivery {} was already handled",
-            item.delivery_id.unwrap_or_default()
-        ))),
+        None => {
+            let reason = format!(
+                "delivery {} was already handled",
+                item.delivery_id.as_deref().unwrap_or_default()
+            );
+            s.store.log_ignored(&item, &reason).await?;
+            Ok(HookAnswer::ignored(reason))
+        }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// The most entries (default 50, at most 500).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryOne {
+    pub delivery: DeliveryRecord,
+}
+
+/// `GET /api/v1/repos/{repo}/deliveries`: what the repository's webhooks delivered and
+/// what became of each, newest first.
+pub(crate) async fn deliveries(
+    State(s): State<AppState>,
+    _: Need<AsViewer>,
+    Path(repo): Path<String>,
+    Query(q): Query<DeliveryQuery>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    Ok(Json(DeliveryList {
+        deliveries: s.store.deliveries(&repo.id, limit).await?,
+    }))
+}
+
+/// `POST …/deliveries/{delivery}/redeliver`: queues a failed or declined delivery again
+/// (202), as the forges' "Redeliver" would, without the forge.
+pub(crate) async fn redeliver(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsDeveloper>,
+    Path((repo, id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeliveryOne>), ApiError> {
+    let repo = s.store.repository(&repo).await?;
+    let old = s.store.delivery(&repo.id, &id).await?;
+    if !matches!(
+        old.status,
+        DeliveryStatus::Failed | DeliveryStatus::Declined
+    ) {
+        return Err(ApiError::conflict(
+            ErrorCode::InvalidState,
+            format!(
+                "delivery {id} is {}: only a failed or declined delivery is delivered again",
+                old.status.as_str()
+            ),
+        ));
+    }
+    let delivery = s.store.redeliver(&repo.id, &id).await?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "delivery.redeliver",
+            &id,
+            Some(&format!("as {}", delivery.id)),
+        )
+        .await?;
+    s.intake_wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(DeliveryOne { delivery })))
 }

@@ -131,6 +131,15 @@ impl Route {
         self
     }
 
+    /// Answers 202 (queued) with a `T`.
+    const fn accepted<T: JsonSchema>(mut self) -> Self {
+        self.reply = Reply::Json {
+            status: 202,
+            schema: schema_of::<T>,
+        };
+        self
+    }
+
     const fn text(mut self) -> Self {
         self.reply = Reply::Text;
         self
@@ -195,6 +204,23 @@ pub const ROUTES: &[Route] = &[
     )
     .ok::<hooks::HookAnswer>()
     .also(202),
+    Route::new(
+        GET,
+        "/api/v1/repos/{repo}/deliveries",
+        VIEWER,
+        "Webhook deliveries and what became of each (run, or why none), newest first",
+        || get(hooks::deliveries),
+    )
+    .query::<hooks::DeliveryQuery>()
+    .ok::<hooks::DeliveryList>(),
+    Route::new(
+        POST,
+        "/api/v1/repos/{repo}/deliveries/{delivery}/redeliver",
+        DEVELOPER,
+        "Queue a failed or declined delivery again",
+        || post(hooks::redeliver),
+    )
+    .accepted::<hooks::DeliveryOne>(),
     // Repositories
     Route::new(GET, "/api/v1/repos", VIEWER, "List repositories", || {
         get(repos::list)

@@ -33,6 +33,7 @@ fn describe_param(name: &str) -> &'static str {
         "name" => "The variable's or secret's name",
         "host" => "The registry's host, e.g. `127.0.0.1:5000`",
         "token" => "The token's id",
+        "delivery" => "The delivery's id (from `GET …/deliveries`)",
         "provider" => "`github`, `gitlab`, `gitea`, `forgejo` or `generic`",
         _ => "",
     }
