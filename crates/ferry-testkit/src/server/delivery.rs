@@ -35,7 +35,7 @@ deploy:
     process: { command: cd app && exec ./run }
   verify:
     http: { url: \"http://127.0.0.1:${{ vars.PORT }}/healthz\", body: ok v }
-    for: 1s
+    for: 2s
     interval: 100ms
 ";
 
@@ -210,10 +210,23 @@ impl Server {
     }
 
     /// Waits until a release is live in `env`; returns the repository's environments.
+    /// On time-out it says what each deployment to `env` became, and why.
     pub async fn wait_for_live(&self, repo: &str, env: &str) -> Value {
-        let path = format!("/api/v1/repos/{repo}/environments");
-        self.wait_until(&path, &format!("{env} live"), |b| {
-            !env_of(b, env)["live"].is_null()
+        let envs = format!("/api/v1/repos/{repo}/environments");
+        let deployments = format!("/api/v1/repos/{repo}/deployments?environment={env}");
+        super::wait_for(&format!("{env} live"), async || {
+            let (_, answer) = self.admin("GET", &envs, None).await;
+            if !env_of(&answer, env)["live"].is_null() {
+                return Ok(answer);
+            }
+            let (_, list) = self.admin("GET", &deployments, None).await;
+            let seen: Vec<String> = list["deployments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| format!("{} {} {}", d["label"], d["status"], d["reason"]))
+                .collect();
+            Err(seen)
         })
         .await
     }
