@@ -347,37 +347,69 @@ pub async fn rollback(args: DeliverArgs, env: &str, to: Option<String>) -> Resul
     Ok(exit::OK)
 }
 
+/// `GET path` of variables or secrets in the scope of `query`: printed as JSON with
+/// `--json` (and `None`), else handed back to be printed.
+async fn listed<T: serde::de::DeserializeOwned + serde::Serialize>(
+    c: &crate::client::Client,
+    path: &str,
+    query: &settings::ScopeQuery,
+    json: bool,
+) -> Result<Option<T>, Failure> {
+    let list: T = c.get_with(path, query).await?;
+    if json {
+        print_json(&list);
+        return Ok(None);
+    }
+    Ok(Some(list))
+}
+
+/// `PUT path` with a variable's or secret's value, for the scope of `query`.
+async fn put_value<T: serde::de::DeserializeOwned>(
+    c: &crate::client::Client,
+    path: &str,
+    value: String,
+    query: settings::ScopeQuery,
+) -> Result<(), Failure> {
+    let body = settings::SetValue {
+        value,
+        environment: query.environment,
+    };
+    let _: T = c.put(path, &body).await?;
+    Ok(())
+}
+
+/// `DELETE path` of a variable or secret, in the scope of `query`; says `done`.
+async fn remove(
+    c: &crate::client::Client,
+    path: &str,
+    query: &settings::ScopeQuery,
+    done: &str,
+) -> Result<u8, Failure> {
+    let _: Removed = c.delete(path, query).await?;
+    println!("{done}");
+    Ok(exit::OK)
+}
+
 pub async fn vars(args: DeliverArgs, env: Option<String>, cmd: VarCommand) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
     let scope_query = settings::ScopeQuery { environment: env };
     match cmd {
         VarCommand::List => {
-            let list: settings::VariableList = c
-                .get_with(&format!("/repos/{repo}/variables"), &scope_query)
-                .await?;
-            if args.json {
-                print_json(&list);
-            } else {
-                for x in &list.variables {
-                    println!("{:<14}  {}={}", scope(&x.environment), x.name, x.value);
-                }
+            let path = format!("/repos/{repo}/variables");
+            let list: Option<settings::VariableList> =
+                listed(&c, &path, &scope_query, args.json).await?;
+            for x in list.iter().flat_map(|l| &l.variables) {
+                println!("{:<14}  {}={}", scope(&x.environment), x.name, x.value);
             }
         }
         VarCommand::Set { name, value } => {
-            let body = settings::SetValue {
-                value,
-                environment: scope_query.environment,
-            };
-            let _: settings::VariableSet = c
-                .put(&format!("/repos/{repo}/variables/{name}"), &body)
-                .await?;
+            let path = format!("/repos/{repo}/variables/{name}");
+            put_value::<settings::VariableSet>(&c, &path, value, scope_query).await?;
             println!("set {name}");
         }
         VarCommand::Rm { name } => {
-            let _: Removed = c
-                .delete(&format!("/repos/{repo}/variables/{name}"), &scope_query)
-                .await?;
-            println!("removed {name}");
+            let path = format!("/repos/{repo}/variables/{name}");
+            return remove(&c, &path, &scope_query, &format!("removed {name}")).await;
         }
     }
     Ok(exit::OK)
@@ -392,21 +424,17 @@ pub async fn secrets(
     let scope_query = settings::ScopeQuery { environment: env };
     match cmd {
         SecretCommand::List => {
-            let list: settings::SecretList = c
-                .get_with(&format!("/repos/{repo}/secrets"), &scope_query)
-                .await?;
-            if args.json {
-                print_json(&list);
-            } else {
-                for x in &list.secrets {
-                    println!(
-                        "{:<14}  {:<24}  updated {} by {}",
-                        scope(&x.environment),
-                        x.name,
-                        when(Some(x.updated_at)),
-                        x.updated_by.as_deref().unwrap_or("-")
-                    );
-                }
+            let path = format!("/repos/{repo}/secrets");
+            let list: Option<settings::SecretList> =
+                listed(&c, &path, &scope_query, args.json).await?;
+            for x in list.iter().flat_map(|l| &l.secrets) {
+                println!(
+                    "{:<14}  {:<24}  updated {} by {}",
+                    scope(&x.environment),
+                    x.name,
+                    when(Some(x.updated_at)),
+                    x.updated_by.as_deref().unwrap_or("-")
+                );
             }
         }
         SecretCommand::Set { name, from_file } => {
@@ -424,20 +452,13 @@ pub async fn secrets(
             if value.is_empty() {
                 return Err(Failure::usage("the secret's value is empty"));
             }
-            let body = settings::SetValue {
-                value,
-                environment: scope_query.environment,
-            };
-            let _: settings::SecretSet = c
-                .put(&format!("/repos/{repo}/secrets/{name}"), &body)
-                .await?;
+            let path = format!("/repos/{repo}/secrets/{name}");
+            put_value::<settings::SecretSet>(&c, &path, value, scope_query).await?;
             println!("set secret {name}");
         }
         SecretCommand::Rm { name } => {
-            let _: Removed = c
-                .delete(&format!("/repos/{repo}/secrets/{name}"), &scope_query)
-                .await?;
-            println!("removed secret {name}");
+            let path = format!("/repos/{repo}/secrets/{name}");
+            return remove(&c, &path, &scope_query, &format!("removed secret {name}")).await;
         }
     }
     Ok(exit::OK)
@@ -480,11 +501,11 @@ pub async fn deliveries(
         if args.json {
             print_json(&again);
         } else {
-            println!("delivering {id} again as {}", again.delivery.id);
+            println!("delivering {id} again as {}", again.delivery.request.id);
         }
         return Ok(exit::OK);
     }
-    let query = hooks::DeliveryQuery {
+    let query = delivery::LimitQuery {
         limit: Some(limit.into()),
     };
     let list: hooks::DeliveryList = c
@@ -494,8 +515,13 @@ pub async fn deliveries(
         print_json(&list);
         return Ok(exit::OK);
     }
-    for d in &list.deliveries {
-        let run = d.run_id.as_deref().map(|r| abbrev(r, 8)).unwrap_or("-");
+    for record in &list.deliveries {
+        let d = &record.request;
+        let run = record
+            .run_id
+            .as_deref()
+            .map(|r| abbrev(r, 8))
+            .unwrap_or("-");
         println!(
             "{}  {:<36}  {:<8}  {:<12}  {:<24}  {:<8}  {:<9}  {:<8}  {}",
             when(Some(d.received_at)),
@@ -504,9 +530,9 @@ pub async fn deliveries(
             d.event,
             d.git_ref.strip_prefix("refs/heads/").unwrap_or(&d.git_ref),
             abbrev(&d.sha, 8),
-            d.status.as_str(),
+            record.status.as_str(),
             run,
-            d.reason.as_deref().unwrap_or("")
+            record.reason.as_deref().unwrap_or("")
         );
     }
     Ok(exit::OK)

@@ -190,6 +190,37 @@ impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for Need<R> {
     }
 }
 
+/// The repository the route's `{repo}` names (by name or id), for a caller with at
+/// least the role `R` (checked first, as [`Need`] does): most routes under
+/// `/api/v1/repos/{repo}` start with both.
+#[derive(Debug, Clone)]
+pub struct InRepo<R>(
+    pub ferry_store::Repository,
+    pub Caller,
+    pub std::marker::PhantomData<R>,
+);
+
+impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for InRepo<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Need(caller, _) = Need::<R>::from_request_parts(parts, state).await?;
+        let axum::extract::Path(params) = axum::extract::Path::<
+            std::collections::HashMap<String, String>,
+        >::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::not_found(e.body_text()))?;
+        let name = params
+            .get("repo")
+            .ok_or_else(|| ApiError::internal("InRepo on a route without {repo}"))?;
+        let repo = state.store.repository(name).await?;
+        Ok(InRepo(repo, caller, std::marker::PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -255,36 +255,29 @@ fn signatures_are_checked() {
 
 #[test]
 fn delivery_ids() {
+    let id = |p: Provider, pairs: &[(&str, &str)], body: &[u8]| {
+        webhook::delivery_id(p, &headers(pairs), body)
+    };
+    let github = [("x-github-delivery", "72d3162e")];
+    assert_eq!(id(Provider::Github, &github, b""), Some("72d3162e".into()));
+    assert_eq!(id(Provider::Github, &[], b""), None);
+    let uuid = [("x-gitlab-event-uuid", "u-1")];
+    assert_eq!(id(Provider::Gitlab, &uuid, b""), Some("u-1".into()));
+    // GitLab's "Resend request" keeps the Idempotency-Key and sends a new event UUID:
+    // the key decides, so the resent delivery is the same delivery.
+    let first = [("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-1")];
+    let resent = [("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-2")];
     assert_eq!(
-        webhook::delivery_id(
-            Provider::Github,
-            &headers(&[("x-github-delivery", "72d3162e")]),
-            b""
-        ),
-        Some("72d3162e".into())
+        id(Provider::Gitlab, &first, b""),
+        id(Provider::Gitlab, &resent, b"")
     );
-    assert_eq!(
-        webhook::delivery_id(
-            Provider::Gitlab,
-            &headers(&[("x-gitlab-event-uuid", "u-1")]),
-            b""
-        ),
-        Some("u-1".into())
-    );
+    assert_eq!(id(Provider::Gitlab, &resent, b""), Some("k-1".into()));
     // Gitea's "Redeliver": the same payload under a new X-Gitea-Delivery is the same
     // delivery; another push (here: the repository's updated_at moved) is not.
     let push = payload("gitea-push.json");
-    let again = webhook::delivery_id(
-        Provider::Gitea,
-        &headers(&[("x-gitea-delivery", "g-2")]),
-        &push,
-    );
+    let again = id(Provider::Gitea, &[("x-gitea-delivery", "g-2")], &push);
     assert_eq!(
-        webhook::delivery_id(
-            Provider::Gitea,
-            &headers(&[("x-gitea-delivery", "g-1")]),
-            &push
-        ),
+        id(Provider::Gitea, &[("x-gitea-delivery", "g-1")], &push),
         again
     );
     let other = String::from_utf8(push.clone()).expect("utf8").replacen(
@@ -292,26 +285,7 @@ fn delivery_ids() {
         "\"updated_at\": \"2026-12-02T08:00:00Z\", \"full_name\":",
         1,
     );
-    assert_ne!(
-        webhook::delivery_id(Provider::Gitea, &HeaderMap::new(), other.as_bytes()),
-        again
-    );
-    assert_eq!(
-        webhook::delivery_id(Provider::Github, &HeaderMap::new(), b""),
-        None
-    );
-    // GitLab's "Resend request" keeps the Idempotency-Key and sends a new event UUID:
-    // the key decides, so the resent delivery is the same delivery.
-    let first = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-1")]);
-    let resent = headers(&[("idempotency-key", "k-1"), ("x-gitlab-event-uuid", "u-2")]);
-    assert_eq!(
-        webhook::delivery_id(Provider::Gitlab, &first, b""),
-        webhook::delivery_id(Provider::Gitlab, &resent, b"")
-    );
-    assert_eq!(
-        webhook::delivery_id(Provider::Gitlab, &resent, b""),
-        Some("k-1".into())
-    );
+    assert_ne!(id(Provider::Gitea, &[], other.as_bytes()), again);
 }
 
 /// GitHub's default content type is `application/x-www-form-urlencoded`, the JSON in a

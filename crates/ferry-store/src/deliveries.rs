@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
+use crate::row::Column;
 use crate::{Error, Intake, Result, Store, now_ms};
 
 /// What became of a delivery.
@@ -52,17 +54,10 @@ impl DeliveryStatus {
 /// One delivery and what became of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeliveryRecord {
-    pub id: String,
-    pub repository_id: String,
-    /// `github`, `gitlab`, `gitea`, `generic`, or `ferry` for a redelivery asked of Ferry.
-    pub provider: String,
-    /// The forge's id of the delivery (or the payload's digest for Gitea).
-    pub delivery_id: Option<String>,
-    /// `push`, `tag`, `pull_request`, or the forge's event name when ignored.
-    pub event: String,
-    pub git_ref: String,
-    pub sha: String,
-    pub received_at: i64,
+    /// What it asked for (`provider` is `ferry` for a redelivery asked of Ferry;
+    /// `event` the forge's event name when it was ignored).
+    #[serde(flatten)]
+    pub request: Intake,
     pub status: DeliveryStatus,
     /// The run it started.
     pub run_id: Option<String>,
@@ -73,19 +68,49 @@ pub struct DeliveryRecord {
     pub redelivery_of: Option<String>,
 }
 
-#[rustfmt::skip]
-crate::row::record!(DELIVERY_COLUMNS, delivery_from_row, DeliveryRecord {
-    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, status,
-    run_id, reason, finished_at, redelivery_of
-});
+const DELIVERY_COLUMNS: &str = "id, repository_id, provider, delivery_id, event, git_ref, sha, \
+     received_at, status, run_id, reason, finished_at, redelivery_of";
 
-impl crate::row::Column for DeliveryStatus {
-    fn read(row: &sqlx::any::AnyRow, name: &str) -> Result<Self> {
+fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRecord> {
+    Ok(DeliveryRecord {
+        request: crate::repos::intake_from_row(row)?,
+        status: Column::read(row, "status")?,
+        run_id: Column::read(row, "run_id")?,
+        reason: Column::read(row, "reason")?,
+        finished_at: Column::read(row, "finished_at")?,
+        redelivery_of: Column::read(row, "redelivery_of")?,
+    })
+}
+
+impl Column for DeliveryStatus {
+    fn read(row: &AnyRow, name: &str) -> Result<Self> {
         use sqlx::Row as _;
         let s: String = row.try_get(name)?;
         Self::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown {name} `{s}`")))
     }
 }
+
+/// `query` with the eight columns of an intake entry bound from `$1` on (its id first,
+/// which the caller gives).
+pub(crate) fn bind_intake<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    id: &'q str,
+    item: &'q Intake,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(id)
+        .bind(&item.repository_id)
+        .bind(&item.provider)
+        .bind(&item.delivery_id)
+        .bind(&item.event)
+        .bind(&item.git_ref)
+        .bind(&item.sha)
+        .bind(item.received_at)
+}
+
+/// The intake columns, as [`bind_intake`] binds them.
+pub(crate) const INTAKE_INSERT: &str =
+    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at";
 
 /// Records an accepted delivery as pending (inside the intake's transaction).
 pub(crate) async fn log_accepted(
@@ -94,21 +119,14 @@ pub(crate) async fn log_accepted(
     id: &str,
     redelivery_of: Option<&str>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO delivery_log (id, repository_id, provider, delivery_id, event, git_ref, sha, \
-         received_at, status, redelivery_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
-    )
-    .bind(id)
-    .bind(&item.repository_id)
-    .bind(&item.provider)
-    .bind(&item.delivery_id)
-    .bind(&item.event)
-    .bind(&item.git_ref)
-    .bind(&item.sha)
-    .bind(item.received_at)
-    .bind(redelivery_of)
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "INSERT INTO delivery_log ({INTAKE_INSERT}, status, redelivery_of) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)"
+    );
+    bind_intake(sqlx::query(&sql), id, item)
+        .bind(redelivery_of)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -137,64 +155,58 @@ impl Store {
     /// Records a delivery answered without being queued (status `ignored`).
     pub async fn log_ignored(&self, item: &Intake, reason: &str) -> Result<()> {
         let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO delivery_log (id, repository_id, provider, delivery_id, event, git_ref, sha, \
-             received_at, status, reason, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ignored', $9, $8)",
-        )
-        .bind(&id)
-        .bind(&item.repository_id)
-        .bind(&item.provider)
-        .bind(&item.delivery_id)
-        .bind(&item.event)
-        .bind(&item.git_ref)
-        .bind(&item.sha)
-        .bind(item.received_at)
-        .bind(reason)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "INSERT INTO delivery_log ({INTAKE_INSERT}, status, reason, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ignored', $9, $8)"
+        );
+        bind_intake(sqlx::query(&sql), &id, item)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     /// The repository's deliveries, newest first.
     pub async fn deliveries(&self, repository_id: &str, limit: i64) -> Result<Vec<DeliveryRecord>> {
+        self.delivery_rows(repository_id, None, limit).await
+    }
+
+    /// One delivery of the repository.
+    pub async fn delivery(&self, repository_id: &str, id: &str) -> Result<DeliveryRecord> {
+        self.delivery_rows(repository_id, Some(id), 1)
+            .await?
+            .pop()
+            .ok_or_else(|| Error::NotFound(format!("delivery {id}")))
+    }
+
+    async fn delivery_rows(
+        &self,
+        repository_id: &str,
+        id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM delivery_log WHERE repository_id = $1 \
-             ORDER BY received_at DESC, id DESC LIMIT $2"
+            "SELECT {DELIVERY_COLUMNS} FROM delivery_log \
+             WHERE repository_id = $1 AND ($2 IS NULL OR id = $2) \
+             ORDER BY received_at DESC, id DESC LIMIT $3"
         ))
         .bind(repository_id)
+        .bind(id)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(delivery_from_row).collect()
     }
 
-    /// One delivery of the repository.
-    pub async fn delivery(&self, repository_id: &str, id: &str) -> Result<DeliveryRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {DELIVERY_COLUMNS} FROM delivery_log WHERE repository_id = $1 AND id = $2"
-        ))
-        .bind(repository_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("delivery {id}")))?;
-        delivery_from_row(&row)
-    }
-
     /// Queues a failed or declined delivery again (no dedupe: it is asked for); the new
     /// delivery's record.
     pub async fn redeliver(&self, repository_id: &str, id: &str) -> Result<DeliveryRecord> {
-        let old = self.delivery(repository_id, id).await?;
+        let old = self.delivery(repository_id, id).await?.request;
         let item = Intake {
-            id: String::new(),
-            repository_id: old.repository_id.clone(),
             provider: "ferry".into(),
             delivery_id: None,
-            event: old.event.clone(),
-            git_ref: old.git_ref.clone(),
-            sha: old.sha.clone(),
             received_at: now_ms(),
+            ..old.clone()
         };
         let new_id = self.enqueue(&item, Some(&old.id)).await?;
         self.delivery(repository_id, &new_id).await

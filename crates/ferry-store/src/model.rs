@@ -217,7 +217,7 @@ pub struct RunFilter {
 }
 
 /// A webhook delivery waiting to be turned into a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Intake {
     pub id: String,
     pub repository_id: String,

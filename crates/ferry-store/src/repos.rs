@@ -13,7 +13,7 @@ crate::row::record!(REPOSITORY_COLUMNS, repository_from_row, Repository {
 
 // The columns [`intake_from_row`] reads (of `intake`).
 #[rustfmt::skip]
-crate::row::record!(INTAKE_COLUMNS, intake_from_row, Intake {
+crate::row::record!(INTAKE_COLUMNS, pub(crate) intake_from_row, Intake {
     id, repository_id, provider, delivery_id, event, git_ref, sha, received_at
 });
 
@@ -268,20 +268,13 @@ async fn insert_intake(
     redelivery_of: Option<&str>,
 ) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
-    sqlx::query(
-        "INSERT INTO intake (id, repository_id, provider, delivery_id, event, git_ref, sha, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(&item.repository_id)
-    .bind(&item.provider)
-    .bind(&item.delivery_id)
-    .bind(&item.event)
-    .bind(&item.git_ref)
-    .bind(&item.sha)
-    .bind(item.received_at)
-    .execute(&mut **tx)
-    .await?;
+    let sql = format!(
+        "INSERT INTO intake ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        crate::deliveries::INTAKE_INSERT
+    );
+    crate::deliveries::bind_intake(sqlx::query(&sql), &id, item)
+        .execute(&mut **tx)
+        .await?;
     crate::deliveries::log_accepted(tx, item, &id, redelivery_of).await?;
     Ok(id)
 }

@@ -60,10 +60,10 @@ impl Column for DeploymentKind {
 /// `fn read_fn(&AnyRow) -> Result<Type>`, reading each field with [`Column`] and
 /// setting the fields after `+` (those not stored in the row) to their values.
 macro_rules! record {
-    ($cols:ident, $read:ident, $ty:ident { $($field:ident),+ $(,)? } $(+ { $($extra:ident: $value:expr),+ $(,)? })?) => {
+    ($cols:ident, $vis:vis $read:ident, $ty:ident { $($field:ident),+ $(,)? } $(+ { $($extra:ident: $value:expr),+ $(,)? })?) => {
         const $cols: &str = stringify!($($field),+);
 
-        fn $read(row: &sqlx::any::AnyRow) -> $crate::Result<$ty> {
+        $vis fn $read(row: &sqlx::any::AnyRow) -> $crate::Result<$ty> {
             Ok($ty {
                 $($field: $crate::row::Column::read(row, stringify!($field))?,)+
                 $($($extra: $value,)+)?

@@ -179,7 +179,7 @@ async fn the_delivery_log_follows_each_delivery(f: &Fixture) {
     assert_eq!(again.status, DeliveryStatus::Pending);
     assert_eq!(again.redelivery_of.as_deref(), Some(second.as_str()));
     assert_eq!(
-        (again.git_ref.as_str(), again.sha.as_str()),
+        (again.request.git_ref.as_str(), again.request.sha.as_str()),
         ("refs/heads/main", "abc")
     );
     assert_eq!(s.pending_intake(10).await.expect("pending").len(), 1);

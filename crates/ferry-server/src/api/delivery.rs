@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Body;
 use super::settings::check_environment;
-use crate::auth::{AsApprover, AsDeveloper, AsViewer, Caller, Need, Role};
+use crate::auth::{AsApprover, AsDeveloper, AsViewer, Caller, InRepo, Role};
 use crate::error::ErrorCode;
 use crate::{ApiError, AppState};
 
@@ -201,11 +201,9 @@ async fn view(s: &AppState, d: Deployment) -> DeploymentView {
 
 pub(crate) async fn releases(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<ReleaseList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(ReleaseList {
         releases: s.store.releases(&repo.id, limit).await?,
@@ -214,10 +212,9 @@ pub(crate) async fn releases(
 
 pub(crate) async fn release(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path((repo, release)): Path<(String, String)>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Path((_, release)): Path<(String, String)>,
 ) -> Result<Json<ReleaseOne>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     Ok(Json(ReleaseOne {
         release: s.store.release(&repo.id, &release).await?,
     }))
@@ -225,11 +222,9 @@ pub(crate) async fn release(
 
 pub(crate) async fn audit(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
     Query(q): Query<LimitQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(AuditList {
         audit: s.store.audit_log(Some(&repo.id), limit).await?,
@@ -238,10 +233,8 @@ pub(crate) async fn audit(
 
 pub(crate) async fn environments(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
 ) -> Result<Json<EnvironmentList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     // The environments of the newest release's configuration, in order.
     let newest = s.store.releases(&repo.id, 1).await?;
     let Some(newest) = newest.first() else {
@@ -312,11 +305,9 @@ pub(crate) async fn environments(
 
 pub(crate) async fn deployments(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
     Query(q): Query<DeploymentsQuery>,
 ) -> Result<Json<DeploymentList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let list = s
         .store
         .deployments(
@@ -334,11 +325,9 @@ pub(crate) async fn deployments(
 
 pub(crate) async fn promote(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
     Body(body): Body<Promote>,
 ) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let d = s
         .deliverer
         .promote(&repo.id, &body.release, &body.environment, &actor(&caller))
@@ -349,10 +338,9 @@ pub(crate) async fn promote(
 
 pub(crate) async fn deployment(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path((repo, key)): Path<(String, String)>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Path((_, key)): Path<(String, String)>,
 ) -> Result<Json<DeploymentDetail>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let d = s.store.find_deployment(&repo.id, &key).await?;
     let release = s.store.release(&repo.id, &d.release_id).await?;
     let approvals = s.store.approvals(&d.id).await?;
@@ -369,11 +357,10 @@ pub(crate) async fn deployment(
 /// `POST …/approve` (`APPROVE == true`) and `…/reject`.
 pub(crate) async fn decide<const APPROVE: bool>(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsApprover>,
-    Path((repo, key)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsApprover>,
+    Path((_, key)): Path<(String, String)>,
     Body(body): Body<Decision>,
 ) -> Result<Json<DeploymentOne>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let groups = s.store.groups_of(&caller.user.id).await?;
     let a = actor(&caller);
     let comment = body.comment.as_deref();
@@ -389,11 +376,10 @@ pub(crate) async fn decide<const APPROVE: bool>(
 
 pub(crate) async fn rollback(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsDeveloper>,
-    Path((repo, env)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
+    Path((_, env)): Path<(String, String)>,
     Body(body): Body<Rollback>,
 ) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let d = s
         .deliverer
         .rollback(&repo.id, &env, body.release.as_deref(), &actor(&caller))
@@ -416,21 +402,19 @@ async fn text_file(path: std::path::PathBuf) -> Response {
 
 pub(crate) async fn deployment_log(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path((repo, key)): Path<(String, String)>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Path((_, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let d = s.store.find_deployment(&repo.id, &key).await?;
     Ok(text_file(s.deliverer.deployment_log(&d)).await)
 }
 
 pub(crate) async fn output(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path((repo, env)): Path<(String, String)>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Path((_, env)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     check_environment(&env)?;
-    let repo = s.store.repository(&repo).await?;
     Ok(text_file(s.deliverer.output_log(&repo.id, &env)).await)
 }
 
@@ -442,10 +426,8 @@ pub(crate) async fn output(
 /// the client goes away or the server stops.
 pub(crate) async fn events(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let mut rx = s.deliverer.subscribe();
     let stored = s.store.deployments(&repo.id, None, 50).await?;
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);

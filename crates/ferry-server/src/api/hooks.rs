@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ErrorCode;
 use ferry_store::{DeliveryRecord, DeliveryStatus};
 
-use crate::auth::{AsDeveloper, AsViewer, Need};
+use super::delivery::LimitQuery;
+use crate::auth::{AsDeveloper, AsViewer, InRepo};
 use crate::webhook::{self, Outcome, Provider};
 use crate::{ApiError, AppState};
 
@@ -135,13 +136,6 @@ pub(crate) async fn receive(
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveryQuery {
-    /// The most entries (default 50, at most 500).
-    pub limit: Option<i64>,
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DeliveryList {
     pub deliveries: Vec<DeliveryRecord>,
@@ -156,11 +150,9 @@ pub struct DeliveryOne {
 /// what became of each, newest first.
 pub(crate) async fn deliveries(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
-    Query(q): Query<DeliveryQuery>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Query(q): Query<LimitQuery>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     Ok(Json(DeliveryList {
         deliveries: s.store.deliveries(&repo.id, limit).await?,
@@ -171,10 +163,9 @@ pub(crate) async fn deliveries(
 /// (202), as the forges' "Redeliver" would, without the forge.
 pub(crate) async fn redeliver(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsDeveloper>,
-    Path((repo, id)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<DeliveryOne>), ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let old = s.store.delivery(&repo.id, &id).await?;
     if !matches!(
         old.status,
@@ -195,7 +186,7 @@ pub(crate) async fn redeliver(
             &caller.label(),
             "delivery.redeliver",
             &id,
-            Some(&format!("as {}", delivery.id)),
+            Some(&format!("as {}", delivery.request.id)),
         )
         .await?;
     s.intake_wake.notify_one();

@@ -211,7 +211,7 @@ pub const ROUTES: &[Route] = &[
         "Webhook deliveries and what became of each (run, or why none), newest first",
         || get(hooks::deliveries),
     )
-    .query::<hooks::DeliveryQuery>()
+    .query::<delivery::LimitQuery>()
     .ok::<hooks::DeliveryList>(),
     Route::new(
         POST,

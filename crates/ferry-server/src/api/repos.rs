@@ -1,7 +1,7 @@
 //! Repositories and their `cache:` entries.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use ferry_engine::cache::CacheEntry;
 use ferry_store::{NewRepository, Repository};
@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Body;
-use crate::auth::{AsAdmin, AsDeveloper, AsViewer, Need};
+use crate::auth::{AsAdmin, AsDeveloper, AsViewer, InRepo, Need};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -108,21 +108,15 @@ pub(crate) async fn create(
 }
 
 pub(crate) async fn one(
-    State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repository, ..): InRepo<AsViewer>,
 ) -> Result<Json<RepositoryOne>, ApiError> {
-    Ok(Json(RepositoryOne {
-        repository: s.store.repository(&repo).await?,
-    }))
+    Ok(Json(RepositoryOne { repository }))
 }
 
 pub(crate) async fn caches(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsViewer>,
 ) -> Result<Json<CacheList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let caches = s.engine.caches();
     let entries = tokio::task::spawn_blocking(move || caches.list())
         .await
@@ -137,11 +131,9 @@ pub(crate) async fn caches(
 
 pub(crate) async fn clear_caches(
     State(s): State<AppState>,
-    _: Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsDeveloper>,
     Query(q): Query<CacheQuery>,
 ) -> Result<Json<CachesRemoved>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let caches = s.engine.caches();
     let removed =
         tokio::task::spawn_blocking(move || caches.clear(Some(&repo.id), q.key.as_deref()))

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Body;
-use crate::auth::{AsDeveloper, AsViewer, Need};
+use crate::auth::{AsDeveloper, AsViewer, InRepo, Need};
 use crate::error::ErrorCode;
 use crate::trigger::{TriggerError, TriggerRequest, trigger as trigger_run};
 use crate::{ApiError, AppState, queue};
@@ -122,11 +122,9 @@ fn trigger_error(e: TriggerError) -> ApiError {
 
 pub(crate) async fn trigger(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
     Body(body): Body<TriggerRun>,
 ) -> Result<(StatusCode, Json<RunOne>), ApiError> {
-    let repo = s.store.repository(&repo).await?;
     let event = match body.event.as_deref() {
         None | Some("manual") => EventKind::Manual,
         Some("api") => EventKind::Api,

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Body, Removed};
-use crate::auth::{AsAdmin, AsDeveloper, Caller, Need};
+use crate::auth::{AsAdmin, AsDeveloper, Caller, InRepo};
 use crate::{ApiError, AppState};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -126,7 +126,7 @@ impl Setting {
 async fn set_setting(
     s: AppState,
     caller: Caller,
-    repo: String,
+    repo: ferry_store::Repository,
     name: String,
     body: SetValue,
     kind: Setting,
@@ -134,7 +134,6 @@ async fn set_setting(
     check_name(&name)?;
     let env = body.environment.unwrap_or_default();
     check_environment(&env)?;
-    let repo = s.store.repository(&repo).await?;
     let by = caller.label();
     match kind {
         Setting::Variable => {
@@ -168,8 +167,8 @@ async fn set_setting(
 /// `DELETE …/variables/{name}` (`SECRET == false`) and `…/secrets/{name}`.
 pub(crate) async fn delete<const SECRET: bool>(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, name)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Path((_, name)): Path<(String, String)>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<Removed>, ApiError> {
     let kind = if SECRET {
@@ -179,7 +178,6 @@ pub(crate) async fn delete<const SECRET: bool>(
     };
     let env = q.environment.unwrap_or_default();
     check_environment(&env)?;
-    let repo = s.store.repository(&repo).await?;
     let removed = match kind {
         Setting::Variable => s.store.delete_variable(&repo.id, &env, &name).await?,
         Setting::Secret => s.store.delete_secret(&repo.id, &env, &name).await?,
@@ -205,11 +203,9 @@ pub(crate) async fn delete<const SECRET: bool>(
 
 pub(crate) async fn variables(
     State(s): State<AppState>,
-    _: Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsDeveloper>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<VariableList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     Ok(Json(VariableList {
         variables: s
             .store
@@ -220,8 +216,8 @@ pub(crate) async fn variables(
 
 pub(crate) async fn set_variable(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, name)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Path((_, name)): Path<(String, String)>,
     Body(body): Body<SetValue>,
 ) -> Result<Json<VariableSet>, ApiError> {
     let variable = set_setting(s, caller, repo, name, body, Setting::Variable).await?;
@@ -230,11 +226,9 @@ pub(crate) async fn set_variable(
 
 pub(crate) async fn secrets(
     State(s): State<AppState>,
-    _: Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsDeveloper>,
     Query(q): Query<ScopeQuery>,
 ) -> Result<Json<SecretList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     Ok(Json(SecretList {
         secrets: s
             .store
@@ -245,8 +239,8 @@ pub(crate) async fn secrets(
 
 pub(crate) async fn set_secret(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, name)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Path((_, name)): Path<(String, String)>,
     Body(body): Body<SetValue>,
 ) -> Result<Json<SecretSet>, ApiError> {
     let secret = set_setting(s, caller, repo, name, body, Setting::Secret).await?;
@@ -255,10 +249,8 @@ pub(crate) async fn set_secret(
 
 pub(crate) async fn registries(
     State(s): State<AppState>,
-    _: Need<AsDeveloper>,
-    Path(repo): Path<String>,
+    InRepo(repo, ..): InRepo<AsDeveloper>,
 ) -> Result<Json<RegistryList>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     Ok(Json(RegistryList {
         registries: s.store.registry_logins(&repo.id).await?,
     }))
@@ -266,11 +258,10 @@ pub(crate) async fn registries(
 
 pub(crate) async fn set_registry(
     State(s): State<AppState>,
-    Need(caller, _): Need<AsAdmin>,
-    Path((repo, host)): Path<(String, String)>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Path((_, host)): Path<(String, String)>,
     Body(body): Body<SetRegistry>,
 ) -> Result<Json<RegistryOne>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     if host.is_empty() || host.contains(['/', ' ']) {
         return Err(ApiError::invalid(format!(
             "`{host}` is not a registry host (e.g. registry.example.com or 127.0.0.1:5000)"
@@ -297,10 +288,9 @@ pub(crate) async fn set_registry(
 
 pub(crate) async fn delete_registry(
     State(s): State<AppState>,
-    _: Need<AsAdmin>,
-    Path((repo, host)): Path<(String, String)>,
+    InRepo(repo, ..): InRepo<AsAdmin>,
+    Path((_, host)): Path<(String, String)>,
 ) -> Result<Json<Removed>, ApiError> {
-    let repo = s.store.repository(&repo).await?;
     if !s.store.delete_registry_login(&repo.id, &host).await? {
         return Err(ApiError::not_found(format!(
             "repository `{}` has no login on {host}",
