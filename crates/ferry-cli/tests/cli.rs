@@ -580,23 +580,7 @@ fn runs_can_be_stored_in_postgresql() {
         );
         return;
     };
-    // A database of this test's own, so no earlier run's schema is in its way.
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros())
-        .unwrap_or(0);
-    let name = format!("ferry_cli_{}_{stamp}", std::process::id());
-    let made = Command::new("psql")
-        .args([url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
-        .output()
-        .expect("psql");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let base = url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&url);
-    let url = format!("{base}/{name}");
+    let url = ferry_testkit::fresh_postgres_database(&url, "ferry_cli");
     let repo = Repo::new(SIMPLE);
     repo.ferry_ok(&["run", "--quiet", "--database-url", &url]);
     let runs = stdout(&repo.ferry(&["runs", "--database-url", &url]));

@@ -203,10 +203,8 @@ pub struct InRepo<R>(
 impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for InRepo<R> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(p: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let (parts, state) = (p, s);
         let Need(caller, _) = Need::<R>::from_request_parts(parts, state).await?;
         let axum::extract::Path(params) = axum::extract::Path::<
             std::collections::HashMap<String, String>,

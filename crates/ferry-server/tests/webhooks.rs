@@ -343,6 +343,18 @@ fn signed(secret: &str, body: &str) -> String {
     format!("sha256={}", sign(secret, body.as_bytes()))
 }
 
+/// A server with the repository `hooked` (holding `pipeline`), its webhook secret
+/// `s3cret`; the server and the repository's bare origin.
+async fn hooked_server(pipeline: &str) -> (Server, std::path::PathBuf) {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some(pipeline));
+    let body =
+        json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" });
+    let (status, answer) = s.admin("POST", "/api/v1/repos", Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+    (s, bare)
+}
+
 /// [`github`] to the repository `hooked`, signed with its secret `s3cret`.
 async fn hooked(s: &Server, delivery: &str, event: &str, body: &str) -> Answer {
     github(s, "hooked", &signed("s3cret", body), delivery, event, body).await
@@ -365,9 +377,7 @@ async fn intake_done(s: &Server) {
 /// A signed GitHub push webhook starts a run of the pushed commit, once per delivery.
 #[tokio::test]
 async fn signed_webhooks_start_runs_once() {
-    let s = Server::start().await;
-    let bare = s.repository("hooked", Some("on:\n  push: { branches: [main] }\njobs:\n  built:\n    run: echo built $FERRY_EVENT $FERRY_BRANCH\n"));
-    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let (s, bare) = hooked_server("on:\n  push: { branches: [main] }\njobs:\n  built:\n    run: echo built $FERRY_EVENT $FERRY_BRANCH\n").await;
     let sha = head(&bare);
     let body = json!({
         "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "deleted": false,
@@ -432,9 +442,7 @@ async fn signed_webhooks_start_runs_once() {
 /// A form-encoded delivery is verified over its raw body, as GitHub signs it, and runs.
 #[tokio::test]
 async fn form_encoded_github_deliveries_are_verified_and_run() {
-    let s = Server::start().await;
-    let bare = s.repository("hooked", Some("jobs:\n  built:\n    run: echo built\n"));
-    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let (s, bare) = hooked_server("jobs:\n  built:\n    run: echo built\n").await;
     let sha = head(&bare);
     let json =
         json!({ "ref": "refs/heads/main", "after": sha, "head_commit": { "message": "first" } })
@@ -465,9 +473,7 @@ async fn form_encoded_github_deliveries_are_verified_and_run() {
 /// bad signature: nobody can list repository names through the webhook URL.
 #[tokio::test]
 async fn unknown_repositories_answer_like_a_bad_signature() {
-    let s = Server::start().await;
-    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
-    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let (s, _) = hooked_server("jobs:\n  a:\n    run: 'true'\n").await;
     let bare = s.repository("open", Some("jobs:\n  a:\n    run: 'true'\n"));
     s.register("open", &bare).await; // no webhook secret
     let body = json!({ "ref": "refs/heads/main", "after": head(&bare) }).to_string();
@@ -522,9 +528,7 @@ async fn webhook_secrets_are_stored_sealed_and_still_verify() {
 /// more; another push does.
 #[tokio::test]
 async fn a_gitea_redelivery_is_recognised_by_its_payload() {
-    let s = Server::start().await;
-    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
-    s.admin("POST", "/api/v1/repos", Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret" }))).await;
+    let (s, bare) = hooked_server("jobs:\n  a:\n    run: 'true'\n").await;
     let sha = head(&bare);
     let deliver = |id: &'static str, body: String| {
         s.send(

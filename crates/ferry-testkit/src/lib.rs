@@ -88,3 +88,24 @@ pub fn pids_in(file: &Path) -> Vec<i32> {
 
 #[cfg(feature = "server")]
 pub mod server;
+
+/// A new, empty database on the PostgreSQL server of `admin_url` (which names its
+/// `postgres` database), made with `psql`; its URL. Tests that store in PostgreSQL use
+/// one of their own, so no earlier run's schema is in their way.
+pub fn fresh_postgres_database(admin_url: &str, prefix: &str) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let name = format!("{prefix}_{}_{stamp}", std::process::id());
+    let sql = format!("CREATE DATABASE {name}");
+    let psql = Command::new("psql")
+        .args([admin_url, "-q", "-c", &sql])
+        .status();
+    assert!(psql.is_ok_and(|s| s.success()), "psql cannot create {name}");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
