@@ -278,6 +278,10 @@ pub struct LogsArgs {
     /// With a server: stream the logs live until the run ends.
     #[arg(short, long)]
     pub follow: bool,
+    /// Only the last N lines of each job's log (read from the end: as fast for a log of
+    /// a gigabyte as of a kilobyte).
+    #[arg(short = 'n', long, value_name = "N", conflicts_with_all = ["follow", "timestamps"])]
+    pub tail: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Show a server's run (RUN is then its id) instead of a local one.

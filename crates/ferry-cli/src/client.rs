@@ -142,6 +142,49 @@ impl Client {
             .await
     }
 
+    /// A job's whole log (or its last `tail` lines), page by page as the server serves
+    /// it (1 MiB at a time), never cut.
+    pub async fn job_log(
+        &self,
+        run: &str,
+        job: &str,
+        tail: Option<u64>,
+    ) -> Result<Vec<u8>, Failure> {
+        let path = format!("/runs/{run}/jobs/{job}/log");
+        let mut data = Vec::new();
+        let mut query = runs::LogQuery {
+            tail,
+            ..Default::default()
+        };
+        loop {
+            let resp = self
+                .send(self.request(reqwest::Method::GET, &path).query(&query))
+                .await?;
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let next = header("x-ferry-log-next").and_then(|n| n.parse::<u64>().ok());
+            let complete = header("x-ferry-log-complete").as_deref() == Some("true");
+            let page = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::failed(format!("bad response: {e}")))?;
+            data.extend_from_slice(&page);
+            match next {
+                Some(next) if !complete && !page.is_empty() => {
+                    query = runs::LogQuery {
+                        offset: Some(next),
+                        ..Default::default()
+                    };
+                }
+                _ => return Ok(data),
+            }
+        }
+    }
+
     /// A text answer (logs).
     pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
         let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
@@ -298,6 +341,7 @@ pub async fn logs(
     run: &str,
     job: Option<&str>,
     follow: bool,
+    tail: Option<u64>,
 ) -> Result<u8, Failure> {
     let c = Client::new(server)?;
     if !follow {
@@ -309,8 +353,8 @@ pub async fn logs(
             .filter(|n| wanted(job, n))
             .collect();
         for name in &jobs {
-            let text = c.get_text(&format!("/runs/{run}/jobs/{name}/log")).await?;
-            print_log(name, &text, jobs.len() > 1);
+            let data = c.job_log(run, name, tail).await?;
+            print_log(name, &String::from_utf8_lossy(&data), jobs.len() > 1);
         }
         return Ok(exit::OK);
     }
@@ -407,7 +451,7 @@ pub async fn trigger(
     eprintln!("queued run {} of {repo} ({})", run.number, run.id);
     println!("{}", run.id);
     if follow {
-        return logs(server, &run.id, None, true).await;
+        return logs(server, &run.id, None, true, None).await;
     }
     Ok(exit::OK)
 }

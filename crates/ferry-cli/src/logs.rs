@@ -1,6 +1,6 @@
 //! `ferry runs` and `ferry logs`.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek as _, Write};
 
 use ferry_store::Status;
 
@@ -77,8 +77,8 @@ pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
 
 pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
     if args.server.server.is_some() {
-        return crate::client::logs(&args.server, &args.run, args.job.as_deref(), args.follow)
-            .await;
+        let job = args.job.as_deref();
+        return crate::client::logs(&args.server, &args.run, job, args.follow, args.tail).await;
     }
     if args.follow {
         return Err(Failure::usage(
@@ -170,9 +170,18 @@ pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
             let reader = local.store.read_log(&run.id, &job.id).await?;
             write_stamped(reader, prefix.as_bytes(), &mut out)
         } else {
-            // Without timestamps the index is not needed: stream the file in big chunks.
+            // Without timestamps the index is not needed: stream the file in big chunks
+            // (with --tail, from where its last lines start).
             match std::fs::File::open(local.store.log_path(&run.id, &job.id)) {
-                Ok(file) => write_prefixed(file, prefix.as_bytes(), &mut out),
+                Ok(mut file) => {
+                    let start = match args.tail {
+                        Some(n) => ferry_store::tail_offset(&mut file, n),
+                        None => Ok(0),
+                    };
+                    start
+                        .and_then(|at| file.seek(std::io::SeekFrom::Start(at)))
+                        .and_then(|_| write_prefixed(file, prefix.as_bytes(), &mut out))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 Err(e) => return Err(Failure::failed(format!("cannot read the log: {e}"))),
             }

@@ -196,6 +196,9 @@ fn run_succeeds_and_is_recorded() {
     assert_eq!(stdout(&repo.ferry(&["logs", "1", "test"])), "tested\n");
     let all = stdout(&repo.ferry(&["logs", "last"]));
     assert_eq!(all, "build │ built\ntest  │ tested\n");
+    let tail = stdout(&repo.ferry(&["logs", "last", "--tail", "1"]));
+    assert_eq!(tail, all, "each job's last line");
+    assert_eq!(stdout(&repo.ferry(&["logs", "1", "test", "-n", "0"])), "");
     let stamped = stdout(&repo.ferry(&["logs", "1", "build", "--timestamps"]));
     assert!(
         stamped.ends_with("Z built\n") && stamped.starts_with("20"),

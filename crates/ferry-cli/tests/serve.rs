@@ -408,7 +408,7 @@ async fn the_cli_drives_a_server() {
     let tmp = tempfile::tempdir().expect("tmp");
     let bare = bare_repo(
         tmp.path(),
-        "jobs:\n  one:\n    run: echo first job\n  two:\n    needs: one\n    run: echo second job; exit 3\n",
+        "jobs:\n  one:\n    run: echo first job\n  two:\n    needs: one\n    run: echo second job; exit 3\n  big:\n    run: seq 1 200000\n",
     );
     let data = tmp.path().join("data");
     let server = start(&data, &[]);
@@ -437,6 +437,12 @@ async fn the_cli_drives_a_server() {
     let runs = cli.stdout(&["runs"]);
     assert!(runs.contains(&run_id) && runs.contains("failed"), "{runs}");
     assert_eq!(cli.stdout(&["logs", &run_id, "two"]), "second job\n");
+    // A log bigger than one page (1 MiB) comes whole, page by page; --tail reads the end.
+    let big = cli.stdout(&["logs", &run_id, "big"]);
+    assert_eq!(big.len(), 1_288_895, "all 200000 lines");
+    assert!(big.ends_with("\n199999\n200000\n"));
+    let tail = cli.stdout(&["logs", &run_id, "big", "--tail", "2"]);
+    assert_eq!(tail, "199999\n200000\n");
     cli.ok(&["rerun", &run_id, "--failed"]);
     // Errors: a missing run is a usage error with the server's message; no token, no call.
     let missing = cli.run(&["cancel", "no-such-run"]);

@@ -45,6 +45,41 @@ async fn a_triggered_run_executes_and_its_log_is_served() {
     s.stop().await;
 }
 
+/// A log is served in pages of at most 1 MiB that say where they start and where the
+/// next starts; `tail` starts at the last lines, however long the log.
+#[tokio::test]
+async fn logs_are_paged_and_tailed() {
+    let s = Server::start().await;
+    let bare = s.repository("app", Some("jobs:\n  big:\n    run: seq 1 200000\n"));
+    s.register("app", &bare).await;
+    let (_, body) = s.trigger_with("app", json!({ "ref": "main" })).await;
+    let run_id = run_id_in(&body);
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let path = format!("/api/v1/runs/{run_id}/jobs/big/log");
+    let page = |query: &'static str| {
+        let request = s
+            .request("GET", &format!("{path}?{query}"))
+            .bearer_auth(&s.admin);
+        s.send(request)
+    };
+    let first = page("").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text.len(), 1 << 20, "one page");
+    assert_eq!(first.headers["x-ferry-log-offset"], "0");
+    assert_eq!(first.headers["x-ferry-log-next"], "1048576");
+    assert_eq!(first.headers["x-ferry-log-complete"], "false");
+    let rest = page("offset=1048576").await;
+    assert_eq!(rest.text.len(), 1_288_895 - (1 << 20));
+    assert_eq!(rest.headers["x-ferry-log-complete"], "true");
+    let tail = page("tail=2").await;
+    assert_eq!(tail.text, "199999\n200000\n");
+    assert_eq!(tail.headers["x-ferry-log-offset"], "1288881");
+    assert_eq!(tail.headers["x-ferry-log-complete"], "true");
+    let bad = page("tail=many").await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn trigger_errors_are_clear() {
     let s = Server::start().await;

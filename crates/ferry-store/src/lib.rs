@@ -42,7 +42,7 @@ use sqlx::any::AnyPoolOptions;
 pub use audit::AuditEntry;
 pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
-pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter};
+pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter, tail_offset};
 pub use model::*;
 pub use registries::RegistryLogin;
 pub use releases::{NewRelease, Release, ReleaseArtifact, ReleaseImage};

@@ -177,3 +177,65 @@ impl Store {
         })
     }
 }
+
+/// Where the last `lines` lines of a log start: found by reading backwards from the end
+/// in 64 KiB pieces, so it costs the same for a log of a kilobyte or of a gigabyte. A
+/// newline ending the log does not start another line.
+pub fn tail_offset<F: std::io::Read + std::io::Seek>(
+    file: &mut F,
+    lines: u64,
+) -> std::io::Result<u64> {
+    use std::io::SeekFrom;
+    const PIECE: u64 = 64 << 10;
+    let len = file.seek(SeekFrom::End(0))?;
+    if lines == 0 {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut seen = 0u64;
+    let mut buf = vec![0u8; PIECE as usize];
+    while end > 0 {
+        let start = end.saturating_sub(PIECE);
+        let piece = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(piece)?;
+        for (i, byte) in piece.iter().enumerate().rev() {
+            let at = start + i as u64;
+            // The newline that ends the log ends its last line; it starts nothing.
+            if *byte == b'\n' && at + 1 < len {
+                seen += 1;
+                if seen == lines {
+                    return Ok(at + 1);
+                }
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail_offset;
+
+    #[test]
+    fn the_last_lines_of_a_log() {
+        let offset =
+            |text: &[u8], n| tail_offset(&mut std::io::Cursor::new(text), n).expect("tail");
+        assert_eq!(offset(b"", 3), 0);
+        assert_eq!(offset(b"a\nb\nc\n", 1), 4);
+        assert_eq!(offset(b"a\nb\nc\n", 2), 2);
+        assert_eq!(offset(b"a\nb\nc\n", 9), 0);
+        assert_eq!(offset(b"a\nb\nc", 1), 4, "an unfinished last line counts");
+        assert_eq!(offset(b"a\nb\nc\n", 0), 6);
+        // Across the 64 KiB pieces it reads.
+        let mut big = Vec::new();
+        for i in 0..100_000 {
+            big.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let at = offset(&big, 2) as usize;
+        assert_eq!(&big[at..], b"line 99998\nline 99999\n");
+        let at = offset(&big, 20_000) as usize;
+        assert!(big[at..].starts_with(b"line 80000\n"));
+    }
+}

@@ -88,6 +88,9 @@ pub struct LogQuery {
     pub offset: Option<u64>,
     /// The most bytes to return (default and maximum 1 MiB).
     pub limit: Option<u64>,
+    /// Start where the last this many lines start (`offset` is then ignored); found from
+    /// the end of the log, so it costs the same whatever the log's size.
+    pub tail: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -211,8 +214,9 @@ pub(crate) async fn one(
     }))
 }
 
-/// A range of a job's log, as text. `X-Ferry-Log-Next` is the offset to ask for next;
-/// `X-Ferry-Log-Complete: true` once the job has finished and the end was reached.
+/// A range of a job's log, as text. `X-Ferry-Log-Offset` is where it starts,
+/// `X-Ferry-Log-Next` the offset to ask for next; `X-Ferry-Log-Complete: true` once the
+/// job has finished and the end was reached.
 pub(crate) async fn job_log(
     State(s): State<AppState>,
     _: Need<AsViewer>,
@@ -226,18 +230,21 @@ pub(crate) async fn job_log(
         .find(|j| j.id == job || j.name == job)
         .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
     let path = s.store.log_path(&run.id, &job.id);
-    let offset = q.offset.unwrap_or(0);
     let limit = q.limit.unwrap_or(1 << 20).clamp(1, 1 << 20);
-    let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+    let (offset, data) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Vec<u8>)> {
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, Vec::new())),
             Err(e) => return Err(e),
+        };
+        let offset = match q.tail {
+            Some(lines) => ferry_store::tail_offset(&mut file, lines)?,
+            None => q.offset.unwrap_or(0),
         };
         file.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::new();
         file.take(limit).read_to_end(&mut buf)?;
-        Ok(buf)
+        Ok((offset, buf))
     })
     .await
     .map_err(ApiError::internal)?
@@ -249,6 +256,10 @@ pub(crate) async fn job_log(
             (
                 header::CONTENT_TYPE,
                 "text/plain; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-ferry-log-offset"),
+                offset.to_string(),
             ),
             (
                 header::HeaderName::from_static("x-ferry-log-next"),
