@@ -23,7 +23,7 @@ pub struct DeliverArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum VarCommand {
-    /// Variables of the repository and, with --env, of an environment.
+    /// Variables of every scope; with --env, the repository's and that environment's.
     List,
     /// Set NAME to VALUE.
     Set { name: String, value: String },
@@ -33,7 +33,8 @@ pub enum VarCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
-    /// Names and update times (never values).
+    /// Names and update times (never values) of every scope; with --env, the
+    /// repository's and that environment's.
     List,
     /// Set NAME; the value is read from --from-file, else standard input (never an argument).
     Set {

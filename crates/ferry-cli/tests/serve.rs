@@ -542,10 +542,24 @@ deploy:
     cli.ok(&["vars", "set", "GREETING", "hello", "--env", "sandbox"]);
     let set = cli.run_with_input(&["secrets", "set", "TOKEN"], "cli-secret-42\n");
     expect_exit(&set, 0);
+    let staged = cli.run_with_input(&["secrets", "set", "SIGNING", "--env", "sandbox"], "s\n");
+    expect_exit(&staged, 0);
+    // Without --env the listing shows every scope; with it, what that environment gets.
     let listed = cli.stdout(&["secrets", "list"]);
     assert!(
         listed.contains("TOKEN") && !listed.contains("cli-secret-42"),
         "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("sandbox") && l.contains("SIGNING")),
+        "{listed}"
+    );
+    let production = cli.stdout(&["secrets", "list", "--env", "production"]);
+    assert!(
+        production.contains("TOKEN") && !production.contains("SIGNING"),
+        "{production}"
     );
     cli.ok(&["trigger", "app", "main", "--follow"]);
     // Sandbox goes live on its own; production waits for an approval.

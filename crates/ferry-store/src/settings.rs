@@ -90,7 +90,8 @@ impl Store {
             .await
     }
 
-    /// Variables of the repository and (when given) one environment, by environment and name.
+    /// Variables of the repository and one environment (every environment when `None`),
+    /// by environment and name.
     pub async fn variables(
         &self,
         repository_id: &str,
@@ -127,7 +128,8 @@ impl Store {
             .await
     }
 
-    /// The names of the repository's and (when given) one environment's secrets.
+    /// The names of the repository's secrets and one environment's (every environment's
+    /// when `None`).
     pub async fn secret_names(
         &self,
         repository_id: &str,
@@ -187,8 +189,9 @@ impl Store {
             .await
     }
 
-    /// `columns` of the entries of `table` that belong to the repository, and to
-    /// `environment` when given, by environment (the repository's, '', first) and name.
+    /// `columns` of the entries of `table` that belong to the repository and to
+    /// `environment` (to any environment when `None`: a listing hides no scope), by
+    /// environment (the repository's, '', first) and name.
     async fn setting_rows(
         &self,
         table: &Table,
@@ -198,12 +201,13 @@ impl Store {
     ) -> Result<Vec<AnyRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {columns} FROM {}
-             WHERE repository_id = $1 AND (environment = '' OR environment = $2)
+             WHERE repository_id = $1 AND (environment = '' OR environment = $2 OR $3 = 1)
              ORDER BY environment, name",
             table.name
         ))
         .bind(repository_id)
         .bind(environment.unwrap_or(""))
+        .bind(i64::from(environment.is_none()))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows)

@@ -588,6 +588,12 @@ async fn approvals_audit_variables_and_secrets(f: &Fixture) {
         .map(|v| (v.environment.as_str(), v.value.as_str()))
         .collect();
     assert_eq!(seen, [("", "8000"), ("production", "9000")]);
+    let every = s.variables(&repo, None).await.expect("vars");
+    assert_eq!(
+        every.len(),
+        3,
+        "a listing without an environment hides no scope"
+    );
     assert!(
         s.delete_variable(&repo, "staging", "PORT")
             .await
@@ -627,6 +633,17 @@ async fn approvals_audit_variables_and_secrets(f: &Fixture) {
         .await
         .expect("names");
     assert_eq!(names.len(), 3);
+    s.set_secret(&key, &repo, "staging", "STAGED", b"s", None)
+        .await
+        .expect("secret");
+    let scopes: Vec<String> = (s.secret_names(&repo, None).await.expect("names"))
+        .iter()
+        .map(|n| format!("{}/{}", n.environment, n.name))
+        .collect();
+    assert_eq!(
+        scopes,
+        ["/OTHER", "/TOKEN", "production/TOKEN", "staging/STAGED"]
+    );
     assert!(
         s.delete_secret(&repo, "production", "TOKEN")
             .await

@@ -15,7 +15,7 @@ use crate::{ApiError, AppState};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeQuery {
-    /// An environment; none: the repository's own.
+    /// An environment; none: the repository's own (for a listing: every scope).
     pub environment: Option<String>,
 }
 
