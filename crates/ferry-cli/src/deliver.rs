@@ -241,6 +241,13 @@ pub async fn deployment(args: DeliverArgs, deployment: &str, log: bool) -> Resul
     if let Some(r) = &d.reason {
         println!("reason      {r}");
     }
+    if let Some(start) = d.verification_started_at {
+        let took = d.verification_finished_at.map_or_else(
+            || "running".into(),
+            |end| format!("{:.1} s", (end - start) as f64 / 1e3),
+        );
+        println!("verified    from {} ({took})", when(Some(start)));
+    }
     println!("\ncommits:");
     for commit in &ch.commits {
         println!(

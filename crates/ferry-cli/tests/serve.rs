@@ -589,6 +589,9 @@ deploy:
         "{detail}"
     );
     assert!(detail.contains("out/app.sh  (new) → sha256:"), "{detail}");
+    assert!(!detail.contains("verified"), "not deployed yet: {detail}");
+    let sandbox = cli.stdout(&["deployment", "sandbox#1"]);
+    assert!(sandbox.contains("\nverified    from "), "{sandbox}");
     // An approver approves; production goes live.
     let add = user_add(&data, &["bob", "--role", "approver"]);
     let bob = String::from_utf8_lossy(&add.stdout).trim().to_string();

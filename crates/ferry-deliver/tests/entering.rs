@@ -41,6 +41,13 @@ async fn a_sealed_release_enters_the_first_environment_and_goes_live() {
     assert_eq!(live.previous_release_id, None, "nothing was live before");
     assert_eq!(live.reason, None);
     assert!(live.started_at.is_some() && live.finished_at.is_some());
+    // Verification (`for: 100ms`) is timed: it starts after the deploy and ends with it.
+    let (from, to) = (live.verification_started_at, live.verification_finished_at);
+    assert!(
+        from >= live.started_at && to == live.finished_at,
+        "{live:?}"
+    );
+    assert!(to.zip(from).is_some_and(|(t, f)| t - f >= 100), "{live:?}");
     assert_eq!(h.live("sandbox").await.as_deref(), Some("v1"));
     // The script ran in the release's files (copied out of the store, with their
     // modes), with the release in its environment.

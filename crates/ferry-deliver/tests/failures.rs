@@ -32,6 +32,12 @@ async fn a_failing_verification_rolls_back_to_the_release_live_before() {
         Some(format!("{UNHEALTHY} (rolled back to release v1)").as_str())
     );
     assert_eq!(failed.previous_release_id.as_deref(), Some(v1.id.as_str()));
+    assert!(
+        failed.verification_started_at.is_some()
+            && failed.verification_finished_at <= failed.finished_at
+            && failed.verification_finished_at >= failed.verification_started_at,
+        "a failed verification is timed too: {failed:?}"
+    );
     let back = h.deployment("sandbox", 3).await;
     assert_eq!(
         (back.kind, back.status, &back.release_id),
@@ -115,6 +121,13 @@ deploy:
     assert!(
         !log.contains("verifying"),
         "no verification after a failed deploy:\n{log}"
+    );
+    assert_eq!(
+        (
+            failed.verification_started_at,
+            failed.verification_finished_at
+        ),
+        (None, None)
     );
     assert!(h.log_of(&back).contains("deploying v1"));
     h.stop().await;

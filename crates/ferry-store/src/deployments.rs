@@ -119,6 +119,10 @@ pub struct Deployment {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// When its health checks started (it entered `verifying`) and when they ended (it
+    /// went live or failed); none when it never got that far.
+    pub verification_started_at: Option<i64>,
+    pub verification_finished_at: Option<i64>,
 }
 
 /// One approval or rejection of a deployment.
@@ -137,7 +141,8 @@ pub struct Approval {
 #[rustfmt::skip]
 crate::row::record!(DEPLOYMENT_COLUMNS, deployment_from_row, Deployment {
     id, repository_id, environment, number, release_id, kind, status, reason,
-    requested_by, previous_release_id, config, created_at, started_at, finished_at
+    requested_by, previous_release_id, config, created_at, started_at, finished_at,
+    verification_started_at, verification_finished_at
 });
 
 // The columns [`approval_from_row`] reads (of `approvals`).
@@ -293,10 +298,16 @@ impl Store {
         let now = now_ms();
         let started = matches!(to, DeploymentStatus::Deploying);
         let finished = to.finished() || to == DeploymentStatus::Live;
+        let verifying = to == DeploymentStatus::Verifying;
+        // Leaving `verifying` (`status` on the right is the old one) ends verification.
         let sql = format!(
             "UPDATE deployments SET status = $1, reason = COALESCE($2, reason),
                started_at = CASE WHEN $3 = 1 THEN $4 ELSE started_at END,
-               finished_at = CASE WHEN $5 = 1 THEN $4 ELSE finished_at END
+               finished_at = CASE WHEN $5 = 1 THEN $4 ELSE finished_at END,
+               verification_started_at =
+                 CASE WHEN $7 = 1 THEN $4 ELSE verification_started_at END,
+               verification_finished_at =
+                 CASE WHEN status = 'verifying' AND $7 = 0 THEN $4 ELSE verification_finished_at END
              WHERE id = $6 AND status IN ({})",
             status_list(from)
         );
@@ -307,6 +318,7 @@ impl Store {
             .bind(now)
             .bind(finished as i64)
             .bind(id)
+            .bind(verifying as i64)
             .execute(&self.pool)
             .await
             .map_err(|e| conflict(e, "a deployment in progress in this environment".into()))?;
@@ -356,7 +368,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
-            "UPDATE deployments SET status = 'live', finished_at = $1
+            "UPDATE deployments SET status = 'live', finished_at = $1,
+               verification_finished_at =
+                 CASE WHEN status = 'verifying' THEN $1 ELSE verification_finished_at END
              WHERE id = $2 AND status IN ('deploying', 'verifying')",
         )
         .bind(now_ms())

@@ -70,6 +70,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         common!("0010_release_retention.sql"),
     ),
     (11, "delivery_log", common!("0011_delivery_log.sql")),
+    (
+        12,
+        "verification_times",
+        common!("0012_verification_times.sql"),
+    ),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

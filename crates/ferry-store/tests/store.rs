@@ -438,6 +438,10 @@ async fn deployments_move_by_compare_and_set(f: &Fixture) {
         .await
         .expect("live")
         .expect("some");
+    assert!(
+        live.verification_started_at.is_some() && live.verification_finished_at == live.finished_at,
+        "verification is timed: {live:?}"
+    );
     assert_eq!(live.id, d1.id);
     assert!(live.started_at.is_some() && live.finished_at.is_some());
     let d2 = s
