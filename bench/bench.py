@@ -5,7 +5,8 @@ same machine, and prints the ratio. No network, no Docker. Usage: bench/run.sh [
   steps    100 sequential `true` steps vs the same 100 commands forked by one `sh`
   startup  `ferry run` of a one-step pipeline vs `sh -c true`
   logs     a step printing 100 MB vs the same command redirected to a file; the store's
-           growth; `ferry runs` / `ferry logs` / the next run before and after
+           growth; `ferry runs` / `ferry logs` / the next run before and after; `ferry logs
+           --tail 10` vs `tail -n 10` of the same size of file
   logs-shm the same with both writing to tmpfs, without the disk's drift
   containers  20 container steps each `true` vs 20 `docker run --rm IMAGE true`
   images   `build_image` of a small context (build + push to the local registry), first
@@ -148,6 +149,10 @@ def bench_logs():
     after_runs, _ = median_time([FERRY, "runs"], 10, cwd=repo.dir, env=repo.env)
     logs_time, _ = run([FERRY, "logs", "1", "loud"], cwd=repo.dir, env=repo.env)
     cat_time, _ = run(["cat", f"{out}.0"])
+    # The end of a big log: read back from the end, as `tail` does.
+    tail_time, _ = median_time([FERRY, "logs", "1", "loud", "--tail", "10"], 10,
+                               cwd=repo.dir, env=repo.env)
+    coreutils_tail, _ = median_time(["tail", "-n", "10", f"{out}.0"], 10)
     # The next run of a small pipeline in the same store, before and after.
     t_small, _ = median_time([FERRY, "run", "--quiet"], 10, cwd=small.dir, env=small.env)
     small.env["FERRY_DATA_DIR"] = repo.env["FERRY_DATA_DIR"]
@@ -164,6 +169,8 @@ def bench_logs():
     print(f"          ferry runs: {ms(before_runs)} before, {ms(after_runs)} after   "
           f"ferry logs (whole log): {ms(logs_time)} vs cat {ms(cat_time)}   "
           f"next small run: {ms(t_small)} in a fresh store, {ms(t_small_after)} in the big one")
+    print(f"          ferry logs --tail 10: {ms(tail_time)} vs tail -n 10 {ms(coreutils_tail)} "
+          f"({tail_time / coreutils_tail:.1f}x; both include process start)")
     return rss
 
 
