@@ -130,7 +130,8 @@ impl Store {
             .join(format!("{job_id}.log"))
     }
 
-    /// Opens a job's log for appending (a retried job appends to the same log).
+    /// Opens a job's log for appending (a retried job appends to the same log, and its
+    /// line numbers and count go on from the earlier attempts').
     pub fn log_writer(&self, run_id: &str, job_id: &str) -> Result<LogWriter> {
         let path = self.log_path(run_id, job_id);
         if let Some(dir) = path.parent() {
@@ -139,13 +140,24 @@ impl Store {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&path)?;
+        let (mut newlines, mut last) = (0i64, b'\n');
+        let mut reader = BufReader::with_capacity(1 << 16, &file);
+        loop {
+            let buf = reader.fill_buf()?;
+            let Some(&end) = buf.last() else { break };
+            newlines += bytecount::count(buf, b'\n') as i64;
+            last = end;
+            let n = buf.len();
+            reader.consume(n);
+        }
         let bytes = file.metadata()?.len() as i64;
         Ok(LogWriter {
             file,
             bytes,
-            newlines: 0,
-            ends_with_newline: true,
+            newlines,
+            ends_with_newline: last == b'\n',
             last_ts: 0,
             pending: Vec::new(),
         })

@@ -827,6 +827,16 @@ async fn logs_keep_bytes_lines_and_times(f: &Fixture) {
     );
     // A job that wrote nothing has an empty log.
     assert_eq!(s.read_log(&run.id, &ids[1]).await.expect("read").count(), 0);
+    // A retry appends, and counts on from the earlier attempt.
+    let mut again = s.log_writer(&run.id, &ids[0]).expect("writer");
+    assert_eq!((again.bytes(), again.lines()), (13, 3));
+    again.write(b"!\nfour\n").expect("write");
+    assert_eq!((again.bytes(), again.lines()), (20, 4));
+    assert_eq!(
+        again.take_index()[0].first_line,
+        2,
+        "in the unfinished `three`"
+    );
 }
 
 async fn reopening_keeps_everything(f: &Fixture) {
