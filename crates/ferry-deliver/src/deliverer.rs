@@ -95,6 +95,11 @@ pub struct Deliverer {
     /// Every deployment change and decision, for whoever listens.
     #[educe(Debug(ignore))]
     events: tokio::sync::broadcast::Sender<Arc<DeliveryEvent>>,
+    /// Held while a change is read and sent, so that listeners get changes in the order
+    /// the store took them (two publishers could otherwise read in one order and send
+    /// in the other).
+    #[educe(Debug(ignore))]
+    publishing: Arc<tokio::sync::Mutex<()>>,
     /// Environments (repository id, name) whose deployment this server is executing.
     #[educe(Debug(ignore))]
     busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
@@ -134,6 +139,7 @@ impl Deliverer {
             wake: Arc::new(Notify::new()),
             keep_releases: None,
             events: tokio::sync::broadcast::channel(1024).0,
+            publishing: Arc::default(),
             busy: Arc::default(),
         }
     }
@@ -210,6 +216,7 @@ impl Deliverer {
         if self.events.receiver_count() == 0 {
             return;
         }
+        let _order = self.publishing.lock().await;
         if let Ok(deployment) = self.store.deployment(id).await {
             let _ = self
                 .events
@@ -459,7 +466,11 @@ impl Deliverer {
                 self.store
                     .move_deployment(&dep.id, &[S::AwaitingApproval], S::Queued, None)
                     .await?;
+                // Told before the deliverer is woken, so that `queued` comes before
+                // `deploying`.
+                self.publish(&dep.id).await;
                 self.wake.notify_one();
+                return Ok(self.store.deployment(&dep.id).await?);
             }
             Verdict::Rejected { by } => {
                 self.store
