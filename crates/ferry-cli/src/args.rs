@@ -282,6 +282,11 @@ pub struct LogsArgs {
     /// a gigabyte as of a kilobyte).
     #[arg(short = 'n', long, value_name = "N", conflicts_with_all = ["follow", "timestamps"])]
     pub tail: Option<u64>,
+    /// Only lines FROM to TO of each job's log (1-based, both included; `FROM:` runs to
+    /// the end, `N` is one line). Found from the log's index: as fast deep in a big log
+    /// as at its start.
+    #[arg(long, value_name = "FROM:TO", value_parser = parse_line_range, conflicts_with_all = ["follow", "tail"])]
+    pub range: Option<LineRange>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Show a server's run (RUN is then its id) instead of a local one.
@@ -335,5 +340,92 @@ impl RepoScope {
             crate::Failure::usage("with --server, name the repository with --repo")
         })?;
         Ok((crate::client::Client::new(&self.server)?, repo))
+    }
+}
+
+/// Lines `first` to `last` of a log (1-based, both included; no `last`: to the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineRange {
+    pub first: u64,
+    pub last: Option<u64>,
+}
+
+impl LineRange {
+    /// How many lines it takes (`None`: all to the end).
+    pub fn count(&self) -> Option<u64> {
+        self.last.map(|last| last - self.first + 1)
+    }
+
+    pub fn contains(&self, line: u64) -> bool {
+        line >= self.first && self.last.is_none_or(|last| line <= last)
+    }
+}
+
+/// `FROM:TO`, `FROM:` or `N`.
+pub fn parse_line_range(text: &str) -> Result<LineRange, String> {
+    let number = |part: &str, what: &str| -> Result<u64, String> {
+        match part.trim().parse::<u64>() {
+            Ok(0) => Err(format!("{what} must be 1 or more (lines count from 1)")),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!(
+                "`{part}` is not a line number (write FROM:TO, FROM: or N, e.g. 100:200)"
+            )),
+        }
+    };
+    let range = match text.split_once(':') {
+        None => {
+            let n = number(text, "the line")?;
+            LineRange {
+                first: n,
+                last: Some(n),
+            }
+        }
+        Some((first, "")) => LineRange {
+            first: number(first, "FROM")?,
+            last: None,
+        },
+        Some((first, last)) => LineRange {
+            first: number(first, "FROM")?,
+            last: Some(number(last, "TO")?),
+        },
+    };
+    match range.last {
+        Some(last) if last < range.first => {
+            Err(format!("TO ({last}) comes before FROM ({})", range.first))
+        }
+        _ => Ok(range),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LineRange, parse_line_range};
+
+    #[test]
+    fn line_ranges() {
+        let r = |first, last| Ok(LineRange { first, last });
+        assert_eq!(parse_line_range("100:200"), r(100, Some(200)));
+        assert_eq!(parse_line_range("7:"), r(7, None));
+        assert_eq!(parse_line_range("42"), r(42, Some(42)));
+        assert_eq!(parse_line_range("5:5"), r(5, Some(5)));
+        for (bad, says) in [
+            ("0:3", "FROM must be 1 or more"),
+            ("3:0", "TO must be 1 or more"),
+            ("9:3", "TO (3) comes before FROM (9)"),
+            ("a:3", "`a` is not a line number"),
+            (":3", "`` is not a line number"),
+            ("", "`` is not a line number"),
+        ] {
+            let e = parse_line_range(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(r(3, Some(5)).map(|r| r.count()), Ok(Some(3)));
+        assert!(
+            LineRange {
+                first: 3,
+                last: None
+            }
+            .contains(1_000_000)
+        );
     }
 }

@@ -142,20 +142,21 @@ impl Client {
             .await
     }
 
-    /// A job's whole log (or its last `tail` lines), page by page as the server serves
-    /// it (1 MiB at a time), never cut.
-    pub async fn job_log(
-        &self,
-        run: &str,
-        job: &str,
-        tail: Option<u64>,
-    ) -> Result<Vec<u8>, Failure> {
+    /// A job's whole log (or a part of it), page by page as the server serves it
+    /// (1 MiB at a time), never cut.
+    pub async fn job_log(&self, run: &str, job: &str, part: LogPart) -> Result<Vec<u8>, Failure> {
         let path = format!("/runs/{run}/jobs/{job}/log");
         let mut data = Vec::new();
-        let mut query = runs::LogQuery {
-            tail,
-            ..Default::default()
-        };
+        let mut query = runs::LogQuery::default();
+        let mut wanted_lines = None;
+        match part {
+            LogPart::All => {}
+            LogPart::Tail(n) => query.tail = Some(n),
+            LogPart::Lines(range) => {
+                query.line = Some(range.first);
+                wanted_lines = range.count();
+            }
+        }
         loop {
             let resp = self
                 .send(self.request(reqwest::Method::GET, &path).query(&query))
@@ -173,6 +174,13 @@ impl Client {
                 .await
                 .map_err(|e| Failure::failed(format!("bad response: {e}")))?;
             data.extend_from_slice(&page);
+            // Enough lines: cut after the last one wanted.
+            if let Some(lines) = wanted_lines {
+                if let Some(end) = memchr::memchr_iter(b'\n', &data).nth(lines as usize - 1) {
+                    data.truncate(end + 1);
+                    return Ok(data);
+                }
+            }
             match next {
                 Some(next) if !complete && !page.is_empty() => {
                     query = runs::LogQuery {
@@ -334,6 +342,15 @@ pub async fn runs(
     Ok(exit::OK)
 }
 
+/// Which part of a job's log to show.
+#[derive(Debug, Clone, Copy)]
+pub enum LogPart {
+    All,
+    /// The last N lines.
+    Tail(u64),
+    Lines(crate::args::LineRange),
+}
+
 /// Prints a run's logs; with `follow`, streams them live until the run ends and exits
 /// with the run's outcome (0 success, 1 failed, 130 cancelled).
 pub async fn logs(
@@ -341,7 +358,7 @@ pub async fn logs(
     run: &str,
     job: Option<&str>,
     follow: bool,
-    tail: Option<u64>,
+    part: LogPart,
 ) -> Result<u8, Failure> {
     let c = Client::new(server)?;
     if !follow {
@@ -353,7 +370,7 @@ pub async fn logs(
             .filter(|n| wanted(job, n))
             .collect();
         for name in &jobs {
-            let data = c.job_log(run, name, tail).await?;
+            let data = c.job_log(run, name, part).await?;
             print_log(name, &String::from_utf8_lossy(&data), jobs.len() > 1);
         }
         return Ok(exit::OK);
@@ -451,7 +468,7 @@ pub async fn trigger(
     eprintln!("queued run {} of {repo} ({})", run.number, run.id);
     println!("{}", run.id);
     if follow {
-        return logs(server, &run.id, None, true, None).await;
+        return logs(server, &run.id, None, true, LogPart::All).await;
     }
     Ok(exit::OK)
 }

@@ -78,7 +78,12 @@ pub async fn runs(args: RunsArgs) -> Result<u8, Failure> {
 pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
     if args.server.server.is_some() {
         let job = args.job.as_deref();
-        return crate::client::logs(&args.server, &args.run, job, args.follow, args.tail).await;
+        let part = match (args.tail, args.range) {
+            (Some(n), _) => crate::client::LogPart::Tail(n),
+            (None, Some(range)) => crate::client::LogPart::Lines(range),
+            (None, None) => crate::client::LogPart::All,
+        };
+        return crate::client::logs(&args.server, &args.run, job, args.follow, part).await;
     }
     if args.follow {
         return Err(Failure::usage(
@@ -168,21 +173,33 @@ pub async fn logs(args: LogsArgs) -> Result<u8, Failure> {
         };
         let written = if args.timestamps {
             let reader = local.store.read_log(&run.id, &job.id).await?;
-            write_stamped(reader, prefix.as_bytes(), &mut out)
+            write_stamped(reader, args.range, prefix.as_bytes(), &mut out)
         } else {
-            // Without timestamps the index is not needed: stream the file in big chunks
-            // (with --tail, from where its last lines start).
-            match std::fs::File::open(local.store.log_path(&run.id, &job.id)) {
-                Ok(mut file) => {
+            // Without timestamps the index is not needed: stream the log in big chunks
+            // (with --tail, from where its last lines start; with --range, from where its
+            // first line starts, found from the index).
+            let opened = match args.range {
+                Some(range) => local
+                    .store
+                    .log_at_line(&run.id, &job.id, range.first)
+                    .await
+                    .map(|found| found.map(|(_, log)| log))
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                None => local.store.open_log(&run.id, &job.id),
+            };
+            match opened {
+                Ok(Some(mut log)) => {
                     let start = match args.tail {
-                        Some(n) => ferry_store::tail_offset(&mut file, n),
+                        Some(n) => ferry_store::tail_offset(&mut log, n)
+                            .and_then(|at| log.seek(std::io::SeekFrom::Start(at))),
                         None => Ok(0),
                     };
-                    start
-                        .and_then(|at| file.seek(std::io::SeekFrom::Start(at)))
-                        .and_then(|_| write_prefixed(file, prefix.as_bytes(), &mut out))
+                    let lines = args.range.and_then(|r| r.count()).unwrap_or(u64::MAX);
+                    start.and_then(|_| {
+                        write_prefixed(LineLimit::new(log, lines), prefix.as_bytes(), &mut out)
+                    })
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Ok(None) => Ok(()),
                 Err(e) => return Err(Failure::failed(format!("cannot read the log: {e}"))),
             }
         };
@@ -239,11 +256,20 @@ fn write_prefixed(mut log: impl Read, prefix: &[u8], out: &mut impl Write) -> st
 /// Writes each line with its prefix and the time it was written.
 fn write_stamped(
     reader: ferry_store::LogReader,
+    range: Option<crate::args::LineRange>,
     prefix: &[u8],
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     for line in reader {
         let line = line?;
+        if let Some(range) = range {
+            if range.last.is_some_and(|last| line.number as u64 > last) {
+                break;
+            }
+            if !range.contains(line.number as u64) {
+                continue;
+            }
+        }
         let stamp = chrono::DateTime::from_timestamp_millis(line.ts)
             .map(|t| format!("{} ", t.format("%Y-%m-%dT%H:%M:%S%.3fZ")))
             .unwrap_or_default();
@@ -253,4 +279,40 @@ fn write_stamped(
         out.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// Reads from a log up to the end of its `lines`-th line.
+#[derive(Debug)]
+pub(crate) struct LineLimit<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> LineLimit<R> {
+    pub(crate) fn new(inner: R, lines: u64) -> Self {
+        Self { inner, left: lines }
+    }
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if self.left == u64::MAX {
+            return Ok(n); // no limit
+        }
+        // Counted with SIMD first: logs can be dense with newlines.
+        let lines = bytecount::count(&buf[..n], b'\n') as u64;
+        if lines < self.left {
+            self.left -= lines;
+            return Ok(n);
+        }
+        let end = memchr::memchr_iter(b'\n', &buf[..n])
+            .nth((self.left - 1) as usize)
+            .map_or(n, |nl| nl + 1);
+        self.left = 0;
+        Ok(end)
+    }
 }

@@ -199,6 +199,19 @@ fn run_succeeds_and_is_recorded() {
     let tail = stdout(&repo.ferry(&["logs", "last", "--tail", "1"]));
     assert_eq!(tail, all, "each job's last line");
     assert_eq!(stdout(&repo.ferry(&["logs", "1", "test", "-n", "0"])), "");
+    assert_eq!(stdout(&repo.ferry(&["logs", "last", "--range", "1"])), all);
+    assert_eq!(
+        stdout(&repo.ferry(&["logs", "1", "test", "--range", "2:"])),
+        ""
+    );
+    let stamped_range = stdout(&repo.ferry(&["logs", "1", "test", "--range", "1:1", "-t"]));
+    assert!(stamped_range.ends_with("Z tested\n"), "{stamped_range}");
+    let backwards = repo.ferry(&["logs", "1", "--range", "5:2"]);
+    assert_eq!(backwards.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&backwards.stderr).contains("TO (2) comes before FROM (5)"),
+        "{backwards:?}"
+    );
     let stamped = stdout(&repo.ferry(&["logs", "1", "build", "--timestamps"]));
     assert!(
         stamped.ends_with("Z built\n") && stamped.starts_with("20"),

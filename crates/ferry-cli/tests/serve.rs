@@ -443,6 +443,18 @@ async fn the_cli_drives_a_server() {
     assert!(big.ends_with("\n199999\n200000\n"));
     let tail = cli.stdout(&["logs", &run_id, "big", "--tail", "2"]);
     assert_eq!(tail, "199999\n200000\n");
+    // Any lines, found from the index (the log is stored compressed once the job ends).
+    let some = cli.stdout(&["logs", &run_id, "big", "--range", "150000:150002"]);
+    assert_eq!(some, "150000\n150001\n150002\n");
+    let to_end = cli.stdout(&["logs", &run_id, "big", "--range", "199999:"]);
+    assert_eq!(to_end, "199999\n200000\n");
+    let across = cli.stdout(&["logs", &run_id, "big", "--range", "1000:190000"]);
+    assert_eq!(across.lines().count(), 189_001, "across 1 MiB pages");
+    assert!(across.starts_with("1000\n1001\n") && across.ends_with("\n190000\n"));
+    assert_eq!(
+        cli.stdout(&["logs", &run_id, "big", "--range", "300000:"]),
+        ""
+    );
     cli.ok(&["rerun", &run_id, "--failed"]);
     // Errors: a missing run is a usage error with the server's message; no token, no call.
     let missing = cli.run(&["cancel", "no-such-run"]);

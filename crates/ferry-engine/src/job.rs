@@ -140,6 +140,14 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
         job_id: job_id.clone(),
         entries: index,
     });
+    let size = (log.bytes(), log.lines());
+    // The log is compressed before the job is told finished, so that a finished job's
+    // log is always the compressed one (a failure keeps it plain, whole and readable).
+    match tokio::task::spawn_blocking(move || log.finish()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("the log of job {job_id} stays uncompressed: {e}"),
+        Err(e) => tracing::warn!("the log of job {job_id} stays uncompressed: {e}"),
+    }
     let (status, reason, exit) = match result {
         Attempt::Success => (Status::Success, None, Some(0)),
         Attempt::Failed {
@@ -151,7 +159,7 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
         ctx,
         i,
         started,
-        Some(&log),
+        Some(size),
         status,
         reason,
         exit,
@@ -166,7 +174,8 @@ async fn finish(
     ctx: &RunCtx,
     i: usize,
     started: Instant,
-    log: Option<&LogWriter>,
+    // The log's size: bytes and lines.
+    log: Option<(i64, i64)>,
     status: Status,
     reason: Option<String>,
     exit: Option<i32>,
@@ -185,8 +194,8 @@ async fn finish(
             reason: reason.clone(),
             exit_code: exit.map(i64::from),
             attempts: attempts as i64,
-            log_bytes: log.map(|l| l.bytes()).unwrap_or(0),
-            log_lines: log.map(|l| l.lines()).unwrap_or(0),
+            log_bytes: log.map(|l| l.0).unwrap_or(0),
+            log_lines: log.map(|l| l.1).unwrap_or(0),
             tests: tests.clone(),
         },
     ));

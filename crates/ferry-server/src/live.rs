@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::response::sse::Event;
 use ferry_engine::{EngineEvent, EventSink};
@@ -117,7 +118,7 @@ fn event(kind: &str, data: &impl Serialize) -> Result<Event, Infallible> {
 
 /// Reads `[from, ..)` of a job's stored log, at most `limit` bytes.
 fn read_from(path: &std::path::Path, from: u64, limit: u64) -> Vec<u8> {
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(Some(mut f)) = ferry_store::open_log(path) else {
         return Vec::new();
     };
     if f.seek(SeekFrom::Start(from)).is_err() {
@@ -139,6 +140,7 @@ async fn catch_up(
     out: &Out,
 ) -> Result<(), ()> {
     let path = state.store.log_path(&run.id, job_id);
+    let deadline = Instant::now() + 3 * ferry_store::logs::IDLE;
     loop {
         let from = *sent.get(job).unwrap_or(&0);
         let limit = match until {
@@ -151,6 +153,13 @@ async fn catch_up(
             .await
             .unwrap_or_default();
         if bytes.is_empty() {
+            // A gap the live events skipped over is in the files within
+            // `ferry_store::logs::IDLE` (a big log's newest output waits in memory until
+            // it is compressed): wait for it rather than leave a hole.
+            if until.is_some() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            }
             return Ok(());
         }
         sent.insert(job.to_string(), from + bytes.len() as u64);

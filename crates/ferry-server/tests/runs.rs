@@ -77,6 +77,36 @@ async fn logs_are_paged_and_tailed() {
     assert_eq!(tail.headers["x-ferry-log-complete"], "true");
     let bad = page("tail=many").await;
     assert_eq!(bad.status, 400, "{}", bad.text);
+    // From any line, found from the log's time index.
+    let at = page("line=150000&limit=21").await;
+    assert_eq!(at.text, "150000\n150001\n150002\n");
+    assert_eq!(at.headers["x-ferry-log-offset"], "938888");
+    assert_eq!(at.headers["x-ferry-log-complete"], "false");
+    let past = page("line=300000").await;
+    assert_eq!((past.status, past.text.as_str()), (200, ""));
+    assert_eq!(past.headers["x-ferry-log-complete"], "true");
+    let both = page("line=3&tail=2").await;
+    assert_eq!(both.status, 400, "{}", both.text);
+    assert!(
+        both.text
+            .contains("`tail` and `line` cannot be used together")
+    );
+    // Finished, the log is stored compressed: seekable zstd, smaller than the text.
+    let logs = s.dir().join("data").join("logs").join(&run_id);
+    let stored: Vec<_> = std::fs::read_dir(&logs)
+        .expect("logs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(
+        stored[0].to_string_lossy().ends_with(".log.zst"),
+        "{stored:?}"
+    );
+    let size = std::fs::metadata(&stored[0]).expect("size").len();
+    assert!(
+        size * 2 < 1_288_895,
+        "{size} bytes (numbers compress less than text)"
+    );
     s.stop().await;
 }
 
@@ -217,6 +247,58 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
     let again = s.events(&run_id).await;
     let text = log_text(&again);
     assert_eq!(text, expected);
+    s.stop().await;
+}
+
+/// The same for a log too big to stay plain: its newest output may still wait in
+/// memory to be compressed when the client connects, and the stream waits for it
+/// rather than leave a hole.
+#[tokio::test]
+async fn live_logs_of_a_compressed_log_have_no_gap() {
+    let s = Server::start().await;
+    let gate = s.dir().join("gate");
+    // Waits (bounded) for the test to create the gate file.
+    let wait = format!(
+        "n=0; while [ ! -e {} ] && [ $n -lt 6000 ]; do sleep 0.01; n=$((n+1)); done",
+        gate.display()
+    );
+    let pipeline = format!(
+        "jobs:\n  big:\n    run: |\n      seq 1 400000\n      {wait}\n      echo after\n      sleep 1.5\n"
+    );
+    s.add_repository("big", &pipeline).await;
+    let run_id = s.trigger("big").await;
+    // The first 2 MiB are compressed frames in the files; the last 0.6 MB of the first
+    // part wait in memory for a second: the client connects then.
+    let path = format!("/api/v1/runs/{run_id}/jobs/big/log?tail=1");
+    let stored = wait_for("two frames of the log stored", async || {
+        let last = s.send(s.request("GET", &path).bearer_auth(&s.admin)).await;
+        let end: u64 = last.headers["x-ferry-log-next"]
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if end >= 2 << 20 {
+            Ok(last.text)
+        } else {
+            Err(end)
+        }
+    })
+    .await;
+    assert_ne!(
+        stored, "300000\n",
+        "the end of the first part is not in the files yet"
+    );
+    let resp = s.client().connect_events(&run_id).await;
+    std::fs::write(&gate, "").expect("open the gate");
+    let events = read_sse(resp).await;
+    let text = log_text(&events);
+    let expected = (1..=400_000).map(|i| format!("{i}\n")).collect::<String>() + "after\n";
+    assert!(
+        text == expected,
+        "every line once, in order ({} bytes of {})",
+        text.len(),
+        expected.len()
+    );
     s.stop().await;
 }
 

@@ -20,7 +20,7 @@
 mod audit;
 mod deliveries;
 mod deployments;
-mod logs;
+pub mod logs;
 mod migrate;
 mod model;
 mod registries;
@@ -42,7 +42,10 @@ use sqlx::any::AnyPoolOptions;
 pub use audit::AuditEntry;
 pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
-pub use logs::{LogIndexEntry, LogLine, LogReader, LogWriter, tail_offset};
+pub use logs::{
+    LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log, packed_path,
+    tail_offset,
+};
 pub use model::*;
 pub use registries::RegistryLogin;
 pub use releases::{NewRelease, Release, ReleaseArtifact, ReleaseImage};

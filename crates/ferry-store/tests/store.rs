@@ -90,6 +90,7 @@ both!(
     runs_are_numbered_per_repository,
     job_and_step_lifecycle,
     logs_keep_bytes_lines_and_times,
+    finished_logs_are_compressed_and_read_anywhere,
     reopening_keeps_everything,
     the_writer_batches_in_order_and_reports_failures,
     concurrent_runs_get_distinct_numbers,
@@ -1233,4 +1234,148 @@ async fn a_data_directory_with_url_characters_opens() {
         dir.join("ferry.db").is_file(),
         "the file is where it was asked for"
     );
+}
+
+/// A finished log is kept as seekable zstd, much smaller than the text; reading it from
+/// the start, from its end and from any line gives back exactly what was written.
+async fn finished_logs_are_compressed_and_read_anywhere(f: &Fixture) {
+    use std::io::{Read, Seek, SeekFrom};
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (run, ids) = s.create_run(&new_run(&repo)).await.expect("run");
+    let plain = s.log_path(&run.id, &ids[0]);
+    let packed = ferry_store::packed_path(&plain);
+    // 3 frames and a bit, in writes of assorted sizes, with a pause between some so
+    // that the time index has entries all along.
+    let line = |i: u64| format!("line {i} of a build log: compiling crate {}\n", i % 97);
+    let text: Vec<u8> = (0..120_000).flat_map(|i| line(i).into_bytes()).collect();
+    let mut w = s.log_writer(&run.id, &ids[0]).expect("writer");
+    for (n, piece) in text.chunks(70_001).enumerate() {
+        w.write(piece).expect("write");
+        if n % 10 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let index = w.take_index();
+    assert!(index.len() >= 4, "{index:?}");
+    s.write(Write::LogIndex {
+        job_id: ids[0].clone(),
+        entries: index,
+    })
+    .await
+    .expect("index");
+    // While the job runs, the log can be followed from the files: what was written
+    // is there within a second. Only the first frame was written plain.
+    std::thread::sleep(ferry_store::logs::IDLE + std::time::Duration::from_millis(300));
+    let mut live = ferry_store::open_log(&plain).expect("open").expect("a log");
+    assert!(!live.is_packed());
+    assert_eq!(live.len().expect("len"), text.len() as u64);
+    let plain_size = std::fs::metadata(&plain).expect("plain").len();
+    assert!(
+        plain_size < 2 * ferry_store::logs::FRAME as u64,
+        "{plain_size}"
+    );
+    let mut middle = vec![0u8; 100];
+    live.seek(SeekFrom::Start(3_000_000)).expect("seek");
+    live.read_exact(&mut middle).expect("read");
+    assert_eq!(middle, text[3_000_000..3_000_100]);
+    live.seek(SeekFrom::Start(0)).expect("seek");
+    w.finish().expect("finish");
+    assert!(!plain.exists(), "the plain log is gone");
+    let stored = std::fs::metadata(&packed).expect("packed").len();
+    assert!(
+        stored * 10 < text.len() as u64,
+        "{stored} bytes stored for {} of log",
+        text.len()
+    );
+    // A reader that opened the plain log before it was compressed reads on.
+    let mut before = Vec::new();
+    live.read_to_end(&mut before).expect("read");
+    assert_eq!(before, text);
+    // Whole, through any zstd decoder and through Ferry.
+    let mut log = s.open_log(&run.id, &ids[0]).expect("open").expect("a log");
+    assert!(log.is_packed());
+    assert_eq!(log.len().expect("len"), text.len() as u64);
+    let mut all = Vec::new();
+    log.read_to_end(&mut all).expect("read");
+    assert_eq!(all, text);
+    // Its end.
+    let at = ferry_store::tail_offset(&mut log, 3).expect("tail");
+    log.seek(SeekFrom::Start(at)).expect("seek");
+    let mut end = String::new();
+    log.read_to_string(&mut end).expect("read");
+    assert_eq!(end, line(119_997) + &line(119_998) + &line(119_999));
+    // Past its end: nothing, as with a file.
+    assert_eq!(
+        log.seek(SeekFrom::Start(1 << 40)).expect("seek"),
+        text.len() as u64
+    );
+    assert_eq!(log.read(&mut [0u8; 8]).expect("read"), 0);
+    // Any line, found from the index.
+    for number in [1u64, 2, 777, 60_001, 119_999, 120_000] {
+        let (at, mut log) = s
+            .log_at_line(&run.id, &ids[0], number)
+            .await
+            .expect("line")
+            .expect("a log");
+        let want = line(number - 1);
+        assert!(
+            text[at as usize..].starts_with(want.as_bytes()),
+            "line {number} at {at}"
+        );
+        let mut first = vec![0u8; want.len()];
+        log.read_exact(&mut first).expect("read");
+        assert_eq!(first, want.as_bytes());
+    }
+    let (at, _) = s
+        .log_at_line(&run.id, &ids[0], 120_001)
+        .await
+        .expect("line")
+        .expect("a log");
+    assert_eq!(at, text.len() as u64, "past the last line: the end");
+    // A job that wrote nothing: an empty log.
+    let empty = s.log_writer(&run.id, &ids[1]).expect("writer");
+    empty.finish().expect("finish");
+    let mut log = s.open_log(&run.id, &ids[1]).expect("open").expect("a log");
+    assert_eq!(log.len().expect("len"), 0);
+    assert_eq!(s.read_log(&run.id, &ids[1]).await.expect("read").count(), 0);
+    // A retry reopens a finished log: it is made plain again and appended to.
+    let mut again = s.log_writer(&run.id, &ids[0]).expect("writer");
+    assert_eq!(again.lines(), 120_000);
+    again.write(b"retried\n").expect("write");
+    again.finish().expect("finish");
+    let mut log = s.open_log(&run.id, &ids[0]).expect("open").expect("a log");
+    let at = ferry_store::tail_offset(&mut log, 2).expect("tail");
+    log.seek(SeekFrom::Start(at)).expect("seek");
+    let mut end = String::new();
+    log.read_to_string(&mut end).expect("read");
+    assert_eq!(end, line(119_999) + "retried\n");
+    // A log of a few blocks stays plain; one bigger than that but under a frame is
+    // compressed when it ends, on the spot.
+    let (run2, ids2) = s.create_run(&new_run(&repo)).await.expect("run");
+    let mut small = s.log_writer(&run2.id, &ids2[0]).expect("writer");
+    small.write(b"hello\n").expect("write");
+    small.finish().expect("finish");
+    let small_path = s.log_path(&run2.id, &ids2[0]);
+    assert!(small_path.exists() && !ferry_store::packed_path(&small_path).exists());
+    let lines: Vec<_> = s
+        .read_log(&run2.id, &ids2[0])
+        .await
+        .expect("read")
+        .map(|l| l.expect("line").text)
+        .collect();
+    assert_eq!(lines, [b"hello".to_vec()]);
+    let mut medium = s.log_writer(&run2.id, &ids2[1]).expect("writer");
+    let some = &text[..100_000];
+    medium.write(some).expect("write");
+    medium.finish().expect("finish");
+    let medium_path = s.log_path(&run2.id, &ids2[1]);
+    assert!(!medium_path.exists() && ferry_store::packed_path(&medium_path).exists());
+    let mut all = Vec::new();
+    s.open_log(&run2.id, &ids2[1])
+        .expect("open")
+        .expect("a log")
+        .read_to_end(&mut all)
+        .expect("read");
+    assert_eq!(all, some);
 }

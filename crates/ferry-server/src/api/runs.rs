@@ -91,6 +91,9 @@ pub struct LogQuery {
     /// Start where the last this many lines start (`offset` is then ignored); found from
     /// the end of the log, so it costs the same whatever the log's size.
     pub tail: Option<u64>,
+    /// Start where this line starts (1-based; `offset` is then ignored); found from the
+    /// log's time index, so it costs about the same wherever the line is.
+    pub line: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -229,21 +232,36 @@ pub(crate) async fn job_log(
         .iter()
         .find(|j| j.id == job || j.name == job)
         .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
-    let path = s.store.log_path(&run.id, &job.id);
+    if q.tail.is_some() && q.line.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "`tail` and `line` cannot be used together",
+        ));
+    }
     let limit = q.limit.unwrap_or(1 << 20).clamp(1, 1 << 20);
+    let at_line = match q.line {
+        Some(line) => s.store.log_at_line(&run.id, &job.id, line).await?,
+        None => None,
+    };
+    let path = s.store.log_path(&run.id, &job.id);
     let (offset, data) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Vec<u8>)> {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, Vec::new())),
-            Err(e) => return Err(e),
+        let (offset, log) = match at_line {
+            Some(found) => found,
+            None => {
+                let Some(mut log) = ferry_store::open_log(&path)? else {
+                    return Ok((0, Vec::new()));
+                };
+                let offset = match q.tail {
+                    Some(lines) => ferry_store::tail_offset(&mut log, lines)?,
+                    None => q.offset.unwrap_or(0),
+                };
+                log.seek(SeekFrom::Start(offset))?;
+                (offset, log)
+            }
         };
-        let offset = match q.tail {
-            Some(lines) => ferry_store::tail_offset(&mut file, lines)?,
-            None => q.offset.unwrap_or(0),
-        };
-        file.seek(SeekFrom::Start(offset))?;
         let mut buf = Vec::new();
-        file.take(limit).read_to_end(&mut buf)?;
+        log.take(limit).read_to_end(&mut buf)?;
         Ok((offset, buf))
     })
     .await
