@@ -4,7 +4,8 @@
   latency  webhook request -> the first step's process starts, p50/p99 over 200
            deliveries; baseline: Python spawning the same `sh` command directly
   memory   resident size of an idle `ferry serve`; baseline: an idle
-           `python3 -m http.server`
+           `python3 -m http.server`; then its size after every 100 of 1,000 runs
+           (FERRY_BENCH_RUNS), which must level off
   intake   signed push webhooks accepted per second (bounded: 1,000 deliveries from 8
            threads on loopback); baseline: the same requests to a trivial Python server
   list     GET /api/v1/runs (one page) with 100,000 runs stored, p50 over 200
@@ -166,14 +167,38 @@ def rss_kib(pid):
     return 0
 
 
+def unfinished(s):
+    """How many runs are queued or running (at most 200 of each are counted)."""
+    n = 0
+    for status in ("queued", "running"):
+        code, body = s.call("GET", f"/api/v1/runs?status={status}&limit=200")
+        assert code == 200, body
+        n += len(json.loads(body)["runs"])
+    return n
+
+
 def bench_memory():
     tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
-    s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
+    s = Server(tmp, "jobs:\n  a:\n    run: 'echo one line of output'\n  b:\n    needs: a\n    run: seq 1 2000\n")
     s.add_repo()
     s.call("GET", "/api/v1/runs")
     time.sleep(1.0)
     ferry = rss_kib(s.proc.pid)
+    # Then 1,000 runs (two jobs each), 100 at a time, with the resident size after each
+    # hundred: it must level off, not grow with the runs stored. Bounded: 10 minutes.
+    runs = int(os.environ.get("FERRY_BENCH_RUNS", 1000))
+    samples, done, deadline = [], 0, time.time() + 600
+    while done < runs and time.time() < deadline:
+        for _ in range(min(100, runs - done)):
+            code, body = s.call("POST", "/api/v1/repos/app/runs", {"ref": "main"})
+            assert code == 201, body
+        done += min(100, runs - done)
+        while unfinished(s) and time.time() < deadline:
+            time.sleep(0.05)
+        samples.append((done, rss_kib(s.proc.pid)))
     s.stop()
+    half = [kib for n, kib in samples if n >= runs // 2]
+    growth = (max(half) - min(half)) / 1024 if half else float("nan")
     port = free_port()
     py = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
@@ -181,8 +206,12 @@ def bench_memory():
     base = rss_kib(py.pid)
     py.terminate()
     py.wait()
+    trace = "  ".join(f"{n}: {kib / 1024:.1f}" for n, kib in samples)
     finish(tmp, f"memory    idle ferry serve {ferry / 1024:.1f} MiB   idle python3 -m http.server {base / 1024:.1f} MiB   "
-                f"ratio {ferry / base:.2f}x   goal < 25 MiB: {'met' if ferry / 1024 < 25 else 'NOT met'}")
+                f"ratio {ferry / base:.2f}x   goal < 25 MiB: {'met' if ferry / 1024 < 25 else 'NOT met'}\n"
+                f"          after N runs (MiB): {trace}\n"
+                f"          second half of the runs: {growth:.1f} MiB between its lowest and highest   "
+                f"goal: steady (< 2 MiB): {'met' if growth < 2 else 'NOT met'}")
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
