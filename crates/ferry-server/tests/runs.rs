@@ -85,6 +85,9 @@ async fn logs_are_paged_and_tailed() {
     let past = page("line=300000").await;
     assert_eq!((past.status, past.text.as_str()), (200, ""));
     assert_eq!(past.headers["x-ferry-log-complete"], "true");
+    let far = page("line=18446744073709551615").await;
+    assert_eq!((far.status, far.text.as_str()), (200, ""));
+    assert_eq!(far.headers["x-ferry-log-offset"], "1288895", "the end");
     let both = page("line=3&tail=2").await;
     assert_eq!(both.status, 400, "{}", both.text);
     assert!(

@@ -700,7 +700,8 @@ impl Store {
         job_id: &str,
         line: u64,
     ) -> Result<Option<(u64, LogFile)>> {
-        let wanted = line.saturating_sub(1) as i64;
+        // Beyond any line number a log can have: its end, found from the last entry.
+        let wanted = i64::try_from(line.saturating_sub(1)).unwrap_or(i64::MAX);
         let nearest = index_query("AND first_line < $2 ORDER BY byte_offset DESC LIMIT 1");
         let row = sqlx::query(&nearest)
             .bind(job_id)
