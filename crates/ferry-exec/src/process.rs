@@ -31,6 +31,24 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
+/// `sh` as the step's PATH finds it, looked up here rather than by the spawned child:
+/// a child searching PATH tries (and fails to exec) every directory before the right
+/// one while the spawning thread waits, on every step. The server's own PATH is looked
+/// up once per process; a step that sets PATH gets a lookup of its own. If `sh` is not
+/// found, the child searches (and reports) as before.
+fn shell(spec: &StepSpec) -> std::path::PathBuf {
+    static OURS: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let find = |path: Option<&std::ffi::OsStr>| which::which_in("sh", path, &spec.cwd).ok();
+    let found = match spec.env.iter().find(|(k, _)| k.as_str() == "PATH") {
+        Some((_, path)) => find(Some(std::ffi::OsStr::new(path))),
+        None if spec.clear_env => None,
+        None => OURS
+            .get_or_init(|| find(std::env::var_os("PATH").as_deref()))
+            .clone(),
+    };
+    found.unwrap_or_else(|| "sh".into())
+}
+
 /// Runs `spec` with `sh -e -c`, streaming output to `sink`. `on_spawn` receives the
 /// process group id as soon as it exists, so the caller can kill it even if this
 /// future is dropped. `grace` is how long SIGTERM is given before SIGKILL, unless
@@ -51,7 +69,7 @@ pub async fn run(
         Ok(w) => w,
         Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
     };
-    let mut cmd = tokio::process::Command::new("sh");
+    let mut cmd = tokio::process::Command::new(shell(spec));
     if spec.clear_env {
         cmd.env_clear();
     }
@@ -164,5 +182,39 @@ fn exit_code(s: std::process::ExitStatus) -> i32 {
         (Some(c), _) => c,
         (None, Some(sig)) => 128 + sig,
         _ => -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell;
+    use crate::StepSpec;
+
+    /// `sh` is found where the step's own PATH says, once per PATH; a PATH without it
+    /// leaves the search (and its error) to the spawn, as before.
+    #[test]
+    fn the_shell_is_found_on_the_steps_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spec = |env: Vec<(String, String)>, clear_env| StepSpec {
+            script: "true".into(),
+            env,
+            cwd: dir.path().to_path_buf(),
+            timeout: None,
+            clear_env,
+        };
+        let path = |p: &str| vec![("PATH".to_string(), p.to_string())];
+        let ours = shell(&spec(Vec::new(), false));
+        assert!(ours.is_absolute() && ours.ends_with("sh"), "{ours:?}");
+        // A directory of the step's own, first on its PATH, wins.
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        std::os::unix::fs::symlink(&ours, bin.join("sh")).expect("link");
+        let mine = format!("{}:/usr/bin:/bin", bin.display());
+        assert_eq!(shell(&spec(path(&mine), false)), bin.join("sh"));
+        assert_eq!(
+            shell(&spec(path("/nonexistent"), false)),
+            std::path::Path::new("sh")
+        );
+        assert_eq!(shell(&spec(Vec::new(), true)), std::path::Path::new("sh"));
     }
 }

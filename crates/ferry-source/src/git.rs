@@ -27,8 +27,16 @@ pub struct WorkingTree {
     pub changed_files: Vec<String>,
 }
 
+/// `git` as this process's PATH finds it, looked up once: a spawned child searching
+/// PATH tries (and fails to exec) each directory before the right one while the
+/// spawning thread waits. If it is not found, the child searches (and reports) itself.
+fn program() -> &'static Path {
+    static GIT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    GIT.get_or_init(|| which::which("git").unwrap_or_else(|_| "git".into()))
+}
+
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = Command::new("git")
+    let out = Command::new(program())
         .arg("-C")
         .arg(dir)
         .args(args)
@@ -213,7 +221,7 @@ pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let index = dest.with_extension("index");
     let run = |args: &[&str]| {
-        let mut cmd = Command::new("git");
+        let mut cmd = Command::new(program());
         cmd.arg("-C")
             .arg(root)
             .arg("--work-tree")
@@ -309,7 +317,7 @@ pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
         return Ok(false);
     }
     let spec = format!("{rev}^{{commit}}");
-    let out = Command::new("git")
+    let out = Command::new(program())
         .arg("-C")
         .arg(root)
         .args(["rev-parse", "--verify", "--quiet", &spec])
