@@ -237,7 +237,7 @@ impl Packing {
         Ok(packing)
     }
 
-    /// Compresses all of `buf` as one frame and lists it.
+    /// Compresses all of `buf` (if any) as one frame and lists it.
     fn frame(&mut self) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -245,8 +245,7 @@ impl Packing {
         self.write_frame()
     }
 
-    /// [`Packing::frame`], even of nothing (an empty log is one empty frame: readers
-    /// of the seekable format expect at least one).
+    /// [`Packing::frame`], even of nothing.
     fn write_frame(&mut self) -> std::io::Result<()> {
         self.out.clear();
         self.cctx
@@ -327,17 +326,17 @@ impl Packing {
 
     /// The last frame, the seek table, and the compressed log in the plain one's place.
     fn finish(mut self) -> std::io::Result<()> {
+        let (part, packed) = (part_path(&self.path), packed_path(&self.path));
+        let again = part.with_extension("again");
         let done = (|| -> std::io::Result<()> {
-            if self.table.num_frames() == 0 {
+            // An empty log is one empty frame: readers of the format expect one.
+            if !self.buf.is_empty() || self.table.num_frames() == 0 {
                 self.write_frame()?;
-            } else {
-                self.frame()?;
             }
-            let (part, packed) = (part_path(&self.path), packed_path(&self.path));
             let frames = self.table.num_frames();
+            let table = std::mem::replace(&mut self.table, zeekstd::SeekTable::new());
             if frames > 1 && self.packed / u64::from(frames) < SMALL {
                 // Many small frames (a slow log): pack them again, whole.
-                let table = std::mem::replace(&mut self.table, zeekstd::SeekTable::new());
                 let mut from = zeekstd::DecodeOptions::new(File::open(&part)?)
                     .seek_table(table)
                     .into_decoder()
@@ -345,14 +344,13 @@ impl Packing {
                 let mut to = zeekstd::EncodeOptions::new()
                     .compression_level(LEVEL)
                     .frame_size_policy(zeekstd::FrameSizePolicy::Uncompressed(FRAME as u32))
-                    .into_encoder(File::create(part.with_extension("again"))?)
+                    .into_encoder(File::create(&again)?)
                     .map_err(std::io::Error::other)?;
                 std::io::copy(&mut from, &mut to)?;
                 to.finish().map_err(std::io::Error::other)?;
-                std::fs::rename(part.with_extension("again"), &packed)?;
+                std::fs::rename(&again, &packed)?;
                 std::fs::remove_file(&part)?;
             } else {
-                let table = std::mem::replace(&mut self.table, zeekstd::SeekTable::new());
                 let mut serializer = table.into_serializer();
                 let mut buf = [0u8; 4096];
                 loop {
@@ -369,7 +367,7 @@ impl Packing {
         })();
         if done.is_err() {
             // The plain log, frames and list stay: still readable as they are.
-            let _ = std::fs::remove_file(part_path(&self.path).with_extension("again"));
+            let _ = std::fs::remove_file(&again);
         }
         done
     }
