@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use ferry_source::git;
-use ferry_store::Store;
+use ferry_store::{Pooling, Store};
 
 use crate::Failure;
 use crate::args::StoreArgs;
@@ -52,17 +52,16 @@ pub async fn open(dir: &Path, args: &StoreArgs) -> Result<Local, Failure> {
 }
 
 /// Opens the store of the repository whose root is `root`.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn open_root(root: PathBuf, args: &StoreArgs) -> Result<Local, Failure> {
     let data = data_dir(&root, args);
     let fresh = !data.exists();
-    let store = match &args.database_url {
-        Some(url) => Store::open_url(url, &data).await,
-        None => Store::open(&data).await,
-    }
-    .map_err(|e| match e {
-        ferry_store::Error::Url(_) => Failure::usage(e.to_string()),
-        e => Failure::failed(format!("cannot open the store in {}: {e}", data.display())),
-    })?;
+    let store = Store::open_with(&data, args.database_url.as_deref(), Pooling::Single)
+        .await
+        .map_err(|e| match e {
+            ferry_store::Error::Url(_) => Failure::usage(e.to_string()),
+            e => Failure::failed(format!("cannot open the store in {}: {e}", data.display())),
+        })?;
     if fresh && data.starts_with(&root) {
         // Keep the store out of git without touching the user's .gitignore.
         let _ = std::fs::write(data.join(".gitignore"), "*\n");

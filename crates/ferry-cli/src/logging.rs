@@ -7,6 +7,7 @@
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 /// How the server's log is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -30,6 +31,7 @@ pub fn init(format: LogFormat) -> Result<(), String> {
     let filter = filter(std::env::var("FERRY_LOG").ok().as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_span_events(FmtSpan::CLOSE)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder

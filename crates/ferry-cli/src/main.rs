@@ -67,6 +67,14 @@ impl From<ferry_store::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    // Commands other than `serve` log only when asked (FERRY_LOG), so that they start
+    // fast; `FERRY_LOG=debug` shows each phase's span with its time.
+    if !matches!(cli.command, args::Command::Serve(_)) && std::env::var_os("FERRY_LOG").is_some() {
+        if let Err(e) = logging::init(logging::LogFormat::Human) {
+            eprintln!("{}", style::error_line(&e));
+            return ExitCode::from(exit::USAGE);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

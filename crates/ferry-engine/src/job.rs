@@ -15,6 +15,8 @@ use ferry_exec::{
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
 
+use tracing::Instrument as _;
+
 use crate::events::{EngineEvent, EventSink};
 use crate::run::RunCtx;
 use crate::{artifacts, junit, workspace};
@@ -143,7 +145,10 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
     let size = (log.bytes(), log.lines());
     // The log is compressed before the job is told finished, so that a finished job's
     // log is always the compressed one (a failure keeps it plain, whole and readable).
-    match tokio::task::spawn_blocking(move || log.finish()).await {
+    match tokio::task::spawn_blocking(move || log.finish())
+        .instrument(tracing::debug_span!("log.finish"))
+        .await
+    {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("the log of job {job_id} stays uncompressed: {e}"),
         Err(e) => tracing::warn!("the log of job {job_id} stays uncompressed: {e}"),
@@ -256,6 +261,7 @@ async fn run_attempt(
         .map_err(|e| format!("cannot make the workspace {}: {e}", target.display()))?;
         artifacts::restore(&restore, &target)
     })
+    .instrument(tracing::debug_span!("workspace"))
     .await
     .unwrap_or_else(|e| Err(e.to_string()));
     if let Err(e) = prepared {
@@ -833,6 +839,7 @@ async fn run_steps(
                     };
                     let outcome = executor
                         .run_step(prepared, &spec, StepIo::new(out, &ctx.cancel))
+                        .instrument(tracing::debug_span!("step", n = s + 1))
                         .await;
                     out.flush();
                     outcome

@@ -12,6 +12,7 @@ use ferry_plan::Plan;
 use ferry_store::{JobEnd, NewJob, NewRun, Run, SecretKey, Status, Store, Write, Writer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::cache::CacheStore;
 use crate::events::{EngineEvent, EventSink};
@@ -237,6 +238,7 @@ impl Engine {
                 tokio::task::spawn_blocking(move || {
                     workspace::materialize(&root, Some(&files), &made)
                 })
+                .instrument(tracing::debug_span!("snapshot"))
                 .await
                 .map_err(std::io::Error::other)
                 .and_then(|r| r)
@@ -341,10 +343,14 @@ impl Engine {
                         }
                         Action::Start(i) => {
                             let ctx = ctx.clone();
-                            set.spawn(async move {
-                                let (status, reason) = run_job(&ctx, i).await;
-                                (i, status, reason)
-                            });
+                            let span = tracing::debug_span!("job", name = %ctx.plan.jobs[i].name);
+                            set.spawn(
+                                async move {
+                                    let (status, reason) = run_job(&ctx, i).await;
+                                    (i, status, reason)
+                                }
+                                .instrument(span),
+                            );
                         }
                     }
                 }
@@ -387,14 +393,19 @@ impl Engine {
         let status = schedule.outcome(ctx.cancel.is_cancelled());
         ctx.writer
             .send(Write::finish_run(&ctx.run.id, status, snapshot.err()));
-        ctx.writer.flush().await?;
+        ctx.writer
+            .flush()
+            .instrument(tracing::debug_span!("store.flush"))
+            .await?;
         ctx.sink.event(&EngineEvent::RunFinished {
             status,
             duration_ms: started.elapsed().as_millis() as u64,
         });
         if !ctx.keep {
             let dir = work_dir.clone();
-            let _ = tokio::task::spawn_blocking(move || workspace::remove(&dir)).await;
+            let _ = tokio::task::spawn_blocking(move || workspace::remove(&dir))
+                .instrument(tracing::debug_span!("workspace.remove"))
+                .await;
         }
         let mut run = ctx.run.clone();
         run.status = status;

@@ -84,7 +84,8 @@ pub async fn run(
         .stderr(Stdio::from(write2))
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    let spawned = tracing::debug_span!("spawn").in_scope(|| cmd.spawn());
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return StepOutcome::Error(format!("cannot start `sh` in {}: {e}", spec.cwd.display()));

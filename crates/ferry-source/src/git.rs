@@ -36,6 +36,8 @@ fn program() -> &'static Path {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!("git", cmd = args.first().copied().unwrap_or_default());
     let out = Command::new(program())
         .arg("-C")
         .arg(dir)
@@ -43,6 +45,7 @@ async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
         .env("GIT_TERMINAL_PROMPT", "0")
         .kill_on_drop(true)
         .output()
+        .instrument(span)
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;
     if !out.status.success() {
@@ -64,10 +67,58 @@ fn split_z(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// The root of the repository holding `dir`.
+/// The root of the repository holding `dir`: found by looking for `.git` upwards when
+/// that is unambiguous (saving a git process on every command), else asked of git.
 pub async fn toplevel(dir: &Path) -> Result<PathBuf, String> {
+    let steered = DISCOVERY_VARS.iter().any(|v| std::env::var_os(v).is_some());
+    if !steered && let Some(root) = discover(dir) {
+        return Ok(root);
+    }
     let out = git(dir, &["rev-parse", "--show-toplevel"]).await?;
     Ok(PathBuf::from(text(out)))
+}
+
+/// Variables that change where git finds a repository: with any of them set, git is
+/// asked.
+const DISCOVERY_VARS: [&str; 5] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+    "GIT_COMMON_DIR",
+];
+
+/// The nearest directory from `dir` upwards (symbolic links resolved, as git does) that
+/// holds a `.git` repository directory or a `.git` file (`gitdir: …`, a worktree or a
+/// submodule). `None` whenever git might answer differently, so that git decides: no
+/// `.git` found, `dir` inside a `.git` directory, a `.git` that is neither, or one owned
+/// by another user (git's `safe.directory` check).
+pub fn discover(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut here = std::fs::canonicalize(dir).ok()?;
+    if here.components().any(|c| c.as_os_str() == ".git") {
+        return None;
+    }
+    let uid = nix::unistd::geteuid().as_raw();
+    loop {
+        let dotgit = here.join(".git");
+        if let Ok(meta) = std::fs::symlink_metadata(&dotgit) {
+            if meta.uid() != uid {
+                return None;
+            }
+            let ok = if meta.is_dir() {
+                dotgit.join("HEAD").is_file() && dotgit.join("objects").is_dir()
+            } else if meta.is_file() {
+                std::fs::read(&dotgit).is_ok_and(|b| b.starts_with(b"gitdir: "))
+            } else {
+                false
+            };
+            return ok.then_some(here);
+        }
+        if !here.pop() {
+            return None;
+        }
+    }
 }
 
 /// Resolves `rev` to a commit and describes it, in one `git log` call.
@@ -473,5 +524,63 @@ mod tests {
             Err(CommitError::Unreadable(m)) => assert!(m.contains("cannot read commit"), "{m}"),
             other => panic!("expected a read failure, got {other:?}"),
         }
+    }
+
+    /// Finding the root by looking for `.git` gives git's own answer wherever it answers,
+    /// and leaves to git every case where it might not.
+    #[tokio::test]
+    async fn the_root_is_found_as_git_finds_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = std::fs::canonicalize(tmp.path()).expect("canonical");
+        let repo = base.join("repo");
+        std::fs::create_dir_all(repo.join("a/b")).expect("mkdir");
+        git_in(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("a/f"), "f\n").expect("write");
+        git_in(&repo, &["add", "a/f"]);
+        git_in(&repo, &["commit", "-q", "-m", "first"]);
+        // A worktree has a `.git` file; a link into the repository resolves to it.
+        let worktree = base.join("wt");
+        git_in(
+            &repo,
+            &[
+                "worktree",
+                "add",
+                "-q",
+                worktree.to_str().expect("utf-8"),
+                "-b",
+                "other",
+            ],
+        );
+        std::fs::create_dir_all(worktree.join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink(repo.join("a"), base.join("link")).expect("symlink");
+        for (dir, root) in [
+            (repo.clone(), repo.clone()),
+            (repo.join("a/b"), repo.clone()),
+            (worktree.join("a/b"), worktree.clone()),
+            (base.join("link/b"), repo.clone()),
+        ] {
+            assert_eq!(
+                discover(&dir).as_deref(),
+                Some(root.as_path()),
+                "{}",
+                dir.display()
+            );
+            let git_says = git_in(&dir, &["rev-parse", "--show-toplevel"]);
+            assert_eq!(PathBuf::from(git_says), root, "{}", dir.display());
+            assert_eq!(toplevel(&dir).await, Ok(root));
+        }
+        // Inside `.git`, outside any repository, or a `.git` that is not one: git decides.
+        let plain = base.join("plain");
+        std::fs::create_dir_all(plain.join("x")).expect("mkdir");
+        std::fs::write(plain.join(".git"), "not a pointer\n").expect("write");
+        for dir in [
+            repo.join(".git"),
+            repo.join(".git/refs"),
+            plain.join("x"),
+            plain.clone(),
+        ] {
+            assert_eq!(discover(&dir), None, "{}", dir.display());
+        }
+        assert_eq!(discover(&base.join("missing")), None);
     }
 }

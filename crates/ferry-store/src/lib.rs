@@ -84,6 +84,18 @@ pub enum Backend {
     Postgres,
 }
 
+/// Who opens the store, which decides how many database connections it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pooling {
+    /// A server: several connections, so that requests read while a run writes.
+    #[default]
+    Shared,
+    /// A command that does one thing and exits (`ferry run`, `ferry logs`): one
+    /// connection, its queries in turn. Each SQLite connection reads and parses the
+    /// schema when it opens, a cost a one-step run would otherwise pay twice.
+    Single,
+}
+
 /// The store: a database pool and the data directory that holds log files.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -108,6 +120,25 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Opens (creating if needed) the embedded SQLite store in `data_dir`.
     pub async fn open(data_dir: &Path) -> Result<Store> {
+        Self::open_with(data_dir, None, Pooling::Shared).await
+    }
+
+    /// Opens the store at a database URL (`sqlite:…` or `postgres://…`), with log files
+    /// in `data_dir`, and applies migrations.
+    pub async fn open_url(url: &str, data_dir: &Path) -> Result<Store> {
+        Self::open_with(data_dir, Some(url), Pooling::Shared).await
+    }
+
+    /// Opens the store at `url`, or the embedded one in `data_dir` without one.
+    pub async fn open_with(data_dir: &Path, url: Option<&str>, pooling: Pooling) -> Result<Store> {
+        match url {
+            Some(url) => Self::connect(url, data_dir, pooling).await,
+            None => Self::connect(&Self::embedded_url(data_dir)?, data_dir, pooling).await,
+        }
+    }
+
+    /// The URL of the embedded SQLite store in `data_dir` (created if needed).
+    fn embedded_url(data_dir: &Path) -> Result<String> {
         std::fs::create_dir_all(data_dir)?;
         // `?`, `#` and `%` in the path would end it early in a URL: percent-encode them.
         let path = data_dir.join("ferry.db").display().to_string();
@@ -115,13 +146,12 @@ impl Store {
             .replace('%', "%25")
             .replace('?', "%3F")
             .replace('#', "%23");
-        let url = format!("sqlite://{path}?mode=rwc");
-        Self::open_url(&url, data_dir).await
+        Ok(format!("sqlite://{path}?mode=rwc"))
     }
 
-    /// Opens the store at a database URL (`sqlite:…` or `postgres://…`), with log files
-    /// in `data_dir`, and applies migrations.
-    pub async fn open_url(url: &str, data_dir: &Path) -> Result<Store> {
+    /// Connects and applies migrations.
+    #[tracing::instrument(level = "debug", name = "store.open", skip_all)]
+    async fn connect(url: &str, data_dir: &Path, pooling: Pooling) -> Result<Store> {
         sqlx::any::install_default_drivers();
         std::fs::create_dir_all(data_dir)?;
         let backend = if url.starts_with("sqlite:") {
@@ -139,7 +169,11 @@ impl Store {
             url.to_string()
         };
         let options = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            .max_connections(match (pooling, backend) {
+                (Pooling::Single, _) => 1,
+                (Pooling::Shared, Backend::Sqlite) => 4,
+                (Pooling::Shared, Backend::Postgres) => 10,
+            })
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(30));
         let options = match backend {
