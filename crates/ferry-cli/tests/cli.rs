@@ -371,6 +371,42 @@ fn json_and_quiet_output() {
     assert!(quiet.contains("run 2 succeeded"), "{quiet}");
 }
 
+/// `FERRY_LOG=debug` shows where a run's time went: each phase's span as it ends, with
+/// its time; without it a command logs nothing of its own.
+#[test]
+fn ferry_log_times_each_phase_of_a_run() {
+    let repo = Repo::new(SIMPLE);
+    let out = repo
+        .command(&["run", "--quiet"])
+        .env("FERRY_LOG", "debug,sqlx=warn")
+        .output()
+        .expect("run ferry");
+    expect_exit(&out, 0);
+    let err = stderr(&out);
+    for phase in [
+        "prepare:git{cmd=\"log\"}",
+        "open_root:store.open",
+        "execute:create_run",
+        "step{n=1}:spawn",
+        "execute:store.flush",
+    ] {
+        let line = err
+            .lines()
+            .find(|l| l.contains(phase) && l.contains("close"))
+            .unwrap_or_else(|| panic!("no span {phase} in:\n{err}"));
+        assert!(
+            line.contains("time.busy=") && line.contains("time.idle="),
+            "{line}"
+        );
+    }
+    let quiet = repo
+        .command(&["run", "--quiet"])
+        .env_remove("FERRY_LOG")
+        .output();
+    let quiet = quiet.expect("run ferry");
+    assert_eq!(stderr(&quiet), "", "nothing is logged unless asked");
+}
+
 #[test]
 fn run_one_job_with_its_needs() {
     let repo = Repo::new(

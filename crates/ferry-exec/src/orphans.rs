@@ -26,6 +26,12 @@ fn stat(pid: i32) -> Option<(u64, i32)> {
     Some((start, pgrp))
 }
 
+/// This process's start time, read once.
+fn own_start() -> Option<u64> {
+    static START: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| stat(std::process::id() as i32).map(|(start, _)| start))
+}
+
 /// The record of one step's process group.
 #[derive(Debug, Clone)]
 pub struct Tracker {
@@ -43,12 +49,17 @@ impl Tracker {
 
     /// Records a new group (its leader is `pgid`).
     pub fn started(&self, pgid: i32) {
-        let me = std::process::id() as i32;
-        let (Some((own_start, _)), Some((pg_start, _))) = (stat(me), stat(pgid)) else {
+        let (Some(own_start), Some((pg_start, _))) = (own_start(), stat(pgid)) else {
             return;
         };
-        let _ = std::fs::create_dir_all(&self.dir);
-        let _ = std::fs::write(self.file(pgid), format!("{own_start} {pg_start}\n"));
+        // The directory is made when the first write finds it missing.
+        let (file, record) = (self.file(pgid), format!("{own_start} {pg_start}\n"));
+        if let Err(e) = std::fs::write(&file, &record)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            let _ = std::fs::create_dir_all(&self.dir);
+            let _ = std::fs::write(&file, &record);
+        }
     }
 
     /// Forgets a group whose processes have been ended.

@@ -104,7 +104,9 @@ pub async fn run(
             return StepOutcome::Error(format!("cannot read the step's output: {e}"));
         }
     };
-    let mut buf = vec![0u8; READ_BUFFER];
+    // Capacity, not zeroed memory: most steps print little, and zeroing (and faulting
+    // in) a megabyte on every step cost more than some steps take.
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
     let started = Instant::now();
     let deadline = spec.timeout.map(|t| started + t);
     let far = started + Duration::from_secs(86_400 * 365);
@@ -120,22 +122,23 @@ pub async fn run(
         }
         tokio::select! {
             biased;
-            r = rx.read(&mut buf), if !eof => match r {
+            r = rx.read_buf(&mut buf), if !eof => match r {
                 Ok(0) | Err(_) => eof = true,
-                Ok(mut n) => {
+                Ok(_) => {
                     // Take whatever else is already in the pipe, so a chatty step costs
                     // a few large log writes rather than many small ones; never waits.
-                    while n < buf.len() {
-                        match rx.try_read(&mut buf[n..]) {
+                    while buf.len() < buf.capacity() {
+                        match rx.try_read_buf(&mut buf) {
                             Ok(0) => {
                                 eof = true;
                                 break;
                             }
-                            Ok(more) => n += more,
+                            Ok(_) => {}
                             Err(_) => break,
                         }
                     }
-                    sink.chunk(&buf[..n]);
+                    sink.chunk(&buf);
+                    buf.clear();
                 }
             },
             st = child.wait(), if status.is_none() => {

@@ -46,6 +46,7 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
     }
 }
 
+#[tracing::instrument(level = "debug", name = "intake", skip_all, fields(delivery = %item.id))]
 async fn handle(state: &AppState, item: &Intake) {
     let finish = |run: Option<String>, outcome: String, retry: bool| async move {
         if let Err(e) = state

@@ -9,6 +9,8 @@ use ferry_store::{JobEnd, Run, Status, Write, now_ms};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use tracing::Instrument as _;
+
 use crate::AppState;
 
 /// How long a claimed run is leased before another server may consider it abandoned.
@@ -25,11 +27,13 @@ pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
                     now_ms() + LEASE_MS,
                     state.config.max_runs_per_repo.max(1) as i64,
                 )
+                .instrument(tracing::debug_span!("claim"))
                 .await
             {
                 Ok(Some(run)) => {
                     let state = state.clone();
-                    tasks.spawn(async move { execute(state, run).await });
+                    let span = tracing::debug_span!("run", number = run.number);
+                    tasks.spawn(async move { execute(state, run).await }.instrument(span));
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -107,6 +111,7 @@ async fn execute_inner(
     let checkout = state.config.work_root.join(format!("{}-checkout", run.id));
     let mirror = state.mirror_path(&run.repository_id);
     git::export(&mirror, &run.commit_sha, &checkout)
+        .instrument(tracing::debug_span!("export"))
         .await
         .map_err(|e| format!("cannot check out {}: {e}", run.commit_sha))?;
     let sink = Arc::new(crate::live::BroadcastSink {

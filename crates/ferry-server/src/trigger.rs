@@ -5,6 +5,8 @@ use ferry_plan::{Event, EventKind};
 use ferry_source::git;
 use ferry_store::{Repository, Run};
 
+use tracing::Instrument as _;
+
 use crate::AppState;
 
 /// A request for a run.
@@ -41,46 +43,54 @@ pub enum TriggerError {
 }
 
 /// Queues a run; wakes the dispatcher.
+#[tracing::instrument(level = "debug", skip_all, fields(repo = %repo.name))]
 pub async fn trigger(
     state: &AppState,
     repo: &Repository,
     req: &TriggerRequest,
 ) -> Result<Run, TriggerError> {
-    // A delivery names its commit: when the mirror has it already, no fetch is needed.
     let mirror = state.mirror_path(&repo.id);
-    let known = match req.sha.as_deref() {
-        Some(sha) => {
-            let _reading = state
-                .read_mirror(&repo.id)
-                .await
-                .map_err(TriggerError::Git)?;
-            git::has_commit(&mirror, sha).await
-        }
-        None => false,
-    };
-    if !known {
+    let named = req.sha.as_deref().filter(|s| !s.is_empty());
+    // A delivery names its commit: when the mirror has it already, no fetch is needed.
+    // The commit is read at once and fetched only when git says it has no such commit
+    // (a mirror that cannot be read is not fetched over: that error is retried).
+    let mut fetched = false;
+    if named.is_none() || !mirror.join("HEAD").is_file() {
         state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;
+        fetched = true;
     }
-    // Everything below reads the mirror: no fetch may write to it meanwhile.
-    let _reading = state
-        .read_mirror(&repo.id)
-        .await
-        .map_err(TriggerError::Git)?;
-    let (sha, full_ref) = match req.sha.as_deref().filter(|s| !s.is_empty()) {
-        Some(sha) => (
-            sha.to_string(),
-            Some(req.git_ref.clone()).filter(|r| r.starts_with("refs/")),
-        ),
-        None => git::resolve(&mirror, &req.git_ref)
+    let (_reading, sha, full_ref, commit, source) = loop {
+        // Everything below reads the mirror: no fetch may write to it meanwhile.
+        let reading = state
+            .read_mirror(&repo.id)
             .await
-            .map_err(TriggerError::Ref)?,
+            .map_err(TriggerError::Git)?;
+        let (sha, full_ref) = match named {
+            Some(sha) => (
+                sha.to_string(),
+                Some(req.git_ref.clone()).filter(|r| r.starts_with("refs/")),
+            ),
+            None => git::resolve(&mirror, &req.git_ref)
+                .await
+                .map_err(TriggerError::Ref)?,
+        };
+        // Two git processes at once: the commit and its pipeline.
+        let (commit, source) = tokio::join!(
+            git::read_commit(&mirror, &sha),
+            git::show_file(&mirror, &sha, ferry_config::FILE_NAME)
+        );
+        match commit {
+            Ok(commit) => break (reading, sha, full_ref, commit, source),
+            Err(git::CommitError::NotFound(_)) if !fetched => {
+                drop(reading);
+                state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;
+                fetched = true;
+            }
+            Err(git::CommitError::NotFound(m)) => return Err(TriggerError::Ref(m)),
+            Err(git::CommitError::Unreadable(m)) => return Err(TriggerError::Git(m)),
+        }
     };
-    let commit = git::read_commit(&mirror, &sha).await.map_err(|e| match e {
-        git::CommitError::NotFound(m) => TriggerError::Ref(m),
-        git::CommitError::Unreadable(m) => TriggerError::Git(m),
-    })?;
-    let source = git::show_file(&mirror, &sha, ferry_config::FILE_NAME)
-        .await
+    let source = source
         .map_err(TriggerError::Git)?
         .ok_or(TriggerError::NoPipeline)?;
     let source = String::from_utf8(source)
@@ -123,6 +133,7 @@ pub async fn trigger(
     let (run, _) = state
         .engine
         .create_run(&repo.id, &plan, false, Some(req.triggered_by.clone()))
+        .instrument(tracing::debug_span!("create_run"))
         .await?;
     queued(state, &repo.id, &plan, &run).await?;
     Ok(run)

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
+use tracing::Instrument as _;
 
 /// A commit's identity and description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +37,6 @@ fn program() -> &'static Path {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
-    use tracing::Instrument as _;
     let span = tracing::debug_span!("git", cmd = args.first().copied().unwrap_or_default());
     let out = Command::new(program())
         .arg("-C")
@@ -292,11 +292,11 @@ pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
             }
         }
     };
-    let result = async {
-        run(&["read-tree", sha]).await?;
-        run(&["checkout-index", "-a", "-f"]).await
-    }
-    .await;
+    // One process: read the tree into the empty temporary index and (`-u`) write its
+    // files out.
+    let result = run(&["read-tree", "--reset", "-u", sha])
+        .instrument(tracing::debug_span!("git", cmd = "read-tree"))
+        .await;
     let _ = std::fs::remove_file(&index);
     result
 }
@@ -304,9 +304,13 @@ pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
 /// The content of `path` at commit `sha`, or `None` when the commit has no such file.
 pub async fn show_file(root: &Path, sha: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
     let spec = format!("{sha}:{path}");
-    match git(root, &["cat-file", "-e", &spec]).await {
-        Ok(_) => git(root, &["cat-file", "blob", &spec]).await.map(Some),
-        Err(_) => Ok(None),
+    match git(root, &["cat-file", "blob", &spec]).await {
+        Ok(content) => Ok(Some(content)),
+        // Asked again only when the read failed: is the file missing, or the read?
+        Err(e) => match git(root, &["cat-file", "-e", &spec]).await {
+            Ok(_) => Err(e),
+            Err(_) => Ok(None),
+        },
     }
 }
 

@@ -66,6 +66,7 @@ pub(crate) fn open_secret(s: &AppState, stored: &str) -> Result<String, ApiError
 }
 
 /// `POST /api/v1/hooks/{provider}/{repo}`. Events Ferry does not handle get 200.
+#[tracing::instrument(level = "debug", name = "webhook", skip_all, fields(provider = %provider))]
 pub(crate) async fn receive(
     State(s): State<AppState>,
     Path((provider, repo)): Path<(String, String)>,
