@@ -8,7 +8,6 @@ use ferry_source::git;
 use ferry_store::{JobEnd, Run, Status, Write, now_ms};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
 use tracing::Instrument as _;
 
 use crate::AppState;

@@ -4,7 +4,6 @@
 use ferry_plan::{Event, EventKind};
 use ferry_source::git;
 use ferry_store::{Repository, Run};
-
 use tracing::Instrument as _;
 
 use crate::AppState;

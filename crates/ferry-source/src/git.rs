@@ -37,12 +37,18 @@ fn program() -> &'static Path {
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
+    git_with(dir, args, &[]).await
+}
+
+/// [`git`] with more environment variables.
+async fn git_with(dir: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Result<Vec<u8>, String> {
     let span = tracing::debug_span!("git", cmd = args.first().copied().unwrap_or_default());
     let out = Command::new(program())
         .arg("-C")
         .arg(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .envs(envs.iter().copied())
         .kill_on_drop(true)
         .output()
         .instrument(span)
@@ -271,34 +277,12 @@ pub async fn working_tree_files(root: &Path) -> Result<Vec<PathBuf>, String> {
 pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
     let index = dest.with_extension("index");
-    let run = |args: &[&str]| {
-        let mut cmd = Command::new(program());
-        cmd.arg("-C")
-            .arg(root)
-            .arg("--work-tree")
-            .arg(dest)
-            .args(args)
-            .env("GIT_INDEX_FILE", &index)
-            .kill_on_drop(true);
-        async move {
-            let out = cmd
-                .output()
-                .await
-                .map_err(|e| format!("cannot run git: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-            }
-        }
-    };
     // One process: read the tree into the empty temporary index and (`-u`) write its
-    // files out.
-    let result = run(&["read-tree", "--reset", "-u", sha])
-        .instrument(tracing::debug_span!("git", cmd = "read-tree"))
-        .await;
+    // files out to the work tree.
+    let envs = [("GIT_INDEX_FILE", index.as_path()), ("GIT_WORK_TREE", dest)];
+    let result = git_with(root, &["read-tree", "--reset", "-u", sha], &envs).await;
     let _ = std::fs::remove_file(&index);
-    result
+    result.map(|_| ())
 }
 
 /// The content of `path` at commit `sha`, or `None` when the commit has no such file.
