@@ -97,8 +97,8 @@ const DISCOVERY_VARS: [&str; 5] = [
 /// The nearest directory from `dir` upwards (symbolic links resolved, as git does) that
 /// holds a `.git` repository directory or a `.git` file (`gitdir: …`, a worktree or a
 /// submodule). `None` whenever git might answer differently, so that git decides: no
-/// `.git` found, `dir` inside a `.git` directory, a `.git` that is neither, or one owned
-/// by another user (git's `safe.directory` check).
+/// `.git` found, `dir` inside a `.git` directory, a `.git` that is neither, one owned
+/// by another user (git's `safe.directory` check), or a config naming a `worktree`.
 pub fn discover(dir: &Path) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt as _;
     let mut here = std::fs::canonicalize(dir).ok()?;
@@ -112,8 +112,13 @@ pub fn discover(dir: &Path) -> Option<PathBuf> {
             if meta.uid() != uid {
                 return None;
             }
+            // `core.worktree` in the repository's config moves the root elsewhere.
+            let moved = || {
+                std::fs::read(dotgit.join("config"))
+                    .is_ok_and(|c| c.to_ascii_lowercase().windows(8).any(|w| w == b"worktree"))
+            };
             let ok = if meta.is_dir() {
-                dotgit.join("HEAD").is_file() && dotgit.join("objects").is_dir()
+                dotgit.join("HEAD").is_file() && dotgit.join("objects").is_dir() && !moved()
             } else if meta.is_file() {
                 std::fs::read(&dotgit).is_ok_and(|b| b.starts_with(b"gitdir: "))
             } else {
@@ -557,18 +562,30 @@ mod tests {
             assert_eq!(PathBuf::from(git_says), root, "{}", dir.display());
             assert_eq!(toplevel(&dir).await, Ok(root));
         }
-        // Inside `.git`, outside any repository, or a `.git` that is not one: git decides.
+        // Inside `.git`, outside any repository, a `.git` that is not one, or a root
+        // moved by `core.worktree`: git decides.
         let plain = base.join("plain");
         std::fs::create_dir_all(plain.join("x")).expect("mkdir");
         std::fs::write(plain.join(".git"), "not a pointer\n").expect("write");
+        let moved = base.join("moved");
+        std::fs::create_dir_all(&moved).expect("mkdir");
+        git_in(&moved, &["init", "-q"]);
+        git_in(
+            &moved,
+            &["config", "core.worktree", base.to_str().expect("utf-8")],
+        );
         for dir in [
             repo.join(".git"),
             repo.join(".git/refs"),
             plain.join("x"),
             plain.clone(),
+            moved.clone(),
         ] {
             assert_eq!(discover(&dir), None, "{}", dir.display());
         }
+        let git_says = git_in(&moved, &["rev-parse", "--show-toplevel"]);
+        assert_eq!(PathBuf::from(git_says), base);
+        assert_eq!(toplevel(&moved).await, Ok(base.clone()));
         assert_eq!(discover(&base.join("missing")), None);
     }
 }
