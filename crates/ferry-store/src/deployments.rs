@@ -269,6 +269,30 @@ impl Store {
         rows.iter().map(deployment_from_row).collect()
     }
 
+    /// Where every environment of a repository stands: its live deployment and those in
+    /// progress or waiting, oldest first, read in one statement so that the picture is
+    /// of one moment (a deployment that went live and the next environment's deployment
+    /// it started are never seen one without the other).
+    pub async fn current_deployments(&self, repository_id: &str) -> Result<Vec<Deployment>> {
+        let current = [
+            DeploymentStatus::Live,
+            DeploymentStatus::Queued,
+            DeploymentStatus::AwaitingApproval,
+            DeploymentStatus::Deploying,
+            DeploymentStatus::Verifying,
+        ];
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE repository_id = $1 AND status IN ({})
+             ORDER BY created_at, id",
+            status_list(&current)
+        ))
+        .bind(repository_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
     /// The live deployment of an environment.
     pub async fn live_deployment(
         &self,

@@ -489,6 +489,28 @@ async fn deployments_move_by_compare_and_set(f: &Fixture) {
     });
     assert_eq!(envs.len(), 2);
     assert_eq!(s.deployments_in(&[S::Live]).await.expect("live").len(), 1);
+    let waiting = s
+        .create_deployment(
+            &repo,
+            "production",
+            &r1.id,
+            K::Auto,
+            S::AwaitingApproval,
+            None,
+        )
+        .await
+        .expect("production");
+    let current: Vec<(String, S)> = each(s.current_deployments(&repo).await, |d| {
+        (d.environment, d.status)
+    });
+    assert_eq!(
+        current,
+        [
+            ("sandbox".to_string(), S::Live),
+            ("production".to_string(), S::AwaitingApproval)
+        ],
+        "the live one and the waiting one, not the replaced: {waiting:?}"
+    );
 }
 
 async fn one_deployment_in_progress_per_environment(f: &Fixture) {

@@ -243,14 +243,17 @@ pub(crate) async fn environments(
         }));
     };
     let d = delivery_of(newest)?;
+    // One read for every environment, so that the view is of one moment.
+    let current = s.store.current_deployments(&repo.id).await?;
     let mut environments = Vec::new();
     for env in &d.environments {
-        let live = match s.store.live_deployment(&repo.id, &env.name).await? {
+        let here = || current.iter().filter(|x| x.environment == env.name);
+        let live = match here().find(|x| x.status == DeploymentStatus::Live) {
             Some(live) => {
                 let release = s.store.release(&repo.id, &live.release_id).await?;
                 let approvals = s.store.approvals(&live.id).await?;
                 Some(LiveRelease {
-                    deployment: label(&live),
+                    deployment: label(live),
                     release: release.name,
                     commit_sha: release.commit_sha,
                     artifacts: release.artifacts,
@@ -269,22 +272,12 @@ pub(crate) async fn environments(
             }
             None => None,
         };
-        let pending = s
-            .store
-            .deployments(&repo.id, Some(&env.name), 50)
-            .await?
-            .into_iter()
-            .filter(|x| {
-                matches!(
-                    x.status,
-                    DeploymentStatus::Queued
-                        | DeploymentStatus::AwaitingApproval
-                        | DeploymentStatus::Deploying
-                        | DeploymentStatus::Verifying
-                )
-            })
+        // Newest first, as the deployments listing shows them.
+        let pending = here()
+            .rev()
+            .filter(|x| x.status != DeploymentStatus::Live)
             .map(|x| Pending {
-                deployment: label(&x),
+                deployment: label(x),
                 status: x.status,
             })
             .collect();
