@@ -67,9 +67,10 @@ impl From<ferry_store::Error> for Failure {
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
+    let serving = matches!(cli.command, args::Command::Serve(_));
     // Commands other than `serve` log only when asked (FERRY_LOG), so that they start
     // fast; `FERRY_LOG=debug` shows each phase's span with its time.
-    if !matches!(cli.command, args::Command::Serve(_)) && std::env::var_os("FERRY_LOG").is_some() {
+    if !serving && std::env::var_os("FERRY_LOG").is_some() {
         if let Err(e) = logging::init(logging::LogFormat::Human) {
             eprintln!("{}", style::error_line(&e));
             return ExitCode::from(exit::USAGE);
@@ -87,8 +88,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(dispatch(cli));
-    // Do not wait for blocking tasks still reading (e.g. a stuck stdin): we are done.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    if serving {
+        // The server has stopped its work and closed its store; do not wait for
+        // blocking tasks still reading (e.g. a stuck stdin).
+        runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    } else {
+        // A command's work is done and stored: its runtime ends with the process.
+        // Shutting it down would drop the task that returns the store's connection to
+        // its pool, closing the connection, and closing the last SQLite connection
+        // checkpoints the WAL (two fsyncs), which the exit would then cut short.
+        std::mem::forget(runtime);
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

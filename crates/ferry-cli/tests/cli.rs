@@ -407,6 +407,30 @@ fn ferry_log_times_each_phase_of_a_run() {
     assert_eq!(stderr(&quiet), "", "nothing is logged unless asked");
 }
 
+/// A command exits with the store's connection open: closing it would checkpoint the
+/// WAL into the database (two fsyncs), or start to and be cut short by the exit. The
+/// WAL stays for the next command to read; commands that only read leave the database
+/// file as it was.
+#[test]
+fn a_command_exits_without_checkpointing_the_store() {
+    let repo = Repo::new(SIMPLE);
+    let (db, wal) = (
+        repo.root().join(".ferry/ferry.db"),
+        repo.root().join(".ferry/ferry.db-wal"),
+    );
+    repo.ferry_ok(&["run", "--quiet"]);
+    let before = std::fs::read(&db).expect("the database");
+    for _ in 0..3 {
+        let runs = repo.ferry_ok(&["runs"]);
+        assert_eq!(runs.lines().count(), 2, "{runs}");
+        assert!(wal.is_file(), "`ferry runs` checkpointed the WAL away");
+        assert!(
+            std::fs::read(&db).expect("the database") == before,
+            "`ferry runs` wrote to the database file"
+        );
+    }
+}
+
 #[test]
 fn run_one_job_with_its_needs() {
     let repo = Repo::new(

@@ -393,20 +393,25 @@ impl Engine {
         let status = schedule.outcome(ctx.cancel.is_cancelled());
         ctx.writer
             .send(Write::finish_run(&ctx.run.id, status, snapshot.err()));
-        ctx.writer
+        // The workspace goes while the last writes are stored: neither waits for the other.
+        let removed = (!ctx.keep).then(|| {
+            let dir = work_dir.clone();
+            tokio::task::spawn_blocking(move || workspace::remove(&dir))
+                .instrument(tracing::debug_span!("workspace.remove"))
+        });
+        let flushed = ctx
+            .writer
             .flush()
             .instrument(tracing::debug_span!("store.flush"))
-            .await?;
+            .await;
+        if let Some(removed) = removed {
+            let _ = removed.await;
+        }
+        flushed?;
         ctx.sink.event(&EngineEvent::RunFinished {
             status,
             duration_ms: started.elapsed().as_millis() as u64,
         });
-        if !ctx.keep {
-            let dir = work_dir.clone();
-            let _ = tokio::task::spawn_blocking(move || workspace::remove(&dir))
-                .instrument(tracing::debug_span!("workspace.remove"))
-                .await;
-        }
         let mut run = ctx.run.clone();
         run.status = status;
         Ok(RunOutcome {

@@ -22,6 +22,7 @@ mod deliveries;
 mod deployments;
 pub mod logs;
 mod migrate;
+pub use migrate::LATEST as SCHEMA_VERSION;
 mod model;
 mod registries;
 mod releases;
@@ -93,8 +94,23 @@ pub enum Pooling {
     /// A command that does one thing and exits (`ferry run`, `ferry logs`): one
     /// connection, its queries in turn. Each SQLite connection reads and parses the
     /// schema when it opens, a cost a one-step run would otherwise pay twice.
+    ///
+    /// An SQLite connection opened so is never closed: it ends with the process.
+    /// Closing the last connection checkpoints the WAL into the database (two fsyncs),
+    /// which a command about to exit would start and then cut short; instead the WAL is
+    /// checkpointed once it holds [`COMMAND_CHECKPOINT_PAGES`] pages, in the commit that
+    /// passes them, so that it stays small for the next command to read.
     Single,
 }
+
+/// Pages of WAL after which a command's commit checkpoints it (SQLite's own default,
+/// for a server's long-lived connections, is 1,000). A one-step `ferry run` adds about
+/// eight; every connection that opens first reads the whole WAL back.
+pub const COMMAND_CHECKPOINT_PAGES: u32 = 64;
+
+/// The pools of [`Pooling::Single`] SQLite stores: a static is never dropped, so their
+/// connections stay open until the process exits.
+static OPEN_UNTIL_EXIT: std::sync::Mutex<Vec<sqlx::AnyPool>> = std::sync::Mutex::new(Vec::new());
 
 /// The store: a database pool and the data directory that holds log files.
 #[derive(Debug, Clone)]
@@ -178,20 +194,33 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30));
         let options = match backend {
             // WAL lets readers work while a run writes; NORMAL sync is safe with WAL.
-            Backend::Sqlite => options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
+            Backend::Sqlite => {
+                let mut pragmas = String::from(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                );
+                if pooling == Pooling::Single {
+                    pragmas += &format!(" PRAGMA wal_autocheckpoint = {COMMAND_CHECKPOINT_PAGES};");
+                }
+                let pragmas: std::sync::Arc<str> = pragmas.into();
+                options.after_connect(move |conn, _| {
+                    let pragmas = pragmas.clone();
+                    Box::pin(async move {
+                        conn.execute(&*pragmas).await?;
+                        Ok(())
+                    })
                 })
-            }),
+            }
             Backend::Postgres => options,
         };
         let pool = options.connect(&url).await?;
         migrate::run(&pool, backend).await?;
+        if pooling == Pooling::Single && backend == Backend::Sqlite {
+            OPEN_UNTIL_EXIT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(pool.clone());
+        }
         Ok(Store {
             pool,
             backend,

@@ -5,7 +5,9 @@
 //!
 //! sqlx records each applied migration's version, name and SHA-384 checksum of its SQL,
 //! and refuses to open a database whose recorded checksum differs from the embedded
-//! text: never edit an applied migration (the test below pins every checksum).
+//! text: never edit an applied migration (the test below pins every checksum). An
+//! SQLite store also records the newest version it has in `user_version`; when that is
+//! [`LATEST`], opening it skips the migrator.
 
 use std::borrow::Cow;
 
@@ -104,11 +106,33 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
+/// The newest migration's version: what an SQLite store records in `user_version` once
+/// it has every migration.
+pub const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+#[tracing::instrument(level = "debug", name = "migrate", skip_all)]
 pub(crate) async fn run(
     pool: &sqlx::AnyPool,
     backend: Backend,
 ) -> Result<(), sqlx::migrate::MigrateError> {
-    Migrator::new(Embedded(backend)).await?.run(pool).await
+    // An SQLite store that has this build's newest migration says so in its header
+    // (`user_version`, one read): the migrator's three queries and checksums are for
+    // stores that lack some. Every command opens the store, so this is paid often.
+    if backend == Backend::Sqlite {
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(pool)
+            .await?;
+        if version == LATEST {
+            return Ok(());
+        }
+    }
+    Migrator::new(Embedded(backend)).await?.run(pool).await?;
+    if backend == Backend::Sqlite {
+        sqlx::query(&format!("PRAGMA user_version = {LATEST}"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1246,6 +1246,102 @@ async fn concurrency_groups_run_one_at_a_time(f: &Fixture) {
     );
 }
 
+/// A command's store keeps the WAL small (it checkpoints in the commit that passes
+/// `COMMAND_CHECKPOINT_PAGES`, where SQLite's default waits for 1,000 pages), and its
+/// connection stays open when the store is let go: closing it would start a checkpoint
+/// that the command's exit cuts short.
+#[test]
+fn a_commands_store_keeps_a_small_wal_and_stays_open_until_exit() {
+    use ferry_store::{COMMAND_CHECKPOINT_PAGES, Pooling};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let wal = data.join("ferry.db-wal");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let command = runtime();
+    let repo = command.block_on(async {
+        let store = Store::open_with(&data, None, Pooling::Single)
+            .await
+            .expect("open");
+        let repo = store.ensure_repository("/a", "a").await.expect("repo");
+        for _ in 0..200 {
+            store.create_run(&new_run(&repo)).await.expect("run");
+        }
+        repo
+    });
+    let frame = 4096 + 24;
+    let len = std::fs::metadata(&wal).expect("a WAL").len();
+    assert!(
+        len <= (u64::from(COMMAND_CHECKPOINT_PAGES) + 32) * frame,
+        "the WAL grew to {len} bytes"
+    );
+    // The command ends as `main` ends it: its runtime is left to end with the process.
+    std::mem::forget(command);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(wal.exists(), "the connection was closed and checkpointed");
+    let next = runtime();
+    let runs = next.block_on(async {
+        let again = Store::open_with(&data, None, Pooling::Single)
+            .await
+            .expect("open again");
+        again.list_runs(&repo, 500).await.expect("runs").len()
+    });
+    assert_eq!(runs, 200);
+}
+
+/// An SQLite store records the newest migration it has in `user_version`: one at this
+/// build's newest opens without the migrator (so a store whose migration table was
+/// lost still opens), and one recorded lower is migrated and recorded again.
+#[tokio::test]
+async fn sqlite_records_its_schema_version() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let url = format!("sqlite://{}", data.join("ferry.db").display());
+    sqlx::any::install_default_drivers();
+    let sql = |statement: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+            let version: i64 = sqlx::query_scalar(statement)
+                .fetch_optional(&mut conn)
+                .await
+                .expect(statement)
+                .unwrap_or_default();
+            conn.close().await.expect("close");
+            version
+        }
+    };
+    let store = Store::open(&data).await.expect("open");
+    store.ensure_repository("/a", "a").await.expect("write");
+    store.close().await;
+    assert_eq!(
+        sql("PRAGMA user_version").await,
+        ferry_store::SCHEMA_VERSION
+    );
+    // Recorded lower, with every migration applied: the migrator finds nothing to do,
+    // and the version is recorded again.
+    sql("PRAGMA user_version = 3").await;
+    Store::open(&data).await.expect("open").close().await;
+    assert_eq!(
+        sql("PRAGMA user_version").await,
+        ferry_store::SCHEMA_VERSION
+    );
+    // At the newest version the migrator is not asked.
+    sql("DROP TABLE _sqlx_migrations").await;
+    let store = Store::open(&data).await.expect("open without the migrator");
+    assert_eq!(store.repositories().await.expect("repos").len(), 1);
+    store.close().await;
+    // Recorded lower: the migrator runs (and finds nothing recorded: every migration
+    // would be applied again, which the existing tables refuse).
+    sql("PRAGMA user_version = 3").await;
+    assert!(Store::open(&data).await.is_err());
+}
+
 #[tokio::test]
 async fn a_data_directory_with_url_characters_opens() {
     let tmp = tempfile::tempdir().expect("tmp");
