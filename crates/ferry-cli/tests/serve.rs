@@ -604,6 +604,11 @@ deploy:
     assert!(!detail.contains("verified"), "not deployed yet: {detail}");
     let sandbox = cli.stdout(&["deployment", "sandbox#1"]);
     assert!(sandbox.contains("\nverified    from "), "{sandbox}");
+    // A "rollback" to a release never live in production is no way around its approval.
+    cli.refuses(
+        &["rollback", "production", "--to", &release],
+        &format!("release {release} was never live in `production`"),
+    );
     // An approver approves; production goes live.
     let add = user_add(&data, &["bob", "--role", "approver"]);
     let bob = String::from_utf8_lossy(&add.stdout).trim().to_string();

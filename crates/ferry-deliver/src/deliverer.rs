@@ -103,6 +103,9 @@ pub struct Deliverer {
     /// Environments (repository id, name) whose deployment this server is executing.
     #[educe(Debug(ignore))]
     busy: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Deployments held by a freeze whose log says so already.
+    #[educe(Debug(ignore))]
+    held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// The release's own delivery configuration.
@@ -141,6 +144,7 @@ impl Deliverer {
             events: tokio::sync::broadcast::channel(1024).0,
             publishing: Arc::default(),
             busy: Arc::default(),
+            held: Arc::default(),
         }
     }
 
@@ -488,8 +492,10 @@ impl Deliverer {
         Ok(self.store.deployment(&dep.id).await?)
     }
 
-    /// `ferry rollback ENV [--to RELEASE]`: deploys an earlier release again, as a
-    /// deployment of its own (no approvals; freezes do not stop a rollback).
+    /// `ferry rollback ENV [--to RELEASE]`: deploys again a release that was live in
+    /// the environment and has not failed there since, as a deployment of its own. It
+    /// asks for no approvals (the release had them when it went live); during a freeze
+    /// only an approver may ask for it. Anything else is a promotion.
     pub async fn rollback(
         &self,
         repository_id: &str,
@@ -498,6 +504,23 @@ impl Deliverer {
         actor: &Actor,
     ) -> Result<Deployment> {
         let live = self.store.live_deployment(repository_id, env).await?;
+        let history = self
+            .store
+            .deployments(repository_id, Some(env), 10_000)
+            .await?;
+        let current = live.as_ref().map(|l| l.release_id.as_str());
+        // A rollback goes only to a release that was live here (so it passed this
+        // environment's approvals and verification) and never failed here since.
+        let was_live = |release_id: &str| {
+            history
+                .iter()
+                .any(|x| x.release_id == release_id && matches!(x.status, S::Replaced | S::Live))
+        };
+        let failed_here = |release_id: &str| {
+            history.iter().any(|x| {
+                x.release_id == release_id && matches!(x.status, S::Failed | S::RolledBack)
+            })
+        };
         let target = match to {
             Some(t) => self
                 .store
@@ -505,26 +528,18 @@ impl Deliverer {
                 .await
                 .map_err(|_| DeliverError::NotFound(format!("there is no release `{t}`")))?,
             None => {
-                let history = self
-                    .store
-                    .deployments(repository_id, Some(env), 10_000)
-                    .await?;
-                let current = live.as_ref().map(|l| l.release_id.clone());
                 // The newest release that was live here before the current one.
                 let earlier = history
                     .iter()
-                    .filter(|x| {
-                        matches!(x.status, S::Replaced | S::Live)
-                            && Some(&x.release_id) != current.as_ref()
-                    })
-                    .map(|x| x.release_id.clone())
-                    .next()
+                    .filter(|x| matches!(x.status, S::Replaced | S::Live))
+                    .map(|x| x.release_id.as_str())
+                    .find(|r| Some(*r) != current && !failed_here(r))
                     .ok_or_else(|| {
                         DeliverError::Invalid(format!(
                             "`{env}` has no earlier release to go back to"
                         ))
                     })?;
-                self.store.release(repository_id, &earlier).await?
+                self.store.release(repository_id, earlier).await?
             }
         };
         if target.pruned_at.is_some() {
@@ -533,17 +548,40 @@ impl Deliverer {
                 target.name
             )));
         }
-        if live.as_ref().is_some_and(|l| l.release_id == target.id) {
+        if current == Some(target.id.as_str()) {
             return Err(DeliverError::Conflict(format!(
                 "release {} is already live in `{env}`",
                 target.name
             )));
         }
+        if !was_live(&target.id) {
+            return Err(DeliverError::Invalid(format!(
+                "release {} was never live in `{env}`: a rollback only goes back to a \
+                 release that was; deploying it there is a promotion, with its approvals \
+                 (`ferry promote {} --to {env}`)",
+                target.name, target.name
+            )));
+        }
+        if failed_here(&target.id) {
+            return Err(DeliverError::Invalid(format!(
+                "release {} failed in `{env}` since it was live there: going back to it is \
+                 a promotion, with its approvals",
+                target.name
+            )));
+        }
         let d = delivery_of(&target)?;
-        if d.environment(env).is_none() {
+        let Some(spec) = d.environment(env) else {
             return Err(DeliverError::NotFound(format!(
                 "release {} has no environment `{env}`",
                 target.name
+            )));
+        };
+        // A freeze holds every deployment but a rollback an approver asks for.
+        if let Some(why) = policy::frozen(&spec.freeze, Utc::now())
+            && !actor.may_approve
+        {
+            return Err(DeliverError::Invalid(format!(
+                "`{env}` is {why}; during a freeze only an approver may roll back"
             )));
         }
         let label = actor.label();
@@ -665,10 +703,24 @@ impl Deliverer {
     async fn step(&self, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
         let queued = self.store.deployments_in(&[S::Queued]).await?;
         let mut seen: Vec<(String, String)> = Vec::new();
+        let mut frozen: Vec<(String, String)> = Vec::new();
         for dep in queued {
             let env = (dep.repository_id.clone(), dep.environment.clone());
             if seen.contains(&env) {
                 continue; // older ones of this environment go first
+            }
+            // A freeze holds every deployment but a rollback (which only an approver
+            // may ask for during one, or which follows a failure): they wait, queued,
+            // for its end. A rollback queued behind them goes first.
+            if dep.kind != Kind::Rollback {
+                if frozen.contains(&env) {
+                    continue;
+                }
+                if let Some(why) = self.frozen_now(&dep).await {
+                    self.note_held(&dep, &why);
+                    frozen.push(env);
+                    continue;
+                }
             }
             seen.push(env.clone());
             // An environment whose deployment (or its rollback) is being executed here
@@ -738,6 +790,34 @@ impl Deliverer {
             });
         }
         Ok(())
+    }
+
+    /// Why the deployment's environment is frozen now, if it is (by the release's
+    /// configuration).
+    async fn frozen_now(&self, dep: &Deployment) -> Option<String> {
+        let release = self
+            .store
+            .release(&dep.repository_id, &dep.release_id)
+            .await
+            .ok()?;
+        let d = delivery_of(&release).ok()?;
+        policy::frozen(&d.environment(&dep.environment)?.freeze, Utc::now())
+    }
+
+    /// Says once, in the deployment's log, why it waits.
+    fn note_held(&self, dep: &Deployment, why: &str) {
+        let first = self
+            .held
+            .lock()
+            .map(|mut h| h.insert(dep.id.clone()))
+            .unwrap_or(false);
+        if first {
+            let mut log = self.open_log(dep);
+            log.line(&format!(
+                "waiting: `{}` is {why}; the deployment starts when the freeze ends",
+                dep.environment
+            ));
+        }
     }
 
     /// Names and update times of the variables and secrets a deployment uses.

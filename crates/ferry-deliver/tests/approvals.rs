@@ -137,11 +137,9 @@ async fn approving_what_does_not_wait_for_approval_is_invalid() {
 }
 
 // ---------------------------------------------------------------------------------
-// Behaviour that looks wrong: the test says what should happen
+// A freeze holds approved deployments too (issue 11)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an approval during a freeze queues the deployment and it deploys at once \
-            (`decide` does not check `freeze`)"]
 async fn an_approved_deployment_does_not_deploy_during_a_freeze() {
     let config = scripted(&format!(
         "  sandbox: {{ auto: true }}

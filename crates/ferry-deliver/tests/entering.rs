@@ -123,11 +123,9 @@ async fn a_manual_environment_waits_for_promote() {
 }
 
 // ---------------------------------------------------------------------------------
-// Behaviour that looks wrong: the test says what should happen
+// A freeze holds automatic deployments too (issue 11)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: freezes are checked only by `promote`; `enter` (auto environments on \
-            sealing and after the environment before) ignores them"]
 async fn an_auto_environment_does_not_deploy_during_its_freeze() {
     let config = scripted(&format!(
         "  frozen:\n    auto: true\n    {FROZEN}\n  open: {{ auto: true }}\n"

@@ -5,7 +5,7 @@ mod common;
 
 use common::Ask::{Promote, Rollback};
 use common::Refusal::{Conflict, Invalid, NotFound};
-use common::{GOOD, Harness, approvals, dave, refusal, sandbox_only};
+use common::{BAD, GOOD, Harness, actor, approvals, dave, refusal, sandbox_only, scripted};
 use ferry_store::{DeploymentKind as Kind, DeploymentStatus as S};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,11 +92,9 @@ async fn a_pruned_release_is_neither_rolled_back_to_nor_promoted() {
 }
 
 // ---------------------------------------------------------------------------------
-// Behaviour that looks wrong: the test says what should happen
+// A rollback goes back only where the environment has been (issue 11)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: `rollback --to` deploys any release, one never live in the environment, \
-            skipping its approvals, freezes and `after:` (deliverer.rs `rollback`)"]
 async fn rollback_to_a_release_never_live_in_the_environment_is_refused() {
     let h = Harness::new().await;
     h.seal("v1", &approvals(), GOOD).await;
@@ -110,4 +108,71 @@ async fn rollback_to_a_release_never_live_in_the_environment_is_refused() {
         "{result:#?}"
     );
     assert_eq!(h.snapshot().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_to_a_release_that_failed_in_the_environment_is_refused() {
+    let mut h = Harness::with_history(&["v1"]).await;
+    // v2 fails its verification in sandbox and is rolled back: it was never live.
+    h.seal("v2", &sandbox_only(), BAD).await;
+    h.wait_audit("deployment.failed", "sandbox#2").await;
+    h.wait_status("sandbox", 3, S::Live).await;
+    let before = h.snapshot().await;
+    let result = h.ask(&dave(), Rollback("sandbox", Some("v2"))).await;
+    let (kind, why) = refusal(&result).expect("refused");
+    assert_eq!(kind, Invalid, "{why}");
+    assert!(why.contains("was never live in `sandbox`"), "{why}");
+    assert_eq!(h.snapshot().await, before);
+    h.stop().await;
+}
+
+/// A freeze holds every deployment, automatic or approved, until it ends; an approver
+/// (and only an approver) may still roll back, and the rollback goes ahead of what the
+/// freeze holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_freeze_only_an_approvers_rollback_deploys() {
+    // The freeze begins a few seconds from now: time for two releases to go live.
+    let from = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let config = scripted(&format!(
+        "  sandbox:\n    auto: true\n    freeze: {{ from: \"{}\", to: \"2100-01-01T00:00:00Z\" }}\n",
+        from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    ));
+    let mut h = Harness::started().await;
+    h.seal("v1", &config, GOOD).await;
+    h.wait_status("sandbox", 1, S::Live).await;
+    h.seal("v2", &config, GOOD).await;
+    h.wait_status("sandbox", 2, S::Live).await;
+    let now = chrono::Utc::now();
+    assert!(
+        now < from,
+        "two deployments took more than 4 s: cannot test the freeze"
+    );
+    tokio::time::sleep(
+        (from - now).to_std().expect("ahead") + std::time::Duration::from_millis(200),
+    )
+    .await;
+    // Frozen: a new release's automatic deployment waits, and says why.
+    h.seal("v3", &config, GOOD).await;
+    let held = h.deployment("sandbox", 3).await;
+    assert_eq!(held.status, S::Queued);
+    let log = common::wait_contains(
+        &h.deliverer.deployment_log(&held),
+        "waiting: `sandbox` is frozen",
+    )
+    .await;
+    assert!(log.contains("starts when the freeze ends"), "{log}");
+    let result = h.ask(&dave(), Rollback("sandbox", None)).await;
+    let (kind, why) = refusal(&result).expect("a developer is refused");
+    assert_eq!(kind, Invalid, "{why}");
+    assert!(why.contains("only an approver may roll back"), "{why}");
+    let back = h
+        .ask(&actor("bob", true), Rollback("sandbox", None))
+        .await
+        .expect("an approver rolls back");
+    assert_eq!(back.number, 4);
+    h.wait_status("sandbox", 4, S::Live).await;
+    assert_eq!(h.live("sandbox").await.as_deref(), Some("v1"));
+    let held = h.deployment("sandbox", 3).await;
+    h.stop().await;
+    assert_eq!((held.status, held.started_at), (S::Queued, None));
 }
