@@ -998,16 +998,28 @@ impl Deliverer {
             self.publish(&back.id).await;
             let back = self.store.deployment(&back.id).await?;
             let release_name = release.name.clone();
+            let back_id = back.id.clone();
             Box::pin(self.execute(back, release)).await?;
+            // Only a rollback that went live rolled the failure back; one that failed
+            // too leaves the deployment failed, and says so.
+            let went_live = self.store.deployment(&back_id).await?.status == S::Live;
+            let (status, detail) = if went_live {
+                (
+                    S::RolledBack,
+                    format!("rolled back to release {release_name}"),
+                )
+            } else {
+                (
+                    S::Failed,
+                    format!("the rollback to release {release_name} failed too"),
+                )
+            };
             self.store
                 .move_deployment(
                     &dep.id,
                     &[S::Failed],
-                    S::RolledBack,
-                    Some(&format!(
-                        "{reason} (rolled back to release {})",
-                        release_name
-                    )),
+                    status,
+                    Some(&format!("{reason} ({detail})")),
                 )
                 .await?;
             self.publish(&dep.id).await;

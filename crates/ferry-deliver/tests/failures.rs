@@ -189,11 +189,9 @@ async fn a_failing_process_with_on_failure_stop_starts_the_live_release_again() 
 }
 
 // ---------------------------------------------------------------------------------
-// Behaviour that looks wrong: the test says what should happen
+// A rollback that fails too does not count as one (issue 11)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "suspicious: when the automatic rollback fails too, the failed deployment is \
-            still marked `rolled_back` (`after_failure` ignores the rollback's outcome)"]
 async fn a_failed_automatic_rollback_leaves_the_deployment_failed() {
     let mut h = Harness::started().await;
     // v1 is healthy until `$OUT/break` exists.
@@ -209,4 +207,9 @@ async fn a_failed_automatic_rollback_leaves_the_deployment_failed() {
     let failed = h.deployment("sandbox", 2).await;
     h.stop().await;
     assert_eq!(failed.status, S::Failed, "{:#?}", h.summary().await);
+    let error = failed.reason.unwrap_or_default();
+    assert!(
+        error.contains("the rollback to release v1 failed too"),
+        "{error}"
+    );
 }

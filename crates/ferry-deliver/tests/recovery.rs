@@ -92,11 +92,9 @@ async fn recover_fails_deployments_left_deploying_or_verifying() {
 }
 
 // ---------------------------------------------------------------------------------
-// Behaviour that looks wrong: the test says what should happen
+// What a deploy script started ends with it (issue 11)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: stopping the loop during a deploy script kills only its `sh`; what the \
-            script started keeps running (no group kill, no orphan tracker for scripts)"]
 async fn stopping_the_loop_ends_what_a_deploy_script_started() {
     let config = "environments:
   sandbox: { auto: true }

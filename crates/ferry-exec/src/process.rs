@@ -24,6 +24,23 @@ pub fn signal_group(pgid: i32, signal: Signal) {
     }
 }
 
+/// Kills a step's process group if the step is dropped before it ends (its caller
+/// gave up on it: a server stopping, a task aborted). `kill_on_drop` reaches only the
+/// step's `sh`; what the script started in the background would live on.
+struct GroupGuard(i32);
+
+impl GroupGuard {
+    fn disarm(mut self) {
+        self.0 = 0;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     // A larger pipe means fewer wake-ups for chatty steps; not fatal if refused.
@@ -94,6 +111,7 @@ pub async fn run(
     // Drop our copies of the write end, or we would never see end-of-file.
     drop(cmd);
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    let guard = GroupGuard(pgid);
     on_spawn(pgid);
 
     let mut rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(read) {
@@ -101,6 +119,7 @@ pub async fn run(
         Err(e) => {
             signal_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;
+            guard.disarm();
             return StepOutcome::Error(format!("cannot read the step's output: {e}"));
         }
     };
@@ -174,6 +193,7 @@ pub async fn run(
         // Whatever the step left running goes with it.
         signal_group(pgid, Signal::SIGKILL);
     }
+    guard.disarm();
     match ended {
         Some(o) => o,
         None => StepOutcome::Exited(status.unwrap_or(-1)),
