@@ -876,7 +876,20 @@ impl Deliverer {
                     .store
                     .live_deployment(&dep.repository_id, &dep.environment)
                     .await?;
-                self.store.make_live(&dep.id).await?;
+                if !self.store.make_live(&dep.id).await? {
+                    // Moved meanwhile (another server recovered it as interrupted): it
+                    // is not live, and nothing follows from it.
+                    let now = self.store.deployment(&dep.id).await?.status;
+                    log.line(&format!(
+                        "not made live: the deployment is {} now",
+                        now.as_str()
+                    ));
+                    if let Ok(t) = &target {
+                        t.tidy(&dep, &release.name, true, &mut log).await;
+                    }
+                    self.publish(&dep.id).await;
+                    return Ok(());
+                }
                 log.line("live");
                 if let Some(r) = replaced {
                     self.publish(&r.id).await;

@@ -82,6 +82,9 @@ impl Probe {
                     tokio::process::Command::new("sh")
                         .args(["-c", run])
                         .current_dir(dir)
+                        // The deployment's environment (with its PATH and HOME), never
+                        // the server's.
+                        .env_clear()
                         .envs(env.iter().map(|(k, v)| (k, v)))
                         .stdin(std::process::Stdio::null())
                         .stdout(std::process::Stdio::null())

@@ -213,3 +213,46 @@ async fn a_failed_automatic_rollback_leaves_the_deployment_failed() {
         "{error}"
     );
 }
+
+/// A deployment moved while it verified (another server recovered it as interrupted)
+/// is not made live at the end of its verification, and nothing follows from it: the
+/// environment after it is not entered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_moved_during_its_verification_is_not_made_live() {
+    let config = "environments:
+  sandbox: { auto: true }
+  production: { auto: true, after: sandbox }
+deploy:
+  target:
+    script:
+      run: \"true\"
+  verify: { command: \"true\", for: 1s, interval: 25ms }
+";
+    let mut h = Harness::started().await;
+    h.seal("v1", config, GOOD).await;
+    let verifying = h.wait_status("sandbox", 1, S::Verifying).await;
+    assert!(
+        h.store
+            .move_deployment(
+                &verifying.id,
+                &[S::Verifying],
+                S::Failed,
+                Some("interrupted")
+            )
+            .await
+            .expect("move")
+    );
+    let log = common::wait_contains(
+        &h.deliverer.deployment_log(&verifying),
+        "not made live: the deployment is failed now",
+    )
+    .await;
+    h.stop().await;
+    assert!(!log.lines().any(|l| l.ends_with(" live")), "{log}");
+    assert_eq!(h.deployment("sandbox", 1).await.status, S::Failed);
+    assert!(
+        h.deployments("production").await.is_empty(),
+        "{:#?}",
+        h.summary().await
+    );
+}

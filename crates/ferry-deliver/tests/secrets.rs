@@ -110,3 +110,28 @@ async fn a_secret_reaches_a_process_and_is_masked_in_its_output() {
         "the server's secret files go when it stops"
     );
 }
+
+/// A `command` probe runs with the deployment's environment only, never the server's
+/// (whose variables may hold a database URL or the secret key): it writes what it sees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_probe_sees_the_deployments_environment_not_the_servers() {
+    // The test process stands for the server: it has this variable, and so would any
+    // child that inherited its environment.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let config = "environments:
+  sandbox: { auto: true }
+deploy:
+  target:
+    script:
+      run: \"true\"
+  verify:
+    command: 'echo \"server: ${CARGO_MANIFEST_DIR:-unset} out: ${OUT:+set}\" > \"$OUT/probe\"'
+    for: 100ms
+    interval: 25ms
+";
+    let mut h = Harness::started().await;
+    h.seal("v1", config, GOOD).await;
+    h.wait_status("sandbox", 1, S::Live).await;
+    h.stop().await;
+    assert_eq!(out_file(&h, "probe").trim(), "server: unset out: set");
+}
