@@ -761,6 +761,59 @@ fn the_server_log_follows_ferry_log_and_log_format() {
     );
 }
 
+/// A delivery naming a tag that climbs out of the data directory (as a release's
+/// name it would become a path that deploys remove and replace) is refused as a bad
+/// payload, whatever its signature: nothing runs, nothing outside is touched.
+#[tokio::test]
+async fn a_tag_that_climbs_out_of_the_data_directory_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(tmp.path(), "jobs:\n  hi:\n    run: echo hi\n");
+    let victim = tmp.path().join("victim");
+    std::fs::create_dir_all(&victim).expect("victim");
+    std::fs::write(victim.join("keep"), "mine").expect("keep");
+    let server = start(&tmp.path().join("data"), &[]);
+    let token = server.admin_token();
+    let body =
+        json!({ "name": "app", "url": bare.display().to_string(), "webhook_secret": "s3cret" });
+    let (status, _) = server
+        .call(&token, "POST", "/api/v1/repos", Some(body))
+        .await;
+    assert_eq!(status, 201);
+    let sha = git(&bare, &["rev-parse", "main"]);
+    for (n, tag) in [
+        "refs/tags/../../../../../../victim",
+        "refs/tags/..",
+        "refs/tags/v1/../../x",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let push = json!({ "ref": tag, "after": sha, "commits": [{ "message": "tag" }] });
+        let answer = reqwest::Client::new()
+            .post(format!("{}/api/v1/hooks/gitlab/app", server.base))
+            .header("x-gitlab-event", "Tag Push Hook")
+            .header("x-gitlab-token", "s3cret")
+            .header("idempotency-key", format!("tag-{n}"))
+            .json(&push)
+            .send()
+            .await
+            .expect("deliver");
+        assert_eq!(answer.status(), 400, "{tag}");
+        let error: Value = answer.json().await.expect("json");
+        assert_eq!(error["code"], "bad_payload", "{error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("is not a valid ref name"), "{message}");
+    }
+    let (_, runs) = server
+        .call(&token, "GET", "/api/v1/runs?repo=app", None)
+        .await;
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(0), "{runs}");
+    assert_eq!(
+        std::fs::read_to_string(victim.join("keep")).expect("still there"),
+        "mine"
+    );
+}
+
 /// A delivery that arrives while the mirror cannot be read (as when a fetch is writing
 /// it; here one object of the pushed commit is missing) is tried again once the mirror
 /// is whole, not recorded as "not a commit" and lost.

@@ -177,9 +177,10 @@ impl Deliverer {
                 let repo_dir = self.root.join(&repo.id);
                 if let Ok(envs) = std::fs::read_dir(&repo_dir) {
                     for env in envs.flatten() {
-                        let _ = std::fs::remove_dir_all(
-                            env.path().join("releases").join(&release.name),
-                        );
+                        let _ = std::fs::remove_dir_all(layout::release_dir(
+                            &env.path(),
+                            &release.name,
+                        ));
                     }
                 }
                 pruned += 1;

@@ -20,17 +20,41 @@ pub fn environment_dir(root: &Path, repository_id: &str, environment: &str) -> P
     root.join(repository_id).join(environment)
 }
 
+/// A name (a release's: a tag, which may hold `/`, or `r<N>-<sha>`) as one path
+/// component: bytes other than letters, digits and `-_.+` are percent-encoded, and so
+/// is a leading `.`, so that no name is `..`, climbs, nests or hides. The one way a
+/// name becomes part of a path.
+pub fn component(name: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'+');
+    let encoded = utf8_percent_encode(name, ENCODED).to_string();
+    match encoded.strip_prefix('.') {
+        Some(rest) => format!("%2E{rest}"),
+        None if encoded.is_empty() => "%".into(),
+        None => encoded,
+    }
+}
+
+/// The directory of release `name`'s files under an environment's directory.
+pub fn release_dir(env_dir: &Path, name: &str) -> PathBuf {
+    env_dir.join("releases").join(component(name))
+}
+
 /// Copies the release's files into `dir` (once; verified against their digests) and
 /// returns it.
 pub fn materialize(cas: &Cas, release: &Release, env_dir: &Path) -> Result<PathBuf, String> {
-    let dir = env_dir.join("releases").join(&release.name);
+    let dir = release_dir(env_dir, &release.name);
     let done = dir.join(".ferry-complete");
     if done.exists() {
         return Ok(dir);
     }
     let tmp = env_dir
         .join("releases")
-        .join(format!(".{}.partial", release.name));
+        .join(format!(".{}.partial", component(&release.name)));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot make {}: {e}", tmp.display()))?;
     for a in &release.artifacts {
@@ -93,4 +117,30 @@ pub fn secrets_root(data_dir: &Path) -> PathBuf {
         std::env::temp_dir()
     };
     base.join(format!("ferry-{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component;
+
+    /// Every release name is one path component that cannot climb, nest or hide.
+    #[test]
+    fn names_become_one_harmless_path_component() {
+        for (name, component_of) in [
+            ("v1.2.3", "v1.2.3"),
+            ("r12-abc1234", "r12-abc1234"),
+            ("release/2026-12", "release%2F2026-12"),
+            ("..", "%2E."),
+            (
+                "../../../../home/u/victim",
+                "%2E.%2F..%2F..%2F..%2Fhome%2Fu%2Fvictim",
+            ),
+            (".hidden", "%2Ehidden"),
+            ("a%2Fb", "a%252Fb"),
+            ("ünï", "%C3%BCn%C3%AF"),
+            ("", "%"),
+        ] {
+            assert_eq!(component(name), component_of, "{name}");
+        }
+    }
 }

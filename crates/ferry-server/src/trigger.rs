@@ -50,6 +50,11 @@ pub async fn trigger(
 ) -> Result<Run, TriggerError> {
     let mirror = state.mirror_path(&repo.id);
     let named = req.sha.as_deref().filter(|s| !s.is_empty());
+    // A ref named by the caller (a delivery) is a name git would accept, or nothing
+    // runs: it becomes the run's branch or tag, and a tag becomes a release's name.
+    if named.is_some() && req.git_ref.starts_with("refs/") {
+        git::check_ref_name(&req.git_ref).map_err(TriggerError::Ref)?;
+    }
     // A delivery names its commit: when the mirror has it already, no fetch is needed.
     // The commit is read at once and fetched only when git says it has no such commit
     // (a mirror that cannot be read is not fetched over: that error is retried).

@@ -200,8 +200,26 @@ pub fn event_name(p: Provider, h: &HeaderMap) -> &str {
     }
 }
 
-/// Reads a delivery. `Err` only for a body that is not what the forge sends (400).
+/// Reads a delivery. `Err` only for a body that is not what the forge sends (400),
+/// which includes a ref name git would refuse (`git check-ref-format`) and a commit
+/// that is not a full hexadecimal object name: neither ever reaches git or a path.
 pub fn parse(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
+    let outcome = read(p, h, body)?;
+    if let Outcome::Trigger(hook) = &outcome {
+        ferry_source::git::check_ref_name(&hook.git_ref)?;
+        let object_id =
+            |s: &str| matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !(hook.sha.is_empty() || object_id(&hook.sha)) {
+            return Err(format!(
+                "`{}` is not a commit id (40 or 64 hexadecimal digits)",
+                hook.sha.escape_debug()
+            ));
+        }
+    }
+    Ok(outcome)
+}
+
+fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
     let event = event_name(p, h);
     if p == Provider::Github && event == "ping" {
         return Ok(Outcome::Ignore("pong".into()));

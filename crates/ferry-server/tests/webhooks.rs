@@ -222,6 +222,50 @@ fn malformed_bodies_are_errors() {
     );
 }
 
+/// A ref name git would refuse, or a commit that is not an object id, is a bad payload
+/// from every forge: it never reaches git, a run's tag or a release's directory.
+#[test]
+fn ref_names_and_commits_are_checked() {
+    let sha = "a".repeat(40);
+    let github = headers(&[("x-github-event", "push")]);
+    let generic = headers(&[]);
+    let body = |git_ref: &str, sha: &str| {
+        serde_json::json!({ "ref": git_ref, "after": sha, "sha": sha }).to_string()
+    };
+    for (git_ref, commit, says) in [
+        (
+            "refs/tags/../../../../home/u/victim",
+            sha.as_str(),
+            "is not a valid ref name",
+        ),
+        ("refs/heads/.git", sha.as_str(), "cannot start with a dot"),
+        ("refs/heads/a\u{7f}", sha.as_str(), "invalid byte"),
+        (
+            "refs/heads/main",
+            "--upload-pack=touch /tmp/x",
+            "is not a commit id",
+        ),
+        ("refs/heads/main", "HEAD~3", "is not a commit id"),
+    ] {
+        for (provider, h) in [(Provider::Github, &github), (Provider::Generic, &generic)] {
+            let err =
+                webhook::parse(provider, h, body(git_ref, commit).as_bytes()).expect_err(git_ref);
+            assert!(err.contains(says), "{provider:?} {git_ref} {commit}: {err}");
+        }
+    }
+    // A generic delivery of a ref alone names it whole, or as a branch.
+    let err = webhook::parse(Provider::Generic, &generic, br#"{"ref": "a..b"}"#).expect_err("a..b");
+    assert!(err.contains("refs/heads/a..b"), "{err}");
+    assert_eq!(
+        webhook::parse(
+            Provider::Github,
+            &github,
+            body("refs/tags/v1.0", &sha).as_bytes()
+        ),
+        Ok(trigger(EventKind::Tag, "refs/tags/v1.0", &sha))
+    );
+}
+
 #[test]
 fn signatures_are_checked() {
     let body = payload("github-push.json");

@@ -132,6 +132,25 @@ pub fn discover(dir: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Checks that `name` is a full ref name (`refs/…`) that git accepts, by the rules of
+/// `git check-ref-format`: no component starting with `.` or ending with `.lock`, no
+/// `..`, `@{`, control characters, spaces or any of `~^:?*[\`. A ref name that passes
+/// cannot climb out of a directory (no `..` component) but may hold `/`: paths are made
+/// of ref names only through an encoding (see `ferry_deliver::layout`).
+pub fn check_ref_name(name: &str) -> Result<(), String> {
+    let shown = name.escape_debug();
+    if !name.starts_with("refs/") {
+        return Err(format!("`{shown}` is not a full ref name (refs/…)"));
+    }
+    gix_validate::reference::name(name.as_bytes().into())
+        .map(|_| ())
+        .map_err(|e| {
+            let why = e.to_string();
+            let why = why.strip_prefix("Reference name ").unwrap_or(&why);
+            format!("`{shown}` is not a valid ref name: it {why}")
+        })
+}
+
 /// Resolves `rev` to a commit and describes it, in one `git log` call.
 pub async fn commit(root: &Path, rev: &str) -> Result<Commit, String> {
     read_commit(root, rev).await.map_err(|e| e.to_string())
@@ -478,6 +497,38 @@ pub async fn log_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ref names as `git check-ref-format` takes or refuses them; what a delivery may
+    /// name before anything reaches git or a path.
+    #[test]
+    fn ref_names_follow_git_check_ref_format() {
+        for good in [
+            "refs/heads/main",
+            "refs/heads/feature/login-page",
+            "refs/tags/v1.2.3",
+            "refs/tags/release/2026-12",
+            "refs/heads/ünïcode",
+        ] {
+            assert_eq!(check_ref_name(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("main", "is not a full ref name"),
+            ("refs/tags/../../../../home/u/victim", "it cannot"),
+            ("refs/heads/.hidden", "it cannot start with a dot"),
+            ("refs/heads/a..b", "it cannot contain repeated dots"),
+            ("refs/heads/x.lock", "it cannot end with '.lock'"),
+            ("refs/heads/a b", "invalid byte"),
+            ("refs/heads/a\u{1}b", "invalid byte"),
+            ("refs/heads/a~1", "invalid byte"),
+            ("refs/heads/x@{1}", "'@{'"),
+            ("refs/heads/a//b", "repeated slashes"),
+            ("refs/heads/", "it cannot end with a slash"),
+            ("refs/heads/*", "'*'"),
+        ] {
+            let err = check_ref_name(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
 
     fn git_in(dir: &Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")

@@ -35,7 +35,10 @@ impl Target for KubernetesTarget {
             ));
         }
         let files = manifest_files(&ctx.release_dir, &self.manifests)?;
-        let rendered_dir = ctx.env_dir.join("rendered").join(&ctx.release.name);
+        let rendered_dir = ctx
+            .env_dir
+            .join("rendered")
+            .join(crate::layout::component(&ctx.release.name));
         let _ = std::fs::remove_dir_all(&rendered_dir);
         std::fs::create_dir_all(&rendered_dir).map_err(|e| e.to_string())?;
         let mut texts = Vec::new();
