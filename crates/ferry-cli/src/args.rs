@@ -238,6 +238,10 @@ pub struct RunArgs {
     /// [default: 5s]; a second Ctrl-C kills at once.
     #[arg(long, env = "FERRY_KILL_GRACE", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
     pub kill_grace: Option<std::time::Duration>,
+    /// The most output a job's log takes, e.g. `1g` [default: 256m]; past it the job
+    /// fails. `0`: no limit.
+    #[arg(long, env = "FERRY_LOG_LIMIT", value_name = "SIZE", value_parser = crate::serve::parse_limit)]
+    pub log_limit: Option<u64>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

@@ -373,6 +373,11 @@ async fn execute(args: &RunArgs, prepared: &Prepared, local: &local::Local) -> R
             work_root: local::work_root(),
             keep_workspaces: args.keep,
             cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
+            log_limit: match args.log_limit {
+                Some(0) => None,
+                limit => Some(limit.unwrap_or(ferry_engine::DEFAULT_LOG_LIMIT)),
+            },
+            job_timeout: None,
         },
     );
     // Docker only when some job has an image, services or an image build; without

@@ -51,6 +51,13 @@ pub struct ServeArgs {
     /// the least recently used entries are removed first.
     #[arg(long, env = "FERRY_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// The most output a job's log takes, e.g. `1g` [default: 256m]; past it the job
+    /// fails ("log limit of … exceeded"). `0`: no limit.
+    #[arg(long, env = "FERRY_LOG_LIMIT", value_name = "SIZE", value_parser = parse_limit)]
+    pub log_limit: Option<u64>,
+    /// The timeout of jobs that set no `timeout:` [default: 60m]. `0s`: none.
+    #[arg(long, env = "FERRY_JOB_TIMEOUT", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
+    pub job_timeout: Option<std::time::Duration>,
     /// Keep the files of the newest N releases of each repository (and of every release
     /// an environment runs); older ones are pruned [default: keep all].
     #[arg(long, env = "FERRY_KEEP_RELEASES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -61,7 +68,30 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+/// The timeout of a server's jobs that set none.
+const DEFAULT_JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// A byte count: a number, optionally with `k`, `m` or `g` (powers of 1024); `0` is 0.
+pub(crate) fn parse_limit(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or(t.strip_suffix('b')).unwrap_or(&t);
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => 0,
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|_| scale > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}` is not a size: write a number and `k`, `m` or `g`"))
+}
+
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     ferry_config::parse_memory(text)
         .ok_or_else(|| format!("`{text}` is not a size: write a number and `k`, `m` or `g`"))
 }
@@ -80,6 +110,8 @@ struct FileConfig {
     public_reads: Option<bool>,
     default_image: Option<String>,
     cache_size: Option<String>,
+    log_limit: Option<String>,
+    job_timeout: Option<String>,
     keep_releases: Option<u32>,
     log_format: Option<LogFormat>,
 }
@@ -114,6 +146,17 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
         && let Some(size) = &file.cache_size
     {
         args.cache_size = Some(parse_size(size).map_err(Failure::usage)?);
+    }
+    if args.log_limit.is_none()
+        && let Some(size) = &file.log_limit
+    {
+        args.log_limit = Some(parse_limit(size).map_err(Failure::usage)?);
+    }
+    if args.job_timeout.is_none()
+        && let Some(duration) = &file.job_timeout
+    {
+        args.job_timeout =
+            Some(ferry_config::duration::parse_duration(duration).map_err(Failure::usage)?);
     }
     Ok(args)
 }
@@ -207,6 +250,14 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             cache_max_bytes: args
                 .cache_size
                 .unwrap_or(ferry_engine::cache::DEFAULT_MAX_BYTES),
+            log_limit: match args.log_limit {
+                Some(0) => None,
+                limit => Some(limit.unwrap_or(ferry_engine::DEFAULT_LOG_LIMIT)),
+            },
+            job_timeout: match args.job_timeout {
+                Some(d) if d.is_zero() => None,
+                timeout => Some(timeout.unwrap_or(DEFAULT_JOB_TIMEOUT)),
+            },
         },
     );
     let engine = engine.with_secret_key(key.clone());

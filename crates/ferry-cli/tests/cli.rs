@@ -431,6 +431,34 @@ fn a_command_exits_without_checkpointing_the_store() {
     }
 }
 
+/// A job whose output passes its log limit is stopped and fails, and its log ends
+/// with the line that says why: never a silent cut, never a full disk.
+#[test]
+fn a_job_past_its_log_limit_is_stopped_and_says_so() {
+    let repo = Repo::new(
+        "jobs:\n  loud:\n    run: yes | head -c 50000000; touch \"$MARK\"\n  after:\n    needs: loud\n    run: echo never\n",
+    );
+    let mark = repo.tmp.path().join("finished");
+    let out = repo
+        .command(&["run", "--log-limit", "64k"])
+        .env("MARK", &mark)
+        .output()
+        .expect("run ferry");
+    expect_exit(&out, 1);
+    let said = stdout(&out);
+    assert!(said.contains("log limit of 64.0 KiB exceeded"), "{said}");
+    assert!(!mark.exists(), "the step ran on past the limit");
+    let log = repo.ferry_ok(&["logs", "last", "loud"]);
+    assert!(
+        log.ends_with("\nferry: error: log limit of 64.0 KiB exceeded\n"),
+        "{}",
+        &log[log.len().saturating_sub(200)..]
+    );
+    assert!(log.len() <= (64 << 10) + 100, "{} bytes", log.len());
+    // 0 lifts the limit; a size that is not one is a usage error.
+    repo.refuses(&["run", "--log-limit", "lots"], "`lots` is not a size");
+}
+
 #[test]
 fn run_one_job_with_its_needs() {
     let repo = Repo::new(

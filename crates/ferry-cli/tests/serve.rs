@@ -761,6 +761,37 @@ fn the_server_log_follows_ferry_log_and_log_format() {
     );
 }
 
+/// A server gives jobs that set no `timeout:` its own (`--job-timeout`, 60 minutes by
+/// default), so that a job that never ends does not hold a runner for good; a job's own
+/// `timeout:` still wins.
+#[tokio::test]
+async fn jobs_without_a_timeout_get_the_servers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(
+        tmp.path(),
+        "jobs:\n  stuck:\n    run: sleep 60\n  own:\n    timeout: 30s\n    run: sleep 2\n",
+    );
+    let server = start(&tmp.path().join("data"), &["--job-timeout", "1s"]);
+    let token = server.admin_token();
+    server.add_app(&token, &bare).await;
+    let run = server.trigger_app(&token).await;
+    let detail = server
+        .wait_for_run(&token, &run, |r| r["run"]["status"] == "failed")
+        .await;
+    let jobs = detail["jobs"].as_array().expect("jobs");
+    let job = |name: &str| {
+        jobs.iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {detail}"))
+    };
+    assert_eq!(
+        job("stuck")["reason"],
+        "the job timed out after 1s",
+        "{detail}"
+    );
+    assert_eq!(job("own")["status"], "success", "{detail}");
+}
+
 /// A delivery naming a tag that climbs out of the data directory (as a release's
 /// name it would become a path that deploys remove and replace) is refused as a bad
 /// payload, whatever its signature: nothing runs, nothing outside is touched.

@@ -14,6 +14,7 @@ use ferry_exec::{
 };
 use ferry_plan::{Plan, PlanJob};
 use ferry_store::{JobEnd, LogWriter, Status, TestSummary, Write};
+use tokio_util::sync::CancellationToken;
 
 use tracing::Instrument as _;
 
@@ -38,10 +39,42 @@ struct JobOutput<'a> {
     sink: &'a dyn EventSink,
     job: &'a str,
     error: Option<std::io::Error>,
+    /// The most bytes the log takes ([`crate::EngineConfig::log_limit`]).
+    limit: Option<u64>,
+    /// Set once the log reached `limit`: what follows is dropped.
+    exceeded: Option<u64>,
+    /// Cancels this attempt's steps (a child of the run's token): the log's limit stops
+    /// the step that passes it.
+    stop: CancellationToken,
 }
 
 impl OutputSink for JobOutput<'_> {
     fn chunk(&mut self, data: &[u8]) {
+        if data.is_empty() || self.exceeded.is_some() {
+            return;
+        }
+        if let Some(limit) = self.limit {
+            let written = self.log.bytes() as u64;
+            if written.saturating_add(data.len() as u64) > limit {
+                // Up to the limit, then a last line that says why the log ends there.
+                let room = limit.saturating_sub(written) as usize;
+                self.append(&data[..room.min(data.len())]);
+                let end = format!(
+                    "\nferry: error: log limit of {} exceeded\n",
+                    crate::cache::human_bytes(limit)
+                );
+                self.append(end.as_bytes());
+                self.exceeded = Some(limit);
+                self.stop.cancel();
+                return;
+            }
+        }
+        self.append(data);
+    }
+}
+
+impl JobOutput<'_> {
+    fn append(&mut self, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -102,6 +135,9 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
                 sink: ctx.sink.as_ref(),
                 job: &job.name,
                 error: None,
+                limit: ctx.log_limit,
+                exceeded: None,
+                stop: ctx.cancel.child_token(),
             },
             ctx.masker.clone(),
         );
@@ -114,6 +150,14 @@ pub(crate) async fn run_job(ctx: &RunCtx, i: usize) -> (Status, Option<String>) 
         if let Some(e) = out.inner_mut().error.take() {
             break Attempt::Failed {
                 reason: format!("cannot write the log: {e}"),
+                exit_code: None,
+                kind: RetryWhen::Failure,
+            };
+        }
+        // Not retried: another attempt would start past the limit.
+        if let Some(limit) = out.inner().exceeded {
+            break Attempt::Failed {
+                reason: format!("log limit of {} exceeded", crate::cache::human_bytes(limit)),
                 exit_code: None,
                 kind: RetryWhen::Failure,
             };
@@ -774,12 +818,15 @@ async fn run_steps(
 ) -> Attempt {
     let job = &ctx.plan.jobs[i];
     let job_id = &ctx.job_ids[i];
-    let deadline = job.timeout.map(|t| Instant::now() + t);
+    // A job without `timeout:` gets the engine's default, if any.
+    let job_timeout = job.timeout.or(ctx.job_timeout);
+    let deadline = job_timeout.map(|t| Instant::now() + t);
+    let stop = out.inner().stop.clone();
     let mut base_env = job_env.base.clone();
     base_env.extend(service_env.iter().cloned());
     let visible = &job_env.visible;
     for (s, step) in job.steps.iter().enumerate() {
-        if ctx.cancel.is_cancelled() {
+        if stop.is_cancelled() {
             return Attempt::Cancelled;
         }
         let name = step.display_name();
@@ -828,7 +875,7 @@ async fn run_steps(
                 let mut full_env = base_env.clone();
                 full_env.extend(env);
                 if timeout == Some(Duration::ZERO) {
-                    StepOutcome::TimedOut(job.timeout.unwrap_or_default())
+                    StepOutcome::TimedOut(job_timeout.unwrap_or_default())
                 } else {
                     let spec = StepSpec {
                         script,
@@ -838,7 +885,7 @@ async fn run_steps(
                         clear_env: false,
                     };
                     let outcome = executor
-                        .run_step(prepared, &spec, StepIo::new(out, &ctx.cancel))
+                        .run_step(prepared, &spec, StepIo::new(out, &stop))
                         .instrument(tracing::debug_span!("step", n = s + 1))
                         .await;
                     out.flush();
@@ -887,7 +934,7 @@ async fn run_steps(
                 let reason = if job_limit {
                     format!(
                         "the job timed out after {}",
-                        format_duration(job.timeout.unwrap_or(d))
+                        format_duration(job_timeout.unwrap_or(d))
                     )
                 } else {
                     format!("{label} timed out after {}", format_duration(d))

@@ -15,7 +15,7 @@ mod workspace;
 
 pub use events::{EngineEvent, EventSink, NullSink};
 pub use junit::parse_junit;
-pub use run::{Engine, EngineConfig, JobResult, RunOutcome, Source};
+pub use run::{DEFAULT_LOG_LIMIT, Engine, EngineConfig, JobResult, RunOutcome, Source};
 pub use workspace::directory_files;
 
 /// Where the engine keeps the artifacts of job `position` (named `name`) of run `run_id`:

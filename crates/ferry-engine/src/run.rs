@@ -31,7 +31,15 @@ pub struct EngineConfig {
     pub keep_workspaces: bool,
     /// The size limit of all `cache:` entries together (least recently used go first).
     pub cache_max_bytes: u64,
+    /// The most bytes of output a job's log takes; past it the job fails ("log limit
+    /// of N exceeded", the log's last line). `None`: no limit.
+    pub log_limit: Option<u64>,
+    /// The timeout of jobs that set none (`timeout:`). `None`: they run until done.
+    pub job_timeout: Option<std::time::Duration>,
 }
+
+/// The default [`EngineConfig::log_limit`]: 256 MiB.
+pub const DEFAULT_LOG_LIMIT: u64 = 256 << 20;
 
 /// Where a run's source comes from: a directory, and optionally the files of it to use
 /// (for a working tree: tracked and untracked files, not ignored ones).
@@ -104,6 +112,8 @@ pub(crate) struct RunCtx {
     pub(crate) work_dir: PathBuf,
     pub(crate) artifacts_dir: PathBuf,
     pub(crate) keep: bool,
+    pub(crate) log_limit: Option<u64>,
+    pub(crate) job_timeout: Option<std::time::Duration>,
 }
 
 impl Engine {
@@ -301,6 +311,8 @@ impl Engine {
             work_dir: work_dir.clone(),
             artifacts_dir,
             keep: self.config.keep_workspaces,
+            log_limit: self.config.log_limit,
+            job_timeout: self.config.job_timeout,
         });
         let jobs = &ctx.plan.jobs;
         let mut schedule = Scheduler::new(&ctx.plan, self.config.concurrency);

@@ -55,6 +55,8 @@ impl Fixture {
                 work_root: dir.join("work"),
                 keep_workspaces: false,
                 cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
+                log_limit: Some(ferry_engine::DEFAULT_LOG_LIMIT),
+                job_timeout: None,
             },
         );
         Fixture {

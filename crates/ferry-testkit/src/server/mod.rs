@@ -97,6 +97,8 @@ impl Server {
                 work_root: tmp.path().join("work"),
                 keep_workspaces: false,
                 cache_max_bytes: ferry_engine::cache::DEFAULT_MAX_BYTES,
+                log_limit: Some(ferry_engine::DEFAULT_LOG_LIMIT),
+                job_timeout: None,
             },
         )
         .with_secret_key(key.clone());
