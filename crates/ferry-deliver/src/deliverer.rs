@@ -628,13 +628,15 @@ impl Deliverer {
             .deployments_in(&[S::Deploying, S::Verifying])
             .await?
         {
+            // Cancelled, not failed: the release did not fail here (a failed release is
+            // never promoted further), the server stopped under it.
             let reason = "interrupted: the server stopped during the deployment";
             if self
                 .store
                 .move_deployment(
                     &dep.id,
                     &[S::Deploying, S::Verifying],
-                    S::Failed,
+                    S::Cancelled,
                     Some(reason),
                 )
                 .await?
@@ -643,7 +645,7 @@ impl Deliverer {
                     .audit(
                         Some(&dep.repository_id),
                         "ferry",
-                        "deployment.failed",
+                        "deployment.interrupted",
                         &format!("{}#{}", dep.environment, dep.number),
                         Some(reason),
                     )

@@ -33,7 +33,7 @@ async fn recover_runs_a_live_process_environment_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recover_fails_deployments_left_deploying_or_verifying() {
+async fn recover_cancels_deployments_left_deploying_or_verifying() {
     // `web` runs a process; `ops` runs a script. v2 holds web in verification (a long
     // window) and ops in its deploy script when the server stops.
     let config = |window: &str, script: &str| {
@@ -74,10 +74,13 @@ async fn recover_fails_deployments_left_deploying_or_verifying() {
     let reason = "interrupted: the server stopped during the deployment";
     for env in ["web", "ops"] {
         let d = h.deployment(env, 2).await;
-        assert_eq!(d.status, S::Failed, "{env}");
+        // Cancelled, not failed: the release did not fail, the server stopped.
+        assert_eq!(d.status, S::Cancelled, "{env}");
         assert_eq!(d.reason.as_deref(), Some(reason));
         assert!(d.finished_at.is_some());
-        let entry = h.wait_audit("deployment.failed", &format!("{env}#2")).await;
+        let entry = h
+            .wait_audit("deployment.interrupted", &format!("{env}#2"))
+            .await;
         assert_eq!(
             (entry.actor.as_str(), entry.detail.as_deref()),
             ("ferry", Some(reason))
@@ -87,6 +90,9 @@ async fn recover_fails_deployments_left_deploying_or_verifying() {
     // The live release of the process environment runs again.
     let again = h.process_pid("web", "v1").await;
     assert!(ferry_testkit::alive(again));
+    // The interrupted release may be deployed again: it never failed.
+    let retry = h.promote("v2", "ops", "dave").await;
+    assert_eq!(retry.number, 3);
     h.stop().await;
     assert!(ferry_testkit::gone(again));
 }

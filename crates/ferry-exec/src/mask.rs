@@ -75,7 +75,16 @@ impl Masker {
                 forms.push(encoded.as_bytes().to_vec());
                 forms.push(encoded.to_ascii_lowercase().into_bytes());
                 forms.push(encoded.replace("%20", "+").into_bytes());
+                // Inside a JSON string (`\"`, `\n`, `\u0001`; some encoders also `\/`).
+                if let Ok(json) = serde_json::to_string(text) {
+                    let inner = &json[1..json.len() - 1];
+                    forms.push(inner.as_bytes().to_vec());
+                    forms.push(inner.replace('/', "\\/").into_bytes());
+                }
             }
+            // Hexadecimal, as `xxd -p`, `od` piped through `tr` or a program's dump print it.
+            forms.push(hex::encode(trimmed).into_bytes());
+            forms.push(hex::encode_upper(trimmed).into_bytes());
             // A value that spans lines may be printed line by line.
             for line in trimmed.split(|b| *b == b'\n') {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -358,6 +367,20 @@ mod tests {
         assert_eq!(m.mask(format!("?q={url}&x").as_bytes()), b"?q=***&x");
         // A multi-line value printed line by line.
         assert_eq!(m.mask(b"got AAAAline2AAAA here"), b"got *** here");
+        // Hex, either case, and inside a JSON string.
+        let lower = hex::encode(SECRET);
+        assert_eq!(m.mask(format!("dump {lower}.").as_bytes()), b"dump ***.");
+        let upper = hex::encode_upper(SECRET);
+        assert_eq!(m.mask(format!("dump {upper}.").as_bytes()), b"dump ***.");
+        let json = serde_json::json!({ "token": std::str::from_utf8(SECRET).expect("utf8") });
+        assert_eq!(m.mask(json.to_string().as_bytes()), br#"{"token":"***"}"#);
+        let slashes = serde_json::to_string(std::str::from_utf8(SECRET).expect("utf8"))
+            .expect("json")
+            .replace('/', "\\/");
+        assert_eq!(m.mask(slashes.as_bytes()), br#""***""#);
+        let key =
+            serde_json::json!({ "key": "-----BEGIN KEY-----\nAAAAline2AAAA\n-----END KEY-----" });
+        assert_eq!(m.mask(key.to_string().as_bytes()), br#"{"key":"***"}"#);
         assert_eq!(
             m.mask(b"ab stays: too short to mask"),
             b"ab stays: too short to mask"
