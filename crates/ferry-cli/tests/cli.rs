@@ -459,6 +459,57 @@ fn a_job_past_its_log_limit_is_stopped_and_says_so() {
     repo.refuses(&["run", "--log-limit", "lots"], "`lots` is not a size");
 }
 
+/// Every file under `dir` whose content holds `needle`.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+        })
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+/// Artifacts are read beneath the workspace: a symbolic link that leads out of it is
+/// an error, never a copy of what it points at (issue 11, case 2).
+#[test]
+fn an_artifact_through_a_link_out_of_the_workspace_is_refused() {
+    let repo =
+        Repo::new("jobs:\n  leak:\n    run: ln -s \"$OUTSIDE\" d\n    artifacts: [d/secret.key]\n");
+    let outside = repo.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::write(outside.join("secret.key"), "TOP-SECRET-KEY").expect("key");
+    let out = repo
+        .command(&["run"])
+        .env("OUTSIDE", &outside)
+        .output()
+        .expect("run ferry");
+    expect_exit(&out, 1);
+    let said = stdout(&out);
+    assert!(said.contains("leads out of the workspace"), "{said}");
+    let copies = files_holding(&repo.root().join(".ferry"), "TOP-SECRET-KEY");
+    assert!(copies.is_empty(), "copied: {copies:?}");
+}
+
+/// Artifacts are restored beneath the workspace: a symbolic link of the source where
+/// the artifact's directory goes is replaced, never written through (issue 11, case 2).
+#[test]
+fn restoring_an_artifact_never_writes_through_a_link_of_the_source() {
+    let repo = Repo::new(
+        "jobs:\n  make:\n    run: rm out && mkdir out && echo pwned > out/x\n    artifacts: [out/x]\n  use:\n    needs: make\n    run: cat out/x\n",
+    );
+    let outside = repo.tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::os::unix::fs::symlink(&outside, repo.root().join("out")).expect("link");
+    repo.commit("a link out of the tree");
+    // The artifact's directory replaces the link, as it did in the job that made it.
+    let said = repo.ferry_ok(&["run"]);
+    assert!(said.contains("use  │ pwned"), "{said}");
+    assert!(!outside.join("x").exists(), "written through the link");
+}
+
 #[test]
 fn run_one_job_with_its_needs() {
     let repo = Repo::new(
