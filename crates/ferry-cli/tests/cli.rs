@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{expect_exit, gone, pids_in};
+use ferry_testkit::{expect_exit, files_holding, gone, pids_in};
 
 struct Repo {
     tmp: tempfile::TempDir,
@@ -457,19 +457,6 @@ fn a_job_past_its_log_limit_is_stopped_and_says_so() {
     assert!(log.len() <= (64 << 10) + 100, "{} bytes", log.len());
     // 0 lifts the limit; a size that is not one is a usage error.
     repo.refuses(&["run", "--log-limit", "lots"], "`lots` is not a size");
-}
-
-/// Every file under `dir` whose content holds `needle`.
-fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| {
-            std::fs::read(e.path()).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
-        })
-        .map(|e| e.path().to_path_buf())
-        .collect()
 }
 
 /// Artifacts are read beneath the workspace: a symbolic link that leads out of it is

@@ -712,6 +712,10 @@ impl Deliverer {
             if seen.contains(&env) {
                 continue; // older ones of this environment go first
             }
+            let release = self
+                .store
+                .release(&dep.repository_id, &dep.release_id)
+                .await?;
             // A freeze holds every deployment but a rollback (which only an approver
             // may ask for during one, or which follows a failure): they wait, queued,
             // for its end. A rollback queued behind them goes first.
@@ -719,7 +723,7 @@ impl Deliverer {
                 if frozen.contains(&env) {
                     continue;
                 }
-                if let Some(why) = self.frozen_now(&dep).await {
+                if let Some(why) = frozen_now(&release, &dep.environment) {
                     self.note_held(&dep, &why);
                     frozen.push(env);
                     continue;
@@ -741,22 +745,18 @@ impl Deliverer {
                     b.remove(&env);
                 }
             };
-            let release = self
-                .store
-                .release(&dep.repository_id, &dep.release_id)
-                .await;
             let previous = self
                 .store
                 .live_deployment(&dep.repository_id, &dep.environment)
                 .await;
             let config = self.config_snapshot(&dep).await;
-            let (release, previous, config) = match (release, previous, config) {
-                (Ok(r), Ok(p), Ok(c)) => (r, p, c),
-                (Err(e), _, _) | (_, Err(e), _) => {
+            let (previous, config) = match (previous, config) {
+                (Ok(p), Ok(c)) => (p, c),
+                (Err(e), _) => {
                     free(self);
                     return Err(e.into());
                 }
-                (_, _, Err(e)) => {
+                (_, Err(e)) => {
                     free(self);
                     return Err(e);
                 }
@@ -793,18 +793,6 @@ impl Deliverer {
             });
         }
         Ok(())
-    }
-
-    /// Why the deployment's environment is frozen now, if it is (by the release's
-    /// configuration).
-    async fn frozen_now(&self, dep: &Deployment) -> Option<String> {
-        let release = self
-            .store
-            .release(&dep.repository_id, &dep.release_id)
-            .await
-            .ok()?;
-        let d = delivery_of(&release).ok()?;
-        policy::frozen(&d.environment(&dep.environment)?.freeze, Utc::now())
     }
 
     /// Says once, in the deployment's log, why it waits.
@@ -1202,4 +1190,10 @@ impl Deliverer {
         }
         result
     }
+}
+
+/// Why `env` is frozen now, if it is, by the configuration of `release`.
+fn frozen_now(release: &Release, env: &str) -> Option<String> {
+    let d = delivery_of(release).ok()?;
+    policy::frozen(&d.environment(env)?.freeze, Utc::now())
 }

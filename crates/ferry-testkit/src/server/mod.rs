@@ -24,10 +24,11 @@ use serde_json::{Value, json};
 
 use crate::git;
 
+pub use crate::files_holding;
 pub use client::{Answer, Client, log_text, read_sse};
 pub use delivery::{
-    DELIVERY, DeploymentRef, audit_actions, env_of, files_holding, free_port, health_page,
-    live_release, promote, push_version, set_ports, shop_with_v1,
+    DELIVERY, DeploymentRef, audit_actions, env_of, free_port, health_page, live_release, promote,
+    push_version, set_ports, shop_with_v1,
 };
 pub use openapi::{check_answer, compile_schema, route_of, standalone};
 pub use wait::{WAIT, wait_for, wait_for_exit, wait_for_file, wait_for_lines};
