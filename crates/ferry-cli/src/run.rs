@@ -99,20 +99,15 @@ async fn prepare(args: &RunArgs, root: local::Root) -> Result<Prepared, Failure>
             (commit, wt.ok(), None, Some(dir))
         }
         None => {
-            let (commit, wt, files) = tokio::join!(
-                git::commit(&root, "HEAD"),
-                git::working_tree(&root),
-                git::working_tree_files(&root)
-            );
-            let commit = commit.unwrap_or_else(|_| no_commit());
-            let files: Vec<PathBuf> = files
-                .map_err(Failure::failed)?
+            let snapshot = git::snapshot(&root).await.map_err(Failure::failed)?;
+            let files: Vec<PathBuf> = snapshot
+                .files
                 .into_iter()
                 .filter_map(|f| f.strip_prefix(&prefix).ok().map(Path::to_path_buf))
                 .collect();
             (
-                commit,
-                Some(wt.map_err(Failure::failed)?),
+                snapshot.commit.unwrap_or_else(no_commit),
+                Some(snapshot.tree),
                 Some(Arc::new(files)),
                 None,
             )

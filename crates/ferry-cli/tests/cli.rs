@@ -384,7 +384,7 @@ fn ferry_log_times_each_phase_of_a_run() {
     expect_exit(&out, 0);
     let err = stderr(&out);
     for phase in [
-        "prepare:git{cmd=\"log\"}",
+        "prepare:snapshot.in_process",
         "open_root:store.open",
         "execute:create_run",
         "step{n=1}:spawn",

@@ -1,5 +1,6 @@
-//! The little Ferry needs from git, through the `git` command (no build cost, and
-//! worktrees, submodules and every URL scheme just work).
+//! The little Ferry needs from git, through the `git` command (worktrees, submodules and
+//! every URL scheme just work), except for reading a local working tree, which
+//! [`snapshot`] does in-process where it can (see `in_process`).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,45 @@ pub struct WorkingTree {
     pub dirty: bool,
     /// Files that differ from HEAD (modified, added, deleted, untracked).
     pub changed_files: Vec<String>,
+}
+
+/// What `ferry run` reads of a working tree before it starts.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// HEAD's commit; `None` before the first commit.
+    pub commit: Option<Commit>,
+    pub tree: WorkingTree,
+    /// The files a job's workspace gets: tracked and untracked, not ignored, sorted.
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads the working tree at `root` (its top level): in-process when gitoxide reads it
+/// as `git` would, else through [`commit`], [`working_tree`] and [`working_tree_files`]
+/// (three `git` processes, at once).
+pub async fn snapshot(root: &Path) -> Result<Snapshot, String> {
+    let owned = root.to_path_buf();
+    let span = tracing::debug_span!("snapshot.in_process");
+    let read =
+        tokio::task::spawn_blocking(move || span.in_scope(|| crate::in_process::snapshot(&owned)))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+    match read {
+        Ok(snapshot) => return Ok(snapshot),
+        Err(why) => tracing::debug!(%why, "read by git instead"),
+    }
+    let (commit, tree, files) = tokio::join!(
+        commit(root, "HEAD"),
+        working_tree(root),
+        working_tree_files(root)
+    );
+    let mut files = files?;
+    files.sort();
+    files.dedup();
+    Ok(Snapshot {
+        commit: commit.ok(),
+        tree: tree?,
+        files,
+    })
 }
 
 /// `git` as this process's PATH finds it, looked up once: a spawned child searching
@@ -142,7 +182,7 @@ pub fn check_ref_name(name: &str) -> Result<(), String> {
     if !name.starts_with("refs/") {
         return Err(format!("`{shown}` is not a full ref name (refs/…)"));
     }
-    gix_validate::reference::name(name.as_bytes().into())
+    gix::validate::reference::name(name.as_bytes().into())
         .map(|_| ())
         .map_err(|e| {
             let why = e.to_string();
@@ -193,6 +233,7 @@ pub async fn read_commit(root: &Path, rev: &str) -> Result<Commit, CommitError> 
             "--format=%H%x00%an <%ae>%x00%B%x00",
             "--name-only",
             "--no-renames",
+            "--diff-merges=first-parent",
             &spec,
             "--",
         ],
