@@ -342,6 +342,9 @@ mod tests {
         assert!(len < COMPACT_AT + 32, "{len} bytes");
         let content = std::fs::read_to_string(&journal).expect("read");
         assert!(content.lines().any(|l| l == "1"), "the live group is kept");
-        assert!(!content.lines().any(|l| l == "2"), "ended groups are dropped");
+        assert!(
+            !content.lines().any(|l| l == "2"),
+            "ended groups are dropped"
+        );
     }
 }
