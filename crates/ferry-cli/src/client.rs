@@ -258,6 +258,10 @@ pub enum RepoCommand {
         /// Poll for new commits every N seconds.
         #[arg(long, value_name = "SECONDS")]
         poll: Option<i64>,
+        /// What a pull request from a fork gets: `ignore` (no run) or `run` (an
+        /// untrusted run: containers only, no registry logins, no release).
+        #[arg(long, value_name = "ignore|run", default_value = "ignore")]
+        fork_prs: String,
     },
 }
 
@@ -267,7 +271,10 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
         RepoCommand::List => {
             let list: repos::RepositoryList = c.get("/repos").await?;
             for r in &list.repositories {
-                println!("{:<20} {}", r.name, r.url);
+                println!(
+                    "{:<20} {}  (fork pull requests: {})",
+                    r.name, r.url, r.fork_prs
+                );
             }
         }
         RepoCommand::Add {
@@ -276,6 +283,7 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
             default_branch,
             webhook_secret_file,
             poll,
+            fork_prs,
         } => {
             let webhook_secret = match webhook_secret_file {
                 Some(f) => Some(
@@ -292,6 +300,7 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
                 default_branch,
                 webhook_secret,
                 poll_interval_s: poll,
+                fork_prs: Some(fork_prs),
             };
             let added: repos::RepositoryOne = c.post("/repos", &body).await?;
             println!("added {} ({})", added.repository.name, added.repository.id);
@@ -363,6 +372,9 @@ pub async fn logs(
     let c = Client::new(server)?;
     if !follow {
         let detail: runs::RunDetail = c.get(&format!("/runs/{run}")).await?;
+        if !detail.trust.is_trusted() {
+            eprintln!("run {run} is untrusted: {}", detail.trust.reason);
+        }
         let jobs: Vec<&str> = detail
             .jobs
             .iter()

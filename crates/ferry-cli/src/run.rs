@@ -158,6 +158,7 @@ async fn prepare(args: &RunArgs, root: local::Root) -> Result<Prepared, Failure>
             } else {
                 Some(changed)
             },
+            pull_request: None,
         };
         let options = ferry_plan::Options {
             only: args.jobs_only.clone(),

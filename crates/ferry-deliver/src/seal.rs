@@ -14,6 +14,12 @@ use crate::cas::Cas;
 
 /// Why a run seals no release, or `Ok` when it does.
 pub fn releasable(spec: &ReleaseSpec, plan: &Plan, default_branch: &str) -> Result<(), String> {
+    if !plan.trust.is_trusted() {
+        return Err(format!(
+            "an untrusted run makes no release ({})",
+            plan.trust.reason
+        ));
+    }
     let event = &plan.event;
     match event.kind {
         EventKind::Tag => {
@@ -224,12 +230,14 @@ mod tests {
                 author: String::new(),
                 message: String::new(),
                 changed_files: None,
+                pull_request: None,
             },
             env: Vec::new(),
             not_triggered: None,
             concurrency: None,
             jobs: Vec::new(),
             delivery: Default::default(),
+            trust: Default::default(),
         }
     }
 
@@ -247,6 +255,13 @@ mod tests {
     fn which_events_are_releasable() {
         let default = spec(None, None);
         let push = |b| plan(EventKind::Push, Some(b), None);
+        let mut untrusted = push("main");
+        untrusted.trust = ferry_plan::Trust::untrusted("pull request #5 from a fork");
+        let any = spec(Some(&["**"]), Some(&["**"]));
+        assert_eq!(
+            releasable(&any, &untrusted, "main"),
+            Err("an untrusted run makes no release (pull request #5 from a fork)".into())
+        );
         assert!(releasable(&default, &push("main"), "main").is_ok());
         assert_eq!(
             releasable(&default, &push("feature"), "main"),

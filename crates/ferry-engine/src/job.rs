@@ -22,6 +22,9 @@ use crate::events::{EngineEvent, EventSink};
 use crate::run::RunCtx;
 use crate::{artifacts, junit, workspace};
 
+/// The prefix of the cache keys an untrusted run writes.
+pub const UNTRUSTED_CACHE: &str = "untrusted:";
+
 /// The result of one attempt of a job.
 enum Attempt {
     Success,
@@ -319,11 +322,36 @@ async fn run_attempt(
             return (failed(e), None);
         }
     };
+    // An untrusted run runs only in containers and builds no image (it would be
+    // pushed with the repository's name on it).
+    let trusted = ctx.plan.trust.is_trusted();
+    let image = job.image.clone().or_else(|| ctx.default_image.clone());
+    if !trusted {
+        let refused = if job.build_image.is_some() {
+            Some("builds an image")
+        } else if image.is_none() && !job.steps.is_empty() {
+            Some("has no `image:` (and the server no default image), so it would run on the host")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            let e = format!(
+                "job `{}` {why}: this run is untrusted ({}), and untrusted runs run only \
+                 in containers and build no images",
+                job.name, ctx.plan.trust.reason
+            );
+            out.note(&format!("error: {e}"));
+            return (failed(e), None);
+        }
+    }
     // Caches: restored now, saved after a successful attempt when their key was new.
+    // An untrusted run reads trusted entries but writes only its own kind
+    // (`untrusted:KEY`), which trusted runs never read.
     let mut new_caches = Vec::new();
     for cache in &job.caches {
         let key = match env.eval(ctx, job, &env.visible, &cache.key) {
-            Ok(k) => k,
+            Ok(k) if trusted => k,
+            Ok(k) => format!("{UNTRUSTED_CACHE}{k}"),
             Err(e) => {
                 let e = format!("in `cache.key`: {e}");
                 out.note(&format!("error: {e}"));
@@ -336,9 +364,14 @@ async fn run_attempt(
             dir.to_path_buf(),
             key.clone(),
         );
-        let restored = tokio::task::spawn_blocking(move || store.restore(&repo, &k, &ws))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let restored = tokio::task::spawn_blocking(move || match store.restore(&repo, &k, &ws) {
+            Ok(false) if k.starts_with(UNTRUSTED_CACHE) => {
+                store.restore(&repo, &k[UNTRUSTED_CACHE.len()..], &ws)
+            }
+            other => other,
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match restored {
             Ok(true) => out.note(&format!("cache `{key}` restored")),
             Ok(false) => {
@@ -355,7 +388,6 @@ async fn run_attempt(
             }
         }
     }
-    let image = job.image.clone().or_else(|| ctx.default_image.clone());
     let containers = ctx.executors.get(ExecutorKind::Container).is_some();
     let runner = ctx.services.clone().filter(|_| !job.services.is_empty());
     let builder = ctx.builder.clone().filter(|_| job.build_image.is_some());

@@ -266,6 +266,8 @@ impl Engine {
             None => Ok(source),
         };
         let logins = match &self.secret_key {
+            // An untrusted run gets no registry logins.
+            _ if !plan.trust.is_trusted() => Ok(Logins::default()),
             Some(key) if self.uses_registries() => self
                 .store
                 .registry_credentials(key, &run.repository_id)

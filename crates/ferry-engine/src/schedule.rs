@@ -207,6 +207,7 @@ mod tests {
             author: "Ann".into(),
             message: "m".into(),
             changed_files: None,
+            pull_request: None,
         };
         ferry_plan::plan(&loaded.pipeline, &event, &Default::default()).expect("plan")
     }

@@ -407,6 +407,59 @@ async fn container_jobs_restore_caches() {
     assert!(log.contains("restored\nhit\n"), "{log}");
 }
 
+/// An untrusted run reads trusted cache entries but writes only its own kind, which
+/// trusted runs never read; it runs nothing on the host and builds no image.
+#[tokio::test]
+async fn untrusted_runs_read_caches_but_write_only_their_own() {
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    let yaml = pipeline(CACHED, &image);
+    let untrusted = ferry_plan::Trust::untrusted("pull request #1 from a fork");
+    // Nothing cached: the untrusted run makes an entry of its own kind...
+    let first = f.run_as(&yaml, untrusted.clone()).await;
+    f.assert_success(&first, "cached").await;
+    assert!(f.log(&first, "cached").await.contains("miss\n"));
+    // ...which a trusted run does not read: it makes the trusted entry,
+    let trusted = f.run(&yaml).await;
+    let log = f.log(&trusted, "cached").await;
+    assert!(
+        log.contains("miss\n"),
+        "a trusted run read an untrusted entry: {log}"
+    );
+    // which the next untrusted run reads (its own entry comes first, and holds the same).
+    let again = f.run_as(&yaml, untrusted.clone()).await;
+    assert!(f.log(&again, "cached").await.contains("hit\n"));
+    let keys: Vec<String> = f
+        .engine
+        .caches()
+        .list()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert!(
+        keys.iter().any(|k| k.starts_with("untrusted:c-")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.starts_with("c-")), "{keys:?}");
+
+    let host = f
+        .run_as(
+            "jobs:\n  host:\n    run: cat /etc/hostname\n",
+            untrusted.clone(),
+        )
+        .await;
+    let why = Fixture::reason(&host, "host");
+    assert!(
+        why.contains("would run on the host") && why.contains("untrusted"),
+        "{why}"
+    );
+    let build = "jobs:\n  build:\n    build_image: { name: ferry-test/untrusted, push: false }\n";
+    let built = f.run_as(build, untrusted).await;
+    let why = Fixture::reason(&built, "build");
+    assert!(why.contains("builds an image"), "{why}");
+}
+
 /// A registry of the test's own that wants a login (htpasswd), stopped when dropped.
 struct AuthRegistry {
     child: std::process::Child,

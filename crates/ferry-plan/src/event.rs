@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    #[default]
     Push,
     Tag,
     PullRequest,
@@ -59,6 +60,22 @@ pub struct Event {
     pub message: String,
     /// Files the event changed; `None` when not known, and then every `changed()` is true.
     pub changed_files: Option<Vec<String>>,
+    /// A pull request's facts (`pull_request` events from a forge). Its run has no
+    /// `branch`: the branch it comes from is named by whoever opened it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestEvent>,
+}
+
+/// What `if:`, `on:` and the built-in variables know of a pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestEvent {
+    pub number: u64,
+    /// The branch it would merge into (what `on.pull_request.branches` matches).
+    pub base: String,
+    /// Its own branch, in the repository it comes from.
+    pub head: String,
+    /// Whether it comes from another repository.
+    pub fork: bool,
 }
 
 impl Event {

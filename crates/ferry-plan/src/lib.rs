@@ -9,9 +9,9 @@ mod matrix;
 mod plan;
 mod triggers;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, PullRequestEvent};
 pub use plan::{
-    Decision, Options, Plan, PlanConcurrency, PlanError, PlanJob, builtins, condition_env, context,
-    plan,
+    Decision, Options, Plan, PlanConcurrency, PlanError, PlanJob, Trust, TrustLevel, builtins,
+    condition_env, context, plan,
 };
 pub use triggers::trigger_matches;

@@ -94,6 +94,61 @@ pub struct Plan {
     /// when it succeeds and how its release is delivered.
     #[serde(default, skip_serializing_if = "is_default")]
     pub delivery: ferry_config::delivery::Delivery,
+    /// How far the run is trusted: decided by the server, never by the commit.
+    #[serde(default)]
+    pub trust: Trust,
+}
+
+/// How far a run is trusted, decided by the server from facts the run's code cannot
+/// forge: the event, and for a pull request whether it comes from another repository
+/// (see docs/security.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Trust {
+    pub level: TrustLevel,
+    /// Why, for people: `pull request #4 from a fork (alice/app), opened by alice`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl Trust {
+    pub fn untrusted(reason: impl Into<String>) -> Self {
+        Self {
+            level: TrustLevel::Untrusted,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn trusted(reason: impl Into<String>) -> Self {
+        Self {
+            level: TrustLevel::Trusted,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_trusted(&self) -> bool {
+        self.level == TrustLevel::Trusted
+    }
+}
+
+/// `trusted`: the run gets the repository's registry logins, writes caches, may seal a
+/// release and runs host jobs. `untrusted`: none of that (see docs/security.md).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TrustLevel {
+    #[default]
+    Trusted,
+    Untrusted,
+}
+
+impl TrustLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustLevel::Trusted => "trusted",
+            TrustLevel::Untrusted => "untrusted",
+        }
+    }
 }
 
 fn is_default(d: &ferry_config::delivery::Delivery) -> bool {
@@ -163,6 +218,7 @@ pub fn context(
         ("author", Value::from(event.author.clone())),
         ("message", Value::from(event.message.clone())),
         ("changed_files", Value::from_serialize(&event.changed_files)),
+        ("pull_request", Value::from_serialize(&event.pull_request)),
     ]
     .into_iter()
     .collect();
@@ -180,9 +236,10 @@ pub fn context(
     Value::from_serialize(&ctx)
 }
 
-/// The built-in variables known from the event alone.
+/// The built-in variables known from the event alone (`FERRY_PR_*` only for a pull
+/// request).
 pub fn builtins(event: &Event) -> Vec<(&'static str, String)> {
-    vec![
+    let mut vars = vec![
         ("CI", "true".into()),
         ("FERRY", "true".into()),
         ("FERRY_EVENT", event.kind.as_str().into()),
@@ -193,7 +250,14 @@ pub fn builtins(event: &Event) -> Vec<(&'static str, String)> {
         ("FERRY_COMMIT_SHORT_SHA", event.short_sha().into()),
         ("FERRY_COMMIT_AUTHOR", event.author.clone()),
         ("FERRY_COMMIT_MESSAGE", event.message.clone()),
-    ]
+    ];
+    if let Some(pull) = &event.pull_request {
+        vars.push(("FERRY_PR_NUMBER", pull.number.to_string()));
+        vars.push(("FERRY_PR_BASE", pull.base.clone()));
+        vars.push(("FERRY_PR_HEAD", pull.head.clone()));
+        vars.push(("FERRY_PR_FORK", pull.fork.to_string()));
+    }
+    vars
 }
 
 /// The expression environment for `if:`, with `changed()` bound to the event's files.
@@ -392,5 +456,6 @@ pub fn plan(pipeline: &Pipeline, event: &Event, options: &Options) -> Result<Pla
         concurrency,
         jobs: ordered,
         delivery: pipeline.delivery.clone(),
+        trust: Trust::default(),
     })
 }

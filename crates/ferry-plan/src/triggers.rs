@@ -25,10 +25,15 @@ fn paths_match(filter: &RefFilter, event: &Event) -> bool {
 }
 
 fn filter_matches(filter: &RefFilter, event: &Event) -> Result<(), String> {
-    let branch = event.branch.as_deref().unwrap_or("");
+    // A pull request is matched by the branch it would merge into: its own branch is
+    // named by whoever opened it.
+    let (what, branch) = match &event.pull_request {
+        Some(pull) => ("target branch", pull.base.as_str()),
+        None => ("branch", event.branch.as_deref().unwrap_or("")),
+    };
     if !any_glob(&filter.branches, branch) {
         return Err(format!(
-            "branch `{branch}` is not in `branches` ({})",
+            "{what} `{branch}` is not in `branches` ({})",
             filter.branches.join(", ")
         ));
     }

@@ -22,6 +22,7 @@ fn event(
         author: "Dev <dev@example.com>".into(),
         message: "change things".into(),
         changed_files: changed.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        pull_request: None,
     }
 }
 

@@ -61,12 +61,18 @@ async fn handle(state: &AppState, item: &Intake) {
         Ok(r) => r,
         Err(e) => return finish(None, e.to_string(), false).await,
     };
+    let trust = match trust(&repo, item) {
+        Ok(trust) => trust,
+        Err(declined) => return finish(None, declined, false).await,
+    };
     let req = TriggerRequest {
         git_ref: item.git_ref.clone(),
         sha: Some(item.sha.clone()),
         variables: Vec::new(),
         event: EventKind::parse(&item.event).unwrap_or(EventKind::Push),
         triggered_by: format!("webhook:{}", item.provider),
+        trust,
+        pull: item.pull.clone(),
     };
     // A fetch that fails or a mirror that cannot be read may be passing trouble: try
     // again a few times, waiting longer each time, before giving up on the delivery.
@@ -98,5 +104,45 @@ async fn handle(state: &AppState, item: &Intake) {
             finish(None, why, true).await
         }
         Err(e) => finish(None, e.to_string(), false).await,
+    }
+}
+
+/// How far a delivery's run is trusted, from what the forge says (never from the
+/// commit): a pull request from another repository (a fork) is untrusted, and runs only
+/// when the repository says `fork_prs: run`; `Err` says why it starts no run.
+pub(crate) fn trust(
+    repo: &ferry_store::Repository,
+    item: &Intake,
+) -> Result<ferry_plan::Trust, String> {
+    let by = item
+        .sender
+        .as_deref()
+        .map(|s| format!(" by {s}"))
+        .unwrap_or_default();
+    let Some(pull) = &item.pull else {
+        return Ok(ferry_plan::Trust::trusted(format!(
+            "{} of {}{by}, signed with the repository's webhook secret",
+            item.event, item.git_ref
+        )));
+    };
+    if !pull.fork {
+        return Ok(ferry_plan::Trust::trusted(format!(
+            "pull request #{} from branch {} of this repository{by}",
+            pull.number, pull.head
+        )));
+    }
+    let from = pull
+        .from
+        .as_deref()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default();
+    let what = format!("pull request #{} from a fork{from}{by}", pull.number);
+    match repo.fork_prs.as_str() {
+        "run" => Ok(ferry_plan::Trust::untrusted(what)),
+        _ => Err(format!(
+            "{what}: the repository does not run pull requests from forks \
+             (fork_prs is `{}`; `run` runs them untrusted)",
+            repo.fork_prs
+        )),
     }
 }

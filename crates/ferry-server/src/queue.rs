@@ -128,6 +128,7 @@ async fn execute_inner(
         .map_err(|e| e.to_string());
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
     let outcome = result?;
+    // `after_success` asks `releasable`, which an untrusted run never is.
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
         crate::release::after_success(state, &outcome.run.id, &plan).await;
     }

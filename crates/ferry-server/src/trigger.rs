@@ -20,6 +20,11 @@ pub struct TriggerRequest {
     pub event: EventKind,
     /// Who or what asks (`user:ada`, `webhook:github`, …).
     pub triggered_by: String,
+    /// How far the run is trusted (decided by the caller from facts the code cannot
+    /// forge; see `intake::trust`).
+    pub trust: ferry_plan::Trust,
+    /// A pull request's facts, for a `pull_request` delivery.
+    pub pull: Option<ferry_store::PullRequest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,11 +131,25 @@ pub async fn trigger(
         author: commit.author.clone(),
         message: commit.message.clone(),
         changed_files: Some(commit.changed_files.clone()),
+        pull_request: req.pull.as_ref().map(|p| ferry_plan::PullRequestEvent {
+            number: p.number,
+            base: p.base.clone(),
+            head: p.head.clone(),
+            fork: p.fork,
+        }),
     };
     let plan = ferry_plan::plan(&pipeline, &event, &Default::default())
         .map_err(|e| TriggerError::Config(e.to_string()))?;
     let mut plan = plan;
     plan.env.extend(req.variables.iter().cloned());
+    plan.trust = req.trust.clone();
+    if !plan.trust.is_trusted() {
+        // An untrusted run has a concurrency group of its own kind: it never cancels
+        // or queues behind a trusted run, whatever group its file names.
+        if let Some(c) = &mut plan.concurrency {
+            c.group = format!("untrusted/{}", c.group);
+        }
+    }
     if let Some(reason) = &plan.not_triggered {
         return Err(TriggerError::NotTriggered(reason.clone()));
     }

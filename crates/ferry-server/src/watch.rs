@@ -157,7 +157,9 @@ async fn poll(state: &AppState, repo: &Repository) -> Result<(), String> {
             sha: Some(sha),
             variables: Vec::new(),
             event,
+            trust: ferry_plan::Trust::trusted(format!("{name} of the repository, polled")),
             triggered_by: "poll".into(),
+            pull: None,
         };
         match trigger(state, repo, &req).await {
             Ok(run) => tracing::info!("poll: {} {name} started run {}", repo.name, run.number),
@@ -254,7 +256,9 @@ async fn fire_if_due(state: &AppState, repo: &Repository, expr: &str) -> Result<
         sha: None,
         variables: Vec::new(),
         event: EventKind::Schedule,
+        trust: ferry_plan::Trust::trusted(format!("the schedule `{expr}` of the default branch")),
         triggered_by: format!("schedule:{expr}"),
+        pull: None,
     };
     match trigger(state, repo, &req).await {
         Ok(run) => tracing::info!(

@@ -47,12 +47,19 @@ pub enum Outcome {
     Ignore(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hook {
     pub event: EventKind,
-    /// The full ref: `refs/heads/main`, `refs/tags/v1`.
+    /// The full ref: `refs/heads/main`, `refs/tags/v1`; for a pull request the forge's
+    /// own ref of it (`refs/pull/4/head`, `refs/merge-requests/4/head`), never a branch
+    /// name: a fork's branch called `main` is not `main`.
     pub git_ref: String,
     pub sha: String,
+    /// The forge account that caused the delivery (`sender.login`, `user_username`),
+    /// when the payload names one.
+    pub sender: Option<String>,
+    /// A pull request's facts.
+    pub pull: Option<ferry_store::PullRequest>,
 }
 
 const ZERO: &str = "0000000000000000000000000000000000000000";
@@ -168,10 +175,26 @@ fn push(
         event,
         git_ref: git_ref.to_string(),
         sha: after.to_string(),
+        ..Hook::default()
     }))
 }
 
-fn pull_request(action: &str, head_ref: &str, sha: &str, message: Option<&str>) -> Outcome {
+fn with_sender(outcome: Outcome, sender: Option<&str>) -> Outcome {
+    match outcome {
+        Outcome::Trigger(hook) => Outcome::Trigger(Hook {
+            sender: sender.map(str::to_string),
+            ..hook
+        }),
+        other => other,
+    }
+}
+
+fn pull_request(
+    action: &str,
+    pull: ferry_store::PullRequest,
+    sha: &str,
+    message: Option<&str>,
+) -> Outcome {
     if !matches!(
         action,
         "opened" | "synchronize" | "synchronized" | "reopened" | "open" | "update" | "reopen"
@@ -181,11 +204,32 @@ fn pull_request(action: &str, head_ref: &str, sha: &str, message: Option<&str>) 
     if message.is_some_and(skip_ci) {
         return Outcome::Ignore("[skip ci] in the commit message".into());
     }
+    let git_ref = pull.git_ref.clone();
     Outcome::Trigger(Hook {
         event: EventKind::PullRequest,
-        git_ref: format!("refs/heads/{head_ref}"),
+        git_ref,
         sha: sha.to_string(),
+        sender: pull.author.clone(),
+        pull: Some(pull),
     })
+}
+
+/// Whether two repository ids from a payload name different repositories: a head
+/// repository the payload does not name (a deleted fork) counts as another.
+fn other_repository(head: Option<&Value>, base: Option<&Value>) -> bool {
+    let id = |v: Option<&Value>| v.filter(|v| !v.is_null()).map(Value::to_string);
+    match (id(head), id(base)) {
+        (Some(h), Some(b)) => h != b,
+        _ => true,
+    }
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    let mut cur = v;
+    for p in path {
+        cur = cur.get(p)?;
+    }
+    Some(cur)
 }
 
 /// The forge's name of the delivery's event (`push`, `Push Hook`, …).
@@ -247,15 +291,47 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
                     .and_then(|c| c.last())
                     .and_then(|c| str_at(c, &["message"]))
             });
-            push(git_ref, after, deleted, message)
+            push(git_ref, after, deleted, message).map(|o| {
+                with_sender(
+                    o,
+                    str_at(&v, &["sender", "login"]).or(str_at(&v, &["pusher", "name"])),
+                )
+            })
         }
         (Provider::Github | Provider::Gitea, _) => {
             let action = str_at(&v, &["action"]).ok_or_else(|| missing("action"))?;
-            let head = str_at(&v, &["pull_request", "head", "ref"])
-                .ok_or_else(|| missing("pull_request.head.ref"))?;
-            let sha = str_at(&v, &["pull_request", "head", "sha"])
-                .ok_or_else(|| missing("pull_request.head.sha"))?;
-            Ok(pull_request(action, head, sha, None))
+            let pr = v
+                .get("pull_request")
+                .ok_or_else(|| missing("pull_request"))?;
+            let head =
+                str_at(pr, &["head", "ref"]).ok_or_else(|| missing("pull_request.head.ref"))?;
+            let sha =
+                str_at(pr, &["head", "sha"]).ok_or_else(|| missing("pull_request.head.sha"))?;
+            let number = at(pr, &["number"])
+                .or_else(|| v.get("number"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| missing("pull_request.number"))?;
+            // Where it comes from, by the forge's repository ids (Gitea also sends
+            // `head.repo_id`): a name proves nothing.
+            let fork = match (
+                at(pr, &["head", "repo", "id"]),
+                at(pr, &["base", "repo", "id"]),
+            ) {
+                (Some(h), Some(b)) => other_repository(Some(h), Some(b)),
+                _ => other_repository(at(pr, &["head", "repo_id"]), at(pr, &["base", "repo_id"])),
+            };
+            let pull = ferry_store::PullRequest {
+                number,
+                git_ref: format!("refs/pull/{number}/head"),
+                head: head.to_string(),
+                base: str_at(pr, &["base", "ref"]).unwrap_or_default().to_string(),
+                fork,
+                from: str_at(pr, &["head", "repo", "full_name"]).map(str::to_string),
+                author: str_at(&v, &["sender", "login"])
+                    .or(str_at(pr, &["user", "login"]))
+                    .map(str::to_string),
+            };
+            Ok(pull_request(action, pull, sha, None))
         }
         (Provider::Gitlab, "Merge Request Hook") => {
             let attrs = v
@@ -272,9 +348,26 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
                 .ok_or_else(|| missing("object_attributes.source_branch"))?;
             let sha = str_at(attrs, &["last_commit", "id"])
                 .ok_or_else(|| missing("object_attributes.last_commit.id"))?;
+            let number = at(attrs, &["iid"])
+                .and_then(Value::as_u64)
+                .ok_or_else(|| missing("object_attributes.iid"))?;
+            let pull = ferry_store::PullRequest {
+                number,
+                git_ref: format!("refs/merge-requests/{number}/head"),
+                head: head.to_string(),
+                base: str_at(attrs, &["target_branch"])
+                    .unwrap_or_default()
+                    .to_string(),
+                fork: other_repository(
+                    attrs.get("source_project_id"),
+                    attrs.get("target_project_id"),
+                ),
+                from: str_at(attrs, &["source", "path_with_namespace"]).map(str::to_string),
+                author: str_at(&v, &["user", "username"]).map(str::to_string),
+            };
             Ok(pull_request(
                 action,
-                head,
+                pull,
                 sha,
                 str_at(attrs, &["last_commit", "message"]),
             ))
@@ -288,6 +381,7 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
                 .and_then(|c| c.last())
                 .and_then(|c| str_at(c, &["message"]));
             push(git_ref, after, false, message)
+                .map(|o| with_sender(o, str_at(&v, &["user_username"])))
         }
         (Provider::Generic, _) => {
             let git_ref = str_at(&v, &["ref"]).ok_or_else(|| missing("ref"))?;
@@ -307,6 +401,7 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
                     },
                     git_ref: full,
                     sha: String::new(),
+                    ..Hook::default()
                 }));
             }
             push(&full, sha, false, str_at(&v, &["message"]))

@@ -38,6 +38,7 @@ fn trigger(event: EventKind, git_ref: &str, sha: &str) -> Outcome {
         event,
         git_ref: git_ref.into(),
         sha: sha.into(),
+        ..Hook::default()
     })
 }
 
@@ -96,7 +97,7 @@ fn forge_payloads_parse() {
             "github-pull-request.json",
             trigger(
                 EventKind::PullRequest,
-                "refs/heads/changes",
+                "refs/pull/2/head",
                 "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
             ),
         ),
@@ -133,7 +134,7 @@ fn forge_payloads_parse() {
             "gitlab-merge-request.json",
             trigger(
                 EventKind::PullRequest,
-                "refs/heads/ms-viewport",
+                "refs/merge-requests/1/head",
                 "da1560886d4f094c3e6c9ef40349f7d38b5d27d7",
             ),
         ),
@@ -159,7 +160,7 @@ fn forge_payloads_parse() {
             "gitea-pull-request.json",
             trigger(
                 EventKind::PullRequest,
-                "refs/heads/feature",
+                "refs/pull/7/head",
                 "bffeb74224043ba2feb48d137756c8a9331c449a",
             ),
         ),
@@ -182,8 +183,108 @@ fn forge_payloads_parse() {
             Provider::Generic => "x-ferry-event",
         };
         let got = webhook::parse(provider, &headers(&[(header, event)]), &payload(file));
-        assert_eq!(got, Ok(expected), "{provider:?} {event} {file}");
+        assert_eq!(got.map(bare), Ok(expected), "{provider:?} {event} {file}");
     }
+}
+
+/// The table above compares what to run; who sent it and a pull request's facts are
+/// checked below.
+fn bare(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Trigger(hook) => Outcome::Trigger(Hook {
+            sender: None,
+            pull: None,
+            ..hook
+        }),
+        other => other,
+    }
+}
+
+fn hook_of(p: Provider, event: &str, body: &serde_json::Value) -> Hook {
+    let header = match p {
+        Provider::Github => "x-github-event",
+        Provider::Gitlab => "x-gitlab-event",
+        _ => "x-gitea-event",
+    };
+    match webhook::parse(p, &headers(&[(header, event)]), body.to_string().as_bytes()) {
+        Ok(Outcome::Trigger(hook)) => hook,
+        other => panic!("{p:?} {event}: {other:?}"),
+    }
+}
+
+/// Where a pull request comes from is decided by the forge's repository ids, never by
+/// names; its ref is the forge's ref of it, so a fork's branch called `main` does not
+/// look like `main`; the sender is the forge's account.
+#[test]
+fn pull_requests_say_whether_they_come_from_a_fork() {
+    let json =
+        |f: &str| -> serde_json::Value { serde_json::from_slice(&payload(f)).expect("json") };
+
+    let same = hook_of(
+        Provider::Github,
+        "pull_request",
+        &json("github-pull-request.json"),
+    );
+    let pull = same.pull.clone().expect("pull");
+    assert_eq!(
+        (
+            pull.number,
+            pull.fork,
+            pull.head.as_str(),
+            pull.base.as_str()
+        ),
+        (2, false, "changes", "master")
+    );
+    assert_eq!(pull.from.as_deref(), Some("Codertocat/Hello-World"));
+    assert_eq!(same.sender.as_deref(), Some("Codertocat"));
+
+    let mut fork = json("github-pull-request.json");
+    fork["pull_request"]["head"]["ref"] = "main".into();
+    fork["pull_request"]["head"]["repo"]["id"] = 999.into();
+    fork["pull_request"]["head"]["repo"]["full_name"] = "mallory/Hello-World".into();
+    // Even a head repository with the base's name is another repository.
+    let hook = hook_of(Provider::Github, "pull_request", &fork);
+    assert_eq!(hook.git_ref, "refs/pull/2/head", "not refs/heads/main");
+    assert!(hook.pull.as_ref().expect("pull").fork);
+    fork["pull_request"]["head"]["repo"] = serde_json::Value::Null;
+    let hook = hook_of(Provider::Github, "pull_request", &fork);
+    assert!(hook.pull.expect("pull").fork, "a deleted fork is a fork");
+
+    let gitea = hook_of(
+        Provider::Gitea,
+        "pull_request",
+        &json("gitea-pull-request.json"),
+    );
+    assert!(!gitea.pull.expect("pull").fork);
+    let mut fork = json("gitea-pull-request.json");
+    fork["pull_request"]["head"]["repo_id"] = 141.into();
+    assert!(
+        hook_of(Provider::Gitea, "pull_request", &fork)
+            .pull
+            .expect("pull")
+            .fork
+    );
+
+    let gitlab = hook_of(
+        Provider::Gitlab,
+        "Merge Request Hook",
+        &json("gitlab-merge-request.json"),
+    );
+    let pull = gitlab.pull.expect("pull");
+    assert_eq!(
+        (pull.number, pull.fork, pull.base.as_str()),
+        (1, false, "master")
+    );
+    assert_eq!(gitlab.sender.as_deref(), Some("root"));
+    let mut fork = json("gitlab-merge-request.json");
+    fork["object_attributes"]["source_project_id"] = 15.into();
+    let hook = hook_of(Provider::Gitlab, "Merge Request Hook", &fork);
+    assert!(hook.pull.expect("pull").fork);
+    assert_eq!(hook.git_ref, "refs/merge-requests/1/head");
+
+    let push = hook_of(Provider::Gitlab, "Push Hook", &json("gitlab-push.json"));
+    assert_eq!(push.sender.as_deref(), Some("jsmith"));
+    assert!(push.pull.is_none());
 }
 
 #[test]
@@ -672,5 +773,115 @@ async fn deliveries_are_listed_with_their_outcome_and_can_be_delivered_again() {
         .find(|d| d["redelivery_of"] == declined["id"])
         .expect("the redelivery is listed");
     assert_eq!(redelivered["status"], "declined", "{redelivered}");
+    s.stop().await;
+}
+
+/// A GitHub `pull_request` delivery of `sha` from branch `head`, opened by `sender`;
+/// `head_repo` is the id of the repository it comes from (the base is 1).
+fn pull_body(sha: &str, head: &str, head_repo: u64, sender: &str) -> String {
+    json!({
+        "action": "opened", "number": 5,
+        "pull_request": {
+            "number": 5,
+            "head": { "ref": head, "sha": sha, "repo": { "id": head_repo, "full_name": format!("{sender}/app") } },
+            "base": { "ref": "main", "sha": sha, "repo": { "id": 1, "full_name": "ada/app" } }
+        },
+        "sender": { "login": sender }
+    })
+    .to_string()
+}
+
+/// A pull request from a fork is declined unless the repository runs them
+/// (`fork_prs: run`), and then runs untrusted: a job that would run on the host (and
+/// could read the server's files) is refused before it starts, nothing is released
+/// whatever `release:` says, and a fork's branch called `main` is not `main`. A pull
+/// request from a branch of the repository itself is trusted.
+#[tokio::test]
+async fn fork_pull_requests_are_declined_or_run_untrusted() {
+    let pipeline = "on:\n  push: {}\n  pull_request: {}\nconcurrency: { group: deploys, cancel_in_progress: true }\nrelease:\n  branches: [\"**\"]\njobs:\n  work:\n    run: cat ../../../secret.key; echo branch=$FERRY_BRANCH\n";
+    let (s, bare) = hooked_server(pipeline).await;
+    let sha = head(&bare);
+    ferry_testkit::git(&bare, &["update-ref", "refs/pull/5/head", &sha]);
+    let fork = pull_body(&sha, "main", 666, "mallory");
+
+    // The default: declined, and the delivery says why.
+    assert_eq!(hooked(&s, "pr-1", "pull_request", &fork).await.status, 202);
+    intake_done(&s).await;
+    assert!(s.all_runs().await.is_empty(), "no run of a fork's code");
+    let (_, list) = s
+        .admin("GET", "/api/v1/repos/hooked/deliveries", None)
+        .await;
+    let reason = list["deliveries"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("pull request #5 from a fork (mallory/app) by mallory")
+            && reason.contains("does not run pull requests from forks"),
+        "{list}"
+    );
+
+    // A repository that runs them: untrusted.
+    let open = s.repository("open", Some(pipeline));
+    ferry_testkit::git(&open, &["update-ref", "refs/pull/5/head", &sha]);
+    let body = json!({ "name": "open", "url": open.display().to_string(),
+        "webhook_secret": "s3cret", "fork_prs": "run" });
+    let (status, answer) = s.admin("POST", "/api/v1/repos", Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["repository"]["fork_prs"], "run");
+    let answer = github(
+        &s,
+        "open",
+        &signed("s3cret", &fork),
+        "pr-2",
+        "pull_request",
+        &fork,
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    let runs = s.first_runs("open").await;
+    assert_eq!(runs[0].git_ref, "refs/pull/5/head");
+    assert_eq!(runs[0].branch, None, "a fork's `main` is not main");
+    let detail = s.finished(&runs[0].id).await;
+    assert_eq!(detail["trust"]["level"], "untrusted", "{detail}");
+    assert_eq!(
+        detail["plan"]["concurrency"]["group"], "untrusted/deploys",
+        "never the group of trusted runs"
+    );
+    assert_eq!(detail["run"]["status"], "failed", "{detail}");
+    let why = detail["jobs"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("would run on the host") && why.contains("this run is untrusted"),
+        "{detail}"
+    );
+    let log = s.log(&runs[0].id, "work").await;
+    assert!(!log.contains("branch="), "the job never started: {log}");
+    let (_, releases) = s.admin("GET", "/api/v1/repos/open/releases", None).await;
+    assert_eq!(releases["releases"], json!([]), "{releases}");
+
+    // The same pull request from a branch of the repository itself: trusted.
+    let own = pull_body(&sha, "feature", 1, "ada");
+    let answer = github(
+        &s,
+        "open",
+        &signed("s3cret", &own),
+        "pr-3",
+        "pull_request",
+        &own,
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    intake_done(&s).await;
+    let runs = s.runs_of("open").await;
+    assert_eq!(runs.len(), 2, "newest first");
+    let detail = s.finished(&runs[0].id).await;
+    assert_eq!(detail["trust"]["level"], "trusted", "{detail}");
+    assert!(
+        detail["trust"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pull request #5 from branch feature of this repository by ada"),
+        "{detail}"
+    );
     s.stop().await;
 }

@@ -69,7 +69,7 @@ pub struct DeliveryRecord {
 }
 
 const DELIVERY_COLUMNS: &str = "id, repository_id, provider, delivery_id, event, git_ref, sha, \
-     received_at, status, run_id, reason, finished_at, redelivery_of";
+     received_at, sender, pull, status, run_id, reason, finished_at, redelivery_of";
 
 fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRecord> {
     Ok(DeliveryRecord {
@@ -90,7 +90,7 @@ impl Column for DeliveryStatus {
     }
 }
 
-/// `query` with the eight columns of an intake entry bound from `$1` on (its id first,
+/// `query` with the ten columns of an intake entry bound from `$1` on (its id first,
 /// which the caller gives).
 pub(crate) fn bind_intake<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
@@ -106,11 +106,17 @@ pub(crate) fn bind_intake<'q>(
         .bind(&item.git_ref)
         .bind(&item.sha)
         .bind(item.received_at)
+        .bind(&item.sender)
+        .bind(
+            item.pull
+                .as_ref()
+                .and_then(|p| serde_json::to_string(p).ok()),
+        )
 }
 
 /// The intake columns, as [`bind_intake`] binds them.
 pub(crate) const INTAKE_INSERT: &str =
-    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at";
+    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull";
 
 /// Records an accepted delivery as pending (inside the intake's transaction).
 pub(crate) async fn log_accepted(
@@ -121,7 +127,7 @@ pub(crate) async fn log_accepted(
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO delivery_log ({INTAKE_INSERT}, status, redelivery_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)"
     );
     bind_intake(sqlx::query(&sql), id, item)
         .bind(redelivery_of)
@@ -157,7 +163,7 @@ impl Store {
         let id = uuid::Uuid::now_v7().to_string();
         let sql = format!(
             "INSERT INTO delivery_log ({INTAKE_INSERT}, status, reason, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ignored', $9, $8)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ignored', $11, $8)"
         );
         bind_intake(sqlx::query(&sql), &id, item)
             .bind(reason)

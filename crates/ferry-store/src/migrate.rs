@@ -77,6 +77,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "verification_times",
         common!("0012_verification_times.sql"),
     ),
+    (13, "trust", common!("0013_trust.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

@@ -195,6 +195,9 @@ pub struct Repository {
     pub webhook_secret: Option<String>,
     pub poll_interval_s: Option<i64>,
     pub created_at: i64,
+    /// What a pull request from a fork gets: `ignore` (no run, the default) or `run`
+    /// (an untrusted run; see docs/security.md).
+    pub fork_prs: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -204,6 +207,33 @@ pub struct NewRepository {
     pub default_branch: Option<String>,
     pub webhook_secret: Option<String>,
     pub poll_interval_s: Option<i64>,
+    /// `None`: `ignore`.
+    pub fork_prs: Option<String>,
+}
+
+/// What a repository does with a pull request from a fork.
+pub const FORK_PRS: [&str; 2] = ["ignore", "run"];
+
+/// A pull (merge) request's facts, from the forge's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PullRequest {
+    /// Its number (GitLab's `iid`).
+    pub number: u64,
+    /// The forge's ref of its head (`refs/pull/4/head`, `refs/merge-requests/4/head`).
+    pub git_ref: String,
+    /// Its branch, in the repository it comes from.
+    pub head: String,
+    /// The branch it would merge into.
+    pub base: String,
+    /// Whether it comes from another repository than this one, by the forge's
+    /// repository ids (a head repository the payload does not name counts as another).
+    pub fork: bool,
+    /// The repository it comes from, when the payload names it (`alice/app`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The forge account that opened or updated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// Which runs to list. Runs come newest first; `before` is the cursor (a run id).
@@ -228,6 +258,9 @@ pub struct Intake {
     pub git_ref: String,
     pub sha: String,
     pub received_at: i64,
+    /// The forge account that caused the delivery, when the payload names one.
+    pub sender: Option<String>,
+    pub pull: Option<PullRequest>,
 }
 
 /// An image a job built with `build_image:`.

@@ -8,21 +8,21 @@ use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, n
 // The columns [`repository_from_row`] reads (of `repositories`).
 #[rustfmt::skip]
 crate::row::record!(REPOSITORY_COLUMNS, repository_from_row, Repository {
-    id, name, url, default_branch, webhook_secret, poll_interval_s, created_at
+    id, name, url, default_branch, webhook_secret, poll_interval_s, created_at, fork_prs
 });
 
 // The columns [`intake_from_row`] reads (of `intake`).
 #[rustfmt::skip]
 crate::row::record!(INTAKE_COLUMNS, pub(crate) intake_from_row, Intake {
-    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at
+    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull
 });
 
 impl Store {
     pub async fn create_repository(&self, new: &NewRepository) -> Result<Repository> {
         let id = uuid::Uuid::now_v7().to_string();
         let row = sqlx::query(&format!(
-            "INSERT INTO repositories (id, name, url, default_branch, webhook_secret, poll_interval_s, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {REPOSITORY_COLUMNS}"
+            "INSERT INTO repositories (id, name, url, default_branch, webhook_secret, poll_interval_s, created_at, fork_prs) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {REPOSITORY_COLUMNS}"
         ))
         .bind(&id)
         .bind(&new.name)
@@ -31,6 +31,7 @@ impl Store {
         .bind(&new.webhook_secret)
         .bind(new.poll_interval_s)
         .bind(now_ms())
+        .bind(new.fork_prs.as_deref().unwrap_or("ignore"))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| conflict(e, format!("repository {}", new.url)))?;
@@ -269,7 +270,7 @@ async fn insert_intake(
 ) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     let sql = format!(
-        "INSERT INTO intake ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO intake ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         crate::deliveries::INTAKE_INSERT
     );
     crate::deliveries::bind_intake(sqlx::query(&sql), &id, item)

@@ -25,6 +25,15 @@ macro_rules! plain_columns {
 
 plain_columns!(String, i64, Option<String>, Option<i64>);
 
+/// A pull request's facts, stored as JSON.
+impl Column for Option<crate::PullRequest> {
+    fn read(row: &AnyRow, name: &str) -> Result<Self> {
+        let text: Option<String> = row.try_get(name)?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{name}: {e}"))))
+            .transpose()
+    }
+}
+
 impl Column for bool {
     fn read(row: &AnyRow, name: &str) -> Result<Self> {
         Ok(row.try_get::<i64, _>(name)? != 0)

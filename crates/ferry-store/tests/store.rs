@@ -130,6 +130,8 @@ async fn the_delivery_log_follows_each_delivery(f: &Fixture) {
         git_ref: "refs/heads/main".into(),
         sha: "abc".into(),
         received_at: at,
+        sender: None,
+        pull: None,
     };
     let first = s
         .enqueue_intake(&item("d-1", 1))
@@ -984,6 +986,7 @@ async fn repositories(f: &Fixture) {
         default_branch: Some("main".into()),
         webhook_secret: Some("s3cret".into()),
         poll_interval_s: Some(60),
+        fork_prs: None,
     };
     let r = s.create_repository(&new).await.expect("create");
     assert!(matches!(

@@ -78,14 +78,33 @@ impl Fixture {
             author: "A U Thor <a@example.com>".into(),
             message: "test".into(),
             changed_files: None,
+            pull_request: None,
         }
     }
 
     pub async fn run_with(&self, yaml: &str, cancel: CancellationToken) -> RunOutcome {
+        self.run_trusted(yaml, ferry_plan::Trust::default(), cancel)
+            .await
+    }
+
+    /// A run of `yaml` with the trust the server would have given it.
+    pub async fn run_as(&self, yaml: &str, trust: ferry_plan::Trust) -> RunOutcome {
+        self.run_trusted(yaml, trust, CancellationToken::new())
+            .await
+    }
+
+    async fn run_trusted(
+        &self,
+        yaml: &str,
+        trust: ferry_plan::Trust,
+        cancel: CancellationToken,
+    ) -> RunOutcome {
         let pipeline = ferry_config::load(yaml)
             .unwrap_or_else(|d| panic!("{d:?}"))
             .pipeline;
-        let plan = ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
+        let mut plan =
+            ferry_plan::plan(&pipeline, &Self::event(), &Default::default()).expect("plan");
+        plan.trust = trust;
         let (run, ids) = self
             .engine
             .create_run(&self.repo, &plan, false, None)

@@ -102,6 +102,8 @@ pub(crate) async fn receive(
         git_ref: String::new(),
         sha: String::new(),
         received_at: ferry_store::now_ms(),
+        sender: None,
+        pull: None,
     };
     let hook = match outcome {
         Outcome::Ignore(reason) => {
@@ -113,6 +115,8 @@ pub(crate) async fn receive(
     item.event = hook.event.as_str().to_string();
     item.git_ref = hook.git_ref;
     item.sha = hook.sha;
+    item.sender = hook.sender;
+    item.pull = hook.pull;
     // Stored, then answered: the commit's `on:` may still decline the run in the
     // background.
     match s.store.enqueue_intake(&item).await? {

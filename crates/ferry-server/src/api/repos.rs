@@ -39,6 +39,11 @@ pub struct CreateRepository {
     /// Poll the remote every this many seconds (at least 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_s: Option<i64>,
+    /// What a pull request from a fork gets: `ignore` (the default: no run) or `run`
+    /// (an untrusted run: containers only, no registry logins, no cache writes to
+    /// trusted keys, no release; see docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_prs: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -90,6 +95,15 @@ pub(crate) async fn create(
     if body.poll_interval_s.is_some_and(|p| p < 10) {
         return Err(ApiError::invalid("`poll_interval_s` must be at least 10"));
     }
+    if let Some(f) = &body.fork_prs
+        && !ferry_store::FORK_PRS.contains(&f.as_str())
+    {
+        return Err(ApiError::invalid(format!(
+            "`fork_prs` must be one of {}, not `{}`",
+            ferry_store::FORK_PRS.join(", "),
+            f.escape_debug()
+        )));
+    }
     let webhook_secret = match body.webhook_secret {
         Some(w) => Some(super::hooks::seal_with(&s.key, &w)?),
         None => None,
@@ -102,6 +116,7 @@ pub(crate) async fn create(
             default_branch: body.default_branch,
             webhook_secret,
             poll_interval_s: body.poll_interval_s,
+            fork_prs: body.fork_prs,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(RepositoryOne { repository })))

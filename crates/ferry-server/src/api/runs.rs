@@ -74,6 +74,8 @@ pub struct RunDetail {
     pub run: Run,
     /// The plan the run executes (jobs, order, decisions and skip reasons), as stored.
     pub plan: serde_json::Value,
+    /// How far the run is trusted, and why (also in the plan).
+    pub trust: ferry_plan::Trust,
     pub jobs: Vec<JobView>,
     /// Images its jobs built and pushed, with their digests.
     pub images: Vec<Image>,
@@ -153,7 +155,9 @@ pub(crate) async fn trigger(
         sha: None,
         variables: body.variables.into_iter().collect(),
         event,
+        trust: ferry_plan::Trust::trusted(format!("asked for by {}", caller.label())),
         triggered_by: caller.label(),
+        pull: None,
     };
     match trigger_run(&s, &repo, &req).await {
         Ok(run) => Ok((StatusCode::CREATED, Json(RunOne { run }))),
@@ -199,8 +203,12 @@ pub(crate) async fn one(
     Path(run): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let run = s.store.run_by_id(&run).await?;
-    let plan =
+    let plan: serde_json::Value =
         serde_json::from_str(&s.store.run_plan(&run.id).await?).map_err(ApiError::internal)?;
+    let trust = plan
+        .get("trust")
+        .and_then(|t| serde_json::from_value(t.clone()).ok())
+        .unwrap_or_default();
     let mut jobs = Vec::new();
     for job in s.store.jobs(&run.id).await? {
         let steps = s.store.steps(&job.id).await?;
@@ -211,6 +219,7 @@ pub(crate) async fn one(
     Ok(Json(RunDetail {
         run,
         plan,
+        trust,
         jobs,
         images,
         release,
