@@ -66,6 +66,21 @@ pub struct ServeArgs {
     /// [default: human]; levels come from FERRY_LOG (default `info`).
     #[arg(long, env = "FERRY_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Host jobs' sandbox (Linux Landlock): `on` (the default) lets a host step read the
+    /// system's directories and write only its workspace and temporary directory, with
+    /// a scrubbed environment; the server refuses to start when the kernel cannot
+    /// enforce it. `off` runs host steps with the server's rights (trusted code only).
+    #[arg(long, env = "FERRY_HOST_SANDBOX", value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    pub host_sandbox: String,
+    /// A directory sandboxed host steps may also read (and run programs from), e.g. a
+    /// toolchain outside /usr; repeat. Never one holding the data directory.
+    #[arg(
+        long = "sandbox-read",
+        env = "FERRY_SANDBOX_READ",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub sandbox_read: Vec<PathBuf>,
 }
 
 /// The timeout of a server's jobs that set none.
@@ -235,12 +250,35 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
         );
     }
+    let sandbox = match args.host_sandbox.as_str() {
+        "off" => {
+            eprintln!("ferry: host jobs are not sandboxed (--host-sandbox off)");
+            None
+        }
+        _ => {
+            let sandbox = ferry_exec::sandbox::Sandbox::default()
+                .with_read(args.sandbox_read.iter().cloned());
+            match sandbox.check(&data) {
+                Ok(ferry_exec::sandbox::Enforced::Fully) => {}
+                Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {
+                    eprintln!("ferry: the host-job sandbox is partly enforced: {why}");
+                }
+                Err(why) => {
+                    return Err(Failure::usage(format!(
+                        "host jobs cannot be sandboxed: {why} (--host-sandbox off runs them unsandboxed)"
+                    )));
+                }
+            }
+            Some(sandbox)
+        }
+    };
     let engine = Engine::new(
         store.clone(),
         Arc::new(LocalExecutor {
             tracker: Some(ferry_exec::orphans::Tracker::new(
                 ferry_exec::orphans::tracker_dir(&data),
             )),
+            sandbox,
             ..LocalExecutor::default()
         }),
         EngineConfig {

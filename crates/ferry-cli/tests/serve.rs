@@ -38,9 +38,23 @@ fn start(data: &Path, extra: &[&str]) -> Serve {
     start_with(&args)
 }
 
+/// `ferry serve` with `extra`; host jobs unsandboxed unless `extra` says otherwise
+/// (these tests' steps write markers beside their data directory).
 fn start_with(extra: &[&str]) -> Serve {
+    start_with_envs(extra, &[])
+}
+
+/// [`start_with`], with variables set in the server's environment.
+fn start_with_envs(extra: &[&str], envs: &[(&str, &str)]) -> Serve {
+    let sandbox: &[&str] = if extra.contains(&"--host-sandbox") {
+        &[]
+    } else {
+        &["--host-sandbox", "off"]
+    };
     let mut child = ferry(&["serve", "--listen", "127.0.0.1:0"])
+        .args(sandbox)
         .args(extra)
+        .envs(envs.iter().copied())
         .env_remove("FERRY_DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -195,6 +209,63 @@ impl Serve {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("wait");
     }
+}
+
+/// A host job of a server with its default sandbox reads the system and writes its
+/// workspace and temporary directory, and nothing else: not the server's key or
+/// database, not the data directory's listing, not a file beside it; it sees none of
+/// the server's environment.
+#[tokio::test]
+async fn host_jobs_cannot_reach_the_servers_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    let pipeline = format!(
+        "jobs:\n  probe:\n    run: |\n      \
+         cat {d}/secret.key >/dev/null 2>&1 && echo LEAK-key || echo no-key\n      \
+         cat {d}/ferry.db >/dev/null 2>&1 && echo LEAK-db || echo no-db\n      \
+         ls {d} >/dev/null 2>&1 && echo LEAK-list || echo no-list\n      \
+         (echo x > {o}/written) 2>/dev/null && echo LEAK-write || echo no-write\n      \
+         env | grep -q FERRY_TEST_SERVER_ONLY && echo LEAK-env || echo no-env\n      \
+         echo in-workspace > here && cat here\n      \
+         echo in-tmp > \"$TMPDIR/t\" && cat \"$TMPDIR/t\"\n      \
+         ls /usr/bin/env >/dev/null && echo system-readable\n",
+        d = data.display(),
+        o = outside.display()
+    );
+    let bare = bare_repo(tmp.path(), &pipeline);
+    let server = start_with_env(&data, &["--host-sandbox", "on"]);
+    let token = server.admin_token();
+    server.add_app(&token, &bare).await;
+    let run = server.trigger_app(&token).await;
+    let detail = server
+        .wait_for_run(&token, &run, |d| {
+            d["run"]["status"] != "running" && d["run"]["status"] != "queued"
+        })
+        .await;
+    let (_, log) = server
+        .call_text(
+            &token,
+            "GET",
+            &format!("/api/v1/runs/{run}/jobs/probe/log"),
+            None,
+        )
+        .await;
+    assert_eq!(detail["run"]["status"], "success", "{detail}\n{log}");
+    assert_eq!(
+        log,
+        "no-key\nno-db\nno-list\nno-write\nno-env\nin-workspace\nin-tmp\nsystem-readable\n"
+    );
+    assert!(!outside.join("written").exists());
+}
+
+/// [`start`] with a variable in the server's environment that no step may see.
+fn start_with_env(data: &Path, extra: &[&str]) -> Serve {
+    let data = data.display().to_string();
+    let mut args = vec!["--max-runs", "1", "--data-dir", &data];
+    args.extend_from_slice(extra);
+    start_with_envs(&args, &[("FERRY_TEST_SERVER_ONLY", "hush")])
 }
 
 /// Starts `ferry serve` on a new store in `data` and registers `bare` as `app`; the

@@ -16,6 +16,7 @@ pub mod mask;
 pub mod orphans;
 pub mod process;
 pub mod registry;
+pub mod sandbox;
 pub mod services;
 
 use std::path::PathBuf;

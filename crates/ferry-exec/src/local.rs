@@ -12,6 +12,17 @@ use crate::{ExecError, Executor, JobSpec, Prepared, StepIo, StepOutcome, StepSpe
 #[derive(Debug, Default)]
 struct Groups(std::sync::Mutex<Vec<i32>>);
 
+/// A job's state: its groups, and when sandboxed its spawner and temporary directory.
+#[derive(Debug, Default)]
+struct JobState {
+    groups: Groups,
+    sandboxed: Option<(crate::sandbox::Spawner, std::path::PathBuf)>,
+}
+
+/// Variables of Ferry's environment a sandboxed step gets (besides its own, `PATH`,
+/// `HOME` and `TMPDIR`): none that could carry a secret.
+const PASSED: [&str; 5] = ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"];
+
 /// Runs steps as host processes. Each step gets its own process group, so a timeout,
 /// a cancel or the end of the job kills everything the step started.
 #[derive(Debug, Clone)]
@@ -22,6 +33,10 @@ pub struct LocalExecutor {
     pub force: CancellationToken,
     /// Records live process groups on disk, for [`crate::orphans::Tracker::reap`] after a crash.
     pub tracker: Option<crate::orphans::Tracker>,
+    /// Runs each job's steps in a sandbox (see [`crate::sandbox`]) with a scrubbed
+    /// environment: `PATH`, `HOME` and `TMPDIR` (the job's temporary directory, beside
+    /// its workspace), the locale and terminal variables, and the step's own.
+    pub sandbox: Option<crate::sandbox::Sandbox>,
 }
 
 impl Default for LocalExecutor {
@@ -30,6 +45,7 @@ impl Default for LocalExecutor {
             kill_grace: Duration::from_secs(5),
             force: CancellationToken::new(),
             tracker: None,
+            sandbox: None,
         }
     }
 }
@@ -40,24 +56,69 @@ impl Executor for LocalExecutor {
         if !job.workspace.is_dir() {
             return Err(ExecError::NoWorkspace(job.workspace.clone()));
         }
-        Ok(Prepared::new(job.clone(), Groups::default()))
+        let sandboxed = match &self.sandbox {
+            None => None,
+            Some(sandbox) => {
+                let mut tmp = job.workspace.clone().into_os_string();
+                tmp.push(".tmp");
+                let tmp = std::path::PathBuf::from(tmp);
+                std::fs::create_dir_all(&tmp).map_err(|e| {
+                    ExecError::Unavailable(format!("cannot create {}: {e}", tmp.display()))
+                })?;
+                let spawner = crate::sandbox::Spawner::start(
+                    sandbox,
+                    vec![job.workspace.clone(), tmp.clone()],
+                )
+                .map_err(ExecError::Unavailable)?;
+                Some((spawner, tmp))
+            }
+        };
+        Ok(Prepared::new(
+            job.clone(),
+            JobState {
+                groups: Groups::default(),
+                sandboxed,
+            },
+        ))
     }
 
     async fn run_step(&self, job: &Prepared, step: &StepSpec, io: StepIo<'_>) -> StepOutcome {
         let StepIo { output, cancel } = io;
-        process::run(step, output, cancel, self.kill_grace, &self.force, |pgid| {
-            if let Some(t) = &self.tracker {
-                t.started(pgid);
+        let state = job.state::<JobState>();
+        let sandboxed = state.and_then(|s| s.sandboxed.as_ref());
+        let scrubbed;
+        let (step, spawner) = match sandboxed {
+            None => (step, None),
+            Some((spawner, tmp)) => {
+                scrubbed = scrub(step, tmp);
+                (&scrubbed, Some(spawner))
             }
-            if let Some(Ok(mut g)) = job.state::<Groups>().map(|g| g.0.lock()) {
-                g.push(pgid);
-            }
-        })
+        };
+        process::run_in(
+            step,
+            spawner,
+            output,
+            cancel,
+            self.kill_grace,
+            &self.force,
+            |pgid| {
+                if let Some(t) = &self.tracker {
+                    t.started(pgid);
+                }
+                if let Some(Ok(mut g)) = state.map(|s| s.groups.0.lock()) {
+                    g.push(pgid);
+                }
+            },
+        )
         .await
     }
 
     async fn cleanup(&self, job: &Prepared) {
-        let groups = match job.state::<Groups>().map(|g| g.0.lock()) {
+        let state = job.state::<JobState>();
+        if let Some((_, tmp)) = state.and_then(|s| s.sandboxed.as_ref()) {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+        let groups = match state.map(|s| s.groups.0.lock()) {
             Some(Ok(mut g)) => std::mem::take(&mut *g),
             _ => return,
         };
@@ -67,5 +128,30 @@ impl Executor for LocalExecutor {
                 t.ended(pgid);
             }
         }
+    }
+}
+
+/// `step` with a scrubbed environment: nothing of Ferry's but `PATH` and the locale,
+/// `HOME` and `TMPDIR` the job's temporary directory, then the step's own variables.
+fn scrub(step: &StepSpec, tmp: &std::path::Path) -> StepSpec {
+    let tmp = tmp.display().to_string();
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        ("HOME".into(), tmp.clone()),
+        ("TMPDIR".into(), tmp),
+    ];
+    env.extend(
+        PASSED
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
+    );
+    env.extend(step.env.iter().cloned());
+    StepSpec {
+        env,
+        clear_env: true,
+        ..step.clone()
     }
 }

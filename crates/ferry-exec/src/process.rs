@@ -78,6 +78,19 @@ pub async fn run(
     force: &CancellationToken,
     on_spawn: impl FnOnce(i32),
 ) -> StepOutcome {
+    run_in(spec, None, sink, cancel, grace, force, on_spawn).await
+}
+
+/// [`run`], started by `spawner` (a sandboxed job's thread) when given.
+pub async fn run_in(
+    spec: &StepSpec,
+    spawner: Option<&crate::sandbox::Spawner>,
+    sink: &mut dyn OutputSink,
+    cancel: &CancellationToken,
+    grace: Duration,
+    force: &CancellationToken,
+    on_spawn: impl FnOnce(i32),
+) -> StepOutcome {
     let (read, write) = match pipe() {
         Ok(p) => p,
         Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
@@ -101,15 +114,27 @@ pub async fn run(
         .stderr(Stdio::from(write2))
         .process_group(0)
         .kill_on_drop(true);
-    let spawned = tracing::debug_span!("spawn").in_scope(|| cmd.spawn());
+    let spawned = match spawner {
+        Some(spawner) => {
+            use tracing::Instrument as _;
+            spawner
+                .spawn(cmd)
+                .instrument(tracing::debug_span!("spawn"))
+                .await
+        }
+        None => {
+            let spawned = tracing::debug_span!("spawn").in_scope(|| cmd.spawn());
+            // Drop our copies of the write end, or we would never see end-of-file.
+            drop(cmd);
+            spawned
+        }
+    };
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return StepOutcome::Error(format!("cannot start `sh` in {}: {e}", spec.cwd.display()));
         }
     };
-    // Drop our copies of the write end, or we would never see end-of-file.
-    drop(cmd);
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     let guard = GroupGuard(pgid);
     on_spawn(pgid);
