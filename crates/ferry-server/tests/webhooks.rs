@@ -885,3 +885,69 @@ async fn fork_pull_requests_are_declined_or_run_untrusted() {
     );
     s.stop().await;
 }
+
+/// A push delivery of `sha` to main.
+fn push_body(sha: &str, message: &str) -> String {
+    json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "after": sha, "deleted": false,
+        "head_commit": { "id": sha, "message": message }, "sender": { "login": "ada" }
+    })
+    .to_string()
+}
+
+/// A replayed push (an old push's body, signature and all, under a new delivery id)
+/// still runs, but its commit is no longer its branch's head after a fetch, so it
+/// seals no release and moves no environment back; the audit log says why.
+#[tokio::test]
+async fn a_replayed_push_seals_no_release() {
+    let pipeline = "jobs:\n  build:\n    run: echo built\nrelease: {}\n";
+    let (s, bare) = hooked_server(pipeline).await;
+    let old = head(&bare);
+    let first = push_body(&old, "first");
+    assert_eq!(hooked(&s, "d-1", "push", &first).await.status, 202);
+    let releases = s.releases_of("hooked", 1).await;
+    assert_eq!(releases[0]["commit_sha"], old.as_str());
+
+    s.push_commit("hooked", "second.txt");
+    let new = head(&bare);
+    assert_eq!(
+        hooked(&s, "d-2", "push", &push_body(&new, "second"))
+            .await
+            .status,
+        202
+    );
+    s.releases_of("hooked", 2).await;
+
+    // The captured first delivery, again, as a new delivery.
+    assert_eq!(hooked(&s, "d-3", "push", &first).await.status, 202);
+    intake_done(&s).await;
+    let runs = s.runs_of("hooked").await;
+    assert_eq!(runs.len(), 3);
+    let detail = s.finished(&runs[0].id).await;
+    assert_eq!(
+        detail["run"]["status"], "success",
+        "CI still runs: {detail}"
+    );
+    assert_eq!(detail["run"]["commit_sha"], old.as_str());
+    // Sealing follows the run's end in its task; stopping waits for it.
+    let s = s.restart().await;
+    let (_, list) = s.admin("GET", "/api/v1/repos/hooked/releases", None).await;
+    assert_eq!(list["releases"].as_array().map(Vec::len), Some(2), "{list}");
+    let (_, audit) = s.admin("GET", "/api/v1/repos/hooked/audit", None).await;
+    let not_sealed = audit["audit"]
+        .as_array()
+        .expect("audit")
+        .iter()
+        .find(|a| a["action"] == "release.not_sealed")
+        .unwrap_or_else(|| panic!("{audit}"))
+        .clone();
+    let why = not_sealed["detail"].as_str().unwrap_or_default();
+    assert!(
+        why.contains(&format!(
+            "commit {} is no longer the head of main",
+            &old[..12]
+        )),
+        "{why}"
+    );
+    s.stop().await;
+}
