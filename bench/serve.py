@@ -69,7 +69,9 @@ class Server:
     def start(self):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [FERRY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data, "--max-runs", "4"],
+            [FERRY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data, "--max-runs", "4",
+             # The steps' marks go beside the data directory: writable in the sandbox.
+             "--sandbox-write", os.path.join(os.path.dirname(self.data), "marks")],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.token = getattr(self, "token", None)

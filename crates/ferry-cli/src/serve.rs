@@ -81,6 +81,15 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub sandbox_read: Vec<PathBuf>,
+    /// A directory sandboxed host steps may also write, shared by every job (e.g. a
+    /// build cache); repeat. Never one holding the data directory.
+    #[arg(
+        long = "sandbox-write",
+        env = "FERRY_SANDBOX_WRITE",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub sandbox_write: Vec<PathBuf>,
 }
 
 /// The timeout of a server's jobs that set none.
@@ -256,8 +265,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             None
         }
         _ => {
-            let sandbox = ferry_exec::sandbox::Sandbox::default()
+            let mut sandbox = ferry_exec::sandbox::Sandbox::default()
                 .with_read(args.sandbox_read.iter().cloned());
+            sandbox.write.extend(args.sandbox_write.iter().cloned());
             match sandbox.check(&data) {
                 Ok(ferry_exec::sandbox::Enforced::Fully) => {}
                 Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {

@@ -76,6 +76,8 @@ pub struct Deliverer {
     cas: Cas,
     /// `<data>/deploy`
     root: PathBuf,
+    /// `<data>/mirrors`: the server's git mirrors, `<repository id>.git`.
+    mirrors: PathBuf,
     /// Where secret files for processes go: memory (`/dev/shm`) where there is one,
     /// never the data directory.
     #[educe(Debug(ignore))]
@@ -137,6 +139,7 @@ impl Deliverer {
             store,
             cas: Cas::new(data_dir.join("cas")),
             root: data_dir.join("deploy"),
+            mirrors: data_dir.join("mirrors"),
             secrets_root: layout::secrets_root(data_dir),
             key,
             wake: Arc::new(Notify::new()),
@@ -274,6 +277,20 @@ impl Deliverer {
             (Policy::Manual, Kind::Auto) => return Ok(None),
             _ => S::Queued,
         };
+        if kind == Kind::Auto
+            && let Some(why) = self.not_a_descendant(release, env).await?
+        {
+            self.store
+                .audit(
+                    Some(&release.repository_id),
+                    "ferry",
+                    "deployment.not_promoted",
+                    env,
+                    Some(&why),
+                )
+                .await?;
+            return Ok(None);
+        }
         let dep = self
             .store
             .create_deployment(
@@ -298,6 +315,47 @@ impl Deliverer {
         self.publish(&dep.id).await;
         self.wake.notify_one();
         Ok(Some(dep))
+    }
+
+    /// Why `release` may not replace `env`'s live release automatically: its commit does
+    /// not descend from the live one's (an older commit, or another line of history),
+    /// or git cannot tell. A promotion by hand may still deploy it.
+    async fn not_a_descendant(&self, release: &Release, env: &str) -> Result<Option<String>> {
+        let Some(live) = self
+            .store
+            .live_deployment(&release.repository_id, env)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let live = self
+            .store
+            .release(&release.repository_id, &live.release_id)
+            .await?;
+        let mirror = self.mirrors.join(format!("{}.git", release.repository_id));
+        if live.commit_sha == release.commit_sha || !mirror.join("HEAD").is_file() {
+            return Ok(None);
+        }
+        let short = |sha: &str| sha[..sha.len().min(12)].to_string();
+        let why = |how: &str| {
+            format!(
+                "release {} (commit {}) {how} release {} (commit {}), live in {env}: not \
+                 promoted automatically (promote it by hand to deploy it)",
+                release.name,
+                short(&release.commit_sha),
+                live.name,
+                short(&live.commit_sha)
+            )
+        };
+        Ok(
+            match ferry_source::git::is_ancestor(&mirror, &live.commit_sha, &release.commit_sha)
+                .await
+            {
+                Ok(true) => None,
+                Ok(false) => Some(why("does not descend from")),
+                Err(e) => Some(why(&format!("cannot be told to descend ({e}) from"))),
+            },
+        )
     }
 
     /// `ferry promote RELEASE --to ENV`.

@@ -134,3 +134,60 @@ async fn pruned_at(s: &Server, release: &str) -> Value {
     let path = format!("/api/v1/repos/kept/releases/{release}");
     s.get(&path).await["release"]["pruned_at"].clone()
 }
+
+/// An automatic promotion never replaces a live release with one whose commit does not
+/// descend from the live one's (a branch reset to another line of history): the new
+/// release is sealed, the environment keeps what it runs, and the audit log says why.
+#[tokio::test]
+async fn automatic_promotion_never_goes_to_a_non_descendant() {
+    let s = Server::start().await;
+    let pipeline = "jobs:\n  build:\n    run: echo built\nrelease: {}\nenvironments:\n  ops:\n    auto: true\n    deploy:\n      target: { script: { run: 'true' } }\n";
+    let bare = s.add_repository("lines", pipeline).await;
+    let first = s.trigger("lines").await;
+    assert_eq!(s.finished(&first).await["run"]["status"], "success");
+    s.wait_for_live("lines", "ops").await;
+    let live = s.releases_of("lines", 1).await[0]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+
+    // main is reset to a commit of another line of history.
+    let work = s.work("lines");
+    ferry_testkit::git(&work, &["checkout", "-q", "--orphan", "other"]);
+    ferry_testkit::git(&work, &["commit", "-q", "-m", "another line"]);
+    ferry_testkit::git(
+        &work,
+        &[
+            "push",
+            "-q",
+            "-f",
+            &bare.display().to_string(),
+            "other:main",
+        ],
+    );
+    let second = s.trigger("lines").await;
+    assert_eq!(s.finished(&second).await["run"]["status"], "success");
+    let releases = s.releases_of("lines", 2).await;
+    let new = releases[0]["name"].as_str().expect("name").to_string();
+    assert_ne!(new, live);
+    let why = ferry_testkit::server::wait_for("the refusal in the audit log", async || {
+        let (_, audit) = s.admin("GET", "/api/v1/repos/lines/audit", None).await;
+        audit["audit"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["action"] == "deployment.not_promoted"))
+            .and_then(|e| e["detail"].as_str().map(str::to_string))
+            .ok_or(audit)
+    })
+    .await;
+    assert!(
+        why.contains(&format!("release {new}")) && why.contains("does not descend from"),
+        "{why}"
+    );
+    let envs = s.environments("lines").await;
+    assert_eq!(
+        ferry_testkit::server::env_of(&envs, "ops")["live"]["release"],
+        live.as_str(),
+        "ops keeps what it runs: {envs}"
+    );
+    s.stop().await;
+}

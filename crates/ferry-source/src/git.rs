@@ -441,6 +441,34 @@ pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
     }
 }
 
+/// Whether commit `ancestor` is `descendant` or one of its ancestors in `root`; `Err`
+/// when git cannot tell (a commit it does not have).
+pub async fn is_ancestor(root: &Path, ancestor: &str, descendant: &str) -> Result<bool, String> {
+    if [ancestor, descendant]
+        .iter()
+        .any(|c| c.is_empty() || c.starts_with('-'))
+    {
+        return Err("not a commit".into());
+    }
+    let out = Command::new(program())
+        .arg("-C")
+        .arg(root)
+        .args(["merge-base", "--is-ancestor", ancestor, descendant])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    match out.status.code() {
+        Some(0) => Ok(true),
+        Some(1) if out.stderr.is_empty() => Ok(false),
+        _ => Err(String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("fatal: ")
+            .to_string()),
+    }
+}
+
 pub async fn has_commit(root: &Path, sha: &str) -> bool {
     if sha.is_empty() || sha.starts_with('-') || !root.join("HEAD").is_file() {
         return false;
