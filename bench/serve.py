@@ -13,6 +13,9 @@
   deliver  a successful run -> its release live in `sandbox` (process target), minus the
            verification window, p50 over 20 releases; baseline: copying the release's
            files and starting the process from a script
+  sandbox  a host job of 100 `true` steps and one of 1 step, per-step cost from the
+           jobs' recorded times (median of 7 runs each), with the host-job sandbox on
+           and off (`--host-sandbox`), alternately; the difference is the sandbox's cost
 
 Usage: bench/run.sh serve   (or FERRY_BIN=... python3 bench/serve.py [name...])
 """
@@ -377,13 +380,56 @@ deploy:
                 f"{'met' if f50 < 200 else 'NOT met'}")
 
 
+def job_ms(pipeline, runs=7):
+    """Median duration (ms, as the server recorded it) of the single job of `pipeline`
+    over `runs` runs started by signed push deliveries."""
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-sandbox-")
+    s = Server(tmp, pipeline)
+    s.add_repo()
+    took = []
+    try:
+        for number in range(1, runs + 1):
+            body = s.push_body()
+            status, _ = s.call("POST", "/api/v1/hooks/github/app", body, signed_headers(body))
+            assert status == 202, status
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                _, page = s.call("GET", "/api/v1/runs?limit=1")
+                runs_ = json.loads(page).get("runs") or []
+                if runs_ and runs_[0]["number"] == number and runs_[0]["status"] in ("success", "failed"):
+                    _, detail = s.call("GET", f"/api/v1/runs/{runs_[0]['id']}")
+                    job = json.loads(detail)["jobs"][0]
+                    assert runs_[0]["status"] == "success", detail
+                    took.append(job["finished_at"] - job["started_at"])
+                    break
+                time.sleep(0.02)
+    finally:
+        s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return statistics.median(took)
+
+
+def bench_sandbox():
+    many = "jobs:\n  many:\n    steps:\n" + "".join("      - run: 'true'\n" for _ in range(100))
+    one = "jobs:\n  one:\n    steps:\n      - run: 'true'\n"
+    per = {"on": [], "off": []}
+    for _ in range(2):
+        for mode in ("on", "off"):
+            os.environ["FERRY_HOST_SANDBOX"] = mode
+            per[mode].append((job_ms(many) - job_ms(one)) / 99)
+    os.environ.pop("FERRY_HOST_SANDBOX", None)
+    on, off = statistics.median(per["on"]), statistics.median(per["off"])
+    print(f"sandbox   per host step (server side): sandbox on {on:.3f} ms   off {off:.3f} ms   "
+          f"-> the sandbox costs {on - off:+.3f} ms per step")
+
+
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
     names = sys.argv[1:] or ["latency", "memory", "intake", "list", "deliver"]
     for n in names:
         {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list,
-         "deliver": bench_deliver}[n]()
+         "deliver": bench_deliver, "sandbox": bench_sandbox}[n]()
 
 
 if __name__ == "__main__":
