@@ -263,6 +263,13 @@ pub enum RepoCommand {
         #[arg(long, value_name = "ignore|run", default_value = "ignore")]
         fork_prs: String,
     },
+    /// Change a repository's settings (admin).
+    Set {
+        name: String,
+        /// What a pull request from a fork gets: `ignore` or `run` (untrusted).
+        #[arg(long, value_name = "ignore|run")]
+        fork_prs: String,
+    },
 }
 
 pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure> {
@@ -304,6 +311,15 @@ pub async fn repos(server: &ServerArgs, cmd: RepoCommand) -> Result<u8, Failure>
             };
             let added: repos::RepositoryOne = c.post("/repos", &body).await?;
             println!("added {} ({})", added.repository.name, added.repository.id);
+        }
+        RepoCommand::Set { name, fork_prs } => {
+            let body = repos::ForkPrs { fork_prs };
+            let set: repos::RepositoryOne =
+                c.put(&format!("/repos/{name}/fork-prs"), &body).await?;
+            println!(
+                "{}: fork pull requests: {}",
+                set.repository.name, set.repository.fork_prs
+            );
         }
     }
     Ok(exit::OK)

@@ -821,6 +821,40 @@ async fn fork_pull_requests_are_declined_or_run_untrusted() {
         "{list}"
     );
 
+    // An admin may change it later (audited); only the two words are taken.
+    let (status, bad) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/hooked/fork-prs",
+            Some(json!({ "fork_prs": "yes" })),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    let (status, set) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/hooked/fork-prs",
+            Some(json!({ "fork_prs": "run" })),
+        )
+        .await;
+    assert_eq!(
+        (status, &set["repository"]["fork_prs"]),
+        (200, &json!("run")),
+        "{set}"
+    );
+    let (_, audit) = s.admin("GET", "/api/v1/repos/hooked/audit", None).await;
+    assert_eq!(
+        audit["audit"][0]["action"], "repository.fork_prs",
+        "{audit}"
+    );
+    assert_eq!(audit["audit"][0]["detail"], "ignore -> run");
+    s.admin(
+        "PUT",
+        "/api/v1/repos/hooked/fork-prs",
+        Some(json!({ "fork_prs": "ignore" })),
+    )
+    .await;
+
     // A repository that runs them: untrusted.
     let open = s.repository("open", Some(pipeline));
     ferry_testkit::git(&open, &["update-ref", "refs/pull/5/head", &sha]);

@@ -38,6 +38,17 @@ impl Store {
         repository_from_row(&row)
     }
 
+    /// Sets what a repository does with pull requests from forks (one of
+    /// [`crate::FORK_PRS`]).
+    pub async fn set_fork_prs(&self, repository_id: &str, fork_prs: &str) -> Result<()> {
+        sqlx::query("UPDATE repositories SET fork_prs = $1 WHERE id = $2")
+            .bind(fork_prs)
+            .bind(repository_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Replaces a repository's stored webhook secret (e.g. with its sealed form).
     pub async fn set_webhook_secret(
         &self,

@@ -244,6 +244,15 @@ pub const ROUTES: &[Route] = &[
     )
     .ok::<repos::RepositoryOne>(),
     Route::new(
+        PUT,
+        "/api/v1/repos/{repo}/fork-prs",
+        ADMIN,
+        "Set what the repository does with pull requests from forks",
+        || put(repos::set_fork_prs),
+    )
+    .body::<repos::ForkPrs>()
+    .ok::<repos::RepositoryOne>(),
+    Route::new(
         GET,
         "/api/v1/repos/{repo}/caches",
         VIEWER,

@@ -46,6 +46,14 @@ pub struct CreateRepository {
     pub fork_prs: Option<String>,
 }
 
+/// `PUT /api/v1/repos/{repo}/fork-prs`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkPrs {
+    /// `ignore` (no run) or `run` (an untrusted run).
+    pub fork_prs: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CacheList {
     pub caches: Vec<CacheEntry>,
@@ -95,14 +103,8 @@ pub(crate) async fn create(
     if body.poll_interval_s.is_some_and(|p| p < 10) {
         return Err(ApiError::invalid("`poll_interval_s` must be at least 10"));
     }
-    if let Some(f) = &body.fork_prs
-        && !ferry_store::FORK_PRS.contains(&f.as_str())
-    {
-        return Err(ApiError::invalid(format!(
-            "`fork_prs` must be one of {}, not `{}`",
-            ferry_store::FORK_PRS.join(", "),
-            f.escape_debug()
-        )));
+    if let Some(f) = &body.fork_prs {
+        check_fork_prs(f)?;
     }
     let webhook_secret = match body.webhook_secret {
         Some(w) => Some(super::hooks::seal_with(&s.key, &w)?),
@@ -120,6 +122,38 @@ pub(crate) async fn create(
         })
         .await?;
     Ok((StatusCode::CREATED, Json(RepositoryOne { repository })))
+}
+
+fn check_fork_prs(f: &str) -> Result<(), ApiError> {
+    if ferry_store::FORK_PRS.contains(&f) {
+        return Ok(());
+    }
+    Err(ApiError::invalid(format!(
+        "`fork_prs` must be one of {}, not `{}`",
+        ferry_store::FORK_PRS.join(", "),
+        f.escape_debug()
+    )))
+}
+
+/// Sets what the repository does with pull requests from forks (admin; audited).
+pub(crate) async fn set_fork_prs(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Body(body): Body<ForkPrs>,
+) -> Result<Json<RepositoryOne>, ApiError> {
+    check_fork_prs(&body.fork_prs)?;
+    s.store.set_fork_prs(&repo.id, &body.fork_prs).await?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "repository.fork_prs",
+            &repo.name,
+            Some(&format!("{} -> {}", repo.fork_prs, body.fork_prs)),
+        )
+        .await?;
+    let repository = s.store.repository(&repo.id).await?;
+    Ok(Json(RepositoryOne { repository }))
 }
 
 pub(crate) async fn one(
