@@ -500,7 +500,10 @@ async fn the_cli_drives_a_server() {
         cli.stdout(&["repos", "set", "app", "--fork-prs", "run"]),
         "app: fork pull requests: run\n"
     );
-    assert!(cli.stdout(&["repos", "list"]).contains("(fork pull requests: run)"));
+    assert!(
+        cli.stdout(&["repos", "list"])
+            .contains("(fork pull requests: run)")
+    );
     // Trigger and follow: the logs stream, and the exit code is the run's outcome.
     let out = cli.run(&["trigger", "app", "main", "--follow"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();

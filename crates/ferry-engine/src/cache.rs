@@ -56,6 +56,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `workspace/p`, when `p` is a relative path that stays inside the workspace without
+/// going through a symbolic link (a link itself, as the last component, is archived as a
+/// link): a job that links `d -> ../../..` cannot have `d/secret.key` archived.
+fn beneath(workspace: &Path, p: &str) -> io::Result<PathBuf> {
+    use std::path::Component;
+    let out = || {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("cache path `{p}` leads out of the workspace"),
+        )
+    };
+    let rel = Path::new(p);
+    let mut here = workspace.to_path_buf();
+    let parts: Vec<Component> = rel.components().collect();
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            Component::Normal(name) => here.push(name),
+            Component::CurDir => continue,
+            _ => return Err(out()),
+        }
+        let last = i + 1 == parts.len();
+        if !last && std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(out());
+        }
+    }
+    Ok(here)
+}
+
 /// Writes `data` to `path` through a temporary file and a rename.
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
@@ -120,7 +148,7 @@ impl CacheStore {
             let mut builder = tar::Builder::new(io::BufWriter::new(tmp.as_file()));
             builder.follow_symlinks(false);
             for p in paths {
-                let full = workspace.join(p);
+                let full = beneath(workspace, p)?;
                 match std::fs::symlink_metadata(&full) {
                     Ok(m) if m.is_dir() => builder.append_dir_all(p, &full)?,
                     Ok(_) => builder.append_path_with_name(&full, p)?,
@@ -270,6 +298,38 @@ pub fn hash_files(dir: &Path, patterns: &[String]) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A cache path through a link out of the workspace is refused, not followed.
+    #[test]
+    fn a_cache_path_through_a_link_out_of_the_workspace_is_refused() {
+        let root = tempfile::tempdir().expect("tmp");
+        let store = CacheStore::new(root.path().join("caches"), DEFAULT_MAX_BYTES);
+        let ws = root.path().join("ws");
+        std::fs::create_dir_all(&ws).expect("ws");
+        std::fs::write(root.path().join("secret.key"), "hush").expect("secret");
+        std::os::unix::fs::symlink("..", ws.join("d")).expect("link");
+        for p in ["d/secret.key", "../secret.key", "/etc/passwd"] {
+            let err = store.save("repo", "k", &[p.to_string()], &ws).expect_err(p);
+            assert!(
+                err.to_string().contains("leads out of the workspace"),
+                "{p}: {err}"
+            );
+        }
+        // The link itself is kept as a link.
+        let (saved, _) = store
+            .save("repo", "k", &["d".to_string()], &ws)
+            .expect("link");
+        assert!(matches!(saved, Saved::Stored { .. }));
+        let other = root.path().join("other");
+        std::fs::create_dir_all(&other).expect("other");
+        assert!(store.restore("repo", "k", &other).expect("restore"));
+        assert!(
+            std::fs::symlink_metadata(other.join("d"))
+                .expect("d")
+                .file_type()
+                .is_symlink()
+        );
+    }
     use super::*;
 
     fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {

@@ -27,9 +27,17 @@ pub const SYSTEM_READ: [&str; 9] = [
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
 ];
 
-/// Directories a sandboxed step may read and write besides its own: devices
-/// (`/dev/null`, `/dev/tty`, `/dev/urandom`).
-pub const SYSTEM_WRITE: [&str; 1] = ["/dev"];
+/// Files a sandboxed step may read and write besides its own directories: the devices
+/// every program expects. Not `/dev` as a whole: `/dev/shm` holds deployments' secret
+/// files (owned by the server's user).
+pub const SYSTEM_WRITE: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+];
 
 /// What sandboxed host steps may reach besides their own workspace and temporary
 /// directory.
@@ -201,7 +209,8 @@ mod tests {
         cmd.arg("-c")
             .arg(format!(
                 "cat {o}/secret 2>/dev/null || echo no-read; (echo x > {o}/new) 2>/dev/null || echo no-write; \
-                 echo mine > {m}/f && cat {m}/f; test -r /etc/passwd && echo system",
+                 echo mine > {m}/f && cat {m}/f; test -r /etc/passwd && echo system; \
+                 echo quiet > /dev/null && echo devnull; ls /dev/shm >/dev/null 2>&1 || echo no-shm",
                 o = other.display(),
                 m = own.display()
             ))
@@ -215,7 +224,7 @@ mod tests {
             .expect("wait");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "no-read\nno-write\nmine\nsystem\n"
+            "no-read\nno-write\nmine\nsystem\ndevnull\nno-shm\n"
         );
         assert_eq!(
             std::fs::read_to_string(other.join("secret")).expect("us"),

@@ -120,6 +120,15 @@ pub(crate) fn trust(
         .map(|s| format!(" by {s}"))
         .unwrap_or_default();
     let Some(pull) = &item.pull else {
+        // A pull request whose facts were not kept (accepted before trust levels
+        // existed) is not run: nothing says where it comes from.
+        if item.event == "pull_request" {
+            return Err(
+                "a pull request delivery without its facts (where it comes from): \
+                 not run; redeliver it from the forge"
+                    .into(),
+            );
+        }
         return Ok(ferry_plan::Trust::trusted(format!(
             "{} of {}{by}, signed with the repository's webhook secret",
             item.event, item.git_ref

@@ -143,6 +143,18 @@ pub async fn trigger(
     let mut plan = plan;
     plan.env.extend(req.variables.iter().cloned());
     plan.trust = req.trust.clone();
+    // Code that no branch or tag names (a pull request's ref, `refs/for/…`) is
+    // untrusted whoever asks for it: it may be a fork's.
+    if plan.trust.is_trusted()
+        && req.event != EventKind::PullRequest
+        && let Some(r) = plan.event.git_ref.strip_prefix("refs/")
+        && !(r.starts_with("heads/") || r.starts_with("tags/"))
+    {
+        plan.trust = ferry_plan::Trust::untrusted(format!(
+            "{} is neither a branch nor a tag (asked for by {})",
+            plan.event.git_ref, req.triggered_by
+        ));
+    }
     if !plan.trust.is_trusted() {
         // An untrusted run has a concurrency group of its own kind: it never cancels
         // or queues behind a trusted run, whatever group its file names.

@@ -319,7 +319,11 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
             ) {
                 (Some(h), Some(b)) => other_repository(Some(h), Some(b)),
                 _ => other_repository(at(pr, &["head", "repo_id"]), at(pr, &["base", "repo_id"])),
-            };
+            }
+                // Gitea's AGit flow: anyone who can read may push `refs/for/…`, and its
+                // pull requests name the base repository as their head.
+                || at(pr, &["flow"]).and_then(Value::as_u64).is_some_and(|f| f != 0)
+                || head.starts_with("refs/for/");
             let pull = ferry_store::PullRequest {
                 number,
                 git_ref: format!("refs/pull/{number}/head"),
@@ -391,6 +395,11 @@ fn read(p: Provider, h: &HeaderMap, body: &[u8]) -> Result<Outcome, String> {
                 format!("refs/heads/{git_ref}")
             };
             let sha = str_at(&v, &["sha"]).unwrap_or("");
+            if !(full.starts_with("refs/heads/") || full.starts_with("refs/tags/")) {
+                return Ok(Outcome::Ignore(format!(
+                    "{full} is neither a branch nor a tag"
+                )));
+            }
             if sha.is_empty() {
                 // No sha: run the ref's current head.
                 return Ok(Outcome::Trigger(Hook {

@@ -264,6 +264,32 @@ fn pull_requests_say_whether_they_come_from_a_fork() {
             .expect("pull")
             .fork
     );
+    // Gitea's AGit flow names the base repository as the head: still not trusted.
+    let mut agit = json("gitea-pull-request.json");
+    agit["pull_request"]["flow"] = 1.into();
+    assert!(
+        hook_of(Provider::Gitea, "pull_request", &agit)
+            .pull
+            .expect("pull")
+            .fork
+    );
+    let mut agit = json("gitea-pull-request.json");
+    agit["pull_request"]["head"]["ref"] = "refs/for/master/topic".into();
+    assert!(
+        hook_of(Provider::Gitea, "pull_request", &agit)
+            .pull
+            .expect("pull")
+            .fork
+    );
+    // A generic delivery names branches and tags only, never a pull request's ref.
+    assert_eq!(
+        webhook::parse(
+            Provider::Generic,
+            &headers(&[]),
+            br#"{"ref": "refs/pull/5/head"}"#
+        ),
+        Ok(ignore("refs/pull/5/head is neither a branch nor a tag"))
+    );
 
     let gitlab = hook_of(
         Provider::Gitlab,
@@ -910,6 +936,17 @@ async fn fork_pull_requests_are_declined_or_run_untrusted() {
     assert_eq!(runs.len(), 2, "newest first");
     let detail = s.finished(&runs[0].id).await;
     assert_eq!(detail["trust"]["level"], "trusted", "{detail}");
+    // Asked for through the API, a pull request's ref is still not trusted.
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/open/runs",
+            Some(json!({ "ref": "refs/pull/5/head" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let asked = s.finished(body["run"]["id"].as_str().expect("id")).await;
+    assert_eq!(asked["trust"]["level"], "untrusted", "{asked}");
     assert!(
         detail["trust"]["reason"]
             .as_str()
