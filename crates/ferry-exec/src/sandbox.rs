@@ -79,9 +79,9 @@ impl Sandbox {
         let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         for allowed in self.read.iter().chain(&self.write) {
             let allowed = std::fs::canonicalize(allowed).unwrap_or_else(|_| allowed.clone());
-            if data.starts_with(&allowed) {
+            if data.starts_with(&allowed) || allowed.starts_with(&data) {
                 return Err(format!(
-                    "the data directory {} is beneath {}, which sandboxed jobs may read",
+                    "the data directory {} and {}, which sandboxed jobs may reach, overlap",
                     data.display(),
                     allowed.display()
                 ));
@@ -241,7 +241,15 @@ mod tests {
         let err = sandbox
             .check(&tmp.path().join("data"))
             .expect_err("beneath");
-        assert!(err.contains("which sandboxed jobs may read"), "{err}");
+        assert!(
+            err.contains("which sandboxed jobs may reach, overlap"),
+            "{err}"
+        );
+        let inside = Sandbox::default().with_read([tmp.path().join("data/caches")]);
+        assert!(
+            inside.check(&tmp.path().join("data")).is_err(),
+            "a directory inside it"
+        );
         assert_eq!(
             Sandbox::default().check(&tmp.path().join("data")),
             Ok(Enforced::Fully)
