@@ -265,9 +265,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             None
         }
         _ => {
-            let mut sandbox = ferry_exec::sandbox::Sandbox::default()
-                .with_read(args.sandbox_read.iter().cloned());
-            sandbox.write.extend(args.sandbox_write.iter().cloned());
+            let sandbox = ferry_exec::sandbox::Sandbox::default()
+                .with_read(args.sandbox_read.iter().cloned())
+                .with_write(args.sandbox_write.iter().cloned());
             match sandbox.check(&data) {
                 Ok(ferry_exec::sandbox::Enforced::Fully) => {}
                 Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {

@@ -72,6 +72,12 @@ impl Sandbox {
         self
     }
 
+    /// With `extra` also writable (a directory every job shares, e.g. a build cache).
+    pub fn with_write(mut self, extra: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.write.extend(extra);
+        self
+    }
+
     /// Checks, in a throwaway thread, that the kernel enforces Landlock, and how fully;
     /// `Err` says why it cannot (the kernel has no Landlock, or it is disabled).
     /// `data_dir` must not be readable through the allowed directories.

@@ -421,10 +421,17 @@ pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
         return Ok(false);
     }
     let spec = format!("{rev}^{{commit}}");
+    // `--verify --quiet`: exit 1 and nothing said for an unknown name.
+    git_answers(root, &["rev-parse", "--verify", "--quiet", &spec]).await
+}
+
+/// A git command that answers yes (exit 0) or no (exit 1, nothing on stderr); anything
+/// else is an error, with git's message.
+async fn git_answers(root: &Path, args: &[&str]) -> Result<bool, String> {
     let out = Command::new(program())
         .arg("-C")
         .arg(root)
-        .args(["rev-parse", "--verify", "--quiet", &spec])
+        .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .kill_on_drop(true)
         .output()
@@ -432,7 +439,6 @@ pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
         .map_err(|e| format!("cannot run git: {e}"))?;
     match out.status.code() {
         Some(0) => Ok(true),
-        // `--verify --quiet`: exit 1 and nothing said for an unknown name.
         Some(1) if out.stderr.is_empty() => Ok(false),
         _ => Err(String::from_utf8_lossy(&out.stderr)
             .trim()
@@ -450,23 +456,7 @@ pub async fn is_ancestor(root: &Path, ancestor: &str, descendant: &str) -> Resul
     {
         return Err("not a commit".into());
     }
-    let out = Command::new(program())
-        .arg("-C")
-        .arg(root)
-        .args(["merge-base", "--is-ancestor", ancestor, descendant])
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
-    match out.status.code() {
-        Some(0) => Ok(true),
-        Some(1) if out.stderr.is_empty() => Ok(false),
-        _ => Err(String::from_utf8_lossy(&out.stderr)
-            .trim()
-            .trim_start_matches("fatal: ")
-            .to_string()),
-    }
+    git_answers(root, &["merge-base", "--is-ancestor", ancestor, descendant]).await
 }
 
 pub async fn has_commit(root: &Path, sha: &str) -> bool {
