@@ -90,6 +90,16 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub sandbox_write: Vec<PathBuf>,
+    /// A host directory whose paths `docker` deployments may mount through `volumes:`
+    /// (a release's own configuration says what it mounts); repeat. Without one, only
+    /// named volumes are mounted.
+    #[arg(
+        long = "deploy-mount",
+        env = "FERRY_DEPLOY_MOUNT",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub deploy_mount: Vec<PathBuf>,
 }
 
 /// The timeout of a server's jobs that set none.
@@ -138,6 +148,8 @@ struct FileConfig {
     job_timeout: Option<String>,
     keep_releases: Option<u32>,
     log_format: Option<LogFormat>,
+    #[serde(default)]
+    deploy_mount: Vec<PathBuf>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -166,6 +178,9 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.default_image = args.default_image.or(file.default_image);
     args.keep_releases = args.keep_releases.or(file.keep_releases);
     args.log_format = args.log_format.or(file.log_format);
+    if args.deploy_mount.is_empty() {
+        args.deploy_mount = file.deploy_mount;
+    }
     if args.cache_size.is_none()
         && let Some(size) = &file.cache_size
     {
@@ -183,6 +198,30 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
             Some(ferry_config::duration::parse_duration(duration).map_err(Failure::usage)?);
     }
     Ok(args)
+}
+
+/// `--deploy-mount` directories are absolute and never hold or lie in the data
+/// directory (a deployment mounting it would read the key and every secret).
+fn check_deploy_mounts(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), Failure> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    for dir in dirs {
+        if !dir.is_absolute() {
+            return Err(Failure::usage(format!(
+                "--deploy-mount {}: write an absolute path",
+                dir.display()
+            )));
+        }
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        if data.starts_with(&real) || real.starts_with(&data) {
+            return Err(Failure::usage(format!(
+                "--deploy-mount {}: deployments may not mount the data directory {} or \
+                 anything in it",
+                dir.display(),
+                data.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -259,6 +298,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
         );
     }
+    check_deploy_mounts(&args.deploy_mount, &data)?;
     let sandbox = match args.host_sandbox.as_str() {
         "off" => {
             eprintln!("ferry: host jobs are not sandboxed (--host-sandbox off)");
@@ -331,8 +371,11 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         None => engine,
     };
     let keep = args.keep_releases.map(|n| n as usize);
-    let state = AppState::new(store.clone(), engine, config, key)
-        .map_deliverer(|d| d.with_retention(keep).with_docker(docker));
+    let state = AppState::new(store.clone(), engine, config, key).map_deliverer(|d| {
+        d.with_retention(keep)
+            .with_docker(docker)
+            .with_mounts(args.deploy_mount.clone())
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

@@ -133,6 +133,7 @@ impl Deliverer {
                 supervisor: Supervisor::new(Some(tracker)),
                 docker: None,
                 kubectl: PathBuf::from("kubectl"),
+                mounts: Arc::default(),
                 store: store.clone(),
                 key: key.clone(),
             },
@@ -149,6 +150,13 @@ impl Deliverer {
             busy: Arc::default(),
             held: Arc::default(),
         }
+    }
+
+    /// Directories whose paths `docker` deployments may mount (none by default; see
+    /// [`crate::target::mounts`]).
+    pub fn with_mounts(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.targets.mounts = Arc::new(dirs);
+        self
     }
 
     /// The retention policy: keep the files of the newest `keep` releases of each
@@ -244,9 +252,25 @@ impl Deliverer {
         layout::environment_dir(&self.root, repository_id, environment).join("output.log")
     }
 
+    /// The repository's delivery rules as of now: `release:` and the environments with
+    /// their policies and freezes, from the head of its default branch (see
+    /// [`crate::rules`]), never from a release's own commit.
+    pub async fn rules(&self, repository_id: &str) -> Result<Delivery> {
+        let repo = self.store.repository(repository_id).await?;
+        let branch = crate::rules::default_branch(&repo);
+        let mirror = self.mirrors.join(format!("{}.git", repo.id));
+        crate::rules::read(&mirror, branch).await.map_err(|e| {
+            DeliverError::Invalid(format!(
+                "the delivery rules of `{}` (its default branch's {}) cannot be read: {e}",
+                repo.name,
+                ferry_config::FILE_NAME
+            ))
+        })
+    }
+
     /// A release was sealed: it enters the first environments by their policies.
     pub async fn on_release(&self, release: &Release) -> Result<Vec<Deployment>> {
-        let d = delivery_of(release)?;
+        let d = self.rules(&release.repository_id).await?;
         let mut made = Vec::new();
         if let Err(e) = self.prune().await {
             tracing::warn!("retention: {e}");
@@ -259,17 +283,17 @@ impl Deliverer {
         Ok(made)
     }
 
-    /// Creates the deployment that the environment's policy calls for (`None` for a
-    /// manual environment when nobody asked).
+    /// Creates the deployment that the environment's policy (in `rules`) calls for
+    /// (`None` for a manual environment when nobody asked).
     async fn enter(
         &self,
         release: &Release,
-        d: &Delivery,
+        rules: &Delivery,
         env: &str,
         kind: Kind,
         requested_by: Option<&str>,
     ) -> Result<Option<Deployment>> {
-        let spec = d
+        let spec = rules
             .environment(env)
             .ok_or_else(|| DeliverError::Invalid(format!("no environment `{env}`")))?;
         let status = match (&spec.policy, kind) {
@@ -277,9 +301,25 @@ impl Deliverer {
             (Policy::Manual, Kind::Auto) => return Ok(None),
             _ => S::Queued,
         };
-        if kind == Kind::Auto
-            && let Some(why) = self.not_a_descendant(release, env).await?
+        // The rules let it in; the release itself must say how it is deployed there.
+        let undeployable = delivery_of(release)?.deploy_of(env).is_none().then(|| {
+            format!(
+                "release {} has no `deploy:` for `{env}` in its {}",
+                release.name,
+                ferry_config::FILE_NAME
+            )
+        });
+        if let Some(why) = &undeployable
+            && kind != Kind::Auto
         {
+            return Err(DeliverError::Invalid(why.clone()));
+        }
+        let skipped = match undeployable {
+            Some(why) => Some(why),
+            None if kind == Kind::Auto => self.not_a_descendant(release, env).await?,
+            None => None,
+        };
+        if let Some(why) = skipped {
             self.store
                 .audit(
                     Some(&release.repository_id),
@@ -377,18 +417,8 @@ impl Deliverer {
                 release.name
             )));
         }
-        let d = delivery_of(&release)?;
-        let spec = d.environment(env).ok_or_else(|| {
-            DeliverError::NotFound(format!(
-                "release {} has no environment `{env}`; its environments are: {}",
-                release.name,
-                d.environments
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+        let d = self.rules(repository_id).await?;
+        let spec = environment(&d, env)?;
         let history = self.store.deployments(repository_id, None, 10_000).await?;
         let of_release: Vec<&Deployment> = history
             .iter()
@@ -471,7 +501,7 @@ impl Deliverer {
             )));
         }
         let release = self.store.release(repository_id, &dep.release_id).await?;
-        let d = delivery_of(&release)?;
+        let d = self.rules(repository_id).await?;
         let Some(Policy::Approval(rule)) = d.environment(&dep.environment).map(|e| &e.policy)
         else {
             return Err(DeliverError::Invalid(format!(
@@ -628,13 +658,8 @@ impl Deliverer {
                 target.name
             )));
         }
-        let d = delivery_of(&target)?;
-        let Some(spec) = d.environment(env) else {
-            return Err(DeliverError::NotFound(format!(
-                "release {} has no environment `{env}`",
-                target.name
-            )));
-        };
+        let d = self.rules(repository_id).await?;
+        let spec = environment(&d, env)?;
         // A freeze holds every deployment but a rollback an approver asks for.
         if let Some(why) = policy::frozen(&spec.freeze, Utc::now())
             && !actor.may_approve
@@ -765,6 +790,8 @@ impl Deliverer {
         let queued = self.store.deployments_in(&[S::Queued]).await?;
         let mut seen: Vec<(String, String)> = Vec::new();
         let mut frozen: Vec<(String, String)> = Vec::new();
+        // Each repository's rules, read once a pass.
+        let mut rules: BTreeMap<String, Result<Delivery>> = BTreeMap::new();
         for dep in queued {
             let env = (dep.repository_id.clone(), dep.environment.clone());
             if seen.contains(&env) {
@@ -781,7 +808,23 @@ impl Deliverer {
                 if frozen.contains(&env) {
                     continue;
                 }
-                if let Some(why) = frozen_now(&release, &dep.environment) {
+                if !rules.contains_key(&dep.repository_id) {
+                    let read = self.rules(&dep.repository_id).await;
+                    rules.insert(dep.repository_id.clone(), read);
+                }
+                let why = match &rules[&dep.repository_id] {
+                    Ok(d) => d.environment(&dep.environment).and_then(|e| {
+                        policy::frozen(&e.freeze, Utc::now()).map(|why| {
+                            format!(
+                                "`{}` is {why}; the deployment starts when the freeze ends",
+                                dep.environment
+                            )
+                        })
+                    }),
+                    // Whether a freeze holds cannot be told: nothing starts.
+                    Err(e) => Some(format!("{e}; the deployment starts once they can")),
+                };
+                if let Some(why) = why {
                     self.note_held(&dep, &why);
                     frozen.push(env);
                     continue;
@@ -862,10 +905,7 @@ impl Deliverer {
             .unwrap_or(false);
         if first {
             let mut log = self.open_log(dep);
-            log.line(&format!(
-                "waiting: `{}` is {why}; the deployment starts when the freeze ends",
-                dep.environment
-            ));
+            log.line(&format!("waiting: {why}"));
         }
     }
 
@@ -957,8 +997,9 @@ impl Deliverer {
                     )
                     .await?;
                 if dep.kind != Kind::Rollback {
-                    for next in policy::next_environments(&d, &dep.environment) {
-                        self.enter(&release, &d, &next.name, Kind::Auto, None)
+                    let rules = self.rules(&dep.repository_id).await?;
+                    for next in policy::next_environments(&rules, &dep.environment) {
+                        self.enter(&release, &rules, &next.name, Kind::Auto, None)
                             .await?;
                     }
                 }
@@ -1250,8 +1291,24 @@ impl Deliverer {
     }
 }
 
-/// Why `env` is frozen now, if it is, by the configuration of `release`.
-fn frozen_now(release: &Release, env: &str) -> Option<String> {
-    let d = delivery_of(release).ok()?;
-    policy::frozen(&d.environment(env)?.freeze, Utc::now())
+/// Environment `env` of the repository's rules, or why there is none.
+fn environment<'a>(
+    rules: &'a Delivery,
+    env: &str,
+) -> Result<&'a ferry_config::delivery::EnvironmentSpec> {
+    rules.environment(env).ok_or_else(|| {
+        let names: Vec<&str> = rules.environments.iter().map(|e| e.name.as_str()).collect();
+        DeliverError::NotFound(if names.is_empty() {
+            format!(
+                "there is no environment `{env}`: the default branch's {} names none",
+                ferry_config::FILE_NAME
+            )
+        } else {
+            format!(
+                "there is no environment `{env}`; the default branch's {} names: {}",
+                ferry_config::FILE_NAME,
+                names.join(", ")
+            )
+        })
+    })
 }

@@ -8,6 +8,7 @@ pub mod events;
 pub mod layout;
 pub mod log;
 pub mod policy;
+pub mod rules;
 pub mod seal;
 pub mod supervisor;
 pub mod target;

@@ -5,14 +5,14 @@
 
 use std::path::Path;
 
-use ferry_config::delivery::ReleaseSpec;
+use ferry_config::delivery::{Delivery, ReleaseSpec};
 use ferry_plan::{EventKind, Plan};
 use ferry_store::{NewRelease, Release, ReleaseArtifact, ReleaseImage, Run, Status, Store};
 use sha2::{Digest, Sha256};
 
 use crate::cas::Cas;
 
-/// Why a run seals no release, or `Ok` when it does.
+/// Why a run seals no release under the release rules `spec`, or `Ok` when it does.
 pub fn releasable(spec: &ReleaseSpec, plan: &Plan, default_branch: &str) -> Result<(), String> {
     if !plan.trust.is_trusted() {
         return Err(format!(
@@ -67,27 +67,49 @@ pub fn release_name(run: &Run) -> String {
     }
 }
 
-/// Seals the release of `run` (which succeeded) when its plan says it is releasable.
-/// `Ok(None)`: not releasable (with the reason logged by the caller).
+/// Why `run` of `plan` seals no release, or the `release:` of its own pipeline (what
+/// goes in the release) when it does. Whether it may be released at all is decided by
+/// `rules`, the repository's rules from its default branch (see [`crate::rules`]),
+/// never by the run's own commit.
+pub fn sealable<'a>(
+    run: &Run,
+    plan: &'a Plan,
+    rules: &Delivery,
+    default_branch: &str,
+) -> Result<&'a ReleaseSpec, String> {
+    let Some(spec) = &plan.delivery.release else {
+        return Err("the pipeline has no `release:`".into());
+    };
+    if run.status != Status::Success {
+        return Err(format!("the run {}", run.status.as_str()));
+    }
+    if run.dirty {
+        return Err("the run was of uncommitted changes".into());
+    }
+    let Some(allowed) = &rules.release else {
+        return Err(format!(
+            "the default branch `{default_branch}`'s {} has no `release:`",
+            ferry_config::FILE_NAME
+        ));
+    };
+    releasable(allowed, plan, default_branch)?;
+    Ok(spec)
+}
+
+/// Seals the release of `run` (which succeeded) when [`sealable`] says it may.
+/// `Ok(Err(why))`: not releasable (with the reason logged by the caller).
 pub async fn seal(
     store: &Store,
     cas: &Cas,
     run: &Run,
     plan: &Plan,
+    rules: &Delivery,
     default_branch: &str,
 ) -> Result<Result<Release, String>, String> {
-    let Some(spec) = &plan.delivery.release else {
-        return Ok(Err("the pipeline has no `release:`".into()));
+    let spec = match sealable(run, plan, rules, default_branch) {
+        Ok(spec) => spec,
+        Err(why) => return Ok(Err(why)),
     };
-    if run.status != Status::Success {
-        return Ok(Err(format!("the run {}", run.status.as_str())));
-    }
-    if run.dirty {
-        return Ok(Err("the run was of uncommitted changes".into()));
-    }
-    if let Err(why) = releasable(spec, plan, default_branch) {
-        return Ok(Err(why));
-    }
     let stored_plan = store.run_plan(&run.id).await.map_err(|e| e.to_string())?;
     let plan_hash = format!(
         "sha256:{}",

@@ -45,7 +45,7 @@ async fn promote_v1_to_staging(h: &Harness) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promote_refuses_an_unknown_release_or_environment() {
     let h = sealed().await;
-    let moon = "release v1 has no environment `moon`; its environments are: sandbox, staging, production, frozen";
+    let moon = "there is no environment `moon`; the default branch's .ferry.yml names: sandbox, staging, production, frozen";
     h.refuses(
         &dave(),
         &[

@@ -26,11 +26,24 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
             .repository(&run.repository_id)
             .await
             .map_err(|e| e.to_string())?;
-        let default_branch = repo.default_branch.clone().unwrap_or_else(|| "main".into());
-        let releasable = plan.delivery.release.as_ref().is_some_and(|spec| {
-            ferry_deliver::seal::releasable(spec, plan, &default_branch).is_ok()
-        });
-        if releasable && let Some(why) = not_the_head(state, &repo, &run, plan).await? {
+        let default_branch = ferry_deliver::rules::default_branch(&repo).to_string();
+        // What may be released is the default branch's to say, as of now.
+        let rules = if plan.delivery.release.is_some() {
+            let _reading = state.read_mirror(&repo.id).await?;
+            ferry_deliver::rules::read(&state.mirror_path(&repo.id), &default_branch)
+                .await
+                .map_err(|e| format!("the release rules cannot be read: {e}"))
+        } else {
+            Ok(Default::default())
+        };
+        let not_sealed = match &rules {
+            Err(e) => Some(e.clone()),
+            Ok(rules) => match ferry_deliver::seal::sealable(&run, plan, rules, &default_branch) {
+                Ok(_) => not_the_head(state, &repo, &run, plan).await?,
+                Err(_) => None, // said below, as every run that makes no release
+            },
+        };
+        if let Some(why) = not_sealed {
             tracing::info!("run {} seals no release: {why}", run.number);
             state
                 .store
@@ -45,9 +58,16 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
                 .map_err(|e| e.to_string())?;
             return Ok(());
         }
-        let sealed =
-            ferry_deliver::seal::seal(&state.store, &state.cas(), &run, plan, &default_branch)
-                .await;
+        let rules = rules?;
+        let sealed = ferry_deliver::seal::seal(
+            &state.store,
+            &state.cas(),
+            &run,
+            plan,
+            &rules,
+            &default_branch,
+        )
+        .await;
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {

@@ -213,9 +213,7 @@ async fn bad_delivery_requests_are_refused_and_change_nothing() {
         (
             (&v1, "moon"),
             404,
-            format!(
-                "release {v1} has no environment `moon`; its environments are: sandbox, staging, production, frozen, broken"
-            ),
+            "there is no environment `moon`; the default branch's .ferry.yml names: sandbox, staging, production, frozen, broken".to_string(),
         ),
         (
             (&v1, "frozen"),

@@ -191,3 +191,76 @@ async fn automatic_promotion_never_goes_to_a_non_descendant() {
     );
     s.stop().await;
 }
+
+/// What may be released, and where a release goes, is the default branch's to say: a
+/// branch that writes `release: { branches: ["**"] }` and an automatic production into
+/// its own `.ferry.yml` releases nothing, and once main lets every branch release, the
+/// branch's release still follows main's environments and approvals.
+#[tokio::test]
+async fn a_branch_cannot_release_itself_or_write_its_own_environment_rules() {
+    let s = Server::start().await;
+    let rules = |release: &str, production: &str| {
+        format!(
+            "jobs:\n  build:\n    run: mkdir -p out && echo built > out/app\n    artifacts: [out/app]\n\
+             release: {release}\nenvironments:\n  sandbox: {{ auto: true }}\n  production: {production}\n\
+             deploy:\n  target: {{ script: {{ run: 'true' }} }}\n"
+        )
+    };
+    let main = rules(
+        "{ artifacts: [build] }",
+        "{ after: sandbox, approval: { required: 1 } }",
+    );
+    let bare = s.add_repository("guarded", &main).await;
+    // A branch that would release itself straight into production.
+    let work = s.work("guarded");
+    ferry_testkit::git(&work, &["checkout", "-q", "-b", "sneaky"]);
+    std::fs::write(
+        work.join(".ferry.yml"),
+        rules("{ branches: ['**'], artifacts: [build] }", "{ auto: true }"),
+    )
+    .expect("write");
+    ferry_testkit::git(&work, &["commit", "-qam", "let me in"]);
+    let bare_path = bare.display().to_string();
+    ferry_testkit::git(&work, &["push", "-q", &bare_path, "sneaky"]);
+    let (status, body) = s.trigger_with("guarded", json!({ "ref": "sneaky" })).await;
+    assert_eq!(status, 201, "{body}");
+    let run = run_id_in(&body);
+    assert_eq!(s.finished(&run).await["run"]["status"], "success");
+    let s = s.restart().await; // the sealing decision is made by now
+    let (_, releases) = s.admin("GET", "/api/v1/repos/guarded/releases", None).await;
+    assert_eq!(releases["releases"], json!([]), "main releases only main");
+
+    // main lets every branch release; its environments still hold.
+    ferry_testkit::git(&work, &["checkout", "-q", "main"]);
+    std::fs::write(
+        work.join(".ferry.yml"),
+        rules(
+            "{ branches: ['**'], artifacts: [build] }",
+            "{ after: sandbox, approval: { required: 1 } }",
+        ),
+    )
+    .expect("write");
+    ferry_testkit::git(&work, &["commit", "-qam", "every branch releases"]);
+    ferry_testkit::git(&work, &["push", "-q", &bare_path, "main"]);
+    let (status, body) = s.trigger_with("guarded", json!({ "ref": "sneaky" })).await;
+    assert_eq!(status, 201, "{body}");
+    let run = run_id_in(&body);
+    assert_eq!(s.finished(&run).await["run"]["status"], "success");
+    let release = s.releases_of("guarded", 1).await[0]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    s.wait_for_live("guarded", "sandbox").await;
+    let production = "/api/v1/repos/guarded/deployments?environment=production";
+    let waiting = s
+        .wait_until(production, "production awaits approval", |b| {
+            b["deployments"][0]["status"] == "awaiting_approval"
+        })
+        .await;
+    assert_eq!(
+        waiting["deployments"][0]["release"],
+        release.as_str(),
+        "{waiting}"
+    );
+    s.stop().await;
+}

@@ -115,6 +115,22 @@ deploy:
     )
 }
 
+/// The base test image and the local registry (scripts/test.sh), or `None` where the
+/// Docker tests are skipped on purpose (`FERRY_SKIP_DOCKER`).
+fn docker_images() -> Option<(String, String)> {
+    let (Ok(image), Ok(registry)) = (
+        std::env::var("FERRY_TEST_IMAGE"),
+        std::env::var("FERRY_TEST_REGISTRY"),
+    ) else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
+            "set FERRY_TEST_IMAGE and FERRY_TEST_REGISTRY (scripts/test.sh) or FERRY_SKIP_DOCKER=1"
+        );
+        return None;
+    };
+    Some((image, registry))
+}
+
 fn docker_ps(filter: &str) -> String {
     let out = std::process::Command::new("docker")
         .args([
@@ -132,14 +148,7 @@ fn docker_ps(filter: &str) -> String {
 
 #[tokio::test]
 async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
-    let (Ok(image), Ok(registry)) = (
-        std::env::var("FERRY_TEST_IMAGE"),
-        std::env::var("FERRY_TEST_REGISTRY"),
-    ) else {
-        assert!(
-            std::env::var_os("FERRY_SKIP_DOCKER").is_some(),
-            "set FERRY_TEST_IMAGE and FERRY_TEST_REGISTRY (scripts/test.sh) or FERRY_SKIP_DOCKER=1"
-        );
+    let Some((image, registry)) = docker_images() else {
         return;
     };
     let mut docker = ferry_exec::DockerExecutor::connect().await.expect("docker");
@@ -237,4 +246,64 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
                 .output();
         }
     }
+}
+
+/// A release's `volumes:` cannot mount the host: a host path outside the directories
+/// the server allows (`--deploy-mount`, none here) fails the deployment before any
+/// container starts.
+#[tokio::test]
+async fn a_docker_deployment_mounts_no_host_path_the_server_does_not_allow() {
+    let Some((image, registry)) = docker_images() else {
+        return;
+    };
+    let docker = ferry_exec::DockerExecutor::connect().await.expect("docker");
+    let s = Server::start_with(Options {
+        docker: Some(docker),
+        ..Options::default()
+    })
+    .await;
+    let name = format!("{registry}/ferry-test/mounting-{}", std::process::id());
+    let pipeline = format!(
+        "jobs:
+  image:
+    run: mkdir -p ctx && printf 'FROM {image}\\nCMD [\"sleep\", \"300\"]\\n' > ctx/Dockerfile
+    build_image: {{ name: {name}, context: ctx }}
+release:
+  images: [image]
+environments:
+  sandbox: {{ auto: true }}
+deploy:
+  target:
+    docker: {{ volumes: [\"/:/host\"] }}
+  on_failure: stop
+"
+    );
+    s.add_repository("mounting", &pipeline).await;
+    let run_id = s.trigger("mounting").await;
+    assert_eq!(
+        s.finished(&run_id).await["run"]["status"],
+        "success",
+        "{}",
+        s.log(&run_id, "image").await
+    );
+    let failed = s
+        .wait_for_deployments("mounting", "sandbox", "sandbox#1 failed", |l| {
+            l.iter().any(|d| d["status"] == "failed")
+        })
+        .await;
+    let reason = failed[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(
+            "volume `/:/host`: the host path `/` is not in a directory the server allows"
+        ),
+        "{reason}"
+    );
+    let repo = s.get("/api/v1/repos/mounting").await;
+    let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        docker_ps(&format!("label=ferry.deploy={repo_id}/sandbox")),
+        "",
+        "no container started"
+    );
+    s.stop().await;
 }

@@ -883,6 +883,9 @@ async fn fork_pull_requests_are_declined_or_run_untrusted() {
 
     // A repository that runs them: untrusted.
     let open = s.repository("open", Some(pipeline));
+    // Its own commit: made in another second, it is not `sha`.
+    let sha = head(&open);
+    let fork = pull_body(&sha, "main", 666, "mallory");
     ferry_testkit::git(&open, &["update-ref", "refs/pull/5/head", &sha]);
     let body = json!({ "name": "open", "url": open.display().to_string(),
         "webhook_secret": "s3cret", "fork_prs": "run" });

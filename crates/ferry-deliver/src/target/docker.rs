@@ -26,6 +26,8 @@ pub struct DockerTarget {
     pub volumes: Vec<String>,
     #[educe(Debug(ignore))]
     pub command: Option<Vec<String>>,
+    /// Directories whose paths may be mounted (see [`super::mounts`]).
+    pub mounts: Arc<Vec<std::path::PathBuf>>,
     #[educe(Debug(ignore))]
     pub docker: Option<Arc<DockerExecutor>>,
     /// To open the repository's registry logins with.
@@ -92,7 +94,9 @@ impl Target for DockerTarget {
         }
         let mut vols = Vec::new();
         for v in &self.volumes {
-            vols.push(ctx.eval(v)?);
+            let volume = ctx.eval(v)?;
+            super::mounts::check(&volume, &self.mounts)?;
+            vols.push(volume);
         }
         let scope = ctx.scope();
         let apps = docker.apps(&scope).await?;

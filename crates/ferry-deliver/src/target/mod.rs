@@ -13,6 +13,7 @@
 
 pub mod docker;
 pub mod kubernetes;
+pub mod mounts;
 pub mod process;
 pub mod script;
 
@@ -161,6 +162,8 @@ pub struct Targets {
     #[educe(Debug(ignore))]
     pub(crate) docker: Option<Arc<DockerExecutor>>,
     pub(crate) kubectl: PathBuf,
+    /// Directories whose paths deployments may mount (`ferry serve --deploy-mount`).
+    pub(crate) mounts: Arc<Vec<PathBuf>>,
     #[educe(Debug(ignore))]
     pub(crate) store: Store,
     #[educe(Debug(ignore))]
@@ -188,6 +191,7 @@ impl Targets {
                 env: env.clone(),
                 volumes: volumes.clone(),
                 command: command.clone(),
+                mounts: self.mounts.clone(),
                 docker: self.docker.clone(),
                 store: self.store.clone(),
                 key: self.key.clone(),

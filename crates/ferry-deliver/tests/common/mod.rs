@@ -158,6 +158,10 @@ pub struct Harness {
     pub key: SecretKey,
     pub repo: String,
     pub deliverer: Deliverer,
+    /// The working copy whose `main` is pushed to [`mirror`](Self::mirror).
+    pub work: PathBuf,
+    /// The server's mirror of the repository.
+    pub mirror: PathBuf,
     running: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -183,8 +187,27 @@ impl Harness {
             .set_variable(&repo, "", "OUT", &out.display().to_string(), Some("admin"))
             .await
             .expect("variable");
+        // The server's mirror of the repository, where the rules come from: its
+        // default branch's head. Each release is a commit on it (see `release`).
+        let work = tmp.path().join("shop-work");
+        std::fs::create_dir_all(&work).expect("work");
+        let mirror = data.join("mirrors").join(format!("{repo}.git"));
+        ferry_testkit::git(
+            tmp.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                "-b",
+                "main",
+                &mirror.display().to_string(),
+            ],
+        );
+        ferry_testkit::git(&work, &["init", "-q", "-b", "main"]);
         let deliverer = Deliverer::new(store.clone(), &data, key.clone());
         Self {
+            work,
+            mirror,
             tmp,
             data,
             out,
@@ -263,11 +286,49 @@ impl Harness {
         self.start();
     }
 
-    /// Creates release `name` as sealing does: a run, `files` in the content-addressed
-    /// store, and the delivery configuration of a pipeline whose other sections are
-    /// `delivery` (environments and deploy).
+    /// Commits a `.ferry.yml` whose other sections are `delivery` to `main` and pushes
+    /// it to the mirror: the repository's rules from now on. The commit's id.
+    pub fn commit(&self, delivery: &str, message: &str) -> String {
+        self.commit_file(&pipeline(delivery), message)
+    }
+
+    /// The commit at the head of `main`.
+    pub fn head(&self) -> String {
+        ferry_testkit::git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Commits `content` as `.ferry.yml` to `main` and pushes it to the mirror.
+    pub fn commit_file(&self, content: &str, message: &str) -> String {
+        std::fs::write(self.work.join(".ferry.yml"), content).expect("write");
+        ferry_testkit::git(&self.work, &["add", "-A"]);
+        ferry_testkit::git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        let mirror = self.mirror.display().to_string();
+        ferry_testkit::git(&self.work, &["push", "-q", &mirror, "main"]);
+        ferry_testkit::git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Creates release `name` as sealing does: a run of a new commit on `main` whose
+    /// `.ferry.yml` has `delivery` (environments and deploy) as its other sections (so
+    /// they become the repository's rules too), `files` in the content-addressed store,
+    /// and that delivery configuration in the release.
     pub async fn release(&self, name: &str, delivery: &str, files: &[File<'_>]) -> Release {
-        let sha = format!("{:0>40}", hex_of(name));
+        let sha = self.commit(delivery, &format!("release {name}"));
+        self.release_of(name, &sha, delivery, files).await
+    }
+
+    /// Creates release `name` of commit `sha` as sealing does, with `delivery` as its
+    /// configuration, without changing the repository's rules.
+    pub async fn release_of(
+        &self,
+        name: &str,
+        sha: &str,
+        delivery: &str,
+        files: &[File<'_>],
+    ) -> Release {
+        let sha = sha.to_string();
         let (run, _) = self
             .store
             .create_run(&NewRun {
@@ -622,9 +683,7 @@ pub async fn wait_gone(pid: i32) -> bool {
 /// artifacts are released, and these `environments:`/`deploy:` sections — loaded and
 /// checked by `ferry_config::load` as a `.ferry.yml`.
 pub fn delivery_json(sections: &str) -> String {
-    let source = format!(
-        "jobs:\n  build:\n    run: \"true\"\n    artifacts: [app.sh]\nrelease:\n  artifacts: [build]\n{sections}"
-    );
+    let source = pipeline(sections);
     let loaded = ferry_config::load(&source).unwrap_or_else(|diags| {
         panic!(
             "invalid pipeline:\n{source}\n{}",
@@ -634,6 +693,9 @@ pub fn delivery_json(sections: &str) -> String {
     serde_json::to_string(&loaded.pipeline.delivery).expect("json")
 }
 
-fn hex_of(name: &str) -> String {
-    name.bytes().map(|b| format!("{b:02x}")).collect()
+/// The whole `.ferry.yml` of a release whose other sections are `sections`.
+pub fn pipeline(sections: &str) -> String {
+    format!(
+        "jobs:\n  build:\n    run: \"true\"\n    artifacts: [app.sh]\nrelease:\n  artifacts: [build]\n{sections}"
+    )
 }

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ferry_deliver::deliverer::{Actor, DeliverError, Vote, delivery_of};
+use ferry_deliver::deliverer::{Actor, DeliverError, Vote};
 use ferry_deliver::diff::ReleaseDiff;
 use ferry_deliver::events::DeliveryEvent;
 use ferry_store::{
@@ -235,14 +235,8 @@ pub(crate) async fn environments(
     State(s): State<AppState>,
     InRepo(repo, ..): InRepo<AsViewer>,
 ) -> Result<Json<EnvironmentList>, ApiError> {
-    // The environments of the newest release's configuration, in order.
-    let newest = s.store.releases(&repo.id, 1).await?;
-    let Some(newest) = newest.first() else {
-        return Ok(Json(EnvironmentList {
-            environments: Vec::new(),
-        }));
-    };
-    let d = delivery_of(newest)?;
+    // The environments of the repository's rules (its default branch), in order.
+    let d = s.deliverer.rules(&repo.id).await?;
     // One read for every environment, so that the view is of one moment.
     let current = s.store.current_deployments(&repo.id).await?;
     let mut environments = Vec::new();

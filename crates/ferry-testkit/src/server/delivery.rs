@@ -83,6 +83,12 @@ pub async fn shop_with_v1(s: &Server, name: &str) {
     let run_id = s.trigger(name).await;
     assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
     s.wait_for_live(name, "staging").await;
+    // Staging's going live asks production for approval next: wait for that too.
+    let production = format!("/api/v1/repos/{name}/deployments?environment=production");
+    s.wait_until(&production, "production#1 awaits approval", |b| {
+        b["deployments"][0]["status"] == "awaiting_approval"
+    })
+    .await;
 }
 
 /// The name of the release live in an environment.

@@ -1,0 +1,121 @@
+//! Where rules come from: the environments, their policies, approvals and freezes are
+//! those of the default branch's head, whatever the release's own commit says; the
+//! release says only how it is deployed.
+
+mod common;
+
+use common::Ask::{Promote, Rollback};
+use common::Refusal::{Invalid, NotFound};
+use common::{FROZEN, GOOD, Harness, dave, sandbox_only, scripted};
+use ferry_store::DeploymentStatus as S;
+
+/// main's rules: sandbox (auto) → production (two approvals).
+fn strict() -> String {
+    scripted(
+        "  sandbox: { auto: true }
+  production:
+    after: sandbox
+    approval: { required: 2 }
+",
+    )
+}
+
+/// What a branch's author would like: straight to production, no approvals.
+fn permissive() -> String {
+    scripted("  production: { auto: true }\n  sandbox: { auto: true }\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_cannot_write_its_own_way_into_production() {
+    let h = Harness::started().await;
+    let main = h.commit(&strict(), "rules");
+    // The release's configuration says production is automatic; main says otherwise.
+    let v1 = h.release_of("v1", &main, &permissive(), GOOD).await;
+    let made = h.deliverer.on_release(&v1).await.expect("on_release");
+    let entered: Vec<&str> = made.iter().map(|d| d.environment.as_str()).collect();
+    assert_eq!(entered, ["sandbox"], "main's first environment only");
+    h.wait_status("sandbox", 1, S::Live).await;
+    // main's rule for production: two approvals, not automatic.
+    h.wait_production_awaits().await;
+    let after_one = h.approve("production#1", "ann", None).await;
+    assert_eq!(after_one.status, S::AwaitingApproval, "main asks for two");
+    h.approve("production#1", "bob", None).await;
+    h.wait_status("production", 1, S::Live).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_on_the_default_branch_holds_a_release_that_has_none() {
+    let h = Harness::started().await;
+    let frozen_rules = scripted(&format!(
+        "  sandbox: {{ auto: true }}\n  production:\n    after: sandbox\n    {FROZEN}\n"
+    ));
+    let main = h.commit(&frozen_rules, "rules");
+    // The release's own configuration drops the freeze.
+    let unfrozen = scripted("  sandbox: { auto: true }\n  production: { after: sandbox }\n");
+    let v1 = h.release_of("v1", &main, &unfrozen, GOOD).await;
+    h.deliverer.on_release(&v1).await.expect("on_release");
+    h.wait_status("sandbox", 1, S::Live).await;
+    h.refuses_one(
+        &dave(),
+        Promote("v1", "production"),
+        Invalid,
+        "`production` is frozen from 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z; \
+         nothing deploys there now",
+    )
+    .await;
+    // An environment only the release names does not exist.
+    let own = scripted("  sandbox: { auto: true }\n  private: { after: sandbox }\n");
+    let v2 = h.release_of("v2", &main, &own, GOOD).await;
+    let _ = v2;
+    h.refuses_one(
+        &dave(),
+        Promote("v2", "private"),
+        NotFound,
+        "there is no environment `private`; the default branch's .ferry.yml names: \
+         sandbox, production",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_added_on_main_later_holds_rollbacks_and_queued_deployments() {
+    let h = Harness::with_history(&["v1", "v2"]).await;
+    // main now freezes sandbox; v1 and v2 themselves say nothing of it.
+    h.commit(
+        &scripted(&format!("  sandbox:\n    auto: true\n    {FROZEN}\n")),
+        "freeze",
+    );
+    h.refuses_one(
+        &dave(),
+        Rollback("sandbox", None),
+        Invalid,
+        "`sandbox` is frozen from 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z; \
+         during a freeze only an approver may roll back",
+    )
+    .await;
+    // A promotion queued before the freeze came waits for its end.
+    let v3 = h.release_of("v3", &h.head(), &sandbox_only(), GOOD).await;
+    let made = h.deliverer.on_release(&v3).await.expect("on_release");
+    assert_eq!(made.len(), 1);
+    let log = h.deliverer.deployment_log(&made[0]);
+    common::wait_contains(&log, "waiting: `sandbox` is frozen").await;
+    assert_eq!(h.deployment("sandbox", 3).await.status, S::Queued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_that_do_not_load_stop_every_deployment_and_say_why() {
+    let h = Harness::with_history(&["v1", "v2"]).await;
+    h.commit_file("environments: [\n", "broken");
+    let why = "the delivery rules of `shop` (its default branch's .ferry.yml) cannot be \
+               read: .ferry.yml on main does not load:";
+    for ask in [Promote("v1", "sandbox"), Rollback("sandbox", None)] {
+        let got = h.ask(&dave(), ask).await;
+        let (refusal, message) = common::refusal(&got).expect("refused");
+        assert_eq!(refusal, Invalid);
+        assert!(message.starts_with(why), "{message}");
+    }
+    // A release sealed now enters nothing.
+    let v3 = h.release_of("v3", &h.head(), &sandbox_only(), GOOD).await;
+    assert!(h.deliverer.on_release(&v3).await.is_err());
+    assert_eq!(h.deployments("sandbox").await.len(), 2);
+}
