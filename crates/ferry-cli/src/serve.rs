@@ -22,7 +22,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Where mirrors, logs, artifacts and the SQLite database live
-    /// (default: $XDG_DATA_HOME/ferry, else ~/.local/share/ferry).
+    /// (default: $XDG_DATA_HOME/ferry, else /var/lib/ferry for root, else
+    /// ~/.local/share/ferry).
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// The database: SQLite in the data directory by default, or `postgres://…`.
@@ -90,6 +91,11 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub sandbox_write: Vec<PathBuf>,
+    /// Who sandboxed host steps run as when the server runs as root: a user `NAME`,
+    /// `UID` or `UID:GID`, without the server's groups [default: `nobody`]; `none` runs
+    /// them as root. A server that is not root runs them as its own user.
+    #[arg(long, env = "FERRY_SANDBOX_USER", value_name = "USER")]
+    pub sandbox_user: Option<String>,
     /// A host directory whose paths `docker` deployments may mount through `volumes:`
     /// (a release's own configuration says what it mounts); repeat. Without one, only
     /// named volumes are mounted.
@@ -200,6 +206,30 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     Ok(args)
 }
 
+/// Who host steps run as: `--sandbox-user`, `nobody` for a server running as root,
+/// else nobody else (the server's own user).
+fn step_user(asked: Option<&str>) -> Result<Option<ferry_exec::sandbox::StepUser>, Failure> {
+    let root = nix::unistd::geteuid().is_root();
+    match asked {
+        Some("none") => Ok(None),
+        Some(user) if !root => Err(Failure::usage(format!(
+            "--sandbox-user {user}: only a server running as root runs steps as another user"
+        ))),
+        Some(user) => ferry_exec::sandbox::StepUser::parse(user)
+            .map(Some)
+            .map_err(|e| Failure::usage(format!("--sandbox-user: {e}"))),
+        None if root => ferry_exec::sandbox::StepUser::parse("nobody")
+            .map(Some)
+            .map_err(|e| {
+                Failure::usage(format!(
+                    "{e}: host steps would run as root; name a user with --sandbox-user \
+                     (or `none`)"
+                ))
+            }),
+        None => Ok(None),
+    }
+}
+
 /// `--deploy-mount` directories are absolute and never hold or lie in the data
 /// directory (a deployment mounting it would read the key and every secret).
 fn check_deploy_mounts(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), Failure> {
@@ -224,9 +254,15 @@ fn check_deploy_mounts(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), F
     Ok(())
 }
 
+/// `$XDG_DATA_HOME/ferry`; else, for root, `/var/lib/ferry` (a system service's place,
+/// which the `nobody` that runs host steps can pass through; `/root` is closed to it);
+/// else `~/.local/share/ferry`.
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("ferry");
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/ferry");
     }
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/ferry"),
@@ -287,17 +323,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .map(|n| n as usize)
             .unwrap_or(max_runs as usize),
     };
-    // The key that seals secrets, registry logins and webhook secrets.
-    let key = ferry_store::SecretKey::load_or_create(&data)
-        .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
-    if let Some(token) = ferry_server::prepare(&store, &config, &key)
-        .await
-        .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?
-    {
-        eprintln!(
-            "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
-        );
-    }
+    // Checked before anything is written for users (the first admin's token).
     check_deploy_mounts(&args.deploy_mount, &data)?;
     let sandbox = match args.host_sandbox.as_str() {
         "off" => {
@@ -305,9 +331,14 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             None
         }
         _ => {
+            let user = step_user(args.sandbox_user.as_deref())?;
+            if user.is_some() {
+                ferry_exec::sandbox::share_work_only(&data).map_err(Failure::failed)?;
+            }
             let sandbox = ferry_exec::sandbox::Sandbox::default()
                 .with_read(args.sandbox_read.iter().cloned())
-                .with_write(args.sandbox_write.iter().cloned());
+                .with_write(args.sandbox_write.iter().cloned())
+                .with_user(user);
             match sandbox.check(&data) {
                 Ok(ferry_exec::sandbox::Enforced::Fully) => {}
                 Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {
@@ -322,6 +353,17 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             Some(sandbox)
         }
     };
+    // The key that seals secrets, registry logins and webhook secrets.
+    let key = ferry_store::SecretKey::load_or_create(&data)
+        .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
+    if let Some(token) = ferry_server::prepare(&store, &config, &key)
+        .await
+        .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?
+    {
+        eprintln!(
+            "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
+        );
+    }
     let engine = Engine::new(
         store.clone(),
         Arc::new(LocalExecutor {

@@ -217,10 +217,29 @@ impl Serve {
 /// the server's environment.
 #[tokio::test]
 async fn host_jobs_cannot_reach_the_servers_files() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().expect("tmp");
+    // As a server's data directory would be (e.g. /var/lib/ferry): its parents let
+    // others pass, so that a step user reaches the workspaces.
+    let mode = std::fs::Permissions::from_mode(0o711);
+    std::fs::set_permissions(tmp.path(), mode).expect("chmod");
     let data = tmp.path().join("data");
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
+    // A UNIX socket the server's user may use (as the Docker socket is for root or the
+    // `docker` group): Landlock does not govern connecting to it; the step's own uid
+    // and groups do.
+    let sockets = tmp.path().join("sockets");
+    std::fs::create_dir_all(&sockets).expect("mkdir");
+    let socket = sockets.join("engine.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let my_uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id");
+    let my_uid = String::from_utf8_lossy(&my_uid.stdout).trim().to_string();
+    let root = my_uid == "0";
     let pipeline = format!(
         "jobs:\n  probe:\n    run: |\n      \
          cat {d}/secret.key >/dev/null 2>&1 && echo LEAK-key || echo no-key\n      \
@@ -230,12 +249,23 @@ async fn host_jobs_cannot_reach_the_servers_files() {
          env | grep -q FERRY_TEST_SERVER_ONLY && echo LEAK-env || echo no-env\n      \
          echo in-workspace > here && cat here\n      \
          echo in-tmp > \"$TMPDIR/t\" && cat \"$TMPDIR/t\"\n      \
-         ls /usr/bin/env >/dev/null && echo system-readable\n",
+         ls /usr/bin/env >/dev/null && echo system-readable\n      \
+         perl -MIO::Socket::UNIX -e 'print IO::Socket::UNIX->new(Peer => shift) ? \"LEAK-socket\\n\" : \"no-socket\\n\"' {s}\n      \
+         echo uid=$(id -u)\n",
         d = data.display(),
-        o = outside.display()
+        o = outside.display(),
+        s = socket.display()
     );
     let bare = bare_repo(tmp.path(), &pipeline);
-    let server = start_with_env(&data, &["--host-sandbox", "on"]);
+    let server = start_with_env(
+        &data,
+        &[
+            "--host-sandbox",
+            "on",
+            "--sandbox-read",
+            &sockets.display().to_string(),
+        ],
+    );
     let token = server.admin_token();
     server.add_app(&token, &bare).await;
     let run = server.trigger_app(&token).await;
@@ -253,9 +283,17 @@ async fn host_jobs_cannot_reach_the_servers_files() {
         )
         .await;
     assert_eq!(detail["run"]["status"], "success", "{detail}\n{log}");
+    // A server running as root runs steps as `nobody`: the socket is out of reach.
+    let (socket_line, uid) = if root {
+        ("no-socket", "65534".to_string())
+    } else {
+        ("LEAK-socket", my_uid)
+    };
     assert_eq!(
         log,
-        "no-key\nno-db\nno-list\nno-write\nno-env\nin-workspace\nin-tmp\nsystem-readable\n"
+        format!(
+            "no-key\nno-db\nno-list\nno-write\nno-env\nin-workspace\nin-tmp\nsystem-readable\n{socket_line}\nuid={uid}\n"
+        )
     );
     assert!(!outside.join("written").exists());
 }

@@ -8,17 +8,139 @@
 //! restricts itself once, with the job's paths, and then starts every step of the job.
 //! The restriction costs a few system calls per job and nothing per step; the server's
 //! own threads are never restricted.
+//!
+//! Landlock governs files, and (ABI 6) signals and abstract UNIX sockets: a step cannot
+//! signal a process outside its job. It does not govern `connect()` to a named socket
+//! (the Docker socket) or what the server's user may do otherwise; so where the server
+//! runs as root, steps also run as another user ([`StepUser`], `nobody` by default),
+//! without the server's groups, owning only their workspace and temporary directory.
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::PermissionsExt;
+
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus, path_beneath_rules,
+    RulesetStatus, Scope, path_beneath_rules,
 };
 
-/// The newest Landlock ABI Ferry knows; older kernels enforce what they can, and
-/// [`Sandbox::check`] says what.
-const NEWEST: ABI = ABI::V5;
+/// The newest Landlock ABI Ferry knows (files: ABI 5; signal and abstract-socket
+/// scopes: ABI 6); older kernels enforce what they can, and [`Sandbox::check`] says what.
+const NEWEST: ABI = ABI::V6;
+
+/// The user host steps run as, when the server may switch (it runs as root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl StepUser {
+    /// `NAME` (its primary group), `UID` or `UID:GID`.
+    pub fn parse(text: &str) -> Result<StepUser, String> {
+        let number = |t: &str| t.parse::<u32>().ok();
+        if let Some((u, g)) = text.split_once(':') {
+            return match (number(u), number(g)) {
+                (Some(uid), Some(gid)) => Ok(StepUser { uid, gid }),
+                _ => Err(format!("`{text}`: write NAME, UID or UID:GID")),
+            };
+        }
+        let user = match number(text) {
+            Some(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+            None => nix::unistd::User::from_name(text),
+        }
+        .map_err(|e| format!("cannot look up the user `{text}`: {e}"))?;
+        match (user, number(text)) {
+            (Some(u), _) => Ok(StepUser {
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            }),
+            // A uid without a name: its group is the same number.
+            (None, Some(uid)) => Ok(StepUser { uid, gid: uid }),
+            (None, None) => Err(format!("there is no user `{text}`")),
+        }
+    }
+
+    /// Why this user cannot reach `dir` (a directory it must enter), if it cannot:
+    /// every directory above must let it search (`x`) by owner, group or others.
+    pub fn cannot_reach(&self, dir: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        for above in dir.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(above) else {
+                continue;
+            };
+            let mode = meta.mode();
+            let search = if meta.uid() == self.uid {
+                mode & 0o100 != 0
+            } else if meta.gid() == self.gid {
+                mode & 0o010 != 0
+            } else {
+                mode & 0o001 != 0
+            };
+            if !search {
+                return Some(format!(
+                    "{} (mode {:o}, owner {}) does not let uid {} reach {}",
+                    above.display(),
+                    mode & 0o7777,
+                    meta.uid(),
+                    self.uid,
+                    dir.display()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Gives this user `dir` and everything in it (links themselves, never what they
+    /// point at).
+    pub fn take(&self, dir: &Path) -> std::io::Result<()> {
+        for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+            let entry = entry.map_err(std::io::Error::other)?;
+            std::os::unix::fs::lchown(entry.path(), Some(self.uid), Some(self.gid))?;
+        }
+        Ok(())
+    }
+}
+
+/// The entries of a data directory a step user may pass through: only `work/`, where the
+/// workspaces are. Everything else at its top is for the server alone.
+pub fn share_work_only(data: &Path) -> Result<(), String> {
+    let fail = |p: &Path, e: std::io::Error| format!("cannot set the mode of {}: {e}", p.display());
+    let set = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(p, e))
+    };
+    let work = data.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| fail(&work, e))?;
+    // Made now, private, so that no later `create_dir_all` makes them readable.
+    for dir in SERVER_DIRS {
+        let dir = data.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+    }
+    set(data, 0o711)?;
+    set(&work, 0o711)?;
+    for entry in std::fs::read_dir(data).map_err(|e| fail(data, e))? {
+        let entry = entry.map_err(|e| fail(data, e))?;
+        let meta = entry.metadata().map_err(|e| fail(&entry.path(), e))?;
+        if entry.file_name() == "work" || meta.file_type().is_symlink() {
+            continue;
+        }
+        set(&entry.path(), meta.permissions().mode() & 0o7700)?;
+    }
+    Ok(())
+}
+
+/// The server's own directories at the top of its data directory.
+pub const SERVER_DIRS: [&str; 8] = [
+    "artifacts",
+    "caches",
+    "cas",
+    "deploy",
+    "deploy-processes",
+    "logs",
+    "mirrors",
+    "processes",
+];
 
 /// Directories a sandboxed step may read and run from by default: the system, not
 /// `/home`, `/root`, `/tmp`, `/var` or `/proc` (where the server's own environment
@@ -45,6 +167,8 @@ pub const SYSTEM_WRITE: [&str; 6] = [
 pub struct Sandbox {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
+    /// Who steps run as; `None`: the server's user.
+    pub user: Option<StepUser>,
 }
 
 impl Default for Sandbox {
@@ -52,6 +176,7 @@ impl Default for Sandbox {
         Self {
             read: SYSTEM_READ.iter().map(PathBuf::from).collect(),
             write: SYSTEM_WRITE.iter().map(PathBuf::from).collect(),
+            user: None,
         }
     }
 }
@@ -69,6 +194,12 @@ impl Sandbox {
     /// With `extra` also readable (e.g. a toolchain under `/home`).
     pub fn with_read(mut self, extra: impl IntoIterator<Item = PathBuf>) -> Self {
         self.read.extend(extra);
+        self
+    }
+
+    /// Steps run as `user` (see [`StepUser`]).
+    pub fn with_user(mut self, user: Option<StepUser>) -> Self {
+        self.user = user;
         self
     }
 
@@ -93,6 +224,15 @@ impl Sandbox {
                 ));
             }
         }
+        if let Some(user) = &self.user
+            && let Some(why) = user.cannot_reach(&data.join("work"))
+        {
+            return Err(format!(
+                "steps run as uid {} and cannot reach their workspaces: {why}; choose a \
+                 --data-dir it can reach (e.g. /var/lib/ferry) or another --sandbox-user",
+                user.uid
+            ));
+        }
         let me = self.clone();
         std::thread::spawn(move || me.restrict(&[]))
             .join()
@@ -109,6 +249,8 @@ impl Sandbox {
         let status = Ruleset::default()
             .set_compatibility(CompatLevel::BestEffort)
             .handle_access(AccessFs::from_all(NEWEST))
+            .map_err(|e| fail(&e))?
+            .scope(Scope::from_all(NEWEST))
             .map_err(|e| fail(&e))?
             .create()
             .map_err(|e| fail(&e))?
@@ -127,7 +269,9 @@ impl Sandbox {
         match status.ruleset {
             RulesetStatus::FullyEnforced => Ok(Enforced::Fully),
             RulesetStatus::PartiallyEnforced => Ok(Enforced::Partially(
-                "the kernel's Landlock is older than ABI 5: some rights are not enforced".into(),
+                "the kernel's Landlock is older than ABI 6: some rights are not enforced (ABI 5 \
+                 for every file right, 6 for signals and abstract sockets)"
+                    .into(),
             )),
             RulesetStatus::NotEnforced => {
                 Err("the kernel does not enforce Landlock (not built in, or disabled)".into())
@@ -149,9 +293,18 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts the thread and restricts it to `sandbox` plus `own` (read and write); must
-    /// be called within a Tokio runtime (the children are reaped by it).
+    /// Starts the thread and restricts it to `sandbox` plus `own` (read and write, and
+    /// given to the sandbox's user if it has one); must be called within a Tokio
+    /// runtime (the children are reaped by it).
     pub fn start(sandbox: &Sandbox, own: Vec<PathBuf>) -> Result<Spawner, String> {
+        let user = sandbox.user;
+        if let Some(user) = user {
+            for dir in &own {
+                user.take(dir).map_err(|e| {
+                    format!("cannot give {} to uid {}: {e}", dir.display(), user.uid)
+                })?;
+            }
+        }
         let runtime = tokio::runtime::Handle::current();
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -167,6 +320,11 @@ impl Spawner {
                 }
                 let _entered = runtime.enter();
                 while let Ok((mut cmd, reply)) = rx.recv() {
+                    if let Some(user) = user {
+                        // Without the server's supplementary groups too (std drops
+                        // them when it switches the uid).
+                        cmd.uid(user.uid).gid(user.gid);
+                    }
                     let child = cmd.spawn();
                     // Our copies of the child's pipe ends go before the answer.
                     drop(cmd);
@@ -216,9 +374,11 @@ mod tests {
             .arg(format!(
                 "cat {o}/secret 2>/dev/null || echo no-read; (echo x > {o}/new) 2>/dev/null || echo no-write; \
                  echo mine > {m}/f && cat {m}/f; test -r /etc/passwd && echo system; \
-                 echo quiet > /dev/null && echo devnull; ls /dev/shm >/dev/null 2>&1 || echo no-shm",
+                 echo quiet > /dev/null && echo devnull; ls /dev/shm >/dev/null 2>&1 || echo no-shm; \
+                 kill -0 {me} 2>/dev/null && echo LEAK-signal || echo no-signal",
                 o = other.display(),
-                m = own.display()
+                m = own.display(),
+                me = std::process::id()
             ))
             .stdout(std::process::Stdio::piped());
         let out = spawner
@@ -230,13 +390,101 @@ mod tests {
             .expect("wait");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "no-read\nno-write\nmine\nsystem\ndevnull\nno-shm\n"
+            "no-read\nno-write\nmine\nsystem\ndevnull\nno-shm\nno-signal\n",
+            "(no signal to a process outside the job: Landlock ABI 6)"
         );
         assert_eq!(
             std::fs::read_to_string(other.join("secret")).expect("us"),
             "hush"
         );
         assert!(!other.join("new").exists());
+    }
+
+    #[test]
+    fn step_users_are_named_or_numbered() {
+        let nobody = StepUser::parse("nobody").expect("nobody");
+        assert_eq!(StepUser::parse("65534").expect("uid"), nobody);
+        assert_eq!(
+            StepUser::parse("1234:5678"),
+            Ok(StepUser {
+                uid: 1234,
+                gid: 5678
+            })
+        );
+        assert_eq!(
+            StepUser::parse("4242"),
+            Ok(StepUser {
+                uid: 4242,
+                gid: 4242
+            }),
+            "a uid without a name"
+        );
+        for bad in ["no-such-user-here", "1:x", ":5", "a:b"] {
+            assert!(StepUser::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A step user must be able to pass through every directory above its workspaces,
+    /// and is given its own directories, links and all, never what links point at.
+    #[test]
+    fn a_step_user_reaches_and_owns_only_what_it_is_given() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let user = StepUser {
+            uid: 65534,
+            gid: 65534,
+        };
+        let work = tmp.path().join("data/work");
+        std::fs::create_dir_all(&work).expect("mkdir");
+        let closed = std::fs::Permissions::from_mode(0o700);
+        std::fs::set_permissions(tmp.path(), closed).expect("chmod");
+        let why = user.cannot_reach(&work).expect("a 0700 directory above");
+        assert!(why.contains("mode 700"), "{why}");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod");
+        assert_eq!(user.cannot_reach(&work), None);
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root gives files away
+        }
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, "server's").expect("write");
+        let ws = work.join("job");
+        std::fs::create_dir_all(ws.join("src")).expect("mkdir");
+        std::fs::write(ws.join("src/a"), "a").expect("write");
+        std::os::unix::fs::symlink(&outside, ws.join("link")).expect("link");
+        user.take(&ws).expect("take");
+        for p in [
+            ws.clone(),
+            ws.join("src"),
+            ws.join("src/a"),
+            ws.join("link"),
+        ] {
+            let meta = std::fs::symlink_metadata(&p).expect("meta");
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{}", p.display());
+        }
+        assert_eq!(std::fs::metadata(&outside).expect("meta").uid(), 0);
+    }
+
+    /// Only `work/` of a data directory is left passable to others.
+    #[test]
+    fn a_data_directory_shares_only_its_work_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(data.join("mirrors")).expect("mkdir");
+        std::fs::write(data.join("ferry.db"), "db").expect("write");
+        std::fs::set_permissions(
+            data.join("ferry.db"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        share_work_only(&data).expect("share");
+        let mode = |p: &str| std::fs::metadata(data.join(p)).expect("meta").mode() & 0o777;
+        assert_eq!(mode(""), 0o711);
+        assert_eq!(mode("work"), 0o711);
+        assert_eq!(mode("ferry.db"), 0o600);
+        assert_eq!(mode("mirrors"), 0o700);
+        assert_eq!(mode("caches"), 0o700, "made private before it is used");
     }
 
     /// A data directory the sandbox would let jobs read is refused at start.
