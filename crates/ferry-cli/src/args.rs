@@ -309,6 +309,10 @@ pub enum UserCommand {
         /// An approver group the user belongs to (`approval.from` can name it); repeat.
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
+        /// A forge account the user is, `PROVIDER:LOGIN` (`github:alice`): approval
+        /// rules' `not: [author, triggerer]` know the user by it; repeat.
+        #[arg(long = "forge", value_name = "PROVIDER:LOGIN")]
+        forge: Vec<String>,
         /// The server's data directory (default: as `ferry serve`).
         #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
         data_dir: Option<PathBuf>,

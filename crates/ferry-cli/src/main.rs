@@ -178,9 +178,10 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
                     name,
                     role,
                     groups,
+                    forge,
                     data_dir,
                     database_url,
                 },
-        } => serve::user_add(&name, &role, &groups, data_dir, database_url).await,
+        } => serve::user_add(&name, &role, &groups, &forge, data_dir, database_url).await,
     }
 }

@@ -468,17 +468,32 @@ pub async fn user_add(
     name: &str,
     role: &str,
     groups: &[String],
+    forge: &[String],
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
 ) -> Result<u8, Failure> {
     let role = ferry_server::Role::parse(role)
         .ok_or_else(|| Failure::usage("--role must be viewer, developer, approver or admin"))?;
+    let forge = forge
+        .iter()
+        .map(|f| {
+            ferry_store::forge_identity(f).map_err(|e| Failure::usage(format!("--forge: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let data = data_dir.unwrap_or_else(default_data_dir);
     let store = match &database_url {
         Some(url) => Store::open_url(url, &data).await,
         None => Store::open(&data).await,
     }
     .map_err(|e| Failure::failed(format!("cannot open the store: {e}")))?;
+    for identity in &forge {
+        if store.user_of_forge_identity(identity).await?.is_some() {
+            store.close().await;
+            return Err(Failure::usage(format!(
+                "--forge {identity}: another user is that account"
+            )));
+        }
+    }
     let (user, token) = ferry_server::auth::create_user_with_token(&store, name, role)
         .await
         .map_err(|e| match e {
@@ -487,6 +502,9 @@ pub async fn user_add(
         })?;
     for group in groups {
         store.add_group_member(group, &user.id).await?;
+    }
+    for identity in &forge {
+        store.link_forge_identity(&user.id, identity).await?;
     }
     store.close().await;
     eprintln!(

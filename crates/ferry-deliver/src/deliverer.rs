@@ -58,6 +58,8 @@ pub struct Actor {
     pub name: String,
     /// Holds the approver (or admin) role.
     pub may_approve: bool,
+    /// The forge accounts the person is (`github:alice`).
+    pub forge: Vec<String>,
 }
 
 impl Actor {
@@ -517,6 +519,7 @@ impl Deliverer {
         let approver = Approver {
             user: &actor.name,
             groups,
+            forge: &actor.forge,
             may_approve: actor.may_approve,
         };
         policy::may_approve(rule, &approver, &parties).map_err(DeliverError::Forbidden)?;

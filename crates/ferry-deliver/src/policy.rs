@@ -67,6 +67,8 @@ pub fn frozen(freezes: &[Freeze], now: DateTime<Utc>) -> Option<String> {
 pub struct Approver<'a> {
     pub user: &'a str,
     pub groups: &'a [String],
+    /// The forge accounts the user is (`github:alice`, lower case).
+    pub forge: &'a [String],
     /// Has the approver (or admin) role.
     pub may_approve: bool,
 }
@@ -74,9 +76,11 @@ pub struct Approver<'a> {
 /// The people around a deployment that `not:` may exclude.
 #[derive(Debug, Clone, Default)]
 pub struct Parties {
-    /// The commit's author, `Name <email>`.
+    /// The commit's author as git has it, `Name <email>`: chosen by whoever made the
+    /// commit, so it counts only when nothing else says who pushed (see [`may_approve`]).
     pub author: String,
-    /// The user who triggered the run (`user:NAME` or something else).
+    /// Who triggered the run: `user:NAME`, a forge account (`github:alice`: the pusher
+    /// a signed delivery names), or something that is no person (`schedule`, `poll`).
     pub triggered_by: Option<String>,
     /// The user who asked for the deployment.
     pub requested_by: Option<String>,
@@ -98,8 +102,23 @@ pub fn is_author(user: &str, author: &str) -> bool {
     user == name || (!email.is_empty() && (user == email || user == local))
 }
 
-fn is_user(label: Option<&str>, user: &str) -> bool {
-    label.is_some_and(|l| l.strip_prefix("user:") == Some(user))
+/// Whether `label` (`user:NAME` or a forge account) names `approver`.
+fn is_party(label: Option<&str>, approver: &Approver<'_>) -> bool {
+    label.is_some_and(|l| {
+        l.strip_prefix("user:") == Some(approver.user)
+            || approver.forge.iter().any(|f| f.eq_ignore_ascii_case(l))
+    })
+}
+
+/// Whether `label` names a person: a user or a forge account.
+fn names_a_person(label: Option<&str>) -> bool {
+    label.is_some_and(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("user:")
+            || ferry_store::FORGES
+                .iter()
+                .any(|f| l.strip_prefix(f).is_some_and(|r| r.starts_with(':')))
+    })
 }
 
 /// Whether `approver` may approve under `rule`, or why not.
@@ -128,16 +147,23 @@ pub fn may_approve(
     }
     for excluded in &rule.not {
         let (hit, who) = match excluded {
+            // The author is who pushed the commit (the forge account of a signed
+            // delivery, or the user who asked for the run); the git author string, which
+            // a committer writes as they like, only when nothing says who pushed.
             Excluded::Author => (
-                is_author(approver.user, &parties.author),
+                if names_a_person(parties.triggered_by.as_deref()) {
+                    is_party(parties.triggered_by.as_deref(), approver)
+                } else {
+                    is_author(approver.user, &parties.author)
+                },
                 "the commit's author",
             ),
             Excluded::Triggerer => (
-                is_user(parties.triggered_by.as_deref(), approver.user),
+                is_party(parties.triggered_by.as_deref(), approver),
                 "the person who triggered the run",
             ),
             Excluded::Requester => (
-                is_user(parties.requested_by.as_deref(), approver.user),
+                is_party(parties.requested_by.as_deref(), approver),
                 "the person who asked for this deployment",
             ),
         };
@@ -245,7 +271,7 @@ mod tests {
     fn who_may_approve() {
         let parties = Parties {
             author: "Bob Builder <bob@example.com>".into(),
-            triggered_by: Some("user:carol".into()),
+            triggered_by: Some("schedule".into()),
             requested_by: Some("user:dave".into()),
         };
         let managers = vec!["release-managers".to_string()];
@@ -256,6 +282,7 @@ mod tests {
                 &Approver {
                     user,
                     groups,
+                    forge: &[],
                     may_approve: true,
                 },
                 &parties,
@@ -271,12 +298,8 @@ mod tests {
         assert!(
             ok("bob", &managers)
                 .expect_err("refused")
-                .contains("the commit's author")
-        );
-        assert!(
-            ok("carol", &managers)
-                .expect_err("refused")
-                .contains("triggered the run")
+                .contains("the commit's author"),
+            "by the git author, as nothing says who pushed"
         );
         assert!(
             ok("dave", &managers).is_ok(),
@@ -285,6 +308,7 @@ mod tests {
         let viewer = Approver {
             user: "alice",
             groups: &none,
+            forge: &[],
             may_approve: false,
         };
         assert!(
@@ -294,6 +318,72 @@ mod tests {
         );
         assert!(is_author("BOB", "bob <b@x>") && is_author("b", "Someone <b@x>"));
         assert!(!is_author("bo", "Bob <bob@x>"));
+    }
+
+    /// Who pushed is who a signed delivery or the API says, never the git author string a
+    /// committer writes: Mallory, who pushed a commit "by Bob", may not approve it as
+    /// its author or its triggerer; Bob may.
+    #[test]
+    fn the_author_is_who_pushed_not_the_git_author_string() {
+        let rule = ApprovalRule {
+            required: 1,
+            from: Vec::new(),
+            not: vec![Excluded::Author],
+            expires: None,
+        };
+        let triggerer = ApprovalRule {
+            not: vec![Excluded::Triggerer],
+            ..rule.clone()
+        };
+        let pushed = |by: &str| Parties {
+            author: "Bob Builder <bob@example.com>".into(),
+            triggered_by: Some(by.into()),
+            requested_by: Some("user:dave".into()),
+        };
+        let mallory_forge = ["github:mallory".to_string()];
+        let approver = |user, forge| Approver {
+            user,
+            groups: &[],
+            forge,
+            may_approve: true,
+        };
+        for (rule, parties, user, forge, allowed) in [
+            (
+                &rule,
+                pushed("github:mallory"),
+                "mallory",
+                &mallory_forge[..],
+                false,
+            ),
+            (
+                &rule,
+                pushed("GitHub:Mallory"),
+                "mallory",
+                &mallory_forge[..],
+                false,
+            ),
+            (
+                &triggerer,
+                pushed("github:mallory"),
+                "mallory",
+                &mallory_forge[..],
+                false,
+            ),
+            (&rule, pushed("github:mallory"), "bob", &[][..], true),
+            (
+                &rule,
+                pushed("gitlab:mallory"),
+                "mallory",
+                &mallory_forge[..],
+                true,
+            ),
+            (&rule, pushed("user:mallory"), "mallory", &[][..], false),
+            (&rule, pushed("poll"), "bob", &[][..], false),
+            (&rule, pushed("poll"), "mallory", &mallory_forge[..], true),
+        ] {
+            let got = may_approve(rule, &approver(user, forge), &parties);
+            assert_eq!(got.is_ok(), allowed, "{user} on {parties:?}: {got:?}");
+        }
     }
 
     #[test]

@@ -43,10 +43,12 @@ async fn approval_takes_the_required_number_of_approvals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commit_author_and_users_without_the_approver_role_may_not_approve() {
     let mut h = Harness::awaiting(&approvals()).await;
-    let author = "ada may not approve this deployment: ada is the commit's author";
+    // The author is who pushed: tess, who triggered the run; not `ada`, whom the git
+    // author string names (a committer writes what they like there).
+    let author = "tess may not approve this deployment: tess is the commit's author";
     let requests = [Approve("production#1"), Reject("production#1")];
     h.refuses(
-        &actor("ada", true),
+        &actor("tess", true),
         &requests.map(|r| (r, Forbidden, author)),
     )
     .await;

@@ -70,7 +70,7 @@ async fn handle(state: &AppState, item: &Intake) {
         sha: Some(item.sha.clone()),
         variables: Vec::new(),
         event: EventKind::parse(&item.event).unwrap_or(EventKind::Push),
-        triggered_by: format!("webhook:{}", item.provider),
+        triggered_by: triggered_by(item),
         trust,
         pull: item.pull.clone(),
     };
@@ -105,6 +105,18 @@ async fn handle(state: &AppState, item: &Intake) {
         }
         Err(e) => finish(None, e.to_string(), false).await,
     }
+}
+
+/// Who triggered a delivery's run: the forge account the signed delivery names
+/// (`github:alice`, the pusher or the pull request's author), so that approval rules
+/// compare people, not git author strings; `webhook:PROVIDER` when it names none (or
+/// for the generic webhook, whose sender is no forge account).
+pub(crate) fn triggered_by(item: &Intake) -> String {
+    item.sender
+        .as_deref()
+        .filter(|_| ferry_store::FORGES.contains(&item.provider.as_str()))
+        .and_then(|sender| ferry_store::forge_identity(&format!("{}:{sender}", item.provider)).ok())
+        .unwrap_or_else(|| format!("webhook:{}", item.provider))
 }
 
 /// How far a delivery's run is trusted, from what the forge says (never from the

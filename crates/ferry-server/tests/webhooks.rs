@@ -1025,3 +1025,73 @@ async fn a_replayed_push_seals_no_release() {
     );
     s.stop().await;
 }
+
+/// Approval rules know people by the forge account a signed delivery names, never by
+/// the git author string a committer writes: Mallory, an approver, pushes a commit that
+/// says it is Ada's; she may not approve it (she pushed it), and Ada may.
+#[tokio::test]
+async fn approval_rules_know_people_by_their_forge_accounts() {
+    let pipeline = "jobs:\n  build:\n    run: echo built\nrelease: {}\nenvironments:\n  production:\n    approval: { required: 1, not: [author, triggerer] }\ndeploy:\n  target: { script: { run: 'true' } }\n";
+    let (s, bare) = hooked_server(pipeline).await;
+    let user = |name: &str, forge: serde_json::Value| json!({ "name": name, "role": "approver", "forge": forge });
+    let (status, mallory) = s
+        .admin(
+            "POST",
+            "/api/v1/users",
+            Some(user("mallory", json!(["GitHub:Mallory"]))),
+        )
+        .await;
+    assert_eq!(status, 201, "{mallory}");
+    assert_eq!(mallory["forge"], json!(["github:mallory"]));
+    let mallory = mallory["token"].as_str().expect("token").to_string();
+    let ada = s.user("ada", "approver").await;
+    // Linking: checked, one user per account.
+    for (identity, want) in [
+        ("gitlab:mallory.m", 200),
+        ("bitbucket:mallory", 422),
+        ("github:", 422),
+    ] {
+        let (status, body) = s
+            .admin(
+                "POST",
+                "/api/v1/users/mallory/forge",
+                Some(json!({ "identity": identity })),
+            )
+            .await;
+        assert_eq!(status, want, "{identity}: {body}");
+    }
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/users/ada/forge",
+            Some(json!({ "identity": "github:mallory" })),
+        )
+        .await;
+    assert_eq!(status, 409, "another user's account: {body}");
+
+    let sha = head(&bare); // authored by "Ada Lovelace <ada@example.com>"
+    let push = push_body(&sha, "first").replace("\"login\":\"ada\"", "\"login\":\"Mallory\"");
+    assert!(push.contains("Mallory"), "{push}");
+    assert_eq!(hooked(&s, "d-1", "push", &push).await.status, 202);
+    intake_done(&s).await;
+    let runs = s.runs_of("hooked").await;
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("github:mallory"));
+    let production = "/api/v1/repos/hooked/deployments?environment=production";
+    s.wait_until(production, "production#1 awaits approval", |b| {
+        b["deployments"][0]["status"] == "awaiting_approval"
+    })
+    .await;
+    let deployment = s.deployment("hooked", "production#1");
+    let (status, body) = deployment.approve(&mallory, None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is the commit's author"),
+        "{body}"
+    );
+    let (status, body) = deployment.approve(&ada, None).await;
+    assert_eq!(status, 200, "the git author string does not count: {body}");
+    s.stop().await;
+}

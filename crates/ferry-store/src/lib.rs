@@ -32,6 +32,7 @@ mod runs;
 pub mod secrets;
 mod settings;
 mod users;
+pub use users::{FORGES, forge_identity};
 mod writes;
 
 use std::path::{Path, PathBuf};

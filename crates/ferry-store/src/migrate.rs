@@ -78,6 +78,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         common!("0012_verification_times.sql"),
     ),
     (13, "trust", common!("0013_trust.sql")),
+    (14, "forge_identities", common!("0014_forge_identities.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

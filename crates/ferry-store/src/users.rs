@@ -16,6 +16,31 @@ crate::row::record!(TOKEN_COLUMNS, token_from_row, Token {
     id, user_id, name, created_at, last_used_at, revoked_at
 });
 
+/// The forges whose accounts users can be linked to.
+pub const FORGES: [&str; 3] = ["github", "gitlab", "gitea"];
+
+/// `PROVIDER:LOGIN` in its stored form (lower case), or why it is not one: the provider
+/// one of [`FORGES`], the login 1-100 letters, digits, `.`, `_` or `-`.
+pub fn forge_identity(text: &str) -> std::result::Result<String, String> {
+    let bad = || {
+        format!(
+            "`{text}` is not a forge identity: write PROVIDER:LOGIN, PROVIDER one of {}",
+            FORGES.join(", ")
+        )
+    };
+    let (provider, login) = text.split_once(':').ok_or_else(bad)?;
+    let provider = provider.to_ascii_lowercase();
+    let login_ok = !login.is_empty()
+        && login.len() <= 100
+        && login
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !FORGES.contains(&provider.as_str()) || !login_ok {
+        return Err(bad());
+    }
+    Ok(format!("{provider}:{}", login.to_ascii_lowercase()))
+}
+
 impl Store {
     pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
         let id = uuid::Uuid::now_v7().to_string();
@@ -125,6 +150,56 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Records that the user is forge account `identity` (see [`forge_identity`]);
+    /// a conflict when another user is.
+    pub async fn link_forge_identity(&self, user_id: &str, identity: &str) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO forge_identities (identity, user_id) VALUES ($1, $2)
+             ON CONFLICT (identity) DO NOTHING",
+        )
+        .bind(identity)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let owner: String =
+                sqlx::query("SELECT user_id FROM forge_identities WHERE identity = $1")
+                    .bind(identity)
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("user_id")?;
+            if owner != user_id {
+                return Err(Error::Conflict(format!(
+                    "forge identity `{identity}` (another user's)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user who is forge account `identity`, if one is.
+    pub async fn user_of_forge_identity(&self, identity: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT user_id FROM forge_identities WHERE identity = $1")
+            .bind(identity)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("user_id")?),
+            None => None,
+        })
+    }
+
+    /// The forge accounts a user is (`github:alice`), sorted.
+    pub async fn forge_identities_of(&self, user_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT identity FROM forge_identities WHERE user_id = $1 ORDER BY identity",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("identity")?)).collect()
     }
 
     /// The groups a user belongs to.

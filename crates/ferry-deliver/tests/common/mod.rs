@@ -19,9 +19,10 @@ use ferry_store::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// The author of every release's commit (`not: [author]` excludes `ada`).
+/// The git author of every release's commit (who pushed it is [`TRIGGERER`]).
 pub const AUTHOR: &str = "Ada Lovelace <ada@example.com>";
-/// Who triggered every release's run.
+/// Who triggered every release's run: `not: [author]` and `not: [triggerer]` exclude
+/// tess.
 pub const TRIGGERER: &str = "user:tess";
 /// How long a wait on the store may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -107,6 +108,7 @@ pub fn actor(name: &str, may_approve: bool) -> Actor {
         user_id: format!("id-{name}"),
         name: name.into(),
         may_approve,
+        forge: Vec::new(),
     }
 }
 

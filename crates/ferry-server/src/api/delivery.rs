@@ -185,6 +185,7 @@ fn actor(c: &Caller) -> Actor {
         user_id: c.user.id.clone(),
         name: c.user.name.clone(),
         may_approve: c.role >= Role::Approver,
+        forge: Vec::new(),
     }
 }
 
@@ -349,7 +350,8 @@ pub(crate) async fn decide<const APPROVE: bool>(
     Body(body): Body<Decision>,
 ) -> Result<Json<DeploymentOne>, ApiError> {
     let groups = s.store.groups_of(&caller.user.id).await?;
-    let a = actor(&caller);
+    let mut a = actor(&caller);
+    a.forge = s.store.forge_identities_of(&caller.user.id).await?;
     let comment = body.comment.as_deref();
     let vote = if APPROVE { Vote::Approve } else { Vote::Reject };
     let d = s

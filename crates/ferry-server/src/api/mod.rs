@@ -536,6 +536,15 @@ pub const ROUTES: &[Route] = &[
     )
     .body::<users::CreateUser>()
     .created::<users::CreatedUser>(),
+    Route::new(
+        POST,
+        "/api/v1/users/{user}/forge",
+        ADMIN,
+        "Link a user to a forge account (approval rules know the user by it)",
+        || post(users::link_forge),
+    )
+    .body::<users::LinkForge>()
+    .ok::<users::ForgeIdentities>(),
     Route::new(GET, "/api/v1/tokens", VIEWER, "The caller's tokens", || {
         get(users::tokens)
     })

@@ -27,6 +27,10 @@ pub struct CreateUser {
     /// Approver groups (`approval.from` can name them).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The forge accounts the user is, `PROVIDER:LOGIN` (`github:alice`): approval
+    /// rules' `not: [author, triggerer]` know the user by them.
+    #[serde(default)]
+    pub forge: Vec<String>,
 }
 
 /// The new user and its first token (shown only this once).
@@ -34,6 +38,46 @@ pub struct CreateUser {
 pub struct CreatedUser {
     pub user: User,
     pub token: String,
+    /// Its forge accounts, as stored (lower case).
+    pub forge: Vec<String>,
+}
+
+/// `POST /api/v1/users/{user}/forge`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkForge {
+    /// `PROVIDER:LOGIN`, PROVIDER one of github, gitlab, gitea.
+    pub identity: String,
+}
+
+/// A user's forge accounts.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ForgeIdentities {
+    pub user: String,
+    pub forge: Vec<String>,
+}
+
+/// The forge identities in `asked`, checked and in their stored form; none may be
+/// another user's than `owner`'s.
+pub async fn checked_forge(
+    store: &ferry_store::Store,
+    asked: &[String],
+    owner: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for text in asked {
+        let identity = ferry_store::forge_identity(text).map_err(ApiError::invalid)?;
+        if let Some(other) = store.user_of_forge_identity(&identity).await?
+            && Some(other.as_str()) != owner
+        {
+            return Err(ferry_store::Error::Conflict(format!(
+                "forge identity `{identity}` (another user's)"
+            ))
+            .into());
+        }
+        out.push(identity);
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -77,11 +121,51 @@ pub(crate) async fn create(
             "`name` must be 1-100 characters without spaces",
         ));
     }
+    let forge = checked_forge(&s.store, &body.forge, None).await?;
     let (user, token) = create_user_with_token(&s.store, &body.name, role).await?;
     for group in &body.groups {
         s.store.add_group_member(group, &user.id).await?;
     }
-    Ok((StatusCode::CREATED, Json(CreatedUser { user, token })))
+    for identity in &forge {
+        s.store.link_forge_identity(&user.id, identity).await?;
+    }
+    let forge = s.store.forge_identities_of(&user.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedUser { user, token, forge }),
+    ))
+}
+
+/// Links a user to a forge account (admin).
+pub(crate) async fn link_forge(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsAdmin>,
+    Path(name): Path<String>,
+    Body(body): Body<LinkForge>,
+) -> Result<Json<ForgeIdentities>, ApiError> {
+    let user = s.store.user_by_name(&name).await?;
+    let forge = checked_forge(
+        &s.store,
+        std::slice::from_ref(&body.identity),
+        Some(&user.id),
+    )
+    .await?;
+    for identity in &forge {
+        s.store.link_forge_identity(&user.id, identity).await?;
+    }
+    s.store
+        .audit(
+            None,
+            &format!("user:{}", caller.user.name),
+            "user.forge",
+            &user.name,
+            Some(&forge.join(", ")),
+        )
+        .await?;
+    Ok(Json(ForgeIdentities {
+        forge: s.store.forge_identities_of(&user.id).await?,
+        user: user.name,
+    }))
 }
 
 pub(crate) async fn tokens(
