@@ -17,9 +17,13 @@ use crate::{Failure, exit, style};
 
 #[derive(Debug, Args, Clone)]
 pub struct ServerArgs {
-    /// The server, e.g. http://127.0.0.1:7340.
+    /// The server, e.g. https://ferry.example.com or http://127.0.0.1:7340.
     #[arg(long, env = "FERRY_SERVER", value_name = "URL")]
     pub server: Option<String>,
+    /// Certificates (PEM) trusted besides the system's for an https:// server, e.g. a
+    /// private CA's.
+    #[arg(long, env = "FERRY_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// An API token (prefer FERRY_TOKEN or the config file: arguments show in `ps`).
     #[arg(
         long,
@@ -28,6 +32,21 @@ pub struct ServerArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// The certificates in a PEM file (`--ca-file`); an error names the file.
+pub fn read_ca(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Failure> {
+    let pem =
+        std::fs::read(file).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| Failure::usage(format!("{}: not PEM certificates: {e}", file.display())))?;
+    if certs.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: no certificate (a PEM `CERTIFICATE` block)",
+            file.display()
+        )));
+    }
+    Ok(certs)
 }
 
 fn config_file() -> Option<PathBuf> {
@@ -65,15 +84,28 @@ impl Client {
                     "no token: set FERRY_TOKEN, pass --token, or write ~/.config/ferry/config.json",
                 )
             })?;
-        if !server.starts_with("http://") {
+        if !server.starts_with("https://") && !server.starts_with("http://") {
             return Err(Failure::usage(format!(
-                "`{server}`: only http:// servers are supported by this build (put TLS in front of the server and reach it over a tunnel)"
+                "`{server}`: write the server's URL, https://HOST[:PORT] (or http:// on this machine)"
             )));
         }
+        let ca = args
+            .ca_file
+            .clone()
+            .or_else(|| file["ca_file"].as_str().map(PathBuf::from));
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &ca {
+            for cert in read_ca(ca)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| Failure::failed(format!("cannot make an HTTP client: {e}")))?;
         Ok(Client {
             base: server.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http,
         })
     }
 
@@ -547,6 +579,7 @@ mod tests {
         Client::new(&ServerArgs {
             server: Some(server),
             token: Some("t".into()),
+            ca_file: None,
         })
         .expect("client")
     }

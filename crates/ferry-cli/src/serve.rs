@@ -91,6 +91,27 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub sandbox_write: Vec<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
+    /// needs --tls-key.
+    #[arg(
+        long,
+        env = "FERRY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "FERRY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Certificates (PEM) trusted besides the system's for the server's own outbound
+    /// calls over https:// (verification probes), e.g. a private CA.
+    #[arg(long, env = "FERRY_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Who sandboxed host steps run as when the server runs as root: a user `NAME`,
     /// `UID` or `UID:GID`, without the server's groups [default: `nobody`]; `none` runs
     /// them as root. A server that is not root runs them as its own user.
@@ -156,6 +177,9 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default)]
     deploy_mount: Vec<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -186,6 +210,15 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.log_format = args.log_format.or(file.log_format);
     if args.deploy_mount.is_empty() {
         args.deploy_mount = file.deploy_mount;
+    }
+    if args.tls_cert.is_none() && args.tls_key.is_none() {
+        (args.tls_cert, args.tls_key) = (file.tls_cert, file.tls_key);
+    }
+    args.ca_file = args.ca_file.or(file.ca_file);
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err(Failure::usage(
+            "tls_cert and tls_key go together: give both or neither",
+        ));
     }
     if args.cache_size.is_none()
         && let Some(size) = &file.cache_size
@@ -292,6 +325,16 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7340)));
     let max_runs = args.max_runs.unwrap_or(2);
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(ferry_server::tls::server_config(cert, key).map_err(Failure::usage)?)
+        }
+        _ => None,
+    };
+    let ca = match &args.ca_file {
+        Some(file) => Some(crate::client::read_ca(file)?),
+        None => None,
+    };
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data.display())))?;
@@ -417,6 +460,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         d.with_retention(keep)
             .with_docker(docker)
             .with_mounts(args.deploy_mount.clone())
+            .with_ca(ca)
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -425,7 +469,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
     eprintln!(
-        "ferry: serving http://{addr}/api/v1 (data in {})",
+        "ferry: serving {}://{addr}/api/v1 (data in {})",
+        if tls.is_some() { "https" } else { "http" },
         data.display()
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -453,7 +498,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         eprintln!("ferry: cancelling running runs");
         forced.force_stop();
     });
-    ferry_server::serve(listener, state, async move {
+    ferry_server::serve(listener, tls, state, async move {
         let _ = stop_rx.await;
     })
     .await

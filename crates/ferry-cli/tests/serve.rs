@@ -1056,3 +1056,105 @@ async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
         "only a failed or declined delivery",
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 it signs, written to `dir` as `ca.pem`,
+/// `cert.pem` and `key.pem`.
+fn test_pki(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Ferry test CA");
+    let ca = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("certificate");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+}
+
+/// `ferry serve --tls-cert/--tls-key` speaks HTTPS only: the CLI reaches it over
+/// https:// trusting the CA in `--ca-file`, refuses it without (the certificate cannot
+/// be verified, so no token is sent), and a plain-HTTP request gets no answer. Bad
+/// certificate files stop the start with the file's name.
+#[tokio::test]
+async fn the_server_speaks_tls_and_the_cli_verifies_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    test_pki(tmp.path());
+    let file = |name: &str| tmp.path().join(name).display().to_string();
+    let server = start(
+        &tmp.path().join("data"),
+        &[
+            "--tls-cert",
+            &file("cert.pem"),
+            "--tls-key",
+            &file("key.pem"),
+        ],
+    );
+    assert!(
+        server.base.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.base
+    );
+    let token = server.admin_token();
+    let cli = Cli::new(&server, &token, tmp.path());
+    let trusted = cli
+        .command(&["repos", "list"])
+        .env("FERRY_CA_FILE", file("ca.pem"))
+        .output()
+        .expect("ferry");
+    expect_exit(&trusted, 0);
+    let untrusted = cli.run(&["repos", "list"]);
+    assert_eq!(untrusted.status.code(), Some(1), "{untrusted:?}");
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.contains("cannot reach the server"), "{said}");
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = server.base.replace("https://", "http://");
+    let answer = reqwest::Client::new()
+        .get(format!("{plain}/api/v1/repos"))
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    assert!(answer.is_err(), "{answer:?}");
+    // A CLI pointed at something else than a URL says so.
+    let odd = cli
+        .command(&["repos", "list"])
+        .env("FERRY_SERVER", "ftp://example.com")
+        .output()
+        .expect("ferry");
+    assert_eq!(odd.status.code(), Some(2), "{odd:?}");
+
+    // Files that hold no certificate or no fitting key.
+    for (cert, key, says) in [
+        ("key.pem", "key.pem", "key.pem: no certificate"),
+        (
+            "cert.pem",
+            "cert.pem",
+            "cert.pem: cannot read a private key",
+        ),
+        ("ca.pem", "key.pem", "the key does not fit the certificate"),
+        (
+            "missing.pem",
+            "key.pem",
+            "missing.pem: cannot read certificates",
+        ),
+    ] {
+        let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--host-sandbox", "off"])
+            .args(["--data-dir", &file("data2"), "--tls-cert", &file(cert)])
+            .args(["--tls-key", &file(key)])
+            .env_remove("FERRY_DATABASE_URL")
+            .output()
+            .expect("ferry");
+        assert_eq!(out.status.code(), Some(2), "{cert} {key}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{cert} {key}: {stderr}");
+    }
+    assert!(
+        !tmp.path().join("data2").exists(),
+        "nothing is written before the files are checked"
+    );
+}

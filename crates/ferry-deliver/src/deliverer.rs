@@ -110,6 +110,9 @@ pub struct Deliverer {
     /// Deployments held by a freeze whose log says so already.
     #[educe(Debug(ignore))]
     held: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Extra trusted certificates for probes (see [`Deliverer::with_ca`]).
+    #[educe(Debug(ignore))]
+    ca: Arc<Vec<reqwest::Certificate>>,
 }
 
 /// The release's own delivery configuration.
@@ -151,7 +154,15 @@ impl Deliverer {
             publishing: Arc::default(),
             busy: Arc::default(),
             held: Arc::default(),
+            ca: Arc::default(),
         }
+    }
+
+    /// Certificates trusted besides the system's by verification probes over https://
+    /// (`ferry serve --ca-file`).
+    pub fn with_ca(mut self, certs: Option<Vec<reqwest::Certificate>>) -> Self {
+        self.ca = Arc::new(certs.unwrap_or_default());
+        self
     }
 
     /// Directories whose paths `docker` deployments may mount (none by default; see
@@ -1286,7 +1297,7 @@ impl Deliverer {
             .unwrap_or(ferry_config::delivery::Verify::DEFAULT_INTERVAL);
         log.line(&format!("verifying for {}s", window.as_secs_f32()));
         let cancel = CancellationToken::new();
-        let result = verify::verify(&probes, window, interval, gone, &cancel).await;
+        let result = verify::verify(&probes, window, interval, &self.ca, gone, &cancel).await;
         if result.is_ok() {
             log.line("verified");
         }

@@ -118,11 +118,16 @@ pub async fn verify(
     probes: &[Probe],
     window: Duration,
     interval: Duration,
+    ca: &[reqwest::Certificate],
     gone: impl Fn() -> Option<String>,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
+    // https:// probes trust the system's certificates and `ca`.
+    let http = ca
+        .iter()
+        .fold(reqwest::Client::builder().no_proxy(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
         .build()
         .map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + window;
@@ -181,9 +186,13 @@ mod tests {
         )];
         let quick = Duration::from_millis(300);
         let every = Duration::from_millis(50);
-        assert!(verify(&tcp, quick, every, || None, &cancel).await.is_ok());
+        assert!(
+            verify(&tcp, quick, every, &[], || None, &cancel)
+                .await
+                .is_ok()
+        );
         drop(listener);
-        let err = verify(&tcp, quick, every, || None, &cancel)
+        let err = verify(&tcp, quick, every, &[], || None, &cancel)
             .await
             .expect_err("closed");
         assert!(
@@ -198,7 +207,7 @@ mod tests {
             dir.path().to_path_buf(),
             Vec::new(),
         )];
-        let err = verify(&flap, Duration::from_secs(5), every, || None, &cancel)
+        let err = verify(&flap, Duration::from_secs(5), every, &[], || None, &cancel)
             .await
             .expect_err("flaps");
         assert!(err.ends_with("(after it had passed)"), "{err}");
@@ -206,6 +215,7 @@ mod tests {
             &tcp,
             quick,
             every,
+            &[],
             || Some("the process exited with code 3".into()),
             &cancel,
         )

@@ -12,6 +12,7 @@ mod intake;
 pub mod live;
 mod queue;
 mod release;
+pub mod tls;
 mod trigger;
 mod watch;
 pub mod webhook;
@@ -215,11 +216,13 @@ pub async fn prepare(
     Ok(None)
 }
 
-/// Serves the API on `listener` and runs queued runs until `shutdown` resolves; then
-/// stops taking work, cancels running runs (or, with `drain`, lets them finish unless
-/// [`AppState::force_stop`] is called) and waits until they are recorded.
+/// Serves the API on `listener` (over TLS with `tls`) and runs queued runs until
+/// `shutdown` resolves; then stops taking work, cancels running runs (or, with `drain`,
+/// lets them finish unless [`AppState::force_stop`] is called) and waits until they are
+/// recorded.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -245,13 +248,23 @@ pub async fn serve(
     }
     let app = api::router(state.clone());
     let (stop_http, stopping) = (stop.clone(), state.stopping.clone());
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.cancel();
-            stop_http.cancel();
-        })
-        .await;
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+        stop_http.cancel();
+    };
+    let result = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(tls::TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     stop.cancel();
     let _ = watcher.await;
     let _ = intake_worker.await;

@@ -136,7 +136,7 @@ impl Server {
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ferry_server::serve(listener, state, async move {
+        let task = tokio::spawn(ferry_server::serve(listener, None, state, async move {
             let _ = rx.await;
         }));
         Server {
