@@ -91,6 +91,11 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub sandbox_write: Vec<PathBuf>,
+    /// How long one git command (a fetch, a clone, a read of the mirror) may take
+    /// before it is stopped [default: 10m]: a remote that never answers holds up only
+    /// its own repository's deliveries, and not for good.
+    #[arg(long, env = "FERRY_GIT_TIMEOUT", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
+    pub git_timeout: Option<std::time::Duration>,
     /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
     /// needs --tls-key.
     #[arg(
@@ -180,6 +185,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    git_timeout: Option<String>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -215,6 +221,12 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
         (args.tls_cert, args.tls_key) = (file.tls_cert, file.tls_key);
     }
     args.ca_file = args.ca_file.or(file.ca_file);
+    if args.git_timeout.is_none()
+        && let Some(duration) = &file.git_timeout
+    {
+        args.git_timeout =
+            Some(ferry_config::duration::parse_duration(duration).map_err(Failure::usage)?);
+    }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         return Err(Failure::usage(
             "tls_cert and tls_key go together: give both or neither",
@@ -325,6 +337,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7340)));
     let max_runs = args.max_runs.unwrap_or(2);
+    if let Some(limit) = args.git_timeout.filter(|d| !d.is_zero()) {
+        ferry_source::git::set_timeout(limit);
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             Some(ferry_server::tls::server_config(cert, key).map_err(Failure::usage)?)

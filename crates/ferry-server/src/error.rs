@@ -49,6 +49,8 @@ pub enum ErrorCode {
     FetchFailed,
     /// The repository's mirror could not be read; try again (503).
     GitFailed,
+    /// Too many live streams (of the run, or in all); try again later (503).
+    Busy,
     /// Something went wrong inside Ferry; the server's log says what (500).
     Internal,
     /// A code this client does not know (a newer server).

@@ -1,8 +1,11 @@
-//! The intake worker: turns accepted webhook deliveries into runs in the background,
-//! so a webhook is answered as soon as it is verified and stored. A burst of deliveries
-//! for one repository costs one fetch: the first fetches every new commit, the others
-//! find theirs in the mirror already.
+//! The intake: turns accepted webhook deliveries into runs in the background, so a
+//! webhook is answered as soon as it is verified and stored. Each repository's
+//! deliveries are handled in order by a worker of its own, so a remote that hangs holds
+//! up only its repository. A burst of deliveries for one repository costs one fetch:
+//! the first fetches every new commit, the others find theirs in the mirror already.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_plan::EventKind;
@@ -21,7 +24,13 @@ const RETRIES: &[Duration] = &[
 ];
 
 pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
+    // One worker per repository, each taking its deliveries in the order they came:
+    // a repository whose remote hangs holds up only its own deliveries.
+    let mut workers: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    let busy: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+    let done = Arc::new(tokio::sync::Notify::new());
     loop {
+        while workers.try_join_next().is_some() {}
         let items = match state.store.pending_intake(500).await {
             Ok(items) => items,
             Err(e) => {
@@ -29,22 +38,53 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
                 Vec::new()
             }
         };
-        if items.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = state.intake_wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            continue;
-        }
+        let mut by_repo: BTreeMap<String, Vec<Intake>> = BTreeMap::new();
         for item in items {
-            if stop.is_cancelled() {
-                return; // what is left stays stored for the next start
+            by_repo
+                .entry(item.repository_id.clone())
+                .or_default()
+                .push(item);
+        }
+        for (repo, items) in by_repo {
+            if workers.len() >= MAX_INTAKE_WORKERS {
+                break; // the rest waits for a worker to end
             }
-            handle(&state, &item).await;
+            let started = busy.lock().map(|mut b| b.insert(repo.clone()));
+            if !matches!(started, Ok(true)) {
+                continue; // its worker is still on earlier deliveries
+            }
+            let (state, stop, busy, done) =
+                (state.clone(), stop.clone(), busy.clone(), done.clone());
+            workers.spawn(async move {
+                for item in items {
+                    if stop.is_cancelled() {
+                        break; // what is left stays stored for the next start
+                    }
+                    handle(&state, &item).await;
+                }
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&repo);
+                }
+                done.notify_one();
+            });
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = state.intake_wake.notified() => {}
+            _ = done.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    // Deliveries being handled are finished (each worker stops after its current one);
+    // one still going after a while stays stored, handled again at the next start, and
+    // its git process ends with its task.
+    let finishing = async { while workers.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), finishing).await;
+    workers.shutdown().await;
 }
+
+/// Repositories whose deliveries are handled at once, at most.
+const MAX_INTAKE_WORKERS: usize = 16;
 
 #[tracing::instrument(level = "debug", name = "intake", skip_all, fields(delivery = %item.id))]
 async fn handle(state: &AppState, item: &Intake) {

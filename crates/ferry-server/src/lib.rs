@@ -86,6 +86,8 @@ pub struct AppState {
     /// Live events of every run, for Server-Sent Events streams.
     #[educe(Debug(ignore))]
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
+    /// Who streams which run's events (limits: [`live::Subscribers`]).
+    pub(crate) subscribers: live::Subscribers,
     /// Seals secrets, registry logins and webhook secrets (owned by whoever starts the
     /// server, which gives the engine the same key).
     #[educe(Debug(ignore))]
@@ -116,6 +118,7 @@ impl AppState {
             force: CancellationToken::new(),
             stopping: CancellationToken::new(),
             live: tokio::sync::broadcast::channel(4096).0,
+            subscribers: live::Subscribers::default(),
             mirror_locks: Arc::default(),
         }
     }

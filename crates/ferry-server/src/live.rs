@@ -137,7 +137,7 @@ async fn catch_up(
     job_id: &str,
     sent: &mut HashMap<String, u64>,
     until: Option<u64>,
-    out: &Out,
+    out: &Slow,
 ) -> Result<(), ()> {
     let path = state.store.log_path(&run.id, job_id);
     let deadline = Instant::now() + 3 * ferry_store::logs::IDLE;
@@ -173,21 +173,96 @@ async fn catch_up(
     }
 }
 
-/// Streams one run to one client until the run ends or the client goes away.
+/// Live streams of one run at most, and in all: past them a client is told to come back
+/// later, so that many idle connections cannot hold the server's memory and tasks.
+pub const PER_RUN: usize = 64;
+pub const IN_ALL: usize = 1024;
+
+/// How long a client may leave an event untaken before its stream is ended; it
+/// reconnects with the offsets it has (`?offsets=`), losing nothing.
+pub const SLOW: Duration = Duration::from_secs(30);
+
+/// The live streams open now, by run.
+#[derive(Debug, Clone, Default)]
+pub struct Subscribers(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+/// One open stream; ends its count when dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    of: Subscribers,
+    run: String,
+}
+
+impl Subscribers {
+    /// A place for a stream of `run`, or why there is none.
+    pub fn join(&self, run: &str) -> Result<Subscription, String> {
+        let mut open = self.0.lock().map_err(|_| "the stream table is unusable")?;
+        let all: usize = open.values().sum();
+        let here = open.get(run).copied().unwrap_or(0);
+        if here >= PER_RUN {
+            return Err(format!(
+                "run {run} has {PER_RUN} live streams already; try again later"
+            ));
+        }
+        if all >= IN_ALL {
+            return Err(format!(
+                "the server has {IN_ALL} live streams already; try again later"
+            ));
+        }
+        open.insert(run.to_string(), here + 1);
+        Ok(Subscription {
+            of: self.clone(),
+            run: run.to_string(),
+        })
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.of.0.lock()
+            && let Some(n) = open.get_mut(&self.run)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.run);
+            }
+        }
+    }
+}
+
+/// Streams one run to one client until the run ends or the client goes away (or takes
+/// nothing for [`SLOW`]); `offsets`: the bytes of each job's log the client has already.
 pub(crate) async fn stream(
     state: AppState,
     run: Run,
     mut rx: broadcast::Receiver<Arc<Live>>,
     out: Out,
+    offsets: HashMap<String, u64>,
+    _place: Subscription,
 ) {
-    let _ = stream_inner(&state, &run, &mut rx, &out).await;
+    let out = Slow(out);
+    let _ = stream_inner(&state, &run, &mut rx, &out, offsets).await;
+}
+
+/// The client's side of a stream, whose sends give up on a client that takes nothing
+/// for [`SLOW`].
+struct Slow(Out);
+
+impl Slow {
+    async fn send(&self, ev: Result<Event, Infallible>) -> Result<(), ()> {
+        match tokio::time::timeout(SLOW, self.0.send(ev)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
 }
 
 async fn stream_inner(
     state: &AppState,
     run: &Run,
     rx: &mut broadcast::Receiver<Arc<Live>>,
-    out: &Out,
+    out: &Slow,
+    offsets: HashMap<String, u64>,
 ) -> Result<(), ()> {
     // 1. What is stored.
     let jobs = state.store.jobs(&run.id).await.map_err(|_| ())?;
@@ -205,7 +280,7 @@ async fn stream_inner(
     ))
     .await
     .map_err(|_| ())?;
-    let mut sent: HashMap<String, u64> = HashMap::new();
+    let mut sent: HashMap<String, u64> = offsets;
     for job in &jobs {
         let live = Live::Job {
             run: run.id.clone(),
@@ -286,5 +361,54 @@ async fn stream_inner(
                     .map_err(|_| ())?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Streams are counted per run and in all; a place is given back when its stream
+    /// ends.
+    #[test]
+    fn live_streams_are_limited_per_run_and_in_all() {
+        let subs = Subscribers::default();
+        let mut held: Vec<Subscription> = (0..PER_RUN)
+            .map(|_| subs.join("r1").expect("a place"))
+            .collect();
+        let full = subs.join("r1").expect_err("run full");
+        assert!(full.contains("has 64 live streams already"), "{full}");
+        assert!(subs.join("r2").is_ok(), "another run still may");
+        held.pop();
+        assert!(subs.join("r1").is_ok(), "a place came back");
+        let mut many = Vec::new();
+        for i in 0..IN_ALL {
+            match subs.join(&format!("other-{i}")) {
+                Ok(s) => many.push(s),
+                Err(e) => {
+                    assert!(e.contains("the server has 1024"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert!(subs.join("r9").is_err(), "the server is full");
+        drop(many);
+        drop(held);
+        assert!(subs.join("r9").is_ok());
+        assert!(subs.0.lock().expect("lock").len() <= 1);
+    }
+
+    /// A client that takes nothing for [`SLOW`] is let go (its stream ends, its place
+    /// is given back); one that takes events is not.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_is_let_go() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let out = Slow(tx);
+        assert_eq!(out.send(event("run", &"first")).await, Ok(()));
+        let started = tokio::time::Instant::now();
+        assert_eq!(out.send(event("run", &"second")).await, Err(()), "full");
+        assert!(started.elapsed() >= SLOW);
+        assert!(rx.recv().await.is_some());
+        assert_eq!(out.send(event("run", &"third")).await, Ok(()), "taken");
     }
 }

@@ -71,55 +71,61 @@ pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Durati
             }
         };
         for repo in repos {
-            if stop.is_cancelled() {
-                return;
-            }
-            if let Some(every) = repo.poll_interval_s.filter(|s| *s > 0) {
-                let due = next_poll.get(&repo.id).is_none_or(|t| Instant::now() >= *t);
-                if due {
-                    next_poll.insert(
-                        repo.id.clone(),
-                        Instant::now() + Duration::from_secs(every as u64),
-                    );
-                    if let Err(e) = poll(&state, &repo).await {
-                        tracing::warn!("polling {}: {e}", repo.name);
-                    }
-                }
-            }
-            let stale = schedules
-                .get(&repo.id)
-                .is_none_or(|s| s.at.elapsed() >= SCHEDULE_REFRESH);
-            if stale {
-                let last = schedules.remove(&repo.id);
-                let last_head = last.as_ref().and_then(|s| s.head.clone());
-                let known = match read_schedules(&state, &repo, last_head.as_deref()).await {
-                    Ok((head, Some(exprs))) => Schedules {
-                        at: Instant::now(),
-                        head,
-                        exprs,
-                    },
-                    Ok((head, None)) => Schedules {
-                        at: Instant::now(),
-                        head,
-                        exprs: last.map(|s| s.exprs).unwrap_or_default(),
-                    },
-                    Err(e) => {
-                        tracing::warn!("schedules of {}: {e}", repo.name);
-                        Schedules {
-                            at: Instant::now(),
-                            head: last_head,
-                            exprs: last.map(|s| s.exprs).unwrap_or_default(),
+            // A remote that never answers stops nothing but this pass (its git calls
+            // end at the git timeout), and never the server's stop: the work is
+            // dropped, its git process killed.
+            let work = async {
+                if let Some(every) = repo.poll_interval_s.filter(|s| *s > 0) {
+                    let due = next_poll.get(&repo.id).is_none_or(|t| Instant::now() >= *t);
+                    if due {
+                        next_poll.insert(
+                            repo.id.clone(),
+                            Instant::now() + Duration::from_secs(every as u64),
+                        );
+                        if let Err(e) = poll(&state, &repo).await {
+                            tracing::warn!("polling {}: {e}", repo.name);
                         }
                     }
-                };
-                schedules.insert(repo.id.clone(), known);
-            }
-            if let Some(known) = schedules.get(&repo.id) {
-                for expr in &known.exprs {
-                    if let Err(e) = fire_if_due(&state, &repo, expr).await {
-                        tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
+                }
+                let stale = schedules
+                    .get(&repo.id)
+                    .is_none_or(|s| s.at.elapsed() >= SCHEDULE_REFRESH);
+                if stale {
+                    let last = schedules.remove(&repo.id);
+                    let last_head = last.as_ref().and_then(|s| s.head.clone());
+                    let known = match read_schedules(&state, &repo, last_head.as_deref()).await {
+                        Ok((head, Some(exprs))) => Schedules {
+                            at: Instant::now(),
+                            head,
+                            exprs,
+                        },
+                        Ok((head, None)) => Schedules {
+                            at: Instant::now(),
+                            head,
+                            exprs: last.map(|s| s.exprs).unwrap_or_default(),
+                        },
+                        Err(e) => {
+                            tracing::warn!("schedules of {}: {e}", repo.name);
+                            Schedules {
+                                at: Instant::now(),
+                                head: last_head,
+                                exprs: last.map(|s| s.exprs).unwrap_or_default(),
+                            }
+                        }
+                    };
+                    schedules.insert(repo.id.clone(), known);
+                }
+                if let Some(known) = schedules.get(&repo.id) {
+                    for expr in &known.exprs {
+                        if let Err(e) = fire_if_due(&state, &repo, expr).await {
+                            tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = work => {}
             }
         }
     }

@@ -250,6 +250,16 @@ async fn live_logs_have_no_gap_and_no_duplicate() {
     let again = s.events(&run_id).await;
     let text = log_text(&again);
     assert_eq!(text, expected);
+    // A client whose stream ended comes back with what it has: it gets the rest only.
+    let had: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    let query = format!("offsets=%7B%22chatty%22%3A{}%7D", had.len());
+    let resumed = read_sse(s.client().connect_events_with(&run_id, &query).await).await;
+    assert_eq!(format!("{had}{}", log_text(&resumed)), expected);
+    let bad = s
+        .client()
+        .connect_events_with(&run_id, "offsets=%7Bnope")
+        .await;
+    assert_eq!(bad.status().as_u16(), 422);
     s.stop().await;
 }
 

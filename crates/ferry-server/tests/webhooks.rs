@@ -1095,3 +1095,38 @@ async fn approval_rules_know_people_by_their_forge_accounts() {
     assert_eq!(status, 200, "the git author string does not count: {body}");
     s.stop().await;
 }
+
+/// Each repository's deliveries have a worker of their own: while a delivery for a
+/// repository whose remote accepts connections and never answers is stuck in its fetch,
+/// another repository's delivery runs at once.
+#[tokio::test]
+async fn a_silent_remote_holds_up_only_its_own_repository() {
+    let pipeline = "jobs:\n  build:\n    run: echo built\n";
+    let (s, bare) = hooked_server(pipeline).await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("git://{}/stuck.git", silent.local_addr().expect("addr"));
+    let body = json!({ "name": "stuck", "url": url, "webhook_secret": "s3cret" });
+    let (status, answer) = s.admin("POST", "/api/v1/repos", Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+    let stuck = push_body(&"a".repeat(40), "never fetched");
+    let signature = signed("s3cret", &stuck);
+    let answer = github(&s, "stuck", &signature, "s-1", "push", &stuck).await;
+    assert_eq!(answer.status, 202);
+    // Give the stuck delivery's worker time to be in its fetch.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let sha = head(&bare);
+    assert_eq!(
+        hooked(&s, "h-1", "push", &push_body(&sha, "first"))
+            .await
+            .status,
+        202
+    );
+    let runs = s.first_runs("hooked").await;
+    assert_eq!(runs[0].commit_sha, sha);
+    assert!(
+        s.runs_of("stuck").await.is_empty(),
+        "the stuck repository's delivery is still in its fetch"
+    );
+    drop(silent);
+    s.stop().await;
+}

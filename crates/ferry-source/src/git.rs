@@ -76,24 +76,45 @@ fn program() -> &'static Path {
     GIT.get_or_init(|| which::which("git").unwrap_or_else(|_| "git".into()))
 }
 
+/// How long one git command may take before it is stopped (ten minutes unless
+/// [`set_timeout`] says otherwise): a remote that never answers holds nothing for good.
+static TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(600_000);
+
+/// Sets how long one git command may take (`ferry serve --git-timeout`).
+pub fn set_timeout(limit: std::time::Duration) {
+    let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+    TIMEOUT_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs `cmd` (which kills its process when dropped) to its end, or stops it once it
+/// has taken longer than the timeout.
+async fn bounded(cmd: &mut Command, what: &str) -> Result<std::process::Output, String> {
+    let limit =
+        std::time::Duration::from_millis(TIMEOUT_MS.load(std::sync::atomic::Ordering::Relaxed));
+    match tokio::time::timeout(limit, cmd.kill_on_drop(true).output()).await {
+        Ok(out) => out.map_err(|e| format!("cannot run git: {e}")),
+        Err(_) => Err(format!(
+            "git {what} took longer than {} s and was stopped",
+            limit.as_secs_f64()
+        )),
+    }
+}
+
 async fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, String> {
     git_with(dir, args, &[]).await
 }
 
 /// [`git`] with more environment variables.
 async fn git_with(dir: &Path, args: &[&str], envs: &[(&str, &Path)]) -> Result<Vec<u8>, String> {
-    let span = tracing::debug_span!("git", cmd = args.first().copied().unwrap_or_default());
-    let out = Command::new(program())
-        .arg("-C")
+    let what = args.first().copied().unwrap_or_default();
+    let span = tracing::debug_span!("git", cmd = what);
+    let mut cmd = Command::new(program());
+    cmd.arg("-C")
         .arg(dir)
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
-        .envs(envs.iter().copied())
-        .kill_on_drop(true)
-        .output()
-        .instrument(span)
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .envs(envs.iter().copied());
+    let out = bounded(&mut cmd, what).instrument(span).await?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(err.trim().trim_start_matches("fatal: ").to_string());
@@ -428,15 +449,12 @@ pub async fn commit_exists(root: &Path, rev: &str) -> Result<bool, String> {
 /// A git command that answers yes (exit 0) or no (exit 1, nothing on stderr); anything
 /// else is an error, with git's message.
 async fn git_answers(root: &Path, args: &[&str]) -> Result<bool, String> {
-    let out = Command::new(program())
-        .arg("-C")
+    let mut cmd = Command::new(program());
+    cmd.arg("-C")
         .arg(root)
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .env("GIT_TERMINAL_PROMPT", "0");
+    let out = bounded(&mut cmd, args.first().copied().unwrap_or_default()).await?;
     match out.status.code() {
         Some(0) => Ok(true),
         Some(1) if out.stderr.is_empty() => Ok(false),
@@ -556,6 +574,27 @@ pub async fn log_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote that accepts the connection and never answers stops nothing but its
+    /// own fetch: the clone is stopped at the timeout, with a message saying so.
+    #[tokio::test]
+    async fn a_remote_that_never_answers_is_given_up_on() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("git://{}/app.git", silent.local_addr().expect("addr"));
+        let tmp = tempfile::tempdir().expect("tmp");
+        set_timeout(std::time::Duration::from_millis(800));
+        let started = std::time::Instant::now();
+        let err = sync_mirror(&url, &tmp.path().join("app.git"))
+            .await
+            .expect_err("no answer");
+        assert!(
+            err.contains("took longer than 0.8 s and was stopped"),
+            "{err}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(!tmp.path().join("app.git").exists(), "no partial mirror");
+        drop(silent);
+    }
 
     /// Ref names as `git check-ref-format` takes or refuses them; what a delivery may
     /// name before anything reaches git or a path.

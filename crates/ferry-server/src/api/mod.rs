@@ -320,6 +320,7 @@ pub const ROUTES: &[Route] = &[
         "Live updates of a run (Server-Sent Events)",
         || get(runs::events),
     )
+    .query::<runs::EventsQuery>()
     .events_of::<crate::live::Live>(),
     Route::new(
         POST,

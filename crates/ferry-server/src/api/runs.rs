@@ -83,6 +83,16 @@ pub struct RunDetail {
     pub release: Option<Release>,
 }
 
+/// `GET /api/v1/runs/{run}/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// What the client has of each job's log already, as a JSON object of job names and
+    /// byte counts (`{"build": 1024}`): a client whose stream ended reconnects with it
+    /// and gets the rest, nothing twice.
+    pub offsets: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
@@ -332,12 +342,25 @@ pub(crate) async fn events(
     State(s): State<AppState>,
     _: Need<AsViewer>,
     Path(run): Path<String>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let run = s.store.run_by_id(&run).await?;
+    let offsets: std::collections::HashMap<String, u64> = match &q.offsets {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            ApiError::invalid(format!(
+                "`offsets` must be a JSON object of job names and byte counts: {e}"
+            ))
+        })?,
+        None => Default::default(),
+    };
+    let place = s
+        .subscribers
+        .join(&run.id)
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why))?;
     // Subscribe before reading what is stored: see `live`.
     let rx = s.live.subscribe();
     let (tx, out) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(crate::live::stream(s.clone(), run, rx, tx));
+    tokio::spawn(crate::live::stream(s.clone(), run, rx, tx, offsets, place));
     Ok(Sse::new(ReceiverStream::new(out)).keep_alive(KeepAlive::default()))
 }
 

@@ -114,6 +114,12 @@ impl Client {
         self.connect(&format!("/api/v1/runs/{run_id}/events")).await
     }
 
+    /// Opens a run's Server-Sent Events with a query (`offsets=…`); the answer as it is.
+    pub async fn connect_events_with(&self, run_id: &str, query: &str) -> reqwest::Response {
+        self.connect(&format!("/api/v1/runs/{run_id}/events?{query}"))
+            .await
+    }
+
     /// Opens a repository's delivery events (deployments and decisions), as admin.
     pub async fn connect_repo_events(&self, repo: &str) -> reqwest::Response {
         self.connect(&format!("/api/v1/repos/{repo}/events")).await
