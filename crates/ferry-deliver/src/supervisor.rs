@@ -37,9 +37,14 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     #[educe(Debug(ignore))]
     pub log: PathBuf,
+    /// The size past which `log` becomes `log.1` and a new one starts.
+    pub log_limit: u64,
     #[educe(Debug(ignore))]
     pub masker: Masker,
 }
+
+/// How big a process's output log grows before it is rotated (one older file is kept).
+pub const OUTPUT_LIMIT: u64 = 64 << 20;
 
 /// What the supervisor knows of one environment's process.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -93,7 +98,8 @@ impl Supervisor {
             .append(true)
             .open(&spec.log)
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-        let mut sink = Masked::new(FileSink::new(file), spec.masker.clone());
+        let file = FileSink::new(file).rotated(&spec.log, spec.log_limit);
+        let mut sink = Masked::new(file, spec.masker.clone());
         sink.note(&format!(
             "starting release {}: {}",
             spec.release, spec.command
@@ -247,6 +253,7 @@ mod tests {
                 ("TOKEN".into(), "tok-secret-1".into()),
             ],
             log: dir.join("output.log"),
+            log_limit: OUTPUT_LIMIT,
             masker: Masker::new([b"tok-secret-1".as_slice()]),
         }
     }
@@ -285,5 +292,50 @@ mod tests {
             "{log}"
         );
         assert!(log.ends_with("ferry: stopped\n"), "{log}");
+    }
+
+    /// A process that prints without end fills at most about twice its log limit: the
+    /// log is rotated to `output.log.1`, the newest output always in `output.log`.
+    #[tokio::test]
+    async fn a_chatty_process_output_is_rotated_by_size() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sup = Supervisor::new(None);
+        let mut s = spec(
+            dir.path(),
+            "i=0; while [ $i -lt 20000 ]; do echo \"line $i of a chatty process\"; i=$((i+1)); done; echo done; exec sleep 300",
+        );
+        s.log_limit = 64 << 10;
+        sup.start(s).await.expect("start");
+        let log = dir.path().join("output.log");
+        for _ in 0..200 {
+            if std::fs::read_to_string(&log).is_ok_and(|l| l.contains("done\n")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sup.stop("repo", "sandbox").await;
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let older = dir.path().join("output.log.1");
+        assert!(size(&log) <= (64 << 10) + 4096, "{}", size(&log));
+        assert!(
+            size(&older) > 32 << 10 && size(&older) <= (64 << 10) + 4096,
+            "{} {}",
+            size(&older),
+            size(&log)
+        );
+        let newest = std::fs::read_to_string(&log).expect("log");
+        assert!(
+            newest.ends_with("ferry: stopped\n"),
+            "the newest is in output.log"
+        );
+        let before = std::fs::read_to_string(&older).expect("older");
+        assert!(
+            format!("{before}{newest}").contains("line 19999 of a chatty process\ndone\n"),
+            "nothing of the end is lost"
+        );
+        assert!(
+            before.starts_with("line ") && before.ends_with('\n'),
+            "cut at whole lines"
+        );
     }
 }

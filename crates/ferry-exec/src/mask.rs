@@ -286,11 +286,21 @@ impl<S: OutputSink> OutputSink for Masked<S> {
     }
 }
 
-/// A file as an [`OutputSink`] (write errors are kept for [`error`](Self::error)).
+/// A file as an [`OutputSink`] (write errors are kept for [`error`](Self::error)),
+/// optionally rotated by size.
 #[derive(Debug)]
 pub struct FileSink {
     file: Option<std::fs::File>,
     error: Option<std::io::Error>,
+    rotation: Option<Rotation>,
+}
+
+/// Where a rotated file lives, how big it may grow and how big it is.
+#[derive(Debug)]
+struct Rotation {
+    path: std::path::PathBuf,
+    max: u64,
+    size: u64,
 }
 
 impl FileSink {
@@ -298,7 +308,25 @@ impl FileSink {
         Self {
             file: Some(file),
             error: None,
+            rotation: None,
         }
+    }
+
+    /// Once the file at `path` (the one this sink writes) would pass `max` bytes, it
+    /// becomes `path.1` (replacing the one before) and writing goes on in a new file:
+    /// at most about twice `max` on disk, whatever a process prints.
+    pub fn rotated(mut self, path: &std::path::Path, max: u64) -> Self {
+        let size = self
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        self.rotation = Some(Rotation {
+            path: path.to_path_buf(),
+            max: max.max(1),
+            size,
+        });
+        self
     }
 
     /// Appends to `path`, creating it and its directory; a file that cannot be opened
@@ -316,6 +344,7 @@ impl FileSink {
             Err(e) => Self {
                 file: None,
                 error: Some(e),
+                rotation: None,
             },
         }
     }
@@ -324,10 +353,34 @@ impl FileSink {
     pub fn error(&self) -> Option<&std::io::Error> {
         self.error.as_ref()
     }
-}
 
-impl OutputSink for FileSink {
-    fn chunk(&mut self, data: &[u8]) {
+    /// Moves the full file aside and starts a new one.
+    fn rotate(&mut self) {
+        let Some(r) = &mut self.rotation else { return };
+        let mut old = r.path.clone().into_os_string();
+        old.push(".1");
+        let fresh = std::fs::rename(&r.path, &old).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&r.path)
+        });
+        match fresh {
+            Ok(f) => {
+                self.file = Some(f);
+                r.size = 0;
+            }
+            Err(e) => {
+                // Keep writing where we are rather than lose output.
+                r.max = u64::MAX;
+                if self.error.is_none() {
+                    self.error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) {
         use std::io::Write as _;
         if let Some(f) = &mut self.file
             && let Err(e) = f.write_all(data)
@@ -335,6 +388,32 @@ impl OutputSink for FileSink {
         {
             self.error = Some(e);
         }
+        if let Some(r) = &mut self.rotation {
+            r.size += data.len() as u64;
+        }
+    }
+}
+
+impl OutputSink for FileSink {
+    fn chunk(&mut self, mut data: &[u8]) {
+        // A rotated file takes what fits (up to its last whole line when there is one),
+        // then the rest goes to a new file.
+        while let Some(r) = &self.rotation {
+            let room = r.max.saturating_sub(r.size) as usize;
+            if data.len() <= room {
+                break;
+            }
+            let cut = data[..room]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(if r.size == 0 { room.max(1) } else { 0 });
+            let (now, rest) = data.split_at(cut);
+            self.write(now);
+            self.rotate();
+            data = rest;
+        }
+        self.write(data);
     }
 }
 

@@ -39,6 +39,7 @@ impl Target for ProcessTarget {
                 command,
                 env,
                 log: ctx.env_dir.join("output.log"),
+                log_limit: crate::supervisor::OUTPUT_LIMIT,
                 masker: ctx.log.masker(),
             })
             .await
