@@ -63,6 +63,15 @@ pub struct ServeArgs {
     /// an environment runs); older ones are pruned [default: keep all].
     #[arg(long, env = "FERRY_KEEP_RELEASES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_releases: Option<u32>,
+    /// Keep the newest N runs of each repository (and every run a release was sealed
+    /// from); older finished runs are deleted with their logs and artifacts [default:
+    /// keep all].
+    #[arg(long, env = "FERRY_KEEP_RUNS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_runs: Option<u32>,
+    /// Delete finished runs older than D days (but those a release was sealed from)
+    /// [default: keep all].
+    #[arg(long, env = "FERRY_KEEP_DAYS", value_name = "D", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_days: Option<u32>,
     /// How the server's own log is written to standard error: `human` or `json`
     /// [default: human]; levels come from FERRY_LOG (default `info`).
     #[arg(long, env = "FERRY_LOG_FORMAT", value_name = "FORMAT")]
@@ -179,6 +188,8 @@ struct FileConfig {
     log_limit: Option<String>,
     job_timeout: Option<String>,
     keep_releases: Option<u32>,
+    keep_runs: Option<u32>,
+    keep_days: Option<u32>,
     log_format: Option<LogFormat>,
     #[serde(default)]
     deploy_mount: Vec<PathBuf>,
@@ -213,6 +224,8 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.public_reads = args.public_reads || file.public_reads.unwrap_or(false);
     args.default_image = args.default_image.or(file.default_image);
     args.keep_releases = args.keep_releases.or(file.keep_releases);
+    args.keep_runs = args.keep_runs.or(file.keep_runs);
+    args.keep_days = args.keep_days.or(file.keep_days);
     args.log_format = args.log_format.or(file.log_format);
     if args.deploy_mount.is_empty() {
         args.deploy_mount = file.deploy_mount;
@@ -380,6 +393,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .max_runs_per_repo
             .map(|n| n as usize)
             .unwrap_or(max_runs as usize),
+        keep_runs: args.keep_runs.map(|n| n as usize),
+        keep_for: args
+            .keep_days
+            .map(|d| std::time::Duration::from_secs(u64::from(d) * 86_400)),
     };
     // Checked before anything is written for users (the first admin's token).
     check_deploy_mounts(&args.deploy_mount, &data)?;

@@ -12,6 +12,7 @@ mod intake;
 pub mod live;
 mod queue;
 mod release;
+mod retention;
 pub mod tls;
 mod trigger;
 mod watch;
@@ -52,6 +53,11 @@ pub struct Config {
     pub public_reads: bool,
     /// The most runs of one repository executing at once.
     pub max_runs_per_repo: usize,
+    /// Keep the newest this many runs of each repository (and every run a release was
+    /// sealed from); older finished ones are deleted with their logs and artifacts.
+    pub keep_runs: Option<usize>,
+    /// Delete finished runs older than this (but those a release was sealed from).
+    pub keep_for: Option<std::time::Duration>,
 }
 
 /// Shared by every request handler and the dispatcher.
@@ -237,6 +243,7 @@ pub async fn serve(
         state.config.watch_tick,
     ));
     let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
+    let retention = tokio::spawn(retention::retain(state.clone(), stop.clone()));
     let deliver_worker = {
         let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
@@ -271,6 +278,7 @@ pub async fn serve(
     stop.cancel();
     let _ = watcher.await;
     let _ = intake_worker.await;
+    let _ = retention.await;
     let _ = dispatcher.await;
     let _ = deliver_worker.await;
     result

@@ -132,6 +132,12 @@ async fn execute_inner(
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
         crate::release::after_success(state, &outcome.run.id, &plan).await;
     }
+    // A finished run may take an older one past the retention policy.
+    if state.config.keep_runs.is_some()
+        && let Err(e) = crate::retention::prune(state, state.config.keep_runs, None).await
+    {
+        tracing::warn!("retention: {e}");
+    }
     Ok(())
 }
 

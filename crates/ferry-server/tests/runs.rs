@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use ferry_testkit::server::{
-    Server, log_text, message, read_sse, run_id_in, wait_for, wait_for_exit, wait_for_file,
-    wait_for_lines,
+    Options, Server, log_text, message, read_sse, run_id_in, wait_for, wait_for_exit,
+    wait_for_file, wait_for_lines,
 };
 use serde_json::json;
 
@@ -389,5 +389,45 @@ async fn concurrency_groups_supersede_older_runs() {
     assert_eq!(d["run"]["status"], "running");
     s.cancel(&second).await;
     assert_eq!(s.finished(&second).await["run"]["status"], "cancelled");
+    s.stop().await;
+}
+
+/// With `keep_runs`, a repository keeps its newest runs (and any run a release was
+/// sealed from): older finished runs go with their logs and artifacts once a newer run
+/// ends.
+#[tokio::test]
+async fn old_runs_are_deleted_by_the_retention_policy() {
+    let s = Server::start_with(Options {
+        keep_runs: Some(2),
+        ..Options::default()
+    })
+    .await;
+    let pipeline = "jobs:\n  build:\n    run: mkdir -p out && echo built > out/file && echo hello\n    artifacts: [out/file]\n";
+    s.add_repository("kept", pipeline).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = s.trigger("kept").await;
+        assert_eq!(s.finished(&id).await["run"]["status"], "success");
+        ids.push(id);
+    }
+    // The last run's end applied the policy: runs 1 and 2 are gone, with their files.
+    s.wait_until("/api/v1/runs?repo=kept", "two runs left", |b| {
+        b["runs"].as_array().is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    for gone in &ids[..2] {
+        let (status, _) = s.admin("GET", &format!("/api/v1/runs/{gone}"), None).await;
+        assert_eq!(status, 404, "run {gone}");
+        for dir in ["logs", "artifacts"] {
+            assert!(
+                !s.dir().join("data").join(dir).join(gone).exists(),
+                "{dir} of {gone}"
+            );
+        }
+    }
+    for kept in &ids[2..] {
+        assert!(s.dir().join("data/logs").join(kept).exists());
+        assert_eq!(s.log(kept, "build").await, "hello\n");
+    }
     s.stop().await;
 }

@@ -90,6 +90,56 @@ fn new_id() -> String {
 }
 
 impl Store {
+    /// Finished runs a retention policy may delete: of each repository, those beyond
+    /// its newest `keep` runs (when given) or finished before `before_ms` (when given);
+    /// never a run a release was sealed from. Their ids, oldest first.
+    pub async fn prunable_runs(
+        &self,
+        keep: Option<usize>,
+        before_ms: Option<i64>,
+    ) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id, repository_id, finished_at,
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM releases r WHERE r.run_id = runs.id)
+                         THEN 1 ELSE 0 END AS BIGINT) AS released
+             FROM runs ORDER BY repository_id, number DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        let (mut repo, mut nth) = (String::new(), 0usize);
+        for row in &rows {
+            let repository: String = row.try_get("repository_id")?;
+            if repository != repo {
+                (repo, nth) = (repository, 0);
+            }
+            nth += 1;
+            let finished: Option<i64> = row.try_get("finished_at")?;
+            let released = row.try_get::<i64, _>("released")? != 0;
+            let Some(finished) = finished else { continue };
+            let old = keep.is_some_and(|k| nth > k) || before_ms.is_some_and(|b| finished < b);
+            if old && !released {
+                out.push(row.try_get("id")?);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Deletes a finished run that no release was sealed from, with its jobs, steps and
+    /// images; `false` when it is not such a run. Its log and artifact files are the
+    /// caller's to remove.
+    pub async fn delete_run(&self, run_id: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM runs WHERE id = $1 AND finished_at IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.run_id = $1)",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The id of the repository at `url` (a path or URL), registering it on first use.
     pub async fn ensure_repository(&self, url: &str, name: &str) -> Result<String> {
         if let Some(row) = sqlx::query("SELECT id FROM repositories WHERE url = $1")

@@ -110,7 +110,57 @@ both!(
     approvals_audit_variables_and_secrets,
     retention_spares_what_environments_run,
     the_delivery_log_follows_each_delivery,
+    old_finished_runs_are_prunable_but_released_ones,
 );
+
+/// Runs beyond the newest `keep` of their repository, or finished before a time, may
+/// be deleted (with their jobs and steps); a run not finished, or one a release was
+/// sealed from, never.
+async fn old_finished_runs_are_prunable_but_released_ones(f: &Fixture) {
+    let s = &f.open().await;
+    let repo = s.ensure_repository("/p", "p").await.expect("repo");
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(s.create_run(&new_run(&repo)).await.expect("run").0);
+    }
+    for run in &runs[..4] {
+        s.write(Write::finish_run(&run.id, Status::Success, None))
+            .await
+            .expect("finish");
+    }
+    s.create_release(&new_release(&repo, &runs[0], "r1"))
+        .await
+        .expect("release");
+    // Newest two kept: runs 3 (finished, beyond) and 2 go; 1 made a release; 5 runs.
+    let by_count = s.prunable_runs(Some(2), None).await.expect("prunable");
+    assert_eq!(by_count, vec![runs[1].id.clone(), runs[2].id.clone()]);
+    let now = chrono::Utc::now().timestamp_millis() + 1;
+    let by_age = s.prunable_runs(None, Some(now)).await.expect("prunable");
+    let ids = |from: &[ferry_store::Run]| from.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        by_age,
+        ids(&runs[1..4]),
+        "every finished one but the released"
+    );
+    assert_eq!(
+        s.prunable_runs(None, Some(0)).await.expect("none"),
+        Vec::<String>::new()
+    );
+    assert!(s.delete_run(&runs[1].id).await.expect("delete"));
+    assert!(s.run_by_id(&runs[1].id).await.is_err(), "gone");
+    assert!(
+        s.jobs(&runs[1].id).await.expect("jobs").is_empty(),
+        "with its jobs"
+    );
+    assert!(
+        !s.delete_run(&runs[0].id).await.expect("kept"),
+        "a release's run"
+    );
+    assert!(
+        !s.delete_run(&runs[4].id).await.expect("kept"),
+        "not finished"
+    );
+}
 
 /// Accepted, finished, ignored and redelivered deliveries are each logged with what
 /// became of them.

@@ -42,6 +42,8 @@ pub struct Options {
     pub docker: Option<DockerExecutor>,
     /// The retention policy keeps this many releases per repository.
     pub keep_releases: Option<usize>,
+    /// Keep the newest this many runs of each repository (`Config::keep_runs`).
+    pub keep_runs: Option<usize>,
 }
 
 impl std::fmt::Debug for Options {
@@ -50,6 +52,7 @@ impl std::fmt::Debug for Options {
             .field("public_reads", &self.public_reads)
             .field("docker", &self.docker.is_some())
             .field("keep_releases", &self.keep_releases)
+            .field("keep_runs", &self.keep_runs)
             .finish()
     }
 }
@@ -121,6 +124,8 @@ impl Server {
                 watch_tick: Duration::from_millis(100),
                 public_reads: options.public_reads,
                 max_runs_per_repo: 2,
+                keep_runs: options.keep_runs,
+                keep_for: None,
             },
             key,
         );

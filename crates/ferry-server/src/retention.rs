@@ -1,0 +1,59 @@
+//! Run retention (`ferry serve --keep-runs N`, `--keep-days D`): finished runs beyond a
+//! repository's newest N, or older than D days, are deleted with their logs and
+//! artifacts, at start and every minute; a run a release was sealed from is kept (the
+//! release names it).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+
+/// How often the policy is applied.
+const EVERY: Duration = Duration::from_secs(60);
+
+pub(crate) async fn retain(state: AppState, stop: CancellationToken) {
+    let (keep, keep_for) = (state.config.keep_runs, state.config.keep_for);
+    if keep.is_none() && keep_for.is_none() {
+        return;
+    }
+    loop {
+        match prune(&state, keep, keep_for).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!("retention: deleted {n} old run(s)"),
+            Err(e) => tracing::warn!("retention: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+/// Deletes what the policy says may go; how many runs.
+pub(crate) async fn prune(
+    state: &AppState,
+    keep: Option<usize>,
+    keep_for: Option<Duration>,
+) -> Result<usize, ferry_store::Error> {
+    let before = keep_for.map(|d| {
+        let now = chrono::Utc::now().timestamp_millis();
+        now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(now)
+    });
+    let mut deleted = 0;
+    for id in state.store.prunable_runs(keep, before).await? {
+        if !state.store.delete_run(&id).await? {
+            continue;
+        }
+        // The record goes first: nothing points at files that are gone.
+        let data = &state.config.data_dir;
+        for dir in [
+            data.join("logs").join(&id),
+            data.join("artifacts").join(&id),
+        ] {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        deleted += 1;
+    }
+    Ok(deleted)
+}
