@@ -158,13 +158,17 @@ pub enum Command {
         args: crate::deliver::DeliverArgs,
     },
     /// Webhook deliveries and what became of each (a run, or why none), newest first;
-    /// `--redeliver ID` queues a failed or declined one again.
+    /// `--redeliver ID` queues a failed or declined one again; `--approve ID` lets a
+    /// fork's pull request awaiting approval run, untrusted.
     Deliveries {
         #[arg(short = 'n', long, default_value_t = 50)]
         limit: u32,
         /// Deliver this delivery (a failed or declined one) again.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "approve")]
         redeliver: Option<String>,
+        /// Let this fork's pull request (awaiting approval) run, untrusted.
+        #[arg(long, value_name = "ID")]
+        approve: Option<String>,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },

@@ -290,16 +290,18 @@ pub enum RepoCommand {
         /// Poll for new commits every N seconds.
         #[arg(long, value_name = "SECONDS")]
         poll: Option<i64>,
-        /// What a pull request from a fork gets: `ignore` (no run) or `run` (an
-        /// untrusted run: containers only, no registry logins, no release).
-        #[arg(long, value_name = "ignore|run", default_value = "ignore")]
+        /// What a pull request from a fork gets: `ignore` (no run), `approve` (an
+        /// untrusted run once a developer approves it: `ferry deliveries --approve ID`)
+        /// or `run` (an untrusted run: containers only, no registry logins, no release).
+        #[arg(long, value_name = "ignore|approve|run", default_value = "ignore")]
         fork_prs: String,
     },
     /// Change a repository's settings (admin).
     Set {
         name: String,
-        /// What a pull request from a fork gets: `ignore` or `run` (untrusted).
-        #[arg(long, value_name = "ignore|run")]
+        /// What a pull request from a fork gets: `ignore`, `approve` (a developer lets
+        /// each run, untrusted) or `run` (untrusted).
+        #[arg(long, value_name = "ignore|approve|run")]
         fork_prs: String,
     },
 }

@@ -500,8 +500,20 @@ pub async fn deliveries(
     args: DeliverArgs,
     limit: u32,
     redeliver: Option<String>,
+    approve: Option<String>,
 ) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
+    if let Some(id) = approve {
+        let runs: hooks::DeliveryOne = c
+            .post(&format!("/repos/{repo}/deliveries/{id}/approve"), &())
+            .await?;
+        if args.json {
+            print_json(&runs);
+        } else {
+            println!("approved {id}: it runs as {}", runs.delivery.request.id);
+        }
+        return Ok(exit::OK);
+    }
     if let Some(id) = redeliver {
         let again: hooks::DeliveryOne = c
             .post(&format!("/repos/{repo}/deliveries/{id}/redeliver"), &())

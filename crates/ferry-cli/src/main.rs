@@ -170,8 +170,9 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Deliveries {
             limit,
             redeliver,
+            approve,
             args,
-        } => deliver::deliveries(args, limit, redeliver).await,
+        } => deliver::deliveries(args, limit, redeliver, approve).await,
         Command::User {
             command:
                 args::UserCommand::Add {

@@ -198,11 +198,22 @@ pub(crate) fn trust(
         .map(|f| format!(" ({f})"))
         .unwrap_or_default();
     let what = format!("pull request #{} from a fork{from}{by}", pull.number);
-    match repo.fork_prs.as_str() {
-        "run" => Ok(ferry_plan::Trust::untrusted(what)),
+    match (repo.fork_prs.as_str(), &item.approved_by) {
+        ("run", _) => Ok(ferry_plan::Trust::untrusted(what)),
+        ("approve", Some(by)) => Ok(ferry_plan::Trust::untrusted(format!(
+            "{what}, approved by {by}"
+        ))),
+        ("approve", None) => Err(format!(
+            "{}{what}: a developer lets it run, untrusted, with `ferry deliveries \
+             --approve {}` (POST …/deliveries/{}/approve)",
+            ferry_store::AWAITING_APPROVAL,
+            item.id,
+            item.id
+        )),
         _ => Err(format!(
             "{what}: the repository does not run pull requests from forks \
-             (fork_prs is `{}`; `run` runs them untrusted)",
+             (fork_prs is `{}`; `approve` runs them once a developer approves, `run` \
+             runs them untrusted)",
             repo.fork_prs
         )),
     }

@@ -1130,3 +1130,66 @@ async fn a_silent_remote_holds_up_only_its_own_repository() {
     drop(silent);
     s.stop().await;
 }
+
+/// `fork_prs: approve`: a fork's pull request waits, with no run, until a developer
+/// approves that delivery; it then runs untrusted, saying who approved it, and an
+/// approval counts once.
+#[tokio::test]
+async fn a_forks_pull_request_runs_once_a_developer_approves_it() {
+    let pipeline =
+        "on:\n  pull_request: {}\njobs:\n  work:\n    image: busybox\n    run: echo hi\n";
+    let (s, bare) = hooked_server(pipeline).await;
+    let (status, set) = s
+        .admin(
+            "PUT",
+            "/api/v1/repos/hooked/fork-prs",
+            Some(json!({ "fork_prs": "approve" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let sha = head(&bare);
+    ferry_testkit::git(&bare, &["update-ref", "refs/pull/5/head", &sha]);
+    let fork = pull_body(&sha, "main", 666, "mallory");
+    assert_eq!(hooked(&s, "pr-1", "pull_request", &fork).await.status, 202);
+    intake_done(&s).await;
+    assert!(
+        s.all_runs().await.is_empty(),
+        "nothing runs before approval"
+    );
+    let (_, list) = s
+        .admin("GET", "/api/v1/repos/hooked/deliveries", None)
+        .await;
+    let waiting = &list["deliveries"][0];
+    assert_eq!(waiting["status"], "awaiting_approval", "{list}");
+    let id = waiting["id"].as_str().expect("id").to_string();
+    assert!(
+        waiting["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("ferry deliveries --approve {id}")),
+        "{waiting}"
+    );
+    // A viewer may not approve; a developer may.
+    let viewer = s.user("vera", "viewer").await;
+    let approve = format!("/api/v1/repos/hooked/deliveries/{id}/approve");
+    let (status, _) = s.call("POST", &approve, Some(&viewer), None).await;
+    assert_eq!(status, 403);
+    let dev = s.user("dev", "developer").await;
+    let (status, body) = s.call("POST", &approve, Some(&dev), None).await;
+    assert_eq!(status, 202, "{body}");
+    let runs = s.first_runs("hooked").await;
+    let detail = s.finished(&runs[0].id).await;
+    assert_eq!(detail["trust"]["level"], "untrusted", "{detail}");
+    assert!(
+        detail["trust"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("approved by user:dev"),
+        "{detail}"
+    );
+    let (status, body) = s.call("POST", &approve, Some(&dev), None).await;
+    assert_eq!(status, 409, "once: {body}");
+    let (_, audit) = s.admin("GET", "/api/v1/repos/hooked/audit", None).await;
+    assert_eq!(audit["audit"][0]["action"], "delivery.approve", "{audit}");
+    s.stop().await;
+}

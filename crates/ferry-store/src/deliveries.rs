@@ -26,6 +26,10 @@ pub enum DeliveryStatus {
     /// Answered 200 and not queued: an event Ferry does not handle, a deleted branch,
     /// `[skip ci]`, or a redelivery of one already handled.
     Ignored,
+    /// A fork's pull request waiting for a developer's approval (`fork_prs: approve`).
+    AwaitingApproval,
+    /// Approved: the delivery that redelivers it runs it.
+    Approved,
 }
 
 impl DeliveryStatus {
@@ -36,6 +40,8 @@ impl DeliveryStatus {
             Self::Declined => "declined",
             Self::Failed => "failed",
             Self::Ignored => "ignored",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Approved => "approved",
         }
     }
 
@@ -46,6 +52,8 @@ impl DeliveryStatus {
             "declined" => Self::Declined,
             "failed" => Self::Failed,
             "ignored" => Self::Ignored,
+            "awaiting_approval" => Self::AwaitingApproval,
+            "approved" => Self::Approved,
             _ => return None,
         })
     }
@@ -69,7 +77,7 @@ pub struct DeliveryRecord {
 }
 
 const DELIVERY_COLUMNS: &str = "id, repository_id, provider, delivery_id, event, git_ref, sha, \
-     received_at, sender, pull, status, run_id, reason, finished_at, redelivery_of";
+     received_at, sender, pull, approved_by, status, run_id, reason, finished_at, redelivery_of";
 
 fn delivery_from_row(row: &AnyRow) -> Result<DeliveryRecord> {
     Ok(DeliveryRecord {
@@ -112,11 +120,12 @@ pub(crate) fn bind_intake<'q>(
                 .as_ref()
                 .and_then(|p| serde_json::to_string(p).ok()),
         )
+        .bind(&item.approved_by)
 }
 
 /// The intake columns, as [`bind_intake`] binds them.
-pub(crate) const INTAKE_INSERT: &str =
-    "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull";
+pub(crate) const INTAKE_INSERT: &str = "id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull, \
+     approved_by";
 
 /// Records an accepted delivery as pending (inside the intake's transaction).
 pub(crate) async fn log_accepted(
@@ -127,7 +136,7 @@ pub(crate) async fn log_accepted(
 ) -> Result<()> {
     let sql = format!(
         "INSERT INTO delivery_log ({INTAKE_INSERT}, status, redelivery_of) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', $11)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12)"
     );
     bind_intake(sqlx::query(&sql), id, item)
         .bind(redelivery_of)
@@ -163,7 +172,7 @@ impl Store {
         let id = uuid::Uuid::now_v7().to_string();
         let sql = format!(
             "INSERT INTO delivery_log ({INTAKE_INSERT}, status, reason, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ignored', $11, $8)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'ignored', $12, $8)"
         );
         bind_intake(sqlx::query(&sql), &id, item)
             .bind(reason)
@@ -215,6 +224,39 @@ impl Store {
             ..old.clone()
         };
         let new_id = self.enqueue(&item, Some(&old.id)).await?;
+        self.delivery(repository_id, &new_id).await
+    }
+
+    /// A developer (`by`, `user:NAME`) lets a fork's pull request that awaits approval
+    /// run: it becomes `approved` (once: a conflict when it no longer awaits) and a
+    /// redelivery of it, recording who approved, is queued; the new delivery's record.
+    pub async fn approve_delivery(
+        &self,
+        repository_id: &str,
+        id: &str,
+        by: &str,
+    ) -> Result<DeliveryRecord> {
+        let old = self.delivery(repository_id, id).await?;
+        let moved = sqlx::query(
+            "UPDATE delivery_log SET status = 'approved', reason = $1
+             WHERE id = $2 AND repository_id = $3 AND status = 'awaiting_approval'",
+        )
+        .bind(format!("approved by {by}"))
+        .bind(id)
+        .bind(repository_id)
+        .execute(&self.pool)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Err(Error::Conflict(format!("an approval of delivery {id}")));
+        }
+        let item = Intake {
+            provider: "ferry".into(),
+            delivery_id: None,
+            received_at: now_ms(),
+            approved_by: Some(by.to_string()),
+            ..old.request
+        };
+        let new_id = self.enqueue(&item, Some(id)).await?;
         self.delivery(repository_id, &new_id).await
     }
 }

@@ -32,6 +32,7 @@ mod runs;
 pub mod secrets;
 mod settings;
 mod users;
+pub use repos::AWAITING_APPROVAL;
 pub use users::{FORGES, forge_identity};
 mod writes;
 

@@ -212,7 +212,7 @@ pub struct NewRepository {
 }
 
 /// What a repository does with a pull request from a fork.
-pub const FORK_PRS: [&str; 2] = ["ignore", "run"];
+pub const FORK_PRS: [&str; 3] = ["ignore", "approve", "run"];
 
 /// A pull (merge) request's facts, from the forge's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -261,6 +261,9 @@ pub struct Intake {
     /// The forge account that caused the delivery, when the payload names one.
     pub sender: Option<String>,
     pub pull: Option<PullRequest>,
+    /// Who let this fork's pull request run (`user:NAME`; `fork_prs: approve`).
+    #[serde(default)]
+    pub approved_by: Option<String>,
 }
 
 /// An image a job built with `build_image:`.

@@ -14,7 +14,8 @@ crate::row::record!(REPOSITORY_COLUMNS, repository_from_row, Repository {
 // The columns [`intake_from_row`] reads (of `intake`).
 #[rustfmt::skip]
 crate::row::record!(INTAKE_COLUMNS, pub(crate) intake_from_row, Intake {
-    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull
+    id, repository_id, provider, delivery_id, event, git_ref, sha, received_at, sender, pull,
+    approved_by
 });
 
 impl Store {
@@ -248,6 +249,9 @@ impl Store {
         let status = match (run_id, retry) {
             (Some(_), _) => DeliveryStatus::Started,
             (None, true) => DeliveryStatus::Failed,
+            (None, false) if outcome.starts_with(AWAITING_APPROVAL) => {
+                DeliveryStatus::AwaitingApproval
+            }
             (None, false) => DeliveryStatus::Declined,
         };
         crate::deliveries::log_finished(&mut tx, &item.id, status, run_id, outcome).await?;
@@ -273,6 +277,10 @@ impl Store {
     }
 }
 
+/// How an intake outcome that waits for a developer's approval begins (the delivery is
+/// then `awaiting_approval`, not `declined`).
+pub const AWAITING_APPROVAL: &str = "awaiting approval: ";
+
 /// Inserts a delivery into the intake queue and the delivery log; its id.
 async fn insert_intake(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -281,7 +289,7 @@ async fn insert_intake(
 ) -> Result<String> {
     let id = uuid::Uuid::now_v7().to_string();
     let sql = format!(
-        "INSERT INTO intake ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO intake ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         crate::deliveries::INTAKE_INSERT
     );
     crate::deliveries::bind_intake(sqlx::query(&sql), &id, item)

@@ -182,6 +182,7 @@ async fn the_delivery_log_follows_each_delivery(f: &Fixture) {
         received_at: at,
         sender: None,
         pull: None,
+        approved_by: None,
     };
     let first = s
         .enqueue_intake(&item("d-1", 1))

@@ -104,6 +104,7 @@ pub(crate) async fn receive(
         received_at: ferry_store::now_ms(),
         sender: None,
         pull: None,
+        approved_by: None,
     };
     let hook = match outcome {
         Outcome::Ignore(reason) => {
@@ -162,6 +163,39 @@ pub(crate) async fn deliveries(
     Ok(Json(DeliveryList {
         deliveries: s.store.deliveries(&repo.id, limit).await?,
     }))
+}
+
+/// `POST …/deliveries/{delivery}/approve`: a developer lets a fork's pull request that
+/// awaits approval (`fork_prs: approve`) run, untrusted (202: a redelivery of it is
+/// queued, recording who approved).
+pub(crate) async fn approve(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeliveryOne>), ApiError> {
+    let old = s.store.delivery(&repo.id, &id).await?;
+    if old.status != DeliveryStatus::AwaitingApproval {
+        return Err(ApiError::conflict(
+            ErrorCode::InvalidState,
+            format!(
+                "delivery {id} is {}: only a fork's pull request awaiting approval is approved",
+                old.status.as_str()
+            ),
+        ));
+    }
+    let by = caller.label();
+    let delivery = s.store.approve_delivery(&repo.id, &id, &by).await?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &by,
+            "delivery.approve",
+            &id,
+            Some(&format!("runs as {}", delivery.request.id)),
+        )
+        .await?;
+    s.intake_wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(DeliveryOne { delivery })))
 }
 
 /// `POST …/deliveries/{delivery}/redeliver`: queues a failed or declined delivery again

@@ -221,6 +221,14 @@ pub const ROUTES: &[Route] = &[
         || post(hooks::redeliver),
     )
     .accepted::<hooks::DeliveryOne>(),
+    Route::new(
+        POST,
+        "/api/v1/repos/{repo}/deliveries/{delivery}/approve",
+        DEVELOPER,
+        "Let a fork's pull request awaiting approval run, untrusted (fork_prs: approve)",
+        || post(hooks::approve),
+    )
+    .accepted::<hooks::DeliveryOne>(),
     // Repositories
     Route::new(GET, "/api/v1/repos", VIEWER, "List repositories", || {
         get(repos::list)
