@@ -172,7 +172,8 @@ impl Store {
     /// A release of the repository by id or name, with its artifacts and images.
     pub async fn release(&self, repository_id: &str, id_or_name: &str) -> Result<Release> {
         let row = sqlx::query(&format!(
-            "SELECT {RELEASE_COLUMNS} FROM releases WHERE repository_id = $1 AND (id = $2 OR name = $2)"
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE repository_id = $1 AND (id = $2 OR name = $2)
+             ORDER BY CASE WHEN id = $2 THEN 0 ELSE 1 END LIMIT 1"
         ))
         .bind(repository_id)
         .bind(id_or_name)

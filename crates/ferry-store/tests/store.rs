@@ -467,7 +467,15 @@ async fn releases_are_sealed_once(f: &Fixture) {
     let names: Vec<String> = each(s.releases(&repo, 10).await, |r| r.name);
     assert_eq!(names, ["r2", "r1"]);
     assert!(s.release(&repo, "nope").await.is_err());
-    let _ = r2;
+    // A release named like another's id never stands in for it: an id is an id.
+    let (run3, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    s.create_release(&new_release(&repo, &run3, &r2.id))
+        .await
+        .expect("named like r2's id");
+    for _ in 0..3 {
+        let got = s.release(&repo, &r2.id).await.expect("by id");
+        assert_eq!(got.name, "r2");
+    }
 }
 
 async fn deployments_move_by_compare_and_set(f: &Fixture) {
