@@ -534,6 +534,14 @@ impl Deliverer {
             may_approve: actor.may_approve,
         };
         policy::may_approve(rule, &approver, &parties).map_err(DeliverError::Forbidden)?;
+        // An approval that has expired may be given again.
+        if let Some(expires) = rule.expires {
+            let before = Utc::now().timestamp_millis()
+                - i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+            self.store
+                .forget_expired_approval(&dep.id, &actor.user_id, before)
+                .await?;
+        }
         let decision = if approve { "approve" } else { "reject" };
         self.store
             .add_approval(&dep.id, &actor.user_id, &actor.name, decision, comment)
@@ -843,6 +851,23 @@ impl Deliverer {
                     frozen.push(env);
                     continue;
                 }
+                // Approved, then held (by a freeze, or behind others): its approvals must
+                // still hold now, under the rules of now.
+                if let Ok(d) = &rules[&dep.repository_id]
+                    && let Some(Policy::Approval(rule)) =
+                        d.environment(&dep.environment).map(|e| &e.policy)
+                    && let Some(why) = self.approvals_lapsed(&dep, rule).await?
+                {
+                    if self
+                        .store
+                        .move_deployment(&dep.id, &[S::Queued], S::AwaitingApproval, Some(&why))
+                        .await?
+                    {
+                        self.open_log(&dep).line(&format!("waiting again: {why}"));
+                        self.publish(&dep.id).await;
+                    }
+                    continue;
+                }
             }
             seen.push(env.clone());
             // An environment whose deployment (or its rollback) is being executed here
@@ -908,6 +933,35 @@ impl Deliverer {
             });
         }
         Ok(())
+    }
+
+    /// Why a queued deployment no longer has the approvals `rule` asks for (they
+    /// expired while it waited, or the rule asks for more now), if it does not.
+    async fn approvals_lapsed(
+        &self,
+        dep: &Deployment,
+        rule: &ferry_config::delivery::ApprovalRule,
+    ) -> Result<Option<String>> {
+        let decisions: Vec<Decision> = self
+            .store
+            .approvals(&dep.id)
+            .await?
+            .into_iter()
+            .map(|a| Decision {
+                user: a.user_name,
+                approve: a.decision == "approve",
+                at: DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
+            })
+            .collect();
+        Ok(match policy::verdict(rule, &decisions, Utc::now()) {
+            Verdict::Approved => None,
+            Verdict::Rejected { by } => Some(format!("rejected by {by}")),
+            Verdict::Waiting { have, need } => Some(format!(
+                "it has {have} valid approval(s) of the {need} `{}` asks for now (an \
+                 approval older than `expires` no longer counts): approve it again",
+                dep.environment
+            )),
+        })
     }
 
     /// Says once, in the deployment's log, why it waits.

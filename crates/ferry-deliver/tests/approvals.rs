@@ -5,7 +5,7 @@ mod common;
 
 use common::Ask::{Approve, Reject};
 use common::Refusal::{Conflict, Forbidden, Invalid, NotFound};
-use common::{FROZEN, Harness, actor, approvals, dave, gated, scripted};
+use common::{FROZEN, GOOD, Harness, actor, approvals, dave, gated, scripted};
 use ferry_deliver::deliverer::Vote;
 use ferry_store::DeploymentStatus as S;
 
@@ -164,4 +164,35 @@ async fn an_approved_deployment_does_not_deploy_during_a_freeze() {
         production.started_at, None,
         "deployed during a freeze (approve said {approved:?}): {production:#?}"
     );
+}
+
+/// An approved deployment held by a freeze must still have its approvals when the
+/// freeze ends: approvals that expired meanwhile send it back to awaiting approval
+/// (its log says why), and the approver may approve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_that_expire_while_a_freeze_holds_are_asked_for_again() {
+    let h = Harness::started().await;
+    let rule = "approval: { required: 1, expires: 2s }";
+    let frozen = scripted(&format!("  production:\n    {rule}\n    {FROZEN}\n"));
+    h.seal("v1", &frozen, GOOD).await;
+    h.wait_status("production", 1, S::AwaitingApproval).await;
+    let approved = h.approve("production#1", "ann", None).await;
+    assert_eq!(
+        approved.status,
+        S::Queued,
+        "approved, then held by the freeze"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // main lifts the freeze; ann's approval has expired by now.
+    h.commit(&scripted(&format!("  production:\n    {rule}\n")), "thaw");
+    let back = h.wait_status("production", 1, S::AwaitingApproval).await;
+    assert!(
+        back.reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("it has 0 valid approval(s) of the 1 `production` asks for now"),
+        "{back:?}"
+    );
+    h.approve("production#1", "ann", None).await;
+    h.wait_status("production", 1, S::Live).await;
 }

@@ -434,6 +434,26 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets a user's approval of a deployment made before `before` (ms): one that has
+    /// expired, so that the user may approve again.
+    pub async fn forget_expired_approval(
+        &self,
+        deployment_id: &str,
+        user_id: &str,
+        before: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM approvals WHERE deployment_id = $1 AND user_id = $2
+               AND decision = 'approve' AND created_at < $3",
+        )
+        .bind(deployment_id)
+        .bind(user_id)
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn approvals(&self, deployment_id: &str) -> Result<Vec<Approval>> {
         let rows = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE deployment_id = $1
