@@ -568,15 +568,7 @@ impl Deliverer {
                 approval: mine.clone(),
             }));
         }
-        let decisions: Vec<Decision> = approvals
-            .into_iter()
-            .map(|a| Decision {
-                user: a.user_name,
-                approve: a.decision == "approve",
-                at: DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
-            })
-            .collect();
-        match policy::verdict(rule, &decisions, Utc::now()) {
+        match policy::verdict(rule, &decisions(approvals), Utc::now()) {
             Verdict::Approved => {
                 self.store
                     .move_deployment(&dep.id, &[S::AwaitingApproval], S::Queued, None)
@@ -942,17 +934,7 @@ impl Deliverer {
         dep: &Deployment,
         rule: &ferry_config::delivery::ApprovalRule,
     ) -> Result<Option<String>> {
-        let decisions: Vec<Decision> = self
-            .store
-            .approvals(&dep.id)
-            .await?
-            .into_iter()
-            .map(|a| Decision {
-                user: a.user_name,
-                approve: a.decision == "approve",
-                at: DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
-            })
-            .collect();
+        let decisions = decisions(self.store.approvals(&dep.id).await?);
         Ok(match policy::verdict(rule, &decisions, Utc::now()) {
             Verdict::Approved => None,
             Verdict::Rejected { by } => Some(format!("rejected by {by}")),
@@ -1357,6 +1339,18 @@ impl Deliverer {
         }
         result
     }
+}
+
+/// Stored approvals as the policy weighs them.
+fn decisions(approvals: Vec<ferry_store::Approval>) -> Vec<Decision> {
+    approvals
+        .into_iter()
+        .map(|a| Decision {
+            user: a.user_name,
+            approve: a.decision == "approve",
+            at: DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
+        })
+        .collect()
 }
 
 /// Environment `env` of the repository's rules, or why there is none.
