@@ -34,6 +34,33 @@ pub struct ServerArgs {
     pub token: Option<String>,
 }
 
+/// A server URL the token may be sent to: `https://` anywhere, `http://` only to this
+/// machine (a loopback address or `localhost`), where nothing on the wire can read it.
+pub fn check_server_url(server: &str) -> Result<(), Failure> {
+    let url = reqwest::Url::parse(server).map_err(|e| {
+        Failure::usage(format!(
+            "`{server}`: not a URL ({e}); write https://HOST[:PORT]"
+        ))
+    })?;
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        "http" => Err(Failure::usage(format!(
+            "`{server}`: a token is sent over http:// only to this machine; use https:// \
+             (with --ca-file for a private CA)"
+        ))),
+        _ => Err(Failure::usage(format!(
+            "`{server}`: write the server's URL, https://HOST[:PORT]"
+        ))),
+    }
+}
+
 /// The certificates in a PEM file (`--ca-file`); an error names the file.
 pub fn read_ca(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Failure> {
     let pem =
@@ -84,16 +111,13 @@ impl Client {
                     "no token: set FERRY_TOKEN, pass --token, or write ~/.config/ferry/config.json",
                 )
             })?;
-        if !server.starts_with("https://") && !server.starts_with("http://") {
-            return Err(Failure::usage(format!(
-                "`{server}`: write the server's URL, https://HOST[:PORT] (or http:// on this machine)"
-            )));
-        }
+        check_server_url(&server)?;
         let ca = args
             .ca_file
             .clone()
             .or_else(|| file["ca_file"].as_str().map(PathBuf::from));
-        let mut http = reqwest::Client::builder();
+        // A token never follows a redirect (to another host, or down to http://).
+        let mut http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &ca {
             for cert in read_ca(ca)? {
                 http = http.add_root_certificate(cert);
@@ -584,6 +608,28 @@ mod tests {
             ca_file: None,
         })
         .expect("client")
+    }
+
+    #[test]
+    fn tokens_go_over_http_only_to_this_machine() {
+        for ok in [
+            "https://ferry.example.com",
+            "https://10.0.0.5:7340/",
+            "http://127.0.0.1:7340",
+            "http://localhost:7340",
+            "http://[::1]:7340",
+        ] {
+            assert!(check_server_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://ferry.example.com",
+            "http://10.0.0.5:7340",
+            "http://127.0.0.1.example.com",
+            "ftp://example.com",
+            "ferry.example.com",
+        ] {
+            assert!(check_server_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

@@ -826,6 +826,25 @@ impl Deliverer {
                     let read = self.rules(&dep.repository_id).await;
                     rules.insert(dep.repository_id.clone(), read);
                 }
+                // An environment the rules no longer name takes no deployments.
+                if let Ok(d) = &rules[&dep.repository_id]
+                    && d.environment(&dep.environment).is_none()
+                {
+                    let why = format!(
+                        "`{}` is no longer an environment of the default branch's {}",
+                        dep.environment,
+                        ferry_config::FILE_NAME
+                    );
+                    if self
+                        .store
+                        .move_deployment(&dep.id, &[S::Queued], S::Cancelled, Some(&why))
+                        .await?
+                    {
+                        self.open_log(&dep).line(&format!("cancelled: {why}"));
+                        self.publish(&dep.id).await;
+                    }
+                    continue;
+                }
                 let why = match &rules[&dep.repository_id] {
                     Ok(d) => d.environment(&dep.environment).and_then(|e| {
                         policy::frozen(&e.freeze, Utc::now()).map(|why| {

@@ -148,14 +148,14 @@ pub fn may_approve(
     for excluded in &rule.not {
         let (hit, who) = match excluded {
             // The author is who pushed the commit (the forge account of a signed
-            // delivery, or the user who asked for the run); the git author string, which
-            // a committer writes as they like, only when nothing says who pushed.
+            // delivery, or the user who asked for the run). The git author string, which
+            // a committer writes as they like, never lets anyone approve, but it still
+            // excludes whom it names: an approver not linked to a forge account is not
+            // let through by the link being missing.
             Excluded::Author => (
-                if names_a_person(parties.triggered_by.as_deref()) {
-                    is_party(parties.triggered_by.as_deref(), approver)
-                } else {
-                    is_author(approver.user, &parties.author)
-                },
+                (names_a_person(parties.triggered_by.as_deref())
+                    && is_party(parties.triggered_by.as_deref(), approver))
+                    || is_author(approver.user, &parties.author),
                 "the commit's author",
             ),
             Excluded::Triggerer => (
@@ -320,9 +320,10 @@ mod tests {
         assert!(!is_author("bo", "Bob <bob@x>"));
     }
 
-    /// Who pushed is who a signed delivery or the API says, never the git author string a
-    /// committer writes: Mallory, who pushed a commit "by Bob", may not approve it as
-    /// its author or its triggerer; Bob may.
+    /// Who pushed is who a signed delivery or the API says: Mallory, who pushed a commit
+    /// "by Bob", may not approve it as its author or its triggerer, linked to her forge
+    /// account or not (the git author string still excludes Bob, and never lets anyone
+    /// through); Carol may.
     #[test]
     fn the_author_is_who_pushed_not_the_git_author_string() {
         let rule = ApprovalRule {
@@ -369,7 +370,8 @@ mod tests {
                 &mallory_forge[..],
                 false,
             ),
-            (&rule, pushed("github:mallory"), "bob", &[][..], true),
+            (&rule, pushed("github:mallory"), "carol", &[][..], true),
+            (&rule, pushed("github:mallory"), "bob", &[][..], false),
             (
                 &rule,
                 pushed("gitlab:mallory"),
@@ -384,6 +386,12 @@ mod tests {
             let got = may_approve(rule, &approver(user, forge), &parties);
             assert_eq!(got.is_ok(), allowed, "{user} on {parties:?}: {got:?}");
         }
+        // Mallory's own commit, pushed by her, before an admin linked her account.
+        let own = Parties {
+            author: "Mallory <mallory@example.com>".into(),
+            ..pushed("github:mallory")
+        };
+        assert!(may_approve(&rule, &approver("mallory", &[]), &own).is_err());
     }
 
     #[test]

