@@ -379,8 +379,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let work_root = data.join("work");
-    let config = Config {
+    let mut work_root = data.join("work");
+    let mut config = Config {
         data_dir: data.clone(),
         work_root: work_root.clone(),
         max_runs: max_runs as usize,
@@ -407,14 +407,25 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         }
         _ => {
             let user = step_user(args.sandbox_user.as_deref())?;
-            if user.is_some() {
+            if let Some(u) = &user {
                 ferry_exec::sandbox::share_work_only(&data).map_err(Failure::failed)?;
+                // A data directory the step user cannot pass through (under /root, or
+                // in a private temporary directory): workspaces go where it can.
+                if let Some(why) = u.cannot_reach(&work_root) {
+                    // The server id's random end: not guessed by another local user.
+                    let sid = &config.server_id;
+                    let id = &sid[sid.len().saturating_sub(16)..];
+                    work_root =
+                        ferry_exec::sandbox::private_work_root(id).map_err(Failure::failed)?;
+                    config.work_root = work_root.clone();
+                    eprintln!("ferry: workspaces go to {} ({why})", work_root.display());
+                }
             }
             let sandbox = ferry_exec::sandbox::Sandbox::default()
                 .with_read(args.sandbox_read.iter().cloned())
                 .with_write(args.sandbox_write.iter().cloned())
                 .with_user(user);
-            match sandbox.check(&data) {
+            match sandbox.check(&data, &work_root) {
                 Ok(ferry_exec::sandbox::Enforced::Fully) => {}
                 Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {
                     eprintln!("ferry: the host-job sandbox is partly enforced: {why}");

@@ -219,9 +219,9 @@ impl Serve {
 async fn host_jobs_cannot_reach_the_servers_files() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().expect("tmp");
-    // As a server's data directory would be (e.g. /var/lib/ferry): its parents let
-    // others pass, so that a step user reaches the workspaces.
-    let mode = std::fs::Permissions::from_mode(0o711);
+    // A private parent (0700), which a root server's step user cannot pass: its
+    // workspaces then go to a directory of its own in /tmp.
+    let mode = std::fs::Permissions::from_mode(0o700);
     std::fs::set_permissions(tmp.path(), mode).expect("chmod");
     let data = tmp.path().join("data");
     let outside = tmp.path().join("outside");
@@ -296,6 +296,15 @@ async fn host_jobs_cannot_reach_the_servers_files() {
         )
     );
     assert!(!outside.join("written").exists());
+    if root {
+        // The workspaces went to the server's own directory in the temporary directory.
+        let id = std::fs::read_to_string(data.join("server-id")).expect("server id");
+        let id = id.trim();
+        let dir = std::env::temp_dir().join(format!("ferry-work-{}", &id[id.len() - 16..]));
+        assert!(dir.is_dir(), "{}", dir.display());
+        drop(server);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// [`start`] with a variable in the server's environment that no step may see.

@@ -93,13 +93,13 @@ impl StepUser {
     }
 
     /// Gives this user `dir` and everything in it (links themselves, never what they
-    /// point at).
+    /// point at); `dir` itself becomes private to it (`0700`).
     pub fn take(&self, dir: &Path) -> std::io::Result<()> {
         for entry in walkdir::WalkDir::new(dir).follow_links(false) {
             let entry = entry.map_err(std::io::Error::other)?;
             std::os::unix::fs::lchown(entry.path(), Some(self.uid), Some(self.gid))?;
         }
-        Ok(())
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
     }
 }
 
@@ -128,6 +128,32 @@ pub fn share_work_only(data: &Path) -> Result<(), String> {
         set(&entry.path(), meta.permissions().mode() & 0o7700)?;
     }
     Ok(())
+}
+
+/// Where the workspaces of a server whose step user cannot pass through its data
+/// directory's parents go instead (a root server's data directory under `/root`, or
+/// in a private temporary directory): `TMP/ferry-work-ID`, made here as a directory of
+/// the server's own, `0711`; anything else already there (a link, another owner's
+/// directory) is refused.
+pub fn private_work_root(id: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = std::env::temp_dir().join(format!("ferry-work-{id}"));
+    let made = std::fs::DirBuilder::new().mode(0o711).create(&dir);
+    if let Err(e) = made
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(format!("cannot create {}: {e}", dir.display()));
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "{} is not a directory of this server's own: not used for workspaces",
+            dir.display()
+        ));
+    }
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The server's own directories at the top of its data directory.
@@ -211,8 +237,9 @@ impl Sandbox {
 
     /// Checks, in a throwaway thread, that the kernel enforces Landlock, and how fully;
     /// `Err` says why it cannot (the kernel has no Landlock, or it is disabled).
-    /// `data_dir` must not be readable through the allowed directories.
-    pub fn check(&self, data_dir: &Path) -> Result<Enforced, String> {
+    /// `data_dir` must not be readable through the allowed directories, and the step
+    /// user (if any) must reach `work_root`, where the workspaces are.
+    pub fn check(&self, data_dir: &Path, work_root: &Path) -> Result<Enforced, String> {
         let data = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
         for allowed in self.read.iter().chain(&self.write) {
             let allowed = std::fs::canonicalize(allowed).unwrap_or_else(|_| allowed.clone());
@@ -225,7 +252,7 @@ impl Sandbox {
             }
         }
         if let Some(user) = &self.user
-            && let Some(why) = user.cannot_reach(&data.join("work"))
+            && let Some(why) = user.cannot_reach(work_root)
         {
             return Err(format!(
                 "steps run as uid {} and cannot reach their workspaces: {why}; choose a \
@@ -493,7 +520,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let sandbox = Sandbox::default().with_read([tmp.path().to_path_buf()]);
         let err = sandbox
-            .check(&tmp.path().join("data"))
+            .check(&tmp.path().join("data"), &tmp.path().join("data/work"))
             .expect_err("beneath");
         assert!(
             err.contains("which sandboxed jobs may reach, overlap"),
@@ -501,11 +528,13 @@ mod tests {
         );
         let inside = Sandbox::default().with_read([tmp.path().join("data/caches")]);
         assert!(
-            inside.check(&tmp.path().join("data")).is_err(),
+            inside
+                .check(&tmp.path().join("data"), &tmp.path().join("data/work"))
+                .is_err(),
             "a directory inside it"
         );
         assert_eq!(
-            Sandbox::default().check(&tmp.path().join("data")),
+            Sandbox::default().check(&tmp.path().join("data"), &tmp.path().join("data/work")),
             Ok(Enforced::Fully)
         );
     }
