@@ -55,6 +55,12 @@ def git(*args, cwd=None):
 class Server:
     def __init__(self, tmp, pipeline):
         self.tmp = tmp
+        # A root server runs host steps as `nobody`: the marks directory the steps write
+        # (--sandbox-write) must be one that user may reach and write.
+        os.chmod(tmp, 0o711)
+        marks = os.path.join(tmp, "marks")
+        os.makedirs(marks, exist_ok=True)
+        os.chmod(marks, 0o777)
         self.bare = os.path.join(tmp, "origin.git")
         work = os.path.join(tmp, "work-tree")
         os.makedirs(work)
@@ -129,7 +135,6 @@ def finish(tmp, report):
 def bench_latency():
     tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
     marks = os.path.join(tmp, "marks")
-    os.makedirs(marks)
     s = Server(tmp, f"jobs:\n  first:\n    run: date +%s%N > {marks}/$FERRY_RUN_ID\n")
     s.add_repo()
     body = s.push_body()
