@@ -826,57 +826,43 @@ impl Deliverer {
                     let read = self.rules(&dep.repository_id).await;
                     rules.insert(dep.repository_id.clone(), read);
                 }
+                let spec = match &rules[&dep.repository_id] {
+                    // Whether a freeze holds cannot be told: nothing starts.
+                    Err(e) => {
+                        self.note_held(&dep, &format!("{e}; the deployment starts once they can"));
+                        frozen.push(env);
+                        continue;
+                    }
+                    Ok(d) => d.environment(&dep.environment),
+                };
                 // An environment the rules no longer name takes no deployments.
-                if let Ok(d) = &rules[&dep.repository_id]
-                    && d.environment(&dep.environment).is_none()
-                {
+                let Some(spec) = spec else {
                     let why = format!(
                         "`{}` is no longer an environment of the default branch's {}",
                         dep.environment,
                         ferry_config::FILE_NAME
                     );
-                    if self
-                        .store
-                        .move_deployment(&dep.id, &[S::Queued], S::Cancelled, Some(&why))
-                        .await?
-                    {
-                        self.open_log(&dep).line(&format!("cancelled: {why}"));
-                        self.publish(&dep.id).await;
-                    }
+                    self.set_aside(&dep, S::Cancelled, &format!("cancelled: {why}"), &why)
+                        .await?;
                     continue;
-                }
-                let why = match &rules[&dep.repository_id] {
-                    Ok(d) => d.environment(&dep.environment).and_then(|e| {
-                        policy::frozen(&e.freeze, Utc::now()).map(|why| {
-                            format!(
-                                "`{}` is {why}; the deployment starts when the freeze ends",
-                                dep.environment
-                            )
-                        })
-                    }),
-                    // Whether a freeze holds cannot be told: nothing starts.
-                    Err(e) => Some(format!("{e}; the deployment starts once they can")),
                 };
-                if let Some(why) = why {
+                if let Some(why) = policy::frozen(&spec.freeze, Utc::now()) {
+                    let why = format!(
+                        "`{}` is {why}; the deployment starts when the freeze ends",
+                        dep.environment
+                    );
                     self.note_held(&dep, &why);
                     frozen.push(env);
                     continue;
                 }
                 // Approved, then held (by a freeze, or behind others): its approvals must
                 // still hold now, under the rules of now.
-                if let Ok(d) = &rules[&dep.repository_id]
-                    && let Some(Policy::Approval(rule)) =
-                        d.environment(&dep.environment).map(|e| &e.policy)
+                if let Policy::Approval(rule) = &spec.policy
                     && let Some(why) = self.approvals_lapsed(&dep, rule).await?
                 {
-                    if self
-                        .store
-                        .move_deployment(&dep.id, &[S::Queued], S::AwaitingApproval, Some(&why))
-                        .await?
-                    {
-                        self.open_log(&dep).line(&format!("waiting again: {why}"));
-                        self.publish(&dep.id).await;
-                    }
+                    let line = format!("waiting again: {why}");
+                    self.set_aside(&dep, S::AwaitingApproval, &line, &why)
+                        .await?;
                     continue;
                 }
             }
@@ -942,6 +928,20 @@ impl Deliverer {
                 }
                 me.wake.notify_one();
             });
+        }
+        Ok(())
+    }
+
+    /// Moves a queued deployment that may not start to `to` with `why`, saying `line` in
+    /// its log (once: when another server moved it first, nothing is said).
+    async fn set_aside(&self, dep: &Deployment, to: S, line: &str, why: &str) -> Result<()> {
+        if self
+            .store
+            .move_deployment(&dep.id, &[S::Queued], to, Some(why))
+            .await?
+        {
+            self.open_log(dep).line(line);
+            self.publish(&dep.id).await;
         }
         Ok(())
     }
