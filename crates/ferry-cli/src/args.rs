@@ -27,7 +27,7 @@ pub enum Command {
     /// Show the logs of a run, or of one of its jobs.
     Logs(LogsArgs),
     /// Run the CI server: API, triggers, queue.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Ask a server to run a ref of a repository.
     Trigger {
         /// The repository's name on the server.

@@ -126,7 +126,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Run(a) => run::run(a).await,
         Command::Runs(a) => logs::runs(a).await,
         Command::Logs(a) => logs::logs(a).await,
-        Command::Serve(a) => serve::serve(a).await,
+        Command::Serve(a) => serve::serve(*a).await,
         Command::Trigger {
             repo,
             git_ref,

@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// enforce it. `off` runs host steps with the server's rights (trusted code only).
     #[arg(long, env = "FERRY_HOST_SANDBOX", value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     pub host_sandbox: String,
+    /// The sandbox of releases' code on the host (deploy scripts without an image,
+    /// `process` targets, `command` probes): `on` (the default, with --host-sandbox on)
+    /// gives it what host steps get, with their user, plus the release's directory and
+    /// the environment's secret files; `off` runs it with the server's rights (for
+    /// deploy scripts that need the host's tools and credentials: release only from
+    /// branches trusted people push to).
+    #[arg(long, env = "FERRY_DEPLOY_SANDBOX", value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    pub deploy_sandbox: String,
     /// A directory sandboxed host steps may also read (and run programs from), e.g. a
     /// toolchain outside /usr; repeat. Never one holding the data directory.
     #[arg(
@@ -439,6 +447,27 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             Some(sandbox)
         }
     };
+    let deploy_sandbox = match (&sandbox, args.deploy_sandbox.as_str()) {
+        (None, _) | (_, "off") => {
+            eprintln!(
+                "ferry: releases' host code (deploy scripts, processes, command probes) \
+                 runs with the server's rights"
+            );
+            None
+        }
+        (Some(sandbox), _) => {
+            if let Some(user) = &sandbox.user
+                && let Some(why) = user.cannot_reach(&data.join("deploy"))
+            {
+                eprintln!(
+                    "ferry: deploy scripts and processes on the host will fail: they run as \
+                     uid {} ({why}); choose a --data-dir it can reach or --deploy-sandbox off",
+                    user.uid
+                );
+            }
+            Some(sandbox.clone())
+        }
+    };
     // The key that seals secrets, registry logins and webhook secrets.
     let key = ferry_store::SecretKey::load_or_create(&data)
         .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
@@ -503,6 +532,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         d.with_retention(keep)
             .with_docker(docker)
             .with_mounts(args.deploy_mount.clone())
+            .with_sandbox(deploy_sandbox)
             .with_ca(ca)
     });
     let listener = tokio::net::TcpListener::bind(listen)

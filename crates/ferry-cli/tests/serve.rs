@@ -185,6 +185,19 @@ impl Serve {
         None
     }
 
+    /// Polls `GET path` as text (for 15 s at most) until `done` says yes; the last answer.
+    async fn poll_text(&self, token: &str, path: &str, done: impl Fn(&str) -> bool) -> String {
+        let mut text = String::new();
+        for _ in 0..600 {
+            (_, text) = self.call_text(token, "GET", path, None).await;
+            if done(&text) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        text
+    }
+
     /// Waits until `done` says yes of the run's detail; returns it.
     async fn wait_for_run(&self, token: &str, run: &str, done: impl Fn(&Value) -> bool) -> Value {
         let path = format!("/api/v1/runs/{run}");
@@ -305,6 +318,128 @@ async fn host_jobs_cannot_reach_the_servers_files() {
         drop(server);
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// A release's code on the host (a deploy script, a process, a command probe) runs in
+/// the server's sandbox like a host step: it cannot read the server's key or database,
+/// list the data directory, write beside it, see the server's environment or use a
+/// socket only the server's user may; a root server runs it as the step user.
+#[tokio::test]
+async fn a_releases_host_code_cannot_reach_the_servers_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Passable, so that a root server's step user reaches its deployments.
+    let mode = std::fs::Permissions::from_mode(0o711);
+    std::fs::set_permissions(tmp.path(), mode).expect("chmod");
+    let data = tmp.path().join("data");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let sockets = tmp.path().join("sockets");
+    std::fs::create_dir_all(&sockets).expect("mkdir");
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = sockets.join("engine.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let root = nix::unistd::geteuid().is_root();
+    let pipeline = format!(
+        "jobs:
+  build:
+    run: |
+      mkdir -p out
+      cat > out/app.sh <<'EOF'
+      cat {d}/secret.key >/dev/null 2>&1 && echo LEAK-key || echo no-key
+      cat {d}/ferry.db >/dev/null 2>&1 && echo LEAK-db || echo no-db
+      ls {d} >/dev/null 2>&1 && echo LEAK-list || echo no-list
+      (echo x > {o}/written) 2>/dev/null && echo LEAK-write || echo no-write
+      env | grep -q FERRY_TEST_SERVER_ONLY && echo LEAK-env || echo no-env
+      perl -MIO::Socket::UNIX -e 'print IO::Socket::UNIX->new(Peer => shift) ? \"LEAK-socket\\n\" : \"no-socket\\n\"' {s}
+      echo uid=$(id -u)
+      if [ \"$1\" = serve ]; then exec sleep 300; fi
+      EOF
+    artifacts: [out/app.sh]
+release: {{ artifacts: [build] }}
+environments:
+  sandbox:
+    auto: true
+    deploy:
+      target: {{ script: {{ run: sh out/app.sh }} }}
+  web:
+    auto: true
+    deploy:
+      target: {{ process: {{ command: exec sh out/app.sh serve }} }}
+      verify: {{ command: sh out/app.sh > probe.txt, for: 100ms, interval: 50ms }}
+",
+        d = data.display(),
+        o = outside.display(),
+        s = socket.display()
+    );
+    let bare = bare_repo(tmp.path(), &pipeline);
+    let server = start_with_env(
+        &data,
+        &[
+            "--host-sandbox",
+            "on",
+            "--sandbox-read",
+            &sockets.display().to_string(),
+        ],
+    );
+    let token = server.admin_token();
+    server.add_app(&token, &bare).await;
+    server.trigger_app(&token).await;
+    let live = server
+        .poll(&token, "/api/v1/repos/app/environments", |envs| {
+            let envs = envs["environments"].as_array().cloned().unwrap_or_default();
+            envs.len() == 2 && envs.iter().all(|e| !e["live"].is_null())
+        })
+        .await;
+    let (_, deployments) = server
+        .call_text(&token, "GET", "/api/v1/repos/app/deployments", None)
+        .await;
+    assert!(live.is_some(), "both environments go live: {deployments}");
+    let (socket_line, uid) = if root {
+        ("no-socket", "65534".to_string())
+    } else {
+        ("LEAK-socket", nix::unistd::geteuid().to_string())
+    };
+    let want = format!("no-key\nno-db\nno-list\nno-write\nno-env\n{socket_line}\nuid={uid}\n");
+    let (_, script) = server
+        .call_text(
+            &token,
+            "GET",
+            "/api/v1/repos/app/deployments/sandbox.1/log",
+            None,
+        )
+        .await;
+    assert!(script.contains(&want), "the deploy script:\n{script}");
+    let output = server
+        .poll_text(&token, "/api/v1/repos/app/environments/web/output", |t| {
+            t.contains("uid=")
+        })
+        .await;
+    assert!(output.contains(&want), "the process:\n{output}");
+    let repo_dir = std::fs::read_dir(data.join("deploy"))
+        .expect("deploy dir")
+        .flatten()
+        .next()
+        .expect("the repository's deployments")
+        .path();
+    let probed = std::fs::read_to_string(
+        repo_dir
+            .join("web/releases")
+            .join(
+                std::fs::read_dir(repo_dir.join("web/releases"))
+                    .expect("releases")
+                    .flatten()
+                    .find(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .expect("a release")
+                    .file_name(),
+            )
+            .join("probe.txt"),
+    )
+    .expect("the probe's report");
+    assert_eq!(probed, want, "the command probe");
+    assert!(!outside.join("written").exists());
 }
 
 /// [`start`] with a variable in the server's environment that no step may see.

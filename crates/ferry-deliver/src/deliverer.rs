@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cas::Cas;
 use crate::diff::ConfigSnapshot;
 use crate::events::DeliveryEvent;
+use crate::jail;
 use crate::layout;
 use crate::log::DeployLog;
 use crate::policy::{self, Approver, Decision, Parties, Verdict};
@@ -113,6 +114,10 @@ pub struct Deliverer {
     /// Extra trusted certificates for probes (see [`Deliverer::with_ca`]).
     #[educe(Debug(ignore))]
     ca: Arc<Vec<reqwest::Certificate>>,
+    /// The sandbox of releases' host code (see [`crate::jail`]); `None`: it runs with
+    /// the server's rights.
+    #[educe(Debug(ignore))]
+    sandbox: Option<ferry_exec::sandbox::Sandbox>,
 }
 
 /// The release's own delivery configuration.
@@ -155,7 +160,15 @@ impl Deliverer {
             busy: Arc::default(),
             held: Arc::default(),
             ca: Arc::default(),
+            sandbox: None,
         }
+    }
+
+    /// Runs releases' host code (scripts without an image, processes, command probes)
+    /// in `sandbox` (see [`crate::jail`]); `None`: with the server's rights.
+    pub fn with_sandbox(mut self, sandbox: Option<ferry_exec::sandbox::Sandbox>) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     /// Certificates trusted besides the system's by verification probes over https://
@@ -720,6 +733,8 @@ impl Deliverer {
                 tracing::warn!("ended {killed} deployed process(es) left by a server that stopped");
             }
         }
+        // A server that was killed left its secret files: none is in use any more.
+        let _ = std::fs::remove_dir_all(&self.secrets_root);
         for dep in self
             .store
             .deployments_in(&[S::Deploying, S::Verifying])
@@ -1285,6 +1300,28 @@ impl Deliverer {
         for (name, value) in &secrets {
             env.push((name.clone(), String::from_utf8_lossy(value).into_owned()));
         }
+        let probes_run_commands = spec
+            .verify
+            .iter()
+            .flat_map(|v| &v.probes)
+            .any(|p| matches!(p, Check::Command { .. }));
+        let spawner = match &self.sandbox {
+            Some(sandbox) if target.runs_host_code() || probes_run_commands => {
+                let cell = jail::Cell {
+                    release_dir: release_dir.clone(),
+                    secrets_dir: secrets_dir.clone(),
+                    tmp: env_dir.join("tmp"),
+                };
+                env.push(("TMPDIR".into(), cell.tmp.display().to_string()));
+                let (sandbox, root) = (sandbox.clone(), self.root.clone());
+                let spawner =
+                    tokio::task::spawn_blocking(move || jail::lock(&sandbox, &root, &cell))
+                        .await
+                        .map_err(|e| e.to_string())??;
+                Some(spawner)
+            }
+            _ => None,
+        };
         let mut ctx = DeployContext {
             deployment: dep,
             release,
@@ -1295,6 +1332,7 @@ impl Deliverer {
             secrets,
             env,
             log,
+            spawner,
         };
         target.deploy(&mut ctx).await?;
         let mut probes = Vec::new();
@@ -1312,11 +1350,10 @@ impl Deliverer {
                     run: ctx.eval(run)?,
                 },
             };
-            probes.push(verify::Probe::new(
-                check,
-                ctx.release_dir.clone(),
-                ctx.env.clone(),
-            ));
+            probes.push(
+                verify::Probe::new(check, ctx.release_dir.clone(), ctx.env.clone())
+                    .jailed(ctx.spawner.clone()),
+            );
         }
         Ok(probes)
     }

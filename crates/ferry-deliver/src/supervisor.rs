@@ -41,6 +41,9 @@ pub struct ProcessSpec {
     pub log_limit: u64,
     #[educe(Debug(ignore))]
     pub masker: Masker,
+    /// Starts it (each time) in the deployment's sandbox (see [`crate::jail`]).
+    #[educe(Debug(ignore))]
+    pub spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
 }
 
 /// How big a process's output log grows before it is rotated (one older file is kept).
@@ -93,9 +96,11 @@ impl Supervisor {
         if let Some(dir) = spec.log.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         }
+        use std::os::unix::fs::OpenOptionsExt as _;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&spec.log)
             .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
         let file = FileSink::new(file).rotated(&spec.log, spec.log_limit);
@@ -188,15 +193,23 @@ async fn supervise(
     loop {
         let started = Instant::now();
         let mut pgid = 0;
-        let outcome = ferry_exec::process::run(&step, &mut sink, &stop, GRACE, &force, |p| {
-            pgid = p;
-            if let Ok(mut s) = state.lock() {
-                s.pid = Some(p);
-            }
-            if let Some(t) = &tracker {
-                t.started(p);
-            }
-        })
+        let outcome = ferry_exec::process::run_in(
+            &step,
+            spec.spawner.as_deref(),
+            &mut sink,
+            &stop,
+            GRACE,
+            &force,
+            |p| {
+                pgid = p;
+                if let Ok(mut s) = state.lock() {
+                    s.pid = Some(p);
+                }
+                if let Some(t) = &tracker {
+                    t.started(p);
+                }
+            },
+        )
         .await;
         // Whatever it left in the background goes with it.
         ferry_exec::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
@@ -255,6 +268,7 @@ mod tests {
             log: dir.join("output.log"),
             log_limit: OUTPUT_LIMIT,
             masker: Masker::new([b"tok-secret-1".as_slice()]),
+            spawner: None,
         }
     }
 

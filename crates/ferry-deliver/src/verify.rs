@@ -5,7 +5,10 @@
 //! workload gone (a process that exited) fails it at once too.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ferry_exec::sandbox::Spawner;
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,19 +16,34 @@ use tokio_util::sync::CancellationToken;
 /// resolved.
 pub use ferry_config::delivery::Probe as Check;
 
-/// A probe ready to run: what it checks, and where and with what environment a command
-/// probe runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A probe ready to run: what it checks, and where, with what environment and in which
+/// sandbox a command probe runs.
+#[derive(Clone, educe::Educe)]
+#[educe(Debug)]
 pub struct Probe {
     pub check: Check,
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Starts a command probe in the deployment's sandbox (see [`crate::jail`]).
+    #[educe(Debug(ignore))]
+    pub spawner: Option<Arc<Spawner>>,
 }
 
 impl Probe {
     /// `check`, with commands run in `dir` with only `env`.
     pub fn new(check: Check, dir: PathBuf, env: Vec<(String, String)>) -> Self {
-        Self { check, dir, env }
+        Self {
+            check,
+            dir,
+            env,
+            spawner: None,
+        }
+    }
+
+    /// Command probes start in `spawner`'s sandbox.
+    pub fn jailed(mut self, spawner: Option<Arc<Spawner>>) -> Self {
+        self.spawner = spawner;
+        self
     }
 
     fn describe(&self) -> String {
@@ -77,24 +95,26 @@ impl Probe {
             .map(|_| ())
             .map_err(|e| format!("{}: {e}", self.describe())),
             Check::Command { run } => {
-                let out = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    tokio::process::Command::new("sh")
-                        .args(["-c", run])
-                        .current_dir(dir)
-                        // The deployment's environment (with its PATH and HOME), never
-                        // the server's.
-                        .env_clear()
-                        .envs(env.iter().map(|(k, v)| (k, v)))
-                        .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .kill_on_drop(true)
-                        .status(),
-                )
-                .await
-                .map_err(|_| format!("{}: timed out after 30s", self.describe()))?
-                .map_err(|e| format!("{}: {e}", self.describe()))?;
+                let mut cmd = tokio::process::Command::new("sh");
+                cmd.args(["-c", run])
+                    .current_dir(dir)
+                    // The deployment's environment (with its PATH and HOME), never the
+                    // server's.
+                    .env_clear()
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true);
+                let child = match &self.spawner {
+                    Some(spawner) => spawner.spawn(cmd).await,
+                    None => cmd.spawn(),
+                };
+                let mut child = child.map_err(|e| format!("{}: {e}", self.describe()))?;
+                let out = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                    .await
+                    .map_err(|_| format!("{}: timed out after 30s", self.describe()))?
+                    .map_err(|e| format!("{}: {e}", self.describe()))?;
                 if out.success() {
                     Ok(())
                 } else {

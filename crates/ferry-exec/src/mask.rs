@@ -332,12 +332,18 @@ impl FileSink {
     /// Appends to `path`, creating it and its directory; a file that cannot be opened
     /// discards what is written and says why in [`error`](Self::error).
     pub fn append(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
         if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
+            // Logs are the server's alone: directories it makes for them are private.
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
         }
         match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
         {
             Ok(f) => Self::new(f),

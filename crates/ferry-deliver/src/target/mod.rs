@@ -77,6 +77,13 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     fn replaces_live(&self) -> bool {
         false
     }
+
+    /// It runs the release's own code on this host (a script without an image, a
+    /// process): in the deployment's sandbox when the server has one (see
+    /// [`crate::jail`]).
+    fn runs_host_code(&self) -> bool {
+        false
+    }
 }
 
 /// The deployment being carried out, with everything resolved for its environment.
@@ -98,6 +105,9 @@ pub struct DeployContext<'a> {
     pub env: Vec<(String, String)>,
     /// The deployment's log, masking the secrets.
     pub log: &'a mut DeployLog,
+    /// Starts the release's host code in the deployment's sandbox (see [`crate::jail`]);
+    /// `None`: the server has none, or the target runs no code on the host.
+    pub spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
 }
 
 impl std::fmt::Debug for DeployContext<'_> {

@@ -41,6 +41,7 @@ impl Target for ProcessTarget {
                 log: ctx.env_dir.join("output.log"),
                 log_limit: crate::supervisor::OUTPUT_LIMIT,
                 masker: ctx.log.masker(),
+                spawner: ctx.spawner.clone(),
             })
             .await
     }
@@ -64,6 +65,10 @@ impl Target for ProcessTarget {
     }
 
     fn replaces_live(&self) -> bool {
+        true
+    }
+
+    fn runs_host_code(&self) -> bool {
         true
     }
 }

@@ -4,10 +4,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ferry_exec::sandbox::Spawner;
 use ferry_exec::{
-    ContainerJob, DockerExecutor, Executor, JobSpec, LocalExecutor, OutputSink, StepIo,
-    StepOutcome, StepSpec,
+    ContainerJob, DockerExecutor, Executor, JobSpec, OutputSink, StepIo, StepOutcome, StepSpec,
+    process,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,30 +34,79 @@ impl Target for ScriptTarget {
                 None => String::new(),
             }
         ));
-        let local = LocalExecutor::default();
-        let executor: &dyn Executor = match (&self.image, &self.docker) {
-            (None, _) => &local,
-            (Some(_), Some(d)) => d.as_ref(),
+        let name = ctx.environment().to_string();
+        let (env, dir) = (ctx.env.clone(), ctx.release_dir.clone());
+        let result = match (&self.image, &self.docker) {
+            (None, _) => {
+                run_on_host(ctx.spawner.as_deref(), &script, env, &dir, &mut *ctx.log).await
+            }
+            (Some(_), Some(d)) => {
+                run_script(
+                    d.as_ref(),
+                    &name,
+                    self.image.clone(),
+                    &script,
+                    env,
+                    &dir,
+                    &mut *ctx.log,
+                )
+                .await
+            }
             (Some(i), None) => {
                 return Err(format!(
                     "the script needs image `{i}`, but Docker is not available here"
                 ));
             }
         };
-        let name = ctx.environment().to_string();
-        let (env, dir) = (ctx.env.clone(), ctx.release_dir.clone());
-        let result = run_script(
-            executor,
-            &name,
-            self.image.clone(),
-            &script,
-            env,
-            &dir,
-            &mut *ctx.log,
-        )
-        .await;
         ctx.log.flush();
         result
+    }
+
+    fn runs_host_code(&self) -> bool {
+        self.image.is_none()
+    }
+}
+
+/// Runs `script` with only `env` in `dir` on this host, started by `spawner` (the
+/// deployment's sandbox) when there is one; whatever it leaves running in its process
+/// group is killed when it ends.
+async fn run_on_host(
+    spawner: Option<&Spawner>,
+    script: &str,
+    env: Vec<(String, String)>,
+    dir: &Path,
+    output: &mut dyn OutputSink,
+) -> Result<(), String> {
+    let step = StepSpec {
+        script: script.to_string(),
+        env,
+        cwd: dir.to_path_buf(),
+        timeout: None,
+        clear_env: true,
+    };
+    let (never, force) = (CancellationToken::new(), CancellationToken::new());
+    let mut group = 0;
+    let outcome = process::run_in(
+        &step,
+        spawner,
+        output,
+        &never,
+        Duration::from_secs(5),
+        &force,
+        |pgid| group = pgid,
+    )
+    .await;
+    process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+    outcome_of(outcome)
+}
+
+fn outcome_of(outcome: StepOutcome) -> Result<(), String> {
+    match outcome {
+        StepOutcome::Exited(0) => Ok(()),
+        StepOutcome::Exited(code) => Err(format!("the script exited with code {code}")),
+        StepOutcome::TimedOut(_) => Err("the script timed out".into()),
+        StepOutcome::Cancelled => Err("cancelled".into()),
+        StepOutcome::Error(e) => Err(e),
     }
 }
 
@@ -94,11 +145,5 @@ pub async fn run_script(
         )
         .await;
     executor.cleanup(&prepared).await;
-    match outcome {
-        StepOutcome::Exited(0) => Ok(()),
-        StepOutcome::Exited(code) => Err(format!("the script exited with code {code}")),
-        StepOutcome::TimedOut(_) => Err("the script timed out".into()),
-        StepOutcome::Cancelled => Err("cancelled".into()),
-        StepOutcome::Error(e) => Err(e),
-    }
+    outcome_of(outcome)
 }

@@ -1,0 +1,184 @@
+//! A release's host code (a deploy script without an image, a process, a command probe)
+//! runs in the server's sandbox: it reads the system, its release's files and its
+//! environment's secret files, writes its release's directory and temporary directory,
+//! and reaches nothing else: not the server's key or database, not another
+//! environment's release or secrets, not a directory beside the data directory; where
+//! the server is root it runs as the step user.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::{GOOD, Harness, wait_contains};
+use ferry_exec::sandbox::{Sandbox, StepUser};
+use ferry_store::DeploymentStatus as S;
+
+/// What the release's code tries, as shell lines appending to `$OUT/$1`.
+const PROBE: &str = r#"probe() {
+  o="$OUT/$1"
+  cat "$DATA/secret.key" >/dev/null 2>&1 && echo LEAK-key >> "$o" || echo no-key >> "$o"
+  cat "$DATA/ferry.db" >/dev/null 2>&1 && echo LEAK-db >> "$o" || echo no-db >> "$o"
+  ls "$DATA/deploy" >/dev/null 2>&1 && echo LEAK-list >> "$o" || echo no-list >> "$o"
+  cat "$OTHER_RELEASE/app.sh" >/dev/null 2>&1 && echo LEAK-other-release >> "$o" || echo no-other-release >> "$o"
+  (echo x > "$BESIDE/written") 2>/dev/null && echo LEAK-write >> "$o" || echo no-write >> "$o"
+  kill -0 "$SERVER_PID" 2>/dev/null && echo LEAK-signal >> "$o" || echo no-signal >> "$o"
+  cat "$FERRY_SECRETS_DIR/API_TOKEN" >/dev/null 2>&1 && echo secret-file >> "$o"
+  echo mine > "mine-$1" && echo release-dir >> "$o"
+  echo t > "$TMPDIR/t-$1" && echo tmp >> "$o"
+  echo "uid=$(id -u)" >> "$o"
+}
+"#;
+
+/// web: a process; then sandbox: a deploy script and a command probe (web's release is
+/// what its code must not read).
+fn config() -> String {
+    let indent = |text: &str, by: &str| {
+        text.lines()
+            .map(|l| format!("{by}{l}\n"))
+            .collect::<String>()
+    };
+    let probe = indent(PROBE, "            ");
+    format!(
+        "environments:
+  sandbox:
+    after: web
+    auto: true
+    deploy:
+      target:
+        script:
+          run: |
+{probe}            probe script
+      verify:
+        command: |
+{probe}            test -s \"$OUT/probe\" || probe probe
+        for: 100ms
+        interval: 25ms
+  web:
+    auto: true
+    deploy:
+      target:
+        process:
+          command: |
+{probe}            probe process
+            exec sleep 300
+      verify: {{ command: \"true\", for: 100ms, interval: 25ms }}
+"
+    )
+}
+
+fn lines(h: &Harness, file: &str) -> String {
+    std::fs::read_to_string(h.out.join(file)).unwrap_or_else(|e| panic!("$OUT/{file}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_releases_host_code_reaches_only_its_own_files() {
+    let root = nix::unistd::geteuid().is_root();
+    let mut h = Harness::new().await;
+    // What a server does at start: the data directory passable for the step user only
+    // as far as its workspaces and deployments.
+    let user = root.then(|| StepUser::parse("nobody").expect("nobody"));
+    let open = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    open(h.tmp.path(), 0o711);
+    if user.is_some() {
+        ferry_exec::sandbox::share_work_only(&h.data).expect("share");
+    }
+    // Where the code reports (the one directory besides its own it may write) and a
+    // directory beside the data directory it must not.
+    open(&h.out, 0o777);
+    let beside = h.tmp.path().join("beside");
+    std::fs::create_dir_all(&beside).expect("mkdir");
+    open(&beside, 0o777);
+    let sandbox = Sandbox::default()
+        .with_write([h.out.clone()])
+        .with_user(user);
+    h.deliverer = h.deliverer.clone().with_sandbox(Some(sandbox));
+    for (name, value) in [
+        ("DATA", h.data.display().to_string()),
+        ("BESIDE", beside.display().to_string()),
+        ("SERVER_PID", std::process::id().to_string()),
+    ] {
+        h.store
+            .set_variable(&h.repo, "", name, &value, None)
+            .await
+            .expect("variable");
+    }
+    for env in ["sandbox", "web"] {
+        h.store
+            .set_secret(&h.key, &h.repo, env, "API_TOKEN", b"tok-jail", None)
+            .await
+            .expect("secret");
+    }
+    let web_release = ferry_deliver::layout::release_dir(&h.env_dir("web"), "v1");
+    h.store
+        .set_variable(
+            &h.repo,
+            "sandbox",
+            "OTHER_RELEASE",
+            &web_release.display().to_string(),
+            None,
+        )
+        .await
+        .expect("variable");
+    h.start();
+    h.seal("v1", &config(), GOOD).await;
+    let web = h.wait_status("web", 1, S::Live).await;
+    let sandbox = h.wait_status("sandbox", 1, S::Live).await;
+    let uid = if root {
+        "65534".to_string()
+    } else {
+        nix::unistd::geteuid().to_string()
+    };
+    let want = format!(
+        "no-key\nno-db\nno-list\nno-other-release\nno-write\nno-signal\nsecret-file\nrelease-dir\ntmp\nuid={uid}\n"
+    );
+    assert_eq!(lines(&h, "script"), want, "{}", h.log_of(&sandbox));
+    // A script's secret files go once it has run, before verification.
+    let probe = want.replace("secret-file\n", "");
+    assert_eq!(lines(&h, "probe"), probe, "{}", h.log_of(&sandbox));
+    wait_contains(&h.out.join("process"), "uid=").await;
+    assert_eq!(lines(&h, "process"), want, "{}", h.log_of(&web));
+    assert!(
+        web_release.join("app.sh").exists(),
+        "what sandbox could not read"
+    );
+    assert!(!beside.join("written").exists());
+    // The code's own files are in its release's directory.
+    let release = ferry_deliver::layout::release_dir(&h.env_dir("sandbox"), "v1");
+    assert!(release.join("mine-script").exists());
+    h.stop().await;
+}
+
+/// Without a sandbox (`--deploy-sandbox off`), the same code runs with the server's
+/// rights: what the test above refuses is what the sandbox takes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_sandbox_a_releases_host_code_has_the_servers_rights() {
+    let mut h = Harness::new().await;
+    let beside = h.tmp.path().join("beside");
+    std::fs::create_dir_all(&beside).expect("mkdir");
+    for (name, value) in [
+        ("DATA", h.data.display().to_string()),
+        ("BESIDE", beside.display().to_string()),
+        ("SERVER_PID", std::process::id().to_string()),
+    ] {
+        h.store
+            .set_variable(&h.repo, "", name, &value, None)
+            .await
+            .expect("variable");
+    }
+    h.store
+        .set_secret(&h.key, &h.repo, "sandbox", "API_TOKEN", b"tok-jail", None)
+        .await
+        .expect("secret");
+    h.start();
+    h.seal("v1", &config(), GOOD).await;
+    let sandbox = h.wait_status("sandbox", 1, S::Live).await;
+    let script = lines(&h, "script");
+    assert!(
+        script.starts_with("LEAK-key\nLEAK-db\nLEAK-list\n"),
+        "{script}\n{}",
+        h.log_of(&sandbox)
+    );
+    h.stop().await;
+}
