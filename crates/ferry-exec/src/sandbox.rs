@@ -307,6 +307,22 @@ impl Sandbox {
     }
 }
 
+/// Makes the calling thread (only: Linux keeps credentials per thread, and these are
+/// the kernel's calls, not the C library's process-wide ones) `user`, without
+/// supplementary groups and for good. What it starts afterwards is that user's from the
+/// first instruction, and can be started with `posix_spawn`: a uid given to the
+/// `Command` instead would make every step fork the whole server.
+fn become_user(user: StepUser) -> Result<(), String> {
+    use rustix::process::{Gid, Uid};
+    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+    let fail = |e: rustix::io::Errno| format!("cannot become uid {}: {e}", user.uid);
+    let gid = Gid::from_raw(user.gid);
+    let uid = Uid::from_raw(user.uid);
+    set_thread_groups(&[]).map_err(fail)?;
+    set_thread_res_gid(gid, gid, gid).map_err(fail)?;
+    set_thread_res_uid(uid, uid, uid).map_err(fail)
+}
+
 type Request = (
     tokio::process::Command,
     tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
@@ -339,7 +355,10 @@ impl Spawner {
         std::thread::Builder::new()
             .name("ferry-sandbox".into())
             .spawn(move || {
-                let restricted = sandbox.restrict(&own);
+                let restricted = sandbox.restrict(&own).and_then(|enforced| match user {
+                    Some(user) => become_user(user).map(|()| enforced),
+                    None => Ok(enforced),
+                });
                 let ok = restricted.is_ok();
                 let _ = ready_tx.send(restricted);
                 if !ok {
@@ -347,11 +366,6 @@ impl Spawner {
                 }
                 let _entered = runtime.enter();
                 while let Ok((mut cmd, reply)) = rx.recv() {
-                    if let Some(user) = user {
-                        // Without the server's supplementary groups too (std drops
-                        // them when it switches the uid).
-                        cmd.uid(user.uid).gid(user.gid);
-                    }
                     let child = cmd.spawn();
                     // Our copies of the child's pipe ends go before the answer.
                     drop(cmd);
@@ -366,7 +380,7 @@ impl Spawner {
         }
     }
 
-    /// Starts `cmd` from the restricted thread.
+    /// Starts `cmd` from the restricted thread (as its user).
     pub async fn spawn(
         &self,
         cmd: tokio::process::Command,
@@ -425,6 +439,57 @@ mod tests {
             "hush"
         );
         assert!(!other.join("new").exists());
+    }
+
+    /// A step user's spawner starts processes as that user, without the server's groups,
+    /// while the rest of the server stays who it was: a file only root may read in the
+    /// job's own directory (which Landlock allows) is out of the process's reach.
+    #[tokio::test]
+    async fn a_step_users_processes_run_as_it_and_the_server_stays_root() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root switches users
+        }
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod");
+        let own = tmp.path().join("own");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        let user = StepUser {
+            uid: 65534,
+            gid: 65534,
+        };
+        let spawner = Spawner::start(&Sandbox::default().with_user(Some(user)), vec![own.clone()])
+            .expect("sandbox");
+        std::fs::write(own.join("root-only"), "hush").expect("write");
+        std::fs::set_permissions(
+            own.join("root-only"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg("id -u; id -G; cat root-only 2>/dev/null || echo no-read; echo mine > f && cat f")
+            .current_dir(&own)
+            .stdout(std::process::Stdio::piped());
+        let out = spawner
+            .spawn(cmd)
+            .await
+            .expect("spawn")
+            .wait_with_output()
+            .await
+            .expect("wait");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "65534\n65534\nno-read\nmine\n"
+        );
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this thread is still root"
+        );
+        let elsewhere = std::thread::spawn(|| nix::unistd::geteuid().as_raw())
+            .join()
+            .expect("thread");
+        assert_eq!(elsewhere, 0, "and so are new threads");
     }
 
     #[test]
