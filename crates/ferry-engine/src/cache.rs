@@ -56,32 +56,106 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `workspace/p`, when `p` is a relative path that stays inside the workspace without
-/// going through a symbolic link (a link itself, as the last component, is archived as a
-/// link): a job that links `d -> ../../..` cannot have `d/secret.key` archived.
-fn beneath(workspace: &Path, p: &str) -> io::Result<PathBuf> {
+/// How deep a cached tree may nest (a bound on the walk, whatever the job did).
+const MAX_DEPTH: usize = 256;
+
+/// `p` as a path inside the workspace: relative, no `..`.
+fn inside(p: &str) -> io::Result<PathBuf> {
     use std::path::Component;
-    let out = || {
-        io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("cache path `{p}` leads out of the workspace"),
-        )
-    };
-    let rel = Path::new(p);
-    let mut here = workspace.to_path_buf();
-    let parts: Vec<Component> = rel.components().collect();
-    for (i, part) in parts.iter().enumerate() {
-        match part {
-            Component::Normal(name) => here.push(name),
-            Component::CurDir => continue,
-            _ => return Err(out()),
+    let rel: PathBuf = Path::new(p)
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("cache path `{p}` leads out of the workspace"),
+            )),
+        })
+        .collect::<io::Result<_>>()?;
+    Ok(rel)
+}
+
+/// Appends `name` of `dir` (a directory handle beneath the workspace) to the archive as
+/// `path`: a file, a symbolic link *as a link*, or a directory with its contents. Every
+/// open is beneath the workspace (`cap-std`): a link on the way that leads out (`d ->
+/// ../../..` with `d/secret.key` cached) is refused; an entry swapped for another
+/// between its look and its open (by a process the job left running) is refused too,
+/// so nothing is read through a link the job slipped in.
+fn append_beneath<W: io::Write>(
+    archive: &mut tar::Builder<W>,
+    dir: &cap_std::fs::Dir,
+    name: &Path,
+    path: &Path,
+    depth: usize,
+) -> io::Result<()> {
+    use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let changed = || io::Error::other(format!("`{}` changed while it was saved", path.display()));
+    let meta = dir.symlink_metadata(name)?;
+    let same = |m: &cap_std::fs::Metadata| (m.dev(), m.ino()) == (meta.dev(), meta.ino());
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+    header.set_size(0);
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        let target = dir.read_link_contents(name)?;
+        header.set_entry_type(tar::EntryType::Symlink);
+        archive.append_link(&mut header, path, target)
+    } else if kind.is_dir() {
+        if depth > MAX_DEPTH {
+            return Err(io::Error::other(format!(
+                "`{}` nests more than {MAX_DEPTH} directories deep",
+                path.display()
+            )));
         }
-        let last = i + 1 == parts.len();
-        if !last && std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(out());
+        let sub = dir.open_dir(name)?;
+        if !same(&sub.dir_metadata()?) {
+            return Err(changed());
         }
+        header.set_entry_type(tar::EntryType::Directory);
+        archive.append_data(&mut header, path, io::empty())?;
+        let mut names: Vec<_> = sub
+            .entries()?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        for entry in names {
+            append_beneath(
+                archive,
+                &sub,
+                Path::new(&entry),
+                &path.join(&entry),
+                depth + 1,
+            )?;
+        }
+        Ok(())
+    } else if kind.is_file() {
+        // Non-blocking: a file swapped for a FIFO must not hold the save open.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+        let file = dir.open_with(name, &options)?;
+        let opened = file.metadata()?;
+        if !opened.is_file() || !same(&opened) {
+            return Err(changed());
+        }
+        let size = opened.len();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(size);
+        // Exactly `size` bytes, whatever the file does meanwhile: the archive stays whole.
+        let data = io::Read::take(
+            io::Read::chain(io::Read::take(file, size), io::repeat(0)),
+            size,
+        );
+        archive.append_data(&mut header, path, data)
+    } else {
+        Err(io::Error::other(format!(
+            "`{}` is not a file, a directory or a symbolic link",
+            path.display()
+        )))
     }
-    Ok(here)
 }
 
 /// Writes `data` to `path` through a temporary file and a rename.
@@ -145,14 +219,31 @@ impl CacheStore {
         let tmp = tempfile::NamedTempFile::new_in(dir)?;
         let mut missing = Vec::new();
         {
+            let ws = cap_std::fs::Dir::open_ambient_dir(workspace, cap_std::ambient_authority())?;
             let mut builder = tar::Builder::new(io::BufWriter::new(tmp.as_file()));
-            builder.follow_symlinks(false);
             for p in paths {
-                let full = beneath(workspace, p)?;
-                match std::fs::symlink_metadata(&full) {
-                    Ok(m) if m.is_dir() => builder.append_dir_all(p, &full)?,
-                    Ok(_) => builder.append_path_with_name(&full, p)?,
+                let rel = inside(p)?;
+                if rel.as_os_str().is_empty() {
+                    // The workspace itself: its entries.
+                    for entry in ws.entries()? {
+                        let name = PathBuf::from(entry?.file_name());
+                        append_beneath(&mut builder, &ws, &name, &name, 1)?;
+                    }
+                    continue;
+                }
+                match append_beneath(&mut builder, &ws, &rel, &rel, 1) {
+                    Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(p.clone()),
+                    // cap-std's refusal of a path that escapes.
+                    Err(e)
+                        if e.kind() == io::ErrorKind::PermissionDenied
+                            && e.to_string().contains("outside") =>
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::PermissionDenied,
+                            format!("cache path `{p}` leads out of the workspace"),
+                        ));
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -331,6 +422,29 @@ mod tests {
         );
     }
     use super::*;
+
+    /// What a job leaves in a cached directory cannot make the save hang or loop: a FIFO
+    /// is refused, a link to the directory itself is kept as a link.
+    #[test]
+    fn a_fifo_or_a_looping_link_in_a_cache_neither_hangs_nor_loops() {
+        let root = tempfile::tempdir().expect("tmp");
+        let store = CacheStore::new(root.path().join("caches"), DEFAULT_MAX_BYTES);
+        let ws = workspace(&[("d/a", "a")]);
+        std::os::unix::fs::symlink(".", ws.path().join("d/again")).expect("link");
+        let (saved, _) = store
+            .save("repo", "k", &["d".to_string()], ws.path())
+            .expect("a looping link is a link");
+        assert!(matches!(saved, Saved::Stored { .. }));
+        nix::unistd::mkfifo(
+            &ws.path().join("d/pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .expect("fifo");
+        let err = store
+            .save("repo", "k2", &["d".to_string()], ws.path())
+            .expect_err("a fifo");
+        assert!(err.to_string().contains("is not a file"), "{err}");
+    }
 
     fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tmp");

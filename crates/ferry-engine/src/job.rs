@@ -522,8 +522,47 @@ async fn run_attempt(
     (result, tests)
 }
 
+/// How big a test report may be (larger ones are not read).
+const REPORT_LIMIT: u64 = 64 << 20;
+
+/// Reads `rel` beneath the workspace `ws` (`cap-std`: never through a link out of it),
+/// if it is still the regular file `seen` (the walk's look at it) and not too large.
+fn read_report(
+    ws: &cap_std::fs::Dir,
+    rel: &Path,
+    seen: &std::fs::Metadata,
+) -> std::io::Result<String> {
+    use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
+    use std::os::unix::fs::MetadataExt as _;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+    let file = ws.open_with(rel, &options)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || (meta.dev(), meta.ino()) != (seen.dev(), seen.ino()) {
+        return Err(std::io::Error::other("it changed while it was read"));
+    }
+    if meta.len() > REPORT_LIMIT {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} MiB",
+            REPORT_LIMIT >> 20
+        )));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, REPORT_LIMIT), &mut text)?;
+    Ok(text)
+}
+
 fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSummary {
     let mut summary = TestSummary::default();
+    let ws = match cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
+        Ok(ws) => ws,
+        Err(e) => {
+            out.note(&format!("warning: cannot read the reports: {e}"));
+            return summary;
+        }
+    };
     for pattern in patterns {
         let matcher = match globset::Glob::new(pattern) {
             Ok(g) => g.compile_matcher(),
@@ -545,7 +584,11 @@ fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSumma
                 continue;
             }
             found += 1;
-            match std::fs::read_to_string(entry.path()) {
+            let read = entry
+                .metadata()
+                .map_err(std::io::Error::other)
+                .and_then(|seen| read_report(&ws, rel, &seen));
+            match read {
                 Ok(xml) => {
                     if let Err(e) = junit::parse_junit(&xml, &mut summary) {
                         out.note(&format!(
@@ -1008,4 +1051,44 @@ fn ancestors(plan: &Plan, i: usize) -> Vec<usize> {
         }
     }
     (0..plan.jobs.len()).filter(|d| seen[*d]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report is read only beneath the workspace, and only if it is still the file the
+    /// walk saw: one swapped for a link to a file outside (by a process the job left
+    /// running) between the look and the read is not read.
+    #[test]
+    fn a_report_through_a_link_out_of_the_workspace_is_not_read() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ws_path = tmp.path().join("ws");
+        std::fs::create_dir_all(ws_path.join("reports")).expect("mkdir");
+        let outside = tmp.path().join("secret.xml");
+        std::fs::write(
+            &outside,
+            "<testsuite><testcase name=\"secret\"/></testsuite>",
+        )
+        .expect("write");
+        let report = ws_path.join("reports/a.xml");
+        std::fs::write(&report, "<testsuite/>").expect("write");
+        let ws =
+            cap_std::fs::Dir::open_ambient_dir(&ws_path, cap_std::ambient_authority()).expect("ws");
+        let rel = Path::new("reports/a.xml");
+        let seen = std::fs::symlink_metadata(&report).expect("meta");
+        assert_eq!(read_report(&ws, rel, &seen).expect("read"), "<testsuite/>");
+        // Swapped for a link out of the workspace after the walk looked (the file kept
+        // elsewhere, so that no new file takes its inode number).
+        std::fs::rename(&report, ws_path.join("kept.xml")).expect("mv");
+        std::os::unix::fs::symlink(&outside, &report).expect("link");
+        let err = read_report(&ws, rel, &seen).expect_err("a link out");
+        assert!(err.to_string().contains("outside"), "{err}");
+        // Swapped for a link within the workspace: not the file that was seen.
+        std::fs::write(ws_path.join("other.xml"), "<testsuite/>").expect("write");
+        std::fs::remove_file(&report).expect("rm");
+        std::os::unix::fs::symlink("../other.xml", &report).expect("link");
+        let err = read_report(&ws, rel, &seen).expect_err("another file");
+        assert!(err.to_string().contains("changed"), "{err}");
+    }
 }
