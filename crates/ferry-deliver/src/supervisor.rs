@@ -211,8 +211,12 @@ async fn supervise(
             },
         )
         .await;
-        // Whatever it left in the background goes with it.
+        // Whatever it left in the background goes with it (in its sandbox, even what
+        // left its process group).
         ferry_exec::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        if let Some(spawner) = &spec.spawner {
+            spawner.sweep().await;
+        }
         if let Some(t) = &tracker {
             t.ended(pgid);
         }

@@ -115,7 +115,9 @@ impl Executor for LocalExecutor {
 
     async fn cleanup(&self, job: &Prepared) {
         let state = job.state::<JobState>();
-        if let Some((_, tmp)) = state.and_then(|s| s.sandboxed.as_ref()) {
+        if let Some((spawner, tmp)) = state.and_then(|s| s.sandboxed.as_ref()) {
+            // What the steps left, even outside their process groups (`setsid`).
+            spawner.sweep().await;
             let _ = std::fs::remove_dir_all(tmp);
         }
         let groups = match state.map(|s| s.groups.0.lock()) {
@@ -153,5 +155,94 @@ fn scrub(step: &StepSpec, tmp: &std::path::Path) -> StepSpec {
         env,
         clear_env: true,
         ..step.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OutputSink;
+
+    #[derive(Default)]
+    struct Collect(Vec<u8>);
+    impl OutputSink for Collect {
+        fn chunk(&mut self, data: &[u8]) {
+            self.0.extend_from_slice(data);
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie is as good as gone: read its state.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    }
+
+    /// The end of a sandboxed job kills what its steps left running, even what left
+    /// their process group (`setsid`, a double fork), and nothing outside the job: a
+    /// process the server started itself lives on.
+    #[tokio::test]
+    async fn a_sandboxed_jobs_end_kills_what_its_steps_detached() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tmp");
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod");
+        let workspace = tmp.path().join("ws");
+        std::fs::create_dir_all(&workspace).expect("mkdir");
+        let user = nix::unistd::geteuid()
+            .is_root()
+            .then(|| crate::sandbox::StepUser::parse("nobody").expect("nobody"));
+        let executor = LocalExecutor {
+            sandbox: Some(crate::sandbox::Sandbox::default().with_user(user)),
+            ..LocalExecutor::default()
+        };
+        let job = JobSpec {
+            name: "detach".into(),
+            workspace: workspace.clone(),
+            container: None,
+        };
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .expect("sleep");
+        let prepared = executor.prepare(&job).await.expect("prepare");
+        let step = StepSpec {
+            script: "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $!; \
+                     (setsid sh -c 'sleep 300 & echo $!' > pid2 &) ; sleep 0.2; cat pid2"
+                .into(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: workspace.clone(),
+            timeout: None,
+            clear_env: false,
+        };
+        let mut out = Collect::default();
+        let cancel = CancellationToken::new();
+        let outcome = executor
+            .run_step(&prepared, &step, StepIo::new(&mut out, &cancel))
+            .await;
+        assert_eq!(outcome, StepOutcome::Exited(0));
+        let text = String::from_utf8_lossy(&out.0).to_string();
+        let pids: Vec<i32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        assert!(pids.iter().all(|p| alive(*p)), "detached and running");
+        executor.cleanup(&prepared).await;
+        for _ in 0..100 {
+            if pids.iter().all(|p| !alive(*p)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(pids.iter().all(|p| !alive(*p)), "{pids:?} outlived the job");
+        assert!(
+            alive(bystander.id() as i32),
+            "a process outside the job lives on"
+        );
+        let _ = bystander.kill();
+        let _ = bystander.wait();
     }
 }

@@ -323,16 +323,35 @@ fn become_user(user: StepUser) -> Result<(), String> {
     set_thread_res_uid(uid, uid, uid).map_err(fail)
 }
 
-type Request = (
-    tokio::process::Command,
-    tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
-);
+enum Request {
+    Spawn(
+        Box<tokio::process::Command>,
+        tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+    ),
+    Sweep(tokio::sync::oneshot::Sender<bool>),
+}
 
 /// A thread restricted to a job's sandbox that starts the job's processes; it ends
 /// when the spawner is dropped.
 #[derive(Debug)]
 pub struct Spawner {
     tx: std::sync::mpsc::Sender<Request>,
+}
+
+/// From a sandbox thread: kills every process of its Landlock domain (what it started
+/// and whatever they started, `setsid` or not), and nothing else, if the kernel scopes
+/// its signals (ABI 6) — checked first, on init, which must then be out of reach. Says
+/// whether it swept.
+fn sweep(scoped: bool) -> bool {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    // Unscoped, `kill(-1)` would reach every process the server's user may signal.
+    if !scoped || kill(Pid::from_raw(1), None).is_ok() {
+        return false;
+    }
+    // Everything this thread may signal but its own process: the domain's processes.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    true
 }
 
 impl Spawner {
@@ -359,17 +378,25 @@ impl Spawner {
                     Some(user) => become_user(user).map(|()| enforced),
                     None => Ok(enforced),
                 });
+                let scoped = matches!(restricted, Ok(Enforced::Fully));
                 let ok = restricted.is_ok();
                 let _ = ready_tx.send(restricted);
                 if !ok {
                     return;
                 }
                 let _entered = runtime.enter();
-                while let Ok((mut cmd, reply)) = rx.recv() {
-                    let child = cmd.spawn();
-                    // Our copies of the child's pipe ends go before the answer.
-                    drop(cmd);
-                    let _ = reply.send(child);
+                while let Ok(request) = rx.recv() {
+                    match request {
+                        Request::Spawn(mut cmd, reply) => {
+                            let child = cmd.spawn();
+                            // Our copies of the child's pipe ends go before the answer.
+                            drop(cmd);
+                            let _ = reply.send(child);
+                        }
+                        Request::Sweep(reply) => {
+                            let _ = reply.send(sweep(scoped));
+                        }
+                    }
                 }
             })
             .map_err(|e| format!("cannot start the sandbox thread: {e}"))?;
@@ -387,11 +414,23 @@ impl Spawner {
     ) -> std::io::Result<tokio::process::Child> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
-            .send((cmd, reply))
+            .send(Request::Spawn(Box::new(cmd), reply))
             .map_err(|_| std::io::Error::other("the sandbox thread ended"))?;
         answer
             .await
             .map_err(|_| std::io::Error::other("the sandbox thread ended"))?
+    }
+
+    /// Kills every process the job's processes left, however they detached (`setsid`,
+    /// double forks): all of the sandbox's Landlock domain, which holds nothing else.
+    /// `false` where the kernel does not scope signals (Landlock ABI before 6): then
+    /// only process groups are killed, by their callers.
+    pub async fn sweep(&self) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.tx.send(Request::Sweep(reply)).is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
     }
 }
 

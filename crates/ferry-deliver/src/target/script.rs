@@ -97,6 +97,10 @@ async fn run_on_host(
     )
     .await;
     process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+    if let Some(spawner) = spawner {
+        // What it left outside its process group too (`setsid`).
+        spawner.sweep().await;
+    }
     outcome_of(outcome)
 }
 
