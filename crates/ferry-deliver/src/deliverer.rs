@@ -61,6 +61,8 @@ pub struct Actor {
     pub may_approve: bool,
     /// The forge accounts the person is (`github:alice`).
     pub forge: Vec<String>,
+    /// The groups the person is in (approval rules' `from:` may name them).
+    pub groups: Vec<String>,
 }
 
 impl Actor {
@@ -687,13 +689,26 @@ impl Deliverer {
         }
         let d = self.rules(repository_id).await?;
         let spec = environment(&d, env)?;
-        // A freeze holds every deployment but a rollback an approver asks for.
-        if let Some(why) = policy::frozen(&spec.freeze, Utc::now())
-            && !actor.may_approve
-        {
-            return Err(DeliverError::Invalid(format!(
-                "`{env}` is {why}; during a freeze only an approver may roll back"
-            )));
+        // A freeze holds every deployment but a rollback an approver of the environment
+        // asks for (one its approval rule's `from:` names, if it names any).
+        if let Some(why) = policy::frozen(&spec.freeze, Utc::now()) {
+            if !actor.may_approve {
+                return Err(DeliverError::Invalid(format!(
+                    "`{env}` is {why}; during a freeze only an approver may roll back"
+                )));
+            }
+            if let Policy::Approval(rule) = &spec.policy
+                && !rule.from.is_empty()
+                && !rule
+                    .from
+                    .iter()
+                    .any(|f| *f == actor.name || actor.groups.contains(f))
+            {
+                return Err(DeliverError::Invalid(format!(
+                    "`{env}` is {why}; during a freeze only its approvers ({}) may roll back",
+                    rule.from.join(", ")
+                )));
+            }
         }
         let label = actor.label();
         let dep = self
@@ -880,6 +895,10 @@ impl Deliverer {
                         .await?;
                     continue;
                 }
+            } else if let Some(why) = self.rollback_lapsed(&dep, &release).await? {
+                self.set_aside(&dep, S::Cancelled, &format!("cancelled: {why}"), &why)
+                    .await?;
+                continue;
             }
             seen.push(env.clone());
             // An environment whose deployment (or its rollback) is being executed here
@@ -1009,6 +1028,34 @@ impl Deliverer {
         d.deploy_of(env)
             .map(|spec| self.targets.get(&spec.target))
             .ok_or_else(|| format!("`{env}` has no deploy"))
+    }
+
+    /// Why a queued rollback may no longer go back to its release, if it may not: the
+    /// release was pruned, or failed in the environment after the rollback was asked
+    /// for (queued behind that deployment).
+    async fn rollback_lapsed(&self, dep: &Deployment, release: &Release) -> Result<Option<String>> {
+        if release.pruned_at.is_some() {
+            return Ok(Some(format!(
+                "release {} was pruned by the retention policy: its files are gone",
+                release.name
+            )));
+        }
+        let history = self
+            .store
+            .deployments(&dep.repository_id, Some(&dep.environment), 10_000)
+            .await?;
+        let failed_since = history.iter().any(|x| {
+            x.id != dep.id
+                && x.release_id == dep.release_id
+                && matches!(x.status, S::Failed | S::RolledBack)
+                && x.finished_at.is_some_and(|f| f >= dep.created_at)
+        });
+        Ok(failed_since.then(|| {
+            format!(
+                "release {} failed in `{}` after the rollback to it was asked for",
+                release.name, dep.environment
+            )
+        }))
     }
 
     async fn execute(&self, dep: Deployment, release: Release) -> Result<()> {

@@ -138,3 +138,74 @@ async fn a_queued_deployment_to_an_environment_main_dropped_is_cancelled() {
         Some("`production` is no longer an environment of the default branch's .ferry.yml")
     );
 }
+
+/// During a freeze only the environment's own approvers may roll it back: those its
+/// approval rule's `from:` names, not every approver of the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_freeze_only_the_environments_approvers_may_roll_it_back() {
+    let h = Harness::with_history(&["v1", "v2"]).await;
+    h.commit(
+        &scripted(&format!(
+            "  sandbox:\n    approval: {{ required: 1, from: [release-managers] }}\n    {FROZEN}\n"
+        )),
+        "freeze, and only release managers approve",
+    );
+    h.refuses_one(
+        &common::actor("bob", true),
+        Rollback("sandbox", None),
+        Invalid,
+        "`sandbox` is frozen from 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z; \
+         during a freeze only its approvers (release-managers) may roll back",
+    )
+    .await;
+    let carol = ferry_deliver::deliverer::Actor {
+        groups: vec!["release-managers".into()],
+        ..common::actor("carol", true)
+    };
+    let back = h
+        .ask(&carol, Rollback("sandbox", None))
+        .await
+        .expect("a release manager rolls back");
+    assert_eq!(back.number, 3);
+    h.wait_status("sandbox", 3, S::Live).await;
+    assert_eq!(h.live("sandbox").await.as_deref(), Some("v1"));
+}
+
+/// A rollback is checked again when it would start: a release that failed in the
+/// environment after the rollback to it was asked for is not deployed by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_rollback_to_a_release_that_failed_since_is_cancelled() {
+    let mut h = Harness::with_history(&["v1", "v2"]).await;
+    h.stop().await;
+    let back = h
+        .ask(&dave(), Rollback("sandbox", None))
+        .await
+        .expect("rollback");
+    assert_eq!(back.number, 3);
+    // Meanwhile v1 failed in sandbox (a deployment the rollback queued behind).
+    let failed = h
+        .store
+        .create_deployment(
+            &h.repo,
+            "sandbox",
+            &back.release_id,
+            ferry_store::DeploymentKind::Promotion,
+            S::Deploying,
+            Some("user:dave"),
+        )
+        .await
+        .expect("deployment");
+    assert!(
+        h.store
+            .move_deployment(&failed.id, &[S::Deploying], S::Failed, Some("not healthy"))
+            .await
+            .expect("move")
+    );
+    h.start();
+    let cancelled = h.wait_status("sandbox", 3, S::Cancelled).await;
+    assert_eq!(
+        cancelled.reason.as_deref(),
+        Some("release v1 failed in `sandbox` after the rollback to it was asked for")
+    );
+    assert_eq!(h.live("sandbox").await.as_deref(), Some("v2"));
+}

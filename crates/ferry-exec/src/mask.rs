@@ -62,6 +62,52 @@ fn base64_forms(value: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// `text` inside a JSON string as encoders write it: `\"`, `\n`, `\u0001` (serde,
+/// every encoder); also `\/` (PHP, some Java); `<`, `>`, `&` as `\u003c`… (Go's
+/// `encoding/json`, .NET); everything beyond ASCII as `\u00e9` or `\ud83d\ude00` (Python's
+/// `json.dumps`, JavaScript's ASCII-safe printers), in either case of hex digit.
+fn json_forms(text: &str) -> Vec<String> {
+    let Ok(json) = serde_json::to_string(text) else {
+        return Vec::new();
+    };
+    let inner = &json[1..json.len() - 1];
+    let escape = |c: char, upper: bool, html: bool| -> Option<String> {
+        let units = |c: char| {
+            let mut buf = [0u16; 2];
+            c.encode_utf16(&mut buf)
+                .iter()
+                .map(|u| {
+                    if upper {
+                        format!("\\u{u:04X}")
+                    } else {
+                        format!("\\u{u:04x}")
+                    }
+                })
+                .collect::<String>()
+        };
+        match c {
+            '<' | '>' | '&' if html => Some(units(c)),
+            '\u{2028}' | '\u{2029}' if html => Some(units(c)),
+            c if !c.is_ascii() && !html => Some(units(c)),
+            _ => None,
+        }
+    };
+    let mut forms = vec![inner.to_string(), inner.replace('/', "\\/")];
+    for (upper, html) in [(false, true), (true, true), (false, false), (true, false)] {
+        let mut form = String::with_capacity(inner.len());
+        for c in inner.chars() {
+            match escape(c, upper, html) {
+                Some(e) => form.push_str(&e),
+                None => form.push(c),
+            }
+        }
+        forms.push(form);
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
 impl Masker {
     pub fn new<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut needles: Vec<Vec<u8>> = Vec::new();
@@ -80,12 +126,8 @@ impl Masker {
                 forms.push(encoded.as_bytes().to_vec());
                 forms.push(encoded.to_ascii_lowercase().into_bytes());
                 forms.push(encoded.replace("%20", "+").into_bytes());
-                // Inside a JSON string (`\"`, `\n`, `\u0001`; some encoders also `\/`).
-                if let Ok(json) = serde_json::to_string(text) {
-                    let inner = &json[1..json.len() - 1];
-                    forms.push(inner.as_bytes().to_vec());
-                    forms.push(inner.replace('/', "\\/").into_bytes());
-                }
+                // Inside a JSON string, as the common encoders write it.
+                forms.extend(json_forms(text).into_iter().map(String::into_bytes));
             }
             // Hexadecimal, as `xxd -p`, `od` piped through `tr` or a program's dump print it.
             forms.push(hex::encode(trimmed).into_bytes());
@@ -468,6 +510,16 @@ mod tests {
             .expect("json")
             .replace('/', "\\/");
         assert_eq!(m.mask(slashes.as_bytes()), br#""***""#);
+        // As Go (`<>&` escaped) and Python (`ensure_ascii`) write JSON strings.
+        let odd = Masker::new([b"p<w>&d-\xc3\xa9t\xc3\xa9-\xf0\x9f\x98\x80".as_slice()]);
+        for form in [
+            r#"{"v":"p\u003cw\u003e\u0026d-été-😀"}"#,
+            r#"{"v": "p<w>&d-\u00e9t\u00e9-\ud83d\ude00"}"#,
+            r#"{"v": "p<w>&d-\u00E9t\u00E9-\uD83D\uDE00"}"#,
+        ] {
+            let masked = String::from_utf8_lossy(&odd.mask(form.as_bytes())).into_owned();
+            assert!(masked.contains("\"***\""), "{form}: {masked}");
+        }
         let key =
             serde_json::json!({ "key": "-----BEGIN KEY-----\nAAAAline2AAAA\n-----END KEY-----" });
         assert_eq!(m.mask(key.to_string().as_bytes()), br#"{"key":"***"}"#);

@@ -109,6 +109,7 @@ pub fn actor(name: &str, may_approve: bool) -> Actor {
         name: name.into(),
         may_approve,
         forge: Vec::new(),
+        groups: Vec::new(),
     }
 }
 

@@ -186,6 +186,7 @@ fn actor(c: &Caller) -> Actor {
         name: c.user.name.clone(),
         may_approve: c.role >= Role::Approver,
         forge: Vec::new(),
+        groups: Vec::new(),
     }
 }
 
@@ -369,9 +370,11 @@ pub(crate) async fn rollback(
     Path((_, env)): Path<(String, String)>,
     Body(body): Body<Rollback>,
 ) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
+    let mut a = actor(&caller);
+    a.groups = s.store.groups_of(&caller.user.id).await?;
     let d = s
         .deliverer
-        .rollback(&repo.id, &env, body.release.as_deref(), &actor(&caller))
+        .rollback(&repo.id, &env, body.release.as_deref(), &a)
         .await?;
     let deployment = view(&s, d).await;
     Ok((StatusCode::CREATED, Json(DeploymentOne { deployment })))
