@@ -52,11 +52,12 @@ pub struct ServeArgs {
     /// the least recently used entries are removed first.
     #[arg(long, env = "FERRY_CACHE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub cache_size: Option<u64>,
-    /// The most output a job's log takes, e.g. `1g` [default: 256m]; past it the job
-    /// fails ("log limit of … exceeded"). `0`: no limit.
+    /// The most output a job's (or a deployment's) log takes, e.g. `1g` [default: 256m];
+    /// past it the job or deployment fails ("log limit of … exceeded"). `0`: no limit.
     #[arg(long, env = "FERRY_LOG_LIMIT", value_name = "SIZE", value_parser = parse_limit)]
     pub log_limit: Option<u64>,
-    /// The timeout of jobs that set no `timeout:` [default: 60m]. `0s`: none.
+    /// The timeout of jobs that set no `timeout:`, of image builds and of deploy
+    /// scripts [default: 60m]. `0s`: none.
     #[arg(long, env = "FERRY_JOB_TIMEOUT", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
     pub job_timeout: Option<std::time::Duration>,
     /// Keep the files of the newest N releases of each repository (and of every release
@@ -479,6 +480,15 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
         );
     }
+    // Jobs' limits, and deploy scripts' and deployment logs' too.
+    let log_limit = match args.log_limit {
+        Some(0) => None,
+        limit => Some(limit.unwrap_or(ferry_engine::DEFAULT_LOG_LIMIT)),
+    };
+    let job_timeout = match args.job_timeout {
+        Some(d) if d.is_zero() => None,
+        timeout => Some(timeout.unwrap_or(DEFAULT_JOB_TIMEOUT)),
+    };
     let engine = Engine::new(
         store.clone(),
         Arc::new(LocalExecutor {
@@ -495,14 +505,8 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             cache_max_bytes: args
                 .cache_size
                 .unwrap_or(ferry_engine::cache::DEFAULT_MAX_BYTES),
-            log_limit: match args.log_limit {
-                Some(0) => None,
-                limit => Some(limit.unwrap_or(ferry_engine::DEFAULT_LOG_LIMIT)),
-            },
-            job_timeout: match args.job_timeout {
-                Some(d) if d.is_zero() => None,
-                timeout => Some(timeout.unwrap_or(DEFAULT_JOB_TIMEOUT)),
-            },
+            log_limit,
+            job_timeout,
         },
     );
     let engine = engine.with_secret_key(key.clone());
@@ -533,6 +537,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .with_docker(docker)
             .with_mounts(args.deploy_mount.clone())
             .with_sandbox(deploy_sandbox)
+            .with_limits(job_timeout, log_limit)
             .with_ca(ca)
     });
     let listener = tokio::net::TcpListener::bind(listen)

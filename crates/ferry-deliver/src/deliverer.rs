@@ -120,6 +120,10 @@ pub struct Deliverer {
     /// the server's rights.
     #[educe(Debug(ignore))]
     sandbox: Option<ferry_exec::sandbox::Sandbox>,
+    /// How long a deploy script may run (`None`: no limit).
+    script_timeout: Option<Duration>,
+    /// How big a deployment's log may grow (`None`: no limit).
+    log_limit: Option<u64>,
 }
 
 /// The release's own delivery configuration.
@@ -163,7 +167,18 @@ impl Deliverer {
             held: Arc::default(),
             ca: Arc::default(),
             sandbox: None,
+            script_timeout: None,
+            log_limit: None,
         }
+    }
+
+    /// Deploy scripts stop after `script_timeout`, and a deployment's log stops at
+    /// `log_limit` bytes, stopping what the deployment runs (`ferry serve`'s
+    /// `--job-timeout` and `--log-limit`).
+    pub fn with_limits(mut self, script_timeout: Option<Duration>, log_limit: Option<u64>) -> Self {
+        self.script_timeout = script_timeout;
+        self.log_limit = log_limit;
+        self
     }
 
     /// Runs releases' host code (scripts without an image, processes, command probes)
@@ -1020,7 +1035,7 @@ impl Deliverer {
     }
 
     fn open_log(&self, dep: &Deployment) -> DeployLog {
-        DeployLog::open(&self.deployment_log(dep))
+        DeployLog::open(&self.deployment_log(dep)).with_limit(self.log_limit)
     }
 
     /// The target of the release's deploy for the deployment's environment.
@@ -1380,6 +1395,7 @@ impl Deliverer {
             env,
             log,
             spawner,
+            timeout: self.script_timeout,
         };
         target.deploy(&mut ctx).await?;
         let mut probes = Vec::new();

@@ -256,3 +256,41 @@ deploy:
         h.summary().await
     );
 }
+
+/// A deploy script that never ends, or prints without end, fails its deployment at the
+/// server's limits (`--job-timeout`, `--log-limit`) instead of holding the environment
+/// or filling the disk; the log ends saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_script_stops_at_the_servers_timeout_and_log_limit() {
+    let mut h = Harness::new().await;
+    h.deliverer = h
+        .deliverer
+        .clone()
+        .with_limits(Some(std::time::Duration::from_secs(1)), Some(64 << 10));
+    h.start();
+    let script = |run: &str| {
+        format!(
+            "environments:\n  sandbox: {{ auto: true }}\ndeploy:\n  target: {{ script: {{ run: \"{run}\" }} }}\n  on_failure: stop\n"
+        )
+    };
+    h.seal("v1", &script("exec sleep 300"), GOOD).await;
+    let slow = h.wait_status("sandbox", 1, S::Failed).await;
+    assert_eq!(
+        slow.reason.as_deref(),
+        Some("the script timed out after 1s")
+    );
+    h.seal("v2", &script("yes flood"), GOOD).await;
+    let loud = h.wait_status("sandbox", 2, S::Failed).await;
+    assert_eq!(
+        loud.reason.as_deref(),
+        Some("log limit of 64.0 KiB exceeded")
+    );
+    let log = std::fs::read_to_string(h.deliverer.deployment_log(&loud)).expect("log");
+    assert!(log.len() < (64 << 10) + 1024, "{}", log.len());
+    assert!(
+        log.ends_with("ferry: error: log limit of 64.0 KiB exceeded\n"),
+        "{}",
+        &log[log.len() - 200..]
+    );
+    h.stop().await;
+}

@@ -853,7 +853,36 @@ async fn build_image(
         return failed(e);
     }
     out.note(&format!("building image {}:{}", spec.name, spec.tags[0]));
-    match builder.build(&spec, out, &ctx.cancel).await {
+    // The attempt's token: the log's limit stops the build too; so does the job's
+    // timeout (the whole of it, for the build alone).
+    let stop = out.inner().stop.clone();
+    let timeout = job.timeout.or(ctx.job_timeout);
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timer = timeout.map(|t| {
+        let (stop, timed_out) = (stop.clone(), timed_out.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(t).await;
+            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+        })
+    });
+    let built = builder.build(&spec, out, &stop).await;
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+    if built.is_err() && timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        let e = format!(
+            "the image build timed out after {}",
+            format_duration(timeout.unwrap_or_default())
+        );
+        out.note(&format!("error: {e}"));
+        return Attempt::Failed {
+            reason: e,
+            exit_code: None,
+            kind: RetryWhen::Timeout,
+        };
+    }
+    match built {
         Ok(built) => {
             match &built.digest {
                 Some(d) => out.note(&format!("pushed {}@{d}", spec.name)),

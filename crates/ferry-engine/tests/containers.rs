@@ -386,6 +386,34 @@ async fn build_and_push_failures_carry_the_message() {
     );
 }
 
+/// An image build is bound by its job's timeout: a build that would take longer is
+/// stopped and the job fails saying so.
+#[tokio::test]
+async fn an_image_build_stops_at_its_jobs_timeout() {
+    let Some((f, image)) = fixture().await else {
+        return;
+    };
+    std::fs::create_dir_all(f.dir.join("src/slow")).expect("mkdir");
+    std::fs::write(
+        f.dir.join("src/slow/Dockerfile"),
+        format!("FROM {image}\nRUN sleep 60\n"),
+    )
+    .expect("write");
+    let yaml = "jobs:
+  slow:
+    timeout: 2s
+    build_image: { name: ferry-test/slow, context: slow, push: false }
+";
+    let started = std::time::Instant::now();
+    let out = f.run(yaml).await;
+    let reason = Fixture::reason(&out, "slow");
+    assert!(
+        reason.starts_with("the image build timed out after 2"),
+        "{reason}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(45));
+}
+
 /// A container job that restores `deps` from its cache, or makes it.
 const CACHED: &str = "jobs:
   cached:

@@ -108,6 +108,8 @@ pub struct DeployContext<'a> {
     /// Starts the release's host code in the deployment's sandbox (see [`crate::jail`]);
     /// `None`: the server has none, or the target runs no code on the host.
     pub spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
+    /// How long a script the target runs may take (`None`: no limit).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for DeployContext<'_> {

@@ -2,7 +2,6 @@
 //! cloud CLIs), on the host or in a container, with their output in the deployment's
 //! log.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,20 +34,25 @@ impl Target for ScriptTarget {
             }
         ));
         let name = ctx.environment().to_string();
-        let (env, dir) = (ctx.env.clone(), ctx.release_dir.clone());
+        let step = StepSpec {
+            script,
+            env: ctx.env.clone(),
+            cwd: ctx.release_dir.clone(),
+            timeout: ctx.timeout,
+            clear_env: true,
+        };
+        // The log's limit stops the script too.
+        let stop = ctx.log.stop();
         let result = match (&self.image, &self.docker) {
-            (None, _) => {
-                run_on_host(ctx.spawner.as_deref(), &script, env, &dir, &mut *ctx.log).await
-            }
+            (None, _) => run_on_host(ctx.spawner.as_deref(), &step, &mut *ctx.log, &stop).await,
             (Some(_), Some(d)) => {
                 run_script(
                     d.as_ref(),
                     &name,
                     self.image.clone(),
-                    &script,
-                    env,
-                    &dir,
+                    &step,
                     &mut *ctx.log,
+                    &stop,
                 )
                 .await
             }
@@ -59,7 +63,10 @@ impl Target for ScriptTarget {
             }
         };
         ctx.log.flush();
-        result
+        match ctx.log.exceeded() {
+            Some(why) => Err(why),
+            None => result,
+        }
     }
 
     fn runs_host_code(&self) -> bool {
@@ -72,25 +79,17 @@ impl Target for ScriptTarget {
 /// group is killed when it ends.
 async fn run_on_host(
     spawner: Option<&Spawner>,
-    script: &str,
-    env: Vec<(String, String)>,
-    dir: &Path,
+    step: &StepSpec,
     output: &mut dyn OutputSink,
+    stop: &CancellationToken,
 ) -> Result<(), String> {
-    let step = StepSpec {
-        script: script.to_string(),
-        env,
-        cwd: dir.to_path_buf(),
-        timeout: None,
-        clear_env: true,
-    };
-    let (never, force) = (CancellationToken::new(), CancellationToken::new());
+    let force = CancellationToken::new();
     let mut group = 0;
     let outcome = process::run_in(
-        &step,
+        step,
         spawner,
         output,
-        &never,
+        stop,
         Duration::from_secs(5),
         &force,
         |pgid| group = pgid,
@@ -108,45 +107,35 @@ fn outcome_of(outcome: StepOutcome) -> Result<(), String> {
     match outcome {
         StepOutcome::Exited(0) => Ok(()),
         StepOutcome::Exited(code) => Err(format!("the script exited with code {code}")),
-        StepOutcome::TimedOut(_) => Err("the script timed out".into()),
+        StepOutcome::TimedOut(after) => {
+            Err(format!("the script timed out after {}s", after.as_secs()))
+        }
         StepOutcome::Cancelled => Err("cancelled".into()),
         StepOutcome::Error(e) => Err(e),
     }
 }
 
-/// Runs `script` with `env` in `dir`, on the host or (with `image`) in a container of
-/// it with `dir` mounted at `/workspace`; its output goes to `output`.
+/// Runs `step` in a container of `image` (the executor's, Docker) with its directory
+/// mounted at `/workspace`; its output goes to `output`; `stop` stops it.
 pub async fn run_script(
     executor: &dyn Executor,
     name: &str,
     image: Option<String>,
-    script: &str,
-    env: Vec<(String, String)>,
-    dir: &Path,
+    step: &StepSpec,
     output: &mut dyn OutputSink,
+    stop: &CancellationToken,
 ) -> Result<(), String> {
     let job = JobSpec {
         name: format!("deploy-{name}"),
-        workspace: dir.to_path_buf(),
+        workspace: step.cwd.clone(),
         container: image.map(|image| ContainerJob {
             image,
             ..Default::default()
         }),
     };
     let prepared = executor.prepare(&job).await.map_err(|e| e.to_string())?;
-    let step = StepSpec {
-        script: script.to_string(),
-        env,
-        cwd: dir.to_path_buf(),
-        timeout: None,
-        clear_env: true,
-    };
     let outcome = executor
-        .run_step(
-            &prepared,
-            &step,
-            StepIo::new(output, &CancellationToken::new()),
-        )
+        .run_step(&prepared, step, StepIo::new(output, stop))
         .await;
     executor.cleanup(&prepared).await;
     outcome_of(outcome)
