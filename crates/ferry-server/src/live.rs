@@ -173,35 +173,69 @@ async fn catch_up(
     }
 }
 
-/// Live streams of one run at most, and in all: past them a client is told to come back
-/// later, so that many idle connections cannot hold the server's memory and tasks.
+/// Live streams of one run (or one repository's delivery) at most, of one caller, and
+/// in all: past them a client is told to come back later, so that many idle
+/// connections cannot hold the server's memory and tasks, and one token cannot take
+/// every place.
 pub const PER_RUN: usize = 64;
+pub const PER_CALLER: usize = 32;
+/// Anonymous readers (`--public-reads`) share one caller's count, larger.
+pub const ANONYMOUS: usize = 256;
 pub const IN_ALL: usize = 1024;
 
 /// How long a client may leave an event untaken before its stream is ended; it
 /// reconnects with the offsets it has (`?offsets=`), losing nothing.
 pub const SLOW: Duration = Duration::from_secs(30);
 
-/// The live streams open now, by run.
+/// The live streams open now, by what they follow and by caller.
 #[derive(Debug, Clone, Default)]
-pub struct Subscribers(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+pub struct Subscribers(Arc<std::sync::Mutex<Counts>>);
 
-/// One open stream; ends its count when dropped.
+#[derive(Debug, Default)]
+pub struct Counts {
+    by_topic: HashMap<String, usize>,
+    by_caller: HashMap<String, usize>,
+}
+
+/// One open stream; ends its counts when dropped.
 #[derive(Debug)]
 pub struct Subscription {
     of: Subscribers,
-    run: String,
+    topic: String,
+    caller: String,
+}
+
+fn take(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
 }
 
 impl Subscribers {
-    /// A place for a stream of `run`, or why there is none.
-    pub fn join(&self, run: &str) -> Result<Subscription, String> {
+    /// A place for a stream of `topic` (a run's id, `repo:ID` for a repository's
+    /// delivery) for `caller` (a user id; empty: anonymous), or why there is none.
+    pub fn join(&self, topic: &str, caller: &str) -> Result<Subscription, String> {
         let mut open = self.0.lock().map_err(|_| "the stream table is unusable")?;
-        let all: usize = open.values().sum();
-        let here = open.get(run).copied().unwrap_or(0);
+        let all: usize = open.by_topic.values().sum();
+        let here = open.by_topic.get(topic).copied().unwrap_or(0);
+        let caller = if caller.is_empty() { "" } else { caller };
+        let theirs = open.by_caller.get(caller).copied().unwrap_or(0);
+        let (caller_limit, who) = if caller.is_empty() {
+            (ANONYMOUS, "anonymous readers have")
+        } else {
+            (PER_CALLER, "you have")
+        };
         if here >= PER_RUN {
             return Err(format!(
-                "run {run} has {PER_RUN} live streams already; try again later"
+                "{topic} has {PER_RUN} live streams already; try again later"
+            ));
+        }
+        if theirs >= caller_limit {
+            return Err(format!(
+                "{who} {caller_limit} live streams open already; close one first"
             ));
         }
         if all >= IN_ALL {
@@ -209,23 +243,21 @@ impl Subscribers {
                 "the server has {IN_ALL} live streams already; try again later"
             ));
         }
-        open.insert(run.to_string(), here + 1);
+        open.by_topic.insert(topic.to_string(), here + 1);
+        open.by_caller.insert(caller.to_string(), theirs + 1);
         Ok(Subscription {
             of: self.clone(),
-            run: run.to_string(),
+            topic: topic.to_string(),
+            caller: caller.to_string(),
         })
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.of.0.lock()
-            && let Some(n) = open.get_mut(&self.run)
-        {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.run);
-            }
+        if let Ok(mut open) = self.of.0.lock() {
+            take(&mut open.by_topic, &self.topic);
+            take(&mut open.by_caller, &self.caller);
         }
     }
 }
@@ -246,10 +278,10 @@ pub(crate) async fn stream(
 
 /// The client's side of a stream, whose sends give up on a client that takes nothing
 /// for [`SLOW`].
-struct Slow(Out);
+pub(crate) struct Slow(pub(crate) Out);
 
 impl Slow {
-    async fn send(&self, ev: Result<Event, Infallible>) -> Result<(), ()> {
+    pub(crate) async fn send(&self, ev: Result<Event, Infallible>) -> Result<(), ()> {
         match tokio::time::timeout(SLOW, self.0.send(ev)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
@@ -368,22 +400,31 @@ async fn stream_inner(
 mod tests {
     use super::*;
 
-    /// Streams are counted per run and in all; a place is given back when its stream
-    /// ends.
+    /// Streams are counted per run, per caller and in all; a place is given back when
+    /// its stream ends.
     #[test]
-    fn live_streams_are_limited_per_run_and_in_all() {
+    fn live_streams_are_limited_per_run_per_caller_and_in_all() {
         let subs = Subscribers::default();
         let mut held: Vec<Subscription> = (0..PER_RUN)
-            .map(|_| subs.join("r1").expect("a place"))
+            .map(|i| subs.join("r1", &format!("u{}", i % 4)).expect("a place"))
             .collect();
-        let full = subs.join("r1").expect_err("run full");
-        assert!(full.contains("has 64 live streams already"), "{full}");
-        assert!(subs.join("r2").is_ok(), "another run still may");
+        let full = subs.join("r1", "u9").expect_err("run full");
+        assert!(full.contains("r1 has 64 live streams already"), "{full}");
+        assert!(subs.join("r2", "u9").is_ok(), "another run still may");
         held.pop();
-        assert!(subs.join("r1").is_ok(), "a place came back");
+        assert!(subs.join("r1", "u9").is_ok(), "a place came back");
+        // One caller holds no more than its share, whatever the runs.
+        let mine: Vec<Subscription> = (0..PER_CALLER)
+            .map(|i| subs.join(&format!("m{i}"), "hog").expect("mine"))
+            .collect();
+        let hog = subs.join("m-last", "hog").expect_err("the caller's share");
+        assert!(hog.contains("you have 32 live streams open"), "{hog}");
+        assert!(subs.join("m-last", "someone-else").is_ok());
+        drop(mine);
+        assert!(subs.join("m-last", "hog").is_ok(), "its places came back");
         let mut many = Vec::new();
         for i in 0..IN_ALL {
-            match subs.join(&format!("other-{i}")) {
+            match subs.join(&format!("other-{i}"), &format!("c{i}")) {
                 Ok(s) => many.push(s),
                 Err(e) => {
                     assert!(e.contains("the server has 1024"), "{e}");
@@ -391,11 +432,12 @@ mod tests {
                 }
             }
         }
-        assert!(subs.join("r9").is_err(), "the server is full");
+        assert!(subs.join("r9", "c-new").is_err(), "the server is full");
         drop(many);
         drop(held);
-        assert!(subs.join("r9").is_ok());
-        assert!(subs.0.lock().expect("lock").len() <= 1);
+        assert!(subs.join("r9", "").is_ok(), "anonymous");
+        let open = subs.0.lock().expect("lock");
+        assert!(open.by_topic.len() <= 1 && open.by_caller.len() <= 1);
     }
 
     /// A client that takes nothing for [`SLOW`] is let go (its stream ends, its place

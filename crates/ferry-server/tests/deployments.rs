@@ -480,3 +480,48 @@ async fn deployment_changes_and_approvals_stream_live() {
     let _ = resp.chunk().await;
     s.stop().await;
 }
+
+/// One token holds no more than its share of live streams: the repository's delivery
+/// stream counts with the runs' (a 33rd stream of one caller is `busy`, 503), while
+/// another caller still gets one; a closed stream gives its place back.
+#[tokio::test]
+async fn one_caller_cannot_hold_every_live_stream() {
+    let s = Server::start().await;
+    s.add_repository("shop", "jobs:\n  a:\n    run: \"true\"\n")
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let resp = s.client().connect_repo_events("shop").await;
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    let refused = s.client().connect_repo_events("shop").await;
+    assert_eq!(refused.status(), 503);
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["code"], "busy", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("32 live streams open")),
+        "{body}"
+    );
+    let viewer = s.user("vera", "viewer").await;
+    let other = s
+        .request("GET", "/api/v1/repos/shop/events")
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(other.status(), 200, "another caller's share");
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..200 {
+        let resp = s.client().connect_repo_events("shop").await;
+        if resp.status() == 200 {
+            again = Some(resp);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(again.is_some(), "a closed stream gives its place back");
+}

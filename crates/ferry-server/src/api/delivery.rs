@@ -418,13 +418,20 @@ pub(crate) async fn output(
 /// the client goes away or the server stops.
 pub(crate) async fn events(
     State(s): State<AppState>,
-    InRepo(repo, ..): InRepo<AsViewer>,
+    InRepo(repo, caller, _): InRepo<AsViewer>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Counted with the runs' streams (see `live`); a client that takes nothing is let go.
+    let place = s
+        .subscribers
+        .join(&format!("repo:{}", repo.id), &caller.user.id)
+        .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why))?;
     let mut rx = s.deliverer.subscribe();
     let stored = s.store.deployments(&repo.id, None, 50).await?;
     let (tx, out) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
     let stopping = s.stopping.clone();
     tokio::spawn(async move {
+        let _place = place;
+        let tx = crate::live::Slow(tx);
         let send = |e: &DeliveryEvent| {
             let kind = match e {
                 DeliveryEvent::Deployment { .. } => "deployment",
@@ -446,7 +453,7 @@ pub(crate) async fn events(
         loop {
             let event = tokio::select! {
                 e = rx.recv() => e,
-                _ = tx.closed() => return,
+                _ = tx.0.closed() => return,
                 _ = stopping.cancelled() => return,
             };
             match event {

@@ -340,7 +340,7 @@ pub(crate) async fn cancel(
 /// `end` when the run has finished.
 pub(crate) async fn events(
     State(s): State<AppState>,
-    _: Need<AsViewer>,
+    Need(caller, _): Need<AsViewer>,
     Path(run): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -355,7 +355,7 @@ pub(crate) async fn events(
     };
     let place = s
         .subscribers
-        .join(&run.id)
+        .join(&run.id, &caller.user.id)
         .map_err(|why| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Busy, why))?;
     // Subscribe before reading what is stored: see `live`.
     let rx = s.live.subscribe();
