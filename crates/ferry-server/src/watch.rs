@@ -5,9 +5,11 @@
 //! the first poll only records a baseline. Cron entries of `on.schedule` in the default
 //! branch's `.ferry.yml` start `schedule` runs; the store records when each last fired,
 //! so a restart neither repeats nor floods: after downtime, one run for the latest
-//! missed occurrence.
+//! missed occurrence. Repositories are watched each on their own (a few at once), so a
+//! remote that never answers holds up only its own repository.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
@@ -55,14 +57,29 @@ struct Schedules {
     exprs: Vec<String>,
 }
 
+/// What the watcher keeps of one repository between passes.
+#[derive(Default)]
+struct Watched {
+    next_poll: Option<Instant>,
+    schedules: Option<Schedules>,
+}
+
+/// How many repositories are polled or refreshed at once.
+const AT_ONCE: usize = 8;
+
 pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Duration) {
-    let mut next_poll: HashMap<String, Instant> = HashMap::new();
-    let mut schedules: HashMap<String, Schedules> = HashMap::new();
+    // Each repository's state, and whether its work of the last pass is still going:
+    // a remote that never answers holds up only its own repository (until its git
+    // timeout), never the others' polls and schedules, and never the server's stop.
+    let mut watched: HashMap<String, Arc<tokio::sync::Mutex<Watched>>> = HashMap::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let mut work = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(tick) => {}
         }
+        while work.try_join_next().is_some() {}
         let repos = match state.store.repositories().await {
             Ok(r) => r,
             Err(e) => {
@@ -70,62 +87,71 @@ pub(crate) async fn watch(state: AppState, stop: CancellationToken, tick: Durati
                 continue;
             }
         };
+        watched.retain(|id, _| repos.iter().any(|r| r.id == *id));
         for repo in repos {
-            // A remote that never answers stops nothing but this pass (its git calls
-            // end at the git timeout), and never the server's stop: the work is
-            // dropped, its git process killed.
-            let work = async {
-                if let Some(every) = repo.poll_interval_s.filter(|s| *s > 0) {
-                    let due = next_poll.get(&repo.id).is_none_or(|t| Instant::now() >= *t);
-                    if due {
-                        next_poll.insert(
-                            repo.id.clone(),
-                            Instant::now() + Duration::from_secs(every as u64),
-                        );
-                        if let Err(e) = poll(&state, &repo).await {
-                            tracing::warn!("polling {}: {e}", repo.name);
-                        }
-                    }
-                }
-                let stale = schedules
-                    .get(&repo.id)
-                    .is_none_or(|s| s.at.elapsed() >= SCHEDULE_REFRESH);
-                if stale {
-                    let last = schedules.remove(&repo.id);
-                    let last_head = last.as_ref().and_then(|s| s.head.clone());
-                    let known = match read_schedules(&state, &repo, last_head.as_deref()).await {
-                        Ok((head, Some(exprs))) => Schedules {
-                            at: Instant::now(),
-                            head,
-                            exprs,
-                        },
-                        Ok((head, None)) => Schedules {
-                            at: Instant::now(),
-                            head,
-                            exprs: last.map(|s| s.exprs).unwrap_or_default(),
-                        },
-                        Err(e) => {
-                            tracing::warn!("schedules of {}: {e}", repo.name);
-                            Schedules {
-                                at: Instant::now(),
-                                head: last_head,
-                                exprs: last.map(|s| s.exprs).unwrap_or_default(),
-                            }
-                        }
-                    };
-                    schedules.insert(repo.id.clone(), known);
-                }
-                if let Some(known) = schedules.get(&repo.id) {
-                    for expr in &known.exprs {
-                        if let Err(e) = fire_if_due(&state, &repo, expr).await {
-                            tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
-                        }
-                    }
-                }
+            let entry = watched.entry(repo.id.clone()).or_default().clone();
+            // Still busy with an earlier pass: this one leaves it alone.
+            let Ok(mut mine) = entry.try_lock_owned() else {
+                continue;
             };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = work => {}
+            let (state, slots) = (state.clone(), slots.clone());
+            work.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                watch_one(&state, &repo, &mut mine).await;
+            });
+        }
+    }
+    // The work in flight is dropped: its git processes are killed.
+    work.shutdown().await;
+}
+
+/// One pass over one repository: its poll when due, its schedules' refresh when
+/// stale, and the schedules that are due.
+async fn watch_one(state: &AppState, repo: &Repository, mine: &mut Watched) {
+    if let Some(every) = repo.poll_interval_s.filter(|s| *s > 0) {
+        let due = mine.next_poll.is_none_or(|t| Instant::now() >= t);
+        if due {
+            mine.next_poll = Some(Instant::now() + Duration::from_secs(every as u64));
+            if let Err(e) = poll(state, repo).await {
+                tracing::warn!("polling {}: {e}", repo.name);
+            }
+        }
+    }
+    let stale = mine
+        .schedules
+        .as_ref()
+        .is_none_or(|s| s.at.elapsed() >= SCHEDULE_REFRESH);
+    if stale {
+        let last = mine.schedules.take();
+        let last_head = last.as_ref().and_then(|s| s.head.clone());
+        let known = match read_schedules(state, repo, last_head.as_deref()).await {
+            Ok((head, Some(exprs))) => Schedules {
+                at: Instant::now(),
+                head,
+                exprs,
+            },
+            Ok((head, None)) => Schedules {
+                at: Instant::now(),
+                head,
+                exprs: last.map(|s| s.exprs).unwrap_or_default(),
+            },
+            Err(e) => {
+                tracing::warn!("schedules of {}: {e}", repo.name);
+                Schedules {
+                    at: Instant::now(),
+                    head: last_head,
+                    exprs: last.map(|s| s.exprs).unwrap_or_default(),
+                }
+            }
+        };
+        mine.schedules = Some(known);
+    }
+    if let Some(known) = &mine.schedules {
+        for expr in &known.exprs {
+            if let Err(e) = fire_if_due(state, repo, expr).await {
+                tracing::warn!("schedule `{expr}` of {}: {e}", repo.name);
             }
         }
     }

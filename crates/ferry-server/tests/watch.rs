@@ -120,6 +120,36 @@ async fn polling_starts_a_run_for_each_new_head() {
     s.stop().await;
 }
 
+/// A polled repository whose remote never answers holds up only its own polls: another
+/// repository's baseline and new commits are seen all the same, and the server still
+/// stops at once.
+#[tokio::test]
+async fn a_silent_remote_holds_up_only_its_own_polls() {
+    let s = Server::start().await;
+    // Accepts connections and never answers (git's own timeout is minutes away).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    for name in ["a-stuck", "z-stuck"] {
+        s.store
+            .create_repository(&ferry_store::NewRepository {
+                name: name.into(),
+                url: format!("git://{}/{name}.git", silent.local_addr().expect("addr")),
+                poll_interval_s: Some(1),
+                ..Default::default()
+            })
+            .await
+            .expect("repo");
+    }
+    let markers = polled(&s, "lively", "jobs:\n  a:\n    run: echo lively\n").await;
+    markers.baseline(&s).await;
+    s.push_commit("lively", "new.txt");
+    let runs = s.first_runs("lively").await;
+    assert_eq!(runs.len(), 1, "the new commit started one run");
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("poll"));
+    // A stuck poll does not hold the stop.
+    s.stop().await;
+    drop(silent);
+}
+
 /// A due schedule starts one run, and a restarted server does not start it again.
 #[tokio::test]
 async fn schedules_fire_once_even_across_restarts() {
