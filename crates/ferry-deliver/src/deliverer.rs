@@ -910,10 +910,36 @@ impl Deliverer {
                         .await?;
                     continue;
                 }
-            } else if let Some(why) = self.rollback_lapsed(&dep, &release).await? {
-                self.set_aside(&dep, S::Cancelled, &format!("cancelled: {why}"), &why)
-                    .await?;
-                continue;
+            } else {
+                if let Some(why) = self.rollback_lapsed(&dep, &release).await? {
+                    self.set_aside(&dep, S::Cancelled, &format!("cancelled: {why}"), &why)
+                        .await?;
+                    continue;
+                }
+                // A rollback someone asked for before a freeze began was not asked of the
+                // freeze's approvers: it waits for the end like the rest. (One asked for
+                // during the freeze was checked then; the one after a failure goes.)
+                if dep.requested_by.as_deref() != Some("ferry") {
+                    if !rules.contains_key(&dep.repository_id) {
+                        let read = self.rules(&dep.repository_id).await;
+                        rules.insert(dep.repository_id.clone(), read);
+                    }
+                    let asked = DateTime::from_timestamp_millis(dep.created_at).unwrap_or_default();
+                    if let Ok(d) = &rules[&dep.repository_id]
+                        && let Some(spec) = d.environment(&dep.environment)
+                        && let Some(why) = policy::frozen(&spec.freeze, Utc::now())
+                        && policy::frozen(&spec.freeze, asked).is_none()
+                    {
+                        let why = format!(
+                            "`{}` is {why}; this rollback was asked for before the freeze \
+                             began: it starts when the freeze ends (an approver may ask for \
+                             one now)",
+                            dep.environment
+                        );
+                        self.note_held(&dep, &why);
+                        continue;
+                    }
+                }
             }
             seen.push(env.clone());
             // An environment whose deployment (or its rollback) is being executed here
@@ -1351,6 +1377,7 @@ impl Deliverer {
             ("FERRY_ENVIRONMENT".into(), dep.environment.clone()),
         ];
         env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        layout::own_secrets_root(&self.secrets_root)?;
         let secrets_dir = layout::write_secret_files(
             &layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment),
             &secrets,
@@ -1453,6 +1480,13 @@ impl Deliverer {
         log.line(&format!("verifying for {}s", window.as_secs_f32()));
         let cancel = CancellationToken::new();
         let result = verify::verify(&probes, window, interval, &self.ca, gone, &cancel).await;
+        // What command probes left running, even outside their groups, ends with the
+        // verification (a supervised process shares their sandbox: it is left alone).
+        if !target.supervised()
+            && let Some(spawner) = probes.iter().find_map(|p| p.spawner.as_ref())
+        {
+            spawner.sweep().await;
+        }
         if result.is_ok() {
             log.line("verified");
         }

@@ -2,12 +2,13 @@
 //! `process` target and `command` probes run the released commit's code on this host.
 //! With a sandbox (`ferry serve`'s host sandbox, unless `--deploy-sandbox off`), that
 //! code gets what host steps get (see [`ferry_exec::sandbox`]): it reads the system (and
-//! `--sandbox-read`), reads and writes the release's directory, the environment's
-//! secret files and temporary directory (and `--sandbox-write`), and nothing else: not
-//! the server's key or database, not other environments' releases or secrets. Where the
-//! server runs as root it runs as the step user, which owns just those three
-//! directories; the directories above the release's are made passable (`0711`) and
-//! nothing more.
+//! `--sandbox-read`) and the environment's secret files, reads and writes the release's
+//! directory and the environment's temporary directory (and `--sandbox-write`), and
+//! nothing else: not the server's key or database, not other environments' releases or
+//! secrets. Where the server runs as root it runs as the step user, which owns just the
+//! release's directory and the temporary one (the secret files stay the server's,
+//! readable by that user's group); the directories above the release's are made
+//! passable (`0711`) and nothing more.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -62,11 +63,29 @@ pub fn lock(sandbox: &Sandbox, root: &Path, cell: &Cell) -> Result<Arc<Spawner>,
             }
         }
     }
-    let own = vec![
-        cell.release_dir.clone(),
-        cell.secrets_dir.clone(),
-        cell.tmp.clone(),
-    ];
-    let spawner = Spawner::start(sandbox, own)?;
+    // The secret files are read, never owned: the server's, readable by the step
+    // user's group only (`0750`/`0640`), so that no step of that user can open them to
+    // others with a `chmod` (which Landlock does not govern).
+    if let Some(user) = &sandbox.user {
+        share_read_only(&cell.secrets_dir, user.gid)?;
+    }
+    let sandbox = sandbox.clone().with_read([cell.secrets_dir.clone()]);
+    let own = vec![cell.release_dir.clone(), cell.tmp.clone()];
+    let spawner = Spawner::start(&sandbox, own)?;
     Ok(Arc::new(spawner))
+}
+
+/// `dir` (the server's own, just written) and its files: group `gid`, readable by it.
+fn share_read_only(dir: &Path, gid: u32) -> Result<(), String> {
+    let fail = |p: &Path, e: std::io::Error| format!("cannot share {}: {e}", p.display());
+    let set = |p: &Path, mode: u32| {
+        std::os::unix::fs::lchown(p, None, Some(gid)).map_err(|e| fail(p, e))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(p, e))
+    };
+    set(dir, 0o750)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let entry = entry.map_err(|e| fail(dir, e))?;
+        set(&entry.path(), 0o640)?;
+    }
+    Ok(())
 }

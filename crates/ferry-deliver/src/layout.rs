@@ -105,6 +105,29 @@ pub fn write_secret_files(
     Ok(dir)
 }
 
+/// Makes `root` (see [`secrets_root`]) the server's own directory, `0711`: one that is
+/// there already must be a directory of the server's user, not a link or another
+/// user's (a local user could make `/dev/shm/ferry-…` first, to be handed the secrets).
+pub fn own_secrets_root(root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    let made = std::fs::DirBuilder::new().mode(0o711).create(root);
+    if let Err(e) = made
+        && e.kind() != std::io::ErrorKind::AlreadyExists
+    {
+        return Err(format!("cannot create {}: {e}", root.display()));
+    }
+    let meta = std::fs::symlink_metadata(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!(
+            "{} is not a directory of this server's own: secrets are not written there \
+             (remove it)",
+            root.display()
+        ));
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+        .map_err(|e| format!("{}: {e}", root.display()))
+}
+
 /// `/dev/shm/ferry-<hash of the data dir>` (or the temporary directory): the secret
 /// files of one server, kept off the disk where possible and out of the data directory.
 pub fn secrets_root(data_dir: &Path) -> PathBuf {
@@ -122,6 +145,34 @@ pub fn secrets_root(data_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::component;
+
+    /// A secrets root that is a link, or not the server's, is refused; the server's own
+    /// is kept and made `0711`.
+    #[test]
+    fn a_secrets_root_someone_else_made_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("ferry-x");
+        super::own_secrets_root(&root).expect("made");
+        super::own_secrets_root(&root).expect("kept");
+        let mode = std::fs::metadata(&root).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o711);
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        let link = tmp.path().join("ferry-link");
+        std::os::unix::fs::symlink(&elsewhere, &link).expect("link");
+        let err = super::own_secrets_root(&link).expect_err("a link");
+        assert!(
+            err.contains("not a directory of this server's own"),
+            "{err}"
+        );
+        if nix::unistd::geteuid().is_root() {
+            let theirs = tmp.path().join("ferry-theirs");
+            std::fs::create_dir_all(&theirs).expect("mkdir");
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+            assert!(super::own_secrets_root(&theirs).is_err(), "another user's");
+        }
+    }
 
     /// Every release name is one path component that cannot climb, nest or hide.
     #[test]

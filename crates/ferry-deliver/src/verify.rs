@@ -105,14 +105,18 @@ impl Probe {
                     .stdin(std::process::Stdio::null())
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
+                    // Its own group: what it leaves in the background ends with it.
+                    .process_group(0)
                     .kill_on_drop(true);
                 let child = match &self.spawner {
                     Some(spawner) => spawner.spawn(cmd).await,
                     None => cmd.spawn(),
                 };
                 let mut child = child.map_err(|e| format!("{}: {e}", self.describe()))?;
-                let out = tokio::time::timeout(Duration::from_secs(30), child.wait())
-                    .await
+                let group = child.id().map(|p| p as i32).unwrap_or(0);
+                let out = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+                ferry_exec::process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+                let out = out
                     .map_err(|_| format!("{}: timed out after 30s", self.describe()))?
                     .map_err(|e| format!("{}: {e}", self.describe()))?;
                 if out.success() {

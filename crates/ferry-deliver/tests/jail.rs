@@ -23,6 +23,7 @@ const PROBE: &str = r#"probe() {
   (echo x > "$BESIDE/written") 2>/dev/null && echo LEAK-write >> "$o" || echo no-write >> "$o"
   kill -0 "$SERVER_PID" 2>/dev/null && echo LEAK-signal >> "$o" || echo no-signal >> "$o"
   cat "$FERRY_SECRETS_DIR/API_TOKEN" >/dev/null 2>&1 && echo secret-file >> "$o"
+  chmod 644 "$FERRY_SECRETS_DIR/API_TOKEN" 2>/dev/null && echo chmod-secret >> "$o"
   echo mine > "mine-$1" && echo release-dir >> "$o"
   echo t > "$TMPDIR/t-$1" && echo tmp >> "$o"
   echo "uid=$(id -u)" >> "$o"
@@ -130,12 +131,17 @@ async fn a_releases_host_code_reaches_only_its_own_files() {
     } else {
         nix::unistd::geteuid().to_string()
     };
+    // A step user reads the secret files but cannot open them to others (they stay
+    // the server's); a server that is not root shares its user with them.
+    let chmod = if root { "" } else { "chmod-secret\n" };
     let want = format!(
-        "no-key\nno-db\nno-list\nno-other-release\nno-write\nno-signal\nsecret-file\nrelease-dir\ntmp\nuid={uid}\n"
+        "no-key\nno-db\nno-list\nno-other-release\nno-write\nno-signal\nsecret-file\n{chmod}release-dir\ntmp\nuid={uid}\n"
     );
     assert_eq!(lines(&h, "script"), want, "{}", h.log_of(&sandbox));
     // A script's secret files go once it has run, before verification.
-    let probe = want.replace("secret-file\n", "");
+    let probe = want
+        .replace("secret-file\n", "")
+        .replace("chmod-secret\n", "");
     assert_eq!(lines(&h, "probe"), probe, "{}", h.log_of(&sandbox));
     wait_contains(&h.out.join("process"), "uid=").await;
     assert_eq!(lines(&h, "process"), want, "{}", h.log_of(&web));

@@ -209,3 +209,35 @@ async fn a_queued_rollback_to_a_release_that_failed_since_is_cancelled() {
     );
     assert_eq!(h.live("sandbox").await.as_deref(), Some("v2"));
 }
+
+/// A rollback a developer asked for before a freeze began does not start during it: it
+/// waits for the end, saying why (an approver may ask for one during the freeze).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_asked_for_before_a_freeze_waits_for_its_end() {
+    let mut h = Harness::with_history(&["v1", "v2"]).await;
+    h.stop().await;
+    let back = h
+        .ask(&dave(), Rollback("sandbox", None))
+        .await
+        .expect("rollback");
+    assert_eq!(back.number, 3);
+    // main freezes sandbox from a moment after the rollback was asked for.
+    let from = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    h.commit(
+        &scripted(&format!(
+            "  sandbox:\n    auto: true\n    freeze: {{ from: \"{}\", to: \"2100-01-01T00:00:00Z\" }}\n",
+            from.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        )),
+        "freeze",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    h.start();
+    let log = common::wait_contains(
+        &h.deliverer.deployment_log(&back),
+        "this rollback was asked for before the freeze began",
+    )
+    .await;
+    assert!(log.contains("starts when the freeze ends"), "{log}");
+    assert_eq!(h.deployment("sandbox", 3).await.status, S::Queued);
+    assert_eq!(h.live("sandbox").await.as_deref(), Some("v2"));
+}

@@ -93,13 +93,67 @@ impl StepUser {
     }
 
     /// Gives this user `dir` and everything in it (links themselves, never what they
-    /// point at); `dir` itself becomes private to it (`0700`).
+    /// point at); `dir` itself becomes private to it (`0700`). The walk goes by
+    /// directory handle, one name at a time, never following a link: a process of the
+    /// user's that swaps a directory for a link while it runs (to `/etc`) gets the link
+    /// itself given to it, nothing beyond. `dir` itself must not be a link.
     pub fn take(&self, dir: &Path) -> std::io::Result<()> {
-        for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-            let entry = entry.map_err(std::io::Error::other)?;
-            std::os::unix::fs::lchown(entry.path(), Some(self.uid), Some(self.gid))?;
+        use rustix::fs::{Mode, OFlags, fchmod, fchown, open};
+        let root = open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        self.take_beneath(&root, 0)?;
+        fchown(&root, Some(self.uid()), Some(self.gid()))?;
+        fchmod(&root, Mode::from_raw_mode(0o700))?;
+        Ok(())
+    }
+
+    fn uid(&self) -> rustix::fs::Uid {
+        rustix::fs::Uid::from_raw(self.uid)
+    }
+
+    fn gid(&self) -> rustix::fs::Gid {
+        rustix::fs::Gid::from_raw(self.gid)
+    }
+
+    /// Gives this user what the directory `dir` holds, depth first.
+    fn take_beneath(&self, dir: &rustix::fd::OwnedFd, depth: usize) -> std::io::Result<()> {
+        use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, chownat, openat};
+        if depth > 512 {
+            return Err(std::io::Error::other("more than 512 directories deep"));
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        let mut entries = Dir::read_from(dir)?;
+        while let Some(entry) = entries.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            chownat(
+                dir,
+                name,
+                Some(self.uid()),
+                Some(self.gid()),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            if matches!(entry.file_type(), FileType::Directory | FileType::Unknown) {
+                let sub = openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                match sub {
+                    Ok(sub) => self.take_beneath(&sub, depth + 1)?,
+                    // Not a directory (any more): a file, or a link put in its place.
+                    Err(e) if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -307,22 +361,6 @@ impl Sandbox {
     }
 }
 
-/// Makes the calling thread (only: Linux keeps credentials per thread, and these are
-/// the kernel's calls, not the C library's process-wide ones) `user`, without
-/// supplementary groups and for good. What it starts afterwards is that user's from the
-/// first instruction, and can be started with `posix_spawn`: a uid given to the
-/// `Command` instead would make every step fork the whole server.
-fn become_user(user: StepUser) -> Result<(), String> {
-    use rustix::process::{Gid, Uid};
-    use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
-    let fail = |e: rustix::io::Errno| format!("cannot become uid {}: {e}", user.uid);
-    let gid = Gid::from_raw(user.gid);
-    let uid = Uid::from_raw(user.uid);
-    set_thread_groups(&[]).map_err(fail)?;
-    set_thread_res_gid(gid, gid, gid).map_err(fail)?;
-    set_thread_res_uid(uid, uid, uid).map_err(fail)
-}
-
 enum Request {
     Spawn(
         Box<tokio::process::Command>,
@@ -374,10 +412,7 @@ impl Spawner {
         std::thread::Builder::new()
             .name("ferry-sandbox".into())
             .spawn(move || {
-                let restricted = sandbox.restrict(&own).and_then(|enforced| match user {
-                    Some(user) => become_user(user).map(|()| enforced),
-                    None => Ok(enforced),
-                });
+                let restricted = sandbox.restrict(&own);
                 let scoped = matches!(restricted, Ok(Enforced::Fully));
                 let ok = restricted.is_ok();
                 let _ = ready_tx.send(restricted);
@@ -388,6 +423,14 @@ impl Spawner {
                 while let Ok(request) = rx.recv() {
                     match request {
                         Request::Spawn(mut cmd, reply) => {
+                            if let Some(user) = user {
+                                // Without the server's supplementary groups too (std
+                                // drops them when it switches the uid). The thread itself
+                                // stays the server's user: a step, in the thread's
+                                // Landlock domain, could otherwise signal it (and so the
+                                // whole server) or change its limits as its own.
+                                cmd.uid(user.uid).gid(user.gid);
+                            }
                             let child = cmd.spawn();
                             // Our copies of the child's pipe ends go before the answer.
                             drop(cmd);
@@ -407,7 +450,7 @@ impl Spawner {
         }
     }
 
-    /// Starts `cmd` from the restricted thread (as its user).
+    /// Starts `cmd` from the restricted thread (as the sandbox's user).
     pub async fn spawn(
         &self,
         cmd: tokio::process::Command,
@@ -505,9 +548,21 @@ mod tests {
             std::fs::Permissions::from_mode(0o600),
         )
         .expect("chmod");
+        // Every thread of this process, the sandbox's own among them.
+        let tasks: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .flatten()
+            .map(|t| t.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(tasks.len() >= 2, "{tasks:?}");
+        let tasks = tasks.join(" ");
         let mut cmd = tokio::process::Command::new("/bin/sh");
         cmd.arg("-c")
-            .arg("id -u; id -G; cat root-only 2>/dev/null || echo no-read; echo mine > f && cat f")
+            .arg(format!(
+                "id -u; id -G; cat root-only 2>/dev/null || echo no-read; echo mine > f && cat f; \
+                 for t in {tasks}; do kill -0 $t 2>/dev/null && echo LEAK-signal-$t; done; \
+                 echo signals-checked"
+            ))
             .current_dir(&own)
             .stdout(std::process::Stdio::piped());
         let out = spawner
@@ -519,7 +574,8 @@ mod tests {
             .expect("wait");
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            "65534\n65534\nno-read\nmine\n"
+            "65534\n65534\nno-read\nmine\nsignals-checked\n",
+            "no thread of the server, the sandbox's own included, may be signalled"
         );
         assert!(
             nix::unistd::geteuid().is_root(),
@@ -594,6 +650,12 @@ mod tests {
             assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{}", p.display());
         }
         assert_eq!(std::fs::metadata(&outside).expect("meta").uid(), 0);
+        // A directory to give that is itself a link is refused, not followed.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        std::os::unix::fs::symlink(&elsewhere, work.join("linked")).expect("link");
+        assert!(user.take(&work.join("linked")).is_err());
+        assert_eq!(std::fs::metadata(&elsewhere).expect("meta").uid(), 0);
     }
 
     /// Only `work/` of a data directory is left passable to others.
