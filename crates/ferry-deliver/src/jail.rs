@@ -23,7 +23,7 @@ pub struct Cell {
     pub release_dir: PathBuf,
     /// The environment's secret files.
     pub secrets_dir: PathBuf,
-    /// `TMPDIR`: `<environment dir>/tmp`, kept between deployments.
+    /// `TMPDIR`: `<environment dir>/tmp`, made afresh for each deployment.
     pub tmp: PathBuf,
 }
 
@@ -31,6 +31,9 @@ pub struct Cell {
 /// directories from `root` (`<data>/deploy`) down to the release's are made passable.
 /// Blocking (it walks the release's files to give them to the step user).
 pub fn lock(sandbox: &Sandbox, root: &Path, cell: &Cell) -> Result<Arc<Spawner>, String> {
+    // Fresh for each deployment: what earlier code left there is neither kept nor
+    // walked again (`remove_dir_all` never follows a link).
+    let _ = std::fs::remove_dir_all(&cell.tmp);
     std::fs::create_dir_all(&cell.tmp)
         .map_err(|e| format!("cannot create {}: {e}", cell.tmp.display()))?;
     if !cell.release_dir.starts_with(root) {

@@ -101,8 +101,33 @@ fn json_forms(text: &str) -> Vec<String> {
                 None => form.push(c),
             }
         }
+        // PHP's `json_encode` also writes `/` as `\/`.
+        if !html && !upper {
+            forms.push(form.replace('/', "\\/"));
+        }
         forms.push(form);
     }
+    // .NET's System.Text.Json: everything beyond ASCII, the HTML-sensitive characters
+    // and `"`, `'`, `+`, `` ` `` as `\u00XX` with capital hex digits.
+    let mut dotnet = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        let unit = |u: u16| format!("\\u{u:04X}");
+        match c {
+            '\\' => dotnet.push_str("\\\\"),
+            '\n' => dotnet.push_str("\\n"),
+            '\r' => dotnet.push_str("\\r"),
+            '\t' => dotnet.push_str("\\t"),
+            '<' | '>' | '&' | '"' | '\'' | '+' | '`' => dotnet.push_str(&unit(c as u16)),
+            c if c.is_control() || !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for u in c.encode_utf16(&mut buf).iter() {
+                    dotnet.push_str(&unit(*u));
+                }
+            }
+            c => dotnet.push(c),
+        }
+    }
+    forms.push(dotnet);
     forms.sort();
     forms.dedup();
     forms
@@ -516,8 +541,19 @@ mod tests {
             r#"{"v":"p\u003cw\u003e\u0026d-été-😀"}"#,
             r#"{"v": "p<w>&d-\u00e9t\u00e9-\ud83d\ude00"}"#,
             r#"{"v": "p<w>&d-\u00E9t\u00E9-\uD83D\uDE00"}"#,
+            // .NET: `<>&` and non-ASCII as capital-hex escapes.
+            r#"{"v":"p\u003Cw\u003E\u0026d-\u00E9t\u00E9-\uD83D\uDE00"}"#,
         ] {
             let masked = String::from_utf8_lossy(&odd.mask(form.as_bytes())).into_owned();
+            assert!(masked.contains("\"***\""), "{form}: {masked}");
+        }
+        // PHP: `\/` and non-ASCII escapes together; .NET: `"`, `'`, `+` escaped too.
+        let quoted = Masker::new([b"a/b\"c'd+e-\xc3\xa9-secret".as_slice()]);
+        for form in [
+            r#"{"v":"a\/b\"c'd+e-\u00e9-secret"}"#,
+            r#"{"v":"a/b\u0022c\u0027d\u002Be-\u00E9-secret"}"#,
+        ] {
+            let masked = String::from_utf8_lossy(&quoted.mask(form.as_bytes())).into_owned();
             assert!(masked.contains("\"***\""), "{form}: {masked}");
         }
         let key =
