@@ -416,7 +416,7 @@ impl Deliverer {
             .release(&release.repository_id, &live.release_id)
             .await?;
         let mirror = self.mirrors.join(format!("{}.git", release.repository_id));
-        if live.commit_sha == release.commit_sha || !mirror.join("HEAD").is_file() {
+        if live.commit_sha == release.commit_sha {
             return Ok(None);
         }
         let short = |sha: &str| sha[..sha.len().min(12)].to_string();
@@ -898,6 +898,15 @@ impl Deliverer {
                     );
                     self.note_held(&dep, &why);
                     frozen.push(env);
+                    continue;
+                }
+                // An automatic promotion queued behind others: the live release may have
+                // moved on meanwhile, and it must still descend from it.
+                if dep.kind == Kind::Auto
+                    && let Some(why) = self.not_a_descendant(&release, &dep.environment).await?
+                {
+                    self.set_aside(&dep, S::Cancelled, &format!("cancelled: {why}"), &why)
+                        .await?;
                     continue;
                 }
                 // Approved, then held (by a freeze, or behind others): its approvals must

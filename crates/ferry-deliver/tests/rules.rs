@@ -241,3 +241,53 @@ async fn a_rollback_asked_for_before_a_freeze_waits_for_its_end() {
     assert_eq!(h.deployment("sandbox", 3).await.status, S::Queued);
     assert_eq!(h.live("sandbox").await.as_deref(), Some("v2"));
 }
+
+/// An automatic promotion is checked again when it would start: if the live release
+/// moved on meanwhile to a commit it does not descend from, it is cancelled, saying
+/// why, and the environment keeps what it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_automatic_promotion_that_no_longer_descends_is_cancelled() {
+    let mut h = Harness::with_history(&["v1"]).await;
+    h.stop().await;
+    let c2 = h.commit(&sandbox_only(), "two");
+    let v2 = h.release_of("v2", &c2, &sandbox_only(), GOOD).await;
+    let made = h.deliverer.on_release(&v2).await.expect("on_release");
+    assert_eq!(made.len(), 1, "v2 descends from v1: queued");
+    let queued = made[0].clone();
+    // Meanwhile v3, a later commit, went live.
+    let c3 = h.commit(&sandbox_only(), "three");
+    let v3 = h.release_of("v3", &c3, &sandbox_only(), GOOD).await;
+    let live = h
+        .store
+        .create_deployment(
+            &h.repo,
+            "sandbox",
+            &v3.id,
+            ferry_store::DeploymentKind::Promotion,
+            S::Deploying,
+            Some("user:dave"),
+        )
+        .await
+        .expect("deployment");
+    let first = h.deployment("sandbox", 1).await;
+    assert!(
+        h.store
+            .move_deployment(&first.id, &[S::Live], S::Replaced, None)
+            .await
+            .expect("replace")
+    );
+    assert!(
+        h.store
+            .move_deployment(&live.id, &[S::Deploying], S::Live, None)
+            .await
+            .expect("live")
+    );
+    h.start();
+    let cancelled = h.wait_status("sandbox", queued.number, S::Cancelled).await;
+    let why = cancelled.reason.unwrap_or_default();
+    assert!(
+        why.starts_with("release v2 (commit ") && why.contains("does not descend from release v3"),
+        "{why}"
+    );
+    assert_eq!(h.live("sandbox").await.as_deref(), Some("v3"));
+}
