@@ -527,20 +527,15 @@ const REPORT_LIMIT: u64 = 64 << 20;
 
 /// Reads `rel` beneath the workspace `ws` (`cap-std`: never through a link out of it),
 /// if it is still the regular file `seen` (the walk's look at it) and not too large.
-fn read_report(
-    ws: &cap_std::fs::Dir,
-    rel: &Path,
-    seen: &std::fs::Metadata,
-) -> std::io::Result<String> {
+fn read_report(ws: &cap_std::fs::Dir, rel: &Path, seen: (u64, u64)) -> std::io::Result<String> {
     use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
-    use std::os::unix::fs::MetadataExt as _;
     let mut options = cap_std::fs::OpenOptions::new();
     options
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
     let file = ws.open_with(rel, &options)?;
     let meta = file.metadata()?;
-    if !meta.is_file() || (meta.dev(), meta.ino()) != (seen.dev(), seen.ino()) {
+    if !meta.is_file() || (meta.dev(), meta.ino()) != seen {
         return Err(std::io::Error::other("it changed while it was read"));
     }
     if meta.len() > REPORT_LIMIT {
@@ -554,6 +549,47 @@ fn read_report(
     Ok(text)
 }
 
+/// How many entries of a workspace the search for reports looks at, at most.
+const REPORT_WALK_LIMIT: usize = 200_000;
+
+/// The regular files beneath `dir` (at `prefix` in the workspace), with their device
+/// and inode: every directory opened by handle and checked to be the one listed.
+fn workspace_files(
+    dir: &cap_std::fs::Dir,
+    prefix: &Path,
+    depth: usize,
+    budget: &mut usize,
+    out: &mut Vec<(PathBuf, (u64, u64))>,
+) -> std::io::Result<()> {
+    use cap_std::fs::MetadataExt as _;
+    if depth > 128 {
+        return Ok(());
+    }
+    for entry in dir.entries()? {
+        if *budget == 0 {
+            return Err(std::io::Error::other(format!(
+                "the workspace has more than {REPORT_WALK_LIMIT} entries: the rest were \
+                 not searched"
+            )));
+        }
+        *budget -= 1;
+        let entry = entry?;
+        let name = PathBuf::from(entry.file_name());
+        let meta = dir.symlink_metadata(&name)?;
+        let kind = meta.file_type();
+        if kind.is_file() {
+            out.push((prefix.join(&name), (meta.dev(), meta.ino())));
+        } else if kind.is_dir() {
+            let sub = dir.open_dir(&name)?;
+            let opened = sub.dir_metadata()?;
+            if (opened.dev(), opened.ino()) == (meta.dev(), meta.ino()) {
+                workspace_files(&sub, &prefix.join(&name), depth + 1, budget, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSummary {
     let mut summary = TestSummary::default();
     let ws = match cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
@@ -563,6 +599,13 @@ fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSumma
             return summary;
         }
     };
+    // The workspace's files, walked by directory handle beneath it (a directory swapped
+    // for a link while the walk runs is not followed), within bounds.
+    let mut files = Vec::new();
+    let mut budget = REPORT_WALK_LIMIT;
+    if let Err(e) = workspace_files(&ws, Path::new(""), 0, &mut budget, &mut files) {
+        out.note(&format!("warning: reports: {e}"));
+    }
     for pattern in patterns {
         let matcher = match globset::Glob::new(pattern) {
             Ok(g) => g.compile_matcher(),
@@ -572,22 +615,13 @@ fn read_reports(dir: &Path, patterns: &[String], out: &mut Out<'_>) -> TestSumma
             }
         };
         let mut found = 0;
-        for entry in walkdir::WalkDir::new(dir)
-            .min_depth(1)
-            .into_iter()
-            .flatten()
-        {
-            let Ok(rel) = entry.path().strip_prefix(dir) else {
-                continue;
-            };
-            if !entry.file_type().is_file() || !matcher.is_match(rel) {
+        for (rel, seen) in &files {
+            let rel = rel.as_path();
+            if !matcher.is_match(rel) {
                 continue;
             }
             found += 1;
-            let read = entry
-                .metadata()
-                .map_err(std::io::Error::other)
-                .and_then(|seen| read_report(&ws, rel, &seen));
+            let read = read_report(&ws, rel, *seen);
             match read {
                 Ok(xml) => {
                     if let Err(e) = junit::parse_junit(&xml, &mut summary) {
@@ -1105,19 +1139,23 @@ mod tests {
         let ws =
             cap_std::fs::Dir::open_ambient_dir(&ws_path, cap_std::ambient_authority()).expect("ws");
         let rel = Path::new("reports/a.xml");
-        let seen = std::fs::symlink_metadata(&report).expect("meta");
-        assert_eq!(read_report(&ws, rel, &seen).expect("read"), "<testsuite/>");
+        let seen = {
+            use std::os::unix::fs::MetadataExt as _;
+            let meta = std::fs::symlink_metadata(&report).expect("meta");
+            (meta.dev(), meta.ino())
+        };
+        assert_eq!(read_report(&ws, rel, seen).expect("read"), "<testsuite/>");
         // Swapped for a link out of the workspace after the walk looked (the file kept
         // elsewhere, so that no new file takes its inode number).
         std::fs::rename(&report, ws_path.join("kept.xml")).expect("mv");
         std::os::unix::fs::symlink(&outside, &report).expect("link");
-        let err = read_report(&ws, rel, &seen).expect_err("a link out");
+        let err = read_report(&ws, rel, seen).expect_err("a link out");
         assert!(err.to_string().contains("outside"), "{err}");
         // Swapped for a link within the workspace: not the file that was seen.
         std::fs::write(ws_path.join("other.xml"), "<testsuite/>").expect("write");
         std::fs::remove_file(&report).expect("rm");
         std::os::unix::fs::symlink("../other.xml", &report).expect("link");
-        let err = read_report(&ws, rel, &seen).expect_err("another file");
+        let err = read_report(&ws, rel, seen).expect_err("another file");
         assert!(err.to_string().contains("changed"), "{err}");
     }
 }
