@@ -433,7 +433,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             let sandbox = ferry_exec::sandbox::Sandbox::default()
                 .with_read(args.sandbox_read.iter().cloned())
                 .with_write(args.sandbox_write.iter().cloned())
-                .with_user(user);
+                .with_user(user)
+                // Each job's processes start from a helper process of its own, never
+                // from a thread of the server (see `ferry_exec::helper`).
+                .with_helper(std::env::current_exe().ok());
             match sandbox.check(&data, &work_root) {
                 Ok(ferry_exec::sandbox::Enforced::Fully) => {}
                 Ok(ferry_exec::sandbox::Enforced::Partially(why)) => {

@@ -95,34 +95,50 @@ impl Probe {
             .map(|_| ())
             .map_err(|e| format!("{}: {e}", self.describe())),
             Check::Command { run } => {
-                let mut cmd = tokio::process::Command::new("sh");
-                cmd.args(["-c", run])
-                    .current_dir(dir)
-                    // The deployment's environment (with its PATH and HOME), never the
-                    // server's.
-                    .env_clear()
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    // Its own group: what it leaves in the background ends with it.
-                    .process_group(0)
-                    .kill_on_drop(true);
                 let child = match &self.spawner {
-                    Some(spawner) => spawner.spawn(cmd).await,
-                    None => cmd.spawn(),
+                    Some(spawner) => {
+                        let start = ferry_exec::helper::Start {
+                            program: "sh".into(),
+                            args: vec!["-c".into(), run.clone()],
+                            env: env.clone(),
+                            cwd: dir.clone(),
+                            // Its own group: what it leaves in the background ends
+                            // with it.
+                            group: true,
+                            fds: 0,
+                        };
+                        spawner.start_process(start, Vec::new()).await
+                    }
+                    None => {
+                        let mut cmd = tokio::process::Command::new("sh");
+                        cmd.args(["-c", run])
+                            .current_dir(dir)
+                            // The deployment's environment (with its PATH and HOME),
+                            // never the server's.
+                            .env_clear()
+                            .envs(env.iter().map(|(k, v)| (k, v)))
+                            .stdin(std::process::Stdio::null())
+                            .stdout(std::process::Stdio::null())
+                            .stderr(std::process::Stdio::null())
+                            .process_group(0)
+                            .kill_on_drop(true);
+                        cmd.spawn().map(ferry_exec::process::Proc::Local)
+                    }
                 };
                 let mut child = child.map_err(|e| format!("{}: {e}", self.describe()))?;
                 let group = child.id().map(|p| p as i32).unwrap_or(0);
                 let out = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
                 ferry_exec::process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
-                let out = out
+                let code = out
                     .map_err(|_| format!("{}: timed out after 30s", self.describe()))?
                     .map_err(|e| format!("{}: {e}", self.describe()))?;
-                if out.success() {
+                if code == 0 {
                     Ok(())
                 } else {
-                    Err(format!("{}: exited with {out}", self.describe()))
+                    Err(format!(
+                        "{}: exited with exit status: {code}",
+                        self.describe()
+                    ))
                 }
             }
         }

@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod dummy;
+pub mod helper;
 pub mod images;
 mod local;
 pub mod mask;

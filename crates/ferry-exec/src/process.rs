@@ -99,34 +99,51 @@ pub async fn run_in(
         Ok(w) => w,
         Err(e) => return StepOutcome::Error(format!("cannot create a pipe: {e}")),
     };
-    let mut cmd = tokio::process::Command::new(shell(spec));
-    if spec.clear_env {
-        cmd.env_clear();
-    }
-    cmd.env_remove("FERRY_SECRET_KEY");
-    cmd.arg("-e")
-        .arg("-c")
-        .arg(&spec.script)
-        .current_dir(&spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::from(write2))
-        .process_group(0)
-        .kill_on_drop(true);
     let spawned = match spawner {
         Some(spawner) => {
             use tracing::Instrument as _;
+            // The whole environment, as the process is to have it.
+            let mut env: Vec<(String, String)> = if spec.clear_env {
+                Vec::new()
+            } else {
+                std::env::vars()
+                    .filter(|(k, _)| k != "FERRY_SECRET_KEY")
+                    .collect()
+            };
+            env.extend(spec.env.iter().cloned());
+            let start = crate::helper::Start {
+                program: shell(spec),
+                args: vec!["-e".into(), "-c".into(), spec.script.clone()],
+                env,
+                cwd: spec.cwd.clone(),
+                group: true,
+                fds: 2,
+            };
             spawner
-                .spawn(cmd)
+                .start_process(start, vec![write, write2])
                 .instrument(tracing::debug_span!("spawn"))
                 .await
         }
         None => {
+            let mut cmd = tokio::process::Command::new(shell(spec));
+            if spec.clear_env {
+                cmd.env_clear();
+            }
+            cmd.env_remove("FERRY_SECRET_KEY");
+            cmd.arg("-e")
+                .arg("-c")
+                .arg(&spec.script)
+                .current_dir(&spec.cwd)
+                .envs(spec.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(write))
+                .stderr(Stdio::from(write2))
+                .process_group(0)
+                .kill_on_drop(true);
             let spawned = tracing::debug_span!("spawn").in_scope(|| cmd.spawn());
             // Drop our copies of the write end, or we would never see end-of-file.
             drop(cmd);
-            spawned
+            spawned.map(Proc::Local)
         }
     };
     let mut child = match spawned {
@@ -186,10 +203,7 @@ pub async fn run_in(
                 }
             },
             st = child.wait(), if status.is_none() => {
-                status = Some(match st {
-                    Ok(s) => exit_code(s),
-                    Err(_) => -1,
-                });
+                status = Some(st.unwrap_or(-1));
                 drain_until = Some(Instant::now() + DRAIN);
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && ended.is_none() && status.is_none() => {
@@ -222,6 +236,36 @@ pub async fn run_in(
     match ended {
         Some(o) => o,
         None => StepOutcome::Exited(status.unwrap_or(-1)),
+    }
+}
+
+/// A started process: a child of the server's, or one a sandbox helper started for it
+/// (see [`crate::helper`]).
+#[derive(Debug)]
+pub enum Proc {
+    Local(tokio::process::Child),
+    Helper {
+        pid: u32,
+        exit: tokio::sync::oneshot::Receiver<i32>,
+    },
+}
+
+impl Proc {
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Local(c) => c.id(),
+            Proc::Helper { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for its end: its exit code (128 + the signal for one killed by a signal).
+    pub async fn wait(&mut self) -> std::io::Result<i32> {
+        match self {
+            Proc::Local(c) => c.wait().await.map(exit_code),
+            Proc::Helper { exit, .. } => exit
+                .await
+                .map_err(|_| std::io::Error::other("the sandbox helper ended")),
+        }
     }
 }
 

@@ -249,6 +249,9 @@ pub struct Sandbox {
     pub write: Vec<PathBuf>,
     /// Who steps run as; `None`: the server's user.
     pub user: Option<StepUser>,
+    /// The `ferry` binary, to start each job's processes from a helper process of its
+    /// own (see [`crate::helper`]); `None`: from a thread of this process.
+    pub helper: Option<PathBuf>,
 }
 
 impl Default for Sandbox {
@@ -257,6 +260,7 @@ impl Default for Sandbox {
             read: SYSTEM_READ.iter().map(PathBuf::from).collect(),
             write: SYSTEM_WRITE.iter().map(PathBuf::from).collect(),
             user: None,
+            helper: None,
         }
     }
 }
@@ -274,6 +278,12 @@ impl Sandbox {
     /// With `extra` also readable (e.g. a toolchain under `/home`).
     pub fn with_read(mut self, extra: impl IntoIterator<Item = PathBuf>) -> Self {
         self.read.extend(extra);
+        self
+    }
+
+    /// Each job's processes start from a helper process (`ferry` at `program`).
+    pub fn with_helper(mut self, program: Option<PathBuf>) -> Self {
+        self.helper = program;
         self
     }
 
@@ -322,7 +332,7 @@ impl Sandbox {
 
     /// Restricts the calling thread (and what it starts from now on) to this sandbox
     /// plus `own` (read and write).
-    fn restrict(&self, own: &[PathBuf]) -> Result<Enforced, String> {
+    pub(crate) fn restrict(&self, own: &[PathBuf]) -> Result<Enforced, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot set up the sandbox: {e}");
         let existing = |paths: &[PathBuf]| -> Vec<PathBuf> {
             paths.iter().filter(|p| p.exists()).cloned().collect()
@@ -369,11 +379,26 @@ enum Request {
     Sweep(tokio::sync::oneshot::Sender<bool>),
 }
 
-/// A thread restricted to a job's sandbox that starts the job's processes; it ends
-/// when the spawner is dropped.
+/// What starts a job's processes in its sandbox: a helper process (see
+/// [`crate::helper`]), or a thread of this process restricted to the sandbox; either
+/// ends when the spawner is dropped.
 #[derive(Debug)]
 pub struct Spawner {
-    tx: std::sync::mpsc::Sender<Request>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Thread(std::sync::mpsc::Sender<Request>),
+    Helper(crate::helper::Client),
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        if let Inner::Helper(client) = &self.inner {
+            client.close();
+        }
+    }
 }
 
 /// From a sandbox thread: kills every process of its Landlock domain (what it started
@@ -404,6 +429,18 @@ impl Spawner {
                     format!("cannot give {} to uid {}: {e}", dir.display(), user.uid)
                 })?;
             }
+        }
+        if let Some(program) = &sandbox.helper {
+            let setup = crate::helper::Setup {
+                read: sandbox.read.clone(),
+                write: sandbox.write.clone(),
+                own,
+                user: user.map(|u| (u.uid, u.gid)),
+            };
+            let client = crate::helper::Client::start(program, &setup)?;
+            return Ok(Spawner {
+                inner: Inner::Helper(client),
+            });
         }
         let runtime = tokio::runtime::Handle::current();
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
@@ -444,20 +481,60 @@ impl Spawner {
             })
             .map_err(|e| format!("cannot start the sandbox thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(_)) => Ok(Spawner { tx }),
+            Ok(Ok(_)) => Ok(Spawner {
+                inner: Inner::Thread(tx),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the sandbox thread ended".into()),
         }
     }
 
-    /// Starts `cmd` from the restricted thread (as the sandbox's user).
+    /// Starts `start` in the sandbox (as its user), its output to `fds` (stdout, then
+    /// stderr; none: null).
+    pub async fn start_process(
+        &self,
+        start: crate::helper::Start,
+        fds: Vec<std::os::fd::OwnedFd>,
+    ) -> std::io::Result<crate::process::Proc> {
+        if let Inner::Helper(client) = &self.inner {
+            return client.start_process(start, fds).await;
+        }
+        use std::process::Stdio;
+        let mut fds = fds.into_iter();
+        let mut cmd = tokio::process::Command::new(&start.program);
+        cmd.args(&start.args)
+            .env_clear()
+            .envs(start.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&start.cwd)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if start.group {
+            cmd.process_group(0);
+        }
+        match (fds.next(), fds.next()) {
+            (Some(out), Some(err)) => cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)),
+            (Some(out), None) => {
+                let err = out.try_clone()?;
+                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err))
+            }
+            _ => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        };
+        self.spawn(cmd).await.map(crate::process::Proc::Local)
+    }
+
+    /// Starts `cmd` from the restricted thread (as the sandbox's user); not for a
+    /// spawner with a helper (use [`start_process`](Self::start_process)).
     pub async fn spawn(
         &self,
         cmd: tokio::process::Command,
     ) -> std::io::Result<tokio::process::Child> {
+        let Inner::Thread(tx) = &self.inner else {
+            return Err(std::io::Error::other(
+                "this sandbox starts processes from a helper",
+            ));
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Request::Spawn(Box::new(cmd), reply))
+        tx.send(Request::Spawn(Box::new(cmd), reply))
             .map_err(|_| std::io::Error::other("the sandbox thread ended"))?;
         answer
             .await
@@ -469,8 +546,12 @@ impl Spawner {
     /// `false` where the kernel does not scope signals (Landlock ABI before 6): then
     /// only process groups are killed, by their callers.
     pub async fn sweep(&self) -> bool {
+        let tx = match &self.inner {
+            Inner::Helper(client) => return client.sweep().await,
+            Inner::Thread(tx) => tx,
+        };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if self.tx.send(Request::Sweep(reply)).is_err() {
+        if tx.send(Request::Sweep(reply)).is_err() {
             return false;
         }
         answer.await.unwrap_or(false)

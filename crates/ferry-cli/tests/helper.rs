@@ -1,0 +1,93 @@
+//! The sandbox helper (`ferry __ferry-sandbox-helper`): a sandboxed job's processes
+//! start from a process of their own, restricted and (for a root server) already the
+//! step user, never from a thread of the server, so that nothing a step does to its
+//! starter reaches the server.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use ferry_exec::helper::Start;
+use ferry_exec::sandbox::{Sandbox, Spawner, StepUser};
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// A step started by the helper runs as the step user in the job's sandbox; it can
+/// signal no thread of the server (this test process stands for it), and what it
+/// detached ends with the job's sweep, while the server lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helpers_steps_reach_no_thread_of_the_server() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let own = tmp.path().join("ws");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    let root = nix::unistd::geteuid().is_root();
+    let user = root.then(|| StepUser::parse("nobody").expect("nobody"));
+    let sandbox = Sandbox::default()
+        .with_user(user)
+        .with_helper(Some(env!("CARGO_BIN_EXE_ferry").into()));
+    let spawner = Spawner::start(&sandbox, vec![own.clone()]).expect("helper");
+    // Every thread of this process now, the spawner's own among them (if it had one).
+    let tasks: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+        .map(|t| t.file_name().to_string_lossy().into_owned())
+        .collect();
+    let script = format!(
+        "id -u; for t in {}; do kill -0 $t 2>/dev/null && echo LEAK-signal-$t; done; \
+         echo mine > f && cat f; cat /etc/hostname >/dev/null && echo system; \
+         setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $! > pid",
+        tasks.join(" ")
+    );
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let start = Start {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: own.clone(),
+        group: true,
+        fds: 1,
+    };
+    let mut child = spawner
+        .start_process(start, vec![write])
+        .await
+        .expect("started");
+    let code = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("ended")
+        .expect("status");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut out).expect("read");
+    let uid = if root {
+        "65534".to_string()
+    } else {
+        nix::unistd::geteuid().to_string()
+    };
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, format!("{uid}\nmine\nsystem\n"));
+    // What the step detached ends with the sweep.
+    let detached: i32 = std::fs::read_to_string(own.join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(detached), "detached and running");
+    assert!(
+        spawner.sweep().await,
+        "signals are scoped here (Landlock ABI 6)"
+    );
+    for _ in 0..100 {
+        if !alive(detached) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive(detached), "the sweep ended {detached}");
+    drop(spawner);
+    assert!(alive(std::process::id() as i32));
+}

@@ -1,0 +1,448 @@
+//! The sandbox helper: a small process per sandboxed job (the `ferry` binary started
+//! with [`ARG`]) that restricts itself with the job's Landlock rules, becomes the step
+//! user, and then starts the job's processes with `posix_spawn` on the server's behalf.
+//!
+//! Why a process: what a job starts lives in the helper's Landlock domain and has its
+//! user; were the starter a thread of the server (as it is without a helper), a step
+//! could signal that thread — and so the whole server — or change its limits. Steps
+//! may signal the helper; that ends their own job, nothing else.
+//!
+//! The server and the helper talk over a `SOCK_SEQPACKET` socket pair (the helper's
+//! standard input): one JSON message each way per request, with the output pipes of a
+//! process passed as `SCM_RIGHTS`. Replies: `ready` once, `spawned` per request in
+//! order, `exited` whenever a child ends (possibly before its `spawned` arrives), and
+//! `swept`. The helper ends when the server's end closes, sweeping its domain first.
+
+use std::collections::VecDeque;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox::{Enforced, Sandbox, StepUser};
+
+/// The argument that makes the `ferry` binary the helper.
+pub const ARG: &str = "__ferry-sandbox-helper";
+
+/// The largest message (a process's environment included).
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// What the helper is given on its command line (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    pub read: Vec<PathBuf>,
+    pub write: Vec<PathBuf>,
+    pub own: Vec<PathBuf>,
+    pub user: Option<(u32, u32)>,
+}
+
+/// A process to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Start {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    /// In a process group of its own.
+    pub group: bool,
+    /// How many descriptors come with the request: stdout, then stderr (0: both null;
+    /// 1: both the one).
+    pub fds: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Start(Start),
+    Sweep,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// The sandbox is in place (`true`: fully enforced, signals scoped), or why not.
+    Ready(Result<bool, String>),
+    Spawned(Result<u32, String>),
+    /// A child ended: its exit code (128 + the signal for one killed by a signal).
+    Exited {
+        pid: u32,
+        code: i32,
+    },
+    Swept(bool),
+}
+
+/// Sends `msg` with `fds` over `socket`.
+pub fn send<T: Serialize>(socket: impl AsFd, msg: &T, fds: &[OwnedFd]) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
+        return Err(std::io::Error::other("too many descriptors"));
+    }
+    rustix::net::sendmsg(
+        socket,
+        &[IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// Receives one message and its descriptors; `None` when the other end closed.
+pub fn recv<T: for<'de> Deserialize<'de>>(
+    socket: impl AsFd,
+    buf: &mut [u8],
+) -> std::io::Result<Option<(T, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        socket,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(passed) = message {
+            fds.extend(passed);
+        }
+    }
+    if got.bytes == 0 {
+        return Ok(None);
+    }
+    let msg = serde_json::from_slice(&buf[..got.bytes]).map_err(std::io::Error::other)?;
+    Ok(Some((msg, fds)))
+}
+
+/// The helper's life (called by `ferry` when its first argument is [`ARG`], before
+/// anything else: one thread). Never returns.
+pub fn run(setup: &str) -> ! {
+    let socket = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(s) => s,
+        Err(_) => std::process::exit(2),
+    };
+    let ready = prepare(setup);
+    let scoped = matches!(ready, Ok(true));
+    let ok = ready.is_ok();
+    if send(&socket, &Reply::Ready(ready), &[]).is_err() || !ok {
+        std::process::exit(1);
+    }
+    // The reaper: told of each child started, it waits for them and reports each end.
+    let (started, children) = std::sync::mpsc::channel::<()>();
+    let reaper = match socket.try_clone() {
+        Ok(s) => s,
+        Err(_) => std::process::exit(1),
+    };
+    std::thread::spawn(move || reap(&reaper, &children));
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut queue: VecDeque<OwnedFd> = VecDeque::new();
+    loop {
+        let (request, fds) = match recv::<Request>(&socket, &mut buf) {
+            Ok(Some(m)) => m,
+            Ok(None) | Err(_) => break,
+        };
+        queue.extend(fds);
+        let reply = match request {
+            Request::Start(start) => {
+                let fds: Vec<OwnedFd> = queue.drain(..).collect();
+                let spawned = spawn(&start, fds);
+                if spawned.is_ok() {
+                    let _ = started.send(());
+                }
+                Reply::Spawned(spawned)
+            }
+            Request::Sweep => Reply::Swept(sweep(scoped)),
+        };
+        if send(&socket, &reply, &[]).is_err() {
+            break;
+        }
+    }
+    sweep(scoped);
+    std::process::exit(0)
+}
+
+/// Restricts this process to the job's sandbox and becomes its user.
+fn prepare(setup: &str) -> Result<bool, String> {
+    let setup: Setup =
+        serde_json::from_str(setup).map_err(|e| format!("the helper's setup: {e}"))?;
+    let sandbox = Sandbox {
+        read: setup.read,
+        write: setup.write,
+        user: setup.user.map(|(uid, gid)| StepUser { uid, gid }),
+        helper: None,
+    };
+    let enforced = sandbox.restrict(&setup.own)?;
+    if let Some(user) = sandbox.user {
+        use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+        let fail = |e: nix::Error| format!("cannot become uid {}: {e}", user.uid);
+        let (uid, gid) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));
+        setgroups(&[]).map_err(fail)?;
+        setresgid(gid, gid, gid).map_err(fail)?;
+        setresuid(uid, uid, uid).map_err(fail)?;
+    }
+    Ok(enforced == Enforced::Fully)
+}
+
+fn spawn(start: &Start, mut fds: Vec<OwnedFd>) -> Result<u32, String> {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(&start.program);
+    cmd.args(&start.args)
+        .env_clear()
+        .envs(start.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&start.cwd)
+        .stdin(Stdio::null());
+    if start.group {
+        use std::os::unix::process::CommandExt as _;
+        cmd.process_group(0);
+    }
+    let (out, err) = match fds.len() {
+        0 => (Stdio::null(), Stdio::null()),
+        1 => {
+            let out = fds.remove(0);
+            let err = out.try_clone().map_err(|e| e.to_string())?;
+            (Stdio::from(out), Stdio::from(err))
+        }
+        _ => {
+            let out = fds.remove(0);
+            let err = fds.remove(0);
+            (Stdio::from(out), Stdio::from(err))
+        }
+    };
+    cmd.stdout(out).stderr(err);
+    let child = cmd.spawn().map_err(|e| {
+        format!(
+            "cannot start `{}` in {}: {e}",
+            start.program.display(),
+            start.cwd.display()
+        )
+    })?;
+    // Reaped by the reaper thread, never by this handle.
+    Ok(child.id())
+}
+
+/// Waits for the children, one `started` message each, and reports each end.
+fn reap(socket: &OwnedFd, started: &std::sync::mpsc::Receiver<()>) {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let mut alive = 0usize;
+    loop {
+        if alive == 0 {
+            if started.recv().is_err() {
+                return;
+            }
+            alive += 1;
+        }
+        while started.try_recv().is_ok() {
+            alive += 1;
+        }
+        let (pid, code) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, 128 + signal as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => {
+                alive = 0;
+                continue;
+            }
+        };
+        alive = alive.saturating_sub(1);
+        let reply = Reply::Exited {
+            pid: pid.as_raw() as u32,
+            code,
+        };
+        if send(socket, &reply, &[]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Kills every process of the helper's Landlock domain but the helper, if signals are
+/// scoped (see [`crate::sandbox`]).
+fn sweep(scoped: bool) -> bool {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    if !scoped || kill(Pid::from_raw(1), None).is_ok() {
+        return false;
+    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    true
+}
+
+/// The server's end of a helper: its socket, and who waits for which answer. Replies
+/// are read by a thread of their own (blocking reads: the socket is not the runtime's).
+#[derive(Debug)]
+pub struct Client {
+    socket: OwnedFd,
+    /// Held while a request is sent and its place in the queue of answers taken, so
+    /// that answers (given in order) go to the right waiter.
+    sending: std::sync::Mutex<()>,
+    state: std::sync::Arc<std::sync::Mutex<Waiting>>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    spawns: VecDeque<tokio::sync::oneshot::Sender<Result<u32, String>>>,
+    sweeps: VecDeque<tokio::sync::oneshot::Sender<bool>>,
+    exits: std::collections::HashMap<u32, Exit>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+enum Exit {
+    Waiting(tokio::sync::oneshot::Sender<i32>),
+    Done(i32),
+}
+
+impl Client {
+    /// Starts the helper (`program`, the `ferry` binary) with `setup` and waits until
+    /// its sandbox is in place; within a Tokio runtime (which reaps the helper).
+    pub fn start(program: &std::path::Path, setup: &Setup) -> Result<Client, String> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let fail = |e: &dyn std::fmt::Display| format!("cannot start the sandbox helper: {e}");
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| fail(&e))?;
+        let setup = serde_json::to_string(setup).map_err(|e| fail(&e))?;
+        // A child of this process, reaped by the runtime once it ends (never waited).
+        tokio::process::Command::new(program)
+            .arg(ARG)
+            .arg(setup)
+            .env_clear()
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(&e))?;
+        let mut buf = vec![0u8; 4096];
+        match recv::<Reply>(&ours, &mut buf).map_err(|e| fail(&e))? {
+            Some((Reply::Ready(Ok(_)), _)) => {}
+            Some((Reply::Ready(Err(e)), _)) => return Err(e),
+            _ => return Err(fail(&"it ended before it was ready")),
+        }
+        let reader = ours.try_clone().map_err(|e| fail(&e))?;
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Waiting::default()));
+        let theirs = state.clone();
+        std::thread::Builder::new()
+            .name("ferry-helper-replies".into())
+            .spawn(move || read_replies(&reader, &theirs))
+            .map_err(|e| fail(&e))?;
+        Ok(Client {
+            socket: ours,
+            sending: std::sync::Mutex::new(()),
+            state,
+        })
+    }
+
+    /// The helper ends (sweeping what its processes left) once it sees this.
+    pub fn close(&self) {
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
+    }
+
+    pub async fn start_process(
+        &self,
+        start: Start,
+        fds: Vec<OwnedFd>,
+    ) -> std::io::Result<crate::process::Proc> {
+        let gone = || std::io::Error::other("the sandbox helper ended");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let _one = self.sending.lock().map_err(|_| gone())?;
+            {
+                let mut state = self.state.lock().map_err(|_| gone())?;
+                if state.closed {
+                    return Err(gone());
+                }
+                state.spawns.push_back(tx);
+            }
+            let request = Request::Start(Start {
+                fds: fds.len(),
+                ..start
+            });
+            send(&self.socket, &request, &fds)?;
+        }
+        // Our copies of the pipes' write ends go now: the reader sees their end.
+        drop(fds);
+        let pid = rx
+            .await
+            .map_err(|_| gone())?
+            .map_err(std::io::Error::other)?;
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+        let mut state = self.state.lock().map_err(|_| gone())?;
+        match state.exits.remove(&pid) {
+            Some(Exit::Done(code)) => {
+                let _ = exit_tx.send(code);
+            }
+            _ if state.closed => return Err(gone()),
+            _ => {
+                state.exits.insert(pid, Exit::Waiting(exit_tx));
+            }
+        }
+        Ok(crate::process::Proc::Helper { pid, exit: exit_rx })
+    }
+
+    pub async fn sweep(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let Ok(_one) = self.sending.lock() else {
+                return false;
+            };
+            match self.state.lock() {
+                Ok(mut state) if !state.closed => state.sweeps.push_back(tx),
+                _ => return false,
+            }
+            if send(&self.socket, &Request::Sweep, &[]).is_err() {
+                return false;
+            }
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+/// Hands each reply to whoever waits for it, until the helper ends.
+fn read_replies(socket: &OwnedFd, state: &std::sync::Mutex<Waiting>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let got = recv::<Reply>(socket, &mut buf);
+        let Ok(mut state) = state.lock() else {
+            return;
+        };
+        match got {
+            Ok(Some((Reply::Spawned(r), _))) => {
+                if let Some(tx) = state.spawns.pop_front() {
+                    let _ = tx.send(r);
+                }
+            }
+            Ok(Some((Reply::Exited { pid, code }, _))) => match state.exits.remove(&pid) {
+                Some(Exit::Waiting(tx)) => {
+                    let _ = tx.send(code);
+                }
+                _ => {
+                    state.exits.insert(pid, Exit::Done(code));
+                }
+            },
+            Ok(Some((Reply::Swept(done), _))) => {
+                if let Some(tx) = state.sweeps.pop_front() {
+                    let _ = tx.send(done);
+                }
+            }
+            Ok(Some((Reply::Ready(_), _))) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Ok(None) | Err(_) => {
+                // Everyone waiting learns the helper ended.
+                state.closed = true;
+                state.spawns.clear();
+                state.sweeps.clear();
+                state.exits.clear();
+                return;
+            }
+        }
+    }
+}
