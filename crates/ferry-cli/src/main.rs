@@ -67,13 +67,9 @@ impl From<ferry_store::Error> for Failure {
 
 fn main() -> ExitCode {
     // A sandboxed job's helper (see `ferry_exec::helper`): nothing else of Ferry runs.
-    let mut argv = std::env::args_os().skip(1);
-    if argv.next().as_deref() == Some(std::ffi::OsStr::new(ferry_exec::helper::ARG)) {
-        let setup = argv
-            .next()
-            .and_then(|s| s.into_string().ok())
-            .unwrap_or_default();
-        ferry_exec::helper::run(&setup);
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(ferry_exec::helper::ARG))
+    {
+        ferry_exec::helper::run();
     }
     let cli = args::Cli::parse();
     let serving = matches!(cli.command, args::Command::Serve(_));

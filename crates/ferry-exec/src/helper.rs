@@ -8,7 +8,8 @@
 //! may signal the helper; that ends their own job, nothing else.
 //!
 //! The server and the helper talk over a `SOCK_SEQPACKET` socket pair (the helper's
-//! standard input): one JSON message each way per request, with the output pipes of a
+//! standard input): first the job's [`Setup`] (helpers are started ahead of need, see
+//! [`Pool`]), then one JSON message each way per request, with the output pipes of a
 //! process passed as `SCM_RIGHTS`. Replies: `ready` once, `spawned` per request in
 //! order, `exited` whenever a child ends (possibly before its `spawned` arrives), and
 //! `swept`. The helper ends when the server's end closes, sweeping its domain first.
@@ -33,7 +34,7 @@ pub const ARG: &str = "__ferry-sandbox-helper";
 /// The largest message (a process's environment included).
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// What the helper is given on its command line (JSON).
+/// What the helper is given first: the job's sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Setup {
     pub read: Vec<PathBuf>,
@@ -121,12 +122,17 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
 
 /// The helper's life (called by `ferry` when its first argument is [`ARG`], before
 /// anything else: one thread). Never returns.
-pub fn run(setup: &str) -> ! {
+pub fn run() -> ! {
     let socket = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(s) => s,
         Err(_) => std::process::exit(2),
     };
-    let ready = prepare(setup);
+    // Started ahead of need (see [`Pool`]): the job's setup comes when there is a job.
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let ready = match recv::<Setup>(&socket, &mut buf) {
+        Ok(Some((setup, _))) => prepare(setup),
+        _ => std::process::exit(0),
+    };
     let scoped = matches!(ready, Ok(true));
     let ok = ready.is_ok();
     if send(&socket, &Reply::Ready(ready), &[]).is_err() || !ok {
@@ -139,7 +145,6 @@ pub fn run(setup: &str) -> ! {
         Err(_) => std::process::exit(1),
     };
     std::thread::spawn(move || reap(&reaper, &children));
-    let mut buf = vec![0u8; MAX_MESSAGE];
     let mut queue: VecDeque<OwnedFd> = VecDeque::new();
     loop {
         let (request, fds) = match recv::<Request>(&socket, &mut buf) {
@@ -167,9 +172,7 @@ pub fn run(setup: &str) -> ! {
 }
 
 /// Restricts this process to the job's sandbox and becomes its user.
-fn prepare(setup: &str) -> Result<bool, String> {
-    let setup: Setup =
-        serde_json::from_str(setup).map_err(|e| format!("the helper's setup: {e}"))?;
+fn prepare(setup: Setup) -> Result<bool, String> {
     let sandbox = Sandbox {
         read: setup.read,
         write: setup.write,
@@ -298,29 +301,12 @@ enum Exit {
 }
 
 impl Client {
-    /// Starts the helper (`program`, the `ferry` binary) with `setup` and waits until
-    /// its sandbox is in place; within a Tokio runtime (which reaps the helper).
-    pub fn start(program: &std::path::Path, setup: &Setup) -> Result<Client, String> {
-        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    /// Gives the `pending` helper its job's `setup` and waits until its sandbox is in
+    /// place.
+    pub fn start(pending: Pending, setup: &Setup) -> Result<Client, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot start the sandbox helper: {e}");
-        let (ours, theirs) = socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| fail(&e))?;
-        let setup = serde_json::to_string(setup).map_err(|e| fail(&e))?;
-        // A child of this process, reaped by the runtime once it ends (never waited).
-        tokio::process::Command::new(program)
-            .arg(ARG)
-            .arg(setup)
-            .env_clear()
-            .stdin(std::process::Stdio::from(theirs))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .map_err(|e| fail(&e))?;
+        let ours = pending.socket;
+        send(&ours, setup, &[]).map_err(|e| fail(&e))?;
         let mut buf = vec![0u8; 4096];
         match recv::<Reply>(&ours, &mut buf).map_err(|e| fail(&e))? {
             Some((Reply::Ready(Ok(_)), _)) => {}
@@ -403,6 +389,68 @@ impl Client {
             }
         }
         rx.await.unwrap_or(false)
+    }
+}
+
+/// A helper started ahead of need, waiting for its job's setup.
+#[derive(Debug)]
+pub struct Pending {
+    socket: OwnedFd,
+}
+
+impl Pending {
+    /// Starts `program` (the `ferry` binary) as a helper; within a Tokio runtime,
+    /// which reaps it once it ends (it is never waited for).
+    pub fn spawn(program: &std::path::Path) -> Result<Pending, String> {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+        let fail = |e: &dyn std::fmt::Display| format!("cannot start the sandbox helper: {e}");
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| fail(&e))?;
+        tokio::process::Command::new(program)
+            .arg(ARG)
+            .env_clear()
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(&e))?;
+        Ok(Pending { socket: ours })
+    }
+}
+
+/// Helpers started ahead of need: a job takes one whose program has loaded already
+/// (starting the `ferry` binary takes milliseconds), and another is started for the
+/// next job.
+#[derive(Debug)]
+pub struct Pool {
+    program: PathBuf,
+    spare: std::sync::Mutex<Option<Pending>>,
+}
+
+impl Pool {
+    pub fn new(program: PathBuf) -> Pool {
+        Pool {
+            program,
+            spare: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A helper for a job (the spare one, or a new one), and a spare for the next.
+    pub fn take(&self) -> Result<Pending, String> {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.take());
+        let pending = match spare {
+            Some(p) => p,
+            None => Pending::spawn(&self.program)?,
+        };
+        if let (Ok(next), Ok(mut slot)) = (Pending::spawn(&self.program), self.spare.lock()) {
+            *slot = Some(next);
+        }
+        Ok(pending)
     }
 }
 

@@ -249,9 +249,9 @@ pub struct Sandbox {
     pub write: Vec<PathBuf>,
     /// Who steps run as; `None`: the server's user.
     pub user: Option<StepUser>,
-    /// The `ferry` binary, to start each job's processes from a helper process of its
-    /// own (see [`crate::helper`]); `None`: from a thread of this process.
-    pub helper: Option<PathBuf>,
+    /// Helper processes (the `ferry` binary), to start each job's processes from one
+    /// of its own (see [`crate::helper`]); `None`: from a thread of this process.
+    pub helper: Option<std::sync::Arc<crate::helper::Pool>>,
 }
 
 impl Default for Sandbox {
@@ -283,7 +283,7 @@ impl Sandbox {
 
     /// Each job's processes start from a helper process (`ferry` at `program`).
     pub fn with_helper(mut self, program: Option<PathBuf>) -> Self {
-        self.helper = program;
+        self.helper = program.map(|p| std::sync::Arc::new(crate::helper::Pool::new(p)));
         self
     }
 
@@ -430,14 +430,14 @@ impl Spawner {
                 })?;
             }
         }
-        if let Some(program) = &sandbox.helper {
+        if let Some(pool) = &sandbox.helper {
             let setup = crate::helper::Setup {
                 read: sandbox.read.clone(),
                 write: sandbox.write.clone(),
                 own,
                 user: user.map(|u| (u.uid, u.gid)),
             };
-            let client = crate::helper::Client::start(program, &setup)?;
+            let client = crate::helper::Client::start(pool.take()?, &setup)?;
             return Ok(Spawner {
                 inner: Inner::Helper(client),
             });
