@@ -440,16 +440,22 @@ impl Pool {
         }
     }
 
-    /// A helper for a job (the spare one, or a new one), and a spare for the next.
-    pub fn take(&self) -> Result<Pending, String> {
+    /// A helper for a job (the spare one, or a new one); a spare for the next is
+    /// started in the background, off the job's way. Within a Tokio runtime.
+    pub fn take(self: &std::sync::Arc<Self>) -> Result<Pending, String> {
         let spare = self.spare.lock().ok().and_then(|mut s| s.take());
         let pending = match spare {
             Some(p) => p,
             None => Pending::spawn(&self.program)?,
         };
-        if let (Ok(next), Ok(mut slot)) = (Pending::spawn(&self.program), self.spare.lock()) {
-            *slot = Some(next);
-        }
+        let pool = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let (Ok(next), Ok(mut slot)) = (Pending::spawn(&pool.program), pool.spare.lock())
+                && slot.is_none()
+            {
+                *slot = Some(next);
+            }
+        });
         Ok(pending)
     }
 }
