@@ -239,14 +239,7 @@ async fn host_jobs_cannot_reach_the_servers_files() {
     let data = tmp.path().join("data");
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
-    // A UNIX socket the server's user may use (as the Docker socket is for root or the
-    // `docker` group): Landlock does not govern connecting to it; the step's own uid
-    // and groups do.
-    let sockets = tmp.path().join("sockets");
-    std::fs::create_dir_all(&sockets).expect("mkdir");
-    let socket = sockets.join("engine.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let (sockets, socket, _listener) = server_only_socket(tmp.path());
     let my_uid = std::process::Command::new("id")
         .arg("-u")
         .output()
@@ -270,15 +263,7 @@ async fn host_jobs_cannot_reach_the_servers_files() {
         s = socket.display()
     );
     let bare = bare_repo(tmp.path(), &pipeline);
-    let server = start_with_env(
-        &data,
-        &[
-            "--host-sandbox",
-            "on",
-            "--sandbox-read",
-            &sockets.display().to_string(),
-        ],
-    );
+    let server = start_sandboxed(&data, &sockets);
     let token = server.admin_token();
     server.add_app(&token, &bare).await;
     let run = server.trigger_app(&token).await;
@@ -335,12 +320,7 @@ async fn a_releases_host_code_cannot_reach_the_servers_files() {
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).expect("mkdir");
     std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let sockets = tmp.path().join("sockets");
-    std::fs::create_dir_all(&sockets).expect("mkdir");
-    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let socket = sockets.join("engine.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let (sockets, socket, _listener) = server_only_socket(tmp.path());
     let root = nix::unistd::geteuid().is_root();
     let pipeline = format!(
         "jobs:
@@ -375,15 +355,7 @@ environments:
         s = socket.display()
     );
     let bare = bare_repo(tmp.path(), &pipeline);
-    let server = start_with_env(
-        &data,
-        &[
-            "--host-sandbox",
-            "on",
-            "--sandbox-read",
-            &sockets.display().to_string(),
-        ],
-    );
+    let server = start_sandboxed(&data, &sockets);
     let token = server.admin_token();
     server.add_app(&token, &bare).await;
     server.trigger_app(&token).await;
@@ -440,6 +412,26 @@ environments:
     .expect("the probe's report");
     assert_eq!(probed, want, "the command probe");
     assert!(!outside.join("written").exists());
+}
+
+/// A UNIX socket only the server's user may use (as the Docker socket is for root or
+/// the `docker` group): Landlock does not govern connecting to it; the step's own uid
+/// and groups do. Its directory, its path and its listener.
+fn server_only_socket(dir: &Path) -> (PathBuf, PathBuf, std::os::unix::net::UnixListener) {
+    use std::os::unix::fs::PermissionsExt;
+    let sockets = dir.join("sockets");
+    std::fs::create_dir_all(&sockets).expect("mkdir");
+    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = sockets.join("engine.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    (sockets, socket, listener)
+}
+
+/// A server with its host sandbox on, which may also read `sockets`.
+fn start_sandboxed(data: &Path, sockets: &Path) -> Serve {
+    let sockets = sockets.display().to_string();
+    start_with_env(data, &["--host-sandbox", "on", "--sandbox-read", &sockets])
 }
 
 /// [`start`] with a variable in the server's environment that no step may see.

@@ -860,16 +860,16 @@ impl Deliverer {
                 .store
                 .release(&dep.repository_id, &dep.release_id)
                 .await?;
+            if !rules.contains_key(&dep.repository_id) {
+                let read = self.rules(&dep.repository_id).await;
+                rules.insert(dep.repository_id.clone(), read);
+            }
             // A freeze holds every deployment but a rollback (which only an approver
             // may ask for during one, or which follows a failure): they wait, queued,
             // for its end. A rollback queued behind them goes first.
             if dep.kind != Kind::Rollback {
                 if frozen.contains(&env) {
                     continue;
-                }
-                if !rules.contains_key(&dep.repository_id) {
-                    let read = self.rules(&dep.repository_id).await;
-                    rules.insert(dep.repository_id.clone(), read);
                 }
                 let spec = match &rules[&dep.repository_id] {
                     // Whether a freeze holds cannot be told: nothing starts.
@@ -929,10 +929,6 @@ impl Deliverer {
                 // freeze's approvers: it waits for the end like the rest. (One asked for
                 // during the freeze was checked then; the one after a failure goes.)
                 if dep.requested_by.as_deref() != Some("ferry") {
-                    if !rules.contains_key(&dep.repository_id) {
-                        let read = self.rules(&dep.repository_id).await;
-                        rules.insert(dep.repository_id.clone(), read);
-                    }
                     let asked = DateTime::from_timestamp_millis(dep.created_at).unwrap_or_default();
                     if let Ok(d) = &rules[&dep.repository_id]
                         && let Some(spec) = d.environment(&dep.environment)

@@ -67,6 +67,21 @@ fn config() -> String {
     )
 }
 
+/// What the code tries to reach: the data directory, a directory beside it, this
+/// process (standing for the server), as the repository's variables.
+async fn set_targets(h: &Harness, beside: &std::path::Path) {
+    for (name, value) in [
+        ("DATA", h.data.display().to_string()),
+        ("BESIDE", beside.display().to_string()),
+        ("SERVER_PID", std::process::id().to_string()),
+    ] {
+        h.store
+            .set_variable(&h.repo, "", name, &value, None)
+            .await
+            .expect("variable");
+    }
+}
+
 fn lines(h: &Harness, file: &str) -> String {
     std::fs::read_to_string(h.out.join(file)).unwrap_or_else(|e| panic!("$OUT/{file}: {e}"))
 }
@@ -95,16 +110,7 @@ async fn a_releases_host_code_reaches_only_its_own_files() {
         .with_write([h.out.clone()])
         .with_user(user);
     h.deliverer = h.deliverer.clone().with_sandbox(Some(sandbox));
-    for (name, value) in [
-        ("DATA", h.data.display().to_string()),
-        ("BESIDE", beside.display().to_string()),
-        ("SERVER_PID", std::process::id().to_string()),
-    ] {
-        h.store
-            .set_variable(&h.repo, "", name, &value, None)
-            .await
-            .expect("variable");
-    }
+    set_targets(&h, &beside).await;
     for env in ["sandbox", "web"] {
         h.store
             .set_secret(&h.key, &h.repo, env, "API_TOKEN", b"tok-jail", None)
@@ -163,16 +169,7 @@ async fn without_the_sandbox_a_releases_host_code_has_the_servers_rights() {
     let mut h = Harness::new().await;
     let beside = h.tmp.path().join("beside");
     std::fs::create_dir_all(&beside).expect("mkdir");
-    for (name, value) in [
-        ("DATA", h.data.display().to_string()),
-        ("BESIDE", beside.display().to_string()),
-        ("SERVER_PID", std::process::id().to_string()),
-    ] {
-        h.store
-            .set_variable(&h.repo, "", name, &value, None)
-            .await
-            .expect("variable");
-    }
+    set_targets(&h, &beside).await;
     h.store
         .set_secret(&h.key, &h.repo, "sandbox", "API_TOKEN", b"tok-jail", None)
         .await

@@ -183,24 +183,7 @@ async fn a_queued_rollback_to_a_release_that_failed_since_is_cancelled() {
         .expect("rollback");
     assert_eq!(back.number, 3);
     // Meanwhile v1 failed in sandbox (a deployment the rollback queued behind).
-    let failed = h
-        .store
-        .create_deployment(
-            &h.repo,
-            "sandbox",
-            &back.release_id,
-            ferry_store::DeploymentKind::Promotion,
-            S::Deploying,
-            Some("user:dave"),
-        )
-        .await
-        .expect("deployment");
-    assert!(
-        h.store
-            .move_deployment(&failed.id, &[S::Deploying], S::Failed, Some("not healthy"))
-            .await
-            .expect("move")
-    );
+    deployed_by_hand(&h, &back.release_id, S::Failed).await;
     h.start();
     let cancelled = h.wait_status("sandbox", 3, S::Cancelled).await;
     assert_eq!(
@@ -257,18 +240,6 @@ async fn a_queued_automatic_promotion_that_no_longer_descends_is_cancelled() {
     // Meanwhile v3, a later commit, went live.
     let c3 = h.commit(&sandbox_only(), "three");
     let v3 = h.release_of("v3", &c3, &sandbox_only(), GOOD).await;
-    let live = h
-        .store
-        .create_deployment(
-            &h.repo,
-            "sandbox",
-            &v3.id,
-            ferry_store::DeploymentKind::Promotion,
-            S::Deploying,
-            Some("user:dave"),
-        )
-        .await
-        .expect("deployment");
     let first = h.deployment("sandbox", 1).await;
     assert!(
         h.store
@@ -276,12 +247,7 @@ async fn a_queued_automatic_promotion_that_no_longer_descends_is_cancelled() {
             .await
             .expect("replace")
     );
-    assert!(
-        h.store
-            .move_deployment(&live.id, &[S::Deploying], S::Live, None)
-            .await
-            .expect("live")
-    );
+    deployed_by_hand(&h, &v3.id, S::Live).await;
     h.start();
     let cancelled = h.wait_status("sandbox", queued.number, S::Cancelled).await;
     let why = cancelled.reason.unwrap_or_default();
@@ -290,4 +256,28 @@ async fn a_queued_automatic_promotion_that_no_longer_descends_is_cancelled() {
         "{why}"
     );
     assert_eq!(h.live("sandbox").await.as_deref(), Some("v3"));
+}
+
+/// A deployment of `release_id` to sandbox that Dave asked for and that ended `how`
+/// (written to the store while the loop is stopped).
+async fn deployed_by_hand(h: &Harness, release_id: &str, how: S) {
+    let dep = h
+        .store
+        .create_deployment(
+            &h.repo,
+            "sandbox",
+            release_id,
+            ferry_store::DeploymentKind::Promotion,
+            S::Deploying,
+            Some("user:dave"),
+        )
+        .await
+        .expect("deployment");
+    let reason = (how == S::Failed).then_some("not healthy");
+    assert!(
+        h.store
+            .move_deployment(&dep.id, &[S::Deploying], how, reason)
+            .await
+            .expect("move")
+    );
 }

@@ -180,3 +180,24 @@ fn copy_in(from: &Path, ws: &Dir) -> Result<(), (PathBuf, io::Error)> {
     }
     Ok(())
 }
+
+/// Opens `name` beneath `dir` without blocking (a FIFO put in a file's place must not
+/// hold the caller) if it is still the regular file the caller's walk saw (`seen`:
+/// device and inode); `None` when it is something else now.
+pub(crate) fn open_seen(
+    dir: &Dir,
+    name: &Path,
+    seen: (u64, u64),
+) -> io::Result<Option<(cap_std::fs::File, cap_std::fs::Metadata)>> {
+    use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let mut options = cap_std::fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+    let file = dir.open_with(name, &options)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || (meta.dev(), meta.ino()) != seen {
+        return Ok(None);
+    }
+    Ok(Some((file, meta)))
+}

@@ -89,7 +89,7 @@ fn append_beneath<W: io::Write>(
     path: &Path,
     depth: usize,
 ) -> io::Result<()> {
-    use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
+    use cap_std::fs::MetadataExt as _;
     let changed = || io::Error::other(format!("`{}` changed while it was saved", path.display()));
     let meta = dir.symlink_metadata(name)?;
     let same = |m: &cap_std::fs::Metadata| (m.dev(), m.ino()) == (meta.dev(), meta.ino());
@@ -131,16 +131,11 @@ fn append_beneath<W: io::Write>(
         }
         Ok(())
     } else if kind.is_file() {
-        // Non-blocking: a file swapped for a FIFO must not hold the save open.
-        let mut options = cap_std::fs::OpenOptions::new();
-        options
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
-        let file = dir.open_with(name, &options)?;
-        let opened = file.metadata()?;
-        if !opened.is_file() || !same(&opened) {
+        let Some((file, opened)) =
+            crate::artifacts::open_seen(dir, name, (meta.dev(), meta.ino()))?
+        else {
             return Err(changed());
-        }
+        };
         let size = opened.len();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_size(size);

@@ -528,16 +528,9 @@ const REPORT_LIMIT: u64 = 64 << 20;
 /// Reads `rel` beneath the workspace `ws` (`cap-std`: never through a link out of it),
 /// if it is still the regular file `seen` (the walk's look at it) and not too large.
 fn read_report(ws: &cap_std::fs::Dir, rel: &Path, seen: (u64, u64)) -> std::io::Result<String> {
-    use cap_std::fs::{MetadataExt as _, OpenOptionsExt as _};
-    let mut options = cap_std::fs::OpenOptions::new();
-    options
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
-    let file = ws.open_with(rel, &options)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() || (meta.dev(), meta.ino()) != seen {
+    let Some((file, meta)) = crate::artifacts::open_seen(ws, rel, seen)? else {
         return Err(std::io::Error::other("it changed while it was read"));
-    }
+    };
     if meta.len() > REPORT_LIMIT {
         return Err(std::io::Error::other(format!(
             "it is larger than {} MiB",

@@ -161,13 +161,13 @@ pub fn run() -> ! {
                 }
                 Reply::Spawned(spawned)
             }
-            Request::Sweep => Reply::Swept(sweep(scoped)),
+            Request::Sweep => Reply::Swept(crate::sandbox::sweep(scoped)),
         };
         if send(&socket, &reply, &[]).is_err() {
             break;
         }
     }
-    sweep(scoped);
+    crate::sandbox::sweep(scoped);
     std::process::exit(0)
 }
 
@@ -191,32 +191,36 @@ fn prepare(setup: Setup) -> Result<bool, String> {
     Ok(enforced == Enforced::Fully)
 }
 
-fn spawn(start: &Start, mut fds: Vec<OwnedFd>) -> Result<u32, String> {
-    use std::process::Stdio;
-    let mut cmd = std::process::Command::new(&start.program);
-    cmd.args(&start.args)
-        .env_clear()
-        .envs(start.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&start.cwd)
-        .stdin(Stdio::null());
-    if start.group {
+impl Start {
+    /// The command: only its own environment, standard input null, its output to
+    /// `fds` (stdout, then stderr; one: both; none: null).
+    pub fn command(&self, fds: Vec<OwnedFd>) -> std::io::Result<std::process::Command> {
         use std::os::unix::process::CommandExt as _;
-        cmd.process_group(0);
+        use std::process::Stdio;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(Stdio::null());
+        if self.group {
+            cmd.process_group(0);
+        }
+        let mut fds = fds.into_iter();
+        match (fds.next(), fds.next()) {
+            (Some(out), Some(err)) => cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)),
+            (Some(out), None) => {
+                let err = out.try_clone()?;
+                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err))
+            }
+            _ => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
+        };
+        Ok(cmd)
     }
-    let (out, err) = match fds.len() {
-        0 => (Stdio::null(), Stdio::null()),
-        1 => {
-            let out = fds.remove(0);
-            let err = out.try_clone().map_err(|e| e.to_string())?;
-            (Stdio::from(out), Stdio::from(err))
-        }
-        _ => {
-            let out = fds.remove(0);
-            let err = fds.remove(0);
-            (Stdio::from(out), Stdio::from(err))
-        }
-    };
-    cmd.stdout(out).stderr(err);
+}
+
+fn spawn(start: &Start, fds: Vec<OwnedFd>) -> Result<u32, String> {
+    let mut cmd = start.command(fds).map_err(|e| e.to_string())?;
     let child = cmd.spawn().map_err(|e| {
         format!(
             "cannot start `{}` in {}: {e}",
@@ -261,18 +265,6 @@ fn reap(socket: &OwnedFd, started: &std::sync::mpsc::Receiver<()>) {
             return;
         }
     }
-}
-
-/// Kills every process of the helper's Landlock domain but the helper, if signals are
-/// scoped (see [`crate::sandbox`]).
-fn sweep(scoped: bool) -> bool {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    if !scoped || kill(Pid::from_raw(1), None).is_ok() {
-        return false;
-    }
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
-    true
 }
 
 /// The server's end of a helper: its socket, and who waits for which answer. Replies

@@ -401,11 +401,11 @@ impl Drop for Spawner {
     }
 }
 
-/// From a sandbox thread: kills every process of its Landlock domain (what it started
-/// and whatever they started, `setsid` or not), and nothing else, if the kernel scopes
-/// its signals (ABI 6) — checked first, on init, which must then be out of reach. Says
-/// whether it swept.
-fn sweep(scoped: bool) -> bool {
+/// From a sandbox thread or helper: kills every process of its Landlock domain (what
+/// it started and whatever they started, `setsid` or not) but its own process, and
+/// nothing else, if the kernel scopes its signals (ABI 6) — checked first, on init,
+/// which must then be out of reach. Says whether it swept.
+pub(crate) fn sweep(scoped: bool) -> bool {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     // Unscoped, `kill(-1)` would reach every process the server's user may signal.
@@ -499,26 +499,8 @@ impl Spawner {
         if let Inner::Helper(client) = &self.inner {
             return client.start_process(start, fds).await;
         }
-        use std::process::Stdio;
-        let mut fds = fds.into_iter();
-        let mut cmd = tokio::process::Command::new(&start.program);
-        cmd.args(&start.args)
-            .env_clear()
-            .envs(start.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(&start.cwd)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if start.group {
-            cmd.process_group(0);
-        }
-        match (fds.next(), fds.next()) {
-            (Some(out), Some(err)) => cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err)),
-            (Some(out), None) => {
-                let err = out.try_clone()?;
-                cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err))
-            }
-            _ => cmd.stdout(Stdio::null()).stderr(Stdio::null()),
-        };
+        let mut cmd = tokio::process::Command::from(start.command(fds)?);
+        cmd.kill_on_drop(true);
         self.spawn(cmd).await.map(crate::process::Proc::Local)
     }
 
