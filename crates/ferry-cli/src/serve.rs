@@ -135,11 +135,22 @@ pub struct ServeArgs {
     /// calls over https:// (verification probes), e.g. a private CA.
     #[arg(long, env = "FERRY_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
-    /// Who sandboxed host steps run as when the server runs as root: a user `NAME`,
-    /// `UID` or `UID:GID`, without the server's groups [default: `nobody`]; `none` runs
-    /// them as root. A server that is not root runs them as its own user.
-    #[arg(long, env = "FERRY_SANDBOX_USER", value_name = "USER")]
+    /// One user for every sandboxed host step and deployment of a server running as
+    /// root: a user `NAME`, `UID` or `UID:GID`, without the server's groups; `none` runs
+    /// them as root. Without it, each job and deployment gets a uid of its own from
+    /// --sandbox-uids. A server that is not root runs them as its own user.
+    #[arg(
+        long,
+        env = "FERRY_SANDBOX_USER",
+        value_name = "USER",
+        conflicts_with = "sandbox_uids"
+    )]
     pub sandbox_user: Option<String>,
+    /// The uids (and gids of the same numbers) a server running as root gives its jobs
+    /// and deployments, one each, while they run: `FIRST-LAST`, used by no user, group
+    /// or subordinate id range of the host [default: 2000000000-2000065535].
+    #[arg(long, env = "FERRY_SANDBOX_UIDS", value_name = "FIRST-LAST")]
+    pub sandbox_uids: Option<String>,
     /// A host directory whose paths `docker` deployments may mount through `volumes:`
     /// (a release's own configuration says what it mounts); repeat. Without one, only
     /// named volumes are mounted.
@@ -273,28 +284,40 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     Ok(args)
 }
 
-/// Who host steps run as: `--sandbox-user`, `nobody` for a server running as root,
+/// Who host steps run as: `--sandbox-user` (one user for all), else for a server running
+/// as root a uid per job and deployment from `--sandbox-uids` (or its default range),
 /// else nobody else (the server's own user).
-fn step_user(asked: Option<&str>) -> Result<Option<ferry_exec::sandbox::StepUser>, Failure> {
+fn step_users(
+    user: Option<&str>,
+    uids: Option<&str>,
+) -> Result<Option<ferry_exec::sandbox::StepUsers>, Failure> {
+    use ferry_exec::sandbox::{StepUser, StepUsers, UidRange};
     let root = nix::unistd::geteuid().is_root();
-    match asked {
-        Some("none") => Ok(None),
-        Some(user) if !root => Err(Failure::usage(format!(
-            "--sandbox-user {user}: only a server running as root runs steps as another user"
-        ))),
-        Some(user) => ferry_exec::sandbox::StepUser::parse(user)
-            .map(Some)
-            .map_err(|e| Failure::usage(format!("--sandbox-user: {e}"))),
-        None if root => ferry_exec::sandbox::StepUser::parse("nobody")
-            .map(Some)
-            .map_err(|e| {
-                Failure::usage(format!(
-                    "{e}: host steps would run as root; name a user with --sandbox-user \
-                     (or `none`)"
-                ))
-            }),
-        None => Ok(None),
+    if !root && let Some(asked) = user.filter(|u| *u != "none").or(uids) {
+        return Err(Failure::usage(format!(
+            "{asked}: only a server running as root runs steps as other users"
+        )));
     }
+    match user {
+        Some("none") => return Ok(None),
+        Some(user) => {
+            return StepUser::parse(user)
+                .map(|u| Some(StepUsers::One(u)))
+                .map_err(|e| Failure::usage(format!("--sandbox-user: {e}")));
+        }
+        None if !root => return Ok(None),
+        None => {}
+    }
+    let range = UidRange::parse(uids.unwrap_or(UidRange::DEFAULT))
+        .map_err(|e| Failure::usage(format!("--sandbox-uids: {e}")))?;
+    if let Some(clash) = range.clashes() {
+        return Err(Failure::usage(format!(
+            "--sandbox-uids {}: the range is in use ({clash}); choose a range no one uses, \
+             or one user for every job with --sandbox-user",
+            uids.unwrap_or(UidRange::DEFAULT)
+        )));
+    }
+    Ok(Some(StepUsers::Range(std::sync::Arc::new(range))))
 }
 
 /// `--deploy-mount` directories are absolute and never hold or lie in the data
@@ -372,6 +395,11 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         Some(file) => Some(crate::client::read_ca(file)?),
         None => None,
     };
+    // Who host steps run as, checked before anything is written.
+    let users = match args.host_sandbox.as_str() {
+        "off" => None,
+        _ => step_users(args.sandbox_user.as_deref(), args.sandbox_uids.as_deref())?,
+    };
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data.display())))?;
@@ -415,8 +443,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             None
         }
         _ => {
-            let user = step_user(args.sandbox_user.as_deref())?;
-            if let Some(u) = &user {
+            if let Some(u) = users.as_ref().map(ferry_exec::sandbox::StepUsers::probe) {
                 ferry_exec::sandbox::share_work_only(&data).map_err(Failure::failed)?;
                 // A data directory the step user cannot pass through (under /root, or
                 // in a private temporary directory): workspaces go where it can.
@@ -433,7 +460,7 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             let sandbox = ferry_exec::sandbox::Sandbox::default()
                 .with_read(args.sandbox_read.iter().cloned())
                 .with_write(args.sandbox_write.iter().cloned())
-                .with_user(user)
+                .with_users(users)
                 // Each job's processes start from a helper process of its own, never
                 // from a thread of the server (see `ferry_exec::helper`).
                 .with_helper(std::env::current_exe().ok());
@@ -460,7 +487,10 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             None
         }
         (Some(sandbox), _) => {
-            if let Some(user) = &sandbox.user
+            if let Some(user) = sandbox
+                .user
+                .as_ref()
+                .map(ferry_exec::sandbox::StepUsers::probe)
                 && let Some(why) = user.cannot_reach(&data.join("deploy"))
             {
                 eprintln!(

@@ -281,9 +281,12 @@ async fn host_jobs_cannot_reach_the_servers_files() {
         )
         .await;
     assert_eq!(detail["run"]["status"], "success", "{detail}\n{log}");
-    // A server running as root runs steps as `nobody`: the socket is out of reach.
+    // A server running as root runs each job as a uid of its own from its range: the
+    // socket is out of reach.
     let (socket_line, uid) = if root {
-        ("no-socket", "65534".to_string())
+        let uid = uid_in(&log);
+        assert!(DEFAULT_UIDS.contains(&uid), "{log}");
+        ("no-socket", uid.to_string())
     } else {
         ("LEAK-socket", my_uid)
     };
@@ -369,12 +372,6 @@ environments:
         .call_text(&token, "GET", "/api/v1/repos/app/deployments", None)
         .await;
     assert!(live.is_some(), "both environments go live: {deployments}");
-    let (socket_line, uid) = if root {
-        ("no-socket", "65534".to_string())
-    } else {
-        ("LEAK-socket", nix::unistd::geteuid().to_string())
-    };
-    let want = format!("no-key\nno-db\nno-list\nno-write\nno-env\n{socket_line}\nuid={uid}\n");
     let (_, script) = server
         .call_text(
             &token,
@@ -383,13 +380,31 @@ environments:
             None,
         )
         .await;
-    assert!(script.contains(&want), "the deploy script:\n{script}");
     let output = server
         .poll_text(&token, "/api/v1/repos/app/environments/web/output", |t| {
             t.contains("uid=")
         })
         .await;
+    // A root server runs each deployment's code as a uid of its own.
+    let want = |text: &str| {
+        let (socket_line, uid) = if root {
+            let uid = uid_in(text);
+            assert!(DEFAULT_UIDS.contains(&uid), "{text}");
+            ("no-socket", uid.to_string())
+        } else {
+            ("LEAK-socket", nix::unistd::geteuid().to_string())
+        };
+        format!("no-key\nno-db\nno-list\nno-write\nno-env\n{socket_line}\nuid={uid}\n")
+    };
+    assert!(
+        script.contains(&want(&script)),
+        "the deploy script:\n{script}"
+    );
+    let want = want(&output);
     assert!(output.contains(&want), "the process:\n{output}");
+    if root {
+        assert_ne!(uid_in(&script), uid_in(&output), "one uid per deployment");
+    }
     let repo_dir = std::fs::read_dir(data.join("deploy"))
         .expect("deploy dir")
         .flatten()
@@ -412,6 +427,62 @@ environments:
     .expect("the probe's report");
     assert_eq!(probed, want, "the command probe");
     assert!(!outside.join("written").exists());
+}
+
+/// A uid range that the host's users or subordinate ids use, or that is not a range,
+/// is refused at start with the reason, before anything is written.
+#[test]
+fn a_uid_range_in_use_is_refused_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let serve = |uids: &str| {
+        ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(["--sandbox-uids", uids])
+            .output()
+            .expect("ferry serve")
+    };
+    let root = nix::unistd::geteuid().is_root();
+    // uid 1 is `daemon` (or some system user) on every Debian.
+    let clash = serve("1-100");
+    assert_eq!(clash.status.code(), Some(2), "{}", stderr(&clash));
+    let want = if root {
+        "the range is in use (/etc/passwd: `"
+    } else {
+        "only a server running as root runs steps as other users"
+    };
+    assert!(stderr(&clash).contains(want), "{}", stderr(&clash));
+    if root {
+        let bad = serve("10-5");
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(
+            stderr(&bad).contains("--sandbox-uids: `10-5`"),
+            "{}",
+            stderr(&bad)
+        );
+    }
+    let both = ferry(&[
+        "serve",
+        "--sandbox-uids",
+        "2000-3000",
+        "--sandbox-user",
+        "nobody",
+    ])
+    .output()
+    .expect("ferry serve");
+    assert_eq!(both.status.code(), Some(2), "one or the other");
+    assert!(!data.join("ferry.db").exists(), "nothing written");
+}
+
+/// The uids a root server gives its jobs and deployments by default.
+const DEFAULT_UIDS: std::ops::RangeInclusive<u32> = 2_000_000_000..=2_000_065_535;
+
+/// The uid a job's or deployment's code printed (`uid=N`).
+fn uid_in(text: &str) -> u32 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("uid="))
+        .and_then(|u| u.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no uid in:\n{text}"))
 }
 
 /// A UNIX socket only the server's user may use (as the Docker socket is for root or
@@ -1118,23 +1189,24 @@ async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
     server
         .wait_for_run(&token, &first, |r| r["run"]["status"] == "success")
         .await;
-    // A second commit, fetched into the mirror by a run of main.
+    // A second commit, fetched into the mirror (as the watcher's refresh does) but not
+    // read by the server yet (a commit it has read whole, it remembers).
     let work = tmp.path().join("origin-work");
     std::fs::write(work.join("second"), "2\n").expect("write");
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-q", "-m", "second"]);
     git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
-    let second = server.trigger_app(&token).await;
-    server
-        .wait_for_run(&token, &second, |r| r["run"]["status"] == "success")
-        .await;
-    let sha = git(&bare, &["rev-parse", "main"]);
-    // Its tree goes missing from the mirror, as mid-fetch.
-    let tree = git(&bare, &["rev-parse", &format!("{sha}^{{tree}}")]);
     let mirror = tmp
         .path()
         .join("data/mirrors")
         .join(format!("{repo_id}.git"));
+    git(
+        &mirror,
+        &["fetch", "-q", &bare.display().to_string(), "+refs/heads/*:refs/heads/*"],
+    );
+    let sha = git(&bare, &["rev-parse", "main"]);
+    // Its tree goes missing from the mirror, as mid-fetch.
+    let tree = git(&bare, &["rev-parse", &format!("{sha}^{{tree}}")]);
     let object = mirror.join("objects").join(&tree[..2]).join(&tree[2..]);
     let aside = tmp.path().join("tree-object");
     std::fs::rename(&object, &aside)

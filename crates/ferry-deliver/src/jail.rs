@@ -5,16 +5,17 @@
 //! `--sandbox-read`) and the environment's secret files, reads and writes the release's
 //! directory and the environment's temporary directory (and `--sandbox-write`), and
 //! nothing else: not the server's key or database, not other environments' releases or
-//! secrets. Where the server runs as root it runs as the step user, which owns just the
-//! release's directory and the temporary one (the secret files stay the server's,
-//! readable by that user's group); the directories above the release's are made
-//! passable (`0711`) and nothing more.
+//! secrets. Where the server runs as root it runs as a step user (by default a uid of
+//! the deployment's own, see [`ferry_exec::sandbox::StepUsers`]), which owns just the
+//! release's directory and the temporary one for as long as the deployment's code runs
+//! (the secret files stay the server's, readable by that user's group); the directories
+//! above the release's are made passable (`0711`) and nothing more.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ferry_exec::sandbox::{Sandbox, Spawner};
+use ferry_exec::sandbox::{Sandbox, Spawner, StepUsers};
 
 /// Where one deployment's host code may write.
 #[derive(Debug, Clone)]
@@ -43,7 +44,7 @@ pub fn lock(sandbox: &Sandbox, root: &Path, cell: &Cell) -> Result<Arc<Spawner>,
             root.display()
         ));
     }
-    if let Some(user) = &sandbox.user {
+    if let Some(user) = sandbox.user.as_ref().map(StepUsers::probe) {
         let passable = std::fs::Permissions::from_mode(0o711);
         // `<data>/deploy`, the repository's, the environment's, `releases/`.
         let mut dir = cell.release_dir.parent();
@@ -69,26 +70,7 @@ pub fn lock(sandbox: &Sandbox, root: &Path, cell: &Cell) -> Result<Arc<Spawner>,
     // The secret files are read, never owned: the server's, readable by the step
     // user's group only (`0750`/`0640`), so that no step of that user can open them to
     // others with a `chmod` (which Landlock does not govern).
-    if let Some(user) = &sandbox.user {
-        share_read_only(&cell.secrets_dir, user.gid)?;
-    }
-    let sandbox = sandbox.clone().with_read([cell.secrets_dir.clone()]);
     let own = vec![cell.release_dir.clone(), cell.tmp.clone()];
-    let spawner = Spawner::start(&sandbox, own)?;
+    let spawner = Spawner::start_sharing(sandbox, own, vec![cell.secrets_dir.clone()])?;
     Ok(Arc::new(spawner))
-}
-
-/// `dir` (the server's own, just written) and its files: group `gid`, readable by it.
-fn share_read_only(dir: &Path, gid: u32) -> Result<(), String> {
-    let fail = |p: &Path, e: std::io::Error| format!("cannot share {}: {e}", p.display());
-    let set = |p: &Path, mode: u32| {
-        std::os::unix::fs::lchown(p, None, Some(gid)).map_err(|e| fail(p, e))?;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(p, e))
-    };
-    set(dir, 0o750)?;
-    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
-        let entry = entry.map_err(|e| fail(dir, e))?;
-        set(&entry.path(), 0o640)?;
-    }
-    Ok(())
 }

@@ -3,14 +3,16 @@
 //! environment's secret files, writes its release's directory and temporary directory,
 //! and reaches nothing else: not the server's key or database, not another
 //! environment's release or secrets, not a directory beside the data directory; where
-//! the server is root it runs as the step user.
+//! the server is root it runs as a step user: by default a uid of the deployment's own,
+//! so that it cannot even change the modes of another environment's files or the limits
+//! of its processes (which Landlock does not govern).
 
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
 use common::{GOOD, Harness, wait_contains};
-use ferry_exec::sandbox::{Sandbox, StepUser};
+use ferry_exec::sandbox::{Sandbox, StepUser, StepUsers, UidRange};
 use ferry_store::DeploymentStatus as S;
 
 /// What the release's code tries, as shell lines appending to `$OUT/$1`.
@@ -30,6 +32,15 @@ const PROBE: &str = r#"probe() {
 }
 "#;
 
+/// What a deploy script tries against the other environment (web): as its owner would,
+/// what Landlock does not govern.
+const ATTACK: &str = r#"attack() {
+  o="$OUT/attack"
+  chmod 777 "$OTHER_RELEASE" 2>/dev/null && echo LEAK-chmod >> "$o" || echo no-chmod >> "$o"
+  prlimit --pid "$(cat "$OUT/pid-web")" --nofile=7:7 2>/dev/null && echo LEAK-prlimit >> "$o" || echo no-prlimit >> "$o"
+}
+"#;
+
 /// web: a process; then sandbox: a deploy script and a command probe (web's release is
 /// what its code must not read).
 fn config() -> String {
@@ -39,6 +50,7 @@ fn config() -> String {
             .collect::<String>()
     };
     let probe = indent(PROBE, "            ");
+    let attack = indent(ATTACK, "            ");
     format!(
         "environments:
   sandbox:
@@ -48,7 +60,8 @@ fn config() -> String {
       target:
         script:
           run: |
-{probe}            probe script
+{probe}{attack}            probe script
+            attack
       verify:
         command: |
 {probe}            test -s \"$OUT/probe\" || probe probe
@@ -61,6 +74,7 @@ fn config() -> String {
         process:
           command: |
 {probe}            probe process
+            echo $$ > \"$OUT/pid-web\"
             exec sleep 300
       verify: {{ command: \"true\", for: 100ms, interval: 25ms }}
 "
@@ -86,13 +100,84 @@ fn lines(h: &Harness, file: &str) -> String {
     std::fs::read_to_string(h.out.join(file)).unwrap_or_else(|e| panic!("$OUT/{file}: {e}"))
 }
 
+/// The step users of a root server: a uid per deployment, as `ferry serve` has them by
+/// default.
+fn uid_range() -> StepUsers {
+    StepUsers::Range(std::sync::Arc::new(
+        UidRange::parse("2100000000-2100000099").expect("range"),
+    ))
+}
+
+/// The uid the code of `file` ran as.
+fn uid_in(h: &Harness, file: &str) -> u32 {
+    lines(h, file)
+        .lines()
+        .find_map(|l| l.strip_prefix("uid="))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("no uid in $OUT/{file}"))
+}
+
+/// The open-files limit of process `pid`.
+fn nofile(pid: &str) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", pid.trim())).expect("limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("nofile")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_releases_host_code_reaches_only_its_own_files() {
+    let root = nix::unistd::geteuid().is_root();
+    let mut h = jailed(root.then(uid_range)).await;
+    if root {
+        let (script, process) = (uid_in(&h, "script"), uid_in(&h, "process"));
+        assert!(
+            (2_100_000_000..2_100_000_100).contains(&script)
+                && (2_100_000_000..2_100_000_100).contains(&process)
+                && script != process,
+            "a uid of each deployment's own: {script}, {process}"
+        );
+        assert_eq!(
+            uid_in(&h, "probe"),
+            script,
+            "a deployment's probes are its own"
+        );
+        assert_eq!(
+            lines(&h, "attack"),
+            "no-chmod\nno-prlimit\n",
+            "nothing of another environment's, not even as an owner"
+        );
+        assert!(!nofile(&lines(&h, "pid-web")).contains(" 7 "));
+    }
+    h.stop().await;
+}
+
+/// With one step user for all (`--sandbox-user nobody`), Landlock keeps environments'
+/// files apart, but not what an owner may do besides reading and writing: this is
+/// what a uid per deployment takes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_step_user_for_all_lets_a_deployment_chmod_another() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root switches users
+    }
+    let nobody = StepUser::parse("nobody").expect("nobody");
+    let mut h = jailed(Some(StepUsers::One(nobody))).await;
+    assert_eq!(uid_in(&h, "script"), 65534);
+    assert_eq!(uid_in(&h, "process"), 65534);
+    assert_eq!(lines(&h, "attack"), "LEAK-chmod\nLEAK-prlimit\n");
+    h.stop().await;
+}
+
+/// Seals a release whose code probes what it may reach (see [`PROBE`]), deployed to
+/// web then sandbox with `users`, and checks what every user set has in common.
+async fn jailed(users: Option<StepUsers>) -> Harness {
     let root = nix::unistd::geteuid().is_root();
     let mut h = Harness::new().await;
     // What a server does at start: the data directory passable for the step user only
     // as far as its workspaces and deployments.
-    let user = root.then(|| StepUser::parse("nobody").expect("nobody"));
+    let user = users.as_ref().map(StepUsers::probe);
     let open = |p: &std::path::Path, mode: u32| {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod")
     };
@@ -108,7 +193,7 @@ async fn a_releases_host_code_reaches_only_its_own_files() {
     open(&beside, 0o777);
     let sandbox = Sandbox::default()
         .with_write([h.out.clone()])
-        .with_user(user);
+        .with_users(users);
     h.deliverer = h.deliverer.clone().with_sandbox(Some(sandbox));
     set_targets(&h, &beside).await;
     for env in ["sandbox", "web"] {
@@ -132,25 +217,32 @@ async fn a_releases_host_code_reaches_only_its_own_files() {
     h.seal("v1", &config(), GOOD).await;
     let web = h.wait_status("web", 1, S::Live).await;
     let sandbox = h.wait_status("sandbox", 1, S::Live).await;
-    let uid = if root {
-        "65534".to_string()
-    } else {
-        nix::unistd::geteuid().to_string()
-    };
     // A step user reads the secret files but cannot open them to others (they stay
     // the server's); a server that is not root shares its user with them.
     let chmod = if root { "" } else { "chmod-secret\n" };
-    let want = format!(
-        "no-key\nno-db\nno-list\nno-other-release\nno-write\nno-signal\nsecret-file\n{chmod}release-dir\ntmp\nuid={uid}\n"
+    let want = |file: &str| {
+        let uid = if root {
+            uid_in(&h, file).to_string()
+        } else {
+            nix::unistd::geteuid().to_string()
+        };
+        format!(
+            "no-key\nno-db\nno-list\nno-other-release\nno-write\nno-signal\nsecret-file\n{chmod}release-dir\ntmp\nuid={uid}\n"
+        )
+    };
+    assert_eq!(
+        lines(&h, "script"),
+        want("script"),
+        "{}",
+        h.log_of(&sandbox)
     );
-    assert_eq!(lines(&h, "script"), want, "{}", h.log_of(&sandbox));
     // A script's secret files go once it has run, before verification.
-    let probe = want
+    let probe = want("probe")
         .replace("secret-file\n", "")
         .replace("chmod-secret\n", "");
     assert_eq!(lines(&h, "probe"), probe, "{}", h.log_of(&sandbox));
     wait_contains(&h.out.join("process"), "uid=").await;
-    assert_eq!(lines(&h, "process"), want, "{}", h.log_of(&web));
+    assert_eq!(lines(&h, "process"), want("process"), "{}", h.log_of(&web));
     assert!(
         web_release.join("app.sh").exists(),
         "what sandbox could not read"
@@ -159,7 +251,7 @@ async fn a_releases_host_code_reaches_only_its_own_files() {
     // The code's own files are in its release's directory.
     let release = ferry_deliver::layout::release_dir(&h.env_dir("sandbox"), "v1");
     assert!(release.join("mine-script").exists());
-    h.stop().await;
+    h
 }
 
 /// Without a sandbox (`--deploy-sandbox off`), the same code runs with the server's

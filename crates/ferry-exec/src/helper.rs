@@ -41,6 +41,11 @@ pub struct Setup {
     pub write: Vec<PathBuf>,
     pub own: Vec<PathBuf>,
     pub user: Option<(u32, u32)>,
+    /// The user is the job's alone (see [`crate::sandbox::StepUsers::Range`]): every
+    /// process of that uid is the job's, so the end of the job may kill them all even
+    /// where Landlock does not scope signals.
+    #[serde(default)]
+    pub unique: bool,
 }
 
 /// A process to start.
@@ -129,11 +134,16 @@ pub fn run() -> ! {
     };
     // Started ahead of need (see [`Pool`]): the job's setup comes when there is a job.
     let mut buf = vec![0u8; MAX_MESSAGE];
-    let ready = match recv::<Setup>(&socket, &mut buf) {
-        Ok(Some((setup, _))) => prepare(setup),
+    let (ready, unique) = match recv::<Setup>(&socket, &mut buf) {
+        Ok(Some((setup, _))) => {
+            let unique = setup.unique && setup.user.is_some();
+            (prepare(setup), unique)
+        }
         _ => std::process::exit(0),
     };
-    let scoped = matches!(ready, Ok(true));
+    // What `kill(-1)` reaches from here is the job's: its Landlock domain where signals
+    // are scoped, every process of the job's own uid otherwise.
+    let scoped = matches!(ready, Ok(true)) || unique;
     let ok = ready.is_ok();
     if send(&socket, &Reply::Ready(ready), &[]).is_err() || !ok {
         std::process::exit(1);
@@ -176,11 +186,13 @@ fn prepare(setup: Setup) -> Result<bool, String> {
     let sandbox = Sandbox {
         read: setup.read,
         write: setup.write,
-        user: setup.user.map(|(uid, gid)| StepUser { uid, gid }),
+        user: setup
+            .user
+            .map(|(uid, gid)| crate::sandbox::StepUsers::One(StepUser { uid, gid })),
         helper: None,
     };
     let enforced = sandbox.restrict(&setup.own)?;
-    if let Some(user) = sandbox.user {
+    if let Some(user) = sandbox.user.as_ref().map(crate::sandbox::StepUsers::probe) {
         use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
         let fail = |e: nix::Error| format!("cannot become uid {}: {e}", user.uid);
         let (uid, gid) = (Uid::from_raw(user.uid), Gid::from_raw(user.gid));

@@ -157,6 +157,247 @@ impl StepUser {
     }
 }
 
+/// Who host steps run as, where the server may switch users (it runs as root).
+#[derive(Debug, Clone)]
+pub enum StepUsers {
+    /// One user for every job and deployment (`--sandbox-user`): Landlock, not the uid,
+    /// keeps them apart.
+    One(StepUser),
+    /// A uid of its own (with a group of the same number) for each job and each
+    /// deployment, from a range no one else uses (`--sandbox-uids`): what one job's
+    /// processes may do to files and processes as their owner (`chmod`, `chown`,
+    /// `prlimit`, `setpriority`, which Landlock does not govern) reaches nothing of
+    /// another job's.
+    Range(std::sync::Arc<UidRange>),
+}
+
+impl StepUsers {
+    /// A user as the sandbox's users are: for checks that directories are reachable.
+    pub fn probe(&self) -> StepUser {
+        match self {
+            StepUsers::One(u) => *u,
+            StepUsers::Range(r) => StepUser {
+                uid: r.first,
+                gid: r.first,
+            },
+        }
+    }
+
+    /// The user of one job or deployment, for as long as the lease lives.
+    pub(crate) fn lease(&self) -> Result<Lease, String> {
+        match self {
+            StepUsers::One(user) => Ok(Lease {
+                user: *user,
+                range: None,
+                own: Vec::new(),
+            }),
+            StepUsers::Range(range) => Ok(Lease {
+                user: range.take()?,
+                range: Some(range.clone()),
+                own: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// A range of uids (and gids of the same numbers) that no user, group or subordinate
+/// id range of this host uses, handed out one per job or deployment.
+#[derive(Debug)]
+pub struct UidRange {
+    first: u32,
+    last: u32,
+    slots: std::sync::Mutex<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// The next uid to try, as an offset from `first`: round the range, so that a uid
+    /// comes back only after every other one has served.
+    next: u32,
+    leased: std::collections::HashSet<u32>,
+}
+
+impl UidRange {
+    /// A range of 65,536 ids in what systemd leaves unused (above its container ranges,
+    /// below the "foreign" range and 2^31).
+    pub const DEFAULT: &'static str = "2000000000-2000065535";
+
+    /// `FIRST-LAST`, both included: not 0, not `nobody` (65534), below 2^31.
+    pub fn parse(text: &str) -> Result<UidRange, String> {
+        let bad = || {
+            format!(
+                "`{text}`: write FIRST-LAST (numbers, e.g. {})",
+                Self::DEFAULT
+            )
+        };
+        let (a, b) = text.trim().split_once('-').ok_or_else(bad)?;
+        let (first, last) = match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => return Err(bad()),
+        };
+        if first == 0 || last < first || last >= 1 << 31 {
+            return Err(format!(
+                "`{text}`: the range must not include 0, must not end below its start, and \
+                 must end below 2147483648"
+            ));
+        }
+        if (first..=last).contains(&65534) {
+            return Err(format!("`{text}` includes 65534 (`nobody`)"));
+        }
+        Ok(UidRange {
+            first,
+            last,
+            slots: std::sync::Mutex::new(Slots::default()),
+        })
+    }
+
+    /// How many ids the range holds.
+    pub fn len(&self) -> u64 {
+        u64::from(self.last - self.first) + 1
+    }
+
+    /// Never empty (`parse` refuses an empty range).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Which user, group or subordinate id range of this host (`/etc/passwd`,
+    /// `/etc/group`, `/etc/subuid`, `/etc/subgid`) falls in the range, if any.
+    pub fn clashes(&self) -> Option<String> {
+        self.clashes_in(Path::new("/etc"))
+    }
+
+    fn clashes_in(&self, etc: &Path) -> Option<String> {
+        let inside = |from: u64, count: u64| {
+            from <= u64::from(self.last) && from + count > u64::from(self.first)
+        };
+        for file in ["passwd", "group"] {
+            let text = std::fs::read_to_string(etc.join(file)).unwrap_or_default();
+            for line in text.lines() {
+                let mut fields = line.split(':');
+                let (Some(name), Some(id)) = (fields.next(), fields.nth(1)) else {
+                    continue;
+                };
+                if let Ok(id) = id.parse::<u64>()
+                    && inside(id, 1)
+                {
+                    return Some(format!("{}/{file}: `{name}` has id {id}", etc.display()));
+                }
+            }
+        }
+        for file in ["subuid", "subgid"] {
+            let text = std::fs::read_to_string(etc.join(file)).unwrap_or_default();
+            for line in text.lines() {
+                let mut fields = line.split(':');
+                let (Some(name), Some(from), Some(count)) =
+                    (fields.next(), fields.next(), fields.next())
+                else {
+                    continue;
+                };
+                if let (Ok(from), Ok(count)) = (from.parse::<u64>(), count.parse::<u64>())
+                    && inside(from, count)
+                {
+                    return Some(format!(
+                        "{}/{file}: `{name}` has ids {from} to {}",
+                        etc.display(),
+                        from + count - 1
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// The next free uid, round the range.
+    fn take(&self) -> Result<StepUser, String> {
+        let mut slots = self.slots.lock().map_err(|_| "the uid range is poisoned")?;
+        let count = self.len();
+        for _ in 0..count {
+            let uid = self.first + slots.next;
+            slots.next = if uid == self.last { 0 } else { slots.next + 1 };
+            if slots.leased.insert(uid) {
+                return Ok(StepUser { uid, gid: uid });
+            }
+        }
+        Err(format!(
+            "every uid of {}-{} serves a job or deployment ({count}); widen --sandbox-uids",
+            self.first, self.last
+        ))
+    }
+
+    fn give_back(&self, uid: u32) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.leased.remove(&uid);
+        }
+    }
+}
+
+/// One job's or deployment's step user. When its own uid goes back to the range, the
+/// directories it was given become the server's and private again (`0700`), so that
+/// whoever the uid serves next cannot even find what the last one left.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) user: StepUser,
+    range: Option<std::sync::Arc<UidRange>>,
+    own: Vec<PathBuf>,
+}
+
+impl Lease {
+    /// Its own uid, not shared with any other job or deployment.
+    pub(crate) fn unique(&self) -> bool {
+        self.range.is_some()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(range) = self.range.take() else {
+            return;
+        };
+        for dir in &self.own {
+            let _ = close_top(dir, self.user.uid);
+        }
+        range.give_back(self.user.uid);
+    }
+}
+
+/// `dir` (not a link), if `uid` owns it: the server's again, `0700`.
+fn close_top(dir: &Path, uid: u32) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, fchmod, fchown, fstat, open};
+    let fd = open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if fstat(&fd)?.st_uid == uid {
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(uid.as_raw())),
+            Some(rustix::fs::Gid::from_raw(gid.as_raw())),
+        )?;
+        fchmod(&fd, Mode::from_raw_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// `dir` (the server's own, just written) and its files: group `gid`, readable by it
+/// (`0750`/`0640`), owned by the server still: no process of that group can open them
+/// to others with a `chmod`.
+pub fn share_read_only(dir: &Path, gid: u32) -> Result<(), String> {
+    let fail = |p: &Path, e: std::io::Error| format!("cannot share {}: {e}", p.display());
+    let set = |p: &Path, mode: u32| {
+        std::os::unix::fs::lchown(p, None, Some(gid)).map_err(|e| fail(p, e))?;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(|e| fail(p, e))
+    };
+    set(dir, 0o750)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))? {
+        let entry = entry.map_err(|e| fail(dir, e))?;
+        set(&entry.path(), 0o640)?;
+    }
+    Ok(())
+}
+
 /// The entries of a data directory a step user may pass through: only `work/`, where the
 /// workspaces are. Everything else at its top is for the server alone.
 pub fn share_work_only(data: &Path) -> Result<(), String> {
@@ -248,7 +489,7 @@ pub struct Sandbox {
     pub read: Vec<PathBuf>,
     pub write: Vec<PathBuf>,
     /// Who steps run as; `None`: the server's user.
-    pub user: Option<StepUser>,
+    pub user: Option<StepUsers>,
     /// Helper processes (the `ferry` binary), to start each job's processes from one
     /// of its own (see [`crate::helper`]); `None`: from a thread of this process.
     pub helper: Option<std::sync::Arc<crate::helper::Pool>>,
@@ -287,9 +528,14 @@ impl Sandbox {
         self
     }
 
-    /// Steps run as `user` (see [`StepUser`]).
-    pub fn with_user(mut self, user: Option<StepUser>) -> Self {
-        self.user = user;
+    /// Steps run as `user` (see [`StepUser`]), every job's and deployment's alike.
+    pub fn with_user(self, user: Option<StepUser>) -> Self {
+        self.with_users(user.map(StepUsers::One))
+    }
+
+    /// Steps run as `users` (see [`StepUsers`]).
+    pub fn with_users(mut self, users: Option<StepUsers>) -> Self {
+        self.user = users;
         self
     }
 
@@ -315,7 +561,7 @@ impl Sandbox {
                 ));
             }
         }
-        if let Some(user) = &self.user
+        if let Some(user) = self.user.as_ref().map(StepUsers::probe)
             && let Some(why) = user.cannot_reach(work_root)
         {
             return Err(format!(
@@ -385,6 +631,9 @@ enum Request {
 #[derive(Debug)]
 pub struct Spawner {
     inner: Inner,
+    /// The job's or deployment's user: given back (after the helper is told to end)
+    /// when the spawner goes.
+    _lease: Option<Lease>,
 }
 
 #[derive(Debug)]
@@ -422,30 +671,49 @@ impl Spawner {
     /// given to the sandbox's user if it has one); must be called within a Tokio
     /// runtime (the children are reaped by it).
     pub fn start(sandbox: &Sandbox, own: Vec<PathBuf>) -> Result<Spawner, String> {
-        let user = sandbox.user;
-        if let Some(user) = user {
+        Self::start_sharing(sandbox, own, Vec::new())
+    }
+
+    /// [`start`](Self::start), with the directories `shared` (the server's, e.g. an
+    /// environment's secret files) readable too: given to the user's group read-only
+    /// where there is a step user (see [`share_read_only`]).
+    pub fn start_sharing(
+        sandbox: &Sandbox,
+        own: Vec<PathBuf>,
+        shared: Vec<PathBuf>,
+    ) -> Result<Spawner, String> {
+        let mut lease = sandbox.user.as_ref().map(StepUsers::lease).transpose()?;
+        if let Some(lease) = &mut lease {
+            let user = lease.user;
             for dir in &own {
                 user.take(dir).map_err(|e| {
                     format!("cannot give {} to uid {}: {e}", dir.display(), user.uid)
                 })?;
+                lease.own.push(dir.clone());
+            }
+            for dir in &shared {
+                share_read_only(dir, user.gid)?;
             }
         }
+        let sandbox = sandbox.clone().with_read(shared);
+        let user = lease.as_ref().map(|l| l.user);
         if let Some(pool) = &sandbox.helper {
             let setup = crate::helper::Setup {
                 read: sandbox.read.clone(),
                 write: sandbox.write.clone(),
                 own,
                 user: user.map(|u| (u.uid, u.gid)),
+                unique: lease.as_ref().is_some_and(Lease::unique),
             };
             let client = crate::helper::Client::start(pool.take()?, &setup)?;
             return Ok(Spawner {
                 inner: Inner::Helper(client),
+                _lease: lease,
             });
         }
         let runtime = tokio::runtime::Handle::current();
         let (tx, rx) = std::sync::mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let sandbox = sandbox.clone();
         std::thread::Builder::new()
             .name("ferry-sandbox".into())
             .spawn(move || {
@@ -483,6 +751,7 @@ impl Spawner {
         match ready_rx.recv() {
             Ok(Ok(_)) => Ok(Spawner {
                 inner: Inner::Thread(tx),
+                _lease: lease,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the sandbox thread ended".into()),
@@ -648,6 +917,165 @@ mod tests {
             .join()
             .expect("thread");
         assert_eq!(elsewhere, 0, "and so are new threads");
+    }
+
+    /// With a uid range, each job's processes run as a uid of their own: what an owner
+    /// may do that Landlock does not govern (`chmod`, `prlimit`) reaches nothing of
+    /// another job's; with one user for all it does (the hole the range closes). When
+    /// a job ends, its directory is the server's again before its uid serves another.
+    #[tokio::test]
+    async fn jobs_with_uids_of_their_own_cannot_touch_each_others_files_or_processes() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // only root switches users
+        }
+        async fn attempt(users: StepUsers) -> (String, u32, u32) {
+            let tmp = tempfile::tempdir().expect("tmp");
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("chmod");
+            let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+            for d in [&a, &b] {
+                std::fs::create_dir_all(d).expect("mkdir");
+            }
+            std::fs::write(b.join("f"), "b's").expect("write");
+            let sandbox = Sandbox::default().with_users(Some(users));
+            let job_a = Spawner::start(&sandbox, vec![a.clone()]).expect("a");
+            let job_b = Spawner::start(&sandbox, vec![b.clone()]).expect("b");
+            let owner = |d: &Path| std::fs::metadata(d).expect("meta").uid();
+            let (uid_a, uid_b) = (owner(&a), owner(&b));
+            let mut sleeper = tokio::process::Command::new("sleep");
+            sleeper.arg("30");
+            let mut sleeper = job_b.spawn(sleeper).await.expect("sleep");
+            let pid = sleeper.id().expect("pid");
+            let mut cmd = tokio::process::Command::new("/bin/sh");
+            cmd.arg("-c")
+                .arg(format!(
+                    "chmod 777 {b} 2>/dev/null && echo LEAK-chmod-dir || echo no-chmod-dir; \
+                     chmod 666 {b}/f 2>/dev/null && echo LEAK-chmod-file || echo no-chmod-file; \
+                     prlimit --pid {pid} --nofile=7:7 2>/dev/null && echo LEAK-prlimit || echo no-prlimit",
+                    b = b.display()
+                ))
+                .stdout(std::process::Stdio::piped());
+            let out = job_a
+                .spawn(cmd)
+                .await
+                .expect("spawn")
+                .wait_with_output()
+                .await
+                .expect("wait");
+            let _ = sleeper.kill().await;
+            drop(job_a);
+            drop(job_b);
+            let after = owner(&b);
+            assert!(
+                after == 0 || after == uid_b,
+                "a job's directory is the server's once a range's uid goes back"
+            );
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                uid_a,
+                uid_b,
+            )
+        }
+        let range = UidRange::parse("2100000200-2100000299").expect("range");
+        let (out, a, b) = attempt(StepUsers::Range(std::sync::Arc::new(range))).await;
+        assert_ne!(a, b, "a uid of each job's own");
+        assert!((2_100_000_200..2_100_000_300).contains(&a), "{a}");
+        assert_eq!(out, "no-chmod-dir\nno-chmod-file\nno-prlimit\n");
+        let nobody = StepUser::parse("nobody").expect("nobody");
+        let (out, a, b) = attempt(StepUsers::One(nobody)).await;
+        assert_eq!((a, b), (65534, 65534));
+        assert_eq!(
+            out, "LEAK-chmod-dir\nLEAK-chmod-file\nLEAK-prlimit\n",
+            "one user for all: Landlock does not govern an owner's chmod or prlimit"
+        );
+    }
+
+    /// A range hands out each uid once at a time, round the range (a uid given back
+    /// comes again only after the others), says when all serve, and gives a job's
+    /// directory back to the server (`0700`) with its uid.
+    #[test]
+    fn a_uid_range_hands_out_each_uid_once_round_the_range() {
+        use std::os::unix::fs::MetadataExt;
+        let range = std::sync::Arc::new(UidRange::parse("3000000-3000002").expect("range"));
+        let users = StepUsers::Range(range.clone());
+        let a = users.lease().expect("a");
+        let b = users.lease().expect("b");
+        let c = users.lease().expect("c");
+        assert_eq!(
+            [a.user.uid, b.user.uid, c.user.uid],
+            [3_000_000, 3_000_001, 3_000_002]
+        );
+        assert_eq!((a.user.gid, a.unique()), (3_000_000, true));
+        let err = users.lease().expect_err("all serve");
+        assert!(err.contains("widen --sandbox-uids"), "{err}");
+        drop(b);
+        assert_eq!(users.lease().expect("again").user.uid, 3_000_001);
+        drop(a);
+        drop(c);
+        let d = users.lease().expect("d");
+        assert_eq!(
+            d.user.uid, 3_000_002,
+            "round the range, not the lowest free"
+        );
+        drop(d);
+        let one = StepUsers::One(StepUser { uid: 7, gid: 8 })
+            .lease()
+            .expect("one");
+        assert!(!one.unique());
+        if nix::unistd::geteuid().is_root() {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let mut lease = users.lease().expect("lease");
+            lease.user.take(tmp.path()).expect("take");
+            lease.own.push(tmp.path().to_path_buf());
+            let meta = std::fs::metadata(tmp.path()).expect("meta");
+            assert_eq!((meta.uid(), meta.mode() & 0o777), (lease.user.uid, 0o700));
+            drop(lease);
+            let meta = std::fs::metadata(tmp.path()).expect("meta");
+            assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o700));
+        }
+    }
+
+    #[test]
+    fn a_uid_range_is_checked_against_the_hosts_users_and_ranges() {
+        for bad in [
+            "",
+            "5",
+            "a-b",
+            "0-10",
+            "10-5",
+            "65000-66000",
+            "2147483000-2147483648",
+        ] {
+            assert!(UidRange::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            UidRange::parse(UidRange::DEFAULT).expect("default").len(),
+            65_536
+        );
+        let etc = tempfile::tempdir().expect("etc");
+        let write = |f: &str, text: &str| std::fs::write(etc.path().join(f), text).expect("write");
+        write(
+            "passwd",
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
+        );
+        write("group", "root:x:0:\nbob:x:1000:\n");
+        write("subuid", "bob:100000:65536\n");
+        write("subgid", "bob:100000:65536\n");
+        let clash = |r: &str| UidRange::parse(r).expect(r).clashes_in(etc.path());
+        assert_eq!(clash("2000-3000"), None);
+        assert_eq!(
+            clash("165536-200000"),
+            None,
+            "just past bob's subordinate ids"
+        );
+        let user = clash("900-1100").expect("a user");
+        assert!(user.contains("passwd: `bob` has id 1000"), "{user}");
+        let sub = clash("160000-170000").expect("a subordinate range");
+        assert!(
+            sub.contains("subuid: `bob` has ids 100000 to 165535"),
+            "{sub}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! up only its repository. A burst of deliveries for one repository costs one fetch:
 //! the first fetches every new commit, the others find theirs in the mirror already.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,28 +31,41 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
     let done = Arc::new(tokio::sync::Notify::new());
     loop {
         while workers.try_join_next().is_some() {}
-        let items = match state.store.pending_intake(500).await {
-            Ok(items) => items,
+        // Which repositories have deliveries waiting (one small query), and only for
+        // those without a worker, what they wait with: a burst of deliveries for a busy
+        // repository wakes this loop many times, and must not read them all each time.
+        let repos = match state
+            .store
+            .pending_repositories(MAX_INTAKE_WORKERS as i64 * 4)
+            .await
+        {
+            Ok(repos) => repos,
             Err(e) => {
                 tracing::error!("intake: {e}");
                 Vec::new()
             }
         };
-        let mut by_repo: BTreeMap<String, Vec<Intake>> = BTreeMap::new();
-        for item in items {
-            by_repo
-                .entry(item.repository_id.clone())
-                .or_default()
-                .push(item);
-        }
-        for (repo, items) in by_repo {
+        for repo in repos {
             if workers.len() >= MAX_INTAKE_WORKERS {
                 break; // the rest waits for a worker to end
             }
-            let started = busy.lock().map(|mut b| b.insert(repo.clone()));
-            if !matches!(started, Ok(true)) {
+            let started = busy
+                .lock()
+                .map(|mut b| b.insert(repo.clone()))
+                .unwrap_or(false);
+            if !started {
                 continue; // its worker is still on earlier deliveries
             }
+            let items = match state.store.pending_intake_of(&repo, 500).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!("intake: {e}");
+                    if let Ok(mut b) = busy.lock() {
+                        b.remove(&repo);
+                    }
+                    continue;
+                }
+            };
             let (state, stop, busy, done) =
                 (state.clone(), stop.clone(), busy.clone(), done.clone());
             workers.spawn(async move {

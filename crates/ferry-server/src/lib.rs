@@ -60,6 +60,19 @@ pub struct Config {
     pub keep_for: Option<std::time::Duration>,
 }
 
+/// How many commits [`AppState::known_commit`] remembers.
+const KNOWN_COMMITS: usize = 256;
+
+/// Commits read lately, by repository id and full commit id.
+type KnownCommits = hashlink::LruCache<(String, String), Arc<ReadCommit>>;
+
+/// A commit as a mirror has it: its description and its pipeline file (if any).
+#[derive(Debug, Clone)]
+pub(crate) struct ReadCommit {
+    pub commit: ferry_source::git::Commit,
+    pub pipeline: Option<Vec<u8>>,
+}
+
 /// Shared by every request handler and the dispatcher.
 #[derive(Clone, educe::Educe)]
 #[educe(Debug)]
@@ -89,6 +102,9 @@ pub struct AppState {
     /// and files holds it shared, so nothing reads a mirror while git writes to it.
     #[educe(Debug(ignore))]
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>>,
+    /// Commits read from mirrors lately (see [`AppState::known_commit`]).
+    #[educe(Debug(ignore))]
+    commits: Arc<Mutex<KnownCommits>>,
     /// Live events of every run, for Server-Sent Events streams.
     #[educe(Debug(ignore))]
     pub(crate) live: tokio::sync::broadcast::Sender<Arc<live::Live>>,
@@ -126,6 +142,22 @@ impl AppState {
             live: tokio::sync::broadcast::channel(4096).0,
             subscribers: live::Subscribers::default(),
             mirror_locks: Arc::default(),
+            commits: Arc::new(Mutex::new(hashlink::LruCache::new(KNOWN_COMMITS))),
+        }
+    }
+
+    /// What the mirror of `repo` said of commit `sha` (a full object id) when it was
+    /// last read: a commit never changes, so a burst of deliveries of one commit (a
+    /// branch and a tag pushed together, a forge's redelivery, a replay) reads git once.
+    pub(crate) fn known_commit(&self, repo: &str, sha: &str) -> Option<Arc<ReadCommit>> {
+        let mut known = self.commits.lock().ok()?;
+        known.get(&(repo.to_string(), sha.to_string())).cloned()
+    }
+
+    /// Remembers what the mirror of `repo` says of a commit (see [`Self::known_commit`]).
+    pub(crate) fn remember_commit(&self, repo: &str, read: ReadCommit) {
+        if let Ok(mut known) = self.commits.lock() {
+            known.insert((repo.to_string(), read.commit.sha.clone()), Arc::new(read));
         }
     }
 

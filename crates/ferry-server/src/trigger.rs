@@ -83,13 +83,32 @@ pub async fn trigger(
                 .await
                 .map_err(TriggerError::Ref)?,
         };
+        if let Some(known) = state.known_commit(&repo.id, &sha) {
+            let read = crate::ReadCommit::clone(&known);
+            break (reading, sha, full_ref, read.commit, Ok(read.pipeline));
+        }
         // Two git processes at once: the commit and its pipeline.
         let (commit, source) = tokio::join!(
             git::read_commit(&mirror, &sha),
             git::show_file(&mirror, &sha, ferry_config::FILE_NAME)
         );
         match commit {
-            Ok(commit) => break (reading, sha, full_ref, commit, source),
+            Ok(commit) => {
+                // Remembered by its full id only: a short one or a ref may name
+                // another commit later.
+                if let Ok(pipeline) = &source
+                    && commit.sha == sha
+                {
+                    state.remember_commit(
+                        &repo.id,
+                        crate::ReadCommit {
+                            commit: commit.clone(),
+                            pipeline: pipeline.clone(),
+                        },
+                    );
+                }
+                break (reading, sha, full_ref, commit, source);
+            }
             Err(git::CommitError::NotFound(_)) if !fetched => {
                 drop(reading);
                 state.sync_mirror(repo).await.map_err(TriggerError::Fetch)?;

@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (13, "trust", common!("0013_trust.sql")),
     (14, "forge_identities", common!("0014_forge_identities.sql")),
     (15, "fork_approval", common!("0015_fork_approval.sql")),
+    (
+        16,
+        "intake_by_repository",
+        common!("0016_intake_by_repository.sql"),
+    ),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

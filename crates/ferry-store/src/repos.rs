@@ -221,6 +221,29 @@ impl Store {
         Ok(id)
     }
 
+    /// The repositories with waiting deliveries, the one waiting longest first.
+    pub async fn pending_repositories(&self, limit: i64) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT repository_id FROM intake GROUP BY repository_id ORDER BY MIN(id) LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(r,)| r).collect())
+    }
+
+    /// The oldest waiting deliveries of one repository.
+    pub async fn pending_intake_of(&self, repository: &str, limit: i64) -> Result<Vec<Intake>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {INTAKE_COLUMNS} FROM intake WHERE repository_id = $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(repository)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(intake_from_row).collect()
+    }
+
     /// The oldest waiting deliveries.
     pub async fn pending_intake(&self, limit: i64) -> Result<Vec<Intake>> {
         let rows = sqlx::query(&format!(
