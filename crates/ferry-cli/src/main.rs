@@ -71,6 +71,12 @@ fn main() -> ExitCode {
     {
         ferry_exec::helper::run();
     }
+    // The end of a job's own uid: every process of it is killed (see `UidRange`).
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(ferry_exec::helper::SWEEP_ARG))
+    {
+        ferry_exec::helper::sweep_uid_main();
+    }
     let cli = args::Cli::parse();
     let serving = matches!(cli.command, args::Command::Serve(_));
     // Commands other than `serve` log only when asked (FERRY_LOG), so that they start

@@ -151,9 +151,9 @@ pub struct ServeArgs {
     /// or subordinate id range of the host [default: 2000000000-2000065535].
     #[arg(long, env = "FERRY_SANDBOX_UIDS", value_name = "FIRST-LAST")]
     pub sandbox_uids: Option<String>,
-    /// A host directory whose paths `docker` deployments may mount through `volumes:`
-    /// (a release's own configuration says what it mounts); repeat. Without one, only
-    /// named volumes are mounted.
+    /// A host directory `docker` deployments may mount through `volumes:`, exactly (a
+    /// release's own configuration says what it mounts); repeat, never one inside
+    /// another. Without one, only named volumes are mounted.
     #[arg(
         long = "deploy-mount",
         env = "FERRY_DEPLOY_MOUNT",
@@ -317,6 +317,10 @@ fn step_users(
             uids.unwrap_or(UidRange::DEFAULT)
         )));
     }
+    let range = range
+        .with_sweeper(std::env::current_exe().ok())
+        .with_locks(std::path::Path::new("/run/ferry"))
+        .map_err(|e| Failure::usage(format!("--sandbox-uids: {e}")))?;
     Ok(Some(StepUsers::Range(std::sync::Arc::new(range))))
 }
 
@@ -340,12 +344,26 @@ fn check_deploy_mounts(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), F
                 data.display()
             )));
         }
+        // A container that mounts one could swap a directory on the other's path for a
+        // link, and Docker resolves the path again when it starts a container.
+        for other in dirs.iter().filter(|o| *o != dir) {
+            let other_real = std::fs::canonicalize(other).unwrap_or_else(|_| other.clone());
+            if real.starts_with(&other_real) {
+                return Err(Failure::usage(format!(
+                    "--deploy-mount {}: it lies in --deploy-mount {}, and a container that \
+                     mounts that one could swap a part of its path for a link; allow one \
+                     or the other",
+                    dir.display(),
+                    other.display()
+                )));
+            }
+        }
     }
     Ok(())
 }
 
 /// `$XDG_DATA_HOME/ferry`; else, for root, `/var/lib/ferry` (a system service's place,
-/// which the `nobody` that runs host steps can pass through; `/root` is closed to it);
+/// which the users that run host steps can pass through; `/root` is closed to them);
 /// else `~/.local/share/ferry`.
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

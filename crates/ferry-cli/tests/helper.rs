@@ -91,3 +91,80 @@ async fn a_helpers_steps_reach_no_thread_of_the_server() {
     drop(spawner);
     assert!(alive(std::process::id() as i32));
 }
+
+/// A job with a uid of its own cannot outlive its uid: a step that detaches a process
+/// and then kills its helper (so that the job's own sweep cannot run) still loses that
+/// process when the job ends, before the uid serves again; the job's directory is the
+/// server's again, and the uid is not handed out while its processes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_job_leaves_dies_with_its_uid_even_if_it_killed_its_helper() {
+    use ferry_exec::sandbox::{StepUsers, UidRange};
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root switches users
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let own = tmp.path().join("ws");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    let ferry: std::path::PathBuf = env!("CARGO_BIN_EXE_ferry").into();
+    let range = UidRange::parse("2100000300-2100000300")
+        .expect("range")
+        .with_sweeper(Some(ferry.clone()))
+        .with_locks(&tmp.path().join("locks"))
+        .expect("locks");
+    let users = StepUsers::Range(std::sync::Arc::new(range));
+    let sandbox = Sandbox::default()
+        .with_users(Some(users))
+        .with_helper(Some(ferry));
+    let spawner = Spawner::start(&sandbox, vec![own.clone()]).expect("helper");
+    let start = Start {
+        program: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            "setsid sleep 300 >/dev/null 2>&1 < /dev/null & echo $! > pid; kill -9 $PPID".into(),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: own.clone(),
+        group: true,
+        fds: 0,
+    };
+    let _ = spawner.start_process(start, Vec::new()).await;
+    let mut detached = None;
+    for _ in 0..200 {
+        detached = std::fs::read_to_string(own.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if detached.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let detached = detached.expect("the step wrote its pid");
+    assert!(alive(detached), "detached and running");
+    assert!(!spawner.sweep().await, "the helper is dead: no sweep from it");
+    assert!(alive(detached), "so it still runs");
+    drop(spawner);
+    assert_eq!(
+        std::fs::metadata(&own).expect("meta").uid(),
+        0,
+        "the job's directory is the server's again"
+    );
+    for _ in 0..300 {
+        if !alive(detached) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(detached), "{detached} outlived its job's uid");
+    // The range's one uid serves again (after its sweep).
+    let mut again = None;
+    for _ in 0..300 {
+        if let Ok(s) = Spawner::start(&sandbox, vec![own.clone()]) {
+            again = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(again.is_some(), "the uid came back to the range");
+}

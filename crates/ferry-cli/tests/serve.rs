@@ -474,6 +474,29 @@ fn a_uid_range_in_use_is_refused_at_start() {
     assert!(!data.join("ferry.db").exists(), "nothing written");
 }
 
+/// Allowed mount directories inside one another are refused at start: a container
+/// mounting the outer one could swap a part of the inner one's path for a link.
+#[test]
+fn nested_deploy_mounts_are_refused_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let outer = tmp.path().join("srv");
+    std::fs::create_dir_all(outer.join("uploads")).expect("mkdir");
+    let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .arg("--deploy-mount")
+        .arg(&outer)
+        .arg("--deploy-mount")
+        .arg(outer.join("uploads"))
+        .output()
+        .expect("ferry serve");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("uploads: it lies in --deploy-mount"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// The uids a root server gives its jobs and deployments by default.
 const DEFAULT_UIDS: std::ops::RangeInclusive<u32> = 2_000_000_000..=2_000_065_535;
 
@@ -1202,7 +1225,12 @@ async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
         .join(format!("{repo_id}.git"));
     git(
         &mirror,
-        &["fetch", "-q", &bare.display().to_string(), "+refs/heads/*:refs/heads/*"],
+        &[
+            "fetch",
+            "-q",
+            &bare.display().to_string(),
+            "+refs/heads/*:refs/heads/*",
+        ],
     );
     let sha = git(&bare, &["rev-parse", "main"]);
     // Its tree goes missing from the mirror, as mid-fetch.

@@ -195,10 +195,11 @@ impl Deliverer {
         self
     }
 
-    /// Directories whose paths `docker` deployments may mount (none by default; see
-    /// [`crate::target::mounts`]).
+    /// Directories `docker` deployments may mount (none by default; see
+    /// [`crate::target::mounts`]), where they lead now.
     pub fn with_mounts(mut self, dirs: Vec<PathBuf>) -> Self {
-        self.targets.mounts = Arc::new(dirs);
+        let allowed = dirs.into_iter().map(crate::target::mounts::Allowed::new);
+        self.targets.mounts = Arc::new(allowed.collect());
         self
     }
 

@@ -62,12 +62,9 @@ pub(crate) fn remove(dir: &Path) {
     if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
-    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
-        if entry.file_type().is_dir() {
-            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o755));
-        }
-    }
+    // By directory handle, never by path: a process the job left could swap a
+    // directory for a link to a file of the host's while this runs.
+    let _ = ferry_exec::sandbox::open_up(dir);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -31,6 +31,35 @@ use crate::sandbox::{Enforced, Sandbox, StepUser};
 /// The argument that makes the `ferry` binary the helper.
 pub const ARG: &str = "__ferry-sandbox-helper";
 
+/// The argument that makes the `ferry` binary kill every process of one uid (the next
+/// argument), as that uid: what a job with a uid of its own left, however it detached.
+pub const SWEEP_ARG: &str = "__ferry-sweep-uid";
+
+/// [`SWEEP_ARG`]'s life: becomes the uid (a root server starts it) and kills every
+/// process of it but itself, until none is left (a process forking meanwhile is
+/// killed in a further round). The kernel checks each signal's permission when it
+/// sends it, so no other user's process is ever reached. Never returns.
+pub fn sweep_uid_main() -> ! {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::{Gid, Pid, Uid, setgroups, setresgid, setresuid};
+    let Some(uid) = std::env::args().nth(2).and_then(|u| u.parse::<u32>().ok()) else {
+        std::process::exit(2);
+    };
+    if uid == 0 {
+        std::process::exit(2); // never as root: kill(-1) would reach everything
+    }
+    let (u, g) = (Uid::from_raw(uid), Gid::from_raw(uid));
+    if setgroups(&[]).is_err() || setresgid(g, g, g).is_err() || setresuid(u, u, u).is_err() {
+        std::process::exit(1);
+    }
+    for _ in 0..1000 {
+        if kill(Pid::from_raw(-1), Signal::SIGKILL) == Err(nix::errno::Errno::ESRCH) {
+            std::process::exit(0);
+        }
+    }
+    std::process::exit(1)
+}
+
 /// The largest message (a process's environment included).
 const MAX_MESSAGE: usize = 1 << 20;
 

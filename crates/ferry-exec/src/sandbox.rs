@@ -190,12 +190,19 @@ impl StepUsers {
                 user: *user,
                 range: None,
                 own: Vec::new(),
+                shared: Vec::new(),
+                lock: None,
             }),
-            StepUsers::Range(range) => Ok(Lease {
-                user: range.take()?,
-                range: Some(range.clone()),
-                own: Vec::new(),
-            }),
+            StepUsers::Range(range) => {
+                let (user, lock) = range.take()?;
+                Ok(Lease {
+                    user,
+                    range: Some(range.clone()),
+                    own: Vec::new(),
+                    shared: Vec::new(),
+                    lock,
+                })
+            }
         }
     }
 }
@@ -207,6 +214,12 @@ pub struct UidRange {
     first: u32,
     last: u32,
     slots: std::sync::Mutex<Slots>,
+    /// The `ferry` binary, to kill what a uid's holder left before the uid serves
+    /// again (see [`crate::helper::SWEEP_ARG`]); `None`: not swept.
+    sweeper: Option<PathBuf>,
+    /// Where each uid's lock file is, shared with other servers (see
+    /// [`UidRange::with_locks`]); `None`: this server alone uses the range.
+    locks: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -244,11 +257,104 @@ impl UidRange {
         if (first..=last).contains(&65534) {
             return Err(format!("`{text}` includes 65534 (`nobody`)"));
         }
+        // Round the range from anywhere: a restarted server does not hand out the uids
+        // of its last life in the same order.
+        let next = rand::random::<u32>() % (last - first + 1).max(1);
         Ok(UidRange {
             first,
             last,
-            slots: std::sync::Mutex::new(Slots::default()),
+            slots: std::sync::Mutex::new(Slots {
+                next,
+                ..Slots::default()
+            }),
+            sweeper: None,
+            locks: None,
         })
+    }
+
+    /// Shares the range with other servers on this host through lock files in
+    /// `dir` (`/run/ferry` for a server), one per uid while it serves (a uid another
+    /// server holds is skipped); then kills every process still running as a uid of the
+    /// range that no server holds (what the jobs of a server that was killed left).
+    pub fn with_locks(mut self, dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        self.locks = Some(dir.to_path_buf());
+        for uid in self.running() {
+            if let Ok(Some(_held)) = self.lock(uid) {
+                self.sweep(uid);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The lock of `uid` for this server, if no other server holds it (`Ok(None)`
+    /// without lock files).
+    fn lock(&self, uid: u32) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, String> {
+        use nix::fcntl::{Flock, FlockArg};
+        let Some(dir) = &self.locks else {
+            return Ok(None);
+        };
+        let path = dir.join(format!("uid-{uid}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map(Some)
+            .map_err(|(_, e)| format!("{}: {e}", path.display()))
+    }
+
+    /// The uids of the range that some process runs as (from `/proc`).
+    fn running(&self) -> std::collections::BTreeSet<u32> {
+        let mut found = std::collections::BTreeSet::new();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for entry in procs.flatten() {
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+                continue;
+            };
+            let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"));
+            for uid in uids.into_iter().flat_map(str::split_whitespace) {
+                if let Ok(uid) = uid.parse::<u32>()
+                    && (self.first..=self.last).contains(&uid)
+                {
+                    found.insert(uid);
+                }
+            }
+        }
+        found
+    }
+
+    /// What kills every process a uid's holder left before the uid serves again: the
+    /// `ferry` binary (see [`crate::helper::SWEEP_ARG`]).
+    pub fn with_sweeper(mut self, program: Option<PathBuf>) -> Self {
+        self.sweeper = program;
+        self
+    }
+
+    /// Kills every process of `uid` (see [`crate::helper::SWEEP_ARG`]); blocking.
+    fn sweep(&self, uid: u32) {
+        if let Some(program) = &self.sweeper {
+            let _ = std::process::Command::new(program)
+                .arg(crate::helper::SWEEP_ARG)
+                .arg(uid.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+
+    /// The same range, handing out `first + next` first (tests).
+    #[cfg(test)]
+    fn starting_at(self, next: u32) -> Self {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.next = next;
+        }
+        self
     }
 
     /// How many ids the range holds.
@@ -308,16 +414,21 @@ impl UidRange {
         None
     }
 
-    /// The next free uid, round the range.
-    fn take(&self) -> Result<StepUser, String> {
+    /// The next free uid, round the range, and its lock (held by no other server).
+    fn take(&self) -> Result<(StepUser, Option<nix::fcntl::Flock<std::fs::File>>), String> {
         let mut slots = self.slots.lock().map_err(|_| "the uid range is poisoned")?;
         let count = self.len();
         for _ in 0..count {
             let uid = self.first + slots.next;
             slots.next = if uid == self.last { 0 } else { slots.next + 1 };
-            if slots.leased.insert(uid) {
-                return Ok(StepUser { uid, gid: uid });
+            if slots.leased.contains(&uid) {
+                continue;
             }
+            let Ok(lock) = self.lock(uid) else {
+                continue; // another server's now
+            };
+            slots.leased.insert(uid);
+            return Ok((StepUser { uid, gid: uid }, lock));
         }
         Err(format!(
             "every uid of {}-{} serves a job or deployment ({count}); widen --sandbox-uids",
@@ -333,13 +444,17 @@ impl UidRange {
 }
 
 /// One job's or deployment's step user. When its own uid goes back to the range, the
-/// directories it was given become the server's and private again (`0700`), so that
-/// whoever the uid serves next cannot even find what the last one left.
+/// directories it was given become the server's and private again (`0700`), those it
+/// was let read are the server's group's again, and every process of the uid is
+/// killed, so that whoever the uid serves next finds nothing the last one left.
 #[derive(Debug)]
 pub(crate) struct Lease {
     pub(crate) user: StepUser,
     range: Option<std::sync::Arc<UidRange>>,
     own: Vec<PathBuf>,
+    shared: Vec<PathBuf>,
+    /// The uid's lock file, shared with other servers on the host.
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl Lease {
@@ -354,11 +469,97 @@ impl Drop for Lease {
         let Some(range) = self.range.take() else {
             return;
         };
+        // At once (cheap): a later holder of these directories' (a redeployment of the
+        // same release) takes them first, so only what is still this uid's is closed.
         for dir in &self.own {
             let _ = close_top(dir, self.user.uid);
         }
-        range.give_back(self.user.uid);
+        for dir in &self.shared {
+            let _ = unshare(dir, self.user.gid);
+        }
+        // Then, off the caller's thread, what the uid still runs (a process that
+        // stopped or killed its helper first, so the job's own sweep missed it) is
+        // killed, and only then may the uid serve again.
+        let uid = self.user.uid;
+        let lock = self.lock.take();
+        let sweep = move || {
+            range.sweep(uid);
+            drop(lock);
+            range.give_back(uid);
+        };
+        if std::thread::Builder::new()
+            .name("ferry-uid-sweep".into())
+            .spawn(sweep)
+            .is_err()
+        {
+            // No thread: the uid stays out of the range rather than serve unswept.
+        }
     }
+}
+
+/// `dir` and its entries, where their group is still `gid`: the server's group again.
+fn unshare(dir: &Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let server = nix::unistd::getegid().as_raw();
+    let mut paths = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir)? {
+        paths.push(entry?.path());
+    }
+    for p in paths {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.gid() == gid) {
+            std::os::unix::fs::lchown(&p, None, Some(server))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes `dir` and every directory in it writable by its owner (`u+rwx`), so that it
+/// can be removed (tools such as Go's module cache leave read-only directories). The
+/// walk goes by directory handle, one name at a time, never following a link: a link
+/// swapped in for a directory meanwhile is skipped, never what it points at changed.
+pub fn open_up(dir: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, open};
+    let root = open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    open_up_beneath(root, 0)
+}
+
+fn open_up_beneath(dir: rustix::fd::OwnedFd, depth: usize) -> std::io::Result<()> {
+    use rustix::fs::{Dir, FileType, Mode, OFlags, fchmod, fstat, openat};
+    if depth > 512 {
+        return Err(std::io::Error::other("more than 512 directories deep"));
+    }
+    let mode = fstat(&dir)?.st_mode;
+    fchmod(&dir, Mode::from_raw_mode((mode | 0o700) & 0o7777))?;
+    let mut subdirs = Vec::new();
+    let mut entries = Dir::read_from(&dir)?;
+    while let Some(entry) = entries.read() {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if matches!(entry.file_type(), FileType::Directory | FileType::Unknown) {
+            subdirs.push(name.to_owned());
+        }
+    }
+    for name in subdirs {
+        let sub = openat(
+            &dir,
+            &name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        );
+        match sub {
+            Ok(sub) => open_up_beneath(sub, depth + 1)?,
+            Err(e) if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// `dir` (not a link), if `uid` owns it: the server's again, `0700`.
@@ -693,6 +894,7 @@ impl Spawner {
             }
             for dir in &shared {
                 share_read_only(dir, user.gid)?;
+                lease.shared.push(dir.clone());
             }
         }
         let sandbox = sandbox.clone().with_read(shared);
@@ -997,8 +1199,18 @@ mod tests {
     #[test]
     fn a_uid_range_hands_out_each_uid_once_round_the_range() {
         use std::os::unix::fs::MetadataExt;
-        let range = std::sync::Arc::new(UidRange::parse("3000000-3000002").expect("range"));
-        let users = StepUsers::Range(range.clone());
+        let range = UidRange::parse("3000000-3000002").expect("range");
+        let users = StepUsers::Range(std::sync::Arc::new(range.starting_at(0)));
+        // A uid given back returns to the range once what it ran is swept (a thread).
+        let lease_soon = |users: &StepUsers| {
+            for _ in 0..200 {
+                if let Ok(lease) = users.lease() {
+                    return lease;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            panic!("no uid came back");
+        };
         let a = users.lease().expect("a");
         let b = users.lease().expect("b");
         let c = users.lease().expect("c");
@@ -1010,10 +1222,11 @@ mod tests {
         let err = users.lease().expect_err("all serve");
         assert!(err.contains("widen --sandbox-uids"), "{err}");
         drop(b);
-        assert_eq!(users.lease().expect("again").user.uid, 3_000_001);
+        assert_eq!(lease_soon(&users).user.uid, 3_000_001);
         drop(a);
         drop(c);
-        let d = users.lease().expect("d");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let d = lease_soon(&users);
         assert_eq!(
             d.user.uid, 3_000_002,
             "round the range, not the lowest free"
@@ -1025,7 +1238,7 @@ mod tests {
         assert!(!one.unique());
         if nix::unistd::geteuid().is_root() {
             let tmp = tempfile::tempdir().expect("tmp");
-            let mut lease = users.lease().expect("lease");
+            let mut lease = lease_soon(&users);
             lease.user.take(tmp.path()).expect("take");
             lease.own.push(tmp.path().to_path_buf());
             let meta = std::fs::metadata(tmp.path()).expect("meta");
@@ -1034,6 +1247,32 @@ mod tests {
             let meta = std::fs::metadata(tmp.path()).expect("meta");
             assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o777), (0, 0, 0o700));
         }
+    }
+
+    /// What a job left read-only is opened up for removal, by handle: a link in it is
+    /// not followed (what it points at keeps its mode).
+    #[test]
+    fn opening_up_a_tree_for_removal_never_follows_a_link() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let ws = tmp.path().join("ws");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(ws.join("mod/deep")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(ws.join("mod/deep/f"), "x").expect("write");
+        std::os::unix::fs::symlink(&outside, ws.join("mod/link")).expect("link");
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        mode(&outside, 0o500);
+        mode(&ws.join("mod/deep"), 0o500);
+        mode(&ws.join("mod"), 0o500);
+        open_up(&ws).expect("open up");
+        let got = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(got(&ws.join("mod")), 0o700);
+        assert_eq!(got(&ws.join("mod/deep")), 0o700);
+        assert_eq!(got(&outside), 0o500, "a link's target is never changed");
+        std::fs::remove_dir_all(&ws).expect("removable now");
+        assert!(open_up(&outside.join("nothing")).is_err());
     }
 
     #[test]

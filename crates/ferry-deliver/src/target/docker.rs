@@ -26,8 +26,8 @@ pub struct DockerTarget {
     pub volumes: Vec<String>,
     #[educe(Debug(ignore))]
     pub command: Option<Vec<String>>,
-    /// Directories whose paths may be mounted (see [`super::mounts`]).
-    pub mounts: Arc<Vec<std::path::PathBuf>>,
+    /// Directories that may be mounted (see [`super::mounts`]).
+    pub mounts: Arc<Vec<super::mounts::Allowed>>,
     #[educe(Debug(ignore))]
     pub docker: Option<Arc<DockerExecutor>>,
     /// To open the repository's registry logins with.

@@ -175,7 +175,7 @@ pub struct Targets {
     pub(crate) docker: Option<Arc<DockerExecutor>>,
     pub(crate) kubectl: PathBuf,
     /// Directories whose paths deployments may mount (`ferry serve --deploy-mount`).
-    pub(crate) mounts: Arc<Vec<PathBuf>>,
+    pub(crate) mounts: Arc<Vec<mounts::Allowed>>,
     #[educe(Debug(ignore))]
     pub(crate) store: Store,
     #[educe(Debug(ignore))]
