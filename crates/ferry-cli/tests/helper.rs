@@ -142,7 +142,10 @@ async fn what_a_job_leaves_dies_with_its_uid_even_if_it_killed_its_helper() {
     }
     let detached = detached.expect("the step wrote its pid");
     assert!(alive(detached), "detached and running");
-    assert!(!spawner.sweep().await, "the helper is dead: no sweep from it");
+    assert!(
+        !spawner.sweep().await,
+        "the helper is dead: no sweep from it"
+    );
     assert!(alive(detached), "so it still runs");
     drop(spawner);
     assert_eq!(
@@ -167,4 +170,55 @@ async fn what_a_job_leaves_dies_with_its_uid_even_if_it_killed_its_helper() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(again.is_some(), "the uid came back to the range");
+}
+
+/// The usual end: the job's helper, its uid the job's own, kills everything of that uid
+/// when the server's end closes, and says so (then the server need not sweep the uid
+/// itself: here it could not, it has no sweeper).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_with_a_uid_of_its_own_leaves_nothing_of_its_job() {
+    use ferry_exec::sandbox::{StepUsers, UidRange};
+    if !nix::unistd::geteuid().is_root() {
+        return; // only root switches users
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let own = tmp.path().join("ws");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    let range = UidRange::parse("2100000301-2100000301").expect("range");
+    let sandbox = Sandbox::default()
+        .with_users(Some(StepUsers::Range(std::sync::Arc::new(range))))
+        .with_helper(Some(env!("CARGO_BIN_EXE_ferry").into()));
+    let spawner = Spawner::start(&sandbox, vec![own.clone()]).expect("helper");
+    let start = Start {
+        program: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            "setsid sh -c 'sleep 300 & sleep 300' >/dev/null 2>&1 < /dev/null & echo $! > pid"
+                .into(),
+        ],
+        env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        cwd: own.clone(),
+        group: true,
+        fds: 0,
+    };
+    let mut child = spawner
+        .start_process(start, Vec::new())
+        .await
+        .expect("started");
+    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    let detached: i32 = std::fs::read_to_string(own.join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(detached));
+    drop(spawner);
+    for _ in 0..300 {
+        if !alive(detached) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(detached), "{detached} outlived its job");
 }

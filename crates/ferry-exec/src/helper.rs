@@ -36,9 +36,9 @@ pub const ARG: &str = "__ferry-sandbox-helper";
 pub const SWEEP_ARG: &str = "__ferry-sweep-uid";
 
 /// [`SWEEP_ARG`]'s life: becomes the uid (a root server starts it) and kills every
-/// process of it but itself, until none is left (a process forking meanwhile is
-/// killed in a further round). The kernel checks each signal's permission when it
-/// sends it, so no other user's process is ever reached. Never returns.
+/// process of it but itself, until `/proc` shows none alive (a process forking
+/// meanwhile is killed in a further round). The kernel checks each signal's permission
+/// when it sends it, so no other user's process is ever reached. Never returns.
 pub fn sweep_uid_main() -> ! {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::{Gid, Pid, Uid, setgroups, setresgid, setresuid};
@@ -52,10 +52,14 @@ pub fn sweep_uid_main() -> ! {
     if setgroups(&[]).is_err() || setresgid(g, g, g).is_err() || setresuid(u, u, u).is_err() {
         std::process::exit(1);
     }
+    // (`kill(-1)` says success while any other process exists, permitted or not: it
+    // cannot tell when none of the uid is left; `/proc` can.)
     for _ in 0..1000 {
-        if kill(Pid::from_raw(-1), Signal::SIGKILL) == Err(nix::errno::Errno::ESRCH) {
+        let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+        if !crate::sandbox::runs_as(uid, Some(std::process::id())) {
             std::process::exit(0);
         }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     std::process::exit(1)
 }
@@ -108,6 +112,9 @@ pub enum Reply {
         code: i32,
     },
     Swept(bool),
+    /// The helper's last word, once the server's end closed: it swept (see
+    /// [`crate::sandbox::sweep`]).
+    Ended(bool),
 }
 
 /// Sends `msg` with `fds` over `socket`.
@@ -206,7 +213,8 @@ pub fn run() -> ! {
             break;
         }
     }
-    crate::sandbox::sweep(scoped);
+    let swept = crate::sandbox::sweep(scoped);
+    let _ = send(&socket, &Reply::Ended(swept), &[]);
     std::process::exit(0)
 }
 
@@ -317,6 +325,8 @@ pub struct Client {
     /// that answers (given in order) go to the right waiter.
     sending: std::sync::Mutex<()>,
     state: std::sync::Arc<std::sync::Mutex<Waiting>>,
+    /// The helper's last word ([`Reply::Ended`]), once it comes.
+    ended: std::sync::Mutex<Option<std::sync::mpsc::Receiver<bool>>>,
 }
 
 #[derive(Debug, Default)]
@@ -349,20 +359,29 @@ impl Client {
         let reader = ours.try_clone().map_err(|e| fail(&e))?;
         let state = std::sync::Arc::new(std::sync::Mutex::new(Waiting::default()));
         let theirs = state.clone();
+        let (ended_tx, ended) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("ferry-helper-replies".into())
-            .spawn(move || read_replies(&reader, &theirs))
+            .spawn(move || read_replies(&reader, &theirs, &ended_tx))
             .map_err(|e| fail(&e))?;
         Ok(Client {
             socket: ours,
             sending: std::sync::Mutex::new(()),
             state,
+            ended: std::sync::Mutex::new(Some(ended)),
         })
     }
 
     /// The helper ends (sweeping what its processes left) once it sees this.
     pub fn close(&self) {
-        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Both);
+        // Our end only: its last word ([`Reply::Ended`]) still comes back.
+        let _ = rustix::net::shutdown(&self.socket, rustix::net::Shutdown::Write);
+    }
+
+    /// Where the helper's last word comes, once [`close`](Self::close)d: `true` when it
+    /// is sure no process of its job is left.
+    pub(crate) fn last_word(&self) -> Option<std::sync::mpsc::Receiver<bool>> {
+        self.ended.lock().ok()?.take()
     }
 
     pub async fn start_process(
@@ -494,7 +513,11 @@ impl Pool {
 }
 
 /// Hands each reply to whoever waits for it, until the helper ends.
-fn read_replies(socket: &OwnedFd, state: &std::sync::Mutex<Waiting>) {
+fn read_replies(
+    socket: &OwnedFd,
+    state: &std::sync::Mutex<Waiting>,
+    ended: &std::sync::mpsc::Sender<bool>,
+) {
     let mut buf = vec![0u8; 4096];
     loop {
         let got = recv::<Reply>(socket, &mut buf);
@@ -521,6 +544,9 @@ fn read_replies(socket: &OwnedFd, state: &std::sync::Mutex<Waiting>) {
                 }
             }
             Ok(Some((Reply::Ready(_), _))) => {}
+            Ok(Some((Reply::Ended(all_gone), _))) => {
+                let _ = ended.send(all_gone);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Ok(None) | Err(_) => {
                 // Everyone waiting learns the helper ended.

@@ -192,6 +192,7 @@ impl StepUsers {
                 own: Vec::new(),
                 shared: Vec::new(),
                 lock: None,
+                helper_ended: None,
             }),
             StepUsers::Range(range) => {
                 let (user, lock) = range.take()?;
@@ -201,6 +202,7 @@ impl StepUsers {
                     own: Vec::new(),
                     shared: Vec::new(),
                     lock,
+                    helper_ended: None,
                 })
             }
         }
@@ -455,6 +457,8 @@ pub(crate) struct Lease {
     shared: Vec<PathBuf>,
     /// The uid's lock file, shared with other servers on the host.
     lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// The job's helper's last word, once it swept.
+    helper_ended: Option<std::sync::Mutex<std::sync::mpsc::Receiver<bool>>>,
 }
 
 impl Lease {
@@ -482,8 +486,16 @@ impl Drop for Lease {
         // killed, and only then may the uid serve again.
         let uid = self.user.uid;
         let lock = self.lock.take();
+        let helper_ended = self.helper_ended.take();
         let sweep = move || {
-            range.sweep(uid);
+            // After the helper's own sweep (or without it: a step killed or stopped
+            // it), what still runs as the uid is killed by a process of that uid.
+            if let Some(word) = helper_ended.and_then(|w| w.into_inner().ok()) {
+                let _ = word.recv_timeout(HELPER_LAST_WORD);
+            }
+            if runs_as(uid, None) {
+                range.sweep(uid);
+            }
             drop(lock);
             range.give_back(uid);
         };
@@ -496,6 +508,34 @@ impl Drop for Lease {
         }
     }
 }
+
+/// Whether a live process (not a zombie) runs as `uid`, but `except`: one `stat` of
+/// each `/proc/N` (its owner is the process's uid), the state read only of those of
+/// `uid`.
+pub(crate) fn runs_as(uid: u32, except: Option<u32>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        if Some(pid) == except || !entry.metadata().is_ok_and(|m| m.uid() == uid) {
+            return false;
+        }
+        // `pid (comm) S …`: the state after the last `)`.
+        std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with(['Z', 'X']))
+        })
+    })
+}
+
+/// How long a lease waits for its helper's last word before it sweeps the uid itself.
+const HELPER_LAST_WORD: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `dir` and its entries, where their group is still `gid`: the server's group again.
 fn unshare(dir: &Path, gid: u32) -> std::io::Result<()> {
@@ -847,6 +887,12 @@ impl Drop for Spawner {
     fn drop(&mut self) {
         if let Inner::Helper(client) = &self.inner {
             client.close();
+            // The lease waits for the helper's word that nothing of the job is left
+            // before it sweeps the uid itself (rarely needed: a step that killed or
+            // stopped its helper).
+            if let Some(lease) = &mut self._lease {
+                lease.helper_ended = client.last_word().map(std::sync::Mutex::new);
+            }
         }
     }
 }

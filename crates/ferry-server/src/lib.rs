@@ -102,6 +102,10 @@ pub struct AppState {
     /// and files holds it shared, so nothing reads a mirror while git writes to it.
     #[educe(Debug(ignore))]
     mirror_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>>,
+    /// Runs this server is executing or sealing a release from: never pruned by the
+    /// retention policy meanwhile (see [`retention::Finishing`]).
+    #[educe(Debug(ignore))]
+    pub(crate) finishing: retention::Finishing,
     /// Commits read from mirrors lately (see [`AppState::known_commit`]).
     #[educe(Debug(ignore))]
     commits: Arc<Mutex<KnownCommits>>,
@@ -143,6 +147,7 @@ impl AppState {
             subscribers: live::Subscribers::default(),
             mirror_locks: Arc::default(),
             commits: Arc::new(Mutex::new(hashlink::LruCache::new(KNOWN_COMMITS))),
+            finishing: retention::Finishing::default(),
         }
     }
 

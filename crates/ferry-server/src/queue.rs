@@ -121,6 +121,8 @@ async fn execute_inner(
         root: checkout.clone(),
         files: None,
     };
+    // Not pruned until its release (if any) is sealed from it.
+    let _finishing = state.finishing.hold(&run.id);
     let result = state
         .engine
         .execute(run, job_ids, plan.clone(), source, sink, cancel)

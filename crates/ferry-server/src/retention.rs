@@ -3,6 +3,8 @@
 //! artifacts, at start and every minute; a run a release was sealed from is kept (the
 //! release names it).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,37 @@ pub(crate) async fn retain(state: AppState, stop: CancellationToken) {
     }
 }
 
+/// The runs this server is executing or sealing a release from: a run is recorded as
+/// finished before its release is sealed from its artifacts, and must not be deleted in
+/// between (by another run's end applying a small `--keep-runs`, or the periodic pass).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Finishing(Arc<Mutex<HashSet<String>>>);
+
+impl Finishing {
+    /// Holds `run` until the guard goes.
+    pub(crate) fn hold(&self, run: &str) -> Held {
+        if let Ok(mut runs) = self.0.lock() {
+            runs.insert(run.to_string());
+        }
+        Held(self.clone(), run.to_string())
+    }
+
+    fn holds(&self, run: &str) -> bool {
+        self.0.lock().is_ok_and(|runs| runs.contains(run))
+    }
+}
+
+/// See [`Finishing::hold`].
+pub(crate) struct Held(Finishing, String);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut runs) = (self.0).0.lock() {
+            runs.remove(&self.1);
+        }
+    }
+}
+
 /// Deletes what the policy says may go; how many runs.
 pub(crate) async fn prune(
     state: &AppState,
@@ -42,7 +75,7 @@ pub(crate) async fn prune(
     });
     let mut deleted = 0;
     for id in state.store.prunable_runs(keep, before).await? {
-        if !state.store.delete_run(&id).await? {
+        if state.finishing.holds(&id) || !state.store.delete_run(&id).await? {
             continue;
         }
         // The record goes first: nothing points at files that are gone.
@@ -56,4 +89,22 @@ pub(crate) async fn prune(
         deleted += 1;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_held_until_its_guard_goes() {
+        let finishing = Finishing::default();
+        let held = finishing.hold("r1");
+        let also = finishing.clone().hold("r2");
+        assert!(finishing.holds("r1") && finishing.holds("r2"));
+        drop(held);
+        assert!(!finishing.holds("r1"));
+        assert!(finishing.holds("r2"));
+        drop(also);
+        assert!(!finishing.holds("r2"));
+    }
 }
