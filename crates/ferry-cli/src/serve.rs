@@ -324,6 +324,20 @@ fn step_users(
     Ok(Some(StepUsers::Range(std::sync::Arc::new(range))))
 }
 
+/// The Docker engine's socket (`DOCKER_HOST`'s `unix://` path, else
+/// `/var/run/docker.sock`), if this process's user may connect to it.
+fn reachable_docker_socket() -> Option<PathBuf> {
+    use nix::unistd::{AccessFlags, access};
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) => PathBuf::from(host.strip_prefix("unix://")?),
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+    };
+    let meta = std::fs::metadata(&socket).ok()?;
+    use std::os::unix::fs::FileTypeExt;
+    (meta.file_type().is_socket() && access(&socket, AccessFlags::R_OK | AccessFlags::W_OK).is_ok())
+        .then_some(socket)
+}
+
 /// `--deploy-mount` directories are absolute and never hold or lie in the data
 /// directory (a deployment mounting it would read the key and every secret).
 fn check_deploy_mounts(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), Failure> {
@@ -418,6 +432,19 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
         "off" => None,
         _ => step_users(args.sandbox_user.as_deref(), args.sandbox_uids.as_deref())?,
     };
+    if args.host_sandbox != "off"
+        && users.is_none()
+        && let Some(socket) = reachable_docker_socket()
+    {
+        return Err(Failure::usage(format!(
+            "host steps and releases' host code would run as this server's user, which may \
+             use the Docker socket {} (and through it the whole host; Landlock does not \
+             govern connecting to it): run the server as root (steps then run as uids of \
+             their own), or as a user without access to Docker, or --host-sandbox off for \
+             trusted code only",
+            socket.display()
+        )));
+    }
     let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data)
         .map_err(|e| Failure::failed(format!("cannot create {}: {e}", data.display())))?;

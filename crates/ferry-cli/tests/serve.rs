@@ -497,6 +497,49 @@ fn nested_deploy_mounts_are_refused_at_start() {
     );
 }
 
+/// A server that is not root runs host steps as its own user: where that user may use
+/// the Docker socket (it is in the `docker` group), its steps could too, and through it
+/// the whole host. Such a server refuses to start sandboxed, and says what to do.
+#[test]
+fn a_server_whose_user_may_use_docker_does_not_run_host_steps() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return; // the test runs the server as another user
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).expect("mkdir");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown");
+    // A Docker socket this user may use (as the `docker` group's members may).
+    let socket = home.join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    std::os::unix::fs::chown(&socket, Some(65534), Some(65534)).expect("chown");
+    let serve = |extra: &[&str]| {
+        ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(home.join("data"))
+            .args(extra)
+            .env("HOME", &home)
+            .env("DOCKER_HOST", format!("unix://{}", socket.display()))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("ferry serve")
+    };
+    let refused = serve(&[]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains(&format!(
+            "which may use the Docker socket {}",
+            socket.display()
+        )),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!home.join("data/ferry.db").exists(), "nothing written");
+}
+
 /// The uids a root server gives its jobs and deployments by default.
 const DEFAULT_UIDS: std::ops::RangeInclusive<u32> = 2_000_000_000..=2_000_065_535;
 
