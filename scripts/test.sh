@@ -8,7 +8,8 @@ log() { printf '\n== %s\n' "$*"; }
 
 # 1. System packages the tests use: git for real repositories, a POSIX shell, procps,
 #    util-linux's `script` for a pseudo-terminal, PostgreSQL for the store suite, and a
-#    Docker engine, an OCI registry and busybox for the container executor.
+#    Docker engine, an OCI registry and busybox for the container executor, and
+#    Prometheus' `promtool` to check the metrics' format.
 missing=()
 command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
@@ -19,6 +20,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
+command -v promtool >/dev/null || missing+=(prometheus)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

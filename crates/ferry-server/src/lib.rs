@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 mod intake;
 pub mod live;
+pub mod metrics;
 mod queue;
 mod release;
 mod retention;
@@ -106,6 +107,9 @@ pub struct AppState {
     /// retention policy meanwhile (see [`retention::Finishing`]).
     #[educe(Debug(ignore))]
     pub(crate) finishing: retention::Finishing,
+    /// What `GET /metrics` shows.
+    #[educe(Debug(ignore))]
+    pub metrics: metrics::Metrics,
     /// Commits read from mirrors lately (see [`AppState::known_commit`]).
     #[educe(Debug(ignore))]
     commits: Arc<Mutex<KnownCommits>>,
@@ -148,6 +152,7 @@ impl AppState {
             mirror_locks: Arc::default(),
             commits: Arc::new(Mutex::new(hashlink::LruCache::new(KNOWN_COMMITS))),
             finishing: retention::Finishing::default(),
+            metrics: metrics::Metrics::new(),
         }
     }
 

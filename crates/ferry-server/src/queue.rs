@@ -123,12 +123,33 @@ async fn execute_inner(
     };
     // Not pruned until its release (if any) is sealed from it.
     let _finishing = state.finishing.hold(&run.id);
+    let repo_name = match state.store.repository(&run.repository_id).await {
+        Ok(r) => r.name,
+        Err(_) => run.repository_id.clone(),
+    };
+    let m = &state.metrics;
+    m.runs_started.with_label_values(&[&repo_name]).inc();
+    let waited = (ferry_store::now_ms() - run.created_at).max(0) as f64 / 1000.0;
+    m.queue_wait
+        .with_label_values(&[&repo_name])
+        .observe(waited);
+    let began = std::time::Instant::now();
     let result = state
         .engine
         .execute(run, job_ids, plan.clone(), source, sink, cancel)
         .await
         .map_err(|e| e.to_string());
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
+    let result_label = match &result {
+        Ok(outcome) => outcome.status.as_str(),
+        Err(_) => "error",
+    };
+    m.runs_finished
+        .with_label_values(&[&repo_name, result_label])
+        .inc();
+    m.run_duration
+        .with_label_values(&[&repo_name])
+        .observe(began.elapsed().as_secs_f64());
     let outcome = result?;
     // `after_success` asks `releasable`, which an untrusted run never is.
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {

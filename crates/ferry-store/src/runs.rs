@@ -93,6 +93,17 @@ impl Store {
     /// Finished runs a retention policy may delete: of each repository, those beyond
     /// its newest `keep` runs (when given) or finished before `before_ms` (when given);
     /// never a run a release was sealed from. Their ids, oldest first.
+    /// How many runs are queued and running now.
+    pub async fn run_counts(&self) -> Result<(i64, i64)> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |s: &str| rows.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        Ok((count("queued"), count("running")))
+    }
+
     pub async fn prunable_runs(
         &self,
         keep: Option<usize>,

@@ -89,10 +89,13 @@ pub(crate) async fn receive(
     };
     let verified = webhook::verify(p, &headers, &body, secret.as_deref().unwrap_or(UNGUESSABLE));
     let (Some(repo), Some(_), Ok(())) = (repo, secret, verified) else {
+        s.metrics.delivery(p.as_str(), "refused");
         return Err(refused());
     };
-    let outcome = webhook::parse(p, &headers, &body)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPayload, m))?;
+    let outcome = webhook::parse(p, &headers, &body).map_err(|m| {
+        s.metrics.delivery(p.as_str(), "bad_payload");
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::BadPayload, m)
+    })?;
     let mut item = ferry_store::Intake {
         id: String::new(),
         repository_id: repo.id.clone(),
@@ -108,6 +111,7 @@ pub(crate) async fn receive(
     };
     let hook = match outcome {
         Outcome::Ignore(reason) => {
+            s.metrics.delivery(p.as_str(), "ignored");
             s.store.log_ignored(&item, &reason).await?;
             return Ok(HookAnswer::ignored(reason));
         }
@@ -122,6 +126,7 @@ pub(crate) async fn receive(
     // background.
     match s.store.enqueue_intake(&item).await? {
         Some(id) => {
+            s.metrics.delivery(p.as_str(), "accepted");
             s.intake_wake.notify_one();
             Ok((
                 StatusCode::ACCEPTED,
@@ -132,6 +137,7 @@ pub(crate) async fn receive(
             ))
         }
         None => {
+            s.metrics.delivery(p.as_str(), "duplicate");
             let reason = format!(
                 "delivery {} was already handled",
                 item.delivery_id.as_deref().unwrap_or_default()

@@ -196,6 +196,14 @@ pub const ROUTES: &[Route] = &[
     )
     .ok::<serde_json::Value>(),
     Route::new(
+        GET,
+        "/metrics",
+        VIEWER,
+        "Prometheus metrics (text exposition format 0.0.4)",
+        || get(metrics),
+    )
+    .text(),
+    Route::new(
         POST,
         "/api/v1/hooks/{provider}/{repo}",
         Access::Signed,
@@ -601,6 +609,25 @@ pub struct Health {
     pub status: String,
     /// The server's Ferry version.
     pub version: String,
+}
+
+/// `GET /metrics`: every metric, with the queue counted now.
+async fn metrics(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    _: crate::auth::Need<crate::auth::AsViewer>,
+) -> Result<axum::response::Response, ApiError> {
+    let (queued, running) = s.store.run_counts().await?;
+    let text = s
+        .metrics
+        .render(queued, running)
+        .map_err(ApiError::internal)?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )))
 }
 
 async fn health() -> Json<Health> {
