@@ -55,8 +55,8 @@ def git(*args, cwd=None):
 class Server:
     def __init__(self, tmp, pipeline):
         self.tmp = tmp
-        # A root server runs host steps as `nobody`: the marks directory the steps write
-        # (--sandbox-write) must be one that user may reach and write.
+        # A root server runs host steps as a uid of each job's own: the marks directory
+        # the steps write (--sandbox-write) must be one those uids may reach and write.
         os.chmod(tmp, 0o711)
         marks = os.path.join(tmp, "marks")
         os.makedirs(marks, exist_ok=True)
