@@ -42,6 +42,9 @@ if [ -z "${CARGO_TARGET_DIR:-}" ]; then
     export CARGO_TARGET_DIR="$PWD/target"
   fi
 fi
+# Every clone has its own paths, so incremental state from one never serves another:
+# without this, a shared target directory grows by gigabytes a run until the disk fills.
+export CARGO_INCREMENTAL=0
 
 # 3. A PostgreSQL server of the tests' own, on 127.0.0.1, for the store suite.
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
