@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Ferry in release mode and runs the benchmarks against their baselines.
 # Usage: bench/run.sh [startup] [steps] [logs] [logs-shm] [containers] [images] — ferry run
-#        bench/run.sh serve [latency] [memory] [intake] [list] [deliver] [sandbox] — ferry serve
+#        bench/run.sh serve [latency] [memory] [intake] [list] [deliver] [sandbox] [metrics] — ferry serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then

@@ -13,6 +13,9 @@
   deliver  a successful run -> its release live in `sandbox` (process target), minus the
            verification window, p50 over 20 releases; baseline: copying the release's
            files and starting the process from a script
+  metrics  GET /metrics with 100,000 runs stored, p50 over 200 scrapes, and the server's
+           resident size before and after 1,000 scrapes; baseline: the count of queued
+           and running runs with Python's sqlite3 on the same file
   sandbox  a host job of 100 `true` steps and one of 1 step, per-step cost from the
            jobs' recorded times (median of 7 runs each), with the host-job sandbox on
            and off (`--host-sandbox`), alternately; the difference is the sandbox's cost
@@ -315,6 +318,45 @@ def bench_list():
                 f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
 
 
+def bench_metrics():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
+    s.add_repo()
+    s.stop()
+    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+    repo = db.execute("SELECT id FROM repositories").fetchone()[0]
+    now = int(time.time() * 1000)
+    rows = [(f"{now + i:013x}-{uuid.uuid4()}", repo, i + 1, "push", "refs/heads/main", "main", None, "0" * 40, 0,
+             "a", "m", "success", "{}", now + i) for i in range(100_000)]
+    db.executemany("INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, dirty, author, message, status, plan, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.commit()
+    db.close()
+    s.start()
+    rss_before = rss_kib(s.proc.pid) / 1024
+    times = []
+    for i in range(1000):
+        t = time.perf_counter()
+        status, body = s.call("GET", "/metrics")
+        times.append((time.perf_counter() - t) * 1000)
+        assert status == 200, body
+        if i == 99:
+            rss_100 = rss_kib(s.proc.pid) / 1024
+    rss_after = rss_kib(s.proc.pid) / 1024
+    s.stop()
+    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+    base = []
+    for _ in range(200):
+        t = time.perf_counter()
+        db.execute("SELECT status, COUNT(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status").fetchall()
+        base.append((time.perf_counter() - t) * 1000)
+    db.close()
+    p50 = pct(times[:200], 0.5)
+    finish(tmp, f"metrics   GET /metrics with 100,000 runs: p50 {p50:.2f} ms (p99 {pct(times, 0.99):.2f}, 1,000 scrapes)   "
+                f"sqlite3 count alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 10 ms: {'met' if p50 < 10 else 'NOT met'}\n"
+                f"          RSS {rss_before:.1f} MiB before, {rss_100:.1f} after 100 scrapes, {rss_after:.1f} after 1,000   "
+                f"goal: no growth after the first 100 (< 1 MiB): {'met' if rss_after - rss_100 < 1 else 'NOT met'}")
+
+
 def bench_deliver():
     tmp = tempfile.mkdtemp(prefix="ferry-bench-deliver-")
     pipeline = """jobs:
@@ -434,7 +476,7 @@ def main():
     names = sys.argv[1:] or ["latency", "memory", "intake", "list", "deliver"]
     for n in names:
         {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list,
-         "deliver": bench_deliver, "sandbox": bench_sandbox}[n]()
+         "deliver": bench_deliver, "sandbox": bench_sandbox, "metrics": bench_metrics}[n]()
 
 
 if __name__ == "__main__":
