@@ -284,7 +284,8 @@ def bench_intake():
                 f"ratio {rate / base:.2f}x   goal > 1000/s: {'met' if rate > 1000 else 'NOT met'}")
 
 
-def bench_list():
+def server_with_runs(n=100_000):
+    """A stopped server whose store holds `n` finished runs of one repository."""
     tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
     s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
     s.add_repo()
@@ -292,13 +293,16 @@ def bench_list():
     db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
     repo = db.execute("SELECT id FROM repositories").fetchone()[0]
     now = int(time.time() * 1000)
-    rows = []
-    for i in range(100_000):
-        rid = f"{now + i:013x}-{uuid.uuid4()}"
-        rows.append((rid, repo, i + 1, "push", "refs/heads/main", "main", None, "0" * 40, 0, "a", "m", "success", "{}", now + i))
+    rows = [(f"{now + i:013x}-{uuid.uuid4()}", repo, i + 1, "push", "refs/heads/main", "main", None, "0" * 40, 0,
+             "a", "m", "success", "{}", now + i) for i in range(n)]
     db.executemany("INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, dirty, author, message, status, plan, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     db.commit()
     db.close()
+    return tmp, s
+
+
+def bench_list():
+    tmp, s = server_with_runs()
     s.start()
     times = []
     for _ in range(200):
@@ -319,18 +323,7 @@ def bench_list():
 
 
 def bench_metrics():
-    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
-    s = Server(tmp, "jobs:\n  a:\n    run: 'true'\n")
-    s.add_repo()
-    s.stop()
-    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
-    repo = db.execute("SELECT id FROM repositories").fetchone()[0]
-    now = int(time.time() * 1000)
-    rows = [(f"{now + i:013x}-{uuid.uuid4()}", repo, i + 1, "push", "refs/heads/main", "main", None, "0" * 40, 0,
-             "a", "m", "success", "{}", now + i) for i in range(100_000)]
-    db.executemany("INSERT INTO runs (id, repository_id, number, event, git_ref, branch, tag, commit_sha, dirty, author, message, status, plan, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-    db.commit()
-    db.close()
+    tmp, s = server_with_runs()
     s.start()
     rss_before = rss_kib(s.proc.pid) / 1024
     times = []
