@@ -110,6 +110,12 @@ pub enum Command {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+    /// One environment: its live release, its health now and how its health changed.
+    Status {
+        env: String,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
     /// Deployments, newest first (of ENV when given).
     Deployments {
         env: Option<String>,

@@ -143,8 +143,8 @@ pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<14}  {:<24}  {:<19}  {:<16}  {:<16}  PENDING",
-        "ENVIRONMENT", "LIVE RELEASE", "SINCE", "DEPLOYED BY", "APPROVED BY"
+        "{:<14}  {:<24}  {:<19}  {:<9}  {:<16}  {:<16}  PENDING",
+        "ENVIRONMENT", "LIVE RELEASE", "SINCE", "HEALTH", "DEPLOYED BY", "APPROVED BY"
     );
     for e in &list.environments {
         let live = e.live.as_ref();
@@ -155,10 +155,11 @@ pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
             .map(|p| format!("{} ({})", p.deployment, p.status.as_str()))
             .collect();
         println!(
-            "{:<14}  {:<24}  {:<19}  {:<16}  {:<16}  {}",
+            "{:<14}  {:<24}  {:<19}  {:<9}  {:<16}  {:<16}  {}",
             e.name,
             live.map_or("-", |l| l.release.as_str()),
             when(live.and_then(|l| l.since)),
+            e.health.as_ref().map_or("-", |h| h.state.as_str()),
             live.map_or("-", |l| l.deployed_by.as_str()),
             if approved.is_empty() {
                 "-"
@@ -169,6 +170,79 @@ pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
         );
     }
     Ok(exit::OK)
+}
+
+/// One environment: its live release, its health now and the changes of it.
+pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let list: delivery::EnvironmentList = c.get(&format!("/repos/{repo}/environments")).await?;
+    let Some(view) = list.environments.into_iter().find(|e| e.name == env) else {
+        return Err(Failure::usage(format!(
+            "there is no environment `{env}` (see `ferry envs`)"
+        )));
+    };
+    let health: delivery::HealthView = c
+        .get(&format!("/repos/{repo}/environments/{}/health", key(env)))
+        .await?;
+    if args.json {
+        print_json(&serde_json::json!({ "environment": view, "health": health }));
+        return Ok(exit::OK);
+    }
+    println!("environment  {}", view.name);
+    match &view.live {
+        Some(l) => {
+            println!(
+                "live         {} ({}, commit {})",
+                l.release,
+                l.deployment,
+                prefix(&l.commit_sha)
+            );
+            println!("since        {} by {}", when(l.since), l.deployed_by);
+        }
+        None => println!("live         -"),
+    }
+    match &health.health {
+        Some(h) => {
+            println!(
+                "health       {} since {}",
+                h.state.as_str(),
+                when(Some(h.since))
+            );
+            if let Some(why) = &h.reason {
+                println!("             {why}");
+            }
+        }
+        None => println!("health       - (not watched)"),
+    }
+    for p in &view.pending {
+        println!("pending      {} ({})", p.deployment, p.status.as_str());
+    }
+    if !health.history.is_empty() {
+        println!();
+        println!(
+            "{:<19}  {:<22}  {:<20}  REASON",
+            "AT", "CHANGE", "DEPLOYMENT"
+        );
+        for c in &health.history {
+            let change = format!(
+                "{} → {}",
+                c.from_state.map_or("-", |s| s.as_str()),
+                c.to_state.as_str()
+            );
+            println!(
+                "{:<19}  {:<22}  {:<20}  {}",
+                when(Some(c.at)),
+                change,
+                prefix(&c.deployment_id),
+                c.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn prefix(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 pub async fn deployments(args: DeliverArgs, env: Option<String>) -> Result<u8, Failure> {

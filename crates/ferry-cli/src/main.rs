@@ -167,6 +167,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             args,
         } => deliver::decide(args, &deployment, comment, false).await,
         Command::Envs { args } => deliver::envs(args).await,
+        Command::Status { env, args } => deliver::status(args, &env).await,
         Command::Deployments { env, args } => deliver::deployments(args, env).await,
         Command::Deployment {
             deployment,

@@ -122,6 +122,12 @@ pub struct DeploySpec {
     pub target: Target,
     pub verify: Option<Verify>,
     pub on_failure: OnFailure,
+    /// The health watch once the release is live (`watch:`).
+    #[serde(default)]
+    pub watch: Watch,
+    /// What the environment going `down` does (`on_unhealthy:`).
+    #[serde(default)]
+    pub on_unhealthy: OnUnhealthy,
 }
 
 /// Where a release goes.
@@ -215,6 +221,53 @@ pub enum Probe {
     Command {
         run: String,
     },
+}
+
+/// `watch:` — after a release went live, its probes keep running every `interval`;
+/// `failures` failed checks in a row make the environment `down`. `watch: false` turns
+/// it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub enabled: bool,
+    #[serde(with = "crate::model::opt_millis")]
+    pub interval: Option<Duration>,
+    pub failures: Option<u32>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: None,
+            failures: None,
+        }
+    }
+}
+
+impl Watch {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_FAILURES: u32 = 3;
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_FAILURES: u32 = 1000;
+
+    pub fn interval(&self) -> Duration {
+        self.interval.unwrap_or(Self::DEFAULT_INTERVAL)
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures.unwrap_or(Self::DEFAULT_FAILURES)
+    }
+}
+
+/// What an environment going `down` (under the health watch) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnhealthy {
+    /// Tell the people who listen (notifications); the release stays (the default).
+    #[default]
+    Notify,
+    /// Deploy the release that was live before again, and tell them.
+    Rollback,
 }
 
 /// What a failed deployment does.

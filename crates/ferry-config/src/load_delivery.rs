@@ -12,7 +12,8 @@ pub const RELEASE_KEYS: &[&str] = &["branches", "tags", "artifacts", "images"];
 pub const ENVIRONMENT_KEYS: &[&str] = &["after", "auto", "approval", "freeze", "deploy"];
 pub const APPROVAL_KEYS: &[&str] = &["required", "from", "not", "expires"];
 pub const FREEZE_KEYS: &[&str] = &["from", "to", "cron", "for"];
-pub const DEPLOY_KEYS: &[&str] = &["target", "verify", "on_failure"];
+pub const DEPLOY_KEYS: &[&str] = &["target", "verify", "on_failure", "watch", "on_unhealthy"];
+pub const WATCH_KEYS: &[&str] = &["interval", "failures"];
 pub const PROCESS_KEYS: &[&str] = &["command", "env"];
 pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"];
 pub const SCRIPT_KEYS: &[&str] = &["run", "image"];
@@ -261,6 +262,8 @@ impl Loader {
         let mut target = None;
         let mut verify = None;
         let mut on_failure = OnFailure::Rollback;
+        let mut watch = Watch::default();
+        let mut on_unhealthy = OnUnhealthy::Notify;
         let mut saw_target = false;
         for (k, _, v) in self.entries(node, what, Some(DEPLOY_KEYS), example) {
             match k {
@@ -269,6 +272,19 @@ impl Loader {
                     target = self.target(v, what);
                 }
                 "verify" => verify = self.verify(v, what),
+                "watch" => watch = self.watch(v, what),
+                "on_unhealthy" => {
+                    match self.string(v, &format!("`on_unhealthy` in {what}"), "`on_unhealthy: rollback`") {
+                        Some(s) if s == "notify" => on_unhealthy = OnUnhealthy::Notify,
+                        Some(s) if s == "rollback" => on_unhealthy = OnUnhealthy::Rollback,
+                        Some(s) => self.error(
+                            v.span,
+                            format!("`on_unhealthy` in {what} must be `notify` or `rollback`, found `{s}`"),
+                            "`notify` tells whoever listens; `rollback` also deploys the release that was live before",
+                        ),
+                        None => {}
+                    }
+                }
                 _ => {
                     match self.string(v, &format!("`on_failure` in {what}"), "`on_failure: rollback`") {
                         Some(s) if s == "rollback" => on_failure = OnFailure::Rollback,
@@ -294,6 +310,8 @@ impl Loader {
             target,
             verify,
             on_failure,
+            watch,
+            on_unhealthy,
         })
     }
 
@@ -455,6 +473,50 @@ impl Loader {
             );
         }
         target
+    }
+
+    /// `watch: false`, `watch: true` or `watch: { interval: 10s, failures: 3 }`.
+    fn watch(&mut self, node: &Node, what: &str) -> Watch {
+        let wwhat = format!("`watch` in {what}");
+        let example = "`watch: { interval: 10s, failures: 3 }` (or `watch: false`)";
+        let mut w = Watch::default();
+        if let Kind::Scalar(..) = node.kind {
+            if let Some(on) = self.bool(node, &wwhat) {
+                w.enabled = on;
+            }
+            return w;
+        }
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, &wwhat, "a mapping or a boolean", example);
+            return w;
+        }
+        for (k, _, val) in self.entries(node, &wwhat, Some(WATCH_KEYS), example) {
+            let kw = format!("`{k}` in {wwhat}");
+            if k == "interval" {
+                match self.duration(val, &kw) {
+                    Some(d) if d < Watch::MIN_INTERVAL => self.error(
+                        val.span,
+                        format!("{kw} must be at least 100ms"),
+                        "for example `interval: 10s`",
+                    ),
+                    d => w.interval = d.or(w.interval),
+                }
+            } else {
+                match self.scalar(val, &kw).map(|s| s.parse::<u32>()) {
+                    Some(Ok(n)) if (1..=Watch::MAX_FAILURES).contains(&n) => w.failures = Some(n),
+                    Some(_) => self.error(
+                        val.span,
+                        format!(
+                            "{kw} must be a whole number from 1 to {}",
+                            Watch::MAX_FAILURES
+                        ),
+                        "for example `failures: 3`",
+                    ),
+                    None => {}
+                }
+            }
+        }
+        w
     }
 
     fn verify(&mut self, node: &Node, what: &str) -> Option<Verify> {

@@ -260,7 +260,21 @@ pub fn schema() -> Value {
                     "interval": duration
                 }
             },
-            "on_failure": { "enum": ["rollback", "stop"] }
+            "on_failure": { "enum": ["rollback", "stop"] },
+            "watch": {
+                "oneOf": [
+                    { "type": "boolean" },
+                    {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": {
+                            "interval": duration,
+                            "failures": { "type": "integer", "minimum": 1, "maximum": 1000 }
+                        }
+                    }
+                ]
+            },
+            "on_unhealthy": { "enum": ["notify", "rollback"] }
         }
     });
     let freeze = json!({

@@ -111,3 +111,31 @@ fn merge_keys_apply() {
     assert_eq!(build.retry.max, 1);
     assert_eq!(test.timeout, Some(std::time::Duration::from_secs(600)));
 }
+
+#[test]
+fn the_health_watch_loads_with_its_defaults() {
+    use ferry_config::delivery::{OnUnhealthy, Watch};
+    use std::time::Duration;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/delivery.yml");
+    let source = std::fs::read_to_string(path).expect("read fixture");
+    let pipeline = ferry_config::load(&source).expect("loads").pipeline;
+    let d = &pipeline.delivery;
+    let staging = d.deploy_of("staging").expect("staging deploys");
+    assert_eq!(
+        staging.watch,
+        Watch {
+            enabled: true,
+            interval: Some(Duration::from_secs(30)),
+            failures: Some(5)
+        }
+    );
+    assert_eq!(staging.on_unhealthy, OnUnhealthy::Rollback);
+    let cluster = d.deploy_of("cluster").expect("cluster deploys");
+    assert!(!cluster.watch.enabled);
+    // The top-level `deploy:` watches every 10 s, 3 failures in a row, and notifies.
+    let sandbox = d.deploy_of("sandbox").expect("sandbox deploys");
+    assert!(sandbox.watch.enabled);
+    assert_eq!(sandbox.watch.interval(), Duration::from_secs(10));
+    assert_eq!(sandbox.watch.failures(), 3);
+    assert_eq!(sandbox.on_unhealthy, OnUnhealthy::Notify);
+}

@@ -192,7 +192,7 @@ fn schema_keys_match_the_loader() {
     let deploy = &props["deploy"];
     let target = &deploy["properties"]["target"]["properties"];
     let verify = &deploy["properties"]["verify"];
-    let sections: [(&str, &Value, &[&str]); 24] = [
+    let sections: [(&str, &Value, &[&str]); 25] = [
         ("top", &schema, TOP_KEYS),
         ("job", job, JOB_KEYS),
         ("step", &jp["steps"]["items"]["oneOf"][1], STEP_KEYS),
@@ -228,6 +228,11 @@ fn schema_keys_match_the_loader() {
         ("script", &target["script"], SCRIPT_KEYS),
         ("kubernetes", &target["kubernetes"], KUBERNETES_KEYS),
         ("verify", verify, VERIFY_KEYS),
+        (
+            "watch",
+            &deploy["properties"]["watch"]["oneOf"][1],
+            WATCH_KEYS,
+        ),
         (
             "http",
             &verify["properties"]["http"]["oneOf"][0]["oneOf"][1],

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferry_config::delivery::{Delivery, OnFailure, Policy};
+use ferry_config::delivery::{Delivery, OnFailure, OnUnhealthy, Policy};
 use ferry_exec::mask::Masker;
 use ferry_store::{
-    Deployment, DeploymentKind as Kind, DeploymentStatus as S, Release, SecretKey, Store,
+    Deployment, DeploymentKind as Kind, DeploymentStatus as S, Health, Release, SecretKey, Store,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cas::Cas;
 use crate::diff::ConfigSnapshot;
 use crate::events::DeliveryEvent;
+use crate::health::{self, Watched};
 use crate::jail;
 use crate::layout;
 use crate::log::DeployLog;
@@ -124,6 +125,16 @@ pub struct Deliverer {
     script_timeout: Option<Duration>,
     /// How big a deployment's log may grow (`None`: no limit).
     log_limit: Option<u64>,
+    /// The health watch of each live environment this server watches (see
+    /// [`crate::health`]).
+    #[educe(Debug(ignore))]
+    watches: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Watching>>>,
+}
+
+/// One environment's health watch: the live deployment it watches, and its end.
+struct Watching {
+    deployment_id: String,
+    stop: CancellationToken,
 }
 
 /// The release's own delivery configuration.
@@ -169,6 +180,7 @@ impl Deliverer {
             sandbox: None,
             script_timeout: None,
             log_limit: None,
+            watches: Arc::default(),
         }
     }
 
@@ -802,16 +814,32 @@ impl Deliverer {
                 .release(&dep.repository_id, &dep.release_id)
                 .await?;
             let d = delivery_of(&release)?;
-            if let Ok(target) = self.target(&d, &dep.environment)
-                && target.supervised()
-            {
-                let mut log = self.open_log(&dep);
-                if let Err(e) = self
-                    .deploy(&dep, &release, &d, target.as_ref(), &mut log)
-                    .await
-                {
+            let Ok(target) = self.target(&d, &dep.environment) else {
+                continue;
+            };
+            let mut log = self.open_log(&dep);
+            // A supervised process is started again; what runs elsewhere (a container,
+            // what a script deployed) is only watched again.
+            let supervised = target.supervised();
+            let again = supervised.then_some(target.as_ref());
+            match self.deploy(&dep, &release, &d, again, &mut log).await {
+                Ok(probes) => {
+                    if let Some(w) = self.watched(&dep, &release, &d, &target, probes) {
+                        self.start_watch(w);
+                    }
+                }
+                Err(e) if supervised => {
                     tracing::error!("cannot restart `{}`: {e}", dep.environment);
                 }
+                Err(e) => tracing::warn!("cannot watch `{}` again: {e}", dep.environment),
+            }
+            if !supervised {
+                let dir = layout::environment_dir(
+                    &self.secrets_root,
+                    &dep.repository_id,
+                    &dep.environment,
+                );
+                let _ = std::fs::remove_dir_all(dir.join("secrets"));
             }
         }
         Ok(())
@@ -840,6 +868,11 @@ impl Deliverer {
         }
         // Deployments in flight stop here; the next start records them as interrupted.
         tasks.shutdown().await;
+        if let Ok(mut all) = self.watches.lock() {
+            for (_, w) in all.drain() {
+                w.stop.cancel();
+            }
+        }
         self.targets.supervisor.shutdown().await;
         // No process runs any more: its secret files go (they are written again on start).
         let _ = std::fs::remove_dir_all(&self.secrets_root);
@@ -1071,9 +1104,9 @@ impl Deliverer {
     }
 
     /// The target of the release's deploy for the deployment's environment.
-    fn target(&self, d: &Delivery, env: &str) -> std::result::Result<Box<dyn Target>, String> {
+    fn target(&self, d: &Delivery, env: &str) -> std::result::Result<Arc<dyn Target>, String> {
         d.deploy_of(env)
-            .map(|spec| self.targets.get(&spec.target))
+            .map(|spec| Arc::from(self.targets.get(&spec.target)))
             .ok_or_else(|| format!("`{env}` has no deploy"))
     }
 
@@ -1115,7 +1148,10 @@ impl Deliverer {
         let d = delivery_of(&release)?;
         let target = self.target(&d, &dep.environment);
         let outcome = match &target {
-            Ok(t) => self.deploy(&dep, &release, &d, t.as_ref(), &mut log).await,
+            Ok(t) => {
+                self.deploy(&dep, &release, &d, Some(t.as_ref()), &mut log)
+                    .await
+            }
             Err(e) => Err(e.clone()),
         };
         // Only a supervised process reads its secret files later; the other targets have
@@ -1125,14 +1161,18 @@ impl Deliverer {
                 layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
             let _ = std::fs::remove_dir_all(dir.join("secrets"));
         }
+        let mut watched = None;
         let outcome = match (outcome, &target) {
             (Ok(probes), Ok(t)) => {
                 self.store
                     .move_deployment(&dep.id, &[S::Deploying], S::Verifying, None)
                     .await?;
                 self.publish(&dep.id).await;
-                self.verify(&dep, &d, t.as_ref(), probes, &release.name, &mut log)
-                    .await
+                let verified = self
+                    .verify(&dep, &d, t.as_ref(), &probes, &release.name, &mut log)
+                    .await;
+                watched = self.watched(&dep, &release, &d, t, probes);
+                verified
             }
             (Ok(_), Err(e)) => Err(e.clone()),
             (Err(e), _) => Err(e),
@@ -1159,9 +1199,20 @@ impl Deliverer {
                 }
                 log.line("live");
                 if let Some(r) = replaced {
+                    if dep.kind == Kind::Rollback {
+                        self.rolled_back_if_down(&r, &release.name).await?;
+                    }
                     self.publish(&r.id).await;
                 }
                 self.publish(&dep.id).await;
+                // Verified: healthy, and watched from now on.
+                let live = self.store.deployment(&dep.id).await?;
+                self.record_health(&live, Health::Healthy, None, &mut log)
+                    .await;
+                match watched {
+                    Some(w) => self.start_watch(w),
+                    None => self.stop_watch(&dep.repository_id, &dep.environment),
+                }
                 if let Ok(t) = &target {
                     t.tidy(&dep, &release.name, false, &mut log).await;
                 }
@@ -1222,7 +1273,7 @@ impl Deliverer {
         dep: &Deployment,
         reason: &str,
         on_failure: OnFailure,
-        target: Option<Box<dyn Target>>,
+        target: Option<Arc<dyn Target>>,
         log: &mut DeployLog,
     ) -> Result<()> {
         let previous = match (&dep.previous_release_id, on_failure, dep.kind) {
@@ -1235,6 +1286,7 @@ impl Deliverer {
                     .await?
                     .is_none()
                 {
+                    self.stop_watch(&dep.repository_id, &dep.environment);
                     if let Some(t) = target {
                         t.stop(dep).await;
                     }
@@ -1246,29 +1298,11 @@ impl Deliverer {
         };
         let release = self.store.release(&dep.repository_id, &previous).await?;
         log.line(&format!("rolling back to release {}", release.name));
-        let back = self
-            .store
-            .create_deployment(
-                &dep.repository_id,
-                &dep.environment,
-                &release.id,
-                Kind::Rollback,
-                S::Queued,
-                Some("ferry"),
-            )
-            .await?;
-        self.store
-            .audit(
-                Some(&dep.repository_id),
-                "ferry",
-                "deployment.rollback",
-                &format!("{}#{}", back.environment, back.number),
-                Some(&format!(
-                    "after {}#{} failed: back to release {}",
-                    dep.environment, dep.number, release.name
-                )),
-            )
-            .await?;
+        let detail = format!(
+            "after {}#{} failed: back to release {}",
+            dep.environment, dep.number, release.name
+        );
+        let back = self.queue_rollback(dep, &release, &detail).await?;
         self.publish(&back.id).await;
         let config = self.config_snapshot(&back).await?;
         if self
@@ -1325,8 +1359,16 @@ impl Deliverer {
                 && target.replaces_live()
             {
                 log.line(&format!("starting the live release {} again", release.name));
-                if let Err(e) = self.deploy(&live, &release, &d, target.as_ref(), log).await {
-                    log.line(&format!("cannot start it again: {e}"));
+                match self
+                    .deploy(&live, &release, &d, Some(target.as_ref()), log)
+                    .await
+                {
+                    Ok(probes) => {
+                        if let Some(w) = self.watched(&live, &release, &d, &target, probes) {
+                            self.start_watch(w);
+                        }
+                    }
+                    Err(e) => log.line(&format!("cannot start it again: {e}")),
                 }
             }
         }
@@ -1334,13 +1376,14 @@ impl Deliverer {
     }
 
     /// Resolves the deployment's context (release files, variables, secrets) and deploys
-    /// to the target; returns the probes to verify with.
+    /// to the target (`None`: deploys nothing, e.g. to watch what runs already); returns
+    /// the probes to verify with.
     async fn deploy(
         &self,
         dep: &Deployment,
         release: &Release,
         d: &Delivery,
-        target: &dyn Target,
+        target: Option<&dyn Target>,
         log: &mut DeployLog,
     ) -> std::result::Result<Vec<verify::Probe>, String> {
         let spec = d
@@ -1401,7 +1444,7 @@ impl Deliverer {
             .flat_map(|v| &v.probes)
             .any(|p| matches!(p, Check::Command { .. }));
         let spawner = match &self.sandbox {
-            Some(sandbox) if target.runs_host_code() || probes_run_commands => {
+            Some(sandbox) if target.is_some_and(|t| t.runs_host_code()) || probes_run_commands => {
                 let cell = jail::Cell {
                     release_dir: release_dir.clone(),
                     secrets_dir: secrets_dir.clone(),
@@ -1430,7 +1473,9 @@ impl Deliverer {
             spawner,
             timeout: self.script_timeout,
         };
-        target.deploy(&mut ctx).await?;
+        if let Some(target) = target {
+            target.deploy(&mut ctx).await?;
+        }
         let mut probes = Vec::new();
         for p in spec.verify.iter().flat_map(|v| &v.probes) {
             let check = match p {
@@ -1454,12 +1499,292 @@ impl Deliverer {
         Ok(probes)
     }
 
+    /// What the health watch of a deployment that went live looks at (`None`: its
+    /// environment's `watch` is off).
+    fn watched(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        d: &Delivery,
+        target: &Arc<dyn Target>,
+        probes: Vec<verify::Probe>,
+    ) -> Option<Watched> {
+        let spec = d.deploy_of(&dep.environment)?;
+        spec.watch.enabled.then(|| Watched {
+            deployment: dep.clone(),
+            release: release.name.clone(),
+            probes,
+            target: target.clone(),
+            interval: spec.watch.interval(),
+            failures: spec.watch.failures(),
+            rollback: spec.on_unhealthy == OnUnhealthy::Rollback,
+        })
+    }
+
+    /// Watches the environment's live deployment from now on (in place of what watched
+    /// it before).
+    fn start_watch(&self, w: Watched) {
+        let key = (
+            w.deployment.repository_id.clone(),
+            w.deployment.environment.clone(),
+        );
+        let stop = CancellationToken::new();
+        let Ok(mut all) = self.watches.lock() else {
+            return;
+        };
+        let watching = Watching {
+            deployment_id: w.deployment.id.clone(),
+            stop: stop.clone(),
+        };
+        if let Some(old) = all.insert(key, watching) {
+            old.stop.cancel();
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.watch(w, stop).await });
+    }
+
+    /// The environment's health watch ends (nothing is live there any more).
+    fn stop_watch(&self, repository_id: &str, environment: &str) {
+        if let Ok(mut all) = self.watches.lock()
+            && let Some(w) = all.remove(&(repository_id.to_string(), environment.to_string()))
+        {
+            w.stop.cancel();
+        }
+    }
+
+    /// The deployment each environment's health watch looks at (repository id,
+    /// environment, deployment id).
+    pub fn watched_deployments(&self) -> Vec<(String, String, String)> {
+        self.watches
+            .lock()
+            .map(|all| {
+                all.iter()
+                    .map(|((r, e), w)| (r.clone(), e.clone(), w.deployment_id.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_busy(&self, repository_id: &str, environment: &str) -> bool {
+        self.busy
+            .lock()
+            .is_ok_and(|b| b.contains(&(repository_id.to_string(), environment.to_string())))
+    }
+
+    /// The health watch of one live deployment: a check every interval until `stop`.
+    async fn watch(&self, w: Watched, stop: CancellationToken) {
+        let (repo, env) = (&w.deployment.repository_id, &w.deployment.environment);
+        let http = match health::client(&self.ca) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot watch `{env}`: {e}");
+                return;
+            }
+        };
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + w.interval, w.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut failed, mut last, mut acted) = (0u32, None::<Health>, false);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            // A deployment of the environment is under way: it replaces the workload.
+            if self.is_busy(repo, env) {
+                continue;
+            }
+            let result = tokio::select! {
+                r = w.check(&http) => r,
+                _ = stop.cancelled() => return,
+            };
+            if self.is_busy(repo, env) {
+                continue;
+            }
+            failed = if result.is_ok() {
+                0
+            } else {
+                failed.saturating_add(1)
+            };
+            let state = health::judge(failed, w.failures);
+            let reason = result.err();
+            if last != Some(state) {
+                let mut log = self.open_log(&w.deployment);
+                if !self
+                    .record_health(&w.deployment, state, reason.as_deref(), &mut log)
+                    .await
+                {
+                    continue; // not recorded: tried again at the next check
+                }
+                last = Some(state);
+            }
+            match state {
+                Health::Down if !acted => {
+                    acted = true;
+                    if w.rollback
+                        && let Err(e) = self
+                            .roll_back_unhealthy(&w.deployment, reason.as_deref().unwrap_or(""))
+                            .await
+                    {
+                        tracing::error!("cannot roll `{env}` back: {e}");
+                    }
+                }
+                Health::Healthy => acted = false,
+                _ => {}
+            }
+        }
+    }
+
+    /// Records the deployment's environment as `state`; a change is written to the
+    /// deployment's log, logged and told to listeners. Whether it was recorded.
+    async fn record_health(
+        &self,
+        dep: &Deployment,
+        state: Health,
+        reason: Option<&str>,
+        log: &mut DeployLog,
+    ) -> bool {
+        let (repo, env) = (&dep.repository_id, &dep.environment);
+        match self
+            .store
+            .set_health(repo, env, &dep.id, state, reason)
+            .await
+        {
+            Ok(Some(change)) => {
+                let line = match reason {
+                    Some(why) => format!("health: {}: {why}", state.as_str()),
+                    None => format!("health: {}", state.as_str()),
+                };
+                log.line(&line);
+                tracing::info!(
+                    repository = %repo,
+                    environment = %env,
+                    deployment = dep.number,
+                    from = change.from_state.map(Health::as_str),
+                    to = state.as_str(),
+                    reason,
+                    "environment health changed"
+                );
+                let _ = self.events.send(Arc::new(DeliveryEvent::Health { change }));
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("cannot record the health of `{env}`: {e}");
+                false
+            }
+        }
+    }
+
+    /// The environment of `dep`, live, went down under `on_unhealthy: rollback`: a
+    /// rollback to the release before it is queued (unless it is a rollback itself,
+    /// there is nothing before it, or a rollback is already on its way).
+    async fn roll_back_unhealthy(&self, dep: &Deployment, reason: &str) -> Result<()> {
+        let dep = self.store.deployment(&dep.id).await?;
+        if dep.status != S::Live {
+            return Ok(());
+        }
+        let mut log = self.open_log(&dep);
+        let previous = match (&dep.previous_release_id, dep.kind) {
+            (_, Kind::Rollback) => {
+                log.line("down: it is a rollback itself, so it is not rolled back");
+                return Ok(());
+            }
+            (None, _) => {
+                log.line("down: there is no earlier release to roll back to");
+                return Ok(());
+            }
+            (Some(p), _) => p.clone(),
+        };
+        let pending = self.store.deployments_in(ACTIVE).await?;
+        if pending.iter().any(|p| {
+            p.repository_id == dep.repository_id
+                && p.environment == dep.environment
+                && p.kind == Kind::Rollback
+        }) {
+            return Ok(());
+        }
+        let release = self.store.release(&dep.repository_id, &previous).await?;
+        if release.pruned_at.is_some() {
+            log.line(&format!(
+                "down: release {} is pruned, so it cannot be rolled back to",
+                release.name
+            ));
+            return Ok(());
+        }
+        log.line(&format!(
+            "down: {reason}; rolling back to release {}",
+            release.name
+        ));
+        let detail = format!(
+            "`{}` went down with {}#{} live ({reason}): back to release {}",
+            dep.environment, dep.environment, dep.number, release.name
+        );
+        let back = self.queue_rollback(&dep, &release, &detail).await?;
+        self.publish(&back.id).await;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a rollback of `dep`'s environment to `release`, asked for by Ferry, with
+    /// why in the audit log.
+    async fn queue_rollback(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        detail: &str,
+    ) -> Result<Deployment> {
+        let back = self
+            .store
+            .create_deployment(
+                &dep.repository_id,
+                &dep.environment,
+                &release.id,
+                Kind::Rollback,
+                S::Queued,
+                Some("ferry"),
+            )
+            .await?;
+        self.store
+            .audit(
+                Some(&dep.repository_id),
+                "ferry",
+                "deployment.rollback",
+                &format!("{}#{}", back.environment, back.number),
+                Some(detail),
+            )
+            .await?;
+        Ok(back)
+    }
+
+    /// A rollback went live in place of `replaced`: if that was down, it is marked
+    /// rolled back (a failed change, for DORA), with why.
+    async fn rolled_back_if_down(&self, replaced: &Deployment, to: &str) -> Result<()> {
+        let Some(h) = self
+            .store
+            .health(&replaced.repository_id, &replaced.environment)
+            .await?
+        else {
+            return Ok(());
+        };
+        if h.deployment_id == replaced.id && h.state == Health::Down {
+            let why = format!(
+                "went down: {} (rolled back to release {to})",
+                h.reason.as_deref().unwrap_or("its checks failed")
+            );
+            self.store
+                .move_deployment(&replaced.id, &[S::Replaced], S::RolledBack, Some(&why))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn verify(
         &self,
         dep: &Deployment,
         d: &Delivery,
         target: &dyn Target,
-        probes: Vec<verify::Probe>,
+        probes: &[verify::Probe],
         release: &str,
         log: &mut DeployLog,
     ) -> std::result::Result<(), String> {
@@ -1485,7 +1810,7 @@ impl Deliverer {
             .unwrap_or(ferry_config::delivery::Verify::DEFAULT_INTERVAL);
         log.line(&format!("verifying for {}s", window.as_secs_f32()));
         let cancel = CancellationToken::new();
-        let result = verify::verify(&probes, window, interval, &self.ca, gone, &cancel).await;
+        let result = verify::verify(probes, window, interval, &self.ca, gone, &cancel).await;
         // What command probes left running, even outside their groups, ends with the
         // verification (a supervised process shares their sandbox: it is left alone).
         if !target.supervised()

@@ -2,7 +2,7 @@
 //! every approval or rejection, as it happens (the server streams them to clients, as
 //! it streams runs).
 
-use ferry_store::{Approval, Deployment};
+use ferry_store::{Approval, Deployment, HealthChange};
 use serde::{Deserialize, Serialize};
 
 /// One change, of one repository's delivery.
@@ -16,6 +16,8 @@ pub enum DeliveryEvent {
         repository_id: String,
         approval: Approval,
     },
+    /// A live environment's health changed (see [`crate::health`]).
+    Health { change: HealthChange },
 }
 
 impl DeliveryEvent {
@@ -23,6 +25,7 @@ impl DeliveryEvent {
         match self {
             DeliveryEvent::Deployment { deployment } => &deployment.repository_id,
             DeliveryEvent::Approval { repository_id, .. } => repository_id,
+            DeliveryEvent::Health { change } => &change.repository_id,
         }
     }
 }

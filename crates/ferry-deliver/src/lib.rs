@@ -5,6 +5,7 @@ pub mod cas;
 pub mod deliverer;
 pub mod diff;
 pub mod events;
+pub mod health;
 pub mod jail;
 pub mod layout;
 pub mod log;

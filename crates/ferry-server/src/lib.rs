@@ -286,6 +286,8 @@ pub async fn serve(
     ));
     let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
     let retention = tokio::spawn(retention::retain(state.clone(), stop.clone()));
+    // Subscribed before the deliverer starts, so that it counts every change.
+    let counting = tokio::spawn(metrics::follow_deliveries(state.clone(), stop.clone()));
     let deliver_worker = {
         let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
@@ -323,5 +325,6 @@ pub async fn serve(
     let _ = retention.await;
     let _ = dispatcher.await;
     let _ = deliver_worker.await;
+    let _ = counting.await;
     result
 }

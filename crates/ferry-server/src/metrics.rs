@@ -1,9 +1,11 @@
 //! Prometheus metrics (`GET /metrics`, text exposition format 0.0.4): what the server
-//! counts as things happen (runs, webhook deliveries) and what it reads at each scrape
-//! (the queue, the process). Names follow Prometheus' conventions: a `ferry_` prefix,
+//! counts as things happen (runs, jobs, steps, webhook deliveries, deployments) and what
+//! it reads at each scrape (the queue, environments' health, the process). Names follow Prometheus' conventions: a `ferry_` prefix,
 //! `_total` for counters, `_seconds` for durations; label values are bounded (a
 //! repository's name, a result, a provider), never a run id or a commit.
 
+use ferry_engine::{EngineEvent, EventSink};
+use ferry_store::{Deployment, DeploymentKind, DeploymentStatus, Health};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -13,6 +15,17 @@ use prometheus::{
 const DURATION_BUCKETS: [f64; 16] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 1800.0, 2700.0,
     3300.0,
+];
+
+/// Buckets of step durations, in seconds: 10 ms to about 55 minutes.
+const STEP_BUCKETS: [f64; 16] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+    3300.0,
+];
+
+/// Buckets of deployment durations (start to live or failed), in seconds.
+const DEPLOY_BUCKETS: [f64; 12] = [
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
 ];
 
 /// Buckets of queue waits, in seconds: 10 ms to 10 minutes.
@@ -35,6 +48,28 @@ pub struct Metrics {
     /// Webhook deliveries by provider and outcome (`accepted`, `ignored`, `duplicate`,
     /// `refused`, `bad_payload`).
     pub deliveries: IntCounterVec,
+    /// Jobs that ended, by repository and result.
+    pub jobs_finished: IntCounterVec,
+    /// How long jobs took (all attempts), by repository.
+    pub job_duration: HistogramVec,
+    /// Steps that began, by repository.
+    pub steps_started: IntCounterVec,
+    /// Steps that ended, by repository and result.
+    pub steps_finished: IntCounterVec,
+    /// How long steps took, by repository.
+    pub step_duration: HistogramVec,
+    /// Deployments that ended (went live, failed, were cancelled or rejected), by
+    /// repository, environment and result.
+    pub deployments_finished: IntCounterVec,
+    /// How long deployments took from start to live or failed.
+    pub deployment_duration: HistogramVec,
+    /// Deployments that failed their verification.
+    pub verification_failures: IntCounterVec,
+    /// Rollbacks asked for, by repository, environment and cause (`automatic`: after a
+    /// failure or the environment going down; `manual`: someone asked).
+    pub rollbacks: IntCounterVec,
+    /// Each environment's health (1 for its state now), set at each scrape.
+    health: IntGaugeVec,
     /// Runs waiting and running now (set at each scrape).
     runs_now: IntGaugeVec,
     /// 1, labelled with the version.
@@ -74,6 +109,17 @@ impl Metrics {
                 .expect("registered once");
             h
         };
+        let env_histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["repository", "environment"],
+            )
+            .expect("a valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("registered once");
+            h
+        };
         let runs_started = counter(
             "ferry_runs_started_total",
             "Runs that began executing.",
@@ -99,6 +145,62 @@ impl Metrics {
             "Webhook deliveries, by provider and outcome.",
             &["provider", "outcome"],
         );
+        let jobs_finished = counter(
+            "ferry_jobs_finished_total",
+            "Jobs that ended, by result.",
+            &["repository", "result"],
+        );
+        let job_duration = histogram(
+            "ferry_job_duration_seconds",
+            "How long jobs took (every attempt).",
+            &DURATION_BUCKETS,
+        );
+        let steps_started = counter(
+            "ferry_steps_started_total",
+            "Steps that began.",
+            &["repository"],
+        );
+        let steps_finished = counter(
+            "ferry_steps_finished_total",
+            "Steps that ended, by result.",
+            &["repository", "result"],
+        );
+        let step_duration = histogram(
+            "ferry_step_duration_seconds",
+            "How long steps took.",
+            &STEP_BUCKETS,
+        );
+        let deployments_finished = counter(
+            "ferry_deployments_finished_total",
+            "Deployments that ended: live, failed, cancelled or rejected.",
+            &["repository", "environment", "result"],
+        );
+        let deployment_duration = env_histogram(
+            "ferry_deployment_duration_seconds",
+            "How long deployments took, from start to live or failed.",
+            &DEPLOY_BUCKETS,
+        );
+        let verification_failures = counter(
+            "ferry_verification_failures_total",
+            "Deployments that failed their verification.",
+            &["repository", "environment"],
+        );
+        let rollbacks = counter(
+            "ferry_rollbacks_total",
+            "Rollbacks asked for, by cause (automatic or manual).",
+            &["repository", "environment", "cause"],
+        );
+        let health = IntGaugeVec::new(
+            Opts::new(
+                "ferry_environment_health",
+                "Each watched environment's health: 1 for its state now (healthy, degraded, down).",
+            ),
+            &["repository", "environment", "state"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(health.clone()))
+            .expect("registered once");
         let runs_now = IntGaugeVec::new(
             Opts::new("ferry_runs", "Runs now, by state (queued, running)."),
             &["state"],
@@ -129,6 +231,16 @@ impl Metrics {
             run_duration,
             queue_wait,
             deliveries,
+            jobs_finished,
+            job_duration,
+            steps_started,
+            steps_finished,
+            step_duration,
+            deployments_finished,
+            deployment_duration,
+            verification_failures,
+            rollbacks,
+            health,
             runs_now,
             build_info,
         }
@@ -141,8 +253,62 @@ impl Metrics {
             .inc();
     }
 
-    /// The text of every metric, with the queue's counts as of now.
-    pub fn render(&self, queued: i64, running: i64) -> Result<String, String> {
+    /// Counts what a deployment's change tells, once per deployment (`seen` remembers
+    /// what was counted); `repository` is its repository's name.
+    pub fn deployment(&self, d: &Deployment, repository: &str, seen: &mut Seen) {
+        let env = d.environment.as_str();
+        if d.kind == DeploymentKind::Rollback && seen.first(&d.id, "created") {
+            let cause = if d.requested_by.as_deref() == Some("ferry") {
+                "automatic"
+            } else {
+                "manual"
+            };
+            self.rollbacks
+                .with_label_values(&[repository, env, cause])
+                .inc();
+        }
+        let result = match d.status {
+            DeploymentStatus::Live => "live",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Cancelled => "cancelled",
+            DeploymentStatus::Rejected => "rejected",
+            _ => return,
+        };
+        if !seen.first(&d.id, "ended") {
+            return;
+        }
+        self.deployments_finished
+            .with_label_values(&[repository, env, result])
+            .inc();
+        if let (Some(start), Some(end)) = (d.started_at, d.finished_at) {
+            self.deployment_duration
+                .with_label_values(&[repository, env])
+                .observe((end - start).max(0) as f64 / 1000.0);
+        }
+        if d.status == DeploymentStatus::Failed && d.verification_started_at.is_some() {
+            self.verification_failures
+                .with_label_values(&[repository, env])
+                .inc();
+        }
+    }
+
+    /// The text of every metric, with the queue's counts and the environments' health
+    /// (repository name, environment, state) as of now.
+    pub fn render(
+        &self,
+        queued: i64,
+        running: i64,
+        health: &[(String, String, Health)],
+    ) -> Result<String, String> {
+        // Environments no longer watched (nothing live, or removed) drop out.
+        self.health.reset();
+        for (repo, env, state) in health {
+            for s in Health::ALL {
+                self.health
+                    .with_label_values(&[repo, env, s.as_str()])
+                    .set(i64::from(s == *state));
+            }
+        }
         self.runs_now.with_label_values(&["queued"]).set(queued);
         self.runs_now.with_label_values(&["running"]).set(running);
         let _ = &self.build_info;
@@ -151,6 +317,122 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .map_err(|e| e.to_string())?;
         String::from_utf8(out).map_err(|e| e.to_string())
+    }
+}
+
+/// The deployments whose changes were counted: what was counted of each (a change may
+/// be told twice). Bounded: the oldest are forgotten.
+#[derive(Debug)]
+pub struct Seen(hashlink::LruCache<(String, &'static str), ()>);
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self(hashlink::LruCache::new(4096))
+    }
+}
+
+impl Seen {
+    /// Whether this is the first time `what` is seen of deployment `id`.
+    fn first(&mut self, id: &str, what: &'static str) -> bool {
+        self.0.insert((id.to_string(), what), ()).is_none()
+    }
+}
+
+/// The engine's events of one run, counted (jobs, steps) and passed on.
+#[derive(educe::Educe)]
+#[educe(Debug)]
+pub struct RunSink {
+    #[educe(Debug(ignore))]
+    pub inner: std::sync::Arc<dyn EventSink>,
+    pub metrics: Metrics,
+    /// The run's repository's name.
+    pub repository: String,
+    /// When each running step (job, index) began.
+    pub steps: std::sync::Mutex<std::collections::HashMap<(String, usize), std::time::Instant>>,
+}
+
+impl EventSink for RunSink {
+    fn event(&self, event: &EngineEvent<'_>) {
+        let repo = self.repository.as_str();
+        match event {
+            EngineEvent::StepStarted { job, step, .. } => {
+                self.metrics.steps_started.with_label_values(&[repo]).inc();
+                if let Ok(mut steps) = self.steps.lock() {
+                    steps.insert((job.to_string(), *step), std::time::Instant::now());
+                }
+            }
+            EngineEvent::StepFinished {
+                job, step, status, ..
+            } => {
+                self.metrics
+                    .steps_finished
+                    .with_label_values(&[repo, status.as_str()])
+                    .inc();
+                let began = self
+                    .steps
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.remove(&(job.to_string(), *step)));
+                if let Some(began) = began {
+                    self.metrics
+                        .step_duration
+                        .with_label_values(&[repo])
+                        .observe(began.elapsed().as_secs_f64());
+                }
+            }
+            EngineEvent::JobFinished {
+                status,
+                duration_ms,
+                ..
+            } => {
+                self.metrics
+                    .jobs_finished
+                    .with_label_values(&[repo, status.as_str()])
+                    .inc();
+                self.metrics
+                    .job_duration
+                    .with_label_values(&[repo])
+                    .observe(*duration_ms as f64 / 1000.0);
+            }
+            _ => {}
+        }
+        self.inner.event(event);
+    }
+}
+
+/// Counts deployments as the deliverer tells of their changes, until `stop`.
+pub(crate) async fn follow_deliveries(
+    state: crate::AppState,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use ferry_deliver::events::DeliveryEvent;
+    let mut rx = state.deliverer.subscribe();
+    let mut seen = Seen::default();
+    let mut names: std::collections::HashMap<String, String> = Default::default();
+    loop {
+        let event = tokio::select! {
+            e = rx.recv() => e,
+            _ = stop.cancelled() => return,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!("metrics: {n} deployment change(s) went uncounted");
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if let DeliveryEvent::Deployment { deployment } = &*event {
+            let id = &deployment.repository_id;
+            if !names.contains_key(id) {
+                let name = match state.store.repository(id).await {
+                    Ok(r) => r.name,
+                    Err(_) => id.clone(),
+                };
+                names.insert(id.clone(), name);
+            }
+            state.metrics.deployment(deployment, &names[id], &mut seen);
+        }
     }
 }
 
@@ -170,7 +452,23 @@ mod tests {
         m.runs_finished.with_label_values(&["app", "success"]).inc();
         m.run_duration.with_label_values(&["app"]).observe(1.5);
         m.delivery("github", "accepted");
-        let text = m.render(3, 1).expect("render");
+        let mut seen = Seen::default();
+        let mut d: Deployment = serde_json::from_value(serde_json::json!({
+            "id": "d1", "repository_id": "r", "environment": "prod", "number": 1,
+            "release_id": "rel", "kind": "rollback", "status": "verifying", "reason": null,
+            "requested_by": "ferry", "previous_release_id": null, "config": null,
+            "created_at": 0, "started_at": 1000, "finished_at": null,
+            "verification_started_at": 2000, "verification_finished_at": null
+        }))
+        .expect("a deployment");
+        m.deployment(&d, "app", &mut seen);
+        d.status = DeploymentStatus::Failed;
+        d.finished_at = Some(4000);
+        // Told twice: counted once.
+        m.deployment(&d, "app", &mut seen);
+        m.deployment(&d, "app", &mut seen);
+        let health = [("app".to_string(), "prod".to_string(), Health::Down)];
+        let text = m.render(3, 1, &health).expect("render");
         for want in [
             "# TYPE ferry_runs_started_total counter",
             "ferry_runs_started_total{repository=\"app\"} 1",
@@ -180,6 +478,12 @@ mod tests {
             "ferry_run_duration_seconds_sum{repository=\"app\"} 1.5",
             "ferry_webhook_deliveries_total{outcome=\"accepted\",provider=\"github\"} 1",
             "ferry_runs{state=\"queued\"} 3",
+            "ferry_rollbacks_total{cause=\"automatic\",environment=\"prod\",repository=\"app\"} 1",
+            "ferry_deployments_finished_total{environment=\"prod\",repository=\"app\",result=\"failed\"} 1",
+            "ferry_deployment_duration_seconds_sum{environment=\"prod\",repository=\"app\"} 3",
+            "ferry_verification_failures_total{environment=\"prod\",repository=\"app\"} 1",
+            "ferry_environment_health{environment=\"prod\",repository=\"app\",state=\"down\"} 1",
+            "ferry_environment_health{environment=\"prod\",repository=\"app\",state=\"healthy\"} 0",
             "ferry_runs{state=\"running\"} 1",
             &format!(
                 "ferry_build_info{{version=\"{}\"}} 1",

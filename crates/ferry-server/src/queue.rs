@@ -113,10 +113,7 @@ async fn execute_inner(
         .instrument(tracing::debug_span!("export"))
         .await
         .map_err(|e| format!("cannot check out {}: {e}", run.commit_sha))?;
-    let sink = Arc::new(crate::live::BroadcastSink {
-        run: run.id.clone(),
-        tx: state.live.clone(),
-    });
+
     let source = Source {
         root: checkout.clone(),
         files: None,
@@ -127,6 +124,15 @@ async fn execute_inner(
         Ok(r) => r.name,
         Err(_) => run.repository_id.clone(),
     };
+    let sink = Arc::new(crate::metrics::RunSink {
+        inner: Arc::new(crate::live::BroadcastSink {
+            run: run.id.clone(),
+            tx: state.live.clone(),
+        }),
+        metrics: state.metrics.clone(),
+        repository: repo_name.clone(),
+        steps: Default::default(),
+    });
     let m = &state.metrics;
     m.runs_started.with_label_values(&[&repo_name]).inc();
     let waited = (ferry_store::now_ms() - run.created_at).max(0) as f64 / 1000.0;

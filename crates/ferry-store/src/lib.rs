@@ -20,6 +20,7 @@
 mod audit;
 mod deliveries;
 mod deployments;
+mod health;
 pub mod logs;
 mod migrate;
 pub use migrate::LATEST as SCHEMA_VERSION;
@@ -45,6 +46,7 @@ use sqlx::any::AnyPoolOptions;
 pub use audit::AuditEntry;
 pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
+pub use health::{EnvironmentHealth, Health, HealthChange};
 pub use logs::{
     LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log, packed_path,
     tail_offset,

@@ -85,6 +85,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "intake_by_repository",
         common!("0016_intake_by_repository.sql"),
     ),
+    (17, "health", common!("0017_health.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

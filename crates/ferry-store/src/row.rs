@@ -64,6 +64,22 @@ impl Column for DeploymentKind {
     }
 }
 
+impl Column for crate::Health {
+    fn read(row: &AnyRow, name: &str) -> Result<Self> {
+        word(row, name, crate::Health::parse)
+    }
+}
+
+impl Column for Option<crate::Health> {
+    fn read(row: &AnyRow, name: &str) -> Result<Self> {
+        let s: Option<String> = row.try_get(name)?;
+        s.map(|s| {
+            crate::Health::parse(&s).ok_or_else(|| Error::Corrupt(format!("unknown {name} `{s}`")))
+        })
+        .transpose()
+    }
+}
+
 /// `record!(COLUMNS, read_fn, Type { field, … } + { other: value, … })` declares
 /// `const COLUMNS: &str` (the fields, as column names) and
 /// `fn read_fn(&AnyRow) -> Result<Type>`, reading each field with [`Column`] and

@@ -111,7 +111,91 @@ both!(
     retention_spares_what_environments_run,
     the_delivery_log_follows_each_delivery,
     old_finished_runs_are_prunable_but_released_ones,
+    health_changes_are_recorded_once,
 );
+
+/// The health watch records a change only when there is one, with the state before it;
+/// a new deployment's first state is a change too; only live deployments' health is
+/// listed; the history is newest first.
+async fn health_changes_are_recorded_once(f: &Fixture) {
+    use ferry_store::Health as H;
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let d1 = queued_promotion(&s, &repo, "prod", &r1.id).await;
+    assert!(start_queued(&s, &d1.id).await);
+    assert!(s.make_live(&d1.id).await.expect("live"));
+    let first = s
+        .set_health(&repo, "prod", &d1.id, H::Healthy, None)
+        .await
+        .expect("set")
+        .expect("a change");
+    assert_eq!((first.from_state, first.to_state), (None, H::Healthy));
+    assert_eq!(
+        s.set_health(&repo, "prod", &d1.id, H::Healthy, None)
+            .await
+            .expect("set"),
+        None,
+        "no change, nothing recorded"
+    );
+    let down = s
+        .set_health(&repo, "prod", &d1.id, H::Down, Some("GET /: status 500"))
+        .await
+        .expect("set")
+        .expect("a change");
+    assert_eq!(
+        (down.from_state, down.to_state),
+        (Some(H::Healthy), H::Down)
+    );
+    let now = s
+        .health(&repo, "prod")
+        .await
+        .expect("read")
+        .expect("health");
+    assert_eq!(
+        (now.state, now.reason.as_deref()),
+        (H::Down, Some("GET /: status 500"))
+    );
+    assert_eq!(
+        each::<_, _, Vec<_>>(s.healths(None).await, |h| h.state),
+        vec![H::Down]
+    );
+    assert!(s.healths(Some("nope")).await.expect("list").is_empty());
+    // A later deployment going live: its first state follows the last one's.
+    let d2 = queued_promotion(&s, &repo, "prod", &r1.id).await;
+    assert!(start_queued(&s, &d2.id).await);
+    assert!(s.make_live(&d2.id).await.expect("live"));
+    assert!(
+        s.healths(None).await.expect("list").is_empty(),
+        "d1 is no longer live"
+    );
+    let back = s
+        .set_health(&repo, "prod", &d2.id, H::Healthy, None)
+        .await
+        .expect("set")
+        .expect("a change");
+    assert_eq!(
+        (back.from_state, back.to_state),
+        (Some(H::Down), H::Healthy)
+    );
+    let history = s.health_changes(&repo, "prod", 10).await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .map(|c| (c.deployment_id.as_str(), c.to_state))
+            .collect::<Vec<_>>(),
+        vec![
+            (d2.id.as_str(), H::Healthy),
+            (d1.id.as_str(), H::Down),
+            (d1.id.as_str(), H::Healthy)
+        ]
+    );
+    assert!(
+        s.health_changes(&repo, "staging", 10)
+            .await
+            .expect("none")
+            .is_empty()
+    );
+}
 
 /// Runs beyond the newest `keep` of their repository, or finished before a time, may
 /// be deleted (with their jobs and steps); a run not finished, or one a release was

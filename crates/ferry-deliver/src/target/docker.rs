@@ -151,6 +151,20 @@ impl Target for DockerTarget {
         Ok(())
     }
 
+    async fn alive(&self, dep: &Deployment, release: &str) -> Option<String> {
+        let docker = self.docker.as_ref()?;
+        let app = docker
+            .apps(&scope(dep))
+            .await
+            .ok()?
+            .into_iter()
+            .find(|x| x.release == release);
+        match app {
+            Some(app) => docker.app_exit(&app.id).await,
+            None => Some("the container is gone".into()),
+        }
+    }
+
     async fn watch(&self, dep: &Deployment, release: &str) -> WorkloadCheck {
         let Some(docker) = &self.docker else {
             return super::never_dies();

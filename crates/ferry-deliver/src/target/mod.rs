@@ -57,6 +57,12 @@ pub trait Target: Send + Sync + std::fmt::Debug {
         never_dies()
     }
 
+    /// Whether the live workload of `release` runs now, for the health watch: one quick
+    /// look, taken every interval (`None`: it runs, or the target cannot tell).
+    async fn alive(&self, _dep: &Deployment, _release: &str) -> Option<String> {
+        None
+    }
+
     /// After `release` went live (`failed == false`) or failed in the deployment's
     /// environment: remove or keep what earlier deployments left.
     async fn tidy(&self, _dep: &Deployment, _release: &str, _failed: bool, _log: &mut DeployLog) {}

@@ -54,6 +54,21 @@ impl Target for ProcessTarget {
         std::sync::Arc::new(f)
     }
 
+    async fn alive(&self, dep: &Deployment, _release: &str) -> Option<String> {
+        match self
+            .supervisor
+            .state(&dep.repository_id, &dep.environment)
+            .await
+        {
+            None => Some("no process is supervised for the environment".into()),
+            Some(s) if s.pid.is_none() => Some(match s.last_exit {
+                Some(e) => format!("the process is not running (it {e})"),
+                None => "the process is not running".into(),
+            }),
+            Some(_) => None,
+        }
+    }
+
     async fn stop(&self, dep: &Deployment) {
         self.supervisor
             .stop(&dep.repository_id, &dep.environment)

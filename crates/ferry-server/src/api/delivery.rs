@@ -11,7 +11,8 @@ use ferry_deliver::deliverer::{Actor, DeliverError, Vote};
 use ferry_deliver::diff::ReleaseDiff;
 use ferry_deliver::events::DeliveryEvent;
 use ferry_store::{
-    Approval, AuditEntry, Deployment, DeploymentStatus, Release, ReleaseArtifact, ReleaseImage,
+    Approval, AuditEntry, Deployment, DeploymentStatus, EnvironmentHealth, HealthChange, Release,
+    ReleaseArtifact, ReleaseImage,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -172,7 +173,20 @@ pub struct EnvironmentView {
     pub after: Option<String>,
     pub policy: PolicyKind,
     pub live: Option<LiveRelease>,
+    /// The live release's health, as the health watch last saw it (none: not watched,
+    /// or nothing live).
+    pub health: Option<EnvironmentHealth>,
     pub pending: Vec<Pending>,
+}
+
+/// `GET …/environments/{environment}/health`: the health now and its changes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct HealthView {
+    pub environment: String,
+    /// The live release's health now (none: not watched, or nothing live).
+    pub health: Option<EnvironmentHealth>,
+    /// Changes, newest first.
+    pub history: Vec<HealthChange>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -241,6 +255,7 @@ pub(crate) async fn environments(
     let d = s.deliverer.rules(&repo.id).await?;
     // One read for every environment, so that the view is of one moment.
     let current = s.store.current_deployments(&repo.id).await?;
+    let healths = s.store.healths(Some(&repo.id)).await?;
     let mut environments = Vec::new();
     for env in &d.environments {
         let here = || current.iter().filter(|x| x.environment == env.name);
@@ -285,6 +300,7 @@ pub(crate) async fn environments(
                 ferry_config::delivery::Policy::Manual => PolicyKind::Manual,
                 ferry_config::delivery::Policy::Approval(_) => PolicyKind::Approval,
             },
+            health: healths.iter().find(|h| h.environment == env.name).cloned(),
             live,
             pending,
         });
@@ -410,6 +426,28 @@ pub(crate) async fn output(
     Ok(text_file(s.deliverer.output_log(&repo.id, &env)).await)
 }
 
+pub(crate) async fn health(
+    State(s): State<AppState>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Path((_, env)): Path<(String, String)>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<HealthView>, ApiError> {
+    check_environment(&env)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let health = s
+        .store
+        .healths(Some(&repo.id))
+        .await?
+        .into_iter()
+        .find(|h| h.environment == env);
+    let history = s.store.health_changes(&repo.id, &env, limit).await?;
+    Ok(Json(HealthView {
+        environment: env,
+        health,
+        history,
+    }))
+}
+
 /// Server-Sent Events of a repository's delivery: first its newest deployments as they
 /// are (`deployment` events, oldest first), then every change as it happens
 /// (`deployment`, `approval`; `lagged` when the client fell too far behind and should
@@ -436,6 +474,7 @@ pub(crate) async fn events(
             let kind = match e {
                 DeliveryEvent::Deployment { .. } => "deployment",
                 DeliveryEvent::Approval { .. } => "approval",
+                DeliveryEvent::Health { .. } => "health",
             };
             Ok(Event::default()
                 .event(kind)

@@ -393,6 +393,15 @@ pub const ROUTES: &[Route] = &[
     .created::<delivery::DeploymentOne>(),
     Route::new(
         GET,
+        "/api/v1/repos/{repo}/environments/{environment}/health",
+        VIEWER,
+        "The environment's health now and its changes, newest first (`limit`)",
+        || get(delivery::health),
+    )
+    .query::<delivery::LimitQuery>()
+    .ok::<delivery::HealthView>(),
+    Route::new(
+        GET,
         "/api/v1/repos/{repo}/environments/{environment}/output",
         VIEWER,
         "The output of the environment's process (process target)",
@@ -617,9 +626,27 @@ async fn metrics(
     _: crate::auth::Need<crate::auth::AsViewer>,
 ) -> Result<axum::response::Response, ApiError> {
     let (queued, running) = s.store.run_counts().await?;
+    let healths = s.store.healths(None).await?;
+    let mut health = Vec::with_capacity(healths.len());
+    if !healths.is_empty() {
+        let names: std::collections::HashMap<String, String> = s
+            .store
+            .repositories()
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.name))
+            .collect();
+        for h in healths {
+            let name = names
+                .get(&h.repository_id)
+                .cloned()
+                .unwrap_or(h.repository_id);
+            health.push((name, h.environment, h.state));
+        }
+    }
     let text = s
         .metrics
-        .render(queued, running)
+        .render(queued, running, &health)
         .map_err(ApiError::internal)?;
     Ok(axum::response::IntoResponse::into_response((
         [(
