@@ -1151,6 +1151,61 @@ fn the_server_log_follows_ferry_log_and_log_format() {
     );
 }
 
+/// The server logs one line per request (method, route template, status, time; never
+/// the token) and one per state change of a run, as JSON with `--log-format json`.
+#[tokio::test]
+async fn the_server_logs_each_request_and_each_run_change() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(tmp.path(), "jobs:\n  build:\n    run: echo hi\n");
+    let data = tmp.path().join("data").display().to_string();
+    let server = start_with_envs(
+        &["--data-dir", &data, "--log-format", "json"],
+        &[("FERRY_LOG", "info")],
+    );
+    let token = server.admin_token();
+    server.add_app(&token, &bare).await;
+    let run = server.trigger_app(&token).await;
+    server
+        .wait_for_run(&token, &run, |r| r["run"]["status"] == "success")
+        .await;
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.iter().any(|l: &String| l.contains("run finished")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match server.log.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("no `run finished` line; saw: {lines:#?}"),
+        }
+    }
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let request = events
+        .iter()
+        .find(|e| e["fields"]["route"] == "/api/v1/repos/{repo}/runs")
+        .unwrap_or_else(|| panic!("a request line in {lines:#?}"));
+    assert_eq!(request["fields"]["method"], "POST", "{request}");
+    assert_eq!(request["fields"]["status"], 201, "{request}");
+    assert!(request["fields"]["ms"].as_f64().is_some(), "{request}");
+    assert_eq!(request["target"], "ferry_server::request");
+    let message = |m: &str| {
+        events
+            .iter()
+            .find(|e| e["fields"]["message"] == m)
+            .unwrap_or_else(|| panic!("`{m}` in {lines:#?}"))
+            .clone()
+    };
+    assert_eq!(message("run queued")["fields"]["repository"], "app");
+    assert_eq!(message("run started")["fields"]["run"], 1);
+    assert_eq!(message("run finished")["fields"]["result"], "success");
+    let secret = token.trim_start_matches("ferry_");
+    assert!(
+        !lines.iter().any(|l| l.contains(secret)),
+        "a token in the log: {lines:#?}"
+    );
+}
+
 /// A server gives jobs that set no `timeout:` its own (`--job-timeout`, 60 minutes by
 /// default), so that a job that never ends does not hold a runner for good; a job's own
 /// `timeout:` still wins.

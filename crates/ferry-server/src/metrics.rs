@@ -332,6 +332,11 @@ impl Default for Seen {
 }
 
 impl Seen {
+    /// Whether this is the first time deployment `id` is seen in `status`.
+    fn first_status(&mut self, id: &str, status: DeploymentStatus) -> bool {
+        self.first(id, status.as_str())
+    }
+
     /// Whether this is the first time `what` is seen of deployment `id`.
     fn first(&mut self, id: &str, what: &'static str) -> bool {
         self.0.insert((id.to_string(), what), ()).is_none()
@@ -431,7 +436,21 @@ pub(crate) async fn follow_deliveries(
                 };
                 names.insert(id.clone(), name);
             }
-            state.metrics.deployment(deployment, &names[id], &mut seen);
+            let repo = &names[id];
+            // The server's log: one line per state a deployment reaches.
+            if seen.first_status(&deployment.id, deployment.status) {
+                tracing::info!(
+                    repository = %repo,
+                    environment = %deployment.environment,
+                    deployment = deployment.number,
+                    kind = deployment.kind.as_str(),
+                    status = deployment.status.as_str(),
+                    reason = deployment.reason.as_deref(),
+                    "deployment {}",
+                    deployment.status.as_str()
+                );
+            }
+            state.metrics.deployment(deployment, repo, &mut seen);
         }
     }
 }

@@ -139,6 +139,8 @@ async fn execute_inner(
     m.queue_wait
         .with_label_values(&[&repo_name])
         .observe(waited);
+    let number = run.number;
+    tracing::info!(repository = %repo_name, run = number, waited_s = waited, "run started");
     let began = std::time::Instant::now();
     let result = state
         .engine
@@ -150,6 +152,13 @@ async fn execute_inner(
         Ok(outcome) => outcome.status.as_str(),
         Err(_) => "error",
     };
+    tracing::info!(
+        repository = %repo_name,
+        run = number,
+        result = result_label,
+        duration_s = began.elapsed().as_secs_f64(),
+        "run finished"
+    );
     m.runs_finished
         .with_label_values(&[&repo_name, result_label])
         .inc();

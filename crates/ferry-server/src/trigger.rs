@@ -189,6 +189,14 @@ pub async fn trigger(
         .create_run(&repo.id, &plan, false, Some(req.triggered_by.clone()))
         .instrument(tracing::debug_span!("create_run"))
         .await?;
+    tracing::info!(
+        repository = %repo.name,
+        run = run.number,
+        git_ref = %run.git_ref,
+        commit = %run.commit_sha,
+        triggered_by = %req.triggered_by,
+        "run queued"
+    );
     queued(state, &repo.id, &plan, &run).await?;
     Ok(run)
 }

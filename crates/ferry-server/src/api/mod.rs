@@ -608,7 +608,33 @@ pub(crate) fn router(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(crate::error::json_errors))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// The server's log: one line per request, with its method, its route (the template,
+/// e.g. `/api/v1/runs/{id}`: never a query string, so never a token in one), the status
+/// and how long the answer took (to its headers; a stream goes on after).
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let began = std::time::Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "ferry_server::request",
+        method = %method,
+        route = route.as_deref().unwrap_or("(no route)"),
+        status = resp.status().as_u16(),
+        ms = began.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
 }
 
 /// `GET /api/v1/health`.
