@@ -34,6 +34,11 @@ impl Client {
         }
     }
 
+    /// `http://127.0.0.1:PORT`, where the server listens.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The first admin's token.
     pub fn admin_token(&self) -> &str {
         &self.admin
