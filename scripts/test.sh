@@ -21,6 +21,8 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The e-mail notification tests' SMTP sink (Debian's Python, not another one on PATH).
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -110,6 +110,11 @@ pub enum Command {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+    /// Notifications of the repository: what was sent where, and every attempt.
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
+    },
     /// One environment: its live release, its health now and how its health changed.
     Status {
         env: String,
@@ -446,4 +451,16 @@ mod tests {
             .contains(1_000_000)
         );
     }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NotificationsCommand {
+    /// Notifications, newest first, with each attempt.
+    Log {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
 }

@@ -241,6 +241,45 @@ pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
+/// The repository's notifications, newest first, each attempt under it.
+pub async fn notifications(args: DeliverArgs, limit: i64) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let query = delivery::LimitQuery { limit: Some(limit) };
+    let list: delivery::NotificationList = c
+        .get_with(&format!("/repos/{repo}/notifications"), &query)
+        .await?;
+    if args.json {
+        print_json(&list);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<19}  {:<22}  {:<9}  {:<8}  TO",
+        "AT", "EVENT", "STATUS", "ATTEMPTS"
+    );
+    for view in &list.notifications {
+        let n = &view.notification;
+        println!(
+            "{:<19}  {:<22}  {:<9}  {:<8}  {}",
+            when(Some(n.created_at)),
+            n.event,
+            n.status.as_str(),
+            n.attempts,
+            n.target
+        );
+        for a in &view.attempts {
+            println!(
+                "    #{} {}  {}  {} ms  {}",
+                a.attempt,
+                when(Some(a.at)),
+                if a.ok { "ok    " } else { "failed" },
+                a.ms,
+                a.detail
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
 fn prefix(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }

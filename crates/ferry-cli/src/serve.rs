@@ -132,9 +132,27 @@ pub struct ServeArgs {
     )]
     pub tls_key: Option<PathBuf>,
     /// Certificates (PEM) trusted besides the system's for the server's own outbound
-    /// calls over https:// (verification probes), e.g. a private CA.
+    /// calls over https:// and smtps:// (verification and health probes,
+    /// notifications), e.g. a private CA.
     #[arg(long, env = "FERRY_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The server's address as people reach it (`https://ferry.example.com`): the links
+    /// in notifications.
+    #[arg(long, env = "FERRY_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The SMTP relay of e-mail notifications: `smtp://[USER:PASSWORD@]HOST[:PORT]`
+    /// (plain; `?tls=starttls` to require STARTTLS) or `smtps://…` (TLS). Better given
+    /// in the environment or the config file than on the command line (a password).
+    #[arg(
+        long,
+        env = "FERRY_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub smtp_url: Option<String>,
+    /// The sender of e-mail notifications (`Ferry <ferry@example.com>`).
+    #[arg(long, env = "FERRY_SMTP_FROM", value_name = "ADDRESS")]
+    pub smtp_from: Option<String>,
     /// One user for every sandboxed host step and deployment of a server running as
     /// root: a user `NAME`, `UID` or `UID:GID`, without the server's groups; `none` runs
     /// them as root. Without it, each job and deployment gets a uid of its own from
@@ -217,6 +235,9 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     git_timeout: Option<String>,
+    public_url: Option<String>,
+    smtp_url: Option<String>,
+    smtp_from: Option<String>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -254,6 +275,9 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
         (args.tls_cert, args.tls_key) = (file.tls_cert, file.tls_key);
     }
     args.ca_file = args.ca_file.or(file.ca_file);
+    args.public_url = args.public_url.or(file.public_url);
+    args.smtp_url = args.smtp_url.or(file.smtp_url);
+    args.smtp_from = args.smtp_from.or(file.smtp_from);
     if args.git_timeout.is_none()
         && let Some(duration) = &file.git_timeout
     {
@@ -618,6 +642,20 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             .with_limits(job_timeout, log_limit)
             .with_ca(ca)
     });
+    let ca_pem = match &args.ca_file {
+        Some(file) => Some(
+            std::fs::read(file).map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?,
+        ),
+        None => None,
+    };
+    let state = state
+        .with_notifications(ferry_server::notify::NotifyConfig {
+            public_url: args.public_url.clone(),
+            smtp_url: args.smtp_url.clone(),
+            smtp_from: args.smtp_from.clone(),
+            ca_pem,
+        })
+        .map_err(Failure::usage)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;

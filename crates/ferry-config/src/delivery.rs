@@ -18,6 +18,114 @@ pub struct Delivery {
     pub environments: Vec<EnvironmentSpec>,
     /// The default deploy of every environment.
     pub deploy: Option<DeploySpec>,
+    /// Where Ferry tells what happened (`notify:`; read from the default branch).
+    #[serde(default)]
+    pub notify: Vec<Channel>,
+}
+
+/// One entry of `notify:`: where to, and of what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub to: ChannelKind,
+    /// The events it is told of (empty: all of them).
+    #[serde(default)]
+    pub on: Vec<NotifyEvent>,
+    /// Only the deployment, approval and health events of these environments (empty:
+    /// every event; set, run events are not told).
+    #[serde(default)]
+    pub environments: Vec<String>,
+}
+
+impl Channel {
+    /// Whether it is told of `event` (of `environment`, for deployment, approval and
+    /// health events).
+    pub fn wants(&self, event: NotifyEvent, environment: Option<&str>) -> bool {
+        (self.on.is_empty() || self.on.contains(&event))
+            && (self.environments.is_empty()
+                || environment.is_some_and(|env| self.environments.iter().any(|e| e == env)))
+    }
+}
+
+/// How a channel is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A JSON POST to `url`, signed with HMAC-SHA256 under the repository secret named
+    /// `secret` (`X-Ferry-Signature-256: sha256=…`).
+    Webhook { url: String, secret: Option<String> },
+    /// A Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat): its URL,
+    /// a credential, is the repository secret named `secret`.
+    Slack { secret: String },
+    /// E-mail over the server's SMTP relay (`ferry serve --smtp-url`).
+    Email { to: Vec<String> },
+}
+
+impl ChannelKind {
+    pub const KINDS: &[&str] = &["webhook", "slack", "email"];
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelKind::Webhook { .. } => "webhook",
+            ChannelKind::Slack { .. } => "slack",
+            ChannelKind::Email { .. } => "email",
+        }
+    }
+}
+
+/// What a notification tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NotifyEvent {
+    /// A run failed.
+    #[serde(rename = "run.failed")]
+    RunFailed,
+    /// A run passed where the run before it on the same branch had failed.
+    #[serde(rename = "run.fixed")]
+    RunFixed,
+    /// A deployment waits for approval.
+    #[serde(rename = "approval.waiting")]
+    ApprovalWaiting,
+    #[serde(rename = "deployment.live")]
+    DeploymentLive,
+    #[serde(rename = "deployment.failed")]
+    DeploymentFailed,
+    #[serde(rename = "deployment.rolled_back")]
+    DeploymentRolledBack,
+    /// The health watch saw the environment go down.
+    #[serde(rename = "environment.unhealthy")]
+    EnvironmentUnhealthy,
+    /// It is healthy again after being down.
+    #[serde(rename = "environment.recovered")]
+    EnvironmentRecovered,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 8] = [
+        NotifyEvent::RunFailed,
+        NotifyEvent::RunFixed,
+        NotifyEvent::ApprovalWaiting,
+        NotifyEvent::DeploymentLive,
+        NotifyEvent::DeploymentFailed,
+        NotifyEvent::DeploymentRolledBack,
+        NotifyEvent::EnvironmentUnhealthy,
+        NotifyEvent::EnvironmentRecovered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::RunFailed => "run.failed",
+            NotifyEvent::RunFixed => "run.fixed",
+            NotifyEvent::ApprovalWaiting => "approval.waiting",
+            NotifyEvent::DeploymentLive => "deployment.live",
+            NotifyEvent::DeploymentFailed => "deployment.failed",
+            NotifyEvent::DeploymentRolledBack => "deployment.rolled_back",
+            NotifyEvent::EnvironmentUnhealthy => "environment.unhealthy",
+            NotifyEvent::EnvironmentRecovered => "environment.recovered",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
 }
 
 impl Delivery {

@@ -18,6 +18,7 @@ pub const TOP_KEYS: &[&str] = &[
     "release",
     "environments",
     "deploy",
+    "notify",
 ];
 pub const CONCURRENCY_KEYS: &[&str] = &["group", "cancel_in_progress"];
 pub const JOB_KEYS: &[&str] = &[
@@ -340,6 +341,7 @@ impl Loader {
                 "release" => pipeline.delivery.release = self.release(v),
                 "environments" => pipeline.delivery.environments = self.environments(v),
                 "deploy" => pipeline.delivery.deploy = self.deploy(v, "`deploy`"),
+                "notify" => pipeline.delivery.notify = self.notify(v),
                 _ => {}
             }
         }

@@ -21,6 +21,21 @@ pub const KUBERNETES_KEYS: &[&str] =
     &["manifests", "kubeconfig", "namespace", "rollout", "timeout"];
 pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
 pub const HTTP_KEYS: &[&str] = &["url", "status", "body"];
+pub const NOTIFY_KEYS: &[&str] = &["webhook", "slack", "email", "on", "environments"];
+pub const WEBHOOK_KEYS: &[&str] = &["url", "secret"];
+
+/// `local@domain`, roughly: what an SMTP relay will take (it checks the rest).
+fn valid_address(a: &str) -> bool {
+    a.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !a
+                .chars()
+                .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == ',')
+    })
+}
 
 const GLOB_HELP: &str = "check the brackets and braces of the pattern";
 
@@ -473,6 +488,158 @@ impl Loader {
             );
         }
         target
+    }
+
+    /// `notify:` — a list of channels, each with one of `webhook`, `slack`, `email`.
+    pub(crate) fn notify(&mut self, node: &Node) -> Vec<Channel> {
+        let example = "`notify: [{ slack: SLACK_WEBHOOK_URL, on: [run.failed] }]`";
+        let Kind::Seq(items) = &node.kind else {
+            if !node.is_null() {
+                self.type_error(node, "`notify`", "a list of channels", example);
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let what = format!("item {} of `notify`", i + 1);
+            if !matches!(item.kind, Kind::Map(_)) {
+                self.type_error(item, &what, "a mapping", example);
+                continue;
+            }
+            let (mut to, mut kinds, mut on, mut environments) = (None, 0, Vec::new(), Vec::new());
+            for (k, _, v) in self.entries(item, &what, Some(NOTIFY_KEYS), example) {
+                let kw = format!("`{k}` in {what}");
+                match k {
+                    "webhook" => {
+                        kinds += 1;
+                        to = self.webhook(v, &kw);
+                    }
+                    "slack" => {
+                        kinds += 1;
+                        to = self
+                            .secret_name(
+                                v,
+                                &kw,
+                                "`slack: SLACK_WEBHOOK_URL` (the secret holding the URL)",
+                            )
+                            .map(|secret| ChannelKind::Slack { secret });
+                    }
+                    "email" => {
+                        kinds += 1;
+                        let mut to_all = Vec::new();
+                        for a in self.strings(v, &kw, "`email: [ops@example.com]`") {
+                            if valid_address(&a.value) {
+                                to_all.push(a.value);
+                            } else {
+                                self.error(
+                                    a.span,
+                                    format!("{kw}: `{}` is not an e-mail address", a.value),
+                                    "for example `ops@example.com`",
+                                );
+                            }
+                        }
+                        to = (!to_all.is_empty()).then_some(ChannelKind::Email { to: to_all });
+                    }
+                    "on" => {
+                        for e in self.strings(v, &kw, "`on: [run.failed, deployment.failed]`") {
+                            match NotifyEvent::parse(&e.value) {
+                                Some(ev) => on.push(ev),
+                                None => {
+                                    let names = NotifyEvent::ALL.map(NotifyEvent::as_str);
+                                    let help = match did_you_mean(&e.value, names) {
+                                        Some(s) => format!("did you mean `{s}`?"),
+                                        None => format!("events: {}", names.join(", ")),
+                                    };
+                                    self.error(
+                                        e.span,
+                                        format!("{kw}: unknown event `{}`", e.value),
+                                        help,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        environments = self
+                            .strings(v, &kw, "`environments: [production]`")
+                            .into_iter()
+                            .map(|s| s.value)
+                            .collect();
+                    }
+                }
+            }
+            if kinds != 1 {
+                self.error(
+                    item.span,
+                    format!("{what} must have exactly one of `webhook`, `slack`, `email`"),
+                    format!("for example {example}"),
+                );
+                continue;
+            }
+            if let Some(to) = to {
+                out.push(Channel {
+                    to,
+                    on,
+                    environments,
+                });
+            }
+        }
+        out
+    }
+
+    /// `webhook: URL` or `webhook: { url: URL, secret: NAME }`.
+    fn webhook(&mut self, node: &Node, what: &str) -> Option<ChannelKind> {
+        let example = "`webhook: { url: https://hooks.example.com/ferry, secret: HOOK_SECRET }`";
+        let (url, secret) = if let Kind::Scalar(..) = node.kind {
+            (Some((self.string(node, what, example)?, node.span)), None)
+        } else {
+            let (mut url, mut secret) = (None, None);
+            for (k, _, v) in self.entries(node, what, Some(WEBHOOK_KEYS), example) {
+                let kw = format!("`{k}` in {what}");
+                if k == "url" {
+                    url = self.string(v, &kw, example).map(|u| (u, v.span));
+                } else {
+                    secret = self.secret_name(v, &kw, "`secret: HOOK_SECRET`");
+                }
+            }
+            (url, secret)
+        };
+        let Some((url, span)) = url else {
+            self.error(
+                node.span,
+                format!("{what} has no `url`"),
+                format!("for example {example}"),
+            );
+            return None;
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains("${{") {
+            self.error(
+                span,
+                format!("{what}: `{url}` is not an http:// or https:// URL"),
+                "for example `https://hooks.example.com/ferry`",
+            );
+            return None;
+        }
+        Some(ChannelKind::Webhook { url, secret })
+    }
+
+    /// The name of a repository secret (`SLACK_WEBHOOK_URL`).
+    fn secret_name(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+        let name = self.string(node, what, example)?;
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            self.error(
+                node.span,
+                format!("{what}: `{name}` is not a secret's name"),
+                format!("name a repository secret (letters, digits, `_`): {example}"),
+            );
+            return None;
+        }
+        Some(name)
     }
 
     /// `watch: false`, `watch: true` or `watch: { interval: 10s, failures: 3 }`.

@@ -364,6 +364,37 @@ pub fn schema() -> Value {
                 }
             },
             "deploy": deploy,
+            "notify": {
+                "description": "Where Ferry tells what happened (read from the default branch): each entry has one of webhook, slack, email.",
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "properties": {
+                        "webhook": {
+                            "oneOf": [
+                                { "type": "string", "pattern": "^https?://" },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "required": ["url"],
+                                    "properties": {
+                                        "url": { "type": "string", "pattern": "^https?://" },
+                                        "secret": { "type": "string", "description": "The repository secret to sign with (HMAC-SHA256)." }
+                                    }
+                                }
+                            ]
+                        },
+                        "slack": { "type": "string", "description": "The repository secret holding the incoming webhook's URL." },
+                        "email": string_or_list,
+                        "on": {
+                            "type": "array",
+                            "items": { "enum": ["run.failed", "run.fixed", "approval.waiting", "deployment.live", "deployment.failed", "deployment.rolled_back", "environment.unhealthy", "environment.recovered"] }
+                        },
+                        "environments": string_or_list
+                    }
+                }
+            },
             "jobs": {
                 "type": "object",
                 "minProperties": 1,

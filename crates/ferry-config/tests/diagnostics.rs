@@ -139,3 +139,45 @@ fn the_health_watch_loads_with_its_defaults() {
     assert_eq!(sandbox.watch.failures(), 3);
     assert_eq!(sandbox.on_unhealthy, OnUnhealthy::Notify);
 }
+
+#[test]
+fn notification_channels_load() {
+    use ferry_config::delivery::{ChannelKind, NotifyEvent};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/delivery.yml");
+    let source = std::fs::read_to_string(path).expect("read fixture");
+    let notify = ferry_config::load(&source)
+        .expect("loads")
+        .pipeline
+        .delivery
+        .notify;
+    assert_eq!(notify.len(), 3);
+    assert_eq!(
+        notify[0].to,
+        ChannelKind::Webhook {
+            url: "https://hooks.example.com/ferry".into(),
+            secret: Some("HOOK_SECRET".into())
+        }
+    );
+    assert!(notify[0].wants(NotifyEvent::EnvironmentRecovered, Some("staging")));
+    assert_eq!(
+        notify[1].to,
+        ChannelKind::Slack {
+            secret: "SLACK_WEBHOOK_URL".into()
+        }
+    );
+    assert!(
+        !notify[1].wants(NotifyEvent::RunFailed, None),
+        "runs are of no environment"
+    );
+    assert!(notify[0].wants(NotifyEvent::RunFailed, None));
+    assert!(notify[1].wants(NotifyEvent::DeploymentFailed, Some("production")));
+    assert!(!notify[1].wants(NotifyEvent::DeploymentFailed, Some("staging")));
+    assert!(!notify[1].wants(NotifyEvent::DeploymentLive, Some("production")));
+    assert_eq!(
+        notify[2].to,
+        ChannelKind::Email {
+            to: vec!["ops@example.com".into()]
+        }
+    );
+    assert_eq!(notify[2].on, [NotifyEvent::ApprovalWaiting]);
+}

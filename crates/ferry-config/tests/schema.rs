@@ -192,7 +192,7 @@ fn schema_keys_match_the_loader() {
     let deploy = &props["deploy"];
     let target = &deploy["properties"]["target"]["properties"];
     let verify = &deploy["properties"]["verify"];
-    let sections: [(&str, &Value, &[&str]); 25] = [
+    let sections: [(&str, &Value, &[&str]); 27] = [
         ("top", &schema, TOP_KEYS),
         ("job", job, JOB_KEYS),
         ("step", &jp["steps"]["items"]["oneOf"][1], STEP_KEYS),
@@ -232,6 +232,12 @@ fn schema_keys_match_the_loader() {
             "watch",
             &deploy["properties"]["watch"]["oneOf"][1],
             WATCH_KEYS,
+        ),
+        ("notify", &props["notify"]["items"], NOTIFY_KEYS),
+        (
+            "webhook",
+            &props["notify"]["items"]["properties"]["webhook"]["oneOf"][1],
+            WEBHOOK_KEYS,
         ),
         (
             "http",

@@ -103,6 +103,10 @@ pub struct Deliverer {
     /// Every deployment change and decision, for whoever listens.
     #[educe(Debug(ignore))]
     events: tokio::sync::broadcast::Sender<Arc<DeliveryEvent>>,
+    /// Listeners that must not miss a change (metrics, notifications): unbounded, so
+    /// they never lag behind and lose one.
+    #[educe(Debug(ignore))]
+    observers: Arc<std::sync::Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Arc<DeliveryEvent>>>>>,
     /// Held while a change is read and sent, so that listeners get changes in the order
     /// the store took them (two publishers could otherwise read in one order and send
     /// in the other).
@@ -173,6 +177,7 @@ impl Deliverer {
             wake: Arc::new(Notify::new()),
             keep_releases: None,
             events: tokio::sync::broadcast::channel(1024).0,
+            observers: Arc::default(),
             publishing: Arc::default(),
             busy: Arc::default(),
             held: Arc::default(),
@@ -283,16 +288,36 @@ impl Deliverer {
         self.events.subscribe()
     }
 
+    /// Every change from now on, none missed (an unbounded channel: read it steadily).
+    pub fn observe(&self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<DeliveryEvent>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        if let Ok(mut all) = self.observers.lock() {
+            all.push(tx);
+        }
+        rx
+    }
+
+    /// Sends a change to every subscriber and observer.
+    fn tell(&self, event: DeliveryEvent) {
+        let event = Arc::new(event);
+        if let Ok(mut all) = self.observers.lock() {
+            all.retain(|o| o.send(event.clone()).is_ok());
+        }
+        let _ = self.events.send(event);
+    }
+
+    fn anyone_listens(&self) -> bool {
+        self.events.receiver_count() > 0 || self.observers.lock().is_ok_and(|o| !o.is_empty())
+    }
+
     /// Tells listeners how deployment `id` is now (nobody listening is fine).
     async fn publish(&self, id: &str) {
-        if self.events.receiver_count() == 0 {
+        if !self.anyone_listens() {
             return;
         }
         let _order = self.publishing.lock().await;
         if let Ok(deployment) = self.store.deployment(id).await {
-            let _ = self
-                .events
-                .send(Arc::new(DeliveryEvent::Deployment { deployment }));
+            self.tell(DeliveryEvent::Deployment { deployment });
         }
     }
 
@@ -606,10 +631,10 @@ impl Deliverer {
             .await?;
         let approvals = self.store.approvals(&dep.id).await?;
         if let Some(mine) = approvals.iter().find(|a| a.user_id == actor.user_id) {
-            let _ = self.events.send(Arc::new(DeliveryEvent::Approval {
+            self.tell(DeliveryEvent::Approval {
                 repository_id: repository_id.to_string(),
                 approval: mine.clone(),
-            }));
+            });
         }
         match policy::verdict(rule, &decisions(approvals), Utc::now()) {
             Verdict::Approved => {
@@ -1665,7 +1690,7 @@ impl Deliverer {
                     reason,
                     "environment health changed"
                 );
-                let _ = self.events.send(Arc::new(DeliveryEvent::Health { change }));
+                self.tell(DeliveryEvent::Health { change });
                 true
             }
             Ok(None) => true,

@@ -92,6 +92,62 @@ pub struct ReleaseDiff {
     pub secrets: Vec<NameChange>,
 }
 
+impl ReleaseDiff {
+    /// One line saying what changes: `first release`, or e.g. `3 commits, 2 artifacts,
+    /// 1 image, variables: 1 added, secrets: 1 changed` (nothing: `no change`).
+    pub fn summary(&self) -> String {
+        if self.live_release.is_none() {
+            return "first release in the environment".into();
+        }
+        let plural = |n: usize, one: &str| {
+            if n == 1 {
+                format!("1 {one}")
+            } else {
+                format!("{n} {one}s")
+            }
+        };
+        let mut parts = Vec::new();
+        if !self.commits.is_empty() {
+            parts.push(plural(self.commits.len(), "commit"));
+        }
+        if !self.artifacts.is_empty() {
+            parts.push(format!(
+                "{} changed",
+                plural(self.artifacts.len(), "artifact")
+            ));
+        }
+        let images = self
+            .images
+            .iter()
+            .filter(|i| i.old.as_deref() != Some(i.new.as_str()))
+            .count();
+        if images > 0 {
+            parts.push(format!("{} changed", plural(images, "image")));
+        }
+        for (what, list) in [("variables", &self.variables), ("secrets", &self.secrets)] {
+            let mut counts = Vec::new();
+            for (c, word) in [
+                (Change::Added, "added"),
+                (Change::Changed, "changed"),
+                (Change::Removed, "removed"),
+            ] {
+                let n = list.iter().filter(|x| x.change == c).count();
+                if n > 0 {
+                    counts.push(format!("{n} {word}"));
+                }
+            }
+            if !counts.is_empty() {
+                parts.push(format!("{what}: {}", counts.join(", ")));
+            }
+        }
+        if parts.is_empty() {
+            "no change".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArtifactChange {
     pub path: String,
@@ -356,6 +412,10 @@ mod tests {
             changes(&diff.secrets),
             vec![("TOKEN".into(), Change::Changed)]
         );
+        assert_eq!(
+            diff.summary(),
+            "2 artifacts changed, 1 image changed, variables: 1 added, 1 removed, secrets: 1 changed"
+        );
         // The wire form the CLI and API clients read.
         let json = serde_json::to_value(&diff).expect("json");
         assert_eq!(json["secrets"][0]["change"], "changed");
@@ -365,6 +425,8 @@ mod tests {
     #[test]
     fn with_nothing_live_nothing_is_reported_added() {
         let new = release("r1", &[("app", "sha256:a")], "sha256:i");
+        let first = ReleaseDiff::between(None, &new, &ConfigSnapshot::default(), vec![]);
+        assert_eq!(first.summary(), "first release in the environment");
         let now = ConfigSnapshot {
             variables: vec![entry("repository", "PORT", 1)],
             secrets: vec![],

@@ -117,6 +117,8 @@ async fn rollback_to_a_release_that_failed_in_the_environment_is_refused() {
     h.seal("v2", &sandbox_only(), BAD).await;
     h.wait_audit("deployment.failed", "sandbox#2").await;
     h.wait_status("sandbox", 3, S::Live).await;
+    // Marked rolled back once its rollback is live (a moment after).
+    h.wait_status("sandbox", 2, S::RolledBack).await;
     let before = h.snapshot().await;
     let result = h.ask(&dave(), Rollback("sandbox", Some("v2"))).await;
     let (kind, why) = refusal(&result).expect("refused");

@@ -11,6 +11,7 @@ pub mod error;
 mod intake;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 mod queue;
 mod release;
 mod retention;
@@ -125,6 +126,8 @@ pub struct AppState {
     /// Releases, environments and deployments.
     #[educe(Debug(ignore))]
     pub deliverer: ferry_deliver::deliverer::Deliverer,
+    /// Sends notifications (see [`notify`]).
+    pub notifier: notify::Notifier,
 }
 
 impl AppState {
@@ -153,7 +156,16 @@ impl AppState {
             commits: Arc::new(Mutex::new(hashlink::LruCache::new(KNOWN_COMMITS))),
             finishing: retention::Finishing::default(),
             metrics: metrics::Metrics::new(),
+            notifier: notify::Notifier::new(notify::NotifyConfig::default())
+                .expect("a notifier without SMTP or certificates"),
         }
+    }
+
+    /// Notifications link to `public_url`, send e-mail through an SMTP relay and trust
+    /// extra certificates (see [`notify::NotifyConfig`]); why not, if they cannot.
+    pub fn with_notifications(mut self, config: notify::NotifyConfig) -> Result<Self, String> {
+        self.notifier = notify::Notifier::new(config)?;
+        Ok(self)
     }
 
     /// What the mirror of `repo` said of commit `sha` (a full object id) when it was
@@ -286,8 +298,13 @@ pub async fn serve(
     ));
     let intake_worker = tokio::spawn(intake::intake(state.clone(), stop.clone()));
     let retention = tokio::spawn(retention::retain(state.clone(), stop.clone()));
-    // Subscribed before the deliverer starts, so that it counts every change.
-    let counting = tokio::spawn(metrics::follow_deliveries(state.clone(), stop.clone()));
+    // Subscribed before the deliverer starts, so that it sees every change.
+    let counting = tokio::spawn(metrics::follow_deliveries(
+        state.clone(),
+        state.deliverer.observe(),
+        stop.clone(),
+    ));
+    let notifier = tokio::spawn(notify::run(state.clone(), stop.clone()));
     let deliver_worker = {
         let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
@@ -326,5 +343,6 @@ pub async fn serve(
     let _ = dispatcher.await;
     let _ = deliver_worker.await;
     let _ = counting.await;
+    let _ = notifier.await;
     result
 }

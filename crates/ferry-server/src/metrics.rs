@@ -405,52 +405,55 @@ impl EventSink for RunSink {
     }
 }
 
-/// Counts deployments as the deliverer tells of their changes, until `stop`.
+/// Follows the deliverer's changes until `stop`: counts deployments, logs each status a
+/// deployment reaches, and writes the notifications they call for.
 pub(crate) async fn follow_deliveries(
     state: crate::AppState,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<
+        std::sync::Arc<ferry_deliver::events::DeliveryEvent>,
+    >,
     stop: tokio_util::sync::CancellationToken,
 ) {
     use ferry_deliver::events::DeliveryEvent;
-    let mut rx = state.deliverer.subscribe();
     let mut seen = Seen::default();
     let mut names: std::collections::HashMap<String, String> = Default::default();
     loop {
         let event = tokio::select! {
             e = rx.recv() => e,
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => None,
         };
-        let event = match event {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!("metrics: {n} deployment change(s) went uncounted");
-                continue;
+        let Some(event) = event else { return };
+        let id = event.repository_id().to_string();
+        if !names.contains_key(&id) {
+            let name = match state.store.repository(&id).await {
+                Ok(r) => r.name,
+                Err(_) => id.clone(),
+            };
+            names.insert(id.clone(), name);
+        }
+        let repo = &names[&id];
+        match &*event {
+            DeliveryEvent::Deployment { deployment } => {
+                // The server's log: one line per state a deployment reaches.
+                if seen.first_status(&deployment.id, deployment.status) {
+                    tracing::info!(
+                        repository = %repo,
+                        environment = %deployment.environment,
+                        deployment = deployment.number,
+                        kind = deployment.kind.as_str(),
+                        status = deployment.status.as_str(),
+                        reason = deployment.reason.as_deref(),
+                        "deployment {}",
+                        deployment.status.as_str()
+                    );
+                    crate::notify::after_deployment(&state, deployment, repo).await;
+                }
+                state.metrics.deployment(deployment, repo, &mut seen);
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        if let DeliveryEvent::Deployment { deployment } = &*event {
-            let id = &deployment.repository_id;
-            if !names.contains_key(id) {
-                let name = match state.store.repository(id).await {
-                    Ok(r) => r.name,
-                    Err(_) => id.clone(),
-                };
-                names.insert(id.clone(), name);
+            DeliveryEvent::Health { change } => {
+                crate::notify::after_health(&state, change, repo).await;
             }
-            let repo = &names[id];
-            // The server's log: one line per state a deployment reaches.
-            if seen.first_status(&deployment.id, deployment.status) {
-                tracing::info!(
-                    repository = %repo,
-                    environment = %deployment.environment,
-                    deployment = deployment.number,
-                    kind = deployment.kind.as_str(),
-                    status = deployment.status.as_str(),
-                    reason = deployment.reason.as_deref(),
-                    "deployment {}",
-                    deployment.status.as_str()
-                );
-            }
-            state.metrics.deployment(deployment, repo, &mut seen);
+            DeliveryEvent::Approval { .. } => {}
         }
     }
 }

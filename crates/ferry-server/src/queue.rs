@@ -166,6 +166,7 @@ async fn execute_inner(
         .with_label_values(&[&repo_name])
         .observe(began.elapsed().as_secs_f64());
     let outcome = result?;
+    crate::notify::after_run(state, &outcome.run.id).await;
     // `after_success` asks `releasable`, which an untrusted run never is.
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
         crate::release::after_success(state, &outcome.run.id, &plan).await;

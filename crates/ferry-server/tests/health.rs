@@ -45,31 +45,63 @@ environments:
       watch: { interval: 200ms, failures: 2 }
 ";
 
-/// A health endpoint the test controls: 503 for the releases in the set.
-async fn health_server() -> (u16, Arc<Mutex<HashSet<String>>>) {
+/// Events the `notify:` webhook (`POST /notify`) got, in order.
+type Told = Arc<Mutex<Vec<Value>>>;
+
+/// A health endpoint the test controls (503 for the releases in the set), which also
+/// takes the repository's notifications.
+async fn health_server() -> (u16, Arc<Mutex<HashSet<String>>>, Told) {
     let failing: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let told: Told = Arc::default();
+    let keep = told.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let set = failing.clone();
-    let app = axum::Router::new().route(
-        "/health/{release}",
-        axum::routing::get(
-            move |axum::extract::Path(release): axum::extract::Path<String>| {
-                let set = set.clone();
-                async move {
-                    if set.lock().expect("lock").contains(&release) {
-                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "sick")
-                    } else {
-                        (axum::http::StatusCode::OK, "ok")
+    let app = axum::Router::new()
+        .route(
+            "/health/{release}",
+            axum::routing::get(
+                move |axum::extract::Path(release): axum::extract::Path<String>| {
+                    let set = set.clone();
+                    async move {
+                        if set.lock().expect("lock").contains(&release) {
+                            (axum::http::StatusCode::SERVICE_UNAVAILABLE, "sick")
+                        } else {
+                            (axum::http::StatusCode::OK, "ok")
+                        }
                     }
+                },
+            ),
+        )
+        .route(
+            "/notify",
+            axum::routing::post(move |body: String| {
+                let keep = keep.clone();
+                async move {
+                    keep.lock()
+                        .expect("lock")
+                        .push(serde_json::from_str(&body).unwrap_or(Value::Null));
                 }
-            },
-        ),
-    );
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (port, failing)
+    (port, failing, told)
+}
+
+/// `(event, environment)` of what the webhook was told, in order.
+fn told_of(told: &Told) -> Vec<(String, String)> {
+    told.lock()
+        .expect("lock")
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap_or_default().to_string(),
+                e["environment"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The environment's health view (`GET …/environments/ENV/health`).
@@ -117,9 +149,12 @@ async fn metrics(s: &Server) -> String {
 
 #[tokio::test]
 async fn environments_are_watched_and_go_down_roll_back_and_recover() {
-    let (port, failing) = health_server().await;
+    let (port, failing, told) = health_server().await;
     let s = Server::start().await;
-    let bare = s.repository("shop", Some(PIPELINE));
+    let pipeline = format!(
+        "{PIPELINE}notify:\n  - webhook: http://127.0.0.1:{port}/notify\n    on: [deployment.rolled_back, environment.unhealthy, environment.recovered]\n"
+    );
+    let bare = s.repository("shop", Some(&pipeline));
     push_version(&s, "shop", "v1");
     s.register("shop", &bare).await;
     s.set_variable("shop", "HEALTH_PORT", &port.to_string(), None)
@@ -228,6 +263,30 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
     // It recovers; after a restart the watch resumes and sees it go down again.
     failing.lock().expect("lock").clear();
     wait_for_health(&s, "staging", "healthy").await;
+    let seen = wait_for("the notifications", async || {
+        let seen = told_of(&told);
+        if seen
+            .iter()
+            .any(|(e, env)| e == "environment.recovered" && env == "staging")
+        {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+    for want in [
+        ("environment.unhealthy", "sandbox"),
+        ("deployment.rolled_back", "sandbox"),
+        ("environment.recovered", "sandbox"),
+        ("environment.unhealthy", "staging"),
+    ] {
+        assert!(
+            seen.iter()
+                .any(|(e, env)| (e.as_str(), env.as_str()) == want),
+            "{want:?} in {seen:?}"
+        );
+    }
     let s = s.restart().await;
     failing.lock().expect("lock").insert(v2.clone());
     let staging = wait_for_health(&s, "staging", "down").await;

@@ -23,6 +23,7 @@ mod deployments;
 mod health;
 pub mod logs;
 mod migrate;
+mod notifications;
 pub use migrate::LATEST as SCHEMA_VERSION;
 mod model;
 mod registries;
@@ -52,6 +53,9 @@ pub use logs::{
     tail_offset,
 };
 pub use model::*;
+pub use notifications::{
+    Attempt, AttemptOutcome, NewNotification, Notification, NotificationStatus,
+};
 pub use registries::RegistryLogin;
 pub use releases::{NewRelease, Release, ReleaseArtifact, ReleaseImage};
 pub use secrets::SecretKey;

@@ -86,6 +86,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         common!("0016_intake_by_repository.sql"),
     ),
     (17, "health", common!("0017_health.sql")),
+    (18, "notifications", common!("0018_notifications.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

@@ -64,6 +64,12 @@ impl Column for DeploymentKind {
     }
 }
 
+impl Column for crate::NotificationStatus {
+    fn read(row: &AnyRow, name: &str) -> Result<Self> {
+        word(row, name, crate::NotificationStatus::parse)
+    }
+}
+
 impl Column for crate::Health {
     fn read(row: &AnyRow, name: &str) -> Result<Self> {
         word(row, name, crate::Health::parse)

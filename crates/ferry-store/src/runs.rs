@@ -288,6 +288,28 @@ impl Store {
         run_from_row(&row)
     }
 
+    /// The newest run of the same repository and git ref before run `number` that
+    /// passed or failed (what `run.fixed` compares with).
+    pub async fn previous_finished_run(
+        &self,
+        repository_id: &str,
+        git_ref: &str,
+        number: i64,
+    ) -> Result<Option<Run>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE repository_id = $1 AND number < $2 AND git_ref = $3
+               AND status IN ('success', 'failed')
+             ORDER BY number DESC LIMIT 1"
+        ))
+        .bind(repository_id)
+        .bind(number)
+        .bind(git_ref)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
     pub async fn run_by_id(&self, id: &str) -> Result<Run> {
         let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
             .bind(id)

@@ -112,7 +112,87 @@ both!(
     the_delivery_log_follows_each_delivery,
     old_finished_runs_are_prunable_but_released_ones,
     health_changes_are_recorded_once,
+    notifications_are_claimed_once_and_keep_every_attempt,
 );
+
+/// A due notification is claimed by one sender; each attempt is kept with what it
+/// led to (a retry later, delivered, or given up); the log lists them newest first.
+async fn notifications_are_claimed_once_and_keep_every_attempt(f: &Fixture) {
+    use ferry_store::{AttemptOutcome, NewNotification, NotificationStatus as N};
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let new = |event: &str| NewNotification {
+        repository_id: repo.clone(),
+        event: event.into(),
+        channel: r#"{"slack":{"secret":"SLACK"}}"#.into(),
+        target: "slack SLACK".into(),
+        payload: "{}".into(),
+    };
+    let ids = s
+        .enqueue_notifications(&[new("run.failed"), new("deployment.live")])
+        .await
+        .expect("enqueue");
+    assert_eq!(ids.len(), 2);
+    let far = ferry_store::now_ms() + 60_000;
+    let due = s.due_notifications(far, 10).await.expect("due");
+    assert_eq!(due.len(), 2);
+    assert!(s.next_notification_at().await.expect("next").is_some());
+    // Two senders, one claim each wins.
+    let first = &due[0];
+    let claims = join_all([1, 2].map(|n| {
+        let (s, first) = (s.clone(), first.clone());
+        async move { s.claim_notification(&first, far + n).await }
+    }))
+    .await;
+    assert_eq!(
+        claims.iter().filter(|c| matches!(c, Ok(true))).count(),
+        1,
+        "{claims:?}"
+    );
+    s.record_attempt(
+        &first.id,
+        false,
+        "HTTP 500",
+        12,
+        AttemptOutcome::RetryAt(far),
+    )
+    .await
+    .expect("attempt 1");
+    s.record_attempt(&first.id, true, "HTTP 200", 3, AttemptOutcome::Delivered)
+        .await
+        .expect("attempt 2");
+    s.record_attempt(&due[1].id, false, "refused", 1, AttemptOutcome::Failed)
+        .await
+        .expect("given up");
+    assert!(
+        s.due_notifications(far * 2, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(s.next_notification_at().await.expect("next"), None);
+    let log = s.notifications(&repo, 10).await.expect("log");
+    let by_event: std::collections::BTreeMap<String, _> = log
+        .into_iter()
+        .map(|(n, a)| (n.event.clone(), (n, a)))
+        .collect();
+    let (failed_run, attempts) = &by_event["run.failed"];
+    assert_eq!((failed_run.status, failed_run.attempts), (N::Delivered, 2));
+    assert_eq!(failed_run.last_error, None);
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt, a.ok, a.detail.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, false, "HTTP 500"), (2, true, "HTTP 200")]
+    );
+    let (live, attempts) = &by_event["deployment.live"];
+    assert_eq!(
+        (live.status, live.last_error.as_deref()),
+        (N::Failed, Some("refused"))
+    );
+    assert_eq!(attempts.len(), 1);
+}
 
 /// The health watch records a change only when there is one, with the state before it;
 /// a new deployment's first state is a change too; only live deployments' health is

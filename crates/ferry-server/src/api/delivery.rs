@@ -426,6 +426,39 @@ pub(crate) async fn output(
     Ok(text_file(s.deliverer.output_log(&repo.id, &env)).await)
 }
 
+/// One notification with its attempts (oldest first).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationView {
+    #[serde(flatten)]
+    pub notification: ferry_store::Notification,
+    pub attempts: Vec<ferry_store::Attempt>,
+}
+
+/// `GET …/notifications`: newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct NotificationList {
+    pub notifications: Vec<NotificationView>,
+}
+
+pub(crate) async fn notifications(
+    State(s): State<AppState>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<NotificationList>, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let notifications = s
+        .store
+        .notifications(&repo.id, limit)
+        .await?
+        .into_iter()
+        .map(|(notification, attempts)| NotificationView {
+            notification,
+            attempts,
+        })
+        .collect();
+    Ok(Json(NotificationList { notifications }))
+}
+
 pub(crate) async fn health(
     State(s): State<AppState>,
     InRepo(repo, ..): InRepo<AsViewer>,

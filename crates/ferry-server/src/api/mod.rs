@@ -393,6 +393,15 @@ pub const ROUTES: &[Route] = &[
     .created::<delivery::DeploymentOne>(),
     Route::new(
         GET,
+        "/api/v1/repos/{repo}/notifications",
+        VIEWER,
+        "Notifications sent (or being sent) and every attempt, newest first (`limit`)",
+        || get(delivery::notifications),
+    )
+    .query::<delivery::LimitQuery>()
+    .ok::<delivery::NotificationList>(),
+    Route::new(
+        GET,
         "/api/v1/repos/{repo}/environments/{environment}/health",
         VIEWER,
         "The environment's health now and its changes, newest first (`limit`)",

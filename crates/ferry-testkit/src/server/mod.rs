@@ -44,6 +44,8 @@ pub struct Options {
     pub keep_releases: Option<usize>,
     /// Keep the newest this many runs of each repository (`Config::keep_runs`).
     pub keep_runs: Option<usize>,
+    /// Where notifications go out from (links, SMTP relay, certificates).
+    pub notify: ferry_server::notify::NotifyConfig,
 }
 
 impl std::fmt::Debug for Options {
@@ -53,6 +55,7 @@ impl std::fmt::Debug for Options {
             .field("docker", &self.docker.is_some())
             .field("keep_releases", &self.keep_releases)
             .field("keep_runs", &self.keep_runs)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -131,11 +134,14 @@ impl Server {
         );
         let kubectl = fake_kubectl(tmp.path());
         let keep = options.keep_releases;
-        let state = state.map_deliverer(|d| {
-            d.with_kubectl(kubectl)
-                .with_retention(keep)
-                .with_docker(docker)
-        });
+        let state = state
+            .map_deliverer(|d| {
+                d.with_kubectl(kubectl)
+                    .with_retention(keep)
+                    .with_docker(docker)
+            })
+            .with_notifications(options.notify.clone())
+            .expect("notifications");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
