@@ -110,6 +110,18 @@ pub enum Command {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+    /// DORA's four keys: deployment frequency, lead time for changes, change failure
+    /// rate, time to restore (definitions in docs/delivery.md).
+    Dora {
+        /// One environment (default: every environment).
+        #[arg(long)]
+        env: Option<String>,
+        /// The window: from this long ago until now (`30d`, `12h`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
     /// Notifications of the repository: what was sent where, and every attempt.
     Notifications {
         #[command(subcommand)]

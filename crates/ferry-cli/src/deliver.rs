@@ -241,6 +241,76 @@ pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
+/// DORA's four keys of the repository (or one environment) over a window.
+pub async fn dora(args: DeliverArgs, env: Option<String>, since: String) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let query = delivery::DoraQuery {
+        environment: env,
+        since: Some(since.clone()),
+    };
+    let view: delivery::DoraView = c.get_with(&format!("/repos/{repo}/dora"), &query).await?;
+    if args.json {
+        print_json(&view);
+        return Ok(exit::OK);
+    }
+    let d = &view.dora;
+    let spread = |s: &Option<delivery::Spread>| match s {
+        Some(s) => format!(
+            "median {}, p90 {} ({} measured)",
+            human(s.median_seconds),
+            human(s.p90_seconds),
+            s.count
+        ),
+        None => "-".into(),
+    };
+    println!(
+        "{} over the last {since} ({} … {})",
+        view.environment
+            .as_deref()
+            .map_or("every environment".to_string(), |e| format!("`{e}`")),
+        when(Some(d.since)),
+        when(Some(d.until))
+    );
+    println!(
+        "deployment frequency   {} ({:.2} a day)",
+        d.deployments, d.deployments_per_day
+    );
+    println!("lead time for changes  {}", spread(&d.lead_time));
+    println!(
+        "change failure rate    {}",
+        match d.change_failure_rate {
+            Some(r) => format!(
+                "{:.1}% ({} of {} changes)",
+                r * 100.0,
+                d.failed_changes,
+                d.changes
+            ),
+            None => "- (no change ended)".into(),
+        }
+    );
+    println!(
+        "time to restore        {}{}",
+        spread(&d.time_to_restore),
+        if d.open_incidents > 0 {
+            format!("; {} not restored yet", d.open_incidents)
+        } else {
+            String::new()
+        }
+    );
+    Ok(exit::OK)
+}
+
+/// `3h 20m`, `45s`, `2d 4h`: a duration for people.
+fn human(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 /// The repository's notifications, newest first, each attempt under it.
 pub async fn notifications(args: DeliverArgs, limit: i64) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;

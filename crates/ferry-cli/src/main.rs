@@ -168,6 +168,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         } => deliver::decide(args, &deployment, comment, false).await,
         Command::Envs { args } => deliver::envs(args).await,
         Command::Status { env, args } => deliver::status(args, &env).await,
+        Command::Dora { env, since, args } => deliver::dora(args, env, since).await,
         Command::Notifications {
             command: args::NotificationsCommand::Log { limit, args },
         } => deliver::notifications(args, limit).await,

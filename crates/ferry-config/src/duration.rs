@@ -4,6 +4,12 @@ use std::time::Duration;
 
 /// Parses a duration; the error says what was wrong with it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_duration_up_to(text, 7)
+}
+
+/// [`parse_duration`] with a limit of `max_days` days (a report's window may span
+/// months; a job's timeout may not).
+pub fn parse_duration_up_to(text: &str, max_days: u64) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("a duration cannot be empty".into());
@@ -46,8 +52,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a duration must be longer than zero".into());
     }
     let total = u64::try_from(total).map_err(|_| format!("`{t}` is too long"))?;
-    if total > 7 * 86_400_000 {
-        return Err(format!("`{t}` is longer than the limit of 7 days"));
+    if total > max_days.saturating_mul(86_400_000) {
+        return Err(format!("`{t}` is longer than the limit of {max_days} days"));
     }
     Ok(Duration::from_millis(total))
 }

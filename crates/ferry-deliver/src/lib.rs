@@ -4,6 +4,7 @@
 pub mod cas;
 pub mod deliverer;
 pub mod diff;
+pub mod dora;
 pub mod events;
 pub mod health;
 pub mod jail;

@@ -305,6 +305,7 @@ pub async fn serve(
         stop.clone(),
     ));
     let notifier = tokio::spawn(notify::run(state.clone(), stop.clone()));
+    let dora = tokio::spawn(metrics::refresh_dora(state.clone(), stop.clone()));
     let deliver_worker = {
         let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
@@ -344,5 +345,6 @@ pub async fn serve(
     let _ = deliver_worker.await;
     let _ = counting.await;
     let _ = notifier.await;
+    let _ = dora.await;
     result
 }

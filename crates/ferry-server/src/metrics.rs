@@ -7,8 +7,8 @@
 use ferry_engine::{EngineEvent, EventSink};
 use ferry_store::{Deployment, DeploymentKind, DeploymentStatus, Health};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Buckets of run and job durations, in seconds: 0.1 s to about 55 minutes.
@@ -70,6 +70,13 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     /// Each environment's health (1 for its state now), set at each scrape.
     health: IntGaugeVec,
+    /// DORA's four keys of each environment over the last 30 days (see [`refresh_dora`]).
+    dora_deployments: IntGaugeVec,
+    dora_lead_time: GaugeVec,
+    dora_change_failure_rate: GaugeVec,
+    dora_time_to_restore: GaugeVec,
+    /// Set when a deployment changed: the DORA gauges are computed again soon.
+    pub(crate) dora_dirty: std::sync::Arc<tokio::sync::Notify>,
     /// Runs waiting and running now (set at each scrape).
     runs_now: IntGaugeVec,
     /// 1, labelled with the version.
@@ -201,6 +208,39 @@ impl Metrics {
         registry
             .register(Box::new(health.clone()))
             .expect("registered once");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(Opts::new(name, help), labels).expect("a valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let dora_deployments = IntGaugeVec::new(
+            Opts::new(
+                "ferry_dora_deployments",
+                "DORA deployment frequency: changes that went live in the last 30 days.",
+            ),
+            &["repository", "environment"],
+        )
+        .expect("a valid metric");
+        registry
+            .register(Box::new(dora_deployments.clone()))
+            .expect("registered once");
+        let dora_lead_time = gauge(
+            "ferry_dora_lead_time_seconds",
+            "DORA lead time for changes (commit to live) over the last 30 days, by quantile.",
+            &["repository", "environment", "quantile"],
+        );
+        let dora_change_failure_rate = gauge(
+            "ferry_dora_change_failure_rate",
+            "DORA change failure rate over the last 30 days (0 to 1).",
+            &["repository", "environment"],
+        );
+        let dora_time_to_restore = gauge(
+            "ferry_dora_time_to_restore_seconds",
+            "DORA time to restore over the last 30 days, by quantile.",
+            &["repository", "environment", "quantile"],
+        );
         let runs_now = IntGaugeVec::new(
             Opts::new("ferry_runs", "Runs now, by state (queued, running)."),
             &["state"],
@@ -241,8 +281,46 @@ impl Metrics {
             verification_failures,
             rollbacks,
             health,
+            dora_deployments,
+            dora_lead_time,
+            dora_change_failure_rate,
+            dora_time_to_restore,
+            dora_dirty: std::sync::Arc::default(),
             runs_now,
             build_info,
+        }
+    }
+
+    /// Sets the DORA gauges to `all` (repository name, environment, figures), dropping
+    /// environments no longer in it.
+    pub fn set_dora(&self, all: &[(String, String, ferry_deliver::dora::Dora)]) {
+        self.dora_deployments.reset();
+        self.dora_lead_time.reset();
+        self.dora_change_failure_rate.reset();
+        self.dora_time_to_restore.reset();
+        for (repo, env, d) in all {
+            let labels = [repo.as_str(), env.as_str()];
+            self.dora_deployments
+                .with_label_values(&labels)
+                .set(d.deployments as i64);
+            for (spread, gauge) in [
+                (&d.lead_time, &self.dora_lead_time),
+                (&d.time_to_restore, &self.dora_time_to_restore),
+            ] {
+                if let Some(s) = spread {
+                    gauge
+                        .with_label_values(&[repo, env, "0.5"])
+                        .set(s.median_seconds);
+                    gauge
+                        .with_label_values(&[repo, env, "0.9"])
+                        .set(s.p90_seconds);
+                }
+            }
+            if let Some(rate) = d.change_failure_rate {
+                self.dora_change_failure_rate
+                    .with_label_values(&labels)
+                    .set(rate);
+            }
         }
     }
 
@@ -449,11 +527,69 @@ pub(crate) async fn follow_deliveries(
                     crate::notify::after_deployment(&state, deployment, repo).await;
                 }
                 state.metrics.deployment(deployment, repo, &mut seen);
+                if deployment.status.finished() || deployment.status == DeploymentStatus::Live {
+                    state.metrics.dora_dirty.notify_one();
+                }
             }
             DeliveryEvent::Health { change } => {
                 crate::notify::after_health(&state, change, repo).await;
+                state.metrics.dora_dirty.notify_one();
             }
             DeliveryEvent::Approval { .. } => {}
+        }
+    }
+}
+
+/// The DORA window of `/metrics`.
+const DORA_WINDOW_MS: i64 = 30 * 86_400_000;
+
+/// Computes the DORA gauges of every repository's environments over the last 30 days:
+/// at start, a moment after deployments or health change (at most every 2 s), and every
+/// 10 minutes (the window moves), until `stop`.
+pub(crate) async fn refresh_dora(
+    state: crate::AppState,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let until = ferry_store::now_ms();
+        let since = until - DORA_WINDOW_MS;
+        let mut all = Vec::new();
+        for repo in state.store.repositories().await.unwrap_or_default() {
+            let envs: std::collections::BTreeSet<String> = state
+                .store
+                .deployments_since(&repo.id, None, since)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| d.environment)
+                .collect();
+            let mirror = state.mirror_path(&repo.id);
+            for env in envs {
+                match ferry_deliver::dora::of_repository(
+                    &state.store,
+                    &mirror,
+                    &repo.id,
+                    Some(&env),
+                    since,
+                    until,
+                )
+                .await
+                {
+                    Ok(d) => all.push((repo.name.clone(), env, d)),
+                    Err(e) => tracing::warn!("DORA of {} `{env}`: {e}", repo.name),
+                }
+            }
+        }
+        state.metrics.set_dora(&all);
+        tokio::select! {
+            _ = state.metrics.dora_dirty.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+            _ = stop.cancelled() => return,
+        }
+        // Changes come in bursts (a deployment, its rollback, the next environment).
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => return,
         }
     }
 }

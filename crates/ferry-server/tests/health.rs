@@ -287,6 +287,51 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
             "{want:?} in {seen:?}"
         );
     }
+    // DORA's four keys of this history (known answers: docs/delivery.md).
+    for (env, failed_changes) in [("sandbox", 1), ("staging", 1)] {
+        let dora = s
+            .get(&format!(
+                "/api/v1/repos/shop/dora?environment={env}&since=1h"
+            ))
+            .await;
+        assert_eq!(dora["environment"], env, "{dora}");
+        assert_eq!(
+            dora["deployments"], 2,
+            "v1 and v2 went live (a rollback is no change): {dora}"
+        );
+        // v1 brought the first commit and its own; v2 one more.
+        assert_eq!(dora["lead_time"]["count"], 3, "{dora}");
+        assert_eq!(dora["changes"], 2, "{dora}");
+        assert_eq!(dora["failed_changes"], failed_changes, "{dora}");
+        assert_eq!(dora["change_failure_rate"], 0.5, "{dora}");
+        assert_eq!(dora["time_to_restore"]["count"], 1, "{dora}");
+        assert_eq!(dora["open_incidents"], 0, "{dora}");
+    }
+    // And on /metrics (computed again a moment after each change).
+    wait_for("DORA on /metrics", async || {
+        let text = metrics(&s).await;
+        let want = [
+            "ferry_dora_deployments{environment=\"sandbox\",repository=\"shop\"} 2",
+            "ferry_dora_change_failure_rate{environment=\"staging\",repository=\"shop\"} 0.5",
+            "ferry_dora_time_to_restore_seconds{environment=\"sandbox\",quantile=\"0.5\",repository=\"shop\"}",
+            "ferry_dora_lead_time_seconds{environment=\"staging\",quantile=\"0.9\",repository=\"shop\"}",
+        ];
+        match want.iter().find(|w| !text.contains(*w)) {
+            None => Ok(()),
+            Some(missing) => Err(format!("{missing} not in:\n{text}")),
+        }
+    })
+    .await;
+    let all = s.get("/api/v1/repos/shop/dora").await;
+    assert_eq!(
+        (all["deployments"].as_u64(), all["changes"].as_u64()),
+        (Some(4), Some(4)),
+        "{all}"
+    );
+    let (status, bad) = s
+        .admin("GET", "/api/v1/repos/shop/dora?since=soon", None)
+        .await;
+    assert_eq!(status, 422, "{bad}");
     let s = s.restart().await;
     failing.lock().expect("lock").insert(v2.clone());
     let staging = wait_for_health(&s, "staging", "down").await;

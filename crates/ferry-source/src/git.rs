@@ -571,6 +571,29 @@ pub async fn log_range(
         .collect())
 }
 
+/// The commits of `from..to` (all of `to`'s history without `from`), newest first, at
+/// most `limit`: each with its committer time (seconds since the epoch).
+pub async fn commit_times(
+    root: &Path,
+    from: Option<&str>,
+    to: &str,
+    limit: usize,
+) -> Result<Vec<(String, i64)>, String> {
+    let range = match from {
+        Some(f) => format!("{f}..{to}"),
+        None => to.to_string(),
+    };
+    let max = format!("--max-count={limit}");
+    let out = git(root, &["log", "-z", &max, "--format=%H %ct", &range, "--"]).await?;
+    Ok(split_z(&out)
+        .into_iter()
+        .filter_map(|entry| {
+            let (sha, time) = entry.trim().split_once(' ')?;
+            Some((sha.to_string(), time.trim().parse().ok()?))
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

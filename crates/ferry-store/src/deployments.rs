@@ -123,6 +123,8 @@ pub struct Deployment {
     /// went live or failed); none when it never got that far.
     pub verification_started_at: Option<i64>,
     pub verification_finished_at: Option<i64>,
+    /// When it went live (none: it never did).
+    pub live_at: Option<i64>,
 }
 
 /// One approval or rejection of a deployment.
@@ -142,7 +144,7 @@ pub struct Approval {
 crate::row::record!(DEPLOYMENT_COLUMNS, deployment_from_row, Deployment {
     id, repository_id, environment, number, release_id, kind, status, reason,
     requested_by, previous_release_id, config, created_at, started_at, finished_at,
-    verification_started_at, verification_finished_at
+    verification_started_at, verification_finished_at, live_at
 });
 
 // The columns [`approval_from_row`] reads (of `approvals`).
@@ -254,6 +256,28 @@ impl Store {
         .bind(repository_id)
         .bind(environment.unwrap_or(""))
         .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(deployment_from_row).collect()
+    }
+
+    /// The repository's deployments (of `environment` when given) that ended at or
+    /// after `since`, or have not ended; oldest first (what DORA's figures read).
+    pub async fn deployments_since(
+        &self,
+        repository_id: &str,
+        environment: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<Deployment>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DEPLOYMENT_COLUMNS} FROM deployments
+             WHERE repository_id = $1 AND ($2 = '' OR environment = $2)
+               AND (finished_at >= $3 OR finished_at IS NULL)
+             ORDER BY created_at, id"
+        ))
+        .bind(repository_id)
+        .bind(environment.unwrap_or(""))
+        .bind(since)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(deployment_from_row).collect()
@@ -392,7 +416,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(
-            "UPDATE deployments SET status = 'live', finished_at = $1,
+            "UPDATE deployments SET status = 'live', finished_at = $1, live_at = $1,
                verification_finished_at =
                  CASE WHEN status = 'verifying' THEN $1 ELSE verification_finished_at END
              WHERE id = $2 AND status IN ('deploying', 'verifying')",

@@ -200,6 +200,27 @@ impl Store {
         rows.iter().map(health_from_row).collect()
     }
 
+    /// The repository's health changes (of `environment` when given) at or after
+    /// `since`, oldest first.
+    pub async fn health_changes_since(
+        &self,
+        repository_id: &str,
+        environment: Option<&str>,
+        since: i64,
+    ) -> Result<Vec<HealthChange>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CHANGE_COLUMNS} FROM health_changes
+             WHERE repository_id = $1 AND ($2 = '' OR environment = $2) AND at >= $3
+             ORDER BY at, id"
+        ))
+        .bind(repository_id)
+        .bind(environment.unwrap_or(""))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
     /// The environment's health changes, newest first.
     pub async fn health_changes(
         &self,

@@ -426,6 +426,55 @@ pub(crate) async fn output(
     Ok(text_file(s.deliverer.output_log(&repo.id, &env)).await)
 }
 
+pub use ferry_deliver::dora::{Dora, Spread};
+
+/// `GET …/dora`: which environment, over how long.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DoraQuery {
+    /// One environment (default: every environment, summed).
+    pub environment: Option<String>,
+    /// How far back the window starts: a duration such as `30d`, `12h` (default `30d`).
+    pub since: Option<String>,
+}
+
+/// DORA's four keys of a repository over a window (definitions: docs/delivery.md).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DoraView {
+    /// The environment (none: every environment).
+    pub environment: Option<String>,
+    #[serde(flatten)]
+    pub dora: ferry_deliver::dora::Dora,
+}
+
+pub(crate) async fn dora(
+    State(s): State<AppState>,
+    InRepo(repo, ..): InRepo<AsViewer>,
+    Query(q): Query<DoraQuery>,
+) -> Result<Json<DoraView>, ApiError> {
+    if let Some(env) = &q.environment {
+        check_environment(env)?;
+    }
+    let window =
+        ferry_config::duration::parse_duration_up_to(q.since.as_deref().unwrap_or("30d"), 3660)
+            .map_err(|e| ApiError::invalid(format!("since: {e}")))?;
+    let until = ferry_store::now_ms();
+    let since = until.saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    let dora = ferry_deliver::dora::of_repository(
+        &s.store,
+        &s.mirror_path(&repo.id),
+        &repo.id,
+        q.environment.as_deref(),
+        since,
+        until,
+    )
+    .await?;
+    Ok(Json(DoraView {
+        environment: q.environment,
+        dora,
+    }))
+}
+
 /// One notification with its attempts (oldest first).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NotificationView {

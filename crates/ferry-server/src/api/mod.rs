@@ -393,6 +393,15 @@ pub const ROUTES: &[Route] = &[
     .created::<delivery::DeploymentOne>(),
     Route::new(
         GET,
+        "/api/v1/repos/{repo}/dora",
+        VIEWER,
+        "DORA's four keys of the repository (`environment`, `since`: default 30d)",
+        || get(delivery::dora),
+    )
+    .query::<delivery::DoraQuery>()
+    .ok::<delivery::DoraView>(),
+    Route::new(
+        GET,
         "/api/v1/repos/{repo}/notifications",
         VIEWER,
         "Notifications sent (or being sent) and every attempt, newest first (`limit`)",
