@@ -15,6 +15,7 @@ pub mod notify;
 mod queue;
 mod release;
 mod retention;
+pub mod status;
 pub mod tls;
 mod trigger;
 mod watch;

@@ -525,6 +525,7 @@ pub(crate) async fn follow_deliveries(
                         deployment.status.as_str()
                     );
                     crate::notify::after_deployment(&state, deployment, repo).await;
+                    crate::status::deployment_changed(&state, deployment, repo).await;
                 }
                 state.metrics.deployment(deployment, repo, &mut seen);
                 if deployment.status.finished() || deployment.status == DeploymentStatus::Live {

@@ -98,7 +98,7 @@ impl Notifier {
 
     /// A link to `path` on the server (`/api/v1/runs/ID`), when its public address is
     /// known.
-    fn link(&self, path: &str) -> Option<String> {
+    pub(crate) fn link(&self, path: &str) -> Option<String> {
         self.config
             .public_url
             .as_deref()
@@ -336,8 +336,12 @@ impl Failure {
 
 /// Sends one notification: what the channel answered, or why it failed.
 async fn send(state: &AppState, n: &Notification) -> Result<String, Failure> {
-    let to: ChannelKind = serde_json::from_str(&n.channel)
+    let to: Outbound = serde_json::from_str(&n.channel)
         .map_err(|e| Failure::never(format!("unreadable channel: {e}")))?;
+    let to = match to {
+        Outbound::Channel(kind) => kind,
+        Outbound::Status { commit_status } => return send_status(state, n, &commit_status).await,
+    };
     let payload: Value = serde_json::from_str(&n.payload)
         .map_err(|e| Failure::never(format!("unreadable payload: {e}")))?;
     let summary = payload["summary"].as_str().unwrap_or_default().to_string();
@@ -408,6 +412,48 @@ async fn send(state: &AppState, n: &Notification) -> Result<String, Failure> {
             }
         }
     }
+}
+
+/// What a stored notification goes to: a channel of `notify:`, or a commit status.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum Outbound {
+    Status {
+        commit_status: crate::status::StatusUpdate,
+    },
+    Channel(ChannelKind),
+}
+
+/// Sets a commit status on the forge, unless a newer one of the same commit and
+/// context was written meanwhile.
+async fn send_status(
+    state: &AppState,
+    n: &Notification,
+    update: &crate::status::StatusUpdate,
+) -> Result<String, Failure> {
+    if state
+        .store
+        .newer_notification_exists(n)
+        .await
+        .map_err(|e| Failure::again(e.to_string()))?
+    {
+        return Ok("superseded by a newer status: not sent".into());
+    }
+    let token = state
+        .key
+        .open(
+            &update.token,
+            &crate::status::token_context(&n.repository_id),
+        )
+        .map_err(|e| Failure::never(format!("the forge token does not open: {e}")))?;
+    let token =
+        String::from_utf8(token).map_err(|_| Failure::never("the forge token is not text"))?;
+    let (url, headers, body) = crate::status::request(update, &token);
+    let mut req = state.notifier.http.post(&url).json(&body);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    http_answer(req.send().await)
 }
 
 /// The plain text of an e-mail: the summary, the link, the facts.

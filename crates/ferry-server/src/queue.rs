@@ -167,6 +167,9 @@ async fn execute_inner(
         .observe(began.elapsed().as_secs_f64());
     let outcome = result?;
     crate::notify::after_run(state, &outcome.run.id).await;
+    if let Ok(run) = state.store.run_by_id(&outcome.run.id).await {
+        crate::status::run_ended(state, &run, Some(began.elapsed().as_secs_f64())).await;
+    }
     // `after_success` asks `releasable`, which an untrusted run never is.
     if outcome.status == ferry_store::Status::Success && plan.delivery.release.is_some() {
         crate::release::after_success(state, &outcome.run.id, &plan).await;
@@ -206,6 +209,9 @@ async fn fail_run(state: &AppState, run: &Run, error: &str) {
     ));
     if let Err(e) = state.store.apply(&writes).await {
         tracing::error!("cannot record the failure of run {}: {e}", run.id);
+    }
+    if let Ok(run) = state.store.run_by_id(&run.id).await {
+        crate::status::run_ended(state, &run, None).await;
     }
 }
 

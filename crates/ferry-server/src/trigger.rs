@@ -198,6 +198,16 @@ pub async fn trigger(
         "run queued"
     );
     queued(state, &repo.id, &plan, &run).await?;
+    crate::status::report(
+        state,
+        &repo.id,
+        &run.commit_sha,
+        crate::status::State::Pending,
+        crate::status::RUN_CONTEXT,
+        format!("Run #{} is queued", run.number),
+        state.notifier.link(&format!("/api/v1/runs/{}", run.id)),
+    )
+    .await;
     Ok(run)
 }
 

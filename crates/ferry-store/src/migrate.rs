@@ -88,6 +88,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (17, "health", common!("0017_health.sql")),
     (18, "notifications", common!("0018_notifications.sql")),
     (19, "live_at", common!("0019_live_at.sql")),
+    (20, "commit_status", common!("0020_commit_status.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

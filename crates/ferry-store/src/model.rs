@@ -198,6 +198,10 @@ pub struct Repository {
     /// What a pull request from a fork gets: `ignore` (no run, the default) or `run`
     /// (an untrusted run; see docs/security.md).
     pub fork_prs: String,
+    /// Where runs and deployments report commit statuses (JSON with a sealed token).
+    /// Never serialised: `GET …/commit-status` shows it without the token.
+    #[serde(skip)]
+    pub commit_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]

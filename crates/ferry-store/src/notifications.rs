@@ -214,6 +214,21 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a notification to the same target was written after `n` (a newer
+    /// commit status of the same commit and context makes `n` moot).
+    pub async fn newer_notification_exists(&self, n: &Notification) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT id FROM notifications
+             WHERE repository_id = $1 AND target = $2 AND id > $3 LIMIT 1",
+        )
+        .bind(&n.repository_id)
+        .bind(&n.target)
+        .bind(&n.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// The repository's notifications, newest first, with their attempts (oldest
     /// first).
     pub async fn notifications(

@@ -8,7 +8,8 @@ use crate::{Error, Intake, NewRepository, Repository, Result, Store, conflict, n
 // The columns [`repository_from_row`] reads (of `repositories`).
 #[rustfmt::skip]
 crate::row::record!(REPOSITORY_COLUMNS, repository_from_row, Repository {
-    id, name, url, default_branch, webhook_secret, poll_interval_s, created_at, fork_prs
+    id, name, url, default_branch, webhook_secret, poll_interval_s, created_at, fork_prs,
+    commit_status
 });
 
 // The columns [`intake_from_row`] reads (of `intake`).
@@ -44,6 +45,17 @@ impl Store {
     pub async fn set_fork_prs(&self, repository_id: &str, fork_prs: &str) -> Result<()> {
         sqlx::query("UPDATE repositories SET fork_prs = $1 WHERE id = $2")
             .bind(fork_prs)
+            .bind(repository_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) where the repository reports commit statuses
+    /// (JSON holding a sealed token).
+    pub async fn set_commit_status(&self, repository_id: &str, stored: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE repositories SET commit_status = $1 WHERE id = $2")
+            .bind(stored)
             .bind(repository_id)
             .execute(&self.pool)
             .await?;

@@ -270,6 +270,31 @@ pub const ROUTES: &[Route] = &[
     .ok::<repos::RepositoryOne>(),
     Route::new(
         GET,
+        "/api/v1/repos/{repo}/commit-status",
+        VIEWER,
+        "Where runs and deployments report commit statuses (never the token)",
+        || get(repos::commit_status),
+    )
+    .ok::<repos::CommitStatusOne>(),
+    Route::new(
+        PUT,
+        "/api/v1/repos/{repo}/commit-status",
+        ADMIN,
+        "Report commit statuses to GitHub, GitLab or Gitea with a token (stored sealed)",
+        || put(repos::set_commit_status),
+    )
+    .body::<repos::SetCommitStatus>()
+    .ok::<repos::CommitStatusOne>(),
+    Route::new(
+        DELETE,
+        "/api/v1/repos/{repo}/commit-status",
+        ADMIN,
+        "Stop reporting commit statuses",
+        || delete(repos::clear_commit_status),
+    )
+    .ok::<repos::CommitStatusOne>(),
+    Route::new(
+        GET,
         "/api/v1/repos/{repo}/caches",
         VIEWER,
         "A repository's `cache:` entries",

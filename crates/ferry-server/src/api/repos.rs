@@ -190,3 +190,132 @@ pub(crate) async fn clear_caches(
             .map_err(ApiError::internal)?;
     Ok(Json(CachesRemoved { removed }))
 }
+
+/// `PUT /api/v1/repos/{repo}/commit-status`: where runs and deployments report.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCommitStatus {
+    pub forge: crate::status::Forge,
+    /// The API's address (default: `https://api.github.com`, `https://gitlab.com/api/v4`;
+    /// required for Gitea and Forgejo, e.g. `https://git.example.com/api/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// `owner/name` (GitHub, Gitea), or the project's path or numeric id (GitLab).
+    pub project: String,
+    /// A token allowed to set commit statuses (stored sealed, never shown again).
+    pub token: String,
+}
+
+/// Where a repository reports commit statuses (none: it does not).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CommitStatusOne {
+    pub commit_status: Option<crate::status::StatusTarget>,
+}
+
+pub(crate) async fn commit_status(
+    InRepo(repo, ..): InRepo<AsViewer>,
+) -> Result<Json<CommitStatusOne>, ApiError> {
+    let commit_status = repo
+        .commit_status
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<crate::status::Stored>(s).ok())
+        .map(|s| s.target);
+    Ok(Json(CommitStatusOne { commit_status }))
+}
+
+/// Sets where the repository reports commit statuses (admin; audited, without the
+/// token).
+pub(crate) async fn set_commit_status(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Body(body): Body<SetCommitStatus>,
+) -> Result<Json<CommitStatusOne>, ApiError> {
+    let api_url = match body.api_url.as_deref().map(str::trim) {
+        Some(u) if !u.is_empty() => u.trim_end_matches('/').to_string(),
+        _ => body
+            .forge
+            .default_api()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "`api_url` is required for gitea (e.g. https://git.example.com/api/v1)",
+                )
+            })?,
+    };
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://")) {
+        return Err(ApiError::invalid(format!(
+            "`api_url` must be an http:// or https:// URL, not `{api_url}`"
+        )));
+    }
+    let project = body.project.trim();
+    let well_formed = match body.forge {
+        crate::status::Forge::Gitlab => !project.is_empty(),
+        _ => project
+            .split_once('/')
+            .is_some_and(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/')),
+    };
+    if !well_formed
+        || project
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '#')
+    {
+        return Err(ApiError::invalid(format!(
+            "`project` must be `owner/name` (or a GitLab project's path or id), not `{project}`"
+        )));
+    }
+    if body.token.trim().is_empty() {
+        return Err(ApiError::invalid("`token` is empty"));
+    }
+    let target = crate::status::StatusTarget {
+        forge: body.forge,
+        api_url,
+        project: project.to_string(),
+    };
+    let token = s.key.seal(
+        body.token.trim().as_bytes(),
+        &crate::status::token_context(&repo.id),
+    )?;
+    let stored = crate::status::Stored {
+        target: target.clone(),
+        token,
+    };
+    let json = serde_json::to_string(&stored).map_err(ApiError::internal)?;
+    s.store.set_commit_status(&repo.id, Some(&json)).await?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "repository.commit_status",
+            &repo.name,
+            Some(&format!(
+                "{} {} {}",
+                target.forge.as_str(),
+                target.api_url,
+                target.project
+            )),
+        )
+        .await?;
+    Ok(Json(CommitStatusOne {
+        commit_status: Some(target),
+    }))
+}
+
+/// Stops reporting commit statuses (admin; audited).
+pub(crate) async fn clear_commit_status(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+) -> Result<Json<CommitStatusOne>, ApiError> {
+    s.store.set_commit_status(&repo.id, None).await?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "repository.commit_status",
+            &repo.name,
+            Some("off"),
+        )
+        .await?;
+    Ok(Json(CommitStatusOne {
+        commit_status: None,
+    }))
+}
