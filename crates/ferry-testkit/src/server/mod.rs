@@ -134,11 +134,18 @@ impl Server {
         );
         let kubectl = fake_kubectl(tmp.path());
         let keep = options.keep_releases;
+        // One CA option, as `ferry serve --ca-file`: probes and notifications trust it.
+        let ca = options
+            .notify
+            .ca_pem
+            .as_ref()
+            .map(|pem| reqwest::Certificate::from_pem_bundle(pem).expect("CA certificates"));
         let state = state
             .map_deliverer(|d| {
                 d.with_kubectl(kubectl)
                     .with_retention(keep)
                     .with_docker(docker)
+                    .with_ca(ca)
             })
             .with_notifications(options.notify.clone())
             .expect("notifications");
