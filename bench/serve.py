@@ -13,9 +13,16 @@
   deliver  a successful run -> its release live in `sandbox` (process target), minus the
            verification window, p50 over 20 releases; baseline: copying the release's
            files and starting the process from a script
-  metrics  GET /metrics with 100,000 runs stored, p50 over 200 scrapes, and the server's
-           resident size before and after 1,000 scrapes; baseline: the count of queued
-           and running runs with Python's sqlite3 on the same file
+  metrics  GET /metrics with 100,000 runs and 50 watched environments stored, p50 over
+           200 scrapes, and the server's resident size before and after 1,000 scrapes;
+           baseline: the count of queued and running runs with Python's sqlite3 on the
+           same file
+  notify   a failed run -> its `run.failed` webhook received by a local receiver, p50
+           over 30 runs (from the run's recorded end); baseline: Python POSTing the same
+           JSON to the same receiver
+  watch    the CPU a server spends over 30 s with 50 live environments under a health
+           watch at a 1 s interval (an http probe each), against the same server and
+           environments with `watch: false`
   sandbox  a host job of 100 `true` steps and one of 1 step, per-step cost from the
            jobs' recorded times (median of 7 runs each), with the host-job sandbox on
            and off (`--host-sandbox`), alternately; the difference is the sandbox's cost
@@ -322,8 +329,30 @@ def bench_list():
                 f"sqlite3 query alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: {'met' if pct(times, 0.5) < 20 else 'NOT met'}")
 
 
+def seed_environments(s, n=50):
+    """`n` live deployments, each with a watched environment's health, in the stopped
+    server's store (what /metrics reads at each scrape)."""
+    db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+    repo, run = db.execute("SELECT repository_id, id FROM runs ORDER BY number LIMIT 1").fetchone()
+    now = int(time.time() * 1000)
+    release = str(uuid.uuid4())
+    db.execute("INSERT INTO releases (id, repository_id, name, run_id, run_number, commit_sha, git_ref, author, "
+               "plan_hash, ferry_version, delivery, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+               (release, repo, "r1", run, 1, "0" * 40, "refs/heads/main", "a", "h", "0", "{}", now))
+    for i in range(n):
+        dep = str(uuid.uuid4())
+        db.execute("INSERT INTO deployments (id, repository_id, environment, number, release_id, kind, status, "
+                   "created_at, started_at, finished_at, live_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   (dep, repo, f"env{i}", 1, release, "promotion", "live", now, now, now, now))
+        db.execute("INSERT INTO environment_health (repository_id, environment, deployment_id, state, since) "
+                   "VALUES (?,?,?,?,?)", (repo, f"env{i}", dep, ["healthy", "degraded", "down"][i % 3], now))
+    db.commit()
+    db.close()
+
+
 def bench_metrics():
     tmp, s = server_with_runs()
+    seed_environments(s)
     s.start()
     rss_before = rss_kib(s.proc.pid) / 1024
     times = []
@@ -344,7 +373,8 @@ def bench_metrics():
         base.append((time.perf_counter() - t) * 1000)
     db.close()
     p50 = pct(times[:200], 0.5)
-    finish(tmp, f"metrics   GET /metrics with 100,000 runs: p50 {p50:.2f} ms (p99 {pct(times, 0.99):.2f}, 1,000 scrapes)   "
+    assert body.count(b"ferry_environment_health{") == 150, "the 50 environments' health"
+    finish(tmp, f"metrics   GET /metrics with 100,000 runs, 50 environments: p50 {p50:.2f} ms (p99 {pct(times, 0.99):.2f}, 1,000 scrapes)   "
                 f"sqlite3 count alone: p50 {pct(base, 0.5):.2f} ms   goal p50 < 10 ms: {'met' if p50 < 10 else 'NOT met'}\n"
                 f"          RSS {rss_before:.1f} MiB before, {rss_100:.1f} after 100 scrapes, {rss_after:.1f} after 1,000   "
                 f"goal: no growth after the first 100 (< 1 MiB): {'met' if rss_after - rss_100 < 1 else 'NOT met'}")
@@ -463,13 +493,138 @@ def bench_sandbox():
           f"-> the sandbox costs {on - off:+.3f} ms per step")
 
 
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Keeps when each POST arrived, and its body."""
+    got = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.got.append((time.time(), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *a):
+        pass
+
+
+def bench_notify():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-notify-")
+    s = Server(tmp, f"jobs:\n  a:\n    run: 'false'\nnotify:\n  - webhook: http://127.0.0.1:{port}/hook\n")
+    s.add_repo()
+    lat = []
+    for _ in range(30):
+        Receiver.got.clear()
+        status, body = s.call("POST", "/api/v1/repos/app/runs", {"ref": "main"})
+        assert status == 201, body
+        run_id = json.loads(body)["run"]["id"]
+        deadline = time.time() + 30
+        while not Receiver.got and time.time() < deadline:
+            time.sleep(0.002)
+        assert Receiver.got, "no notification"
+        received, payload = Receiver.got[0]
+        assert json.loads(payload)["facts"]["run_id"] == run_id
+        _, detail = s.call("GET", f"/api/v1/runs/{run_id}")
+        lat.append(received * 1000 - json.loads(detail)["run"]["finished_at"])
+    s.stop()
+    base = []
+    for _ in range(30):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        t = time.perf_counter()
+        c.request("POST", "/hook", body=payload, headers={"Content-Type": "application/json"})
+        c.getresponse().read()
+        base.append((time.perf_counter() - t) * 1000)
+        c.close()
+    srv.shutdown()
+    f50 = pct(lat, 0.5)
+    finish(tmp, f"notify    run failed -> webhook received: p50 {f50:.1f} ms, max {max(lat):.1f} ms (30 runs)   "
+                f"Python POST of the same JSON: p50 {pct(base, 0.5):.2f} ms   goal p50 < 50 ms: "
+                f"{'met' if f50 < 50 else 'NOT met'}")
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def watched_server(watch, health_port, n=50):
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-watch-")
+    envs = "".join(f"  env{i}: {{ auto: true }}\n" for i in range(n))
+    pipeline = f"""jobs:
+  build:
+    run: mkdir -p app && echo 'exec sleep 600' > app/run.sh
+    artifacts: [app]
+release: {{ artifacts: [build] }}
+environments:
+{envs}deploy:
+  target: {{ process: {{ command: sh app/run.sh }} }}
+  verify: {{ http: "http://127.0.0.1:{health_port}/ok", for: 1ms }}
+  watch: {watch}
+"""
+    s = Server(tmp, pipeline)
+    s.add_repo()
+    status, body = s.call("POST", "/api/v1/repos/app/runs", {"ref": "main"})
+    assert status == 201, body
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        _, body = s.call("GET", "/api/v1/repos/app/environments")
+        live = sum(1 for e in json.loads(body).get("environments", []) if e.get("live"))
+        if live == n:
+            break
+        time.sleep(0.5)
+    else:
+        sys.exit(f"only {live} of {n} environments went live")
+    return tmp, s
+
+
+def bench_watch():
+    # An app's health endpoint as most servers answer: HTTP/1.1, the connection kept
+    # (FERRY_BENCH_WATCH_CLOSE=1: a new connection for every probe, as HTTP/1.0).
+    close = os.environ.get("FERRY_BENCH_WATCH_CLOSE") == "1"
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0" if close else "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    hz = os.sysconf("SC_CLK_TCK")
+    seconds = 30
+    use = {}
+    for watch in ("false", "{ interval: 1s }"):
+        tmp, s = watched_server(watch, srv.server_address[1])
+        time.sleep(3)  # settle
+        before = cpu_ticks(s.proc.pid)
+        time.sleep(seconds)
+        use[watch] = (cpu_ticks(s.proc.pid) - before) / hz / seconds * 100
+        s.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    srv.shutdown()
+    on, off = use["{ interval: 1s }"], use["false"]
+    how = "a new connection per probe" if close else "connections kept"
+    print(f"watch     50 live environments, 30 s ({how}): watched every 1 s {on:.2f}% of one CPU   unwatched {off:.2f}%   "
+          f"-> the watch costs {on - off:.2f}%   goal < 2%: {'met' if on - off < 2 else 'NOT met'}")
+
+
 def main():
     if not os.path.exists(FERRY):
         sys.exit(f"{FERRY} not found: build with `cargo build --release -p ferry-cli` or set FERRY_BIN")
     names = sys.argv[1:] or ["latency", "memory", "intake", "list", "deliver"]
     for n in names:
         {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list,
-         "deliver": bench_deliver, "sandbox": bench_sandbox, "metrics": bench_metrics}[n]()
+         "deliver": bench_deliver, "sandbox": bench_sandbox, "metrics": bench_metrics,
+         "notify": bench_notify, "watch": bench_watch}[n]()
 
 
 if __name__ == "__main__":

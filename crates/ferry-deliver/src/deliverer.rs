@@ -1606,8 +1606,7 @@ impl Deliverer {
                 return;
             }
         };
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + w.interval, w.interval);
+        let mut ticker = tokio::time::interval_at(health::next_beat(w.interval), w.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut failed, mut last, mut acted) = (0u32, None::<Health>, false);
         loop {

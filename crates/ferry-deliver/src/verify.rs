@@ -83,6 +83,17 @@ impl Probe {
                             self.describe()
                         ));
                     }
+                } else {
+                    // Read to its end (up to 64 KiB) so that the connection is kept
+                    // for the next check, as a health watch probes every few seconds.
+                    let mut resp = resp;
+                    let mut read = 0usize;
+                    while let Ok(Some(chunk)) = resp.chunk().await {
+                        read += chunk.len();
+                        if read > 64 << 10 {
+                            break;
+                        }
+                    }
                 }
                 Ok(())
             }
