@@ -214,6 +214,15 @@ pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
         }
         None => println!("health       - (not watched)"),
     }
+    if let Some(w) = &view.workload {
+        println!(
+            "workload     cpu {:.2}s, memory {:.1} MiB, {} restart(s), up since {}",
+            w.cpu_seconds,
+            w.memory_bytes as f64 / (1 << 20) as f64,
+            w.restarts,
+            when(w.started_at)
+        );
+    }
     for p in &view.pending {
         println!("pending      {} ({})", p.deployment, p.status.as_str());
     }

@@ -58,6 +58,22 @@ pub struct ProcessState {
     pub restarts: u32,
     /// How it last ended, e.g. `exited with code 3`.
     pub last_exit: Option<String>,
+    /// When it was last started (milliseconds since the epoch).
+    pub started_at: Option<i64>,
+}
+
+/// What a deployed workload uses now (process target: its process group; Docker:
+/// its container).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Workload {
+    /// CPU time used since it (last) started, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub memory_bytes: u64,
+    /// Times it was started again after exiting.
+    pub restarts: u64,
+    /// When it (last) started, milliseconds since the epoch.
+    pub started_at: Option<i64>,
 }
 
 struct Running {
@@ -147,6 +163,35 @@ impl Supervisor {
             .and_then(|r| r.state.lock().ok().map(|s| s.clone()))
     }
 
+    /// What each supervised environment's process group uses now: (repository id,
+    /// environment, workload), from one reading of `/proc`.
+    pub async fn workloads(&self) -> Vec<(String, String, Workload)> {
+        let states: Vec<((String, String), ProcessState)> = {
+            let running = self.running.lock().await;
+            running
+                .iter()
+                .filter_map(|(k, r)| r.state.lock().ok().map(|s| (k.clone(), s.clone())))
+                .collect()
+        };
+        let groups: Vec<i32> = states.iter().filter_map(|(_, s)| s.pid).collect();
+        let usage = tokio::task::spawn_blocking(move || group_usage(&groups))
+            .await
+            .unwrap_or_default();
+        states
+            .into_iter()
+            .map(|((repo, env), s)| {
+                let (ticks, pages) = s.pid.and_then(|p| usage.get(&p).copied()).unwrap_or((0, 0));
+                let w = Workload {
+                    cpu_seconds: ticks as f64 / clock_ticks() as f64,
+                    memory_bytes: pages * page_size(),
+                    restarts: u64::from(s.restarts),
+                    started_at: s.pid.and(s.started_at),
+                };
+                (repo, env, w)
+            })
+            .collect()
+    }
+
     /// A function telling whether the process has exited since it started (for
     /// verification: a process that dies fails it).
     pub async fn exit_watch(
@@ -172,6 +217,56 @@ impl Supervisor {
             let _ = r.task.await;
         }
     }
+}
+
+/// CPU ticks (user + system) and resident pages of every process in each of
+/// `groups`, from `/proc/*/stat`.
+fn group_usage(groups: &[i32]) -> HashMap<i32, (u64, u64)> {
+    let mut out: HashMap<i32, (u64, u64)> = HashMap::new();
+    if groups.is_empty() {
+        return out;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // After the command's `)`: state, ppid, pgrp, … utime (12th), stime, … rss (22nd).
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let Some(pgrp) = f.get(2).and_then(|v| v.parse::<i32>().ok()) else {
+            continue;
+        };
+        if groups.contains(&pgrp) {
+            let e = out.entry(pgrp).or_default();
+            e.0 += num(11) + num(12);
+            e.1 += num(21);
+        }
+    }
+    out
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v as u64)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
 }
 
 async fn supervise(
@@ -204,6 +299,11 @@ async fn supervise(
                 pgid = p;
                 if let Ok(mut s) = state.lock() {
                     s.pid = Some(p);
+                    s.started_at = Some(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as i64),
+                    );
                 }
                 if let Some(t) = &tracker {
                     t.started(p);

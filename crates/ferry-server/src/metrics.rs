@@ -70,6 +70,11 @@ pub struct Metrics {
     pub rollbacks: IntCounterVec,
     /// Each environment's health (1 for its state now), set at each scrape.
     health: IntGaugeVec,
+    /// What each environment's workload uses, set at each scrape.
+    workload_cpu: GaugeVec,
+    workload_memory: GaugeVec,
+    workload_restarts: GaugeVec,
+    workload_uptime: GaugeVec,
     /// DORA's four keys of each environment over the last 30 days (see [`refresh_dora`]).
     dora_deployments: IntGaugeVec,
     dora_lead_time: GaugeVec,
@@ -215,6 +220,27 @@ impl Metrics {
                 .expect("registered once");
             g
         };
+        let env_labels = ["repository", "environment"];
+        let workload_cpu = gauge(
+            "ferry_workload_cpu_seconds",
+            "CPU time the environment's workload used since it (last) started (process target).",
+            &env_labels,
+        );
+        let workload_memory = gauge(
+            "ferry_workload_memory_bytes",
+            "Resident memory of the environment's workload (process target: its process group).",
+            &env_labels,
+        );
+        let workload_restarts = gauge(
+            "ferry_workload_restarts",
+            "Times the environment's workload was started again after exiting.",
+            &env_labels,
+        );
+        let workload_uptime = gauge(
+            "ferry_workload_uptime_seconds",
+            "How long the environment's workload has run since it (last) started.",
+            &env_labels,
+        );
         let dora_deployments = IntGaugeVec::new(
             Opts::new(
                 "ferry_dora_deployments",
@@ -281,6 +307,10 @@ impl Metrics {
             verification_failures,
             rollbacks,
             health,
+            workload_cpu,
+            workload_memory,
+            workload_restarts,
+            workload_uptime,
             dora_deployments,
             dora_lead_time,
             dora_change_failure_rate,
@@ -377,7 +407,34 @@ impl Metrics {
         queued: i64,
         running: i64,
         health: &[(String, String, Health)],
+        workloads: &[(String, String, ferry_deliver::supervisor::Workload)],
     ) -> Result<String, String> {
+        for g in [
+            &self.workload_cpu,
+            &self.workload_memory,
+            &self.workload_restarts,
+            &self.workload_uptime,
+        ] {
+            g.reset();
+        }
+        let now = ferry_store::now_ms();
+        for (repo, env, w) in workloads {
+            let labels = [repo.as_str(), env.as_str()];
+            self.workload_cpu
+                .with_label_values(&labels)
+                .set(w.cpu_seconds);
+            self.workload_memory
+                .with_label_values(&labels)
+                .set(w.memory_bytes as f64);
+            self.workload_restarts
+                .with_label_values(&labels)
+                .set(w.restarts as f64);
+            if let Some(at) = w.started_at {
+                self.workload_uptime
+                    .with_label_values(&labels)
+                    .set((now - at).max(0) as f64 / 1000.0);
+            }
+        }
         // Environments no longer watched (nothing live, or removed) drop out.
         self.health.reset();
         for (repo, env, state) in health {
@@ -627,7 +684,7 @@ mod tests {
         m.deployment(&d, "app", &mut seen);
         m.deployment(&d, "app", &mut seen);
         let health = [("app".to_string(), "prod".to_string(), Health::Down)];
-        let text = m.render(3, 1, &health).expect("render");
+        let text = m.render(3, 1, &health, &[]).expect("render");
         for want in [
             "# TYPE ferry_runs_started_total counter",
             "ferry_runs_started_total{repository=\"app\"} 1",

@@ -168,6 +168,20 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
     let envs = s.environments("shop").await;
     assert_eq!(env_of(&envs, "sandbox")["health"]["state"], "healthy");
     assert_eq!(changes(&health_of(&s, "sandbox").await), ["-→healthy"]);
+    // The process's workload: its memory, no restart, since when it runs.
+    let w = &env_of(&envs, "sandbox")["workload"];
+    assert!(w["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{w}");
+    assert_eq!(w["restarts"], 0, "{w}");
+    assert!(w["started_at"].as_i64().is_some(), "{w}");
+    let text = metrics(&s).await;
+    for want in [
+        "ferry_workload_memory_bytes{environment=\"sandbox\",repository=\"shop\"} ",
+        "ferry_workload_restarts{environment=\"staging\",repository=\"shop\"} 0",
+        "ferry_workload_uptime_seconds{environment=\"sandbox\",repository=\"shop\"} ",
+        "ferry_workload_cpu_seconds{environment=\"sandbox\",repository=\"shop\"} ",
+    ] {
+        assert!(text.contains(want), "{want} in:\n{text}");
+    }
 
     // v2 goes live everywhere, then turns sick: sandbox (rollback) goes back to v1;
     // staging (notify) stays down on v2.

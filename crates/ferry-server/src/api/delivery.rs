@@ -176,6 +176,8 @@ pub struct EnvironmentView {
     /// The live release's health, as the health watch last saw it (none: not watched,
     /// or nothing live).
     pub health: Option<EnvironmentHealth>,
+    /// What the live release's workload uses now (process target).
+    pub workload: Option<ferry_deliver::supervisor::Workload>,
     pub pending: Vec<Pending>,
 }
 
@@ -256,6 +258,7 @@ pub(crate) async fn environments(
     // One read for every environment, so that the view is of one moment.
     let current = s.store.current_deployments(&repo.id).await?;
     let healths = s.store.healths(Some(&repo.id)).await?;
+    let workloads = s.deliverer.supervisor().workloads().await;
     let mut environments = Vec::new();
     for env in &d.environments {
         let here = || current.iter().filter(|x| x.environment == env.name);
@@ -301,6 +304,12 @@ pub(crate) async fn environments(
                 ferry_config::delivery::Policy::Approval(_) => PolicyKind::Approval,
             },
             health: healths.iter().find(|h| h.environment == env.name).cloned(),
+            workload: live.as_ref().and_then(|_| {
+                workloads
+                    .iter()
+                    .find(|(r, e, _)| *r == repo.id && *e == env.name)
+                    .map(|(.., w)| w.clone())
+            }),
             live,
             pending,
         });

@@ -697,7 +697,9 @@ async fn metrics(
     let (queued, running) = s.store.run_counts().await?;
     let healths = s.store.healths(None).await?;
     let mut health = Vec::with_capacity(healths.len());
-    if !healths.is_empty() {
+    let supervised = s.deliverer.supervisor().workloads().await;
+    let mut workloads = Vec::with_capacity(supervised.len());
+    if !healths.is_empty() || !supervised.is_empty() {
         let names: std::collections::HashMap<String, String> = s
             .store
             .repositories()
@@ -705,17 +707,17 @@ async fn metrics(
             .into_iter()
             .map(|r| (r.id, r.name))
             .collect();
+        let name = |id: String| names.get(&id).cloned().unwrap_or(id);
         for h in healths {
-            let name = names
-                .get(&h.repository_id)
-                .cloned()
-                .unwrap_or(h.repository_id);
-            health.push((name, h.environment, h.state));
+            health.push((name(h.repository_id), h.environment, h.state));
+        }
+        for (repo, env, w) in supervised {
+            workloads.push((name(repo), env, w));
         }
     }
     let text = s
         .metrics
-        .render(queued, running, &health)
+        .render(queued, running, &health, &workloads)
         .map_err(ApiError::internal)?;
     Ok(axum::response::IntoResponse::into_response((
         [(
