@@ -1568,6 +1568,19 @@ impl Deliverer {
         tokio::spawn(async move { me.watch(w, stop).await });
     }
 
+    /// What the workload of a live deployment uses now (`None`: its target cannot
+    /// tell, or its release does not read).
+    pub async fn workload(&self, dep: &Deployment) -> Option<crate::supervisor::Workload> {
+        let release = self
+            .store
+            .release(&dep.repository_id, &dep.release_id)
+            .await
+            .ok()?;
+        let d = delivery_of(&release).ok()?;
+        let target = self.target(&d, &dep.environment).ok()?;
+        target.workload(dep, &release.name).await
+    }
+
     /// The environment's health watch ends (nothing is live there any more).
     fn stop_watch(&self, repository_id: &str, environment: &str) {
         if let Ok(mut all) = self.watches.lock()

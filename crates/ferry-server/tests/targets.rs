@@ -190,6 +190,11 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
         .expect("digest")
         .to_string();
     assert!(digest.starts_with("sha256:"));
+    // The container's statistics: memory in use, no restart, since when it runs.
+    let w = &env_of(&envs, "production")["workload"];
+    assert!(w["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{w}");
+    assert_eq!(w["restarts"], 0, "{w}");
+    assert!(w["started_at"].as_i64().is_some_and(|t| t > 0), "{w}");
     for (env, port) in ["sandbox", "staging", "production"].iter().zip(&ports) {
         assert_eq!(
             env_of(&envs, env)["live"]["images"][0]["digest"],

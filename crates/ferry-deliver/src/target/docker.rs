@@ -165,6 +165,27 @@ impl Target for DockerTarget {
         }
     }
 
+    async fn workload(
+        &self,
+        dep: &Deployment,
+        release: &str,
+    ) -> Option<crate::supervisor::Workload> {
+        let docker = self.docker.as_ref()?;
+        let app = docker
+            .apps(&scope(dep))
+            .await
+            .ok()?
+            .into_iter()
+            .find(|x| x.release == release)?;
+        let u = docker.app_usage(&app.id).await?;
+        Some(crate::supervisor::Workload {
+            cpu_seconds: u.cpu_seconds,
+            memory_bytes: u.memory_bytes,
+            restarts: u.restarts,
+            started_at: u.started_at,
+        })
+    }
+
     async fn watch(&self, dep: &Deployment, release: &str) -> WorkloadCheck {
         let Some(docker) = &self.docker else {
             return super::never_dies();

@@ -63,6 +63,15 @@ pub trait Target: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// What the live workload of `release` uses now (`None`: the target cannot tell).
+    async fn workload(
+        &self,
+        _dep: &Deployment,
+        _release: &str,
+    ) -> Option<crate::supervisor::Workload> {
+        None
+    }
+
     /// After `release` went live (`failed == false`) or failed in the deployment's
     /// environment: remove or keep what earlier deployments left.
     async fn tidy(&self, _dep: &Deployment, _release: &str, _failed: bool, _log: &mut DeployLog) {}

@@ -69,6 +69,19 @@ impl Target for ProcessTarget {
         }
     }
 
+    async fn workload(
+        &self,
+        dep: &Deployment,
+        _release: &str,
+    ) -> Option<crate::supervisor::Workload> {
+        self.supervisor
+            .workloads()
+            .await
+            .into_iter()
+            .find(|(r, e, _)| *r == dep.repository_id && *e == dep.environment)
+            .map(|(.., w)| w)
+    }
+
     async fn stop(&self, dep: &Deployment) {
         self.supervisor
             .stop(&dep.repository_id, &dep.environment)

@@ -15,6 +15,15 @@ use bollard::query_parameters::{
 use super::DockerExecutor;
 use super::build::Logins;
 
+/// What an application container uses (see [`DockerExecutor::app_usage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppUsage {
+    pub cpu_seconds: f64,
+    pub memory_bytes: u64,
+    pub restarts: u64,
+    pub started_at: Option<i64>,
+}
+
 pub const DEPLOY_LABEL: &str = "ferry.deploy";
 pub const RELEASE_LABEL: &str = "ferry.release";
 
@@ -172,6 +181,36 @@ impl DockerExecutor {
             }
             Err(e) => Some(format!("the container is gone: {e}")),
         }
+    }
+
+    /// What an application container uses now (one-shot statistics and an inspect):
+    /// CPU seconds since it started, memory, restarts, when it (last) started
+    /// (milliseconds since the epoch); `None` when Docker cannot say.
+    pub async fn app_usage(&self, id: &str) -> Option<AppUsage> {
+        use futures_util::StreamExt;
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self.docker.stats(id, Some(options)).next().await?.ok()?;
+        let info = self.inspect(id).await.ok()?;
+        let started_at = info
+            .state
+            .as_ref()
+            .and_then(|s| s.started_at.as_deref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        Some(AppUsage {
+            cpu_seconds: stats
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0) as f64
+                / 1e9,
+            memory_bytes: stats.memory_stats.and_then(|m| m.usage).unwrap_or(0),
+            restarts: info.restart_count.unwrap_or(0).max(0) as u64,
+            started_at,
+        })
     }
 
     /// The application's output (for the deployment's log).

@@ -258,10 +258,14 @@ pub(crate) async fn environments(
     // One read for every environment, so that the view is of one moment.
     let current = s.store.current_deployments(&repo.id).await?;
     let healths = s.store.healths(Some(&repo.id)).await?;
-    let workloads = s.deliverer.supervisor().workloads().await;
+
     let mut environments = Vec::new();
     for env in &d.environments {
         let here = || current.iter().filter(|x| x.environment == env.name);
+        let workload = match here().find(|x| x.status == DeploymentStatus::Live) {
+            Some(live) => s.deliverer.workload(live).await,
+            None => None,
+        };
         let live = match here().find(|x| x.status == DeploymentStatus::Live) {
             Some(live) => {
                 let release = s.store.release(&repo.id, &live.release_id).await?;
@@ -304,12 +308,7 @@ pub(crate) async fn environments(
                 ferry_config::delivery::Policy::Approval(_) => PolicyKind::Approval,
             },
             health: healths.iter().find(|h| h.environment == env.name).cloned(),
-            workload: live.as_ref().and_then(|_| {
-                workloads
-                    .iter()
-                    .find(|(r, e, _)| *r == repo.id && *e == env.name)
-                    .map(|(.., w)| w.clone())
-            }),
+            workload,
             live,
             pending,
         });
