@@ -39,9 +39,11 @@ pub fn parse_duration_up_to(text: &str, max_days: u64) -> Result<Duration, Strin
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => {
-                return Err(format!(
-                    "`{t}` needs a unit: `{num}s`, `{num}m` or `{num}h`"
-                ));
+                return Err(if max_days > 7 {
+                    format!("`{t}` needs a unit: `{num}d`, `{num}h`, `{num}m` or `{num}s`")
+                } else {
+                    format!("`{t}` needs a unit: `{num}s`, `{num}m` or `{num}h`")
+                });
             }
             other => return Err(format!("`{other}` is not a unit of time in `{t}`")),
         };

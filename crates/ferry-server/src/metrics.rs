@@ -77,9 +77,9 @@ pub struct Metrics {
     workload_uptime: GaugeVec,
     /// DORA's four keys of each environment over the last 30 days (see [`refresh_dora`]).
     dora_deployments: IntGaugeVec,
-    dora_lead_time: GaugeVec,
+    dora_lead_time: [GaugeVec; 2],
     dora_change_failure_rate: GaugeVec,
-    dora_time_to_restore: GaugeVec,
+    dora_time_to_restore: [GaugeVec; 2],
     /// Set when a deployment changed: the DORA gauges are computed again soon.
     pub(crate) dora_dirty: std::sync::Arc<tokio::sync::Notify>,
     /// Runs waiting and running now (set at each scrape).
@@ -252,21 +252,37 @@ impl Metrics {
         registry
             .register(Box::new(dora_deployments.clone()))
             .expect("registered once");
-        let dora_lead_time = gauge(
-            "ferry_dora_lead_time_seconds",
-            "DORA lead time for changes (commit to live) over the last 30 days, by quantile.",
-            &["repository", "environment", "quantile"],
-        );
+        // Median and 90th percentile as metrics of their own: a `quantile` label is for
+        // summaries only.
+        let dora_lead_time = [
+            gauge(
+                "ferry_dora_lead_time_median_seconds",
+                "DORA lead time for changes (commit to live) over the last 30 days: the median.",
+                &env_labels,
+            ),
+            gauge(
+                "ferry_dora_lead_time_p90_seconds",
+                "DORA lead time for changes over the last 30 days: the 90th percentile.",
+                &env_labels,
+            ),
+        ];
         let dora_change_failure_rate = gauge(
             "ferry_dora_change_failure_rate",
             "DORA change failure rate over the last 30 days (0 to 1).",
             &["repository", "environment"],
         );
-        let dora_time_to_restore = gauge(
-            "ferry_dora_time_to_restore_seconds",
-            "DORA time to restore over the last 30 days, by quantile.",
-            &["repository", "environment", "quantile"],
-        );
+        let dora_time_to_restore = [
+            gauge(
+                "ferry_dora_time_to_restore_median_seconds",
+                "DORA time to restore over the last 30 days: the median.",
+                &env_labels,
+            ),
+            gauge(
+                "ferry_dora_time_to_restore_p90_seconds",
+                "DORA time to restore over the last 30 days: the 90th percentile.",
+                &env_labels,
+            ),
+        ];
         let runs_now = IntGaugeVec::new(
             Opts::new("ferry_runs", "Runs now, by state (queued, running)."),
             &["state"],
@@ -325,25 +341,22 @@ impl Metrics {
     /// environments no longer in it.
     pub fn set_dora(&self, all: &[(String, String, ferry_deliver::dora::Dora)]) {
         self.dora_deployments.reset();
-        self.dora_lead_time.reset();
         self.dora_change_failure_rate.reset();
-        self.dora_time_to_restore.reset();
+        for g in self.dora_lead_time.iter().chain(&self.dora_time_to_restore) {
+            g.reset();
+        }
         for (repo, env, d) in all {
             let labels = [repo.as_str(), env.as_str()];
             self.dora_deployments
                 .with_label_values(&labels)
                 .set(d.deployments as i64);
-            for (spread, gauge) in [
+            for (spread, [median, p90]) in [
                 (&d.lead_time, &self.dora_lead_time),
                 (&d.time_to_restore, &self.dora_time_to_restore),
             ] {
                 if let Some(s) = spread {
-                    gauge
-                        .with_label_values(&[repo, env, "0.5"])
-                        .set(s.median_seconds);
-                    gauge
-                        .with_label_values(&[repo, env, "0.9"])
-                        .set(s.p90_seconds);
+                    median.with_label_values(&labels).set(s.median_seconds);
+                    p90.with_label_values(&labels).set(s.p90_seconds);
                 }
             }
             if let Some(rate) = d.change_failure_rate {

@@ -222,8 +222,17 @@ pub(crate) async fn enqueue(state: &AppState, repository_id: &str, event: Event)
 fn target(to: &ChannelKind) -> String {
     match to {
         ChannelKind::Webhook { url, .. } => {
-            // The URL without its query (which may hold a key).
-            let shown = url.split(['?', '#']).next().unwrap_or(url);
+            // The URL without what may hold a key: its user and password, its query.
+            let shown = match reqwest::Url::parse(url) {
+                Ok(mut u) => {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    u.set_query(None);
+                    u.set_fragment(None);
+                    u.to_string()
+                }
+                Err(_) => "(an unreadable URL)".to_string(),
+            };
             format!("webhook {shown}")
         }
         ChannelKind::Slack { secret } => format!("slack (secret {secret})"),
@@ -717,6 +726,11 @@ mod tests {
             secret: Some("S".into()),
         };
         assert_eq!(target(&hook), "webhook https://hooks.example.com/ferry");
+        let basic = ChannelKind::Webhook {
+            url: "http://user:pa55word@127.0.0.1:8080/hook#x".into(),
+            secret: None,
+        };
+        assert_eq!(target(&basic), "webhook http://127.0.0.1:8080/hook");
         let slack = ChannelKind::Slack {
             secret: "SLACK_URL".into(),
         };

@@ -327,8 +327,8 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
         let want = [
             "ferry_dora_deployments{environment=\"sandbox\",repository=\"shop\"} 2",
             "ferry_dora_change_failure_rate{environment=\"staging\",repository=\"shop\"} 0.5",
-            "ferry_dora_time_to_restore_seconds{environment=\"sandbox\",quantile=\"0.5\",repository=\"shop\"}",
-            "ferry_dora_lead_time_seconds{environment=\"staging\",quantile=\"0.9\",repository=\"shop\"}",
+            "ferry_dora_time_to_restore_median_seconds{environment=\"sandbox\",repository=\"shop\"}",
+            "ferry_dora_lead_time_p90_seconds{environment=\"staging\",repository=\"shop\"}",
         ];
         match want.iter().find(|w| !text.contains(*w)) {
             None => Ok(()),
@@ -336,6 +336,7 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
         }
     })
     .await;
+    promtool(&metrics(&s).await);
     let all = s.get("/api/v1/repos/shop/dora").await;
     assert_eq!(
         (all["deployments"].as_u64(), all["changes"].as_u64()),
@@ -363,4 +364,24 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
         "{staging}"
     );
     s.stop().await;
+}
+
+/// Prometheus' own check of the text, with health, workload and DORA metrics in it.
+fn promtool(text: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's `prometheus` package; scripts/test.sh installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -217,6 +217,21 @@ async fn events_reach_webhooks_slack_and_email_with_retries() {
     })
     .await;
     assert_eq!(log["attempts"].as_array().map(Vec::len), Some(3), "{log}");
+    // What the CLI reads: the answer as the typed list (each key once).
+    let answer = s
+        .send(
+            s.request("GET", "/api/v1/repos/shop/notifications")
+                .bearer_auth(&s.admin),
+        )
+        .await;
+    let typed: ferry_server::api::delivery::NotificationList =
+        serde_json::from_str(&answer.text).expect("the CLI reads the answer");
+    assert!(
+        typed
+            .notifications
+            .iter()
+            .any(|n| n.attempts.len() == 3 && n.notification.attempts == 3)
+    );
     let details: Vec<&str> = log["attempts"]
         .as_array()
         .expect("attempts")

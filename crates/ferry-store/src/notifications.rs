@@ -64,6 +64,8 @@ pub struct Notification {
     /// What happened (JSON).
     pub payload: String,
     pub status: NotificationStatus,
+    /// Attempts so far (`attempt_count` in answers, beside the list of attempts).
+    #[serde(rename = "attempt_count")]
     pub attempts: i64,
     /// When it is (next) tried, milliseconds since the epoch.
     pub next_at: i64,
