@@ -1208,7 +1208,21 @@ impl Deliverer {
                     .store
                     .live_deployment(&dep.repository_id, &dep.environment)
                     .await?;
-                if !self.store.make_live(&dep.id).await? {
+                // A rollback of a deployment that went down marks it rolled back as it
+                // goes live (one transaction).
+                let down = match (&replaced, dep.kind) {
+                    (Some(r), Kind::Rollback) => self.went_down(r, &release.name).await?,
+                    _ => None,
+                };
+                let rolled_back = replaced
+                    .as_ref()
+                    .zip(down.as_deref())
+                    .map(|(r, why)| (r.id.as_str(), why));
+                if !self
+                    .store
+                    .make_live_rolling_back(&dep.id, rolled_back)
+                    .await?
+                {
                     // Moved meanwhile (another server recovered it as interrupted): it
                     // is not live, and nothing follows from it.
                     let now = self.store.deployment(&dep.id).await?.status;
@@ -1224,9 +1238,6 @@ impl Deliverer {
                 }
                 log.line("live");
                 if let Some(r) = replaced {
-                    if dep.kind == Kind::Rollback {
-                        self.rolled_back_if_down(&r, &release.name).await?;
-                    }
                     self.publish(&r.id).await;
                 }
                 self.publish(&dep.id).await;
@@ -1794,26 +1805,22 @@ impl Deliverer {
         Ok(back)
     }
 
-    /// A rollback went live in place of `replaced`: if that was down, it is marked
-    /// rolled back (a failed change, for DORA), with why.
-    async fn rolled_back_if_down(&self, replaced: &Deployment, to: &str) -> Result<()> {
-        let Some(h) = self
+    /// A rollback to release `to` is about to replace `live`: if `live` is down, why it
+    /// is rolled back (a failed change, for DORA).
+    async fn went_down(&self, live: &Deployment, to: &str) -> Result<Option<String>> {
+        let h = self
             .store
-            .health(&replaced.repository_id, &replaced.environment)
-            .await?
-        else {
-            return Ok(());
-        };
-        if h.deployment_id == replaced.id && h.state == Health::Down {
-            let why = format!(
-                "went down: {} (rolled back to release {to})",
-                h.reason.as_deref().unwrap_or("its checks failed")
-            );
-            self.store
-                .move_deployment(&replaced.id, &[S::Replaced], S::RolledBack, Some(&why))
-                .await?;
-        }
-        Ok(())
+            .health(&live.repository_id, &live.environment)
+            .await?;
+        Ok(
+            h.filter(|h| h.deployment_id == live.id && h.state == Health::Down)
+                .map(|h| {
+                    format!(
+                        "went down: {} (rolled back to release {to})",
+                        h.reason.as_deref().unwrap_or("its checks failed")
+                    )
+                }),
+        )
     }
 
     async fn verify(

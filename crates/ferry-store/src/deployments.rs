@@ -404,6 +404,17 @@ impl Store {
     /// Makes `id` the live deployment of its environment: the one live before becomes
     /// `replaced`, in one transaction.
     pub async fn make_live(&self, id: &str) -> Result<bool> {
+        self.make_live_rolling_back(id, None).await
+    }
+
+    /// [`Store::make_live`]; with `rolled_back`, the deployment live before becomes
+    /// `rolled_back` with that reason instead (a rollback of one that went down), in
+    /// the same transaction: nobody sees the rollback live and the other `replaced`.
+    pub async fn make_live_rolling_back(
+        &self,
+        id: &str,
+        rolled_back: Option<(&str, &str)>,
+    ) -> Result<bool> {
         let d = self.deployment(id).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -415,6 +426,16 @@ impl Store {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if let Some((was, reason)) = rolled_back {
+            sqlx::query(
+                "UPDATE deployments SET status = 'rolled_back', reason = $1
+                 WHERE id = $2 AND status = 'replaced'",
+            )
+            .bind(reason)
+            .bind(was)
+            .execute(&mut *tx)
+            .await?;
+        }
         let done = sqlx::query(
             "UPDATE deployments SET status = 'live', finished_at = $1, live_at = $1,
                verification_finished_at =
