@@ -72,6 +72,18 @@ pub enum State {
     Error,
 }
 
+impl State {
+    /// The word GitHub and Gitea use for it (GitLab has its own).
+    fn word(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Success => "success",
+            State::Failure => "failure",
+            State::Error => "error",
+        }
+    }
+}
+
 /// One status to set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusUpdate {
@@ -104,12 +116,7 @@ pub fn request(
                 ("x-github-api-version".into(), "2022-11-28".into()),
             ],
             serde_json::json!({
-                "state": match u.state {
-                    State::Pending => "pending",
-                    State::Success => "success",
-                    State::Failure => "failure",
-                    State::Error => "error",
-                },
+                "state": u.state.word(),
                 "target_url": u.target_url,
                 "description": description,
                 "context": u.context,
@@ -141,12 +148,7 @@ pub fn request(
             format!("{api}/repos/{}/statuses/{}", u.target.project, u.sha),
             vec![("authorization".into(), format!("token {token}"))],
             serde_json::json!({
-                "state": match u.state {
-                    State::Pending => "pending",
-                    State::Success => "success",
-                    State::Failure => "failure",
-                    State::Error => "error",
-                },
+                "state": u.state.word(),
                 "target_url": u.target_url,
                 "description": description,
                 "context": u.context,

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use ferry_testkit::server::{Server, env_of, live_release, push_version, wait_for};
+use ferry_testkit::server::{Server, env_of, live_release, promtool, push_version, wait_for};
 use serde_json::Value;
 
 /// The app is a process that sleeps; its health is what a server of the test answers
@@ -364,24 +364,4 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
         "{staging}"
     );
     s.stop().await;
-}
-
-/// Prometheus' own check of the text, with health, workload and DORA metrics in it.
-fn promtool(text: &str) {
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's `prometheus` package; scripts/test.sh installs it)");
-    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
-        .expect("write");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

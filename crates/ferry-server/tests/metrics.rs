@@ -51,22 +51,7 @@ async fn metrics_count_runs_and_deliveries_and_pass_promtool() {
     }
     assert!(!text.contains(&run), "no run id as a label");
     // Prometheus' own check of the format and its naming conventions.
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian's `prometheus` package; scripts/test.sh installs it)");
-    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
-        .expect("write");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ferry_testkit::server::promtool(&text);
     s.stop().await;
 }
 

@@ -33,6 +33,27 @@ pub use delivery::{
 pub use openapi::{check_answer, compile_schema, route_of, standalone};
 pub use wait::{WAIT, wait_for, wait_for_exit, wait_for_file, wait_for_lines};
 
+/// Prometheus' own check of a `/metrics` text (`promtool check metrics`, from Debian's
+/// `prometheus`, which scripts/test.sh installs): panics with what it says.
+pub fn promtool(text: &str) {
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's `prometheus` package; scripts/test.sh installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("write");
+    let out = promtool.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How a [`Server`] is set up; `Options::default()` is what most tests want.
 #[derive(Clone, Default)]
 pub struct Options {
