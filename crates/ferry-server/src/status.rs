@@ -242,6 +242,21 @@ pub(crate) async fn report(
     let Ok(repo) = state.store.repository(repository_id).await else {
         return;
     };
+    report_to(state, &repo, sha, status, context, description, target_url).await;
+}
+
+/// [`report`] for a repository already read (the trigger has it: no second read on
+/// the path of every run, and nothing at all when it reports nowhere).
+pub(crate) async fn report_to(
+    state: &AppState,
+    repo: &ferry_store::Repository,
+    sha: &str,
+    status: State,
+    context: &str,
+    description: String,
+    target_url: Option<String>,
+) {
+    let repository_id = repo.id.as_str();
     let Some(stored) = repo
         .commit_status
         .as_deref()

@@ -198,9 +198,9 @@ pub async fn trigger(
         "run queued"
     );
     queued(state, &repo.id, &plan, &run).await?;
-    crate::status::report(
+    crate::status::report_to(
         state,
-        &repo.id,
+        repo,
         &run.commit_sha,
         crate::status::State::Pending,
         crate::status::RUN_CONTEXT,
