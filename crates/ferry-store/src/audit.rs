@@ -32,6 +32,7 @@ impl Store {
         target: &str,
         detail: Option<&str>,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO audit (id, repository_id, at, actor, action, target, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

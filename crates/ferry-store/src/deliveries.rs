@@ -169,6 +169,7 @@ pub(crate) async fn log_finished(
 impl Store {
     /// Records a delivery answered without being queued (status `ignored`).
     pub async fn log_ignored(&self, item: &Intake, reason: &str) -> Result<()> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         let sql = format!(
             "INSERT INTO delivery_log ({INTAKE_INSERT}, status, reason, finished_at) \
@@ -237,6 +238,7 @@ impl Store {
         by: &str,
     ) -> Result<DeliveryRecord> {
         let old = self.delivery(repository_id, id).await?;
+        let turn = self.turn().await;
         let moved = sqlx::query(
             "UPDATE delivery_log SET status = 'approved', reason = $1
              WHERE id = $2 AND repository_id = $3 AND status = 'awaiting_approval'",
@@ -246,6 +248,7 @@ impl Store {
         .bind(repository_id)
         .execute(&self.pool)
         .await?;
+        drop(turn); // `enqueue` takes its own
         if moved.rows_affected() == 0 {
             return Err(Error::Conflict(format!("an approval of delivery {id}")));
         }

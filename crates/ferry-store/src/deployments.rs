@@ -173,6 +173,7 @@ impl Store {
         status: DeploymentStatus,
         requested_by: Option<&str>,
     ) -> Result<Deployment> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         // The number comes from the table in the same statement; a concurrent insert
         // that takes the same number fails on the unique key and is retried.
@@ -343,6 +344,7 @@ impl Store {
         to: DeploymentStatus,
         reason: Option<&str>,
     ) -> Result<bool> {
+        let _turn = self.turn().await;
         let now = now_ms();
         let started = matches!(to, DeploymentStatus::Deploying);
         let finished = to.finished() || to == DeploymentStatus::Live;
@@ -382,6 +384,7 @@ impl Store {
         previous_release_id: Option<&str>,
         config: &str,
     ) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "UPDATE deployments SET status = 'deploying', started_at = $1, previous_release_id = $2,
                config = $3
@@ -415,6 +418,7 @@ impl Store {
         id: &str,
         rolled_back: Option<(&str, &str)>,
     ) -> Result<bool> {
+        let _turn = self.turn().await;
         let d = self.deployment(id).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -463,6 +467,7 @@ impl Store {
         decision: &str,
         comment: Option<&str>,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO approvals (deployment_id, user_id, user_name, decision, comment, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -487,6 +492,7 @@ impl Store {
         user_id: &str,
         before: i64,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "DELETE FROM approvals WHERE deployment_id = $1 AND user_id = $2
                AND decision = 'approve' AND created_at < $3",

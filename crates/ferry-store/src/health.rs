@@ -88,6 +88,7 @@ impl Store {
         state: Health,
         reason: Option<&str>,
     ) -> Result<Option<HealthChange>> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         // A write first, so that the transaction holds the write lock before it reads:
         // SQLite refuses (without waiting) a read transaction's later write when

@@ -126,6 +126,8 @@ pub struct Store {
     pool: sqlx::AnyPool,
     backend: Backend,
     data_dir: PathBuf,
+    /// SQLite's writers take turns here (see [`Store::turn`]); none for PostgreSQL.
+    writers: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A unique-key violation is a [`Error::Conflict`] about `what`; anything else a database error.
@@ -233,7 +235,21 @@ impl Store {
             pool,
             backend,
             data_dir: data_dir.to_path_buf(),
+            writers: (backend == Backend::Sqlite).then(Default::default),
         })
+    }
+
+    /// Waits for this process's turn to write to an SQLite store, held until the write
+    /// commits. SQLite lets one connection write at a time and makes the others sleep
+    /// and retry (its busy handler: 1, 2, 5 … 100 ms naps) while they cannot: writers
+    /// queued here instead go one after another without sleeping. Every write takes
+    /// its turn, and none asks for a second one while it holds one. Another process on
+    /// the same file (a `ferry` command) still meets the busy handler.
+    pub(crate) async fn turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.writers {
+            Some(w) => Some(w.lock().await),
+            None => None,
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -247,5 +263,61 @@ impl Store {
     /// Closes the pool, waiting for pending writes.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writers to an SQLite store wait for their turn (asynchronously) instead of
+    /// meeting SQLite's busy handler, which naps 1–100 ms at a time: while one holds the
+    /// turn, no other write gets through, and all do once it is given back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_writers_take_turns() {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let store = Store::open(dir.path()).await.expect("the store opens");
+        let held = store.turn().await.expect("SQLite has turns");
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let s = store.clone();
+            writes.spawn(async move {
+                s.audit(None, "test", "turn", &i.to_string(), None)
+                    .await
+                    .expect("the write lands")
+            });
+        }
+        let s = store.clone();
+        writes.spawn(async move {
+            s.ensure_repository("/x", "x")
+                .await
+                .map(drop)
+                .expect("the write lands")
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(writes.len(), 9);
+        assert!(
+            writes.try_join_next().is_none(),
+            "a write went past the turn"
+        );
+        assert!(
+            store
+                .audit_log(None, 10)
+                .await
+                .expect("the log reads")
+                .is_empty()
+        );
+        drop(held);
+        while let Some(w) = writes.join_next().await {
+            w.expect("the task ends");
+        }
+        assert_eq!(
+            store
+                .audit_log(None, 10)
+                .await
+                .expect("the log reads")
+                .len(),
+            8
+        );
     }
 }

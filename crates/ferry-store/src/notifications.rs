@@ -112,6 +112,7 @@ pub enum AttemptOutcome {
 impl Store {
     /// Writes notifications to send (in one transaction): their ids.
     pub async fn enqueue_notifications(&self, all: &[NewNotification]) -> Result<Vec<String>> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let mut ids = Vec::with_capacity(all.len());
@@ -162,6 +163,7 @@ impl Store {
     /// `next_at` it was read with): whether this caller has it. A sender that dies
     /// with it leaves it to be taken again at `until`.
     pub async fn claim_notification(&self, n: &Notification, until: i64) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "UPDATE notifications SET next_at = $1
              WHERE id = $2 AND status = 'pending' AND next_at = $3",
@@ -183,6 +185,7 @@ impl Store {
         ms: i64,
         outcome: AttemptOutcome,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let (status, next_at, finished) = match outcome {

@@ -37,6 +37,7 @@ impl Store {
         password: &str,
         by: Option<&str>,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         let sealed = key.seal(password.as_bytes(), &context(repository_id, host))?;
         sqlx::query(
             "INSERT INTO registry_credentials (repository_id, host, username, sealed_password, updated_at, updated_by)
@@ -94,6 +95,7 @@ impl Store {
 
     /// Removes the login on `host`; false when there was none.
     pub async fn delete_registry_login(&self, repository_id: &str, host: &str) -> Result<bool> {
+        let _turn = self.turn().await;
         let done =
             sqlx::query("DELETE FROM registry_credentials WHERE repository_id = $1 AND host = $2")
                 .bind(repository_id)

@@ -114,6 +114,7 @@ impl Store {
     /// Seals a release: one row and its artifacts and images, in one transaction.
     /// A second release of the same run, or a second one with the same name, conflicts.
     pub async fn create_release(&self, new: &NewRelease) -> Result<Release> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -276,6 +277,7 @@ impl Store {
 
     /// Marks a release pruned (its files may go).
     pub async fn mark_pruned(&self, release_id: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("UPDATE releases SET pruned_at = $1 WHERE id = $2 AND pruned_at IS NULL")
             .bind(now_ms())
             .bind(release_id)

@@ -21,6 +21,7 @@ crate::row::record!(INTAKE_COLUMNS, pub(crate) intake_from_row, Intake {
 
 impl Store {
     pub async fn create_repository(&self, new: &NewRepository) -> Result<Repository> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         let row = sqlx::query(&format!(
             "INSERT INTO repositories (id, name, url, default_branch, webhook_secret, poll_interval_s, created_at, fork_prs) \
@@ -43,6 +44,7 @@ impl Store {
     /// Sets what a repository does with pull requests from forks (one of
     /// [`crate::FORK_PRS`]).
     pub async fn set_fork_prs(&self, repository_id: &str, fork_prs: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("UPDATE repositories SET fork_prs = $1 WHERE id = $2")
             .bind(fork_prs)
             .bind(repository_id)
@@ -54,6 +56,7 @@ impl Store {
     /// Sets (or, with `None`, removes) where the repository reports commit statuses
     /// (JSON holding a sealed token).
     pub async fn set_commit_status(&self, repository_id: &str, stored: Option<&str>) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("UPDATE repositories SET commit_status = $1 WHERE id = $2")
             .bind(stored)
             .bind(repository_id)
@@ -68,6 +71,7 @@ impl Store {
         repository_id: &str,
         stored: Option<&str>,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("UPDATE repositories SET webhook_secret = $1 WHERE id = $2")
             .bind(stored)
             .bind(repository_id)
@@ -115,6 +119,7 @@ impl Store {
     /// Records a head; `true` when it is new or moved (so it should start a run). Two
     /// pollers seeing the same change: only one gets `true`.
     pub async fn update_head(&self, repository_id: &str, git_ref: &str, sha: &str) -> Result<bool> {
+        let _turn = self.turn().await;
         let inserted = sqlx::query(
             "INSERT INTO repo_heads (repository_id, git_ref, sha) VALUES ($1, $2, $3) \
              ON CONFLICT (repository_id, git_ref) DO NOTHING",
@@ -138,6 +143,7 @@ impl Store {
 
     /// Forgets heads that no longer exist.
     pub async fn remove_head(&self, repository_id: &str, git_ref: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query("DELETE FROM repo_heads WHERE repository_id = $1 AND git_ref = $2")
             .bind(repository_id)
             .bind(git_ref)
@@ -154,6 +160,7 @@ impl Store {
         expression: &str,
         now: i64,
     ) -> Result<i64> {
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO schedules (repository_id, expression, last_fired) VALUES ($1, $2, $3) \
              ON CONFLICT (repository_id, expression) DO NOTHING",
@@ -182,6 +189,7 @@ impl Store {
         previous: i64,
         fired: i64,
     ) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "UPDATE schedules SET last_fired = $1 WHERE repository_id = $2 AND expression = $3 AND last_fired = $4",
         )
@@ -199,6 +207,7 @@ impl Store {
     /// Accepts a delivery: records its id (if any) and queues it for the intake worker,
     /// in one transaction. `None` when the delivery id was already handled.
     pub async fn enqueue_intake(&self, item: &Intake) -> Result<Option<String>> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         if let Some(delivery) = &item.delivery_id {
             let done = sqlx::query(
@@ -227,6 +236,7 @@ impl Store {
         item: &Intake,
         redelivery_of: Option<&str>,
     ) -> Result<String> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         let id = insert_intake(&mut tx, item, redelivery_of).await?;
         tx.commit().await?;
@@ -276,6 +286,7 @@ impl Store {
         outcome: &str,
         retry: bool,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM intake WHERE id = $1")
             .bind(&item.id)

@@ -141,6 +141,7 @@ impl Store {
     /// images; `false` when it is not such a run. Its log and artifact files are the
     /// caller's to remove.
     pub async fn delete_run(&self, run_id: &str) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "DELETE FROM runs WHERE id = $1 AND finished_at IS NOT NULL
                AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.run_id = $1)",
@@ -153,6 +154,7 @@ impl Store {
 
     /// The id of the repository at `url` (a path or URL), registering it on first use.
     pub async fn ensure_repository(&self, url: &str, name: &str) -> Result<String> {
+        let _turn = self.turn().await;
         if let Some(row) = sqlx::query("SELECT id FROM repositories WHERE url = $1")
             .bind(url)
             .fetch_optional(&self.pool)
@@ -199,6 +201,7 @@ impl Store {
     }
 
     async fn try_create_run(&self, new: &NewRun) -> Result<(Run, Vec<String>)> {
+        let _turn = self.turn().await;
         let id = new_id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -361,6 +364,7 @@ impl Store {
         lease_until: i64,
         max_per_repo: i64,
     ) -> Result<Option<Run>> {
+        let _turn = self.turn().await;
         for _ in 0..10 {
             let candidate = sqlx::query(
                 "SELECT id FROM runs r WHERE status = 'queued' AND \
@@ -434,6 +438,7 @@ impl Store {
     }
 
     async fn cancel_queued_run_with(&self, id: &str, why: &str) -> Result<bool> {
+        let _turn = self.turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -471,6 +476,7 @@ impl Store {
     /// (a crash, `kill -9`): those it leased as `owner`, and any whose lease ran out.
     /// They fail with `reason`; their unfinished jobs and steps too. Returns how many.
     pub async fn interrupt_runs(&self, owner: &str, reason: &str) -> Result<u64> {
+        let _turn = self.turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query(

@@ -223,6 +223,7 @@ impl Store {
         value: &str,
         by: Option<&str>,
     ) -> Result<()> {
+        let _turn = self.turn().await;
         let (table, column) = (table.name, table.value);
         sqlx::query(&format!(
             "INSERT INTO {table} (repository_id, environment, name, {column}, updated_at, updated_by)
@@ -249,6 +250,7 @@ impl Store {
         environment: &str,
         name: &str,
     ) -> Result<bool> {
+        let _turn = self.turn().await;
         let done = sqlx::query(&format!(
             "DELETE FROM {} WHERE repository_id = $1 AND environment = $2 AND name = $3",
             table.name

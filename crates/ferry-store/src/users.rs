@@ -43,6 +43,7 @@ pub fn forge_identity(text: &str) -> std::result::Result<String, String> {
 
 impl Store {
     pub async fn create_user(&self, name: &str, role: &str) -> Result<User> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         let row = sqlx::query(&format!(
             "INSERT INTO users (id, name, role, created_at) VALUES ($1, $2, $3, $4)
@@ -76,6 +77,7 @@ impl Store {
 
     /// Stores a token by the hash of its secret.
     pub async fn create_token(&self, user_id: &str, name: &str, hash: &str) -> Result<Token> {
+        let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();
         let row = sqlx::query(&format!(
             "INSERT INTO tokens (id, user_id, name, hash, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -108,6 +110,7 @@ impl Store {
             .bind(&token.user_id)
             .fetch_one(&self.pool)
             .await?;
+        let _turn = self.turn().await;
         sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(&token.id)
@@ -127,6 +130,7 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        let _turn = self.turn().await;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now_ms())
@@ -141,6 +145,7 @@ impl Store {
 
     /// Adds a user to an approver group.
     pub async fn add_group_member(&self, group: &str, user_id: &str) -> Result<()> {
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO group_members (group_name, user_id) VALUES ($1, $2)
              ON CONFLICT (group_name, user_id) DO NOTHING",
@@ -155,6 +160,7 @@ impl Store {
     /// Records that the user is forge account `identity` (see [`forge_identity`]);
     /// a conflict when another user is.
     pub async fn link_forge_identity(&self, user_id: &str, identity: &str) -> Result<()> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "INSERT INTO forge_identities (identity, user_id) VALUES ($1, $2)
              ON CONFLICT (identity) DO NOTHING",

@@ -277,6 +277,7 @@ impl Store {
         if writes.is_empty() {
             return Ok(());
         }
+        let _turn = self.turn().await;
         let mut tx = self.pool.begin().await?;
         for w in writes {
             apply(&mut tx, w).await?;
