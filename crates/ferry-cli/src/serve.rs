@@ -153,6 +153,20 @@ pub struct ServeArgs {
     /// The sender of e-mail notifications (`Ferry <ferry@example.com>`).
     #[arg(long, env = "FERRY_SMTP_FROM", value_name = "ADDRESS")]
     pub smtp_from: Option<String>,
+    /// Export each run and deployment as an OpenTelemetry trace to this OTLP/HTTP
+    /// endpoint (`http://collector:4318`: traces go to `/v1/traces` under it).
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when set, is the full traces URL instead.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// Headers of each trace export, `NAME=VALUE,NAME2=VALUE2` (values
+    /// percent-encoded), e.g. a tracing backend's API key.
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_HEADERS",
+        value_name = "LIST",
+        hide_env_values = true
+    )]
+    pub otlp_headers: Option<String>,
     /// One user for every sandboxed host step and deployment of a server running as
     /// root: a user `NAME`, `UID` or `UID:GID`, without the server's groups; `none` runs
     /// them as root. Without it, each job and deployment gets a uid of its own from
@@ -238,6 +252,8 @@ struct FileConfig {
     public_url: Option<String>,
     smtp_url: Option<String>,
     smtp_from: Option<String>,
+    otlp_endpoint: Option<String>,
+    otlp_headers: Option<String>,
 }
 
 fn read_config(path: &std::path::Path) -> Result<FileConfig, Failure> {
@@ -278,6 +294,8 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.public_url = args.public_url.or(file.public_url);
     args.smtp_url = args.smtp_url.or(file.smtp_url);
     args.smtp_from = args.smtp_from.or(file.smtp_from);
+    args.otlp_endpoint = args.otlp_endpoint.or(file.otlp_endpoint);
+    args.otlp_headers = args.otlp_headers.or(file.otlp_headers);
     if args.git_timeout.is_none()
         && let Some(duration) = &file.git_timeout
     {
@@ -653,9 +671,13 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             public_url: args.public_url.clone(),
             smtp_url: args.smtp_url.clone(),
             smtp_from: args.smtp_from.clone(),
-            ca_pem,
+            ca_pem: ca_pem.clone(),
         })
         .map_err(Failure::usage)?;
+    let state = match trace_config(&args, ca_pem)? {
+        Some(config) => state.with_traces(config),
+        None => state,
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Failure::failed(format!("cannot listen on {listen}: {e}")))?;
@@ -753,4 +775,47 @@ pub async fn user_add(
     );
     println!("{token}");
     Ok(exit::OK)
+}
+
+/// Where traces go, from `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+/// the full URL) and `--otlp-headers`; none without an endpoint.
+fn trace_config(
+    args: &ServeArgs,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<Option<ferry_server::traces::TraceConfig>, Failure> {
+    let full = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let url = match (full, &args.otlp_endpoint) {
+        (Some(full), _) => {
+            ferry_server::traces::traces_url(&full)
+                .map_err(|e| Failure::usage(format!("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: {e}")))?;
+            full
+        }
+        (None, Some(base)) => ferry_server::traces::traces_url(base)
+            .map_err(|e| Failure::usage(format!("--otlp-endpoint: {e}")))?,
+        (None, None) => return Ok(None),
+    };
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Ok(p) = std::env::var(var)
+            && !p.is_empty()
+            && p != "http/protobuf"
+        {
+            return Err(Failure::usage(format!(
+                "{var}={p}: Ferry exports traces over OTLP/HTTP with protobuf (`http/protobuf`)"
+            )));
+        }
+    }
+    let headers = match &args.otlp_headers {
+        Some(list) => ferry_server::traces::parse_headers(list).map_err(Failure::usage)?,
+        None => Vec::new(),
+    };
+    Ok(Some(ferry_server::traces::TraceConfig {
+        url,
+        headers,
+        ca_pem,
+    }))
 }

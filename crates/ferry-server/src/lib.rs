@@ -17,6 +17,7 @@ mod release;
 mod retention;
 pub mod status;
 pub mod tls;
+pub mod traces;
 mod trigger;
 mod watch;
 pub mod webhook;
@@ -129,6 +130,11 @@ pub struct AppState {
     pub deliverer: ferry_deliver::deliverer::Deliverer,
     /// Sends notifications (see [`notify`]).
     pub notifier: notify::Notifier,
+    /// Hands trace spans to the exporter, when traces are on (see [`traces`]).
+    pub(crate) tracer: Option<traces::Tracer>,
+    /// The exporter's configuration and queue, until [`serve`] starts it.
+    #[educe(Debug(ignore))]
+    traces: Arc<Mutex<Option<traces::Waiting>>>,
 }
 
 impl AppState {
@@ -159,7 +165,20 @@ impl AppState {
             metrics: metrics::Metrics::new(),
             notifier: notify::Notifier::new(notify::NotifyConfig::default())
                 .expect("a notifier without SMTP or certificates"),
+            tracer: None,
+            traces: Arc::default(),
         }
+    }
+
+    /// Exports each run and deployment as an OpenTelemetry trace to `config.url` (see
+    /// [`traces`]).
+    pub fn with_traces(mut self, config: traces::TraceConfig) -> Self {
+        let (tracer, rx) = traces::Tracer::new(self.metrics.trace_spans_dropped.clone());
+        self.tracer = Some(tracer);
+        if let Ok(mut t) = self.traces.lock() {
+            *t = Some((config, rx));
+        }
+        self
     }
 
     /// Notifications link to `public_url`, send e-mail through an SMTP relay and trust
@@ -307,6 +326,21 @@ pub async fn serve(
     ));
     let notifier = tokio::spawn(notify::run(state.clone(), stop.clone()));
     let dora = tokio::spawn(metrics::refresh_dora(state.clone(), stop.clone()));
+    // The exporter stops after everything else, so that the last runs' spans go out.
+    let stop_traces = CancellationToken::new();
+    let exporter = state
+        .traces
+        .lock()
+        .ok()
+        .and_then(|mut t| t.take())
+        .map(|(config, rx)| {
+            tokio::spawn(traces::export(
+                config,
+                rx,
+                state.metrics.clone(),
+                stop_traces.clone(),
+            ))
+        });
     let deliver_worker = {
         let (d, stop) = (state.deliverer.clone(), stop.clone());
         tokio::spawn(async move {
@@ -347,5 +381,9 @@ pub async fn serve(
     let _ = counting.await;
     let _ = notifier.await;
     let _ = dora.await;
+    stop_traces.cancel();
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
     result
 }

@@ -7,8 +7,8 @@
 use ferry_engine::{EngineEvent, EventSink};
 use ferry_store::{Deployment, DeploymentKind, DeploymentStatus, Health};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets of run and job durations, in seconds: 0.1 s to about 55 minutes.
@@ -86,6 +86,10 @@ pub struct Metrics {
     runs_now: IntGaugeVec,
     /// 1, labelled with the version.
     build_info: IntGauge,
+    /// Trace spans the OTLP endpoint accepted, and those dropped (queue full, refused,
+    /// or not sent after every retry).
+    pub trace_spans_exported: IntCounter,
+    pub trace_spans_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -300,6 +304,21 @@ impl Metrics {
         registry
             .register(Box::new(build_info.clone()))
             .expect("registered once");
+        let plain_counter = |name: &str, help: &str| {
+            let c = IntCounter::with_opts(Opts::new(name, help)).expect("a valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+            c
+        };
+        let trace_spans_exported = plain_counter(
+            "ferry_trace_spans_exported_total",
+            "Trace spans the OTLP endpoint accepted.",
+        );
+        let trace_spans_dropped = plain_counter(
+            "ferry_trace_spans_dropped_total",
+            "Trace spans dropped: the export queue was full, or the endpoint refused them or could not be reached.",
+        );
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -334,6 +353,8 @@ impl Metrics {
             dora_dirty: std::sync::Arc::default(),
             runs_now,
             build_info,
+            trace_spans_exported,
+            trace_spans_dropped,
         }
     }
 
@@ -596,6 +617,7 @@ pub(crate) async fn follow_deliveries(
                     );
                     crate::notify::after_deployment(&state, deployment, repo).await;
                     crate::status::deployment_changed(&state, deployment, repo).await;
+                    crate::traces::deployment_changed(&state, deployment, repo).await;
                 }
                 state.metrics.deployment(deployment, repo, &mut seen);
                 if deployment.status.finished() || deployment.status == DeploymentStatus::Live {

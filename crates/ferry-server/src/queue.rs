@@ -124,11 +124,28 @@ async fn execute_inner(
         Ok(r) => r.name,
         Err(_) => run.repository_id.clone(),
     };
-    let sink = Arc::new(crate::metrics::RunSink {
-        inner: Arc::new(crate::live::BroadcastSink {
-            run: run.id.clone(),
-            tx: state.live.clone(),
+    let live: Arc<dyn ferry_engine::EventSink> = Arc::new(crate::live::BroadcastSink {
+        run: run.id.clone(),
+        tx: state.live.clone(),
+    });
+    // With traces on, the run's trace sees each event first (see `traces`).
+    let trace = state.tracer.as_ref().map(|tracer| {
+        Arc::new(crate::traces::RunTrace::new(
+            tracer.clone(),
+            &run,
+            &repo_name,
+            state.notifier.link(&format!("/api/v1/runs/{}", run.id)),
+        ))
+    });
+    let inner: Arc<dyn ferry_engine::EventSink> = match &trace {
+        Some(trace) => Arc::new(crate::traces::Traced {
+            trace: trace.clone(),
+            inner: live,
         }),
+        None => live,
+    };
+    let sink = Arc::new(crate::metrics::RunSink {
+        inner,
         metrics: state.metrics.clone(),
         repository: repo_name.clone(),
         steps: Default::default(),
@@ -147,6 +164,9 @@ async fn execute_inner(
         .execute(run, job_ids, plan.clone(), source, sink, cancel)
         .await
         .map_err(|e| e.to_string());
+    if let (Some(trace), Err(e)) = (&trace, &result) {
+        trace.close(e);
+    }
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&checkout)).await;
     let result_label = match &result {
         Ok(outcome) => outcome.status.as_str(),

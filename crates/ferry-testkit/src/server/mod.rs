@@ -67,6 +67,8 @@ pub struct Options {
     pub keep_runs: Option<usize>,
     /// Where notifications go out from (links, SMTP relay, certificates).
     pub notify: ferry_server::notify::NotifyConfig,
+    /// Where traces go (none: traces off).
+    pub traces: Option<ferry_server::traces::TraceConfig>,
 }
 
 impl std::fmt::Debug for Options {
@@ -77,6 +79,7 @@ impl std::fmt::Debug for Options {
             .field("keep_releases", &self.keep_releases)
             .field("keep_runs", &self.keep_runs)
             .field("notify", &self.notify)
+            .field("traces", &self.traces)
             .finish()
     }
 }
@@ -170,6 +173,10 @@ impl Server {
             })
             .with_notifications(options.notify.clone())
             .expect("notifications");
+        let state = match &options.traces {
+            Some(config) => state.with_traces(config.clone()),
+            None => state,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
