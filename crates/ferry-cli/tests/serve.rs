@@ -497,6 +497,48 @@ fn nested_deploy_mounts_are_refused_at_start() {
     );
 }
 
+/// A trace exporter that cannot work is refused at start, naming what is wrong and
+/// never echoing a header's value (an API key).
+#[test]
+fn bad_trace_settings_are_refused_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            &["--otlp-endpoint", "grpc://127.0.0.1:4317"],
+            &[],
+            "--otlp-endpoint: `grpc://127.0.0.1:4317`: an OTLP/HTTP endpoint is http:// or https://",
+        ),
+        (
+            &["--otlp-endpoint", "http://127.0.0.1:4318"],
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+            "OTEL_EXPORTER_OTLP_PROTOCOL=grpc: Ferry exports traces over OTLP/HTTP with protobuf",
+        ),
+        (
+            &["--otlp-endpoint", "http://127.0.0.1:4318"],
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key")],
+            "OTLP headers: `api-key` is not name=value",
+        ),
+        (
+            &["--otlp-endpoint", "http://127.0.0.1:4318"],
+            &[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=sk%0Ahunter2")],
+            "OTLP headers: the value of `api-key` is not a header value",
+        ),
+    ];
+    for (args, envs, want) in cases {
+        let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(*args)
+            .envs(envs.iter().copied())
+            .output()
+            .expect("ferry serve");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
 /// A server that is not root runs host steps as its own user: where that user may use
 /// the Docker socket (it is in the `docker` group), its steps could too, and through it
 /// the whole host. Such a server refuses to start sandboxed, and says what to do.

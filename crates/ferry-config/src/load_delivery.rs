@@ -631,6 +631,17 @@ impl Loader {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok && name.contains("://") {
+            // A pasted URL is the credential itself: said without repeating it.
+            self.error(
+                node.span,
+                format!("{what}: a URL here is a credential in the repository"),
+                format!(
+                    "store the URL as a repository secret (`ferry secrets set`) and name the secret: {example}"
+                ),
+            );
+            return None;
+        }
         if !ok {
             self.error(
                 node.span,

@@ -337,6 +337,16 @@ async fn environments_are_watched_and_go_down_roll_back_and_recover() {
     })
     .await;
     promtool(&metrics(&s).await);
+    // A name that is no environment is said to be one, not answered with zeros.
+    let (status, body) = s
+        .admin("GET", "/api/v1/repos/shop/dora?environment=prodution", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("there is no environment `prodution`; the default branch names: "),
+        "{body}"
+    );
     let all = s.get("/api/v1/repos/shop/dora").await;
     assert_eq!(
         (all["deployments"].as_u64(), all["changes"].as_u64()),

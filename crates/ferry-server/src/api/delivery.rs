@@ -462,6 +462,31 @@ pub(crate) async fn dora(
 ) -> Result<Json<DoraView>, ApiError> {
     if let Some(env) = &q.environment {
         check_environment(env)?;
+        // An environment the rules name, or one with deployments (since removed from
+        // the rules): anything else is a typo, not an environment with no figures.
+        let deployed = !s
+            .store
+            .deployments(&repo.id, Some(env), 1)
+            .await?
+            .is_empty();
+        if !deployed {
+            let names: Vec<String> = match s.deliverer.rules(&repo.id).await {
+                Ok(rules) => rules.environments.iter().map(|e| e.name.clone()).collect(),
+                Err(_) => Vec::new(),
+            };
+            if !names.contains(env) {
+                return Err(ApiError::not_found(if names.is_empty() {
+                    format!(
+                        "there is no environment `{env}`: nothing was deployed to it and the default branch names none"
+                    )
+                } else {
+                    format!(
+                        "there is no environment `{env}`; the default branch names: {}",
+                        names.join(", ")
+                    )
+                }));
+            }
+        }
     }
     let window =
         ferry_config::duration::parse_duration_up_to(q.since.as_deref().unwrap_or("30d"), 3660)
