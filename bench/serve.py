@@ -6,8 +6,9 @@
   memory   resident size of an idle `ferry serve`; baseline: an idle
            `python3 -m http.server`; then its size after every 100 of 1,000 runs
            (FERRY_BENCH_RUNS), which must level off
-  intake   signed push webhooks accepted per second (bounded: 1,000 deliveries from 8
-           threads on loopback); baseline: the same requests to a trivial Python server
+  intake   signed push webhooks accepted per second (bounded: three bursts of 1,000
+           deliveries from 8 threads on loopback, the median); baseline: the same
+           requests to a trivial Python server
   list     GET /api/v1/runs (one page) with 100,000 runs stored, p50 over 200
            requests; baseline: the same query with Python's sqlite3 on the same file
   deliver  a successful run -> its release live in `sandbox` (process target), minus the
@@ -280,14 +281,28 @@ def bench_intake():
     s = Server(tmp, "on:\n  push: { branches: [release] }\njobs:\n  a:\n    run: 'true'\n")
     s.add_repo()
     body = s.push_body()
-    rate, statuses = blast(s.port, "/api/v1/hooks/github/app", body)
-    assert all(st == 202 for st in statuses), set(statuses)
+    # Three bursts (a burst is about a second: one alone is at the mercy of the
+    # machine's phase), the median reported.
+    # Each burst starts once the intake worker has handled the last one (its queue,
+    # the `intake` table, is empty): a burst arriving at an idle server.
+    rates = []
+    for _ in range(3):
+        rate, statuses = blast(s.port, "/api/v1/hooks/github/app", body)
+        assert all(st == 202 for st in statuses), set(statuses)
+        rates.append(rate)
+        db = sqlite3.connect(os.path.join(s.data, "ferry.db"))
+        for _ in range(600):
+            if db.execute("SELECT COUNT(*) FROM intake").fetchone()[0] == 0:
+                break
+            time.sleep(0.1)
+        db.close()
+    rate = statistics.median(rates)
     s.stop()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ok)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base, _ = blast(srv.server_address[1], "/", body)
     srv.shutdown()
-    finish(tmp, f"intake    signed push webhooks: {rate:.0f}/s   trivial Python server: {base:.0f}/s   "
+    finish(tmp, f"intake    signed push webhooks: median {rate:.0f}/s ({', '.join(f'{r:.0f}' for r in rates)})   trivial Python server: {base:.0f}/s   "
                 f"ratio {rate / base:.2f}x   goal > 1000/s: {'met' if rate > 1000 else 'NOT met'}")
 
 

@@ -227,6 +227,21 @@ pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
         println!("pending      {} ({})", p.deployment, p.status.as_str());
     }
     if !health.history.is_empty() {
+        // Deployments by their `ENV#N` labels, as people name them.
+        let query = delivery::DeploymentsQuery {
+            environment: Some(env.to_string()),
+            limit: Some(500),
+        };
+        let labels: std::collections::HashMap<String, String> = c
+            .get_with::<_, delivery::DeploymentList>(&format!("/repos/{repo}/deployments"), &query)
+            .await
+            .map(|l| {
+                l.deployments
+                    .into_iter()
+                    .map(|d| (d.deployment.id, d.label))
+                    .collect()
+            })
+            .unwrap_or_default();
         println!();
         println!(
             "{:<19}  {:<22}  {:<20}  REASON",
@@ -242,7 +257,9 @@ pub async fn status(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
                 "{:<19}  {:<22}  {:<20}  {}",
                 when(Some(c.at)),
                 change,
-                prefix(&c.deployment_id),
+                labels
+                    .get(&c.deployment_id)
+                    .map_or_else(|| prefix(&c.deployment_id), String::as_str),
                 c.reason.as_deref().unwrap_or("")
             );
         }

@@ -973,6 +973,7 @@ environments:
   production: { after: sandbox, approval: { required: 1 } }
 deploy:
   target: { process: { command: sh out/app.sh } }
+  watch: { interval: 200ms }
 ",
     );
     let data = tmp.path().join("data");
@@ -1061,6 +1062,22 @@ deploy:
     );
     let output = cli.stdout(&["output", "sandbox"]);
     assert!(output.contains("app says hello with ***"), "{output}");
+    // `ferry status`: the live release, its health and the history of it, each change
+    // naming its deployment as people do (`sandbox#1`).
+    let status = cli
+        .poll(&["status", "sandbox"], |st| st.contains("→ healthy"))
+        .await;
+    assert!(
+        status.contains(&format!("live         {release} (sandbox#1")),
+        "{status}"
+    );
+    assert!(status.contains("health       healthy since "), "{status}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("- → healthy") && l.contains("sandbox#1")),
+        "{status}"
+    );
     let log = cli.stdout(&["deployment", "sandbox#1", "--log"]);
     assert!(
         log.contains("deploying release") && log.contains("live"),
