@@ -326,6 +326,7 @@ pub async fn serve(
     ));
     let notifier = tokio::spawn(notify::run(state.clone(), stop.clone()));
     let dora = tokio::spawn(metrics::refresh_dora(state.clone(), stop.clone()));
+    let sampler = tokio::spawn(metrics::sample_workloads(state.clone(), stop.clone()));
     // The exporter stops after everything else, so that the last runs' spans go out.
     let stop_traces = CancellationToken::new();
     let exporter = state
@@ -381,6 +382,7 @@ pub async fn serve(
     let _ = counting.await;
     let _ = notifier.await;
     let _ = dora.await;
+    let _ = sampler.await;
     stop_traces.cancel();
     if let Some(exporter) = exporter {
         let _ = exporter.await;

@@ -82,6 +82,11 @@ pub struct Metrics {
     dora_time_to_restore: [GaugeVec; 2],
     /// Set when a deployment changed: the DORA gauges are computed again soon.
     pub(crate) dora_dirty: std::sync::Arc<tokio::sync::Notify>,
+    /// Workloads Ferry does not supervise itself (containers), sampled by
+    /// [`sample_workloads`]: (repository id, environment, what it uses).
+    pub(crate) sampled: std::sync::Arc<std::sync::Mutex<Vec<Sampled>>>,
+    /// Set when a deployment went live: the workloads are sampled again soon.
+    pub(crate) workloads_dirty: std::sync::Arc<tokio::sync::Notify>,
     /// Runs waiting and running now (set at each scrape).
     runs_now: IntGaugeVec,
     /// 1, labelled with the version.
@@ -227,12 +232,12 @@ impl Metrics {
         let env_labels = ["repository", "environment"];
         let workload_cpu = gauge(
             "ferry_workload_cpu_seconds",
-            "CPU time the environment's workload used since it (last) started (process target).",
+            "CPU time the environment's workload used since it (last) started (process target: its process group; docker target: its container).",
             &env_labels,
         );
         let workload_memory = gauge(
             "ferry_workload_memory_bytes",
-            "Resident memory of the environment's workload (process target: its process group).",
+            "Memory of the environment's workload (process target: its process group's resident memory; docker target: its container's usage).",
             &env_labels,
         );
         let workload_restarts = gauge(
@@ -351,6 +356,8 @@ impl Metrics {
             dora_change_failure_rate,
             dora_time_to_restore,
             dora_dirty: std::sync::Arc::default(),
+            sampled: std::sync::Arc::default(),
+            workloads_dirty: std::sync::Arc::default(),
             runs_now,
             build_info,
             trace_spans_exported,
@@ -622,6 +629,7 @@ pub(crate) async fn follow_deliveries(
                 state.metrics.deployment(deployment, repo, &mut seen);
                 if deployment.status.finished() || deployment.status == DeploymentStatus::Live {
                     state.metrics.dora_dirty.notify_one();
+                    state.metrics.workloads_dirty.notify_one();
                 }
             }
             DeliveryEvent::Health { change } => {
@@ -629,6 +637,65 @@ pub(crate) async fn follow_deliveries(
                 state.metrics.dora_dirty.notify_one();
             }
             DeliveryEvent::Approval { .. } => {}
+        }
+    }
+}
+
+/// One sampled workload: (repository id, environment, what it uses).
+pub(crate) type Sampled = (String, String, ferry_deliver::supervisor::Workload);
+
+/// How often containers' statistics are read for `/metrics`.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Reads what each live workload Ferry does not supervise itself uses (a `docker`
+/// target's container: one-shot statistics and an inspect, at most 5 s each), every
+/// 15 s and a moment after a deployment goes live, until `stop`. `/metrics` shows the
+/// last sample: a scrape never waits for Docker. Supervised processes are read from
+/// `/proc` at each scrape instead.
+pub(crate) async fn sample_workloads(
+    state: crate::AppState,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let supervised: std::collections::HashSet<(String, String)> = state
+            .deliverer
+            .supervisor()
+            .workloads()
+            .await
+            .into_iter()
+            .map(|(repo, env, _)| (repo, env))
+            .collect();
+        let live = state
+            .store
+            .deployments_in(&[DeploymentStatus::Live])
+            .await
+            .unwrap_or_default();
+        let mut sampled = Vec::new();
+        for d in live {
+            if supervised.contains(&(d.repository_id.clone(), d.environment.clone())) {
+                continue;
+            }
+            let read = state.deliverer.workload(&d);
+            if let Ok(Some(w)) = tokio::time::timeout(std::time::Duration::from_secs(5), read).await
+            {
+                sampled.push((d.repository_id, d.environment, w));
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+        if let Ok(mut s) = state.metrics.sampled.lock() {
+            *s = sampled;
+        }
+        tokio::select! {
+            _ = state.metrics.workloads_dirty.notified() => {}
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        // A deployment going live starts the next environment's: one sample for both.
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -195,6 +195,26 @@ async fn the_docker_target_runs_the_release_image_by_digest_and_rolls_back() {
     assert!(w["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{w}");
     assert_eq!(w["restarts"], 0, "{w}");
     assert!(w["started_at"].as_i64().is_some_and(|t| t > 0), "{w}");
+    // And on /metrics, sampled from Docker (a scrape never waits for it).
+    let text =
+        ferry_testkit::server::wait_for("the container's workload on /metrics", async || {
+            let text = s
+                .send(s.request("GET", "/metrics").bearer_auth(&s.admin))
+                .await
+                .text;
+            let want = [
+                "ferry_workload_memory_bytes{environment=\"production\",repository=\"boxed\"}",
+                "ferry_workload_restarts{environment=\"production\",repository=\"boxed\"} 0",
+                "ferry_workload_uptime_seconds{environment=\"sandbox\",repository=\"boxed\"}",
+                "ferry_workload_cpu_seconds{environment=\"staging\",repository=\"boxed\"}",
+            ];
+            match want.iter().find(|w| !text.contains(*w)) {
+                None => Ok(text),
+                Some(missing) => Err(format!("{missing} not in:\n{text}")),
+            }
+        })
+        .await;
+    ferry_testkit::server::promtool(&text);
     for (env, port) in ["sandbox", "staging", "production"].iter().zip(&ports) {
         assert_eq!(
             env_of(&envs, env)["live"]["images"][0]["digest"],

@@ -697,7 +697,16 @@ async fn metrics(
     let (queued, running) = s.store.run_counts().await?;
     let healths = s.store.healths(None).await?;
     let mut health = Vec::with_capacity(healths.len());
-    let supervised = s.deliverer.supervisor().workloads().await;
+    let mut supervised = s.deliverer.supervisor().workloads().await;
+    // Containers: the last sample (`metrics::sample_workloads`), for environments no
+    // supervised process stands for.
+    if let Ok(sampled) = s.metrics.sampled.lock() {
+        for (repo, env, w) in sampled.iter() {
+            if !supervised.iter().any(|(r, e, _)| r == repo && e == env) {
+                supervised.push((repo.clone(), env.clone(), w.clone()));
+            }
+        }
+    }
     let mut workloads = Vec::with_capacity(supervised.len());
     if !healths.is_empty() || !supervised.is_empty() {
         let names: std::collections::HashMap<String, String> = s
