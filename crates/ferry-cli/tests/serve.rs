@@ -1450,25 +1450,6 @@ async fn a_delivery_while_the_mirror_cannot_be_read_is_retried_not_lost() {
     );
 }
 
-/// A CA and a certificate for 127.0.0.1 it signs, written to `dir` as `ca.pem`,
-/// `cert.pem` and `key.pem`.
-fn test_pki(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Ferry test CA");
-    let ca = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("certificate");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
-}
-
 /// `ferry serve --tls-cert/--tls-key` speaks HTTPS only: the CLI reaches it over
 /// https:// trusting the CA in `--ca-file`, refuses it without (the certificate cannot
 /// be verified, so no token is sent), and a plain-HTTP request gets no answer. Bad
@@ -1476,7 +1457,7 @@ fn test_pki(dir: &Path) {
 #[tokio::test]
 async fn the_server_speaks_tls_and_the_cli_verifies_it() {
     let tmp = tempfile::tempdir().expect("tmp");
-    test_pki(tmp.path());
+    ferry_testkit::pki(tmp.path());
     let file = |name: &str| tmp.path().join(name).display().to_string();
     let server = start(
         &tmp.path().join("data"),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_server::notify::NotifyConfig;
-use ferry_testkit::server::{Options, Server, free_port, push_version, wait_for};
+use ferry_testkit::server::{Options, Server, free_port, push_version, smtp_sink, wait_for};
 use hmac::Mac as _;
 use serde_json::Value;
 
@@ -44,37 +44,6 @@ async fn receiver() -> (u16, Got) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (port, got)
-}
-
-/// Ends the SMTP sink when the test ends.
-struct Sink(std::process::Child);
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An SMTP sink on 127.0.0.1:`port` keeping each message in the maildir `dir`.
-async fn smtp_sink(dir: &std::path::Path, port: u16) -> Sink {
-    let child = std::process::Command::new("/usr/bin/python3")
-        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3-aiosmtpd (scripts/test.sh installs it)");
-    let sink = Sink(child);
-    wait_for("the SMTP sink listening", async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    sink
 }
 
 fn pipeline(port: u16) -> String {
@@ -126,7 +95,7 @@ async fn events_reach_webhooks_slack_and_email_with_retries() {
     let smtp_port = free_port();
     // A maildir it makes (the sink creates it when it does not exist).
     let maildir = mail_dir.path().join("maildir");
-    let _sink = smtp_sink(&maildir, smtp_port).await;
+    let _sink = smtp_sink(&maildir, smtp_port, &[]).await;
     let s = Server::start_with(Options {
         notify: NotifyConfig {
             public_url: Some("https://ferry.example.com/".into()),

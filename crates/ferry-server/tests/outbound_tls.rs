@@ -1,34 +1,15 @@
 //! The server's outbound calls over https:// — a verification probe, a notification
-//! webhook and a forge's status API — trust the system's roots plus the CA given to the
-//! server (`--ca-file`): with a CA the test generates, all three get through; a receiver
-//! whose certificate no trusted CA signed is refused (and retried, never sent in clear).
+//! webhook, a forge's status API and an e-mail over smtps:// — trust the system's roots
+//! plus the CA given to the server (`--ca-file`): with a CA the test generates, all four
+//! get through; a receiver whose certificate no trusted CA signed is refused (and
+//! retried, never sent in clear).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferry_server::notify::NotifyConfig;
-use ferry_testkit::server::{Options, Server, push_version, wait_for};
+use ferry_testkit::server::{Options, Server, free_port, push_version, smtp_sink, wait_for};
 use serde_json::json;
-
-/// A CA, and a certificate for 127.0.0.1 it signs, in `dir`: `ca.pem`, `cert.pem`,
-/// `key.pem`.
-fn pki(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Ferry outbound test CA");
-    let ca = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&key, &ca, &ca_key)
-        .expect("certificate");
-    std::fs::create_dir_all(dir).expect("mkdir");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
-    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
-}
 
 /// What an HTTPS receiver got: the paths POSTed to.
 type Got = Arc<Mutex<Vec<String>>>;
@@ -62,13 +43,27 @@ async fn https_receiver(dir: &Path) -> (u16, Got) {
 async fn probes_notifications_and_forge_calls_trust_the_given_ca() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (trusted, stranger) = (tmp.path().join("trusted"), tmp.path().join("stranger"));
-    pki(&trusted);
-    pki(&stranger); // its own CA, which the server does not trust
+    ferry_testkit::pki(&trusted);
+    ferry_testkit::pki(&stranger); // its own CA, which the server does not trust
     let (port, got) = https_receiver(&trusted).await;
     let (other, refused) = https_receiver(&stranger).await;
+    // An SMTP relay speaking TLS from the start (smtps://) with the trusted CA's
+    // certificate.
+    let smtps_port = free_port();
+    let maildir = tmp.path().join("maildir");
+    let cert = trusted.join("cert.pem").display().to_string();
+    let key = trusted.join("key.pem").display().to_string();
+    let _sink = smtp_sink(
+        &maildir,
+        smtps_port,
+        &["--smtpscert", &cert, "--smtpskey", &key],
+    )
+    .await;
     let s = Server::start_with(Options {
         notify: NotifyConfig {
             ca_pem: Some(std::fs::read(trusted.join("ca.pem")).expect("ca")),
+            smtp_url: Some(format!("smtps://127.0.0.1:{smtps_port}")),
+            smtp_from: Some("Ferry <ferry@example.com>".into()),
             ..NotifyConfig::default()
         },
         ..Options::default()
@@ -91,6 +86,8 @@ notify:
   - webhook: https://127.0.0.1:{port}/hook
     on: [deployment.live]
   - webhook: https://127.0.0.1:{other}/stranger
+    on: [deployment.live]
+  - email: [ops@example.com]
     on: [deployment.live]
 "
     );
@@ -123,6 +120,21 @@ notify:
         }
     })
     .await;
+    // The e-mail went through the SMTPS relay, verified against the given CA.
+    let mail = wait_for("the e-mail over smtps://", async || {
+        let new = maildir.join("new");
+        let first = std::fs::read_dir(&new)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(Result::ok);
+        match first {
+            Some(f) => Ok(std::fs::read_to_string(f.path()).expect("mail")),
+            None => Err("no mail yet"),
+        }
+    })
+    .await;
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    assert!(mail.contains("deployment"), "{mail}");
     // The receiver whose certificate no trusted CA signed got nothing; the attempt says
     // why, and is tried again.
     let stranger = wait_for("the refused attempt", async || {

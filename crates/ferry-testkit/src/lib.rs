@@ -131,3 +131,24 @@ pub fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<std::path::Path
     }
     found
 }
+
+/// A CA and a certificate for 127.0.0.1 it signs, written to `dir` (created if needed)
+/// as `ca.pem`, `cert.pem` and `key.pem`: for servers and receivers that speak TLS to
+/// a client given the CA (`--ca-file`).
+pub fn pki(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Ferry test CA");
+    let ca = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("certificate");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write");
+}

@@ -425,3 +425,38 @@ fn fake_kubectl(dir: &Path) -> PathBuf {
     .expect("chmod");
     kubectl
 }
+
+/// Ends the SMTP sink when the test ends.
+#[derive(Debug)]
+pub struct Sink(std::process::Child);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An SMTP sink (Debian's `python3-aiosmtpd`, which scripts/test.sh installs) on
+/// 127.0.0.1:`port` keeping each message in the maildir `dir`; `extra` are more of its
+/// options (`--smtpscert FILE --smtpskey FILE` for SMTPS).
+pub async fn smtp_sink(dir: &Path, port: u16, extra: &[&str]) -> Sink {
+    let child = std::process::Command::new("/usr/bin/python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3-aiosmtpd (scripts/test.sh installs it)");
+    let sink = Sink(child);
+    wait_for("the SMTP sink listening", async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    sink
+}
