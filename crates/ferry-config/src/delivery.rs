@@ -34,6 +34,23 @@ pub struct Channel {
     /// every event; set, run events are not told).
     #[serde(default)]
     pub environments: Vec<String>,
+    /// Where its parts are written (for the file's checks; not kept in releases).
+    #[serde(skip)]
+    pub spans: ChannelSpans,
+}
+
+/// Where a channel's `on:` and each of its `environments:` are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelSpans {
+    pub on: Span,
+    pub environments: Vec<Span>,
+}
+
+impl NotifyEvent {
+    /// Whether it is of a run (not of a deployment, approval or environment).
+    pub fn of_run(self) -> bool {
+        matches!(self, NotifyEvent::RunFailed | NotifyEvent::RunFixed)
+    }
 }
 
 impl Channel {

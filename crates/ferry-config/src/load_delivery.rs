@@ -507,6 +507,7 @@ impl Loader {
                 continue;
             }
             let (mut to, mut kinds, mut on, mut environments) = (None, 0, Vec::new(), Vec::new());
+            let mut spans = crate::delivery::ChannelSpans::default();
             for (k, _, v) in self.entries(item, &what, Some(NOTIFY_KEYS), example) {
                 let kw = format!("`{k}` in {what}");
                 match k {
@@ -541,6 +542,7 @@ impl Loader {
                         to = (!to_all.is_empty()).then_some(ChannelKind::Email { to: to_all });
                     }
                     "on" => {
+                        spans.on = v.span;
                         for e in self.strings(v, &kw, "`on: [run.failed, deployment.failed]`") {
                             match NotifyEvent::parse(&e.value) {
                                 Some(ev) => on.push(ev),
@@ -560,11 +562,10 @@ impl Loader {
                         }
                     }
                     _ => {
-                        environments = self
-                            .strings(v, &kw, "`environments: [production]`")
-                            .into_iter()
-                            .map(|s| s.value)
-                            .collect();
+                        for e in self.strings(v, &kw, "`environments: [production]`") {
+                            spans.environments.push(e.span);
+                            environments.push(e.value);
+                        }
                     }
                 }
             }
@@ -581,6 +582,7 @@ impl Loader {
                     to,
                     on,
                     environments,
+                    spans,
                 });
             }
         }
@@ -834,6 +836,7 @@ pub fn is_environment_name(name: &str) -> bool {
 /// every environment can deploy, and docker targets that have an image to run.
 pub(crate) fn check(p: &Pipeline, diags: &mut Vec<Diagnostic>) {
     let d = &p.delivery;
+    check_notify(d, diags);
     if let Some(r) = &d.release {
         for name in &r.artifacts {
             match p.job(&name.value) {
@@ -987,6 +990,47 @@ pub(crate) fn check(p: &Pipeline, diags: &mut Vec<Diagnostic>) {
             }
             seen.push(&next.name);
             at = next;
+        }
+    }
+}
+
+/// `notify:` channels that would never be told what their author meant: an
+/// environment that is not one, or only run events on a channel limited to
+/// environments (which is told no run events).
+fn check_notify(d: &crate::delivery::Delivery, diags: &mut Vec<Diagnostic>) {
+    let names: Vec<&str> = d.environments.iter().map(|e| e.name.as_str()).collect();
+    for (i, c) in d.notify.iter().enumerate() {
+        for (env, span) in c.environments.iter().zip(&c.spans.environments) {
+            if names.contains(&env.as_str()) {
+                continue;
+            }
+            let help = match did_you_mean(env, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if names.is_empty() => "this file names no environment".to_string(),
+                None => format!("environments: {}", names.join(", ")),
+            };
+            diags.push(
+                Diagnostic::warning(
+                    *span,
+                    format!(
+                        "`environments` in item {} of `notify` names `{env}`, which is no environment: nothing of it is told",
+                        i + 1
+                    ),
+                )
+                .with_help(help),
+            );
+        }
+        if !c.environments.is_empty() && !c.on.is_empty() && c.on.iter().all(|e| e.of_run()) {
+            diags.push(
+                Diagnostic::warning(
+                    c.spans.on,
+                    format!(
+                        "item {} of `notify` is told nothing: a channel limited to `environments` is told no run events",
+                        i + 1
+                    ),
+                )
+                .with_help("tell run events on a channel of their own, without `environments`"),
+            );
         }
     }
 }

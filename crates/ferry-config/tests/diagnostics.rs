@@ -71,6 +71,34 @@ fn valid_fixtures_load() {
     }
 }
 
+/// `notify:` channels that would tell nothing are warned of, where they are written.
+#[test]
+fn notify_channels_that_tell_nothing_are_warned_of() {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/warning-notify.yml"),
+    )
+    .expect("read");
+    let loaded = ferry_config::load(&source).expect("valid");
+    let rendered = ferry_config::render_all(&loaded.warnings, "n.yml", &source, false);
+    assert_eq!(
+        rendered,
+        "n.yml:11:20: warning: `environments` in item 1 of `notify` names `prodution`, which is no environment: nothing of it is told
+   |
+11 |     environments: [prodution, staging]
+   |                    ^^^^^^^^^
+   = help: did you mean `production`?
+
+n.yml:13:9: warning: item 2 of `notify` is told nothing: a channel limited to `environments` is told no run events
+   |
+13 |     on: [run.failed, run.fixed]
+   |         ^^^^^^^^^^^^^^^^^^^^^^^
+   = help: tell run events on a channel of their own, without `environments`
+
+2 warnings
+"
+    );
+}
+
 #[test]
 fn warnings_do_not_fail() {
     let source = std::fs::read_to_string(
