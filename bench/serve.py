@@ -24,6 +24,9 @@
   watch    the CPU a server spends over 30 s with 50 live environments under a health
            watch at a 1 s interval (an http probe each), against the same server and
            environments with `watch: false`
+  traces   webhook -> first step with traces exported over OTLP/HTTP to a local
+           receiver, against the same server with traces off, alternately (3 x 100
+           deliveries each)
   sandbox  a host job of 100 `true` steps and one of 1 step, per-step cost from the
            jobs' recorded times (median of 7 runs each), with the host-job sandbox on
            and off (`--host-sandbox`), alternately; the difference is the sandbox's cost
@@ -64,8 +67,9 @@ def git(*args, cwd=None):
 
 
 class Server:
-    def __init__(self, tmp, pipeline):
+    def __init__(self, tmp, pipeline, extra=()):
         self.tmp = tmp
+        self.extra = list(extra)
         # A root server runs host steps as a uid of each job's own: the marks directory
         # the steps write (--sandbox-write) must be one those uids may reach and write.
         os.chmod(tmp, 0o711)
@@ -91,7 +95,7 @@ class Server:
         self.proc = subprocess.Popen(
             [FERRY, "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data, "--max-runs", "4",
              # The steps' marks go beside the data directory: writable in the sandbox.
-             "--sandbox-write", os.path.join(os.path.dirname(self.data), "marks")],
+             "--sandbox-write", os.path.join(os.path.dirname(self.data), "marks"), *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         self.token = getattr(self, "token", None)
@@ -143,14 +147,14 @@ def finish(tmp, report):
     print(report)
 
 
-def bench_latency():
-    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+def trigger_latencies(tmp, extra=(), n=200):
+    """Webhook -> first step's process, in ms, for `n` deliveries to a fresh server."""
     marks = os.path.join(tmp, "marks")
-    s = Server(tmp, f"jobs:\n  first:\n    run: date +%s%N > {marks}/$FERRY_RUN_ID\n")
+    s = Server(tmp, f"jobs:\n  first:\n    run: date +%s%N > {marks}/$FERRY_RUN_ID\n", extra)
     s.add_repo()
     body = s.push_body()
     lat = []
-    for _ in range(200):
+    for _ in range(n):
         before = set(os.listdir(marks))
         sent = time.time_ns()
         status, _ = s.call("POST", "/api/v1/hooks/github/app", body, signed_headers(body))
@@ -168,6 +172,13 @@ def bench_latency():
                     break
             time.sleep(0.0005)
     s.stop()
+    return lat
+
+
+def bench_latency():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+    marks = os.path.join(tmp, "marks")
+    lat = trigger_latencies(tmp)
     # Baseline: spawning the same step directly.
     base = []
     for i in range(200):
@@ -178,6 +189,42 @@ def bench_latency():
     finish(tmp, f"latency   webhook -> first step: p50 {pct(lat, 0.5):.1f} ms, p99 {pct(lat, 0.99):.1f} ms "
                 f"({len(lat)} deliveries)   direct spawn: p50 {pct(base, 0.5):.2f} ms   goal p50 < 20 ms: "
                 f"{'met' if pct(lat, 0.5) < 20 else 'NOT met'}")
+
+
+class Traces(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver that accepts every export (and counts its bytes)."""
+    received = 0
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(n)
+        Traces.received += n
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def bench_traces():
+    """Trigger latency with traces exported to a local OTLP receiver, against the same
+    server without, alternately (three rounds of 100 deliveries each)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Traces)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{srv.server_address[1]}"
+    on, off = [], []
+    for _ in range(3):
+        for extra, out in (((), off), (("--otlp-endpoint", endpoint), on)):
+            tmp = tempfile.mkdtemp(prefix="ferry-bench-serve-")
+            out.extend(trigger_latencies(tmp, extra, n=100))
+            shutil.rmtree(tmp, ignore_errors=True)
+    srv.shutdown()
+    assert Traces.received > 0, "no trace reached the receiver"
+    print(f"traces    webhook -> first step with traces on: p50 {pct(on, 0.5):.1f} ms, p99 {pct(on, 0.99):.1f} ms   "
+          f"off: p50 {pct(off, 0.5):.1f} ms, p99 {pct(off, 0.99):.1f} ms   ({Traces.received} bytes of OTLP received)   "
+          f"goal p50 < 20 ms: {'met' if pct(on, 0.5) < 20 else 'NOT met'}")
 
 
 def rss_kib(pid):
@@ -639,7 +686,7 @@ def main():
     for n in names:
         {"latency": bench_latency, "memory": bench_memory, "intake": bench_intake, "list": bench_list,
          "deliver": bench_deliver, "sandbox": bench_sandbox, "metrics": bench_metrics,
-         "notify": bench_notify, "watch": bench_watch}[n]()
+         "notify": bench_notify, "watch": bench_watch, "traces": bench_traces}[n]()
 
 
 if __name__ == "__main__":

@@ -163,6 +163,11 @@ impl Supervisor {
             .and_then(|r| r.state.lock().ok().map(|s| s.clone()))
     }
 
+    /// The environments with a supervised process: (repository id, environment).
+    pub async fn supervised(&self) -> Vec<(String, String)> {
+        self.running.lock().await.keys().cloned().collect()
+    }
+
     /// What each supervised environment's process group uses now: (repository id,
     /// environment, workload), from one reading of `/proc`.
     pub async fn workloads(&self) -> Vec<(String, String, Workload)> {

@@ -660,10 +660,9 @@ pub(crate) async fn sample_workloads(
         let supervised: std::collections::HashSet<(String, String)> = state
             .deliverer
             .supervisor()
-            .workloads()
+            .supervised()
             .await
             .into_iter()
-            .map(|(repo, env, _)| (repo, env))
             .collect();
         let live = state
             .store
