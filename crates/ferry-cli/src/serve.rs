@@ -156,7 +156,12 @@ pub struct ServeArgs {
     /// Export each run and deployment as an OpenTelemetry trace to this OTLP/HTTP
     /// endpoint (`http://collector:4318`: traces go to `/v1/traces` under it).
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when set, is the full traces URL instead.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub otlp_endpoint: Option<String>,
     /// Headers of each trace export, `NAME=VALUE,NAME2=VALUE2` (values
     /// percent-encoded), e.g. a tracing backend's API key.

@@ -32,6 +32,8 @@ pub struct Diagnostic {
     pub span: Span,
     pub message: String,
     pub help: Option<String>,
+    /// What the span covers may be a credential: the excerpt shows `*` in its place.
+    pub masked: bool,
 }
 
 /// The most characters of a source line a diagnostic shows.
@@ -44,6 +46,7 @@ impl Diagnostic {
             span,
             message: message.into(),
             help: None,
+            masked: false,
         }
     }
 
@@ -56,6 +59,12 @@ impl Diagnostic {
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// The excerpt will hide what the span covers (see [`Diagnostic::masked`]).
+    pub fn masked(mut self) -> Self {
+        self.masked = true;
         self
     }
 
@@ -89,7 +98,7 @@ impl Diagnostic {
             self.message
         );
         if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
-            let chars: Vec<char> = text.replace('\t', " ").chars().collect();
+            let mut chars: Vec<char> = text.replace('\t', " ").chars().collect();
             let width = line.to_string().len();
             let pad = " ".repeat(width);
             let mut start = col.saturating_sub(1).min(chars.len());
@@ -98,6 +107,11 @@ impl Diagnostic {
             } else {
                 chars.len()
             };
+            if self.masked {
+                for c in &mut chars[start..end] {
+                    *c = '*';
+                }
+            }
             // A very long line is shown as a window around the place.
             let (first, last) = if chars.len() > MAX_LINE {
                 let first = start.saturating_sub(MAX_LINE / 4);

@@ -91,6 +91,17 @@ impl Loader {
             .push(Diagnostic::error(span, message).with_help(help));
     }
 
+    /// An error whose excerpt hides what the span covers (it may be a credential).
+    pub(crate) fn masked_error(
+        &mut self,
+        span: Span,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::error(span, message).with_help(help).masked());
+    }
+
     pub(crate) fn type_error(&mut self, node: &Node, what: &str, expected: &str, example: &str) {
         self.error(
             node.span,

@@ -635,7 +635,7 @@ impl Loader {
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok && name.contains("://") {
             // A pasted URL is the credential itself: said without repeating it.
-            self.error(
+            self.masked_error(
                 node.span,
                 format!("{what}: a URL here is a credential in the repository"),
                 format!(
@@ -645,9 +645,10 @@ impl Loader {
             return None;
         }
         if !ok {
-            self.error(
+            // Not repeated: what is written here may be the secret itself (a token).
+            self.masked_error(
                 node.span,
-                format!("{what}: `{name}` is not a secret's name"),
+                format!("{what}: this is not a secret's name"),
                 format!("name a repository secret (letters, digits, `_`): {example}"),
             );
             return None;

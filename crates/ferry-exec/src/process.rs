@@ -53,6 +53,14 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// one while the spawning thread waits, on every step. The server's own PATH is looked
 /// up once per process; a step that sets PATH gets a lookup of its own. If `sh` is not
 /// found, the child searches (and reports) as before.
+/// Variables of Ferry's own environment a step never gets, even unsandboxed: the key
+/// that opens every secret, the SMTP relay's URL (its password), and the OpenTelemetry
+/// exporter's settings (a tracing backend's API key; an instrumented tool in a build
+/// would also send its own traces to Ferry's backend with it).
+pub fn withheld(name: &str) -> bool {
+    matches!(name, "FERRY_SECRET_KEY" | "FERRY_SMTP_URL") || name.starts_with("OTEL_EXPORTER_OTLP_")
+}
+
 fn shell(spec: &StepSpec) -> std::path::PathBuf {
     static OURS: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let find = |path: Option<&std::ffi::OsStr>| which::which_in("sh", path, &spec.cwd).ok();
@@ -106,9 +114,7 @@ pub async fn run_in(
             let mut env: Vec<(String, String)> = if spec.clear_env {
                 Vec::new()
             } else {
-                std::env::vars()
-                    .filter(|(k, _)| k != "FERRY_SECRET_KEY")
-                    .collect()
+                std::env::vars().filter(|(k, _)| !withheld(k)).collect()
             };
             env.extend(spec.env.iter().cloned());
             let start = crate::helper::Start {
@@ -129,7 +135,9 @@ pub async fn run_in(
             if spec.clear_env {
                 cmd.env_clear();
             }
-            cmd.env_remove("FERRY_SECRET_KEY");
+            for (k, _) in std::env::vars().filter(|(k, _)| withheld(k)) {
+                cmd.env_remove(k);
+            }
             cmd.arg("-e")
                 .arg("-c")
                 .arg(&spec.script)
@@ -280,7 +288,23 @@ fn exit_code(s: std::process::ExitStatus) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::shell;
+    use super::{shell, withheld};
+
+    #[test]
+    fn the_servers_own_secrets_are_withheld_from_steps() {
+        for name in [
+            "FERRY_SECRET_KEY",
+            "FERRY_SMTP_URL",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ] {
+            assert!(withheld(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "FERRY_RUN_ID", "OTEL_SERVICE_NAME"] {
+            assert!(!withheld(name), "{name}");
+        }
+    }
     use crate::StepSpec;
 
     /// `sh` is found where the step's own PATH says, once per PATH; a PATH without it

@@ -52,10 +52,16 @@ pub struct TraceConfig {
 /// The traces URL of an OTLP endpoint given as `OTEL_EXPORTER_OTLP_ENDPOINT` is (a
 /// base: `/v1/traces` is added), or why it is not one.
 pub fn traces_url(base: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(base).map_err(|e| format!("`{base}`: {e}"))?;
+    // Messages show the URL without a user, password or query (credentials).
+    let shown = match reqwest::Url::parse(base) {
+        Ok(u) => without_secrets(&u),
+        Err(_) if base.contains('@') || base.contains('?') => "the endpoint".to_string(),
+        Err(_) => base.to_string(),
+    };
+    let url = reqwest::Url::parse(base).map_err(|e| format!("`{shown}`: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "`{base}`: an OTLP/HTTP endpoint is http:// or https://"
+            "`{shown}`: an OTLP/HTTP endpoint is http:// or https://"
         ));
     }
     Ok(format!("{}/v1/traces", base.trim_end_matches('/')))
@@ -142,8 +148,9 @@ pub(crate) async fn export(
     let mut batch: Vec<Span> = Vec::new();
     loop {
         let first = tokio::select! {
-            s = rx.recv() => s,
+            biased;
             _ = stop.cancelled() => None,
+            s = rx.recv() => s,
         };
         let Some(first) = first else { break };
         batch.push(first);
@@ -189,8 +196,10 @@ pub(crate) async fn export(
 }
 
 fn client(config: &TraceConfig) -> Result<reqwest::Client, String> {
+    // No redirects: one would carry the headers (an API key) to wherever it points.
     let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")));
     if let Some(pem) = &config.ca_pem {
         for cert in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())? {
@@ -223,17 +232,17 @@ async fn send(
         }
         let (why, after) = match req.send().await {
             Ok(r) if r.status().is_success() => {
-                let bytes = r.bytes().await.unwrap_or_default();
-                let rejected = ExportTraceServiceResponse::decode(bytes.as_ref())
+                let bytes = read_at_most(r, 64 * 1024).await;
+                let rejected = ExportTraceServiceResponse::decode(bytes.as_slice())
                     .ok()
                     .and_then(|r| r.partial_success)
                     .filter(|p| p.rejected_spans > 0);
                 match rejected {
                     Some(p) => {
+                        let why: String = p.error_message.chars().take(256).collect();
                         tracing::warn!(
-                            "traces: the backend rejected {} of {n} spans: {}",
+                            "traces: the backend rejected {} of {n} spans: {why:?}",
                             p.rejected_spans,
-                            p.error_message
                         );
                         metrics.trace_spans_dropped.inc_by(p.rejected_spans as u64);
                         metrics
@@ -282,6 +291,20 @@ async fn send(
     }
 }
 
+/// The first `limit` bytes of an answer's body (a backend's answer is small; a hostile
+/// one is not read whole).
+async fn read_at_most(mut r: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    out
+}
+
 /// What went wrong at the bottom of `e` (without the URL, which reqwest's message
 /// has).
 fn root_cause(e: &reqwest::Error) -> String {
@@ -293,16 +316,57 @@ fn root_cause(e: &reqwest::Error) -> String {
 }
 
 impl TraceConfig {
-    /// The URL without a user or password in it, for messages.
+    /// The URL without a user, password or query in it, for messages.
     fn url_without_secrets(&self) -> String {
         match reqwest::Url::parse(&self.url) {
-            Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.to_string()
-            }
+            Ok(u) => without_secrets(&u),
             Err(_) => "the OTLP endpoint".into(),
         }
+    }
+}
+
+/// `url` without its user, password and query (credentials), for messages.
+fn without_secrets(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.to_string()
+}
+
+/// Text that leaves for the tracing backend (a reason, an error): credentials in URLs
+/// (`user:password@`, a query) are cut out, and it is at most 512 bytes.
+fn scrubbed(text: &str) -> String {
+    let mut out = text
+        .split(' ')
+        .map(scrub_word)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if out.len() > 512 {
+        let mut cut = 509;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str("...");
+    }
+    out
+}
+
+/// A word, or the URL in it without its credentials.
+fn scrub_word(word: &str) -> String {
+    let Some(at) = word.find("://") else {
+        return word.to_string();
+    };
+    // The scheme begins after the last character no scheme has (`(`, `"`, `=` …).
+    let start = word[..at]
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .map_or(0, |p| p + 1);
+    match reqwest::Url::parse(&word[start..]) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() || u.query().is_some() => {
+            format!("{}{}", &word[..start], without_secrets(&u))
+        }
+        _ => word.to_string(),
     }
 }
 
@@ -410,7 +474,7 @@ fn status(
         message: if ok {
             String::new()
         } else {
-            message.unwrap_or_default().to_string()
+            scrubbed(message.unwrap_or_default())
         },
         code: if ok {
             StatusCode::Ok
@@ -722,7 +786,7 @@ impl EventSink for RunTrace {
                     kv("ferry.job.attempts", attempts as i64),
                 ];
                 if let Some(reason) = reason {
-                    s.attributes.push(kv("ferry.job.reason", *reason));
+                    s.attributes.push(kv("ferry.job.reason", scrubbed(reason)));
                 }
                 if let Some(t) = tests {
                     s.attributes.push(kv("ferry.tests.passed", t.passed));
@@ -783,7 +847,7 @@ pub fn deployment(
         );
         s.attributes.push(kv(
             "ferry.deployment.reason",
-            d.reason.clone().unwrap_or_default(),
+            scrubbed(d.reason.as_deref().unwrap_or_default()),
         ));
         s.status = status(false, d.reason.as_deref());
         return vec![s];
@@ -901,6 +965,17 @@ pub fn deployment(
 /// [`deployment`]), when traces are on.
 pub(crate) async fn deployment_changed(state: &crate::AppState, d: &Deployment, repository: &str) {
     let Some(tracer) = &state.tracer else { return };
+    // Only a deployment that went live or ended has spans: nothing to read before.
+    if !matches!(
+        d.status,
+        DeploymentStatus::Live
+            | DeploymentStatus::Failed
+            | DeploymentStatus::RolledBack
+            | DeploymentStatus::Rejected
+            | DeploymentStatus::Cancelled
+    ) {
+        return;
+    }
     let target = match state.store.release(&d.repository_id, &d.release_id).await {
         Ok(release) => ferry_deliver::deliverer::delivery_of(&release)
             .ok()
@@ -924,6 +999,70 @@ pub(crate) async fn deployment_changed(state: &crate::AppState, d: &Deployment, 
 mod tests {
     use super::*;
     use ferry_store::DeploymentKind;
+
+    #[test]
+    fn credentials_in_urls_never_leave_in_spans_or_messages() {
+        assert_eq!(
+            scrubbed(
+                "verification failed: GET https://ops:pw@app.example.com/healthz?token=s3 answered 503"
+            ),
+            "verification failed: GET https://app.example.com/healthz answered 503"
+        );
+        assert_eq!(scrubbed("(http://u:p@h/x)"), "(http://h/x)");
+        assert_eq!(scrubbed("exit code 3"), "exit code 3");
+        let long = "x".repeat(2000);
+        assert_eq!(scrubbed(&long).len(), 512);
+        let err = traces_url("ftp://user:hunter2@collector/?key=k2").expect_err("ftp");
+        assert!(!err.contains("hunter2") && !err.contains("k2"), "{err}");
+        let err = traces_url("http://user:hunter2@[bad/").expect_err("bad");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// A redirect is not followed: it would carry the headers (an API key) along.
+    #[tokio::test]
+    async fn an_export_does_not_follow_redirects() {
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = hits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(|| async {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [("location", "/elsewhere")],
+                    )
+                }),
+            )
+            .route(
+                "/elsewhere",
+                axum::routing::post(move || {
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async { axum::http::StatusCode::OK }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = TraceConfig {
+            url: format!("http://127.0.0.1:{port}/v1/traces"),
+            headers: vec![("api-key".into(), "k".into())],
+            ca_pem: None,
+        };
+        let metrics = crate::metrics::Metrics::new();
+        let spans = deployment(&deployment_at(DeploymentStatus::Failed), "shop", None, &[]);
+        send(
+            &client(&config).expect("client"),
+            &config,
+            spans,
+            &metrics,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(metrics.trace_spans_dropped.get(), 4);
+    }
 
     #[test]
     fn endpoints_and_headers_read_as_the_otlp_variables_say() {

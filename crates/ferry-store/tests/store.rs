@@ -1180,11 +1180,17 @@ async fn users_and_tokens(f: &Fixture) {
             .expect("lookup")
             .is_none()
     );
-    assert!(
-        s.tokens(&ada.id).await.expect("list")[0]
-            .last_used_at
-            .is_some(),
-        "use is recorded"
+    let used = s.tokens(&ada.id).await.expect("list")[0].last_used_at;
+    assert!(used.is_some(), "use is recorded");
+    // Used again within the minute: not written again (no write per request).
+    s.user_by_token_hash("hash-1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(
+        s.tokens(&ada.id).await.expect("list")[0].last_used_at,
+        used,
+        "recorded to the minute"
     );
     s.revoke_token(&t.id).await.expect("revoke");
     assert!(
