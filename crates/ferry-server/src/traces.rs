@@ -852,15 +852,7 @@ pub fn deployment(
         s.status = status(false, d.reason.as_deref());
         return vec![s];
     }
-    let ended = matches!(
-        d.status,
-        DeploymentStatus::Live
-            | DeploymentStatus::Failed
-            | DeploymentStatus::RolledBack
-            | DeploymentStatus::Rejected
-            | DeploymentStatus::Cancelled
-    );
-    if !ended {
+    if !traced(d.status) {
         return Vec::new();
     }
     let start = ms_to_ns(d.created_at);
@@ -961,19 +953,24 @@ pub fn deployment(
     spans
 }
 
-/// Sends the spans of deployment `d` that reached its status just now (see
-/// [`deployment`]), when traces are on.
-pub(crate) async fn deployment_changed(state: &crate::AppState, d: &Deployment, repository: &str) {
-    let Some(tracer) = &state.tracer else { return };
-    // Only a deployment that went live or ended has spans: nothing to read before.
-    if !matches!(
-        d.status,
+/// Whether a deployment in `status` has (had) its trace sent: it went live or ended.
+fn traced(status: DeploymentStatus) -> bool {
+    matches!(
+        status,
         DeploymentStatus::Live
             | DeploymentStatus::Failed
             | DeploymentStatus::RolledBack
             | DeploymentStatus::Rejected
             | DeploymentStatus::Cancelled
-    ) {
+    )
+}
+
+/// Sends the spans of deployment `d` that reached its status just now (see
+/// [`deployment`]), when traces are on.
+pub(crate) async fn deployment_changed(state: &crate::AppState, d: &Deployment, repository: &str) {
+    let Some(tracer) = &state.tracer else { return };
+    // Only a deployment that went live or ended has spans: nothing to read before.
+    if !traced(d.status) {
         return;
     }
     let target = match state.store.release(&d.repository_id, &d.release_id).await {
