@@ -1,6 +1,6 @@
 //! The server's own log: `tracing` events from every crate, on standard error.
 //!
-//! Levels come from `FERRY_LOG` (`EnvFilter` syntax: `info`, `debug`,
+//! Levels come from `FERRY_LOG`, else `RUST_LOG` (`EnvFilter` syntax: `info`, `debug`,
 //! `ferry_server=debug,ferry_deliver=trace`; default `info`). The format is `human`
 //! (colours on a terminal) or `json` (one object per line, for a log collector).
 
@@ -18,17 +18,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// The filter `FERRY_LOG` asks for, or why it cannot be read.
-pub fn filter(spec: Option<&str>) -> Result<EnvFilter, String> {
+/// The filter the variable `var` (`FERRY_LOG` or `RUST_LOG`) asks for with `spec`, or
+/// why it cannot be read.
+pub fn filter(var: &str, spec: Option<&str>) -> Result<EnvFilter, String> {
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(EnvFilter::new("info")),
-        Some(s) => EnvFilter::try_new(s).map_err(|e| format!("FERRY_LOG=`{s}`: {e}")),
+        Some(s) => EnvFilter::try_new(s).map_err(|e| format!("{var}=`{s}`: {e}")),
+    }
+}
+
+/// Which variable sets the levels: `FERRY_LOG` when set, else `RUST_LOG` (as other
+/// Rust programs read it), and what it says.
+fn levels() -> (&'static str, Option<String>) {
+    match std::env::var("FERRY_LOG") {
+        Ok(s) if !s.trim().is_empty() => ("FERRY_LOG", Some(s)),
+        _ => ("RUST_LOG", std::env::var("RUST_LOG").ok()),
     }
 }
 
 /// Installs the subscriber for this process (once; a second call changes nothing).
 pub fn init(format: LogFormat) -> Result<(), String> {
-    let filter = filter(std::env::var("FERRY_LOG").ok().as_deref())?;
+    let (var, spec) = levels();
+    let filter = filter(var, spec.as_deref())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::CLOSE)
@@ -48,11 +59,13 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert!(filter(None).is_ok());
-        assert!(filter(Some("")).is_ok());
-        assert!(filter(Some("debug")).is_ok());
-        assert!(filter(Some("ferry_server=debug,ferry_deliver=trace")).is_ok());
-        let err = filter(Some("ferry_server=loud")).expect_err("bad level");
+        assert!(filter("FERRY_LOG", None).is_ok());
+        assert!(filter("FERRY_LOG", Some("")).is_ok());
+        assert!(filter("FERRY_LOG", Some("debug")).is_ok());
+        assert!(filter("FERRY_LOG", Some("ferry_server=debug,ferry_deliver=trace")).is_ok());
+        let err = filter("FERRY_LOG", Some("ferry_server=loud")).expect_err("bad level");
         assert!(err.starts_with("FERRY_LOG=`ferry_server=loud`: "), "{err}");
+        let err = filter("RUST_LOG", Some("x=loud")).expect_err("bad level");
+        assert!(err.starts_with("RUST_LOG=`x=loud`: "), "{err}");
     }
 }

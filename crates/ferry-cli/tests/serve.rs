@@ -497,6 +497,34 @@ fn nested_deploy_mounts_are_refused_at_start() {
     );
 }
 
+/// The server's log levels come from `FERRY_LOG`, else `RUST_LOG`: a filter that does
+/// not read stops the start, naming the variable.
+#[test]
+fn log_levels_come_from_ferry_log_or_rust_log() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for (envs, want) in [
+        (
+            vec![("RUST_LOG", "ferry_server=loud")],
+            "RUST_LOG=`ferry_server=loud`",
+        ),
+        (
+            vec![("FERRY_LOG", "x=loud"), ("RUST_LOG", "info")],
+            "FERRY_LOG=`x=loud`",
+        ),
+    ] {
+        let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .env_remove("FERRY_LOG")
+            .env_remove("RUST_LOG")
+            .envs(envs)
+            .output()
+            .expect("ferry serve");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}
+
 /// A trace exporter that cannot work is refused at start, naming what is wrong and
 /// never echoing a header's value (an API key).
 #[test]
