@@ -32,9 +32,11 @@ mod repos;
 mod row;
 mod runs;
 pub mod secrets;
+mod sessions;
 mod settings;
 mod users;
 pub use repos::AWAITING_APPROVAL;
+pub use sessions::Session;
 pub use users::{FORGES, forge_identity};
 mod writes;
 

@@ -76,6 +76,14 @@ impl Store {
     }
 
     /// Stores a token by the hash of its secret.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
     pub async fn create_token(&self, user_id: &str, name: &str, hash: &str) -> Result<Token> {
         let _turn = self.turn().await;
         let id = uuid::Uuid::now_v7().to_string();

@@ -113,7 +113,92 @@ both!(
     old_finished_runs_are_prunable_but_released_ones,
     health_changes_are_recorded_once,
     notifications_are_claimed_once_and_keep_every_attempt,
+    sessions_end_by_sign_out_expiry_idleness_and_their_token,
 );
+
+/// A web session is found by the hash of its secret while it lives: not after sign-out,
+/// expiry, a long idle time, or its token's revocation; ended ones are swept.
+async fn sessions_end_by_sign_out_expiry_idleness_and_their_token(f: &Fixture) {
+    let s = f.open().await;
+    let ada = s.create_user("ada", "developer").await.expect("user");
+    let bob = s.create_user("bob", "viewer").await.expect("user");
+    let t = s
+        .create_token(&ada.id, "web", "token-hash")
+        .await
+        .expect("token");
+    let t2 = s
+        .create_token(&ada.id, "other", "token-hash-2")
+        .await
+        .expect("token");
+    let later = ferry_store::now_ms() + 3_600_000;
+    let hour = 3_600_000;
+    let first = s
+        .create_session(&ada.id, &t.id, "s1", later)
+        .await
+        .expect("session");
+    assert_eq!(
+        (first.user_id.as_str(), first.token_id.as_str()),
+        (ada.id.as_str(), t.id.as_str())
+    );
+    let (user, found) = s
+        .session_by_hash("s1", hour)
+        .await
+        .expect("read")
+        .expect("live");
+    assert_eq!(
+        (user.name.as_str(), found.id.as_str()),
+        ("ada", first.id.as_str())
+    );
+    assert!(
+        s.session_by_hash("nope", hour)
+            .await
+            .expect("read")
+            .is_none()
+    );
+    // Idle for longer than allowed (0 ms here): ended.
+    assert!(s.session_by_hash("s1", 0).await.expect("read").is_none());
+    // Expired.
+    s.create_session(&ada.id, &t.id, "s2", ferry_store::now_ms() - 1)
+        .await
+        .expect("session");
+    assert!(s.session_by_hash("s2", hour).await.expect("read").is_none());
+    // Signed out: by the hash of its secret, and only by its own user.
+    let other = s
+        .create_session(&ada.id, &t2.id, "s3", later)
+        .await
+        .expect("session");
+    assert!(
+        !s.revoke_session(&bob.id, "s3").await.expect("revoke"),
+        "not bob's"
+    );
+    assert!(s.revoke_session(&ada.id, "s3").await.expect("revoke"));
+    assert!(s.session_by_hash("s3", hour).await.expect("read").is_none());
+    assert!(
+        !s.revoke_session(&ada.id, &other.id).await.expect("revoke"),
+        "once"
+    );
+    // Listed (not revoked ones), then ended with the token it came from.
+    let listed: Vec<String> = s
+        .sessions(&ada.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert!(
+        listed.contains(&first.id) && !listed.contains(&other.id),
+        "{listed:?}"
+    );
+    s.revoke_token(&t.id).await.expect("revoke token");
+    assert!(s.session_by_hash("s1", hour).await.expect("read").is_none());
+    // Ended sessions are swept.
+    assert_eq!(
+        s.sweep_sessions(ferry_store::now_ms() + 1)
+            .await
+            .expect("sweep"),
+        2
+    );
+}
 
 /// A due notification is claimed by one sender; each attempt is kept with what it
 /// led to (a retry later, delivered, or given up); the log lists them newest first.
