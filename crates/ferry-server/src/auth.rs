@@ -97,6 +97,115 @@ impl Caller {
     }
 }
 
+/// The cookie that carries a web session's secret.
+pub const SESSION_COOKIE: &str = "ferry_session";
+/// A web session ends after this long unused.
+pub const SESSION_IDLE_MS: i64 = 12 * 3_600_000;
+/// A web session ends this long after sign-in, however much it is used.
+pub const SESSION_MAX_MS: i64 = 7 * 24 * 3_600_000;
+
+/// The header (or form field `csrf`) a session's changes carry: proof that the page
+/// that sends them was Ferry's own.
+pub const CSRF_HEADER: &str = "x-ferry-csrf";
+
+/// A web session's secret, as the request's cookies carry it.
+pub fn session_secret(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The CSRF token of the session whose secret is `secret`: only a page given it by the
+/// server, or a holder of the cookie, has it (the cookie is `HttpOnly`).
+pub fn csrf_token(secret: &str) -> String {
+    hash_token(&format!("ferry-csrf\0{secret}"))
+}
+
+/// Whether a request that changes something came from Ferry's own pages, as the
+/// browser says: `Sec-Fetch-Site` is `same-origin` or `none` (typed by the user); a
+/// browser that sends none must send an `Origin` of this host. Why not, if not.
+pub fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), &'static str> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            _ => Err("a cross-site request may not change anything"),
+        };
+    }
+    match (get("origin"), get("host")) {
+        (Some(origin), Some(host)) => {
+            let origin_host = origin
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'));
+            if origin_host == Some(host) {
+                Ok(())
+            } else {
+                Err("a request from another origin may not change anything")
+            }
+        }
+        // No browser header at all: not a browser's cross-site request (the
+        // synchronizer token is still required).
+        (None, _) => Ok(()),
+        (Some(_), None) => Err("a request without a Host may not change anything"),
+    }
+}
+
+impl Caller {
+    /// The caller of a request that carries a web session's cookie (and no bearer
+    /// token): the session must live, and a request that may change something must
+    /// come from this origin with the session's CSRF token in [`CSRF_HEADER`].
+    async fn by_session(parts: &Parts, state: &AppState, secret: &str) -> Result<Caller, ApiError> {
+        let (user, _) = state
+            .store
+            .session_by_hash(&hash_token(secret), SESSION_IDLE_MS)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    crate::error::ErrorCode::Unauthorized,
+                    "the session has ended: sign in again",
+                )
+            })?;
+        let safe = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        if !safe {
+            let refuse = |why: &str| {
+                ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    crate::error::ErrorCode::Forbidden,
+                    why.to_string(),
+                )
+            };
+            same_origin(&parts.headers).map_err(refuse)?;
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let want = csrf_token(secret);
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                sent.as_bytes(),
+                want.as_bytes(),
+            )) {
+                return Err(refuse(
+                    "a change made with a session needs its CSRF token (header X-Ferry-CSRF)",
+                ));
+            }
+        }
+        let role = Role::parse(&user.role)
+            .ok_or_else(|| ApiError::internal(format!("user {} has an unknown role", user.name)))?;
+        Ok(Caller { user, role })
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -107,8 +216,13 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(ApiError::unauthorized)?;
+            .and_then(|v| v.to_str().ok());
+        if header.is_none()
+            && let Some(secret) = session_secret(&parts.headers)
+        {
+            return Caller::by_session(parts, state, &secret).await;
+        }
+        let header = header.ok_or_else(ApiError::unauthorized)?;
         let token = header
             .strip_prefix("Bearer ")
             .map(str::trim)
@@ -165,7 +279,8 @@ impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for Need<R> {
     ) -> Result<Self, Self::Rejection> {
         let anonymous = !parts
             .headers
-            .contains_key(axum::http::header::AUTHORIZATION);
+            .contains_key(axum::http::header::AUTHORIZATION)
+            && session_secret(&parts.headers).is_none();
         // Only reads: creating or revoking tokens also needs no more than the viewer
         // role, but always a token.
         let read = parts.method == axum::http::Method::GET;
@@ -237,5 +352,64 @@ mod tests {
         assert!(Role::Admin > Role::Developer && Role::Developer > Role::Viewer);
         assert_eq!(Role::parse("developer"), Some(Role::Developer));
         assert_eq!(Role::parse("root"), None);
+    }
+
+    use axum::http::HeaderMap;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "a=1; ferry_session=s3cret ; b=2")]);
+        assert_eq!(session_secret(&h).as_deref(), Some("s3cret"));
+        let h = headers(&[("cookie", "a=1"), ("cookie", "ferry_session=x")]);
+        assert_eq!(session_secret(&h).as_deref(), Some("x"));
+        assert_eq!(
+            session_secret(&headers(&[("cookie", "ferry_session_old=x")])),
+            None
+        );
+        assert_eq!(
+            session_secret(&headers(&[("cookie", "ferry_session=")])),
+            None
+        );
+        assert_ne!(csrf_token("a"), csrf_token("b"));
+        assert_ne!(
+            csrf_token("a"),
+            hash_token("a"),
+            "not the session's own hash"
+        );
+    }
+
+    #[test]
+    fn changes_must_come_from_this_origin() {
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])).is_ok());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "none")])).is_ok());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-site")])).is_err());
+        assert!(same_origin(&headers(&[("sec-fetch-site", "cross-site")])).is_err());
+        let h = headers(&[
+            ("origin", "https://ferry.example.com"),
+            ("host", "ferry.example.com"),
+        ]);
+        assert!(same_origin(&h).is_ok());
+        let h = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "ferry.example.com"),
+        ]);
+        assert!(same_origin(&h).is_err());
+        let h = headers(&[("origin", "null"), ("host", "ferry.example.com")]);
+        assert!(same_origin(&h).is_err());
+        assert!(
+            same_origin(&headers(&[])).is_ok(),
+            "no browser: the token decides"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Run retention (`ferry serve --keep-runs N`, `--keep-days D`): finished runs beyond a
 //! repository's newest N, or older than D days, are deleted with their logs and
 //! artifacts, at start and every minute; a run a release was sealed from is kept (the
-//! release names it).
+//! release names it). Web sessions that ended a day ago or more are swept at the same
+//! pace.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -11,19 +12,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
 
-/// How often the policy is applied.
+/// How often the policy is applied (and ended sessions swept).
 const EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) async fn retain(state: AppState, stop: CancellationToken) {
     let (keep, keep_for) = (state.config.keep_runs, state.config.keep_for);
-    if keep.is_none() && keep_for.is_none() {
-        return;
-    }
     loop {
-        match prune(&state, keep, keep_for).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("retention: deleted {n} old run(s)"),
-            Err(e) => tracing::warn!("retention: {e}"),
+        if keep.is_some() || keep_for.is_some() {
+            match prune(&state, keep, keep_for).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("retention: deleted {n} old run(s)"),
+                Err(e) => tracing::warn!("retention: {e}"),
+            }
+        }
+        // Web sessions that ended a day ago or more serve nobody.
+        if let Err(e) = state
+            .store
+            .sweep_sessions(ferry_store::now_ms() - 86_400_000)
+            .await
+        {
+            tracing::warn!("retention: sessions: {e}");
         }
         tokio::select! {
             _ = stop.cancelled() => return,

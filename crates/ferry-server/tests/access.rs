@@ -135,3 +135,78 @@ async fn public_reads_open_reads_only() {
     );
     s.stop().await;
 }
+
+/// A web session (its secret in the `ferry_session` cookie) is a caller like a token:
+/// reads need nothing more; a change needs this origin and the session's CSRF token;
+/// the session ends with its token.
+#[tokio::test]
+async fn a_session_cookie_reads_and_changes_only_with_its_csrf_token_from_this_origin() {
+    let s = Server::start().await;
+    let (user, token) = s
+        .store
+        .user_by_token_hash(&ferry_server::auth::hash_token(&s.admin))
+        .await
+        .expect("lookup")
+        .expect("the admin's token");
+    let secret = "web-session-secret-1";
+    s.store
+        .create_session(
+            &user.id,
+            &token.id,
+            &ferry_server::auth::hash_token(secret),
+            ferry_store::now_ms() + 3_600_000,
+        )
+        .await
+        .expect("session");
+    let cookie = format!("theme=dark; ferry_session={secret}");
+    let csrf = ferry_server::auth::csrf_token(secret);
+    let read = s
+        .send(s.request("GET", "/api/v1/repos").header("cookie", &cookie))
+        .await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let bare = s.repository("web", Some("jobs:\n  a:\n    run: 'true'\n"));
+    let body = json!({ "name": "web", "url": bare.display().to_string() });
+    let create = |extra: Vec<(&'static str, String)>| {
+        let mut r = s
+            .request("POST", "/api/v1/repos")
+            .header("cookie", &cookie)
+            .json(&body);
+        for (k, v) in extra {
+            r = r.header(k, v);
+        }
+        r
+    };
+    let no_token = s.send(create(vec![])).await;
+    assert_eq!(no_token.status, 403, "{}", no_token.text);
+    assert!(no_token.text.contains("CSRF"), "{}", no_token.text);
+    let wrong = s.send(create(vec![("x-ferry-csrf", "0".repeat(64))])).await;
+    assert_eq!(wrong.status, 403);
+    let cross_site = s
+        .send(create(vec![
+            ("x-ferry-csrf", csrf.clone()),
+            ("sec-fetch-site", "cross-site".into()),
+        ]))
+        .await;
+    assert_eq!(cross_site.status, 403, "{}", cross_site.text);
+    let other_origin = s
+        .send(create(vec![
+            ("x-ferry-csrf", csrf.clone()),
+            ("origin", "http://evil.example".into()),
+        ]))
+        .await;
+    assert_eq!(other_origin.status, 403, "{}", other_origin.text);
+    let made = s
+        .send(create(vec![
+            ("x-ferry-csrf", csrf.clone()),
+            ("sec-fetch-site", "same-origin".into()),
+        ]))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    // The token revoked: its sessions end with it.
+    s.store.revoke_token(&token.id).await.expect("revoke");
+    let ended = s
+        .send(s.request("GET", "/api/v1/repos").header("cookie", &cookie))
+        .await;
+    assert_eq!(ended.status, 401);
+    assert!(ended.text.contains("session has ended"), "{}", ended.text);
+}
