@@ -19,6 +19,7 @@ pub mod status;
 pub mod tls;
 pub mod traces;
 mod trigger;
+pub mod ui;
 mod watch;
 pub mod webhook;
 
