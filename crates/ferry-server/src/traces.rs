@@ -514,6 +514,8 @@ pub struct RunTrace {
     tracer: Tracer,
     trace: Vec<u8>,
     root: Vec<u8>,
+    /// The root span's name (`run REPO`) and attributes.
+    root_name: String,
     root_attrs: Vec<KeyValue>,
     queued_at: u64,
     state: Mutex<RunState>,
@@ -570,6 +572,7 @@ impl RunTrace {
             tracer,
             trace,
             root,
+            root_name: format!("run {repository}"),
             root_attrs,
             queued_at: ms_to_ns(run.created_at),
             state: Mutex::default(),
@@ -619,37 +622,24 @@ impl RunTrace {
             self.queued_at,
             started,
         );
-        q.attributes.push(kv(
+        let waited = kv(
             "ferry.queue_wait_ms",
             ((started.saturating_sub(self.queued_at)) / 1_000_000) as i64,
-        ));
+        );
+        q.attributes.push(waited.clone());
         self.tracer.send(q);
         let mut root = span(
             &self.trace,
             self.root.clone(),
             &[],
-            String::new(),
+            self.root_name.clone(),
             self.queued_at,
             now,
-        );
-        root.name = format!(
-            "run {}",
-            self.root_attrs
-                .first()
-                .and_then(|a| a.value.as_ref())
-                .and_then(|v| match &v.value {
-                    Some(Value::StringValue(s)) => Some(s.as_str()),
-                    _ => None,
-                })
-                .unwrap_or("")
         );
         root.kind = SpanKind::Server as i32;
         root.attributes = self.root_attrs.clone();
         root.attributes.push(kv("cicd.pipeline.result", result));
-        root.attributes.push(kv(
-            "ferry.queue_wait_ms",
-            ((started.saturating_sub(self.queued_at)) / 1_000_000) as i64,
-        ));
+        root.attributes.push(waited);
         root.status = status_of(status, error);
         self.tracer.send(root);
     }
