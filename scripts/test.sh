@@ -8,8 +8,9 @@ log() { printf '\n== %s\n' "$*"; }
 
 # 1. System packages the tests use: git for real repositories, a POSIX shell, procps,
 #    util-linux's `script` for a pseudo-terminal, PostgreSQL for the store suite, and a
-#    Docker engine, an OCI registry and busybox for the container executor, and
-#    Prometheus' `promtool` to check the metrics' format.
+#    Docker engine, an OCI registry and busybox for the container executor,
+#    Prometheus' `promtool` to check the metrics' format, and Chromium with its
+#    WebDriver for the web UI's browser tests.
 missing=()
 command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
@@ -21,6 +22,9 @@ command -v dockerd >/dev/null || missing+=(docker.io)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The web UI's browser tests: Chromium, driven through chromedriver (WebDriver).
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 # The e-mail notification tests' SMTP sink (Debian's Python, not another one on PATH).
 /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
 if ((${#missing[@]})); then
@@ -106,6 +110,9 @@ docker tag ferry-test/busybox:latest "127.0.0.1:$reg_port/ferry-test/busybox:lat
 docker push -q "127.0.0.1:$reg_port/ferry-test/busybox:latest" >/dev/null
 export FERRY_TEST_IMAGE=ferry-test/busybox:latest
 export FERRY_TEST_REGISTRY="127.0.0.1:$reg_port"
+# The browser tests drive Debian's Chromium through its chromedriver.
+export FERRY_TEST_CHROMEDRIVER="$(command -v chromedriver)"
+export FERRY_TEST_CHROMIUM="$(command -v chromium)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

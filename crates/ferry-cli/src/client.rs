@@ -231,11 +231,11 @@ impl Client {
                 .map_err(|e| Failure::failed(format!("bad response: {e}")))?;
             data.extend_from_slice(&page);
             // Enough lines: cut after the last one wanted.
-            if let Some(lines) = wanted_lines {
-                if let Some(end) = memchr::memchr_iter(b'\n', &data).nth(lines as usize - 1) {
-                    data.truncate(end + 1);
-                    return Ok(data);
-                }
+            if let Some(lines) = wanted_lines
+                && let Some(end) = memchr::memchr_iter(b'\n', &data).nth(lines as usize - 1)
+            {
+                data.truncate(end + 1);
+                return Ok(data);
             }
             match next {
                 Some(next) if !complete && !page.is_empty() => {

@@ -81,11 +81,12 @@ fn main() -> ExitCode {
     let serving = matches!(cli.command, args::Command::Serve(_));
     // Commands other than `serve` log only when asked (FERRY_LOG), so that they start
     // fast; `FERRY_LOG=debug` shows each phase's span with its time.
-    if !serving && std::env::var_os("FERRY_LOG").is_some() {
-        if let Err(e) = logging::init(logging::LogFormat::Human) {
-            eprintln!("{}", style::error_line(&e));
-            return ExitCode::from(exit::USAGE);
-        }
+    if !serving
+        && std::env::var_os("FERRY_LOG").is_some()
+        && let Err(e) = logging::init(logging::LogFormat::Human)
+    {
+        eprintln!("{}", style::error_line(&e));
+        return ExitCode::from(exit::USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

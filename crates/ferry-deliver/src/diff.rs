@@ -178,6 +178,16 @@ pub enum Change {
     Removed,
 }
 
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Changed => "changed",
+            Change::Removed => "removed",
+        }
+    }
+}
+
 /// The live side of a diff: the release live now and the configuration it was
 /// deployed with.
 #[derive(Debug, Clone, Copy)]

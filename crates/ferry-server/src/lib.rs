@@ -355,7 +355,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving");
     }
-    let app = api::router(state.clone());
+    let app = ui::router(state.clone(), api::router(state.clone()), tls.is_some());
     let (stop_http, stopping) = (stop.clone(), state.stopping.clone());
     let shutdown = async move {
         shutdown.await;

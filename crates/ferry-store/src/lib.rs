@@ -51,8 +51,8 @@ pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use health::{EnvironmentHealth, Health, HealthChange};
 pub use logs::{
-    LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log, packed_path,
-    tail_offset,
+    Found, LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log,
+    packed_path, search_log, tail_offset,
 };
 pub use model::*;
 pub use notifications::{

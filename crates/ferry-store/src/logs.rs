@@ -727,6 +727,120 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The time index's entries that cover bytes `[from, to)` of a job's log: the last
+    /// at or before `from` (if any), then every one after it before `to`. Each line's
+    /// number and time in that range follow from them.
+    pub async fn log_index_range(
+        &self,
+        job_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<LogIndexEntry>> {
+        let from_i = i64::try_from(from).unwrap_or(i64::MAX);
+        let to_i = i64::try_from(to).unwrap_or(i64::MAX);
+        let first = sqlx::query(&index_query(
+            "AND byte_offset <= $2 ORDER BY byte_offset DESC LIMIT 1",
+        ))
+        .bind(job_id)
+        .bind(from_i)
+        .fetch_optional(&self.pool)
+        .await?;
+        let rest = sqlx::query(&index_query(
+            "AND byte_offset > $2 AND byte_offset < $3 ORDER BY byte_offset",
+        ))
+        .bind(job_id)
+        .bind(from_i)
+        .bind(to_i)
+        .fetch_all(&self.pool)
+        .await?;
+        first
+            .iter()
+            .chain(rest.iter())
+            .map(log_index_entry_from_row)
+            .collect()
+    }
+}
+
+/// A line of a log that holds what was searched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// 1-based.
+    pub line: u64,
+    /// Where the line starts.
+    pub offset: u64,
+    /// The line (its first [`FOUND_TEXT`] bytes).
+    pub text: Vec<u8>,
+}
+
+/// How much of a found line is kept.
+pub const FOUND_TEXT: usize = 400;
+/// A "line" longer than this is searched in pieces of this size.
+const LONGEST_LINE: usize = 4 << 20;
+
+/// The lines of a log that hold `needle` (ASCII letters in any case), the first
+/// `limit` of them, and whether there are more. Reads the log once, in 1 MiB pieces.
+pub fn search_log<R: Read>(
+    mut log: R,
+    needle: &str,
+    limit: usize,
+) -> std::io::Result<(Vec<Found>, bool)> {
+    let needle = needle.to_ascii_lowercase().into_bytes();
+    let mut found = Vec::new();
+    if needle.is_empty() || limit == 0 {
+        return Ok((found, false));
+    }
+    let finder = memchr::memmem::Finder::new(&needle);
+    // `data` starts at byte `base` of the log, at the start of line `line`.
+    let (mut data, mut base, mut line) = (Vec::<u8>::new(), 0u64, 1u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = log.read(&mut buf)?;
+        let last = n == 0;
+        data.extend_from_slice(&buf[..n]);
+        // Whole lines only, unless the log ended or a line is too long to hold.
+        let upto = if last || data.len() > LONGEST_LINE {
+            data.len()
+        } else {
+            match memchr::memrchr(b'\n', &data) {
+                Some(nl) => nl + 1,
+                None => continue,
+            }
+        };
+        let lower = data[..upto].to_ascii_lowercase();
+        let (mut line_start, mut counted) = (0usize, 0usize);
+        let mut last_line = None;
+        for at in finder.find_iter(&lower) {
+            // The line holding `at`: count the newlines up to it.
+            line += memchr::memchr_iter(b'\n', &lower[counted..at]).count() as u64;
+            if let Some(nl) = memchr::memrchr(b'\n', &lower[counted..at]) {
+                line_start = counted + nl + 1;
+            }
+            counted = at;
+            if last_line == Some(line) {
+                continue;
+            }
+            last_line = Some(line);
+            if found.len() == limit {
+                return Ok((found, true));
+            }
+            let end =
+                memchr::memchr(b'\n', &data[line_start..upto]).map_or(upto, |e| line_start + e);
+            found.push(Found {
+                line,
+                offset: base + line_start as u64,
+                text: data[line_start..end.min(line_start + FOUND_TEXT)].to_vec(),
+            });
+        }
+        line += memchr::memchr_iter(b'\n', &lower[counted..upto]).count() as u64;
+        base += upto as u64;
+        data.drain(..upto);
+        if last {
+            return Ok((found, false));
+        }
+    }
+}
+
 /// A query of one job's time index (`$1`: the job), narrowed and ordered by `rest`.
 fn index_query(rest: &str) -> String {
     format!("SELECT {LOG_INDEX_COLUMNS} FROM log_chunks WHERE job_id = $1 {rest}")
@@ -797,6 +911,34 @@ pub fn tail_offset<F: std::io::Read + std::io::Seek>(
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+
+    #[test]
+    fn search_finds_lines_in_any_case_once_each_with_numbers_and_offsets() {
+        let log = b"one\nTwo two\nthree\nfour TWO\nlast two";
+        let (found, more) = super::search_log(&log[..], "two", 10).expect("reads");
+        let lines: Vec<_> = found.iter().map(|f| (f.line, f.offset)).collect();
+        assert_eq!(lines, [(2, 4), (4, 18), (5, 27)]);
+        assert_eq!(found[0].text, b"Two two");
+        assert_eq!(found[2].text, b"last two");
+        assert!(!more);
+        let (found, more) = super::search_log(&log[..], "two", 2).expect("reads");
+        assert_eq!(found.len(), 2);
+        assert!(more);
+    }
+
+    #[test]
+    fn search_counts_lines_across_pieces() {
+        // Lines across several 1 MiB reads: the numbers stay exact.
+        let mut log = Vec::new();
+        for i in 1..=200_000u32 {
+            log.extend_from_slice(format!("line {i:06} of the log\n").as_bytes());
+        }
+        let (found, _) = super::search_log(&log[..], "line 150000", 5).expect("reads");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, 150_000);
+        let at = found[0].offset as usize;
+        assert!(log[at..].starts_with(b"line 150000"));
+    }
 
     use super::{Packing, open_log, packed_path, tail_offset};
 

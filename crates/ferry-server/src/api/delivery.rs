@@ -604,6 +604,11 @@ pub(crate) async fn events(
                 return;
             }
         }
+        // What was stored has been sent: from here on, every event is a change.
+        let synced = Ok(Event::default().event("synced").data("{}"));
+        if tx.send(synced).await.is_err() {
+            return;
+        }
         loop {
             let event = tokio::select! {
                 e = rx.recv() => e,

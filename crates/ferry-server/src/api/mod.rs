@@ -634,6 +634,21 @@ pub const ROUTES: &[Route] = &[
         "Revoke a token",
         || delete(users::revoke_token),
     ),
+    Route::new(
+        GET,
+        "/api/v1/sessions",
+        VIEWER,
+        "The caller's web sessions (never their secrets)",
+        || get(users::sessions),
+    )
+    .ok::<users::SessionList>(),
+    Route::new(
+        DELETE,
+        "/api/v1/sessions/{session}",
+        VIEWER,
+        "End one of the caller's web sessions",
+        || delete(users::end_session),
+    ),
 ];
 
 pub(crate) fn router(state: AppState) -> Router {
@@ -658,7 +673,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// The server's log: one line per request, with its method, its route (the template,
 /// e.g. `/api/v1/runs/{id}`: never a query string, so never a token in one), the status
 /// and how long the answer took (to its headers; a stream goes on after).
-async fn log_request(
+pub(crate) async fn log_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

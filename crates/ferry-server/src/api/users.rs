@@ -210,3 +210,57 @@ pub(crate) async fn revoke_token(
     s.store.revoke_token(&token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A web session of the caller's (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub session: ferry_store::Session,
+    /// The session this request came with.
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// `GET /api/v1/sessions`: the caller's web sessions that have not ended.
+pub(crate) async fn sessions(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsViewer>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<SessionList>, ApiError> {
+    let current = match crate::auth::session_secret(&headers) {
+        Some(secret) => s
+            .store
+            .session_by_hash(&hash_token(&secret), crate::auth::SESSION_IDLE_MS)
+            .await?
+            .map(|(_, session)| session.id),
+        None => None,
+    };
+    let sessions = s
+        .store
+        .sessions(&caller.user.id)
+        .await?
+        .into_iter()
+        .map(|session| SessionView {
+            current: current.as_deref() == Some(session.id.as_str()),
+            session,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// `DELETE /api/v1/sessions/{session}`: ends one of the caller's web sessions (its
+/// cookie is worth nothing after, wherever a copy of it is).
+pub(crate) async fn end_session(
+    State(s): State<AppState>,
+    Need(caller, _): Need<AsViewer>,
+    Path(session): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !s.store.revoke_session(&caller.user.id, &session).await? {
+        return Err(ApiError::not_found(format!("session {session} not found")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -219,6 +219,29 @@ pub fn to_html(log: &[u8]) -> String {
     AnsiHtml::new().push(log)
 }
 
+/// The text of a log's bytes without its escape sequences (to be escaped by whoever
+/// shows it).
+pub fn strip(log: &[u8]) -> String {
+    struct Plain(String);
+    impl Perform for Plain {
+        fn print(&mut self, c: char) {
+            self.0.push(c);
+        }
+        fn execute(&mut self, byte: u8) {
+            if byte == b'\t' || byte == b'\n' {
+                self.0.push(byte as char);
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(log);
+    let mut plain = Plain(String::with_capacity(text.len()));
+    let mut parser = Parser::<anstyle_parse::DefaultCharAccumulator>::new();
+    for b in text.bytes() {
+        parser.advance(&mut plain, b);
+    }
+    plain.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

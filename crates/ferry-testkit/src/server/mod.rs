@@ -11,6 +11,8 @@ mod client;
 mod delivery;
 mod openapi;
 mod wait;
+mod web;
+pub use web::{Page, Web, http, input_value};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
