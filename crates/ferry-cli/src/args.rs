@@ -26,8 +26,12 @@ pub enum Command {
     Runs(RunsArgs),
     /// Show the logs of a run, or of one of its jobs.
     Logs(LogsArgs),
-    /// Run the CI server: API, triggers, queue.
+    /// Run the CI server: web UI, API, triggers, queue.
     Serve(Box<crate::serve::ServeArgs>),
+    /// Ferry's whole loop on this machine: a server on a temporary directory, DIR's
+    /// pipeline run, its release deployed to the environments that deploy on their
+    /// own, the rest waiting; prints the web UI's and each environment's address.
+    Up(crate::up::UpArgs),
     /// Ask a server to run a ref of a repository.
     Trigger {
         /// The repository's name on the server.

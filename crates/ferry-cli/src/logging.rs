@@ -20,9 +20,15 @@ pub enum LogFormat {
 
 /// The filter the variable `var` (`FERRY_LOG` or `RUST_LOG`) asks for with `spec`, or
 /// why it cannot be read.
-pub fn filter(var: &str, spec: Option<&str>) -> Result<EnvFilter, String> {
+#[cfg(test)]
+fn filter(var: &str, spec: Option<&str>) -> Result<EnvFilter, String> {
+    filter_or(var, spec, "info")
+}
+
+/// [`filter`], with `default` when the variable says nothing.
+fn filter_or(var: &str, spec: Option<&str>, default: &str) -> Result<EnvFilter, String> {
     match spec.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(EnvFilter::new("info")),
+        None => Ok(EnvFilter::new(default)),
         Some(s) => EnvFilter::try_new(s).map_err(|e| format!("{var}=`{s}`: {e}")),
     }
 }
@@ -38,8 +44,13 @@ fn levels() -> (&'static str, Option<String>) {
 
 /// Installs the subscriber for this process (once; a second call changes nothing).
 pub fn init(format: LogFormat) -> Result<(), String> {
+    init_or(format, "info")
+}
+
+/// [`init`], at the levels `default` when neither variable says any.
+pub fn init_or(format: LogFormat, default: &str) -> Result<(), String> {
     let (var, spec) = levels();
-    let filter = filter(var, spec.as_deref())?;
+    let filter = filter_or(var, spec.as_deref(), default)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::CLOSE)

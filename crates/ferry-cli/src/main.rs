@@ -14,6 +14,7 @@ mod registry;
 mod run;
 mod serve;
 mod style;
+mod up;
 
 use std::process::ExitCode;
 
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
         ferry_exec::helper::sweep_uid_main();
     }
     let cli = args::Cli::parse();
-    let serving = matches!(cli.command, args::Command::Serve(_));
+    let serving = matches!(cli.command, args::Command::Serve(_) | args::Command::Up(_));
     // Commands other than `serve` log only when asked (FERRY_LOG), so that they start
     // fast; `FERRY_LOG=debug` shows each phase's span with its time.
     if !serving
@@ -139,6 +140,7 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Runs(a) => logs::runs(a).await,
         Command::Logs(a) => logs::logs(a).await,
         Command::Serve(a) => serve::serve(*a).await,
+        Command::Up(a) => up::up(a).await,
         Command::Trigger {
             repo,
             git_ref,

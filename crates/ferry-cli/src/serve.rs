@@ -13,7 +13,7 @@ use ferry_store::Store;
 use crate::logging::LogFormat;
 use crate::{Failure, exit};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Default)]
 pub struct ServeArgs {
     /// A TOML file with any of the settings below (flags and environment win).
     #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
@@ -454,9 +454,100 @@ fn server_id(data: &std::path::Path) -> Result<String, Failure> {
     }
 }
 
+impl ServeArgs {
+    /// `ferry up`'s server: the defaults, read from no flag, file or variable (a
+    /// FERRY_DATABASE_URL set for a real server must not receive a demo), with the
+    /// user's own code run with the user's rights, as `ferry run` runs it.
+    pub(crate) fn for_up() -> ServeArgs {
+        ServeArgs {
+            host_sandbox: "off".into(),
+            deploy_sandbox: "off".into(),
+            ..ServeArgs::default()
+        }
+    }
+}
+
+/// A server made ready to serve: its state, bound to its address.
+pub(crate) struct Ready {
+    pub state: AppState,
+    pub store: Store,
+    pub listener: tokio::net::TcpListener,
+    pub tls: Option<Arc<ferry_server::tls::ServerConfig>>,
+    pub addr: SocketAddr,
+    pub data: PathBuf,
+    /// The first admin's token, when this start created it.
+    pub admin_token: Option<String>,
+    pub drain: bool,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ready({})", self.addr)
+    }
+}
+
 pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
+    let ready = ready(args, "info").await?;
+    if let Some(token) = &ready.admin_token {
+        eprintln!(
+            "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
+        );
+    }
+    eprintln!(
+        "ferry: serving {}://{}/ (web UI; API under /api/v1; data in {})",
+        if ready.tls.is_some() { "https" } else { "http" },
+        ready.addr,
+        ready.data.display()
+    );
+    let Ready {
+        state,
+        store,
+        listener,
+        tls,
+        drain,
+        ..
+    } = ready;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let forced = state.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!(
+            "ferry: stopping: {}",
+            if drain {
+                "waiting for running runs (again to cancel them)"
+            } else {
+                "cancelling running runs"
+            }
+        );
+        let _ = stop_tx.send(());
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("ferry: cancelling running runs");
+        forced.force_stop();
+    });
+    ferry_server::serve(listener, tls, state, async move {
+        let _ = stop_rx.await;
+    })
+    .await
+    .map_err(|e| Failure::failed(format!("the server failed: {e}")))?;
+    store.close().await;
+    eprintln!("ferry: stopped");
+    Ok(exit::OK)
+}
+
+/// Everything `ferry serve` does before it serves: settings merged, the log set up
+/// (at `log_level` unless FERRY_LOG or RUST_LOG say), the store, the engine, the
+/// deliverer, the listener bound.
+pub(crate) async fn ready(args: ServeArgs, log_level: &str) -> Result<Ready, Failure> {
     let args = merge(args)?;
-    crate::logging::init(args.log_format.unwrap_or_default()).map_err(Failure::usage)?;
+    crate::logging::init_or(args.log_format.unwrap_or_default(), log_level)
+        .map_err(Failure::usage)?;
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7340)));
@@ -597,14 +688,9 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     // The key that seals secrets, registry logins and webhook secrets.
     let key = ferry_store::SecretKey::load_or_create(&data)
         .map_err(|e| Failure::failed(format!("cannot load the secret key: {e}")))?;
-    if let Some(token) = ferry_server::prepare(&store, &config, &key)
+    let admin_token = ferry_server::prepare(&store, &config, &key)
         .await
-        .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?
-    {
-        eprintln!(
-            "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
-        );
-    }
+        .map_err(|e| Failure::failed(format!("cannot prepare the store: {e}")))?;
     // Jobs' limits, and deploy scripts' and deployment logs' too.
     let log_limit = match args.log_limit {
         Some(0) => None,
@@ -689,44 +775,16 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    eprintln!(
-        "ferry: serving {}://{addr}/api/v1 (data in {})",
-        if tls.is_some() { "https" } else { "http" },
-        data.display()
-    );
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let forced = state.clone();
-    let drain = args.drain;
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!(
-            "ferry: stopping: {}",
-            if drain {
-                "waiting for running runs (again to cancel them)"
-            } else {
-                "cancelling running runs"
-            }
-        );
-        let _ = stop_tx.send(());
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!("ferry: cancelling running runs");
-        forced.force_stop();
-    });
-    ferry_server::serve(listener, tls, state, async move {
-        let _ = stop_rx.await;
+    Ok(Ready {
+        state,
+        store,
+        listener,
+        tls,
+        addr,
+        data,
+        admin_token,
+        drain: args.drain,
     })
-    .await
-    .map_err(|e| Failure::failed(format!("the server failed: {e}")))?;
-    store.close().await;
-    eprintln!("ferry: stopped");
-    Ok(exit::OK)
 }
 
 /// `ferry user add`: a user and its first token, straight into a server's store.
