@@ -493,11 +493,11 @@ pub async fn serve(args: ServeArgs) -> Result<u8, Failure> {
             "ferry: created the user `admin`; its token is shown only this once:\n\n    {token}\n"
         );
     }
+    let scheme = if ready.tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "ferry: serving {}://{}/ (web UI; API under /api/v1; data in {})",
-        if ready.tls.is_some() { "https" } else { "http" },
-        ready.addr,
-        ready.data.display()
+        "ferry: serving {scheme}://{addr}/api/v1 (the web UI at {scheme}://{addr}/; data in {})",
+        ready.data.display(),
+        addr = ready.addr,
     );
     let Ready {
         state,

@@ -6,6 +6,7 @@
 (function () {
   var MAX = 9007199254740991;
   var KEEP = 5000; // lines a live log keeps in the page
+  var WINDOW_BACK = 900; // how far back its link to earlier lines starts
   var $ = function (s, el) { return (el || document).querySelector(s); };
 
   function setStatus(el, s) {
@@ -24,7 +25,7 @@
   }
 
   // ANSI SGR colours as classes, as the server's ui::ansi does; other sequences dropped.
-  function Ansi() { this.s = { b: 0, dim: 0, i: 0, u: 0, fg: -1, bg: -1 }; this.esc = null; }
+  function Ansi() { this.s = { b: 0, dim: 0, i: 0, u: 0, fg: -1, bg: -1 }; this.esc = null; this.cr = false; }
   Ansi.prototype.cls = function () {
     var s = this.s, c = [];
     if (s.b) c.push('b'); if (s.dim) c.push('dim'); if (s.i) c.push('i'); if (s.u) c.push('u');
@@ -51,8 +52,13 @@
     var run = '';
     var self = this;
     function flush() { if (run) { out.text(run, self.cls()); run = ''; } }
+    if (this.cr) { // a carriage return ended the last chunk: a redraw, unless a newline
+      this.cr = false;
+      if (t[0] !== '\n') out.cr();
+    }
     for (var k = 0; k < t.length; k++) {
       var ch = t[k];
+      if (ch === '\n') this.esc = null; // a line ends any escape sequence
       if (this.esc !== null) {
         this.esc += ch;
         var e = this.esc;
@@ -66,7 +72,11 @@
       }
       if (ch === '\x1b') { flush(); this.esc = '\x1b'; }
       else if (ch === '\n') { flush(); out.nl(); }
-      else if (ch === '\r') { if (t[k + 1] !== '\n') { flush(); out.cr(); } }
+      else if (ch === '\r') {
+        flush();
+        if (k + 1 === t.length) this.cr = true;
+        else if (t[k + 1] !== '\n') out.cr();
+      }
       else if (ch < ' ' && ch !== '\t') { /* not shown */ }
       else run += ch;
     }
@@ -94,9 +104,10 @@
     if (earlier) earlier.addEventListener('click', function (ev) {
       if (trimmed) return; // the page no longer starts at a known byte: navigate
       ev.preventDefault();
-      fetch(base + '/lines?before=' + start, { credentials: 'same-origin' }).then(function (r) {
-        if (!r.ok) throw new Error(r.status);
-        var s = +r.headers.get('x-ferry-log-start');
+      fetch(base + '/lines?before=' + start, { credentials: 'same-origin', redirect: 'error' }).then(function (r) {
+        var at = r.headers.get('x-ferry-log-start');
+        if (!r.ok || at === null) throw new Error(r.status);
+        var s = +at;
         return r.text().then(function (html) { return [s, html]; });
       }).then(function (got) {
         var h = document.documentElement.scrollHeight;
@@ -143,17 +154,35 @@
       nl: function () { if (!cur) newLine(); cur = null; },
       cr: function () { if (cur) cur.replaceChildren(); }
     };
+    // Lines that can never be seen (more than KEEP come at once) are counted, and
+    // their colours followed, but not drawn.
+    var skip = {
+      text: function () {},
+      nl: function () { if (cur) cur = null; else next++; },
+      cr: function () {}
+    };
     function drain() {
       scheduled = false;
       var follow = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 40;
       var empty = $('#log-empty', box); if (empty) empty.remove();
-      for (var k = 0; k < pending.length; k++) ansi.feed(pending[k], out);
-      pending = [];
+      var text = pending.join(''); pending = [];
+      var seen = 0, cut = -1;
+      for (var k = text.length - 1; k >= 0; k--) {
+        if (text.charCodeAt(k) === 10 && ++seen > KEEP) { cut = k; break; }
+      }
+      if (cut >= 0) {
+        ansi.feed(text.slice(0, cut + 1), skip);
+        text = text.slice(cut + 1);
+        lines.replaceChildren();
+        cur = null;
+        trimmed = true;
+      }
+      ansi.feed(text, out);
       // A long live log keeps its last KEEP lines in the page; the rest is a link away.
       var extra = lines.childElementCount - KEEP;
-      if (extra > 0) {
-        for (var r = 0; r < extra; r++) lines.firstElementChild.remove();
-        trimmed = true;
+      for (var r = 0; r < extra; r++) lines.firstElementChild.remove();
+      if (extra > 0) trimmed = true;
+      if (trimmed && lines.firstElementChild) {
         var first = +lines.firstElementChild.id.slice(1);
         if (!earlier) {
           earlier = document.createElement('a');
@@ -165,7 +194,6 @@
       }
       if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
     }
-    var WINDOW_BACK = 900;
     var es;
     function connect() {
       es = new EventSource('/api/v1/runs/' + encodeURIComponent(box.dataset.run) + '/events?offsets=' + offsetsFor(names, job, end));

@@ -79,6 +79,10 @@ pub async fn create_user_with_token(
 pub struct Caller {
     pub user: ferry_store::User,
     pub role: Role,
+    /// Authenticated by a web session's cookie (not a token): minting a token then
+    /// needs one of the user's tokens again (a stolen cookie must not outlive its
+    /// session).
+    pub session: bool,
 }
 
 impl Caller {
@@ -99,6 +103,10 @@ impl Caller {
 
 /// The cookie that carries a web session's secret.
 pub const SESSION_COOKIE: &str = "ferry_session";
+/// Its name where the server is reached over HTTPS: a `__Host-` cookie is `Secure`, of
+/// this host alone and of every path, so no sibling domain or plain-HTTP answer can set
+/// one of its own in its place.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-ferry_session";
 /// A web session ends after this long unused.
 pub const SESSION_IDLE_MS: i64 = 12 * 3_600_000;
 /// A web session ends this long after sign-in, however much it is used.
@@ -108,17 +116,34 @@ pub const SESSION_MAX_MS: i64 = 7 * 24 * 3_600_000;
 /// that sends them was Ferry's own.
 pub const CSRF_HEADER: &str = "x-ferry-csrf";
 
-/// A web session's secret, as the request's cookies carry it.
+/// A web session's secret, as the request's cookies carry it (the `__Host-` cookie
+/// first).
 pub fn session_secret(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
+    let cookies = || {
+        headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+    };
+    [SECURE_SESSION_COOKIE, SESSION_COOKIE]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim().to_string())
-        .filter(|v| !v.is_empty())
+        .find_map(|want| {
+            cookies()
+                .find(|(name, _)| name == want)
+                .map(|(_, value)| value.trim().to_string())
+                .filter(|v| !v.is_empty())
+        })
+}
+
+/// The bearer token of a request, if its `Authorization` is one (another scheme, e.g.
+/// a proxy's Basic credentials, is not Ferry's and leaves the session in charge).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
 }
 
 /// The CSRF token of the session whose secret is `secret`: only a page given it by the
@@ -202,7 +227,11 @@ impl Caller {
         }
         let role = Role::parse(&user.role)
             .ok_or_else(|| ApiError::internal(format!("user {} has an unknown role", user.name)))?;
-        Ok(Caller { user, role })
+        Ok(Caller {
+            user,
+            role,
+            session: true,
+        })
     }
 }
 
@@ -213,18 +242,13 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if header.is_none()
+        let token = bearer(&parts.headers);
+        if token.is_none()
             && let Some(secret) = session_secret(&parts.headers)
         {
             return Caller::by_session(parts, state, &secret).await;
         }
-        let header = header.ok_or_else(ApiError::unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
+        let token = token
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
@@ -235,7 +259,11 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(ApiError::unauthorized)?;
         let role = Role::parse(&user.role)
             .ok_or_else(|| ApiError::internal(format!("user {} has an unknown role", user.name)))?;
-        Ok(Caller { user, role })
+        Ok(Caller {
+            user,
+            role,
+            session: false,
+        })
     }
 }
 
@@ -277,10 +305,8 @@ impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for Need<R> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let anonymous = !parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-            && session_secret(&parts.headers).is_none();
+        let anonymous =
+            bearer(&parts.headers).is_none() && session_secret(&parts.headers).is_none();
         // Only reads: creating or revoking tokens also needs no more than the viewer
         // role, but always a token.
         let read = parts.method == axum::http::Method::GET;
@@ -295,6 +321,7 @@ impl<R: MinRole + Send + Sync> FromRequestParts<AppState> for Need<R> {
                 Caller {
                     user,
                     role: Role::Viewer,
+                    session: false,
                 },
                 std::marker::PhantomData,
             ));

@@ -355,7 +355,14 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving");
     }
-    let app = ui::router(state.clone(), api::router(state.clone()), tls.is_some());
+    // Session cookies are `Secure` when browsers reach the server over HTTPS: its own
+    // TLS, or a proxy's in front of it (`--public-url https://…`).
+    let secure = tls.is_some()
+        || state
+            .notifier
+            .public_url()
+            .is_some_and(|u| u.starts_with("https://"));
+    let app = ui::router(state.clone(), api::router(state.clone()), secure);
     let (stop_http, stopping) = (stop.clone(), state.stopping.clone());
     let shutdown = async move {
         shutdown.await;

@@ -96,6 +96,11 @@ impl Notifier {
         })
     }
 
+    /// The server's public address (`--public-url`), if given.
+    pub(crate) fn public_url(&self) -> Option<&str> {
+        self.config.public_url.as_deref()
+    }
+
     /// A link to `path` on the server (`/api/v1/runs/ID`), when its public address is
     /// known.
     pub(crate) fn link(&self, path: &str) -> Option<String> {

@@ -400,7 +400,7 @@ async fn forms_change_things_through_the_api_with_its_rules_and_only_with_the_cs
             "PUT",
             "/api/v1/repos/shop/variables/{name}",
             &[
-                ("name", "COLOUR"),
+                ("p:name", "COLOUR"),
                 ("s:value", "teal"),
                 ("o:environment", ""),
             ],
@@ -412,12 +412,38 @@ async fn forms_change_things_through_the_api_with_its_rules_and_only_with_the_cs
         settings.contains("COLOUR") && settings.contains("teal"),
         "{settings}"
     );
+    // A session alone cannot mint a token: one of the user's tokens is asked again.
+    let bare = admin
+        .act(
+            "POST",
+            "/api/v1/tokens",
+            &[("s:name", "stolen"), ("reveal", "secret")],
+        )
+        .await;
+    assert_eq!(bare.status, 403, "{}", bare.text);
+    assert!(bare.text.contains("tokens again"), "{}", bare.text);
+    let other = admin
+        .act(
+            "POST",
+            "/api/v1/tokens",
+            &[
+                ("s:name", "x"),
+                ("o:confirm", approver.as_str()),
+                ("reveal", "secret"),
+            ],
+        )
+        .await;
+    assert_eq!(other.status, 403, "another user's token confirms nothing");
     // A new token's secret is shown once, on the page the form leads to.
     let made = admin
         .act(
             "POST",
             "/api/v1/tokens",
-            &[("s:name", "laptop"), ("reveal", "secret")],
+            &[
+                ("s:name", "laptop"),
+                ("o:confirm", s.admin.as_str()),
+                ("reveal", "secret"),
+            ],
         )
         .await;
     assert_eq!(made.status, 200, "{}", made.text);
@@ -435,7 +461,7 @@ async fn forms_change_things_through_the_api_with_its_rules_and_only_with_the_cs
         .act(
             "PUT",
             "/api/v1/repos/shop/variables/{name}",
-            &[("name", "1-bad"), ("s:value", "x")],
+            &[("p:name", "1-bad"), ("s:value", "x")],
         )
         .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
@@ -540,4 +566,173 @@ async fn pages_of_things_that_do_not_exist_say_so() {
         assert!(page.text.contains("not found"), "{path}: {}", page.text);
         assert_eq!(page.headers["content-security-policy"], CSP);
     }
+}
+
+#[tokio::test]
+async fn a_proxys_basic_credentials_links_from_other_sites_and_https_keep_the_session_working() {
+    let s = Server::start_with(ferry_testkit::server::Options {
+        notify: ferry_server::notify::NotifyConfig {
+            public_url: Some("https://ferry.example".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let base = s.client().base().to_string();
+    // Behind an HTTPS proxy: a `__Host-` cookie, `Secure`.
+    let signed = http()
+        .post(format!("{base}/ui/sign-in"))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("token", s.admin.as_str()), ("next", "/")])
+        .send()
+        .await
+        .expect("post");
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(cookie.starts_with("__Host-ferry_session="), "{cookie}");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let pair = cookie.split(';').next().expect("pair").to_string();
+    // A proxy's Basic credentials are not Ferry's: the session still counts.
+    let page = http()
+        .get(format!("{base}/"))
+        .header("cookie", &pair)
+        .header("authorization", "Basic cHJveHk6cHc=")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(page.status(), 200);
+    // Webhook addresses are the public ones.
+    let web = s.web(&s.admin).await;
+    assert!(web.cookie.starts_with("__Host-ferry_session="));
+    s.add_repository("app", "jobs:\n  a:\n    run: 'true'\n")
+        .await;
+    let settings = web.get("/ui/repos/app/settings").await.text;
+    assert!(
+        settings.contains("https://ferry.example/api/v1/hooks/github/app"),
+        "{settings}"
+    );
+    // A link followed from another site comes without the cookie: the page asks for
+    // itself again from this site rather than sending the user to sign in.
+    let followed = http()
+        .get(format!("{base}/ui/repos/app"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(followed.status(), 200);
+    let text = followed.text().await.expect("text");
+    assert!(
+        text.contains("http-equiv=\"refresh\" content=\"0;url=/ui/repos/app\""),
+        "{text}"
+    );
+    let again = http()
+        .get(format!("{base}/ui/repos/app"))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        again.status(),
+        303,
+        "no session at all: to the sign-in page"
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_secret_is_shown_only_when_an_admin_asks_and_is_audited() {
+    let s = Server::start().await;
+    let bare = s.repository("hooked", Some("jobs:\n  a:\n    run: 'true'\n"));
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos",
+            Some(json!({ "name": "hooked", "url": bare.display().to_string(), "webhook_secret": "s3cret-hook" })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let admin = s.web(&s.admin).await;
+    let page = admin.get("/ui/repos/hooked/settings").await.text;
+    assert!(
+        !page.contains("s3cret-hook"),
+        "a page that is read never holds it"
+    );
+    let no_csrf = admin.post("/ui/repos/hooked/webhook-secret", &[]).await;
+    assert_eq!(no_csrf.status, 403);
+    let shown = admin
+        .post("/ui/repos/hooked/webhook-secret", &[("csrf", &admin.csrf)])
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.text);
+    assert!(shown.text.contains("s3cret-hook"));
+    let dev = s.user("dev", "developer").await;
+    let dev = s.web(&dev).await;
+    let refused = dev
+        .post("/ui/repos/hooked/webhook-secret", &[("csrf", &dev.csrf)])
+        .await;
+    assert_eq!(refused.status, 403);
+    assert!(!refused.text.contains("s3cret-hook"));
+    let audit = admin.get("/ui/repos/hooked/audit").await.text;
+    assert!(audit.contains("repository.webhook_secret.shown"), "{audit}");
+    // A form's path takes only `p:` fields: the CSRF token is never put in one.
+    let sneaky = admin
+        .act(
+            "PUT",
+            "/api/v1/repos/hooked/variables/{csrf}",
+            &[("s:value", "x")],
+        )
+        .await;
+    assert_eq!(sneaky.status, 422);
+    assert!(!sneaky.text.contains(&admin.csrf));
+    let dots = admin.act("POST", "/api/v1/%2e%2e/ui/sign-out", &[]).await;
+    assert_eq!(dots.status, 422);
+}
+
+#[tokio::test]
+async fn a_log_of_few_long_lines_is_read_a_window_at_a_time_and_every_cut_is_said() {
+    let s = Server::start().await;
+    // Two lines of 3 MB each: a window holds part of the last one.
+    s.add_repository(
+        "wide",
+        "jobs:\n  wide:\n    run: |\n      head -c 3000000 /dev/zero | tr '\\0' a; echo\n      head -c 3000000 /dev/zero | tr '\\0' b; echo\n",
+    )
+    .await;
+    let run_id = s.trigger("wide").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let (_, detail) = s
+        .admin("GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
+    let job = detail["jobs"][0]["id"].as_str().expect("job").to_string();
+    let web = s.web(&s.admin).await;
+    let base = format!("/ui/runs/{run_id}/jobs/{job}");
+    let page = web.get(&base).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.len() < 700 << 10, "{} bytes", page.text.len());
+    assert!(
+        page.text.contains("this line started earlier"),
+        "the cut is said"
+    );
+    assert!(page.text.contains("id=\"L2\""));
+    // Past the end: the last lines, not an empty window.
+    let past = web.get(&format!("{base}?from=999999999")).await.text;
+    assert!(past.contains("id=\"L2\""), "the end");
+    assert!(!past.contains("Lines 1–0"));
+    let beyond = web.get(&format!("{base}?line=99")).await.text;
+    assert!(beyond.contains("id=\"L2\""));
+    // A search needs two characters.
+    let short = web.get(&format!("{base}?q=a")).await.text;
+    assert!(short.contains("at least two characters"));
+    // The API's tail reads at most its limit back, too.
+    let tail = s
+        .send(
+            s.request(
+                "GET",
+                &format!("/api/v1/runs/{run_id}/jobs/wide/log?tail=10&limit=1000"),
+            )
+            .bearer_auth(&s.admin),
+        )
+        .await;
+    assert_eq!(tail.status, 200);
+    assert!(tail.text.len() <= 1000);
+    assert!(tail.text.ends_with("bbb\n"), "the end of the log");
 }

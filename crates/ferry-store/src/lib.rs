@@ -52,7 +52,7 @@ pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use health::{EnvironmentHealth, Health, HealthChange};
 pub use logs::{
     Found, LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log,
-    packed_path, search_log, tail_offset,
+    packed_path, search_log, tail_offset, tail_offset_within,
 };
 pub use model::*;
 pub use notifications::{

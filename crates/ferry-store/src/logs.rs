@@ -873,11 +873,23 @@ pub fn line_offset<F: Read + Seek>(
 }
 
 /// Where the last `lines` lines of a log start: found by reading backwards from the end
-/// in 64 KiB pieces, so it costs the same for a log of a kilobyte or of a gigabyte. A
-/// newline ending the log does not start another line.
+/// in 64 KiB pieces, so it costs the same for a log of a kilobyte or of a gigabyte
+/// (with enough newlines: see [`tail_offset_within`]). A newline ending the log does
+/// not start another line.
 pub fn tail_offset<F: std::io::Read + std::io::Seek>(
     file: &mut F,
     lines: u64,
+) -> std::io::Result<u64> {
+    tail_offset_within(file, lines, u64::MAX)
+}
+
+/// [`tail_offset`], reading back at most `within` bytes: where the last `lines` lines
+/// start, or (a log with fewer newlines at its end) `within` bytes before the end, which
+/// may be inside a line. What it costs is bounded by `within`, whatever the log holds.
+pub fn tail_offset_within<F: std::io::Read + std::io::Seek>(
+    file: &mut F,
+    lines: u64,
+    within: u64,
 ) -> std::io::Result<u64> {
     use std::io::SeekFrom;
     const PIECE: u64 = 64 << 10;
@@ -885,11 +897,12 @@ pub fn tail_offset<F: std::io::Read + std::io::Seek>(
     if lines == 0 {
         return Ok(len);
     }
+    let floor = len.saturating_sub(within);
     let mut end = len;
     let mut seen = 0u64;
     let mut buf = vec![0u8; PIECE as usize];
-    while end > 0 {
-        let start = end.saturating_sub(PIECE);
+    while end > floor {
+        let start = end.saturating_sub(PIECE).max(floor);
         let piece = &mut buf[..(end - start) as usize];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(piece)?;
@@ -905,7 +918,7 @@ pub fn tail_offset<F: std::io::Read + std::io::Seek>(
         }
         end = start;
     }
-    Ok(0)
+    Ok(floor)
 }
 
 #[cfg(test)]

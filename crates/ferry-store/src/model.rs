@@ -71,6 +71,16 @@ pub struct NewRun {
     pub jobs: Vec<NewJob>,
 }
 
+/// A queued or running run, with what the queue decides by.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub run: Run,
+    /// Its `concurrency:` group.
+    pub group: Option<String>,
+    /// The server executing it (its id), when it runs.
+    pub owner: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub name: String,

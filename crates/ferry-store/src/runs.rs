@@ -1,6 +1,8 @@
 //! Repositories, runs, jobs and steps.
 
 use sqlx::Row;
+
+use crate::QueueEntry;
 use sqlx::any::AnyRow;
 
 use crate::{
@@ -396,6 +398,26 @@ impl Store {
             // Another server took it first: look again.
         }
         Ok(None)
+    }
+
+    /// The queue as the dispatcher sees it: every queued and running run, oldest
+    /// first, with its concurrency group and (running) the server that holds it.
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS}, concurrency_group, lease_owner FROM runs \
+             WHERE status IN ('queued', 'running') ORDER BY created_at, id LIMIT 1000"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueEntry {
+                    run: run_from_row(row)?,
+                    group: row.try_get("concurrency_group")?,
+                    owner: row.try_get("lease_owner")?,
+                })
+            })
+            .collect()
     }
 
     /// A newer run of `group` supersedes the older ones: queued runs of the group are

@@ -100,8 +100,9 @@ pub struct LogQuery {
     pub offset: Option<u64>,
     /// The most bytes to return (default and maximum 1 MiB).
     pub limit: Option<u64>,
-    /// Start where the last this many lines start (`offset` is then ignored); found from
-    /// the end of the log, so it costs the same whatever the log's size.
+    /// Start where the last this many lines start (`offset` is then ignored), or `limit`
+    /// bytes before the end when they are longer; found from the end of the log, so it
+    /// costs the same whatever the log's size.
     pub tail: Option<u64>,
     /// Start where this line starts (1-based; `offset` is then ignored); found from the
     /// log's time index, so it costs about the same wherever the line is.
@@ -272,7 +273,8 @@ pub(crate) async fn job_log(
                     return Ok((0, Vec::new()));
                 };
                 let offset = match q.tail {
-                    Some(lines) => ferry_store::tail_offset(&mut log, lines)?,
+                    // At most `limit` bytes back, whatever the log holds.
+                    Some(lines) => ferry_store::tail_offset_within(&mut log, lines, limit)?,
                     None => q.offset.unwrap_or(0),
                 };
                 log.seek(SeekFrom::Start(offset))?;

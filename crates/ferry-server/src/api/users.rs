@@ -31,6 +31,10 @@ pub struct CreateUser {
     /// rules' `not: [author, triggerer]` know the user by them.
     #[serde(default)]
     pub forge: Vec<String>,
+    /// With a web session (not a token): one of the caller's tokens, again (the new
+    /// user's token is one a stolen session could otherwise keep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
 }
 
 /// The new user and its first token (shown only this once).
@@ -91,6 +95,42 @@ pub struct TokenList {
 pub struct CreateToken {
     /// 1-100 characters.
     pub name: String,
+    /// With a web session (not a token): one of the caller's tokens, again. A stolen
+    /// session cookie alone cannot mint a token that would outlive the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm: Option<String>,
+}
+
+/// Refuses an anonymous reader (`--public-reads`): what is one's own needs a caller.
+fn signed_in(caller: &crate::auth::Caller) -> Result<(), ApiError> {
+    if caller.user.id.is_empty() {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(())
+}
+
+/// A caller with a web session proves it holds one of its tokens (`confirm`) before
+/// anything that mints one; a bearer caller has just shown one.
+pub(crate) async fn confirmed(
+    s: &AppState,
+    caller: &crate::auth::Caller,
+    confirm: Option<&str>,
+) -> Result<(), ApiError> {
+    if !caller.session {
+        return Ok(());
+    }
+    let shown = match confirm.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(token) => s.store.user_by_token_hash(&hash_token(token)).await?,
+        None => None,
+    };
+    match shown {
+        Some((user, _)) if user.id == caller.user.id => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            crate::error::ErrorCode::Forbidden,
+            "with a web session, making a token needs one of your tokens again (`confirm`)",
+        )),
+    }
 }
 
 /// The new token's record and its secret (shown only this once; only its hash is kept).
@@ -111,9 +151,10 @@ pub(crate) async fn list(
 
 pub(crate) async fn create(
     State(s): State<AppState>,
-    _: Need<AsAdmin>,
+    Need(caller, _): Need<AsAdmin>,
     Body(body): Body<CreateUser>,
 ) -> Result<(StatusCode, Json<CreatedUser>), ApiError> {
+    confirmed(&s, &caller, body.confirm.as_deref()).await?;
     let role = Role::parse(&body.role)
         .ok_or_else(|| ApiError::invalid("`role` must be viewer, developer, approver or admin"))?;
     if body.name.is_empty() || body.name.len() > 100 || body.name.chars().any(char::is_whitespace) {
@@ -172,6 +213,7 @@ pub(crate) async fn tokens(
     State(s): State<AppState>,
     Need(caller, _): Need<AsViewer>,
 ) -> Result<Json<TokenList>, ApiError> {
+    signed_in(&caller)?;
     Ok(Json(TokenList {
         tokens: s.store.tokens(&caller.user.id).await?,
     }))
@@ -182,6 +224,7 @@ pub(crate) async fn create_token(
     Need(caller, _): Need<AsViewer>,
     Body(body): Body<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    confirmed(&s, &caller, body.confirm.as_deref()).await?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("`name` must be 1-100 characters"));
     }
@@ -231,6 +274,7 @@ pub(crate) async fn sessions(
     Need(caller, _): Need<AsViewer>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<SessionList>, ApiError> {
+    signed_in(&caller)?;
     let current = match crate::auth::session_secret(&headers) {
         Some(secret) => s
             .store
@@ -239,11 +283,14 @@ pub(crate) async fn sessions(
             .map(|(_, session)| session.id),
         None => None,
     };
+    // Those that have not ended by time either (they are swept later).
+    let now = ferry_store::now_ms();
     let sessions = s
         .store
         .sessions(&caller.user.id)
         .await?
         .into_iter()
+        .filter(|x| x.expires_at > now && x.seen_at > now - crate::auth::SESSION_IDLE_MS)
         .map(|session| SessionView {
             current: current.as_deref() == Some(session.id.as_str()),
             session,
@@ -259,6 +306,7 @@ pub(crate) async fn end_session(
     Need(caller, _): Need<AsViewer>,
     Path(session): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    signed_in(&caller)?;
     if !s.store.revoke_session(&caller.user.id, &session).await? {
         return Err(ApiError::not_found(format!("session {session} not found")));
     }

@@ -166,6 +166,13 @@ impl AnsiHtml {
         Self::default()
     }
 
+    /// A line has ended (its bytes were given without their newline): any escape
+    /// sequence it left open ends with it; the style goes on.
+    pub fn end_line(&mut self) {
+        self.parser = Parser::default();
+        self.pending = 0;
+    }
+
     /// The HTML of the next chunk of the log. Each chunk's spans are closed at its end
     /// (and opened again in the next, when the style still holds).
     pub fn push(&mut self, chunk: &[u8]) -> String {
@@ -200,6 +207,11 @@ impl AnsiHtml {
                     false
                 }
             };
+            // A line ends any escape sequence: an unterminated string (`ESC ]`, `ESC P`)
+            // must not swallow the lines after it.
+            if b == b'\n' {
+                self.parser = Parser::default();
+            }
             if stray {
                 self.pending = 0;
                 for r in "\u{fffd}".bytes() {
@@ -245,6 +257,22 @@ pub fn strip(log: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unterminated_string_sequence_ends_with_its_line() {
+        // `ESC ]` (OSC) and `ESC P` (DCS) left open swallow nothing past the newline.
+        for open in [&b"\x1b]8;;javascript:alert(1)"[..], b"\x1bPq#0;"] {
+            let mut log = b"before ".to_vec();
+            log.extend_from_slice(open);
+            log.extend_from_slice(b"\nthe next line\n");
+            let html = to_html(&log);
+            assert!(html.contains("the next line"), "{html}");
+        }
+        let mut a = AnsiHtml::new();
+        let _ = a.push(b"\x1b]0;title never ended");
+        a.end_line();
+        assert_eq!(a.push(b"shown"), "shown");
+    }
 
     #[test]
     fn text_is_escaped_and_colours_become_classes() {

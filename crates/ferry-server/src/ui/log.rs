@@ -23,6 +23,35 @@ pub const WINDOW_LINES: usize = 1000;
 pub const WINDOW_BYTES: u64 = 512 << 10;
 /// The most lines a search lists.
 pub const SEARCH_LIMIT: usize = 200;
+/// How long one search may read; past it the page says how far it got.
+pub const SEARCH_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+/// Searches at once, in all (each reads a whole log on a thread of its own).
+static SEARCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Whole-log downloads at once, in all; and how long one may wait for a client that
+/// reads nothing before it is ended.
+const DOWNLOADS: usize = 8;
+static DOWNLOADING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(DOWNLOADS);
+const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A reader that ends (reads nothing more) at its deadline, saying so.
+struct Budget<R> {
+    inner: R,
+    deadline: std::time::Instant,
+    read: u64,
+    ran_out: bool,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if std::time::Instant::now() >= self.deadline {
+            self.ran_out = true;
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
 
 /// Which part of the log to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,13 +146,15 @@ fn read_window(
     };
     let (start, bytes, head_cut) = match window {
         Window::Tail => {
-            let by_lines = ferry_store::tail_offset(&mut log, WINDOW_LINES as u64)?;
-            let by_bytes = len.saturating_sub(WINDOW_BYTES);
-            let bytes = read(&mut log, by_lines.max(by_bytes), len)?;
-            if by_bytes > by_lines {
-                align(by_bytes, bytes)
+            // Never more than a window back, however few newlines the log has.
+            let from =
+                ferry_store::tail_offset_within(&mut log, WINDOW_LINES as u64, WINDOW_BYTES)?;
+            let bytes = read(&mut log, from, len)?;
+            let at_line_start = from == 0 || read(&mut log, from - 1, from)? == b"\n";
+            if at_line_start {
+                (from, bytes, false)
             } else {
-                (by_lines, bytes, false)
+                align(from, bytes)
             }
         }
         Window::Before(before) => {
@@ -161,7 +192,9 @@ fn read_window(
             if let Some(nl) = memchr::memchr_iter(b'\n', &bytes).nth(WINDOW_LINES - 1) {
                 bytes.truncate(nl + 1);
             }
-            (from, bytes, false)
+            // Not at a line's start: the window goes on a line begun before it.
+            let cut = from > 0 && read(&mut log, from - 1, from)? != b"\n";
+            (from, bytes, cut)
         }
     };
     Ok((start, bytes, len, head_cut))
@@ -198,11 +231,18 @@ pub async fn slice(
 ) -> Result<Slice, ApiError> {
     let path = s.store.log_path(&run.id, &job.id);
     let p = path.clone();
-    let (start, bytes, len, head_cut) =
-        tokio::task::spawn_blocking(move || read_window(&p, window))
-            .await
-            .map_err(io_error)?
-            .map_err(io_error)?;
+    let (start, bytes, len, head_cut) = tokio::task::spawn_blocking(move || {
+        match read_window(&p, window)? {
+            // Past the end (a line the log does not have, a stale byte): its end.
+            (start, bytes, len, _) if bytes.is_empty() && start >= len && len > 0 => {
+                read_window(&p, Window::Tail)
+            }
+            found => Ok(found),
+        }
+    })
+    .await
+    .map_err(io_error)?
+    .map_err(io_error)?;
     let end = start + bytes.len() as u64;
     let index = s.store.log_index_range(&job.id, start, end).await?;
     // The number of the window's first line: from the index entry at or before it.
@@ -257,6 +297,7 @@ pub fn render_lines(bytes: &[u8], start: u64, first: u64, index: &[LogIndexEntry
             html: ansi.push(text),
             time,
         });
+        ansi.end_line();
         at += raw.len() as u64 + 1;
     }
     lines
@@ -279,6 +320,8 @@ struct JobPage {
     q: String,
     found: Vec<(u64, String)>,
     more_found: bool,
+    /// The search ran out of time after this many bytes.
+    searched: Option<u64>,
     /// The job still writes: the page follows its log.
     live: bool,
     base: String,
@@ -340,21 +383,37 @@ async fn page_inner(
         .map(|j| j.name)
         .collect();
     let needle = q.q.clone().unwrap_or_default();
-    let (found, more_found) = if needle.trim().is_empty() {
+    let mut searched = None;
+    let (found, more_found) = if needle.trim().chars().count() < 2 {
         (Vec::new(), false)
     } else {
+        // A few searches at once; each reads for at most SEARCH_TIME.
+        let _turn = SEARCHES.acquire().await.map_err(ApiError::internal)?;
         let path = ui.app.store.log_path(&run.id, &job.id);
         let n = needle.clone();
-        let (found, more) =
-            tokio::task::spawn_blocking(move || match ferry_store::open_log(&path)? {
-                Some(log) => {
-                    ferry_store::search_log(std::io::BufReader::new(log), &n, SEARCH_LIMIT)
-                }
-                None => Ok((Vec::new(), false)),
-            })
-            .await
-            .map_err(io_error)?
-            .map_err(io_error)?;
+        let (found, more, budget) = tokio::task::spawn_blocking(move || {
+            let Some(log) = ferry_store::open_log(&path)? else {
+                return Ok::<_, std::io::Error>((Vec::new(), false, None));
+            };
+            let mut budget = Budget {
+                inner: log,
+                deadline: std::time::Instant::now() + SEARCH_TIME,
+                read: 0,
+                ran_out: false,
+            };
+            let (found, more) = ferry_store::search_log(
+                std::io::BufReader::with_capacity(1 << 20, &mut budget),
+                &n,
+                SEARCH_LIMIT,
+            )?;
+            Ok((found, more, Some((budget.read, budget.ran_out))))
+        })
+        .await
+        .map_err(io_error)?
+        .map_err(io_error)?;
+        if let Some((read, true)) = budget {
+            searched = Some(read);
+        }
         let found = found
             .into_iter()
             .map(|f| (f.line, super::ansi::strip(&f.text)))
@@ -378,6 +437,7 @@ async fn page_inner(
         q: needle,
         found,
         more_found,
+        searched,
         live,
     };
     Ok(Html(page).into_response())
@@ -458,9 +518,25 @@ pub(crate) async fn raw(
         Ok(found) => found,
         Err(e) => return error_page(e),
     };
+    let Ok(place) = DOWNLOADING.try_acquire() else {
+        return error_page(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::ErrorCode::Busy,
+            format!("{DOWNLOADS} logs are being downloaded already; try again in a moment"),
+        ));
+    };
+    place.forget();
     let path = ui.app.store.log_path(&run.id, &job.id);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
     tokio::task::spawn_blocking(move || {
+        // The place is given back however this ends.
+        struct Place;
+        impl Drop for Place {
+            fn drop(&mut self) {
+                DOWNLOADING.add_permits(1);
+            }
+        }
+        let _place = Place;
         let mut log = match ferry_store::open_log(&path) {
             Ok(Some(log)) => log,
             Ok(None) => return,
@@ -471,18 +547,32 @@ pub(crate) async fn raw(
         };
         loop {
             let mut buf = vec![0u8; 256 << 10];
-            match log.read(&mut buf) {
+            let mut item = match log.read(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
                     buf.truncate(n);
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return;
+                    Ok(buf)
+                }
+                Err(e) => Err(e),
+            };
+            let last = item.is_err();
+            // A client that takes nothing for STALLED is let go.
+            let since = std::time::Instant::now();
+            loop {
+                match tx.try_send(item) {
+                    Ok(()) => break,
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => {
+                        if since.elapsed() > STALLED {
+                            return;
+                        }
+                        item = back;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
                     }
                 }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+            }
+            if last {
+                return;
             }
         }
     });

@@ -13,6 +13,7 @@ mod assets;
 pub mod dag;
 mod log;
 mod pages;
+pub mod queue;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, State};
@@ -72,6 +73,10 @@ pub(crate) fn router(app: AppState, api: Router, secure: bool) -> Router {
         .route("/ui/repos/{repo}/releases/{release}", get(pages::release))
         .route("/ui/repos/{repo}/audit", get(pages::audit))
         .route("/ui/repos/{repo}/settings", get(pages::settings))
+        .route(
+            "/ui/repos/{repo}/webhook-secret",
+            post(pages::webhook_secret),
+        )
         .route("/ui/runs/{run}", get(pages::run))
         .route("/ui/runs/{run}/jobs/{job}", get(log::page))
         .route("/ui/runs/{run}/jobs/{job}/lines", get(log::lines))
@@ -199,7 +204,7 @@ impl FromRequestParts<Ui> for Viewer {
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
         let secret = crate::auth::session_secret(&parts.headers);
-        let bearer = parts.headers.contains_key(header::AUTHORIZATION);
+        let bearer = crate::auth::bearer(&parts.headers).is_some();
         if secret.is_none() && !bearer {
             if ui.app.config.public_reads && parts.method == Method::GET {
                 let user = ferry_store::User {
@@ -212,12 +217,23 @@ impl FromRequestParts<Ui> for Viewer {
                     caller: Caller {
                         user,
                         role: Role::Viewer,
+                        session: false,
                     },
                     secret: None,
                     path,
                 });
             }
-            return Err(to_sign_in(&path, false));
+            // A link followed from another site (chat, a forge, an e-mail) comes without
+            // the `SameSite=Strict` cookie: the page is asked for again from this site,
+            // which sends it, before anyone is told to sign in.
+            let cross_site = parts
+                .headers
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes() == b"cross-site");
+            if cross_site && parts.method == Method::GET {
+                return Err(pages::again_from_here(&path));
+            }
+            return Err(to_sign_in(&path, None));
         }
         match Caller::from_request_parts(parts, &ui.app).await {
             Ok(caller) => Ok(Viewer {
@@ -225,24 +241,50 @@ impl FromRequestParts<Ui> for Viewer {
                 secret: if bearer { None } else { secret },
                 path,
             }),
-            Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(to_sign_in(&path, true)),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                Err(to_sign_in(&path, Some(ui.cookie_name())))
+            }
             Err(e) => Err(pages::error_page(e)),
         }
     }
 }
 
+impl Ui {
+    /// The session cookie's name: `__Host-` where browsers reach the server over HTTPS.
+    fn cookie_name(&self) -> &'static str {
+        if self.secure {
+            crate::auth::SECURE_SESSION_COOKIE
+        } else {
+            crate::auth::SESSION_COOKIE
+        }
+    }
+
+    /// The session cookie's attributes.
+    fn cookie(&self, value: &str, max_age: i64) -> String {
+        format!(
+            "{}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
+            self.cookie_name(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+}
+
 /// A redirect to the sign-in page, which sends the user back to `path` afterwards;
-/// `ended`: the session's cookie is stale, so it is removed.
-fn to_sign_in(path: &str, ended: bool) -> Response {
+/// `stale`: the name of a session cookie that no longer works, removed.
+pub(crate) fn to_sign_in(path: &str, stale: Option<&str>) -> Response {
     let next: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
     let mut resp = Redirect::to(&format!("/ui/sign-in?next={next}")).into_response();
-    if ended {
-        resp.headers_mut().insert(
-            header::SET_COOKIE,
-            HeaderValue::from_static(
-                "ferry_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
-            ),
-        );
+    if let Some(name) = stale
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
+            if name.starts_with("__Host-") {
+                "; Secure"
+            } else {
+                ""
+            }
+        ))
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
 }
@@ -306,6 +348,16 @@ async fn sign_in(
             StatusCode::UNAUTHORIZED,
         );
     };
+    // Signing in again ends the session the browser had.
+    if let Some(old) = crate::auth::session_secret(&headers)
+        && let Err(e) = ui
+            .app
+            .store
+            .revoke_session(&user.id, &crate::auth::hash_token(&old))
+            .await
+    {
+        return pages::error_page(e.into());
+    }
     let secret = crate::auth::new_token();
     let expires = ferry_store::now_ms() + crate::auth::SESSION_MAX_MS;
     if let Err(e) = ui
@@ -321,12 +373,7 @@ async fn sign_in(
     {
         return pages::error_page(e.into());
     }
-    let cookie = format!(
-        "{}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-        crate::auth::SESSION_COOKIE,
-        crate::auth::SESSION_MAX_MS / 1000,
-        if ui.secure { "; Secure" } else { "" }
-    );
+    let cookie = ui.cookie(&secret, crate::auth::SESSION_MAX_MS / 1000);
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
@@ -334,10 +381,11 @@ async fn sign_in(
     resp
 }
 
+/// A form that carries only the session's CSRF token.
 #[derive(Debug, serde::Deserialize)]
-struct SignOut {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 /// `POST /ui/sign-out`: ends the session (in the store: the cookie is worth nothing
@@ -345,10 +393,10 @@ struct SignOut {
 async fn sign_out(
     State(ui): State<Ui>,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<SignOut>,
+    axum::Form(form): axum::Form<CsrfForm>,
 ) -> Response {
     let Some(secret) = crate::auth::session_secret(&headers) else {
-        return Redirect::to("/ui/sign-in").into_response();
+        return to_sign_in("/", None);
     };
     if let Err(e) = check_form(&headers, &secret, &form.csrf) {
         return pages::error_page(e);
@@ -368,11 +416,11 @@ async fn sign_out(
         Ok(None) => {}
         Err(e) => return pages::error_page(e.into()),
     }
-    to_sign_in("/", true)
+    to_sign_in("/", Some(ui.cookie_name()))
 }
 
 /// A form's change is this site's own: from this origin, with the session's CSRF token.
-fn check_form(headers: &HeaderMap, secret: &str, sent: &str) -> Result<(), ApiError> {
+pub(crate) fn check_form(headers: &HeaderMap, secret: &str, sent: &str) -> Result<(), ApiError> {
     let refuse = |why: &str| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -397,7 +445,7 @@ fn check_form(headers: &HeaderMap, secret: &str, sent: &str) -> Result<(), ApiEr
 /// route (`method`, `path`), the page to go back to (`back`), the session's CSRF token
 /// (`csrf`), and the JSON body's fields, each typed by its prefix: `s:name` a string,
 /// `o:name` a string left out when empty, `i:name` an integer, `b:name` a boolean
-/// (`true`, or a checkbox's `on`); `{field}` in the path is a plain field's value, and
+/// (`true`, or a checkbox's `on`); `{name}` in the path is the field `p:name`'s value, and
 /// `reveal` names a field of the answer to show (a new token's secret) instead of going
 /// back. The change is then the API's: the request goes to
 /// the API router with the session's cookie and CSRF header, so its route, its roles,
@@ -408,7 +456,7 @@ async fn act(
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Response {
     let Some(secret) = crate::auth::session_secret(&headers) else {
-        return to_sign_in("/", false);
+        return to_sign_in("/", None);
     };
     let field = |name: &str| {
         fields
@@ -427,16 +475,21 @@ async fn act(
             "DELETE" => Method::DELETE,
             other => return Err(ApiError::invalid(format!("a form may not {other:?}"))),
         };
-        // `{field}` in the path: that form field's value, as one path segment.
+        // `{name}` in the path: the value of the form's field `p:name`, as one path
+        // segment; nothing else is put in a path.
         let mut path = field("path").to_string();
         for (key, value) in &fields {
-            if !key.contains(':') {
-                path = path.replace(&format!("{{{key}}}"), &pages::seg(value));
+            if let Some(name) = key.strip_prefix("p:") {
+                path = path.replace(&format!("{{{name}}}"), &pages::seg(value));
             }
         }
-        let valid = path.starts_with("/api/v1/")
-            && !path.contains("..")
-            && !path.chars().any(|c| c.is_control() || c == '#');
+        let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        let decoded = percent_encoding::percent_decode_str(route).decode_utf8_lossy();
+        let valid = route.starts_with("/api/v1/")
+            && !route.contains(['{', '}', '#', '\\'])
+            && !decoded.split('/').any(|seg| seg == ".." || seg == ".")
+            && !path.chars().any(char::is_control)
+            && !query.contains('#');
         if !valid {
             return Err(ApiError::invalid("a form may only ask the API"));
         }

@@ -92,6 +92,21 @@ pub(crate) fn revealed(secret: String, back: &str) -> Response {
     .into_response()
 }
 
+#[derive(Template)]
+#[template(path = "again.html")]
+struct AgainPage {
+    path: String,
+}
+
+/// A page that asks for `path` again, from this site (a link followed from another
+/// site came without the `SameSite=Strict` session cookie; this request sends it).
+pub(crate) fn again_from_here(path: &str) -> Response {
+    Html(AgainPage {
+        path: super::local_path(path).to_string(),
+    })
+    .into_response()
+}
+
 // ---- Formatting for people ----
 
 /// `2026-12-03 14:03:22 UTC`.
@@ -261,8 +276,9 @@ pub(crate) struct RepoCard {
 struct Dashboard {
     c: Chrome,
     repos: Vec<RepoCard>,
-    running: Vec<RunRow>,
-    queued: Vec<RunRow>,
+    /// Running and queued runs, each with where it runs or why it waits.
+    queue: Vec<(RunRow, String)>,
+    running: usize,
 }
 
 /// `GET /`: every repository with its last runs and its environments, and the queue.
@@ -297,23 +313,29 @@ pub(crate) async fn dashboard(State(ui): State<Ui>, viewer: Viewer) -> Response 
                 envs,
             });
         }
-        let of = |status| RunFilter {
-            status: Some(status),
-            limit: 100,
-            ..Default::default()
-        };
-        let running = ui.app.store.find_runs(&of(Status::Running)).await?;
-        let queued = ui.app.store.find_runs(&of(Status::Queued)).await?;
-        let rows = |runs: Vec<Run>| {
-            runs.iter()
-                .map(|r| RunRow::new(r, &name(&r.repository_id)))
-                .collect()
-        };
+        let entries = ui.app.store.queue().await?;
+        let why = super::queue::explain(
+            &entries,
+            &ui.app.config.server_id,
+            super::queue::Limits {
+                max_runs: ui.app.config.max_runs,
+                max_per_repo: ui.app.config.max_runs_per_repo,
+            },
+        );
+        let running = entries
+            .iter()
+            .filter(|e| e.run.status == Status::Running)
+            .count();
+        let queue = entries
+            .iter()
+            .zip(why)
+            .map(|(e, why)| (RunRow::new(&e.run, &name(&e.run.repository_id)), why))
+            .collect();
         Ok(Html(Dashboard {
             c: viewer.chrome(Nav::default()),
             repos: cards,
-            running: rows(running),
-            queued: rows(queued),
+            queue,
+            running,
         })
         .into_response())
     })
@@ -834,10 +856,11 @@ pub(crate) async fn deployment(
         .await?;
         let rp = format!("/ui/repos/{}", seg(&repo.name));
         let d = &detail.deployment.deployment;
+        // At most the log's last 256 KiB, read from there.
         let log_path = ui.app.deliverer.deployment_log(d);
-        let log = tokio::fs::read(&log_path).await.unwrap_or_default();
-        // The deployment's log is short; at most its last 256 KiB are shown.
-        let cut = log.len().saturating_sub(256 << 10);
+        let (cut, log) = tokio::task::spawn_blocking(move || tail_of(&log_path, 256 << 10))
+            .await
+            .map_err(ApiError::internal)?;
         Ok(Html(DeploymentPage {
             c: viewer.chrome(Nav::repo(&repo.name, "deployments")),
             api: format!(
@@ -866,7 +889,7 @@ pub(crate) async fn deployment(
             log: if cut > 0 {
                 format!(
                     "[{cut} earlier bytes not shown]\n{}",
-                    super::ansi::strip(&log[cut..])
+                    super::ansi::strip(&log)
                 )
             } else {
                 super::ansi::strip(&log)
@@ -876,6 +899,21 @@ pub(crate) async fn deployment(
         .into_response())
     })
     .await
+}
+
+/// The last `n` bytes of a file and how many came before them (none: an empty file).
+fn tail_of(path: &std::path::Path, n: u64) -> (u64, Vec<u8>) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return (0, Vec::new());
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(n);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_ok() {
+        let _ = f.take(n).read_to_end(&mut buf);
+    }
+    (from, buf)
 }
 
 // ---- Releases ----
@@ -1052,7 +1090,7 @@ struct SettingsPage {
     fork_prs: String,
     url: String,
     hooks: Vec<(String, String)>,
-    webhook_secret: String,
+    has_secret: bool,
 }
 
 /// `GET /ui/repos/{repo}/settings` (developers; the webhook secret to admins):
@@ -1074,17 +1112,23 @@ pub(crate) async fn settings(
             settings::secrets(State(ui.app.clone()), in_repo(&viewer, &repo)?, all).await?;
         let Json(registries) =
             settings::registries(State(ui.app.clone()), in_repo(&viewer, &repo)?).await?;
-        let host = headers
-            .get(axum::http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("HOST");
-        let scheme = if ui.secure { "https" } else { "http" };
+        // The server's public address (`--public-url`), else the one this page came by.
+        let origin = match ui.app.notifier.public_url() {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => {
+                let host = headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("HOST");
+                format!("{}://{host}", if ui.secure { "https" } else { "http" })
+            }
+        };
         let hooks = ["github", "gitlab", "gitea", "generic"]
             .iter()
             .map(|p| {
                 (
                     p.to_string(),
-                    format!("{scheme}://{host}/api/v1/hooks/{p}/{}", seg(&repo.name)),
+                    format!("{origin}/api/v1/hooks/{p}/{}", seg(&repo.name)),
                 )
             })
             .collect();
@@ -1099,14 +1143,59 @@ pub(crate) async fn settings(
             fork_prs: repo.fork_prs.clone(),
             url: repo.url.clone(),
             hooks,
-            webhook_secret: if viewer.may(Role::Admin) {
-                repo.webhook_secret.clone().unwrap_or_default()
-            } else {
-                String::new()
-            },
+            has_secret: repo.webhook_secret.is_some(),
             repo: repo.name,
         })
         .into_response())
+    })
+    .await
+}
+
+/// `POST /ui/repos/{repo}/webhook-secret` (admins, with the session's CSRF token): the
+/// repository's webhook secret, to paste into the forge, shown on a page of its own
+/// (never on a page that is read) and recorded in the audit log.
+pub(crate) async fn webhook_secret(
+    State(ui): State<Ui>,
+    Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::Form(form): axum::Form<super::CsrfForm>,
+) -> Response {
+    page(async {
+        let Some(secret) = crate::auth::session_secret(&headers) else {
+            return Ok(super::to_sign_in("/", None));
+        };
+        super::check_form(&headers, &secret, &form.csrf)?;
+        let (user, _) = ui
+            .app
+            .store
+            .session_by_hash(
+                &crate::auth::hash_token(&secret),
+                crate::auth::SESSION_IDLE_MS,
+            )
+            .await?
+            .ok_or_else(ApiError::unauthorized)?;
+        if Role::parse(&user.role) != Some(Role::Admin) {
+            return Err(ApiError::forbidden("admin"));
+        }
+        let repo = ui.app.store.repository(&name).await?;
+        let Some(stored) = repo.webhook_secret.as_deref().filter(|v| !v.is_empty()) else {
+            return Err(ApiError::not_found("the repository has no webhook secret"));
+        };
+        let value = crate::api::hooks::open_secret(&ui.app, stored)?;
+        ui.app
+            .store
+            .audit(
+                Some(&repo.id),
+                &format!("user:{}", user.name),
+                "repository.webhook_secret.shown",
+                &repo.name,
+                None,
+            )
+            .await?;
+        Ok(revealed(
+            value,
+            &format!("/ui/repos/{}/settings", seg(&repo.name)),
+        ))
     })
     .await
 }
@@ -1129,7 +1218,7 @@ pub(crate) async fn account(
 ) -> Response {
     page(async {
         if viewer.caller.user.id.is_empty() {
-            return Err(ApiError::unauthorized());
+            return Ok(super::to_sign_in("/ui/account", None));
         }
         let Json(tokens) = users::tokens(State(ui.app.clone()), need(&viewer)?).await?;
         let Json(sessions) =

@@ -78,7 +78,7 @@ impl Server {
             .get_all("set-cookie")
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("ferry_session="))
+            .find(|v| v.starts_with("ferry_session=") || v.starts_with("__Host-ferry_session="))
             .expect("a session cookie")
             .split(';')
             .next()
