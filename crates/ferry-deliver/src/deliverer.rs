@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ferry_config::delivery::{Delivery, OnFailure, OnUnhealthy, Policy};
@@ -133,6 +133,10 @@ pub struct Deliverer {
     /// [`crate::health`]).
     #[educe(Debug(ignore))]
     watches: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), Watching>>>,
+    /// Each live deployment's last workload sample and when it was taken: a page or a
+    /// scrape within [`WORKLOAD_FRESH`] of it reads it again rather than `/proc`.
+    #[educe(Debug(ignore))]
+    sampled: Arc<std::sync::Mutex<Samples>>,
 }
 
 /// One environment's health watch: the live deployment it watches, and its end.
@@ -150,6 +154,12 @@ pub fn delivery_of(release: &Release) -> Result<Delivery> {
         ))
     })
 }
+
+/// Workload samples by deployment id, with when each was taken.
+type Samples = std::collections::HashMap<String, (Instant, Option<crate::supervisor::Workload>)>;
+
+/// How long a workload sample is reused (see [`Deliverer::workload`]).
+const WORKLOAD_FRESH: Duration = Duration::from_secs(1);
 
 /// How long a workload must stay up when no verification is configured.
 const SETTLE: Duration = Duration::from_millis(750);
@@ -186,6 +196,7 @@ impl Deliverer {
             script_timeout: None,
             log_limit: None,
             watches: Arc::default(),
+            sampled: Arc::default(),
         }
     }
 
@@ -872,7 +883,7 @@ impl Deliverer {
 
     /// Executes queued deployments until `stop`.
     pub async fn run(&self, stop: CancellationToken) {
-        let mut last_prune = std::time::Instant::now();
+        let mut last_prune = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             while tasks.try_join_next().is_some() {}
@@ -1582,6 +1593,23 @@ impl Deliverer {
     /// What the workload of a live deployment uses now (`None`: its target cannot
     /// tell, or its release does not read).
     pub async fn workload(&self, dep: &Deployment) -> Option<crate::supervisor::Workload> {
+        let fresh = self.sampled.lock().ok().and_then(|s| {
+            s.get(&dep.id)
+                .filter(|(at, _)| at.elapsed() < WORKLOAD_FRESH)
+                .map(|(_, w)| w.clone())
+        });
+        if let Some(w) = fresh {
+            return w;
+        }
+        let w = self.sample_workload(dep).await;
+        if let Ok(mut s) = self.sampled.lock() {
+            s.retain(|_, (at, _)| at.elapsed() < WORKLOAD_FRESH);
+            s.insert(dep.id.clone(), (Instant::now(), w.clone()));
+        }
+        w
+    }
+
+    async fn sample_workload(&self, dep: &Deployment) -> Option<crate::supervisor::Workload> {
         let release = self
             .store
             .release(&dep.repository_id, &dep.release_id)

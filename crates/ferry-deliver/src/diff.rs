@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 /// At most this many commits are listed.
 pub const MAX_COMMITS: usize = 200;
 
+type CommitKey = (std::path::PathBuf, Option<String>, String);
+
+/// The commits between two commits of a mirror, as git listed them.
+static COMMITS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<CommitKey, Vec<LogEntry>>>,
+> = std::sync::LazyLock::new(Default::default);
+
 /// The names and update times of the variables and secrets a deployment was started
 /// with, stored with it (`deployments.config`), so that a later diff can tell what
 /// changed since.
@@ -292,14 +299,36 @@ pub async fn release_diff(
         Some(l) => Some(store.release(&dep.repository_id, &l.release_id).await?),
         None => None,
     };
-    let commits = ferry_source::git::log_range(
-        mirror,
-        old.as_ref().map(|o| o.commit_sha.as_str()),
-        &candidate.commit_sha,
-        MAX_COMMITS,
-    )
-    .await
-    .unwrap_or_default();
+    let from = old.as_ref().map(|o| o.commit_sha.clone());
+    let key = (
+        mirror.to_path_buf(),
+        from.clone(),
+        candidate.commit_sha.clone(),
+    );
+    // The commits between two commits never change: git is asked once per pair.
+    let known = COMMITS.lock().ok().and_then(|k| k.get(&key).cloned());
+    let commits = match known {
+        Some(commits) => commits,
+        None => match ferry_source::git::log_range(
+            mirror,
+            from.as_deref(),
+            &candidate.commit_sha,
+            MAX_COMMITS,
+        )
+        .await
+        {
+            Ok(commits) => {
+                if let Ok(mut k) = COMMITS.lock() {
+                    if k.len() >= 1024 {
+                        k.clear();
+                    }
+                    k.insert(key, commits.clone());
+                }
+                commits
+            }
+            Err(_) => Vec::new(),
+        },
+    };
     let before = ConfigSnapshot::parse(live.as_ref().and_then(|l| l.config.as_deref()));
     let now = ConfigSnapshot::current(store, &dep.repository_id, &dep.environment).await?;
     let live = old.as_ref().map(|release| Live {

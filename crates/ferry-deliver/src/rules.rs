@@ -28,10 +28,38 @@ pub async fn read(mirror: &Path, branch: &str) -> Result<Delivery, String> {
         return Err("the server has no copy of the repository yet".into());
     }
     let full = format!("refs/heads/{branch}");
-    let (head, _) = ferry_source::git::resolve(mirror, &full)
-        .await
-        .map_err(|e| format!("the default branch `{branch}` cannot be read: {e}"))?;
-    let Some(source) = ferry_source::git::show_file(mirror, &head, ferry_config::FILE_NAME)
+    let head = match ferry_source::git::read_ref(mirror, &full) {
+        Some(head) => head,
+        None => {
+            ferry_source::git::resolve(mirror, &full)
+                .await
+                .map_err(|e| format!("the default branch `{branch}` cannot be read: {e}"))?
+                .0
+        }
+    };
+    // The rules of a commit never change: read (and loaded) once per head.
+    let key = (mirror.to_path_buf(), head.clone());
+    if let Some(rules) = KNOWN.lock().ok().and_then(|k| k.get(&key).cloned()) {
+        return Ok(rules);
+    }
+    let rules = read_at(mirror, branch, &head).await?;
+    if let Ok(mut known) = KNOWN.lock() {
+        if known.len() >= 1024 {
+            known.clear();
+        }
+        known.insert(key, rules.clone());
+    }
+    Ok(rules)
+}
+
+/// The rules each mirror's default branch held at a head, as read.
+static KNOWN: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(std::path::PathBuf, String), Delivery>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The rules in `.ferry.yml` of commit `head` (the head of `branch`).
+async fn read_at(mirror: &Path, branch: &str, head: &str) -> Result<Delivery, String> {
+    let Some(source) = ferry_source::git::show_file(mirror, head, ferry_config::FILE_NAME)
         .await
         .map_err(|e| {
             format!(
@@ -99,6 +127,43 @@ mod tests {
         ));
         let sneaky = read(&bare, "sneaky").await.expect("rules").release;
         assert_eq!(sneaky.expect("release").branches, Some(vec!["**".into()]));
+    }
+
+    #[tokio::test]
+    async fn a_new_head_is_read_again_loose_or_packed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let one = pipeline("release: { artifacts: [build] }\nenvironments:\n  a: { auto: true }\n");
+        let bare = ferry_testkit::bare_repository(tmp.path(), "app", Some(&one));
+        let names = |d: &Delivery| {
+            d.environments
+                .iter()
+                .map(|e| e.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&read(&bare, "main").await.expect("rules")), ["a"]);
+        // The refs packed: the head is found there.
+        git(&bare, &["pack-refs", "--all"]);
+        assert!(!bare.join("refs/heads/main").exists());
+        assert_eq!(names(&read(&bare, "main").await.expect("rules")), ["a"]);
+        // A new head: new rules, not the remembered ones.
+        let work = tmp.path().join("app-work");
+        std::fs::write(
+            work.join(".ferry.yml"),
+            pipeline("release: { artifacts: [build] }\nenvironments:\n  b: { auto: true }\n"),
+        )
+        .expect("write");
+        git(&work, &["commit", "-qam", "b"]);
+        git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+        assert_eq!(names(&read(&bare, "main").await.expect("rules")), ["b"]);
+        let head = git(&bare, &["rev-parse", "refs/heads/main"]);
+        assert_eq!(
+            ferry_source::git::read_ref(&bare, "refs/heads/main").as_deref(),
+            Some(head.trim())
+        );
+        assert_eq!(
+            ferry_source::git::read_ref(&bare, "refs/heads/../../x"),
+            None
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 'use strict';
 (function () {
   var MAX = 9007199254740991;
-  var KEEP = 5000; // lines a live log keeps in the page
+  var KEEP = 3000; // the most lines a log view keeps in the page
   var WINDOW_BACK = 900; // how far back its link to earlier lines starts
   var $ = function (s, el) { return (el || document).querySelector(s); };
 
@@ -47,8 +47,27 @@
       } else if ((n === 38 || n === 48) && a[k + 1] === 2) k += 4;
     }
   };
+  // Passes over text that will not be drawn (whole lines): only the colours it leaves
+  // set matter; returns how many lines it ends.
+  Ansi.prototype.skip = function (t) {
+    this.esc = null; this.cr = false;
+    var re = /\x1b\[([0-9;]*)m/g, m;
+    while ((m = re.exec(t)) !== null) this.sgr(m[1]);
+    var n = 0;
+    for (var at = t.indexOf('\n'); at !== -1; at = t.indexOf('\n', at + 1)) n++;
+    return n;
+  };
   // Feeds text; out.text(t, cls), out.nl() at a newline, out.cr() when a line is redrawn.
   Ansi.prototype.feed = function (t, out) {
+    // Plain text (no escape, no carriage return): whole lines at once.
+    if (this.esc === null && !this.cr && t.indexOf('\x1b') === -1 && t.indexOf('\r') === -1) {
+      var parts = t.split('\n'), cls = this.cls();
+      for (var p = 0; p < parts.length; p++) {
+        if (p > 0) out.nl();
+        if (parts[p]) out.text(parts[p], cls);
+      }
+      return;
+    }
     var run = '';
     var self = this;
     function flush() { if (run) { out.text(run, self.cls()); run = ''; } }
@@ -114,6 +133,19 @@
         lines.insertAdjacentHTML('afterbegin', got[1]);
         window.scrollBy(0, document.documentElement.scrollHeight - h);
         start = got[0];
+        // A finished log keeps at most KEEP lines: the last ones go, a link away.
+        if (box.dataset.live !== 'true' && lines.childElementCount > KEEP) {
+          while (lines.childElementCount > KEEP) lines.lastElementChild.remove();
+          var after = +lines.lastElementChild.id.slice(1) + 1;
+          var later = $('#log-later', box);
+          if (!later) {
+            later = document.createElement('a');
+            later.className = 'log-more'; later.id = 'log-later';
+            box.appendChild(later);
+          }
+          later.href = base + '?line=' + after + '#L' + after;
+          later.textContent = 'Lines from ' + after + ' on are not shown: show later lines';
+        }
         if (start === 0) earlier.remove();
         else {
           var first = lines.firstElementChild;
@@ -133,7 +165,7 @@
       var div = document.createElement('div');
       div.className = 'l'; div.id = 'L' + n;
       var a = document.createElement('a');
-      a.className = 'n'; a.href = base + '?line=' + n + '#L' + n; a.textContent = n;
+      a.className = 'n'; a.setAttribute('href', '?line=' + n + '#L' + n); a.textContent = n;
       div.appendChild(a);
       if (showTs) {
         var t = document.createElement('span');
@@ -156,11 +188,6 @@
     };
     // Lines that can never be seen (more than KEEP come at once) are counted, and
     // their colours followed, but not drawn.
-    var skip = {
-      text: function () {},
-      nl: function () { if (cur) cur = null; else next++; },
-      cr: function () {}
-    };
     function drain() {
       scheduled = false;
       var follow = window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 40;
@@ -171,7 +198,9 @@
         if (text.charCodeAt(k) === 10 && ++seen > KEEP) { cut = k; break; }
       }
       if (cut >= 0) {
-        ansi.feed(text.slice(0, cut + 1), skip);
+        // The first newline ends the line being drawn (already numbered), if any.
+        var ended = ansi.skip(text.slice(0, cut + 1));
+        next += ended - (cur ? 1 : 0);
         text = text.slice(cut + 1);
         lines.replaceChildren();
         cur = null;
@@ -199,10 +228,17 @@
       es = new EventSource('/api/v1/runs/' + encodeURIComponent(box.dataset.run) + '/events?offsets=' + offsetsFor(names, job, end));
       es.addEventListener('log', function (ev) {
         var d = JSON.parse(ev.data);
-        if (d.job !== job || d.offset + enc.encode(d.text).length <= end) return;
-        end = d.offset + enc.encode(d.text).length;
+        if (d.job !== job) return;
+        var upto = d.offset + enc.encode(d.text).length;
+        if (upto <= end) return;
+        end = upto;
         pending.push(d.text);
-        if (!scheduled) { scheduled = true; requestAnimationFrame(drain); }
+        // Drawn a few times a second at most: a fast log is drawn in batches, and a
+        // batch longer than the page keeps is drawn from its end.
+        if (!scheduled) {
+          scheduled = true;
+          setTimeout(function () { requestAnimationFrame(drain); }, 100);
+        }
       });
       es.addEventListener('job', function (ev) {
         var d = JSON.parse(ev.data);

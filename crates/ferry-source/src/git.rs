@@ -434,6 +434,30 @@ pub async fn resolve(root: &Path, name: &str) -> Result<(String, Option<String>)
     Ok((text(out), None))
 }
 
+/// The commit a branch or tag points at, read from the repository's ref files (a loose
+/// ref, else `packed-refs`) without running git: `None` when it is not there that way
+/// (a symbolic ref, an annotated tag's object, a ref that does not exist), and the
+/// caller asks git ([`resolve`]).
+pub fn read_ref(root: &Path, full: &str) -> Option<String> {
+    let valid =
+        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !full.starts_with("refs/heads/") || full.contains("..") {
+        return None;
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join(full)) {
+        let id = text.trim();
+        return valid(id).then(|| id.to_string());
+    }
+    let packed = std::fs::read_to_string(root.join("packed-refs")).ok()?;
+    packed
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('^'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(_, name)| *name == full)
+        .map(|(id, _)| id.to_string())
+        .filter(|id| valid(id))
+}
+
 /// Whether `root` (a mirror) already has commit `sha`.
 /// Whether `rev` names a commit in `root`: `Ok(false)` only when git says it has no such
 /// commit; `Err` when the repository cannot be read.

@@ -336,7 +336,6 @@ struct LinesFragment {
     slice: Slice,
     target: u64,
     show_ts: bool,
-    base: String,
 }
 
 async fn find(ui: &Ui, run: &str, job: &str) -> Result<(Repository, Run, Job), ApiError> {
@@ -479,13 +478,12 @@ pub(crate) async fn lines(
         let (_, run, job) = find(&ui, &run, &job).await?;
         let (window, target) = window_of(&ui, &run, &job, &q).await?;
         let slice = slice(&ui.app, &run, &job, window).await?;
-        Ok::<_, ApiError>((run, job, slice, target))
+        Ok::<_, ApiError>((slice, target))
     };
     match inner.await {
-        Ok((run, job, slice, target)) => {
+        Ok((slice, target)) => {
             let (start, end, head_cut) = (slice.start, slice.end, slice.head_cut);
             let fragment = LinesFragment {
-                base: format!("/ui/runs/{}/jobs/{}", run.id, job.id),
                 slice,
                 target,
                 show_ts: q.show_time(),
