@@ -295,8 +295,9 @@ async fn public_reads_show_pages_without_a_session_but_no_forms() {
 async fn user_text_is_escaped_on_every_page() {
     let s = Server::start().await;
     const XSS: &str = "<script>alert(1)</script>";
+    // In a log, a step's name and a job's name (a matrix value is part of it).
     let pipeline = format!(
-        "jobs:\n  build:\n    run: |\n      echo '{XSS}'\n      printf '\\033[31m<b>red</b>\\033[0m\\n'\n      exit 3\n"
+        "jobs:\n  build:\n    matrix:\n      who: ['{XSS}']\n    steps:\n      - name: '{XSS} step'\n        run: |\n          echo '{XSS}'\n          printf '\\033[31m<b>red</b>\\033[0m\\n'\n          exit 3\n"
     );
     let bare = s.repository("xss", Some(&pipeline));
     s.push_file("xss", "notes", "x", &format!("{XSS} in a commit message"));

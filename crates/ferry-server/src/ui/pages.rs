@@ -229,13 +229,71 @@ fn chips(list: &delivery::EnvironmentList) -> Vec<EnvChip> {
         .collect()
 }
 
+/// A repository's environments, in promotion order (each after the one it follows,
+/// else as the file lists them).
 async fn environments_of(
     ui: &Ui,
     viewer: &Viewer,
     repo: &Repository,
 ) -> Result<delivery::EnvironmentList, ApiError> {
-    let Json(list) = delivery::environments(State(ui.app.clone()), in_repo(viewer, repo)?).await?;
+    let Json(mut list) =
+        delivery::environments(State(ui.app.clone()), in_repo(viewer, repo)?).await?;
+    let order = promotion_order(
+        &list
+            .environments
+            .iter()
+            .map(|e| (e.name.as_str(), e.after.as_deref()))
+            .collect::<Vec<_>>(),
+    );
+    list.environments
+        .sort_by_key(|e| order.iter().position(|n| *n == e.name));
     Ok(list)
+}
+
+/// Environments (name, the one it comes after) in promotion order: by how many steps
+/// from a first environment, ties in the file's order.
+pub(crate) fn promotion_order(envs: &[(&str, Option<&str>)]) -> Vec<String> {
+    let depth = |name: &str| {
+        let mut at = name;
+        let mut n = 0;
+        while let Some(Some(after)) = envs.iter().find(|(e, _)| *e == at).map(|(_, a)| *a) {
+            n += 1;
+            at = after;
+            if n > envs.len() {
+                break; // a loop (the loader refuses one): stop counting
+            }
+        }
+        n
+    };
+    let mut names: Vec<(usize, usize, &str)> = envs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (depth(name), i, *name))
+        .collect();
+    names.sort();
+    names.into_iter().map(|(_, _, n)| n.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn environments_go_in_promotion_order() {
+        let order = super::promotion_order(&[
+            ("production", Some("staging")),
+            ("staging", Some("sandbox")),
+            ("preview", None),
+            ("sandbox", None),
+        ]);
+        assert_eq!(order, ["preview", "sandbox", "staging", "production"]);
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::duration(850), "850ms");
+        assert_eq!(super::duration(42_000), "42s");
+        assert_eq!(super::duration(187_000), "3m 07s");
+        assert_eq!(super::duration(7_500_000), "2h 05m");
+    }
 }
 
 /// The caller as a handler's extractor would make it: only with the role it needs.
