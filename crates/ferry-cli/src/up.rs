@@ -192,7 +192,12 @@ async fn drive(
         }
         ports.push((env.clone(), port));
     }
-    println!("ferry up: serving {base}/ (data in a temporary directory unless --data-dir)");
+    let data = repo_dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    println!("ferry up: serving {base}/ (data in {data}; a temporary one goes at the end)");
     println!("  web UI    {base}/   sign in with the token {token}");
     let (status, body) = api
         .send(
