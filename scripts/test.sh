@@ -113,6 +113,14 @@ export FERRY_TEST_REGISTRY="127.0.0.1:$reg_port"
 # The browser tests drive Debian's Chromium through its chromedriver.
 export FERRY_TEST_CHROMEDRIVER="$(command -v chromedriver)"
 export FERRY_TEST_CHROMIUM="$(command -v chromium)"
+# Terraform is not a Debian package (nor on PyPI or npm): the provisioning tests use the
+# one the machine has (/usr/local/bin/terraform on Ferry's CI machines), else say so.
+if command -v terraform >/dev/null; then
+  export FERRY_TEST_TERRAFORM="$(command -v terraform)"
+else
+  echo "terraform is not installed: the Terraform tests are skipped (FERRY_SKIP_TERRAFORM=1)" >&2
+  export FERRY_SKIP_TERRAFORM=1
+fi
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

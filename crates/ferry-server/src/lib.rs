@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+mod infra;
 mod intake;
 pub mod live;
 pub mod metrics;
@@ -362,7 +363,8 @@ pub async fn serve(
             .notifier
             .public_url()
             .is_some_and(|u| u.starts_with("https://"));
-    let app = ui::router(state.clone(), api::router(state.clone()), secure);
+    let app = ui::router(state.clone(), api::router(state.clone()), secure)
+        .merge(infra::router(state.clone()));
     let (stop_http, stopping) = (stop.clone(), state.stopping.clone());
     let shutdown = async move {
         shutdown.await;

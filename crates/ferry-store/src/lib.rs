@@ -21,6 +21,7 @@ mod audit;
 mod deliveries;
 mod deployments;
 mod health;
+mod infra;
 pub mod logs;
 mod migrate;
 mod notifications;
@@ -50,6 +51,7 @@ pub use audit::AuditEntry;
 pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use health::{EnvironmentHealth, Health, HealthChange};
+pub use infra::{InfraGrant, InfraVersion, NewState, SealedState};
 pub use logs::{
     Found, LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log,
     packed_path, search_log, tail_offset, tail_offset_within,

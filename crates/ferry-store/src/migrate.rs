@@ -90,6 +90,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (19, "live_at", common!("0019_live_at.sql")),
     (20, "commit_status", common!("0020_commit_status.sql")),
     (21, "sessions", common!("0021_sessions.sql")),
+    (22, "infra", common!("0022_infra.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

@@ -114,7 +114,151 @@ both!(
     health_changes_are_recorded_once,
     notifications_are_claimed_once_and_keep_every_attempt,
     sessions_end_by_sign_out_expiry_idleness_and_their_token,
+    infra_states_are_versioned_locked_and_granted,
 );
+
+/// Terraform's states: every version kept (a deletion too), one lock per environment
+/// (taken again by its holder, refused to another, let go by its id or by force), and
+/// credentials of one environment that end with their deployment or their time.
+async fn infra_states_are_versioned_locked_and_granted(f: &Fixture) {
+    let s = f.open().await;
+    let r = s
+        .create_repository(&NewRepository {
+            name: "infra".into(),
+            url: "/srv/git/infra.git".into(),
+            default_branch: None,
+            webhook_secret: None,
+            poll_interval_s: None,
+            fork_prs: None,
+        })
+        .await
+        .expect("repo");
+    assert!(
+        s.infra_state(&r.id, "sandbox", None)
+            .await
+            .expect("none")
+            .is_none()
+    );
+    let state = |sealed: &'static str, serial| ferry_store::NewState {
+        sealed,
+        serial,
+        lineage: Some("l-1"),
+        size: sealed.len() as i64,
+        sha256: "abc",
+        deployment_id: Some("d-1"),
+    };
+    assert_eq!(
+        s.put_infra_state(&r.id, "sandbox", &state("one", Some(1)))
+            .await
+            .expect("put"),
+        1
+    );
+    assert_eq!(
+        s.put_infra_state(&r.id, "sandbox", &state("two", Some(2)))
+            .await
+            .expect("put"),
+        2
+    );
+    assert_eq!(
+        s.put_infra_state(&r.id, "staging", &state("x", Some(1)))
+            .await
+            .expect("put"),
+        1
+    );
+    assert_eq!(
+        s.put_infra_state(&r.id, "sandbox", &state("", None))
+            .await
+            .expect("put"),
+        3
+    );
+    let latest = s
+        .infra_state(&r.id, "sandbox", None)
+        .await
+        .expect("get")
+        .expect("some");
+    assert!(latest.info.deleted && latest.info.version == 3);
+    let two = s
+        .infra_state(&r.id, "sandbox", Some(2))
+        .await
+        .expect("get")
+        .expect("v2");
+    assert_eq!((two.sealed.as_str(), two.info.serial), ("two", Some(2)));
+    let versions = s.infra_versions(&r.id, "sandbox").await.expect("list");
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [3, 2, 1]
+    );
+
+    assert_eq!(
+        s.lock_infra(&r.id, "sandbox", "a", "{}")
+            .await
+            .expect("lock"),
+        None
+    );
+    assert_eq!(
+        s.lock_infra(&r.id, "sandbox", "a", "{}")
+            .await
+            .expect("again"),
+        None
+    );
+    let held = s
+        .lock_infra(&r.id, "sandbox", "b", "{}")
+        .await
+        .expect("refused");
+    assert_eq!(held.map(|(id, _)| id).as_deref(), Some("a"));
+    assert!(
+        !s.unlock_infra(&r.id, "sandbox", Some("b"))
+            .await
+            .expect("not b's")
+    );
+    assert!(
+        s.unlock_infra(&r.id, "sandbox", Some("a"))
+            .await
+            .expect("a's")
+    );
+    s.lock_infra(&r.id, "sandbox", "c", "{}")
+        .await
+        .expect("lock");
+    assert!(
+        s.unlock_infra(&r.id, "sandbox", None)
+            .await
+            .expect("forced")
+    );
+    assert!(
+        s.infra_lock(&r.id, "sandbox")
+            .await
+            .expect("none")
+            .is_none()
+    );
+
+    let grant = ferry_store::InfraGrant {
+        repository_id: r.id.clone(),
+        environment: "sandbox".into(),
+        deployment_id: Some("d-1".into()),
+    };
+    let now = ferry_store::now_ms();
+    s.create_infra_credential("h-live", &grant, now + 60_000)
+        .await
+        .expect("cred");
+    s.create_infra_credential("h-old", &grant, now - 1)
+        .await
+        .expect("cred");
+    assert_eq!(
+        s.infra_credential("h-live").await.expect("get"),
+        Some(grant.clone())
+    );
+    assert_eq!(
+        s.infra_credential("h-old").await.expect("get"),
+        None,
+        "expired"
+    );
+    s.end_infra_credentials("d-1").await.expect("end");
+    assert_eq!(
+        s.infra_credential("h-live").await.expect("get"),
+        None,
+        "ended"
+    );
+}
 
 /// A web session is found by the hash of its secret while it lives: not after sign-out,
 /// expiry, a long idle time, or its token's revocation; ended ones are swept.
