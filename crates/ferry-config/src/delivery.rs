@@ -183,6 +183,22 @@ pub struct EnvironmentSpec {
     pub freeze: Vec<Freeze>,
     /// Replaces the file's `deploy:` for this environment.
     pub deploy: Option<DeploySpec>,
+    /// The Terraform code that provisions the environment before each deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<InfraSpec>,
+}
+
+/// `infra:` of an environment: Terraform code of the repository, sealed into the
+/// release with everything else, planned and applied on each promotion (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfraSpec {
+    /// The module's directory, relative to the repository's root.
+    pub dir: Spanned<String>,
+    /// Terraform variables of this environment (`TF_VAR_name`).
+    pub vars: Vec<(String, String)>,
+    /// Whether a plan that destroys anything waits for an approval even where
+    /// promotion is automatic (`destroy: approval`, the default; `allow` lets it go).
+    pub destroy_needs_approval: bool,
 }
 
 /// How a release enters an environment.

@@ -9,7 +9,8 @@ use crate::model::{Pipeline, Spanned};
 use crate::yaml::{Kind, Node};
 
 pub const RELEASE_KEYS: &[&str] = &["branches", "tags", "artifacts", "images"];
-pub const ENVIRONMENT_KEYS: &[&str] = &["after", "auto", "approval", "freeze", "deploy"];
+pub const ENVIRONMENT_KEYS: &[&str] = &["after", "auto", "approval", "freeze", "deploy", "infra"];
+pub const INFRA_KEYS: &[&str] = &["dir", "vars", "destroy"];
 pub const APPROVAL_KEYS: &[&str] = &["required", "from", "not", "expires"];
 pub const FREEZE_KEYS: &[&str] = &["from", "to", "cron", "for"];
 pub const DEPLOY_KEYS: &[&str] = &["target", "verify", "on_failure", "watch", "on_unhealthy"];
@@ -84,6 +85,7 @@ impl Loader {
                 policy: Policy::Manual,
                 freeze: Vec::new(),
                 deploy: None,
+                infra: None,
             };
             let mut auto: Option<(bool, Span)> = None;
             let mut approval: Option<(ApprovalRule, Span)> = None;
@@ -103,6 +105,7 @@ impl Loader {
                     "auto" => auto = self.bool(val, &kwhat).map(|b| (b, kn.span)),
                     "approval" => approval = self.approval(val, &what).map(|a| (a, kn.span)),
                     "freeze" => env.freeze = self.freezes(val, &what),
+                    "infra" => env.infra = self.infra(val, &format!("`infra` in {what}")),
                     _ => env.deploy = self.deploy(val, &format!("`deploy` in {what}")),
                 }
             }
@@ -122,6 +125,82 @@ impl Loader {
             out.push(env);
         }
         out
+    }
+
+    /// `infra: { dir: infra, vars: { region: eu }, destroy: approval }`.
+    fn infra(&mut self, node: &Node, what: &str) -> Option<InfraSpec> {
+        let example = "`infra: { dir: infra, vars: { region: eu-west } }`";
+        if !matches!(node.kind, Kind::Map(_)) {
+            self.type_error(node, what, "a mapping", example);
+            return None;
+        }
+        let (mut dir, mut vars, mut destroy_needs_approval) = (None, Vec::new(), true);
+        let mut dir_given = false;
+        for (k, _, v) in self.entries(node, what, Some(INFRA_KEYS), example) {
+            let kwhat = format!("`{k}` in {what}");
+            match k {
+                "dir" => {
+                    dir_given = true;
+                    let Some(path) = self.string(v, &kwhat, "`dir: infra`") else {
+                        continue;
+                    };
+                    let inside = !path.is_empty()
+                        && !path.starts_with('/')
+                        && !path.split('/').any(|part| part == "..");
+                    if inside {
+                        dir = Some(Spanned::new(path, v.span));
+                    } else {
+                        self.error(
+                            v.span,
+                            format!("{kwhat} must be a directory inside the repository"),
+                            "a relative path such as `infra` or `deploy/terraform`, without `..`",
+                        );
+                    }
+                }
+                "vars" => {
+                    for (name, value) in self.map(v, &kwhat) {
+                        let valid = name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+                        if valid {
+                            vars.push((name, value));
+                        } else {
+                            self.error(
+                                v.span,
+                                format!("{kwhat}: `{name}` is not a Terraform variable name"),
+                                "names are letters, digits, `_` and `-`, starting with a letter or `_`",
+                            );
+                        }
+                    }
+                }
+                _ => match self.string(v, &kwhat, "`destroy: approval`").as_deref() {
+                    Some("approval") => destroy_needs_approval = true,
+                    Some("allow") => destroy_needs_approval = false,
+                    Some(other) => self.error(
+                        v.span,
+                        format!("{kwhat} must be `approval` or `allow`, not `{other}`"),
+                        "`approval` (the default) holds a plan that destroys anything for an approval",
+                    ),
+                    None => {}
+                },
+            }
+        }
+        let Some(dir) = dir else {
+            if !dir_given {
+                self.error(
+                    node.span,
+                    format!("{what} has no `dir`"),
+                    "name the Terraform module's directory, e.g. `dir: infra`",
+                );
+            }
+            return None;
+        };
+        Some(InfraSpec {
+            dir,
+            vars,
+            destroy_needs_approval,
+        })
     }
 
     fn approval(&mut self, node: &Node, what: &str) -> Option<ApprovalRule> {

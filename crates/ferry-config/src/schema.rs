@@ -359,7 +359,18 @@ pub fn schema() -> Value {
                             }
                         },
                         "freeze": { "oneOf": [ freeze, { "type": "array", "items": freeze } ] },
-                        "deploy": deploy
+                        "deploy": deploy,
+                        "infra": {
+                            "description": "Terraform code that provisions the environment on each promotion (sealed into the release).",
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["dir"],
+                            "properties": {
+                                "dir": { "type": "string", "description": "The module's directory, relative to the repository's root." },
+                                "vars": { "type": "object", "description": "Terraform variables of this environment (TF_VAR_*).", "additionalProperties": { "type": ["string", "number", "boolean"] } },
+                                "destroy": { "enum": ["approval", "allow"], "description": "A plan that destroys anything waits for an approval (the default) or not." }
+                            }
+                        }
                     }
                 }
             },

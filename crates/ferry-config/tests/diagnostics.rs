@@ -148,6 +148,21 @@ fn the_health_watch_loads_with_its_defaults() {
     let source = std::fs::read_to_string(path).expect("read fixture");
     let pipeline = ferry_config::load(&source).expect("loads").pipeline;
     let d = &pipeline.delivery;
+    let infra = d
+        .environment("production")
+        .and_then(|e| e.infra.as_ref())
+        .expect("production's infra");
+    assert_eq!(infra.dir.value, "deploy/terraform");
+    assert_eq!(
+        infra.vars,
+        [
+            ("region".to_string(), "eu-west".to_string()),
+            ("replicas".to_string(), "3".to_string()),
+            ("public".to_string(), "true".to_string())
+        ]
+    );
+    assert!(!infra.destroy_needs_approval);
+    assert!(d.environment("sandbox").is_some_and(|e| e.infra.is_none()));
     let staging = d.deploy_of("staging").expect("staging deploys");
     assert_eq!(
         staging.watch,
