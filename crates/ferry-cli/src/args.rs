@@ -109,6 +109,12 @@ pub enum Command {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+    /// An environment's Terraform state kept by the server: its versions, or one
+    /// version's state (`--version N`, admins).
+    Infra {
+        #[command(subcommand)]
+        command: InfraCommand,
+    },
     /// Each environment: its live release, since when, who deployed and approved it.
     Envs {
         #[command(flatten)]
@@ -476,6 +482,19 @@ pub enum NotificationsCommand {
         /// How many.
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: i64,
+        #[command(flatten)]
+        args: crate::deliver::DeliverArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InfraCommand {
+    /// The versions of ENV's Terraform state, newest first; `--version N` (or
+    /// `latest`) prints that version's state.
+    State {
+        env: String,
+        #[arg(long, value_name = "N|latest")]
+        version: Option<String>,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },

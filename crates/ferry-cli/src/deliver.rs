@@ -135,6 +135,55 @@ pub async fn releases(args: DeliverArgs, release: Option<String>) -> Result<u8, 
     Ok(exit::OK)
 }
 
+/// `ferry infra state ENV [--version N]`.
+pub async fn infra_state(
+    args: DeliverArgs,
+    env: &str,
+    version: Option<String>,
+) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let base = format!("/repos/{repo}/environments/{env}/infra/states");
+    if let Some(v) = version {
+        let state: serde_json::Value = c.get(&format!("{base}/{v}")).await?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state).unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    let list: delivery::InfraVersionList = c.get(&base).await?;
+    if args.json {
+        print_json(&list);
+        return Ok(exit::OK);
+    }
+    if list.versions.is_empty() {
+        println!("{env} has no Terraform state yet");
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:>7}  {:>7}  {:<19}  {:>10}  {:<12}  DEPLOYMENT",
+        "VERSION", "SERIAL", "WRITTEN", "BYTES", "SHA256"
+    );
+    for v in &list.versions {
+        println!(
+            "{:>7}  {:>7}  {:<19}  {:>10}  {:<12}  {}",
+            v.version,
+            v.serial
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
+            when(Some(v.created_at)),
+            if v.deleted {
+                "deleted".to_string()
+            } else {
+                v.size.to_string()
+            },
+            &v.sha256[..v.sha256.len().min(12)],
+            v.deployment_id.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(exit::OK)
+}
+
 pub async fn envs(args: DeliverArgs) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
     let list: delivery::EnvironmentList = c.get(&format!("/repos/{repo}/environments")).await?;

@@ -170,6 +170,9 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             args,
         } => deliver::decide(args, &deployment, comment, false).await,
         Command::Envs { args } => deliver::envs(args).await,
+        Command::Infra {
+            command: args::InfraCommand::State { env, version, args },
+        } => deliver::infra_state(args, &env, version).await,
         Command::Status { env, args } => deliver::status(args, &env).await,
         Command::Dora { env, since, args } => deliver::dora(args, env, since).await,
         Command::Notifications {

@@ -174,6 +174,56 @@ async fn terraform_keeps_its_state_in_ferry_sealed_versioned_and_locked() {
         "Terraform let go of its lock"
     );
 
+    // Listed through the API (developers: versions; admins: the content, audited).
+    let (status, list) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/infra/environments/sandbox/infra/states",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["versions"].as_array().map(Vec::len), Some(after.len()));
+    let (status, latest) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/infra/environments/sandbox/infra/states/latest",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{latest}");
+    assert_eq!(latest["outputs"]["url"]["value"], "http://127.0.0.1/two");
+    let (status, one) = s
+        .admin(
+            "GET",
+            "/api/v1/repos/infra/environments/sandbox/infra/states/1",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(one["serial"].as_i64().is_some());
+    let dev = s.user("dev", "developer").await;
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/repos/infra/environments/sandbox/infra/states",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .call(
+            "GET",
+            "/api/v1/repos/infra/environments/sandbox/infra/states/latest",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "a state holds secrets: admins only");
+    let (_, audit) = s.admin("GET", "/api/v1/repos/infra/audit", None).await;
+    assert!(audit.to_string().contains("infra.state.read"), "{audit}");
+
     // A wrong password, or another environment's credential: refused.
     let (ok, out) = tf(&bin, &dir, "wrong", &["plan", "-input=false", "-no-color"]).await;
     assert!(!ok && out.contains("requires auth"), "{out}");

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Body;
 use super::settings::check_environment;
-use crate::auth::{AsApprover, AsDeveloper, AsViewer, Caller, InRepo, Role};
+use crate::auth::{AsAdmin, AsApprover, AsDeveloper, AsViewer, Caller, InRepo, Role};
 use crate::error::ErrorCode;
 use crate::{ApiError, AppState};
 
@@ -634,4 +634,66 @@ pub(crate) async fn events(
         }
     });
     Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(out)).keep_alive(KeepAlive::default()))
+}
+
+/// `GET …/environments/{environment}/infra/states`: every version of the
+/// environment's Terraform state, newest first (never their content).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InfraVersionList {
+    pub versions: Vec<ferry_store::InfraVersion>,
+}
+
+pub(crate) async fn infra_versions(
+    State(s): State<AppState>,
+    InRepo(repo, ..): InRepo<AsDeveloper>,
+    Path((_, env)): Path<(String, String)>,
+) -> Result<Json<InfraVersionList>, ApiError> {
+    Ok(Json(InfraVersionList {
+        versions: s.store.infra_versions(&repo.id, &env).await?,
+    }))
+}
+
+/// `GET …/environments/{environment}/infra/states/{version}` (admins: a state holds
+/// what Terraform knows, secrets included): one version's state as Terraform wrote it
+/// (`latest`: the newest); each read is in the audit log.
+pub(crate) async fn infra_state(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsAdmin>,
+    Path((_, env, version)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let wanted = match version.as_str() {
+        "latest" => None,
+        v => Some(v.parse::<i64>().map_err(|_| {
+            ApiError::invalid(format!("`{v}` is not a version: a number, or `latest`"))
+        })?),
+    };
+    let state = s
+        .store
+        .infra_state(&repo.id, &env, wanted)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("{env} has no such Terraform state")))?;
+    if state.info.deleted {
+        return Err(ApiError::not_found(format!(
+            "{env}'s Terraform state was deleted at version {}",
+            state.info.version
+        )));
+    }
+    let plain = s
+        .key
+        .open(&state.sealed, crate::infra::CONTEXT)
+        .map_err(ApiError::internal)?;
+    s.store
+        .audit(
+            Some(&repo.id),
+            &caller.label(),
+            "infra.state.read",
+            &format!("{env} v{}", state.info.version),
+            None,
+        )
+        .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        plain,
+    )
+        .into_response())
 }

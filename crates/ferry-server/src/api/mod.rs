@@ -445,6 +445,22 @@ pub const ROUTES: &[Route] = &[
     .ok::<delivery::HealthView>(),
     Route::new(
         GET,
+        "/api/v1/repos/{repo}/environments/{environment}/infra/states",
+        DEVELOPER,
+        "Every version of the environment's Terraform state, newest first (not their content)",
+        || get(delivery::infra_versions),
+    )
+    .ok::<delivery::InfraVersionList>(),
+    Route::new(
+        GET,
+        "/api/v1/repos/{repo}/environments/{environment}/infra/states/{version}",
+        ADMIN,
+        "One version of the environment's Terraform state (`latest`: the newest); audited",
+        || get(delivery::infra_state),
+    )
+    .ok::<serde_json::Value>(),
+    Route::new(
+        GET,
         "/api/v1/repos/{repo}/environments/{environment}/output",
         VIEWER,
         "The output of the environment's process (process target)",
