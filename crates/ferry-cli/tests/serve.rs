@@ -1560,3 +1560,60 @@ async fn the_server_speaks_tls_and_the_cli_verifies_it() {
         "nothing is written before the files are checked"
     );
 }
+
+/// `ferry infra state ENV`: the versions of an environment's Terraform state, and one
+/// version's content, as the server keeps them.
+#[tokio::test]
+async fn the_cli_lists_and_reads_terraform_states() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let bare = bare_repo(tmp.path(), "jobs:\n  a:\n    run: 'true'\n");
+    let (server, token) = serve_app(&data, &bare).await;
+    // A deployment's credential, straight into the store (as the deliverer makes one).
+    let store = ferry_store::Store::open(&data).await.expect("store");
+    let repo = store.repository("app").await.expect("repo");
+    store
+        .create_infra_credential(
+            &ferry_server::auth::hash_token("pw"),
+            &ferry_store::InfraGrant {
+                repository_id: repo.id.clone(),
+                environment: "sandbox".into(),
+                deployment_id: None,
+            },
+            ferry_store::now_ms() + 600_000,
+        )
+        .await
+        .expect("credential");
+    // What Terraform's http backend sends.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/infra/app/sandbox/state", server.base);
+    for serial in [1, 2] {
+        let state = json!({ "version": 4, "serial": serial, "lineage": "l-1", "outputs": {} });
+        let r = http
+            .post(&url)
+            .basic_auth("ferry", Some("pw"))
+            .json(&state)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let cli = Cli {
+        repo: Some("app"),
+        ..Cli::new(&server, &token, tmp.path())
+    };
+    let out = cli.run(&["infra", "state", "sandbox"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.starts_with("VERSION"), "{text}");
+    assert_eq!(text.lines().count(), 3, "two versions: {text}");
+    let out = cli.run(&["infra", "state", "sandbox", "--version", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("\"serial\": 1") && text.contains("\"lineage\": \"l-1\""),
+        "{text}"
+    );
+    let none = cli.run(&["infra", "state", "staging"]);
+    assert!(String::from_utf8_lossy(&none.stdout).contains("no Terraform state yet"));
+}
