@@ -246,12 +246,8 @@ pub(crate) async fn job_log(
     Path((run, job)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let run = s.store.run_by_id(&run).await?;
-    let jobs = s.store.jobs(&run.id).await?;
-    let job = jobs
-        .iter()
-        .find(|j| j.id == job || j.name == job)
-        .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
+    let (run, job) = run_job(&s, &run, &job).await?;
+    let job = &job;
     if q.tail.is_some() && q.line.is_some() {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -312,6 +308,19 @@ pub(crate) async fn job_log(
         data,
     )
         .into_response())
+}
+
+/// A run and one of its jobs (by id or name), or 404 saying which is missing.
+pub(crate) async fn run_job(s: &AppState, run: &str, job: &str) -> Result<(Run, Job), ApiError> {
+    let run = s.store.run_by_id(run).await?;
+    let job = s
+        .store
+        .jobs(&run.id)
+        .await?
+        .into_iter()
+        .find(|j| j.id == job || j.name == job)
+        .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
+    Ok((run, job))
 }
 
 pub(crate) async fn cancel(

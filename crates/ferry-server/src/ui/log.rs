@@ -339,13 +339,8 @@ struct LinesFragment {
 }
 
 async fn find(ui: &Ui, run: &str, job: &str) -> Result<(Repository, Run, Job), ApiError> {
-    let run = ui.app.store.run_by_id(run).await?;
+    let (run, job) = crate::api::runs::run_job(&ui.app, run, job).await?;
     let repo = ui.app.store.repository(&run.repository_id).await?;
-    let jobs = ui.app.store.jobs(&run.id).await?;
-    let job = jobs
-        .into_iter()
-        .find(|j| j.id == job || j.name == job)
-        .ok_or_else(|| ApiError::not_found(format!("run {} has no job `{job}`", run.number)))?;
     Ok((repo, run, job))
 }
 
