@@ -98,6 +98,10 @@ pub enum Command {
         deployment: String,
         #[arg(long)]
         comment: Option<String>,
+        /// The Terraform plan decided on (SHA-256, or its first 12 hex digits, as `ferry
+        /// deployment` shows it): refused if the deployment applies another plan now.
+        #[arg(long)]
+        plan: Option<String>,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
@@ -106,6 +110,10 @@ pub enum Command {
         deployment: String,
         #[arg(long)]
         comment: Option<String>,
+        /// The Terraform plan decided on (SHA-256, or its first 12 hex digits, as `ferry
+        /// deployment` shows it): refused if the deployment applies another plan now.
+        #[arg(long)]
+        plan: Option<String>,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },

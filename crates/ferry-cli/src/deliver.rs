@@ -546,10 +546,44 @@ pub async fn deployment(args: DeliverArgs, deployment: &str, log: bool) -> Resul
             }
         );
     }
+    if let Some(p) = &detail.infra_plan {
+        let s = &p.summary;
+        println!(
+            "\nterraform plan {}{} ({}){}",
+            abbrev(&p.sha256, 12),
+            if p.destroy { ", a destroy" } else { "" },
+            s.counts(),
+            if p.applied_at.is_some() {
+                ", applied"
+            } else {
+                ""
+            }
+        );
+        for (sign, list) in [
+            ("+", &s.create),
+            ("~", &s.update),
+            ("-/+", &s.replace),
+            ("-", &s.delete),
+        ] {
+            for address in list {
+                println!("  {sign:>3} {address}");
+            }
+        }
+        if !s.outputs.is_empty() {
+            println!("  outputs changed: {}", s.outputs.join(", "));
+        }
+    }
     println!("\napprovals:");
     for a in &detail.approvals {
+        let of_plan = match (&a.plan_sha256, &detail.infra_plan) {
+            (Some(mine), Some(p)) if mine != &p.sha256 => {
+                format!(" (of plan {}, no longer current)", abbrev(mine, 12))
+            }
+            (Some(mine), _) => format!(" (of plan {})", abbrev(mine, 12)),
+            _ => String::new(),
+        };
         println!(
-            "  {} {}  {}",
+            "  {} {}{of_plan}  {}",
             a.user_name,
             a.decision,
             a.comment.as_deref().unwrap_or("")
@@ -587,6 +621,7 @@ pub async fn decide(
     args: DeliverArgs,
     deployment: &str,
     comment: Option<String>,
+    plan: Option<String>,
     approve: bool,
 ) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
@@ -594,7 +629,7 @@ pub async fn decide(
     let one = c
         .post(
             &format!("/repos/{repo}/deployments/{}/{verb}", key(deployment)),
-            &delivery::Decision { comment },
+            &delivery::Decision { comment, plan },
         )
         .await?;
     print_deployment(&one, args.json);

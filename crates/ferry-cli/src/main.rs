@@ -162,13 +162,15 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
         Command::Approve {
             deployment,
             comment,
+            plan,
             args,
-        } => deliver::decide(args, &deployment, comment, true).await,
+        } => deliver::decide(args, &deployment, comment, plan, true).await,
         Command::Reject {
             deployment,
             comment,
+            plan,
             args,
-        } => deliver::decide(args, &deployment, comment, false).await,
+        } => deliver::decide(args, &deployment, comment, plan, false).await,
         Command::Envs { args } => deliver::envs(args).await,
         Command::Infra {
             command: args::InfraCommand::State { env, version, args },

@@ -201,7 +201,8 @@ fn check_expressions(p: &Pipeline, source: &str, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-/// `${{ }}` in `deploy:` may use `vars.*`, `release.*` and `environment.name`.
+/// `${{ }}` in `deploy:` (and `infra.vars`) may use `vars.*`, `release.*`,
+/// `environment.name` and `infra.outputs.*`.
 fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec<Diagnostic>) {
     use crate::delivery::{Probe, Target};
     let scope = Scope {
@@ -242,6 +243,11 @@ fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec
         }
         for text in texts {
             check_text(text, Some(Span::default_at_start()), &scope, lines, diags);
+        }
+    }
+    for infra in d.environments.iter().filter_map(|e| e.infra.as_ref()) {
+        for (_, value) in &infra.vars {
+            check_text(value, Some(infra.dir.span), &scope, lines, diags);
         }
     }
 }

@@ -104,7 +104,8 @@ pub struct Scope<'a> {
     pub plan_time: bool,
     /// False outside jobs (the concurrency group), where no matrix exists.
     pub in_job: bool,
-    /// In `deploy:`, where the names are `vars.*`, `release.*` and `environment.*`.
+    /// In `deploy:`, where the names are `vars.*`, `release.*`, `environment.*` and
+    /// `infra.outputs.*`.
     pub deploy: bool,
 }
 
@@ -288,6 +289,7 @@ fn check_deploy_name(name: &str, head: &str, field: Option<&str>) -> Result<(), 
     match (head, field) {
         ("vars", _) | ("environment", None | Some("name")) => Ok(()),
         ("release", None) => Ok(()),
+        ("infra", Some("outputs")) => Ok(()),
         ("release", Some(f)) if RELEASE_FIELDS.contains(&f) => Ok(()),
         ("release", Some(f)) => Err(ExprError {
             message: format!("unknown variable `release.{f}`"),
@@ -302,7 +304,7 @@ fn check_deploy_name(name: &str, head: &str, field: Option<&str>) -> Result<(), 
         }),
         _ => Err(ExprError {
             message: format!("unknown variable `{name}` in `deploy`"),
-            help: "`deploy` sees `vars.*` (the environment's variables), `release.*` and `environment.name`".into(),
+            help: "`deploy` sees `vars.*` (the environment's variables), `release.*`, `environment.name` and `infra.outputs.*` (the outputs of its `infra:`)".into(),
         }),
     }
 }

@@ -65,6 +65,22 @@ impl Cas {
         Ok((digest, size))
     }
 
+    /// Stores `bytes`; returns their digest and size.
+    pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<(String, u64)> {
+        use std::io::Write as _;
+        let digest = digest_of(bytes);
+        let dest = self.path(&digest)?;
+        if !dest.exists() {
+            let dir = dest.parent().ok_or_else(|| io::Error::other("no parent"))?;
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            tmp.write_all(bytes)?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&dest).map_err(|e| e.error)?;
+        }
+        Ok((digest, bytes.len() as u64))
+    }
+
     fn digest_file(&self, path: &Path) -> io::Result<String> {
         let mut file = std::fs::File::open(path)?;
         let mut hasher = Sha256::new();

@@ -20,6 +20,7 @@ use crate::cas::Cas;
 use crate::diff::ConfigSnapshot;
 use crate::events::DeliveryEvent;
 use crate::health::{self, Watched};
+use crate::infra::{self, Terraform};
 use crate::jail;
 use crate::layout;
 use crate::log::DeployLog;
@@ -137,6 +138,56 @@ pub struct Deliverer {
     /// scrape within [`WORKLOAD_FRESH`] of it reads it again rather than `/proc`.
     #[educe(Debug(ignore))]
     sampled: Arc<std::sync::Mutex<Samples>>,
+    /// The `terraform` of environments with `infra:`, and where it finds the state.
+    terraform: Terraform,
+    /// Deployments waiting for approval, by id, as far as planning goes (see
+    /// [`Deliverer::plan_waiting`]).
+    #[educe(Debug(ignore))]
+    planned: Arc<std::sync::Mutex<std::collections::HashMap<String, Planned>>>,
+}
+
+/// Where a deployment waiting for approval is with its Terraform plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    /// Its environment has no `infra:` in its release.
+    NoInfra,
+    /// Planned against this state version (`None`: no state).
+    At(Option<i64>),
+}
+
+/// What deploying a release needs, resolved (see [`Deliverer::prepare`]).
+struct Prepared {
+    env_dir: PathBuf,
+    release_dir: PathBuf,
+    secrets_dir: PathBuf,
+    vars: BTreeMap<String, String>,
+    secrets: Vec<(String, Vec<u8>)>,
+    env: Vec<(String, String)>,
+    spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
+}
+
+/// What provisioning a deployment's environment came to.
+enum Provisioned {
+    /// Applied (or nothing to apply): the deployment goes on.
+    Applied,
+    /// The plan waits for approvals: why.
+    Waits(String),
+}
+
+/// Why provisioning failed, and whether the environment's infrastructure may have
+/// changed (an apply that failed half way) or not (a failed plan).
+struct InfraFailure {
+    reason: String,
+    touched: bool,
+}
+
+impl InfraFailure {
+    fn untouched(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            touched: false,
+        }
+    }
 }
 
 /// One environment's health watch: the live deployment it watches, and its end.
@@ -197,6 +248,8 @@ impl Deliverer {
             log_limit: None,
             watches: Arc::default(),
             sampled: Arc::default(),
+            terraform: Terraform::default(),
+            planned: Arc::default(),
         }
     }
 
@@ -285,6 +338,18 @@ impl Deliverer {
     }
 
     /// The `kubectl` to run for `kubernetes` targets (default: `kubectl` on the PATH).
+    /// Runs `program` for environments with `infra:` (`terraform` on the `PATH` by
+    /// default).
+    pub fn with_terraform(mut self, program: PathBuf) -> Self {
+        self.terraform = self.terraform.with_program(program);
+        self
+    }
+
+    /// Tells where Terraform finds the server's state backend (once the server listens).
+    pub fn set_infra_endpoint(&self, endpoint: crate::infra::Endpoint) {
+        self.terraform.set_endpoint(endpoint);
+    }
+
     pub fn with_kubectl(mut self, kubectl: PathBuf) -> Self {
         self.targets.kubectl = kubectl;
         self
@@ -579,6 +644,25 @@ impl Deliverer {
         comment: Option<&str>,
         vote: Vote,
     ) -> Result<Deployment> {
+        self.decide_on_plan(repository_id, key, actor, groups, comment, vote, None)
+            .await
+    }
+
+    /// [`Self::decide`], naming the Terraform plan decided on (its SHA-256, or a prefix
+    /// of at least 12 hex digits): refused when the deployment applies another plan now.
+    /// A decision on a deployment that runs Terraform is always of its current plan,
+    /// and counts for that plan only.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decide_on_plan(
+        &self,
+        repository_id: &str,
+        key: &str,
+        actor: &Actor,
+        groups: &[String],
+        comment: Option<&str>,
+        vote: Vote,
+        plan_seen: Option<&str>,
+    ) -> Result<Deployment> {
         let approve = vote == Vote::Approve;
         let dep = self
             .store
@@ -594,13 +678,53 @@ impl Deliverer {
         }
         let release = self.store.release(repository_id, &dep.release_id).await?;
         let d = self.rules(repository_id).await?;
-        let Some(Policy::Approval(rule)) = d.environment(&dep.environment).map(|e| &e.policy)
-        else {
+        let policy = d.environment(&dep.environment).map(|e| e.policy.clone());
+        let infra_spec = delivery_of(&release)
+            .ok()
+            .and_then(|own| Self::infra_of(&own, &dep.environment));
+        let plan = match &infra_spec {
+            Some(_) => match self.store.infra_plan(&dep.id).await? {
+                Some(p) => Some(p.info),
+                None => {
+                    return Err(DeliverError::Invalid(format!(
+                        "the Terraform plan of deployment {name} is not made yet: decide \
+                         once it is shown"
+                    )));
+                }
+            },
+            None => None,
+        };
+        if let (Some(seen), Some(p)) = (plan_seen, &plan)
+            && (seen.len() < 12 || !p.sha256.starts_with(&seen.to_ascii_lowercase()))
+        {
+            return Err(DeliverError::Conflict(format!(
+                "deployment {name} applies Terraform plan {} now, not {seen}: look at the \
+                 plan again",
+                &p.sha256[..12]
+            )));
+        }
+        let rule = match (&plan, &policy) {
+            (Some(p), Some(policy)) => {
+                let summary: infra::PlanSummary =
+                    serde_json::from_str(&p.summary).unwrap_or_default();
+                infra::gate(
+                    policy,
+                    dep.kind,
+                    &summary,
+                    p.destroy,
+                    destroy_needs_approval(&d, &dep.environment),
+                )
+            }
+            (_, Some(Policy::Approval(rule))) => Some(rule.clone()),
+            _ => None,
+        };
+        let Some(rule) = rule else {
             return Err(DeliverError::Invalid(format!(
                 "`{}` takes no approvals",
                 dep.environment
             )));
         };
+        let rule = &rule;
         let parties = Parties {
             author: release.author.clone(),
             triggered_by: release.triggered_by.clone(),
@@ -623,7 +747,14 @@ impl Deliverer {
         }
         let decision = if approve { "approve" } else { "reject" };
         self.store
-            .add_approval(&dep.id, &actor.user_id, &actor.name, decision, comment)
+            .add_approval(
+                &dep.id,
+                &actor.user_id,
+                &actor.name,
+                decision,
+                comment,
+                plan.as_ref().map(|p| p.sha256.as_str()),
+            )
             .await
             .map_err(|e| match e {
                 ferry_store::Error::Conflict(_) => DeliverError::Conflict(format!(
@@ -637,8 +768,22 @@ impl Deliverer {
         } else {
             "deployment.reject"
         };
+        // The audit names the plan decided on.
+        let detail = match &plan {
+            Some(p) => Some(match comment {
+                Some(c) => format!("plan {}: {c}", &p.sha256[..12]),
+                None => format!("plan {}", &p.sha256[..12]),
+            }),
+            None => comment.map(str::to_string),
+        };
         self.store
-            .audit(Some(repository_id), &actor.label(), action, &name, comment)
+            .audit(
+                Some(repository_id),
+                &actor.label(),
+                action,
+                &name,
+                detail.as_deref(),
+            )
             .await?;
         let approvals = self.store.approvals(&dep.id).await?;
         if let Some(mine) = approvals.iter().find(|a| a.user_id == actor.user_id) {
@@ -647,7 +792,7 @@ impl Deliverer {
                 approval: mine.clone(),
             });
         }
-        match policy::verdict(rule, &decisions(approvals), Utc::now()) {
+        match policy::verdict(rule, &self.decisions_of(&dep).await?, Utc::now()) {
             Verdict::Approved => {
                 self.store
                     .move_deployment(&dep.id, &[S::AwaitingApproval], S::Queued, None)
@@ -832,14 +977,7 @@ impl Deliverer {
                 )
                 .await?
             {
-                self.store
-                    .audit(
-                        Some(&dep.repository_id),
-                        "ferry",
-                        "deployment.interrupted",
-                        &format!("{}#{}", dep.environment, dep.number),
-                        Some(reason),
-                    )
+                self.audit_by_ferry(&dep, "deployment.interrupted", Some(reason))
                     .await?;
                 self.publish(&dep.id).await;
             }
@@ -916,6 +1054,7 @@ impl Deliverer {
 
     /// Starts every queued deployment whose environment is free, oldest first.
     async fn step(&self, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
+        self.plan_waiting(tasks).await?;
         let queued = self.store.deployments_in(&[S::Queued]).await?;
         let mut seen: Vec<(String, String)> = Vec::new();
         let mut frozen: Vec<(String, String)> = Vec::new();
@@ -1103,7 +1242,7 @@ impl Deliverer {
         dep: &Deployment,
         rule: &ferry_config::delivery::ApprovalRule,
     ) -> Result<Option<String>> {
-        let decisions = decisions(self.store.approvals(&dep.id).await?);
+        let decisions = self.decisions_of(dep).await?;
         Ok(match policy::verdict(rule, &decisions, Utc::now()) {
             Verdict::Approved => None,
             Verdict::Rejected { by } => Some(format!("rejected by {by}")),
@@ -1183,19 +1322,46 @@ impl Deliverer {
         ));
         let d = delivery_of(&release)?;
         let target = self.target(&d, &dep.environment);
-        let outcome = match &target {
-            Ok(t) => {
+        let outcome = match (&target, Self::infra_of(&d, &dep.environment)) {
+            (Ok(t), None) => {
                 self.deploy(&dep, &release, &d, Some(t.as_ref()), &mut log)
                     .await
             }
-            Err(e) => Err(e.clone()),
+            // The environment is provisioned first, with the release's Terraform.
+            (Ok(t), Some(spec)) => match self.prepare(&dep, &release, &d, true, &mut log).await {
+                Err(e) => Err(e),
+                Ok(prepared) => match self
+                    .provision(&dep, &release, &spec, &prepared, &mut log)
+                    .await
+                {
+                    Ok(Provisioned::Applied) => {
+                        self.deploy_prepared(
+                            &dep,
+                            &release,
+                            &d,
+                            Some(t.as_ref()),
+                            prepared,
+                            &mut log,
+                        )
+                        .await
+                    }
+                    Ok(Provisioned::Waits(why)) => {
+                        self.drop_secret_files(&dep);
+                        return self.wait_for_approval(&dep, &why, &mut log).await;
+                    }
+                    Err(f) if !f.touched => {
+                        self.drop_secret_files(&dep);
+                        return self.fail_untouched(&dep, &f.reason, &mut log).await;
+                    }
+                    Err(f) => Err(f.reason),
+                },
+            },
+            (Err(e), _) => Err(e.clone()),
         };
         // Only a supervised process reads its secret files later; the other targets have
         // used them (or hold them in the container's environment) by now.
         if !target.as_ref().is_ok_and(|t| t.supervised()) {
-            let dir =
-                layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
-            let _ = std::fs::remove_dir_all(dir.join("secrets"));
+            self.drop_secret_files(&dep);
         }
         let mut watched = None;
         let outcome = match (outcome, &target) {
@@ -1312,6 +1478,64 @@ impl Deliverer {
                     .await
             }
         }
+    }
+
+    /// An entry of the audit log by Ferry itself about `dep`.
+    async fn audit_by_ferry(
+        &self,
+        dep: &Deployment,
+        action: &str,
+        detail: Option<&str>,
+    ) -> ferry_store::Result<()> {
+        let label = format!("{}#{}", dep.environment, dep.number);
+        self.store
+            .audit(Some(&dep.repository_id), "ferry", action, &label, detail)
+            .await
+    }
+
+    /// Removes the environment's secret files (written for the deployment).
+    fn drop_secret_files(&self, dep: &Deployment) {
+        let dir = layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
+        let _ = std::fs::remove_dir_all(dir.join("secrets"));
+    }
+
+    /// A deployment whose Terraform plan needs approvals goes back to waiting for them.
+    async fn wait_for_approval(
+        &self,
+        dep: &Deployment,
+        why: &str,
+        log: &mut DeployLog,
+    ) -> Result<()> {
+        log.line(&format!("waiting: {why}"));
+        if self
+            .store
+            .move_deployment(&dep.id, &[S::Deploying], S::AwaitingApproval, Some(why))
+            .await?
+        {
+            self.audit_by_ferry(dep, "deployment.awaiting_approval", Some(why))
+                .await?;
+        }
+        self.publish(&dep.id).await;
+        Ok(())
+    }
+
+    /// A deployment that failed before it changed anything (its Terraform plan, or the
+    /// apply refused outright): failed, with what is live left as it is.
+    async fn fail_untouched(
+        &self,
+        dep: &Deployment,
+        reason: &str,
+        log: &mut DeployLog,
+    ) -> Result<()> {
+        log.line(&format!("failed: {reason}"));
+        log.line("nothing was changed: what is live stays");
+        self.store
+            .move_deployment(&dep.id, &[S::Deploying], S::Failed, Some(reason))
+            .await?;
+        self.publish(&dep.id).await;
+        self.audit_by_ferry(dep, "deployment.failed", Some(reason))
+            .await?;
+        Ok(())
     }
 
     /// A failed deployment: back to the release that was live before, or stop.
@@ -1433,6 +1657,24 @@ impl Deliverer {
         target: Option<&dyn Target>,
         log: &mut DeployLog,
     ) -> std::result::Result<Vec<verify::Probe>, String> {
+        let host = target.is_some_and(|t| t.runs_host_code());
+        let prepared = self.prepare(dep, release, d, host, log).await?;
+        self.deploy_prepared(dep, release, d, target, prepared, log)
+            .await
+    }
+
+    /// What deploying a release to an environment needs, resolved: its files, the
+    /// environment's variables and secrets (masked in `log` from now on), the
+    /// environment of what runs, and the sandbox of host code (when `host_code`, or the
+    /// probes run commands).
+    async fn prepare(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        d: &Delivery,
+        host_code: bool,
+        log: &mut DeployLog,
+    ) -> std::result::Result<Prepared, String> {
         let spec = d
             .deploy_of(&dep.environment)
             .ok_or_else(|| format!("`{}` has no deploy", dep.environment))?;
@@ -1491,7 +1733,7 @@ impl Deliverer {
             .flat_map(|v| &v.probes)
             .any(|p| matches!(p, Check::Command { .. }));
         let spawner = match &self.sandbox {
-            Some(sandbox) if target.is_some_and(|t| t.runs_host_code()) || probes_run_commands => {
+            Some(sandbox) if host_code || probes_run_commands => {
                 let cell = jail::Cell {
                     release_dir: release_dir.clone(),
                     secrets_dir: secrets_dir.clone(),
@@ -1507,6 +1749,50 @@ impl Deliverer {
             }
             _ => None,
         };
+        Ok(Prepared {
+            env_dir,
+            release_dir,
+            secrets_dir,
+            vars,
+            secrets,
+            env,
+            spawner,
+        })
+    }
+
+    /// [`Self::deploy`] with its context resolved.
+    async fn deploy_prepared(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        d: &Delivery,
+        target: Option<&dyn Target>,
+        prepared: Prepared,
+        log: &mut DeployLog,
+    ) -> std::result::Result<Vec<verify::Probe>, String> {
+        let spec = d
+            .deploy_of(&dep.environment)
+            .ok_or_else(|| format!("`{}` has no deploy", dep.environment))?;
+        // The outputs of the Terraform applied for this deployment, if any.
+        let outputs = self.infra_outputs(dep).await?;
+        if !outputs.sensitive.is_empty() {
+            log.set_masker(Masker::new(
+                prepared
+                    .secrets
+                    .iter()
+                    .map(|(_, v)| v.as_slice())
+                    .chain(outputs.secret_values().map(str::as_bytes)),
+            ));
+        }
+        let Prepared {
+            env_dir,
+            release_dir,
+            secrets_dir,
+            vars,
+            secrets,
+            env,
+            spawner,
+        } = prepared;
         let mut ctx = DeployContext {
             deployment: dep,
             release,
@@ -1516,6 +1802,7 @@ impl Deliverer {
             vars,
             secrets,
             env,
+            infra_outputs: outputs.values,
             log,
             spawner,
             timeout: self.script_timeout,
@@ -1544,6 +1831,483 @@ impl Deliverer {
             );
         }
         Ok(probes)
+    }
+
+    /// The `infra:` of the deployment's environment in its release, if any.
+    fn infra_of(d: &Delivery, env: &str) -> Option<ferry_config::delivery::InfraSpec> {
+        d.environment(env).and_then(|e| e.infra.clone())
+    }
+
+    /// The outputs of the Terraform applied for `dep` (none without `infra:`).
+    async fn infra_outputs(&self, dep: &Deployment) -> std::result::Result<infra::Outputs, String> {
+        let plan = self
+            .store
+            .infra_plan(&dep.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(sealed) = plan
+            .filter(|p| p.info.applied_at.is_some() && !p.info.destroy)
+            .and_then(|p| p.outputs)
+        else {
+            return Ok(infra::Outputs::default());
+        };
+        let plain = self
+            .key
+            .open(&sealed, infra::OUTPUTS_CONTEXT)
+            .map_err(|e| {
+                format!("the Terraform outputs of this deployment cannot be opened: {e}")
+            })?;
+        serde_json::from_slice(&plain).map_err(|e| e.to_string())
+    }
+
+    /// A Terraform session in the release's copy of the module `spec.dir`, with a new
+    /// credential of the deployment for its environment's state (ended by
+    /// `end_infra_credentials`).
+    async fn terraform_session<'a>(
+        &'a self,
+        dep: &Deployment,
+        release: &Release,
+        spec: &ferry_config::delivery::InfraSpec,
+        prepared: &'a Prepared,
+        log: &DeployLog,
+    ) -> std::result::Result<infra::Session<'a>, String> {
+        let endpoint = self
+            .terraform
+            .endpoint()
+            .ok_or("this server does not know its own address for Terraform's state backend yet")?;
+        let dir = prepared
+            .release_dir
+            .join(infra::sealed_path(&spec.dir.value));
+        if !dir.is_dir() {
+            return Err(format!(
+                "release {} holds no Terraform code for `infra.dir` {} (releases sealed \
+                 before `infra:` was added hold none: promote a newer release)",
+                release.name, spec.dir.value
+            ));
+        }
+        let (password, hash) = infra::new_credential();
+        let grant = ferry_store::InfraGrant {
+            repository_id: dep.repository_id.clone(),
+            environment: dep.environment.clone(),
+            deployment_id: Some(dep.id.clone()),
+        };
+        // Long enough for a slow apply; ended as soon as the deployment is done with it.
+        let expires = ferry_store::now_ms() + 6 * 3600 * 1000;
+        self.store
+            .create_infra_credential(&hash, &grant, expires)
+            .await
+            .map_err(|e| e.to_string())?;
+        let no_outputs = BTreeMap::new();
+        let scope = crate::target::Scope {
+            vars: &prepared.vars,
+            release,
+            release_dir: &prepared.release_dir,
+            environment: &dep.environment,
+            outputs: &no_outputs,
+        };
+        let mut infra_vars = Vec::new();
+        for (name, value) in &spec.vars {
+            let value = crate::target::eval(value, &scope)
+                .map_err(|e| format!("`infra.vars.{name}`: {e}"))?;
+            infra_vars.push((name.clone(), value));
+        }
+        let mut env = prepared.env.clone();
+        env.extend([
+            ("TF_IN_AUTOMATION".to_string(), "1".to_string()),
+            ("TF_INPUT".to_string(), "0".to_string()),
+            ("CHECKPOINT_DISABLE".to_string(), "1".to_string()),
+        ]);
+        env.extend(infra::tf_vars(
+            &prepared.vars,
+            &prepared.secrets,
+            &infra_vars,
+        ));
+        env.extend(infra::backend_env(
+            endpoint,
+            &dep.repository_id,
+            &dep.environment,
+            &password,
+        ));
+        Ok(infra::Session {
+            program: &self.terraform.program,
+            dir,
+            source: spec.dir.value.clone(),
+            env,
+            spawner: prepared.spawner.as_deref(),
+            timeout: self.script_timeout,
+            stop: log.stop(),
+        })
+    }
+
+    /// Plans the deployment's Terraform (a destroy with `destroy`) and records the plan;
+    /// says in the log what it changes.
+    async fn make_plan(
+        &self,
+        dep: &Deployment,
+        session: &infra::Session<'_>,
+        destroy: bool,
+        log: &mut DeployLog,
+    ) -> std::result::Result<ferry_store::InfraPlan, String> {
+        let base = self
+            .store
+            .latest_infra_version(&dep.repository_id, &dep.environment)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.line(if destroy {
+            "terraform: planning the destroy of the environment"
+        } else {
+            "terraform: planning"
+        });
+        session.init(log).await.map_err(|f| f.reason)?;
+        let (bytes, summary) = session.plan(destroy, log).await.map_err(|f| f.reason)?;
+        use sha2::Digest as _;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let sealed = self
+            .key
+            .seal(&bytes, infra::PLAN_CONTEXT)
+            .map_err(|e| e.to_string())?;
+        let summary_json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+        let plan = self
+            .store
+            .put_infra_plan(&ferry_store::NewPlan {
+                deployment_id: &dep.id,
+                repository_id: &dep.repository_id,
+                environment: &dep.environment,
+                sha256: &sha,
+                sealed: &sealed,
+                summary: &summary_json,
+                base_version: base,
+                destroy,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        log.line(&format!(
+            "terraform: plan {} ({}){}",
+            &sha[..12],
+            summary.counts(),
+            if summary.destroys() {
+                format!(
+                    "; it destroys {}",
+                    summary
+                        .delete
+                        .iter()
+                        .chain(&summary.replace)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        ));
+        Ok(plan)
+    }
+
+    /// Provisions the deployment's environment with the release's Terraform: plans (or
+    /// takes the plan made while it waited, if the state has not moved since), asks for
+    /// the approvals the plan needs, and applies exactly the plan approved.
+    async fn provision(
+        &self,
+        dep: &Deployment,
+        release: &Release,
+        spec: &ferry_config::delivery::InfraSpec,
+        prepared: &Prepared,
+        log: &mut DeployLog,
+    ) -> std::result::Result<Provisioned, InfraFailure> {
+        let session = self
+            .terraform_session(dep, release, spec, prepared, log)
+            .await
+            .map_err(InfraFailure::untouched)?;
+        let outcome = self
+            .provision_in(dep, &session, &prepared.secrets, log)
+            .await;
+        if let Err(e) = self.store.end_infra_credentials(&dep.id).await {
+            tracing::warn!("cannot end the Terraform credentials of {}: {e}", dep.id);
+        }
+        outcome
+    }
+
+    async fn provision_in(
+        &self,
+        dep: &Deployment,
+        session: &infra::Session<'_>,
+        secrets: &[(String, Vec<u8>)],
+        log: &mut DeployLog,
+    ) -> std::result::Result<Provisioned, InfraFailure> {
+        let store = |e: ferry_store::Error| InfraFailure::untouched(e.to_string());
+        let rules = self
+            .rules(&dep.repository_id)
+            .await
+            .map_err(|e| InfraFailure::untouched(e.to_string()))?;
+        let policy = rules
+            .environment(&dep.environment)
+            .map(|e| e.policy.clone())
+            .unwrap_or(Policy::Auto);
+        let mut replanned = false;
+        loop {
+            let base_now = self
+                .store
+                .latest_infra_version(&dep.repository_id, &dep.environment)
+                .await
+                .map_err(store)?;
+            let current = self.store.infra_plan(&dep.id).await.map_err(store)?;
+            let plan = match current {
+                Some(p) if p.info.applied_at.is_none() && p.info.base_version == base_now => p,
+                other => {
+                    if let Some(p) = other.filter(|p| p.info.applied_at.is_none()) {
+                        log.line(&format!(
+                            "terraform: the state changed since plan {} was made (version \
+                             {} then, {} now): planning again",
+                            &p.info.sha256[..12.min(p.info.sha256.len())],
+                            version_text(p.info.base_version),
+                            version_text(base_now)
+                        ));
+                    }
+                    let destroy = other_destroy(&self.store, &dep.id).await;
+                    self.make_plan(dep, session, destroy, log)
+                        .await
+                        .map_err(InfraFailure::untouched)?;
+                    self.store
+                        .infra_plan(&dep.id)
+                        .await
+                        .map_err(store)?
+                        .ok_or_else(|| InfraFailure::untouched("the plan just made is gone"))?
+                }
+            };
+            let summary: infra::PlanSummary =
+                serde_json::from_str(&plan.info.summary).unwrap_or_default();
+            if let Some(rule) = infra::gate(
+                &policy,
+                dep.kind,
+                &summary,
+                plan.info.destroy,
+                destroy_needs_approval(&rules, &dep.environment),
+            ) {
+                let decisions = self.decisions_of(dep).await.map_err(store)?;
+                match policy::verdict(&rule, &decisions, Utc::now()) {
+                    Verdict::Approved => {}
+                    Verdict::Rejected { by } => {
+                        return Err(InfraFailure::untouched(format!("rejected by {by}")));
+                    }
+                    Verdict::Waiting { have, need } => {
+                        let what = if plan.info.destroy {
+                            "destroys the environment".to_string()
+                        } else if summary.destroys() && !matches!(policy, Policy::Approval(_)) {
+                            format!(
+                                "destroys {}",
+                                summary
+                                    .delete
+                                    .iter()
+                                    .chain(&summary.replace)
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        } else {
+                            summary.counts()
+                        };
+                        return Ok(Provisioned::Waits(format!(
+                            "the Terraform plan {} {what}: it has {have} of the {need} \
+                             approval(s) it needs",
+                            &plan.info.sha256[..12]
+                        )));
+                    }
+                }
+            }
+            let bytes = self
+                .key
+                .open(&plan.sealed, infra::PLAN_CONTEXT)
+                .map_err(|e| InfraFailure::untouched(format!("the plan cannot be opened: {e}")))?;
+            use sha2::Digest as _;
+            if hex::encode(sha2::Sha256::digest(&bytes)) != plan.info.sha256 {
+                return Err(InfraFailure::untouched(
+                    "the saved plan is not the plan approved (its SHA-256 differs)",
+                ));
+            }
+            log.line(&format!(
+                "terraform: applying plan {}",
+                &plan.info.sha256[..12]
+            ));
+            if let Err(f) = session.init(log).await {
+                return Err(InfraFailure::untouched(f.reason));
+            }
+            match session.apply(&bytes, log).await {
+                Ok(outputs) => {
+                    if !outputs.sensitive.is_empty() {
+                        log.set_masker(Masker::new(
+                            secrets
+                                .iter()
+                                .map(|(_, v)| v.as_slice())
+                                .chain(outputs.secret_values().map(str::as_bytes)),
+                        ));
+                    }
+                    let json = serde_json::to_vec(&outputs)
+                        .map_err(|e| InfraFailure::untouched(e.to_string()))?;
+                    let sealed = self
+                        .key
+                        .seal(&json, infra::OUTPUTS_CONTEXT)
+                        .map_err(store)?;
+                    self.store
+                        .infra_plan_applied(&plan.info.id, &sealed)
+                        .await
+                        .map_err(store)?;
+                    log.line(&format!(
+                        "terraform: applied; outputs: {}",
+                        if outputs.values.is_empty() {
+                            "none".to_string()
+                        } else {
+                            outputs
+                                .values
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ));
+                    return Ok(Provisioned::Applied);
+                }
+                Err(f) if f.stale_plan() && !replanned => {
+                    // The state moved under the plan: plan again (and ask again, where
+                    // the plan needs approvals).
+                    replanned = true;
+                    let destroy = plan.info.destroy;
+                    log.line("terraform: the saved plan is stale: planning again");
+                    self.make_plan(dep, session, destroy, log)
+                        .await
+                        .map_err(InfraFailure::untouched)?;
+                }
+                Err(f) => {
+                    return Err(InfraFailure {
+                        reason: f.reason,
+                        touched: true,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The decisions on `dep` that count: for a deployment with a Terraform plan, only
+    /// those of its current plan.
+    async fn decisions_of(&self, dep: &Deployment) -> ferry_store::Result<Vec<Decision>> {
+        let approvals = self.store.approvals(&dep.id).await?;
+        let plan = self.store.infra_plan(&dep.id).await?.map(|p| p.info.sha256);
+        Ok(decisions(
+            approvals
+                .into_iter()
+                .filter(|a| plan.is_none() || a.plan_sha256 == plan)
+                .collect(),
+        ))
+    }
+
+    /// Plans the Terraform of each deployment waiting for approval in an environment
+    /// with `infra:`, so that approvers see what it changes; plans again when the state
+    /// moved since (approvals of the old plan no longer count). A plan that fails fails
+    /// the deployment (nothing was changed).
+    async fn plan_waiting(&self, tasks: &mut tokio::task::JoinSet<()>) -> Result<()> {
+        let waiting = self.store.deployments_in(&[S::AwaitingApproval]).await?;
+        if let Ok(mut planned) = self.planned.lock() {
+            planned.retain(|id, _| waiting.iter().any(|w| &w.id == id));
+        }
+        for dep in waiting {
+            let mark = self
+                .planned
+                .lock()
+                .ok()
+                .and_then(|p| p.get(&dep.id).copied());
+            if mark == Some(Planned::NoInfra) {
+                continue;
+            }
+            let env = (dep.repository_id.clone(), dep.environment.clone());
+            if self.is_busy(&env.0, &env.1) {
+                continue;
+            }
+            let base_now = self
+                .store
+                .latest_infra_version(&dep.repository_id, &dep.environment)
+                .await?;
+            if mark == Some(Planned::At(base_now)) {
+                continue;
+            }
+            let release = self
+                .store
+                .release(&dep.repository_id, &dep.release_id)
+                .await?;
+            let d = delivery_of(&release)?;
+            let Some(spec) = Self::infra_of(&d, &dep.environment) else {
+                if let Ok(mut p) = self.planned.lock() {
+                    p.insert(dep.id.clone(), Planned::NoInfra);
+                }
+                continue;
+            };
+            // A plan made earlier (before a restart) against this state still holds.
+            if let Some(p) = self.store.infra_plan(&dep.id).await?
+                && p.info.applied_at.is_none()
+                && p.info.base_version == base_now
+            {
+                if let Ok(mut planned) = self.planned.lock() {
+                    planned.insert(dep.id.clone(), Planned::At(base_now));
+                }
+                continue;
+            }
+            if !self
+                .busy
+                .lock()
+                .map(|mut b| b.insert(env.clone()))
+                .unwrap_or(false)
+            {
+                continue;
+            }
+            let me = self.clone();
+            tasks.spawn(async move {
+                let mut log = me.open_log(&dep);
+                let planned = async {
+                    let prepared = me.prepare(&dep, &release, &d, true, &mut log).await?;
+                    let session = me
+                        .terraform_session(&dep, &release, &spec, &prepared, &log)
+                        .await?;
+                    let destroy = other_destroy(&me.store, &dep.id).await;
+                    let made = me.make_plan(&dep, &session, destroy, &mut log).await;
+                    let _ = me.store.end_infra_credentials(&dep.id).await;
+                    made
+                }
+                .await;
+                let layout_dir =
+                    layout::environment_dir(&me.secrets_root, &dep.repository_id, &dep.environment);
+                let _ = std::fs::remove_dir_all(layout_dir.join("secrets"));
+                match planned {
+                    Ok(plan) => {
+                        if let Ok(mut p) = me.planned.lock() {
+                            p.insert(dep.id.clone(), Planned::At(plan.base_version));
+                        }
+                        log.line("waiting for approval of this plan");
+                    }
+                    Err(why) => {
+                        let reason = format!("the Terraform plan failed: {why}");
+                        log.line(&format!("failed: {reason}"));
+                        let moved = me
+                            .store
+                            .move_deployment(
+                                &dep.id,
+                                &[S::AwaitingApproval],
+                                S::Failed,
+                                Some(&reason),
+                            )
+                            .await;
+                        if matches!(moved, Ok(true)) {
+                            let _ = me
+                                .audit_by_ferry(&dep, "deployment.failed", Some(&reason))
+                                .await;
+                        }
+                    }
+                }
+                me.publish(&dep.id).await;
+                if let Ok(mut b) = me.busy.lock() {
+                    b.remove(&env);
+                }
+                me.wake.notify_one();
+            });
+        }
+        Ok(())
     }
 
     /// What the health watch of a deployment that went live looks at (`None`: its
@@ -1898,6 +2662,26 @@ impl Deliverer {
 }
 
 /// Stored approvals as the policy weighs them.
+/// Whether a plan that destroys waits for an approval in `env` where promotion is
+/// automatic: the rules' say (the default branch's `infra.destroy`, never the
+/// release's own), and yes where they say nothing.
+fn destroy_needs_approval(rules: &Delivery, env: &str) -> bool {
+    rules
+        .environment(env)
+        .and_then(|e| e.infra.as_ref())
+        .is_none_or(|i| i.destroy_needs_approval)
+}
+
+/// A state version for people.
+fn version_text(v: Option<i64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
+}
+
+/// Whether the deployment's plans are of a destroy (`ferry envs destroy`).
+async fn other_destroy(store: &Store, deployment_id: &str) -> bool {
+    matches!(store.infra_plan(deployment_id).await, Ok(Some(p)) if p.info.destroy)
+}
+
 fn decisions(approvals: Vec<ferry_store::Approval>) -> Vec<Decision> {
     approvals
         .into_iter()

@@ -7,6 +7,7 @@ pub mod diff;
 pub mod dora;
 pub mod events;
 pub mod health;
+pub mod infra;
 pub mod jail;
 pub mod layout;
 pub mod log;

@@ -96,11 +96,14 @@ pub fn sealable<'a>(
     Ok(spec)
 }
 
-/// Seals the release of `run` (which succeeded) when [`sealable`] says it may.
+/// Seals the release of `run` (which succeeded) when [`sealable`] says it may; the
+/// Terraform code of its environments (`infra.dir`) is read from `mirror`, the
+/// repository's mirror, at the run's commit.
 /// `Ok(Err(why))`: not releasable (with the reason logged by the caller).
 pub async fn seal(
     store: &Store,
     cas: &Cas,
+    mirror: &Path,
     run: &Run,
     plan: &Plan,
     rules: &Delivery,
@@ -133,9 +136,10 @@ pub async fn seal(
         }
     }
     let cas2 = cas.clone();
-    let artifacts = tokio::task::spawn_blocking(move || collect(&cas2, &jobs))
+    let mut artifacts = tokio::task::spawn_blocking(move || collect(&cas2, &jobs))
         .await
         .map_err(|e| e.to_string())??;
+    artifacts.extend(infra_files(cas, mirror, &run.commit_sha, &plan.delivery).await?);
     let built = store.images(&run.id).await.map_err(|e| e.to_string())?;
     let names = store.jobs(&run.id).await.map_err(|e| e.to_string())?;
     let mut images = Vec::new();
@@ -184,6 +188,52 @@ pub async fn seal(
         Err(ferry_store::Error::Conflict(what)) => Ok(Err(format!("{what} already exists"))),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The Terraform code of every environment with `infra:` (each directory once), read
+/// at `sha` and stored under [`crate::infra::SEALED_UNDER`].
+async fn infra_files(
+    cas: &Cas,
+    mirror: &Path,
+    sha: &str,
+    delivery: &Delivery,
+) -> Result<Vec<ReleaseArtifact>, String> {
+    let mut dirs: Vec<&str> = delivery
+        .environments
+        .iter()
+        .filter_map(|e| e.infra.as_ref())
+        .map(|i| i.dir.value.as_str())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut out = Vec::new();
+    for dir in dirs {
+        let short = &sha[..sha.len().min(12)];
+        let files = ferry_source::git::files_under(mirror, sha, dir)
+            .await
+            .map_err(|e| format!("cannot read `infra.dir` {dir} at commit {short}: {e}"))?
+            .ok_or_else(|| format!("`infra.dir` {dir} is not a directory at commit {short}"))?;
+        let prefix = dir.trim_matches('/');
+        for f in files {
+            let rel = f.path.strip_prefix(prefix).unwrap_or(&f.path);
+            let path = format!(
+                "{}/{}",
+                crate::infra::sealed_path(dir),
+                rel.trim_start_matches('/')
+            );
+            let (digest, size) = cas
+                .put_bytes(&f.content)
+                .map_err(|e| format!("cannot store {path}: {e}"))?;
+            out.push(ReleaseArtifact {
+                job: crate::infra::SEALED_JOB.to_string(),
+                path,
+                digest,
+                size: size as i64,
+                mode: i64::from(f.mode),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Stores every file of the jobs' artifact directories; symlinks are kept out (a

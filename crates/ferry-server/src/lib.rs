@@ -148,6 +148,9 @@ impl AppState {
         if let Some(kubectl) = std::env::var_os("FERRY_KUBECTL") {
             deliverer = deliverer.with_kubectl(kubectl.into());
         }
+        if let Some(terraform) = std::env::var_os("FERRY_TERRAFORM") {
+            deliverer = deliverer.with_terraform(terraform.into());
+        }
         Self {
             deliverer,
             key,
@@ -355,6 +358,19 @@ pub async fn serve(
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving");
+        // Terraform reaches the state backend on the server's own port, on this host.
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        state
+            .deliverer
+            .set_infra_endpoint(ferry_deliver::infra::Endpoint {
+                base: format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port())),
+                skip_verify: tls.is_some(),
+            });
     }
     // Session cookies are `Secure` when browsers reach the server over HTTPS: its own
     // TLS, or a proxy's in front of it (`--public-url https://…`).

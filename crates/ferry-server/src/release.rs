@@ -59,15 +59,18 @@ pub(crate) async fn after_success(state: &AppState, run_id: &str, plan: &Plan) {
             return Ok(());
         }
         let rules = rules?;
+        let _reading = state.read_mirror(&repo.id).await?;
         let sealed = ferry_deliver::seal::seal(
             &state.store,
             &state.cas(),
+            &state.mirror_path(&repo.id),
             &run,
             plan,
             &rules,
             &default_branch,
         )
         .await;
+        drop(_reading);
         let sealed = match sealed {
             Ok(s) => s,
             Err(e) => {

@@ -1110,6 +1110,7 @@ mod tests {
             decision: "approve".into(),
             comment: None,
             created_at: 4_000,
+            plan_sha256: None,
         };
         let spans = deployment(
             &deployment_at(DeploymentStatus::Failed),

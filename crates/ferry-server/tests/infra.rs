@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ferry_testkit::server::Server;
+use ferry_testkit::server::{Server, message};
 
 /// The `terraform` binary, or `None` when the tests are told to skip it.
 fn terraform() -> Option<String> {
@@ -271,4 +271,428 @@ async fn terraform_keeps_its_state_in_ferry_sealed_versioned_and_locked() {
         .expect("state")
         .expect("version 1");
     assert_eq!(first.info.version, 1);
+}
+
+/// The pipeline of the deliverer's Terraform tests: the app (busybox httpd) prints the
+/// URL Terraform gave it; sandbox provisions and deploys on its own, production after
+/// two approvals of its plan.
+const PROVISIONED: &str = "jobs:
+  build:
+    run: |
+      mkdir -p app/www
+      echo \"ok $(cat version)\" > app/www/healthz
+      printf '#!/bin/sh\\necho \"url $APP_URL\"\\nexec busybox httpd -f -p 127.0.0.1:$PORT -h www\\n' > app/run
+      chmod +x app/run
+    artifacts: [app]
+release:
+  artifacts: [build]
+environments:
+  sandbox:
+    auto: true
+    infra: { dir: infra, vars: { name: \"sandbox-${{ vars.PORT }}\" } }
+  production:
+    after: sandbox
+    approval: { required: 2 }
+    infra: { dir: infra }
+deploy:
+  target:
+    process:
+      command: cd app && exec ./run
+      env: { APP_URL: \"${{ infra.outputs.url }}\" }
+  verify:
+    http: { url: \"http://127.0.0.1:${{ vars.PORT }}/healthz\", body: ok v }
+    for: 1s
+    interval: 100ms
+";
+
+/// The module of [`PROVISIONED`]: `replace` forces a replacement when it changes.
+fn infra_module(replace: &str) -> String {
+    format!(
+        r#"variable "name" {{
+  type    = string
+  default = "prod"
+}}
+variable "token" {{
+  type      = string
+  sensitive = true
+}}
+resource "terraform_data" "app" {{
+  input            = var.name
+  triggers_replace = "{replace}"
+}}
+output "url" {{ value = "http://127.0.0.1/${{terraform_data.app.output}}" }}
+output "token" {{
+  value     = var.token
+  sensitive = true
+}}
+"#
+    )
+}
+
+/// A server whose deliverer runs `bin`, with the [`PROVISIONED`] repository `shop`
+/// at version v1, its ports and secret set, and its first run finished.
+async fn provisioned_shop(bin: &str) -> ferry_testkit::server::Server {
+    use ferry_testkit::server::{push_version, set_ports};
+    let s = Server::start_with(ferry_testkit::server::Options {
+        terraform: Some(bin.into()),
+        ..Default::default()
+    })
+    .await;
+    let bare = s.repository("shop", Some(PROVISIONED));
+    s.push_file("shop", "infra/main.tf", &infra_module("one"), "infra");
+    push_version(&s, "shop", "v1");
+    s.register("shop", &bare).await;
+    set_ports(&s, "shop", &["sandbox", "production"]).await;
+    s.set_secret("shop", "token", "tf-secret-4e1c9b", None)
+        .await;
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    s
+}
+
+/// A text answer of the API.
+async fn text(s: &Server, path: &str) -> String {
+    s.get(path).await.as_str().unwrap_or_default().to_string()
+}
+
+/// The Terraform plan of a deployment, once it is made.
+async fn plan_of(s: &Server, label: &str, not: Option<&str>) -> serde_json::Value {
+    let path = format!("/api/v1/repos/shop/deployments/{}", label.replace('#', "."));
+    s.wait_until(&path, &format!("a plan of {label}"), |b| {
+        b["infra_plan"]["sha256"].is_string() && not.is_none_or(|n| b["infra_plan"]["sha256"] != n)
+    })
+    .await
+}
+
+/// Terraform provisions each environment before the release is deployed there, with
+/// its own state kept by Ferry: sandbox plans and applies on its own, production shows
+/// its plan to the approvers, and an approval is of that plan only: when the state
+/// moves, the plan is made again and asked for again. Outputs reach the app; sensitive
+/// ones and secrets never reach the log.
+#[tokio::test]
+async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
+    let Some(bin) = terraform() else {
+        return;
+    };
+    let s = provisioned_shop(&bin).await;
+    let repo = s.store.repository("shop").await.expect("repo");
+    // Sandbox: planned, applied, deployed with the outputs.
+    s.wait_for_live("shop", "sandbox").await;
+    let port: String = s
+        .get("/api/v1/repos/shop/variables?environment=sandbox")
+        .await["variables"]
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == "PORT"))
+        .and_then(|v| v["value"].as_str())
+        .expect("port")
+        .to_string();
+    let output = s.output("shop", "sandbox").await;
+    assert!(
+        output.contains(&format!("url http://127.0.0.1/sandbox-{port}")),
+        "{output}"
+    );
+    let log = text(&s, "/api/v1/repos/shop/deployments/sandbox.1/log").await;
+    for said in [
+        "terraform: planning",
+        "terraform: plan ",
+        "1 to add, 0 to change, 0 to replace, 0 to destroy",
+        "terraform: applying plan",
+        "terraform: applied; outputs: token, url",
+        "Apply complete! Resources: 1 added",
+    ] {
+        assert!(log.contains(said), "{said} in {log}");
+    }
+    assert!(!log.contains("tf-secret-4e1c9b"), "masked: {log}");
+    let versions = s
+        .store
+        .infra_versions(&repo.id, "sandbox")
+        .await
+        .expect("versions");
+    assert!(!versions.is_empty(), "sandbox's state is Ferry's");
+    assert!(
+        s.store
+            .infra_lock(&repo.id, "sandbox")
+            .await
+            .expect("lock")
+            .is_none()
+    );
+
+    // Production: the plan is made while it waits, and shown to the approvers.
+    let detail = plan_of(&s, "production#1", None).await;
+    let plan1 = detail["infra_plan"]["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    assert_eq!(
+        detail["infra_plan"]["summary"]["create"],
+        serde_json::json!(["terraform_data.app"])
+    );
+    assert_eq!(detail["deployment"]["status"], "awaiting_approval");
+    let bob = s.user("bob", "approver").await;
+    let carol = s.user("carol", "approver").await;
+    let production = s.deployment("shop", "production#1");
+    let (status, body) = production.approve_plan(&bob, &plan1[..12]).await;
+    assert_eq!(status, 200, "{body}");
+    // The state moves (someone applies outside the deployment, with a credential of
+    // production's): the plan is made again, and bob's approval no longer counts.
+    let outside = s.dir().join("outside");
+    let address = format!("{}/api/v1/infra/shop/production/state", s.client().base());
+    module(&outside, &address);
+    s.store
+        .create_infra_credential(
+            &ferry_server::auth::hash_token("pw-outside"),
+            &ferry_store::InfraGrant {
+                repository_id: repo.id.clone(),
+                environment: "production".into(),
+                deployment_id: None,
+            },
+            ferry_store::now_ms() + 600_000,
+        )
+        .await
+        .expect("credential");
+    let (ok, out) = tf(
+        &bin,
+        &outside,
+        "pw-outside",
+        &["init", "-input=false", "-no-color"],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let (ok, out) = tf(
+        &bin,
+        &outside,
+        "pw-outside",
+        &[
+            "apply",
+            "-auto-approve",
+            "-input=false",
+            "-no-color",
+            "-var",
+            "name=x",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let detail = plan_of(&s, "production#1", Some(&plan1)).await;
+    let plan2 = detail["infra_plan"]["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    // The resource made outside has no `triggers_replace`: it is replaced.
+    assert_eq!(
+        detail["infra_plan"]["summary"]["replace"],
+        serde_json::json!(["terraform_data.app"]),
+        "{detail}"
+    );
+    let approvals = detail["approvals"].as_array().expect("approvals");
+    assert!(
+        approvals.is_empty(),
+        "bob's approval was of the old plan: {detail}"
+    );
+    // An approval of the old plan is refused; of the new one, counted.
+    let (status, body) = production.approve_plan(&carol, &plan1).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(message(&body).contains("look at the plan again"), "{body}");
+    let (status, body) = production.approve_plan(&carol, &plan2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deployment"]["status"], "awaiting_approval");
+    // Bob approves again from the web UI's board, which shows the plan and sends it.
+    let web = s.web(&bob).await;
+    let board = web.get("/ui/repos/shop/environments").await;
+    assert_eq!(board.status, 200);
+    assert!(board.text.contains("Terraform plan"), "{}", board.text);
+    assert!(board.text.contains("terraform_data.app"), "{}", board.text);
+    assert_eq!(
+        ferry_testkit::server::input_value(&board.text, "s:plan").as_deref(),
+        Some(plan2.as_str())
+    );
+    let page = web.get("/ui/repos/shop/deployments/production%231").await;
+    assert!(page.text.contains(&plan2[..12]), "{}", page.text);
+    let done = web
+        .act(
+            "POST",
+            "/api/v1/repos/shop/deployments/production.1/approve",
+            &[("s:plan", &plan2), ("o:comment", "again")],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.text);
+    s.wait_for_live("shop", "production").await;
+    let output = s.output("shop", "production").await;
+    assert!(output.contains("url http://127.0.0.1/prod"), "{output}");
+    let detail = production.detail().await;
+    assert_eq!(
+        detail["infra_plan"]["sha256"],
+        plan2.as_str(),
+        "applied as approved"
+    );
+    assert!(detail["infra_plan"]["applied_at"].is_i64());
+    for a in detail["approvals"].as_array().expect("approvals") {
+        assert_eq!(a["plan_sha256"], plan2.as_str());
+    }
+    let state = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/environments/production/infra/states/latest",
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(state["outputs"]["url"]["value"], "http://127.0.0.1/prod");
+    let log = text(&s, "/api/v1/repos/shop/deployments/production.1/log").await;
+    assert!(!log.contains("tf-secret-4e1c9b"), "masked: {log}");
+    assert!(
+        log.contains(&format!("terraform: applying plan {}", &plan2[..12])),
+        "{log}"
+    );
+    let (_, audit) = s.admin("GET", "/api/v1/repos/shop/audit", None).await;
+    assert!(
+        audit
+            .to_string()
+            .contains(&format!("plan {}", &plan2[..12])),
+        "approvals name their plan: {audit}"
+    );
+    // Every credential of a deployment ended with it.
+    let pw_rows = s
+        .store
+        .infra_credential(&ferry_server::auth::hash_token("pw-outside"))
+        .await
+        .expect("read");
+    assert!(
+        pw_rows.is_some(),
+        "the test's own credential is not a deployment's"
+    );
+    s.stop().await;
+}
+
+/// A plan that destroys waits for an approval even where promotion is automatic; a
+/// Terraform error fails the deployment and changes nothing; a held state lock refuses
+/// the apply.
+#[tokio::test]
+async fn destroying_plans_wait_and_terraform_errors_change_nothing() {
+    use ferry_testkit::server::{live_release, push_version};
+    let Some(bin) = terraform() else {
+        return;
+    };
+    let s = provisioned_shop(&bin).await;
+    let repo = s.store.repository("shop").await.expect("repo");
+    s.wait_for_live("shop", "sandbox").await;
+    let v1 = live_release(&s, "shop", "sandbox").await;
+
+    // v2 replaces the resource: sandbox waits for an approval of that.
+    s.push_file("shop", "infra/main.tf", &infra_module("two"), "replace");
+    push_version(&s, "shop", "v2");
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "sandbox#2 waits", |l| {
+            l.first()
+                .is_some_and(|d| d["status"] == "awaiting_approval")
+        })
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("destroys terraform_data.app"), "{reason}");
+    assert_eq!(
+        live_release(&s, "shop", "sandbox").await,
+        v1,
+        "v1 stays live"
+    );
+    let bob = s.user("bob", "approver").await;
+    let (status, body) = s.deployment("shop", "sandbox#2").approve(&bob, None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for_deployments("shop", "sandbox", "sandbox#2 live", |l| {
+        l.first().is_some_and(|d| d["status"] == "live")
+    })
+    .await;
+
+    // v3 has a Terraform error: failed, nothing changed, v2 still live and running.
+    s.push_file(
+        "shop",
+        "infra/main.tf",
+        "resource \"terraform_data\" {\n",
+        "broken",
+    );
+    push_version(&s, "shop", "v3");
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "sandbox#3 failed", |l| {
+            l.first()
+                .is_some_and(|d| d["label"] == "sandbox#3" && d["status"] == "failed")
+        })
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("terraform init failed"), "{reason}");
+    assert!(
+        reason.contains("infra/main.tf:1: Unclosed configuration block"),
+        "the file and line of the error: {reason}"
+    );
+    let v2 = list[1]["release"].as_str().expect("v2").to_string();
+    assert_eq!(live_release(&s, "shop", "sandbox").await, v2);
+    let log = text(&s, "/api/v1/repos/shop/deployments/sandbox.3/log").await;
+    assert!(
+        log.contains("nothing was changed: what is live stays"),
+        "{log}"
+    );
+
+    // The state is locked by someone else: v4's apply is refused, v2 stays.
+    s.push_file("shop", "infra/main.tf", &infra_module("two"), "fixed");
+    push_version(&s, "shop", "v4");
+    s.store
+        .lock_infra(
+            &repo.id,
+            "sandbox",
+            "someone-else",
+            r#"{"ID":"someone-else"}"#,
+        )
+        .await
+        .expect("lock");
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "sandbox#4 failed", |l| {
+            l.first()
+                .is_some_and(|d| d["label"] == "sandbox#4" && d["status"] == "failed")
+        })
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("state lock"), "{reason}");
+    assert_eq!(live_release(&s, "shop", "sandbox").await, v2);
+    s.store
+        .unlock_infra(&repo.id, "sandbox", None)
+        .await
+        .expect("unlock");
+    s.stop().await;
+}
+
+/// An `infra.dir` the commit does not have seals no release, and says why.
+#[tokio::test]
+async fn a_missing_infra_dir_seals_no_release() {
+    let Some(bin) = terraform() else {
+        return;
+    };
+    let s = Server::start_with(ferry_testkit::server::Options {
+        terraform: Some(bin.into()),
+        ..Default::default()
+    })
+    .await;
+    let pipeline = PROVISIONED.replace("dir: infra", "dir: deploy/tf");
+    let bare = s.repository("shop", Some(&pipeline));
+    ferry_testkit::server::push_version(&s, "shop", "v1");
+    s.register("shop", &bare).await;
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let audit = s
+        .wait_until("/api/v1/repos/shop/audit", "the seal failed", |b| {
+            b.to_string().contains("release.seal_failed")
+        })
+        .await;
+    assert!(
+        audit
+            .to_string()
+            .contains("`infra.dir` deploy/tf is not a directory at commit"),
+        "{audit}"
+    );
+    let (_, releases) = s.admin("GET", "/api/v1/repos/shop/releases", None).await;
+    assert_eq!(releases["releases"].as_array().map(Vec::len), Some(0));
+    s.stop().await;
 }

@@ -371,6 +371,70 @@ pub async fn export(root: &Path, sha: &str, dest: &Path) -> Result<(), String> {
     result.map(|_| ())
 }
 
+/// A file of a commit's tree (see [`files_under`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Its path from the repository's root.
+    pub path: String,
+    /// `0o755` for an executable, else `0o644`.
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+/// The files under directory `dir` (from the repository's root) at commit `sha`, in
+/// path order: regular files only (links and submodules are left out). `None` when the
+/// commit has no such directory.
+pub async fn files_under(
+    root: &Path,
+    sha: &str,
+    dir: &str,
+) -> Result<Option<Vec<TreeFile>>, String> {
+    let dir = dir.trim_end_matches('/');
+    let spec = format!("{sha}:{dir}");
+    match git(root, &["cat-file", "-t", &spec]).await {
+        Ok(kind) if kind.trim_ascii() == b"tree" => {}
+        _ => return Ok(None),
+    }
+    let listing = git(
+        root,
+        &[
+            "ls-tree",
+            "-r",
+            "-z",
+            "--full-tree",
+            sha,
+            "--",
+            &format!("{dir}/"),
+        ],
+    )
+    .await?;
+    let mut files = Vec::new();
+    for entry in listing.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        // `<mode> SP <type> SP <object> TAB <path>`
+        let text = String::from_utf8_lossy(entry);
+        let Some((meta, path)) = text.split_once('\t') else {
+            continue;
+        };
+        let mut parts = meta.split(' ');
+        let (mode, kind, oid) = (parts.next(), parts.next(), parts.next());
+        let (Some(mode), Some("blob"), Some(oid)) = (mode, kind, oid) else {
+            continue; // a submodule
+        };
+        let mode = match mode {
+            "100755" => 0o755,
+            "100644" => 0o644,
+            _ => continue, // a link
+        };
+        let content = git(root, &["cat-file", "blob", oid]).await?;
+        files.push(TreeFile {
+            path: path.to_string(),
+            mode,
+            content,
+        });
+    }
+    Ok(Some(files))
+}
+
 /// The content of `path` at commit `sha`, or `None` when the commit has no such file.
 pub async fn show_file(root: &Path, sha: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
     let spec = format!("{sha}:{path}");
@@ -685,6 +749,51 @@ mod tests {
             .expect("git");
         assert!(out.status.success(), "git {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The files under a directory of a commit: regular files with their mode, in path
+    /// order, links left out; a missing directory (or a file) is `None`.
+    #[tokio::test]
+    async fn files_under_a_directory_of_a_commit() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let repo = tmp.path();
+        git_in(repo, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(repo.join("infra/modules")).expect("mkdir");
+        std::fs::write(repo.join("infra/main.tf"), "x\n").expect("write");
+        std::fs::write(repo.join("infra/modules/run.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::write(repo.join("infrastructure.txt"), "not under infra/\n").expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(
+            repo.join("infra/modules/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        std::os::unix::fs::symlink("/etc/passwd", repo.join("infra/link")).expect("link");
+        git_in(repo, &["add", "-A"]);
+        git_in(repo, &["commit", "-q", "-m", "infra"]);
+        let sha = git_in(repo, &["rev-parse", "HEAD"]);
+        let files = files_under(repo, &sha, "infra/")
+            .await
+            .expect("read")
+            .expect("a dir");
+        let listed: Vec<(&str, u32, &[u8])> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.mode, f.content.as_slice()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("infra/main.tf", 0o644, &b"x\n"[..]),
+                ("infra/modules/run.sh", 0o755, &b"#!/bin/sh\n"[..]),
+            ]
+        );
+        assert_eq!(files_under(repo, &sha, "nope").await.expect("read"), None);
+        assert_eq!(
+            files_under(repo, &sha, "infrastructure.txt")
+                .await
+                .expect("read"),
+            None
+        );
     }
 
     /// A commit git does not have is "not a commit"; a commit whose tree cannot be read

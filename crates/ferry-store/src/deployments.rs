@@ -137,6 +137,10 @@ pub struct Approval {
     pub decision: String,
     pub comment: Option<String>,
     pub created_at: i64,
+    /// The SHA-256 of the Terraform plan approved, for a deployment that runs one: an
+    /// approval counts for that plan only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_sha256: Option<String>,
 }
 
 // The columns [`deployment_from_row`] reads (of `deployments`).
@@ -150,7 +154,7 @@ crate::row::record!(DEPLOYMENT_COLUMNS, deployment_from_row, Deployment {
 // The columns [`approval_from_row`] reads (of `approvals`).
 #[rustfmt::skip]
 crate::row::record!(APPROVAL_COLUMNS, approval_from_row, Approval {
-    deployment_id, user_id, user_name, decision, comment, created_at
+    deployment_id, user_id, user_name, decision, comment, created_at, plan_sha256
 });
 
 /// `'queued', 'live'`: statuses as an SQL list for `IN (…)` (they are fixed words).
@@ -458,7 +462,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Records an approval or a rejection; a second decision of the same user conflicts.
+    /// Records an approval or a rejection (of the Terraform plan `plan`, by its SHA-256,
+    /// for a deployment that runs one); a second decision of the same user conflicts.
     pub async fn add_approval(
         &self,
         deployment_id: &str,
@@ -466,11 +471,13 @@ impl Store {
         user_name: &str,
         decision: &str,
         comment: Option<&str>,
+        plan: Option<&str>,
     ) -> Result<()> {
         let _turn = self.turn().await;
         sqlx::query(
-            "INSERT INTO approvals (deployment_id, user_id, user_name, decision, comment, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO approvals (deployment_id, user_id, user_name, decision, comment,
+               created_at, plan_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(deployment_id)
         .bind(user_id)
@@ -478,6 +485,7 @@ impl Store {
         .bind(decision)
         .bind(comment)
         .bind(now_ms())
+        .bind(plan)
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, format!("a decision of {user_name} on this deployment")))?;

@@ -271,3 +271,170 @@ impl Store {
         Ok(())
     }
 }
+
+/// A Terraform plan made for a deployment, without the plan file itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct InfraPlan {
+    pub id: String,
+    pub deployment_id: String,
+    pub repository_id: String,
+    pub environment: String,
+    /// The SHA-256 of the plan file: what an approval approves.
+    pub sha256: String,
+    /// What the plan changes (JSON, see `ferry_deliver::infra::PlanSummary`).
+    pub summary: String,
+    /// The state version it was made against (`None`: there was no state).
+    pub base_version: Option<i64>,
+    /// A plan that destroys the environment (`ferry envs destroy`).
+    pub destroy: bool,
+    pub created_at: i64,
+    /// When it was applied (`None`: not yet).
+    pub applied_at: Option<i64>,
+}
+
+/// A plan with its file and, once applied, the module's outputs, both sealed.
+#[derive(Debug, Clone)]
+pub struct SealedPlan {
+    pub info: InfraPlan,
+    pub sealed: String,
+    pub outputs: Option<String>,
+}
+
+/// A new plan of a deployment.
+#[derive(Debug, Clone)]
+pub struct NewPlan<'a> {
+    pub deployment_id: &'a str,
+    pub repository_id: &'a str,
+    pub environment: &'a str,
+    pub sha256: &'a str,
+    pub sealed: &'a str,
+    pub summary: &'a str,
+    pub base_version: Option<i64>,
+    pub destroy: bool,
+}
+
+const PLAN_COLUMNS: &str = "id, deployment_id, repository_id, environment, sha256, summary, \
+     base_version, destroy, created_at, applied_at, sealed, outputs";
+
+fn plan_from_row(row: &sqlx::any::AnyRow) -> Result<SealedPlan> {
+    let destroy: i64 = row.try_get("destroy")?;
+    Ok(SealedPlan {
+        info: InfraPlan {
+            id: row.try_get("id")?,
+            deployment_id: row.try_get("deployment_id")?,
+            repository_id: row.try_get("repository_id")?,
+            environment: row.try_get("environment")?,
+            sha256: row.try_get("sha256")?,
+            summary: row.try_get("summary")?,
+            base_version: row.try_get("base_version")?,
+            destroy: destroy != 0,
+            created_at: row.try_get("created_at")?,
+            applied_at: row.try_get("applied_at")?,
+        },
+        sealed: row.try_get("sealed")?,
+        outputs: row.try_get("outputs")?,
+    })
+}
+
+impl Store {
+    /// The number of the environment's latest state version (`None`: it has none).
+    pub async fn latest_infra_version(
+        &self,
+        repository_id: &str,
+        environment: &str,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(version) AS version FROM infra_states \
+             WHERE repository_id = $1 AND environment = $2",
+        )
+        .bind(repository_id)
+        .bind(environment)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("version")?)
+    }
+
+    /// Records a new plan of a deployment, which replaces the one before: approvals of
+    /// any other plan of the deployment no longer count, and go (one transaction).
+    pub async fn put_infra_plan(&self, plan: &NewPlan<'_>) -> Result<InfraPlan> {
+        let _turn = self.turn().await;
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO infra_plans (id, deployment_id, repository_id, environment, sha256, \
+             sealed, summary, base_version, destroy, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&id)
+        .bind(plan.deployment_id)
+        .bind(plan.repository_id)
+        .bind(plan.environment)
+        .bind(plan.sha256)
+        .bind(plan.sealed)
+        .bind(plan.summary)
+        .bind(plan.base_version)
+        .bind(i64::from(plan.destroy))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM approvals WHERE deployment_id = $1 AND decision = 'approve' \
+             AND (plan_sha256 IS NULL OR plan_sha256 <> $2)",
+        )
+        .bind(plan.deployment_id)
+        .bind(plan.sha256)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        drop(_turn);
+        self.infra_plan(plan.deployment_id)
+            .await?
+            .map(|p| p.info)
+            .ok_or_else(|| crate::Error::NotFound("the plan just made".into()))
+    }
+
+    /// The deployment's latest plan (the one it applies, or applied).
+    pub async fn infra_plan(&self, deployment_id: &str) -> Result<Option<SealedPlan>> {
+        let row = sqlx::query(&format!(
+            "SELECT {PLAN_COLUMNS} FROM infra_plans WHERE deployment_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(deployment_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(plan_from_row).transpose()
+    }
+
+    /// Every plan of an environment, newest first (at most `limit`).
+    pub async fn infra_plans(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        limit: i64,
+    ) -> Result<Vec<InfraPlan>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PLAN_COLUMNS} FROM infra_plans WHERE repository_id = $1 \
+             AND environment = $2 ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(repository_id)
+        .bind(environment)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| plan_from_row(r).map(|p| p.info))
+            .collect()
+    }
+
+    /// The plan was applied; the module's outputs then (sealed).
+    pub async fn infra_plan_applied(&self, plan_id: &str, outputs: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        sqlx::query("UPDATE infra_plans SET applied_at = $1, outputs = $2 WHERE id = $3")
+            .bind(now_ms())
+            .bind(outputs)
+            .bind(plan_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -51,7 +51,7 @@ pub use audit::AuditEntry;
 pub use deliveries::{DeliveryRecord, DeliveryStatus};
 pub use deployments::{Approval, Deployment, DeploymentKind, DeploymentStatus};
 pub use health::{EnvironmentHealth, Health, HealthChange};
-pub use infra::{InfraGrant, InfraVersion, NewState, SealedState};
+pub use infra::{InfraGrant, InfraPlan, InfraVersion, NewPlan, NewState, SealedPlan, SealedState};
 pub use logs::{
     Found, LogFile, LogIndexEntry, LogLine, LogReader, LogWriter, line_offset, open_log,
     packed_path, search_log, tail_offset, tail_offset_within,

@@ -91,6 +91,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (20, "commit_status", common!("0020_commit_status.sql")),
     (21, "sessions", common!("0021_sessions.sql")),
     (22, "infra", common!("0022_infra.sql")),
+    (23, "infra_plans", common!("0023_infra_plans.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

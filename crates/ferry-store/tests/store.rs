@@ -115,7 +115,97 @@ both!(
     notifications_are_claimed_once_and_keep_every_attempt,
     sessions_end_by_sign_out_expiry_idleness_and_their_token,
     infra_states_are_versioned_locked_and_granted,
+    a_new_plan_voids_the_approvals_of_the_one_before,
 );
+
+/// A deployment's plans: the latest is the one it applies; a new plan takes away the
+/// approvals of any other plan (an approval is of one plan, by its hash), but keeps
+/// the approvals already given to that very plan and every rejection; outputs are kept
+/// once applied.
+async fn a_new_plan_voids_the_approvals_of_the_one_before(f: &Fixture) {
+    use ferry_store::{DeploymentKind as K, DeploymentStatus as S, NewPlan};
+    let s = f.open().await;
+    let (repo, r1) = released(&s).await;
+    let d = s
+        .create_deployment(
+            &repo,
+            "production",
+            &r1.id,
+            K::Promotion,
+            S::AwaitingApproval,
+            None,
+        )
+        .await
+        .expect("d");
+    assert!(s.infra_plan(&d.id).await.expect("none").is_none());
+    assert_eq!(
+        s.latest_infra_version(&repo, "production")
+            .await
+            .expect("v"),
+        None
+    );
+    let plan = |sha: &'static str, base| NewPlan {
+        deployment_id: &d.id,
+        repository_id: &repo,
+        environment: "production",
+        sha256: sha,
+        sealed: "sealed-plan",
+        summary: "{}",
+        base_version: base,
+        destroy: false,
+    };
+    let first = s.put_infra_plan(&plan("aaa", None)).await.expect("plan");
+    assert_eq!((first.sha256.as_str(), first.base_version), ("aaa", None));
+    s.add_approval(&d.id, "u1", "bob", "approve", None, Some("aaa"))
+        .await
+        .expect("approve");
+    s.add_approval(&d.id, "u2", "cy", "reject", None, Some("aaa"))
+        .await
+        .expect("reject");
+    // The same plan again keeps its approvals.
+    s.put_infra_plan(&plan("aaa", None)).await.expect("same");
+    assert_eq!(s.approvals(&d.id).await.expect("a").len(), 2);
+    // Another plan: the approval of the first goes, the rejection stays.
+    let second = s.put_infra_plan(&plan("bbb", Some(4))).await.expect("plan");
+    let left = s.approvals(&d.id).await.expect("a");
+    assert_eq!(
+        left.iter().map(|a| a.decision.as_str()).collect::<Vec<_>>(),
+        ["reject"]
+    );
+    assert_eq!(left[0].plan_sha256.as_deref(), Some("aaa"));
+    let latest = s.infra_plan(&d.id).await.expect("p").expect("some");
+    assert_eq!(latest.info, second);
+    assert_eq!((latest.info.base_version, latest.outputs), (Some(4), None));
+    s.infra_plan_applied(&second.id, "sealed-outputs")
+        .await
+        .expect("applied");
+    let applied = s.infra_plan(&d.id).await.expect("p").expect("some");
+    assert!(applied.info.applied_at.is_some());
+    assert_eq!(applied.outputs.as_deref(), Some("sealed-outputs"));
+    let all = s.infra_plans(&repo, "production", 10).await.expect("all");
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].id, second.id);
+    s.put_infra_state(
+        &repo,
+        "production",
+        &ferry_store::NewState {
+            sealed: "x",
+            serial: Some(1),
+            lineage: None,
+            size: 1,
+            sha256: "s",
+            deployment_id: None,
+        },
+    )
+    .await
+    .expect("state");
+    assert_eq!(
+        s.latest_infra_version(&repo, "production")
+            .await
+            .expect("v"),
+        Some(1)
+    );
+}
 
 /// Terraform's states: every version kept (a deletion too), one lock per environment
 /// (taken again by its holder, refused to another, let go by its id or by force), and
@@ -1021,10 +1111,12 @@ async fn approvals_audit_variables_and_secrets(f: &Fixture) {
         )
         .await
         .expect("d");
-    s.add_approval(&d.id, "u1", "bob", "approve", Some("lgtm"))
+    s.add_approval(&d.id, "u1", "bob", "approve", Some("lgtm"), None)
         .await
         .expect("approve");
-    let twice = s.add_approval(&d.id, "u1", "bob", "approve", None).await;
+    let twice = s
+        .add_approval(&d.id, "u1", "bob", "approve", None, None)
+        .await;
     assert!(matches!(twice, Err(ferry_store::Error::Conflict(_))));
     let approvals = s.approvals(&d.id).await.expect("approvals");
     assert_eq!(

@@ -118,6 +118,9 @@ pub struct DeployContext<'a> {
     /// The whole environment of anything the target runs: `PATH`, `HOME`, the
     /// `FERRY_*` release variables, the variables and the secrets.
     pub env: Vec<(String, String)>,
+    /// The outputs of the environment's Terraform, applied for this deployment (empty
+    /// without `infra:`); sensitive ones are masked in the log.
+    pub infra_outputs: BTreeMap<String, String>,
     /// The deployment's log, masking the secrets.
     pub log: &'a mut DeployLog,
     /// Starts the release's host code in the deployment's sandbox (see [`crate::jail`]);
@@ -147,31 +150,57 @@ impl DeployContext<'_> {
         scope(self.deployment)
     }
 
-    /// `text` with its `${{ vars.* }}`, `${{ release.* }}` and `${{ environment.* }}`
-    /// expressions replaced.
+    /// `text` with its `${{ vars.* }}`, `${{ release.* }}`, `${{ environment.* }}` and
+    /// `${{ infra.outputs.* }}` expressions replaced.
     pub fn eval(&self, text: &str) -> Result<String, String> {
-        if !text.contains("${{") {
-            return Ok(text.to_string());
-        }
-        let image = self
-            .release
-            .images
-            .first()
-            .map(|i| i.reference())
-            .unwrap_or_default();
-        let value = minijinja::context! {
-            vars => self.vars,
-            release => minijinja::context! {
-                id => self.release.name,
-                commit => self.release.commit_sha,
-                tag => self.release.tag,
-                image => image,
-                dir => self.release_dir.display().to_string(),
+        eval(
+            text,
+            &Scope {
+                vars: &self.vars,
+                release: self.release,
+                release_dir: &self.release_dir,
+                environment: self.environment(),
+                outputs: &self.infra_outputs,
             },
-            environment => minijinja::context! { name => self.environment() },
-        };
-        ferry_config::expr::interpolate(&ferry_config::expr::environment(), text, &value)
+        )
     }
+}
+
+/// What `${{ }}` in `deploy:` (and `infra.vars`) sees.
+#[derive(Debug)]
+pub struct Scope<'a> {
+    pub vars: &'a BTreeMap<String, String>,
+    pub release: &'a Release,
+    pub release_dir: &'a std::path::Path,
+    pub environment: &'a str,
+    pub outputs: &'a BTreeMap<String, String>,
+}
+
+/// `text` with its `${{ vars.* }}`, `${{ release.* }}`, `${{ environment.* }}` and
+/// `${{ infra.outputs.* }}` expressions replaced.
+pub fn eval(text: &str, scope: &Scope<'_>) -> Result<String, String> {
+    if !text.contains("${{") {
+        return Ok(text.to_string());
+    }
+    let image = scope
+        .release
+        .images
+        .first()
+        .map(|i| i.reference())
+        .unwrap_or_default();
+    let value = minijinja::context! {
+        vars => scope.vars,
+        release => minijinja::context! {
+            id => scope.release.name,
+            commit => scope.release.commit_sha,
+            tag => scope.release.tag,
+            image => image,
+            dir => scope.release_dir.display().to_string(),
+        },
+        environment => minijinja::context! { name => scope.environment },
+        infra => minijinja::context! { outputs => scope.outputs },
+    };
+    ferry_config::expr::interpolate(&ferry_config::expr::environment(), text, &value)
 }
 
 /// `repository id/environment` of a deployment.

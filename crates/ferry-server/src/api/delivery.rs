@@ -98,6 +98,38 @@ pub struct DeploymentDetail {
     pub approvals: Vec<Approval>,
     /// What changes against the release live in the environment.
     pub changes: ReleaseDiff,
+    /// The Terraform plan the deployment applies (or applied), for an environment with
+    /// `infra:`: an approval is of this plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra_plan: Option<InfraPlanView>,
+}
+
+/// A Terraform plan as an approver sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InfraPlanView {
+    /// The plan file's SHA-256: what `approve --plan` names.
+    pub sha256: String,
+    /// What it changes, by resource address.
+    pub summary: ferry_deliver::infra::PlanSummary,
+    /// The state version it was made against (none: there was no state).
+    pub base_version: Option<i64>,
+    /// A plan that destroys the environment.
+    pub destroy: bool,
+    pub created_at: i64,
+    pub applied_at: Option<i64>,
+}
+
+impl From<ferry_store::InfraPlan> for InfraPlanView {
+    fn from(p: ferry_store::InfraPlan) -> Self {
+        Self {
+            summary: serde_json::from_str(&p.summary).unwrap_or_default(),
+            sha256: p.sha256,
+            base_version: p.base_version,
+            destroy: p.destroy,
+            created_at: p.created_at,
+            applied_at: p.applied_at,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -123,6 +155,10 @@ pub struct Promote {
 pub struct Decision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The Terraform plan decided on (its SHA-256, or at least its first 12 hex
+    /// digits): the decision is refused if the deployment applies another plan now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// `POST …/environments/{environment}/rollback`.
@@ -359,11 +395,13 @@ pub(crate) async fn deployment(
     let approvals = s.store.approvals(&d.id).await?;
     let changes =
         ferry_deliver::diff::release_diff(&s.store, &s.mirror_path(&repo.id), &d, &release).await?;
+    let infra_plan = s.store.infra_plan(&d.id).await?.map(|p| p.info.into());
     Ok(Json(DeploymentDetail {
         deployment: DeploymentView::new(d, Some(&release)),
         release,
         approvals,
         changes,
+        infra_plan,
     }))
 }
 
@@ -381,7 +419,15 @@ pub(crate) async fn decide<const APPROVE: bool>(
     let vote = if APPROVE { Vote::Approve } else { Vote::Reject };
     let d = s
         .deliverer
-        .decide(&repo.id, &key, &a, &groups, comment, vote)
+        .decide_on_plan(
+            &repo.id,
+            &key,
+            &a,
+            &groups,
+            comment,
+            vote,
+            body.plan.as_deref(),
+        )
         .await?;
     Ok(Json(DeploymentOne {
         deployment: view(&s, d).await,

@@ -684,7 +684,45 @@ pub(crate) struct PendingBox {
     pub release: String,
     pub summary: String,
     pub preview: Option<ferry_deliver::diff::ReleaseDiff>,
+    pub plan: Option<PlanBox>,
     pub approvals: Vec<String>,
+}
+
+/// A deployment's Terraform plan, as the approver's preview shows it.
+#[derive(Debug)]
+pub(crate) struct PlanBox {
+    pub sha256: String,
+    pub short: String,
+    pub destroy: bool,
+    pub counts: String,
+    /// (class, action, address), in the order create, update, replace, delete.
+    pub rows: Vec<(&'static str, &'static str, String)>,
+    pub outputs: String,
+    pub applied: bool,
+}
+
+impl From<&delivery::InfraPlanView> for PlanBox {
+    fn from(p: &delivery::InfraPlanView) -> Self {
+        let s = &p.summary;
+        let mut rows = Vec::new();
+        for (class, action, list) in [
+            ("diff-new", "create", &s.create),
+            ("", "update", &s.update),
+            ("diff-old", "replace", &s.replace),
+            ("diff-old", "destroy", &s.delete),
+        ] {
+            rows.extend(list.iter().map(|a| (class, action, a.clone())));
+        }
+        Self {
+            short: p.sha256.chars().take(12).collect(),
+            sha256: p.sha256.clone(),
+            destroy: p.destroy,
+            counts: s.counts(),
+            rows,
+            outputs: s.outputs.join(", "),
+            applied: p.applied_at.is_some(),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -735,6 +773,7 @@ pub(crate) async fn environments(
                     summary: detail.changes.summary(),
                     preview: (p.status == ferry_store::DeploymentStatus::AwaitingApproval)
                         .then(|| detail.changes.clone()),
+                    plan: detail.infra_plan.as_ref().map(PlanBox::from),
                     approvals: detail
                         .approvals
                         .iter()
@@ -893,6 +932,7 @@ struct DeploymentPage {
     release_path: String,
     sha: String,
     changes: ferry_deliver::diff::ReleaseDiff,
+    plan: Option<PlanBox>,
     approvals: Vec<(String, String, String, String)>,
     log: String,
 }
@@ -931,6 +971,7 @@ pub(crate) async fn deployment(
             waiting: d.status == ferry_store::DeploymentStatus::AwaitingApproval,
             release_path: format!("{rp}/releases/{}", seg(&detail.release.name)),
             sha: short(&detail.release.commit_sha),
+            plan: detail.infra_plan.as_ref().map(PlanBox::from),
             changes: detail.changes,
             approvals: detail
                 .approvals

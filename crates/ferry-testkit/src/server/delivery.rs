@@ -256,6 +256,19 @@ impl DeploymentRef<'_> {
         self.decide("reject", token, comment).await
     }
 
+    /// The user with `token` approves it, naming the Terraform plan approved.
+    pub async fn approve_plan(&self, token: &str, plan: &str) -> (u16, Value) {
+        let path = format!("{}/approve", self.path);
+        self.server
+            .call("POST", &path, Some(token), Some(json!({ "plan": plan })))
+            .await
+    }
+
+    /// What an approver sees (`GET` of the deployment).
+    pub async fn detail(&self) -> Value {
+        self.server.get(&self.path).await
+    }
+
     async fn decide(&self, decision: &str, token: &str, comment: Option<&str>) -> (u16, Value) {
         let body = match comment {
             Some(comment) => json!({ "comment": comment }),

@@ -71,6 +71,8 @@ pub struct Options {
     pub notify: ferry_server::notify::NotifyConfig,
     /// Where traces go (none: traces off).
     pub traces: Option<ferry_server::traces::TraceConfig>,
+    /// The `terraform` of environments with `infra:` (none: `terraform` on the PATH).
+    pub terraform: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Options {
@@ -82,6 +84,7 @@ impl std::fmt::Debug for Options {
             .field("keep_runs", &self.keep_runs)
             .field("notify", &self.notify)
             .field("traces", &self.traces)
+            .field("terraform", &self.terraform)
             .finish()
     }
 }
@@ -160,6 +163,7 @@ impl Server {
         );
         let kubectl = fake_kubectl(tmp.path());
         let keep = options.keep_releases;
+        let terraform = options.terraform.clone();
         // One CA option, as `ferry serve --ca-file`: probes and notifications trust it.
         let ca = options
             .notify
@@ -168,10 +172,15 @@ impl Server {
             .map(|pem| reqwest::Certificate::from_pem_bundle(pem).expect("CA certificates"));
         let state = state
             .map_deliverer(|d| {
-                d.with_kubectl(kubectl)
+                let d = d
+                    .with_kubectl(kubectl)
                     .with_retention(keep)
                     .with_docker(docker)
-                    .with_ca(ca)
+                    .with_ca(ca);
+                match terraform {
+                    Some(t) => d.with_terraform(t),
+                    None => d,
+                }
             })
             .with_notifications(options.notify.clone())
             .expect("notifications");
@@ -304,6 +313,9 @@ impl Server {
     /// and pushes it to `main`.
     pub fn push_file(&self, name: &str, file: &str, content: &str, message: &str) {
         let work = self.work(name);
+        if let Some(dir) = work.join(file).parent() {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
         std::fs::write(work.join(file), content).expect("write");
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", message]);

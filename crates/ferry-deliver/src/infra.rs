@@ -1,0 +1,777 @@
+//! Terraform per environment (issue 14): an environment's `infra: { dir, vars }` is
+//! Terraform code of the repository, sealed into each release (under
+//! [`SEALED_UNDER`]) so that the same code is promoted from one environment to the next.
+//! Before a deployment goes out, the deliverer runs, in the release's copy of the module:
+//! `terraform init` against Ferry's own state backend (the server's
+//! `/api/v1/infra/{repo}/{environment}/state`, with a credential of this deployment
+//! only), `terraform plan -out` (the plan file is kept sealed, with its SHA-256, a
+//! summary from `terraform show -json`, and the state version it was made against),
+//! then — once the plan may go (see [`gate`]) — `terraform apply` of exactly that
+//! plan, and `terraform output -json` for the deploy and its probes
+//! (`${{ infra.outputs.NAME }}`). Every command's output goes to the deployment's log,
+//! masked.
+//!
+//! The pure parts (what a plan changes, what the outputs are, which approvals a plan
+//! needs) are functions of their inputs, tested on their own; running Terraform is
+//! [`Session`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ferry_config::delivery::{ApprovalRule, Policy};
+use ferry_exec::OutputSink;
+use ferry_exec::sandbox::Spawner;
+use ferry_store::DeploymentKind;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::log::DeployLog;
+
+/// Where a release keeps the Terraform code of its environments: `<this>/<dir>/…`.
+pub const SEALED_UNDER: &str = ".ferry/infra";
+/// The name of the job the sealed Terraform files are listed under in a release.
+pub const SEALED_JOB: &str = "infra";
+/// The context plan files are sealed under.
+pub const PLAN_CONTEXT: &str = "infra-plan";
+/// The context outputs are sealed under.
+pub const OUTPUTS_CONTEXT: &str = "infra-outputs";
+/// The file Ferry adds to the module to make its own backend the module's.
+pub const BACKEND_FILE: &str = "ferry_backend_override.tf";
+/// The saved plan's file name in the module's directory, while Terraform needs it.
+const PLAN_FILE: &str = "ferry.tfplan";
+
+/// The release path of the module in `dir` (relative to the repository's root).
+pub fn sealed_path(dir: &str) -> String {
+    let dir = dir.trim_matches('/');
+    if dir.is_empty() || dir == "." {
+        SEALED_UNDER.to_string()
+    } else {
+        format!("{SEALED_UNDER}/{dir}")
+    }
+}
+
+/// What a plan changes, by resource address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PlanSummary {
+    /// Resources to create.
+    pub create: Vec<String>,
+    /// Resources to change in place.
+    pub update: Vec<String>,
+    /// Resources to destroy and create again.
+    pub replace: Vec<String>,
+    /// Resources to destroy.
+    pub delete: Vec<String>,
+    /// Outputs whose value changes.
+    pub outputs: Vec<String>,
+}
+
+impl PlanSummary {
+    /// The plan destroys something (a deletion or a replacement).
+    pub fn destroys(&self) -> bool {
+        !self.delete.is_empty() || !self.replace.is_empty()
+    }
+
+    /// The plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty()
+            && self.update.is_empty()
+            && self.replace.is_empty()
+            && self.delete.is_empty()
+            && self.outputs.is_empty()
+    }
+
+    /// `2 to add, 0 to change, 1 to replace, 0 to destroy`.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} to add, {} to change, {} to replace, {} to destroy",
+            self.create.len(),
+            self.update.len(),
+            self.replace.len(),
+            self.delete.len()
+        )
+    }
+}
+
+/// What `terraform show -json PLAN` says the plan does. Reads (of data sources), no-ops
+/// and `forget` (a resource left out of the state, not destroyed) change nothing.
+pub fn summarize(plan: &serde_json::Value) -> Result<PlanSummary, String> {
+    if !plan.is_object() || plan.get("format_version").is_none() {
+        return Err("`terraform show -json` printed no plan".into());
+    }
+    let mut s = PlanSummary::default();
+    let changes = plan
+        .get("resource_changes")
+        .and_then(|c| c.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for rc in changes {
+        let Some(address) = rc.get("address").and_then(|a| a.as_str()) else {
+            continue;
+        };
+        if rc.get("mode").and_then(|m| m.as_str()) == Some("data") {
+            continue;
+        }
+        let actions: Vec<&str> = rc
+            .pointer("/change/actions")
+            .and_then(|a| a.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let into = match actions.as_slice() {
+            ["create"] => &mut s.create,
+            ["update"] => &mut s.update,
+            ["delete"] => &mut s.delete,
+            ["delete", "create"] | ["create", "delete"] => &mut s.replace,
+            _ => continue, // no-op, read, forget
+        };
+        into.push(address.to_string());
+    }
+    if let Some(outputs) = plan.get("output_changes").and_then(|o| o.as_object()) {
+        for (name, change) in outputs {
+            let actions: Vec<&str> = change
+                .get("actions")
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            if actions.iter().any(|a| *a != "no-op") {
+                s.outputs.push(name.clone());
+            }
+        }
+    }
+    for list in [
+        &mut s.create,
+        &mut s.update,
+        &mut s.replace,
+        &mut s.delete,
+        &mut s.outputs,
+    ] {
+        list.sort();
+    }
+    Ok(s)
+}
+
+/// The module's outputs after an apply, from `terraform output -json`: each value as
+/// text (a string as it is, anything else as compact JSON), and whether it is
+/// sensitive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outputs {
+    pub values: BTreeMap<String, String>,
+    pub sensitive: Vec<String>,
+}
+
+impl Outputs {
+    /// The values of sensitive outputs (to mask).
+    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.sensitive
+            .iter()
+            .filter_map(|n| self.values.get(n).map(String::as_str))
+    }
+}
+
+/// Reads `terraform output -json`.
+pub fn outputs(json: &serde_json::Value) -> Result<Outputs, String> {
+    let map = json
+        .as_object()
+        .ok_or("`terraform output -json` printed no object")?;
+    let mut out = Outputs::default();
+    for (name, o) in map {
+        let value = match o.get("value") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        };
+        if o.get("sensitive").and_then(|s| s.as_bool()) == Some(true) {
+            out.sensitive.push(name.clone());
+        }
+        out.values.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// The approvals a plan needs before it is applied, if any: the environment's own
+/// rule for a deployment that needs approval there (every one but a rollback, which
+/// had them when it went live first); and, where the environment's policy asks for
+/// none, one approval of an approver when the plan destroys anything (unless the
+/// environment says `destroy: allow`) or is a destroy of the whole environment.
+pub fn gate(
+    policy: &Policy,
+    kind: DeploymentKind,
+    summary: &PlanSummary,
+    destroy_plan: bool,
+    destroy_needs_approval: bool,
+) -> Option<ApprovalRule> {
+    if let Policy::Approval(rule) = policy
+        && (kind != DeploymentKind::Rollback || destroy_plan)
+    {
+        return Some(rule.clone());
+    }
+    let destroying = destroy_plan || (summary.destroys() && destroy_needs_approval);
+    destroying.then(|| ApprovalRule {
+        required: 1,
+        from: Vec::new(),
+        not: Vec::new(),
+        expires: None,
+    })
+}
+
+/// How Terraform reaches Ferry's state backend: the server's own address (given once
+/// the server listens).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://127.0.0.1:PORT` (or `https://…`): the server's own port, on this host.
+    pub base: String,
+    /// Over TLS, the certificate is not checked: the connection goes to the server's
+    /// own port on this host (its certificate names the server's public name, which
+    /// need not be this host's), and the credential is good for one environment for
+    /// one deployment only.
+    pub skip_verify: bool,
+}
+
+/// The `terraform` program and the backend it is pointed at.
+#[derive(Debug, Clone)]
+pub struct Terraform {
+    pub program: PathBuf,
+    endpoint: Arc<OnceLock<Endpoint>>,
+}
+
+impl Default for Terraform {
+    fn default() -> Self {
+        Self {
+            program: PathBuf::from("terraform"),
+            endpoint: Arc::default(),
+        }
+    }
+}
+
+impl Terraform {
+    /// Runs `program` (`terraform` on the `PATH` by default).
+    pub fn with_program(mut self, program: PathBuf) -> Self {
+        self.program = program;
+        self
+    }
+
+    /// Tells where the state backend is (once: the first address given stays).
+    pub fn set_endpoint(&self, endpoint: Endpoint) {
+        let _ = self.endpoint.set(endpoint);
+    }
+
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.get()
+    }
+}
+
+/// The environment variables that point Terraform's `http` backend at Ferry's, with a
+/// deployment's credential (nothing of it is written to disk).
+pub fn backend_env(
+    endpoint: &Endpoint,
+    repository: &str,
+    environment: &str,
+    password: &str,
+) -> Vec<(String, String)> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let address = format!(
+        "{}/api/v1/infra/{}/{}/state",
+        endpoint.base.trim_end_matches('/'),
+        utf8_percent_encode(repository, NON_ALPHANUMERIC),
+        utf8_percent_encode(environment, NON_ALPHANUMERIC)
+    );
+    let mut env = vec![
+        ("TF_HTTP_ADDRESS".to_string(), address.clone()),
+        ("TF_HTTP_LOCK_ADDRESS".to_string(), address.clone()),
+        ("TF_HTTP_UNLOCK_ADDRESS".to_string(), address),
+        ("TF_HTTP_LOCK_METHOD".to_string(), "LOCK".to_string()),
+        ("TF_HTTP_UNLOCK_METHOD".to_string(), "UNLOCK".to_string()),
+        ("TF_HTTP_USERNAME".to_string(), "ferry".to_string()),
+        ("TF_HTTP_PASSWORD".to_string(), password.to_string()),
+    ];
+    if endpoint.skip_verify {
+        env.push(("TF_HTTP_SKIP_CERT_VERIFICATION".into(), "true".into()));
+    }
+    env
+}
+
+/// The override file that makes Ferry's backend the module's, replacing any backend
+/// the module names (its settings come from [`backend_env`]).
+pub const BACKEND_OVERRIDE: &str = "# Written by Ferry: the state of this environment is kept by Ferry.\n\
+terraform {\n  backend \"http\" {}\n}\n";
+
+/// A new password for a deployment's credential, and its hash as the server checks it.
+pub fn new_credential() -> (String, String) {
+    use rand::RngCore as _;
+    use sha2::Digest as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let password = hex::encode(bytes);
+    let hash = hex::encode(sha2::Sha256::digest(password.as_bytes()));
+    (password, hash)
+}
+
+/// `TF_VAR_*` for the module: every variable and secret of the environment under its
+/// own name, then the environment's `infra.vars` (which win).
+pub fn tf_vars(
+    vars: &BTreeMap<String, String>,
+    secrets: &[(String, Vec<u8>)],
+    infra_vars: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in vars {
+        out.insert(k.clone(), v.clone());
+    }
+    for (k, v) in secrets {
+        out.insert(k.clone(), String::from_utf8_lossy(v).into_owned());
+    }
+    for (k, v) in infra_vars {
+        out.insert(k.clone(), v.clone());
+    }
+    out.into_iter()
+        .map(|(k, v)| (format!("TF_VAR_{k}"), v))
+        .collect()
+}
+
+/// Passes output to the deployment's log and keeps its last bytes, to tell one
+/// failure from another.
+struct Tee<'a> {
+    log: &'a mut DeployLog,
+    tail: Vec<u8>,
+}
+
+impl OutputSink for Tee<'_> {
+    fn chunk(&mut self, data: &[u8]) {
+        self.log.chunk(data);
+        self.tail.extend_from_slice(data);
+        const KEEP: usize = 64 << 10;
+        if self.tail.len() > KEEP {
+            let cut = self.tail.len() - KEEP;
+            self.tail.drain(..cut);
+        }
+    }
+}
+
+/// Why a Terraform command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub reason: String,
+    /// What it printed last.
+    pub tail: String,
+}
+
+impl Failed {
+    /// Terraform refused a saved plan made against an older state.
+    pub fn stale_plan(&self) -> bool {
+        self.tail.contains("Saved plan is stale")
+    }
+}
+
+/// Terraform run in one module directory for one deployment.
+pub struct Session<'a> {
+    pub program: &'a Path,
+    /// The module's directory in the release's files.
+    pub dir: PathBuf,
+    /// The module's directory in the repository (`infra.dir`), to name files by.
+    pub source: String,
+    /// The whole environment of every command.
+    pub env: Vec<(String, String)>,
+    pub spawner: Option<&'a Spawner>,
+    pub timeout: Option<Duration>,
+    pub stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not its environment: it holds the credential and the secrets.
+        f.debug_struct("Session")
+            .field("program", &self.program)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session<'_> {
+    /// Runs `terraform ARGS` (a shell word list: `$FERRY_TERRAFORM` is the program),
+    /// its output to `log`.
+    pub async fn run(&self, args: &str, log: &mut DeployLog) -> Result<(), Failed> {
+        let mut env = self.env.clone();
+        env.push(("FERRY_TERRAFORM".into(), self.program.display().to_string()));
+        let step = ferry_exec::StepSpec {
+            script: format!("\"$FERRY_TERRAFORM\" {args}"),
+            env,
+            cwd: self.dir.clone(),
+            timeout: self.timeout,
+            clear_env: true,
+        };
+        let force = CancellationToken::new();
+        let mut group = 0;
+        let mut tee = Tee {
+            log,
+            tail: Vec::new(),
+        };
+        let outcome = ferry_exec::process::run_in(
+            &step,
+            self.spawner,
+            &mut tee,
+            &self.stop,
+            Duration::from_secs(10),
+            &force,
+            |pgid| group = pgid,
+        )
+        .await;
+        ferry_exec::process::signal_group(group, nix::sys::signal::Signal::SIGKILL);
+        if let Some(spawner) = self.spawner {
+            spawner.sweep().await;
+        }
+        let tail = String::from_utf8_lossy(&tee.tail).into_owned();
+        tee.log.flush();
+        let what = args.split_whitespace().next().unwrap_or("terraform");
+        let reason = match outcome {
+            ferry_exec::StepOutcome::Exited(0) => return Ok(()),
+            ferry_exec::StepOutcome::Exited(code) => {
+                let said = errors(&tail, &self.source);
+                if said.is_empty() {
+                    format!("terraform {what} failed (exit code {code})")
+                } else {
+                    format!(
+                        "terraform {what} failed (exit code {code}): {}",
+                        said.join("; ")
+                    )
+                }
+            }
+            ferry_exec::StepOutcome::TimedOut(after) => {
+                format!("terraform {what} timed out after {}s", after.as_secs())
+            }
+            ferry_exec::StepOutcome::Cancelled => format!("terraform {what} was cancelled"),
+            ferry_exec::StepOutcome::Error(e) => {
+                format!("terraform {what} could not start: {e}")
+            }
+        };
+        Err(Failed { reason, tail })
+    }
+
+    /// Runs `terraform ARGS > FILE` and reads FILE as JSON (removed after).
+    pub async fn json(
+        &self,
+        args: &str,
+        file: &str,
+        log: &mut DeployLog,
+    ) -> Result<serde_json::Value, Failed> {
+        let path = self.dir.join(file);
+        let result = self.run(&format!("{args} > {file}"), log).await;
+        let text = std::fs::read(&path);
+        let _ = std::fs::remove_file(&path);
+        result?;
+        let text = text.map_err(|e| Failed {
+            reason: format!("cannot read what terraform printed: {e}"),
+            tail: String::new(),
+        })?;
+        serde_json::from_slice(&text).map_err(|e| Failed {
+            reason: format!("terraform printed no JSON: {e}"),
+            tail: String::new(),
+        })
+    }
+
+    /// `terraform init` against Ferry's backend.
+    pub async fn init(&self, log: &mut DeployLog) -> Result<(), Failed> {
+        std::fs::write(self.dir.join(BACKEND_FILE), BACKEND_OVERRIDE).map_err(|e| Failed {
+            reason: format!("cannot write {BACKEND_FILE}: {e}"),
+            tail: String::new(),
+        })?;
+        self.run("init -input=false -no-color -reconfigure", log)
+            .await
+    }
+
+    /// `terraform plan -out` (of a destroy with `destroy`): the plan file's bytes and
+    /// what it changes.
+    pub async fn plan(
+        &self,
+        destroy: bool,
+        log: &mut DeployLog,
+    ) -> Result<(Vec<u8>, PlanSummary), Failed> {
+        let file = self.dir.join(PLAN_FILE);
+        let _ = std::fs::remove_file(&file);
+        let mode = if destroy { " -destroy" } else { "" };
+        self.run(
+            &format!("plan -input=false -no-color{mode} -out={PLAN_FILE}"),
+            log,
+        )
+        .await?;
+        let shown = self
+            .json(
+                &format!("show -json -no-color {PLAN_FILE}"),
+                "ferry.plan.json",
+                log,
+            )
+            .await;
+        let bytes = std::fs::read(&file);
+        let _ = std::fs::remove_file(&file);
+        let summary = summarize(&shown?).map_err(|reason| Failed {
+            reason,
+            tail: String::new(),
+        })?;
+        let bytes = bytes.map_err(|e| Failed {
+            reason: format!("terraform wrote no plan file: {e}"),
+            tail: String::new(),
+        })?;
+        Ok((bytes, summary))
+    }
+
+    /// `terraform apply` of exactly the saved plan `bytes`, then its outputs.
+    pub async fn apply(&self, bytes: &[u8], log: &mut DeployLog) -> Result<Outputs, Failed> {
+        let file = self.dir.join(PLAN_FILE);
+        std::fs::write(&file, bytes).map_err(|e| Failed {
+            reason: format!("cannot write the plan file: {e}"),
+            tail: String::new(),
+        })?;
+        let applied = self
+            .run(&format!("apply -input=false -no-color {PLAN_FILE}"), log)
+            .await;
+        let _ = std::fs::remove_file(&file);
+        applied?;
+        let json = self
+            .json("output -json -no-color", "ferry.outputs.json", log)
+            .await?;
+        outputs(&json).map_err(|reason| Failed {
+            reason,
+            tail: String::new(),
+        })
+    }
+}
+
+/// The errors Terraform printed, each with where it is when Terraform says (`on FILE
+/// line N`), as the repository names the file (`dir/FILE:N`); its generic
+/// "problems during initialisation" only when it says nothing else.
+fn errors(output: &str, dir: &str) -> Vec<String> {
+    let lines: Vec<&str> = output
+        .lines()
+        .map(|l| l.trim_start_matches(['│', '╷', '╵', ' ']).trim())
+        .collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(what) = line.strip_prefix("Error: ") else {
+            continue;
+        };
+        let place = lines
+            .iter()
+            .skip(i + 1)
+            .take(4)
+            .find_map(|l| l.strip_prefix("on "))
+            .and_then(|on| {
+                let (file, rest) = on.split_once(" line ")?;
+                let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let dir = dir.trim_matches('/');
+                let file = if dir.is_empty() || dir == "." {
+                    file.to_string()
+                } else {
+                    format!("{dir}/{file}")
+                };
+                Some(format!("{file}:{n}: "))
+            })
+            .unwrap_or_default();
+        found.push(format!("{place}{what}"));
+    }
+    if found.len() > 1 {
+        found.retain(|e| !e.starts_with("Terraform encountered problems during initiali"));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Plans as `terraform show -json` prints them: each kind of action by address,
+    /// data sources, no-ops and `forget` left out, outputs that change.
+    #[test]
+    fn a_plan_is_summarized_by_action() {
+        let plan = json!({
+            "format_version": "1.2",
+            "resource_changes": [
+                {"address": "terraform_data.new", "mode": "managed",
+                 "change": {"actions": ["create"]}},
+                {"address": "terraform_data.same", "mode": "managed",
+                 "change": {"actions": ["no-op"]}},
+                {"address": "terraform_data.moved", "mode": "managed",
+                 "change": {"actions": ["update"]}},
+                {"address": "terraform_data.b", "mode": "managed",
+                 "change": {"actions": ["delete", "create"]}},
+                {"address": "terraform_data.a", "mode": "managed",
+                 "change": {"actions": ["create", "delete"]}},
+                {"address": "terraform_data.gone", "mode": "managed",
+                 "change": {"actions": ["delete"]}},
+                {"address": "terraform_data.kept", "mode": "managed",
+                 "change": {"actions": ["forget"]}},
+                {"address": "data.http.x", "mode": "data",
+                 "change": {"actions": ["read"]}}
+            ],
+            "output_changes": {
+                "url": {"actions": ["update"]},
+                "same": {"actions": ["no-op"]}
+            }
+        });
+        let s = summarize(&plan).expect("a plan");
+        assert_eq!(s.create, ["terraform_data.new"]);
+        assert_eq!(s.update, ["terraform_data.moved"]);
+        assert_eq!(s.replace, ["terraform_data.a", "terraform_data.b"]);
+        assert_eq!(s.delete, ["terraform_data.gone"]);
+        assert_eq!(s.outputs, ["url"]);
+        assert!(s.destroys());
+        assert_eq!(
+            s.counts(),
+            "1 to add, 1 to change, 2 to replace, 1 to destroy"
+        );
+
+        let nothing = summarize(&json!({"format_version": "1.2"})).expect("empty");
+        assert!(nothing.is_empty() && !nothing.destroys());
+        assert!(summarize(&json!({"errors": []})).is_err());
+        assert!(summarize(&json!([])).is_err());
+    }
+
+    #[test]
+    fn outputs_are_text_and_sensitive_ones_are_known() {
+        let o = outputs(&json!({
+            "url": {"value": "http://127.0.0.1:8080/", "type": "string", "sensitive": false},
+            "port": {"value": 8080, "type": "number", "sensitive": false},
+            "token": {"value": "s3cret-value", "type": "string", "sensitive": true},
+            "list": {"value": ["a", 1], "sensitive": false},
+            "none": {"value": null}
+        }))
+        .expect("outputs");
+        assert_eq!(o.values["url"], "http://127.0.0.1:8080/");
+        assert_eq!(o.values["port"], "8080");
+        assert_eq!(o.values["list"], r#"["a",1]"#);
+        assert_eq!(o.values["none"], "");
+        assert_eq!(o.secret_values().collect::<Vec<_>>(), ["s3cret-value"]);
+        assert!(outputs(&json!("x")).is_err());
+    }
+
+    /// Which approvals a plan needs, by the environment's policy, the deployment's kind
+    /// and what the plan does.
+    #[test]
+    fn which_plans_wait_for_an_approval() {
+        let rule = ApprovalRule {
+            required: 2,
+            from: vec!["ops".into()],
+            not: Vec::new(),
+            expires: None,
+        };
+        let approval = Policy::Approval(rule.clone());
+        let creates = PlanSummary {
+            create: vec!["a".into()],
+            ..Default::default()
+        };
+        let destroys = PlanSummary {
+            delete: vec!["a".into()],
+            ..Default::default()
+        };
+        let replaces = PlanSummary {
+            replace: vec!["a".into()],
+            ..Default::default()
+        };
+        use DeploymentKind::{Auto, Promotion, Rollback};
+        let one = Some(1);
+        for (policy, kind, summary, destroy_plan, needs, want) in [
+            // The environment's rule, whatever the plan.
+            (&approval, Promotion, &creates, false, true, Some(2)),
+            (&approval, Auto, &destroys, false, false, Some(2)),
+            // A rollback had its approvals; it waits only when it destroys.
+            (&approval, Rollback, &creates, false, true, None),
+            (&approval, Rollback, &destroys, false, true, one),
+            (&approval, Rollback, &destroys, false, false, None),
+            // Automatic: a plan that destroys or replaces waits, unless `destroy: allow`.
+            (&Policy::Auto, Auto, &creates, false, true, None),
+            (&Policy::Auto, Auto, &destroys, false, true, one),
+            (&Policy::Auto, Auto, &replaces, false, true, one),
+            (&Policy::Auto, Auto, &destroys, false, false, None),
+            (&Policy::Manual, Promotion, &replaces, false, true, one),
+            // A destroy of the environment always waits.
+            (&Policy::Auto, Promotion, &destroys, true, false, one),
+            (&approval, Promotion, &destroys, true, false, Some(2)),
+        ] {
+            let got = gate(policy, kind, summary, destroy_plan, needs).map(|r| r.required);
+            assert_eq!(
+                got, want,
+                "{policy:?} {kind:?} {summary:?} destroy plan {destroy_plan} needs {needs}"
+            );
+        }
+    }
+
+    #[test]
+    fn variables_become_tf_vars_and_infra_vars_win() {
+        let vars = BTreeMap::from([
+            ("region".to_string(), "eu".to_string()),
+            ("name".to_string(), "app".to_string()),
+        ]);
+        let secrets = vec![("token".to_string(), b"t0k".to_vec())];
+        let infra = vec![("name".to_string(), "app-prod".to_string())];
+        assert_eq!(
+            tf_vars(&vars, &secrets, &infra),
+            [
+                ("TF_VAR_name".to_string(), "app-prod".to_string()),
+                ("TF_VAR_region".to_string(), "eu".to_string()),
+                ("TF_VAR_token".to_string(), "t0k".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_backend_is_ferrys_own_by_environment() {
+        let e = Endpoint {
+            base: "http://127.0.0.1:8080/".into(),
+            skip_verify: false,
+        };
+        let env = backend_env(&e, "my app", "prod", "pw");
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            get("TF_HTTP_ADDRESS"),
+            "http://127.0.0.1:8080/api/v1/infra/my%20app/prod/state"
+        );
+        assert_eq!(get("TF_HTTP_LOCK_METHOD"), "LOCK");
+        assert_eq!(get("TF_HTTP_PASSWORD"), "pw");
+        assert_eq!(sealed_path("infra/prod/"), ".ferry/infra/infra/prod");
+        assert_eq!(sealed_path("."), ".ferry/infra");
+        let (pw, hash) = new_credential();
+        assert_eq!((pw.len(), hash.len()), (64, 64));
+        assert_ne!(pw, new_credential().0);
+    }
+
+    /// The errors Terraform printed are the reason, each where the repository has it.
+    #[test]
+    fn the_errors_terraform_printed_are_the_reason() {
+        let out = "\n╷\n│ Error: Error acquiring the state lock\n│ \n│ Lock Info:\n╵\n";
+        assert_eq!(errors(out, "infra"), ["Error acquiring the state lock"]);
+        assert!(errors("all fine", "infra").is_empty());
+        let init = "Initializing the backend...
+
+Error: Terraform encountered problems during initialisation, including problems
+with the configuration, described below.
+
+Error: Unclosed configuration block
+
+  on main.tf line 1, in resource \"terraform_data\":
+   1: resource \"terraform_data\" {
+
+Error: Missing name for resource
+
+  on modules/x.tf line 12, in resource \"terraform_data\":
+";
+        assert_eq!(
+            errors(init, "deploy/tf/"),
+            [
+                "deploy/tf/main.tf:1: Unclosed configuration block",
+                "deploy/tf/modules/x.tf:12: Missing name for resource",
+            ]
+        );
+        let only = "Error: Terraform encountered problems during initialisation, x\n";
+        assert_eq!(errors(only, ".").len(), 1);
+        let stale = Failed {
+            reason: String::new(),
+            tail: "│ Error: Saved plan is stale\n".into(),
+        };
+        assert!(stale.stale_plan());
+    }
+}
