@@ -123,8 +123,11 @@ pub enum Command {
         #[command(subcommand)]
         command: InfraCommand,
     },
-    /// Each environment: its live release, since when, who deployed and approved it.
+    /// Each environment: its live release, since when, who deployed and approved it;
+    /// `ferry envs destroy ENV` destroys what its Terraform made.
     Envs {
+        #[command(subcommand)]
+        command: Option<EnvsCommand>,
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
@@ -493,6 +496,14 @@ pub enum NotificationsCommand {
         #[command(flatten)]
         args: crate::deliver::DeliverArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvsCommand {
+    /// Destroy what ENV's Terraform (`infra:`) made: a deployment that plans the
+    /// destroy, waits for approval of that plan (`ferry approve ENV#N`), applies it and
+    /// stops what is live.
+    Destroy { env: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -636,6 +636,26 @@ pub async fn decide(
     Ok(exit::OK)
 }
 
+/// `ferry envs destroy ENV`.
+pub async fn destroy(args: DeliverArgs, env: &str) -> Result<u8, Failure> {
+    let (c, repo) = client(&args)?;
+    let one: delivery::DeploymentOne = c
+        .post(
+            &format!("/repos/{repo}/environments/{env}/destroy"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    print_deployment(&one, args.json);
+    if !args.json {
+        println!(
+            "it plans the destroy, then waits: `ferry deployment {0}` shows the plan, \
+             `ferry approve {0} --plan SHA` lets it go",
+            one.deployment.label
+        );
+    }
+    Ok(exit::OK)
+}
+
 pub async fn rollback(args: DeliverArgs, env: &str, to: Option<String>) -> Result<u8, Failure> {
     let (c, repo) = client(&args)?;
     let one = c

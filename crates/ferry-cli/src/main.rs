@@ -171,7 +171,14 @@ async fn dispatch(cli: args::Cli) -> Result<u8, Failure> {
             plan,
             args,
         } => deliver::decide(args, &deployment, comment, plan, false).await,
-        Command::Envs { args } => deliver::envs(args).await,
+        Command::Envs {
+            command: None,
+            args,
+        } => deliver::envs(args).await,
+        Command::Envs {
+            command: Some(args::EnvsCommand::Destroy { env }),
+            args,
+        } => deliver::destroy(args, &env).await,
         Command::Infra {
             command: args::InfraCommand::State { env, version, args },
         } => deliver::infra_state(args, &env, version).await,

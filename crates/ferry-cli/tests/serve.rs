@@ -429,6 +429,164 @@ environments:
     assert!(!outside.join("written").exists());
 }
 
+/// A release's Terraform runs with the rights of the release's host code: in the
+/// deployment's sandbox (as a uid of its own where the server is root), where its
+/// provisioners cannot read the server's key or write outside the release, while it
+/// still reaches the server's state backend; the environment is provisioned and goes
+/// live with the outputs.
+#[tokio::test]
+async fn a_releases_terraform_runs_in_its_sandbox() {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(terraform) = std::env::var("FERRY_TEST_TERRAFORM") else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_TERRAFORM").is_some(),
+            "set FERRY_TEST_TERRAFORM (scripts/test.sh) or FERRY_SKIP_TERRAFORM=1"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let data = tmp.path().join("data");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let (sockets, _socket, _listener) = server_only_socket(tmp.path());
+    let pipeline = "jobs:
+  build:
+    run: mkdir -p out && echo app > out/app.txt
+    artifacts: [out]
+release: { artifacts: [build] }
+environments:
+  sandbox:
+    auto: true
+    infra: { dir: infra }
+    deploy:
+      target: { script: { run: 'echo \"deployed to ${{ infra.outputs.where }}\"' } }
+";
+    let bare = bare_repo(tmp.path(), pipeline);
+    let work = tmp.path().join("origin-work");
+    std::fs::create_dir_all(work.join("infra")).expect("mkdir");
+    let probe = format!(
+        "cat {d}/secret.key >/dev/null 2>&1 && echo LEAK-key || echo no-key; \
+         (echo x > {o}/written) 2>/dev/null && echo LEAK-write || echo no-write; \
+         echo tf-uid=$(id -u)",
+        d = data.display(),
+        o = outside.display()
+    );
+    std::fs::write(
+        work.join("infra/main.tf"),
+        format!(
+            r#"resource "terraform_data" "probe" {{
+  provisioner "local-exec" {{
+    command = "{probe}"
+  }}
+}}
+output "where" {{ value = "sandbox-${{terraform_data.probe.id}}" }}
+"#
+        ),
+    )
+    .expect("main.tf");
+    git(&work, &["add", "-A"]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "infra",
+        ],
+    );
+    git(&work, &["push", "-q", &bare.display().to_string(), "main"]);
+    let data_s = data.display().to_string();
+    let sockets_s = sockets.display().to_string();
+    let server = start_with_envs(
+        &[
+            "--max-runs",
+            "1",
+            "--data-dir",
+            &data_s,
+            "--host-sandbox",
+            "on",
+            "--sandbox-read",
+            &sockets_s,
+        ],
+        &[("FERRY_TERRAFORM", terraform.as_str())],
+    );
+    let token = server.admin_token();
+    server.add_app(&token, &bare).await;
+    server.trigger_app(&token).await;
+    let live = server
+        .poll(&token, "/api/v1/repos/app/environments", |envs| {
+            envs["environments"][0]["live"].is_object()
+        })
+        .await;
+    let (_, log) = server
+        .call_text(
+            &token,
+            "GET",
+            "/api/v1/repos/app/deployments/sandbox.1/log",
+            None,
+        )
+        .await;
+    assert!(live.is_some(), "sandbox goes live: {log}");
+    assert!(log.contains("(local-exec): no-key"), "{log}");
+    assert!(log.contains("(local-exec): no-write"), "{log}");
+    assert!(log.contains("deployed to sandbox-"), "{log}");
+    if nix::unistd::geteuid().is_root() {
+        // The last one: the first is in the command Terraform says it executes.
+        let uid = log
+            .rsplit("tf-uid=")
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .expect("the provisioner's uid");
+        assert!(DEFAULT_UIDS.contains(&uid), "{log}");
+    }
+    assert!(!outside.join("written").exists());
+
+    // `ferry envs destroy`, the plan in `ferry deployment`, `ferry approve --plan`.
+    let cli = Cli {
+        repo: Some("app"),
+        ..Cli::new(&server, &token, tmp.path())
+    };
+    let out = cli.run(&["envs", "destroy", "sandbox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("sandbox#2"), "{text}");
+    let shown = cli
+        .poll(&["deployment", "sandbox#2"], |t| {
+            t.contains("terraform plan")
+        })
+        .await;
+    assert!(shown.contains(", a destroy (0 to add"), "{shown}");
+    assert!(shown.contains("  - terraform_data.probe"), "{shown}");
+    let sha = shown
+        .split("terraform plan ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .expect("the plan's hash")
+        .to_string();
+    let wrong = cli.run(&["approve", "sandbox#2", "--plan", "000000000000"]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("look at the plan again"),
+        "{}",
+        stderr(&wrong)
+    );
+    let out = cli.run(&["approve", "sandbox#2", "--plan", &sha]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gone = server
+        .poll(&token, "/api/v1/repos/app/deployments/sandbox.2", |d| {
+            d["deployment"]["status"] == "destroyed"
+        })
+        .await;
+    assert!(gone.is_some(), "destroyed");
+}
+
 /// A uid range that the host's users or subordinate ids use, or that is not a range,
 /// is refused at start with the reason, before anything is written.
 #[test]

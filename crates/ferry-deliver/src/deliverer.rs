@@ -633,6 +633,101 @@ impl Deliverer {
         dep.ok_or_else(|| DeliverError::Invalid("the environment takes no deployments".into()))
     }
 
+    /// `ferry envs destroy ENV`: a deployment that plans the destroy of what the
+    /// environment's Terraform made (with the code of the release live there, or last
+    /// provisioned there), waits for approval, applies it and stops what was live.
+    pub async fn destroy(
+        &self,
+        repository_id: &str,
+        env: &str,
+        actor: &Actor,
+    ) -> Result<Deployment> {
+        let d = self.rules(repository_id).await?;
+        let spec = environment(&d, env)?;
+        if let Some(why) = policy::frozen(&spec.freeze, Utc::now()) {
+            return Err(DeliverError::Invalid(format!(
+                "`{env}` is {why}; nothing deploys there now"
+            )));
+        }
+        let history = self
+            .store
+            .deployments(repository_id, Some(env), 10_000)
+            .await?;
+        if let Some(open) = history.iter().find(|x| ACTIVE.contains(&x.status)) {
+            return Err(DeliverError::Conflict(format!(
+                "deployment {env}#{} is {} in `{env}`: destroy it once that is done",
+                open.number,
+                open.status.as_str()
+            )));
+        }
+        // The code that made what is there: the live release's, else that of the last
+        // deployment that applied a plan.
+        let mut source = self.store.live_deployment(repository_id, env).await?;
+        if source.is_none() {
+            for x in &history {
+                if let Some(p) = self.store.infra_plan(&x.id).await?
+                    && p.info.applied_at.is_some()
+                {
+                    if p.info.destroy {
+                        break; // destroyed already, and nothing provisioned since
+                    }
+                    source = Some(x.clone());
+                    break;
+                }
+            }
+        }
+        let Some(source) = source else {
+            return Err(DeliverError::Invalid(format!(
+                "nothing was provisioned in `{env}` since it was last destroyed: there is \
+                 nothing to destroy"
+            )));
+        };
+        let release = self
+            .store
+            .release(repository_id, &source.release_id)
+            .await?;
+        if release.pruned_at.is_some() {
+            return Err(DeliverError::Invalid(format!(
+                "release {} was pruned by the retention policy: its Terraform is gone",
+                release.name
+            )));
+        }
+        if Self::infra_of(&delivery_of(&release)?, env).is_none() {
+            return Err(DeliverError::Invalid(format!(
+                "release {}, live in `{env}`, has no `infra:` there: Ferry provisioned \
+                 nothing to destroy",
+                release.name
+            )));
+        }
+        let label = actor.label();
+        let dep = self
+            .store
+            .create_deployment(
+                repository_id,
+                env,
+                &release.id,
+                Kind::Destroy,
+                S::AwaitingApproval,
+                Some(&label),
+            )
+            .await?;
+        self.store
+            .audit(
+                Some(repository_id),
+                &label,
+                "deployment.request",
+                &format!("{env}#{}", dep.number),
+                Some(&format!(
+                    "destroy of `{env}` with release {}'s Terraform (awaiting_approval)",
+                    release.name
+                )),
+            )
+            .await?;
+        self.publish(&dep.id).await;
+        self.wake.notify_one();
+        Ok(dep)
+    }
+
     /// Records an approval (the deployment is queued once it has enough) or a
     /// rejection (the deployment stops).
     pub async fn decide(
@@ -1314,6 +1409,9 @@ impl Deliverer {
     }
 
     async fn execute(&self, dep: Deployment, release: Release) -> Result<()> {
+        if dep.kind == Kind::Destroy {
+            return self.execute_destroy(dep, release).await;
+        }
         let name = format!("{}#{}", dep.environment, dep.number);
         let mut log = self.open_log(&dep);
         log.line(&format!(
@@ -1491,6 +1589,70 @@ impl Deliverer {
         self.store
             .audit(Some(&dep.repository_id), "ferry", action, &label, detail)
             .await
+    }
+
+    /// Carries out a destroy (see [`Self::destroy`]): the destroy plan approved is
+    /// applied, then what was live stops and the environment has nothing live.
+    async fn execute_destroy(&self, dep: Deployment, release: Release) -> Result<()> {
+        let mut log = self.open_log(&dep);
+        log.line(&format!(
+            "destroying `{}` with release {}'s Terraform",
+            dep.environment, release.name
+        ));
+        let d = delivery_of(&release)?;
+        let outcome = match Self::infra_of(&d, &dep.environment) {
+            None => Err(InfraFailure::untouched(format!(
+                "release {} has no `infra:` for `{}`",
+                release.name, dep.environment
+            ))),
+            Some(spec) => match self.prepare(&dep, &release, &d, true, &mut log).await {
+                Err(e) => Err(InfraFailure::untouched(e)),
+                Ok(prepared) => {
+                    self.provision(&dep, &release, &spec, &prepared, &mut log)
+                        .await
+                }
+            },
+        };
+        self.drop_secret_files(&dep);
+        match outcome {
+            Ok(Provisioned::Waits(why)) => self.wait_for_approval(&dep, &why, &mut log).await,
+            Err(f) if !f.touched => self.fail_untouched(&dep, &f.reason, &mut log).await,
+            Err(f) => {
+                log.line(&format!("failed: {}", f.reason));
+                self.store
+                    .move_deployment(&dep.id, &[S::Deploying], S::Failed, Some(&f.reason))
+                    .await?;
+                self.publish(&dep.id).await;
+                self.audit_by_ferry(&dep, "deployment.failed", Some(&f.reason))
+                    .await?;
+                Ok(())
+            }
+            Ok(Provisioned::Applied) => {
+                let live = self
+                    .store
+                    .live_deployment(&dep.repository_id, &dep.environment)
+                    .await?;
+                self.stop_watch(&dep.repository_id, &dep.environment);
+                if let Ok(target) = self.target(&d, &dep.environment) {
+                    log.line("stopping what was live");
+                    target.stop(&dep).await;
+                }
+                if self.store.finish_destroy(&dep.id).await? {
+                    log.line("destroyed: nothing is live here now");
+                    self.audit_by_ferry(
+                        &dep,
+                        "environment.destroy",
+                        Some(&format!("release {}'s Terraform", release.name)),
+                    )
+                    .await?;
+                }
+                if let Some(l) = live {
+                    self.publish(&l.id).await;
+                }
+                self.publish(&dep.id).await;
+                Ok(())
+            }
+        }
     }
 
     /// Removes the environment's secret files (written for the deployment).
@@ -2063,7 +2225,7 @@ impl Deliverer {
                             version_text(base_now)
                         ));
                     }
-                    let destroy = other_destroy(&self.store, &dep.id).await;
+                    let destroy = dep.kind == Kind::Destroy;
                     self.make_plan(dep, session, destroy, log)
                         .await
                         .map_err(InfraFailure::untouched)?;
@@ -2265,7 +2427,7 @@ impl Deliverer {
                     let session = me
                         .terraform_session(&dep, &release, &spec, &prepared, &log)
                         .await?;
-                    let destroy = other_destroy(&me.store, &dep.id).await;
+                    let destroy = dep.kind == Kind::Destroy;
                     let made = me.make_plan(&dep, &session, destroy, &mut log).await;
                     let _ = me.store.end_infra_credentials(&dep.id).await;
                     made
@@ -2675,11 +2837,6 @@ fn destroy_needs_approval(rules: &Delivery, env: &str) -> bool {
 /// A state version for people.
 fn version_text(v: Option<i64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "none".into())
-}
-
-/// Whether the deployment's plans are of a destroy (`ferry envs destroy`).
-async fn other_destroy(store: &Store, deployment_id: &str) -> bool {
-    matches!(store.infra_plan(deployment_id).await, Ok(Some(p)) if p.info.destroy)
 }
 
 fn decisions(approvals: Vec<ferry_store::Approval>) -> Vec<Decision> {

@@ -551,6 +551,77 @@ async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
             .contains(&format!("plan {}", &plan2[..12])),
         "approvals name their plan: {audit}"
     );
+    // `ferry envs destroy sandbox`: the destroy is planned, waits for an approval
+    // (though sandbox is automatic), then destroys and stops what was live.
+    let sandbox_port: u16 = port.parse().expect("port");
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/environments/sandbox/destroy",
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["deployment"]["kind"], "destroy");
+    let label = body["deployment"]["label"]
+        .as_str()
+        .expect("label")
+        .to_string();
+    let detail = plan_of(&s, &label, None).await;
+    assert_eq!(detail["infra_plan"]["destroy"], true, "{detail}");
+    assert_eq!(
+        detail["infra_plan"]["summary"]["delete"],
+        serde_json::json!(["terraform_data.app"])
+    );
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/environments/sandbox/destroy",
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "one at a time: {body}");
+    let (status, body) = s.deployment("shop", &label).approve(&bob, None).await;
+    assert_eq!(status, 200, "{body}");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "the destroy", |l| {
+            l.first().is_some_and(|d| d["status"] == "destroyed")
+        })
+        .await;
+    assert_eq!(list[1]["status"], "replaced", "{list:?}");
+    let envs = s.environments("shop").await;
+    assert!(
+        ferry_testkit::server::env_of(&envs, "sandbox")["live"].is_null(),
+        "{envs}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", sandbox_port)).is_err(),
+        "sandbox's app stopped"
+    );
+    let state = s
+        .admin(
+            "GET",
+            "/api/v1/repos/shop/environments/sandbox/infra/states/latest",
+            None,
+        )
+        .await
+        .1;
+    assert_eq!(state["resources"], serde_json::json!([]), "{state}");
+    let (status, body) = s
+        .admin(
+            "POST",
+            "/api/v1/repos/shop/environments/sandbox/destroy",
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(message(&body).contains("nothing to destroy"), "{body}");
+    let actions = ferry_testkit::server::audit_actions(&s, "shop").await;
+    assert!(
+        actions.iter().any(|a| a == "environment.destroy"),
+        "{actions:?}"
+    );
+
     // Every credential of a deployment ended with it.
     let pw_rows = s
         .store

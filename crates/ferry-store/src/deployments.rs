@@ -17,6 +17,9 @@ pub enum DeploymentKind {
     Auto,
     /// Back to an earlier release (by `ferry rollback` or after a failed verification).
     Rollback,
+    /// `ferry envs destroy`: the environment's Terraform destroys what it made, and what
+    /// was live stops.
+    Destroy,
 }
 
 /// Where a deployment is.
@@ -37,6 +40,8 @@ pub enum DeploymentStatus {
     RolledBack,
     Rejected,
     Cancelled,
+    /// A destroy that was carried out: nothing is live in the environment after it.
+    Destroyed,
 }
 
 impl DeploymentStatus {
@@ -52,6 +57,7 @@ impl DeploymentStatus {
             Self::RolledBack => "rolled_back",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
+            Self::Destroyed => "destroyed",
         }
     }
 
@@ -67,6 +73,7 @@ impl DeploymentStatus {
             "rolled_back" => Self::RolledBack,
             "rejected" => Self::Rejected,
             "cancelled" => Self::Cancelled,
+            "destroyed" => Self::Destroyed,
             _ => return None,
         })
     }
@@ -75,7 +82,12 @@ impl DeploymentStatus {
     pub fn finished(self) -> bool {
         matches!(
             self,
-            Self::Replaced | Self::Failed | Self::RolledBack | Self::Rejected | Self::Cancelled
+            Self::Replaced
+                | Self::Failed
+                | Self::RolledBack
+                | Self::Rejected
+                | Self::Cancelled
+                | Self::Destroyed
         )
     }
 }
@@ -86,6 +98,7 @@ impl DeploymentKind {
             Self::Promotion => "promotion",
             Self::Auto => "auto",
             Self::Rollback => "rollback",
+            Self::Destroy => "destroy",
         }
     }
 
@@ -94,6 +107,7 @@ impl DeploymentKind {
             "promotion" => Self::Promotion,
             "auto" => Self::Auto,
             "rollback" => Self::Rollback,
+            "destroy" => Self::Destroy,
             _ => return None,
         })
     }
@@ -458,6 +472,37 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A destroy deployment (in `deploying`) was carried out: it is `destroyed`, and the
+    /// environment's live deployment `replaced` (one transaction). `false` when it
+    /// moved meanwhile (nothing changes then).
+    pub async fn finish_destroy(&self, id: &str) -> Result<bool> {
+        let _turn = self.turn().await;
+        let d = self.deployment(id).await?;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE deployments SET status = 'destroyed', finished_at = $1
+             WHERE id = $2 AND status = 'deploying'",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE deployments SET status = 'replaced'
+             WHERE repository_id = $1 AND environment = $2 AND status = 'live'",
+        )
+        .bind(&d.repository_id)
+        .bind(&d.environment)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -434,6 +434,17 @@ pub(crate) async fn decide<const APPROVE: bool>(
     }))
 }
 
+/// `POST …/environments/{environment}/destroy`.
+pub(crate) async fn destroy(
+    State(s): State<AppState>,
+    InRepo(repo, caller, _): InRepo<AsDeveloper>,
+    Path((_, env)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DeploymentOne>), ApiError> {
+    let d = s.deliverer.destroy(&repo.id, &env, &actor(&caller)).await?;
+    let deployment = view(&s, d).await;
+    Ok((StatusCode::CREATED, Json(DeploymentOne { deployment })))
+}
+
 pub(crate) async fn rollback(
     State(s): State<AppState>,
     InRepo(repo, caller, _): InRepo<AsDeveloper>,

@@ -417,6 +417,14 @@ pub const ROUTES: &[Route] = &[
     .body::<delivery::Rollback>()
     .created::<delivery::DeploymentOne>(),
     Route::new(
+        POST,
+        "/api/v1/repos/{repo}/environments/{environment}/destroy",
+        DEVELOPER,
+        "Destroy what the environment's Terraform made (a deployment that waits for approval of its destroy plan, then stops what is live)",
+        || post(delivery::destroy),
+    )
+    .created::<delivery::DeploymentOne>(),
+    Route::new(
         GET,
         "/api/v1/repos/{repo}/dora",
         VIEWER,
