@@ -234,6 +234,11 @@ fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec
             Target::Script { run, .. } => texts.push(run),
             Target::Kubernetes { namespace, .. } => texts.extend(namespace.as_deref()),
         }
+        for f in &deploy.config.files {
+            if let crate::delivery::ConfigSource::Content(text) = &f.source {
+                texts.push(text);
+            }
+        }
         for probe in deploy.verify.iter().flat_map(|v| &v.probes) {
             texts.push(match probe {
                 Probe::Http { url, .. } => url,

@@ -269,6 +269,61 @@ pub struct DeploySpec {
     /// What the environment going `down` does (`on_unhealthy:`).
     #[serde(default)]
     pub on_unhealthy: OnUnhealthy,
+    /// Configuration made for each environment at deploy time (`config:`), outside the
+    /// release's image and files.
+    #[serde(default, skip_serializing_if = "ConfigSpec::is_empty")]
+    pub config: ConfigSpec,
+}
+
+/// `config:` of a deploy (process and docker targets): what is written for each
+/// environment when a release is deployed there, so that one image (or one set of
+/// files) runs everywhere with each environment's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSpec {
+    /// Where the environment's variables go as a dotenv file (`NAME=value` lines): a
+    /// path in the container (docker), or under the environment's config directory
+    /// (process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<String>,
+    /// Files rendered for each environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ConfigFile>,
+    /// docker: the directory of the container where each secret of the environment is
+    /// a read-only file (default `/run/secrets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<String>,
+    /// docker: named volumes of the environment (name, path in the container), kept
+    /// across releases and never shared with another environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<(String, String)>,
+}
+
+impl ConfigSpec {
+    pub fn is_empty(&self) -> bool {
+        self.env_file.is_none()
+            && self.files.is_empty()
+            && self.secrets_dir.is_none()
+            && self.volumes.is_empty()
+    }
+}
+
+/// One file of `config.files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// Where it goes (see [`ConfigSpec::env_file`] for what a path means).
+    pub path: String,
+    pub source: ConfigSource,
+}
+
+/// What a config file holds: `${{ vars.* }}`, `${{ release.* }}`,
+/// `${{ environment.name }}` and `${{ infra.outputs.* }}` replaced in either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// The text given.
+    Content(String),
+    /// A file of the release, as a template.
+    Template(String),
 }
 
 /// Where a release goes.

@@ -13,7 +13,16 @@ pub const ENVIRONMENT_KEYS: &[&str] = &["after", "auto", "approval", "freeze", "
 pub const INFRA_KEYS: &[&str] = &["dir", "vars", "destroy"];
 pub const APPROVAL_KEYS: &[&str] = &["required", "from", "not", "expires"];
 pub const FREEZE_KEYS: &[&str] = &["from", "to", "cron", "for"];
-pub const DEPLOY_KEYS: &[&str] = &["target", "verify", "on_failure", "watch", "on_unhealthy"];
+pub const DEPLOY_KEYS: &[&str] = &[
+    "target",
+    "verify",
+    "on_failure",
+    "watch",
+    "on_unhealthy",
+    "config",
+];
+/// Keys of `deploy.config`.
+pub const CONFIG_KEYS: &[&str] = &["env_file", "files", "secrets_dir", "volumes"];
 pub const WATCH_KEYS: &[&str] = &["interval", "failures"];
 pub const PROCESS_KEYS: &[&str] = &["command", "env"];
 pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"];
@@ -359,12 +368,14 @@ impl Loader {
         let mut watch = Watch::default();
         let mut on_unhealthy = OnUnhealthy::Notify;
         let mut saw_target = false;
+        let mut config = None;
         for (k, _, v) in self.entries(node, what, Some(DEPLOY_KEYS), example) {
             match k {
                 "target" => {
                     saw_target = true;
                     target = self.target(v, what);
                 }
+                "config" => config = Some(v),
                 "verify" => verify = self.verify(v, what),
                 "watch" => watch = self.watch(v, what),
                 "on_unhealthy" => {
@@ -400,13 +411,204 @@ impl Loader {
                 format!("for example: {example}"),
             );
         }
+        let config = match (config, &target) {
+            (Some(c), Some(t)) => self.config(c, what, t),
+            _ => ConfigSpec::default(),
+        };
         target.map(|target| DeploySpec {
             target,
             verify,
             on_failure,
             watch,
             on_unhealthy,
+            config,
         })
+    }
+
+    /// `config: { env_file, files, secrets_dir, volumes }` of a deploy to `target`:
+    /// paths in the container for docker (absolute), under the environment's config
+    /// directory for a process (relative, inside it).
+    fn config(&mut self, node: &Node, what: &str, target: &Target) -> ConfigSpec {
+        let cwhat = format!("`config` in {what}");
+        let example =
+            "`config: { env_file: /app/.env, files: { /etc/app.conf: { template: app.conf } } }`";
+        let docker = match target {
+            Target::Docker { .. } => true,
+            Target::Process { .. } => false,
+            other => {
+                self.error(
+                    node.span,
+                    format!("{cwhat}: the `{}` target takes no `config`", other.kind()),
+                    "`config` is for the `process` and `docker` targets; a script reads the \
+                     environment's variables and secret files itself",
+                );
+                return ConfigSpec::default();
+            }
+        };
+        let mut out = ConfigSpec::default();
+        let mut seen: Vec<String> = Vec::new();
+        for (k, _, v) in self.entries(node, &cwhat, Some(CONFIG_KEYS), example) {
+            let kwhat = format!("`{k}` in {cwhat}");
+            match k {
+                "env_file" => {
+                    if let Some(p) = self.string(v, &kwhat, "`env_file: /app/.env`")
+                        && self.config_path(&p, v.span, &kwhat, docker, &mut seen)
+                    {
+                        out.env_file = Some(p);
+                    }
+                }
+                "files" => {
+                    let fexample = "`files: { /etc/app.conf: { template: config/app.conf } }`";
+                    for (path, key, val) in self.entries(v, &kwhat, None, fexample) {
+                        let pwhat = format!("`{path}` in {kwhat}");
+                        let source = match &val.kind {
+                            Kind::Map(_) => {
+                                let mut source = None;
+                                for (sk, _, sv) in self.entries(
+                                    val,
+                                    &pwhat,
+                                    Some(&["template", "content"]),
+                                    "`{ template: config/app.conf }`",
+                                ) {
+                                    let text = self.string(
+                                        sv,
+                                        &format!("`{sk}` in {pwhat}"),
+                                        "`template: config/app.conf`",
+                                    );
+                                    source = match (sk, text) {
+                                        ("template", Some(t)) => {
+                                            let inside = !t.is_empty()
+                                                && !t.starts_with('/')
+                                                && !t.split('/').any(|part| part == "..");
+                                            if !inside {
+                                                self.error(
+                                                    sv.span,
+                                                    format!("`template` in {pwhat} must be a file of the release"),
+                                                    "a path relative to the release's files, without `..`",
+                                                );
+                                                continue;
+                                            }
+                                            Some(ConfigSource::Template(t))
+                                        }
+                                        (_, Some(t)) => Some(ConfigSource::Content(t)),
+                                        _ => None,
+                                    };
+                                }
+                                source
+                            }
+                            _ => self
+                                .string(val, &pwhat, "`/etc/motd: \"hello\"`")
+                                .map(ConfigSource::Content),
+                        };
+                        if let Some(source) = source
+                            && self.config_path(path, key.span, &pwhat, docker, &mut seen)
+                        {
+                            out.files.push(ConfigFile {
+                                path: path.to_string(),
+                                source,
+                            });
+                        }
+                    }
+                }
+                "secrets_dir" => {
+                    if !docker {
+                        self.error(
+                            v.span,
+                            format!(
+                                "{kwhat}: a process finds its secret files in `$FERRY_SECRETS_DIR`"
+                            ),
+                            "`secrets_dir` is for the docker target",
+                        );
+                        continue;
+                    }
+                    if let Some(p) = self.string(v, &kwhat, "`secrets_dir: /run/secrets`")
+                        && self.config_path(&p, v.span, &kwhat, true, &mut seen)
+                    {
+                        out.secrets_dir = Some(p);
+                    }
+                }
+                _ => {
+                    if !docker {
+                        self.error(
+                            v.span,
+                            format!("{kwhat}: named volumes are for the docker target"),
+                            "a process keeps its data where its command says",
+                        );
+                        continue;
+                    }
+                    for (name, key, val) in
+                        self.entries(v, &kwhat, None, "`volumes: { data: /var/lib/app }`")
+                    {
+                        let valid = !name.is_empty()
+                            && name.len() <= 64
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                            && name
+                                .chars()
+                                .next()
+                                .is_some_and(|c| c.is_ascii_alphanumeric());
+                        if !valid {
+                            self.error(
+                                key.span,
+                                format!("{kwhat}: `{name}` is not a volume name"),
+                                "letters, digits, `_` and `-`, starting with a letter or digit",
+                            );
+                            continue;
+                        }
+                        let vwhat = format!("`{name}` in {kwhat}");
+                        if let Some(p) = self.string(val, &vwhat, "`data: /var/lib/app`")
+                            && self.config_path(&p, val.span, &vwhat, true, &mut seen)
+                        {
+                            out.volumes.push((name.to_string(), p));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `path` may be a place of `config` (absolute in a container, relative
+    /// and inside for a process, never twice); says why not.
+    fn config_path(
+        &mut self,
+        path: &str,
+        span: Span,
+        what: &str,
+        docker: bool,
+        seen: &mut Vec<String>,
+    ) -> bool {
+        let climbs = path.split('/').any(|part| part == "..");
+        let ok = if docker {
+            path.starts_with('/') && !climbs && path != "/"
+        } else {
+            !path.is_empty() && !path.starts_with('/') && !climbs
+        };
+        if !ok {
+            let help = if docker {
+                "an absolute path in the container, without `..`, e.g. `/etc/app/app.conf`"
+            } else {
+                "a path relative to the environment's config directory (`$FERRY_CONFIG_DIR`), without `..`"
+            };
+            self.error(
+                span,
+                format!("{what}: `{path}` is not a place for it"),
+                help,
+            );
+            return false;
+        }
+        let normal = path.trim_end_matches('/').to_string();
+        if seen.contains(&normal) {
+            self.error(
+                span,
+                format!("{what}: `{path}` is used twice"),
+                "give each its own path",
+            );
+            return false;
+        }
+        seen.push(normal);
+        true
     }
 
     fn target(&mut self, node: &Node, what: &str) -> Option<Target> {

@@ -274,7 +274,44 @@ pub fn schema() -> Value {
                     }
                 ]
             },
-            "on_unhealthy": { "enum": ["notify", "rollback"] }
+            "on_unhealthy": { "enum": ["notify", "rollback"] },
+            "config": {
+                "type": "object",
+                "additionalProperties": false,
+                "description": "What is written for each environment at deploy time (process and docker targets)",
+                "properties": {
+                    "env_file": {
+                        "type": "string",
+                        "description": "The environment's variables as a dotenv file: a path in the container (docker) or under $FERRY_CONFIG_DIR (process)"
+                    },
+                    "files": {
+                        "type": "object",
+                        "description": "Files rendered per environment, by path: inline text or a release file as a template",
+                        "additionalProperties": {
+                            "oneOf": [
+                                { "type": "string" },
+                                {
+                                    "type": "object",
+                                    "additionalProperties": false,
+                                    "properties": {
+                                        "template": { "type": "string" },
+                                        "content": { "type": "string" }
+                                    }
+                                }
+                            ]
+                        }
+                    },
+                    "secrets_dir": {
+                        "type": "string",
+                        "description": "docker: where each secret is a read-only file (default /run/secrets)"
+                    },
+                    "volumes": {
+                        "type": "object",
+                        "description": "docker: named volumes of the environment, kept across releases: name → path in the container",
+                        "additionalProperties": { "type": "string" }
+                    }
+                }
+            }
         }
     });
     let freeze = json!({

@@ -192,7 +192,7 @@ fn schema_keys_match_the_loader() {
     let deploy = &props["deploy"];
     let target = &deploy["properties"]["target"]["properties"];
     let verify = &deploy["properties"]["verify"];
-    let sections: [(&str, &Value, &[&str]); 28] = [
+    let sections: [(&str, &Value, &[&str]); 29] = [
         ("top", &schema, TOP_KEYS),
         ("job", job, JOB_KEYS),
         ("step", &jp["steps"]["items"]["oneOf"][1], STEP_KEYS),
@@ -224,6 +224,7 @@ fn schema_keys_match_the_loader() {
         ),
         ("infra", &env["properties"]["infra"], INFRA_KEYS),
         ("deploy", deploy, DEPLOY_KEYS),
+        ("config", &deploy["properties"]["config"], CONFIG_KEYS),
         ("process", &target["process"], PROCESS_KEYS),
         ("docker", &target["docker"], DOCKER_KEYS),
         ("script", &target["script"], SCRIPT_KEYS),

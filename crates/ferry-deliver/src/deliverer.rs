@@ -166,6 +166,17 @@ struct Prepared {
     spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
 }
 
+/// What [`Deliverer::deploy_prepared`] does with the target.
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    /// Deploys the release.
+    Deploy(&'a dyn Target),
+    /// Puts back what a workload that runs on its own needs (see [`Target::restore`]).
+    Restore(&'a dyn Target),
+    /// Nothing (the probes only).
+    Nothing,
+}
+
 /// What provisioning a deployment's environment came to.
 enum Provisioned {
     /// Applied (or nothing to apply): the deployment goes on.
@@ -223,6 +234,8 @@ impl Deliverer {
         Self {
             targets: Targets {
                 supervisor: Supervisor::new(Some(tracker)),
+                root: data_dir.join("deploy"),
+                secrets_root: layout::secrets_root(data_dir),
                 docker: None,
                 kubectl: PathBuf::from("kubectl"),
                 mounts: Arc::default(),
@@ -1052,8 +1065,9 @@ impl Deliverer {
                 tracing::warn!("ended {killed} deployed process(es) left by a server that stopped");
             }
         }
-        // A server that was killed left its secret files: none is in use any more.
-        let _ = std::fs::remove_dir_all(&self.secrets_root);
+        // A server that was killed left its processes' secret files: none is in use
+        // any more (containers' stay: they run on).
+        layout::clear_process_secrets(&self.secrets_root);
         for dep in self
             .store
             .deployments_in(&[S::Deploying, S::Verifying])
@@ -1090,8 +1104,28 @@ impl Deliverer {
             // A supervised process is started again; what runs elsewhere (a container,
             // what a script deployed) is only watched again.
             let supervised = target.supervised();
-            let again = supervised.then_some(target.as_ref());
-            match self.deploy(&dep, &release, &d, again, &mut log).await {
+            let action = if supervised {
+                Action::Deploy(target.as_ref())
+            } else {
+                Action::Restore(target.as_ref())
+            };
+            let prepared = self
+                .prepare(
+                    &dep,
+                    &release,
+                    &d,
+                    supervised && target.runs_host_code(),
+                    &mut log,
+                )
+                .await;
+            let deployed = match prepared {
+                Ok(p) => {
+                    self.deploy_prepared(&dep, &release, &d, action, p, &mut log)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match deployed {
                 Ok(probes) => {
                     if let Some(w) = self.watched(&dep, &release, &d, &target, probes) {
                         self.start_watch(w);
@@ -1143,8 +1177,9 @@ impl Deliverer {
             }
         }
         self.targets.supervisor.shutdown().await;
-        // No process runs any more: its secret files go (they are written again on start).
-        let _ = std::fs::remove_dir_all(&self.secrets_root);
+        // No process runs any more: its secret files go (they are written again on
+        // start); containers run on, with theirs.
+        layout::clear_process_secrets(&self.secrets_root);
     }
 
     /// Starts every queued deployment whose environment is free, oldest first.
@@ -1437,7 +1472,7 @@ impl Deliverer {
                             &dep,
                             &release,
                             &d,
-                            Some(t.as_ref()),
+                            Action::Deploy(t.as_ref()),
                             prepared,
                             &mut log,
                         )
@@ -1821,7 +1856,11 @@ impl Deliverer {
     ) -> std::result::Result<Vec<verify::Probe>, String> {
         let host = target.is_some_and(|t| t.runs_host_code());
         let prepared = self.prepare(dep, release, d, host, log).await?;
-        self.deploy_prepared(dep, release, d, target, prepared, log)
+        let action = match target {
+            Some(t) => Action::Deploy(t),
+            None => Action::Nothing,
+        };
+        self.deploy_prepared(dep, release, d, action, prepared, log)
             .await
     }
 
@@ -1928,7 +1967,7 @@ impl Deliverer {
         dep: &Deployment,
         release: &Release,
         d: &Delivery,
-        target: Option<&dyn Target>,
+        action: Action<'_>,
         prepared: Prepared,
         log: &mut DeployLog,
     ) -> std::result::Result<Vec<verify::Probe>, String> {
@@ -1965,12 +2004,15 @@ impl Deliverer {
             secrets,
             env,
             infra_outputs: outputs.values,
+            config: spec.config.clone(),
             log,
             spawner,
             timeout: self.script_timeout,
         };
-        if let Some(target) = target {
-            target.deploy(&mut ctx).await?;
+        match action {
+            Action::Deploy(target) => target.deploy(&mut ctx).await?,
+            Action::Restore(target) => target.restore(&mut ctx).await?,
+            Action::Nothing => {}
         }
         let mut probes = Vec::new();
         for p in spec.verify.iter().flat_map(|v| &v.probes) {

@@ -105,6 +105,26 @@ pub fn write_secret_files(
     Ok(dir)
 }
 
+/// Removes the secret files written for processes (`<root>/<repo>/<env>/secrets`),
+/// leaving those of containers that run on (`…/containers/`), and the directories
+/// left empty.
+pub fn clear_process_secrets(root: &Path) {
+    let Ok(repos) = std::fs::read_dir(root) else {
+        return;
+    };
+    for repo in repos.flatten() {
+        let Ok(envs) = std::fs::read_dir(repo.path()) else {
+            continue;
+        };
+        for env in envs.flatten() {
+            let _ = std::fs::remove_dir_all(env.path().join("secrets"));
+            let _ = std::fs::remove_dir(env.path()); // when nothing else is left
+        }
+        let _ = std::fs::remove_dir(repo.path());
+    }
+    let _ = std::fs::remove_dir(root);
+}
+
 /// Makes `root` (see [`secrets_root`]) the server's own directory, `0711`: one that is
 /// there already must be a directory of the server's user, not a link or another
 /// user's (a local user could make `/dev/shm/ferry-…` first, to be handed the secrets).

@@ -135,3 +135,52 @@ deploy:
     h.stop().await;
     assert_eq!(out_file(&h, "probe").trim(), "server: unset out: set");
 }
+
+/// `deploy.config` for a process: the environment's variables as an env file and a
+/// config file rendered from a release template, under `$FERRY_CONFIG_DIR`, different
+/// in each environment for the same release files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_reads_its_environments_config_files() {
+    let mut h = Harness::new().await;
+    for env in ["a", "b"] {
+        h.store
+            .set_variable(&h.repo, env, "GREETING", &format!("hello {env}"), None)
+            .await
+            .expect("variable");
+    }
+    h.start();
+    let delivery = "environments:
+  a: { auto: true }
+  b: { auto: true }
+deploy:
+  target:
+    process:
+      command: cat \"$FERRY_CONFIG_DIR/app.env\" \"$FERRY_CONFIG_DIR/conf/app.conf\"; exec sleep 300
+  config:
+    env_file: app.env
+    files:
+      conf/app.conf: { template: app.conf.tmpl }
+";
+    let files: &[common::File<'_>] = &[
+        ("app.sh", "#!/bin/sh\necho app\n", 0o755),
+        (
+            "app.conf.tmpl",
+            "greeting = ${{ vars.GREETING }} (${{ environment.name }}, ${{ release.id }})\n",
+            0o644,
+        ),
+    ];
+    h.seal("v1", delivery, files).await;
+    for env in ["a", "b"] {
+        h.wait_status(env, 1, S::Live).await;
+        let output = wait_contains(&h.env_dir(env).join("output.log"), "greeting").await;
+        assert!(
+            output.contains(&format!("GREETING=\"hello {env}\"\n")),
+            "{output}"
+        );
+        assert!(
+            output.contains(&format!("greeting = hello {env} ({env}, v1)")),
+            "{output}"
+        );
+    }
+    h.stop().await;
+}

@@ -330,3 +330,167 @@ deploy:
     );
     s.stop().await;
 }
+
+/// `deploy.config` for the docker target: one image (the same digest everywhere) runs
+/// in two environments, each with its own env file, config file rendered from a
+/// release template, secrets as read-only files, and a named volume of its own kept
+/// across releases.
+#[tokio::test]
+async fn one_image_runs_everywhere_with_each_environments_config() {
+    let Some((image, registry)) = docker_images() else {
+        return;
+    };
+    let mut docker = ferry_exec::DockerExecutor::connect().await.expect("docker");
+    docker.kill_grace = Duration::from_millis(500);
+    let s = Server::start_with(Options {
+        docker: Some(docker),
+        ..Options::default()
+    })
+    .await;
+    let name = format!("{registry}/ferry-test/configured-{}", std::process::id());
+    let start = "cat /etc/app.env > /www/env.txt; cat /run/secrets/TOKEN > /www/token.txt; \
+                 cp /etc/app/app.conf /www/conf.txt; date >> /data/starts; \
+                 wc -l < /data/starts > /www/starts.txt; exec httpd -f -p 8080 -h /www";
+    let pipeline = format!(
+        "jobs:
+  image:
+    run: |
+      mkdir -p ctx/www && echo \"ok $(cat version)\" > ctx/www/healthz
+      printf 'FROM {image}\\nCOPY www /www\\nCMD [\"sh\", \"-c\", \"{start}\"]\\n' > ctx/Dockerfile
+    build_image: {{ name: {name}, context: ctx }}
+  config:
+    run: mkdir -p out && cp app.conf.tmpl out/
+    artifacts: [out]
+release:
+  images: [image]
+  artifacts: [config]
+environments:
+  sandbox: {{ auto: true }}
+  staging: {{ after: sandbox, auto: true }}
+deploy:
+  target:
+    docker: {{ ports: [\"${{{{ vars.PORT }}}}:8080\"] }}
+  config:
+    env_file: /etc/app.env
+    files:
+      /etc/app/app.conf: {{ template: out/app.conf.tmpl }}
+    volumes: {{ data: /data }}
+  verify:
+    http: {{ url: \"http://127.0.0.1:${{{{ vars.PORT }}}}/healthz\", body: ok v }}
+    for: 500ms
+    interval: 100ms
+"
+    );
+    let bare = s.repository("boxed", Some(&pipeline));
+    s.push_file(
+        "boxed",
+        "app.conf.tmpl",
+        "greeting = ${{ vars.GREETING }} in ${{ environment.name }}\n",
+        "template",
+    );
+    push_version(&s, "boxed", "v1");
+    s.register("boxed", &bare).await;
+    let ports = set_ports(&s, "boxed", &["sandbox", "staging"]).await;
+    for env in ["sandbox", "staging"] {
+        s.set_variable("boxed", "GREETING", &format!("hello {env}"), Some(env))
+            .await;
+        s.set_secret("boxed", "TOKEN", &format!("token-of-{env}"), Some(env))
+            .await;
+    }
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(
+        s.finished(&run_id).await["run"]["status"],
+        "success",
+        "{}",
+        s.log(&run_id, "image").await
+    );
+    let envs = s.wait_for_live("boxed", "staging").await;
+    let page = |port: u16, file: &'static str| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/{file}"))
+            .await
+            .expect("up")
+            .text()
+            .await
+            .expect("text")
+    };
+    for (env, port) in ["sandbox", "staging"]
+        .into_iter()
+        .zip(ports.iter().copied())
+    {
+        assert_eq!(
+            page(port, "conf.txt").await,
+            format!("greeting = hello {env} in {env}\n"),
+            "{env}'s config file"
+        );
+        let dotenv = page(port, "env.txt").await;
+        assert!(
+            dotenv.contains(&format!("GREETING=\"hello {env}\"\n"))
+                && dotenv.contains(&format!("PORT={port}\n")),
+            "{env}'s env file: {dotenv}"
+        );
+        assert!(!dotenv.contains("token-of"), "no secret in the env file");
+        assert_eq!(page(port, "token.txt").await, format!("token-of-{env}"));
+        // Each environment's own volume: a shared one would count 2 here.
+        assert_eq!(page(port, "starts.txt").await.trim(), "1", "{env}");
+    }
+    assert_eq!(
+        env_of(&envs, "sandbox")["live"]["images"][0]["digest"],
+        env_of(&envs, "staging")["live"]["images"][0]["digest"],
+        "the same image everywhere"
+    );
+    // The next release finds the environment's volume as it was.
+    push_version(&s, "boxed", "v2");
+    let run_id = s.trigger("boxed").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    s.wait_for_deployments("boxed", "sandbox", "v2 live", |l| {
+        l.first()
+            .is_some_and(|d| d["number"] == 2 && d["status"] == "live")
+    })
+    .await;
+    assert_eq!(health_page(ports[0]).await, "ok v2\n");
+    assert_eq!(page(ports[0], "starts.txt").await.trim(), "2", "kept");
+    let repo = s.get("/api/v1/repos/boxed").await;
+    let repo_id = repo["repository"]["id"].as_str().expect("id").to_string();
+    s.stop().await;
+    for env in ["sandbox", "staging"] {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=ferry.deploy={repo_id}/{env}"),
+            ])
+            .output()
+            .expect("docker ps");
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", id])
+                .output();
+        }
+    }
+    let dep = |env: &str| ferry_store::Deployment {
+        id: String::new(),
+        repository_id: repo_id.clone(),
+        environment: env.into(),
+        number: 1,
+        release_id: String::new(),
+        kind: ferry_store::DeploymentKind::Auto,
+        status: ferry_store::DeploymentStatus::Live,
+        reason: None,
+        requested_by: None,
+        previous_release_id: None,
+        config: None,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+        verification_started_at: None,
+        verification_finished_at: None,
+        live_at: None,
+    };
+    for env in ["sandbox", "staging"] {
+        let volume = ferry_deliver::target::docker::volume_name(&dep(env), "data");
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f", &volume])
+            .output();
+    }
+}

@@ -28,6 +28,10 @@ pub struct DockerTarget {
     pub command: Option<Vec<String>>,
     /// Directories that may be mounted (see [`super::mounts`]).
     pub mounts: Arc<Vec<super::mounts::Allowed>>,
+    /// `<data>/deploy`: where containers' config files are kept.
+    pub root: std::path::PathBuf,
+    /// Where containers' secret files are kept (in memory).
+    pub secrets_root: std::path::PathBuf,
     #[educe(Debug(ignore))]
     pub docker: Option<Arc<DockerExecutor>>,
     /// To open the repository's registry logins with.
@@ -37,12 +41,121 @@ pub struct DockerTarget {
     pub key: SecretKey,
 }
 
+/// Files mounted read-only: (host path, container path).
+type Mounts = Vec<(String, String)>;
+
 impl DockerTarget {
     fn docker(&self) -> Result<&Arc<DockerExecutor>, String> {
         self.docker
             .as_ref()
             .ok_or_else(|| "the `docker` target needs Docker, which is not available here".into())
     }
+
+    /// The container's configuration for its environment: the files of `config:`
+    /// (kept on disk beside the environment, per release) and each secret as a file
+    /// (kept in memory, `0444` in a directory only the server enters), mounted
+    /// read-only; and the environment's named volumes. (host, container) mounts and
+    /// `volume:path` binds.
+    fn config_of(&self, ctx: &mut DeployContext<'_>) -> Result<(Mounts, Vec<String>), String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut mounts = Vec::new();
+        let here = crate::layout::component(&ctx.release.name);
+        let rendered = super::config::render(&ctx.config, ctx)?;
+        let (dir, secrets) = self.kept_dirs(ctx.deployment, &ctx.release.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        if !rendered.is_empty() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (i, (path, content)) in rendered.iter().enumerate() {
+                let host = dir.join(i.to_string());
+                std::fs::write(&host, content).map_err(|e| format!("{}: {e}", host.display()))?;
+                mounts.push((host.display().to_string(), path.clone()));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&secrets);
+        if !ctx.secrets.is_empty() {
+            std::fs::create_dir_all(&secrets).map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| e.to_string())?;
+            let inside = ctx
+                .config
+                .secrets_dir
+                .clone()
+                .unwrap_or_else(|| super::config::SECRETS_DIR.to_string());
+            for (secret, value) in &ctx.secrets {
+                let host = secrets.join(secret);
+                std::fs::write(&host, value).map_err(|e| format!("secret {secret}: {e}"))?;
+                std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o444))
+                    .map_err(|e| e.to_string())?;
+                mounts.push((
+                    host.display().to_string(),
+                    format!("{}/{secret}", inside.trim_end_matches('/')),
+                ));
+            }
+        }
+        let named: Vec<String> = ctx
+            .config
+            .volumes
+            .iter()
+            .map(|(name, path)| format!("{}:{path}", volume_name(ctx.deployment, name)))
+            .collect();
+        if !mounts.is_empty() || !named.is_empty() {
+            ctx.log.line(&format!(
+                "config: {} file(s), {} secret file(s), {} named volume(s) (release {here})",
+                rendered.len(),
+                ctx.secrets.len(),
+                named.len()
+            ));
+        }
+        Ok((mounts, named))
+    }
+
+    /// Where the config files (beside the environment) and the secret files (in
+    /// memory) of a release's container are kept, for as long as the container is.
+    fn kept_dirs(
+        &self,
+        dep: &Deployment,
+        release: &str,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let at = |root: &std::path::Path| {
+            crate::layout::environment_dir(root, &dep.repository_id, &dep.environment)
+                .join("containers")
+                .join(crate::layout::component(release))
+        };
+        (at(&self.root), at(&self.secrets_root))
+    }
+
+    /// Removes a container and what was kept for it.
+    async fn remove(
+        &self,
+        docker: &DockerExecutor,
+        dep: &Deployment,
+        app: &ferry_exec::docker::apps::App,
+    ) {
+        docker.remove_app(&app.id).await;
+        let (config, secrets) = self.kept_dirs(dep, &app.release);
+        let _ = std::fs::remove_dir_all(config);
+        let _ = std::fs::remove_dir_all(secrets);
+    }
+}
+
+/// The Docker volume of an environment's named volume `name`: its own for each
+/// repository and environment (`ferry-ENV-NAME-<hash of the repository and
+/// environment>`), kept across releases.
+pub fn volume_name(dep: &Deployment, name: &str) -> String {
+    use sha2::Digest as _;
+    let hash = hex::encode(&sha2::Sha256::digest(scope(dep).as_bytes())[..6]);
+    let env: String = dep
+        .environment
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("ferry-{env}-{name}-{hash}")
 }
 
 /// The container's name: `ferry-ENV-RELEASE-N`, with what Docker refuses replaced.
@@ -126,6 +239,8 @@ impl Target for DockerTarget {
             }
         }
         let name = container_name(ctx.deployment, &release.name);
+        let (files, named) = self.config_of(ctx)?;
+        vols.extend(named);
         ctx.log
             .line(&format!("running {} as {name}", wanted.reference()));
         let logins = self
@@ -143,6 +258,7 @@ impl Target for DockerTarget {
                     env: app_env,
                     ports: mapped,
                     volumes: vols,
+                    files,
                     command: self.command.clone(),
                 },
                 &Logins::new(logins),
@@ -229,7 +345,7 @@ impl Target for DockerTarget {
             for app in apps.iter().filter(|a| a.release == release) {
                 log.line("the container's output:");
                 log.output(&docker.app_logs(&app.id).await);
-                docker.remove_app(&app.id).await;
+                self.remove(docker, dep, app).await;
             }
             return;
         }
@@ -240,12 +356,33 @@ impl Target for DockerTarget {
             }
             kept += 1;
             if kept > 1 {
-                docker.remove_app(&app.id).await;
+                self.remove(docker, dep, app).await;
             }
         }
     }
 
     fn replaces_live(&self) -> bool {
         true
+    }
+
+    /// After a reboot the secret files (in memory) are gone, and a container whose
+    /// mounts are missing does not start: they are written again, and it is started.
+    async fn restore(&self, ctx: &mut DeployContext<'_>) -> Result<(), String> {
+        let docker = self.docker()?.clone();
+        let apps = docker.apps(&ctx.scope()).await?;
+        let Some(app) = apps.into_iter().find(|a| a.release == ctx.release.name) else {
+            return Ok(());
+        };
+        let (_, secrets) = self.kept_dirs(ctx.deployment, &ctx.release.name);
+        if !ctx.secrets.is_empty() && !secrets.is_dir() {
+            ctx.log
+                .line("writing the container's secret and config files again");
+            self.config_of(ctx)?;
+        }
+        if !app.running {
+            ctx.log.line("starting the container again");
+            docker.start_app(&app.id).await?;
+        }
+        Ok(())
     }
 }

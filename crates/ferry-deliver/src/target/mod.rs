@@ -11,6 +11,7 @@
 //! schema), one file here implementing [`Target`], and one arm in [`Targets::get`].
 //! See "Adding a deploy target" in `docs/development.md`.
 
+pub mod config;
 pub mod docker;
 pub mod kubernetes;
 pub mod mounts;
@@ -79,6 +80,13 @@ pub trait Target: Send + Sync + std::fmt::Debug {
     /// Nothing is live in the environment any more: stop what runs there.
     async fn stop(&self, _dep: &Deployment) {}
 
+    /// The server starts, and `ctx.deployment` is live with a workload that runs on its
+    /// own (a container): put back what the server keeps for it and lost (files in
+    /// memory, gone with a reboot), and start it if it stopped for want of them.
+    async fn restore(&self, _ctx: &mut DeployContext<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The workload runs under this server (a supervised process): it stops when the
     /// server stops, so a live deployment is deployed again when the server starts, and
     /// its secret files are kept while it runs (they are removed after `deploy` for
@@ -121,6 +129,8 @@ pub struct DeployContext<'a> {
     /// The outputs of the environment's Terraform, applied for this deployment (empty
     /// without `infra:`); sensitive ones are masked in the log.
     pub infra_outputs: BTreeMap<String, String>,
+    /// What the deploy's `config:` writes for the environment (see [`config`]).
+    pub config: ferry_config::delivery::ConfigSpec,
     /// The deployment's log, masking the secrets.
     pub log: &'a mut DeployLog,
     /// Starts the release's host code in the deployment's sandbox (see [`crate::jail`]);
@@ -215,6 +225,10 @@ pub fn scope(dep: &Deployment) -> String {
 pub struct Targets {
     #[educe(Debug(ignore))]
     pub(crate) supervisor: Supervisor,
+    /// `<data>/deploy`: environments' directories.
+    pub(crate) root: PathBuf,
+    /// Where secret files go (see [`crate::layout::secrets_root`]).
+    pub(crate) secrets_root: PathBuf,
     #[educe(Debug(ignore))]
     pub(crate) docker: Option<Arc<DockerExecutor>>,
     pub(crate) kubectl: PathBuf,
@@ -248,6 +262,8 @@ impl Targets {
                 volumes: volumes.clone(),
                 command: command.clone(),
                 mounts: self.mounts.clone(),
+                root: self.root.clone(),
+                secrets_root: self.secrets_root.clone(),
                 docker: self.docker.clone(),
                 store: self.store.clone(),
                 key: self.key.clone(),

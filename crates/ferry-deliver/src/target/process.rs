@@ -22,6 +22,18 @@ impl Target for ProcessTarget {
     async fn deploy(&self, ctx: &mut DeployContext<'_>) -> Result<(), String> {
         let command = ctx.eval(&self.command)?;
         let mut env = ctx.env.clone();
+        // `config:`: written for this environment under the release's directory.
+        if !ctx.config.is_empty() {
+            let files = super::config::render(&ctx.config, ctx)?;
+            let dir = ctx.release_dir.join(super::config::PROCESS_DIR);
+            super::config::write_under(&dir, &files)?;
+            ctx.log.line(&format!(
+                "config: {} file(s) in $FERRY_CONFIG_DIR ({})",
+                files.len(),
+                dir.display()
+            ));
+            env.push(("FERRY_CONFIG_DIR".into(), dir.display().to_string()));
+        }
         for (k, v) in &self.env {
             env.push((k.clone(), ctx.eval(v)?));
         }

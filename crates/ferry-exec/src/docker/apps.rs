@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountTypeEnum, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, StopContainerOptionsBuilder,
@@ -46,6 +47,11 @@ pub struct AppSpec {
     pub ports: Vec<(String, u16, u16)>,
     #[educe(Debug(ignore))]
     pub volumes: Vec<String>,
+    /// Files of the host mounted read-only in the container: (host path, container
+    /// path). A missing host file fails the container's start (it is never made into
+    /// a directory, as a `volumes` bind would).
+    #[educe(Debug(ignore))]
+    pub files: Vec<(String, String)>,
     #[educe(Debug(ignore))]
     pub command: Option<Vec<String>>,
 }
@@ -90,6 +96,22 @@ pub fn app_config(spec: &AppSpec) -> ContainerCreateBody {
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            mounts: (!spec.files.is_empty()).then(|| {
+                spec.files
+                    .iter()
+                    .map(|(host, container)| Mount {
+                        target: Some(container.clone()),
+                        source: Some(host.clone()),
+                        typ: Some(MountTypeEnum::BIND),
+                        read_only: Some(true),
+                        bind_options: Some(MountBindOptions {
+                            create_mountpoint: Some(true),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
@@ -243,6 +265,7 @@ mod tests {
             env: vec![("PORT".into(), "8080".into())],
             ports: vec![("127.0.0.1".into(), 18080, 8080)],
             volumes: vec!["data:/data".into()],
+            files: vec![("/dev/shm/x/TOKEN".into(), "/run/secrets/TOKEN".into())],
             command: None,
         };
         let c = app_config(&spec);
@@ -253,6 +276,21 @@ mod tests {
         assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(binding.host_port.as_deref(), Some("18080"));
         assert_eq!(host.binds, Some(vec!["data:/data".to_string()]));
+        let mount = &host.mounts.expect("mounts")[0];
+        assert_eq!(
+            (
+                mount.source.as_deref(),
+                mount.target.as_deref(),
+                mount.read_only,
+                mount.typ
+            ),
+            (
+                Some("/dev/shm/x/TOKEN"),
+                Some("/run/secrets/TOKEN"),
+                Some(true),
+                Some(MountTypeEnum::BIND)
+            )
+        );
         assert_eq!(
             host.restart_policy.and_then(|r| r.name),
             Some(RestartPolicyNameEnum::UNLESS_STOPPED)
