@@ -1737,6 +1737,7 @@ async fn the_cli_lists_and_reads_terraform_states() {
                 repository_id: repo.id.clone(),
                 environment: "sandbox".into(),
                 deployment_id: None,
+                may_write: true,
             },
             ferry_store::now_ms() + 600_000,
         )

@@ -251,7 +251,17 @@ fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec
         }
     }
     for infra in d.environments.iter().filter_map(|e| e.infra.as_ref()) {
-        for (_, value) in &infra.vars {
+        for (name, value) in &infra.vars {
+            if value.contains("infra.outputs") {
+                diags.push(
+                    Diagnostic::error(
+                        infra.dir.span,
+                        format!("`infra.vars.{name}` uses `infra.outputs`, which exist only after the apply"),
+                    )
+                    .with_help("Terraform's outputs are for the deploy and its probes; pass values between modules in Terraform"),
+                );
+                continue;
+            }
             check_text(value, Some(infra.dir.span), &scope, lines, diags);
         }
     }

@@ -166,6 +166,15 @@ struct Prepared {
     spawner: Option<Arc<ferry_exec::sandbox::Spawner>>,
 }
 
+/// What secret files [`Deliverer::prepare`] writes are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// The deployment's workload: the environment's `secrets/`.
+    Deploy,
+    /// Terraform: `infra/secrets/`, removed when it is done.
+    Infra,
+}
+
 /// What [`Deliverer::deploy_prepared`] does with the target.
 #[derive(Clone, Copy)]
 enum Action<'a> {
@@ -673,17 +682,34 @@ impl Deliverer {
                 open.status.as_str()
             )));
         }
+        // Something to destroy: the latest state holds resources.
+        let holds = match self.store.infra_state(repository_id, env, None).await? {
+            Some(st) if !st.info.deleted => {
+                let plain = self.key.open(&st.sealed, "infra-state").map_err(|e| {
+                    DeliverError::Invalid(format!("the state cannot be opened: {e}"))
+                })?;
+                serde_json::from_slice::<serde_json::Value>(&plain)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("resources")
+                            .and_then(|r| r.as_array())
+                            .map(|r| !r.is_empty())
+                    })
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !holds {
+            return Err(DeliverError::Invalid(format!(
+                "the Terraform state of `{env}` holds no resources: there is nothing to destroy"
+            )));
+        }
         // The code that made what is there: the live release's, else that of the last
-        // deployment that applied a plan.
+        // deployment that planned there.
         let mut source = self.store.live_deployment(repository_id, env).await?;
         if source.is_none() {
             for x in &history {
-                if let Some(p) = self.store.infra_plan(&x.id).await?
-                    && p.info.applied_at.is_some()
-                {
-                    if p.info.destroy {
-                        break; // destroyed already, and nothing provisioned since
-                    }
+                if self.store.infra_plan(&x.id).await?.is_some() && x.kind != Kind::Destroy {
                     source = Some(x.clone());
                     break;
                 }
@@ -691,8 +717,8 @@ impl Deliverer {
         }
         let Some(source) = source else {
             return Err(DeliverError::Invalid(format!(
-                "nothing was provisioned in `{env}` since it was last destroyed: there is \
-                 nothing to destroy"
+                "no release planned Terraform in `{env}`: Ferry cannot tell which code made \
+                 what its state holds"
             )));
         };
         let release = self
@@ -802,6 +828,15 @@ impl Deliverer {
             },
             None => None,
         };
+        if let (None, Some(p), true) = (plan_seen, &plan, approve) {
+            return Err(DeliverError::Conflict(format!(
+                "deployment {name} applies Terraform plan {}: name the plan you approve \
+                 (`ferry approve {name} --plan {}` once `ferry deployment {name}` has shown \
+                 it; the web UI sends the plan it shows)",
+                &p.sha256[..12],
+                &p.sha256[..12]
+            )));
+        }
         if let (Some(seen), Some(p)) = (plan_seen, &plan)
             && (seen.len() < 12 || !p.sha256.starts_with(&seen.to_ascii_lowercase()))
         {
@@ -854,7 +889,8 @@ impl Deliverer {
                 .await?;
         }
         let decision = if approve { "approve" } else { "reject" };
-        self.store
+        let recorded = self
+            .store
             .add_approval(
                 &dep.id,
                 &actor.user_id,
@@ -871,6 +907,11 @@ impl Deliverer {
                 )),
                 e => e.into(),
             })?;
+        if !recorded {
+            return Err(DeliverError::Conflict(format!(
+                "deployment {name} was planned again meanwhile: look at the plan again"
+            )));
+        }
         let action = if approve {
             "deployment.approve"
         } else {
@@ -900,7 +941,11 @@ impl Deliverer {
                 approval: mine.clone(),
             });
         }
-        match policy::verdict(rule, &self.decisions_of(&dep).await?, Utc::now()) {
+        let counted = match &plan {
+            Some(p) => self.decisions_of_plan(&dep, &p.sha256).await?,
+            None => self.decisions_of(&dep).await?,
+        };
+        match policy::verdict(rule, &counted, Utc::now()) {
             Verdict::Approved => {
                 self.store
                     .move_deployment(&dep.id, &[S::AwaitingApproval], S::Queued, None)
@@ -1068,6 +1113,18 @@ impl Deliverer {
         // A server that was killed left its processes' secret files: none is in use
         // any more (containers' stay: they run on).
         layout::clear_process_secrets(&self.secrets_root);
+        // No deployment runs Terraform now: its credentials end, the locks they took go,
+        // and what a killed Terraform left in the releases (saved plans hold the
+        // variables' values) is removed.
+        self.store.end_all_deployment_credentials().await?;
+        let unlocked = self.store.unlock_infra_of(None).await?;
+        if unlocked > 0 {
+            tracing::warn!(
+                "let go of {unlocked} Terraform state lock(s) of interrupted deployments"
+            );
+        }
+        let root = self.root.clone();
+        let _ = tokio::task::spawn_blocking(move || infra::sweep(&root)).await;
         for dep in self
             .store
             .deployments_in(&[S::Deploying, S::Verifying])
@@ -1115,6 +1172,7 @@ impl Deliverer {
                     &release,
                     &d,
                     supervised && target.runs_host_code(),
+                    Purpose::Deploy,
                     &mut log,
                 )
                 .await;
@@ -1461,34 +1519,32 @@ impl Deliverer {
                     .await
             }
             // The environment is provisioned first, with the release's Terraform.
-            (Ok(t), Some(spec)) => match self.prepare(&dep, &release, &d, true, &mut log).await {
-                Err(e) => Err(e),
-                Ok(prepared) => match self
-                    .provision(&dep, &release, &spec, &prepared, &mut log)
+            (Ok(t), Some(spec)) => {
+                let provisioned = match self
+                    .prepare(&dep, &release, &d, true, Purpose::Infra, &mut log)
                     .await
                 {
+                    Err(e) => Err(InfraFailure::untouched(e)),
+                    Ok(prepared) => {
+                        self.provision(&dep, &release, &spec, &prepared, &mut log)
+                            .await
+                    }
+                };
+                self.drop_infra_secret_files(&dep);
+                match provisioned {
                     Ok(Provisioned::Applied) => {
-                        self.deploy_prepared(
-                            &dep,
-                            &release,
-                            &d,
-                            Action::Deploy(t.as_ref()),
-                            prepared,
-                            &mut log,
-                        )
-                        .await
+                        self.deploy(&dep, &release, &d, Some(t.as_ref()), &mut log)
+                            .await
                     }
                     Ok(Provisioned::Waits(why)) => {
-                        self.drop_secret_files(&dep);
                         return self.wait_for_approval(&dep, &why, &mut log).await;
                     }
                     Err(f) if !f.touched => {
-                        self.drop_secret_files(&dep);
                         return self.fail_untouched(&dep, &f.reason, &mut log).await;
                     }
                     Err(f) => Err(f.reason),
-                },
-            },
+                }
+            }
             (Err(e), _) => Err(e.clone()),
         };
         // Only a supervised process reads its secret files later; the other targets have
@@ -1581,6 +1637,10 @@ impl Deliverer {
                 Ok(())
             }
             Err(reason) => {
+                // The reason is shown and audited: what it quotes (a probe's URL made
+                // of a sensitive output, Terraform's error) is masked like the log.
+                let reason =
+                    String::from_utf8_lossy(&log.masker().mask(reason.as_bytes())).into_owned();
                 log.line(&format!("failed: {reason}"));
                 if let Ok(t) = &target {
                     t.tidy(&dep, &release.name, true, &mut log).await;
@@ -1640,7 +1700,10 @@ impl Deliverer {
                 "release {} has no `infra:` for `{}`",
                 release.name, dep.environment
             ))),
-            Some(spec) => match self.prepare(&dep, &release, &d, true, &mut log).await {
+            Some(spec) => match self
+                .prepare(&dep, &release, &d, true, Purpose::Infra, &mut log)
+                .await
+            {
                 Err(e) => Err(InfraFailure::untouched(e)),
                 Ok(prepared) => {
                     self.provision(&dep, &release, &spec, &prepared, &mut log)
@@ -1648,7 +1711,7 @@ impl Deliverer {
                 }
             },
         };
-        self.drop_secret_files(&dep);
+        self.drop_infra_secret_files(&dep);
         match outcome {
             Ok(Provisioned::Waits(why)) => self.wait_for_approval(&dep, &why, &mut log).await,
             Err(f) if !f.touched => self.fail_untouched(&dep, &f.reason, &mut log).await,
@@ -1672,6 +1735,7 @@ impl Deliverer {
                     log.line("stopping what was live");
                     target.stop(&dep).await;
                 }
+                self.drop_secret_files(&dep);
                 if self.store.finish_destroy(&dep.id).await? {
                     log.line("destroyed: nothing is live here now");
                     self.audit_by_ferry(
@@ -1688,6 +1752,12 @@ impl Deliverer {
                 Ok(())
             }
         }
+    }
+
+    /// Removes the secret files written for Terraform.
+    fn drop_infra_secret_files(&self, dep: &Deployment) {
+        let dir = layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
+        let _ = std::fs::remove_dir_all(dir.join("infra"));
     }
 
     /// Removes the environment's secret files (written for the deployment).
@@ -1855,7 +1925,9 @@ impl Deliverer {
         log: &mut DeployLog,
     ) -> std::result::Result<Vec<verify::Probe>, String> {
         let host = target.is_some_and(|t| t.runs_host_code());
-        let prepared = self.prepare(dep, release, d, host, log).await?;
+        let prepared = self
+            .prepare(dep, release, d, host, Purpose::Deploy, log)
+            .await?;
         let action = match target {
             Some(t) => Action::Deploy(t),
             None => Action::Nothing,
@@ -1874,6 +1946,7 @@ impl Deliverer {
         release: &Release,
         d: &Delivery,
         host_code: bool,
+        purpose: Purpose,
         log: &mut DeployLog,
     ) -> std::result::Result<Prepared, String> {
         let spec = d
@@ -1917,10 +1990,15 @@ impl Deliverer {
         ];
         env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         layout::own_secrets_root(&self.secrets_root)?;
-        let secrets_dir = layout::write_secret_files(
-            &layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment),
-            &secrets,
-        )?;
+        // Terraform's secret files are its own: the live process keeps reading the
+        // environment's while a new release is planned.
+        let secrets_base =
+            layout::environment_dir(&self.secrets_root, &dep.repository_id, &dep.environment);
+        let secrets_base = match purpose {
+            Purpose::Deploy => secrets_base,
+            Purpose::Infra => secrets_base.join("infra"),
+        };
+        let secrets_dir = layout::write_secret_files(&secrets_base, &secrets)?;
         env.push((
             "FERRY_SECRETS_DIR".into(),
             secrets_dir.display().to_string(),
@@ -2073,34 +2151,20 @@ impl Deliverer {
         release: &Release,
         spec: &ferry_config::delivery::InfraSpec,
         prepared: &'a Prepared,
-        log: &DeployLog,
+        log: &mut DeployLog,
     ) -> std::result::Result<infra::Session<'a>, String> {
         let endpoint = self
             .terraform
             .endpoint()
             .ok_or("this server does not know its own address for Terraform's state backend yet")?;
-        let dir = prepared
-            .release_dir
-            .join(infra::sealed_path(&spec.dir.value));
-        if !dir.is_dir() {
+        let module = PathBuf::from(infra::sealed_path(&spec.dir.value));
+        if !prepared.release_dir.join(&module).is_dir() {
             return Err(format!(
                 "release {} holds no Terraform code for `infra.dir` {} (releases sealed \
                  before `infra:` was added hold none: promote a newer release)",
                 release.name, spec.dir.value
             ));
         }
-        let (password, hash) = infra::new_credential();
-        let grant = ferry_store::InfraGrant {
-            repository_id: dep.repository_id.clone(),
-            environment: dep.environment.clone(),
-            deployment_id: Some(dep.id.clone()),
-        };
-        // Long enough for a slow apply; ended as soon as the deployment is done with it.
-        let expires = ferry_store::now_ms() + 6 * 3600 * 1000;
-        self.store
-            .create_infra_credential(&hash, &grant, expires)
-            .await
-            .map_err(|e| e.to_string())?;
         let no_outputs = BTreeMap::new();
         let scope = crate::target::Scope {
             vars: &prepared.vars,
@@ -2115,6 +2179,38 @@ impl Deliverer {
                 .map_err(|e| format!("`infra.vars.{name}`: {e}"))?;
             infra_vars.push((name.clone(), value));
         }
+        // Two credentials of this deployment for this environment: one that reads and
+        // locks the state (plans), one that may write it (the apply of the plan
+        // approved). Long enough for a slow apply; ended as soon as the deployment is
+        // done with Terraform (and by a starting server).
+        let (read, read_hash) = infra::new_credential();
+        let (write, write_hash) = infra::new_credential();
+        let lasts = self
+            .script_timeout
+            .map(|t| 4 * t + Duration::from_secs(600))
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        let expires =
+            ferry_store::now_ms() + i64::try_from(lasts.as_millis()).unwrap_or(i64::MAX / 2);
+        for (hash, may_write) in [(&read_hash, false), (&write_hash, true)] {
+            let grant = ferry_store::InfraGrant {
+                repository_id: dep.repository_id.clone(),
+                environment: dep.environment.clone(),
+                deployment_id: Some(dep.id.clone()),
+                may_write,
+            };
+            self.store
+                .create_infra_credential(hash, &grant, expires)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let masker = Masker::new(
+            prepared
+                .secrets
+                .iter()
+                .map(|(_, v)| v.as_slice())
+                .chain([read.as_bytes(), write.as_bytes()]),
+        );
+        log.set_masker(masker.clone());
         let mut env = prepared.env.clone();
         env.extend([
             ("TF_IN_AUTOMATION".to_string(), "1".to_string()),
@@ -2126,21 +2222,51 @@ impl Deliverer {
             &prepared.secrets,
             &infra_vars,
         ));
+        let mut apply_env = env.clone();
         env.extend(infra::backend_env(
             endpoint,
             &dep.repository_id,
             &dep.environment,
-            &password,
+            &read,
         ));
+        let backend = infra::backend_env(endpoint, &dep.repository_id, &dep.environment, &write);
+        let address = backend
+            .iter()
+            .find(|(k, _)| k == "TF_HTTP_ADDRESS")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        apply_env.extend(backend);
         Ok(infra::Session {
             program: &self.terraform.program,
-            dir,
+            root: prepared.release_dir.clone(),
+            module,
             source: spec.dir.value.clone(),
             env,
+            apply_env,
             spawner: prepared.spawner.as_deref(),
             timeout: self.script_timeout,
             stop: log.stop(),
+            masker,
+            address,
         })
+    }
+
+    /// The deployment is done with Terraform: its credentials end, and a lock they
+    /// left (Terraform killed on a time-out or a cancel) is let go.
+    async fn done_with_terraform(&self, dep: &Deployment) {
+        if let Err(e) = self.store.end_infra_credentials(&dep.id).await {
+            tracing::warn!("cannot end the Terraform credentials of {}: {e}", dep.id);
+        }
+        match self.store.unlock_infra_of(Some(&dep.id)).await {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(
+                "let go of the state lock of `{}` that deployment {}#{} left",
+                dep.environment,
+                dep.environment,
+                dep.number
+            ),
+            Err(e) => tracing::warn!("cannot let go of the locks of {}: {e}", dep.id),
+        }
     }
 
     /// Plans the deployment's Terraform (a destroy with `destroy`) and records the plan;
@@ -2218,16 +2344,17 @@ impl Deliverer {
         prepared: &Prepared,
         log: &mut DeployLog,
     ) -> std::result::Result<Provisioned, InfraFailure> {
-        let session = self
+        let outcome = match self
             .terraform_session(dep, release, spec, prepared, log)
             .await
-            .map_err(InfraFailure::untouched)?;
-        let outcome = self
-            .provision_in(dep, &session, &prepared.secrets, log)
-            .await;
-        if let Err(e) = self.store.end_infra_credentials(&dep.id).await {
-            tracing::warn!("cannot end the Terraform credentials of {}: {e}", dep.id);
-        }
+        {
+            Ok(session) => {
+                self.provision_in(dep, &session, &prepared.secrets, log)
+                    .await
+            }
+            Err(e) => Err(InfraFailure::untouched(e)),
+        };
+        self.done_with_terraform(dep).await;
         outcome
     }
 
@@ -2287,7 +2414,10 @@ impl Deliverer {
                 plan.info.destroy,
                 destroy_needs_approval(&rules, &dep.environment),
             ) {
-                let decisions = self.decisions_of(dep).await.map_err(store)?;
+                let decisions = self
+                    .decisions_of_plan(dep, &plan.info.sha256)
+                    .await
+                    .map_err(store)?;
                 match policy::verdict(&rule, &decisions, Utc::now()) {
                     Verdict::Approved => {}
                     Verdict::Rejected { by } => {
@@ -2393,12 +2523,23 @@ impl Deliverer {
     /// The decisions on `dep` that count: for a deployment with a Terraform plan, only
     /// those of its current plan.
     async fn decisions_of(&self, dep: &Deployment) -> ferry_store::Result<Vec<Decision>> {
+        match self.store.infra_plan(&dep.id).await? {
+            Some(p) => self.decisions_of_plan(dep, &p.info.sha256).await,
+            None => Ok(decisions(self.store.approvals(&dep.id).await?)),
+        }
+    }
+
+    /// The decisions on `dep` of the plan `sha256` (the one about to be applied).
+    async fn decisions_of_plan(
+        &self,
+        dep: &Deployment,
+        sha256: &str,
+    ) -> ferry_store::Result<Vec<Decision>> {
         let approvals = self.store.approvals(&dep.id).await?;
-        let plan = self.store.infra_plan(&dep.id).await?.map(|p| p.info.sha256);
         Ok(decisions(
             approvals
                 .into_iter()
-                .filter(|a| plan.is_none() || a.plan_sha256 == plan)
+                .filter(|a| a.plan_sha256.as_deref() == Some(sha256))
                 .collect(),
         ))
     }
@@ -2465,19 +2606,18 @@ impl Deliverer {
             tasks.spawn(async move {
                 let mut log = me.open_log(&dep);
                 let planned = async {
-                    let prepared = me.prepare(&dep, &release, &d, true, &mut log).await?;
+                    let prepared = me
+                        .prepare(&dep, &release, &d, true, Purpose::Infra, &mut log)
+                        .await?;
                     let session = me
-                        .terraform_session(&dep, &release, &spec, &prepared, &log)
+                        .terraform_session(&dep, &release, &spec, &prepared, &mut log)
                         .await?;
                     let destroy = dep.kind == Kind::Destroy;
-                    let made = me.make_plan(&dep, &session, destroy, &mut log).await;
-                    let _ = me.store.end_infra_credentials(&dep.id).await;
-                    made
+                    me.make_plan(&dep, &session, destroy, &mut log).await
                 }
                 .await;
-                let layout_dir =
-                    layout::environment_dir(&me.secrets_root, &dep.repository_id, &dep.environment);
-                let _ = std::fs::remove_dir_all(layout_dir.join("secrets"));
+                me.done_with_terraform(&dep).await;
+                me.drop_infra_secret_files(&dep);
                 match planned {
                     Ok(plan) => {
                         if let Ok(mut p) = me.planned.lock() {

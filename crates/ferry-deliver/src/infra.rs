@@ -191,9 +191,10 @@ pub fn outputs(json: &serde_json::Value) -> Result<Outputs, String> {
 
 /// The approvals a plan needs before it is applied, if any: the environment's own
 /// rule for a deployment that needs approval there (every one but a rollback, which
-/// had them when it went live first); and, where the environment's policy asks for
-/// none, one approval of an approver when the plan destroys anything (unless the
-/// environment says `destroy: allow`) or is a destroy of the whole environment.
+/// had them when it went live first, unless its plan destroys); and, where the
+/// environment's policy asks for none, one approval of an approver when the plan
+/// destroys anything (unless the environment says `destroy: allow`) or is a destroy of
+/// the whole environment.
 pub fn gate(
     policy: &Policy,
     kind: DeploymentKind,
@@ -201,18 +202,19 @@ pub fn gate(
     destroy_plan: bool,
     destroy_needs_approval: bool,
 ) -> Option<ApprovalRule> {
-    if let Policy::Approval(rule) = policy
-        && (kind != DeploymentKind::Rollback || destroy_plan)
-    {
-        return Some(rule.clone());
-    }
     let destroying = destroy_plan || (summary.destroys() && destroy_needs_approval);
-    destroying.then(|| ApprovalRule {
-        required: 1,
-        from: Vec::new(),
-        not: Vec::new(),
-        expires: None,
-    })
+    match policy {
+        Policy::Approval(rule) if kind != DeploymentKind::Rollback || destroying => {
+            Some(rule.clone())
+        }
+        Policy::Approval(_) => None,
+        _ => destroying.then(|| ApprovalRule {
+            required: 1,
+            from: Vec::new(),
+            not: Vec::new(),
+            expires: None,
+        }),
+    }
 }
 
 /// How Terraform reaches Ferry's state backend: the server's own address (given once
@@ -366,15 +368,26 @@ impl Failed {
 /// Terraform run in one module directory for one deployment.
 pub struct Session<'a> {
     pub program: &'a Path,
-    /// The module's directory in the release's files.
-    pub dir: PathBuf,
+    /// The release's directory. The release's code (Terraform's providers and
+    /// provisioners among it) may write there, links too: the server's own reads and
+    /// writes in it never follow a link out of it (see [`Session::beneath`]).
+    pub root: PathBuf,
+    /// The module's directory, relative to `root`.
+    pub module: PathBuf,
     /// The module's directory in the repository (`infra.dir`), to name files by.
     pub source: String,
-    /// The whole environment of every command.
+    /// The whole environment of every command, with a credential that reads and
+    /// locks the state (a plan runs the release's code before anyone approved it).
     pub env: Vec<(String, String)>,
+    /// The environment of `apply`, with a credential that may write the state.
+    pub apply_env: Vec<(String, String)>,
     pub spawner: Option<&'a Spawner>,
     pub timeout: Option<Duration>,
     pub stop: CancellationToken,
+    /// Masks what failure reasons quote of Terraform's output.
+    pub masker: ferry_exec::mask::Masker,
+    /// The backend's address Terraform must use (checked after `init`).
+    pub address: String,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -382,34 +395,157 @@ impl std::fmt::Debug for Session<'_> {
         // Not its environment: it holds the credential and the secrets.
         f.debug_struct("Session")
             .field("program", &self.program)
-            .field("dir", &self.dir)
+            .field("root", &self.root)
+            .field("module", &self.module)
             .finish_non_exhaustive()
     }
 }
 
+/// Keeps what a command prints on its standard output (up to a limit), for Ferry to
+/// read: never into the log (a plan's JSON holds the variables' values).
+struct Capture {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl OutputSink for Capture {
+    fn chunk(&mut self, data: &[u8]) {
+        const LIMIT: usize = 256 << 20;
+        if self.out.len() + data.len() > LIMIT {
+            self.over = true;
+        } else {
+            self.out.extend_from_slice(data);
+        }
+    }
+}
+
+fn failed(reason: impl Into<String>) -> Failed {
+    Failed {
+        reason: reason.into(),
+        tail: String::new(),
+    }
+}
+
 impl Session<'_> {
+    /// The module's directory, for the server's own reads and writes: opened beneath
+    /// the release's directory, so that no link the release's code made leads out.
+    fn beneath(&self) -> Result<cap_std::fs::Dir, Failed> {
+        let root = cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())
+            .map_err(|e| failed(format!("cannot open {}: {e}", self.root.display())))?;
+        root.open_dir(&self.module)
+            .map_err(|e| failed(format!("cannot open the module's directory: {e}")))
+    }
+
+    /// Writes `name` in the module's directory afresh (a link there is replaced, never
+    /// followed).
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), Failed> {
+        let dir = self.beneath()?;
+        let _ = dir.remove_file(name);
+        let _ = dir.remove_dir_all(name);
+        let mut f = dir
+            .open_with(
+                name,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true),
+            )
+            .map_err(|e| failed(format!("cannot write {name}: {e}")))?;
+        use std::io::Write as _;
+        f.write_all(bytes)
+            .map_err(|e| failed(format!("cannot write {name}: {e}")))
+    }
+
+    /// Reads `name` of the module's directory (a regular file beneath the release's).
+    fn take(&self, name: &str) -> Result<Vec<u8>, Failed> {
+        let dir = self.beneath()?;
+        let meta = dir
+            .symlink_metadata(name)
+            .map_err(|e| failed(format!("terraform wrote no {name}: {e}")))?;
+        if !meta.is_file() {
+            return Err(failed(format!("{name} is not a file")));
+        }
+        dir.read(name)
+            .map_err(|e| failed(format!("cannot read {name}: {e}")))
+    }
+
+    /// Removes `name` from the module's directory, if there.
+    fn remove(&self, name: &str) {
+        if let Ok(dir) = self.beneath() {
+            let _ = dir.remove_file(name);
+        }
+    }
+
     /// Runs `terraform ARGS` (a shell word list: `$FERRY_TERRAFORM` is the program),
     /// its output to `log`.
     pub async fn run(&self, args: &str, log: &mut DeployLog) -> Result<(), Failed> {
-        let mut env = self.env.clone();
+        self.run_as(args, log, false).await
+    }
+
+    /// [`Self::run`], with the credential that may write the state when `write`.
+    async fn run_as(&self, args: &str, log: &mut DeployLog, write: bool) -> Result<(), Failed> {
+        let mut tee = Tee {
+            log,
+            tail: Vec::new(),
+        };
+        let outcome = self
+            .spawn(&format!("\"$FERRY_TERRAFORM\" {args}"), &mut tee, write)
+            .await;
+        let tail = String::from_utf8_lossy(&self.masker.mask(&tee.tail)).into_owned();
+        tee.log.flush();
+        self.judge(args, outcome, tail)
+    }
+
+    /// Runs `terraform ARGS` and keeps its standard output (its errors go to the log).
+    pub async fn capture(&self, args: &str, log: &mut DeployLog) -> Result<Vec<u8>, Failed> {
+        let mut capture = Capture {
+            out: Vec::new(),
+            over: false,
+        };
+        // Standard error to the log through a file descriptor of its own would need a
+        // second sink; Terraform's `show`/`output` print their errors briefly: they are
+        // kept apart and said in the reason.
+        let outcome = self
+            .spawn(
+                &format!("\"$FERRY_TERRAFORM\" {args} 2>\"$FERRY_TF_ERR\""),
+                &mut capture,
+                false,
+            )
+            .await;
+        let err = self.take(".ferry-terraform.err").unwrap_or_default();
+        self.remove(".ferry-terraform.err");
+        log.output(&err);
+        if capture.over {
+            return Err(failed(format!("terraform {args} printed too much")));
+        }
+        let tail = String::from_utf8_lossy(&self.masker.mask(&err)).into_owned();
+        self.judge(args, outcome, tail)?;
+        Ok(capture.out)
+    }
+
+    async fn spawn(
+        &self,
+        script: &str,
+        sink: &mut dyn OutputSink,
+        write: bool,
+    ) -> ferry_exec::StepOutcome {
+        let mut env = if write {
+            self.apply_env.clone()
+        } else {
+            self.env.clone()
+        };
         env.push(("FERRY_TERRAFORM".into(), self.program.display().to_string()));
+        env.push(("FERRY_TF_ERR".into(), ".ferry-terraform.err".into()));
         let step = ferry_exec::StepSpec {
-            script: format!("\"$FERRY_TERRAFORM\" {args}"),
+            script: script.to_string(),
             env,
-            cwd: self.dir.clone(),
+            cwd: self.root.join(&self.module),
             timeout: self.timeout,
             clear_env: true,
         };
         let force = CancellationToken::new();
         let mut group = 0;
-        let mut tee = Tee {
-            log,
-            tail: Vec::new(),
-        };
         let outcome = ferry_exec::process::run_in(
             &step,
             self.spawner,
-            &mut tee,
+            sink,
             &self.stop,
             Duration::from_secs(10),
             &force,
@@ -420,8 +556,17 @@ impl Session<'_> {
         if let Some(spawner) = self.spawner {
             spawner.sweep().await;
         }
-        let tail = String::from_utf8_lossy(&tee.tail).into_owned();
-        tee.log.flush();
+        outcome
+    }
+
+    /// What a command's outcome means: `Ok`, or why it failed (Terraform's errors,
+    /// masked, at their place in the repository).
+    fn judge(
+        &self,
+        args: &str,
+        outcome: ferry_exec::StepOutcome,
+        tail: String,
+    ) -> Result<(), Failed> {
         let what = args.split_whitespace().next().unwrap_or("terraform");
         let reason = match outcome {
             ferry_exec::StepOutcome::Exited(0) => return Ok(()),
@@ -447,36 +592,55 @@ impl Session<'_> {
         Err(Failed { reason, tail })
     }
 
-    /// Runs `terraform ARGS > FILE` and reads FILE as JSON (removed after).
-    pub async fn json(
-        &self,
-        args: &str,
-        file: &str,
-        log: &mut DeployLog,
-    ) -> Result<serde_json::Value, Failed> {
-        let path = self.dir.join(file);
-        let result = self.run(&format!("{args} > {file}"), log).await;
-        let text = std::fs::read(&path);
-        let _ = std::fs::remove_file(&path);
-        result?;
-        let text = text.map_err(|e| Failed {
-            reason: format!("cannot read what terraform printed: {e}"),
-            tail: String::new(),
-        })?;
-        serde_json::from_slice(&text).map_err(|e| Failed {
-            reason: format!("terraform printed no JSON: {e}"),
-            tail: String::new(),
-        })
-    }
-
-    /// `terraform init` against Ferry's backend.
+    /// `terraform init` against Ferry's backend. Files of the module that would put
+    /// another backend in its place (override files naming a `backend` or `cloud`) are
+    /// refused, and what `init` configured is checked to be Ferry's backend.
     pub async fn init(&self, log: &mut DeployLog) -> Result<(), Failed> {
-        std::fs::write(self.dir.join(BACKEND_FILE), BACKEND_OVERRIDE).map_err(|e| Failed {
-            reason: format!("cannot write {BACKEND_FILE}: {e}"),
-            tail: String::new(),
-        })?;
+        let dir = self.beneath()?;
+        let mut names = Vec::new();
+        if let Ok(entries) = dir.entries() {
+            for e in entries.flatten() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        for name in names {
+            let is_override = name.ends_with("_override.tf")
+                || name == "override.tf"
+                || name.ends_with("_override.tf.json")
+                || name == "override.tf.json";
+            if !is_override || name == BACKEND_FILE {
+                continue;
+            }
+            let text = dir.read_to_string(&name).unwrap_or_default();
+            if text.contains("backend") || text.contains("cloud") {
+                return Err(failed(format!(
+                    "{}/{name} may name a `backend` or `cloud`: Ferry keeps this \
+                     environment's state, so no override file may replace its backend",
+                    self.source.trim_end_matches('/')
+                )));
+            }
+        }
+        self.put(BACKEND_FILE, BACKEND_OVERRIDE.as_bytes())?;
         self.run("init -input=false -no-color -reconfigure", log)
-            .await
+            .await?;
+        // What Terraform keeps of its backend: Ferry's, at Ferry's address.
+        let dir = self.beneath()?;
+        let kept = dir
+            .read(".terraform/terraform.tfstate")
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let backend = kept.as_ref().and_then(|v| v.get("backend"));
+        let kind = backend.and_then(|b| b.get("type")).and_then(|t| t.as_str());
+        let address = backend
+            .and_then(|b| b.pointer("/config/address"))
+            .and_then(|a| a.as_str());
+        if kind != Some("http") || address.is_some_and(|a| a != self.address) {
+            return Err(failed(
+                "after `terraform init` the module's backend is not Ferry's: Ferry keeps \
+                 this environment's state (remove the backend the module names)",
+            ));
+        }
+        Ok(())
     }
 
     /// `terraform plan -out` (of a destroy with `destroy`): the plan file's bytes and
@@ -486,53 +650,66 @@ impl Session<'_> {
         destroy: bool,
         log: &mut DeployLog,
     ) -> Result<(Vec<u8>, PlanSummary), Failed> {
-        let file = self.dir.join(PLAN_FILE);
-        let _ = std::fs::remove_file(&file);
+        self.remove(PLAN_FILE);
         let mode = if destroy { " -destroy" } else { "" };
-        self.run(
-            &format!("plan -input=false -no-color{mode} -out={PLAN_FILE}"),
-            log,
-        )
-        .await?;
-        let shown = self
-            .json(
-                &format!("show -json -no-color {PLAN_FILE}"),
-                "ferry.plan.json",
+        let planned = self
+            .run(
+                &format!("plan -input=false -no-color{mode} -out={PLAN_FILE}"),
                 log,
             )
             .await;
-        let bytes = std::fs::read(&file);
-        let _ = std::fs::remove_file(&file);
-        let summary = summarize(&shown?).map_err(|reason| Failed {
-            reason,
-            tail: String::new(),
-        })?;
-        let bytes = bytes.map_err(|e| Failed {
-            reason: format!("terraform wrote no plan file: {e}"),
-            tail: String::new(),
-        })?;
-        Ok((bytes, summary))
+        let shown = match planned {
+            Ok(()) => {
+                self.capture(&format!("show -json -no-color {PLAN_FILE}"), log)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
+        let bytes = self.take(PLAN_FILE);
+        self.remove(PLAN_FILE);
+        let shown: serde_json::Value = serde_json::from_slice(&shown?)
+            .map_err(|e| failed(format!("terraform show printed no JSON: {e}")))?;
+        let summary = summarize(&shown).map_err(failed)?;
+        Ok((bytes?, summary))
     }
 
     /// `terraform apply` of exactly the saved plan `bytes`, then its outputs.
     pub async fn apply(&self, bytes: &[u8], log: &mut DeployLog) -> Result<Outputs, Failed> {
-        let file = self.dir.join(PLAN_FILE);
-        std::fs::write(&file, bytes).map_err(|e| Failed {
-            reason: format!("cannot write the plan file: {e}"),
-            tail: String::new(),
-        })?;
+        self.put(PLAN_FILE, bytes)?;
         let applied = self
-            .run(&format!("apply -input=false -no-color {PLAN_FILE}"), log)
+            .run_as(
+                &format!("apply -input=false -no-color {PLAN_FILE}"),
+                log,
+                true,
+            )
             .await;
-        let _ = std::fs::remove_file(&file);
+        self.remove(PLAN_FILE);
         applied?;
-        let json = self
-            .json("output -json -no-color", "ferry.outputs.json", log)
-            .await?;
-        outputs(&json).map_err(|reason| Failed {
-            reason,
-            tail: String::new(),
-        })
+        let out = self.capture("output -json -no-color", log).await?;
+        let json: serde_json::Value = serde_json::from_slice(&out)
+            .map_err(|e| failed(format!("terraform output printed no JSON: {e}")))?;
+        outputs(&json).map_err(failed)
+    }
+}
+
+/// Removes what Terraform runs may have left in the releases under `root`
+/// (`<data>/deploy`) when the server stopped under them: saved plans and a failed
+/// apply's state hold the variables' values.
+pub fn sweep(root: &Path) {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy();
+        let leftover =
+            name == PLAN_FILE || name == "errored.tfstate" || name == ".ferry-terraform.err";
+        if leftover
+            && entry.file_type().is_file()
+            && entry.path().components().any(|c| c.as_os_str() == ".ferry")
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -675,8 +852,9 @@ mod tests {
             (&approval, Auto, &destroys, false, false, Some(2)),
             // A rollback had its approvals; it waits only when it destroys.
             (&approval, Rollback, &creates, false, true, None),
-            (&approval, Rollback, &destroys, false, true, one),
+            (&approval, Rollback, &destroys, false, true, Some(2)),
             (&approval, Rollback, &destroys, false, false, None),
+            (&approval, Rollback, &destroys, true, false, Some(2)),
             // Automatic: a plan that destroys or replaces waits, unless `destroy: allow`.
             (&Policy::Auto, Auto, &creates, false, true, None),
             (&Policy::Auto, Auto, &destroys, false, true, one),
@@ -693,6 +871,53 @@ mod tests {
                 "{policy:?} {kind:?} {summary:?} destroy plan {destroy_plan} needs {needs}"
             );
         }
+    }
+
+    /// The server's own files in the module's directory never lead out of the release
+    /// through a link the release's code made.
+    #[test]
+    fn the_servers_files_in_the_module_follow_no_link_out() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path().join("release");
+        let module = root.join("m");
+        std::fs::create_dir_all(&module).expect("mkdir");
+        let outside = tmp.path().join("secret.key");
+        std::fs::write(&outside, "the server's key").expect("write");
+        std::os::unix::fs::symlink(&outside, module.join(BACKEND_FILE)).expect("link");
+        std::os::unix::fs::symlink(&outside, module.join(PLAN_FILE)).expect("link");
+        let program = PathBuf::from("terraform");
+        let session = |module: &str| Session {
+            program: &program,
+            root: root.clone(),
+            module: PathBuf::from(module),
+            source: "infra".into(),
+            env: Vec::new(),
+            apply_env: Vec::new(),
+            spawner: None,
+            timeout: None,
+            stop: CancellationToken::new(),
+            masker: ferry_exec::mask::Masker::new(std::iter::empty()),
+            address: String::new(),
+        };
+        let s = session("m");
+        assert!(s.take(PLAN_FILE).is_err(), "a link is not a plan");
+        s.put(BACKEND_FILE, BACKEND_OVERRIDE.as_bytes())
+            .expect("written");
+        assert_eq!(
+            std::fs::read_to_string(&outside).expect("read"),
+            "the server's key",
+            "written in place of the link, not through it"
+        );
+        assert_eq!(
+            std::fs::read_to_string(module.join(BACKEND_FILE)).expect("read"),
+            BACKEND_OVERRIDE
+        );
+        // The module's directory itself swapped for a link out of the release.
+        std::os::unix::fs::symlink(tmp.path(), root.join("out")).expect("link");
+        let out = session("out");
+        assert!(out.put("x", b"x").is_err());
+        assert!(!tmp.path().join("x").exists());
+        assert!(out.take("secret.key").is_err());
     }
 
     #[test]

@@ -138,6 +138,10 @@ async fn serve(
                 }
             }
         }
+        "POST" | "DELETE" if !grant.may_write => Ok(answer(
+            StatusCode::FORBIDDEN,
+            "these credentials are a plan's: they read and lock the state, never write it",
+        )),
         "POST" | "DELETE" => {
             // Written under the lock, when one is held.
             if let Some((held, info)) = s
@@ -202,7 +206,7 @@ async fn serve(
             let text = String::from_utf8_lossy(&body).into_owned();
             match s
                 .store
-                .lock_infra(repo_id, env, id, &text)
+                .lock_infra_for(repo_id, env, id, &text, grant.deployment_id.as_deref())
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -226,6 +230,13 @@ async fn serve(
                 .map_err(|e| e.to_string())?
             {
                 None => Ok(StatusCode::OK.into_response()),
+                // Letting go of another's lock by force is a writer's right.
+                Some((_, info)) if id.is_none() && !grant.may_write => Ok((
+                    StatusCode::FORBIDDEN,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    info,
+                )
+                    .into_response()),
                 Some((held, info)) if id.as_deref().is_some_and(|i| i != held) => Ok((
                     StatusCode::CONFLICT,
                     [(header::CONTENT_TYPE, "application/json")],

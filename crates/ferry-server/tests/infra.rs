@@ -73,6 +73,7 @@ async fn terraform_keeps_its_state_in_ferry_sealed_versioned_and_locked() {
         repository_id: repo.id.clone(),
         environment: env.into(),
         deployment_id: None,
+        may_write: true,
     };
     let later = ferry_store::now_ms() + 600_000;
     for (env, pw) in [("sandbox", "pw-sandbox"), ("production", "pw-production")] {
@@ -223,6 +224,54 @@ async fn terraform_keeps_its_state_in_ferry_sealed_versioned_and_locked() {
     assert_eq!(status, 403, "a state holds secrets: admins only");
     let (_, audit) = s.admin("GET", "/api/v1/repos/infra/audit", None).await;
     assert!(audit.to_string().contains("infra.state.read"), "{audit}");
+
+    // A plan's credential reads and locks, never writes nor unlocks another's lock.
+    s.store
+        .create_infra_credential(
+            &ferry_server::auth::hash_token("pw-plan"),
+            &ferry_store::InfraGrant {
+                repository_id: repo.id.clone(),
+                environment: "sandbox".into(),
+                deployment_id: None,
+                may_write: false,
+            },
+            later,
+        )
+        .await
+        .expect("credential");
+    let http = reqwest::Client::new();
+    let call = |method: &str, body: &'static str| {
+        http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+            &address,
+        )
+        .basic_auth("ferry", Some("pw-plan"))
+        .body(body)
+        .send()
+    };
+    assert_eq!(call("GET", "").await.expect("get").status().as_u16(), 200);
+    let write = call("POST", r#"{"serial": 99}"#).await.expect("post");
+    assert_eq!(
+        write.status().as_u16(),
+        403,
+        "a plan never writes the state"
+    );
+    assert_eq!(
+        call("DELETE", "").await.expect("delete").status().as_u16(),
+        403
+    );
+    let lock = call("LOCK", r#"{"ID":"plan-lock"}"#).await.expect("lock");
+    assert_eq!(lock.status().as_u16(), 200);
+    let forced = call("UNLOCK", "{}").await.expect("force");
+    assert_eq!(
+        forced.status().as_u16(),
+        403,
+        "no force-unlock with a plan's credential"
+    );
+    let own = call("UNLOCK", r#"{"ID":"plan-lock"}"#)
+        .await
+        .expect("unlock");
+    assert_eq!(own.status().as_u16(), 200);
 
     // A wrong password, or another environment's credential: refused.
     let (ok, out) = tf(&bin, &dir, "wrong", &["plan", "-input=false", "-no-color"]).await;
@@ -431,6 +480,11 @@ async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
     let bob = s.user("bob", "approver").await;
     let carol = s.user("carol", "approver").await;
     let production = s.deployment("shop", "production#1");
+    let (status, body) = production.approve(&bob, None).await;
+    assert_eq!(
+        status, 409,
+        "an approval names the plan it approves: {body}"
+    );
     let (status, body) = production.approve_plan(&bob, &plan1[..12]).await;
     assert_eq!(status, 200, "{body}");
     // The state moves (someone applies outside the deployment, with a credential of
@@ -445,6 +499,7 @@ async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
                 repository_id: repo.id.clone(),
                 environment: "production".into(),
                 deployment_id: None,
+                may_write: true,
             },
             ferry_store::now_ms() + 600_000,
         )
@@ -581,7 +636,20 @@ async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
         )
         .await;
     assert_eq!(status, 409, "one at a time: {body}");
+    let destroy_plan = detail["infra_plan"]["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
     let (status, body) = s.deployment("shop", &label).approve(&bob, None).await;
+    assert_eq!(status, 409, "an approval names its plan: {body}");
+    assert!(
+        message(&body).contains("name the plan you approve"),
+        "{body}"
+    );
+    let (status, body) = s
+        .deployment("shop", &label)
+        .approve_plan(&bob, &destroy_plan)
+        .await;
     assert_eq!(status, 200, "{body}");
     let list = s
         .wait_for_deployments("shop", "sandbox", "the destroy", |l| {
@@ -667,8 +735,33 @@ async fn destroying_plans_wait_and_terraform_errors_change_nothing() {
         v1,
         "v1 stays live"
     );
+    // Planning sandbox#2 left the live process's secret files alone.
+    let shm = {
+        use sha2::Digest as _;
+        let data = s.dir().join("data").display().to_string();
+        let id = hex::encode(&sha2::Sha256::digest(data.as_bytes())[..6]);
+        std::path::Path::new("/dev/shm").join(format!("ferry-{id}"))
+    };
+    if std::path::Path::new("/dev/shm").is_dir() {
+        let token = shm.join(&repo.id).join("sandbox/secrets/token");
+        assert_eq!(
+            std::fs::read_to_string(&token).expect("the live process's secret file"),
+            "tf-secret-4e1c9b"
+        );
+        assert!(
+            !shm.join(&repo.id).join("sandbox/infra").exists(),
+            "Terraform's went"
+        );
+    }
     let bob = s.user("bob", "approver").await;
-    let (status, body) = s.deployment("shop", "sandbox#2").approve(&bob, None).await;
+    let plan = plan_of(&s, "sandbox#2", None).await["infra_plan"]["sha256"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    let (status, body) = s
+        .deployment("shop", "sandbox#2")
+        .approve_plan(&bob, &plan)
+        .await;
     assert_eq!(status, 200, "{body}");
     s.wait_for_deployments("shop", "sandbox", "sandbox#2 live", |l| {
         l.first().is_some_and(|d| d["status"] == "live")
@@ -732,6 +825,29 @@ async fn destroying_plans_wait_and_terraform_errors_change_nothing() {
         .unlock_infra(&repo.id, "sandbox", None)
         .await
         .expect("unlock");
+
+    // v5 names another backend in an override file: refused, v2 stays.
+    s.push_file(
+        "shop",
+        "infra/local_override.tf",
+        "terraform {\n  backend \"local\" {}\n}\n",
+        "elsewhere",
+    );
+    push_version(&s, "shop", "v5");
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "sandbox#5 failed", |l| {
+            l.first()
+                .is_some_and(|d| d["label"] == "sandbox#5" && d["status"] == "failed")
+        })
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains("infra/local_override.tf may name a `backend`"),
+        "{reason}"
+    );
+    assert_eq!(live_release(&s, "shop", "sandbox").await, v2);
     s.stop().await;
 }
 

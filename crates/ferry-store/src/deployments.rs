@@ -508,7 +508,8 @@ impl Store {
     }
 
     /// Records an approval or a rejection (of the Terraform plan `plan`, by its SHA-256,
-    /// for a deployment that runs one); a second decision of the same user conflicts.
+    /// for a deployment that runs one; `false`, nothing recorded, when that is not the
+    /// deployment's latest plan); a second decision of the same user conflicts.
     pub async fn add_approval(
         &self,
         deployment_id: &str,
@@ -517,12 +518,16 @@ impl Store {
         decision: &str,
         comment: Option<&str>,
         plan: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let _turn = self.turn().await;
-        sqlx::query(
+        // A decision on a plan is recorded only while that plan is the deployment's
+        // latest (one statement: a new plan in between makes it record nothing).
+        let done = sqlx::query(
             "INSERT INTO approvals (deployment_id, user_id, user_name, decision, comment,
                created_at, plan_sha256)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT $1, $2, $3, $4, $5, $6, $7
+             WHERE $7 IS NULL OR $7 = (SELECT sha256 FROM infra_plans WHERE deployment_id = $1
+                                       ORDER BY created_at DESC, id DESC LIMIT 1)",
         )
         .bind(deployment_id)
         .bind(user_id)
@@ -534,7 +539,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| conflict(e, format!("a decision of {user_name} on this deployment")))?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Forgets a user's approval of a deployment made before `before` (ms): one that has

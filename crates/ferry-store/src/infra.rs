@@ -48,6 +48,8 @@ pub struct InfraGrant {
     pub repository_id: String,
     pub environment: String,
     pub deployment_id: Option<String>,
+    /// It may write (and delete) the state; a plan's may only read and lock it.
+    pub may_write: bool,
 }
 
 const VERSION_COLUMNS: &str =
@@ -161,16 +163,31 @@ impl Store {
         lock_id: &str,
         info: &str,
     ) -> Result<Option<(String, String)>> {
+        self.lock_infra_for(repository_id, environment, lock_id, info, None)
+            .await
+    }
+
+    /// [`Self::lock_infra`] by a credential of `deployment_id` (the lock is let go with
+    /// [`Self::unlock_infra_of`]).
+    pub async fn lock_infra_for(
+        &self,
+        repository_id: &str,
+        environment: &str,
+        lock_id: &str,
+        info: &str,
+        deployment_id: Option<&str>,
+    ) -> Result<Option<(String, String)>> {
         let _turn = self.turn().await;
         sqlx::query(
-            "INSERT INTO infra_locks (repository_id, environment, lock_id, info, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            "INSERT INTO infra_locks (repository_id, environment, lock_id, info, created_at, \
+             deployment_id) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(repository_id)
         .bind(environment)
         .bind(lock_id)
         .bind(info)
         .bind(now_ms())
+        .bind(deployment_id)
         .execute(&self.pool)
         .await?;
         let held = self.infra_lock(repository_id, environment).await?;
@@ -217,6 +234,31 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Lets go of the locks taken by credentials of `deployment_id` (`None`: of any
+    /// deployment, as a starting server does: no deployment runs Terraform then); how
+    /// many.
+    pub async fn unlock_infra_of(&self, deployment_id: Option<&str>) -> Result<u64> {
+        let _turn = self.turn().await;
+        let done = sqlx::query(
+            "DELETE FROM infra_locks WHERE deployment_id IS NOT NULL \
+             AND ($1 IS NULL OR deployment_id = $1)",
+        )
+        .bind(deployment_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Ends every credential made for a deployment (a starting server's: no deployment
+    /// runs Terraform then).
+    pub async fn end_all_deployment_credentials(&self) -> Result<()> {
+        let _turn = self.turn().await;
+        sqlx::query("DELETE FROM infra_credentials WHERE deployment_id IS NOT NULL")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A credential of an environment's backend, found again by `hash` (of its password)
     /// until `expires_at`.
     pub async fn create_infra_credential(
@@ -228,13 +270,14 @@ impl Store {
         let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO infra_credentials (hash, repository_id, environment, deployment_id, \
-             expires_at) VALUES ($1, $2, $3, $4, $5)",
+             expires_at, may_write) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(hash)
         .bind(&grant.repository_id)
         .bind(&grant.environment)
         .bind(grant.deployment_id.as_deref())
         .bind(expires_at)
+        .bind(i64::from(grant.may_write))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -243,8 +286,8 @@ impl Store {
     /// What the credential whose password hashes to `hash` grants, if it lives.
     pub async fn infra_credential(&self, hash: &str) -> Result<Option<InfraGrant>> {
         let row = sqlx::query(
-            "SELECT repository_id, environment, deployment_id FROM infra_credentials \
-             WHERE hash = $1 AND expires_at > $2",
+            "SELECT repository_id, environment, deployment_id, may_write FROM \
+             infra_credentials WHERE hash = $1 AND expires_at > $2",
         )
         .bind(hash)
         .bind(now_ms())
@@ -255,6 +298,7 @@ impl Store {
                 repository_id: r.try_get("repository_id")?,
                 environment: r.try_get("environment")?,
                 deployment_id: r.try_get("deployment_id")?,
+                may_write: r.try_get::<i64, _>("may_write")? != 0,
             }),
             None => None,
         })

@@ -173,6 +173,13 @@ async fn a_new_plan_voids_the_approvals_of_the_one_before(f: &Fixture) {
         ["reject"]
     );
     assert_eq!(left[0].plan_sha256.as_deref(), Some("aaa"));
+    // A decision on a plan that is no longer the latest records nothing.
+    assert!(
+        !s.add_approval(&d.id, "u3", "di", "approve", None, Some("aaa"))
+            .await
+            .expect("not recorded")
+    );
+    assert_eq!(s.approvals(&d.id).await.expect("a").len(), 1);
     let latest = s.infra_plan(&d.id).await.expect("p").expect("some");
     assert_eq!(latest.info, second);
     assert_eq!((latest.info.base_version, latest.outputs), (Some(4), None));
@@ -321,10 +328,24 @@ async fn infra_states_are_versioned_locked_and_granted(f: &Fixture) {
             .is_none()
     );
 
+    // A lock taken by a deployment's credential goes with that deployment.
+    s.lock_infra_for(&r.id, "staging", "tf-1", "{}", Some("d-9"))
+        .await
+        .expect("lock");
+    assert_eq!(s.unlock_infra_of(Some("d-8")).await.expect("none"), 0);
+    assert_eq!(s.unlock_infra_of(Some("d-9")).await.expect("one"), 1);
+    assert!(
+        s.infra_lock(&r.id, "staging")
+            .await
+            .expect("none")
+            .is_none()
+    );
+
     let grant = ferry_store::InfraGrant {
         repository_id: r.id.clone(),
         environment: "sandbox".into(),
         deployment_id: Some("d-1".into()),
+        may_write: true,
     };
     let now = ferry_store::now_ms();
     s.create_infra_credential("h-live", &grant, now + 60_000)

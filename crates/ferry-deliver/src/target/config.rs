@@ -87,22 +87,41 @@ fn read_template(release_dir: &Path, rel: &str) -> Result<String, String> {
         .map_err(|e| format!("`config.files`: template {rel} cannot be read as text: {e}"))
 }
 
-/// Writes `files` (paths relative, checked by the loader) under `dir`, replacing what
-/// an earlier deployment wrote there.
-pub fn write_under(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Writes `files` (paths relative, checked by the loader) under `root`/`sub`,
+/// replacing what an earlier deployment wrote there. `root` is the release's directory,
+/// which the release's code may change: nothing is followed out of it.
+pub fn write_under(root: &Path, sub: &str, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+    use std::io::Write as _;
+    let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority())
+        .map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let _ = dir.remove_dir_all(sub);
+    let _ = dir.remove_file(sub);
+    dir.create_dir_all(sub)
+        .map_err(|e| format!("cannot create {sub}: {e}"))?;
+    let sub = dir
+        .open_dir(sub)
+        .map_err(|e| format!("cannot open {sub}: {e}"))?;
     for (path, content) in files {
         if path.starts_with('/') || path.split('/').any(|p| p == "..") {
             return Err(format!(
                 "`{path}` is not a place under the config directory"
             ));
         }
-        let to = dir.join(path);
-        if let Some(parent) = to.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        if let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            sub.create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        std::fs::write(&to, content).map_err(|e| format!("cannot write {path}: {e}"))?;
+        let _ = sub.remove_file(path);
+        let mut f = sub
+            .open_with(
+                path,
+                cap_std::fs::OpenOptions::new().write(true).create_new(true),
+            )
+            .map_err(|e| format!("cannot write {path}: {e}"))?;
+        f.write_all(content)
+            .map_err(|e| format!("cannot write {path}: {e}"))?;
     }
     Ok(())
 }
@@ -131,7 +150,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path().join("cfg");
         write_under(
-            &dir,
+            tmp.path(),
+            "cfg",
             &[
                 ("app.env".into(), b"A=1\n".to_vec()),
                 ("conf/app.yml".into(), b"x: 1\n".to_vec()),
@@ -142,8 +162,19 @@ mod tests {
             std::fs::read_to_string(dir.join("conf/app.yml")).expect("read"),
             "x: 1\n"
         );
-        assert!(write_under(&dir, &[("../out".into(), Vec::new())]).is_err());
+        assert!(write_under(tmp.path(), "cfg", &[("../out".into(), Vec::new())]).is_err());
         assert!(!dir.join("app.env").exists(), "replaced, not added to");
+        // A link the release's code left where the directory goes is not followed.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).expect("mkdir");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::os::unix::fs::symlink(&elsewhere, &dir).expect("link");
+        write_under(tmp.path(), "cfg", &[("a".into(), b"x".to_vec())]).expect("written");
+        assert!(
+            !elsewhere.join("a").exists(),
+            "nothing written through the link"
+        );
+        assert!(dir.is_dir() && dir.join("a").is_file());
         let release = tmp.path().join("release");
         std::fs::create_dir_all(&release).expect("mkdir");
         std::fs::write(tmp.path().join("outside.txt"), "secret").expect("write");

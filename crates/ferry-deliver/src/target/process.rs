@@ -26,7 +26,7 @@ impl Target for ProcessTarget {
         if !ctx.config.is_empty() {
             let files = super::config::render(&ctx.config, ctx)?;
             let dir = ctx.release_dir.join(super::config::PROCESS_DIR);
-            super::config::write_under(&dir, &files)?;
+            super::config::write_under(&ctx.release_dir, super::config::PROCESS_DIR, &files)?;
             ctx.log.line(&format!(
                 "config: {} file(s) in $FERRY_CONFIG_DIR ({})",
                 files.len(),
