@@ -3,6 +3,7 @@
 # Usage: bench/run.sh [startup] [steps] [logs] [logs-shm] [containers] [images] — ferry run
 #        bench/run.sh serve [latency] [memory] [intake] [list] [deliver] [sandbox] [metrics] — ferry serve
 #        bench/run.sh ui [render] [assets] [biglog] [live] — the web UI (Chromium for biglog, live)
+#        bench/run.sh infra [terraform] — provisioning (Terraform at /usr/local/bin/terraform or FERRY_TERRAFORM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
@@ -16,5 +17,9 @@ fi
 if [ "${1:-}" = ui ]; then
   shift
   exec python3 bench/ui.py "$@"
+fi
+if [ "${1:-}" = infra ]; then
+  shift
+  exec python3 bench/infra.py "$@"
 fi
 exec python3 bench/bench.py "$@"

@@ -2248,6 +2248,7 @@ impl Deliverer {
             stop: log.stop(),
             masker,
             address,
+            initialized: Default::default(),
         })
     }
 
@@ -2466,7 +2467,25 @@ impl Deliverer {
                 return Err(InfraFailure::untouched(f.reason));
             }
             match session.apply(&bytes, log).await {
-                Ok(outputs) => {
+                Ok(()) => {
+                    // The outputs, from the state the apply wrote to Ferry.
+                    let outputs = match self
+                        .store
+                        .infra_state(&dep.repository_id, &dep.environment, None)
+                        .await
+                        .map_err(store)?
+                    {
+                        Some(st) if !st.info.deleted => {
+                            let plain = self
+                                .key
+                                .open(&st.sealed, infra::STATE_CONTEXT)
+                                .map_err(|e| InfraFailure::untouched(e.to_string()))?;
+                            serde_json::from_slice::<serde_json::Value>(&plain)
+                                .map(|v| infra::state_outputs(&v))
+                                .unwrap_or_default()
+                        }
+                        _ => infra::Outputs::default(),
+                    };
                     if !outputs.sensitive.is_empty() {
                         log.set_masker(Masker::new(
                             secrets
@@ -2511,9 +2530,11 @@ impl Deliverer {
                         .map_err(InfraFailure::untouched)?;
                 }
                 Err(f) => {
+                    // Refused the lock: the apply changed nothing.
+                    let touched = !f.lock_refused();
                     return Err(InfraFailure {
                         reason: f.reason,
-                        touched: true,
+                        touched,
                     });
                 }
             }

@@ -5,9 +5,11 @@
 //! `terraform init` against Ferry's own state backend (the server's
 //! `/api/v1/infra/{repo}/{environment}/state`, with a credential of this deployment
 //! only), `terraform plan -out` (the plan file is kept sealed, with its SHA-256, a
-//! summary from `terraform show -json`, and the state version it was made against),
+//! summary from its machine-readable output (`-json`), and the state version it was
+//! made against),
 //! then — once the plan may go (see [`gate`]) — `terraform apply` of exactly that
-//! plan, and `terraform output -json` for the deploy and its probes
+//! plan, whose outputs (read from the state it wrote to Ferry) are for the deploy and
+//! its probes
 //! (`${{ infra.outputs.NAME }}`). Every command's output goes to the deployment's log,
 //! masked.
 //!
@@ -33,6 +35,8 @@ use crate::log::DeployLog;
 pub const SEALED_UNDER: &str = ".ferry/infra";
 /// The name of the job the sealed Terraform files are listed under in a release.
 pub const SEALED_JOB: &str = "infra";
+/// The context states are sealed under (by the server's state backend).
+pub const STATE_CONTEXT: &str = "infra-state";
 /// The context plan files are sealed under.
 pub const PLAN_CONTEXT: &str = "infra-plan";
 /// The context outputs are sealed under.
@@ -94,64 +98,7 @@ impl PlanSummary {
     }
 }
 
-/// What `terraform show -json PLAN` says the plan does. Reads (of data sources), no-ops
-/// and `forget` (a resource left out of the state, not destroyed) change nothing.
-pub fn summarize(plan: &serde_json::Value) -> Result<PlanSummary, String> {
-    if !plan.is_object() || plan.get("format_version").is_none() {
-        return Err("`terraform show -json` printed no plan".into());
-    }
-    let mut s = PlanSummary::default();
-    let changes = plan
-        .get("resource_changes")
-        .and_then(|c| c.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for rc in changes {
-        let Some(address) = rc.get("address").and_then(|a| a.as_str()) else {
-            continue;
-        };
-        if rc.get("mode").and_then(|m| m.as_str()) == Some("data") {
-            continue;
-        }
-        let actions: Vec<&str> = rc
-            .pointer("/change/actions")
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
-        let into = match actions.as_slice() {
-            ["create"] => &mut s.create,
-            ["update"] => &mut s.update,
-            ["delete"] => &mut s.delete,
-            ["delete", "create"] | ["create", "delete"] => &mut s.replace,
-            _ => continue, // no-op, read, forget
-        };
-        into.push(address.to_string());
-    }
-    if let Some(outputs) = plan.get("output_changes").and_then(|o| o.as_object()) {
-        for (name, change) in outputs {
-            let actions: Vec<&str> = change
-                .get("actions")
-                .and_then(|a| a.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-                .unwrap_or_default();
-            if actions.iter().any(|a| *a != "no-op") {
-                s.outputs.push(name.clone());
-            }
-        }
-    }
-    for list in [
-        &mut s.create,
-        &mut s.update,
-        &mut s.replace,
-        &mut s.delete,
-        &mut s.outputs,
-    ] {
-        list.sort();
-    }
-    Ok(s)
-}
-
-/// The module's outputs after an apply, from `terraform output -json`: each value as
+/// The module's outputs after an apply (from the state it wrote): each value as
 /// text (a string as it is, anything else as compact JSON), and whether it is
 /// sensitive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,11 +116,12 @@ impl Outputs {
     }
 }
 
-/// Reads `terraform output -json`.
+/// Reads outputs as Terraform writes them (`terraform output -json`, a state's
+/// `outputs`).
 pub fn outputs(json: &serde_json::Value) -> Result<Outputs, String> {
     let map = json
         .as_object()
-        .ok_or("`terraform output -json` printed no object")?;
+        .ok_or("Terraform's outputs are not an object")?;
     let mut out = Outputs::default();
     for (name, o) in map {
         let value = match o.get("value") {
@@ -363,6 +311,11 @@ impl Failed {
     pub fn stale_plan(&self) -> bool {
         self.tail.contains("Saved plan is stale")
     }
+
+    /// Terraform could not take the state's lock (another holds it): nothing changed.
+    pub fn lock_refused(&self) -> bool {
+        self.tail.contains("Error acquiring the state lock")
+    }
 }
 
 /// Terraform run in one module directory for one deployment.
@@ -388,6 +341,8 @@ pub struct Session<'a> {
     pub masker: ferry_exec::mask::Masker,
     /// The backend's address Terraform must use (checked after `init`).
     pub address: String,
+    /// `init` ran in this session (it is not run again).
+    pub initialized: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -401,20 +356,92 @@ impl std::fmt::Debug for Session<'_> {
     }
 }
 
-/// Keeps what a command prints on its standard output (up to a limit), for Ferry to
-/// read: never into the log (a plan's JSON holds the variables' values).
-struct Capture {
-    out: Vec<u8>,
-    over: bool,
+/// Reads Terraform's machine-readable output (`-json`, one JSON object a line): each
+/// message goes to the log as Terraform would say it (errors with their place, as
+/// [`errors`] reads them), and what the plan changes is kept.
+struct JsonUi<'a> {
+    log: &'a mut DeployLog,
+    line: Vec<u8>,
+    summary: PlanSummary,
+    tail: Vec<u8>,
 }
 
-impl OutputSink for Capture {
+impl JsonUi<'_> {
+    fn say(&mut self, text: &str) {
+        self.log.chunk(text.as_bytes());
+        self.tail.extend_from_slice(text.as_bytes());
+        const KEEP: usize = 64 << 10;
+        if self.tail.len() > KEEP {
+            let cut = self.tail.len() - KEEP;
+            self.tail.drain(..cut);
+        }
+    }
+
+    fn message(&mut self, raw: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) else {
+            let text = format!("{}\n", String::from_utf8_lossy(raw));
+            self.say(&text);
+            return;
+        };
+        let said = v
+            .get("@message")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let mut text = format!("{said}\n");
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("planned_change") => {
+                let addr = v
+                    .pointer("/change/resource/addr")
+                    .and_then(|a| a.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                match v.pointer("/change/action").and_then(|a| a.as_str()) {
+                    Some("create") => self.summary.create.push(addr),
+                    Some("update") => self.summary.update.push(addr),
+                    Some("replace") => self.summary.replace.push(addr),
+                    Some("delete") => self.summary.delete.push(addr),
+                    _ => {} // no-op, read, move, remove (forget), import
+                }
+            }
+            Some("outputs") => {
+                if let Some(map) = v.get("outputs").and_then(|o| o.as_object()) {
+                    for (name, o) in map {
+                        let action = o.get("action").and_then(|a| a.as_str());
+                        if action.is_some_and(|a| a != "noop") {
+                            self.summary.outputs.push(name.clone());
+                        }
+                    }
+                }
+            }
+            Some("diagnostic") => {
+                if let Some(file) = v
+                    .pointer("/diagnostic/range/filename")
+                    .and_then(|f| f.as_str())
+                {
+                    let line = v
+                        .pointer("/diagnostic/range/start/line")
+                        .and_then(|l| l.as_u64())
+                        .unwrap_or(0);
+                    text.push_str(&format!("  on {file} line {line}\n"));
+                }
+                if let Some(detail) = v.pointer("/diagnostic/detail").and_then(|d| d.as_str())
+                    && !detail.is_empty()
+                {
+                    text.push_str(&format!("  {detail}\n"));
+                }
+            }
+            _ => {}
+        }
+        self.say(&text);
+    }
+}
+
+impl OutputSink for JsonUi<'_> {
     fn chunk(&mut self, data: &[u8]) {
-        const LIMIT: usize = 256 << 20;
-        if self.out.len() + data.len() > LIMIT {
-            self.over = true;
-        } else {
-            self.out.extend_from_slice(data);
+        self.line.extend_from_slice(data);
+        while let Some(at) = self.line.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = self.line.drain(..=at).collect();
+            self.message(&raw[..raw.len() - 1]);
         }
     }
 }
@@ -493,33 +520,6 @@ impl Session<'_> {
         self.judge(args, outcome, tail)
     }
 
-    /// Runs `terraform ARGS` and keeps its standard output (its errors go to the log).
-    pub async fn capture(&self, args: &str, log: &mut DeployLog) -> Result<Vec<u8>, Failed> {
-        let mut capture = Capture {
-            out: Vec::new(),
-            over: false,
-        };
-        // Standard error to the log through a file descriptor of its own would need a
-        // second sink; Terraform's `show`/`output` print their errors briefly: they are
-        // kept apart and said in the reason.
-        let outcome = self
-            .spawn(
-                &format!("\"$FERRY_TERRAFORM\" {args} 2>\"$FERRY_TF_ERR\""),
-                &mut capture,
-                false,
-            )
-            .await;
-        let err = self.take(".ferry-terraform.err").unwrap_or_default();
-        self.remove(".ferry-terraform.err");
-        log.output(&err);
-        if capture.over {
-            return Err(failed(format!("terraform {args} printed too much")));
-        }
-        let tail = String::from_utf8_lossy(&self.masker.mask(&err)).into_owned();
-        self.judge(args, outcome, tail)?;
-        Ok(capture.out)
-    }
-
     async fn spawn(
         &self,
         script: &str,
@@ -532,7 +532,6 @@ impl Session<'_> {
             self.env.clone()
         };
         env.push(("FERRY_TERRAFORM".into(), self.program.display().to_string()));
-        env.push(("FERRY_TF_ERR".into(), ".ferry-terraform.err".into()));
         let step = ferry_exec::StepSpec {
             script: script.to_string(),
             env,
@@ -596,6 +595,10 @@ impl Session<'_> {
     /// another backend in its place (override files naming a `backend` or `cloud`) are
     /// refused, and what `init` configured is checked to be Ferry's backend.
     pub async fn init(&self, log: &mut DeployLog) -> Result<(), Failed> {
+        use std::sync::atomic::Ordering;
+        if self.initialized.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let dir = self.beneath()?;
         let mut names = Vec::new();
         if let Ok(entries) = dir.entries() {
@@ -640,11 +643,13 @@ impl Session<'_> {
                  this environment's state (remove the backend the module names)",
             ));
         }
+        self.initialized.store(true, Ordering::Release);
         Ok(())
     }
 
-    /// `terraform plan -out` (of a destroy with `destroy`): the plan file's bytes and
-    /// what it changes.
+    /// `terraform plan -json -out` (of a destroy with `destroy`): the plan file's bytes
+    /// and what it changes (read from Terraform's machine-readable output as it plans:
+    /// no second command).
     pub async fn plan(
         &self,
         destroy: bool,
@@ -652,29 +657,46 @@ impl Session<'_> {
     ) -> Result<(Vec<u8>, PlanSummary), Failed> {
         self.remove(PLAN_FILE);
         let mode = if destroy { " -destroy" } else { "" };
-        let planned = self
-            .run(
-                &format!("plan -input=false -no-color{mode} -out={PLAN_FILE}"),
-                log,
-            )
-            .await;
-        let shown = match planned {
-            Ok(()) => {
-                self.capture(&format!("show -json -no-color {PLAN_FILE}"), log)
-                    .await
-            }
-            Err(f) => Err(f),
+        // Without the state's lock: Ferry keeps each version whole (a plan reads one or
+        // the next, never half of one), deployments of an environment never overlap,
+        // and a plan is applied only if the state is still the version it was made
+        // against; the apply takes the lock.
+        let args = format!("plan -input=false -lock=false -json{mode} -out={PLAN_FILE}");
+        let mut ui = JsonUi {
+            log,
+            line: Vec::new(),
+            summary: PlanSummary::default(),
+            tail: Vec::new(),
         };
+        let outcome = self
+            .spawn(&format!("\"$FERRY_TERRAFORM\" {args}"), &mut ui, false)
+            .await;
+        if !ui.line.is_empty() {
+            let rest = std::mem::take(&mut ui.line);
+            ui.message(&rest);
+        }
+        ui.log.flush();
+        let tail = String::from_utf8_lossy(&self.masker.mask(&ui.tail)).into_owned();
+        let mut summary = std::mem::take(&mut ui.summary);
+        let planned = self.judge(&args, outcome, tail);
         let bytes = self.take(PLAN_FILE);
         self.remove(PLAN_FILE);
-        let shown: serde_json::Value = serde_json::from_slice(&shown?)
-            .map_err(|e| failed(format!("terraform show printed no JSON: {e}")))?;
-        let summary = summarize(&shown).map_err(failed)?;
+        planned?;
+        for list in [
+            &mut summary.create,
+            &mut summary.update,
+            &mut summary.replace,
+            &mut summary.delete,
+            &mut summary.outputs,
+        ] {
+            list.sort();
+        }
         Ok((bytes?, summary))
     }
 
-    /// `terraform apply` of exactly the saved plan `bytes`, then its outputs.
-    pub async fn apply(&self, bytes: &[u8], log: &mut DeployLog) -> Result<Outputs, Failed> {
+    /// `terraform apply` of exactly the saved plan `bytes` (its outputs are in the state
+    /// it wrote to Ferry: see [`state_outputs`]).
+    pub async fn apply(&self, bytes: &[u8], log: &mut DeployLog) -> Result<(), Failed> {
         self.put(PLAN_FILE, bytes)?;
         let applied = self
             .run_as(
@@ -684,12 +706,14 @@ impl Session<'_> {
             )
             .await;
         self.remove(PLAN_FILE);
-        applied?;
-        let out = self.capture("output -json -no-color", log).await?;
-        let json: serde_json::Value = serde_json::from_slice(&out)
-            .map_err(|e| failed(format!("terraform output printed no JSON: {e}")))?;
-        outputs(&json).map_err(failed)
+        applied
     }
+}
+
+/// The outputs of a state (Terraform's state file: `outputs` with `value`, and
+/// `sensitive` when they are).
+pub fn state_outputs(state: &serde_json::Value) -> Outputs {
+    outputs(state.get("outputs").unwrap_or(&serde_json::json!({}))).unwrap_or_default()
 }
 
 /// Removes what Terraform runs may have left in the releases under `root`
@@ -755,53 +779,6 @@ fn errors(output: &str, dir: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    /// Plans as `terraform show -json` prints them: each kind of action by address,
-    /// data sources, no-ops and `forget` left out, outputs that change.
-    #[test]
-    fn a_plan_is_summarized_by_action() {
-        let plan = json!({
-            "format_version": "1.2",
-            "resource_changes": [
-                {"address": "terraform_data.new", "mode": "managed",
-                 "change": {"actions": ["create"]}},
-                {"address": "terraform_data.same", "mode": "managed",
-                 "change": {"actions": ["no-op"]}},
-                {"address": "terraform_data.moved", "mode": "managed",
-                 "change": {"actions": ["update"]}},
-                {"address": "terraform_data.b", "mode": "managed",
-                 "change": {"actions": ["delete", "create"]}},
-                {"address": "terraform_data.a", "mode": "managed",
-                 "change": {"actions": ["create", "delete"]}},
-                {"address": "terraform_data.gone", "mode": "managed",
-                 "change": {"actions": ["delete"]}},
-                {"address": "terraform_data.kept", "mode": "managed",
-                 "change": {"actions": ["forget"]}},
-                {"address": "data.http.x", "mode": "data",
-                 "change": {"actions": ["read"]}}
-            ],
-            "output_changes": {
-                "url": {"actions": ["update"]},
-                "same": {"actions": ["no-op"]}
-            }
-        });
-        let s = summarize(&plan).expect("a plan");
-        assert_eq!(s.create, ["terraform_data.new"]);
-        assert_eq!(s.update, ["terraform_data.moved"]);
-        assert_eq!(s.replace, ["terraform_data.a", "terraform_data.b"]);
-        assert_eq!(s.delete, ["terraform_data.gone"]);
-        assert_eq!(s.outputs, ["url"]);
-        assert!(s.destroys());
-        assert_eq!(
-            s.counts(),
-            "1 to add, 1 to change, 2 to replace, 1 to destroy"
-        );
-
-        let nothing = summarize(&json!({"format_version": "1.2"})).expect("empty");
-        assert!(nothing.is_empty() && !nothing.destroys());
-        assert!(summarize(&json!({"errors": []})).is_err());
-        assert!(summarize(&json!([])).is_err());
-    }
 
     #[test]
     fn outputs_are_text_and_sensitive_ones_are_known() {
@@ -873,6 +850,55 @@ mod tests {
         }
     }
 
+    /// `plan -json` as Terraform 1.11 prints it: the messages reach the log as text
+    /// (errors with their place), the changes are kept.
+    #[test]
+    fn the_machine_readable_plan_is_summarized_and_said() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut log = DeployLog::open(&tmp.path().join("log"));
+        let mut ui = JsonUi {
+            log: &mut log,
+            line: Vec::new(),
+            summary: PlanSummary::default(),
+            tail: Vec::new(),
+        };
+        let lines = [
+            r#"{"@level":"info","@message":"Terraform 1.11.4","type":"version"}"#,
+            r#"{"@message":"terraform_data.a: Plan to create","change":{"resource":{"addr":"terraform_data.a"},"action":"create"},"type":"planned_change"}"#,
+            r#"{"@message":"terraform_data.b: Plan to replace","change":{"resource":{"addr":"terraform_data.b"},"action":"replace"},"type":"planned_change"}"#,
+            r#"{"@message":"data.x: Plan to read","change":{"resource":{"addr":"data.x"},"action":"read"},"type":"planned_change"}"#,
+            r#"{"@message":"Outputs: 2","outputs":{"url":{"sensitive":false,"action":"create"},"same":{"action":"noop"}},"type":"outputs"}"#,
+            r#"{"@level":"error","@message":"Error: Unclosed configuration block","diagnostic":{"severity":"error","summary":"Unclosed configuration block","detail":"There is no closing brace.","range":{"filename":"main.tf","start":{"line":3}}},"type":"diagnostic"}"#,
+        ];
+        let text = lines.join("\n");
+        let (a, b) = text.as_bytes().split_at(100);
+        ui.chunk(a);
+        ui.chunk(b);
+        ui.chunk(b"\n");
+        assert_eq!(ui.summary.create, ["terraform_data.a"]);
+        assert_eq!(ui.summary.replace, ["terraform_data.b"]);
+        assert_eq!(ui.summary.outputs, ["url"]);
+        let said = String::from_utf8_lossy(&ui.tail).into_owned();
+        assert!(
+            said.contains("terraform_data.a: Plan to create\n"),
+            "{said}"
+        );
+        assert_eq!(
+            errors(&said, "infra"),
+            ["infra/main.tf:3: Unclosed configuration block"]
+        );
+        let state = serde_json::json!({
+            "outputs": {
+                "url": {"value": "http://x", "type": "string"},
+                "token": {"value": "t0ken", "type": "string", "sensitive": true}
+            }
+        });
+        let o = state_outputs(&state);
+        assert_eq!(o.values["url"], "http://x");
+        assert_eq!(o.sensitive, ["token"]);
+        assert!(state_outputs(&serde_json::json!({})).values.is_empty());
+    }
+
     /// The server's own files in the module's directory never lead out of the release
     /// through a link the release's code made.
     #[test]
@@ -898,6 +924,7 @@ mod tests {
             stop: CancellationToken::new(),
             masker: ferry_exec::mask::Masker::new(std::iter::empty()),
             address: String::new(),
+            initialized: Default::default(),
         };
         let s = session("m");
         assert!(s.take(PLAN_FILE).is_err(), "a link is not a plan");

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::hash_token;
 
 /// The context states are sealed under.
-pub(crate) const CONTEXT: &str = "infra-state";
+pub(crate) const CONTEXT: &str = ferry_deliver::infra::STATE_CONTEXT;
 /// The largest state accepted.
 pub const MAX_STATE: usize = 64 << 20;
 

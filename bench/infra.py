@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Benchmarks of provisioning (issue 14), each against a baseline in the same run:
+
+  terraform  a release's Terraform planned and applied by `ferry serve` for an
+             automatic environment (the deployment's start -> "terraform: applied" in
+             its log: materializing the release, the sandbox, credentials, init, plan,
+             the sealed plan stored, apply, outputs read), p50 over 15 releases that
+             each change every resource; baseline: `terraform init`, `plan -out` and
+             `apply` of the same module by hand (local state) for the same 15 changes
+
+Usage: bench/run.sh infra   (or FERRY_BIN=... FERRY_TERRAFORM=... python3 bench/infra.py [name...])
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from serve import Server, finish, git, pct  # noqa: E402
+
+TERRAFORM = os.environ.get("FERRY_TERRAFORM") or "/usr/local/bin/terraform"
+RELEASES = int(os.environ.get("FERRY_BENCH_RELEASES", "15"))
+
+MODULE = """variable "rev" {
+  type    = string
+  default = "0"
+}
+resource "terraform_data" "a" { input = "a-${var.rev}" }
+resource "terraform_data" "b" { input = "b-${var.rev}" }
+resource "terraform_data" "c" { input = "c-${var.rev}" }
+resource "terraform_data" "d" { input = "d-${var.rev}" }
+resource "terraform_data" "e" { input = "e-${var.rev}" }
+output "url" { value = "http://127.0.0.1/${terraform_data.a.output}" }
+"""
+
+PIPELINE = """jobs:
+  build:
+    run: mkdir -p out && cat rev > out/rev
+    artifacts: [out]
+release: { artifacts: [build] }
+environments:
+  sandbox:
+    auto: true
+    infra: { dir: infra, vars: { rev: "${{ release.id }}" } }
+deploy:
+  target: { script: { run: "true" } }
+"""
+
+
+def stamp(line):
+    """The time of a deployment log line (its RFC 3339 prefix), in seconds."""
+    s = line.split(" ", 1)[0]
+    t = time.mktime(time.strptime(s[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    return t + float("0" + s[19:-1])
+
+
+def bench_terraform():
+    tmp = tempfile.mkdtemp(prefix="ferry-bench-infra-")
+    os.environ["FERRY_TERRAFORM"] = TERRAFORM
+    s = Server(tmp, PIPELINE)
+    work = os.path.join(tmp, "work-tree")
+    os.makedirs(os.path.join(work, "infra"))
+    with open(os.path.join(work, "infra", "main.tf"), "w") as f:
+        f.write(MODULE)
+    s.add_repo()
+    took = []
+    for i in range(1, RELEASES + 1):
+        with open(os.path.join(work, "rev"), "w") as f:
+            f.write(f"{i}\n")
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", f"rev {i}", cwd=work)
+        git("push", "-q", s.bare, "main", cwd=work)
+        status, body = s.call("POST", "/api/v1/repos/app/runs", {"ref": "main"})
+        assert status == 201, body
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            _, body = s.call("GET", "/api/v1/repos/app/deployments?environment=sandbox")
+            deps = json.loads(body)["deployments"]
+            if deps and deps[0]["number"] == i and deps[0]["status"] in ("live", "failed"):
+                d = deps[0]
+                assert d["status"] == "live", d
+                _, log = s.call("GET", f"/api/v1/repos/app/deployments/sandbox.{i}/log")
+                lines = log.decode().splitlines()
+                applied = [stamp(x) for x in lines if "terraform: applied" in x]
+                assert applied, log.decode()
+                took.append(applied[-1] * 1000 - d["started_at"])
+                if os.environ.get("FERRY_BENCH_PHASES"):
+                    marks = [(round(stamp(x) * 1000 - d["started_at"]), x.split(" ", 1)[1][:40])
+                             for x in lines if x[:4].isdigit()]
+                    print(marks)
+                break
+            time.sleep(0.02)
+        else:
+            sys.exit("a release did not go live")
+    s.stop()
+    # Baseline: the same module and the same changes by hand, local state.
+    hand = os.path.join(tmp, "by-hand")
+    os.makedirs(hand)
+    with open(os.path.join(hand, "main.tf"), "w") as f:
+        f.write(MODULE)
+    env = dict(os.environ, CHECKPOINT_DISABLE="1", TF_IN_AUTOMATION="1", TF_INPUT="0")
+    base = []
+    for i in range(1, RELEASES + 1):
+        t = time.perf_counter()
+        for args in (["init", "-input=false", "-no-color"],
+                     ["plan", "-input=false", "-no-color", "-out=p", f"-var=rev=r{i}"],
+                     ["apply", "-input=false", "-no-color", "p"]):
+            subprocess.run([TERRAFORM, *args], cwd=hand, env=env, check=True, capture_output=True)
+        base.append((time.perf_counter() - t) * 1000)
+    f50, b50 = statistics.median(took), statistics.median(base)
+    ratio = f50 / b50
+    finish(tmp, f"terraform deployment start -> applied: p50 {f50:.0f} ms, max {max(took):.0f} ms "
+                f"({len(took)} releases)   init + plan + apply by hand: p50 {b50:.0f} ms   "
+                f"ratio {ratio:.2f}x   goal <= 1.2x: {'met' if ratio <= 1.2 else 'NOT met'}")
+
+
+BENCHES = {"terraform": bench_terraform}
+
+if __name__ == "__main__":
+    with open("/proc/loadavg") as f:
+        print(f"load average at start: {f.read().split()[0]}")
+    for name in sys.argv[1:] or list(BENCHES):
+        BENCHES[name]()
