@@ -3,7 +3,7 @@
 # Usage: bench/run.sh [startup] [steps] [logs] [logs-shm] [containers] [images] — ferry run
 #        bench/run.sh serve [latency] [memory] [intake] [list] [deliver] [sandbox] [metrics] — ferry serve
 #        bench/run.sh ui [render] [assets] [biglog] [live] — the web UI (Chromium for biglog, live)
-#        bench/run.sh infra [terraform] — provisioning (Terraform at /usr/local/bin/terraform or FERRY_TERRAFORM)
+#        bench/run.sh infra [terraform] [swarm] — provisioning (Terraform at /usr/local/bin/terraform or FERRY_TERRAFORM; a swarm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then

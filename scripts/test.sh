@@ -108,6 +108,11 @@ DOCKER_BUILDKIT=0 docker build -q -t ferry-test/busybox:latest "$img_dir" >/dev/
 rm -rf "$img_dir"
 docker tag ferry-test/busybox:latest "127.0.0.1:$reg_port/ferry-test/busybox:latest"
 docker push -q "127.0.0.1:$reg_port/ferry-test/busybox:latest" >/dev/null
+# The swarm target's tests deploy stacks on a single-node swarm of the test engine.
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+  log "making the Docker engine a single-node swarm"
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
 export FERRY_TEST_IMAGE=ferry-test/busybox:latest
 export FERRY_TEST_REGISTRY="127.0.0.1:$reg_port"
 # The browser tests drive Debian's Chromium through its chromedriver.

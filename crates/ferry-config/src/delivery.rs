@@ -369,10 +369,22 @@ pub enum Target {
         #[serde(with = "crate::model::opt_millis")]
         timeout: Option<Duration>,
     },
+    /// A compose file deployed as a Docker Swarm stack through the Engine API.
+    Swarm {
+        /// The compose file, in the repository at the release's commit (sealed into
+        /// the release with the files its configs and secrets name).
+        compose: String,
+        /// The stack's name; `${{ }}` allowed (default: `ENV-<hash of the repository
+        /// and environment>`, see the target).
+        stack: Option<String>,
+        /// How long the services may take to converge (default 5 minutes).
+        #[serde(with = "crate::model::opt_millis")]
+        timeout: Option<Duration>,
+    },
 }
 
 impl Target {
-    pub const KINDS: &[&str] = &["process", "docker", "script", "kubernetes"];
+    pub const KINDS: &[&str] = &["process", "docker", "script", "kubernetes", "swarm"];
 
     pub fn kind(&self) -> &'static str {
         match self {
@@ -380,6 +392,7 @@ impl Target {
             Target::Docker { .. } => "docker",
             Target::Script { .. } => "script",
             Target::Kubernetes { .. } => "kubernetes",
+            Target::Swarm { .. } => "swarm",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! anything is reported, so a user fixes them all in one round.
 
 mod check;
+pub mod compose;
 pub mod delivery;
 pub mod diagnostic;
 pub mod duration;
@@ -70,6 +71,6 @@ pub mod keys {
     pub use crate::load_delivery::{
         APPROVAL_KEYS, CONFIG_KEYS, DEPLOY_KEYS, DOCKER_KEYS, ENVIRONMENT_KEYS, FREEZE_KEYS,
         HTTP_KEYS, INFRA_KEYS, KUBERNETES_KEYS, NOTIFY_KEYS, PROCESS_KEYS, RELEASE_KEYS,
-        SCRIPT_KEYS, VERIFY_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
+        SCRIPT_KEYS, SWARM_KEYS, VERIFY_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
     };
 }

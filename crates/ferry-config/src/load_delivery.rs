@@ -29,6 +29,7 @@ pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"
 pub const SCRIPT_KEYS: &[&str] = &["run", "image"];
 pub const KUBERNETES_KEYS: &[&str] =
     &["manifests", "kubeconfig", "namespace", "rollout", "timeout"];
+pub const SWARM_KEYS: &[&str] = &["compose", "stack", "timeout"];
 pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
 pub const HTTP_KEYS: &[&str] = &["url", "status", "body"];
 pub const NOTIFY_KEYS: &[&str] = &["webhook", "slack", "email", "on", "environments"];
@@ -440,7 +441,8 @@ impl Loader {
                     node.span,
                     format!("{cwhat}: the `{}` target takes no `config`", other.kind()),
                     "`config` is for the `process` and `docker` targets; a script reads the \
-                     environment's variables and secret files itself",
+                     environment's variables and secret files itself, and a swarm stack \
+                     declares `configs:` and `secrets:` in its compose file",
                 );
                 return ConfigSpec::default();
             }
@@ -718,6 +720,37 @@ impl Loader {
                 }
                 run.map(|run| Target::Script { run, image })
             }
+            "swarm" => {
+                let (mut compose, mut stack, mut timeout) = (None, None, None);
+                for (k, _, val) in self.entries(
+                    v,
+                    &kwhat,
+                    Some(SWARM_KEYS),
+                    "`{ compose: deploy/compose.yml }`",
+                ) {
+                    let w = format!("`{k}` in {kwhat}");
+                    match k {
+                        "compose" => {
+                            compose = self
+                                .paths(val, &w, "`compose: deploy/compose.yml`")
+                                .into_iter()
+                                .next();
+                            if matches!(val.kind, Kind::Seq(_)) {
+                                self.type_error(val, &w, "a path", "`compose: deploy/compose.yml`");
+                            }
+                        }
+                        "stack" => {
+                            stack = self.string(val, &w, "`stack: shop-${{ environment.name }}`")
+                        }
+                        _ => timeout = self.duration(val, &w),
+                    }
+                }
+                compose.map(|compose| Target::Swarm {
+                    compose,
+                    stack,
+                    timeout,
+                })
+            }
             _ => {
                 let (mut manifests, mut kubeconfig, mut namespace, mut rollout, mut timeout) =
                     (Vec::new(), None, None, Vec::new(), None);
@@ -760,7 +793,16 @@ impl Loader {
             let needs = match kind {
                 "process" => "`command`",
                 "script" => "`run`",
+                "swarm" => "`compose` (the compose file, in the repository)",
                 _ => "`manifests` and `kubeconfig` (the name of the secret that holds it)",
+            };
+            let example = match kind {
+                "swarm" => "`target: { swarm: { compose: deploy/compose.yml } }`",
+                "script" => "`target: { script: { run: ./deploy.sh } }`",
+                "kubernetes" => {
+                    "`target: { kubernetes: { manifests: [k8s/], kubeconfig: KUBECONFIG } }`"
+                }
+                _ => example,
             };
             self.error(
                 v.span,

@@ -225,6 +225,16 @@ pub fn schema() -> Value {
                     "rollout": string_or_list,
                     "timeout": duration
                 }
+            },
+            "swarm": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["compose"],
+                "properties": {
+                    "compose": { "type": "string", "description": "The compose file, in the repository." },
+                    "stack": { "type": "string" },
+                    "timeout": duration
+                }
             }
         }
     });

@@ -140,6 +140,7 @@ pub async fn seal(
         .await
         .map_err(|e| e.to_string())??;
     artifacts.extend(infra_files(cas, mirror, &run.commit_sha, &plan.delivery).await?);
+    artifacts.extend(swarm_files(cas, mirror, &run.commit_sha, &plan.delivery).await?);
     let built = store.images(&run.id).await.map_err(|e| e.to_string())?;
     let names = store.jobs(&run.id).await.map_err(|e| e.to_string())?;
     let mut images = Vec::new();
@@ -231,6 +232,81 @@ async fn infra_files(
                 size: size as i64,
                 mode: i64::from(f.mode),
             });
+        }
+    }
+    Ok(out)
+}
+
+/// The compose file of every `swarm` target, and the files its configs and secrets
+/// name, read at `sha` and stored under [`crate::target::swarm::SEALED_UNDER`].
+async fn swarm_files(
+    cas: &Cas,
+    mirror: &Path,
+    sha: &str,
+    delivery: &Delivery,
+) -> Result<Vec<ReleaseArtifact>, String> {
+    let mut composes: Vec<&str> = delivery
+        .deploy
+        .iter()
+        .chain(
+            delivery
+                .environments
+                .iter()
+                .filter_map(|e| e.deploy.as_ref()),
+        )
+        .filter_map(|d| match &d.target {
+            ferry_config::delivery::Target::Swarm { compose, .. } => Some(compose.as_str()),
+            _ => None,
+        })
+        .collect();
+    composes.sort();
+    composes.dedup();
+    let short = &sha[..sha.len().min(12)];
+    let mut paths: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for compose in composes {
+        let compose = compose.trim_start_matches("./");
+        let content = ferry_source::git::show_file(mirror, sha, compose)
+            .await
+            .map_err(|e| format!("cannot read the compose file {compose} at commit {short}: {e}"))?
+            .ok_or_else(|| {
+                format!("the compose file {compose} is not in the repository at commit {short}")
+            })?;
+        let dir = std::path::Path::new(compose)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut files = vec![(compose.to_string(), content.clone())];
+        for f in ferry_config::compose::files_of(&String::from_utf8_lossy(&content)) {
+            let path = if dir.is_empty() {
+                f
+            } else {
+                format!("{dir}/{f}")
+            };
+            let content = ferry_source::git::show_file(mirror, sha, &path)
+                .await
+                .map_err(|e| format!("cannot read {path} at commit {short}: {e}"))?
+                .ok_or_else(|| {
+                    format!("{path}, which the compose file {compose} names, is not in the repository at commit {short}")
+                })?;
+            files.push((path, content));
+        }
+        for (path, content) in files {
+            if paths.contains(&path) {
+                continue;
+            }
+            let sealed = crate::target::swarm::sealed_path(&path);
+            let (digest, size) = cas
+                .put_bytes(&content)
+                .map_err(|e| format!("cannot store {sealed}: {e}"))?;
+            out.push(ReleaseArtifact {
+                job: crate::target::swarm::SEALED_JOB.to_string(),
+                path: sealed,
+                digest,
+                size: size as i64,
+                mode: 0o644,
+            });
+            paths.push(path);
         }
     }
     Ok(out)

@@ -8,6 +8,9 @@
 //! executor implements all three. [`DummyExecutor`] runs nothing and is steered by step
 //! variables, for fast engine tests.
 
+/// The Docker Engine API client, for targets that speak to the engine beyond what the
+/// executor does (Swarm stacks).
+pub use bollard;
 pub mod docker;
 pub mod dummy;
 pub mod helper;

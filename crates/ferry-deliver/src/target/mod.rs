@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod mounts;
 pub mod process;
 pub mod script;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -286,6 +287,18 @@ impl Targets {
                 rollout: rollout.clone(),
                 timeout: *timeout,
                 kubectl: self.kubectl.clone(),
+            }),
+            Spec::Swarm {
+                compose,
+                stack,
+                timeout,
+            } => Box::new(swarm::SwarmTarget {
+                compose: compose.clone(),
+                stack: stack.clone(),
+                timeout: *timeout,
+                docker: self.docker.clone(),
+                store: self.store.clone(),
+                key: self.key.clone(),
             }),
         }
     }

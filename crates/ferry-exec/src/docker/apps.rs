@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountTypeEnum, PortBinding,
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountType, PortBinding,
     RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -82,10 +82,10 @@ pub fn app_config(spec: &AppSpec) -> ContainerCreateBody {
                 host_port: Some(host.to_string()),
             });
     }
-    let exposed: HashMap<String, HashMap<(), ()>> = spec
+    let exposed: Vec<String> = spec
         .ports
         .iter()
-        .map(|(_, _, c)| (format!("{c}/tcp"), HashMap::new()))
+        .map(|(_, _, c)| format!("{c}/tcp"))
         .collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -102,7 +102,7 @@ pub fn app_config(spec: &AppSpec) -> ContainerCreateBody {
                     .map(|(host, container)| Mount {
                         target: Some(container.clone()),
                         source: Some(host.clone()),
-                        typ: Some(MountTypeEnum::BIND),
+                        typ: Some(MountType::BIND),
                         read_only: Some(true),
                         bind_options: Some(MountBindOptions {
                             create_mountpoint: Some(true),
@@ -288,7 +288,7 @@ mod tests {
                 Some("/dev/shm/x/TOKEN"),
                 Some("/run/secrets/TOKEN"),
                 Some(true),
-                Some(MountTypeEnum::BIND)
+                Some(MountType::BIND)
             )
         );
         assert_eq!(

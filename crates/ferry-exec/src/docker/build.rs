@@ -307,14 +307,17 @@ impl DockerExecutor {
             };
             let Some(next) = next else { break };
             let info = next.map_err(|e| format!("the build failed: {}", engine_message(&e)))?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
                 return Err(format!("the build failed: {}", e.trim_end()));
             }
             if let Some(text) = info.stream {
                 out.chunk(text.as_bytes());
             }
             if let Some(status) = info.status
-                && info.progress.is_none()
+                && info
+                    .progress_detail
+                    .as_ref()
+                    .is_none_or(|d| d.current.is_none())
             {
                 out.chunk(format!("{status}\n").as_bytes());
             }
@@ -403,7 +406,7 @@ impl DockerExecutor {
             let info = next.map_err(|e| {
                 format!("the registry refused {name}:{tag}: {}", engine_message(&e))
             })?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message).or(info.error) {
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
                 return Err(format!(
                     "the registry refused {name}:{tag}: {}",
                     e.trim_end()
@@ -411,7 +414,10 @@ impl DockerExecutor {
             }
             // Per-layer chatter ("Preparing", "Waiting", progress bars) is left out.
             if let Some(status) = info.status
-                && info.progress.is_none()
+                && info
+                    .progress_detail
+                    .as_ref()
+                    .is_none_or(|d| d.current.is_none())
                 && !matches!(status.as_str(), "Preparing" | "Waiting")
             {
                 out.chunk(format!("{status}\n").as_bytes());

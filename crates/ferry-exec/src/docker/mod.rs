@@ -51,6 +51,11 @@ pub struct DockerExecutor {
 }
 
 impl DockerExecutor {
+    /// The engine's API client.
+    pub fn engine(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Connects to the local Docker engine (`DOCKER_HOST` or `/var/run/docker.sock`)
     /// and checks that it answers.
     pub async fn connect() -> Result<Self, String> {

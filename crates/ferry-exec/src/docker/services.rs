@@ -60,8 +60,8 @@ pub fn service_config(
         service
             .ports
             .iter()
-            .map(|p| (format!("{p}/tcp"), HashMap::new()))
-            .collect::<HashMap<_, _>>()
+            .map(|p| format!("{p}/tcp"))
+            .collect::<Vec<_>>()
     });
     ContainerCreateBody {
         image: Some(service.image.clone()),
