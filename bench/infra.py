@@ -150,7 +150,7 @@ SWARM_COMPOSE = """services:
     configs: [{ source: conf, target: /etc/app.conf }]
     deploy: { replicas: 2 }
 configs:
-  conf: { content: "rev = REV" }
+  conf: { file: ./conf.txt }
 """
 
 
@@ -191,13 +191,14 @@ def bench_swarm():
     s = Server(tmp, SWARM_PIPELINE.replace("BASE", base).replace("NAME", name))
     work = os.path.join(tmp, "work-tree")
     with open(os.path.join(work, "compose.yml"), "w") as f:
-        f.write(SWARM_COMPOSE.replace("IMAGE", name + ":latest").replace("REV", "${FERRY_RELEASE}"))
+        f.write(SWARM_COMPOSE.replace("IMAGE", name + ":latest"))
     s.add_repo()
     took, digests = [], []
     try:
         for i in range(1, RELEASES + 1):
-            with open(os.path.join(work, "rev"), "w") as f:
-                f.write(f"ok {i}\n")
+            for file in ("rev", "conf.txt"):
+                with open(os.path.join(work, file), "w") as f:
+                    f.write(f"ok {i}\n")
             git("add", "-A", cwd=work)
             git("commit", "-q", "-m", f"rev {i}", cwd=work)
             git("push", "-q", s.bare, "main", cwd=work)
@@ -232,7 +233,12 @@ def bench_swarm():
         base_ms = []
         for i, digest in enumerate(digests, start=1):
             with open(hand, "w") as f:
-                f.write(SWARM_COMPOSE.replace("IMAGE", f"{name}@{digest}").replace("REV", f"r{i}"))
+                # Swarm's configs are immutable: by hand, each new content needs a new
+                # name (Ferry names them by content itself).
+                f.write(SWARM_COMPOSE.replace("IMAGE", f"{name}@{digest}")
+                        .replace("file: ./conf.txt", f"file: ./conf.txt, name: benchhand_conf_{i}"))
+            with open(os.path.join(tmp, "conf.txt"), "w") as f:
+                f.write(f"ok {i}\n")
             t = time.perf_counter()
             subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "--detach=true",
                             "-c", hand, "benchhand"], check=True, capture_output=True)

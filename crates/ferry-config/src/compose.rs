@@ -309,6 +309,31 @@ pub struct Volume {
     pub labels: Vec<(String, String)>,
 }
 
+/// The capabilities a Docker container has by default: adding them is allowed (it changes
+/// nothing); any other is refused.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SYS_CHROOT",
+    "MKNOD",
+    "AUDIT_WRITE",
+    "SETFCAP",
+];
+
+const OWN_HELP: &str = "a stack's networks, volumes, configs and secrets are its own (`STACK_NAME`): \
+    naming another (`external`, `name`) would reach another environment's, or the host's";
+
+const PORT_HELP: &str =
+    "publish a port from 1024 up (Swarm publishes on every address of the node)";
+
 /// A config or a secret of the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
@@ -326,8 +351,6 @@ pub enum ObjectSource {
     Environment(Spanned<String>),
     /// The text itself (configs only), interpolated.
     Content(String),
-    /// An existing object of that name (default: the key), not managed by the stack.
-    External(String),
 }
 
 /// What a `${NAME}` in a compose file finds.
@@ -740,7 +763,7 @@ impl Loader {
                 "command" => s.command = self.argv(v, &w),
                 "entrypoint" => s.entrypoint = self.argv(v, &w),
                 "environment" => s.environment = self.pairs(v, &w, true),
-                "labels" => s.labels = self.pairs(v, &w, false),
+                "labels" => s.labels = self.labels(v, &w),
                 "ports" => s.ports = self.compose_ports(v, &w),
                 "networks" => s.networks = self.service_networks(v, &w),
                 "volumes" => s.volumes = self.mounts(v, &w),
@@ -777,7 +800,19 @@ impl Loader {
                 }
                 "dns" => s.dns = self.values(v, &w),
                 "dns_search" => s.dns_search = self.values(v, &w),
-                "cap_add" => s.cap_add = self.values(v, &w),
+                "cap_add" => {
+                    s.cap_add = self.values(v, &w);
+                    if let Some(extra) = s.cap_add.iter().find(|c| {
+                        let c = c.trim_start_matches("CAP_").to_ascii_uppercase();
+                        !DEFAULT_CAPS.contains(&c.as_str())
+                    }) {
+                        self.error(
+                            v.span,
+                            format!("{w}: `{extra}` is more than a container has by default"),
+                            "a deployed service gets Docker's default capabilities only; an added one (SYS_ADMIN, DAC_READ_SEARCH, NET_ADMIN...) could reach the host",
+                        );
+                    }
+                }
                 "cap_drop" => s.cap_drop = self.values(v, &w),
                 "sysctls" => s.sysctls = self.pairs(v, &w, false),
                 "tmpfs" => s.tmpfs = self.values(v, &w),
@@ -920,7 +955,16 @@ impl Loader {
                     let w = format!("`{k}` of {iw}");
                     match k {
                         "target" => p.target = self.port_number(v, &w).unwrap_or(0),
-                        "published" => p.published = self.port_number(v, &w),
+                        "published" => {
+                            p.published = self.port_number(v, &w);
+                            if p.published.is_some_and(|p| p < 1024) {
+                                self.error(
+                                    v.span,
+                                    format!("{w}: a port below 1024 is the host's"),
+                                    PORT_HELP,
+                                );
+                            }
+                        }
                         "protocol" => {
                             p.protocol = self
                                 .choice(v, &w, &["tcp", "udp", "sctp"])
@@ -954,6 +998,12 @@ impl Loader {
                 continue;
             };
             match short_port(&text) {
+                Ok(ports) if ports.iter().any(|p| p.published.is_some_and(|p| p < 1024)) => self
+                    .error(
+                        item.span,
+                        format!("{iw}: a port below 1024 is the host's"),
+                        PORT_HELP,
+                    ),
                 Ok(ports) => out.extend(ports),
                 Err(msg) => self.error(
                     item.span,
@@ -1225,7 +1275,7 @@ impl Loader {
                         self.choice(v, &w, &["replicated", "global"]).as_deref() == Some("global")
                 }
                 "replicas" => d.replicas = self.number(v, &w),
-                "labels" => d.labels = self.pairs(v, &w, false),
+                "labels" => d.labels = self.labels(v, &w),
                 "update_config" => d.update = Some(self.update_config(v, &w)),
                 "rollback_config" => d.rollback = Some(self.update_config(v, &w)),
                 "restart_policy" => {
@@ -1409,13 +1459,25 @@ impl Loader {
         for (k, _, v) in self.entries(node, &what, Some(NETWORK_KEYS), "`{ driver: overlay }`") {
             let w = format!("`{k}` of {what}");
             match k {
-                "driver" => n.driver = self.string(v, &w, "`driver: overlay`"),
-                "driver_opts" => n.driver_opts = self.pairs(v, &w, false),
+                "driver" => {
+                    n.driver = self.string(v, &w, "`driver: overlay`");
+                    if n.driver.as_deref().is_some_and(|d| d != "overlay") {
+                        self.error(
+                            v.span,
+                            format!("{w}: a stack's networks are `overlay` networks"),
+                            "remove `driver`",
+                        );
+                    }
+                }
+                "driver_opts" => self.refuse(
+                    v,
+                    &w,
+                    "a stack's networks are plain overlay networks; remove `driver_opts`",
+                ),
                 "attachable" => n.attachable = self.bool(v, &w).unwrap_or(false),
                 "internal" => n.internal = self.bool(v, &w).unwrap_or(false),
-                "external" => n.external = self.external(v, &w, &mut n.real_name),
-                "name" => n.real_name = self.string(v, &w, "`name: shared`"),
-                _ => n.labels = self.pairs(v, &w, false),
+                "external" | "name" => self.refuse(v, &w, OWN_HELP),
+                _ => n.labels = self.labels(v, &w),
             }
         }
         n
@@ -1430,25 +1492,39 @@ impl Loader {
         for (k, _, v) in self.entries(node, &what, Some(VOLUME_KEYS), "`{ driver: local }`") {
             let w = format!("`{k}` of {what}");
             match k {
-                "driver" => n.driver = self.string(v, &w, "`driver: local`"),
-                "driver_opts" => n.driver_opts = self.pairs(v, &w, false),
-                "external" => n.external = self.external(v, &w, &mut n.real_name),
-                "name" => n.real_name = self.string(v, &w, "`name: shared`"),
-                _ => n.labels = self.pairs(v, &w, false),
+                "driver" => {
+                    n.driver = self.string(v, &w, "`driver: local`");
+                    if n.driver.as_deref().is_some_and(|d| d != "local") {
+                        self.error(v.span, format!("{w}: a stack's volumes are `local` volumes"), "remove `driver` (a volume plugin could mount anything)");
+                    }
+                }
+                "driver_opts" => self.refuse(v, &w, "driver options can mount any path of the host (`o: bind`) or a share of the network; remove them"),
+                "external" | "name" => self.refuse(v, &w, OWN_HELP),
+                _ => n.labels = self.labels(v, &w),
             }
         }
         n
     }
 
-    /// `external: true`, or the old `external: { name: X }`.
-    fn external(&mut self, node: &Node, what: &str, name: &mut Option<String>) -> bool {
-        if let Kind::Map(_) = node.kind {
-            for (_, _, v) in self.entries(node, what, Some(&["name"]), "`external: true`") {
-                *name = self.string(v, what, "`name: shared`");
-            }
-            return true;
+    /// A key the swarm target does not take, for the reason given.
+    fn refuse(&mut self, node: &Node, what: &str, why: &str) {
+        self.error(node.span, format!("{what} is not allowed"), why);
+    }
+
+    /// `labels:`: Ferry's and Docker's stack labels are not the user's to set.
+    fn labels(&mut self, node: &Node, what: &str) -> Vec<(String, String)> {
+        let pairs = self.pairs(node, what, false);
+        if let Some((k, _)) = pairs
+            .iter()
+            .find(|(k, _)| k.starts_with("ferry.") || k.starts_with("com.docker.stack."))
+        {
+            self.error(
+                node.span,
+                format!("{what}: `{k}` is a label Ferry sets"),
+                "labels starting with `ferry.` or `com.docker.stack.` say which environment a stack belongs to; choose another name",
+            );
         }
-        self.bool(node, what).unwrap_or(false)
+        pairs
     }
 
     fn object(&mut self, name: &str, key: &Node, node: &Node, config: bool) -> Option<Object> {
@@ -1467,8 +1543,7 @@ impl Loader {
                 "use letters, digits, `-`, `_` and `.`",
             );
         }
-        let (mut sources, mut labels, mut external, mut real_name) =
-            (Vec::new(), Vec::new(), false, None);
+        let (mut sources, mut labels) = (Vec::new(), Vec::new());
         for (k, _, v) in self.entries(node, &what, Some(keys), example) {
             let w = format!("`{k}` of {what}");
             match k {
@@ -1495,15 +1570,9 @@ impl Loader {
                         sources.push(ObjectSource::Content(c));
                     }
                 }
-                "external" => external = self.external(v, &w, &mut real_name),
-                "name" => real_name = self.string(v, &w, "`name: shared`"),
-                _ => labels = self.pairs(v, &w, false),
+                "external" | "name" => self.refuse(v, &w, OWN_HELP),
+                _ => labels = self.labels(v, &w),
             }
-        }
-        if external {
-            sources.push(ObjectSource::External(
-                real_name.clone().unwrap_or_else(|| name.to_string()),
-            ));
         }
         if sources.len() != 1 {
             let msg = if sources.is_empty() {
@@ -1511,11 +1580,7 @@ impl Loader {
             } else {
                 format!("{what} has {} sources", sources.len())
             };
-            self.error(
-                key.span,
-                msg,
-                format!("give one of: {example}, or `external: true`"),
-            );
+            self.error(key.span, msg, format!("give one of: {example}"));
             return None;
         }
         Some(Object {
@@ -1844,6 +1909,59 @@ secrets:
         let two =
             errors("services: { web: { image: x } }\nsecrets:\n  s: { file: a, environment: B }\n");
         assert!(two[0].contains("has 2 sources"), "{two:?}");
+        // What would reach the host or another environment is refused.
+        for (source, want) in [
+            (
+                "services: { web: { image: x, volumes: [\"root:/host\"] } }\nvolumes:\n  root: { driver_opts: { type: none, o: bind, device: / } }\n",
+                "`driver_opts` of volume `root` is not allowed",
+            ),
+            (
+                "services: { web: { image: x } }\nvolumes:\n  d: { driver: nfs-plugin }\n",
+                "a stack's volumes are `local` volumes",
+            ),
+            (
+                "services: { web: { image: x } }\nvolumes:\n  d: { name: shop-production_data }\n",
+                "`name` of volume `d` is not allowed",
+            ),
+            (
+                "services: { web: { image: x } }\nnetworks:\n  p: { external: true, name: host }\n",
+                "`external` of network `p` is not allowed",
+            ),
+            (
+                "services: { web: { image: x } }\nsecrets:\n  s: { external: true }\n",
+                "`external` of secret `s` is not allowed",
+            ),
+            (
+                "services: { web: { image: x, cap_add: [SYS_ADMIN] } }\n",
+                "`SYS_ADMIN` is more than a container has by default",
+            ),
+            (
+                "services: { web: { image: x, deploy: { labels: { ferry.scope: other/production } } } }\n",
+                "`ferry.scope` is a label Ferry sets",
+            ),
+            (
+                "services: { web: { image: x, labels: [com.docker.stack.namespace=prod] } }\n",
+                "is a label Ferry sets",
+            ),
+            (
+                "services: { web: { image: x, ports: [\"443:8080\"] } }\n",
+                "a port below 1024 is the host's",
+            ),
+            (
+                "services:\n  web:\n    image: x\n    ports: [{ target: 80, published: 22 }]\n",
+                "a port below 1024 is the host's",
+            ),
+        ] {
+            let got = errors(source);
+            assert!(got.iter().any(|e| e.contains(want)), "{source}: {got:?}");
+        }
+        assert!(
+            load(
+                "services: { web: { image: x, cap_add: [NET_BIND_SERVICE] } }\n",
+                &vars
+            )
+            .is_ok()
+        );
         let escape =
             errors("services: { web: { image: x } }\nconfigs:\n  c: { file: ../../etc/passwd }\n");
         assert!(

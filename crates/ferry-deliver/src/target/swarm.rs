@@ -104,14 +104,12 @@ fn check_stack(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 40
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "`{name}` cannot name a stack: use up to 40 letters, digits, `-` and `_`, starting with a letter or digit"
+            "`{name}` cannot name a stack: use up to 40 letters, digits and `-`, starting with a letter or digit (`_` separates a stack's name from its objects')"
         ))
     }
 }
@@ -185,8 +183,8 @@ pub fn networks(
         });
     }
     for n in compose.networks.iter().filter(|n| !n.external) {
-        let mut l = labels.clone();
-        l.extend(n.labels.iter().cloned());
+        let mut l: HashMap<String, String> = n.labels.iter().cloned().collect();
+        l.extend(labels.clone());
         out.push(NetworkCreateRequest {
             name: network_name(stack, compose, &n.name),
             driver: Some(n.driver.clone().unwrap_or_else(|| "overlay".into())),
@@ -244,12 +242,14 @@ pub fn service_spec(
         (SCOPE.to_string(), input.scope.to_string()),
     ]
     .into();
-    let mut service_labels = stack_labels.clone();
-    service_labels.extend(svc.deploy.labels.iter().cloned());
+    // Ferry's labels last: they say which environment a service is, whatever the
+    // file says (the loader refuses such labels too).
+    let mut service_labels: HashMap<String, String> = svc.deploy.labels.iter().cloned().collect();
+    service_labels.extend(stack_labels.clone());
     service_labels.insert(RELEASE.into(), input.release.to_string());
     service_labels.insert("com.docker.stack.image".into(), svc.image.value.clone());
-    let mut container_labels = stack_labels.clone();
-    container_labels.extend(svc.labels.iter().cloned());
+    let mut container_labels: HashMap<String, String> = svc.labels.iter().cloned().collect();
+    container_labels.extend(stack_labels.clone());
     let image = input
         .pins
         .get(&svc.image.value)
@@ -312,10 +312,10 @@ pub fn service_spec(
                     .source
                     .as_ref()
                     .and_then(|s| compose.volumes.iter().find(|v| &v.name == s));
-                let mut labels = stack_labels.clone();
-                if let Some(v) = declared {
-                    labels.extend(v.labels.iter().cloned());
-                }
+                let mut labels: HashMap<String, String> = declared
+                    .map(|v| v.labels.iter().cloned().collect())
+                    .unwrap_or_default();
+                labels.extend(stack_labels.clone());
                 Mount {
                     target: Some(m.target.clone()),
                     source: m.source.as_ref().map(|s| volume_source(stack, compose, s)),
@@ -645,7 +645,6 @@ impl SwarmTarget {
             let kind = if secret { "secret" } else { "config" };
             for o in list {
                 let data = match &o.source {
-                    ObjectSource::External(_) => continue,
                     ObjectSource::Content(text) => text.clone().into_bytes(),
                     ObjectSource::File(f) => {
                         let path = dir.join(f.value.trim_start_matches("./"));
@@ -774,20 +773,6 @@ impl SwarmTarget {
             .into_iter()
             .find(|(n, _)| n.as_deref() == Some(name))
             .and_then(|(_, id)| id))
-    }
-
-    async fn external_id(
-        docker: &DockerExecutor,
-        secret: bool,
-        name: &str,
-    ) -> Result<String, String> {
-        let id = Self::find_object(docker, secret, name).await?;
-        id.ok_or_else(|| {
-            format!(
-                "the external {} `{name}` does not exist in the swarm",
-                if secret { "secret" } else { "config" }
-            )
-        })
     }
 
     /// Waits until every service runs its current spec, Swarm rolled one back, a new
@@ -1146,6 +1131,50 @@ impl Target for SwarmTarget {
                     .unwrap_or_default()
             ));
         }
+        // Nor its networks or volumes: a destroyed environment's volumes stay, and are
+        // not another's to take.
+        let foreign = |labels: Option<&HashMap<String, String>>| {
+            labels.and_then(|l| l.get(SCOPE)) != Some(&scope)
+        };
+        let on_stack = label_filter(&[(NAMESPACE, &stack)]);
+        let volumes = engine
+            .list_volumes(Some(
+                ferry_exec::bollard::query_parameters::ListVolumesOptions {
+                    filters: Some(on_stack.clone()),
+                },
+            ))
+            .await
+            .map_err(engine_error)?;
+        if let Some(v) = volumes
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| foreign(Some(&v.labels)))
+        {
+            return Err(format!(
+                "stack {stack} has volume {}, which is not this environment's: choose another `stack:`",
+                v.name
+            ));
+        }
+        let labels_for = |name: String| async move {
+            engine
+                .inspect_network(
+                    &name,
+                    None::<ferry_exec::bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+                .ok()
+                .map(|n| (name, n.labels))
+        };
+        for net in networks(&stack, &compose, &HashMap::new()) {
+            if let Some((name, labels)) = labels_for(net.name).await
+                && foreign(labels.as_ref())
+            {
+                return Err(format!(
+                    "network {name} exists and is not this environment's: choose another `stack:`"
+                ));
+            }
+        }
         let logins = self
             .store
             .registry_credentials(&self.key, &ctx.deployment.repository_id)
@@ -1201,28 +1230,10 @@ impl Target for SwarmTarget {
                     .map_err(|e| format!("cannot create network {name}: {}", engine_error(e)))?;
             }
         }
-        for n in compose.networks.iter().filter(|n| n.external) {
-            let name = network_name(&stack, &compose, &n.name);
-            engine
-                .inspect_network(
-                    &name,
-                    None::<ferry_exec::bollard::query_parameters::InspectNetworkOptions>,
-                )
-                .await
-                .map_err(|_| format!("the external network {name} does not exist in the swarm"))?;
-        }
         let mut ids = BTreeMap::new();
         for o in objects(&stack, &compose, &contents) {
             let id = Self::ensure_object(&docker, &o, &labels).await?;
             ids.insert((o.secret, o.key.clone()), (o.name.clone(), id));
-        }
-        for (secret, list) in [(false, &compose.configs), (true, &compose.secrets)] {
-            for o in list {
-                if let ObjectSource::External(name) = &o.source {
-                    let id = Self::external_id(&docker, secret, name).await?;
-                    ids.insert((secret, o.name.clone()), (name.clone(), id));
-                }
-            }
         }
         ctx.log.line(&format!(
             "stack {stack}: {} service(s), {} config(s), {} secret(s)",
@@ -1323,10 +1334,41 @@ impl Target for SwarmTarget {
     /// and secrets no service uses.
     async fn tidy(&self, dep: &Deployment, release: &str, failed: bool, log: &mut DeployLog) {
         let Some(docker) = &self.docker else { return };
+        let scope = scope(dep);
         if failed {
+            // Services the failed release added go (the rollback puts back those it
+            // changed): nothing it brought keeps running.
+            let started = dep
+                .started_at
+                .and_then(chrono::DateTime::from_timestamp_millis)
+                .map(|t| t - chrono::Duration::seconds(1));
+            for s in Self::services_of(docker, &scope).await.unwrap_or_default() {
+                let of = s
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(RELEASE));
+                let created = s
+                    .created_at
+                    .as_deref()
+                    .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+                    .map(|d| d.to_utc());
+                if of.map(String::as_str) == Some(release)
+                    && started.is_some_and(|t| created.is_some_and(|c| c >= t))
+                    && let Some(id) = &s.id
+                {
+                    log.line(&format!(
+                        "removing service {}, which the failed release added",
+                        s.spec
+                            .as_ref()
+                            .and_then(|s| s.name.clone())
+                            .unwrap_or_default()
+                    ));
+                    let _ = docker.engine().delete_service(id).await;
+                }
+            }
             return;
         }
-        let scope = scope(dep);
         let Ok(services) = Self::services_of(docker, &scope).await else {
             return;
         };

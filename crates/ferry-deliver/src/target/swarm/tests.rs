@@ -198,6 +198,10 @@ fn names_and_pins() {
     assert!(check_stack("shop-prod").is_ok());
     assert!(check_stack("-x").is_err());
     assert!(check_stack("a/b").is_err());
+    assert!(
+        check_stack("shop_production").is_err(),
+        "`_` would let two stacks' objects meet"
+    );
     assert_eq!(
         sealed_path("./deploy/compose.yml"),
         ".ferry/swarm/deploy/compose.yml"
