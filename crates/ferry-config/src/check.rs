@@ -234,6 +234,7 @@ fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec
             Target::Script { run, .. } => texts.push(run),
             Target::Kubernetes { namespace, .. } => texts.extend(namespace.as_deref()),
             Target::Swarm { stack, .. } => texts.extend(stack.as_deref()),
+            Target::Gitops { path, .. } => texts.extend(path.as_deref()),
         }
         for f in &deploy.config.files {
             if let crate::delivery::ConfigSource::Content(text) = &f.source {

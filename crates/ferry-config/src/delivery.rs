@@ -369,6 +369,22 @@ pub enum Target {
         #[serde(with = "crate::model::opt_millis")]
         timeout: Option<Duration>,
     },
+    /// The release's manifests rendered for the environment, committed to an environment
+    /// repository and pushed (a GitOps controller applies them).
+    Gitops {
+        /// The environment repository: any URL `git` takes (or a path on the server).
+        repo: String,
+        /// Its branch (default `main`).
+        branch: Option<String>,
+        /// The directory the manifests go to (default: the environment's name);
+        /// `${{ }}` allowed.
+        path: Option<String>,
+        /// Files or directories of YAML manifests, relative to the release's files.
+        manifests: Vec<String>,
+        /// The secret holding a token for an `https` repository (sent as HTTP basic
+        /// authentication, user `x-access-token`).
+        token: Option<String>,
+    },
     /// A compose file deployed as a Docker Swarm stack through the Engine API.
     Swarm {
         /// The compose file, in the repository at the release's commit (sealed into
@@ -384,7 +400,14 @@ pub enum Target {
 }
 
 impl Target {
-    pub const KINDS: &[&str] = &["process", "docker", "script", "kubernetes", "swarm"];
+    pub const KINDS: &[&str] = &[
+        "process",
+        "docker",
+        "script",
+        "kubernetes",
+        "swarm",
+        "gitops",
+    ];
 
     pub fn kind(&self) -> &'static str {
         match self {
@@ -393,6 +416,7 @@ impl Target {
             Target::Script { .. } => "script",
             Target::Kubernetes { .. } => "kubernetes",
             Target::Swarm { .. } => "swarm",
+            Target::Gitops { .. } => "gitops",
         }
     }
 }

@@ -29,6 +29,7 @@ pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"
 pub const SCRIPT_KEYS: &[&str] = &["run", "image"];
 pub const KUBERNETES_KEYS: &[&str] =
     &["manifests", "kubeconfig", "namespace", "rollout", "timeout"];
+pub const GITOPS_KEYS: &[&str] = &["repo", "branch", "path", "manifests", "token"];
 pub const SWARM_KEYS: &[&str] = &["compose", "stack", "timeout"];
 pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
 pub const HTTP_KEYS: &[&str] = &["url", "status", "body"];
@@ -720,6 +721,62 @@ impl Loader {
                 }
                 run.map(|run| Target::Script { run, image })
             }
+            "gitops" => {
+                let (mut repo, mut branch, mut path, mut manifests, mut token) =
+                    (None, None, None, Vec::new(), None);
+                for (k, _, val) in self.entries(
+                    v,
+                    &kwhat,
+                    Some(GITOPS_KEYS),
+                    "`{ repo: https://git.example/env.git, manifests: [k8s/] }`",
+                ) {
+                    let w = format!("`{k}` in {kwhat}");
+                    match k {
+                        "repo" => {
+                            repo = self.string(val, &w, "`repo: https://git.example/env.git`")
+                        }
+                        "branch" => {
+                            branch = self.string(val, &w, "`branch: main`");
+                            if let Some(b) = &branch
+                                && (b.starts_with('-') || b.contains("..") || b.contains(' '))
+                            {
+                                self.error(
+                                    val.span,
+                                    format!("{w}: `{b}` is not a branch name"),
+                                    "`branch: main`",
+                                );
+                            }
+                        }
+                        "path" => {
+                            path = self.string(val, &w, "`path: envs/production`");
+                            if let Some(p) = &path
+                                && (p.starts_with('/')
+                                    || p.split('/').any(|c| c == "..")
+                                    || p == ".git"
+                                    || p.starts_with(".git/"))
+                            {
+                                self.error(
+                                    val.span,
+                                    format!("{w}: `{p}` must be a directory inside the repository"),
+                                    "a relative path without `..`, e.g. `envs/production`",
+                                );
+                            }
+                        }
+                        "manifests" => manifests = self.paths(val, &w, "`manifests: [k8s/]`"),
+                        _ => token = self.string(val, &w, "`token: ENV_REPO_TOKEN`"),
+                    }
+                }
+                match repo {
+                    Some(repo) if !manifests.is_empty() => Some(Target::Gitops {
+                        repo,
+                        branch,
+                        path,
+                        manifests,
+                        token,
+                    }),
+                    _ => None,
+                }
+            }
             "swarm" => {
                 let (mut compose, mut stack, mut timeout) = (None, None, None);
                 for (k, _, val) in self.entries(
@@ -794,10 +851,14 @@ impl Loader {
                 "process" => "`command`",
                 "script" => "`run`",
                 "swarm" => "`compose` (the compose file, in the repository)",
+                "gitops" => "`repo` (the environment repository) and `manifests`",
                 _ => "`manifests` and `kubeconfig` (the name of the secret that holds it)",
             };
             let example = match kind {
                 "swarm" => "`target: { swarm: { compose: deploy/compose.yml } }`",
+                "gitops" => {
+                    "`target: { gitops: { repo: https://git.example/env.git, manifests: [k8s/] } }`"
+                }
                 "script" => "`target: { script: { run: ./deploy.sh } }`",
                 "kubernetes" => {
                     "`target: { kubernetes: { manifests: [k8s/], kubeconfig: KUBECONFIG } }`"

@@ -226,6 +226,18 @@ pub fn schema() -> Value {
                     "timeout": duration
                 }
             },
+            "gitops": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["repo", "manifests"],
+                "properties": {
+                    "repo": { "type": "string", "description": "The environment repository." },
+                    "branch": { "type": "string" },
+                    "path": { "type": "string" },
+                    "manifests": string_or_list,
+                    "token": { "type": "string", "description": "The secret holding a token for https." }
+                }
+            },
             "swarm": {
                 "type": "object",
                 "additionalProperties": false,

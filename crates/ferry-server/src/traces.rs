@@ -1098,6 +1098,7 @@ mod tests {
             verification_started_at: Some(6_000),
             verification_finished_at: Some(9_000),
             live_at: None,
+            target_ref: None,
         }
     }
 

@@ -486,6 +486,7 @@ deploy:
         verification_started_at: None,
         verification_finished_at: None,
         live_at: None,
+        target_ref: None,
     };
     for env in ["sandbox", "staging"] {
         let volume = ferry_deliver::target::docker::volume_name(&dep(env), "data");

@@ -139,6 +139,10 @@ pub struct Deployment {
     pub verification_finished_at: Option<i64>,
     /// When it went live (none: it never did).
     pub live_at: Option<i64>,
+    /// What it made where its target keeps things: the commit the `gitops` target
+    /// pushed (none for other targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_ref: Option<String>,
 }
 
 /// One approval or rejection of a deployment.
@@ -162,7 +166,7 @@ pub struct Approval {
 crate::row::record!(DEPLOYMENT_COLUMNS, deployment_from_row, Deployment {
     id, repository_id, environment, number, release_id, kind, status, reason,
     requested_by, previous_release_id, config, created_at, started_at, finished_at,
-    verification_started_at, verification_finished_at, live_at
+    verification_started_at, verification_finished_at, live_at, target_ref
 });
 
 // The columns [`approval_from_row`] reads (of `approvals`).
@@ -181,6 +185,17 @@ fn status_list(statuses: &[DeploymentStatus]) -> String {
 }
 
 impl Store {
+    /// Records what the deployment made where its target keeps things (a commit).
+    pub async fn set_target_ref(&self, deployment_id: &str, target_ref: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        sqlx::query("UPDATE deployments SET target_ref = $1 WHERE id = $2")
+            .bind(target_ref)
+            .bind(deployment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records a deployment request (its number is the environment's next).
     pub async fn create_deployment(
         &self,

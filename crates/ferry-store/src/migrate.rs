@@ -93,6 +93,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (22, "infra", common!("0022_infra.sql")),
     (23, "infra_plans", common!("0023_infra_plans.sql")),
     (24, "infra_rights", common!("0024_infra_rights.sql")),
+    (25, "target_ref", common!("0025_target_ref.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

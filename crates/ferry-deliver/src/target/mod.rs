@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod gitops;
 pub mod kubernetes;
 pub mod mounts;
 pub mod process;
@@ -287,6 +288,21 @@ impl Targets {
                 rollout: rollout.clone(),
                 timeout: *timeout,
                 kubectl: self.kubectl.clone(),
+            }),
+            Spec::Gitops {
+                repo,
+                branch,
+                path,
+                manifests,
+                token,
+            } => Box::new(gitops::GitopsTarget {
+                repo: repo.clone(),
+                branch: branch.clone(),
+                path: path.clone(),
+                manifests: manifests.clone(),
+                token: token.clone(),
+                root: self.root.clone(),
+                store: self.store.clone(),
             }),
             Spec::Swarm {
                 compose,
