@@ -4,28 +4,8 @@
 //! drift (a commit to the path made outside Ferry) reported by the health watch; an
 //! unreachable remote a clear error that changes nothing.
 
-use std::path::Path;
-
+use ferry_testkit::git;
 use ferry_testkit::server::{Server, env_of, push_version};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "alice")
-        .env("GIT_AUTHOR_EMAIL", "alice@example.com")
-        .env("GIT_COMMITTER_NAME", "alice")
-        .env("GIT_COMMITTER_EMAIL", "alice@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 const TEMPLATE: &str = "kind: ConfigMap\nmetadata:\n  name: web\ndata:\n  version: VERSION\n  where: \"${{ environment.name }}\"\n  greeting: \"${{ vars.GREETING }}\"\n";
 
@@ -186,7 +166,7 @@ async fn releases_are_commits_to_the_environment_repository() {
         .await;
     let said = env_of(&envs, "sandbox").to_string();
     assert!(
-        said.contains("by alice") && said.contains("quick fix in sandbox"),
+        said.contains("by Ada Lovelace") && said.contains("quick fix in sandbox"),
         "{said}"
     );
     assert!(
