@@ -200,3 +200,42 @@ async fn an_unreachable_environment_repository_fails_the_deployment_clearly() {
     assert!(!missing.exists(), "nothing made where the remote should be");
     s.stop().await;
 }
+
+/// A rendering that would carry a secret's value into the environment repository fails
+/// the deployment before anything is pushed.
+#[tokio::test]
+async fn no_secret_value_is_committed() {
+    let s = Server::start().await;
+    let remote = s.dir().join("env.git");
+    git(
+        s.dir(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &remote.display().to_string(),
+        ],
+    );
+    let bare = s.repository("shop", Some(&pipeline(&remote.display().to_string())));
+    s.push_file("shop", "web.tmpl", TEMPLATE, "the manifest");
+    push_version(&s, "shop", "v1");
+    s.register("shop", &bare).await;
+    s.set_secret("shop", "TOKEN", "s3cr3t-value-42", None).await;
+    s.set_variable("shop", "GREETING", "s3cr3t-value-42", None)
+        .await;
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    let list = s
+        .wait_for_deployments("shop", "sandbox", "failed", |l| {
+            l.first().is_some_and(|d| d["status"] == "failed")
+        })
+        .await;
+    let reason = list[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("would hold a secret value"), "{reason}");
+    assert!(!reason.contains("s3cr3t-value-42"));
+    let heads = git(&remote, &["for-each-ref", "refs/heads"]);
+    assert_eq!(heads, "", "nothing pushed");
+    s.stop().await;
+}

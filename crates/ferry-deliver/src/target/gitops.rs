@@ -20,6 +20,84 @@ use ferry_store::{Approval, Deployment, Release, Store};
 
 use super::{DeployContext, Target};
 
+/// Where a deployment fetches the branch to, and where the drift check does (never
+/// `FETCH_HEAD`, which both would write).
+const HEAD_REF: &str = "refs/ferry/head";
+const WATCH_REF: &str = "refs/ferry/watch";
+
+/// One deployment or drift check at a time in a clone.
+fn clone_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::LazyLock<
+        std::sync::Mutex<
+            std::collections::HashMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+        >,
+    > = std::sync::LazyLock::new(Default::default);
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.entry(dir.to_path_buf()).or_default().clone()
+}
+
+/// `repo` as git may be given it: not an option, not a `transport::address` (git's
+/// remote helpers, `ext::`), and not a path into Ferry's data directory `data` (its
+/// mirrors and environments).
+pub fn check_repo(repo: &str, data: &Path) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`repo` {repo}: {why}"));
+    if repo.starts_with('-') || repo.trim() != repo || repo.is_empty() {
+        return bad("not a repository URL");
+    }
+    if repo.contains("::") {
+        return bad("a remote helper (`transport::address`) is not allowed");
+    }
+    let local = if let Some(p) = repo.strip_prefix("file://") {
+        Some(PathBuf::from(p))
+    } else if repo.contains("://") {
+        None
+    } else if repo.starts_with('/') {
+        Some(PathBuf::from(repo))
+    } else if repo
+        .split('/')
+        .next()
+        .is_some_and(|host| host.contains(':'))
+    {
+        None // `user@host:path`
+    } else {
+        return bad("use an absolute path, or a URL (https://, ssh://, user@host:path)");
+    };
+    if let Some(path) = local {
+        let real = path.canonicalize().unwrap_or(path);
+        let data = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
+        if real.starts_with(&data) {
+            return bad("a repository in Ferry's data directory is not an environment repository");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `path` that passes through a link or a file in the clone (a repository can
+/// hold `x -> /`: writing `x/etc/...` would write the host's files).
+fn no_links(clone: &Path, path: &str) -> Result<(), String> {
+    let mut at = clone.to_path_buf();
+    for part in path.split('/') {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "`path` {path} passes through a link in the environment repository ({part}): refused"
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "`path` {path}: {part} is a file in the environment repository"
+                ));
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()), // Made by Ferry from here on.
+        }
+    }
+    Ok(())
+}
+
 /// Where the clone keeps the path its last deployment wrote (for the drift check).
 const PATH_FILE: &str = "FERRY_PATH";
 
@@ -138,16 +216,18 @@ pub fn parse_log(text: &str) -> Vec<Commit> {
         .collect()
 }
 
-/// What drifted: the commits to `path` not made by Ferry, said in one line.
-pub fn drift(commits: &[Commit], path: &str) -> Option<String> {
-    let outside: Vec<&Commit> = commits
-        .iter()
-        .filter(|c| {
-            !c.body
-                .lines()
-                .any(|l| l.starts_with(&format!("{TRAILER}: ")))
-        })
-        .collect();
+/// The deployment a commit's `Ferry-Deployment:` trailer names.
+pub fn trailer(body: &str) -> Option<&str> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix(TRAILER)?.strip_prefix(": "))
+        .map(str::trim)
+        .next_back()
+}
+
+/// What drifted: the commits to `path` other than Ferry's own (`ours`: their SHAs, whose
+/// trailers were checked against the store), said in one line.
+pub fn drift(commits: &[Commit], path: &str, ours: &[String]) -> Option<String> {
+    let outside: Vec<&Commit> = commits.iter().filter(|c| !ours.contains(&c.sha)).collect();
     let first = outside.first()?;
     let more = match outside.len() {
         1 => String::new(),
@@ -176,6 +256,38 @@ impl GitopsTarget {
     async fn git(&self, dir: &Path, args: &[&str], token: Option<&str>) -> Result<String, String> {
         use base64::Engine as _;
         let mut cmd = tokio::process::Command::new("git");
+        // Only what git needs of the server's environment (no GIT_TRACE_*, no
+        // GIT_DIR...); never a hook, an fsmonitor or the `ext::` transport, whatever the
+        // clone's config says.
+        cmd.env_clear();
+        for keep in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "SSH_AUTH_SOCK",
+        ] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        let mut config: Vec<(&str, String)> = vec![
+            ("core.hooksPath", "/dev/null".into()),
+            ("core.fsmonitor", "false".into()),
+            ("protocol.ext.allow", "never".into()),
+            ("protocol.fd.allow", "never".into()),
+        ];
+        if let Some(token) = token {
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+            config.push(("http.extraHeader", format!("Authorization: Basic {basic}")));
+        }
+        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
+        for (i, (k, v)) in config.into_iter().enumerate() {
+            cmd.env(format!("GIT_CONFIG_KEY_{i}"), k)
+                .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
         cmd.arg("-C")
             .arg(dir)
             .args(args)
@@ -186,16 +298,6 @@ impl GitopsTarget {
             .env("GIT_COMMITTER_EMAIL", "ferry@localhost")
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
-        if let Some(token) = token {
-            let basic =
-                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
-            cmd.env("GIT_CONFIG_COUNT", "1")
-                .env("GIT_CONFIG_KEY_0", "http.extraHeader")
-                .env(
-                    "GIT_CONFIG_VALUE_0",
-                    format!("Authorization: Basic {basic}"),
-                );
-        }
         let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
             .await
             .map_err(|_| format!("git {} took more than 120s", args.join(" ")))?
@@ -213,15 +315,25 @@ impl GitopsTarget {
             let _ = std::fs::remove_dir_all(dir);
             std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             self.git(dir, &["init", "-q"], None).await?;
-            self.git(dir, &["remote", "add", "origin", &self.repo], None)
-                .await?;
         }
+        // The configured repository, every time: a release naming another must not
+        // leave it behind for the next.
+        let _ = self.git(dir, &["remote", "remove", "origin"], None).await;
+        self.git(dir, &["remote", "add", "origin", &self.repo], None)
+            .await?;
         let branch = self.branch();
         let heads = self
-            .git(dir, &["ls-remote", "--heads", "origin", branch], token)
+            .git(
+                dir,
+                &["ls-remote", "origin", &format!("refs/heads/{branch}")],
+                token,
+            )
             .await
             .map_err(|e| format!("cannot reach the environment repository {}: {e}", self.repo))?;
-        if heads.trim().is_empty() {
+        let exists = heads
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(format!("refs/heads/{branch}").as_str()));
+        if !exists {
             self.git(
                 dir,
                 &["checkout", "-q", "--orphan", &format!("ferry-{branch}")],
@@ -234,22 +346,25 @@ impl GitopsTarget {
                 .await;
             return Ok(None);
         }
-        self.git(dir, &["fetch", "-q", "origin", branch], token)
-            .await
-            .map_err(|e| format!("cannot fetch {} from {}: {e}", branch, self.repo))?;
         self.git(
             dir,
             &[
-                "checkout",
+                "fetch",
                 "-q",
-                "-B",
-                &format!("ferry-{branch}"),
-                "FETCH_HEAD",
+                "origin",
+                &format!("+refs/heads/{branch}:{HEAD_REF}"),
             ],
+            token,
+        )
+        .await
+        .map_err(|e| format!("cannot fetch {} from {}: {e}", branch, self.repo))?;
+        self.git(
+            dir,
+            &["checkout", "-q", "-B", &format!("ferry-{branch}"), HEAD_REF],
             None,
         )
         .await?;
-        self.git(dir, &["reset", "-q", "--hard", "FETCH_HEAD"], None)
+        self.git(dir, &["reset", "-q", "--hard", HEAD_REF], None)
             .await?;
         self.git(dir, &["clean", "-qfdx"], None).await?;
         Ok(Some(self.git(dir, &["rev-parse", "HEAD"], None).await?))
@@ -280,7 +395,7 @@ fn checked_path(path: &str) -> Result<String, String> {
     let p = path.trim_matches('/');
     if p.is_empty()
         || p.split('/')
-            .any(|c| c == ".." || c == ".git" || c.is_empty())
+            .any(|c| c == ".." || c == "." || c == ".git" || c.is_empty())
     {
         return Err(format!(
             "`path` {path} must be a directory inside the repository"
@@ -301,7 +416,20 @@ impl Target for GitopsTarget {
         })?;
         let token = self.token(ctx)?.map(str::to_string);
         let token = token.as_deref();
+        // Nothing secret goes into the repository: a rendering the log would mask holds
+        // a secret's value or a sensitive Terraform output.
+        for (name, content) in &files {
+            if ctx.log.masker().mask(content.as_bytes()) != content.as_bytes() {
+                return Err(format!(
+                    "{name} would hold a secret value (a secret or a sensitive Terraform output): secrets are not written into the environment repository"
+                ));
+            }
+        }
+        let data = self.root.parent().unwrap_or(&self.root);
+        check_repo(&self.repo, data)?;
         let dir = self.clone_dir(ctx.deployment);
+        let lock = clone_lock(&dir);
+        let _held = lock.lock().await;
         let approvals = self
             .store
             .approvals(&ctx.deployment.id)
@@ -312,6 +440,7 @@ impl Target for GitopsTarget {
         let branch = self.branch().to_string();
         for attempt in 1..=3 {
             self.fresh(&dir, token).await?;
+            no_links(&dir, &path)?;
             let target = dir.join(&path);
             let _ = std::fs::remove_dir_all(&target);
             for (name, content) in &files {
@@ -391,14 +520,16 @@ impl Target for GitopsTarget {
             Some(r) => r.clone(),
             None => self.store.deployment(&dep.id).await.ok()?.target_ref?,
         };
-        let since = recorded.as_str();
         let dir = self.clone_dir(dep);
+        let lock = clone_lock(&dir);
+        let _held = lock.try_lock().ok()?; // A deployment is under way: next time.
         // The path as the last deployment resolved it (it may hold `${{ }}`).
         let path = std::fs::read_to_string(dir.join(".git").join(PATH_FILE)).ok()?;
         let path = checked_path(path.trim()).ok()?;
         // The token is a secret the watch does not hold: a repository that needs one is
         // checked at the next deployment.
-        self.git(&dir, &["fetch", "-q", "origin", self.branch()], None)
+        let fetch = format!("+refs/heads/{}:{WATCH_REF}", self.branch());
+        self.git(&dir, &["fetch", "-q", "origin", &fetch], None)
             .await
             .ok()?;
         let log = self
@@ -407,7 +538,7 @@ impl Target for GitopsTarget {
                 &[
                     "log",
                     "--format=%H%x1f%an%x1f%s%x1f%b%x1e",
-                    &format!("{since}..FETCH_HEAD"),
+                    &format!("{recorded}..{WATCH_REF}"),
                     "--",
                     &path,
                 ],
@@ -415,7 +546,21 @@ impl Target for GitopsTarget {
             )
             .await
             .ok()?;
-        drift(&parse_log(&log), &path)
+        let commits = parse_log(&log);
+        // A trailer is Ferry's only when it names a deployment of this environment
+        // whose recorded commit it is (anyone can write the words).
+        let mut ours = Vec::new();
+        for c in &commits {
+            if let Some(id) = trailer(&c.body)
+                && let Ok(d) = self.store.deployment(id).await
+                && d.repository_id == dep.repository_id
+                && d.environment == dep.environment
+                && d.target_ref.as_deref() == Some(c.sha.as_str())
+            {
+                ours.push(c.sha.clone());
+            }
+        }
+        drift(&commits, &path, &ours)
     }
 }
 

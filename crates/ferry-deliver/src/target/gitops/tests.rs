@@ -71,18 +71,21 @@ fn drift_is_a_commit_to_the_path_not_made_by_ferry() {
                bbbb2222\x1falice\x1fbump replicas by hand\x1f\x1e\n";
     let commits = parse_log(log);
     assert_eq!(commits.len(), 2);
+    assert_eq!(trailer(&commits[0].body), Some("dep-2"));
+    assert_eq!(trailer(&commits[1].body), None);
+    let ours = vec!["aaaa1111".to_string()];
     assert_eq!(
-        drift(&commits, "production").as_deref(),
+        drift(&commits, "production", &ours).as_deref(),
         Some(
             "drift: commit bbbb2222 by alice (\"bump replicas by hand\") changed production outside Ferry"
         )
     );
     assert_eq!(
-        drift(&commits[..1], "production"),
+        drift(&commits[..1], "production", &ours),
         None,
         "Ferry's own commits are no drift"
     );
-    assert_eq!(drift(&[], "production"), None);
+    assert_eq!(drift(&[], "production", &ours), None);
 }
 
 #[test]
@@ -91,7 +94,52 @@ fn paths_stay_inside_the_repository() {
         checked_path("envs/production/").as_deref(),
         Ok("envs/production")
     );
-    for bad in ["", "/", "../x", "a/../../b", ".git", "a/.git/hooks", "a//b"] {
+    for bad in [
+        "",
+        "/",
+        "../x",
+        "a/../../b",
+        ".git",
+        "a/.git/hooks",
+        "a//b",
+        ".",
+        "a/./b",
+    ] {
         assert!(checked_path(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn only_remote_repositories_or_paths_outside_the_data_directory() {
+    let data = Path::new("/var/lib/ferry");
+    for ok in [
+        "https://git.example/env.git",
+        "ssh://git@git.example/env.git",
+        "git@git.example:team/env.git",
+        "/srv/git/env.git",
+        "file:///srv/git/env.git",
+    ] {
+        assert!(check_repo(ok, data).is_ok(), "{ok}");
+    }
+    for bad in [
+        "--upload-pack=touch /tmp/x",
+        "ext::sh -c touch% /tmp/x",
+        "/var/lib/ferry/mirrors/x.git",
+        "file:///var/lib/ferry/mirrors/x.git",
+        "relative/env.git",
+        "",
+    ] {
+        assert!(check_repo(bad, data).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_path_through_a_link_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::os::unix::fs::symlink("/", dir.path().join("x")).expect("link");
+    std::fs::create_dir_all(dir.path().join("envs")).expect("dir");
+    std::fs::write(dir.path().join("file"), "x").expect("file");
+    assert!(no_links(dir.path(), "x/etc/cron.d").is_err());
+    assert!(no_links(dir.path(), "file/sub").is_err());
+    assert!(no_links(dir.path(), "envs/production").is_ok());
 }
