@@ -232,7 +232,15 @@ fn check_deploy_expressions(p: &Pipeline, lines: &LineIndex<'_>, diags: &mut Vec
                 texts.extend(volumes.iter().map(String::as_str));
             }
             Target::Script { run, .. } => texts.push(run),
-            Target::Kubernetes { namespace, .. } => texts.extend(namespace.as_deref()),
+            Target::Kubernetes {
+                namespace,
+                config_map,
+                secret,
+                ..
+            } => {
+                texts.extend(namespace.as_deref());
+                texts.extend(config_map.iter().chain(secret).map(|o| o.name.as_str()));
+            }
             Target::Swarm { stack, .. } => texts.extend(stack.as_deref()),
             Target::Gitops { path, .. } => texts.extend(path.as_deref()),
         }

@@ -368,6 +368,11 @@ pub enum Target {
         rollout: Vec<String>,
         #[serde(with = "crate::model::opt_millis")]
         timeout: Option<Duration>,
+        /// A ConfigMap of the environment's variables, applied before the manifests.
+        config_map: Option<KubeObject>,
+        /// A Secret of the environment's secrets (never the kubeconfig), applied before
+        /// the manifests from memory: never written to a file.
+        secret: Option<KubeObject>,
     },
     /// The release's manifests rendered for the environment, committed to an environment
     /// repository and pushed (a GitOps controller applies them).
@@ -397,6 +402,16 @@ pub enum Target {
         #[serde(with = "crate::model::opt_millis")]
         timeout: Option<Duration>,
     },
+}
+
+/// A ConfigMap or Secret the `kubernetes` target makes from the environment's variables
+/// or secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeObject {
+    /// Its name (`${{ }}` allowed).
+    pub name: String,
+    /// The variables or secrets it holds (empty: all of them).
+    pub keys: Vec<String>,
 }
 
 impl Target {

@@ -17,7 +17,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
 pub use load::{is_env_name, parse_memory};
-pub use load_delivery::{is_environment_name, port_mapping};
+pub use load_delivery::{is_dns_subdomain, is_environment_name, port_mapping};
 pub use model::*;
 
 /// The file name Ferry looks for at the root of a repository.
@@ -70,7 +70,7 @@ pub mod keys {
     };
     pub use crate::load_delivery::{
         APPROVAL_KEYS, CONFIG_KEYS, DEPLOY_KEYS, DOCKER_KEYS, ENVIRONMENT_KEYS, FREEZE_KEYS,
-        GITOPS_KEYS, HTTP_KEYS, INFRA_KEYS, KUBERNETES_KEYS, NOTIFY_KEYS, PROCESS_KEYS,
-        RELEASE_KEYS, SCRIPT_KEYS, SWARM_KEYS, VERIFY_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
+        GITOPS_KEYS, HTTP_KEYS, INFRA_KEYS, KUBE_OBJECT_KEYS, KUBERNETES_KEYS, NOTIFY_KEYS,
+        PROCESS_KEYS, RELEASE_KEYS, SCRIPT_KEYS, SWARM_KEYS, VERIFY_KEYS, WATCH_KEYS, WEBHOOK_KEYS,
     };
 }

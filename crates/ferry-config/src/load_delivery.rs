@@ -4,7 +4,7 @@
 
 use crate::delivery::*;
 use crate::diagnostic::{Diagnostic, Span, did_you_mean};
-use crate::load::Loader;
+use crate::load::{Loader, is_env_name};
 use crate::model::{Pipeline, Spanned};
 use crate::yaml::{Kind, Node};
 
@@ -27,8 +27,16 @@ pub const WATCH_KEYS: &[&str] = &["interval", "failures"];
 pub const PROCESS_KEYS: &[&str] = &["command", "env"];
 pub const DOCKER_KEYS: &[&str] = &["image", "ports", "env", "volumes", "command"];
 pub const SCRIPT_KEYS: &[&str] = &["run", "image"];
-pub const KUBERNETES_KEYS: &[&str] =
-    &["manifests", "kubeconfig", "namespace", "rollout", "timeout"];
+pub const KUBERNETES_KEYS: &[&str] = &[
+    "manifests",
+    "kubeconfig",
+    "namespace",
+    "rollout",
+    "timeout",
+    "config_map",
+    "secret",
+];
+pub const KUBE_OBJECT_KEYS: &[&str] = &["name", "keys"];
 pub const GITOPS_KEYS: &[&str] = &["repo", "branch", "path", "manifests", "token"];
 pub const SWARM_KEYS: &[&str] = &["compose", "stack", "timeout"];
 pub const VERIFY_KEYS: &[&str] = &["http", "tcp", "command", "for", "interval"];
@@ -811,6 +819,7 @@ impl Loader {
             _ => {
                 let (mut manifests, mut kubeconfig, mut namespace, mut rollout, mut timeout) =
                     (Vec::new(), None, None, Vec::new(), None);
+                let (mut config_map, mut secret) = (None, None);
                 for (k, _, val) in self.entries(
                     v,
                     &kwhat,
@@ -831,6 +840,8 @@ impl Loader {
                                 .map(|s| s.value)
                                 .collect()
                         }
+                        "config_map" => config_map = self.kube_object(val, &w, "shop-config"),
+                        "secret" => secret = self.kube_object(val, &w, "shop-secrets"),
                         _ => timeout = self.duration(val, &w),
                     }
                 }
@@ -841,6 +852,8 @@ impl Loader {
                         namespace,
                         rollout,
                         timeout,
+                        config_map,
+                        secret,
                     }),
                     _ => None,
                 }
@@ -1038,6 +1051,56 @@ impl Loader {
             return None;
         }
         Some(name)
+    }
+
+    /// `config_map:` or `secret:` of the `kubernetes` target: `NAME` (every variable or
+    /// secret) or `{ name: NAME, keys: [A, B] }`.
+    fn kube_object(&mut self, node: &Node, what: &str, example: &str) -> Option<KubeObject> {
+        let forms = format!("`{example}` or `{{ name: {example}, keys: [LOG_LEVEL] }}`");
+        let (name, keys) = match &node.kind {
+            Kind::Map(_) => {
+                let (mut name, mut keys) = (None, Vec::new());
+                for (k, _, val) in self.entries(node, what, Some(KUBE_OBJECT_KEYS), &forms) {
+                    let w = format!("`{k}` in {what}");
+                    if k == "name" {
+                        name = self
+                            .string(val, &w, &format!("`name: {example}`"))
+                            .map(|n| (n, val.span));
+                    } else {
+                        for key in self.strings(val, &w, "`keys: [LOG_LEVEL, API_URL]`") {
+                            if is_env_name(&key.value) {
+                                keys.push(key.value);
+                            } else {
+                                self.error(
+                                    key.span,
+                                    format!("{w}: `{}` is not a variable or secret name", key.value),
+                                    "names are letters, digits and `_`, and do not start with a digit",
+                                );
+                            }
+                        }
+                    }
+                }
+                let Some(name) = name else {
+                    self.error(node.span, format!("{what} needs `name`"), forms);
+                    return None;
+                };
+                (name, keys)
+            }
+            _ => (
+                self.string(node, what, &forms).map(|n| (n, node.span))?,
+                Vec::new(),
+            ),
+        };
+        let (name, span) = name;
+        if !name.contains("${{") && !is_dns_subdomain(&name) {
+            self.error(
+                span,
+                format!("{what}: `{name}` is not a Kubernetes object name"),
+                "lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit, at most 253 characters",
+            );
+            return None;
+        }
+        Some(KubeObject { name, keys })
     }
 
     /// `watch: false`, `watch: true` or `watch: { interval: 10s, failures: 3 }`.
@@ -1430,4 +1493,18 @@ fn unknown_job(p: &Pipeline, name: &Spanned<String>, what: &str) -> Diagnostic {
         format!("`{what}` names `{}`, which is not a job", name.value),
     )
     .with_help(help)
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain): what ConfigMaps and Secrets are
+/// called.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }

@@ -23,6 +23,18 @@ pub fn schema() -> Value {
         "description": "A duration such as 500ms, 90s, 20m or 1h30m.",
         "pattern": "^\\s*([0-9]+\\s*(ms|s|m|h|d)\\s*)+$"
     });
+    let kube_object = json!({
+        "description": "An object made from the environment's variables or secrets: its name, or { name, keys }.",
+        "oneOf": [
+            { "type": "string" },
+            {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["name"],
+                "properties": { "name": { "type": "string" }, "keys": string_or_list }
+            }
+        ]
+    });
     let filter = json!({
         "type": ["object", "null"],
         "additionalProperties": false,
@@ -223,7 +235,9 @@ pub fn schema() -> Value {
                     "kubeconfig": { "type": "string", "description": "The secret holding the kubeconfig." },
                     "namespace": { "type": "string" },
                     "rollout": string_or_list,
-                    "timeout": duration
+                    "timeout": duration,
+                    "config_map": kube_object.clone(),
+                    "secret": kube_object
                 }
             },
             "gitops": {

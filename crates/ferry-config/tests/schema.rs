@@ -192,7 +192,7 @@ fn schema_keys_match_the_loader() {
     let deploy = &props["deploy"];
     let target = &deploy["properties"]["target"]["properties"];
     let verify = &deploy["properties"]["verify"];
-    let sections: [(&str, &Value, &[&str]); 29] = [
+    let sections: [(&str, &Value, &[&str]); 32] = [
         ("top", &schema, TOP_KEYS),
         ("job", job, JOB_KEYS),
         ("step", &jp["steps"]["items"]["oneOf"][1], STEP_KEYS),
@@ -229,6 +229,13 @@ fn schema_keys_match_the_loader() {
         ("docker", &target["docker"], DOCKER_KEYS),
         ("script", &target["script"], SCRIPT_KEYS),
         ("kubernetes", &target["kubernetes"], KUBERNETES_KEYS),
+        (
+            "config_map",
+            &target["kubernetes"]["properties"]["config_map"]["oneOf"][1],
+            KUBE_OBJECT_KEYS,
+        ),
+        ("gitops", &target["gitops"], GITOPS_KEYS),
+        ("swarm", &target["swarm"], SWARM_KEYS),
         ("verify", verify, VERIFY_KEYS),
         (
             "watch",

@@ -86,6 +86,157 @@ environments:
     s.stop().await;
 }
 
+/// The `kubernetes` target's ConfigMap and Secret: made from the environment's variables
+/// and secrets, the Secret given to kubectl on its standard input and never written to
+/// a file of the server; a changed value changes the pod template's fingerprint, an
+/// unchanged one keeps it (no needless rollout).
+#[tokio::test]
+async fn kubernetes_config_map_and_secret_come_from_the_environment() {
+    use base64::Engine as _;
+    let s = Server::start().await;
+    let pipeline = "jobs:
+  build:
+    run: |
+      mkdir -p k8s
+      printf 'kind: Deployment\\nmetadata:\\n  name: web\\n  labels: { env: \"%s{{ environment.name }}\" }\\nspec: {}\\n' '$' > k8s/web.yaml
+    artifacts: [k8s]
+release: { artifacts: [build] }
+environments:
+  cluster:
+    auto: true
+    deploy:
+      target:
+        kubernetes:
+          manifests: [k8s]
+          kubeconfig: KUBECONFIG
+          config_map: \"app-${{ environment.name }}\"
+          secret: { name: app-secrets, keys: [DB_PASSWORD] }
+";
+    s.add_repository("kcfg", pipeline).await;
+    s.set_variable("kcfg", "LOG_LEVEL", "debug", None).await;
+    let secret = "k8s-db-password-4417";
+    s.set_secret("kcfg", "DB_PASSWORD", secret, None).await;
+    s.set_secret("kcfg", "OTHER", "not-for-the-cluster-9", None)
+        .await;
+    s.set_secret(
+        "kcfg",
+        "KUBECONFIG",
+        "apiVersion: v1\nkind: Config\n",
+        Some("cluster"),
+    )
+    .await;
+    let deploy = async |n: usize| {
+        let run_id = s.trigger("kcfg").await;
+        assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+        s.wait_for_deployments("kcfg", "cluster", &format!("cluster#{n} live"), |l| {
+            l.len() == n && l[0]["status"] == "live"
+        })
+        .await;
+    };
+    deploy(1).await;
+    let calls = std::fs::read_to_string(s.dir().join("kubectl.calls")).expect("calls");
+    let verbs: Vec<String> = calls
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(2)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            "apply --server-side",
+            "apply --filename",
+            "patch deployment/web",
+            "rollout status"
+        ],
+        "{calls}"
+    );
+    assert!(
+        calls
+            .lines()
+            .next()
+            .expect("first")
+            .ends_with(" --filename -")
+    );
+    let fingerprint = |calls: &str, n: usize| -> String {
+        let line = calls
+            .lines()
+            .filter(|l| l.contains(" patch "))
+            .nth(n)
+            .expect("patch");
+        let v: serde_json::Value =
+            serde_json::from_str(line.rsplit_once(" --patch ").expect("patch").1).expect("json");
+        v["spec"]["template"]["metadata"]["annotations"]["ferry.dev/config"]
+            .as_str()
+            .expect("fingerprint")
+            .to_string()
+    };
+    let first = fingerprint(&calls, 0);
+    assert_eq!(first.len(), 16, "{calls}");
+    // What kubectl read: the ConfigMap of the variables, the Secret of the one secret
+    // named (not the kubeconfig, not the others).
+    let stdin = std::fs::read_to_string(s.dir().join("kubectl.stdin")).expect("stdin");
+    let list: serde_json::Value =
+        serde_json::from_str(stdin.lines().next().expect("line")).expect("json");
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"][0]["kind"], "ConfigMap");
+    assert_eq!(list["items"][0]["metadata"]["name"], "app-cluster");
+    assert_eq!(
+        list["items"][0]["data"],
+        serde_json::json!({ "LOG_LEVEL": "debug" })
+    );
+    assert_eq!(list["items"][1]["kind"], "Secret");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    assert_eq!(
+        list["items"][1]["data"],
+        serde_json::json!({ "DB_PASSWORD": b64 })
+    );
+    // The manifests' `${{ }}` were replaced.
+    let applied = std::fs::read_to_string(s.dir().join("kubectl.applied")).expect("applied");
+    assert!(
+        applied.contains("labels: { env: \"cluster\" }"),
+        "{applied}"
+    );
+    // The log names the objects and keys, never a value; no file of the server holds
+    // the secret or its encoding.
+    let log = s.get("/api/v1/repos/kcfg/deployments/cluster.1/log").await;
+    let log = log.as_str().expect("text");
+    assert!(
+        log.contains("ConfigMap app-cluster: LOG_LEVEL\n")
+            && log.contains("Secret app-secrets: DB_PASSWORD\n"),
+        "{log}"
+    );
+    assert!(!log.contains(secret) && !log.contains(&b64), "{log}");
+    let shm = ferry_deliver::layout::secrets_root(&s.dir().join("data"));
+    for needle in [secret, b64.as_str()] {
+        let mut holding = ferry_testkit::files_holding(&s.dir().join("data"), needle);
+        holding.extend(ferry_testkit::files_holding(&shm, needle));
+        assert!(holding.is_empty(), "{holding:?} hold the secret");
+    }
+
+    // Nothing changed: the same fingerprint (the workload does not roll for nothing).
+    deploy(2).await;
+    let calls = std::fs::read_to_string(s.dir().join("kubectl.calls")).expect("calls");
+    assert_eq!(fingerprint(&calls, 1), first, "{calls}");
+    // A new secret value: a new fingerprint, so the pods roll with it.
+    s.set_secret("kcfg", "DB_PASSWORD", "k8s-db-password-5528", None)
+        .await;
+    deploy(3).await;
+    let calls = std::fs::read_to_string(s.dir().join("kubectl.calls")).expect("calls");
+    let third = fingerprint(&calls, 2);
+    assert_ne!(third, first, "{calls}");
+    // A new variable value too.
+    s.set_variable("kcfg", "LOG_LEVEL", "info", None).await;
+    deploy(4).await;
+    let calls = std::fs::read_to_string(s.dir().join("kubectl.calls")).expect("calls");
+    assert_ne!(fingerprint(&calls, 3), third, "{calls}");
+    s.stop().await;
+}
+
 /// The delivery pipeline with the `docker` target: the image is built and pushed by the
 /// pipeline to the local registry, then run by digest in each environment.
 fn docker_delivery(image: &str, name: &str) -> String {

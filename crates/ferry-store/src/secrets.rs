@@ -16,6 +16,8 @@ use crate::{Error, Result};
 #[derive(Clone)]
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
+    /// Keys [`fingerprint`](SecretKey::fingerprint), derived from the key.
+    mac: [u8; 32],
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -41,7 +43,14 @@ impl SecretKey {
         }
         let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
             .map_err(|e| invalid(format!("bad secret key: {e}")))?;
-        Ok(Self { cipher })
+        let mac = {
+            use sha2::Digest as _;
+            let mut h = sha2::Sha256::new();
+            h.update(b"ferry fingerprint key\0");
+            h.update(&bytes);
+            h.finalize().into()
+        };
+        Ok(Self { cipher, mac })
     }
 
     /// `FERRY_SECRET_KEY` when set; else `<data_dir>/secret.key`, made on first use.
@@ -78,6 +87,17 @@ impl SecretKey {
             }
             Err(e) => Err(invalid(format!("cannot create {}: {e}", path.display()))),
         }
+    }
+
+    /// A keyed digest of `data` (HMAC-SHA-256 under a key derived from this one), as 64
+    /// hex digits: tells whether secret values changed without telling anything about
+    /// them to whoever sees the digest and not the key.
+    pub fn fingerprint(&self, data: &[u8]) -> String {
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&self.mac)
+            .expect("HMAC takes keys of any length");
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Seals `plain` for the place `context` (e.g. `registry:<repo id>:<host>`): hex of
@@ -127,6 +147,23 @@ impl SecretKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_keyed_and_stable() {
+        let a = SecretKey::from_hex(&"11".repeat(32)).expect("key");
+        let b = SecretKey::from_hex(&"22".repeat(32)).expect("key");
+        let f = a.fingerprint(b"hunter2");
+        assert_eq!(f.len(), 64);
+        assert_eq!(f, a.fingerprint(b"hunter2"), "stable under one key");
+        assert_ne!(f, a.fingerprint(b"hunter3"));
+        assert_ne!(f, b.fingerprint(b"hunter2"), "another key, another digest");
+        use sha2::Digest as _;
+        assert_ne!(
+            f,
+            hex::encode(sha2::Sha256::digest(b"hunter2")),
+            "not a bare hash"
+        );
+    }
 
     #[test]
     fn seal_open_and_bindings() {

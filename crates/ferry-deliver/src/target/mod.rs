@@ -281,13 +281,18 @@ impl Targets {
                 namespace,
                 rollout,
                 timeout,
+                config_map,
+                secret,
             } => Box::new(kubernetes::KubernetesTarget {
                 manifests: manifests.clone(),
                 kubeconfig: kubeconfig.clone(),
                 namespace: namespace.clone(),
                 rollout: rollout.clone(),
                 timeout: *timeout,
+                config_map: config_map.clone(),
+                secret: secret.clone(),
                 kubectl: self.kubectl.clone(),
+                key: self.key.clone(),
             }),
             Spec::Gitops {
                 repo,

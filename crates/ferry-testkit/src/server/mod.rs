@@ -423,13 +423,24 @@ pub fn head(repo: &Path) -> String {
 }
 
 /// A stand-in for kubectl (no cluster can run here): it records its arguments in
-/// `<dir>/kubectl.calls` and what it was asked to apply in `<dir>/kubectl.applied`, and
-/// answers as kubectl does.
+/// `<dir>/kubectl.calls`, what it was asked to apply from a directory in
+/// `<dir>/kubectl.applied` and from its standard input in `<dir>/kubectl.stdin` (one
+/// line each), and answers as kubectl does.
 fn fake_kubectl(dir: &Path) -> PathBuf {
     let kubectl = dir.join("kubectl");
     std::fs::write(
         &kubectl,
-        "#!/bin/sh\nd=$(dirname \"$0\")\necho \"$*\" >> \"$d/kubectl.calls\"\nfor last; do :; done\nif [ -d \"$last\" ]; then cat \"$last\"/* >> \"$d/kubectl.applied\"; echo deployment.apps/web configured; fi\ncase \"$*\" in *\"rollout status\"*) echo 'deployment \"web\" successfully rolled out';; esac\n",
+        r#"#!/bin/sh
+d=$(dirname "$0")
+echo "$*" >> "$d/kubectl.calls"
+for last; do :; done
+if [ "$last" = "-" ]; then cat >> "$d/kubectl.stdin"; echo >> "$d/kubectl.stdin"; echo 'configmap/app serverside-applied'; fi
+if [ -d "$last" ]; then cat "$last"/* >> "$d/kubectl.applied"; echo deployment.apps/web configured; fi
+case "$*" in
+  *" patch "*) echo 'deployment.apps/web patched';;
+  *"rollout status"*) echo 'deployment "web" successfully rolled out';;
+esac
+"#,
     )
     .expect("stub");
     std::fs::set_permissions(
