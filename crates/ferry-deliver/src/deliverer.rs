@@ -2249,6 +2249,10 @@ impl Deliverer {
             masker,
             address,
             initialized: Default::default(),
+            init_cache: Some(infra::InitCache {
+                dir: prepared.env_dir.join("infra-init"),
+                key: self.key.clone(),
+            }),
         })
     }
 

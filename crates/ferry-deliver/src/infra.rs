@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::DeployLog;
 
+pub mod init;
+pub use init::InitCache;
+
 /// Where a release keeps the Terraform code of its environments: `<this>/<dir>/…`.
 pub const SEALED_UNDER: &str = ".ferry/infra";
 /// The name of the job the sealed Terraform files are listed under in a release.
@@ -343,6 +346,8 @@ pub struct Session<'a> {
     pub address: String,
     /// `init` ran in this session (it is not run again).
     pub initialized: std::sync::atomic::AtomicBool,
+    /// Where the environment keeps what `init` made (`None`: `init` runs every time).
+    pub init_cache: Option<InitCache>,
 }
 
 impl std::fmt::Debug for Session<'_> {
@@ -624,8 +629,36 @@ impl Session<'_> {
             }
         }
         self.put(BACKEND_FILE, BACKEND_OVERRIDE.as_bytes())?;
-        self.run("init -input=false -no-color -reconfigure", log)
-            .await?;
+        let cached = self.init_cache.as_ref().and_then(|cache| {
+            let files = init::module_inputs(&dir).ok().flatten()?;
+            let fp = init::fingerprint(
+                &cache.key,
+                self.program,
+                BACKEND_OVERRIDE,
+                &files,
+                &self.env,
+            );
+            Some((cache, fp))
+        });
+        let restored = match &cached {
+            Some((cache, fp)) => match cache.restore(fp, &dir) {
+                Ok(restored) => restored,
+                Err(e) => {
+                    tracing::warn!("cannot put back what terraform init made before: {e}");
+                    false
+                }
+            },
+            None => false,
+        };
+        if restored {
+            log.line(
+                "terraform: init skipped: nothing it reads changed since an earlier \
+                 deployment of this environment, whose .terraform/ is used",
+            );
+        } else {
+            self.run("init -input=false -no-color -reconfigure", log)
+                .await?;
+        }
         // What Terraform keeps of its backend: Ferry's, at Ferry's address.
         let dir = self.beneath()?;
         let kept = dir
@@ -642,6 +675,13 @@ impl Session<'_> {
                 "after `terraform init` the module's backend is not Ferry's: Ferry keeps \
                  this environment's state (remove the backend the module names)",
             ));
+        }
+        // Kept before `plan` runs any of the release's code.
+        if let Some((cache, fp)) = &cached
+            && !restored
+            && let Err(e) = cache.keep(fp, &dir)
+        {
+            tracing::warn!("cannot keep what terraform init made: {e}");
         }
         self.initialized.store(true, Ordering::Release);
         Ok(())
@@ -925,6 +965,7 @@ mod tests {
             masker: ferry_exec::mask::Masker::new(std::iter::empty()),
             address: String::new(),
             initialized: Default::default(),
+            init_cache: None,
         };
         let s = session("m");
         assert!(s.take(PLAN_FILE).is_err(), "a link is not a plan");

@@ -624,6 +624,18 @@ async fn environments_are_provisioned_with_the_plan_their_approvers_saw() {
         .to_string();
     let detail = plan_of(&s, &label, None).await;
     assert_eq!(detail["infra_plan"]["destroy"], true, "{detail}");
+    let log = text(
+        &s,
+        &format!(
+            "/api/v1/repos/shop/deployments/{}/log",
+            label.replace('#', ".")
+        ),
+    )
+    .await;
+    assert!(
+        log.contains("terraform: init skipped"),
+        "the same module in the same environment: {log}"
+    );
     assert_eq!(
         detail["infra_plan"]["summary"]["delete"],
         serde_json::json!(["terraform_data.app"])
@@ -792,6 +804,12 @@ async fn destroying_plans_wait_and_terraform_errors_change_nothing() {
     );
     let v2 = list[1]["release"].as_str().expect("v2").to_string();
     assert_eq!(live_release(&s, "shop", "sandbox").await, v2);
+    // v2 changed the module: `init` ran again for its plan (what it made for v1 was
+    // not used); the apply, after the approval, used what that `init` made.
+    let log2 = text(&s, "/api/v1/repos/shop/deployments/sandbox.2/log").await;
+    let planned = log2.find("Initializing the backend").expect("init ran");
+    let skipped = log2.find("terraform: init skipped").expect("then skipped");
+    assert!(planned < skipped, "{log2}");
     let log = text(&s, "/api/v1/repos/shop/deployments/sandbox.3/log").await;
     assert!(
         log.contains("nothing was changed: what is live stays"),
@@ -821,6 +839,21 @@ async fn destroying_plans_wait_and_terraform_errors_change_nothing() {
     let reason = list[0]["reason"].as_str().unwrap_or_default().to_string();
     assert!(reason.contains("state lock"), "{reason}");
     assert_eq!(live_release(&s, "shop", "sandbox").await, v2);
+    // v4's module is v2's again: what `init` made for v2 was used, not made again
+    // (v3's failed init kept nothing).
+    let log4 = text(&s, "/api/v1/repos/shop/deployments/sandbox.4/log").await;
+    assert!(
+        log4.contains("terraform: init skipped") && !log4.contains("Initializing the backend"),
+        "{log4}"
+    );
+    let kept =
+        ferry_deliver::layout::environment_dir(&s.dir().join("data/deploy"), &repo.id, "sandbox")
+            .join("infra-init");
+    assert_eq!(
+        std::fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0),
+        1,
+        "one copy kept per environment"
+    );
     s.store
         .unlock_infra(&repo.id, "sandbox", None)
         .await
