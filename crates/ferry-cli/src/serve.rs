@@ -198,6 +198,16 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     pub deploy_mount: Vec<PathBuf>,
+    /// A directory on the server `gitops` deployments' environment repositories may
+    /// lie in (repeat). Without one, their `repo` must be a URL (https://, ssh://,
+    /// user@host:path).
+    #[arg(
+        long = "gitops-local",
+        env = "FERRY_GITOPS_LOCAL",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    pub gitops_local: Vec<PathBuf>,
 }
 
 /// The timeout of a server's jobs that set none.
@@ -250,6 +260,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default)]
     deploy_mount: Vec<PathBuf>,
+    #[serde(default)]
+    gitops_local: Vec<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -291,6 +303,9 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     args.log_format = args.log_format.or(file.log_format);
     if args.deploy_mount.is_empty() {
         args.deploy_mount = file.deploy_mount;
+    }
+    if args.gitops_local.is_empty() {
+        args.gitops_local = file.gitops_local;
     }
     if args.tls_cert.is_none() && args.tls_key.is_none() {
         (args.tls_cert, args.tls_key) = (file.tls_cert, file.tls_key);
@@ -383,6 +398,28 @@ fn reachable_docker_socket() -> Option<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
     (meta.file_type().is_socket() && access(&socket, AccessFlags::R_OK | AccessFlags::W_OK).is_ok())
         .then_some(socket)
+}
+
+/// `--gitops-local` directories are absolute and not in the data directory.
+fn check_gitops_local(dirs: &[PathBuf], data: &std::path::Path) -> Result<(), Failure> {
+    let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    for dir in dirs {
+        if !dir.is_absolute() {
+            return Err(Failure::usage(format!(
+                "--gitops-local {}: write an absolute path",
+                dir.display()
+            )));
+        }
+        let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        if real.starts_with(&data) {
+            return Err(Failure::usage(format!(
+                "--gitops-local {}: it lies in the data directory {}",
+                dir.display(),
+                data.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--deploy-mount` directories are absolute and never hold or lie in the data
@@ -620,6 +657,7 @@ pub(crate) async fn ready(args: ServeArgs, log_level: &str) -> Result<Ready, Fai
     };
     // Checked before anything is written for users (the first admin's token).
     check_deploy_mounts(&args.deploy_mount, &data)?;
+    check_gitops_local(&args.gitops_local, &data)?;
     let sandbox = match args.host_sandbox.as_str() {
         "off" => {
             eprintln!("ferry: host jobs are not sandboxed (--host-sandbox off)");
@@ -747,6 +785,7 @@ pub(crate) async fn ready(args: ServeArgs, log_level: &str) -> Result<Ready, Fai
         d.with_retention(keep)
             .with_docker(docker)
             .with_mounts(args.deploy_mount.clone())
+            .with_gitops_local(args.gitops_local.clone())
             .with_sandbox(deploy_sandbox)
             .with_limits(job_timeout, log_limit)
             .with_ca(ca)

@@ -655,6 +655,28 @@ fn nested_deploy_mounts_are_refused_at_start() {
     );
 }
 
+/// `--gitops-local` directories are absolute and outside the data directory.
+#[test]
+fn gitops_local_directories_are_checked_at_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    for (dir, want) in [
+        ("srv/git".to_string(), "srv/git: write an absolute path"),
+        (
+            data.join("mirrors").display().to_string(),
+            "mirrors: it lies in the data directory",
+        ),
+    ] {
+        let out = ferry(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(["--gitops-local", &dir])
+            .output()
+            .expect("ferry serve");
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{}", stderr(&out));
+    }
+}
+
 /// The server's log levels come from `FERRY_LOG`, else `RUST_LOG`: a filter that does
 /// not read stops the start, naming the variable.
 #[test]

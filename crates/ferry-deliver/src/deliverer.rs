@@ -248,6 +248,7 @@ impl Deliverer {
                 docker: None,
                 kubectl: PathBuf::from("kubectl"),
                 mounts: Arc::default(),
+                gitops_local: Arc::default(),
                 store: store.clone(),
                 key: key.clone(),
             },
@@ -303,6 +304,13 @@ impl Deliverer {
     pub fn with_mounts(mut self, dirs: Vec<PathBuf>) -> Self {
         let allowed = dirs.into_iter().map(crate::target::mounts::Allowed::new);
         self.targets.mounts = Arc::new(allowed.collect());
+        self
+    }
+
+    /// Directories on the server `gitops` environment repositories may lie in (none by
+    /// default: only URLs).
+    pub fn with_gitops_local(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.targets.gitops_local = Arc::new(dirs);
         self
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_store::{Approval, Deployment, Release, Store};
@@ -38,10 +39,11 @@ fn clone_lock(dir: &Path) -> std::sync::Arc<tokio::sync::Mutex<()>> {
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
-/// `repo` as git may be given it: not an option, not a `transport::address` (git's
-/// remote helpers, `ext::`), and not a path into Ferry's data directory `data` (its
-/// mirrors and environments).
-pub fn check_repo(repo: &str, data: &Path) -> Result<(), String> {
+/// Refuses a `repo` that is not an environment repository: an option, a remote helper
+/// (`ext::`), a relative path, a path on the server outside the directories its
+/// administrator allowed (`ferry serve --gitops-local`), or one inside Ferry's data
+/// directory (its mirrors) even there.
+pub fn check_repo(repo: &str, data: &Path, allowed: &[PathBuf]) -> Result<(), String> {
     let bad = |why: &str| Err(format!("`repo` {repo}: {why}"));
     if repo.starts_with('-') || repo.trim() != repo || repo.is_empty() {
         return bad("not a repository URL");
@@ -65,10 +67,31 @@ pub fn check_repo(repo: &str, data: &Path) -> Result<(), String> {
         return bad("use an absolute path, or a URL (https://, ssh://, user@host:path)");
     };
     if let Some(path) = local {
-        let real = path.canonicalize().unwrap_or(path);
+        let real = match path.canonicalize() {
+            Ok(real) => real,
+            // Not there (git will say so): judged as written, without climbing.
+            Err(_)
+                if path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir) =>
+            {
+                return bad("a path with `..` is not allowed");
+            }
+            Err(_) => path,
+        };
         let data = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
         if real.starts_with(&data) {
             return bad("a repository in Ferry's data directory is not an environment repository");
+        }
+        let inside = allowed.iter().any(|dir| {
+            let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            real.starts_with(dir)
+        });
+        if !inside {
+            return bad(
+                "a repository on the server must lie in a directory its administrator allowed \
+                 (`ferry serve --gitops-local DIR`); or use a URL (https://, ssh://, user@host:path)",
+            );
         }
     }
     Ok(())
@@ -115,6 +138,9 @@ pub struct GitopsTarget {
     pub token: Option<String>,
     /// `<data>/deploy`: where the environment repository's clone is kept.
     pub root: PathBuf,
+    /// Directories on the server an environment repository may lie in
+    /// (`ferry serve --gitops-local`).
+    pub local: Arc<Vec<PathBuf>>,
     #[educe(Debug(ignore))]
     pub store: Store,
 }
@@ -426,7 +452,7 @@ impl Target for GitopsTarget {
             }
         }
         let data = self.root.parent().unwrap_or(&self.root);
-        check_repo(&self.repo, data)?;
+        check_repo(&self.repo, data, &self.local)?;
         let dir = self.clone_dir(ctx.deployment);
         let lock = clone_lock(&dir);
         let _held = lock.lock().await;

@@ -236,6 +236,9 @@ pub struct Targets {
     pub(crate) kubectl: PathBuf,
     /// Directories whose paths deployments may mount (`ferry serve --deploy-mount`).
     pub(crate) mounts: Arc<Vec<mounts::Allowed>>,
+    /// Directories on the server `gitops` repositories may lie in
+    /// (`ferry serve --gitops-local`).
+    pub(crate) gitops_local: Arc<Vec<PathBuf>>,
     #[educe(Debug(ignore))]
     pub(crate) store: Store,
     #[educe(Debug(ignore))]
@@ -307,6 +310,7 @@ impl Targets {
                 manifests: manifests.clone(),
                 token: token.clone(),
                 root: self.root.clone(),
+                local: self.gitops_local.clone(),
                 store: self.store.clone(),
             }),
             Spec::Swarm {

@@ -162,6 +162,8 @@ impl Server {
             key,
         );
         let kubectl = fake_kubectl(tmp.path());
+        // The tests' environment repositories are bare repositories in the test's directory.
+        let tmp_root = tmp.path().to_path_buf();
         let keep = options.keep_releases;
         let terraform = options.terraform.clone();
         // One CA option, as `ferry serve --ca-file`: probes and notifications trust it.
@@ -174,6 +176,7 @@ impl Server {
             .map_deliverer(|d| {
                 let d = d
                     .with_kubectl(kubectl)
+                    .with_gitops_local(vec![tmp_root.clone()])
                     .with_retention(keep)
                     .with_docker(docker)
                     .with_ca(ca);

@@ -110,27 +110,59 @@ fn paths_stay_inside_the_repository() {
 }
 
 #[test]
-fn only_remote_repositories_or_paths_outside_the_data_directory() {
-    let data = Path::new("/var/lib/ferry");
+fn only_remote_repositories_or_paths_the_administrator_allowed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("ferry");
+    let srv = tmp.path().join("srv");
+    std::fs::create_dir_all(data.join("mirrors/x.git")).expect("mk");
+    std::fs::create_dir_all(srv.join("env.git")).expect("mk");
+    std::fs::create_dir_all(tmp.path().join("other/env.git")).expect("mk");
+    // A link in the allowed directory to a repository outside it.
+    std::os::unix::fs::symlink(tmp.path().join("other/env.git"), srv.join("out.git"))
+        .expect("link");
+    let allowed = vec![srv.clone()];
+    let at = |p: &str| format!("{}/{p}", tmp.path().display());
     for ok in [
-        "https://git.example/env.git",
-        "ssh://git@git.example/env.git",
-        "git@git.example:team/env.git",
-        "/srv/git/env.git",
-        "file:///srv/git/env.git",
+        "https://git.example/env.git".to_string(),
+        "ssh://git@git.example/env.git".into(),
+        "git@git.example:team/env.git".into(),
+        at("srv/env.git"),
+        format!("file://{}", at("srv/env.git")),
+        at("srv/new.git"),
     ] {
-        assert!(check_repo(ok, data).is_ok(), "{ok}");
+        assert_eq!(check_repo(&ok, &data, &allowed), Ok(()), "{ok}");
     }
-    for bad in [
-        "--upload-pack=touch /tmp/x",
-        "ext::sh -c touch% /tmp/x",
-        "/var/lib/ferry/mirrors/x.git",
-        "file:///var/lib/ferry/mirrors/x.git",
-        "relative/env.git",
-        "",
+    for (bad, why) in [
+        (
+            "--upload-pack=touch /tmp/x".to_string(),
+            "not a repository URL",
+        ),
+        ("ext::sh -c touch% /tmp/x".into(), "remote helper"),
+        (at("ferry/mirrors/x.git"), "data directory"),
+        (
+            format!("file://{}", at("ferry/mirrors/x.git")),
+            "data directory",
+        ),
+        (at("other/env.git"), "--gitops-local"),
+        (at("srv/out.git"), "--gitops-local"),
+        (at("srv/../other/new.git"), "`..`"),
+        ("relative/env.git".into(), "absolute path"),
+        (String::new(), "not a repository URL"),
     ] {
-        assert!(check_repo(bad, data).is_err(), "{bad}");
+        let err = check_repo(&bad, &data, &allowed).expect_err(&bad);
+        assert!(err.contains(why), "{bad}: {err}");
     }
+    // Without an allowed directory, only URLs.
+    let err = check_repo(&at("srv/env.git"), &data, &[]).expect_err("refused");
+    assert!(err.contains("--gitops-local"), "{err}");
+    // An allowed directory never opens the data directory.
+    let err = check_repo(
+        &at("ferry/mirrors/x.git"),
+        &data,
+        &[tmp.path().to_path_buf()],
+    )
+    .expect_err("refused");
+    assert!(err.contains("data directory"), "{err}");
 }
 
 #[test]
