@@ -17,7 +17,7 @@ mod yaml;
 
 pub use diagnostic::{Diagnostic, Pos, Severity, Span, render_all};
 pub use load::{is_env_name, parse_memory};
-pub use load_delivery::{is_dns_subdomain, is_environment_name, port_mapping};
+pub use load_delivery::{is_dns_subdomain, is_environment_name, is_rollout_target, port_mapping};
 pub use model::*;
 
 /// The file name Ferry looks for at the root of a repository.

@@ -834,11 +834,17 @@ impl Loader {
                         }
                         "namespace" => namespace = self.string(val, &w, "`namespace: shop`"),
                         "rollout" => {
-                            rollout = self
-                                .strings(val, &w, "`rollout: [deployment/web]`")
-                                .into_iter()
-                                .map(|s| s.value)
-                                .collect()
+                            for t in self.strings(val, &w, "`rollout: [deployment/web]`") {
+                                if is_rollout_target(&t.value) {
+                                    rollout.push(t.value);
+                                } else {
+                                    self.error(
+                                        t.span,
+                                        format!("{w}: `{}` is not KIND/NAME", t.value),
+                                        "a workload kubectl waits for: `deployment/web`, `statefulset/db`",
+                                    );
+                                }
+                            }
                         }
                         "config_map" => config_map = self.kube_object(val, &w, "shop-config"),
                         "secret" => secret = self.kube_object(val, &w, "shop-secrets"),
@@ -1507,4 +1513,16 @@ pub fn is_dns_subdomain(name: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// What `kubectl rollout status` is given: `kind/name` (`deployment/web`,
+/// `deployments.apps/web`), never anything kubectl would read as a flag.
+pub fn is_rollout_target(t: &str) -> bool {
+    t.split_once('/').is_some_and(|(kind, name)| {
+        kind.starts_with(|c: char| c.is_ascii_lowercase())
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.')
+            && is_dns_subdomain(name)
+    })
 }

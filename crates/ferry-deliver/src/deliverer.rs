@@ -2257,6 +2257,7 @@ impl Deliverer {
             masker,
             address,
             initialized: Default::default(),
+            restored: Default::default(),
             init_cache: Some(infra::InitCache {
                 dir: prepared.env_dir.join("infra-init"),
                 key: self.key.clone(),

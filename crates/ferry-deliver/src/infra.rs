@@ -346,6 +346,8 @@ pub struct Session<'a> {
     pub address: String,
     /// `init` ran in this session (it is not run again).
     pub initialized: std::sync::atomic::AtomicBool,
+    /// `init`'s work was put back from the environment's kept copy (see [`init`]).
+    pub restored: std::sync::atomic::AtomicBool,
     /// Where the environment keeps what `init` made (`None`: `init` runs every time).
     pub init_cache: Option<InitCache>,
 }
@@ -600,6 +602,40 @@ impl Session<'_> {
     /// another backend in its place (override files naming a `backend` or `cloud`) are
     /// refused, and what `init` configured is checked to be Ferry's backend.
     pub async fn init(&self, log: &mut DeployLog) -> Result<(), Failed> {
+        self.init_with(log, true).await
+    }
+
+    /// Everything `init` reads from files (see [`init`]): the module's tree, what it
+    /// reads in `HOME` (the release's directory) and the CLI configuration file named
+    /// by `TF_CLI_CONFIG_FILE`; `None` when one is a link (nothing is kept then).
+    fn init_inputs(&self, module: &cap_std::fs::Dir) -> Option<init::Files> {
+        let mut files = init::tree_inputs(module, "").ok()??;
+        let root =
+            cap_std::fs::Dir::open_ambient_dir(&self.root, cap_std::ambient_authority()).ok()?;
+        files.extend(init::home_inputs(&root).ok()??);
+        if let Some((_, config)) = self.env.iter().find(|(k, _)| k == "TF_CLI_CONFIG_FILE") {
+            let path = self.root.join(&self.module).join(config);
+            let bytes = match path.strip_prefix(&self.root) {
+                // In the release: read beneath it.
+                Ok(inside) => {
+                    let mut bytes = Vec::new();
+                    use std::io::Read as _;
+                    root.open(inside)
+                        .ok()?
+                        .take(1 << 20)
+                        .read_to_end(&mut bytes)
+                        .ok()?;
+                    bytes
+                }
+                Err(_) => init::host_file(&path),
+            };
+            files.push(("$TF_CLI_CONFIG_FILE".into(), bytes));
+        }
+        Some(files)
+    }
+
+    /// [`Self::init`]; without `use_cache`, `init` runs even where its work is kept.
+    async fn init_with(&self, log: &mut DeployLog, use_cache: bool) -> Result<(), Failed> {
         use std::sync::atomic::Ordering;
         if self.initialized.load(Ordering::Acquire) {
             return Ok(());
@@ -629,17 +665,23 @@ impl Session<'_> {
             }
         }
         self.put(BACKEND_FILE, BACKEND_OVERRIDE.as_bytes())?;
-        let cached = self.init_cache.as_ref().and_then(|cache| {
-            let files = init::module_inputs(&dir).ok().flatten()?;
-            let fp = init::fingerprint(
-                &cache.key,
-                self.program,
-                BACKEND_OVERRIDE,
-                &files,
-                &self.env,
-            );
-            Some((cache, fp))
-        });
+        // `init`'s work is Ferry's to make (or put back): what the release brought
+        // under its name is never used.
+        let _ = dir.remove_dir_all(init::TERRAFORM_DIR);
+        let _ = dir.remove_file(init::TERRAFORM_DIR);
+        let cached = match &self.init_cache {
+            Some(cache) if use_cache => self.init_inputs(&dir).map(|files| {
+                let fp = init::fingerprint(
+                    &cache.key,
+                    self.program,
+                    BACKEND_OVERRIDE,
+                    &files,
+                    &self.env,
+                );
+                (cache, fp)
+            }),
+            _ => None,
+        };
         let restored = match &cached {
             Some((cache, fp)) => match cache.restore(fp, &dir) {
                 Ok(restored) => restored,
@@ -650,6 +692,7 @@ impl Session<'_> {
             },
             None => false,
         };
+        self.restored.store(restored, Ordering::Release);
         if restored {
             log.line(
                 "terraform: init skipped: nothing it reads changed since an earlier \
@@ -691,6 +734,32 @@ impl Session<'_> {
     /// and what it changes (read from Terraform's machine-readable output as it plans:
     /// no second command).
     pub async fn plan(
+        &self,
+        destroy: bool,
+        log: &mut DeployLog,
+    ) -> Result<(Vec<u8>, PlanSummary), Failed> {
+        use std::sync::atomic::Ordering;
+        match self.plan_once(destroy, log).await {
+            // What `init` made for an earlier deployment may not fit (a local module
+            // outside the module's directory asks for a new provider): `init` runs,
+            // and the plan is made again.
+            Err(_) if self.restored.swap(false, Ordering::AcqRel) => {
+                log.line(
+                    "terraform: the plan failed with the kept .terraform/: init runs, then \
+                     the plan again",
+                );
+                if let Some(cache) = &self.init_cache {
+                    cache.clear();
+                }
+                self.initialized.store(false, Ordering::Release);
+                self.init_with(log, false).await?;
+                self.plan_once(destroy, log).await
+            }
+            other => other,
+        }
+    }
+
+    async fn plan_once(
         &self,
         destroy: bool,
         log: &mut DeployLog,
@@ -965,6 +1034,7 @@ mod tests {
             masker: ferry_exec::mask::Masker::new(std::iter::empty()),
             address: String::new(),
             initialized: Default::default(),
+            restored: Default::default(),
             init_cache: None,
         };
         let s = session("m");

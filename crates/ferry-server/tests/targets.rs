@@ -175,6 +175,13 @@ environments:
             .expect("fingerprint")
             .to_string()
     };
+    // kubectl reads no configuration of the release's: a home of its own, no kuberc.
+    let env = std::fs::read_to_string(s.dir().join("kubectl.env")).expect("env");
+    assert!(
+        env.lines()
+            .all(|l| l.contains("/cluster/kubectl-home KUBERC=off") && !l.contains("releases")),
+        "{env}"
+    );
     let first = fingerprint(&calls, 0);
     assert_eq!(first.len(), 16, "{calls}");
     // What kubectl read: the ConfigMap of the variables, the Secret of the one secret

@@ -8,14 +8,20 @@
 //! the temporary one only), taken before `plan` runs any of the release's code. A later
 //! deployment whose fingerprint is the same gets a copy of it instead of an `init`.
 //!
-//! The fingerprint covers everything `init` reads: every `.tf`, `.tf.json` and `.hcl`
-//! file of the module's directory and the directories beneath it (the lock file and
-//! test files among them), Ferry's backend override, the Terraform program (path,
+//! The fingerprint covers everything `init` reads: every file of the module's
+//! directory and the directories beneath it (the lock file, test files and an implied
+//! provider mirror `terraform.d/` among them), what it reads in `HOME` (the release's
+//! directory: `.terraformrc`, `terraform.rc`, `.terraform.d/`), the file
+//! `TF_CLI_CONFIG_FILE` names, Ferry's backend override, the Terraform program (path,
 //! size, modification time) and the `TF_*` variables of its environment but the
 //! variables of the module (`TF_VAR_*`) and the backend's credential (`TF_HTTP_*`). It
 //! is keyed with the server's secret key ([`ferry_store::SecretKey::fingerprint`]),
-//! since a `TF_TOKEN_*` registry credential is among its inputs. A module directory
-//! holding a link, or an `.terraform/` holding one (a plugin cache), is never cached.
+//! since a `TF_TOKEN_*` registry credential is among its inputs. A `.terraform/` the
+//! release brings is removed before `init` (it is never used), and a tree holding a
+//! link is never fingerprinted (nothing is kept or used then). A local module outside
+//! the module's directory is read by `plan`, not by `init`; if it asks for a provider
+//! the kept copy lacks, the plan fails, the kept copy is forgotten, and `init` runs and
+//! the plan is made again.
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -40,46 +46,104 @@ impl std::fmt::Debug for InitCache {
 }
 
 /// The files of `init`'s work in a module's directory.
-const TERRAFORM_DIR: &str = ".terraform";
+pub const TERRAFORM_DIR: &str = ".terraform";
 const LOCK_FILE: &str = ".terraform.lock.hcl";
 /// Names of a kept copy (the first is the `.terraform/` directory).
 const KEPT_DIR: &str = "terraform";
 const KEPT_LOCK: &str = "lock.hcl";
 
-fn read_by_init(name: &str) -> bool {
-    name.ends_with(".tf") || name.ends_with(".tf.json") || name.ends_with(".hcl")
-}
-
 /// Files by path (relative, `/`-separated) with their contents, sorted.
 pub type Files = Vec<(String, Vec<u8>)>;
 
-/// The files of `module` (beneath the release's directory) that `init` reads, by
-/// path, with their contents; `None` if the module holds a link.
-pub fn module_inputs(module: &Dir) -> std::io::Result<Option<Files>> {
+/// Opens `name` in `dir` for reading if it is a regular file now (not a link, not a
+/// FIFO swapped in meanwhile: the open never blocks).
+fn open_regular(dir: &Dir, name: &std::ffi::OsStr) -> std::io::Result<cap_std::fs::File> {
+    let f = dir.open_with(
+        name,
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW),
+    )?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a file",
+            name.to_string_lossy()
+        )));
+    }
+    Ok(f)
+}
+
+/// Every file of the tree `dir`, by path under `prefix`, with its contents; `None` if
+/// the tree holds a link (or anything but files and directories). `.terraform/` at its
+/// top is left out (it is `init`'s work, and removed before `init`).
+pub fn tree_inputs(dir: &Dir, prefix: &str) -> std::io::Result<Option<Files>> {
     let mut out = Vec::new();
-    let mut pending = vec![(String::new(), module.try_clone()?)];
+    let mut pending = vec![(prefix.to_string(), dir.try_clone()?)];
     while let Some((prefix, dir)) = pending.pop() {
         for entry in dir.entries()? {
             let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
+            let name = entry.file_name();
             let kind = entry.file_type()?;
-            let path = format!("{prefix}{name}");
-            if kind.is_symlink() {
-                return Ok(None);
-            }
+            let path = format!("{prefix}{}", name.to_string_lossy());
             if kind.is_dir() {
                 if path != TERRAFORM_DIR {
                     pending.push((format!("{path}/"), entry.open_dir()?));
                 }
-            } else if kind.is_file() && read_by_init(&name) {
+            } else if kind.is_file() {
                 let mut bytes = Vec::new();
-                entry.open()?.read_to_end(&mut bytes)?;
+                open_regular(&dir, &name)?.read_to_end(&mut bytes)?;
                 out.push((path, bytes));
+            } else {
+                return Ok(None);
             }
         }
     }
     out.sort();
     Ok(Some(out))
+}
+
+/// What `init` reads in `HOME` (the release's directory `root`): the CLI
+/// configuration (`.terraformrc`, `terraform.rc`) and `.terraform.d/` (an implied
+/// provider mirror among it), by path under `~/`; `None` if one is a link.
+pub fn home_inputs(root: &Dir) -> std::io::Result<Option<Files>> {
+    let mut out = Vec::new();
+    for name in [".terraformrc", "terraform.rc", ".terraform.d"] {
+        let Ok(meta) = root.symlink_metadata(name) else {
+            continue;
+        };
+        if meta.is_dir() {
+            match tree_inputs(&root.open_dir(name)?, &format!("~/{name}/"))? {
+                Some(files) => out.extend(files),
+                None => return Ok(None),
+            }
+        } else if meta.is_file() {
+            let mut bytes = Vec::new();
+            open_regular(root, name.as_ref())?.read_to_end(&mut bytes)?;
+            out.push((format!("~/{name}"), bytes));
+        } else {
+            return Ok(None);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The contents of a file on the host (`TF_CLI_CONFIG_FILE` naming one outside the
+/// release), at most 1 MiB of a regular file; nothing for anything else.
+pub fn host_file(path: &Path) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return Vec::new();
+    };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = f.take(1 << 20).read_to_end(&mut bytes);
+    bytes
 }
 
 /// The fingerprint of one `init`: its inputs (see the module's documentation), keyed.
@@ -148,7 +212,7 @@ fn copy_tree(from: &Dir, to: &Dir, owner: Option<(u32, u32)>) -> std::io::Result
             copy_tree(&entry.open_dir()?, &to.open_dir(&name)?, owner)?;
         } else if kind.is_file() {
             let mode = entry.metadata()?.permissions().mode() & 0o777;
-            let mut src = entry.open()?;
+            let mut src = open_regular(from, &name)?;
             let mut dst = to.open_with(
                 &name,
                 OpenOptions::new().write(true).create_new(true).mode(mode),
@@ -210,6 +274,11 @@ impl InitCache {
         Ok(true)
     }
 
+    /// Forgets every kept copy (one led to a failed plan).
+    pub fn clear(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// Keeps what `init` just made in `module` for `fingerprint`, in place of what was
     /// kept before. Nothing is kept if it holds a link.
     pub fn keep(&self, fingerprint: &str, module: &Dir) -> std::io::Result<()> {
@@ -266,7 +335,6 @@ mod tests {
         std::fs::write(m.join("main.tf"), "resource \"terraform_data\" \"a\" {}\n").expect("w");
         std::fs::create_dir_all(m.join("modules/net")).expect("mk");
         std::fs::write(m.join("modules/net/main.tf"), "# net\n").expect("w");
-        std::fs::write(m.join("deploy.sh"), "echo 1\n").expect("w");
         std::fs::create_dir_all(m.join(".terraform")).expect("mk");
         std::fs::write(m.join(".terraform/terraform.tfstate"), "{}").expect("w");
         let program = Path::new("/bin/sh");
@@ -277,36 +345,70 @@ mod tests {
             ("FERRY_RELEASE".to_string(), "r1".to_string()),
         ];
         let fp = |env: &[(String, String)]| {
-            let files = module_inputs(&dir(m)).expect("walk").expect("no link");
+            let files = tree_inputs(&dir(m), "").expect("walk").expect("no link");
             fingerprint(&key, program, "backend", &files, env)
         };
         let first = fp(&env);
-        let files = module_inputs(&dir(m)).expect("walk").expect("no link");
+        let files = tree_inputs(&dir(m), "").expect("walk").expect("no link");
         let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(names, ["main.tf", "modules/net/main.tf"]);
 
-        // Neither the module's variables, the credential, Ferry's own variables, files
-        // init does not read nor `.terraform/` change it.
+        // Neither the module's variables, the credential, Ferry's own variables nor
+        // `.terraform/` change it.
         let mut other = env.clone();
         other[1].1 = "2".into();
         other[2].1 = "p2".into();
         other[3].1 = "r2".into();
-        std::fs::write(m.join("deploy.sh"), "echo 2\n").expect("w");
         std::fs::write(m.join(".terraform/terraform.tfstate"), "{ }").expect("w");
         assert_eq!(fp(&other), first);
 
-        // A TF_ setting, a module file, a new lock file: a new fingerprint.
+        // A TF_ setting, a module file, any other file of the module (an implied
+        // provider mirror), a new lock file: a new fingerprint each.
         other.push(("TF_CLI_CONFIG_FILE".into(), "/x".into()));
         assert_ne!(fp(&other), first);
-        std::fs::write(m.join("modules/net/main.tf"), "# net 2\n").expect("w");
-        let second = fp(&env);
-        assert_ne!(second, first);
-        std::fs::write(m.join(LOCK_FILE), "# lock\n").expect("w");
-        assert_ne!(fp(&env), second);
+        let mut seen = vec![first];
+        for (path, text) in [
+            ("modules/net/main.tf", "# net 2\n"),
+            (
+                "terraform.d/plugins/example.com/x/y/1.0.0/linux_amd64/p",
+                "bin",
+            ),
+            (LOCK_FILE, "# lock\n"),
+        ] {
+            let at = m.join(path);
+            std::fs::create_dir_all(at.parent().expect("parent")).expect("mk");
+            std::fs::write(at, text).expect("w");
+            let now = fp(&env);
+            assert!(!seen.contains(&now), "{path}");
+            seen.push(now);
+        }
 
-        // A link anywhere in the module: never cached.
+        // A link or a FIFO anywhere in the module: never fingerprinted.
+        nix::unistd::mkfifo(&m.join("modules/pipe"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        assert!(tree_inputs(&dir(m), "").expect("walk").is_none());
+        std::fs::remove_file(m.join("modules/pipe")).expect("rm");
         std::os::unix::fs::symlink("/etc", m.join("modules/etc")).expect("link");
-        assert!(module_inputs(&dir(m)).expect("walk").is_none());
+        assert!(tree_inputs(&dir(m), "").expect("walk").is_none());
+    }
+
+    #[test]
+    fn what_init_reads_in_home() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let root = tmp.path();
+        assert_eq!(home_inputs(&dir(root)).expect("read"), Some(Vec::new()));
+        std::fs::write(root.join(".terraformrc"), "plugin_cache_dir = \"/x\"\n").expect("w");
+        std::fs::create_dir_all(root.join(".terraform.d/plugins")).expect("mk");
+        std::fs::write(root.join(".terraform.d/plugins/p"), "bin").expect("w");
+        std::fs::write(root.join("app.bin"), "not read by init").expect("w");
+        let files = home_inputs(&dir(root)).expect("read").expect("no link");
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(names, ["~/.terraformrc", "~/.terraform.d/plugins/p"]);
+        std::fs::remove_file(root.join(".terraformrc")).expect("rm");
+        std::os::unix::fs::symlink("/etc/hostname", root.join(".terraformrc")).expect("link");
+        assert!(home_inputs(&dir(root)).expect("read").is_none());
+        // A host file: a regular file's bytes, nothing of anything else.
+        assert!(host_file(Path::new("/dev/zero")).is_empty());
+        assert_eq!(host_file(&root.join("app.bin")), b"not read by init");
     }
 
     #[test]

@@ -51,18 +51,35 @@ pub fn check_repo(repo: &str, data: &Path, allowed: &[PathBuf]) -> Result<(), St
     if repo.contains("::") {
         return bad("a remote helper (`transport::address`) is not allowed");
     }
+    let ssh_to_this_host = "ssh to this very host reaches the server's own disk: name a \
+        directory under `ferry serve --gitops-local` instead";
     let local = if let Some(p) = repo.strip_prefix("file://") {
+        // git decodes `%XX` and drops a host: neither is judged here.
+        if p.contains('%') {
+            return bad("a `file://` URL with `%` escapes is not allowed");
+        }
+        if !p.starts_with('/') {
+            return bad("write `file:///path` (no host)");
+        }
         Some(PathBuf::from(p))
-    } else if repo.contains("://") {
+    } else if let Some((scheme, rest)) = repo.split_once("://") {
+        if scheme.contains("ssh") && loopback(url_host(rest)) {
+            return bad(ssh_to_this_host);
+        }
         None
     } else if repo.starts_with('/') {
         Some(PathBuf::from(repo))
-    } else if repo
+    } else if let Some(host) = repo
         .split('/')
         .next()
-        .is_some_and(|host| host.contains(':'))
+        .and_then(|first| first.rsplit_once(':'))
+        .map(|(host, _)| host)
     {
-        None // `user@host:path`
+        // `user@host:path`, git's ssh shorthand.
+        if loopback(host.rsplit('@').next().unwrap_or(host)) {
+            return bad(ssh_to_this_host);
+        }
+        None
     } else {
         return bad("use an absolute path, or a URL (https://, ssh://, user@host:path)");
     };
@@ -95,6 +112,28 @@ pub fn check_repo(repo: &str, data: &Path, allowed: &[PathBuf]) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// The host of a URL's rest (`user@host:port/path` → `host`; `[::1]:22/x` → `::1`).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.split(':').next().unwrap_or(host),
+    }
+}
+
+/// This very host, by name or address.
+fn loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.is_empty()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// Refuses a `path` that passes through a link or a file in the clone (a repository can

@@ -68,6 +68,14 @@ impl Target for KubernetesTarget {
             let out = ctx
                 .eval(&render_manifest(&text, &ctx.release.images))
                 .map_err(|e| format!("{name}: {e}"))?;
+            // Rendered files are kept on disk: no secret value goes into one (a
+            // sensitive Terraform output is masked like a secret).
+            if ctx.log.masker().mask(out.as_bytes()) != out.as_bytes() {
+                return Err(format!(
+                    "{name} would hold a secret value (a sensitive Terraform output): \
+                     give it to the cluster through the target's `secret:` instead"
+                ));
+            }
             std::fs::write(rendered_dir.join(format!("{i:03}-{name}")), &out)
                 .map_err(|e| e.to_string())?;
             texts.push(out);
@@ -100,6 +108,16 @@ impl Target for KubernetesTarget {
             f[..16].to_string()
         });
         let targets = rollout_targets(&texts, &self.rollout);
+        if let Some(bad) = targets.iter().find(|t| !ferry_config::is_rollout_target(t)) {
+            return Err(format!(
+                "cannot wait for `{bad}`: a workload is KIND/NAME (deployment/web)"
+            ));
+        }
+        // kubectl reads no configuration of the release's (HOME is the release's
+        // files for the deployment's own code): a home of its own, kuberc off.
+        let home = ctx.env_dir.join("kubectl-home");
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).map_err(|e| format!("{}: {e}", home.display()))?;
         let timeout = self.timeout.unwrap_or(Duration::from_secs(300)).as_secs();
         let commands = kubectl_commands(
             &ctx.secrets_dir.join(&self.kubeconfig),
@@ -121,7 +139,7 @@ impl Target for KubernetesTarget {
                 None
             };
             ctx.log.line(&format!("{kubectl} {}", call.args.join(" ")));
-            let out = run(&self.kubectl, &call.args, stdin, ctx)
+            let out = run(&self.kubectl, &call.args, stdin, &home, ctx)
                 .await
                 .map_err(|e| format!("cannot run {kubectl}: {e}"))?;
             let mut text = out.stdout;
@@ -147,6 +165,7 @@ async fn run(
     kubectl: &Path,
     args: &[String],
     stdin: Option<Vec<u8>>,
+    home: &Path,
     ctx: &DeployContext<'_>,
 ) -> std::io::Result<std::process::Output> {
     use tokio::io::AsyncWriteExt as _;
@@ -154,6 +173,8 @@ async fn run(
         .args(args)
         .env_clear()
         .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        .env("HOME", home)
+        .env("KUBERC", "off")
         .current_dir(&ctx.release_dir)
         .stdin(if stdin.is_some() {
             std::process::Stdio::piped()
@@ -600,6 +621,24 @@ metadata:
             rollout_targets(&[], &["statefulset/db".into()]),
             vec!["statefulset/db".to_string()]
         );
+        // A name in a manifest that kubectl would read as a flag is refused before
+        // kubectl runs.
+        let hostile = "kind: Deployment\nmetadata:\n  name: --filename=/etc/passwd\n";
+        let targets = rollout_targets(&[hostile.to_string()], &[]);
+        assert_eq!(targets, ["deployment/--filename=/etc/passwd"]);
+        assert!(!ferry_config::is_rollout_target(&targets[0]));
+        for ok in ["deployment/web", "deployments.apps/web", "sts/db-0"] {
+            assert!(ferry_config::is_rollout_target(ok), "{ok}");
+        }
+        for bad in [
+            "--filename=/x",
+            "deployment",
+            "Deployment/web",
+            "deployment/Web",
+            "/web",
+        ] {
+            assert!(!ferry_config::is_rollout_target(bad), "{bad}");
+        }
     }
 
     fn args(v: &[&str]) -> Vec<String> {

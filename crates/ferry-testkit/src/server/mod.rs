@@ -426,7 +426,7 @@ pub fn head(repo: &Path) -> String {
 }
 
 /// A stand-in for kubectl (no cluster can run here): it records its arguments in
-/// `<dir>/kubectl.calls`, what it was asked to apply from a directory in
+/// `<dir>/kubectl.calls` (its `HOME` and `KUBERC` in `<dir>/kubectl.env`), what it was asked to apply from a directory in
 /// `<dir>/kubectl.applied` and from its standard input in `<dir>/kubectl.stdin` (one
 /// line each), and answers as kubectl does.
 fn fake_kubectl(dir: &Path) -> PathBuf {
@@ -436,6 +436,7 @@ fn fake_kubectl(dir: &Path) -> PathBuf {
         r#"#!/bin/sh
 d=$(dirname "$0")
 echo "$*" >> "$d/kubectl.calls"
+echo "HOME=$HOME KUBERC=$KUBERC" >> "$d/kubectl.env"
 for last; do :; done
 if [ "$last" = "-" ]; then cat >> "$d/kubectl.stdin"; echo >> "$d/kubectl.stdin"; echo 'configmap/app serverside-applied'; fi
 if [ -d "$last" ]; then cat "$last"/* >> "$d/kubectl.applied"; echo deployment.apps/web configured; fi

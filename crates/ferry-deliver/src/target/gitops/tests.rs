@@ -147,6 +147,21 @@ fn only_remote_repositories_or_paths_the_administrator_allowed() {
         (at("srv/out.git"), "--gitops-local"),
         (at("srv/../other/new.git"), "`..`"),
         ("relative/env.git".into(), "absolute path"),
+        (
+            format!("file://{}", at("srv/%2e%2e/%2e%2e/other/env.git")),
+            "`%` escapes",
+        ),
+        (format!("file://host{}", at("srv/env.git")), "no host"),
+        ("ssh://git@localhost/srv/x.git".into(), "this very host"),
+        (
+            "ssh://[0:0:0:0:0:0:0:1]:22/srv/x.git".into(),
+            "this very host",
+        ),
+        ("ssh://[::1]:22/srv/x.git".into(), "remote helper"),
+        ("git+ssh://127.0.0.2/srv/x.git".into(), "this very host"),
+        ("git@localhost:srv/x.git".into(), "this very host"),
+        ("[0:0:0:0:0:0:0:1]:/srv/x.git".into(), "this very host"),
+        ("localhost:/srv/x.git".into(), "this very host"),
         (String::new(), "not a repository URL"),
     ] {
         let err = check_repo(&bad, &data, &allowed).expect_err(&bad);
