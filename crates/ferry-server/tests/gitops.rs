@@ -176,6 +176,160 @@ async fn releases_are_commits_to_the_environment_repository() {
     s.stop().await;
 }
 
+/// Serves the bare repositories under `root` over smart HTTP (`git http-backend` as a
+/// CGI program), answering 401 to any request without `Authorization: Basic
+/// x-access-token:TOKEN`. Returns its base URL.
+async fn git_http_server(root: std::path::PathBuf, token: &str) -> String {
+    use axum::body::{Body, Bytes};
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::Response;
+    use base64::Engine as _;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (root, want) = (root.clone(), want.clone());
+        async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            if header("authorization") != want {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .header("WWW-Authenticate", "Basic realm=\"git\"")
+                    .body(Body::empty())
+                    .expect("response");
+            }
+            let mut child = tokio::process::Command::new("git")
+                .arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REMOTE_USER", "x-access-token")
+                .env("REQUEST_METHOD", method.as_str())
+                .env("PATH_INFO", uri.path())
+                .env("QUERY_STRING", uri.query().unwrap_or(""))
+                .env("CONTENT_TYPE", header("content-type"))
+                .env("CONTENT_LENGTH", body.len().to_string())
+                .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+                .env("GIT_PROTOCOL", header("git-protocol"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("git http-backend");
+            let mut stdin = child.stdin.take().expect("stdin");
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, &body)
+                .await
+                .expect("body");
+            drop(stdin);
+            let out = child.wait_with_output().await.expect("output");
+            let text = out.stdout;
+            let split = text
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| (i, 4))
+                .or_else(|| text.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+                .expect("CGI headers");
+            let mut response = Response::builder();
+            for line in String::from_utf8_lossy(&text[..split.0]).lines() {
+                let Some((k, v)) = line.split_once(':') else {
+                    continue;
+                };
+                if k.eq_ignore_ascii_case("status") {
+                    let code: u16 = v.trim()[..3].parse().expect("status");
+                    response = response.status(code);
+                } else {
+                    response = response.header(k.trim(), v.trim());
+                }
+            }
+            response
+                .body(Body::from(text[split.0 + split.1..].to_vec()))
+                .expect("response")
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    base
+}
+
+/// An environment repository that needs the token (behind HTTP basic authentication):
+/// deployments push with it, and the health watch's drift check fetches with it too.
+#[tokio::test]
+async fn a_repository_that_needs_the_token_is_pushed_and_checked_for_drift_with_it() {
+    let s = Server::start().await;
+    let token = "env-repo-token-7781";
+    let root = s.dir().join("served");
+    let remote = root.join("env.git");
+    let seed = s.dir().join("env-seed");
+    std::fs::create_dir_all(&seed).expect("seed");
+    git(
+        s.dir(),
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            &remote.display().to_string(),
+        ],
+    );
+    git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README.md"), "environments\n").expect("readme");
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "start"]);
+    git(
+        &seed,
+        &["push", "-q", &remote.display().to_string(), "main"],
+    );
+    let base = git_http_server(root, token).await;
+    let url = format!("{base}/env.git");
+    let pipeline = pipeline(&url).replace("path: \"envs/", "token: ENV_REPO_TOKEN, path: \"envs/");
+    let bare = s.repository("shop", Some(&pipeline));
+    s.push_file("shop", "web.tmpl", TEMPLATE, "the manifest");
+    push_version(&s, "shop", "v1");
+    s.register("shop", &bare).await;
+    s.set_variable("shop", "GREETING", "hello", None).await;
+    s.set_secret("shop", "ENV_REPO_TOKEN", token, None).await;
+    let run_id = s.trigger("shop").await;
+    assert_eq!(s.finished(&run_id).await["run"]["status"], "success");
+    s.wait_for_live("shop", "sandbox").await;
+    assert!(git(&remote, &["show", "main:envs/sandbox/web.yaml"]).contains("version: v1"));
+    let log = s.get("/api/v1/repos/shop/deployments/sandbox.1/log").await;
+    assert!(!log.to_string().contains(token), "{log}");
+
+    // Drift, by hand on the server that holds the repository.
+    let work = s.dir().join("env-work");
+    git(
+        s.dir(),
+        &[
+            "clone",
+            "-q",
+            &remote.display().to_string(),
+            &work.display().to_string(),
+        ],
+    );
+    std::fs::write(work.join("envs/sandbox/web.yaml"), "kind: ConfigMap\n").expect("edit");
+    git(&work, &["commit", "-qam", "hotfix behind the token"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    s.wait_until("/api/v1/repos/shop/environments", "sandbox drifted", |b| {
+        env_of(b, "sandbox")
+            .to_string()
+            .contains("hotfix behind the token")
+    })
+    .await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_environment_repository_fails_the_deployment_clearly() {
     let s = Server::start().await;

@@ -182,6 +182,9 @@ pub struct GitopsTarget {
     pub local: Arc<Vec<PathBuf>>,
     #[educe(Debug(ignore))]
     pub store: Store,
+    /// Opens the token for the drift check, which runs outside any deployment.
+    #[educe(Debug(ignore))]
+    pub key: ferry_store::SecretKey,
 }
 
 /// The rendered files: path under `path` → content. Each manifest file keeps its path
@@ -591,10 +594,21 @@ impl Target for GitopsTarget {
         // The path as the last deployment resolved it (it may hold `${{ }}`).
         let path = std::fs::read_to_string(dir.join(".git").join(PATH_FILE)).ok()?;
         let path = checked_path(path.trim()).ok()?;
-        // The token is a secret the watch does not hold: a repository that needs one is
-        // checked at the next deployment.
+        // The token, as the environment has it now (opened for this fetch only).
+        let token = match &self.token {
+            Some(name) => {
+                let secrets = self
+                    .store
+                    .open_secrets(&self.key, &dep.repository_id, &dep.environment)
+                    .await
+                    .ok()?;
+                let (_, value) = secrets.into_iter().find(|(n, _)| n == name)?;
+                Some(String::from_utf8(value).ok()?.trim().to_string())
+            }
+            None => None,
+        };
         let fetch = format!("+refs/heads/{}:{WATCH_REF}", self.branch());
-        self.git(&dir, &["fetch", "-q", "origin", &fetch], None)
+        self.git(&dir, &["fetch", "-q", "origin", &fetch], token.as_deref())
             .await
             .ok()?;
         let log = self

@@ -312,6 +312,7 @@ impl Targets {
                 root: self.root.clone(),
                 local: self.gitops_local.clone(),
                 store: self.store.clone(),
+                key: self.key.clone(),
             }),
             Spec::Swarm {
                 compose,
