@@ -114,6 +114,11 @@ pub struct ServeArgs {
     /// its own repository's deliveries, and not for good.
     #[arg(long, env = "FERRY_GIT_TIMEOUT", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
     pub git_timeout: Option<std::time::Duration>,
+    /// How long a run this server executes stays its own without a heartbeat
+    /// [default: 30s; at least 3s]: renewed every third of it; when a server dies,
+    /// another sharing the database ends its runs once their lease ran out.
+    #[arg(long, env = "FERRY_RUN_LEASE", value_name = "DURATION", value_parser = ferry_config::duration::parse_duration)]
+    pub run_lease: Option<std::time::Duration>,
     /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
     /// needs --tls-key.
     #[arg(
@@ -266,6 +271,7 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     git_timeout: Option<String>,
+    run_lease: Option<String>,
     public_url: Option<String>,
     smtp_url: Option<String>,
     smtp_from: Option<String>,
@@ -321,6 +327,20 @@ fn merge(mut args: ServeArgs) -> Result<ServeArgs, Failure> {
     {
         args.git_timeout =
             Some(ferry_config::duration::parse_duration(duration).map_err(Failure::usage)?);
+    }
+    if args.run_lease.is_none()
+        && let Some(duration) = &file.run_lease
+    {
+        args.run_lease =
+            Some(ferry_config::duration::parse_duration(duration).map_err(Failure::usage)?);
+    }
+    if args
+        .run_lease
+        .is_some_and(|d| d < std::time::Duration::from_secs(3))
+    {
+        return Err(Failure::usage(
+            "--run-lease: at least 3s (a heartbeat renews it every third)",
+        ));
     }
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         return Err(Failure::usage(
@@ -643,6 +663,7 @@ pub(crate) async fn ready(args: ServeArgs, log_level: &str) -> Result<Ready, Fai
         max_runs: max_runs as usize,
         jobs_per_run: jobs,
         server_id: server_id(&data)?,
+        lease: args.run_lease.unwrap_or(std::time::Duration::from_secs(30)),
         drain: args.drain,
         watch_tick: std::time::Duration::from_secs(1),
         public_reads: args.public_reads,

@@ -1034,6 +1034,83 @@ async fn after_kill_9_interrupted_runs_fail_clearly_and_queued_runs_still_run() 
     }
 }
 
+/// Two servers on one PostgreSQL: a run of server A stays A's while A renews its lease
+/// (B ends nothing it should not), and when A dies (`kill -9`) B ends A's run once its
+/// lease ran out, with a clear reason, without a restart of A.
+#[tokio::test]
+async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
+    let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
+            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
+        );
+        return;
+    };
+    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_lease");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pids = tmp.path().join("pids");
+    let pipeline = format!(
+        "jobs:\n  work:\n    run: |\n      echo started; echo $$ >> {p}\n      sleep 300\n",
+        p = pids.display()
+    );
+    let bare = bare_repo(tmp.path(), &pipeline);
+    let key = "ab".repeat(32);
+    let flags = ["--database-url", url.as_str(), "--run-lease", "3s"];
+    let envs = [("FERRY_SECRET_KEY", key.as_str())];
+    let data_a = tmp.path().join("a").display().to_string();
+    let mut a = start_with_envs(
+        &[&["--max-runs", "1", "--data-dir", &data_a][..], &flags[..]].concat(),
+        &envs,
+    );
+    let token = a.admin_token();
+    a.add_app(&token, &bare).await;
+    let run = a.trigger_app(&token).await;
+    wait_for_pids(&pids, 1, "the run did not start on A").await;
+    let data_b = tmp.path().join("b").display().to_string();
+    let b = start_with_envs(
+        &[&["--max-runs", "1", "--data-dir", &data_b][..], &flags[..]].concat(),
+        &envs,
+    );
+    // Longer than the lease: A's heartbeat keeps its run.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, detail) = b
+        .call(&token, "GET", &format!("/api/v1/runs/{run}"), None)
+        .await;
+    assert_eq!(detail["run"]["status"], "running", "{detail}");
+    a.kill_9();
+    let started = Instant::now();
+    let mut detail = Value::Null;
+    while started.elapsed() < Duration::from_secs(20) {
+        (_, detail) = b
+            .call(&token, "GET", &format!("/api/v1/runs/{run}"), None)
+            .await;
+        if detail["run"]["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(detail["run"]["status"], "failed", "{detail}");
+    assert!(
+        detail["run"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("its lease ran out")),
+        "{detail}"
+    );
+    assert_eq!(detail["jobs"][0]["status"], "failed", "{detail}");
+    // Within the lease and a heartbeat or two, not at some later start.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    for pid in pids_in(&pids) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// The `ferry` CLI as a client: repositories, trigger and follow, runs, logs, re-run.
 #[tokio::test]
 async fn the_cli_drives_a_server() {

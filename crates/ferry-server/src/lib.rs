@@ -51,6 +51,9 @@ pub struct Config {
     pub jobs_per_run: usize,
     /// An identity for queue leases (several servers may share a database).
     pub server_id: String,
+    /// How long a claimed run stays this server's without a heartbeat: renewed every
+    /// third of it; another server ends a run whose lease ran out.
+    pub lease: std::time::Duration,
     /// On shutdown, let running runs finish instead of cancelling them.
     pub drain: bool,
     /// How often polling and schedules are checked.
@@ -279,7 +282,7 @@ pub async fn prepare(
     }
     let interrupted = store
         .interrupt_runs(
-            &config.server_id,
+            Some(&config.server_id),
             "interrupted: the server stopped before the run finished",
         )
         .await?;

@@ -12,18 +12,65 @@ use tracing::Instrument as _;
 
 use crate::AppState;
 
-/// How long a claimed run is leased before another server may consider it abandoned.
-const LEASE_MS: i64 = 10 * 60 * 1000;
+/// Why a run whose server stopped renewing its lease is ended by another.
+pub const LEASE_LOST: &str =
+    "interrupted: the server executing it stopped (its lease ran out without a heartbeat)";
+
+/// The lease's length in milliseconds.
+fn lease_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// One heartbeat: renews the leases of the runs this server executes (a run whose lease
+/// was taken from it is cancelled here: another server ended it), and ends the runs
+/// of any server whose lease ran out.
+async fn heartbeat(state: &AppState) {
+    match state
+        .store
+        .renew_run_leases(&state.config.server_id, now_ms() + lease_ms(state))
+        .await
+    {
+        Ok(held) => {
+            let unheld: Vec<(String, CancellationToken)> = match state.running.lock() {
+                Ok(running) => running
+                    .iter()
+                    .filter(|(id, t)| !held.contains(id) && !t.is_cancelled())
+                    .map(|(id, t)| (id.clone(), t.clone()))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            // Not held: just finished (nothing to do), or ended by another server.
+            for (id, token) in unheld {
+                if let Ok(run) = state.store.run_by_id(&id).await
+                    && run.error.as_deref() == Some(LEASE_LOST)
+                {
+                    tracing::warn!(
+                        "run {id} is no longer this server's (its lease ran out): stopping it"
+                    );
+                    token.cancel();
+                }
+            }
+        }
+        Err(e) => tracing::error!("cannot renew the leases of this server's runs: {e}"),
+    }
+    match state.store.interrupt_runs(None, LEASE_LOST).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("ended {n} run(s) whose server stopped renewing its lease"),
+        Err(e) => tracing::error!("cannot end runs whose lease ran out: {e}"),
+    }
+}
 
 pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
     let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut beat = tokio::time::interval((state.config.lease / 3).max(Duration::from_millis(100)));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         while tasks.len() < state.config.max_runs.max(1) {
             match state
                 .store
                 .claim_next_run(
                     &state.config.server_id,
-                    now_ms() + LEASE_MS,
+                    now_ms() + lease_ms(&state),
                     state.config.max_runs_per_repo.max(1) as i64,
                 )
                 .instrument(tracing::debug_span!("claim"))
@@ -45,6 +92,7 @@ pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
             _ = stop.cancelled() => break,
             _ = state.wake.notified() => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = beat.tick() => heartbeat(&state).await,
             // Other servers sharing the database queue runs too.
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
@@ -64,6 +112,8 @@ pub(crate) async fn dispatch(state: AppState, stop: CancellationToken) {
     loop {
         tokio::select! {
             joined = tasks.join_next() => if joined.is_none() { break },
+            // Draining runs stay this server's.
+            _ = beat.tick() => heartbeat(&state).await,
             _ = state.force.cancelled(), if !forced => {
                 forced = true;
                 cancel_all();

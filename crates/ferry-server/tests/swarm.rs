@@ -235,8 +235,16 @@ deploy:
     );
     assert_eq!(page(ports[0], "token.txt").await, "token-2");
     let sandbox = format!("label=ferry.scope={repo_id}/sandbox");
+    // Tidied once the release went live (just after it is recorded live).
     for kind in ["config", "secret"] {
-        let left = docker(&[kind, "ls", "-q", "--filter", &sandbox]);
+        let mut left = String::new();
+        for _ in 0..100 {
+            left = docker(&[kind, "ls", "-q", "--filter", &sandbox]);
+            if left.lines().count() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         assert_eq!(
             left.lines().count(),
             1,

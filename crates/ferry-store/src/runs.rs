@@ -494,32 +494,59 @@ impl Store {
         Ok(true)
     }
 
+    /// Extends to `until` the lease `owner` holds on each of its running runs; returns
+    /// the ids of those runs. A run `owner` executes that is not among them is no longer
+    /// its own (its lease ran out and another server ended it).
+    pub async fn renew_run_leases(&self, owner: &str, until: i64) -> Result<Vec<String>> {
+        let _turn = self.turn().await;
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_until = $1 WHERE lease_owner = $2 AND status = 'running' \
+             RETURNING id",
+        )
+        .bind(until)
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get("id")?))
+            .collect::<Result<Vec<String>>>()
+    }
+
     /// Ends the runs a server was executing when it stopped without recording their end
-    /// (a crash, `kill -9`): those it leased as `owner`, and any whose lease ran out.
-    /// They fail with `reason`; their unfinished jobs and steps too. Returns how many.
-    pub async fn interrupt_runs(&self, owner: &str, reason: &str) -> Result<u64> {
+    /// (a crash, `kill -9`): those it leased as `owner` (`None`: no server's in
+    /// particular), and any whose lease ran out. They fail with `reason`; their
+    /// unfinished jobs and steps too. Returns how many.
+    pub async fn interrupt_runs(&self, owner: Option<&str>, reason: &str) -> Result<u64> {
         let _turn = self.turn().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query(
             "SELECT id FROM runs WHERE status = 'running' AND (lease_owner = $1 OR lease_until < $2)",
         )
-        .bind(owner)
+        .bind(owner.unwrap_or(""))
         .bind(now)
         .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<std::result::Result<_, _>>()?;
+        let mut count = 0;
         for id in &ids {
-            sqlx::query(
-                "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, lease_owner = NULL WHERE id = $3",
+            // Still as it was when read: a lease renewed meanwhile keeps its run.
+            let ended = sqlx::query(
+                "UPDATE runs SET status = 'failed', error = $1, finished_at = $2, lease_owner = NULL \
+                 WHERE id = $3 AND status = 'running' AND (lease_owner = $4 OR lease_until < $2)",
             )
             .bind(reason)
             .bind(now)
             .bind(id)
+            .bind(owner.unwrap_or(""))
             .execute(&mut *tx)
             .await?;
+            if ended.rows_affected() == 0 {
+                continue;
+            }
+            count += 1;
             sqlx::query(
                 "UPDATE steps SET status = CASE WHEN status = 'running' THEN 'failed' ELSE 'skipped' END \
                  WHERE status IN ('queued', 'running') AND job_id IN (SELECT id FROM jobs WHERE run_id = $1)",
@@ -538,7 +565,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        Ok(count)
     }
 
     /// The stored plan of a run, as JSON.

@@ -99,6 +99,7 @@ both!(
     the_queue_hands_each_run_to_one_claimer,
     runs_filter_and_paginate,
     interrupted_runs_end_clearly,
+    leases_are_renewed_and_taken_over_only_when_they_run_out,
     polled_heads_and_schedules,
     per_repository_limits_hold_runs_back,
     concurrency_groups_run_one_at_a_time,
@@ -1681,14 +1682,14 @@ async fn interrupted_runs_end_clearly(f: &Fixture) {
     .await
     .expect("start");
     assert_eq!(
-        s.interrupt_runs("server-2", "gone")
+        s.interrupt_runs(Some("server-2"), "gone")
             .await
             .expect("other server"),
         0,
         "a live lease of another server is kept"
     );
     assert_eq!(
-        s.interrupt_runs("server-1", "the server stopped")
+        s.interrupt_runs(Some("server-1"), "the server stopped")
             .await
             .expect("mine"),
         1
@@ -1709,6 +1710,56 @@ async fn interrupted_runs_end_clearly(f: &Fixture) {
         Status::Queued,
         "queued runs stay queued"
     );
+}
+
+async fn leases_are_renewed_and_taken_over_only_when_they_run_out(f: &Fixture) {
+    let s = f.open().await;
+    let repo = s.ensure_repository("/a", "a").await.expect("repo");
+    let (a, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    let (b, _) = s.create_run(&new_run(&repo)).await.expect("run");
+    let soon = ferry_store::now_ms() + 60_000;
+    let got = s.claim_next_run("server-a", soon, 10).await.expect("claim");
+    assert_eq!(got.map(|r| r.id), Some(a.id.clone()));
+    // b's lease has already run out when claimed: its server stopped renewing it.
+    let got = s
+        .claim_next_run("server-b", ferry_store::now_ms() - 1, 10)
+        .await
+        .expect("claim");
+    assert_eq!(got.map(|r| r.id), Some(b.id.clone()));
+    // Renewing extends only the owner's own running runs.
+    assert_eq!(
+        s.renew_run_leases("server-a", soon + 1)
+            .await
+            .expect("renew"),
+        vec![a.id.clone()]
+    );
+    assert!(
+        s.renew_run_leases("server-c", soon)
+            .await
+            .expect("renew")
+            .is_empty()
+    );
+    // Any server ends what ran out (b), and keeps what is renewed (a).
+    let ended = s
+        .interrupt_runs(None, "interrupted: its server stopped")
+        .await
+        .expect("reap");
+    assert_eq!(ended, 1);
+    let run_b = s.run_by_id(&b.id).await.expect("b");
+    assert_eq!(
+        (run_b.status, run_b.error.as_deref()),
+        (Status::Failed, Some("interrupted: its server stopped"))
+    );
+    assert_eq!(s.run_by_id(&a.id).await.expect("a").status, Status::Running);
+    // b's server, alive after all, finds at its next heartbeat that b is no longer its.
+    assert!(
+        s.renew_run_leases("server-b", soon)
+            .await
+            .expect("renew")
+            .is_empty()
+    );
+    // Nothing is ended twice.
+    assert_eq!(s.interrupt_runs(None, "again").await.expect("reap"), 0);
 }
 
 async fn polled_heads_and_schedules(f: &Fixture) {

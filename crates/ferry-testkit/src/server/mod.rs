@@ -152,6 +152,7 @@ impl Server {
                 max_runs: 2,
                 jobs_per_run: 2,
                 server_id: "test".into(),
+                lease: Duration::from_secs(30),
                 drain: false,
                 watch_tick: Duration::from_millis(100),
                 public_reads: options.public_reads,
