@@ -1111,6 +1111,87 @@ async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
     }
 }
 
+/// Two servers on one PostgreSQL take signed webhook deliveries in turn: each delivery
+/// starts exactly one run (one server at a time handles a repository's deliveries).
+#[tokio::test]
+async fn deliveries_spread_over_two_servers_start_each_run_once() {
+    use hmac::Mac as _;
+    let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
+            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
+        );
+        return;
+    };
+    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_intake");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bare = bare_repo(tmp.path(), "jobs:\n  ok:\n    run: \"true\"\n");
+    let sha = git(&bare, &["rev-parse", "main"]);
+    let key = "cd".repeat(32);
+    let envs = [("FERRY_SECRET_KEY", key.as_str())];
+    let server = |name: &str| {
+        let data = tmp.path().join(name).display().to_string();
+        start_with_envs(
+            &[
+                "--max-runs",
+                "1",
+                "--data-dir",
+                &data,
+                "--database-url",
+                &url,
+            ],
+            &envs,
+        )
+    };
+    let a = server("a");
+    let token = a.admin_token();
+    let b = server("b");
+    let secret = "hook-secret-31";
+    let body =
+        json!({ "name": "app", "url": bare.display().to_string(), "webhook_secret": secret });
+    let (status, answer) = a.call(&token, "POST", "/api/v1/repos", Some(body)).await;
+    assert_eq!(status, 201, "{answer}");
+    let payload = json!({
+        "ref": "refs/heads/main",
+        "after": sha,
+        "head_commit": { "id": sha, "message": "push" },
+    })
+    .to_string();
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(payload.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    const DELIVERIES: usize = 40;
+    let client = reqwest::Client::new();
+    for i in 0..DELIVERIES {
+        let to = if i % 2 == 0 { &a } else { &b };
+        let resp = client
+            .post(format!("{}/api/v1/hooks/github/app", to.base))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", format!("delivery-{i}"))
+            .header("X-Hub-Signature-256", &signature)
+            .header("Content-Type", "application/json")
+            .body(payload.clone())
+            .send()
+            .await
+            .expect("delivery");
+        assert_eq!(resp.status().as_u16(), 202, "delivery {i}");
+    }
+    // Every delivery handled: as many runs as deliveries, and no more afterwards.
+    let count = async || {
+        let (_, runs) = a
+            .call(&token, "GET", "/api/v1/runs?repo=app&limit=200", None)
+            .await;
+        runs["runs"].as_array().map(Vec::len).unwrap_or(0)
+    };
+    let started = Instant::now();
+    while count().await < DELIVERIES && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count().await, DELIVERIES, "one run per delivery");
+}
+
 /// The `ferry` CLI as a client: repositories, trigger and follow, runs, logs, re-run.
 #[tokio::test]
 async fn the_cli_drives_a_server() {

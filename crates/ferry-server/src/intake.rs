@@ -56,10 +56,27 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
             if !started {
                 continue; // its worker is still on earlier deliveries
             }
+            // Servers sharing the database take turns: one handles a repository's
+            // deliveries at a time.
+            let owner = state.config.server_id.clone();
+            let claimed = state
+                .store
+                .claim_intake(&repo, &owner, lease_until(&state))
+                .await;
+            if !matches!(claimed, Ok(true)) {
+                if let Err(e) = claimed {
+                    tracing::error!("intake: {e}");
+                }
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&repo);
+                }
+                continue;
+            }
             let items = match state.store.pending_intake_of(&repo, 500).await {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::error!("intake: {e}");
+                    let _ = state.store.release_intake(&repo, &owner).await;
                     if let Ok(mut b) = busy.lock() {
                         b.remove(&repo);
                     }
@@ -73,7 +90,39 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
                     if stop.is_cancelled() {
                         break; // what is left stays stored for the next start
                     }
-                    handle(&state, &item).await;
+                    // Still this server's turn (renewed for each delivery): a server
+                    // that stalled past its lease leaves the rest to the one that took
+                    // over.
+                    match state
+                        .store
+                        .claim_intake(&repo, &owner, lease_until(&state))
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::error!("intake: {e}");
+                            break;
+                        }
+                    }
+                    // Renewed while the delivery is handled (a slow fetch may take
+                    // longer than the lease).
+                    let renew = async {
+                        loop {
+                            tokio::time::sleep(state.config.lease / 3).await;
+                            let _ = state
+                                .store
+                                .claim_intake(&repo, &owner, lease_until(&state))
+                                .await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = handle(&state, &item) => {}
+                        _ = renew => {}
+                    }
+                }
+                if let Err(e) = state.store.release_intake(&repo, &owner).await {
+                    tracing::error!("intake: {e}");
                 }
                 if let Ok(mut b) = busy.lock() {
                     b.remove(&repo);
@@ -94,6 +143,11 @@ pub(crate) async fn intake(state: AppState, stop: CancellationToken) {
     let finishing = async { while workers.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(5), finishing).await;
     workers.shutdown().await;
+}
+
+/// Until when a claim of a repository's deliveries taken now lasts.
+fn lease_until(state: &AppState) -> i64 {
+    ferry_store::now_ms() + i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
 /// Repositories whose deliveries are handled at once, at most.

@@ -254,6 +254,37 @@ impl Store {
         Ok(rows.into_iter().map(|(r,)| r).collect())
     }
 
+    /// Takes (or keeps) the handling of `repository`'s waiting deliveries for `owner`
+    /// until `until`: `true` if it is `owner`'s now. Another server's claim is taken
+    /// over only once its lease ran out.
+    pub async fn claim_intake(&self, repository: &str, owner: &str, until: i64) -> Result<bool> {
+        let _turn = self.turn().await;
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO intake_claims (repository_id, owner, lease_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (repository_id) DO UPDATE SET owner = $2, lease_until = $3 \
+             WHERE intake_claims.owner = $2 OR intake_claims.lease_until < $4",
+        )
+        .bind(repository)
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `owner` is done with `repository`'s deliveries for now.
+    pub async fn release_intake(&self, repository: &str, owner: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        sqlx::query("DELETE FROM intake_claims WHERE repository_id = $1 AND owner = $2")
+            .bind(repository)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The oldest waiting deliveries of one repository.
     pub async fn pending_intake_of(&self, repository: &str, limit: i64) -> Result<Vec<Intake>> {
         let rows = sqlx::query(&format!(

@@ -100,6 +100,7 @@ both!(
     runs_filter_and_paginate,
     interrupted_runs_end_clearly,
     leases_are_renewed_and_taken_over_only_when_they_run_out,
+    one_server_at_a_time_handles_a_repositorys_deliveries,
     polled_heads_and_schedules,
     per_repository_limits_hold_runs_back,
     concurrency_groups_run_one_at_a_time,
@@ -1760,6 +1761,43 @@ async fn leases_are_renewed_and_taken_over_only_when_they_run_out(f: &Fixture) {
     );
     // Nothing is ended twice.
     assert_eq!(s.interrupt_runs(None, "again").await.expect("reap"), 0);
+}
+
+async fn one_server_at_a_time_handles_a_repositorys_deliveries(f: &Fixture) {
+    let s = f.open().await;
+    let later = ferry_store::now_ms() + 60_000;
+    assert!(s.claim_intake("r1", "a", later).await.expect("claim"));
+    assert!(
+        !s.claim_intake("r1", "b", later).await.expect("claim"),
+        "a holds it"
+    );
+    assert!(
+        s.claim_intake("r2", "b", later).await.expect("claim"),
+        "another repository"
+    );
+    assert!(
+        s.claim_intake("r1", "a", later + 1).await.expect("renew"),
+        "a renews"
+    );
+    // Only the owner lets go.
+    s.release_intake("r1", "b").await.expect("release");
+    assert!(!s.claim_intake("r1", "b", later).await.expect("claim"));
+    s.release_intake("r1", "a").await.expect("release");
+    assert!(
+        s.claim_intake("r1", "b", later).await.expect("claim"),
+        "free again"
+    );
+    // A claim whose lease ran out is taken over.
+    assert!(
+        s.claim_intake("r3", "a", ferry_store::now_ms() - 1)
+            .await
+            .expect("claim")
+    );
+    assert!(s.claim_intake("r3", "b", later).await.expect("taken over"));
+    assert!(
+        !s.claim_intake("r3", "a", later).await.expect("claim"),
+        "b's now"
+    );
 }
 
 async fn polled_heads_and_schedules(f: &Fixture) {
