@@ -1111,6 +1111,53 @@ async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
     }
 }
 
+/// A server given another secret key than the one the shared database's secrets were
+/// sealed with stops at its start and says why.
+#[tokio::test]
+async fn a_server_with_another_key_stops_at_start_and_says_why() {
+    let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
+            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
+        );
+        return;
+    };
+    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_keys");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data_a = tmp.path().join("a").display().to_string();
+    let key_a = "0a".repeat(32);
+    let _a = start_with_envs(
+        &["--data-dir", &data_a, "--database-url", &url],
+        &[("FERRY_SECRET_KEY", key_a.as_str())],
+    );
+    let mut b = ferry(&["serve", "--listen", "127.0.0.1:0", "--database-url", &url])
+        .arg("--data-dir")
+        .arg(tmp.path().join("b"))
+        .env("FERRY_SECRET_KEY", "0b".repeat(32))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = b.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = b.kill();
+            panic!("the server with another key did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut b.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("every server sharing a database needs the same key"),
+        "{err}"
+    );
+}
+
 /// Two servers on one PostgreSQL take signed webhook deliveries in turn: each delivery
 /// starts exactly one run (one server at a time handles a repository's deliveries).
 #[tokio::test]

@@ -271,6 +271,8 @@ pub async fn prepare(
     config: &Config,
     key: &ferry_store::SecretKey,
 ) -> Result<Option<String>, ferry_store::Error> {
+    // A key that cannot open what the store holds sealed stops the start here.
+    store.check_key(key).await?;
     // Step processes a crashed server left running end first.
     let tracker =
         ferry_exec::orphans::Tracker::new(ferry_exec::orphans::tracker_dir(&config.data_dir));

@@ -23,16 +23,7 @@ async fn metrics_count_runs_and_deliveries_and_pass_promtool() {
     // Without a token: refused like every other route.
     let anonymous = s.send(s.request("GET", "/metrics")).await;
     assert_eq!(anonymous.status, 401);
-    let answer = s
-        .send(s.request("GET", "/metrics").bearer_auth(&s.admin))
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.text);
-    assert_eq!(
-        answer.headers["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    let text = answer.text;
-    for want in [
+    let wants = [
         "ferry_runs_started_total{repository=\"app\"} 1",
         "ferry_runs_finished_total{repository=\"app\",result=\"success\"} 1",
         "ferry_run_duration_seconds_count{repository=\"app\"} 1",
@@ -46,7 +37,26 @@ async fn metrics_count_runs_and_deliveries_and_pass_promtool() {
         "ferry_runs{state=\"queued\"} 0",
         "ferry_runs{state=\"running\"} 0",
         "process_resident_memory_bytes ",
-    ] {
+    ];
+    // The counters follow the run's events, which may land just after the run is
+    // recorded finished: read again for a while.
+    let mut text = String::new();
+    for _ in 0..100 {
+        let answer = s
+            .send(s.request("GET", "/metrics").bearer_auth(&s.admin))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        assert_eq!(
+            answer.headers["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        text = answer.text;
+        if wants.iter().all(|w| text.contains(w)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for want in wants {
         assert!(text.contains(want), "{want} in:\n{text}");
     }
     assert!(!text.contains(&run), "no run id as a label");

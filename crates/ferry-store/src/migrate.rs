@@ -95,6 +95,7 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (24, "infra_rights", common!("0024_infra_rights.sql")),
     (25, "target_ref", common!("0025_target_ref.sql")),
     (26, "intake_claims", common!("0026_intake_claims.sql")),
+    (27, "key_check", common!("0027_key_check.sql")),
 ];
 
 /// The migrations of one backend, as sqlx applies and records them.

@@ -76,7 +76,46 @@ fn secret_context(repository_id: &str, environment: &str, name: &str) -> String 
     format!("secret:{repository_id}:{environment}:{name}")
 }
 
+/// What the key check seals, and where.
+const KEY_CHECK: (&[u8], &str) = (b"ferry key check", "key-check");
+
 impl Store {
+    /// Whether `key` is the key the store's sealed values were sealed with: the first
+    /// server to open the store seals a check value with its key; a server with
+    /// another key is refused here, with what to do, before it fails on secrets.
+    pub async fn check_key(&self, key: &SecretKey) -> Result<()> {
+        let read = async || -> Result<Option<String>> {
+            Ok(sqlx::query("SELECT sealed FROM key_check WHERE id = 'key'")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("sealed"))
+                .transpose()?)
+        };
+        let sealed = match read().await? {
+            Some(sealed) => sealed,
+            None => {
+                let _turn = self.turn().await;
+                sqlx::query(
+                    "INSERT INTO key_check (id, sealed) VALUES ('key', $1) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(key.seal(KEY_CHECK.0, KEY_CHECK.1)?)
+                .execute(&self.pool)
+                .await?;
+                // Another server may have written its own first.
+                read().await?.unwrap_or_default()
+            }
+        };
+        match key.open(&sealed, KEY_CHECK.1) {
+            Ok(plain) if plain == KEY_CHECK.0 => Ok(()),
+            _ => Err(crate::Error::Invalid(
+                "this server's secret key is not the one the database's secrets were sealed \
+                 with: every server sharing a database needs the same key (FERRY_SECRET_KEY, \
+                 or the same <data dir>/secret.key)"
+                    .into(),
+            )),
+        }
+    }
+
     /// Sets a variable of the repository (`environment` empty) or of an environment.
     pub async fn set_variable(
         &self,

@@ -101,6 +101,7 @@ both!(
     interrupted_runs_end_clearly,
     leases_are_renewed_and_taken_over_only_when_they_run_out,
     one_server_at_a_time_handles_a_repositorys_deliveries,
+    a_second_key_is_refused,
     polled_heads_and_schedules,
     per_repository_limits_hold_runs_back,
     concurrency_groups_run_one_at_a_time,
@@ -1798,6 +1799,18 @@ async fn one_server_at_a_time_handles_a_repositorys_deliveries(f: &Fixture) {
         !s.claim_intake("r3", "a", later).await.expect("claim"),
         "b's now"
     );
+}
+
+async fn a_second_key_is_refused(f: &Fixture) {
+    let s = f.open().await;
+    let first = ferry_store::SecretKey::from_hex(&"01".repeat(32)).expect("key");
+    let other = ferry_store::SecretKey::from_hex(&"02".repeat(32)).expect("key");
+    s.check_key(&first)
+        .await
+        .expect("the first key is the store's");
+    s.check_key(&first).await.expect("again");
+    let err = s.check_key(&other).await.expect_err("another key");
+    assert!(err.to_string().contains("FERRY_SECRET_KEY"), "{err}");
 }
 
 async fn polled_heads_and_schedules(f: &Fixture) {
