@@ -1034,19 +1034,27 @@ async fn after_kill_9_interrupted_runs_fail_clearly_and_queued_runs_still_run() 
     }
 }
 
-/// Two servers on one PostgreSQL: a run of server A stays A's while A renews its lease
-/// (B ends nothing it should not), and when A dies (`kill -9`) B ends A's run once its
-/// lease ran out, with a clear reason, without a restart of A.
-#[tokio::test]
-async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
+/// A database of its own on the test PostgreSQL server (`None`: the tests that need one
+/// are skipped on purpose, `FERRY_SKIP_POSTGRES`).
+fn postgres_database(prefix: &str) -> Option<String> {
     let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
         assert!(
             std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
             "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
         );
+        return None;
+    };
+    Some(ferry_testkit::fresh_postgres_database(&admin_url, prefix))
+}
+
+/// Two servers on one PostgreSQL: a run of server A stays A's while A renews its lease
+/// (B ends nothing it should not), and when A dies (`kill -9`) B ends A's run once its
+/// lease ran out, with a clear reason, without a restart of A.
+#[tokio::test]
+async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
+    let Some(url) = postgres_database("ferry_lease") else {
         return;
     };
-    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_lease");
     let tmp = tempfile::tempdir().expect("tmp");
     let pids = tmp.path().join("pids");
     let pipeline = format!(
@@ -1115,14 +1123,9 @@ async fn a_dead_servers_runs_are_ended_by_another_once_their_lease_runs_out() {
 /// sealed with stops at its start and says why.
 #[tokio::test]
 async fn a_server_with_another_key_stops_at_start_and_says_why() {
-    let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
-            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
-        );
+    let Some(url) = postgres_database("ferry_keys") else {
         return;
     };
-    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_keys");
     let tmp = tempfile::tempdir().expect("tmp");
     let data_a = tmp.path().join("a").display().to_string();
     let key_a = "0a".repeat(32);
@@ -1163,14 +1166,9 @@ async fn a_server_with_another_key_stops_at_start_and_says_why() {
 #[tokio::test]
 async fn deliveries_spread_over_two_servers_start_each_run_once() {
     use hmac::Mac as _;
-    let Ok(admin_url) = std::env::var("FERRY_TEST_POSTGRES") else {
-        assert!(
-            std::env::var_os("FERRY_SKIP_POSTGRES").is_some(),
-            "set FERRY_TEST_POSTGRES (scripts/test.sh starts a server) or FERRY_SKIP_POSTGRES=1"
-        );
+    let Some(url) = postgres_database("ferry_intake") else {
         return;
     };
-    let url = ferry_testkit::fresh_postgres_database(&admin_url, "ferry_intake");
     let tmp = tempfile::tempdir().expect("tmp");
     let bare = bare_repo(tmp.path(), "jobs:\n  ok:\n    run: \"true\"\n");
     let sha = git(&bare, &["rev-parse", "main"]);

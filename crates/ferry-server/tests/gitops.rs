@@ -9,6 +9,20 @@ use ferry_testkit::server::{Server, env_of, push_version};
 
 const TEMPLATE: &str = "kind: ConfigMap\nmetadata:\n  name: web\ndata:\n  version: VERSION\n  where: \"${{ environment.name }}\"\n  greeting: \"${{ vars.GREETING }}\"\n";
 
+/// Makes `remote` a bare repository with a first commit on `main` (seeded from a
+/// working copy beside it in `dir`).
+fn environment_repository(dir: &std::path::Path, remote: &std::path::Path) {
+    let seed = dir.join("env-seed");
+    std::fs::create_dir_all(&seed).expect("seed");
+    let url = remote.display().to_string();
+    git(dir, &["init", "-q", "--bare", "-b", "main", &url]);
+    git(&seed, &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.join("README.md"), "environments\n").expect("readme");
+    git(&seed, &["add", "-A"]);
+    git(&seed, &["commit", "-q", "-m", "start"]);
+    git(&seed, &["push", "-q", &url, "main"]);
+}
+
 fn pipeline(repo: &str) -> String {
     format!(
         "jobs:
@@ -34,27 +48,7 @@ async fn releases_are_commits_to_the_environment_repository() {
     let s = Server::start().await;
     // The environment repository: a bare remote with a first commit on main.
     let remote = s.dir().join("env.git");
-    let seed = s.dir().join("env-seed");
-    std::fs::create_dir_all(&seed).expect("seed");
-    git(
-        s.dir(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &remote.display().to_string(),
-        ],
-    );
-    git(&seed, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README.md"), "environments\n").expect("readme");
-    git(&seed, &["add", "-A"]);
-    git(&seed, &["commit", "-q", "-m", "start"]);
-    git(
-        &seed,
-        &["push", "-q", &remote.display().to_string(), "main"],
-    );
+    environment_repository(s.dir(), &remote);
     let bare = s.repository("shop", Some(&pipeline(&remote.display().to_string())));
     s.push_file("shop", "web.tmpl", TEMPLATE, "the manifest");
     push_version(&s, "shop", "v1");
@@ -270,27 +264,7 @@ async fn a_repository_that_needs_the_token_is_pushed_and_checked_for_drift_with_
     let token = "env-repo-token-7781";
     let root = s.dir().join("served");
     let remote = root.join("env.git");
-    let seed = s.dir().join("env-seed");
-    std::fs::create_dir_all(&seed).expect("seed");
-    git(
-        s.dir(),
-        &[
-            "init",
-            "-q",
-            "--bare",
-            "-b",
-            "main",
-            &remote.display().to_string(),
-        ],
-    );
-    git(&seed, &["init", "-q", "-b", "main"]);
-    std::fs::write(seed.join("README.md"), "environments\n").expect("readme");
-    git(&seed, &["add", "-A"]);
-    git(&seed, &["commit", "-q", "-m", "start"]);
-    git(
-        &seed,
-        &["push", "-q", &remote.display().to_string(), "main"],
-    );
+    environment_repository(s.dir(), &remote);
     let base = git_http_server(root, token).await;
     let url = format!("{base}/env.git");
     let pipeline = pipeline(&url).replace("path: \"envs/", "token: ENV_REPO_TOKEN, path: \"envs/");
